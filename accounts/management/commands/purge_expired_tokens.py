@@ -1,0 +1,11 @@
+from django.core.management.base import BaseCommand
+
+from accounts.services import auth_tokens_purge_expired
+
+
+class Command(BaseCommand):
+    help = "Delete expired API tokens (the same job Celery beat runs hourly)."
+
+    def handle(self, *args, **options):
+        removed = auth_tokens_purge_expired()
+        self.stdout.write(self.style.SUCCESS(f"Removed {removed} expired token(s)."))

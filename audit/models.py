@@ -1,0 +1,61 @@
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+from tenants.models import Tenant
+
+
+class ActorType(models.TextChoices):
+    USER = "user", "User"
+    API_KEY = "api_key", "API key"
+    SYSTEM = "system", "System"
+
+
+class AuditEvent(models.Model):
+    """One append-only event. A tenant's events form its chain; tenant-less ones the platform chain.
+
+    `seq`, `prev_hash` and `hash` are assigned when the chain is sealed (issue "Tamper-evident
+    audit log"); until then they are empty.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    # Null for platform events. The one table with a nullable tenant: see README, "Citus".
+    tenant = models.ForeignKey(
+        Tenant, on_delete=models.CASCADE, null=True, blank=True, related_name="audit_events"
+    )
+    event_type = models.CharField(max_length=100, db_index=True)
+    actor_type = models.CharField(
+        max_length=16, choices=ActorType.choices, default=ActorType.SYSTEM
+    )
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        # The id stays after the user is deleted: an audit record is never rewritten.
+        on_delete=models.DO_NOTHING,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_constraint=False,
+    )
+    # Who acted, as known at the time (email, key prefix, task name): survives the actor's deletion.
+    actor_label = models.CharField(max_length=254, blank=True)
+    payload = models.JSONField(default=dict, blank=True)
+    request_id = models.CharField(max_length=128, blank=True)
+    ip_address = models.GenericIPAddressField(null=True, blank=True)
+    user_agent = models.CharField(max_length=512, blank=True)
+    created_at = models.DateTimeField(db_index=True)
+    seq = models.BigIntegerField(null=True, blank=True)
+    prev_hash = models.CharField(max_length=64, blank=True)
+    hash = models.CharField(max_length=64, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["tenant", "-created_at"], name="audit_event_tenant_time"),
+            models.Index(
+                fields=["tenant", "event_type", "-created_at"], name="audit_event_tenant_type"
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.event_type} at {self.created_at:%Y-%m-%d %H:%M:%S}"

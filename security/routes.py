@@ -1,0 +1,3 @@
+"""The (prefix, viewset, basename) triples this app registers on the one API router."""
+
+routes: list = []

@@ -1,0 +1,60 @@
+"""Demo data for the quick start: idempotent, prints the credentials it set."""
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
+
+from accounts.models import User
+from accounts.services import user_create
+from tenants.models import Membership, Role, Tenant
+from tenants.services import membership_add, tenant_create
+
+DEMO_PASSWORD = "demo-password-123"
+STAFF_EMAIL = "admin@example.com"
+DEMO_TENANTS = [
+    ("acme", "Acme Corporation", "pro"),
+    ("globex", "Globex Inc.", "enterprise"),
+]
+DEMO_ROLES = (Role.OWNER, Role.ADMIN, Role.VIEWER)
+
+
+class Command(BaseCommand):
+    help = "Load demo data: a staff superuser and two tenants with an owner, admin and viewer each."
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--force",
+            action="store_true",
+            help="Allow running with DEBUG off (never in production).",
+        )
+
+    def _user(self, email: str, name: str, *, superuser: bool = False) -> User:
+        user = User.objects.filter(email=email).first()
+        if user is None:
+            user = user_create(
+                email=email, password=DEMO_PASSWORD, name=name, is_superuser=superuser
+            )
+        return user
+
+    @transaction.atomic
+    def handle(self, *args, **options):
+        if not settings.DEBUG and not options["force"]:
+            raise CommandError("Refusing to load demo data with DEBUG off; pass --force to insist.")
+        staff = self._user(STAFF_EMAIL, "Platform Admin", superuser=True)
+        rows = [("staff (admin site)", STAFF_EMAIL, "-")]
+        for slug, name, plan in DEMO_TENANTS:
+            owner = self._user(f"owner@{slug}.example.com", f"{name} Owner")
+            tenant = Tenant.objects.filter(slug=slug).first() or tenant_create(
+                actor=staff, owner=owner, name=name, slug=slug, plan=plan
+            )
+            for role in DEMO_ROLES:
+                user = self._user(f"{role}@{slug}.example.com", f"{name} {role.label}")
+                if not Membership.objects.filter(tenant=tenant, user=user).exists():
+                    membership_add(tenant=tenant, user=user, role=role, actor=staff)
+                rows.append((f"{role} of {slug}", user.email, str(tenant.pk)))
+
+        self.stdout.write(
+            self.style.SUCCESS("Demo data ready. Every demo password: " + DEMO_PASSWORD)
+        )
+        for label, email, tenant_id in rows:
+            self.stdout.write(f"  {label:<22} {email:<32} tenant {tenant_id}")

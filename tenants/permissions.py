@@ -1,0 +1,132 @@
+"""The role -> permission table and the one DRF permission class that enforces it.
+
+Permissions are `area.action` strings. A view declares, per action, what it needs:
+
+    required_permissions = {"list": "security.read", "create": "security.write"}
+
+Besides permission strings an entry may be one of the access levels below. An action with no
+entry is refused (deny by default); tests/api checks that every routed action has one.
+"""
+
+from collections.abc import Mapping
+
+from rest_framework.permissions import BasePermission
+
+from .models import Role
+
+PUBLIC = "@public"  # no authentication
+AUTHENTICATED = "@authenticated"  # any authenticated caller, no tenant needed
+TENANT_MEMBER = "@tenant-member"  # any active member of the resolved tenant
+STAFF = "@staff"  # platform operators only
+ACCESS_LEVELS = frozenset({PUBLIC, AUTHENTICATED, TENANT_MEMBER, STAFF})
+
+PERMISSIONS_BY_AREA: dict[str, tuple[str, ...]] = {
+    "documents": ("read", "write", "delete"),
+    "conversations": ("read", "moderate"),
+    "analytics": ("read",),
+    "settings": ("read", "write"),
+    "billing": ("read", "write"),
+    "security": ("read", "write"),
+    "support": ("read", "write"),
+    "playground": ("read", "write", "execute"),
+    "audit": ("read",),
+    "members": ("read", "write"),
+    "keys": ("read", "write"),
+}
+ALL_PERMISSIONS = frozenset(
+    f"{area}.{action}" for area, actions in PERMISSIONS_BY_AREA.items() for action in actions
+)
+
+
+def _perms(*names: str) -> frozenset[str]:
+    unknown = set(names) - ALL_PERMISSIONS
+    if unknown:
+        raise ValueError(f"unknown permissions in the role table: {sorted(unknown)}")
+    return frozenset(names)
+
+
+_READ_BASICS = ("documents.read", "conversations.read", "settings.read", "members.read")
+
+ROLE_PERMISSIONS: Mapping[str, frozenset[str]] = {
+    Role.OWNER: ALL_PERMISSIONS,
+    Role.ADMIN: ALL_PERMISSIONS,
+    Role.MEMBER: _perms(
+        *_READ_BASICS,
+        "documents.write",
+        "analytics.read",
+        "support.read",
+        "support.write",
+        "playground.read",
+        "playground.write",
+        "playground.execute",
+        "keys.read",
+        "keys.write",
+    ),
+    Role.VIEWER: _perms(*_READ_BASICS, "analytics.read", "support.read", "playground.read"),
+    Role.BILLING: _perms(
+        "settings.read", "members.read", "billing.read", "billing.write", "analytics.read"
+    ),
+    Role.DPO: _perms(
+        *_READ_BASICS, "security.read", "security.write", "audit.read", "analytics.read"
+    ),
+}
+
+
+def effective_permissions(role: str, overrides: Mapping | None = None) -> frozenset[str]:
+    """The role's set with a membership's per-area overrides applied (seed 000's shape)."""
+    granted = set(ROLE_PERMISSIONS.get(role, frozenset()))
+    for area, actions in (overrides or {}).items():
+        if not isinstance(actions, Mapping):
+            continue
+        for action, allowed in actions.items():
+            name = f"{area}.{action}"
+            if name not in ALL_PERMISSIONS:
+                continue
+            if allowed is True:
+                granted.add(name)
+            elif allowed is False:
+                granted.discard(name)
+    return frozenset(granted)
+
+
+def permissions_as_object(permissions: frozenset[str]) -> dict[str, dict[str, bool]]:
+    """Seed 000's permission object: {"documents": {"read": true, ...}, ...}."""
+    return {
+        area: {action: f"{area}.{action}" in permissions for action in actions}
+        for area, actions in PERMISSIONS_BY_AREA.items()
+    }
+
+
+def required_permission_for(view, request) -> str | None:
+    """The entry a view declares for the action being run, or None when it declares none."""
+    action = getattr(view, "action", None)
+    if action is None:
+        action = request.method.lower()
+    if action == "metadata":
+        return AUTHENTICATED
+    return view.required_permissions.get(action)
+
+
+class HasRequiredPermission(BasePermission):
+    """Enforces `view.required_permissions[action]`; deny by default."""
+
+    message = "You do not have permission to perform this action."
+
+    def has_permission(self, request, view) -> bool:
+        required = required_permission_for(view, request)
+        if required is None:
+            return False
+        if required == PUBLIC:
+            return True
+        if not (request.user and request.user.is_authenticated):
+            return False
+        if required == AUTHENTICATED:
+            return True
+        if required == STAFF:
+            return bool(request.user.is_staff)
+        if getattr(request, "tenant", None) is None:
+            # Only staff on a cross-tenant view act without a tenant (their permissions are all).
+            return bool(getattr(view, "staff_cross_tenant", False) and request.user.is_staff)
+        if required == TENANT_MEMBER:
+            return True
+        return required in request.permissions

@@ -1,0 +1,88 @@
+"""Resolving the tenant of an API request (DESIGN.md, Tenancy), once, after authentication.
+
+Order: an API key's tenant (issue "Accounts and access"), the X-Organization-ID header, the
+organization_id query parameter, the caller's only active membership. A tenant the caller
+cannot see is "not found", exactly like one that does not exist.
+"""
+
+import enum
+import re
+import uuid
+from dataclasses import dataclass
+
+from rest_framework.exceptions import NotFound
+
+from config.exceptions import TenantRequired
+
+from .models import Membership, MembershipStatus, Tenant
+from .permissions import ALL_PERMISSIONS, effective_permissions
+
+TENANT_HEADER = "X-Organization-ID"
+TENANT_QUERY_PARAM = "organization_id"
+_SLUG = re.compile(r"^[-a-zA-Z0-9_]{1,63}$")
+
+
+class TenantMode(enum.Enum):
+    NONE = "none"  # platform endpoint: no tenant
+    OPTIONAL = "optional"  # tenant when one is named or implied, else none
+    EXPLICIT = "explicit"  # tenant only when named (staff reading across tenants)
+    REQUIRED = "required"  # 400 TENANT_REQUIRED when none can be found
+
+
+@dataclass(frozen=True)
+class TenantContext:
+    tenant: Tenant | None = None
+    membership: Membership | None = None
+    permissions: frozenset[str] = frozenset()
+
+
+def _tenant_filter(identifier: str) -> dict:
+    try:
+        return {"pk": uuid.UUID(identifier)}
+    except ValueError:
+        pass
+    if _SLUG.match(identifier):
+        return {"slug": identifier}
+    raise NotFound("Organization not found.")
+
+
+def _membership_context(user, membership: Membership) -> TenantContext:
+    if user.is_staff:
+        return TenantContext(membership.tenant, membership, ALL_PERMISSIONS)
+    permissions = effective_permissions(membership.role, membership.permissions)
+    return TenantContext(membership.tenant, membership, permissions)
+
+
+def _active_memberships(user):
+    return Membership.objects.select_related("tenant").filter(
+        user=user, status=MembershipStatus.ACTIVE
+    )
+
+
+def _context_for(user, tenant_lookup: dict) -> TenantContext:
+    tenant_filter = {f"tenant__{key}": value for key, value in tenant_lookup.items()}
+    membership = _active_memberships(user).filter(**tenant_filter).first()
+    if membership is not None:
+        return _membership_context(user, membership)
+    if user.is_staff:
+        tenant = Tenant.objects.filter(**tenant_lookup).first()
+        if tenant is not None:
+            return TenantContext(tenant, None, ALL_PERMISSIONS)
+    raise NotFound("Organization not found.")
+
+
+def resolve_tenant(request, mode: TenantMode) -> TenantContext:
+    if mode is TenantMode.NONE or not request.user.is_authenticated:
+        return TenantContext()
+    identifier = request.headers.get(TENANT_HEADER) or request.query_params.get(TENANT_QUERY_PARAM)
+    if identifier:
+        return _context_for(request.user, _tenant_filter(identifier.strip()))
+
+    if mode is TenantMode.EXPLICIT:
+        return TenantContext()
+    memberships = list(_active_memberships(request.user)[:2])
+    if len(memberships) == 1:
+        return _membership_context(request.user, memberships[0])
+    if mode is TenantMode.REQUIRED:
+        raise TenantRequired()
+    return TenantContext()

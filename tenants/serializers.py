@@ -1,0 +1,97 @@
+from rest_framework import serializers
+
+from .models import PlanTier, Tenant
+
+
+class TenantScopedPrimaryKeyRelatedField(serializers.PrimaryKeyRelatedField):
+    """A reference by id to another object of the request's tenant; a foreign tenant's id is
+    "does not exist", exactly like a random one."""
+
+    def get_queryset(self):
+        queryset = super().get_queryset()
+        tenant = self.context.get("tenant")
+        return queryset.filter(tenant=tenant) if tenant is not None else queryset.none()
+
+
+def tenant_queryset(model):
+    """A django-filter `queryset=` callable scoped to the request's tenant, for FilterSets."""
+
+    def scoped(request):
+        tenant = getattr(request, "tenant", None)
+        return model.objects.filter(tenant=tenant) if tenant is not None else model.objects.none()
+
+    return scoped
+
+
+class TenantSerializer(serializers.ModelSerializer):
+    """Seed 002's tenant shape; `subscription_tier` is the plan tier."""
+
+    subscription_tier = serializers.ChoiceField(
+        source="plan", choices=PlanTier.choices, default=PlanTier.FREE
+    )
+    slug = serializers.SlugField(max_length=63, required=False)
+    user_count = serializers.IntegerField(source="member_count", read_only=True)
+
+    class Meta:
+        model = Tenant
+        fields = [
+            "id",
+            "name",
+            "slug",
+            "domain",
+            "status",
+            "subscription_tier",
+            "contact_email",
+            "contact_name",
+            "contact_phone",
+            "billing_email",
+            "created_at",
+            "updated_at",
+            "activated_at",
+            "suspended_at",
+            "suspension_reason",
+            "trial_ends_at",
+            "settings",
+            "user_count",
+        ]
+        read_only_fields = [
+            "id",
+            "status",
+            "created_at",
+            "updated_at",
+            "activated_at",
+            "suspended_at",
+            "suspension_reason",
+            "trial_ends_at",
+            "settings",
+            "user_count",
+        ]
+
+    def validate_slug(self, value):
+        if Tenant.objects.filter(slug=value).exists():
+            raise serializers.ValidationError("An organization with this slug already exists.")
+        return value
+
+
+class OrganizationSerializer(serializers.ModelSerializer):
+    """Seed 000's current-organization shape."""
+
+    member_count = serializers.IntegerField(read_only=True)
+
+    class Meta:
+        model = Tenant
+        fields = [
+            "id",
+            "name",
+            "slug",
+            "description",
+            "plan",
+            "status",
+            "settings",
+            "branding",
+            "created_at",
+            "updated_at",
+            "member_count",
+            "trial_ends_at",
+        ]
+        read_only_fields = fields

@@ -1,0 +1,92 @@
+"""Tenant and membership state changes: the one place their rules live."""
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from django.utils.text import slugify
+
+from audit.services import record
+from config.exceptions import Conflict
+
+from .models import Membership, MembershipStatus, PlanTier, Role, Tenant, TenantStatus
+
+
+def unique_slug(name: str) -> str:
+    """A free slug derived from the name: `acme`, `acme-2`, `acme-3`, ..."""
+    base = (slugify(name) or "org")[:56].strip("-") or "org"
+    candidate, n = base, 1
+    while Tenant.objects.filter(slug=candidate).exists():
+        n += 1
+        candidate = f"{base}-{n}"
+    return candidate
+
+
+@transaction.atomic
+def tenant_create(
+    *,
+    actor,
+    name: str,
+    slug: str | None = None,
+    plan: str = PlanTier.FREE,
+    owner=None,
+    **fields,
+) -> Tenant:
+    """Create a tenant in trial; `owner` (default: the actor) becomes its first owner."""
+    now = timezone.now()
+    try:
+        with transaction.atomic():
+            tenant = Tenant.objects.create(
+                name=name,
+                slug=slug or unique_slug(name),
+                plan=plan,
+                status=TenantStatus.TRIAL,
+                trial_ends_at=now + timedelta(days=settings.TENANT_TRIAL_DAYS),
+                **fields,
+            )
+    except IntegrityError:
+        raise Conflict("An organization with this slug already exists.") from None
+    record(
+        tenant=tenant,
+        event_type="tenant.created",
+        actor=actor,
+        payload={"slug": tenant.slug, "name": tenant.name, "plan": tenant.plan},
+    )
+    owner = owner or actor
+    if owner is not None and owner.is_authenticated:
+        membership_add(tenant=tenant, user=owner, role=Role.OWNER, actor=actor)
+    return tenant
+
+
+@transaction.atomic
+def membership_add(
+    *,
+    tenant: Tenant,
+    user,
+    role: str,
+    actor,
+    permissions: dict | None = None,
+) -> Membership:
+    """Make `user` an active member of `tenant` with `role`."""
+    now = timezone.now()
+    try:
+        with transaction.atomic():
+            membership = Membership.objects.create(
+                tenant=tenant,
+                user=user,
+                role=role,
+                status=MembershipStatus.ACTIVE,
+                permissions=permissions or {},
+                invited_by=actor if actor is not None and actor.is_authenticated else None,
+                joined_at=now,
+            )
+    except IntegrityError:
+        raise Conflict("This user is already a member of the organization.") from None
+    record(
+        tenant=tenant,
+        event_type="member.added",
+        actor=actor,
+        payload={"membership_id": str(membership.pk), "user_id": str(user.pk), "role": role},
+    )
+    return membership

@@ -1,0 +1,108 @@
+"""Every routed API endpoint, discovered from the URL resolver, for the generic contract tests.
+
+A new viewset registered on the router joins every contract test with no change here; a new
+tenant-owned model served by a detail route needs one line in FACTORIES.
+"""
+
+import re
+import uuid
+from dataclasses import dataclass
+
+from django.urls import URLPattern, URLResolver, get_resolver
+
+from audit.models import AuditEvent
+from tenants.api import TenantScopedViewSet
+from tenants.permissions import ACCESS_LEVELS, AUTHENTICATED, PUBLIC, STAFF
+from tenants.resolution import TenantMode
+from tests.factories import AuditEventFactory
+
+# Tenant-owned model -> factory taking `tenant=`: used to create another tenant's objects.
+FACTORIES = {
+    AuditEvent: AuditEventFactory,
+}
+
+_GROUP = re.compile(r"\(\?P<(?P<name>\w+)>[^)]*\)")
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    regex: str
+    view_class: type
+    method: str
+    action: str
+
+    @property
+    def is_detail(self) -> bool:
+        return bool(_GROUP.search(self.regex))
+
+    @property
+    def requirement(self) -> str | None:
+        return self.view_class.required_permissions.get(self.action)
+
+    @property
+    def permission(self) -> str | None:
+        """The permission string required, when it is one (not an access level)."""
+        requirement = self.requirement
+        return None if requirement in ACCESS_LEVELS else requirement
+
+    @property
+    def needs_tenant(self) -> bool:
+        return self.view_class.tenant_mode is not TenantMode.NONE and self.requirement not in (
+            PUBLIC,
+            AUTHENTICATED,
+            STAFF,
+        )
+
+    @property
+    def model(self):
+        queryset = getattr(self.view_class, "queryset", None)
+        return queryset.model if queryset is not None else None
+
+    @property
+    def is_tenant_scoped(self) -> bool:
+        return issubclass(self.view_class, TenantScopedViewSet)
+
+    def url(self, lookup: str | None = None, *, slash: bool = True) -> str:
+        value = lookup or str(uuid.uuid4())
+        path = _GROUP.sub(value, self.regex).replace("^", "").replace("$", "")
+        path = path.replace("/?", "/" if slash else "")
+        return "/" + path
+
+    def __str__(self):
+        return (
+            f"{self.method.upper()} {self.url('{id}')} ({self.view_class.__name__}.{self.action})"
+        )
+
+
+def _walk(patterns, prefix=""):
+    for entry in patterns:
+        if isinstance(entry, URLResolver):
+            yield from _walk(entry.url_patterns, prefix + _regex(entry))
+        elif isinstance(entry, URLPattern):
+            yield prefix + _regex(entry), entry.callback
+
+
+def _regex(entry) -> str:
+    return entry.pattern.regex.pattern.lstrip("^").removesuffix("$").replace("\\Z", "")
+
+
+def api_endpoints() -> list[Endpoint]:
+    endpoints = []
+    for regex, callback in _walk(get_resolver().url_patterns):
+        if not regex.startswith("api/v1/"):
+            continue
+        view_class = getattr(callback, "cls", None)
+        actions = getattr(callback, "actions", None)
+        if view_class is None:
+            raise AssertionError(f"{regex} is not served by a DRF view")
+        if actions:
+            for method, action in actions.items():
+                endpoints.append(Endpoint(regex, view_class, method, action))
+        else:
+            for method in view_class().allowed_methods:
+                if method.lower() not in ("options", "head"):
+                    endpoints.append(Endpoint(regex, view_class, method.lower(), method.lower()))
+    return endpoints
+
+
+ENDPOINTS = api_endpoints()

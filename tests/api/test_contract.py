@@ -1,0 +1,127 @@
+"""The API contract, checked over every routed endpoint (see endpoints.py)."""
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from rest_framework.test import APIClient
+
+from tenants.api import ControlPlaneAPIMixin
+from tenants.models import Role
+from tenants.permissions import ACCESS_LEVELS, ALL_PERMISSIONS, PUBLIC
+from tests.conftest import assert_envelope
+from tests.factories import TenantFactory
+
+from .endpoints import ENDPOINTS, FACTORIES
+
+pytestmark = pytest.mark.django_db
+
+PROTECTED = [e for e in ENDPOINTS if e.requirement != PUBLIC]
+WITH_PERMISSION = [e for e in ENDPOINTS if e.permission]
+IN_TENANT = [e for e in ENDPOINTS if e.needs_tenant]
+TENANT_DETAIL = [e for e in ENDPOINTS if e.is_tenant_scoped and e.is_detail]
+TENANT_LISTS = [e for e in ENDPOINTS if e.is_tenant_scoped and e.action == "list"]
+
+
+def _call(client, endpoint, url=None):
+    return getattr(client, endpoint.method)(url or endpoint.url(), {}, format="json")
+
+
+def test_the_router_serves_endpoints():
+    assert len(ENDPOINTS) >= 7
+    assert PROTECTED and WITH_PERMISSION and IN_TENANT and TENANT_DETAIL and TENANT_LISTS
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS, ids=str)
+def test_every_action_declares_a_known_requirement(endpoint):
+    assert issubclass(endpoint.view_class, ControlPlaneAPIMixin), endpoint
+    assert endpoint.requirement is not None, f"{endpoint} has no required_permissions entry"
+    assert endpoint.requirement in ACCESS_LEVELS | ALL_PERMISSIONS, endpoint.requirement
+
+
+@pytest.mark.parametrize("endpoint", PROTECTED, ids=str)
+def test_unauthenticated_caller_gets_401(endpoint):
+    assert_envelope(_call(APIClient(), endpoint), 401, "AUTHENTICATION_REQUIRED")
+
+
+@pytest.mark.parametrize("endpoint", PROTECTED, ids=str)
+def test_invalid_token_gets_401(endpoint):
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION="Token not-a-real-token")
+    assert_envelope(_call(client, endpoint), 401, "AUTHENTICATION_REQUIRED")
+
+
+@pytest.mark.parametrize("endpoint", WITH_PERMISSION, ids=str)
+def test_member_lacking_the_permission_gets_403(endpoint, make_caller):
+    area, action = endpoint.permission.split(".")
+    caller = make_caller(Role.OWNER, permissions={area: {action: False}})
+    assert_envelope(_call(caller.client, endpoint), 403, "INSUFFICIENT_PERMISSIONS")
+
+
+@pytest.mark.parametrize("endpoint", WITH_PERMISSION, ids=str)
+def test_member_with_the_permission_is_not_refused(endpoint, make_caller):
+    area, action = endpoint.permission.split(".")
+    caller = make_caller(Role.VIEWER, permissions={area: {action: True}})
+    response = _call(caller.client, endpoint)
+    assert response.status_code not in (401, 403), (endpoint, response.content)
+
+
+@pytest.mark.parametrize("endpoint", IN_TENANT, ids=str)
+def test_naming_a_tenant_the_caller_is_not_in_gets_404(endpoint, make_caller):
+    caller = make_caller(Role.OWNER)
+    client = caller.client_for(TenantFactory().pk)
+    assert_envelope(_call(client, endpoint), 404, "RESOURCE_NOT_FOUND")
+
+
+def test_every_tenant_scoped_detail_route_has_a_factory():
+    missing = {e.model for e in TENANT_DETAIL} - set(FACTORIES)
+    assert not missing, f"add factories to tests/api/endpoints.py FACTORIES for {missing}"
+
+
+@pytest.mark.parametrize("endpoint", TENANT_DETAIL, ids=str)
+def test_another_tenants_object_is_404_like_a_random_id(endpoint, make_caller):
+    caller = make_caller(Role.OWNER)
+    foreign = FACTORIES[endpoint.model](tenant=TenantFactory())
+    own = FACTORIES[endpoint.model](tenant=caller.tenant)
+
+    foreign_error = assert_envelope(
+        _call(caller.client, endpoint, endpoint.url(str(foreign.pk))), 404, "RESOURCE_NOT_FOUND"
+    )
+    random_error = assert_envelope(_call(caller.client, endpoint), 404, "RESOURCE_NOT_FOUND")
+    assert foreign_error["message"] == random_error["message"]
+    if endpoint.method == "get":
+        assert _call(caller.client, endpoint, endpoint.url(str(own.pk))).status_code == 200
+
+
+@pytest.mark.parametrize("endpoint", TENANT_LISTS, ids=str)
+def test_list_shows_only_the_callers_tenant(endpoint, make_caller):
+    caller = make_caller(Role.OWNER)
+    factory = FACTORIES[endpoint.model]
+    own = {str(factory(tenant=caller.tenant).pk) for _ in range(3)}
+    for _ in range(3):
+        factory(tenant=TenantFactory())
+    response = caller.client.get(endpoint.url(), {"page_size": 100})
+    assert response.status_code == 200
+    ids = {row["id"] for row in response.json()["results"]}
+    assert own <= ids
+    assert all(
+        row.get("tenant_id", str(caller.tenant.pk)) == str(caller.tenant.pk)
+        for row in response.json()["results"]
+    )
+    assert not {str(o.pk) for o in endpoint.model.objects.exclude(tenant=caller.tenant)} & ids
+
+
+@pytest.mark.parametrize("endpoint", TENANT_LISTS, ids=str)
+def test_list_query_count_does_not_grow_with_page_size(endpoint, make_caller):
+    factory = FACTORIES[endpoint.model]
+
+    def queries_for(rows: int) -> int:
+        caller = make_caller(Role.OWNER)
+        for _ in range(rows):
+            factory(tenant=caller.tenant)
+        with CaptureQueriesContext(connection) as captured:
+            response = caller.client.get(endpoint.url(), {"page_size": 100})
+        assert response.status_code == 200
+        assert len(response.json()["results"]) >= rows
+        return len(captured)
+
+    assert queries_for(3) == queries_for(30)

@@ -1,0 +1,112 @@
+import pytest
+from django.core.cache import cache
+from django.db import connection
+from rest_framework.test import APIClient
+
+from accounts.services import auth_token_issue
+from tenants.models import Role
+
+from .factories import MembershipFactory, TenantFactory, UserFactory
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `postgres` are skipped on the SQLite smoke run."""
+    from django.conf import settings
+
+    if settings.DATABASES["default"]["ENGINE"].endswith("postgresql"):
+        return
+    skip = pytest.mark.skip(reason="needs PostgreSQL")
+    for item in items:
+        if "postgres" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _clear_cache():
+    """Throttle counters live in the cache; each test starts from zero."""
+    cache.clear()
+    yield
+    cache.clear()
+
+
+@pytest.fixture
+def api_client():
+    return APIClient()
+
+
+def token_for(user) -> str:
+    from django.db import transaction
+
+    with transaction.atomic():
+        return auth_token_issue(user=user)
+
+
+class Caller:
+    """A user with a membership, and an API client authenticated as them in that tenant."""
+
+    def __init__(self, membership):
+        self.membership = membership
+        self.user = membership.user
+        self.tenant = membership.tenant
+        self.token = token_for(self.user)
+        self.client = self.client_for(self.tenant.pk)
+
+    def client_for(self, tenant_identifier=None) -> APIClient:
+        """A client with this caller's token, naming `tenant_identifier` (None: no header)."""
+        client = APIClient()
+        headers = {"HTTP_AUTHORIZATION": f"Token {self.token}"}
+        if tenant_identifier is not None:
+            headers["HTTP_X_ORGANIZATION_ID"] = str(tenant_identifier)
+        client.credentials(**headers)
+        return client
+
+
+@pytest.fixture
+def make_caller(db):
+    """make_caller(role=..., tenant=..., permissions=...) -> Caller."""
+
+    def make(role=Role.OWNER, tenant=None, permissions=None, **user_fields):
+        membership = MembershipFactory(
+            role=role,
+            tenant=tenant or TenantFactory(),
+            user=UserFactory(**user_fields),
+            permissions=permissions or {},
+        )
+        return Caller(membership)
+
+    return make
+
+
+@pytest.fixture
+def owner(make_caller):
+    return make_caller(Role.OWNER)
+
+
+@pytest.fixture
+def staff_client(db):
+    user = UserFactory(is_staff=True, is_superuser=True)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token_for(user)}")
+    client.user = user
+    return client
+
+
+@pytest.fixture
+def is_postgres():
+    return connection.vendor == "postgresql"
+
+
+def assert_envelope(response, status: int, code: str | None = None) -> dict:
+    """The response is the error envelope with this status (and code); returns the error object."""
+    assert response.status_code == status, (response.status_code, response.content[:500])
+    assert response["Content-Type"].startswith("application/json"), response["Content-Type"]
+    body = response.json()
+    assert set(body) == {"error"}, body
+    error = body["error"]
+    assert set(error) == {"code", "message", "details", "request_id"}, error
+    assert isinstance(error["message"], str) and error["message"]
+    assert isinstance(error["details"], dict)
+    assert error["request_id"] == response["X-Request-ID"]
+    if code is not None:
+        assert error["code"] == code, error
+    return error

@@ -1,0 +1,169 @@
+"""The Django admin (the back-office): reachable for staff, constant-query changelists, and a
+read-only audit log."""
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+
+from accounts.models import AuthToken, User
+from audit.models import AuditEvent
+from tenants.models import Membership, Tenant
+
+from .conftest import token_for
+from .factories import AuditEventFactory, MembershipFactory, UserFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def make_token():
+    token_for(UserFactory())
+
+
+# model -> a callable that adds one row of it (with the related rows its changelist shows).
+ROW_MAKERS = {
+    User: UserFactory,
+    AuthToken: make_token,
+    Tenant: MembershipFactory,
+    Membership: MembershipFactory,
+    AuditEvent: lambda: AuditEventFactory(actor=UserFactory(), actor_type="user"),
+}
+MODELS = list(ROW_MAKERS)
+
+
+def admin_url(model, view: str, *args) -> str:
+    return reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_{view}", args=args)
+
+
+def fill(model, rows: int) -> None:
+    """Add rows until `model` has `rows` of them."""
+    while model.objects.count() < rows:
+        ROW_MAKERS[model]()
+
+
+def changelist_queries(client, model) -> int:
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get(admin_url(model, "changelist"))
+    assert response.status_code == 200, response.content[:500]
+    return len(queries)
+
+
+@pytest.fixture
+def staff_user():
+    return UserFactory(is_staff=True, is_superuser=True)
+
+
+@pytest.fixture
+def admin_client(client, staff_user):
+    client.force_login(staff_user)
+    return client
+
+
+def test_admin_index_lists_every_app(admin_client):
+    response = admin_client.get(reverse("admin:index"))
+
+    assert response.status_code == 200
+    for model in MODELS:
+        assert admin_url(model, "changelist").encode() in response.content
+
+
+@pytest.mark.parametrize("model", MODELS, ids=lambda m: m.__name__)
+def test_changelist_shows_the_rows(admin_client, model):
+    fill(model, 3)
+
+    response = admin_client.get(admin_url(model, "changelist"))
+
+    assert response.status_code == 200
+    for obj in model.objects.all():
+        assert admin_url(model, "change", obj.pk).encode() in response.content
+
+
+@pytest.mark.parametrize("model", MODELS, ids=lambda m: m.__name__)
+def test_change_page_renders(admin_client, model):
+    fill(model, 1)
+    obj = model.objects.first()
+
+    response = admin_client.get(admin_url(model, "change", obj.pk))
+
+    assert response.status_code == 200
+    assert response.context["original"] == obj
+
+
+@pytest.mark.parametrize("model", MODELS, ids=lambda m: m.__name__)
+def test_changelist_query_count_does_not_grow_with_rows(admin_client, model):
+    fill(model, 3)
+    few = changelist_queries(admin_client, model)
+    fill(model, 15)
+
+    many = changelist_queries(admin_client, model)
+
+    assert model.objects.count() == 15
+    assert many == few
+
+
+def test_token_admin_never_shows_the_secret(admin_client):
+    raw = token_for(UserFactory())
+    token = AuthToken.objects.get()
+
+    changelist = admin_client.get(admin_url(AuthToken, "changelist"))
+    change = admin_client.get(admin_url(AuthToken, "change", token.pk))
+
+    assert raw.encode() not in changelist.content
+    assert raw.encode() not in change.content
+
+
+def test_audit_event_admin_refuses_add(admin_client):
+    response = admin_client.get(admin_url(AuditEvent, "add"))
+
+    assert response.status_code == 403
+    assert admin_client.post(admin_url(AuditEvent, "add"), {"event_type": "x"}).status_code == 403
+    assert not AuditEvent.objects.exists()
+
+
+def test_audit_event_admin_refuses_change(admin_client):
+    event = AuditEventFactory(event_type="original.type", actor_label="original")
+
+    page = admin_client.get(admin_url(AuditEvent, "change", event.pk))
+    response = admin_client.post(
+        admin_url(AuditEvent, "change", event.pk),
+        {"event_type": "tampered.type", "actor_label": "tampered", "payload": "{}"},
+    )
+
+    assert page.status_code == 200
+    assert b'name="event_type"' not in page.content
+    assert response.status_code == 403
+    event.refresh_from_db()
+    assert event.event_type == "original.type"
+    assert event.actor_label == "original"
+
+
+def test_audit_event_admin_refuses_delete(admin_client):
+    event = AuditEventFactory()
+
+    page = admin_client.get(admin_url(AuditEvent, "delete", event.pk))
+    confirm = admin_client.post(admin_url(AuditEvent, "delete", event.pk), {"post": "yes"})
+    admin_client.post(
+        admin_url(AuditEvent, "changelist"),
+        {"action": "delete_selected", "_selected_action": [str(event.pk)], "post": "yes"},
+    )
+
+    assert page.status_code == 403
+    assert confirm.status_code == 403
+    assert AuditEvent.objects.filter(pk=event.pk).exists()
+
+
+def test_non_staff_user_is_sent_to_the_admin_login(client):
+    client.force_login(UserFactory())
+
+    for url in (reverse("admin:index"), admin_url(AuditEvent, "changelist")):
+        response = client.get(url)
+
+        assert response.status_code == 302
+        assert response["Location"].startswith(reverse("admin:login"))
+
+
+def test_anonymous_visitor_is_sent_to_the_admin_login(client):
+    response = client.get(reverse("admin:index"))
+
+    assert response.status_code == 302
+    assert response["Location"].startswith(reverse("admin:login"))
