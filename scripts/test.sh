@@ -55,7 +55,7 @@ echo "==> migrations are in step with the models"
 "$VENV/bin/python" manage.py makemigrations --check --dry-run
 
 echo "==> test suite on PostgreSQL and Redis"
-"$VENV/bin/pytest" -p no:cacheprovider "$@"
+"$VENV/bin/pytest" -p no:cacheprovider -n "${TEST_WORKERS:-2}" "$@"
 
 echo "==> smoke part on the embedded SQLite default"
 DATABASE_URL="sqlite:///$RUN_DIR/smoke.sqlite3" REDIS_URL="" CELERY_BROKER_URL="" \

@@ -40,7 +40,7 @@ class ControlPlaneAPIMixin:
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        if cls.__dict__.get("_is_base", False):
+        if cls.__dict__.get("_is_base", False) and cls.__module__ == __name__:
             return
         overridden = [name for name in cls._sealed if name in cls.__dict__]
         if overridden:

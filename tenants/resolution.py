@@ -42,7 +42,7 @@ def _tenant_filter(identifier: str) -> dict:
     except ValueError:
         pass
     if _SLUG.match(identifier):
-        return {"slug": identifier}
+        return {"slug": identifier.lower()}
     raise NotFound("Organization not found.")
 
 

@@ -68,6 +68,8 @@ class TenantSerializer(serializers.ModelSerializer):
         ]
 
     def validate_slug(self, value):
+        # Slugs are lowercase, so "ACME" and "acme" can never name two tenants.
+        value = value.lower()
         if Tenant.objects.filter(slug=value).exists():
             raise serializers.ValidationError("An organization with this slug already exists.")
         return value

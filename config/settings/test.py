@@ -1,8 +1,11 @@
 """Test settings: PostgreSQL and Redis when DATABASE_URL / REDIS_URL are given (the test command
 starts them), the embedded SQLite default otherwise (the smoke part)."""
 
+import os
+from urllib.parse import urlsplit
+
 from .base import *  # noqa: F403
-from .base import PASSWORD_HASHERS, REST_FRAMEWORK
+from .base import CACHES, PASSWORD_HASHERS, REDIS_URL, REST_FRAMEWORK
 
 DEBUG = False
 # Argon2 stays in the list (and is what base/production use); tests hash with MD5 for speed.
@@ -18,3 +21,11 @@ REST_FRAMEWORK = {
     },
 }
 CELERY_TASK_ALWAYS_EAGER = False
+
+# Parallel test workers (pytest-xdist) each get their own Redis database, so one worker's
+# cache.clear() and throttle counters never touch another's.
+_xdist_worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+if REDIS_URL and _xdist_worker.startswith("gw"):
+    _db = 1 + int(_xdist_worker[2:]) % 15
+    _location = urlsplit(REDIS_URL)._replace(path=f"/{_db}").geturl()
+    CACHES = {"default": {**CACHES["default"], "LOCATION": _location}}

@@ -31,9 +31,13 @@ class Command(BaseCommand):
     def _user(self, email: str, name: str, *, superuser: bool = False) -> User:
         user = User.objects.filter(email=email).first()
         if user is None:
-            user = user_create(
+            return user_create(
                 email=email, password=DEMO_PASSWORD, name=name, is_superuser=superuser
             )
+        if not user.check_password(DEMO_PASSWORD):
+            # The printed credentials must work, even after someone changed a demo password.
+            user.set_password(DEMO_PASSWORD)
+            user.save(update_fields=["password"])
         return user
 
     @transaction.atomic

@@ -1,0 +1,61 @@
+"""Shared set-up for the benchmarks: Django on a throw-away test database, timing helpers.
+
+Uses DATABASE_URL / REDIS_URL when given (PostgreSQL, Redis), else in-memory SQLite and the
+local-memory cache. Every figure is printed next to a baseline measured in the same run.
+"""
+
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.test")
+
+
+def setup_django(urlconf: str | None = None):
+    """Configure Django, create a fresh test database, return its teardown function."""
+    import django
+    from django.conf import settings
+
+    django.setup()
+    if urlconf:
+        settings.ROOT_URLCONF = urlconf
+    from django.db import connection
+    from django.test.utils import setup_test_environment
+
+    setup_test_environment()
+    old_name = connection.settings_dict["NAME"]
+    connection.creation.create_test_db(verbosity=0, autoclobber=True)
+
+    def teardown():
+        connection.creation.destroy_test_db(old_name, verbosity=0)
+
+    return teardown
+
+
+def per_call_seconds(fn: Callable[[], object], calls: int) -> float:
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    return (time.perf_counter() - start) / calls
+
+
+def interleaved(variants: dict[str, Callable[[], object]], calls: int, rounds: int) -> dict:
+    """Median seconds per call of each variant, measured in alternating rounds so that machine
+    noise hits every variant alike."""
+    samples = {name: [] for name in variants}
+    for _ in range(rounds):
+        for name, fn in variants.items():
+            samples[name].append(per_call_seconds(fn, calls))
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def describe_environment() -> str:
+    from django.conf import settings
+    from django.db import connection
+
+    cache = settings.CACHES["default"]["BACKEND"].rsplit(".", 1)[-1]
+    return f"database={connection.vendor} cache={cache} python={sys.version.split()[0]}"

@@ -1,0 +1,79 @@
+"""Per-request overhead of the full API stack (token auth + tenant resolution + permission +
+throttle) against a bare DRF view rendering the same serializer from the same query.
+
+    python bench/request_overhead.py [--calls 300] [--rounds 7]
+
+Both go through the same middleware and Django test client, in one run, interleaved.
+Prints requests per second, the overhead per request in microseconds and the ratio.
+"""
+
+import argparse
+
+from common import describe_environment, interleaved, setup_django
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--calls", type=int, default=300, help="requests per round per variant")
+    parser.add_argument("--rounds", type=int, default=7)
+    args = parser.parse_args()
+
+    teardown = setup_django(urlconf="bench.urls")
+    try:
+        run(args.calls, args.rounds)
+    finally:
+        teardown()
+
+
+def run(calls: int, rounds: int) -> None:
+    from django.conf import settings
+    from django.db import transaction
+    from django.test import Client
+
+    from accounts.services import auth_token_issue, user_create
+    from tenants.services import tenant_create
+
+    # Fairness throttling stays on, with a rate the benchmark never reaches.
+    rates = settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]
+    rates["user"] = "100000000/min"
+
+    with transaction.atomic():
+        user = user_create(email="bench@example.com", password="bench-password-1", name="Bench")
+        tenant = tenant_create(actor=user, name="Bench Org", slug="bench-org")
+        token = auth_token_issue(user=user)
+
+    full_client = Client(
+        HTTP_AUTHORIZATION=f"Token {token}", HTTP_X_ORGANIZATION_ID=str(tenant.pk)
+    )
+    bare_client = Client()
+    full_url = "/api/v1/organizations/current"
+    bare_url = f"/bench/bare/{tenant.slug}"
+
+    full_body = full_client.get(full_url).json()
+    bare_body = bare_client.get(bare_url).json()
+    assert full_body == bare_body, "the two variants must return the same document"
+
+    def full():
+        response = full_client.get(full_url)
+        assert response.status_code == 200, response.content
+
+    def bare():
+        response = bare_client.get(bare_url)
+        assert response.status_code == 200, response.content
+
+    interleaved({"full": full, "bare": bare}, calls=max(calls // 5, 20), rounds=1)  # warm up
+    seconds = interleaved({"full": full, "bare": bare}, calls=calls, rounds=rounds)
+
+    overhead_us = (seconds["full"] - seconds["bare"]) * 1e6
+    print(f"request_overhead: {describe_environment()} calls={calls} rounds={rounds}")
+    print(f"  bare DRF view (baseline): {1 / seconds['bare']:8.0f} req/s  "
+          f"{seconds['bare'] * 1e6:7.0f} us/request")
+    print(f"  full stack              : {1 / seconds['full']:8.0f} req/s  "
+          f"{seconds['full'] * 1e6:7.0f} us/request")
+    print(f"  overhead per request    : {overhead_us:8.0f} us "
+          "(token auth + tenant + permission + throttle)")
+    print(f"  ratio full/bare req/s   : {seconds['bare'] / seconds['full']:8.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""Celery: a real worker consumes from Redis and runs a task against the database; beat's
+schedule names registered tasks and is kept in django-celery-beat's tables."""
+
+import secrets
+import time
+from datetime import timedelta
+
+import pytest
+from celery.contrib.testing.worker import start_worker
+from celery.utils.imports import symbol_by_name
+from django.conf import settings
+from django.utils import timezone
+from django_celery_beat.schedulers import DatabaseScheduler
+
+from accounts.models import AuthToken
+from accounts.tasks import purge_expired_auth_tokens
+from config.celery import app
+from tests.factories import UserFactory
+
+WORKER_DEADLINE_SECONDS = 20
+
+
+def auth_token(user, *, expires_in: timedelta) -> AuthToken:
+    return AuthToken.objects.create(
+        digest=secrets.token_hex(32), user=user, expires_at=timezone.now() + expires_in
+    )
+
+
+@pytest.mark.postgres
+def test_real_worker_purges_expired_tokens_through_redis(transactional_db):
+    assert app.conf.broker_url.startswith("redis://"), app.conf.broker_url
+    user = UserFactory()
+    expired = auth_token(user, expires_in=-timedelta(minutes=1))
+    valid = auth_token(user, expires_in=timedelta(hours=1))
+
+    with start_worker(app, perform_ping_check=False):
+        purge_expired_auth_tokens.delay()
+        deadline = time.monotonic() + WORKER_DEADLINE_SECONDS
+        while AuthToken.objects.filter(pk=expired.pk).exists():
+            assert time.monotonic() < deadline, "the worker did not purge the expired token"
+            time.sleep(0.1)
+
+    assert AuthToken.objects.filter(pk=valid.pk).exists()
+
+
+def test_beat_schedule_names_registered_tasks():
+    app.loader.import_default_modules()
+
+    unknown = {
+        name: entry["task"]
+        for name, entry in settings.CELERY_BEAT_SCHEDULE.items()
+        if entry["task"] not in app.tasks
+    }
+
+    assert settings.CELERY_BEAT_SCHEDULE
+    assert not unknown, f"beat entries naming unregistered tasks: {unknown}"
+
+
+def test_token_purge_is_scheduled():
+    tasks = {entry["task"] for entry in settings.CELERY_BEAT_SCHEDULE.values()}
+
+    assert purge_expired_auth_tokens.name in tasks
+
+
+def test_beat_uses_the_database_scheduler():
+    assert settings.CELERY_BEAT_SCHEDULER == "django_celery_beat.schedulers:DatabaseScheduler"
+    assert app.conf.beat_scheduler == settings.CELERY_BEAT_SCHEDULER
+    assert symbol_by_name(app.conf.beat_scheduler) is DatabaseScheduler

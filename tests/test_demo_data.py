@@ -1,0 +1,148 @@
+"""`manage.py load_demo_data`: the quick start's data, idempotent, refused with DEBUG off."""
+
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from accounts.models import User
+from audit.models import AuditEvent
+from tenants.management.commands.load_demo_data import DEMO_PASSWORD
+from tenants.models import Membership, MembershipStatus, Role, Tenant
+from tests.conftest import assert_envelope
+
+pytestmark = pytest.mark.django_db
+
+DEMO_SLUGS = ("acme", "globex")
+DEMO_ROLES = {Role.OWNER, Role.ADMIN, Role.VIEWER}
+
+
+def load(**options) -> str:
+    out = StringIO()
+    call_command("load_demo_data", stdout=out, **options)
+    return out.getvalue()
+
+
+def row_counts() -> dict[str, int]:
+    return {
+        model.__name__: model.objects.count() for model in (User, Tenant, Membership, AuditEvent)
+    }
+
+
+@pytest.fixture
+def demo_data(settings):
+    settings.DEBUG = False
+    load(force=True)
+
+
+def test_loading_twice_changes_nothing_the_second_time(demo_data):
+    first = row_counts()
+
+    load(force=True)
+
+    assert row_counts() == first
+    assert first["Tenant"] == 2
+    assert first["Membership"] == 6
+
+
+def test_staff_superuser_exists(demo_data):
+    admin = User.objects.get(email="admin@example.com")
+
+    assert admin.is_staff
+    assert admin.is_superuser
+    assert admin.check_password(DEMO_PASSWORD)
+    assert not admin.memberships.exists()
+
+
+@pytest.mark.parametrize("slug", DEMO_SLUGS)
+def test_each_demo_tenant_has_an_owner_admin_and_viewer(demo_data, slug):
+    tenant = Tenant.objects.get(slug=slug)
+    memberships = {
+        m.user.email: m.role for m in tenant.memberships.filter(status=MembershipStatus.ACTIVE)
+    }
+
+    assert memberships == {f"{role}@{slug}.example.com": role for role in DEMO_ROLES}
+
+
+def test_demo_plans_differ_per_tenant(demo_data):
+    plans = dict(Tenant.objects.filter(slug__in=DEMO_SLUGS).values_list("slug", "plan"))
+
+    assert plans == {"acme": "pro", "globex": "enterprise"}
+
+
+@pytest.mark.parametrize("email", ["viewer@globex.example.com", "admin@example.com"])
+def test_demo_password_obtains_a_token(demo_data, api_client, email):
+    response = api_client.post(
+        "/api/v1/auth/token/", {"username": email, "password": DEMO_PASSWORD}, format="json"
+    )
+
+    assert response.status_code == 200, response.content
+    assert response.json()["token"]
+
+
+def test_demo_user_token_reads_its_organization(demo_data, api_client):
+    token = api_client.post(
+        "/api/v1/auth/token/",
+        {"username": "owner@acme.example.com", "password": DEMO_PASSWORD},
+        format="json",
+    ).json()["token"]
+    api_client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+
+    body = api_client.get("/api/v1/organizations/current").json()
+
+    assert body["slug"] == "acme"
+    assert body["member_count"] == 3
+
+
+def test_wrong_password_is_refused_for_demo_users(demo_data, api_client):
+    response = api_client.post(
+        "/api/v1/auth/token/",
+        {"username": "owner@acme.example.com", "password": "not-the-demo-password"},
+        format="json",
+    )
+
+    assert_envelope(response, 400, "VALIDATION_ERROR")
+
+
+def test_output_lists_the_credentials(settings):
+    settings.DEBUG = False
+
+    out = load(force=True)
+
+    assert DEMO_PASSWORD in out
+    for email in ("admin@example.com", "owner@acme.example.com", "viewer@globex.example.com"):
+        assert email in out
+
+
+def test_refused_without_debug_or_force(settings):
+    settings.DEBUG = False
+
+    with pytest.raises(CommandError, match="--force"):
+        load()
+
+    assert not User.objects.filter(email="admin@example.com").exists()
+    assert not Tenant.objects.filter(slug__in=DEMO_SLUGS).exists()
+
+
+def test_runs_without_force_when_debug_is_on(settings):
+    settings.DEBUG = True
+
+    load()
+
+    assert set(Tenant.objects.values_list("slug", flat=True)) == set(DEMO_SLUGS)
+
+
+@pytest.mark.django_db
+def test_rerun_restores_a_changed_demo_password(api_client):
+    call_command("load_demo_data", force=True)
+    owner = User.objects.get(email="owner@acme.example.com")
+    owner.set_password("someone-changed-it-1")
+    owner.save()
+
+    call_command("load_demo_data", force=True)
+
+    response = api_client.post(
+        "/api/v1/auth/token/", {"email": owner.email, "password": DEMO_PASSWORD}
+    )
+    assert response.status_code == 200

@@ -1,0 +1,90 @@
+"""Settings as a process sees them at start-up: production refuses weak secrets and passes
+`check --deploy`; with no environment at all the project runs on its embedded defaults."""
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from config.settings.base import INSECURE_DEV_SECRET_KEY
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+TIMEOUT = 120
+
+
+def run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(  # noqa: S603 (our own interpreter and arguments)
+        [sys.executable, *args],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+
+
+def production_env(secret_key: str | None) -> dict[str, str]:
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.production"}
+    env["ALLOWED_HOSTS"] = "api.example.com"
+    env.pop("SECRET_KEY", None)
+    if secret_key is not None:
+        env["SECRET_KEY"] = secret_key
+    return env
+
+
+@pytest.mark.parametrize(
+    "secret_key",
+    [None, "", INSECURE_DEV_SECRET_KEY, "too-short-" + "x" * 30, secrets.token_urlsafe(32)[:49]],
+    ids=["missing", "empty", "dev-default", "short", "49-chars"],
+)
+def test_production_refuses_to_start_without_a_real_secret_key(secret_key):
+    result = run(["manage.py", "check"], production_env(secret_key))
+
+    assert result.returncode != 0, result.stdout
+    assert "ImproperlyConfigured" in result.stderr
+    assert "SECRET_KEY" in result.stderr
+
+
+def test_production_with_a_random_key_passes_the_deploy_checks():
+    secret_key = secrets.token_urlsafe(48)
+    assert len(secret_key) == 64
+
+    result = run(
+        ["manage.py", "check", "--deploy", "--fail-level", "WARNING"], production_env(secret_key)
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "System check identified no issues" in result.stdout
+    assert "WARNING" not in result.stdout + result.stderr
+
+
+def test_no_environment_runs_on_the_embedded_defaults():
+    # Only what a shell needs to find and run the interpreter: no DATABASE_URL, REDIS_URL,
+    # CELERY_BROKER_URL, SECRET_KEY or anything else the settings read.
+    env = {key: os.environ[key] for key in ("PATH", "HOME", "LANG", "TMPDIR") if key in os.environ}
+    env["DJANGO_SETTINGS_MODULE"] = "config.settings.dev"
+    script = (
+        "import json, django; django.setup(); from django.conf import settings; "
+        "from config.celery import app; "
+        "print(json.dumps({"
+        "'engine': settings.DATABASES['default']['ENGINE'], "
+        "'cache': settings.CACHES['default']['BACKEND'], "
+        "'broker': settings.CELERY_BROKER_URL, "
+        "'celery_broker': app.conf.broker_url, "
+        "'debug': settings.DEBUG}))"
+    )
+
+    result = run(["-c", script], env)
+
+    assert result.returncode == 0, result.stderr
+    reported = json.loads(result.stdout.strip().splitlines()[-1])
+    assert reported["engine"] == "django.db.backends.sqlite3"
+    assert reported["cache"] == "django.core.cache.backends.locmem.LocMemCache"
+    assert reported["broker"].startswith("filesystem://")
+    assert reported["celery_broker"].startswith("filesystem://")
+    assert reported["debug"] is True
