@@ -42,9 +42,7 @@ def run(calls: int, rounds: int) -> None:
         tenant = tenant_create(actor=user, name="Bench Org", slug="bench-org")
         token = auth_token_issue(user=user)
 
-    full_client = Client(
-        HTTP_AUTHORIZATION=f"Token {token}", HTTP_X_ORGANIZATION_ID=str(tenant.pk)
-    )
+    full_client = Client(HTTP_AUTHORIZATION=f"Token {token}", HTTP_X_ORGANIZATION_ID=str(tenant.pk))
     bare_client = Client()
     full_url = "/api/v1/organizations/current"
     bare_url = f"/bench/bare/{tenant.slug}"
@@ -66,12 +64,18 @@ def run(calls: int, rounds: int) -> None:
 
     overhead_us = (seconds["full"] - seconds["bare"]) * 1e6
     print(f"request_overhead: {describe_environment()} calls={calls} rounds={rounds}")
-    print(f"  bare DRF view (baseline): {1 / seconds['bare']:8.0f} req/s  "
-          f"{seconds['bare'] * 1e6:7.0f} us/request")
-    print(f"  full stack              : {1 / seconds['full']:8.0f} req/s  "
-          f"{seconds['full'] * 1e6:7.0f} us/request")
-    print(f"  overhead per request    : {overhead_us:8.0f} us "
-          "(token auth + tenant + permission + throttle)")
+    print(
+        f"  bare DRF view (baseline): {1 / seconds['bare']:8.0f} req/s  "
+        f"{seconds['bare'] * 1e6:7.0f} us/request"
+    )
+    print(
+        f"  full stack              : {1 / seconds['full']:8.0f} req/s  "
+        f"{seconds['full'] * 1e6:7.0f} us/request"
+    )
+    print(
+        f"  overhead per request    : {overhead_us:8.0f} us "
+        "(token auth + tenant + permission + throttle)"
+    )
     print(f"  ratio full/bare req/s   : {seconds['bare'] / seconds['full']:8.2f}")
 
 

@@ -3,6 +3,7 @@
 Unknown paths anywhere answer the JSON error envelope, in DEBUG too.
 """
 
+from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
@@ -43,8 +44,10 @@ urlpatterns = [
     re_path(r"^health/?$", HealthView.as_view(), name="health"),
     re_path(r"^ready/?$", ReadyView.as_view(), name="ready"),
     path("admin/", admin.site.urls),
-    re_path(r"^", not_found),
 ]
+if settings.BROWSABLE_API:
+    urlpatterns.append(path("api-auth/", include("rest_framework.urls")))
+urlpatterns.append(re_path(r"^", not_found))
 
 handler400 = "config.views.bad_request"
 handler403 = "config.views.permission_denied"

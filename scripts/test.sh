@@ -34,6 +34,7 @@ if [ -z "${DATABASE_URL:-}" ]; then
   as_pg "$BIN/initdb" -D "$PG_DATA" -U postgres --auth=trust -E UTF8 --no-sync >/dev/null
   as_pg "$PG_CTL" -D "$PG_DATA" -l "$PG_DATA/server.log" -w start -o \
     "-c listen_addresses=127.0.0.1 -p $PG_PORT -k $PG_DATA -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200" >/dev/null
+  as_pg "$BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres control_plane
   export DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/control_plane"
   echo "==> PostgreSQL on 127.0.0.1:$PG_PORT"
 fi

@@ -23,6 +23,13 @@ def tenant_queryset(model):
     return scoped
 
 
+# Lifecycle fields (status, timestamps) change through lifecycle services, never a request body.
+_TENANT_WRITABLE_FIELDS = frozenset(
+    {"name", "slug", "domain", "subscription_tier", "contact_email", "contact_name",
+     "contact_phone", "billing_email"}
+)  # fmt: skip
+
+
 class TenantSerializer(serializers.ModelSerializer):
     """Seed 002's tenant shape; `subscription_tier` is the plan tier."""
 
@@ -54,18 +61,7 @@ class TenantSerializer(serializers.ModelSerializer):
             "settings",
             "user_count",
         ]
-        read_only_fields = [
-            "id",
-            "status",
-            "created_at",
-            "updated_at",
-            "activated_at",
-            "suspended_at",
-            "suspension_reason",
-            "trial_ends_at",
-            "settings",
-            "user_count",
-        ]
+        read_only_fields = [name for name in fields if name not in _TENANT_WRITABLE_FIELDS]
 
     def validate_slug(self, value):
         # Slugs are lowercase, so "ACME" and "acme" can never name two tenants.

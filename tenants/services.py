@@ -3,12 +3,12 @@
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
 from audit.services import record
-from config.exceptions import Conflict
+from config.db import create_or_conflict
 
 from .models import Membership, MembershipStatus, PlanTier, Role, Tenant, TenantStatus
 
@@ -34,19 +34,16 @@ def tenant_create(
     **fields,
 ) -> Tenant:
     """Create a tenant in trial; `owner` (default: the actor) becomes its first owner."""
-    now = timezone.now()
-    try:
-        with transaction.atomic():
-            tenant = Tenant.objects.create(
-                name=name,
-                slug=slug or unique_slug(name),
-                plan=plan,
-                status=TenantStatus.TRIAL,
-                trial_ends_at=now + timedelta(days=settings.TENANT_TRIAL_DAYS),
-                **fields,
-            )
-    except IntegrityError:
-        raise Conflict("An organization with this slug already exists.") from None
+    tenant = create_or_conflict(
+        Tenant,
+        conflict_message="An organization with this slug already exists.",
+        name=name,
+        slug=slug or unique_slug(name),
+        plan=plan,
+        status=TenantStatus.TRIAL,
+        trial_ends_at=timezone.now() + timedelta(days=settings.TENANT_TRIAL_DAYS),
+        **fields,
+    )
     record(
         tenant=tenant,
         event_type="tenant.created",
@@ -69,20 +66,17 @@ def membership_add(
     permissions: dict | None = None,
 ) -> Membership:
     """Make `user` an active member of `tenant` with `role`."""
-    now = timezone.now()
-    try:
-        with transaction.atomic():
-            membership = Membership.objects.create(
-                tenant=tenant,
-                user=user,
-                role=role,
-                status=MembershipStatus.ACTIVE,
-                permissions=permissions or {},
-                invited_by=actor if actor is not None and actor.is_authenticated else None,
-                joined_at=now,
-            )
-    except IntegrityError:
-        raise Conflict("This user is already a member of the organization.") from None
+    membership = create_or_conflict(
+        Membership,
+        conflict_message="This user is already a member of the organization.",
+        tenant=tenant,
+        user=user,
+        role=role,
+        status=MembershipStatus.ACTIVE,
+        permissions=permissions or {},
+        invited_by=actor if actor is not None and actor.is_authenticated else None,
+        joined_at=timezone.now(),
+    )
     record(
         tenant=tenant,
         event_type="member.added",

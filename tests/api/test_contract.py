@@ -13,7 +13,7 @@ from tests.factories import TenantFactory
 
 from .endpoints import ENDPOINTS, FACTORIES
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.smoke]
 
 PROTECTED = [e for e in ENDPOINTS if e.requirement != PUBLIC]
 WITH_PERMISSION = [e for e in ENDPOINTS if e.permission]
