@@ -177,8 +177,9 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "Control Plane API",
     "DESCRIPTION": (
         "Multi-tenant control plane for AI products. Tenant-scoped endpoints take the tenant "
-        "from the API key, the `X-Organization-ID` header or the `organization_id` query "
-        'parameter. Every error is `{"error": {code, message, details, request_id}}`.'
+        "from the `X-Organization-ID` header (UUID or slug), the `organization_id` query "
+        "parameter or the caller's only membership. Every error is "
+        '`{"error": {code, message, details, request_id}}`.'
     ),
     "VERSION": SERVICE_VERSION,
     "SERVE_INCLUDE_SCHEMA": False,
