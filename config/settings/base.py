@@ -131,6 +131,11 @@ STORAGES = {
 # Dev settings turn on DRF's browsable API and its login pages.
 BROWSABLE_API = False
 
+# Audit: checkpoints of the hash chains are signed with HMAC-SHA256 under this key. Default: a
+# key derived from SECRET_KEY; set it explicitly to rotate SECRET_KEY without orphaning checkpoints.
+AUDIT_CHECKPOINT_KEY = env("AUDIT_CHECKPOINT_KEY", default="")
+AUDIT_SEAL_BATCH_SIZE = env.int("AUDIT_SEAL_BATCH_SIZE", default=1000)
+
 # Tenancy
 TENANT_TRIAL_DAYS = env.int("TENANT_TRIAL_DAYS", default=14)
 
@@ -227,6 +232,15 @@ CELERY_BEAT_SCHEDULE = {
     "accounts.purge-expired-auth-tokens": {
         "task": "accounts.tasks.purge_expired_auth_tokens",
         "schedule": crontab(minute=17),
+    },
+    # Sealing also runs on commit after events are recorded; this catches anything missed.
+    "audit.seal-chains": {
+        "task": "audit.tasks.seal_audit_chains",
+        "schedule": timedelta(minutes=1),
+    },
+    "audit.issue-checkpoints": {
+        "task": "audit.tasks.issue_audit_checkpoints",
+        "schedule": crontab(minute="*/15"),
     },
 }
 
