@@ -55,7 +55,58 @@ class AuditEvent(models.Model):
             models.Index(
                 fields=["tenant", "event_type", "-created_at"], name="audit_event_tenant_type"
             ),
+            models.Index(
+                fields=["tenant", "created_at", "id"],
+                name="audit_event_unsealed",
+                condition=models.Q(seq__isnull=True),
+            ),
+        ]
+        constraints = [
+            # One gapless sequence per chain. NULLs are distinct in a unique index, so the
+            # platform chain (tenant NULL) needs its own partial constraint.
+            models.UniqueConstraint(
+                fields=["tenant", "seq"],
+                condition=models.Q(seq__isnull=False),
+                name="audit_event_tenant_seq_unique",
+            ),
+            models.UniqueConstraint(
+                fields=["seq"],
+                condition=models.Q(tenant__isnull=True, seq__isnull=False),
+                name="audit_event_platform_seq_unique",
+            ),
         ]
 
     def __str__(self):
         return f"{self.event_type} at {self.created_at:%Y-%m-%d %H:%M:%S}"
+
+
+class AuditCheckpoint(models.Model):
+    """A signed statement that a chain had `head_hash` at `seq`: the anchor that catches a
+    truncated tail or a consistently re-hashed suffix. Append-only, like the events."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    # Null for the platform chain.
+    tenant = models.ForeignKey(
+        Tenant, on_delete=models.CASCADE, null=True, blank=True, related_name="audit_checkpoints"
+    )
+    seq = models.BigIntegerField()
+    head_hash = models.CharField(max_length=64)
+    created_at = models.DateTimeField()
+    # base64 Ed25519 signature of audit.canonical.checkpoint_message(...)
+    signature = models.CharField(max_length=128)
+    # Fingerprint of the public key that verifies the signature (key rotation).
+    key_id = models.CharField(max_length=16)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["tenant", "seq"], name="audit_checkpoint_chain_seq")]
+
+    def __str__(self):
+        return f"checkpoint of {self.tenant_id or 'platform'} at seq {self.seq}"
+
+    @property
+    def chain(self) -> str:
+        return str(self.tenant_id) if self.tenant_id else PLATFORM_CHAIN
+
+
+PLATFORM_CHAIN = "platform"

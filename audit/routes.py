@@ -1,7 +1,8 @@
 """The (prefix, viewset, basename) triples this app registers on the one API router."""
 
-from .views import AuditEventViewSet
+from .views import AuditChainViewSet, AuditEventViewSet
 
 routes = [
     ("audit/events", AuditEventViewSet, "audit-event"),
+    ("audit", AuditChainViewSet, "audit-chain"),
 ]

@@ -29,3 +29,50 @@ class AuditEventSerializer(serializers.ModelSerializer):
             "hash",
         ]
         read_only_fields = fields
+
+
+class ChainQuerySerializer(serializers.Serializer):
+    """Which chain: the caller's tenant; staff may name any tenant or the platform chain."""
+
+    tenant_id = serializers.UUIDField(required=False)
+    chain = serializers.ChoiceField(choices=["platform"], required=False)
+
+
+class ExportQuerySerializer(ChainQuerySerializer):
+    from_seq = serializers.IntegerField(required=False, min_value=1, max_value=2**62, default=1)
+    to_seq = serializers.IntegerField(required=False, min_value=1, max_value=2**62)
+
+    def validate(self, attrs):
+        if attrs.get("to_seq") is not None and attrs["to_seq"] < attrs["from_seq"]:
+            raise serializers.ValidationError({"to_seq": ["Must not be below from_seq."]})
+        return attrs
+
+
+class BrokenLinkSerializer(serializers.Serializer):
+    event_id = serializers.UUIDField(allow_null=True)
+    event_type = serializers.CharField(allow_null=True)
+    timestamp = serializers.CharField(allow_null=True)
+    seq = serializers.IntegerField(allow_null=True)
+    reason = serializers.CharField()
+    computed_hash = serializers.CharField(allow_null=True)
+    stored_hash = serializers.CharField(allow_null=True)
+
+
+class ChainVerificationSerializer(serializers.Serializer):
+    """Seed 002's verification result, plus the sealing and checkpoint figures."""
+
+    chain = serializers.CharField(help_text='A tenant id, or "platform".')
+    chain_valid = serializers.BooleanField()
+    verified_count = serializers.IntegerField()
+    total_events = serializers.IntegerField()
+    unsealed_count = serializers.IntegerField()
+    chain_head = serializers.CharField(allow_null=True)
+    last_seq = serializers.IntegerField()
+    checkpoints_checked = serializers.IntegerField()
+    broken_links = BrokenLinkSerializer(many=True)
+
+
+class PublicKeySerializer(serializers.Serializer):
+    algorithm = serializers.CharField()
+    public_key = serializers.CharField(help_text="base64 of the raw 32-byte Ed25519 key")
+    key_id = serializers.CharField()

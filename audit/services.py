@@ -1,17 +1,36 @@
 """Recording audit events. Every state-changing service calls `record()` inside its transaction,
 so an event exists exactly when its change committed."""
 
+import json
+import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from functools import partial
 from typing import Any
 
-from django.db import transaction
+import rfc8785
+from django.conf import settings
+from django.core.cache import cache
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import connection, transaction
 from django.utils import timezone
 
 from config import request_context
 from tenants.models import Tenant
 
-from .models import ActorType, AuditEvent
+from . import signing
+from .canonical import (
+    GENESIS_PREV_HASH,
+    canonical_bytes,
+    chain_hash,
+    checkpoint_message,
+    event_document,
+    format_timestamp,
+)
+from .models import PLATFORM_CHAIN, ActorType, AuditCheckpoint, AuditEvent
+from .verification import ChainVerifier, Checkpoint, VerificationResult
+
+logger = logging.getLogger(__name__)
 
 REDACTED = "[redacted]"
 # A key is secret when any of its parts names a secret, or its last part is a credential noun:
@@ -68,15 +87,265 @@ def record(
     else:
         actor = None
         actor_type = actor_type or ActorType.SYSTEM
-    return AuditEvent.objects.create(
+    event = AuditEvent.objects.create(
         tenant=tenant,
         event_type=event_type,
         actor=actor,
         actor_type=actor_type,
         actor_label=actor_label[:254],
-        payload=redact(payload or {}),
+        payload=_json_payload(redact(payload or {})),
         request_id=context.request_id,
         ip_address=context.ip_address,
         user_agent=context.user_agent,
         created_at=timezone.now(),
     )
+    transaction.on_commit(partial(_schedule_seal, event.tenant_id), robust=True)
+    return event
+
+
+def _json_payload(payload: Mapping) -> dict:
+    """Plain JSON (UUIDs, datetimes, decimals as strings) that RFC 8785 can canonicalise, so a
+    bad payload fails here, in its service, and never blocks sealing later."""
+    plain = json.loads(json.dumps(payload, cls=DjangoJSONEncoder, allow_nan=False))
+    rfc8785.dumps(plain)
+    return plain
+
+
+def _seal_pending_key(tenant_id) -> str:
+    return f"audit:seal-pending:{tenant_id or PLATFORM_CHAIN}"
+
+
+def _schedule_seal(tenant_id) -> None:
+    """After commit: ask a worker to seal the chain, once per chain while a request is queued."""
+    from .tasks import seal_audit_chain
+
+    if cache.add(_seal_pending_key(tenant_id), 1, timeout=60):
+        seal_audit_chain.delay(str(tenant_id) if tenant_id else None)
+
+
+# Sealing ---------------------------------------------------------------------------------------
+
+_HASHED_FIELDS = (
+    "id",
+    "tenant_id",
+    "seq",
+    "event_type",
+    "actor_type",
+    "actor_id",
+    "actor_label",
+    "payload",
+    "request_id",
+    "ip_address",
+    "user_agent",
+    "created_at",
+)
+_LOCK_NAMESPACE = 0x41554454  # "AUDT": the advisory-lock class of chain heads
+
+
+def chain_events(tenant_id):
+    """All events of one chain: a tenant's, or the platform's when tenant_id is None."""
+    return AuditEvent.objects.filter(tenant_id=tenant_id)  # None filters IS NULL
+
+
+def _lock_chain_head(tenant_id) -> None:
+    """Serialise sealers of one chain until the transaction ends (SQLite serialises writes)."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
+                [_LOCK_NAMESPACE, str(tenant_id or PLATFORM_CHAIN)],
+            )
+
+
+def _chain_head(tenant_id) -> tuple[int, str]:
+    head = (
+        chain_events(tenant_id)
+        .filter(seq__isnull=False)
+        .order_by("-seq")
+        .values_list("seq", "hash")
+        .first()
+    )
+    return head or (0, GENESIS_PREV_HASH)
+
+
+@transaction.atomic
+def chain_seal_batch(*, tenant_id, batch_size: int | None = None) -> int:
+    """Seal up to `batch_size` unsealed events of one chain, oldest first; returns how many."""
+    _lock_chain_head(tenant_id)
+    seq, prev_hash = _chain_head(tenant_id)
+    rows = list(
+        chain_events(tenant_id)
+        .filter(seq__isnull=True)
+        .order_by("created_at", "id")
+        .values_list(*_HASHED_FIELDS)[: batch_size or settings.AUDIT_SEAL_BATCH_SIZE]
+    )
+    sealed = []
+    for row in rows:
+        seq += 1
+        fields = dict(zip(_HASHED_FIELDS, row, strict=True))
+        fields["seq"] = seq
+        event_hash = chain_hash(prev_hash, canonical_bytes(event_document(**fields)))
+        sealed.append(AuditEvent(id=fields["id"], seq=seq, prev_hash=prev_hash, hash=event_hash))
+        prev_hash = event_hash
+    AuditEvent.objects.bulk_update(sealed, ["seq", "prev_hash", "hash"], batch_size=500)
+    return len(sealed)
+
+
+def chain_seal(*, tenant_id) -> int:
+    """Seal every unsealed event of one chain, batch by batch; safe to run concurrently."""
+    cache.delete(_seal_pending_key(tenant_id))
+    total = 0
+    batch_size = settings.AUDIT_SEAL_BATCH_SIZE
+    while True:
+        sealed = chain_seal_batch(tenant_id=tenant_id, batch_size=batch_size)
+        total += sealed
+        if sealed < batch_size:
+            return total
+
+
+def chains_with_unsealed_events() -> list:
+    return list(
+        AuditEvent.objects.filter(seq__isnull=True)
+        .order_by()
+        .values_list("tenant_id", flat=True)
+        .distinct()
+    )
+
+
+def chains_seal_all() -> int:
+    """Seal every chain that has unsealed events (the beat job); returns events sealed."""
+    return sum(chain_seal(tenant_id=tenant_id) for tenant_id in chains_with_unsealed_events())
+
+
+# Checkpoints -----------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def checkpoint_issue(*, tenant_id) -> AuditCheckpoint | None:
+    """Sign the chain's current head, unless the last checkpoint already covers it."""
+    seq, head_hash = _chain_head(tenant_id)
+    if seq == 0:
+        return None
+    last = (
+        AuditCheckpoint.objects.filter(tenant_id=tenant_id)
+        .order_by("-seq")
+        .values_list("seq", flat=True)
+        .first()
+    )
+    if last is not None and last >= seq:
+        return None
+    created_at = timezone.now()
+    chain = str(tenant_id) if tenant_id else PLATFORM_CHAIN
+    message = checkpoint_message(
+        chain=chain, seq=seq, head_hash=head_hash, created_at=format_timestamp(created_at)
+    )
+    return AuditCheckpoint.objects.create(
+        tenant_id=tenant_id,
+        seq=seq,
+        head_hash=head_hash,
+        created_at=created_at,
+        signature=signing.sign(message),
+        key_id=signing.key_id(),
+    )
+
+
+def checkpoints_issue_all() -> int:
+    """Checkpoint every chain whose head moved since its last checkpoint (the beat job)."""
+    chains = (
+        AuditEvent.objects.filter(seq__isnull=False)
+        .order_by()
+        .values_list("tenant_id", flat=True)
+        .distinct()
+    )
+    return sum(checkpoint_issue(tenant_id=tenant_id) is not None for tenant_id in chains)
+
+
+def chain_checkpoints(tenant_id) -> list[Checkpoint]:
+    queryset = AuditCheckpoint.objects.filter(tenant_id=tenant_id)
+    return [
+        Checkpoint(
+            chain=checkpoint.chain,
+            seq=checkpoint.seq,
+            head_hash=checkpoint.head_hash,
+            created_at=format_timestamp(checkpoint.created_at),
+            signature=checkpoint.signature,
+        )
+        for checkpoint in queryset.order_by("seq")
+    ]
+
+
+# Verification ----------------------------------------------------------------------------------
+
+
+def sealed_documents(
+    tenant_id, *, from_seq: int = 1, to_seq: int | None = None, chunk_size: int = 2000
+) -> Iterator[tuple[dict, str, str]]:
+    """(hashed document, prev_hash, hash) of a chain's sealed events in seq order, streamed
+    with a server-side cursor: constant memory whatever the chain's length."""
+    events = chain_events(tenant_id).filter(seq__gte=from_seq)
+    if to_seq is not None:
+        events = events.filter(seq__lte=to_seq)
+    rows = (
+        events.order_by("seq")
+        .values_list(*_HASHED_FIELDS, "prev_hash", "hash")
+        .iterator(chunk_size=chunk_size)
+    )
+    width = len(_HASHED_FIELDS)
+    for row in rows:
+        yield (
+            event_document(**dict(zip(_HASHED_FIELDS, row[:width], strict=True))),
+            row[-2],
+            row[-1],
+        )
+
+
+def chain_verify(*, tenant_id) -> VerificationResult:
+    """Recompute a chain from its first event, checked against its signed checkpoints."""
+    verifier = ChainVerifier(
+        checkpoints=chain_checkpoints(tenant_id), public_key=signing.public_key()
+    )
+    for document, prev_hash, stored_hash in sealed_documents(tenant_id):
+        verifier.add(document, prev_hash=prev_hash, stored_hash=stored_hash)
+    return verifier.finish()
+
+
+def chain_status(*, tenant_id) -> dict:
+    """Counts for the verify endpoint and the admin: total, unsealed, head."""
+    events = chain_events(tenant_id)
+    return {
+        "total_events": events.count(),
+        "unsealed_count": events.filter(seq__isnull=True).count(),
+    }
+
+
+# Purging ---------------------------------------------------------------------------------------
+
+
+def _allow_purge() -> None:
+    """Open the triggers' one door for this transaction only (PostgreSQL)."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL audit.allow_purge = 'on'")
+
+
+@transaction.atomic
+def chain_purge(*, tenant: Tenant, actor) -> int:
+    """Delete a tenant's whole chain (for the tenant's deletion), leaving a platform event that
+    records its final head: the only way audit events are ever deleted."""
+    seq, head_hash = _chain_head(tenant.pk)
+    _allow_purge()
+    deleted, _ = chain_events(tenant.pk).delete()
+    AuditCheckpoint.objects.filter(tenant=tenant).delete()
+    record(
+        tenant=None,
+        event_type="audit.chain.purged",
+        actor=actor,
+        payload={
+            "tenant_id": str(tenant.pk),
+            "tenant_slug": tenant.slug,
+            "events_deleted": deleted,
+            "last_seq": seq,
+            "head_hash": head_hash,
+        },
+    )
+    return deleted

@@ -5,16 +5,18 @@ import pytest
 from django.apps import apps
 from django.core.exceptions import FieldDoesNotExist
 from django.db import models
+from django.db.models import Q
 from django.db.models.expressions import F
 from django.db.models.functions import Lower
 from django.test.utils import isolate_apps
 
-from audit.models import AuditEvent
+from audit.models import AuditCheckpoint, AuditEvent
 from tenants.models import Tenant, TenantOwned
 
 # Models whose `tenant` FK may be null, and why.
 NULLABLE_TENANT_ALLOWLIST = {
     AuditEvent: "platform events (logins, user creation) belong to no tenant: the platform chain",
+    AuditCheckpoint: "checkpoints of the platform chain belong to no tenant",
 }
 TENANT_COLUMNS = {"tenant", "tenant_id"}
 
@@ -69,6 +71,21 @@ def nullable_tenant_problems(all_models) -> list[str]:
     return problems
 
 
+def pinned_to_one_tenant(constraint: models.UniqueConstraint) -> bool:
+    """A partial constraint whose condition fixes the tenant (e.g. `tenant IS NULL`, the
+    platform chain) is per-tenant: every row it covers lives on one shard."""
+    condition = constraint.condition
+    pending = [condition] if condition is not None else []
+    while pending:
+        node = pending.pop()
+        if isinstance(node, Q):
+            if node.connector == Q.AND and not node.negated:
+                pending.extend(node.children)
+        elif isinstance(node, tuple) and node[0] in ("tenant__isnull", "tenant", "tenant_id"):
+            return node[0] != "tenant__isnull" or node[1] is True
+    return False
+
+
 def unique_problems(owned_models) -> list[str]:
     """Unique rules on tenant-owned models that a Citus shard could not enforce."""
     problems = []
@@ -76,7 +93,7 @@ def unique_problems(owned_models) -> list[str]:
         for constraint in model._meta.constraints:
             if isinstance(constraint, models.UniqueConstraint):
                 columns = columns_of(constraint)
-                if not columns & TENANT_COLUMNS:
+                if not columns & TENANT_COLUMNS and not pinned_to_one_tenant(constraint):
                     problems.append(
                         f"{label(model)}: UniqueConstraint {constraint.name!r} on "
                         f"{sorted(columns) or list(constraint.expressions)} lacks `tenant`"

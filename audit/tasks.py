@@ -1,0 +1,23 @@
+"""Celery tasks of the audit log: thin, each calls a service."""
+
+from celery import shared_task
+
+from . import services
+
+
+@shared_task(name="audit.tasks.seal_audit_chain")
+def seal_audit_chain(tenant_id: str | None) -> int:
+    """Seal one chain (queued on commit after events are recorded)."""
+    return services.chain_seal(tenant_id=tenant_id)
+
+
+@shared_task(name="audit.tasks.seal_audit_chains")
+def seal_audit_chains() -> int:
+    """Beat job: seal every chain with unsealed events."""
+    return services.chains_seal_all()
+
+
+@shared_task(name="audit.tasks.issue_audit_checkpoints")
+def issue_audit_checkpoints() -> int:
+    """Beat job: sign the head of every chain that moved since its last checkpoint."""
+    return services.checkpoints_issue_all()
