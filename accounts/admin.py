@@ -1,10 +1,12 @@
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
+from rest_framework_simplejwt.token_blacklist.models import OutstandingToken
 
 from tenants.models import Membership
 
-from .models import AuthToken, User
+from .models import APIKey, AuthToken, User
+from .services import api_key_revoke
 
 
 class MembershipInline(admin.TabularInline):
@@ -73,4 +75,87 @@ class AuthTokenAdmin(admin.ModelAdmin):
         return False
 
     def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(APIKey)
+class APIKeyAdmin(admin.ModelAdmin):
+    """Keys are shown masked (`key_prefix`); the secret is never stored, its hash never shown.
+    Staff can revoke keys (the same service as the API); keys are created through the API."""
+
+    list_display = (
+        "name",
+        "tenant",
+        "key_prefix",
+        "created_by",
+        "is_active",
+        "revoked_at",
+        "expires_at",
+        "usage_count",
+        "last_used_at",
+    )
+    list_select_related = ("tenant", "created_by")
+    list_filter = ("is_active",)
+    search_fields = ("name", "key_prefix", "tenant__slug", "created_by__email")
+    fields = (
+        "name",
+        "tenant",
+        "key_prefix",
+        "scopes",
+        "created_by",
+        "is_active",
+        "revoked_at",
+        "expires_at",
+        "usage_count",
+        "success_count",
+        "failed_count",
+        "last_used_at",
+        "created_at",
+        "updated_at",
+    )
+    readonly_fields = fields
+    actions = ("revoke_keys",)
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def has_revoke_permission(self, request):
+        return request.user.has_perm("accounts.change_apikey")
+
+    @admin.action(description="Revoke selected API keys", permissions=["revoke"])
+    def revoke_keys(self, request, queryset):
+        revoked = 0
+        for api_key in queryset.select_related("tenant"):
+            if api_key.revoked_at is None:
+                api_key_revoke(api_key=api_key, actor=request.user)
+                revoked += 1
+        self.message_user(request, f"Revoked {revoked} API key(s).", messages.SUCCESS)
+
+
+# simplejwt's own admin shows each refresh token in full on its change page: replaced by one
+# that shows only its id (jti), owner and dates.
+admin.site.unregister(OutstandingToken)
+
+
+@admin.register(OutstandingToken)
+class OutstandingTokenAdmin(admin.ModelAdmin):
+    list_display = ("jti", "user", "created_at", "expires_at")
+    list_select_related = ("user",)
+    search_fields = ("user__email", "jti")
+    fields = ("jti", "user", "created_at", "expires_at")
+    readonly_fields = fields
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
         return False

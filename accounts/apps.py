@@ -6,5 +6,5 @@ class AccountsConfig(AppConfig):
     name = "accounts"
 
     def ready(self):
-        # Registers the OpenAPI extension for our token authentication.
+        # Registers the OpenAPI extensions for our authentication classes.
         from config import schema  # noqa: F401

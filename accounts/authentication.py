@@ -1,8 +1,29 @@
+"""The API's credentials: hashed tokens, API keys and JWTs (DESIGN.md, "accounts")."""
+
+import hashlib
+import hmac
+import re
+import threading
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from django.db import connections, router
+from django.db.models import F, FilteredRelation, Q
+from django.db.models.query import get_related_populators
 from django.utils import timezone
 from rest_framework import exceptions
-from rest_framework.authentication import TokenAuthentication
+from rest_framework.authentication import BaseAuthentication, TokenAuthentication
+from rest_framework_simplejwt.authentication import JWTAuthentication
 
-from .models import AuthToken, hash_secret
+from tenants.models import Membership, MembershipStatus, Tenant
+from tenants.permissions import effective_permissions, expand_scopes
+
+from .models import APIKey, AuthToken, hash_secret
+
+API_KEY_HEADER = "X-API-Key"
+API_KEY_KEYWORD = "Api-Key"
+_API_KEY_META = "HTTP_X_API_KEY"
+_API_KEY_PATTERN = re.compile(r"^cp_(?P<key_id>[0-9a-f]{32})_(?P<secret>[A-Za-z0-9_-]{43})$")
 
 
 class HashedTokenAuthentication(TokenAuthentication):
@@ -23,3 +44,189 @@ class HashedTokenAuthentication(TokenAuthentication):
         if not token.user.is_active:
             raise exceptions.AuthenticationFailed("User inactive or deleted.")
         return token.user, token
+
+
+class BoundTenant(NamedTuple):
+    """What an API key brings to tenant resolution (tenants.resolution: `tenant_context`)."""
+
+    tenant: Tenant
+    membership: Membership
+    permissions: frozenset[str]
+
+
+def parse_api_key(raw: str) -> tuple[str, str] | None:
+    """(key_id, secret) of a well-formed key string, else None."""
+    match = _API_KEY_PATTERN.match(raw)
+    return (match["key_id"], match["secret"]) if match else None
+
+
+def _key_candidates(key_id: str):
+    """The key with its tenant, creator and the creator's active membership there: one query."""
+    return (
+        APIKey.objects.annotate(
+            creator_membership=FilteredRelation(
+                "created_by__memberships",
+                condition=Q(
+                    created_by__memberships__tenant=F("tenant"),
+                    created_by__memberships__status=MembershipStatus.ACTIVE,
+                ),
+            )
+        )
+        .select_related("tenant", "created_by", "creator_membership")
+        # The key's usage figures are not needed to authenticate; the tenant and the creator
+        # stay whole (views and services read them).
+        .defer(
+            "key_id",
+            "usage_count",
+            "success_count",
+            "failed_count",
+            "response_time_us_total",
+            "requests_by_endpoint",
+            "last_used_at",
+            "created_at",
+            "updated_at",
+        )
+        .filter(key_id=key_id)
+        .order_by()
+    )
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    compiler: object
+    converters: dict
+    sql: str
+    params: tuple
+    key_id_slot: int
+    init_list: list
+    key_columns: slice
+    populators: list
+
+
+class _PreparedKeyLookup(threading.local):
+    """`_key_candidates(key_id)`, compiled by the ORM once per thread and database, then run
+    with each new key_id.
+
+    Compiling a four-table select_related query costs several times more than running it; the
+    hot path of every API-key request skips that step. Rows become model instances the way the
+    ORM's own ModelIterable builds them (converters, related populators), so the objects are
+    the same as `_key_candidates(key_id)` gives (a test compares them).
+    """
+
+    _MARKER = "key-id-parameter"
+
+    def __init__(self):
+        self._prepared: dict[str, _Prepared] = {}
+
+    def _prepare(self, alias: str) -> _Prepared:
+        compiler = _key_candidates(self._MARKER).query.get_compiler(using=alias)
+        sql, params = compiler.as_sql()
+        select, klass_info = compiler.select, compiler.klass_info
+        start, end = klass_info["select_fields"][0], klass_info["select_fields"][-1] + 1
+        return _Prepared(
+            compiler=compiler,
+            converters=compiler.get_converters([column[0] for column in select]),
+            sql=sql,
+            params=tuple(params),
+            key_id_slot=list(params).index(self._MARKER),
+            init_list=[column[0].target.attname for column in select[start:end]],
+            key_columns=slice(start, end),
+            populators=get_related_populators(klass_info, select, alias),
+        )
+
+    def __call__(self, key_id: str) -> list[APIKey]:
+        alias = router.db_for_read(APIKey)
+        prepared = self._prepared.get(alias)
+        if prepared is None:
+            prepared = self._prepared[alias] = self._prepare(alias)
+        params = list(prepared.params)
+        params[prepared.key_id_slot] = key_id
+        with connections[alias].cursor() as cursor:
+            cursor.execute(prepared.sql, params)
+            rows = cursor.fetchall()
+        if prepared.converters:
+            rows = prepared.compiler.apply_converters(rows, prepared.converters)
+        keys = []
+        for row in rows:
+            key = APIKey.from_db(alias, prepared.init_list, row[prepared.key_columns])
+            for populator in prepared.populators:
+                populator.populate(row, key)
+            keys.append(key)
+        return keys
+
+
+_find_keys = _PreparedKeyLookup()
+
+
+class APIKeyAuthentication(BaseAuthentication):
+    """`X-API-Key: <key>` or `Authorization: Api-Key <key>`.
+
+    request.user is the key's creator, request.auth the APIKey, carrying `tenant_context` (its
+    tenant, the creator's membership, and the key's scopes intersected with the creator's current
+    permissions), which tenant resolution uses without another query. Revoked, deactivated or
+    expired keys, and keys whose creator left the tenant, are refused (401).
+    """
+
+    def authenticate(self, request):
+        raw = request.META.get(_API_KEY_META)
+        if not raw:
+            authorization = request.META.get("HTTP_AUTHORIZATION", "")
+            keyword, _, value = authorization.partition(" ")
+            if keyword.lower() != API_KEY_KEYWORD.lower():
+                return None
+            raw = value
+        parsed = parse_api_key(raw.strip())
+        if parsed is None:
+            raise exceptions.AuthenticationFailed("Invalid API key.")
+        key_id, secret = parsed
+        digest = hashlib.sha256(secret.encode()).hexdigest()
+        key = next(
+            (k for k in _find_keys(key_id) if hmac.compare_digest(k.secret_hash, digest)),
+            None,
+        )
+        if key is None:
+            raise exceptions.AuthenticationFailed("Invalid API key.")
+        return self._accept(request, key)
+
+    def _accept(self, request, key: APIKey):
+        if key.revoked_at is not None:
+            raise exceptions.AuthenticationFailed("This API key has been revoked.")
+        if not key.is_active:
+            raise exceptions.AuthenticationFailed("This API key is deactivated.")
+        if key.is_expired():
+            raise exceptions.AuthenticationFailed("This API key has expired.")
+        creator = key.created_by
+        membership = getattr(key, "creator_membership", None)
+        if creator is None or not creator.is_active or membership is None:
+            raise exceptions.AuthenticationFailed(
+                "This API key's creator is no longer an active member of its organization."
+            )
+        membership.tenant = key.tenant
+        membership.user = creator
+        permissions = expand_scopes(key.scopes) & effective_permissions(
+            membership.role, membership.permissions
+        )
+        key.tenant_context = BoundTenant(key.tenant, membership, permissions)
+        # Read by accounts.usage when the response is finalized.
+        request._request.api_key = key
+        return creator, key
+
+    def authenticate_header(self, request):
+        return API_KEY_KEYWORD
+
+
+class BearerJWTAuthentication(JWTAuthentication):
+    """`Authorization: Bearer <access JWT>` from POST /api/v1/auth/login (simplejwt).
+
+    Errors are the envelope's plain message, never simplejwt's nested detail.
+    """
+
+    def authenticate(self, request):
+        try:
+            return super().authenticate(request)
+        except exceptions.AuthenticationFailed as exc:
+            if exc.get_codes() == "password_changed":
+                raise exceptions.AuthenticationFailed(
+                    "The token was issued before a password change."
+                ) from None
+            raise exceptions.AuthenticationFailed("Invalid or expired token.") from None

@@ -7,6 +7,8 @@ from django.db import models
 from django.db.models.functions import Lower
 from django.utils import timezone
 
+from tenants.models import TenantOwned
+
 
 class UserManager(BaseUserManager):
     use_in_migrations = True
@@ -92,3 +94,86 @@ class AuthToken(models.Model):
     @property
     def is_expired(self) -> bool:
         return self.expires_at <= timezone.now()
+
+
+class APIKeyQuerySet(models.QuerySet):
+    def usable(self):
+        """Keys that may still authenticate (active, not revoked); expiry is checked per use."""
+        return self.filter(is_active=True, revoked_at__isnull=True)
+
+
+class APIKey(TenantOwned):
+    """A tenant's machine credential (seeds 002, 003), acting for its creator within `scopes`.
+
+    The key string is `cp_<key_id>_<secret>`: `key_id` (128 random bits, hex) finds the row,
+    and only the SHA-256 digest of the secret (256 random bits) is stored. A request through
+    the key holds the key's scopes intersected with the creator's current permissions in the
+    tenant. Revoking keeps the row (with its usage figures) and sets `revoked_at`.
+    """
+
+    PREFIX = "cp_"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(max_length=200)
+    key_id = models.CharField(max_length=32, editable=False)
+    secret_hash = models.CharField(max_length=64, editable=False)
+    key_prefix = models.CharField(
+        max_length=32, editable=False, help_text="Masked form for display."
+    )
+    scopes = models.JSONField(default=list)
+    created_by = models.ForeignKey(
+        User,
+        # The key dies with its creator's membership anyway; the row and its usage stay.
+        on_delete=models.SET_NULL,
+        null=True,
+        related_name="api_keys",
+        editable=False,
+    )
+    expires_at = models.DateTimeField(null=True, blank=True)
+    is_active = models.BooleanField(default=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    # Usage, written by the batched flush (accounts.usage), never on the request path.
+    usage_count = models.PositiveBigIntegerField(default=0, editable=False)
+    success_count = models.PositiveBigIntegerField(default=0, editable=False)
+    failed_count = models.PositiveBigIntegerField(default=0, editable=False)
+    response_time_us_total = models.PositiveBigIntegerField(default=0, editable=False)
+    requests_by_endpoint = models.JSONField(default=dict, blank=True, editable=False)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = APIKeyQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = "API key"
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "key_id"], name="accounts_apikey_tenant_key"),
+        ]
+        indexes = [
+            # Authentication looks a key up by key_id alone (the tenant comes from the key).
+            models.Index(fields=["key_id"], name="accounts_apikey_key_id"),
+            models.Index(fields=["tenant", "-created_at"], name="accounts_apikey_tenant_time"),
+        ]
+
+    def __str__(self):
+        return f"{self.name} ({self.key_prefix})"
+
+    @property
+    def is_revoked(self) -> bool:
+        return self.revoked_at is not None
+
+    def is_expired(self, now=None) -> bool:
+        return self.expires_at is not None and self.expires_at <= (now or timezone.now())
+
+
+def generate_api_key() -> tuple[str, dict]:
+    """A new key string and the fields stored for it (never the key or its secret)."""
+    key_id = secrets.token_hex(16)
+    secret = secrets.token_urlsafe(32)
+    raw = f"{APIKey.PREFIX}{key_id}_{secret}"
+    return raw, {
+        "key_id": key_id,
+        "secret_hash": hash_secret(secret),
+        "key_prefix": f"{APIKey.PREFIX}{key_id[:4]}...{secret[-4:]}",
+    }

@@ -1,8 +1,11 @@
+from datetime import timedelta
+
+from django.utils import timezone
 from rest_framework import serializers
 
 from tenants.models import Membership
 
-from .models import User
+from .models import APIKey, User
 
 
 class TokenObtainSerializer(serializers.Serializer):
@@ -56,6 +59,15 @@ class CurrentTenantSerializer(serializers.Serializer):
     status = serializers.CharField()
 
 
+class MeAPIKeySerializer(serializers.Serializer):
+    """The API key the caller authenticated with."""
+
+    id = serializers.UUIDField()
+    name = serializers.CharField()
+    key_prefix = serializers.CharField()
+    scopes = serializers.ListField(child=serializers.CharField())
+
+
 class MeSerializer(serializers.Serializer):
     """The caller, their memberships and their effective permissions in the current tenant."""
 
@@ -64,3 +76,166 @@ class MeSerializer(serializers.Serializer):
     tenant = CurrentTenantSerializer(allow_null=True)
     role = serializers.CharField(allow_null=True)
     permissions = serializers.ListField(child=serializers.CharField())
+    api_key = MeAPIKeySerializer(
+        allow_null=True, help_text="The API key used for this request, when it was one."
+    )
+
+
+# JWT (seed 004) ----------------------------------------------------------------------------
+
+
+class LoginSerializer(serializers.Serializer):
+    email = serializers.EmailField(write_only=True)
+    password = serializers.CharField(
+        max_length=4096, write_only=True, style={"input_type": "password"}
+    )
+
+    def validate(self, attrs):
+        attrs["identifier"] = attrs["email"].strip().lower()
+        return attrs
+
+
+class TokenPairSerializer(serializers.Serializer):
+    access_token = serializers.CharField(help_text="JWT for `Authorization: Bearer <token>`.")
+    refresh_token = serializers.CharField(
+        help_text="Exchange at POST /api/v1/auth/refresh; single use (rotated)."
+    )
+    token_type = serializers.ChoiceField(choices=["bearer"])
+    expires_in = serializers.IntegerField(help_text="Seconds until the access token expires.")
+
+
+class LoginUserSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    email = serializers.EmailField()
+    name = serializers.CharField(allow_blank=True)
+    organization_id = serializers.UUIDField(
+        allow_null=True, help_text="The user's only active organization, else null."
+    )
+    role = serializers.CharField(allow_null=True)
+
+
+class LoginResponseSerializer(TokenPairSerializer):
+    user = LoginUserSerializer()
+
+
+class RefreshSerializer(serializers.Serializer):
+    refresh_token = serializers.CharField(max_length=4096, write_only=True)
+
+
+class LogoutSerializer(serializers.Serializer):
+    refresh_token = serializers.CharField(
+        max_length=4096,
+        required=False,
+        write_only=True,
+        help_text="The JWT session to end; optional when calling with a token from auth/token/.",
+    )
+
+
+class MessageSerializer(serializers.Serializer):
+    message = serializers.CharField()
+
+
+# Roles -------------------------------------------------------------------------------------
+
+
+class RoleSerializer(serializers.Serializer):
+    role = serializers.CharField()
+    name = serializers.CharField()
+    permissions = serializers.ListField(child=serializers.CharField(), help_text="Sorted.")
+    permissions_object = serializers.DictField(
+        child=serializers.DictField(child=serializers.BooleanField()),
+        help_text='Seed 000 shape: {"documents": {"read": true, ...}, ...}.',
+    )
+
+
+# API keys (seeds 002, 003) -----------------------------------------------------------------
+
+
+class APIKeySerializer(serializers.ModelSerializer):
+    """A key as listed: masked (`key_prefix`), never the key or its hash."""
+
+    organization_id = serializers.UUIDField(source="tenant_id", read_only=True)
+    user_id = serializers.UUIDField(source="created_by_id", read_only=True, allow_null=True)
+    scopes = serializers.ListField(child=serializers.CharField(), read_only=True)
+
+    class Meta:
+        model = APIKey
+        fields = [
+            "id",
+            "organization_id",
+            "user_id",
+            "name",
+            "key_prefix",
+            "scopes",
+            "is_active",
+            "expires_at",
+            "revoked_at",
+            "usage_count",
+            "last_used_at",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+
+class APIKeyCreatedSerializer(APIKeySerializer):
+    """The creation answer: the only time the full key is shown."""
+
+    key = serializers.CharField(
+        source="raw_key", read_only=True, help_text="The full key. Shown once; store it now."
+    )
+
+    class Meta(APIKeySerializer.Meta):
+        fields = [*APIKeySerializer.Meta.fields, "key"]
+        read_only_fields = fields
+
+
+_SCOPES_HELP = (
+    '"read" (every *.read permission), "write" (every other permission) or permission '
+    'strings such as "documents.read".'
+)
+
+
+class APIKeyCreateSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=200)
+    scopes = serializers.ListField(
+        child=serializers.CharField(max_length=64),
+        allow_empty=False,
+        max_length=64,
+        help_text=_SCOPES_HELP,
+    )
+    expires_at = serializers.DateTimeField(required=False, allow_null=True)
+    expires_days = serializers.IntegerField(
+        required=False, min_value=1, max_value=3650, help_text="Alternative to expires_at."
+    )
+
+    def validate(self, attrs):
+        days = attrs.pop("expires_days", None)
+        if days is not None:
+            if attrs.get("expires_at") is not None:
+                raise serializers.ValidationError(
+                    {"expires_days": ["Give expires_at or expires_days, not both."]}
+                )
+            attrs["expires_at"] = timezone.now() + timedelta(days=days)
+        return attrs
+
+
+class APIKeyUpdateSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=200)
+    scopes = serializers.ListField(
+        child=serializers.CharField(max_length=64),
+        allow_empty=False,
+        max_length=64,
+        help_text=_SCOPES_HELP,
+    )
+    is_active = serializers.BooleanField(required=False)
+
+
+class APIKeyUsageSerializer(serializers.Serializer):
+    total_requests = serializers.IntegerField()
+    success_requests = serializers.IntegerField()
+    failed_requests = serializers.IntegerField(help_text="Responses with status 400 or above.")
+    avg_response_time_ms = serializers.FloatField()
+    requests_by_endpoint = serializers.DictField(
+        child=serializers.IntegerField(), help_text="Route template -> requests."
+    )

@@ -7,3 +7,9 @@ from . import services
 def purge_expired_auth_tokens() -> int:
     """Beat job (hourly): delete expired API tokens."""
     return services.auth_tokens_purge_expired()
+
+
+@shared_task(name="accounts.tasks.flush_api_key_usage")
+def flush_api_key_usage() -> int:
+    """Beat job (every API_KEY_USAGE_FLUSH_SECONDS): write counted API-key usage to the rows."""
+    return services.api_key_usage_flush()

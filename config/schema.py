@@ -1,5 +1,6 @@
 """OpenAPI generation: the error envelope on every operation, the tenant header on tenant-scoped
-ones, and security taken from each action's required permission."""
+ones, and security taken from each action's required permission (API keys only where a key is
+accepted: tenant-scoped, non-staff actions of views that take them)."""
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.openapi import AutoSchema
@@ -7,7 +8,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter
 from rest_framework import serializers
 
-from tenants.permissions import PUBLIC, required_permission_for
+from tenants.permissions import PUBLIC, STAFF, required_permission_for
 from tenants.resolution import TENANT_HEADER, TENANT_QUERY_PARAM, TenantMode
 
 
@@ -36,6 +37,7 @@ _ERRORS = {
     "503": "A dependency is unavailable (SERVICE_UNAVAILABLE).",
 }
 _PUBLIC_ERRORS = ("400", "404", "405", "406", "415", "429", "500")
+API_KEY_SCHEME = "apiKeyAuth"
 
 
 class ControlPlaneAutoSchema(AutoSchema):
@@ -45,10 +47,19 @@ class ControlPlaneAutoSchema(AutoSchema):
             return not getattr(self.view, "permission_classes", True)
         return required_permission_for(self.view, self.view.request) == PUBLIC
 
+    def _accepts_api_keys(self) -> bool:
+        accepts = getattr(self.view, "accepts_tenant_bound_credential", None)
+        if accepts is None or not accepts():
+            return False
+        return required_permission_for(self.view, self.view.request) != STAFF
+
     def get_auth(self):
         if self._is_public():
             return []
-        return super().get_auth()
+        auth = super().get_auth()
+        if not self._accepts_api_keys():
+            auth = [scheme for scheme in auth if API_KEY_SCHEME not in scheme]
+        return auth
 
     def get_override_parameters(self):
         parameters = super().get_override_parameters()
@@ -96,4 +107,34 @@ class HashedTokenAuthenticationScheme(OpenApiAuthenticationExtension):
             "in": "header",
             "name": "Authorization",
             "description": 'Token authentication: "Token <key>" from POST /api/v1/auth/token/.',
+        }
+
+
+class APIKeyAuthenticationScheme(OpenApiAuthenticationExtension):
+    target_class = "accounts.authentication.APIKeyAuthentication"
+    name = API_KEY_SCHEME
+
+    def get_security_definition(self, auto_schema):
+        return {
+            "type": "apiKey",
+            "in": "header",
+            "name": "X-API-Key",
+            "description": (
+                "API key from POST /api/v1/api-keys/ (`cp_...`), bound to one organization. "
+                'Also accepted as "Authorization: Api-Key <key>".'
+            ),
+        }
+
+
+class BearerJWTAuthenticationScheme(OpenApiAuthenticationExtension):
+    target_class = "accounts.authentication.BearerJWTAuthentication"
+    name = "jwtAuth"
+    priority = 1  # ahead of drf-spectacular's generic simplejwt extension
+
+    def get_security_definition(self, auto_schema):
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "bearerFormat": "JWT",
+            "description": "Access token from POST /api/v1/auth/login (refresh: auth/refresh).",
         }

@@ -6,12 +6,14 @@ mixin refuses, at class creation, a subclass that overrides the sealed methods, 
 drop the tenant filter or the permission check by accident.
 """
 
+import time
 from collections.abc import Mapping
 
 from django.core.exceptions import ImproperlyConfigured
 from rest_framework import viewsets
 from rest_framework.exceptions import MethodNotAllowed
 
+from accounts.usage import observe_api_key_request
 from config.exceptions import TenantSuspended
 from config.throttling import PrincipalRateThrottle, TenantScopeRateThrottle, rate_limit_headers
 
@@ -37,6 +39,9 @@ class ControlPlaneAPIMixin:
     # Per-tenant throttle scope (analytics, billing, gateway), on top of the per-user rate.
     throttle_scope: str | None = None
     ordering_fields: tuple[str, ...] = ()
+    # Actions an API key (a tenant-bound credential) may call; None means every action. Keys
+    # never reach platform endpoints (no tenant) or staff actions, whatever this says.
+    api_key_actions: frozenset[str] | None = None
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -52,6 +57,15 @@ class ControlPlaneAPIMixin:
 
     def get_permissions(self):
         return [permission() for permission in self.permission_classes]
+
+    def accepts_tenant_bound_credential(self) -> bool:
+        if self.tenant_mode is TenantMode.NONE:
+            return False
+        return self.api_key_actions is None or self.action_name in self.api_key_actions
+
+    def initialize_request(self, request, *args, **kwargs):
+        request.started_at = time.perf_counter()
+        return super().initialize_request(request, *args, **kwargs)
 
     def initial(self, request, *args, **kwargs):
         self.format_kwarg = self.get_format_suffix(**kwargs)
@@ -88,6 +102,7 @@ class ControlPlaneAPIMixin:
         response = super().finalize_response(request, response, *args, **kwargs)
         for header, value in rate_limit_headers(request).items():
             response[header] = value
+        observe_api_key_request(request, response)
         return response
 
     def get_serializer_context(self):

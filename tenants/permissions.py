@@ -37,6 +37,14 @@ ALL_PERMISSIONS = frozenset(
     f"{area}.{action}" for area, actions in PERMISSIONS_BY_AREA.items() for action in actions
 )
 
+# API-key scopes (DESIGN.md): `read` is every `*.read` permission, `write` every other one; a
+# scope may also be one explicit permission string.
+READ_PERMISSIONS = frozenset(name for name in ALL_PERMISSIONS if name.endswith(".read"))
+SCOPE_GROUPS: Mapping[str, frozenset[str]] = {
+    "read": READ_PERMISSIONS,
+    "write": ALL_PERMISSIONS - READ_PERMISSIONS,
+}
+
 
 def _perms(*names: str) -> frozenset[str]:
     unknown = set(names) - ALL_PERMISSIONS
@@ -89,6 +97,27 @@ def effective_permissions(role: str, overrides: Mapping | None = None) -> frozen
     return frozenset(granted)
 
 
+def unknown_scopes(scopes) -> list[str]:
+    """The entries of `scopes` that are neither a scope group nor a known permission."""
+    return [scope for scope in scopes if scope not in SCOPE_GROUPS and scope not in ALL_PERMISSIONS]
+
+
+def expand_scopes(scopes) -> frozenset[str]:
+    """The permissions a list of scopes names (unknown entries grant nothing)."""
+    granted: set[str] = set()
+    for scope in scopes:
+        if scope in SCOPE_GROUPS:
+            granted |= SCOPE_GROUPS[scope]
+        elif scope in ALL_PERMISSIONS:
+            granted.add(scope)
+    return frozenset(granted)
+
+
+def is_tenant_bound_credential(request) -> bool:
+    """The request authenticated with a credential bound to one tenant (an API key)."""
+    return getattr(getattr(request, "auth", None), "tenant_context", None) is not None
+
+
 def permissions_as_object(permissions: frozenset[str]) -> dict[str, dict[str, bool]]:
     """Seed 000's permission object: {"documents": {"read": true, ...}, ...}."""
     return {
@@ -107,10 +136,21 @@ def required_permission_for(view, request) -> str | None:
     return view.required_permissions.get(action)
 
 
+def _accepts_tenant_bound_credential(view) -> bool:
+    accepts = getattr(view, "accepts_tenant_bound_credential", None)
+    return bool(accepts is not None and accepts())
+
+
 class HasRequiredPermission(BasePermission):
-    """Enforces `view.required_permissions[action]`; deny by default."""
+    """Enforces `view.required_permissions[action]`; deny by default.
+
+    A tenant-bound credential (an API key) holds only its tenant's permissions: it is refused on
+    staff actions and wherever the view does not accept it (`accepts_tenant_bound_credential`),
+    whatever its creator could do with a password.
+    """
 
     message = "You do not have permission to perform this action."
+    bound_credential_message = "An API key cannot be used for this action."
 
     def has_permission(self, request, view) -> bool:
         required = required_permission_for(view, request)
@@ -119,6 +159,11 @@ class HasRequiredPermission(BasePermission):
         if required == PUBLIC:
             return True
         if not (request.user and request.user.is_authenticated):
+            return False
+        if is_tenant_bound_credential(request) and (
+            required == STAFF or not _accepts_tenant_bound_credential(view)
+        ):
+            self.message = self.bound_credential_message
             return False
         if required == AUTHENTICATED:
             return True

@@ -1,8 +1,13 @@
 """Resolving the tenant of an API request (DESIGN.md, Tenancy), once, after authentication.
 
-Order: an API key's tenant (issue "Accounts and access"), the X-Organization-ID header, the
-organization_id query parameter, the caller's only active membership. A tenant the caller
-cannot see is "not found", exactly like one that does not exist.
+Order: an API key's tenant, the X-Organization-ID header, the organization_id query parameter,
+the caller's only active membership. A tenant the caller cannot see is "not found", exactly like
+one that does not exist.
+
+An API key is bound to one tenant: its authentication class has already loaded that tenant,
+the creator's membership and the key's permissions (one query) and hands them over as the
+credential's `tenant_context` (`tenant`, `membership`, `permissions`), which wins. Naming
+another tenant with it is a 403.
 """
 
 import enum
@@ -10,7 +15,7 @@ import re
 import uuid
 from dataclasses import dataclass
 
-from rest_framework.exceptions import NotFound
+from rest_framework.exceptions import NotFound, PermissionDenied
 
 from config.exceptions import TenantRequired
 
@@ -71,10 +76,29 @@ def _context_for(user, tenant_lookup: dict) -> TenantContext:
     raise NotFound("Organization not found.")
 
 
+def _names_tenant(identifier: str, tenant: Tenant) -> bool:
+    try:
+        return uuid.UUID(identifier) == tenant.pk
+    except ValueError:
+        return identifier.lower() == tenant.slug
+
+
+def _bound_context(bound, identifier: str | None) -> TenantContext:
+    """`bound` has `tenant`, `membership` and `permissions` (accounts.authentication)."""
+    if identifier and not _names_tenant(identifier.strip(), bound.tenant):
+        raise PermissionDenied(
+            "This API key belongs to another organization; omit the organization or name its own."
+        )
+    return TenantContext(bound.tenant, bound.membership, bound.permissions)
+
+
 def resolve_tenant(request, mode: TenantMode) -> TenantContext:
     if mode is TenantMode.NONE or not request.user.is_authenticated:
         return TenantContext()
     identifier = request.headers.get(TENANT_HEADER) or request.query_params.get(TENANT_QUERY_PARAM)
+    bound = getattr(request.auth, "tenant_context", None)
+    if bound is not None:
+        return _bound_context(bound, identifier)
     if identifier:
         return _context_for(request.user, _tenant_filter(identifier.strip()))
 

@@ -1,7 +1,11 @@
+import secrets
+
 import factory
+from django.db import transaction
 from django.utils import timezone
 
-from accounts.models import User
+from accounts.models import APIKey, User
+from accounts.services import api_key_create
 from audit.models import AuditEvent
 from tenants.models import Membership, MembershipStatus, Role, Tenant, TenantStatus
 
@@ -51,3 +55,30 @@ class AuditEventFactory(factory.django.DjangoModelFactory):
     event_type = "test.happened"
     payload = factory.LazyFunction(dict)
     created_at = factory.LazyFunction(timezone.now)
+
+
+class APIKeyFactory(factory.django.DjangoModelFactory):
+    """A key row with a random, unknown secret (use issue_api_key for a usable key string)."""
+
+    class Meta:
+        model = APIKey
+
+    tenant = factory.SubFactory(TenantFactory)
+    name = factory.Sequence(lambda n: f"Key {n}")
+    scopes = factory.LazyFunction(lambda: ["read"])
+    created_by = factory.SubFactory(UserFactory)
+    key_id = factory.LazyFunction(lambda: secrets.token_hex(16))
+    secret_hash = factory.LazyFunction(lambda: secrets.token_hex(32))
+    key_prefix = factory.LazyAttribute(lambda key: f"cp_{key.key_id[:4]}...{key.secret_hash[:4]}")
+
+
+def issue_api_key(membership, scopes=("read",), **fields) -> tuple[APIKey, str]:
+    """A key created through the service by `membership`'s user; returns (row, key string)."""
+    with transaction.atomic():
+        return api_key_create(
+            tenant=membership.tenant,
+            actor=membership.user,
+            name=fields.pop("name", "Test key"),
+            scopes=list(scopes),
+            **fields,
+        )

@@ -37,6 +37,8 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_celery_beat",
+    "rest_framework_simplejwt.token_blacklist",
+    "axes",
     "accounts",
     "tenants",
     "audit",
@@ -57,6 +59,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last: turns a lockout flagged during authentication into the error envelope (429).
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -102,6 +106,11 @@ else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 AUTH_USER_MODEL = "accounts.User"
+# django-axes first: it refuses a locked account+address pair before any password is checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
 PASSWORD_HASHERS = [
     "django.contrib.auth.hashers.Argon2PasswordHasher",
     "django.contrib.auth.hashers.PBKDF2PasswordHasher",
@@ -115,6 +124,44 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 # Lifetime of the tokens issued by POST /api/v1/auth/token/.
 AUTH_TOKEN_TTL = timedelta(hours=env.int("AUTH_TOKEN_TTL_HOURS", default=24 * 7))
+
+# JWT (POST /api/v1/auth/login, refresh, logout): djangorestframework-simplejwt. Refresh tokens
+# rotate on every use and the used one is blacklisted, so a replayed refresh token is refused.
+SIMPLE_JWT = {
+    "ACCESS_TOKEN_LIFETIME": timedelta(minutes=env.int("JWT_ACCESS_TOKEN_MINUTES", default=15)),
+    "REFRESH_TOKEN_LIFETIME": timedelta(hours=env.int("JWT_REFRESH_TOKEN_HOURS", default=24)),
+    "ROTATE_REFRESH_TOKENS": True,
+    "BLACKLIST_AFTER_ROTATION": True,
+    "UPDATE_LAST_LOGIN": False,
+    "ALGORITHM": "HS256",
+    "SIGNING_KEY": env("JWT_SIGNING_KEY", default="") or SECRET_KEY,
+    "AUTH_HEADER_TYPES": ("Bearer",),
+    "USER_ID_FIELD": "id",
+    "USER_ID_CLAIM": "user_id",
+    # A password change invalidates every JWT issued before it.
+    "CHECK_REVOKE_TOKEN": True,
+}
+
+# API keys: usage is counted in the cache (Redis) on the request path and written to the
+# database in batches by Celery beat (accounts.tasks.flush_api_key_usage) every this many seconds.
+API_KEY_USAGE_FLUSH_SECONDS = env.int("API_KEY_USAGE_FLUSH_SECONDS", default=60)
+
+# Brute-force protection (django-axes): this many failed logins from one address for one account
+# lock that pair for the cool-off; while locked even the right password answers 429.
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_USERNAME_FORM_FIELD = "username"
+AXES_USERNAME_CALLABLE = "accounts.lockout.username_from_credentials"
+AXES_CLIENT_IP_CALLABLE = "accounts.lockout.client_ip_address"
+AXES_LOCKOUT_CALLABLE = "accounts.lockout.lockout_response"
+AXES_RESET_ON_SUCCESS = True
+# Attempts made while locked out do not extend the lock: it lifts a cool-off after the last
+# counted failure, which is what Retry-After tells the client.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+# Successful logins are already in the audit log (auth.login.succeeded).
+AXES_DISABLE_ACCESS_LOG = True
+AXES_VERBOSE = False
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -144,6 +191,8 @@ API_RATE_USER = env("API_RATE_USER", default="100/min")
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "accounts.authentication.HashedTokenAuthentication",
+        "accounts.authentication.APIKeyAuthentication",
+        "accounts.authentication.BearerJWTAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     # Our base views set their own permission class; anything else is denied by default.
@@ -210,12 +259,15 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {}
 if CELERY_BROKER_URL.startswith("filesystem://"):
     _queue_dir = VAR_DIR / "celery" / "queue"
     _processed_dir = VAR_DIR / "celery" / "processed"
-    for _dir in (_queue_dir, _processed_dir):
+    _control_dir = VAR_DIR / "celery" / "control"
+    for _dir in (_queue_dir, _processed_dir, _control_dir):
         _dir.mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_queue_dir),
         "data_folder_out": str(_queue_dir),
         "processed_folder": str(_processed_dir),
+        # Broadcast (control) messages; kombu's default is ./control in the working directory.
+        "control_folder": str(_control_dir),
         "store_processed": False,
     }
 CELERY_TASK_IGNORE_RESULT = True
@@ -232,6 +284,10 @@ CELERY_BEAT_SCHEDULE = {
     "accounts.purge-expired-auth-tokens": {
         "task": "accounts.tasks.purge_expired_auth_tokens",
         "schedule": crontab(minute=17),
+    },
+    "accounts.flush-api-key-usage": {
+        "task": "accounts.tasks.flush_api_key_usage",
+        "schedule": timedelta(seconds=API_KEY_USAGE_FLUSH_SECONDS),
     },
     # Sealing also runs on commit after events are recorded; this catches anything missed.
     "audit.seal-chains": {

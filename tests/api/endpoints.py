@@ -10,15 +10,17 @@ from dataclasses import dataclass
 
 from django.urls import URLPattern, URLResolver, get_resolver
 
+from accounts.models import APIKey
 from audit.models import AuditEvent
 from tenants.api import TenantScopedViewSet
 from tenants.permissions import ACCESS_LEVELS, AUTHENTICATED, PUBLIC, STAFF
 from tenants.resolution import TenantMode
-from tests.factories import AuditEventFactory
+from tests.factories import APIKeyFactory, AuditEventFactory
 
 # Tenant-owned model -> factory taking `tenant=`: used to create another tenant's objects.
 FACTORIES = {
     AuditEvent: AuditEventFactory,
+    APIKey: APIKeyFactory,
 }
 
 _GROUP = re.compile(r"\(\?P<(?P<name>\w+)>[^)]*\)")

@@ -1,15 +1,16 @@
 """The API contract, checked over every routed endpoint (see endpoints.py)."""
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
+from accounts.services import api_key_revoke
 from tenants.api import ControlPlaneAPIMixin
 from tenants.models import Role
 from tenants.permissions import ACCESS_LEVELS, ALL_PERMISSIONS, PUBLIC
 from tests.conftest import assert_envelope
-from tests.factories import TenantFactory
+from tests.factories import TenantFactory, issue_api_key
 
 from .endpoints import ENDPOINTS, FACTORIES
 
@@ -47,6 +48,26 @@ def test_unauthenticated_caller_gets_401(endpoint):
 def test_invalid_token_gets_401(endpoint):
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION="Token not-a-real-token")
+    assert_envelope(_call(client, endpoint), 401, "AUTHENTICATION_REQUIRED")
+
+
+@pytest.mark.parametrize("endpoint", PROTECTED, ids=str)
+@pytest.mark.parametrize("header", ["HTTP_X_API_KEY", "HTTP_AUTHORIZATION"])
+def test_invalid_api_key_gets_401(endpoint, header):
+    client = APIClient()
+    value = "cp_" + "0" * 32 + "_" + "x" * 43
+    client.credentials(**{header: value if header == "HTTP_X_API_KEY" else f"Api-Key {value}"})
+    assert_envelope(_call(client, endpoint), 401, "AUTHENTICATION_REQUIRED")
+
+
+@pytest.mark.parametrize("endpoint", PROTECTED, ids=str)
+def test_revoked_api_key_gets_401(endpoint, make_caller):
+    caller = make_caller(Role.OWNER)
+    key, raw = issue_api_key(caller.membership, scopes=["read", "write"])
+    with transaction.atomic():
+        api_key_revoke(api_key=key, actor=caller.user)
+    client = APIClient()
+    client.credentials(HTTP_X_API_KEY=raw)
     assert_envelope(_call(client, endpoint), 401, "AUTHENTICATION_REQUIRED")
 
 

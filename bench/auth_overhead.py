@@ -1,0 +1,115 @@
+"""Requests per second of one GET authenticated four ways, in one run, interleaved:
+
+- our API key (`X-API-Key`: one query for key + tenant + creator + membership, reused by tenant
+  resolution; usage counted in one cache round trip),
+- our hashed DRF token (`Authorization: Token`),
+- our JWT (`Authorization: Bearer`, simplejwt),
+- the peer, djangorestframework-api-key (`Authorization: Api-Key`, its HasAPIKey permission on a
+  bench-only view serving the same document; bench/requirements.txt).
+
+    pip install -r bench/requirements.txt
+    python bench/auth_overhead.py [--calls 300] [--rounds 7]
+
+The GET is /api/v1/organizations/current (the peer: the same query and serializer). Prints each
+req/s and the ratios api_key/token and api_key/peer (targets: >= 1.0).
+"""
+
+import argparse
+
+from common import describe_environment, interleaved, setup_django
+
+PEER_APP = "rest_framework_api_key"
+
+
+def enable_peer() -> None:
+    """Install the peer's app (its key table) for this run only, before Django starts."""
+    from django.conf import settings
+
+    try:
+        __import__(PEER_APP)
+    except ImportError:
+        raise SystemExit("Install the peer first: pip install -r bench/requirements.txt") from None
+    settings.INSTALLED_APPS = [*settings.INSTALLED_APPS, PEER_APP]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--calls", type=int, default=300, help="requests per round per variant")
+    parser.add_argument("--rounds", type=int, default=7)
+    args = parser.parse_args()
+
+    enable_peer()
+    teardown = setup_django(urlconf="bench.urls")
+    try:
+        run(args.calls, args.rounds)
+    finally:
+        teardown()
+
+
+def run(calls: int, rounds: int) -> None:
+    from django.conf import settings
+    from django.db import transaction
+    from django.test import Client
+    from rest_framework_api_key.models import APIKey as PeerAPIKey
+
+    from accounts.services import api_key_create, auth_token_issue, jwt_login, user_create
+    from accounts.usage import flush_api_key_usage
+    from tenants.services import tenant_create
+
+    # Fairness throttling stays on, with rates the benchmark never reaches.
+    rates = settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]
+    rates["user"] = rates["anon"] = "100000000/min"
+
+    with transaction.atomic():
+        user = user_create(email="bench@example.com", password="bench-password-1", name="Bench")
+        tenant = tenant_create(actor=user, name="Bench Org", slug="bench-org")
+        token = auth_token_issue(user=user)
+        access = jwt_login(user=user)["access_token"]
+        _, api_key = api_key_create(tenant=tenant, actor=user, name="bench", scopes=["read"])
+        _, peer_key = PeerAPIKey.objects.create_key(name="bench")
+
+    org = {"HTTP_X_ORGANIZATION_ID": str(tenant.pk)}
+    url = "/api/v1/organizations/current"
+    variants = {
+        "api_key": (Client(HTTP_X_API_KEY=api_key), url),
+        "token": (Client(HTTP_AUTHORIZATION=f"Token {token}", **org), url),
+        "jwt": (Client(HTTP_AUTHORIZATION=f"Bearer {access}", **org), url),
+        "peer": (
+            Client(HTTP_AUTHORIZATION=f"Api-Key {peer_key}", **org),
+            "/api/v1/peer/organizations/current",
+        ),
+    }
+    bodies = {name: client.get(path).json() for name, (client, path) in variants.items()}
+    assert all(body == bodies["token"] for body in bodies.values()), "variants must agree"
+
+    def call(client, path):
+        def get():
+            response = client.get(path)
+            assert response.status_code == 200, response.content
+
+        return get
+
+    functions = {name: call(client, path) for name, (client, path) in variants.items()}
+    interleaved(functions, calls=max(calls // 5, 20), rounds=1)  # warm up
+    seconds = interleaved(functions, calls=calls, rounds=rounds)
+    counted = flush_api_key_usage()
+
+    print(f"auth_overhead: {describe_environment()} calls={calls} rounds={rounds}")
+    labels = {
+        "api_key": "our API key (X-API-Key)",
+        "token": "our DRF token (baseline)",
+        "jwt": "our JWT (Bearer)",
+        "peer": "djangorestframework-api-key",
+    }
+    for name, label in labels.items():
+        print(
+            f"  {label:28}: {1 / seconds[name]:8.0f} req/s  {seconds[name] * 1e6:7.0f} us/request"
+        )
+    print(f"  ratio api_key/token req/s   : {seconds['token'] / seconds['api_key']:8.2f}")
+    print(f"  ratio api_key/peer req/s    : {seconds['peer'] / seconds['api_key']:8.2f}")
+    print(f"  ratio jwt/token req/s       : {seconds['token'] / seconds['jwt']:8.2f}")
+    print(f"  API-key requests counted and flushed: {counted}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,306 @@
+"""API-key usage statistics (seed 003): counted in the cache on the request path, written to the
+database in batches by a flush, exact whatever runs concurrently."""
+
+import threading
+import uuid
+from datetime import timedelta
+from io import StringIO
+
+import pytest
+import time_machine
+from django.conf import settings
+from django.core.management import call_command
+from django.db import connection
+from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from accounts import usage
+from accounts.models import APIKey
+from accounts.services import api_key_usage_flush
+from accounts.tasks import flush_api_key_usage
+from tests.conftest import assert_envelope
+from tests.factories import issue_api_key
+
+from .conftest import key_client
+
+pytestmark = pytest.mark.django_db
+
+ORG_URL = "/api/v1/organizations/current"
+EVENTS_URL = "/api/v1/audit/events/"
+ORG_ROUTE = "/api/v1/organizations/current/"
+EVENT_ROUTE = "/api/v1/audit/events/{id}/"
+
+
+def usage_of(caller, key) -> dict:
+    response = caller.client.get(f"/api/v1/api-keys/{key.pk}/usage/")
+    assert response.status_code == 200, response.content
+    return response.json()
+
+
+@pytest.fixture
+def keyed(owner):
+    """(owner, key row, client authenticated by that key with scope read)."""
+    key, raw = issue_api_key(owner.membership, scopes=["read"])
+    return owner, key, key_client(raw)
+
+
+def test_route_templates_name_the_route_not_the_path():
+    assert usage.route_template("api/v1/^audit/events/(?P<pk>[^/.]+)/?$") == EVENT_ROUTE
+    assert usage.route_template("api/v1/^organizations/current/?$") == ORG_ROUTE
+    assert (
+        usage.route_template("api/v1/^tenants/(?P<slug>[^/.]+)/quota/?$")
+        == "/api/v1/tenants/{slug}/quota/"
+    )
+
+
+def test_figures_are_exact_after_a_flush(keyed):
+    owner, key, client = keyed
+    for _ in range(3):
+        assert client.get(ORG_URL).status_code == 200
+    for _ in range(2):
+        assert client.get(f"{EVENTS_URL}{uuid.uuid4()}/").status_code == 404
+    assert client.get(f"{EVENTS_URL}{uuid.uuid4()}").status_code == 404
+
+    written = api_key_usage_flush()
+
+    assert written == 6
+    figures = usage_of(owner, key)
+    assert figures["total_requests"] == 6
+    assert figures["success_requests"] == 3
+    assert figures["failed_requests"] == 3
+    assert figures["requests_by_endpoint"] == {EVENT_ROUTE: 3, ORG_ROUTE: 3}
+    assert figures["avg_response_time_ms"] > 0
+    key.refresh_from_db()
+    assert key.usage_count == 6
+    assert key.success_count == 3 and key.failed_count == 3
+    assert key.requests_by_endpoint == {EVENT_ROUTE: 3, ORG_ROUTE: 3}
+    assert key.last_used_at is not None
+    assert abs((timezone.now() - key.last_used_at).total_seconds()) < 60
+
+
+def test_requests_refused_after_authentication_count_as_failed(owner):
+    key, raw = issue_api_key(owner.membership, scopes=["documents.read"])
+
+    assert_envelope(key_client(raw).get(EVENTS_URL), 403, "INSUFFICIENT_PERMISSIONS")
+    api_key_usage_flush()
+
+    figures = usage_of(owner, key)
+    assert figures["total_requests"] == 1
+    assert figures["failed_requests"] == 1
+    assert figures["requests_by_endpoint"] == {"/api/v1/audit/events/": 1}
+
+
+def test_a_refused_key_is_not_counted(owner):
+    key, raw = issue_api_key(owner.membership)
+    key.is_active = False
+    key.save()
+
+    assert key_client(raw).get(ORG_URL).status_code == 401
+    api_key_usage_flush()
+
+    key.refresh_from_db()
+    assert key.usage_count == 0
+
+
+def test_the_request_path_writes_nothing_to_the_database(keyed):
+    _, _, client = keyed
+
+    with CaptureQueriesContext(connection) as captured:
+        for _ in range(3):
+            assert client.get(ORG_URL).status_code == 200
+
+    statements = [q["sql"].lstrip().split()[0].upper() for q in captured]
+    assert set(statements) == {"SELECT"}, statements
+
+
+def test_usage_shows_counted_requests_before_the_flush(keyed):
+    owner, key, client = keyed
+    client.get(ORG_URL)
+    client.get(ORG_URL)
+
+    before = usage_of(owner, key)
+    api_key_usage_flush()
+    after = usage_of(owner, key)
+
+    assert before["total_requests"] == after["total_requests"] == 2
+    assert before["requests_by_endpoint"] == after["requests_by_endpoint"] == {ORG_ROUTE: 2}
+    assert owner.client.get(f"/api/v1/api-keys/{key.pk}/").json()["usage_count"] == 2
+
+
+def test_a_second_flush_adds_nothing(keyed):
+    _, key, client = keyed
+    client.get(ORG_URL)
+
+    assert api_key_usage_flush() == 1
+    assert api_key_usage_flush() == 0
+
+    key.refresh_from_db()
+    assert key.usage_count == 1
+
+
+def test_flushes_accumulate(keyed):
+    owner, key, client = keyed
+    client.get(ORG_URL)
+    api_key_usage_flush()
+    client.get(ORG_URL)
+    client.get(f"{EVENTS_URL}{uuid.uuid4()}/")
+    api_key_usage_flush()
+
+    figures = usage_of(owner, key)
+    assert figures["total_requests"] == 3
+    assert figures["requests_by_endpoint"] == {ORG_ROUTE: 2, EVENT_ROUTE: 1}
+
+
+def test_unused_key_has_zero_figures(owner):
+    key, _ = issue_api_key(owner.membership)
+
+    assert usage_of(owner, key) == {
+        "total_requests": 0,
+        "success_requests": 0,
+        "failed_requests": 0,
+        "avg_response_time_ms": 0.0,
+        "requests_by_endpoint": {},
+    }
+
+
+def test_counts_are_exact_while_flushes_run_concurrently(owner):
+    """Writers count from several threads while the main thread flushes again and again:
+    every request lands in exactly one flush."""
+    keys = [issue_api_key(owner.membership)[0] for _ in range(3)]
+    store = usage.usage_store()
+    per_thread, threads_per_key = 150, 2
+
+    def count(key):
+        for _ in range(per_thread):
+            store.record(str(key.pk), ok=True, response_time_us=1000, route=ORG_ROUTE, at_ms=1)
+
+    threads = [
+        threading.Thread(target=count, args=(key,)) for key in keys for _ in range(threads_per_key)
+    ]
+    for thread in threads:
+        thread.start()
+    flushed_while_counting = 0
+    while any(thread.is_alive() for thread in threads):
+        flushed_while_counting += api_key_usage_flush()
+    for thread in threads:
+        thread.join()
+    api_key_usage_flush()
+
+    expected = per_thread * threads_per_key
+    for key in keys:
+        key.refresh_from_db()
+        assert key.usage_count == expected
+        assert key.success_count == expected
+        assert key.requests_by_endpoint == {ORG_ROUTE: expected}
+        assert key.response_time_us_total == expected * 1000
+    assert flushed_while_counting <= expected * len(keys)
+
+
+def test_the_beat_task_and_the_command_run_the_same_flush(keyed):
+    _, key, client = keyed
+    client.get(ORG_URL)
+    assert flush_api_key_usage() == 1
+    client.get(ORG_URL)
+    out = StringIO()
+
+    call_command("flush_api_key_usage", stdout=out)
+
+    assert "Flushed 1 API-key request(s)." in out.getvalue()
+    key.refresh_from_db()
+    assert key.usage_count == 2
+
+
+def test_the_flush_is_scheduled_on_beat():
+    entries = {entry["task"]: entry for entry in settings.CELERY_BEAT_SCHEDULE.values()}
+
+    assert flush_api_key_usage.name in entries
+    schedule = entries[flush_api_key_usage.name]["schedule"]
+    assert schedule.total_seconds() == settings.API_KEY_USAGE_FLUSH_SECONDS
+
+
+def test_counts_of_a_deleted_key_are_dropped(keyed):
+    _, key, client = keyed
+    client.get(ORG_URL)
+    APIKey.objects.filter(pk=key.pk).delete()
+
+    assert api_key_usage_flush() == 0
+
+
+# The two stores -----------------------------------------------------------------------------
+
+
+def test_local_store_puts_back_counts_the_database_refused(keyed, monkeypatch):
+    _, key, _ = keyed
+    store = usage.LocalUsageStore()
+    monkeypatch.setattr(usage, "usage_store", lambda: store)
+    store.record(str(key.pk), ok=True, response_time_us=10, route=ORG_ROUTE, at_ms=5)
+
+    def refuse(_usage):
+        raise RuntimeError("database unavailable")
+
+    monkeypatch.setattr(usage, "_apply", refuse)
+    with pytest.raises(RuntimeError):
+        usage.flush_api_key_usage()
+    monkeypatch.undo()
+    monkeypatch.setattr(usage, "usage_store", lambda: store)
+
+    assert usage.flush_api_key_usage() == 1
+    key.refresh_from_db()
+    assert key.usage_count == 1
+
+
+def test_local_store_flushes_itself_once_the_interval_passed(keyed, monkeypatch):
+    _, key, _ = keyed
+    store = usage.LocalUsageStore()
+    monkeypatch.setattr(usage, "usage_store", lambda: store)
+
+    with override_settings(API_KEY_USAGE_FLUSH_SECONDS=3600):
+        store.record(str(key.pk), ok=True, response_time_us=10, route=ORG_ROUTE, at_ms=5)
+        key.refresh_from_db()
+        assert key.usage_count == 0
+    with override_settings(API_KEY_USAGE_FLUSH_SECONDS=0):
+        store.record(str(key.pk), ok=False, response_time_us=10, route=ORG_ROUTE, at_ms=6)
+
+    key.refresh_from_db()
+    assert (key.usage_count, key.success_count, key.failed_count) == (2, 1, 1)
+
+
+@pytest.mark.postgres  # the full run, on Redis
+def test_redis_counting_is_one_round_trip_per_request(keyed, monkeypatch):
+    _, _, client = keyed
+    store = usage.usage_store()
+    assert isinstance(store, usage.RedisUsageStore)
+    calls = []
+    original = type(store.client).execute_command
+
+    def counting(self, *args, **kwargs):
+        calls.append(args[0])
+        return original(self, *args, **kwargs)
+
+    client.get(ORG_URL)  # warm up: the script is loaded once
+    monkeypatch.setattr(type(store.client), "execute_command", counting)
+    store.record(str(uuid.uuid4()), ok=True, response_time_us=1, route=ORG_ROUTE, at_ms=1)
+
+    assert calls == ["EVALSHA"]
+
+
+@pytest.mark.postgres  # the full run, on Redis
+def test_redis_batch_left_by_a_crashed_flush_is_recovered_once_stale(keyed):
+    owner, key, client = keyed
+    store = usage.usage_store()
+    client.get(ORG_URL)
+    client.get(ORG_URL)
+    abandoned = store.claim()  # a flusher that claimed, then died before writing
+    assert abandoned.usage[str(key.pk)].requests == 2
+    client.get(ORG_URL)
+
+    assert api_key_usage_flush() == 1  # the abandoned batch is not stale yet
+    later = timezone.now() + timedelta(seconds=usage.STALE_BATCH_SECONDS + 5)
+    with time_machine.travel(later):
+        assert api_key_usage_flush() == 2
+        assert api_key_usage_flush() == 0
+
+    key.refresh_from_db()
+    assert key.usage_count == 3
+    assert usage_of(owner, key)["total_requests"] == 3
