@@ -199,6 +199,18 @@ def auth_logout(*, user: User, credential, refresh_token: str | None) -> None:
 
 def auth_tokens_purge_expired(*, batch_size: int = 1000) -> int:
     """Delete expired tokens in batches; returns how many were removed. Safe to run concurrently."""
+    removed = _purge_expired_token_batches(batch_size)
+    if removed:
+        with transaction.atomic():
+            record(
+                tenant=None,
+                event_type="auth.tokens.purged",
+                payload={"tokens_removed": removed},
+            )
+    return removed
+
+
+def _purge_expired_token_batches(batch_size: int) -> int:
     removed = 0
     while True:
         digests = list(

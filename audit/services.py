@@ -5,7 +5,6 @@ import json
 import logging
 import re
 from collections.abc import Iterator, Mapping
-from functools import partial
 from typing import Any
 
 import rfc8785
@@ -99,7 +98,7 @@ def record(
         user_agent=context.user_agent,
         created_at=timezone.now(),
     )
-    transaction.on_commit(partial(_schedule_seal, event.tenant_id), robust=True)
+    _seal_after_commit()
     return event
 
 
@@ -111,16 +110,27 @@ def _json_payload(payload: Mapping) -> dict:
     return plain
 
 
-def _seal_pending_key(tenant_id) -> str:
-    return f"audit:seal-pending:{tenant_id or PLATFORM_CHAIN}"
+# Set while a seal task is queued; the task clears it before it looks for unsealed events, so
+# an event committed before the clearing is sealed by that task and one committed after it
+# queues the next. At most one seal task is in flight however many events are recorded.
+SEAL_REQUESTED_KEY = "audit:seal-requested"
 
 
-def _schedule_seal(tenant_id) -> None:
-    """After commit: ask a worker to seal the chain, once per chain while a request is queued."""
-    from .tasks import seal_audit_chain
+def _seal_after_commit() -> None:
+    """Once per transaction: after it commits, make sure a seal task is queued."""
+    # Callbacks of a rolled-back savepoint leave this list, so one found here will run.
+    if any(
+        callback is _request_seal for _, callback, _ in transaction.get_connection().run_on_commit
+    ):
+        return
+    transaction.on_commit(_request_seal, robust=True)
 
-    if cache.add(_seal_pending_key(tenant_id), 1, timeout=60):
-        seal_audit_chain.delay(str(tenant_id) if tenant_id else None)
+
+def _request_seal() -> None:
+    from .tasks import seal_audit_chains
+
+    if cache.add(SEAL_REQUESTED_KEY, 1, timeout=60):
+        seal_audit_chains.delay()
 
 
 # Sealing ---------------------------------------------------------------------------------------
@@ -185,15 +195,37 @@ def chain_seal_batch(*, tenant_id, batch_size: int | None = None) -> int:
         fields = dict(zip(_HASHED_FIELDS, row, strict=True))
         fields["seq"] = seq
         event_hash = chain_hash(prev_hash, canonical_bytes(event_document(**fields)))
-        sealed.append(AuditEvent(id=fields["id"], seq=seq, prev_hash=prev_hash, hash=event_hash))
+        sealed.append((fields["id"], seq, prev_hash, event_hash))
         prev_hash = event_hash
-    AuditEvent.objects.bulk_update(sealed, ["seq", "prev_hash", "hash"], batch_size=500)
+    _write_seals(sealed)
     return len(sealed)
+
+
+def _write_seals(sealed: list[tuple]) -> None:
+    """Store (id, seq, prev_hash, hash) rows: one UPDATE ... FROM (VALUES ...) on PostgreSQL
+    (linear, where bulk_update's CASE expressions grow with the batch), bulk_update elsewhere."""
+    if not sealed:
+        return
+    if connection.vendor != "postgresql":
+        events = [AuditEvent(id=i, seq=s, prev_hash=p, hash=h) for i, s, p, h in sealed]
+        AuditEvent.objects.bulk_update(events, ["seq", "prev_hash", "hash"], batch_size=500)
+        return
+    # Only placeholders are joined into the statement; every value is a parameter.
+    values = ", ".join(["(%s::uuid, %s::bigint, %s, %s)"] * len(sealed))
+    statement = (
+        "UPDATE audit_auditevent AS e SET seq = v.seq, prev_hash = v.prev_hash, hash = v.hash "  # noqa: S608
+        "FROM (VALUES " + values + ") AS v(id, seq, prev_hash, hash) "
+        "WHERE e.id = v.id AND e.seq IS NULL"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(statement, [value for row in sealed for value in row])
+        if cursor.rowcount != len(sealed):
+            # Another writer sealed some of these rows: roll back rather than fork the chain.
+            raise RuntimeError(f"sealed {cursor.rowcount} of {len(sealed)} events; retry")
 
 
 def chain_seal(*, tenant_id) -> int:
     """Seal every unsealed event of one chain, batch by batch; safe to run concurrently."""
-    cache.delete(_seal_pending_key(tenant_id))
     total = 0
     batch_size = settings.AUDIT_SEAL_BATCH_SIZE
     while True:
@@ -213,7 +245,8 @@ def chains_with_unsealed_events() -> list:
 
 
 def chains_seal_all() -> int:
-    """Seal every chain that has unsealed events (the beat job); returns events sealed."""
+    """Seal every chain that has unsealed events (queued on commit, and the beat job)."""
+    cache.delete(SEAL_REQUESTED_KEY)
     return sum(chain_seal(tenant_id=tenant_id) for tenant_id in chains_with_unsealed_events())
 
 
@@ -321,11 +354,14 @@ def chain_status(*, tenant_id) -> dict:
 # Purging ---------------------------------------------------------------------------------------
 
 
-def _allow_purge() -> None:
-    """Open the triggers' one door for this transaction only (PostgreSQL)."""
+def _purge_door(tenant_id) -> None:
+    """Let the triggers allow DELETE of this tenant's audit rows (PostgreSQL), until closed with
+    None or the transaction ends; no other chain is ever deletable."""
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            cursor.execute("SET LOCAL audit.allow_purge = 'on'")
+            cursor.execute(
+                "SELECT set_config('audit.allow_purge', %s, true)", [str(tenant_id or "")]
+            )
 
 
 @transaction.atomic
@@ -333,9 +369,12 @@ def chain_purge(*, tenant: Tenant, actor) -> int:
     """Delete a tenant's whole chain (for the tenant's deletion), leaving a platform event that
     records its final head: the only way audit events are ever deleted."""
     seq, head_hash = _chain_head(tenant.pk)
-    _allow_purge()
-    deleted, _ = chain_events(tenant.pk).delete()
-    AuditCheckpoint.objects.filter(tenant=tenant).delete()
+    _purge_door(tenant.pk)
+    try:
+        deleted, _ = chain_events(tenant.pk).delete()
+        AuditCheckpoint.objects.filter(tenant=tenant).delete()
+    finally:
+        _purge_door(None)
     record(
         tenant=None,
         event_type="audit.chain.purged",

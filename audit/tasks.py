@@ -5,15 +5,10 @@ from celery import shared_task
 from . import services
 
 
-@shared_task(name="audit.tasks.seal_audit_chain")
-def seal_audit_chain(tenant_id: str | None) -> int:
-    """Seal one chain (queued on commit after events are recorded)."""
-    return services.chain_seal(tenant_id=tenant_id)
-
-
 @shared_task(name="audit.tasks.seal_audit_chains")
 def seal_audit_chains() -> int:
-    """Beat job: seal every chain with unsealed events."""
+    """Seal every chain with unsealed events: queued on commit after events are recorded, and
+    run by beat every minute to catch a request the broker lost."""
     return services.chains_seal_all()
 
 

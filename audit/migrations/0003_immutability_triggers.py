@@ -4,8 +4,9 @@
   seq, prev_hash and hash change, from NULL/empty); DELETE is refused; TRUNCATE is refused.
 - audit_auditcheckpoint: UPDATE, DELETE and TRUNCATE are refused.
 
-The one door: a transaction that ran `SET LOCAL audit.allow_purge = 'on'` may DELETE (used only
-by audit.services.chain_purge, which records the purge on the platform chain). The test
+The one door: a transaction that set `audit.allow_purge` to a tenant's id (transaction-local) may
+DELETE that tenant's rows, and no others; only audit.services.chain_purge does, and it records
+the purge on the platform chain. The platform chain can never be deleted. The test
 database's connections set `audit.allow_truncate` so that the test runner may empty tables
 between tests; production connections never do.
 """
@@ -23,7 +24,8 @@ BEGIN
             USING ERRCODE = 'insufficient_privilege';
     END IF;
     IF TG_OP = 'DELETE' THEN
-        IF current_setting('audit.allow_purge', true) = 'on' THEN
+        IF OLD.tenant_id IS NOT NULL
+           AND OLD.tenant_id::text = current_setting('audit.allow_purge', true) THEN
             RETURN OLD;
         END IF;
         RAISE EXCEPTION 'audit log is append-only: DELETE from % refused', TG_TABLE_NAME

@@ -178,8 +178,9 @@ STORAGES = {
 # Dev settings turn on DRF's browsable API and its login pages.
 BROWSABLE_API = False
 
-# Audit: checkpoints of the hash chains are signed with HMAC-SHA256 under this key. Default: a
-# key derived from SECRET_KEY; set it explicitly to rotate SECRET_KEY without orphaning checkpoints.
+# Audit: checkpoints of the hash chains are signed with Ed25519; this is the private key's 32-byte
+# seed, base64. Default: derived from SECRET_KEY. Set it explicitly so SECRET_KEY can rotate
+# without changing the key that verifies existing checkpoints.
 AUDIT_CHECKPOINT_KEY = env("AUDIT_CHECKPOINT_KEY", default="")
 AUDIT_SEAL_BATCH_SIZE = env.int("AUDIT_SEAL_BATCH_SIZE", default=1000)
 

@@ -29,3 +29,9 @@ if REDIS_URL and _xdist_worker.startswith("gw"):
     _db = 1 + int(_xdist_worker[2:]) % 15
     _location = urlsplit(REDIS_URL)._replace(path=f"/{_db}").geturl()
     CACHES = {"default": {**CACHES["default"], "LOCATION": _location}}
+
+# Without Redis (the SQLite smoke run) tasks queued on commit go to an in-memory broker, not to
+# files under var/.
+if not REDIS_URL:
+    CELERY_BROKER_URL = "memory://"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {}

@@ -1,0 +1,116 @@
+"""Every state-changing service records its audit event.
+
+Each public function of every app's services.py is either exercised here (and must leave its
+event) or exempt with a reason. A new service fails `test_every_service_is_classified` until
+it is added to one of the two.
+"""
+
+import importlib
+import inspect
+from datetime import timedelta
+
+import pytest
+from django.apps import apps
+from django.db import transaction
+from django.utils import timezone
+
+from accounts import services as accounts_services
+from accounts.models import AuthToken
+from audit import services as audit_services
+from audit.models import AuditEvent
+from tenants import services as tenants_services
+from tenants.models import Role
+from tests.factories import TEST_PASSWORD, TenantFactory, UserFactory
+
+EXEMPT = {
+    "audit.services.record": "the recorder itself",
+    "audit.services.redact": "pure function",
+    "audit.services.is_secret_key": "pure function",
+    "audit.services.chain_events": "read-only queryset",
+    "audit.services.chain_seal_batch": "sealing is the audit mechanism: it adds no facts",
+    "audit.services.chain_seal": "sealing is the audit mechanism: it adds no facts",
+    "audit.services.chains_seal_all": "sealing is the audit mechanism: it adds no facts",
+    "audit.services.chains_with_unsealed_events": "read-only",
+    "audit.services.checkpoint_issue": "a checkpoint is itself the signed audit record",
+    "audit.services.checkpoints_issue_all": "a checkpoint is itself the signed audit record",
+    "audit.services.chain_checkpoints": "read-only",
+    "audit.services.sealed_documents": "read-only",
+    "audit.services.chain_verify": "read-only",
+    "audit.services.chain_status": "read-only",
+    "tenants.services.unique_slug": "read-only helper",
+}
+
+
+def _expire_a_token():
+    user = UserFactory()
+    AuthToken.objects.create(digest="0" * 64, user=user, expires_at=timezone.now() - timedelta(1))
+
+
+def _purge_tenant_chain():
+    tenant = TenantFactory()
+    with transaction.atomic():
+        audit_services.record(tenant=tenant, event_type="test.event")
+    audit_services.chain_purge(tenant=tenant, actor=None)
+
+
+# service -> (how to call it, the event type it must record)
+INVOCATIONS = {
+    "accounts.services.user_create": (
+        lambda: accounts_services.user_create(email="new@example.com", password=TEST_PASSWORD),
+        "user.created",
+    ),
+    "accounts.services.auth_token_issue": (
+        lambda: accounts_services.auth_token_issue(user=UserFactory()),
+        "auth.login.succeeded",
+    ),
+    "accounts.services.auth_login_failed": (
+        lambda: accounts_services.auth_login_failed(identifier="who@example.com"),
+        "auth.login.failed",
+    ),
+    "accounts.services.auth_tokens_purge_expired": (
+        lambda: (_expire_a_token(), accounts_services.auth_tokens_purge_expired()),
+        "auth.tokens.purged",
+    ),
+    "tenants.services.tenant_create": (
+        lambda: tenants_services.tenant_create(actor=UserFactory(), name="Covered"),
+        "tenant.created",
+    ),
+    "tenants.services.membership_add": (
+        lambda: tenants_services.membership_add(
+            tenant=TenantFactory(), user=UserFactory(), role=Role.VIEWER, actor=None
+        ),
+        "member.added",
+    ),
+    "audit.services.chain_purge": (_purge_tenant_chain, "audit.chain.purged"),
+}
+
+
+def service_functions() -> set[str]:
+    names = set()
+    for config in apps.get_app_configs():
+        try:
+            module = importlib.import_module(f"{config.name}.services")
+        except ModuleNotFoundError:
+            continue
+        for name, function in inspect.getmembers(module, inspect.isfunction):
+            if function.__module__ == module.__name__ and not name.startswith("_"):
+                names.add(f"{module.__name__}.{name}")
+    return names
+
+
+def test_every_service_is_classified():
+    unclassified = service_functions() - set(INVOCATIONS) - set(EXEMPT)
+    assert not unclassified, f"add to INVOCATIONS (with its event) or EXEMPT: {unclassified}"
+    stale = (set(INVOCATIONS) | set(EXEMPT)) - service_functions()
+    assert not stale, f"no longer services: {stale}"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("service", sorted(INVOCATIONS))
+def test_state_changing_service_records_its_event(service):
+    call, event_type = INVOCATIONS[service]
+    before = AuditEvent.objects.filter(event_type=event_type).count()
+
+    call()
+
+    assert AuditEvent.objects.filter(event_type=event_type).count() > before, service
