@@ -232,8 +232,8 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "Control Plane API",
     "DESCRIPTION": (
         "Multi-tenant control plane for AI products. Tenant-scoped endpoints take the tenant "
-        "from the `X-Organization-ID` header (UUID or slug), the `organization_id` query "
-        "parameter or the caller's only membership. Every error is "
+        "from the API key, the `X-Organization-ID` header (UUID or slug), the `organization_id` "
+        "query parameter or the caller's only membership. Every error is "
         '`{"error": {code, message, details, request_id}}`.'
     ),
     "VERSION": SERVICE_VERSION,

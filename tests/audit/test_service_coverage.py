@@ -20,7 +20,8 @@ from audit import services as audit_services
 from audit.models import AuditEvent
 from tenants import services as tenants_services
 from tenants.models import Role
-from tests.factories import TEST_PASSWORD, TenantFactory, UserFactory
+from tenants.permissions import ALL_PERMISSIONS
+from tests.factories import TEST_PASSWORD, MembershipFactory, TenantFactory, UserFactory
 
 EXEMPT = {
     "audit.services.record": "the recorder itself",
@@ -38,12 +39,30 @@ EXEMPT = {
     "audit.services.chain_verify": "read-only",
     "audit.services.chain_status": "read-only",
     "tenants.services.unique_slug": "read-only helper",
+    "accounts.services.jwt_refresh": "session bookkeeping: its start and end are audited",
+    "accounts.services.api_key_usage": "read-only",
+    "accounts.services.api_key_usage_flush": "request counters, not facts (the requests are)",
 }
 
 
 def _expire_a_token():
     user = UserFactory()
     AuthToken.objects.create(digest="0" * 64, user=user, expires_at=timezone.now() - timedelta(1))
+
+
+def _owner_key():
+    membership = MembershipFactory(role=Role.OWNER)
+    api_key, _ = accounts_services.api_key_create(
+        tenant=membership.tenant, actor=membership.user, name="covered", scopes=["read"]
+    )
+    return api_key, membership.user
+
+
+def _logout_with_a_token():
+    user = UserFactory()
+    accounts_services.auth_token_issue(user=user)
+    token = AuthToken.objects.get(user=user)
+    accounts_services.auth_logout(user=user, credential=token, refresh_token=None)
 
 
 def _purge_tenant_chain():
@@ -82,6 +101,22 @@ INVOCATIONS = {
         "member.added",
     ),
     "audit.services.chain_purge": (_purge_tenant_chain, "audit.chain.purged"),
+    "accounts.services.jwt_login": (
+        lambda: accounts_services.jwt_login(user=UserFactory()),
+        "auth.login.succeeded",
+    ),
+    "accounts.services.auth_logout": (_logout_with_a_token, "auth.logout"),
+    "accounts.services.api_key_create": (_owner_key, "api_key.created"),
+    "accounts.services.api_key_update": (
+        lambda: accounts_services.api_key_update(
+            api_key=_owner_key()[0], actor=None, actor_permissions=ALL_PERMISSIONS, name="renamed"
+        ),
+        "api_key.updated",
+    ),
+    "accounts.services.api_key_revoke": (
+        lambda: accounts_services.api_key_revoke(api_key=_owner_key()[0], actor=None),
+        "api_key.revoked",
+    ),
 }
 
 
