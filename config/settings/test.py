@@ -33,5 +33,5 @@ if REDIS_URL and _xdist_worker.startswith("gw"):
 # Without Redis (the SQLite smoke run) tasks queued on commit go to an in-memory broker, not to
 # files under var/.
 if not REDIS_URL:
-    CELERY_BROKER_URL = "memory://"
+    CELERY_BROKER_URL = "memory://localhost//"
     CELERY_BROKER_TRANSPORT_OPTIONS = {}
