@@ -3,6 +3,7 @@ from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
 from rest_framework_simplejwt.token_blacklist.models import OutstandingToken
 
+from config.admin import ReadOnlyAdmin
 from tenants.models import Membership
 
 from .models import APIKey, AuthToken, User
@@ -79,7 +80,7 @@ class AuthTokenAdmin(admin.ModelAdmin):
 
 
 @admin.register(APIKey)
-class APIKeyAdmin(admin.ModelAdmin):
+class APIKeyAdmin(ReadOnlyAdmin):
     """Keys are shown masked (`key_prefix`); the secret is never stored, its hash never shown.
     Staff can revoke keys (the same service as the API); keys are created through the API."""
 
@@ -113,17 +114,7 @@ class APIKeyAdmin(admin.ModelAdmin):
         "created_at",
         "updated_at",
     )
-    readonly_fields = fields
     actions = ("revoke_keys",)
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     def has_revoke_permission(self, request):
         return request.user.has_perm("accounts.change_apikey")
@@ -144,18 +135,8 @@ admin.site.unregister(OutstandingToken)
 
 
 @admin.register(OutstandingToken)
-class OutstandingTokenAdmin(admin.ModelAdmin):
+class OutstandingTokenAdmin(ReadOnlyAdmin):
     list_display = ("jti", "user", "created_at", "expires_at")
     list_select_related = ("user",)
     search_fields = ("user__email", "jti")
     fields = ("jti", "user", "created_at", "expires_at")
-    readonly_fields = fields
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

@@ -1,24 +1,10 @@
 from django.contrib import admin, messages
 from django.db.models import Count, IntegerField, OuterRef, Subquery
 
+from config.admin import ReadOnlyAdmin
+
 from . import services
 from .models import AuditCheckpoint, AuditEvent, TenantAuditChain
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Append-only records: no add, change or delete for anyone, superusers included."""
-
-    def get_readonly_fields(self, request, obj=None):
-        return [field.name for field in self.model._meta.fields]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(AuditEvent)
@@ -56,7 +42,7 @@ _CHECKPOINT_SEQ = _per_tenant(AuditCheckpoint.objects.order_by("-seq"), "seq")
 
 
 @admin.register(TenantAuditChain)
-class TenantAuditChainAdmin(admin.ModelAdmin):
+class TenantAuditChainAdmin(ReadOnlyAdmin):
     """Each tenant's chain: how far it is sealed and checkpointed; verify or seal on demand."""
 
     list_display = ("name", "slug", "last_seq", "unsealed", "checkpoint_seq")
@@ -83,15 +69,6 @@ class TenantAuditChainAdmin(admin.ModelAdmin):
     @admin.display(description="last checkpoint seq", ordering="_checkpoint_seq")
     def checkpoint_seq(self, obj):
         return obj._checkpoint_seq or "-"
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     @admin.action(description="Verify the selected tenants' audit chains")
     def verify_chains(self, request, queryset):
