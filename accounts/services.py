@@ -198,30 +198,31 @@ def auth_logout(*, user: User, credential, refresh_token: str | None) -> None:
 
 
 def auth_tokens_purge_expired(*, batch_size: int = 1000) -> int:
-    """Delete expired tokens in batches; returns how many were removed. Safe to run concurrently."""
-    removed = _purge_expired_token_batches(batch_size)
-    if removed:
+    """Delete expired credentials in batches: hashed tokens, and the JWT refresh-token records
+    (outstanding and blacklisted) past their expiry. Returns how many tokens were removed; safe
+    to run concurrently."""
+    tokens = _delete_expired_in_batches(AuthToken, batch_size)
+    refresh_tokens = _delete_expired_in_batches(OutstandingToken, batch_size)
+    if tokens or refresh_tokens:
         with transaction.atomic():
             record(
                 tenant=None,
                 event_type="auth.tokens.purged",
-                payload={"tokens_removed": removed},
+                payload={"tokens_removed": tokens, "refresh_tokens_removed": refresh_tokens},
             )
-    return removed
+    return tokens + refresh_tokens
 
 
-def _purge_expired_token_batches(batch_size: int) -> int:
+def _delete_expired_in_batches(model, batch_size: int) -> int:
+    """Rows of `model` whose `expires_at` has passed, deleted `batch_size` at a time."""
     removed = 0
     while True:
-        digests = list(
-            AuthToken.objects.filter(expires_at__lte=timezone.now()).values_list(
-                "digest", flat=True
-            )[:batch_size]
-        )
-        if not digests:
+        expired = model.objects.filter(expires_at__lte=timezone.now())
+        keys = list(expired.values_list("pk", flat=True)[:batch_size])
+        if not keys:
             return removed
-        deleted, _ = AuthToken.objects.filter(digest__in=digests).delete()
-        removed += deleted
+        model.objects.filter(pk__in=keys).delete()
+        removed += len(keys)
 
 
 # API keys ----------------------------------------------------------------------------------

@@ -172,3 +172,31 @@ def test_purge_task_called_as_a_function_removes_expired_tokens():
 
     assert purge_expired_auth_tokens() == 2
     assert remaining_digests() == valid
+
+
+@pytest.mark.django_db
+def test_purge_also_removes_expired_jwt_refresh_records():
+    from datetime import timedelta
+
+    from django.utils import timezone
+    from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
+
+    from audit.models import AuditEvent
+    from tests.factories import UserFactory
+
+    user = UserFactory()
+    now = timezone.now()
+    expired = OutstandingToken.objects.create(
+        user=user, jti="expired-jti", token="x", expires_at=now - timedelta(hours=1)
+    )
+    BlacklistedToken.objects.create(token=expired)
+    live = OutstandingToken.objects.create(
+        user=user, jti="live-jti", token="y", expires_at=now + timedelta(hours=1)
+    )
+
+    assert auth_tokens_purge_expired(batch_size=1) == 1
+
+    assert list(OutstandingToken.objects.values_list("pk", flat=True)) == [live.pk]
+    assert not BlacklistedToken.objects.exists()
+    event = AuditEvent.objects.get(event_type="auth.tokens.purged")
+    assert event.payload == {"tokens_removed": 0, "refresh_tokens_removed": 1}

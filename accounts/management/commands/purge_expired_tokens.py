@@ -4,7 +4,10 @@ from accounts.services import auth_tokens_purge_expired
 
 
 class Command(BaseCommand):
-    help = "Delete expired API tokens (the same job Celery beat runs hourly)."
+    help = (
+        "Delete expired hashed tokens and JWT refresh-token records (the job Celery beat runs "
+        "hourly)."
+    )
 
     def handle(self, *args, **options):
         removed = auth_tokens_purge_expired()
