@@ -196,14 +196,18 @@ _SCOPES_HELP = (
 )
 
 
-class APIKeyCreateSerializer(serializers.Serializer):
-    name = serializers.CharField(max_length=200)
-    scopes = serializers.ListField(
+def _scopes_field() -> serializers.ListField:
+    return serializers.ListField(
         child=serializers.CharField(max_length=64),
         allow_empty=False,
         max_length=64,
         help_text=_SCOPES_HELP,
     )
+
+
+class APIKeyCreateSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=200)
+    scopes = _scopes_field()
     expires_at = serializers.DateTimeField(required=False, allow_null=True)
     expires_days = serializers.IntegerField(
         required=False, min_value=1, max_value=3650, help_text="Alternative to expires_at."
@@ -222,12 +226,7 @@ class APIKeyCreateSerializer(serializers.Serializer):
 
 class APIKeyUpdateSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=200)
-    scopes = serializers.ListField(
-        child=serializers.CharField(max_length=64),
-        allow_empty=False,
-        max_length=64,
-        help_text=_SCOPES_HELP,
-    )
+    scopes = _scopes_field()
     is_active = serializers.BooleanField(required=False)
 
 
