@@ -166,7 +166,7 @@ def record_overhead(requests: int, rounds: int) -> None:
         assert response.status_code == 201, response.content
 
     def without_record():
-        with mock.patch("tenants.services.record"):
+        with mock.patch("tenants.services.lifecycle.record"):
             create_tenant()
 
     interleaved({"with": create_tenant, "without": without_record}, calls=10, rounds=1)  # warm

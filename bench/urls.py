@@ -11,7 +11,7 @@ from config.throttling import PrincipalRateThrottle
 from config.urls import router
 from config.urls import urlpatterns as project_urlpatterns
 from tenants.models import Tenant
-from tenants.serializers import OrganizationSerializer
+from tenants.serializers.organizations import OrganizationSerializer
 
 
 class BareOrganizationView(APIView):

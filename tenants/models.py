@@ -3,6 +3,9 @@ import uuid
 from django.conf import settings
 from django.db import models
 from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from .plans import first_of_next_month
 
 
 class TenantStatus(models.TextChoices):
@@ -56,8 +59,8 @@ class Tenant(models.Model):
     contact_name = models.CharField(max_length=200, blank=True)
     contact_phone = models.CharField(max_length=32, blank=True)
     billing_email = models.EmailField(blank=True)
+    # Validated against tenants.settings_schema on every write through the API.
     settings = models.JSONField(default=dict, blank=True)
-    branding = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     trial_ends_at = models.DateTimeField(null=True, blank=True)
@@ -65,6 +68,10 @@ class Tenant(models.Model):
     suspended_at = models.DateTimeField(null=True, blank=True)
     suspension_reason = models.CharField(max_length=500, blank=True)
     cancelled_at = models.DateTimeField(null=True, blank=True)
+    # The quota period: periodic counters (api_calls, tokens) restart at `quota_reset_at`, which
+    # the reset sets to the next month start in the same UPDATE (tenants.services.quotas).
+    quota_reset_at = models.DateTimeField(default=first_of_next_month, db_index=True)
+    last_reset_at = models.DateTimeField(default=timezone.now)
 
     objects = TenantQuerySet.as_manager()
 
@@ -115,9 +122,16 @@ class Membership(TenantOwned):
     tenant = models.ForeignKey(
         Tenant, on_delete=models.CASCADE, related_name="memberships", editable=False
     )
+    # Empty only while an invitation to a new address is pending (status `invited`).
     user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="memberships",
+        null=True,
+        blank=True,
     )
+    # The invited address (lowercase), kept after acceptance for the record.
+    invited_email = models.EmailField(blank=True)
     role = models.CharField(max_length=16, choices=Role.choices, default=Role.MEMBER)
     status = models.CharField(
         max_length=16, choices=MembershipStatus.choices, default=MembershipStatus.ACTIVE
@@ -142,8 +156,131 @@ class Membership(TenantOwned):
             models.UniqueConstraint(
                 fields=["tenant", "user"], name="tenants_membership_unique_user"
             ),
+            # One pending invitation per address and tenant.
+            models.UniqueConstraint(
+                fields=["tenant", "invited_email"],
+                condition=models.Q(status="invited") & ~models.Q(invited_email=""),
+                name="tenants_membership_unique_invited_email",
+            ),
         ]
         indexes = [models.Index(fields=["user", "status"], name="tenants_mem_user_status")]
 
     def __str__(self):
-        return f"{self.user_id} in {self.tenant_id} as {self.role}"
+        return f"{self.user_id or self.invited_email} in {self.tenant_id} as {self.role}"
+
+    @property
+    def email(self) -> str:
+        return self.user.email if self.user_id else self.invited_email
+
+
+class InvitationStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    ACCEPTED = "accepted", "Accepted"
+    REVOKED = "revoked", "Revoked"
+
+
+class Invitation(TenantOwned):
+    """The single-use token that turns an `invited` membership into an active one.
+
+    Only the SHA-256 digest of the token is stored; the token itself is in the emailed link.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    tenant = models.ForeignKey(
+        Tenant, on_delete=models.CASCADE, related_name="invitations", editable=False
+    )
+    membership = models.ForeignKey(Membership, on_delete=models.CASCADE, related_name="invitations")
+    email = models.EmailField()
+    token_digest = models.CharField(max_length=64, db_index=True)
+    status = models.CharField(
+        max_length=16, choices=InvitationStatus.choices, default=InvitationStatus.PENDING
+    )
+    invited_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    expires_at = models.DateTimeField()
+    accepted_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "token_digest"], name="tenants_invitation_unique_token"
+            ),
+        ]
+
+    def __str__(self):
+        return f"invitation of {self.email} to {self.tenant_id} ({self.status})"
+
+
+def _theme_logo_path(theme: "Theme", filename: str) -> str:
+    extension = filename.rsplit(".", 1)[-1].lower() if "." in filename else "bin"
+    return f"themes/{theme.tenant_id}/logo-{uuid.uuid4().hex[:12]}.{extension}"
+
+
+class Theme(TenantOwned):
+    """A tenant's branding (seed 003 theme, seed 000 branding): one per tenant."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    tenant = models.OneToOneField(
+        Tenant, on_delete=models.CASCADE, related_name="theme", editable=False
+    )
+    name = models.CharField(max_length=100, default="Default")
+    primary_color = models.CharField(max_length=7, default="#2563eb")
+    secondary_color = models.CharField(max_length=7, default="#64748b")
+    accent_color = models.CharField(max_length=7, default="#f59e0b")
+    # An external logo URL; an uploaded logo (below) takes precedence.
+    logo_url = models.URLField(max_length=500, blank=True)
+    logo = models.FileField(upload_to=_theme_logo_path, blank=True)
+    custom_css = models.TextField(blank=True)
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self):
+        return f"{self.name} ({self.tenant_id})"
+
+
+class QuotaResource(models.TextChoices):
+    """Seed 000's quota resources, plus api_calls (seed 002). `users` is counted from the
+    memberships, the others by the counters below."""
+
+    DOCUMENTS = "documents", "Documents"
+    USERS = "users", "Users"
+    TOKENS = "tokens", "AI tokens"
+    STORAGE = "storage", "Storage (bytes)"
+    API_CALLS = "api_calls", "API calls"
+
+
+class QuotaCounter(TenantOwned):
+    """How much of one resource a tenant has used; changed only by atomic conditional updates
+    (tenants.services.quotas), never read-modify-write."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    tenant = models.ForeignKey(
+        Tenant, on_delete=models.CASCADE, related_name="quota_counters", editable=False
+    )
+    resource = models.CharField(max_length=16, choices=QuotaResource.choices)
+    used = models.BigIntegerField(default=0)
+    # Set when this period's `quota.warning` was recorded; cleared by the reset.
+    warned_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["resource"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "resource"], name="tenants_quotacounter_unique_resource"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(used__gte=0), name="tenants_quotacounter_used_not_negative"
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.resource}={self.used} ({self.tenant_id})"

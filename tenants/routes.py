@@ -1,6 +1,6 @@
 """The (prefix, viewset, basename) triples this app registers on the one API router."""
 
-from .views import OrganizationViewSet, TenantViewSet
+from .views.tenants import OrganizationViewSet, TenantViewSet
 
 routes = [
     ("tenants", TenantViewSet, "tenant"),

@@ -102,7 +102,8 @@ def unique_problems(owned_models) -> list[str]:
             if not set(fields) & TENANT_COLUMNS:
                 problems.append(f"{label(model)}: unique_together {tuple(fields)} lacks `tenant`")
         for field in model._meta.concrete_fields:
-            if field.unique and not field.primary_key:
+            # A one-to-one on the tenant is unique(tenant): it includes `tenant`.
+            if field.unique and not field.primary_key and field.name not in TENANT_COLUMNS:
                 problems.append(
                     f"{label(model)}.{field.name} has unique=True (a unique rule must include "
                     "`tenant`)"

@@ -186,6 +186,19 @@ AUDIT_SEAL_BATCH_SIZE = env.int("AUDIT_SEAL_BATCH_SIZE", default=1000)
 
 # Tenancy
 TENANT_TRIAL_DAYS = env.int("TENANT_TRIAL_DAYS", default=14)
+# Invitations to join a tenant expire after this many days; the emailed link is this URL with
+# the token appended (the front end posts it to /api/v1/invitations/accept).
+INVITATION_TTL_DAYS = env.int("INVITATION_TTL_DAYS", default=7)
+INVITATION_ACCEPT_URL = env(
+    "INVITATION_ACCEPT_URL", default="http://127.0.0.1:8000/invitations/accept?token="
+)
+DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="Control Plane <no-reply@localhost>")
+# Quotas: a `quota.warning` event is recorded once per period when usage crosses this percentage.
+QUOTA_WARNING_THRESHOLD = env.float("QUOTA_WARNING_THRESHOLD", default=80.0)
+# Themes: uploaded logos (PNG, JPEG, sanitised SVG) up to this size.
+THEME_LOGO_MAX_BYTES = env.int("THEME_LOGO_MAX_BYTES", default=512 * 1024)
+MEDIA_ROOT = env("MEDIA_ROOT", default=str(VAR_DIR / "media"))
+MEDIA_URL = env("MEDIA_URL", default="/media/")
 
 # API
 API_RATE_USER = env("API_RATE_USER", default="100/min")
@@ -226,6 +239,31 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "config.schema.ControlPlaneAutoSchema",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
+}
+
+# Plan tiers (seed 004) layered on the rates above: `tenant` limits every request in a tenant,
+# the other scopes replace the per-tenant defaults for that tier (tenants.plans).
+API_PLAN_RATES = {
+    "free": {"tenant": env("API_RATE_PLAN_FREE", default="100/hour")},
+    "pro": {
+        "tenant": env("API_RATE_PLAN_PRO", default="1000/hour"),
+        "analytics": "60/min",
+        "billing": "30/min",
+        "gateway": "300/min",
+    },
+    "enterprise": {
+        "tenant": env("API_RATE_PLAN_ENTERPRISE", default="10000/hour"),
+        "analytics": "200/min",
+        "billing": "100/min",
+        "gateway": "1000/min",
+    },
+    # Negotiated: enterprise figures unless the tenant's settings set `rateLimitPerHour`.
+    "custom": {
+        "tenant": env("API_RATE_PLAN_CUSTOM", default="10000/hour"),
+        "analytics": "200/min",
+        "billing": "100/min",
+        "gateway": "1000/min",
+    },
 }
 
 SPECTACULAR_SETTINGS = {

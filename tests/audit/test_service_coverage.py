@@ -1,12 +1,14 @@
 """Every state-changing service records its audit event.
 
-Each public function of every app's services.py is either exercised here (and must leave its
+Each public function of every app's services module (or of each module of a services package)
+is either exercised here (and must leave its
 event) or exempt with a reason. A new service fails `test_every_service_is_classified` until
 it is added to one of the two.
 """
 
 import importlib
 import inspect
+import pkgutil
 from datetime import timedelta
 
 import pytest
@@ -38,7 +40,7 @@ EXEMPT = {
     "audit.services.sealed_documents": "read-only",
     "audit.services.chain_verify": "read-only",
     "audit.services.chain_status": "read-only",
-    "tenants.services.unique_slug": "read-only helper",
+    "tenants.services.lifecycle.unique_slug": "read-only helper",
     "accounts.services.jwt_refresh": "session bookkeeping: its start and end are audited",
     "accounts.services.api_key_usage": "read-only",
     "accounts.services.api_key_usage_flush": "request counters, not facts (the requests are)",
@@ -90,11 +92,11 @@ INVOCATIONS = {
         lambda: (_expire_a_token(), accounts_services.auth_tokens_purge_expired()),
         "auth.tokens.purged",
     ),
-    "tenants.services.tenant_create": (
+    "tenants.services.lifecycle.tenant_create": (
         lambda: tenants_services.tenant_create(actor=UserFactory(), name="Covered"),
         "tenant.created",
     ),
-    "tenants.services.membership_add": (
+    "tenants.services.members.membership_add": (
         lambda: tenants_services.membership_add(
             tenant=TenantFactory(), user=UserFactory(), role=Role.VIEWER, actor=None
         ),
@@ -120,13 +122,20 @@ INVOCATIONS = {
 }
 
 
-def service_functions() -> set[str]:
-    names = set()
+def _service_modules():
     for config in apps.get_app_configs():
         try:
             module = importlib.import_module(f"{config.name}.services")
         except ModuleNotFoundError:
             continue
+        yield module
+        for info in pkgutil.iter_modules(getattr(module, "__path__", [])):
+            yield importlib.import_module(f"{module.__name__}.{info.name}")
+
+
+def service_functions() -> set[str]:
+    names = set()
+    for module in _service_modules():
         for name, function in inspect.getmembers(module, inspect.isfunction):
             if function.__module__ == module.__name__ and not name.startswith("_"):
                 names.add(f"{module.__name__}.{name}")

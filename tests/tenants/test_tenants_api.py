@@ -8,7 +8,15 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from audit.models import AuditEvent
-from tenants.models import Membership, MembershipStatus, PlanTier, Role, Tenant, TenantStatus
+from tenants.models import (
+    Membership,
+    MembershipStatus,
+    PlanTier,
+    Role,
+    Tenant,
+    TenantStatus,
+    Theme,
+)
 from tests.conftest import assert_envelope
 from tests.factories import MembershipFactory, TenantFactory
 
@@ -319,8 +327,10 @@ def test_current_organization_has_the_seed_shape(owner):
     tenant.description = "Rockets and anvils"
     tenant.plan = PlanTier.PRO
     tenant.settings = {"timezone": "UTC"}
-    tenant.branding = {"primary_color": "#ff0000"}
     tenant.save()
+    Theme.objects.create(
+        tenant=tenant, primary_color="#ff0000", logo_url="https://cdn.example/l.png"
+    )
 
     body = owner.client.get(ORG_URL).json()
 
@@ -335,7 +345,12 @@ def test_current_organization_has_the_seed_shape(owner):
     assert body["plan"] == PlanTier.PRO
     assert body["status"] == TenantStatus.ACTIVE
     assert body["settings"] == {"timezone": "UTC"}
-    assert body["branding"] == {"primary_color": "#ff0000"}
+    assert body["branding"] == {
+        "logo": "https://cdn.example/l.png",
+        "primaryColor": "#ff0000",
+        "secondaryColor": "#64748b",
+        "accentColor": "#f59e0b",
+    }
     assert parse_datetime(body["created_at"]) == tenant.created_at
     assert parse_datetime(body["updated_at"]) == tenant.updated_at
     assert body["trial_ends_at"] is None

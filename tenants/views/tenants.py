@@ -3,11 +3,12 @@ from rest_framework import mixins, status
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from .api import PlatformViewSet, TenantContextViewSet
-from .models import Membership, MembershipStatus, Tenant
-from .permissions import AUTHENTICATED, TENANT_MEMBER
-from .serializers import OrganizationSerializer, TenantSerializer
-from .services import tenant_create
+from ..api import PlatformViewSet, TenantContextViewSet
+from ..models import Membership, MembershipStatus, Tenant
+from ..permissions import AUTHENTICATED, TENANT_MEMBER
+from ..serializers.organizations import OrganizationSerializer
+from ..serializers.tenants import TenantSerializer
+from ..services.lifecycle import tenant_create
 
 
 class TenantViewSet(mixins.ListModelMixin, mixins.CreateModelMixin, PlatformViewSet):
@@ -50,5 +51,7 @@ class OrganizationViewSet(TenantContextViewSet):
     @extend_schema(responses={200: OrganizationSerializer})
     @action(detail=False, methods=["get"], url_path="current")
     def current(self, request):
-        tenant = Tenant.objects.with_member_count().get(pk=request.tenant.pk)
+        tenant = (
+            Tenant.objects.with_member_count().select_related("theme").get(pk=request.tenant.pk)
+        )
         return Response(self.get_serializer(tenant).data)

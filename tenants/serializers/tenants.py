@@ -1,27 +1,6 @@
 from rest_framework import serializers
 
-from .models import PlanTier, Tenant
-
-
-class TenantScopedPrimaryKeyRelatedField(serializers.PrimaryKeyRelatedField):
-    """A reference by id to another object of the request's tenant; a foreign tenant's id is
-    "does not exist", exactly like a random one."""
-
-    def get_queryset(self):
-        queryset = super().get_queryset()
-        tenant = self.context.get("tenant")
-        return queryset.filter(tenant=tenant) if tenant is not None else queryset.none()
-
-
-def tenant_queryset(model):
-    """A django-filter `queryset=` callable scoped to the request's tenant, for FilterSets."""
-
-    def scoped(request):
-        tenant = getattr(request, "tenant", None)
-        return model.objects.filter(tenant=tenant) if tenant is not None else model.objects.none()
-
-    return scoped
-
+from ..models import PlanTier, Tenant
 
 # Lifecycle fields (status, timestamps) change through lifecycle services, never a request body.
 _TENANT_WRITABLE_FIELDS = frozenset(
@@ -69,27 +48,3 @@ class TenantSerializer(serializers.ModelSerializer):
         if Tenant.objects.filter(slug=value).exists():
             raise serializers.ValidationError("An organization with this slug already exists.")
         return value
-
-
-class OrganizationSerializer(serializers.ModelSerializer):
-    """Seed 000's current-organization shape."""
-
-    member_count = serializers.IntegerField(read_only=True)
-
-    class Meta:
-        model = Tenant
-        fields = [
-            "id",
-            "name",
-            "slug",
-            "description",
-            "plan",
-            "status",
-            "settings",
-            "branding",
-            "created_at",
-            "updated_at",
-            "member_count",
-            "trial_ends_at",
-        ]
-        read_only_fields = fields

@@ -1,4 +1,4 @@
-"""Tenant and membership state changes: the one place their rules live."""
+"""Tenant lifecycle: create, update, activate, suspend, restore, delete."""
 
 from datetime import timedelta
 
@@ -10,7 +10,8 @@ from django.utils.text import slugify
 from audit.services import record
 from config.db import create_or_conflict
 
-from .models import Membership, MembershipStatus, PlanTier, Role, Tenant, TenantStatus
+from ..models import PlanTier, Role, Tenant, TenantStatus
+from .members import membership_add
 
 
 def unique_slug(name: str) -> str:
@@ -54,33 +55,3 @@ def tenant_create(
     if owner is not None and owner.is_authenticated:
         membership_add(tenant=tenant, user=owner, role=Role.OWNER, actor=actor)
     return tenant
-
-
-@transaction.atomic
-def membership_add(
-    *,
-    tenant: Tenant,
-    user,
-    role: str,
-    actor,
-    permissions: dict | None = None,
-) -> Membership:
-    """Make `user` an active member of `tenant` with `role`."""
-    membership = create_or_conflict(
-        Membership,
-        conflict_message="This user is already a member of the organization.",
-        tenant=tenant,
-        user=user,
-        role=role,
-        status=MembershipStatus.ACTIVE,
-        permissions=permissions or {},
-        invited_by=actor if actor is not None and actor.is_authenticated else None,
-        joined_at=timezone.now(),
-    )
-    record(
-        tenant=tenant,
-        event_type="member.added",
-        actor=actor,
-        payload={"membership_id": str(membership.pk), "user_id": str(user.pk), "role": role},
-    )
-    return membership

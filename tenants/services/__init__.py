@@ -1,0 +1,14 @@
+"""Tenant state changes, one module per area: the one place their rules live.
+
+    lifecycle  tenants: create, update, activate, suspend, restore, delete
+    members    memberships and invitations
+    themes     branding and the generated stylesheet
+    quotas     counters, limits, resets
+
+Callers import the functions they need from here.
+"""
+
+from .lifecycle import tenant_create, unique_slug
+from .members import membership_add
+
+__all__ = ["membership_add", "tenant_create", "unique_slug"]
