@@ -23,7 +23,12 @@ class BareOrganizationView(APIView):
     throttle_classes = ()
 
     def get(self, request, slug):
-        tenant = Tenant.objects.with_member_count().get(slug=slug)
+        tenant = (
+            Tenant.objects.with_member_count()
+            .with_quota_usage()
+            .select_related("theme")
+            .get(slug=slug)
+        )
         return Response(OrganizationSerializer(tenant).data)
 
 
@@ -44,7 +49,12 @@ if "rest_framework_api_key" in settings.INSTALLED_APPS:
         throttle_classes = (PrincipalRateThrottle,)
 
         def get(self, request):
-            tenant = Tenant.objects.with_member_count().get(pk=request.headers["X-Organization-ID"])
+            tenant = (
+                Tenant.objects.with_member_count()
+                .with_quota_usage()
+                .select_related("theme")
+                .get(pk=request.headers["X-Organization-ID"])
+            )
             return Response(OrganizationSerializer(tenant).data)
 
     # Mounted inside /api/v1/ right before organizations/current, so that URL resolution costs

@@ -36,6 +36,12 @@ class TenantRequired(ApplicationError):
     )
 
 
+class InsufficientPermissions(ApplicationError):
+    status_code = status.HTTP_403_FORBIDDEN
+    code = "INSUFFICIENT_PERMISSIONS"
+    default_detail = "You do not have permission to perform this action."
+
+
 class TenantSuspended(ApplicationError):
     status_code = status.HTTP_403_FORBIDDEN
     code = "TENANT_SUSPENDED"

@@ -1,6 +1,7 @@
 """The base classes every API view builds on.
 
-Request flow: authentication -> tenant resolution -> permission -> throttle -> handler. The
+Request flow: authentication -> tenant resolution -> permission -> throttle -> the tenant's
+`api_calls` quota -> handler. The
 order lives in one place (`ControlPlaneAPIMixin.initial`) and subclasses cannot change it: the
 mixin refuses, at class creation, a subclass that overrides the sealed methods, so no view can
 drop the tenant filter or the permission check by accident.
@@ -15,10 +16,11 @@ from rest_framework.exceptions import MethodNotAllowed
 
 from accounts.usage import observe_api_key_request
 from config.exceptions import TenantSuspended
-from config.throttling import PrincipalRateThrottle, TenantScopeRateThrottle, rate_limit_headers
+from config.throttling import ControlPlaneThrottle, rate_limit_headers
 
 from .permissions import HasRequiredPermission
 from .resolution import TenantMode, resolve_tenant
+from .services.quotas import quota_consume
 
 
 class ControlPlaneAPIMixin:
@@ -28,7 +30,7 @@ class ControlPlaneAPIMixin:
     _sealed = ("initial", "get_permissions", "check_permissions", "permission_classes")
 
     permission_classes = (HasRequiredPermission,)
-    throttle_classes = (PrincipalRateThrottle, TenantScopeRateThrottle)
+    throttle_classes = (ControlPlaneThrottle,)
     # action (or lowercase HTTP method for plain views) -> permission string or access level.
     required_permissions: Mapping[str, str] = {}
     tenant_mode = TenantMode.REQUIRED
@@ -42,6 +44,8 @@ class ControlPlaneAPIMixin:
     # Actions an API key (a tenant-bound credential) may call; None means every action. Keys
     # never reach platform endpoints (no tenant) or staff actions, whatever this says.
     api_key_actions: frozenset[str] | None = None
+    # Whether a member's or key's request counts one of the tenant's `api_calls`.
+    counts_api_calls = True
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -81,6 +85,7 @@ class ControlPlaneAPIMixin:
         self.bind_tenant(request)
         self.check_permissions(request)
         self.check_throttles(request)
+        self.count_api_call(request)
 
     @property
     def action_name(self) -> str:
@@ -97,6 +102,12 @@ class ControlPlaneAPIMixin:
         blocked = context.tenant is not None and context.tenant.is_blocked
         if blocked and self.action_name not in self.allowed_when_suspended:
             raise TenantSuspended()
+
+    def count_api_call(self, request) -> None:
+        """One atomic step: count the call or refuse it (429 QUOTA_EXCEEDED). Calls in the
+        tenant's name count (members, its API keys); staff acting as operators do not."""
+        if self.counts_api_calls and request.tenant is not None and request.membership is not None:
+            quota_consume(tenant=request.tenant, resource="api_calls")
 
     def finalize_response(self, request, response, *args, **kwargs):
         response = super().finalize_response(request, response, *args, **kwargs)

@@ -42,6 +42,23 @@ class TenantQuerySet(models.QuerySet):
             member_count=Coalesce(models.Subquery(active, output_field=models.IntegerField()), 0)
         )
 
+    def with_quota_usage(self):
+        """Annotate `<resource>_used` for every counted quota resource, in the same query."""
+        return self.annotate(
+            **{
+                f"{resource}_used": Coalesce(
+                    models.Subquery(
+                        QuotaCounter.objects.filter(tenant=models.OuterRef("pk"), resource=resource)
+                        .order_by()
+                        .values("used")[:1],
+                        output_field=models.BigIntegerField(),
+                    ),
+                    0,
+                )
+                for resource in COUNTED_QUOTA_RESOURCES
+            }
+        )
+
 
 class Tenant(models.Model):
     """An organization, the unit of isolation: seed 002 tenant and seed 000 organization fields."""
@@ -255,6 +272,9 @@ class QuotaResource(models.TextChoices):
     TOKENS = "tokens", "AI tokens"
     STORAGE = "storage", "Storage (bytes)"
     API_CALLS = "api_calls", "API calls"
+
+
+COUNTED_QUOTA_RESOURCES = tuple(r for r in QuotaResource.values if r != QuotaResource.USERS)
 
 
 class QuotaCounter(TenantOwned):

@@ -1,6 +1,7 @@
 """The (prefix, viewset, basename) triples this app registers on the one API router."""
 
-from .views.tenants import OrganizationViewSet, TenantViewSet
+from .views.organizations import OrganizationViewSet
+from .views.tenants import TenantViewSet
 
 routes = [
     ("tenants", TenantViewSet, "tenant"),

@@ -333,6 +333,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "audit.tasks.seal_audit_chains",
         "schedule": timedelta(minutes=1),
     },
+    # Quota periods end at month starts; resets claim due tenants only, so a frequent run is
+    # cheap and a missed one catches up.
+    "tenants.reset-due-quotas": {
+        "task": "tenants.tasks.reset_due_quotas",
+        "schedule": crontab(minute="*/5"),
+    },
     "audit.issue-checkpoints": {
         "task": "audit.tasks.issue_audit_checkpoints",
         "schedule": crontab(minute="*/15"),

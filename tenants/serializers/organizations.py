@@ -1,8 +1,10 @@
-"""The current organization (seeds 000, 004), its settings schema and its quotas."""
+"""The current organization (seeds 000, 004): its profile, settings and branding."""
 
 from rest_framework import serializers
 
-from ..models import Tenant, Theme
+from ..models import QuotaResource, Tenant, Theme
+from ..plans import tenant_limits
+from .settings_schema import OrganizationSettingsSerializer, merged_settings
 
 
 def theme_branding(theme: Theme) -> dict:
@@ -16,10 +18,15 @@ def theme_branding(theme: Theme) -> dict:
 
 
 class OrganizationSerializer(serializers.ModelSerializer):
-    """Seed 000's current-organization shape."""
+    """Seed 000's current organization, with seed 004's tier and API quota; reads a tenant
+    annotated `with_member_count().with_quota_usage()`."""
 
     member_count = serializers.IntegerField(read_only=True)
+    document_count = serializers.SerializerMethodField()
     branding = serializers.SerializerMethodField()
+    subscription_tier = serializers.CharField(source="plan", read_only=True)
+    api_quota_limit = serializers.SerializerMethodField()
+    api_quota_used = serializers.SerializerMethodField()
 
     class Meta:
         model = Tenant
@@ -29,15 +36,44 @@ class OrganizationSerializer(serializers.ModelSerializer):
             "slug",
             "description",
             "plan",
+            "subscription_tier",
             "status",
             "settings",
             "branding",
             "created_at",
             "updated_at",
             "member_count",
+            "document_count",
+            "api_quota_limit",
+            "api_quota_used",
             "trial_ends_at",
         ]
         read_only_fields = fields
 
     def get_branding(self, tenant) -> dict:
         return theme_branding(getattr(tenant, "theme", None) or Theme(tenant=tenant))
+
+    def get_document_count(self, tenant) -> int:
+        return tenant.documents_used
+
+    def get_api_quota_limit(self, tenant) -> int:
+        return tenant_limits(tenant)[QuotaResource.API_CALLS]
+
+    def get_api_quota_used(self, tenant) -> int:
+        return tenant.api_calls_used
+
+
+class OrganizationUpdateSerializer(serializers.Serializer):
+    """PUT replaces name, description and settings (omitted settings become {}); PATCH changes
+    what it names, and merges `settings` key by key (null removes a key)."""
+
+    name = serializers.CharField(max_length=200)
+    description = serializers.CharField(allow_blank=True, required=False, default="")
+    settings = serializers.JSONField(required=False, default=dict)
+
+    def validate_settings(self, value):
+        schema = OrganizationSettingsSerializer(data=value, partial=self.partial)
+        schema.is_valid(raise_exception=True)
+        if self.partial:
+            return merged_settings(self.instance.settings, schema.validated_data)
+        return schema.validated_data

@@ -1,6 +1,16 @@
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from ..models import PlanTier, Tenant
+from ..services.quotas import annotated_usage, quota_states
+from .quotas import TenantQuotaSerializer
+from .settings_schema import OrganizationSettingsSerializer, merged_settings
+
+
+def tenant_quota(tenant: Tenant) -> tuple:
+    """(tenant, quota states) from a tenant annotated with its member count and usage."""
+    return tenant, quota_states(tenant, usage=annotated_usage(tenant))
+
 
 # Lifecycle fields (status, timestamps) change through lifecycle services, never a request body.
 _TENANT_WRITABLE_FIELDS = frozenset(
@@ -17,6 +27,7 @@ class TenantSerializer(serializers.ModelSerializer):
     )
     slug = serializers.SlugField(max_length=63, required=False)
     user_count = serializers.IntegerField(source="member_count", read_only=True)
+    quota = serializers.SerializerMethodField()
 
     class Meta:
         model = Tenant
@@ -38,9 +49,14 @@ class TenantSerializer(serializers.ModelSerializer):
             "suspension_reason",
             "trial_ends_at",
             "settings",
+            "quota",
             "user_count",
         ]
         read_only_fields = [name for name in fields if name not in _TENANT_WRITABLE_FIELDS]
+
+    @extend_schema_field(TenantQuotaSerializer)
+    def get_quota(self, tenant) -> dict:
+        return TenantQuotaSerializer(tenant_quota(tenant)).data
 
     def validate_slug(self, value):
         # Slugs are lowercase, so "ACME" and "acme" can never name two tenants.
@@ -48,3 +64,37 @@ class TenantSerializer(serializers.ModelSerializer):
         if Tenant.objects.filter(slug=value).exists():
             raise serializers.ValidationError("An organization with this slug already exists.")
         return value
+
+
+class TenantUpdateSerializer(serializers.ModelSerializer):
+    """PATCH tenants/{slug}: profile, tier (staff) and settings (merged key by key)."""
+
+    subscription_tier = serializers.ChoiceField(source="plan", choices=PlanTier.choices)
+    slug = serializers.SlugField(max_length=63)
+    settings = serializers.JSONField()
+
+    class Meta:
+        model = Tenant
+        fields = [
+            "name",
+            "slug",
+            "description",
+            "domain",
+            "subscription_tier",
+            "contact_email",
+            "contact_name",
+            "contact_phone",
+            "billing_email",
+            "settings",
+        ]
+
+    def validate_slug(self, value):
+        value = value.lower()
+        if Tenant.objects.filter(slug=value).exclude(pk=self.instance.pk).exists():
+            raise serializers.ValidationError("An organization with this slug already exists.")
+        return value
+
+    def validate_settings(self, value):
+        schema = OrganizationSettingsSerializer(data=value, partial=True)
+        schema.is_valid(raise_exception=True)
+        return merged_settings(self.instance.settings, schema.validated_data)

@@ -1,17 +1,22 @@
 """Tenant lifecycle: create, update, activate, suspend, restore, delete."""
 
+from collections.abc import Mapping
 from datetime import timedelta
 
 from django.conf import settings
+from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
-from audit.services import record
+from audit.services import chain_purge, record
 from config.db import create_or_conflict
+from config.exceptions import Conflict, InsufficientPermissions
 
-from ..models import PlanTier, Role, Tenant, TenantStatus
+from ..models import Membership, PlanTier, QuotaCounter, Role, Tenant, TenantStatus, Theme
+from ..plans import LIMIT_SETTINGS, RATE_SETTING, plan_setting_ceiling
 from .members import membership_add
+from .quotas import COUNTED_RESOURCES
 
 
 def unique_slug(name: str) -> str:
@@ -32,9 +37,11 @@ def tenant_create(
     slug: str | None = None,
     plan: str = PlanTier.FREE,
     owner=None,
+    add_owner: bool = True,
     **fields,
 ) -> Tenant:
-    """Create a tenant in trial; `owner` (default: the actor) becomes its first owner."""
+    """Create a tenant in trial; `owner` (default: the actor) becomes its first owner, unless
+    `add_owner` is false (staff creating a tenant in the admin, then inviting its owner)."""
     tenant = create_or_conflict(
         Tenant,
         conflict_message="An organization with this slug already exists.",
@@ -51,7 +58,183 @@ def tenant_create(
         actor=actor,
         payload={"slug": tenant.slug, "name": tenant.name, "plan": tenant.plan},
     )
+    QuotaCounter.objects.bulk_create(
+        QuotaCounter(tenant=tenant, resource=resource) for resource in COUNTED_RESOURCES
+    )
     owner = owner or actor
-    if owner is not None and owner.is_authenticated:
+    if add_owner and owner is not None and owner.is_authenticated:
         membership_add(tenant=tenant, user=owner, role=Role.OWNER, actor=actor)
     return tenant
+
+
+def _is_staff(actor) -> bool:
+    return bool(actor is not None and getattr(actor, "is_staff", False))
+
+
+def check_limit_settings(*, plan: str, new_settings: Mapping, old_settings: Mapping, actor):
+    """Limits above the plan tier's need staff; lowering them (or keeping a value staff set) is
+    the tenant's choice."""
+    if _is_staff(actor):
+        return
+    refused = {}
+    for key in (*LIMIT_SETTINGS, RATE_SETTING):
+        value = new_settings.get(key)
+        if value is None or value == old_settings.get(key):
+            continue
+        ceiling = plan_setting_ceiling(plan, key)
+        if value > ceiling:
+            refused[key] = [f"The {plan} plan allows at most {ceiling}; higher limits need staff."]
+    if refused:
+        raise InsufficientPermissions("Limits above the plan need platform staff.", details=refused)
+
+
+# Fields a tenant_update may change; lifecycle fields change only through the services below.
+UPDATABLE_FIELDS = frozenset(
+    {"name", "slug", "description", "domain", "plan", "contact_email", "contact_name",
+     "contact_phone", "billing_email", "settings"}
+)  # fmt: skip
+
+
+@transaction.atomic
+def tenant_update(*, tenant: Tenant, actor, data: Mapping) -> Tenant:
+    """Change a tenant's profile, plan or settings; the plan and limits above it need staff."""
+    unknown = set(data) - UPDATABLE_FIELDS
+    if unknown:
+        raise ValueError(f"not updatable through tenant_update: {sorted(unknown)}")
+    tenant = Tenant.objects.select_for_update().get(pk=tenant.pk)
+    if "plan" in data and data["plan"] != tenant.plan and not _is_staff(actor):
+        raise InsufficientPermissions(
+            "Changing the plan needs platform staff.", details={"plan": [tenant.plan]}
+        )
+    if "settings" in data:
+        check_limit_settings(
+            plan=data.get("plan", tenant.plan),
+            new_settings=data["settings"],
+            old_settings=tenant.settings,
+            actor=actor,
+        )
+    changed = {}
+    for field, value in data.items():
+        old = getattr(tenant, field)
+        if old != value:
+            changed[field] = old
+            setattr(tenant, field, value)
+    if not changed:
+        return tenant
+    if "slug" in changed and Tenant.objects.filter(slug=tenant.slug).exclude(pk=tenant.pk).exists():
+        raise Conflict("An organization with this slug already exists.")
+    tenant.save(update_fields=[*changed, "updated_at"])
+    payload = {"changed": sorted(changed)}
+    if "plan" in changed:
+        payload["plan"] = {"old": changed["plan"], "new": tenant.plan}
+    if "settings" in changed:
+        payload["settings"] = tenant.settings
+    record(tenant=tenant, event_type="tenant.updated", actor=actor, payload=payload)
+    return tenant
+
+
+# action -> (statuses it may start from, event type)
+_TRANSITIONS = {
+    "activate": ({TenantStatus.TRIAL}, "tenant.activated"),
+    "suspend": ({TenantStatus.TRIAL, TenantStatus.ACTIVE}, "tenant.suspended"),
+    "restore": ({TenantStatus.SUSPENDED, TenantStatus.CANCELLED}, "tenant.restored"),
+    "cancel": (
+        {TenantStatus.TRIAL, TenantStatus.ACTIVE, TenantStatus.SUSPENDED},
+        "tenant.cancelled",
+    ),
+}
+
+
+def _transition(tenant: Tenant, action: str, actor, **changes) -> Tenant:
+    allowed_from, event_type = _TRANSITIONS[action]
+    locked = Tenant.objects.select_for_update().get(pk=tenant.pk)
+    if locked.status not in allowed_from:
+        raise Conflict(
+            f"An organization that is {locked.status} cannot be {event_type.split('.')[1]}.",
+            details={"status": locked.status, "allowed_from": sorted(allowed_from)},
+        )
+    previous = locked.status
+    for field, value in changes.items():
+        setattr(locked, field, value)
+    locked.save(update_fields=[*changes, "updated_at"])
+    payload = {"from": previous, "to": locked.status}
+    if locked.suspension_reason:
+        payload["reason"] = locked.suspension_reason
+    record(tenant=locked, event_type=event_type, actor=actor, payload=payload)
+    return locked
+
+
+@transaction.atomic
+def tenant_activate(*, tenant: Tenant, actor) -> Tenant:
+    """trial -> active."""
+    return _transition(
+        tenant, "activate", actor, status=TenantStatus.ACTIVE, activated_at=timezone.now()
+    )
+
+
+@transaction.atomic
+def tenant_suspend(*, tenant: Tenant, actor, reason: str) -> Tenant:
+    """trial or active -> suspended: every tenant-scoped endpoint answers 403 TENANT_SUSPENDED
+    from the next request on, except reading the organization (and later its billing)."""
+    return _transition(
+        tenant,
+        "suspend",
+        actor,
+        status=TenantStatus.SUSPENDED,
+        suspended_at=timezone.now(),
+        suspension_reason=reason,
+    )
+
+
+@transaction.atomic
+def tenant_restore(*, tenant: Tenant, actor) -> Tenant:
+    """suspended or cancelled -> active (or back to trial if it was never activated)."""
+    current = Tenant.objects.only("activated_at").get(pk=tenant.pk)
+    status = TenantStatus.ACTIVE if current.activated_at else TenantStatus.TRIAL
+    return _transition(
+        tenant,
+        "restore",
+        actor,
+        status=status,
+        suspended_at=None,
+        suspension_reason="",
+        cancelled_at=None,
+    )
+
+
+@transaction.atomic
+def tenant_cancel(*, tenant: Tenant, actor) -> Tenant:
+    """trial, active or suspended -> cancelled (blocked like a suspension; data kept)."""
+    return _transition(
+        tenant, "cancel", actor, status=TenantStatus.CANCELLED, cancelled_at=timezone.now()
+    )
+
+
+@transaction.atomic
+def tenant_delete(*, tenant: Tenant, actor) -> None:
+    """Delete a tenant and all its data, leaving `tenant.deleted` on the platform chain.
+
+    The tenant row is locked first, so no request can record a new event for it meanwhile;
+    its audit chain goes through the one purge door (audit.services.chain_purge), which also
+    records the chain's final head on the platform chain.
+    """
+    locked = Tenant.objects.select_for_update().get(pk=tenant.pk)
+    members = Membership.objects.filter(tenant=locked).count()
+    logo = Theme.objects.filter(tenant=locked).values_list("logo", flat=True).first()
+    chain_purge(tenant=locked, actor=actor)
+    record(
+        tenant=None,
+        event_type="tenant.deleted",
+        actor=actor,
+        payload={
+            "tenant_id": str(locked.pk),
+            "slug": locked.slug,
+            "name": locked.name,
+            "status": locked.status,
+            "plan": locked.plan,
+            "members": members,
+        },
+    )
+    locked.delete()
+    if logo:
+        transaction.on_commit(lambda: default_storage.delete(logo))

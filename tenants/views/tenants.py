@@ -1,23 +1,57 @@
-from drf_spectacular.utils import extend_schema
-from rest_framework import mixins, status
+"""The tenant directory and lifecycle (seed 002)."""
+
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import mixins, serializers, status
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from ..api import PlatformViewSet, TenantContextViewSet
+from config.exceptions import InsufficientPermissions
+
+from ..api import PlatformViewSet
 from ..models import Membership, MembershipStatus, Tenant
-from ..permissions import AUTHENTICATED, TENANT_MEMBER
-from ..serializers.organizations import OrganizationSerializer
-from ..serializers.tenants import TenantSerializer
-from ..services.lifecycle import tenant_create
+from ..permissions import AUTHENTICATED, STAFF, effective_permissions
+from ..serializers.quotas import TenantQuotaSerializer
+from ..serializers.tenants import TenantSerializer, TenantUpdateSerializer, tenant_quota
+from ..services import lifecycle, quotas
 
 
-class TenantViewSet(mixins.ListModelMixin, mixins.CreateModelMixin, PlatformViewSet):
-    """The tenant directory (seed 002): staff see every tenant, others the ones they belong to."""
+def _with_quota_data(queryset):
+    """What the tenant representation needs, in the same query: member counts and usage."""
+    return queryset.with_member_count().with_quota_usage()
+
+
+SuspendSerializer = inline_serializer(
+    "TenantSuspendRequest", {"reason": serializers.CharField(max_length=500)}
+)
+
+
+class TenantViewSet(
+    mixins.ListModelMixin,
+    mixins.CreateModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.DestroyModelMixin,
+    PlatformViewSet,
+):
+    """The tenant directory: staff see every tenant, others the ones they are active members
+    of (any other slug is 404). Lifecycle and quota resets are staff actions."""
 
     queryset = Tenant.objects.all()
     serializer_class = TenantSerializer
     lookup_field = "slug"
-    required_permissions = {"list": AUTHENTICATED, "create": AUTHENTICATED}
+    lookup_value_regex = "[-a-zA-Z0-9_]+"
+    required_permissions = {
+        "list": AUTHENTICATED,
+        "create": AUTHENTICATED,
+        "retrieve": AUTHENTICATED,
+        "partial_update": AUTHENTICATED,  # staff, or a member holding settings.write
+        "destroy": STAFF,
+        "activate": STAFF,
+        "suspend": STAFF,
+        "restore": STAFF,
+        "cancel": STAFF,
+        "quota": AUTHENTICATED,
+        "reset_quota": STAFF,
+    }
     filterset_fields = ("status", "plan")
     search_fields = ("name", "slug", "domain")
     ordering_fields = ("name", "slug", "created_at")
@@ -31,27 +65,77 @@ class TenantViewSet(mixins.ListModelMixin, mixins.CreateModelMixin, PlatformView
                     "tenant_id"
                 )
             )
-        return super().filter_queryset(queryset).with_member_count()
+        return _with_quota_data(super().filter_queryset(queryset))
+
+    def get_object(self):
+        # Lookups by slug are case-insensitive, like the slugs themselves.
+        self.kwargs[self.lookup_field] = self.kwargs[self.lookup_field].lower()
+        return super().get_object()
+
+    def _respond(self, tenant, status_code=status.HTTP_200_OK):
+        tenant = _with_quota_data(Tenant.objects.filter(pk=tenant.pk)).get()
+        return Response(self.get_serializer(tenant).data, status=status_code)
 
     def create(self, request, *args, **kwargs):
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        tenant = tenant_create(actor=request.user, **serializer.validated_data)
-        tenant.member_count = 1
-        return Response(self.get_serializer(tenant).data, status=status.HTTP_201_CREATED)
+        tenant = lifecycle.tenant_create(actor=request.user, **serializer.validated_data)
+        return self._respond(tenant, status.HTTP_201_CREATED)
 
+    @extend_schema(request=TenantUpdateSerializer, responses={200: TenantSerializer})
+    def partial_update(self, request, *args, **kwargs):
+        tenant = self.get_object()
+        if not request.user.is_staff:
+            membership = Membership.objects.get(tenant=tenant, user=request.user)
+            permissions = effective_permissions(membership.role, membership.permissions)
+            if "settings.write" not in permissions:
+                raise InsufficientPermissions()
+        serializer = TenantUpdateSerializer(tenant, data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        lifecycle.tenant_update(tenant=tenant, actor=request.user, data=serializer.validated_data)
+        return self._respond(tenant)
 
-class OrganizationViewSet(TenantContextViewSet):
-    """The caller's current organization (seeds 000, 004)."""
+    def perform_destroy(self, instance):
+        lifecycle.tenant_delete(tenant=instance, actor=self.request.user)
 
-    serializer_class = OrganizationSerializer
-    required_permissions = {"current": TENANT_MEMBER}
-    allowed_when_suspended = frozenset({"current"})
+    @extend_schema(request=None, responses={200: TenantSerializer})
+    @action(detail=True, methods=["post"])
+    def activate(self, request, slug=None):
+        tenant = lifecycle.tenant_activate(tenant=self.get_object(), actor=request.user)
+        return self._respond(tenant)
 
-    @extend_schema(responses={200: OrganizationSerializer})
-    @action(detail=False, methods=["get"], url_path="current")
-    def current(self, request):
-        tenant = (
-            Tenant.objects.with_member_count().select_related("theme").get(pk=request.tenant.pk)
+    @extend_schema(request=SuspendSerializer, responses={200: TenantSerializer})
+    @action(detail=True, methods=["post"])
+    def suspend(self, request, slug=None):
+        tenant = self.get_object()
+        body = SuspendSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        return self._respond(
+            lifecycle.tenant_suspend(
+                tenant=tenant, actor=request.user, reason=body.validated_data["reason"]
+            )
         )
-        return Response(self.get_serializer(tenant).data)
+
+    @extend_schema(request=None, responses={200: TenantSerializer})
+    @action(detail=True, methods=["post"])
+    def restore(self, request, slug=None):
+        tenant = lifecycle.tenant_restore(tenant=self.get_object(), actor=request.user)
+        return self._respond(tenant)
+
+    @extend_schema(request=None, responses={200: TenantSerializer})
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, slug=None):
+        tenant = lifecycle.tenant_cancel(tenant=self.get_object(), actor=request.user)
+        return self._respond(tenant)
+
+    @extend_schema(responses={200: TenantQuotaSerializer})
+    @action(detail=True, methods=["get"])
+    def quota(self, request, slug=None):
+        return Response(TenantQuotaSerializer(tenant_quota(self.get_object())).data)
+
+    @extend_schema(request=None, responses={200: TenantQuotaSerializer})
+    @action(detail=True, methods=["post"])
+    def reset_quota(self, request, slug=None):
+        tenant = quotas.quota_reset(tenant=self.get_object(), actor=request.user)
+        tenant = _with_quota_data(Tenant.objects.filter(pk=tenant.pk)).get()
+        return Response(TenantQuotaSerializer(tenant_quota(tenant)).data)

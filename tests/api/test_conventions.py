@@ -83,7 +83,7 @@ def test_validation_error_names_the_field(owner):
 
 
 def test_unhandled_exception_is_a_500_envelope_without_traceback(owner, monkeypatch, caplog):
-    from tenants.views.tenants import OrganizationViewSet
+    from tenants.views.organizations import OrganizationViewSet
 
     def explode(self, request):
         raise RuntimeError("secret internal detail")

@@ -21,8 +21,9 @@ from accounts.models import AuthToken
 from audit import services as audit_services
 from audit.models import AuditEvent
 from tenants import services as tenants_services
-from tenants.models import Role
+from tenants.models import Role, TenantStatus
 from tenants.permissions import ALL_PERMISSIONS
+from tenants.services import lifecycle, quotas
 from tests.factories import TEST_PASSWORD, MembershipFactory, TenantFactory, UserFactory
 
 EXEMPT = {
@@ -41,6 +42,13 @@ EXEMPT = {
     "audit.services.chain_verify": "read-only",
     "audit.services.chain_status": "read-only",
     "tenants.services.lifecycle.unique_slug": "read-only helper",
+    "tenants.services.lifecycle.check_limit_settings": "validation: changes nothing",
+    "tenants.services.quotas.quota_release": (
+        "gives usage back; the deletion that frees the resource records its own event"
+    ),
+    "tenants.services.quotas.quota_states": "read-only",
+    "tenants.services.quotas.annotated_usage": "read-only",
+    "tenants.services.quotas.quotas_due": "read-only",
     "accounts.services.jwt_refresh": "session bookkeeping: its start and end are audited",
     "accounts.services.api_key_usage": "read-only",
     "accounts.services.api_key_usage_flush": "request counters, not facts (the requests are)",
@@ -103,6 +111,50 @@ INVOCATIONS = {
         "member.added",
     ),
     "audit.services.chain_purge": (_purge_tenant_chain, "audit.chain.purged"),
+    "tenants.services.lifecycle.tenant_update": (
+        lambda: lifecycle.tenant_update(tenant=TenantFactory(), actor=None, data={"name": "New"}),
+        "tenant.updated",
+    ),
+    "tenants.services.lifecycle.tenant_activate": (
+        lambda: lifecycle.tenant_activate(
+            tenant=TenantFactory(status=TenantStatus.TRIAL), actor=None
+        ),
+        "tenant.activated",
+    ),
+    "tenants.services.lifecycle.tenant_suspend": (
+        lambda: lifecycle.tenant_suspend(tenant=TenantFactory(), actor=None, reason="Overdue"),
+        "tenant.suspended",
+    ),
+    "tenants.services.lifecycle.tenant_restore": (
+        lambda: lifecycle.tenant_restore(
+            tenant=TenantFactory(status=TenantStatus.SUSPENDED), actor=None
+        ),
+        "tenant.restored",
+    ),
+    "tenants.services.lifecycle.tenant_cancel": (
+        lambda: lifecycle.tenant_cancel(tenant=TenantFactory(), actor=None),
+        "tenant.cancelled",
+    ),
+    "tenants.services.lifecycle.tenant_delete": (
+        lambda: lifecycle.tenant_delete(tenant=TenantFactory(), actor=None),
+        "tenant.deleted",
+    ),
+    "tenants.services.quotas.quota_consume": (
+        lambda: quotas.quota_consume(
+            tenant=TenantFactory(settings={"maxDocuments": 1}), resource="documents"
+        ),
+        "quota.warning",
+    ),
+    "tenants.services.quotas.quota_reset": (
+        lambda: quotas.quota_reset(tenant=TenantFactory(), actor=None),
+        "quota.reset",
+    ),
+    "tenants.services.quotas.quotas_reset_due": (
+        lambda: quotas.quotas_reset_due(
+            tenant=TenantFactory(quota_reset_at=timezone.now() - timedelta(minutes=1))
+        ),
+        "quota.reset",
+    ),
     "accounts.services.jwt_login": (
         lambda: accounts_services.jwt_login(user=UserFactory()),
         "auth.login.succeeded",

@@ -326,7 +326,7 @@ def test_current_organization_has_the_seed_shape(owner):
     tenant = owner.tenant
     tenant.description = "Rockets and anvils"
     tenant.plan = PlanTier.PRO
-    tenant.settings = {"timezone": "UTC"}
+    tenant.settings = {"dataResidency": "eu", "maxDocuments": 50}
     tenant.save()
     Theme.objects.create(
         tenant=tenant, primary_color="#ff0000", logo_url="https://cdn.example/l.png"
@@ -335,8 +335,9 @@ def test_current_organization_has_the_seed_shape(owner):
     body = owner.client.get(ORG_URL).json()
 
     assert set(body) == {
-        "id", "name", "slug", "description", "plan", "status", "settings", "branding",
-        "created_at", "updated_at", "member_count", "trial_ends_at",
+        "id", "name", "slug", "description", "plan", "subscription_tier", "status", "settings",
+        "branding", "created_at", "updated_at", "member_count", "document_count",
+        "api_quota_limit", "api_quota_used", "trial_ends_at",
     }  # fmt: skip
     assert body["id"] == str(tenant.pk)
     assert body["name"] == tenant.name
@@ -344,7 +345,12 @@ def test_current_organization_has_the_seed_shape(owner):
     assert body["description"] == "Rockets and anvils"
     assert body["plan"] == PlanTier.PRO
     assert body["status"] == TenantStatus.ACTIVE
-    assert body["settings"] == {"timezone": "UTC"}
+    assert body["settings"] == {"dataResidency": "eu", "maxDocuments": 50}
+    assert body["subscription_tier"] == PlanTier.PRO
+    assert body["document_count"] == 0
+    assert body["api_quota_limit"] == 100_000
+    # This request is counted before it is served.
+    assert body["api_quota_used"] == 1
     assert body["branding"] == {
         "logo": "https://cdn.example/l.png",
         "primaryColor": "#ff0000",

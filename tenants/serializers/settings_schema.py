@@ -1,0 +1,84 @@
+"""The typed schema of an organization's `settings` (seeds 000 and 004).
+
+Every key is optional; unknown keys are refused by name, values are strictly typed (a limit is
+a JSON integer, not "5" or 5.0 or true). Limits above the plan tier need staff: that rule is in
+tenants.services.lifecycle.check_limit_settings, because it depends on who is asking.
+"""
+
+from rest_framework import serializers
+
+DATA_RESIDENCY_REGIONS = ("eu", "us", "uk", "ca", "au", "apac")
+# Seed 002's gateway models; the playground's gateway serves these names.
+SUPPORTED_AI_MODELS = (
+    "gpt-4",
+    "gpt-4-turbo",
+    "gpt-3.5-turbo",
+    "o1-preview",
+    "o1-mini",
+    "claude-3-opus",
+    "claude-3-sonnet",
+    "claude-3-haiku",
+)
+MAX_LIMIT = 10**12
+
+
+class StrictBooleanField(serializers.BooleanField):
+    default_error_messages = {"invalid": "Must be true or false."}
+
+    def to_internal_value(self, data):
+        if not isinstance(data, bool):
+            self.fail("invalid")
+        return data
+
+
+class StrictPositiveIntegerField(serializers.IntegerField):
+    default_error_messages = {"invalid": "Must be a whole number (a JSON integer)."}
+
+    def __init__(self, **kwargs):
+        super().__init__(min_value=1, max_value=MAX_LIMIT, **kwargs)
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class OrganizationSettingsSerializer(serializers.Serializer):
+    """One organization's settings. With `partial`, a key set to null is removed."""
+
+    dataResidency = serializers.ChoiceField(choices=DATA_RESIDENCY_REGIONS, required=False)
+    hdsCompliant = StrictBooleanField(required=False)
+    maxDocuments = StrictPositiveIntegerField(required=False)
+    maxUsers = StrictPositiveIntegerField(required=False)
+    maxTokensPerMonth = StrictPositiveIntegerField(required=False)
+    maxStorageMB = StrictPositiveIntegerField(required=False)
+    # Negotiated limits (custom plans); above the tier they need staff like the others.
+    maxApiCallsPerMonth = StrictPositiveIntegerField(required=False)
+    rateLimitPerHour = StrictPositiveIntegerField(required=False)
+    default_ai_model = serializers.ChoiceField(choices=SUPPORTED_AI_MODELS, required=False)
+    integration_enabled = StrictBooleanField(required=False)
+
+    def to_internal_value(self, data):
+        if not isinstance(data, dict):
+            raise serializers.ValidationError({"non_field_errors": ["Settings must be an object."]})
+        unknown = sorted(set(data) - set(self.fields))
+        if unknown:
+            raise serializers.ValidationError(
+                {
+                    key: [f"Unknown setting. Allowed: {', '.join(sorted(self.fields))}."]
+                    for key in unknown
+                }
+            )
+        removed = [key for key, value in data.items() if value is None]
+        if removed and not self.partial:
+            raise serializers.ValidationError(
+                {key: ["May not be null (omit the key instead)."] for key in removed}
+            )
+        values = super().to_internal_value({k: v for k, v in data.items() if v is not None})
+        return {**values, **dict.fromkeys(removed)}
+
+
+def merged_settings(current: dict, changes: dict) -> dict:
+    """`current` with `changes` applied; a key whose value is None is removed."""
+    merged = {**current, **changes}
+    return {key: value for key, value in merged.items() if value is not None}

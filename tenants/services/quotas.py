@@ -1,0 +1,245 @@
+"""Quotas: per-tenant usage counters, checked and advanced in one atomic step.
+
+`quota_consume` is what every app calls before using a counted resource (the API base view for
+each request's `api_calls`, the gateway for `tokens`, documents for `documents` and `storage`).
+It is one conditional UPDATE, `used = used + n WHERE used + n <= limit`, so concurrent callers
+can never pass the limit and nothing is counted past it. Inside a caller's transaction the
+consumption commits or rolls back with the caller's change.
+
+Limits are not stored: they come from the tenant's plan tier and settings (tenants.plans), so a
+plan or settings change applies to the next call. `users` is not a counter: it is the number
+of active members, and membership services enforce its limit.
+
+The quota period is the calendar month (UTC). `tokens` and `api_calls` restart at
+`Tenant.quota_reset_at`; the reset sets the next one in the same UPDATE that claims the due
+tenant, so two resets running at once reset a tenant once.
+"""
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from audit.services import record
+from config.exceptions import QuotaExceeded
+
+from ..models import (
+    COUNTED_QUOTA_RESOURCES,
+    Membership,
+    MembershipStatus,
+    QuotaCounter,
+    QuotaResource,
+    Tenant,
+)
+from ..plans import PERIODIC_RESOURCES, first_of_next_month, tenant_limits
+
+COUNTED_RESOURCES = COUNTED_QUOTA_RESOURCES
+
+# Raw SQL for RETURNING (one statement, no read-modify-write); only the model's own table name
+# is interpolated, every value is a parameter.
+_TABLE = QuotaCounter._meta.db_table
+_CONSUME_SQL = (
+    f"UPDATE {_TABLE} SET used = used + %s, updated_at = %s "  # noqa: S608
+    "WHERE tenant_id = %s AND resource = %s AND used + %s <= %s RETURNING used, warned_at"
+)
+_RELEASE_SQL = (
+    f"UPDATE {_TABLE} SET used = CASE WHEN used > %s THEN used - %s ELSE 0 END, "  # noqa: S608
+    "updated_at = %s WHERE tenant_id = %s AND resource = %s RETURNING used"
+)
+
+
+@dataclass(frozen=True)
+class QuotaState:
+    """Seed 000's per-resource quota object."""
+
+    resource: str
+    current: int
+    limit: int
+    warning_threshold: float
+
+    @property
+    def percentage(self) -> float:
+        return round(self.current * 100 / self.limit, 2) if self.limit else 100.0
+
+    @property
+    def exceeded(self) -> bool:
+        return self.current >= self.limit
+
+
+def _check_resource(resource: str) -> None:
+    if resource not in COUNTED_RESOURCES:
+        raise ValueError(f"{resource!r} is not a counted quota resource: {COUNTED_RESOURCES}")
+
+
+def _db_value(tenant_id):
+    # Raw SQL bypasses the field's conversion; SQLite stores UUIDs as 32 hex characters.
+    return tenant_id if connection.vendor == "postgresql" else tenant_id.hex
+
+
+def _ensure_counter(tenant: Tenant, resource: str) -> None:
+    # Tenants made before quotas (or by fixtures) get their rows on first use.
+    QuotaCounter.objects.get_or_create(tenant=tenant, resource=resource)
+
+
+def quota_consume(*, tenant: Tenant, resource: str, amount: int = 1) -> int:
+    """Count `amount` of `resource` for `tenant` and return the new total, or refuse with
+    `QuotaExceeded` (429) when it would pass the limit, counting nothing."""
+    _check_resource(resource)
+    if amount < 0:
+        raise ValueError("amount must not be negative; use quota_release to give back")
+    limit = tenant_limits(tenant)[resource]
+    params = [amount, timezone.now(), _db_value(tenant.pk), resource, amount, limit]
+    for attempt in range(2):
+        with connection.cursor() as cursor:
+            cursor.execute(_CONSUME_SQL, params)
+            row = cursor.fetchone()
+        if row is not None:
+            break
+        if (
+            attempt == 0
+            and not QuotaCounter.objects.filter(tenant=tenant, resource=resource).exists()
+        ):
+            _ensure_counter(tenant, resource)
+            continue
+        raise QuotaExceeded(
+            f"The organization's {resource} quota is exhausted for this period.",
+            details={"resource": resource, "limit": limit, "requested": amount},
+        )
+    used, warned_at = row
+    if warned_at is None and used * 100 >= settings.QUOTA_WARNING_THRESHOLD * limit:
+        _warn_once(tenant=tenant, resource=resource, used=used, limit=limit)
+    return used
+
+
+def _warn_once(*, tenant: Tenant, resource: str, used: int, limit: int) -> None:
+    """Record `quota.warning` if no caller has this period; the flag and the event commit
+    together."""
+    with transaction.atomic():
+        claimed = QuotaCounter.objects.filter(
+            tenant=tenant, resource=resource, warned_at__isnull=True
+        ).update(warned_at=timezone.now())
+        if claimed:
+            record(
+                tenant=tenant,
+                event_type="quota.warning",
+                payload={
+                    "resource": resource,
+                    "used": used,
+                    "limit": limit,
+                    "warning_threshold": settings.QUOTA_WARNING_THRESHOLD,
+                },
+            )
+
+
+def quota_release(*, tenant: Tenant, resource: str, amount: int) -> int:
+    """Give back `amount` of a stock resource (a document deleted, storage freed); never
+    below zero. Returns the new total."""
+    _check_resource(resource)
+    if amount < 0:
+        raise ValueError("amount must not be negative")
+    _ensure_counter(tenant, resource)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _RELEASE_SQL, [amount, amount, timezone.now(), _db_value(tenant.pk), resource]
+        )
+        return cursor.fetchone()[0]
+
+
+def annotated_usage(tenant: Tenant) -> dict[str, int]:
+    """Usage from a tenant loaded with `Tenant.objects.with_member_count().with_quota_usage()`."""
+    usage = {resource: getattr(tenant, f"{resource}_used") for resource in COUNTED_RESOURCES}
+    return {**usage, QuotaResource.USERS: tenant.member_count}
+
+
+def quota_states(tenant: Tenant, *, usage: dict[str, int] | None = None) -> dict:
+    """Every resource's QuotaState for `tenant`; pass `annotated_usage(tenant)` to build it
+    without queries (lists)."""
+    if usage is None:
+        used = dict(QuotaCounter.objects.filter(tenant=tenant).values_list("resource", "used"))
+        used[QuotaResource.USERS] = Membership.objects.filter(
+            tenant=tenant, status=MembershipStatus.ACTIVE
+        ).count()
+    else:
+        used = usage
+    limits = tenant_limits(tenant)
+    threshold = settings.QUOTA_WARNING_THRESHOLD
+    return {
+        resource: QuotaState(resource, used.get(resource, 0), limits[resource], threshold)
+        for resource in QuotaResource.values
+    }
+
+
+def _reset_counters(tenant: Tenant, now: datetime) -> dict[str, int]:
+    counters = list(
+        QuotaCounter.objects.select_for_update().filter(tenant=tenant).order_by("resource")
+    )
+    previous = {c.resource: c.used for c in counters if c.resource in PERIODIC_RESOURCES}
+    QuotaCounter.objects.filter(tenant=tenant, resource__in=PERIODIC_RESOURCES).update(
+        used=0, warned_at=None, updated_at=now
+    )
+    # Stock levels keep their usage; their warning may fire again in the new period.
+    QuotaCounter.objects.filter(tenant=tenant).exclude(resource__in=PERIODIC_RESOURCES).update(
+        warned_at=None
+    )
+    return previous
+
+
+def _record_reset(tenant: Tenant, actor, previous: dict, next_reset: datetime, trigger: str):
+    record(
+        tenant=tenant,
+        event_type="quota.reset",
+        actor=actor,
+        payload={
+            "trigger": trigger,
+            "previous_usage": previous,
+            "next_reset_at": next_reset.isoformat(),
+        },
+    )
+
+
+@transaction.atomic
+def quota_reset(*, tenant: Tenant, actor) -> Tenant:
+    """Restart `tenant`'s periodic counters now (staff action); the next scheduled reset is the
+    next month start."""
+    now = timezone.now()
+    next_reset = first_of_next_month(now)
+    Tenant.objects.filter(pk=tenant.pk).update(quota_reset_at=next_reset, last_reset_at=now)
+    previous = _reset_counters(tenant, now)
+    _record_reset(tenant, actor, previous, next_reset, "manual")
+    tenant.quota_reset_at, tenant.last_reset_at = next_reset, now
+    return tenant
+
+
+def quotas_due(*, now: datetime | None = None):
+    """Tenants whose quota period has ended."""
+    return Tenant.objects.filter(quota_reset_at__lte=now or timezone.now()).order_by(
+        "quota_reset_at", "pk"
+    )
+
+
+def quotas_reset_due(*, now: datetime | None = None, tenant: Tenant | None = None) -> list[str]:
+    """Reset every tenant whose `quota_reset_at` has passed (the beat job); returns their slugs.
+
+    Each tenant is claimed by one conditional UPDATE that also sets its next reset, in its own
+    transaction: a concurrent run finds the row no longer due and skips it, so running twice
+    resets once, and one tenant's failure does not undo the others.
+    """
+    now = now or timezone.now()
+    due = quotas_due(now=now)
+    if tenant is not None:
+        due = due.filter(pk=tenant.pk)
+    reset = []
+    for candidate in due.only("pk", "slug").iterator():
+        next_reset = first_of_next_month(now)
+        with transaction.atomic():
+            claimed = Tenant.objects.filter(pk=candidate.pk, quota_reset_at__lte=now).update(
+                quota_reset_at=next_reset, last_reset_at=now
+            )
+            if not claimed:
+                continue
+            previous = _reset_counters(candidate, now)
+            _record_reset(candidate, None, previous, next_reset, "scheduled")
+        reset.append(candidate.slug)
+    return reset

@@ -1,0 +1,10 @@
+from celery import shared_task
+
+from .services import quotas
+
+
+@shared_task(name="tenants.tasks.reset_due_quotas")
+def reset_due_quotas() -> list[str]:
+    """Beat job: restart the periodic quotas of every tenant whose quota_reset_at has passed.
+    Safe to run twice at once (each tenant is claimed by a conditional UPDATE)."""
+    return quotas.quotas_reset_due()

@@ -1,0 +1,69 @@
+"""The caller's current organization (seeds 000, 004) and its quotas."""
+
+from drf_spectacular.utils import extend_schema
+from rest_framework.decorators import action
+from rest_framework.exceptions import NotFound
+from rest_framework.response import Response
+
+from ..api import TenantContextViewSet
+from ..models import Tenant
+from ..permissions import TENANT_MEMBER
+from ..serializers.organizations import OrganizationSerializer, OrganizationUpdateSerializer
+from ..serializers.quotas import OrganizationQuotasSerializer
+from ..services import lifecycle
+from ..services.quotas import quota_states
+
+
+class OrganizationViewSet(TenantContextViewSet):
+    """GET, PUT and PATCH organizations/current; GET organizations/quotas."""
+
+    serializer_class = OrganizationSerializer
+    required_permissions = {
+        "current": TENANT_MEMBER,
+        "update_current": "settings.write",
+        "partial_update_current": "settings.write",
+        "quotas": "settings.read",
+    }
+    # Reading the organization still works while it is suspended (DESIGN.md, Tenancy).
+    allowed_when_suspended = frozenset({"current"})
+
+    def get_object(self):
+        """The request's tenant, annotated for the serializer."""
+        # OPTIONS metadata probes with a cloned request that carries no tenant.
+        tenant = getattr(self.request, "tenant", None)
+        if tenant is None:
+            raise NotFound()
+        return (
+            Tenant.objects.with_member_count()
+            .with_quota_usage()
+            .select_related("theme")
+            .get(pk=tenant.pk)
+        )
+
+    @extend_schema(responses={200: OrganizationSerializer})
+    @action(detail=False, methods=["get"], url_path="current")
+    def current(self, request):
+        return Response(self.get_serializer(self.get_object()).data)
+
+    def _update(self, request, *, partial: bool):
+        tenant = request.tenant
+        body = OrganizationUpdateSerializer(tenant, data=request.data, partial=partial)
+        body.is_valid(raise_exception=True)
+        lifecycle.tenant_update(tenant=tenant, actor=request.user, data=body.validated_data)
+        return Response(self.get_serializer(self.get_object()).data)
+
+    @extend_schema(request=OrganizationUpdateSerializer, responses={200: OrganizationSerializer})
+    @current.mapping.put
+    def update_current(self, request):
+        return self._update(request, partial=False)
+
+    @extend_schema(request=OrganizationUpdateSerializer, responses={200: OrganizationSerializer})
+    @current.mapping.patch
+    def partial_update_current(self, request):
+        return self._update(request, partial=True)
+
+    @extend_schema(responses={200: OrganizationQuotasSerializer})
+    @action(detail=False, methods=["get"])
+    def quotas(self, request):
+        tenant = Tenant.objects.get(pk=request.tenant.pk)
+        return Response(OrganizationQuotasSerializer((tenant, quota_states(tenant))).data)
