@@ -14,8 +14,12 @@ from django_celery_beat.schedulers import DatabaseScheduler
 
 from accounts.models import AuthToken
 from accounts.tasks import purge_expired_auth_tokens
+from audit.models import AuditEvent
 from config.celery import app
-from tests.factories import UserFactory
+from tenants.models import QuotaCounter, Tenant
+from tenants.services.quotas import quota_consume
+from tenants.tasks import reset_due_quotas
+from tests.factories import TenantFactory, UserFactory
 
 WORKER_DEADLINE_SECONDS = 20
 
@@ -41,6 +45,34 @@ def test_real_worker_purges_expired_tokens_through_redis(transactional_db):
             time.sleep(0.1)
 
     assert AuthToken.objects.filter(pk=valid.pk).exists()
+
+
+@pytest.mark.postgres
+def test_real_worker_resets_a_due_quota_through_redis(transactional_db):
+    assert app.conf.broker_url.startswith("redis://"), app.conf.broker_url
+    due = TenantFactory(quota_reset_at=timezone.now() - timedelta(seconds=1))
+    not_due = TenantFactory()
+    for tenant in (due, not_due):
+        quota_consume(tenant=tenant, resource="api_calls", amount=9)
+
+    with start_worker(app, perform_ping_check=False):
+        reset_due_quotas.delay()
+        deadline = time.monotonic() + WORKER_DEADLINE_SECONDS
+        while Tenant.objects.get(pk=due.pk).quota_reset_at <= timezone.now():
+            assert time.monotonic() < deadline, "the worker did not reset the due quota"
+            time.sleep(0.1)
+
+    counters = dict(
+        QuotaCounter.objects.filter(resource="api_calls").values_list("tenant_id", "used")
+    )
+    assert counters == {due.pk: 0, not_due.pk: 9}
+    assert AuditEvent.objects.filter(tenant=due, event_type="quota.reset").count() == 1
+
+
+def test_quota_reset_is_scheduled():
+    tasks = {entry["task"] for entry in settings.CELERY_BEAT_SCHEDULE.values()}
+
+    assert reset_due_quotas.name in tasks
 
 
 def test_beat_schedule_names_registered_tasks():
