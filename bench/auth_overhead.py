@@ -16,7 +16,7 @@ req/s and the ratios api_key/token and api_key/peer (targets: >= 1.0).
 
 import argparse
 
-from common import describe_environment, interleaved, setup_django
+from common import UNMETERED, comparable, describe_environment, interleaved, setup_django
 
 PEER_APP = "rest_framework_api_key"
 
@@ -62,7 +62,7 @@ def run(calls: int, rounds: int) -> None:
 
     with transaction.atomic():
         user = user_create(email="bench@example.com", password="bench-password-1", name="Bench")
-        tenant = tenant_create(actor=user, name="Bench Org", slug="bench-org")
+        tenant = tenant_create(actor=user, name="Bench Org", slug="bench-org", settings=UNMETERED)
         token = auth_token_issue(user=user)
         access = jwt_login(user=user)["access_token"]
         _, api_key = api_key_create(tenant=tenant, actor=user, name="bench", scopes=["read"])
@@ -79,7 +79,9 @@ def run(calls: int, rounds: int) -> None:
             "/api/v1/peer/organizations/current",
         ),
     }
-    bodies = {name: client.get(path).json() for name, (client, path) in variants.items()}
+    bodies = {
+        name: comparable(client.get(path).json()) for name, (client, path) in variants.items()
+    }
     assert all(body == bodies["token"] for body in bodies.values()), "variants must agree"
 
     def call(client, path):

@@ -59,3 +59,12 @@ def describe_environment() -> str:
 
     cache = settings.CACHES["default"]["BACKEND"].rsplit(".", 1)[-1]
     return f"database={connection.vendor} cache={cache} python={sys.version.split()[0]}"
+
+
+# Organization settings for benchmark tenants: an api_calls quota the runs never reach.
+UNMETERED = {"maxApiCallsPerMonth": 10**12}
+
+
+def comparable(body: dict) -> dict:
+    """A response body without the counters that change from one request to the next."""
+    return {key: value for key, value in body.items() if key != "api_quota_used"}

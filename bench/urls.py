@@ -1,5 +1,6 @@
 """The project's URLs plus the bench-only views the benchmarks compare against: a bare view
-(request_overhead.py) and, when djangorestframework-api-key is installed and enabled by
+(request_overhead.py), GET organizations/current with quota counting and throttling off
+(quota_overhead.py) and, when djangorestframework-api-key is installed and enabled by
 auth_overhead.py, the same GET authorized by that peer library."""
 
 from django.conf import settings
@@ -12,6 +13,7 @@ from config.urls import router
 from config.urls import urlpatterns as project_urlpatterns
 from tenants.models import Tenant
 from tenants.serializers.organizations import OrganizationSerializer
+from tenants.views.organizations import OrganizationViewSet
 
 
 class BareOrganizationView(APIView):
@@ -32,8 +34,24 @@ class BareOrganizationView(APIView):
         return Response(OrganizationSerializer(tenant).data)
 
 
+class UncountedOrganizationViewSet(OrganizationViewSet):
+    """GET organizations/current exactly as served, minus the api_calls quota and throttling."""
+
+    throttle_classes = ()
+    counts_api_calls = False
+
+
 urlpatterns = [path("bench/bare/<slug:slug>", BareOrganizationView.as_view())]
 api_patterns = list(router.urls)
+# Inside /api/v1/ right before organizations/current, so URL resolution costs both the same.
+_current = next(i for i, p in enumerate(api_patterns) if p.name == "organization-current")
+api_patterns.insert(
+    _current,
+    re_path(
+        r"^uncounted/organizations/current/?$",
+        UncountedOrganizationViewSet.as_view({"get": "current"}),
+    ),
+)
 
 if "rest_framework_api_key" in settings.INSTALLED_APPS:
     from rest_framework_api_key.permissions import HasAPIKey

@@ -101,6 +101,11 @@ class TenantAdmin(admin.ModelAdmin):
     def get_queryset(self, request):
         return super().get_queryset(request).with_member_count().with_quota_usage()
 
+    def get_changelist_instance(self, request):
+        changelist = super().get_changelist_instance(request)
+        quotas.with_live_api_calls(changelist.result_list)
+        return changelist
+
     @admin.display(description="Members", ordering="member_count")
     def member_count(self, obj):
         return obj.member_count

@@ -8,3 +8,9 @@ def reset_due_quotas() -> list[str]:
     """Beat job: restart the periodic quotas of every tenant whose quota_reset_at has passed.
     Safe to run twice at once (each tenant is claimed by a conditional UPDATE)."""
     return quotas.quotas_reset_due()
+
+
+@shared_task(name="tenants.tasks.sync_api_call_counters")
+def sync_api_call_counters() -> int:
+    """Beat job (every minute): copy the live api_calls counters (Redis) into the database."""
+    return quotas.api_calls_sync()

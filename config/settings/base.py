@@ -339,6 +339,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "tenants.tasks.reset_due_quotas",
         "schedule": crontab(minute="*/5"),
     },
+    "tenants.sync-api-call-counters": {
+        "task": "tenants.tasks.sync_api_call_counters",
+        "schedule": timedelta(minutes=1),
+    },
     "audit.issue-checkpoints": {
         "task": "audit.tasks.issue_audit_checkpoints",
         "schedule": crontab(minute="*/15"),

@@ -10,6 +10,10 @@ Limits are not stored: they come from the tenant's plan tier and settings (tenan
 plan or settings change applies to the next call. `users` is not a counter: it is the number
 of active members, and membership services enforce its limit.
 
+`api_calls` is counted on every request: where the cache is Redis its live counter is there
+(tenants.api_call_store: one Lua script per request, copied to the QuotaCounter row every
+minute by `api_calls_sync`); elsewhere it is the same conditional UPDATE as the others.
+
 The quota period is the calendar month (UTC). `tokens` and `api_calls` restart at
 `Tenant.quota_reset_at`; the reset sets the next one in the same UPDATE that claims the due
 tenant, so two resets running at once reset a tenant once.
@@ -25,6 +29,7 @@ from django.utils import timezone
 from audit.services import record
 from config.exceptions import QuotaExceeded
 
+from .. import api_call_store
 from ..models import (
     COUNTED_QUOTA_RESOURCES,
     Membership,
@@ -83,6 +88,13 @@ def _ensure_counter(tenant: Tenant, resource: str) -> None:
     QuotaCounter.objects.get_or_create(tenant=tenant, resource=resource)
 
 
+def _exceeded(resource: str, limit: int, amount: int) -> QuotaExceeded:
+    return QuotaExceeded(
+        f"The organization's {resource} quota is exhausted for this period.",
+        details={"resource": resource, "limit": limit, "requested": amount},
+    )
+
+
 def quota_consume(*, tenant: Tenant, resource: str, amount: int = 1) -> int:
     """Count `amount` of `resource` for `tenant` and return the new total, or refuse with
     `QuotaExceeded` (429) when it would pass the limit, counting nothing."""
@@ -90,6 +102,12 @@ def quota_consume(*, tenant: Tenant, resource: str, amount: int = 1) -> int:
     if amount < 0:
         raise ValueError("amount must not be negative; use quota_release to give back")
     limit = tenant_limits(tenant)[resource]
+    store = api_call_store.store() if resource == QuotaResource.API_CALLS else None
+    if store is not None:
+        used = _consume_live(store, tenant, amount, limit)
+        if (used - amount) * 100 < settings.QUOTA_WARNING_THRESHOLD * limit <= used * 100:
+            _warn_once(tenant=tenant, resource=resource, used=used, limit=limit)
+        return used
     params = [amount, timezone.now(), _db_value(tenant.pk), resource, amount, limit]
     for attempt in range(2):
         with connection.cursor() as cursor:
@@ -103,14 +121,51 @@ def quota_consume(*, tenant: Tenant, resource: str, amount: int = 1) -> int:
         ):
             _ensure_counter(tenant, resource)
             continue
-        raise QuotaExceeded(
-            f"The organization's {resource} quota is exhausted for this period.",
-            details={"resource": resource, "limit": limit, "requested": amount},
-        )
+        raise _exceeded(resource, limit, amount)
     used, warned_at = row
     if warned_at is None and used * 100 >= settings.QUOTA_WARNING_THRESHOLD * limit:
         _warn_once(tenant=tenant, resource=resource, used=used, limit=limit)
     return used
+
+
+def _consume_live(store, tenant: Tenant, amount: int, limit: int) -> int:
+    outcome = store.consume(tenant, amount, limit)
+    if outcome.status == api_call_store.MISSING:
+        _ensure_counter(tenant, QuotaResource.API_CALLS)
+        stored = QuotaCounter.objects.get(tenant=tenant, resource=QuotaResource.API_CALLS)
+        store.seed(tenant, stored.used)
+        outcome = store.consume(tenant, amount, limit)
+    if outcome.status == api_call_store.COUNTED:
+        return outcome.value
+    raise _exceeded(QuotaResource.API_CALLS, limit, amount)
+
+
+def api_calls_sync() -> int:
+    """Copy the live api_calls counters (Redis) into their QuotaCounter rows; a counter of a
+    period that has since been reset is not copied. Returns the rows written."""
+    store = api_call_store.store()
+    if store is None:
+        return 0
+    written = 0
+    for tenant_id, period, value in store.claim_dirty():
+        written += QuotaCounter.objects.filter(
+            tenant_id=tenant_id,
+            resource=QuotaResource.API_CALLS,
+            tenant__last_reset_at=api_call_store.period_start(period),
+        ).update(used=value, updated_at=timezone.now())
+    return written
+
+
+def with_live_api_calls(tenants):
+    """Set `api_calls_used` on tenants annotated `with_quota_usage()` from the live counters
+    (one round trip); returns them."""
+    tenants = list(tenants)
+    store = api_call_store.store()
+    live = store.live(tenants) if store is not None else {}
+    for tenant in tenants:
+        if tenant.pk in live:
+            tenant.api_calls_used = live[tenant.pk]
+    return tenants
 
 
 def _warn_once(*, tenant: Tenant, resource: str, used: int, limit: int) -> None:
@@ -154,13 +209,17 @@ def annotated_usage(tenant: Tenant) -> dict[str, int]:
 
 
 def quota_states(tenant: Tenant, *, usage: dict[str, int] | None = None) -> dict:
-    """Every resource's QuotaState for `tenant`; pass `annotated_usage(tenant)` to build it
-    without queries (lists)."""
+    """Every resource's QuotaState for `tenant`; pass `annotated_usage(tenant)` (of a tenant
+    passed through `with_live_api_calls`) to build it without queries."""
     if usage is None:
         used = dict(QuotaCounter.objects.filter(tenant=tenant).values_list("resource", "used"))
         used[QuotaResource.USERS] = Membership.objects.filter(
             tenant=tenant, status=MembershipStatus.ACTIVE
         ).count()
+        store = api_call_store.store()
+        live = store.live([tenant]) if store is not None else {}
+        if tenant.pk in live:
+            used[QuotaResource.API_CALLS] = live[tenant.pk]
     else:
         used = usage
     limits = tenant_limits(tenant)
@@ -171,11 +230,13 @@ def quota_states(tenant: Tenant, *, usage: dict[str, int] | None = None) -> dict
     }
 
 
-def _reset_counters(tenant: Tenant, now: datetime) -> dict[str, int]:
+def _reset_counters(tenant: Tenant, now: datetime, live_api_calls: int | None) -> dict[str, int]:
     counters = list(
         QuotaCounter.objects.select_for_update().filter(tenant=tenant).order_by("resource")
     )
     previous = {c.resource: c.used for c in counters if c.resource in PERIODIC_RESOURCES}
+    if live_api_calls is not None:
+        previous[QuotaResource.API_CALLS] = live_api_calls
     QuotaCounter.objects.filter(tenant=tenant, resource__in=PERIODIC_RESOURCES).update(
         used=0, warned_at=None, updated_at=now
     )
@@ -184,6 +245,11 @@ def _reset_counters(tenant: Tenant, now: datetime) -> dict[str, int]:
         warned_at=None
     )
     return previous
+
+
+def _live_api_calls(tenant: Tenant) -> int | None:
+    store = api_call_store.store()
+    return store.live([tenant]).get(tenant.pk) if store is not None else None
 
 
 def _record_reset(tenant: Tenant, actor, previous: dict, next_reset: datetime, trigger: str):
@@ -205,8 +271,10 @@ def quota_reset(*, tenant: Tenant, actor) -> Tenant:
     next month start."""
     now = timezone.now()
     next_reset = first_of_next_month(now)
+    current = Tenant.objects.select_for_update().get(pk=tenant.pk)
+    live = _live_api_calls(current)
     Tenant.objects.filter(pk=tenant.pk).update(quota_reset_at=next_reset, last_reset_at=now)
-    previous = _reset_counters(tenant, now)
+    previous = _reset_counters(tenant, now, live)
     _record_reset(tenant, actor, previous, next_reset, "manual")
     tenant.quota_reset_at, tenant.last_reset_at = next_reset, now
     return tenant
@@ -231,15 +299,17 @@ def quotas_reset_due(*, now: datetime | None = None, tenant: Tenant | None = Non
     if tenant is not None:
         due = due.filter(pk=tenant.pk)
     reset = []
-    for candidate in due.only("pk", "slug").iterator():
+    for candidate in due.only("pk", "slug", "last_reset_at", "quota_reset_at").iterator():
         next_reset = first_of_next_month(now)
         with transaction.atomic():
+            # Read before the claim moves the period (the live counter is keyed by it).
+            live = _live_api_calls(candidate)
             claimed = Tenant.objects.filter(pk=candidate.pk, quota_reset_at__lte=now).update(
                 quota_reset_at=next_reset, last_reset_at=now
             )
             if not claimed:
                 continue
-            previous = _reset_counters(candidate, now)
+            previous = _reset_counters(candidate, now, live)
             _record_reset(candidate, None, previous, next_reset, "scheduled")
         reset.append(candidate.slug)
     return reset

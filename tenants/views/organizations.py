@@ -11,7 +11,7 @@ from ..permissions import TENANT_MEMBER
 from ..serializers.organizations import OrganizationSerializer, OrganizationUpdateSerializer
 from ..serializers.quotas import OrganizationQuotasSerializer
 from ..services import lifecycle
-from ..services.quotas import quota_states
+from ..services.quotas import quota_states, with_live_api_calls
 
 
 class OrganizationViewSet(TenantContextViewSet):
@@ -33,12 +33,13 @@ class OrganizationViewSet(TenantContextViewSet):
         tenant = getattr(self.request, "tenant", None)
         if tenant is None:
             raise NotFound()
-        return (
+        tenant = (
             Tenant.objects.with_member_count()
             .with_quota_usage()
             .select_related("theme")
             .get(pk=tenant.pk)
         )
+        return with_live_api_calls([tenant])[0]
 
     @extend_schema(responses={200: OrganizationSerializer})
     @action(detail=False, methods=["get"], url_path="current")

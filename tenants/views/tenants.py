@@ -70,11 +70,19 @@ class TenantViewSet(
     def get_object(self):
         # Lookups by slug are case-insensitive, like the slugs themselves.
         self.kwargs[self.lookup_field] = self.kwargs[self.lookup_field].lower()
-        return super().get_object()
+        return quotas.with_live_api_calls([super().get_object()])[0]
+
+    def paginate_queryset(self, queryset):
+        page = super().paginate_queryset(queryset)
+        return quotas.with_live_api_calls(page) if page is not None else None
+
+    def _fresh(self, tenant):
+        return quotas.with_live_api_calls(
+            [_with_quota_data(Tenant.objects.filter(pk=tenant.pk)).get()]
+        )[0]
 
     def _respond(self, tenant, status_code=status.HTTP_200_OK):
-        tenant = _with_quota_data(Tenant.objects.filter(pk=tenant.pk)).get()
-        return Response(self.get_serializer(tenant).data, status=status_code)
+        return Response(self.get_serializer(self._fresh(tenant)).data, status=status_code)
 
     def create(self, request, *args, **kwargs):
         serializer = self.get_serializer(data=request.data)
@@ -137,5 +145,4 @@ class TenantViewSet(
     @action(detail=True, methods=["post"])
     def reset_quota(self, request, slug=None):
         tenant = quotas.quota_reset(tenant=self.get_object(), actor=request.user)
-        tenant = _with_quota_data(Tenant.objects.filter(pk=tenant.pk)).get()
-        return Response(TenantQuotaSerializer(tenant_quota(tenant)).data)
+        return Response(TenantQuotaSerializer(tenant_quota(self._fresh(tenant))).data)

@@ -49,6 +49,8 @@ EXEMPT = {
     "tenants.services.quotas.quota_states": "read-only",
     "tenants.services.quotas.annotated_usage": "read-only",
     "tenants.services.quotas.quotas_due": "read-only",
+    "tenants.services.quotas.with_live_api_calls": "read-only",
+    "tenants.services.quotas.api_calls_sync": "copies counters already counted; adds no facts",
     "accounts.services.jwt_refresh": "session bookkeeping: its start and end are audited",
     "accounts.services.api_key_usage": "read-only",
     "accounts.services.api_key_usage_flush": "request counters, not facts (the requests are)",

@@ -8,6 +8,7 @@ from io import StringIO
 
 import pytest
 import time_machine
+from django.core.cache import cache
 from django.core.management import CommandError, call_command
 from django.db import connection, connections, transaction
 from django.test.utils import CaptureQueriesContext
@@ -15,16 +16,18 @@ from rest_framework.test import APIClient
 
 from audit.models import AuditEvent
 from config.exceptions import QuotaExceeded
+from tenants import api_call_store
 from tenants.models import MembershipStatus, PlanTier, QuotaCounter, Tenant
 from tenants.plans import MIB, first_of_next_month, plan_limits, tenant_limits
 from tenants.services.quotas import (
+    api_calls_sync,
     quota_consume,
     quota_release,
     quota_reset,
     quota_states,
     quotas_reset_due,
 )
-from tenants.tasks import reset_due_quotas
+from tenants.tasks import reset_due_quotas, sync_api_call_counters
 from tests.conftest import assert_envelope, token_for
 from tests.factories import MembershipFactory, TenantFactory, issue_api_key
 
@@ -35,6 +38,11 @@ ORG_URL = "/api/v1/organizations/current"
 
 
 def used(tenant, resource="api_calls") -> int:
+    """The live figure (api_calls: Redis, where the suite runs)."""
+    return quota_states(Tenant.objects.get(pk=tenant.pk))[resource].current
+
+
+def stored(tenant, resource="api_calls") -> int:
     row = QuotaCounter.objects.filter(tenant=tenant, resource=resource).first()
     return row.used if row else 0
 
@@ -109,7 +117,19 @@ def test_a_tenant_without_counters_gets_them_on_first_use(owner):
     assert used(owner.tenant) == 1
 
 
-def test_counting_is_one_statement_on_the_request_path(owner):
+def test_counting_api_calls_writes_nothing_to_the_database_on_redis(owner):
+    assert api_call_store.store() is not None
+    owner.client.get(ORG_URL)
+
+    with CaptureQueriesContext(connection) as captured:
+        owner.client.get(ORG_URL)
+
+    assert all(q["sql"].lstrip().startswith("SELECT") for q in captured)
+    assert used(owner.tenant) == 2
+
+
+def test_without_redis_api_calls_are_one_conditional_update(owner, settings):
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
     owner.client.get(ORG_URL)
 
     with CaptureQueriesContext(connection) as captured:
@@ -119,6 +139,40 @@ def test_counting_is_one_statement_on_the_request_path(owner):
     assert len(writes) == 1
     assert writes[0].split()[:2] == ["UPDATE", QuotaCounter._meta.db_table]
     assert "SET used = used + " in writes[0]
+    assert stored(owner.tenant) == 2
+
+
+def test_live_counters_are_copied_to_the_database_by_the_sync(owner):
+    for _ in range(3):
+        owner.client.get(ORG_URL)
+    assert stored(owner.tenant) == 0
+
+    assert sync_api_call_counters() == 1
+
+    assert stored(owner.tenant) == 3
+    assert sync_api_call_counters() == 0  # nothing changed since
+
+
+def test_a_lost_live_counter_continues_from_the_database(owner):
+    for _ in range(4):
+        owner.client.get(ORG_URL)
+    api_calls_sync()
+    cache.clear()  # Redis restarted or evicted the key
+
+    owner.client.get(ORG_URL)
+
+    assert used(owner.tenant) == 5
+
+
+def test_the_sync_does_not_write_a_counter_of_a_reset_period(owner):
+    for _ in range(4):
+        owner.client.get(ORG_URL)
+    quota_reset(tenant=owner.tenant, actor=None)
+
+    api_calls_sync()
+
+    assert stored(owner.tenant) == 0
+    assert used(owner.tenant) == 0
 
 
 # The consume service ----------------------------------------------------------------------
@@ -334,6 +388,7 @@ def test_running_the_due_reset_twice_resets_once():
     quota_consume(tenant=tenant, resource="api_calls", amount=5)
 
     assert quotas_reset_due(now=now) == [tenant.slug]
+    tenant.refresh_from_db()  # requests load the tenant, with its new period
     quota_consume(tenant=tenant, resource="api_calls", amount=2)
     assert quotas_reset_due(now=now) == []
 
