@@ -1,5 +1,5 @@
 """Invitations: POST organizations/members/invite (and resend), the emailed link, POST
-invitations/accept, seats, expiry, single use."""
+invitations/accept, seats, expiry, single use, and the admin's view of them."""
 
 import hashlib
 import json
@@ -11,8 +11,10 @@ import pytest
 import time_machine
 from django.conf import settings
 from django.core import mail
-from django.db import connections
+from django.db import connection, connections
 from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from rest_framework.settings import api_settings
@@ -697,3 +699,116 @@ def test_resend_for_a_member_who_joined_is_a_conflict(owner):
     response = owner.client.post(f"{MEMBERS}/{owner.membership.pk}/resend")
 
     assert_envelope(response, 409, "CONFLICT")
+
+
+# The admin ---------------------------------------------------------------------------------
+
+
+def admin_url(model, view: str, *args) -> str:
+    return reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_{view}", args=args)
+
+
+@pytest.fixture
+def admin_client(client):
+    client.user = UserFactory(is_staff=True, is_superuser=True)
+    client.force_login(client.user)
+    return client
+
+
+def test_invitation_admin_lists_and_searches_without_the_digest(admin_client, tenant):
+    invitation = InvitationFactory(tenant=tenant, email="findme@example.com")
+    InvitationFactory(email="other@example.com")
+
+    listed = admin_client.get(admin_url(Invitation, "changelist"), {"q": "findme"})
+    by_tenant = admin_client.get(admin_url(Invitation, "changelist"), {"q": "acme-rockets"})
+    change = admin_client.get(admin_url(Invitation, "change", invitation.pk))
+
+    assert listed.status_code == change.status_code == 200
+    assert b"findme@example.com" in listed.content
+    assert b"other@example.com" not in listed.content
+    assert b"findme@example.com" in by_tenant.content
+    for page in (listed, change):
+        assert invitation.token_digest.encode() not in page.content
+        assert invitation.token.encode() not in page.content
+    assert b'name="email"' not in change.content  # read-only
+
+
+def test_invitation_admin_filters_by_status(admin_client):
+    InvitationFactory(email="pending@example.com")
+    InvitationFactory(email="done@example.com", status=InvitationStatus.ACCEPTED)
+
+    response = admin_client.get(admin_url(Invitation, "changelist"), {"status__exact": "accepted"})
+
+    assert b"done@example.com" in response.content
+    assert b"pending@example.com" not in response.content
+
+
+def test_invitation_admin_revoke_action_goes_through_the_service(admin_client, tenant):
+    pending = InvitationFactory(tenant=tenant)
+    accepted = InvitationFactory(tenant=tenant, status=InvitationStatus.ACCEPTED)
+
+    response = admin_client.post(
+        admin_url(Invitation, "changelist"),
+        {"action": "revoke_invitations", "_selected_action": [str(pending.pk), str(accepted.pk)]},
+        follow=True,
+    )
+
+    assert response.status_code == 200
+    assert not Membership.objects.filter(pk=pending.membership_id).exists()
+    assert Invitation.objects.filter(pk=accepted.pk).exists()
+    (event,) = AuditEvent.objects.filter(event_type="invitation.revoked")
+    assert event.actor == admin_client.user
+    assert b"Revoked 1 invitation" in response.content
+    assert_envelope(accept(pending.token), 400, "VALIDATION_ERROR")
+
+
+def test_membership_admin_shows_and_finds_an_invited_address(admin_client, tenant):
+    invitation = InvitationFactory(tenant=tenant, email="pending-person@example.com")
+    MembershipFactory(user=UserFactory(email="someone@example.com"))
+
+    response = admin_client.get(admin_url(Membership, "changelist"), {"q": "pending-person"})
+    filtered = admin_client.get(admin_url(Membership, "changelist"), {"status__exact": "invited"})
+
+    assert b"pending-person@example.com" in response.content
+    assert b"someone@example.com" not in response.content
+    assert admin_url(Membership, "change", invitation.membership.pk).encode() in filtered.content
+    assert b"someone@example.com" not in filtered.content
+
+
+def test_membership_admin_suspends_and_reactivates_through_the_service(admin_client, tenant):
+    MembershipFactory(tenant=tenant, role=Role.OWNER)
+    member = MembershipFactory(tenant=tenant)
+    last_owner = MembershipFactory(tenant=TenantFactory(), role=Role.OWNER)
+
+    admin_client.post(
+        admin_url(Membership, "changelist"),
+        {"action": "suspend_members", "_selected_action": [str(member.pk), str(last_owner.pk)]},
+    )
+
+    member.refresh_from_db()
+    last_owner.refresh_from_db()
+    assert member.status == MembershipStatus.SUSPENDED
+    assert last_owner.status == MembershipStatus.ACTIVE  # refused: the last active owner
+    assert AuditEvent.objects.filter(event_type="member.updated").count() == 1
+
+    admin_client.post(
+        admin_url(Membership, "changelist"),
+        {"action": "reactivate_members", "_selected_action": [str(member.pk)]},
+    )
+
+    member.refresh_from_db()
+    assert member.status == MembershipStatus.ACTIVE
+
+
+def test_invitation_changelist_queries_do_not_grow_with_rows(admin_client):
+    def queries() -> int:
+        with CaptureQueriesContext(connection) as captured:
+            response = admin_client.get(admin_url(Invitation, "changelist"))
+        assert response.status_code == 200
+        return len(captured)
+
+    InvitationFactory.create_batch(2, invited_by=UserFactory())
+    few = queries()
+    InvitationFactory.create_batch(10, invited_by=UserFactory())
+
+    assert queries() == few
