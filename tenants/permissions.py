@@ -175,3 +175,19 @@ class HasRequiredPermission(BasePermission):
         if required == TENANT_MEMBER:
             return True
         return required in request.permissions
+
+
+def unknown_overrides(overrides: Mapping) -> list[str]:
+    """The entries of a seed 000 permission object that name no known area or action, or whose
+    value is not a boolean: `["reports", "documents.print", "analytics.read=yes"]`."""
+    unknown = []
+    for area, actions in overrides.items():
+        if area not in PERMISSIONS_BY_AREA or not isinstance(actions, Mapping):
+            unknown.append(str(area))
+            continue
+        for action, allowed in actions.items():
+            if action not in PERMISSIONS_BY_AREA[area]:
+                unknown.append(f"{area}.{action}")
+            elif not isinstance(allowed, bool):
+                unknown.append(f"{area}.{action}={allowed!r}")
+    return unknown

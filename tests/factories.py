@@ -1,13 +1,22 @@
 import secrets
+from datetime import timedelta
 
 import factory
 from django.db import transaction
 from django.utils import timezone
 
-from accounts.models import APIKey, User
+from accounts.models import APIKey, User, hash_secret
 from accounts.services import api_key_create
 from audit.models import AuditEvent
-from tenants.models import Membership, MembershipStatus, Role, Tenant, TenantStatus
+from tenants.models import (
+    Invitation,
+    InvitationStatus,
+    Membership,
+    MembershipStatus,
+    Role,
+    Tenant,
+    TenantStatus,
+)
 
 TEST_PASSWORD = "correct-horse-battery-staple"
 
@@ -82,3 +91,33 @@ def issue_api_key(membership, scopes=("read",), **fields) -> tuple[APIKey, str]:
             scopes=list(scopes),
             **fields,
         )
+
+
+class InvitationFactory(factory.django.DjangoModelFactory):
+    """A pending invitation on an `invited` membership to a new address. Only the digest is
+    stored; the token is kept on the instance as `invitation.token`."""
+
+    class Meta:
+        model = Invitation
+
+    tenant = factory.SubFactory(TenantFactory)
+    email = factory.Sequence(lambda n: f"invitee{n}@example.com")
+    membership = factory.SubFactory(
+        MembershipFactory,
+        tenant=factory.SelfAttribute("..tenant"),
+        user=None,
+        invited_email=factory.SelfAttribute("..email"),
+        status=MembershipStatus.INVITED,
+        joined_at=None,
+        invited_at=factory.LazyFunction(timezone.now),
+    )
+    token = factory.LazyFunction(lambda: secrets.token_urlsafe(32))
+    token_digest = factory.LazyAttribute(lambda invitation: hash_secret(invitation.token))
+    status = InvitationStatus.PENDING
+    expires_at = factory.LazyFunction(lambda: timezone.now() + timedelta(days=7))
+
+    @classmethod
+    def _create(cls, model_class, *args, token, **kwargs):
+        invitation = super()._create(model_class, *args, **kwargs)
+        invitation.token = token
+        return invitation

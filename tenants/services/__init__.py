@@ -9,6 +9,24 @@ Callers import the functions they need from here.
 """
 
 from .lifecycle import tenant_create, unique_slug
-from .members import membership_add
+from .members import (
+    invitation_accept,
+    invitation_resend,
+    invitation_revoke,
+    member_invite,
+    member_remove,
+    member_update,
+    membership_add,
+)
 
-__all__ = ["membership_add", "tenant_create", "unique_slug"]
+__all__ = [
+    "invitation_accept",
+    "invitation_resend",
+    "invitation_revoke",
+    "member_invite",
+    "member_remove",
+    "member_update",
+    "membership_add",
+    "tenant_create",
+    "unique_slug",
+]

@@ -13,14 +13,16 @@ from django.urls import URLPattern, URLResolver, get_resolver
 from accounts.models import APIKey
 from audit.models import AuditEvent
 from tenants.api import TenantScopedViewSet
+from tenants.models import Membership
 from tenants.permissions import ACCESS_LEVELS, AUTHENTICATED, PUBLIC, STAFF
 from tenants.resolution import TenantMode
-from tests.factories import APIKeyFactory, AuditEventFactory
+from tests.factories import APIKeyFactory, AuditEventFactory, MembershipFactory
 
 # Tenant-owned model -> factory taking `tenant=`: used to create another tenant's objects.
 FACTORIES = {
     AuditEvent: AuditEventFactory,
     APIKey: APIKeyFactory,
+    Membership: MembershipFactory,
 }
 
 _GROUP = re.compile(r"\(\?P<(?P<name>\w+)>[^)]*\)")

@@ -24,7 +24,13 @@ from tenants import services as tenants_services
 from tenants.models import Role, TenantStatus
 from tenants.permissions import ALL_PERMISSIONS
 from tenants.services import lifecycle, quotas
-from tests.factories import TEST_PASSWORD, MembershipFactory, TenantFactory, UserFactory
+from tests.factories import (
+    TEST_PASSWORD,
+    InvitationFactory,
+    MembershipFactory,
+    TenantFactory,
+    UserFactory,
+)
 
 EXEMPT = {
     "audit.services.record": "the recorder itself",
@@ -77,6 +83,10 @@ def _logout_with_a_token():
     accounts_services.auth_logout(user=user, credential=token, refresh_token=None)
 
 
+def _member():
+    return MembershipFactory(role=Role.VIEWER, tenant=MembershipFactory(role=Role.OWNER).tenant)
+
+
 def _purge_tenant_chain():
     tenant = TenantFactory()
     with transaction.atomic():
@@ -111,6 +121,36 @@ INVOCATIONS = {
             tenant=TenantFactory(), user=UserFactory(), role=Role.VIEWER, actor=None
         ),
         "member.added",
+    ),
+    "tenants.services.members.member_invite": (
+        lambda: tenants_services.member_invite(
+            tenant=TenantFactory(), actor=None, email="invitee@example.com", send_email=False
+        ),
+        "member.invited",
+    ),
+    "tenants.services.members.invitation_resend": (
+        lambda: tenants_services.invitation_resend(
+            membership=InvitationFactory().membership, actor=None
+        ),
+        "invitation.resent",
+    ),
+    "tenants.services.members.invitation_accept": (
+        lambda: tenants_services.invitation_accept(
+            token=InvitationFactory().token, name="New Member", password=TEST_PASSWORD
+        ),
+        "member.joined",
+    ),
+    "tenants.services.members.invitation_revoke": (
+        lambda: tenants_services.invitation_revoke(invitation=InvitationFactory(), actor=None),
+        "invitation.revoked",
+    ),
+    "tenants.services.members.member_update": (
+        lambda: tenants_services.member_update(membership=_member(), actor=None, role=Role.MEMBER),
+        "member.role_changed",
+    ),
+    "tenants.services.members.member_remove": (
+        lambda: tenants_services.member_remove(membership=_member(), actor=None),
+        "member.removed",
     ),
     "audit.services.chain_purge": (_purge_tenant_chain, "audit.chain.purged"),
     "tenants.services.lifecycle.tenant_update": (

@@ -1,0 +1,31 @@
+"""FilterSets of the tenants app."""
+
+import django_filters
+from django.db.models import Q
+
+from .models import Membership, MembershipStatus, Role
+
+
+class MemberFilter(django_filters.FilterSet):
+    """Seed 000's member filters: role, status, and `search` over email and name (a pending
+    invitation's address included)."""
+
+    role = django_filters.ChoiceFilter(choices=Role.choices)
+    status = django_filters.ChoiceFilter(choices=MembershipStatus.choices)
+    search = django_filters.CharFilter(
+        method="filter_search", max_length=254, label="Search by email or name"
+    )
+
+    class Meta:
+        model = Membership
+        fields = ["role", "status", "search"]
+
+    def filter_search(self, queryset, name, value):
+        value = value.strip()
+        if not value:
+            return queryset
+        return queryset.filter(
+            Q(user__email__icontains=value)
+            | Q(user__name__icontains=value)
+            | Q(invited_email__icontains=value)
+        )

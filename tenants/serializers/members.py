@@ -1,0 +1,201 @@
+"""Members and invitations (seed 000's Team Management API)."""
+
+from django.utils import timezone
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from ..models import Membership, MembershipStatus, Role
+from ..permissions import (
+    PERMISSIONS_BY_AREA,
+    effective_permissions,
+    permissions_as_object,
+    unknown_overrides,
+)
+
+_PERMISSION_OBJECT_HELP = (
+    'Seed 000 permission object, e.g. {"documents": {"read": true, "delete": false}}: per-area '
+    "overrides applied on top of the role's permissions. Areas and actions: "
+    + "; ".join(f"{area} ({', '.join(actions)})" for area, actions in PERMISSIONS_BY_AREA.items())
+    + "."
+)
+
+
+class StrictBooleanField(serializers.BooleanField):
+    """true or false only: "yes", 1 or "false" are refused, not guessed."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool):
+            return data
+        self.fail("invalid", input=data)
+
+
+class PermissionObjectField(serializers.DictField):
+    """Seed 000's permission object as input: known areas and actions, boolean values."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("help_text", _PERMISSION_OBJECT_HELP)
+        super().__init__(child=serializers.DictField(child=StrictBooleanField()), **kwargs)
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        unknown = unknown_overrides(value)
+        if unknown:
+            raise serializers.ValidationError(
+                f"Unknown area or action: {', '.join(unknown)}.", code="invalid"
+            )
+        return value
+
+
+_PERMISSIONS_SCHEMA = {
+    "type": "object",
+    "description": "Seed 000 permission object: every area, each action true or false.",
+    "properties": {
+        area: {
+            "type": "object",
+            "properties": {action: {"type": "boolean"} for action in actions},
+            "required": list(actions),
+            "additionalProperties": False,
+        }
+        for area, actions in PERMISSIONS_BY_AREA.items()
+    },
+    "required": list(PERMISSIONS_BY_AREA),
+    "additionalProperties": False,
+}
+
+
+class MemberSerializer(serializers.ModelSerializer):
+    """Seed 000's member: `permissions` is what the member may do (role plus overrides);
+    `custom_permissions` the overrides themselves."""
+
+    user_id = serializers.UUIDField(read_only=True, allow_null=True)
+    email = serializers.EmailField(read_only=True)
+    name = serializers.SerializerMethodField()
+    permissions = serializers.SerializerMethodField()
+    custom_permissions = serializers.DictField(
+        source="permissions",
+        child=serializers.DictField(child=serializers.BooleanField()),
+        read_only=True,
+        help_text="The per-area overrides set on this member (seed 000 shape).",
+    )
+    last_active = serializers.DateTimeField(
+        source="user.last_login",
+        read_only=True,
+        allow_null=True,
+        default=None,
+        help_text="The member's last login; null for a pending invitation.",
+    )
+    invited_by = serializers.UUIDField(
+        source="invited_by_id", read_only=True, allow_null=True, help_text="The inviter's user id."
+    )
+    invitation_expires_at = serializers.DateTimeField(
+        read_only=True,
+        allow_null=True,
+        default=None,
+        help_text="When the pending invitation expires (status `invited`), else null.",
+    )
+
+    class Meta:
+        model = Membership
+        fields = [
+            "id",
+            "user_id",
+            "email",
+            "name",
+            "role",
+            "status",
+            "permissions",
+            "custom_permissions",
+            "invited_at",
+            "joined_at",
+            "last_active",
+            "invited_by",
+            "invitation_expires_at",
+        ]
+        read_only_fields = fields
+
+    def get_name(self, membership) -> str:
+        return membership.user.name if membership.user_id else ""
+
+    @extend_schema_field(_PERMISSIONS_SCHEMA)
+    def get_permissions(self, membership) -> dict:
+        return permissions_as_object(effective_permissions(membership.role, membership.permissions))
+
+
+class MemberInviteSerializer(serializers.Serializer):
+    email = serializers.EmailField(max_length=254)
+    role = serializers.ChoiceField(choices=Role.choices, default=Role.MEMBER)
+    custom_permissions = PermissionObjectField(required=False, default=dict)
+    send_email = serializers.BooleanField(
+        default=True,
+        help_text="Email the accept link (default). When false no email is sent and the link "
+        "is shown to nobody: send it later with POST organizations/members/{id}/resend.",
+    )
+
+
+class MemberUpdateSerializer(serializers.Serializer):
+    """PUT replaces (role and status required; omitted `permissions` clears the overrides);
+    PATCH changes what it names."""
+
+    role = serializers.ChoiceField(choices=Role.choices)
+    status = serializers.ChoiceField(
+        choices=MembershipStatus.choices,
+        help_text="active or suspended; `invited` only as the current status of a pending "
+        "invitation (it becomes active by being accepted).",
+    )
+    permissions = PermissionObjectField(required=False)
+
+
+def message_fields() -> dict:
+    return {"success": True, "timestamp": timezone.now()}
+
+
+class _MessageSerializer(serializers.Serializer):
+    """Seed 000's acknowledgement: success, message, timestamp."""
+
+    success = serializers.BooleanField()
+    message = serializers.CharField()
+    timestamp = serializers.DateTimeField()
+
+
+class InvitationSentSerializer(_MessageSerializer):
+    member = MemberSerializer()
+    expires_at = serializers.DateTimeField(help_text="When the invitation link expires.")
+    email_sent = serializers.BooleanField(
+        help_text="Whether the accept link was emailed. The link is never part of a response."
+    )
+
+
+class InvitationAcceptSerializer(serializers.Serializer):
+    token = serializers.CharField(max_length=200, write_only=True, trim_whitespace=True)
+    name = serializers.CharField(
+        max_length=200,
+        required=False,
+        allow_blank=True,
+        write_only=True,
+        help_text="Required when the invited address has no account yet; otherwise ignored.",
+    )
+    password = serializers.CharField(
+        max_length=4096,
+        required=False,
+        write_only=True,
+        trim_whitespace=False,
+        style={"input_type": "password"},
+        help_text="Required when the invited address has no account yet (checked by the "
+        "password validators); otherwise ignored: the existing account keeps its password.",
+    )
+
+
+class AcceptedOrganizationSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    slug = serializers.CharField()
+    name = serializers.CharField()
+
+
+class InvitationAcceptedSerializer(_MessageSerializer):
+    organization = AcceptedOrganizationSerializer()
+    membership_id = serializers.UUIDField()
+    user_id = serializers.UUIDField()
+    role = serializers.ChoiceField(choices=Role.choices)
+    account_created = serializers.BooleanField(
+        help_text="A new account was created for the invited address; log in with it."
+    )

@@ -1,0 +1,201 @@
+"""Members and invitations (seed 000's Team Management API): thin views over
+tenants.services.members."""
+
+from django.db.models import OuterRef, Subquery
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import mixins, status
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from config.schema import ErrorEnvelopeSerializer
+
+from ..api import PlatformViewSet, TenantScopedViewSet
+from ..filters import MemberFilter
+from ..models import Invitation, InvitationStatus, Membership
+from ..permissions import PUBLIC
+from ..serializers.members import (
+    InvitationAcceptedSerializer,
+    InvitationAcceptSerializer,
+    InvitationSentSerializer,
+    MemberInviteSerializer,
+    MemberSerializer,
+    MemberUpdateSerializer,
+    message_fields,
+)
+from ..services import members as services
+
+
+class MemberViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScopedViewSet):
+    """The organization's members and pending invitations.
+
+    API keys may read members but not manage them: a leaked key must not be able to invite
+    someone who then keeps access after the key is revoked.
+    """
+
+    queryset = Membership.objects.all()
+    serializer_class = MemberSerializer
+    filterset_class = MemberFilter
+    required_permissions = {
+        "list": "members.read",
+        "retrieve": "members.read",
+        "invite": "members.write",
+        "resend": "members.write",
+        "update": "members.write",
+        "partial_update": "members.write",
+        "destroy": "members.write",
+    }
+    api_key_actions = frozenset({"list", "retrieve"})
+    ordering_fields = ("created_at", "invited_at", "joined_at", "role", "status")
+
+    def scope_queryset(self, queryset):
+        pending = Invitation.objects.filter(
+            membership=OuterRef("pk"), status=InvitationStatus.PENDING
+        ).order_by("-created_at")
+        return queryset.select_related("user").annotate(
+            invitation_expires_at=Subquery(pending.values("expires_at")[:1])
+        )
+
+    def _reloaded(self, membership) -> Membership:
+        """The membership as the list shows it (with its annotations)."""
+        return self.get_queryset().get(pk=membership.pk)
+
+    def _sent(self, invitation, *, email_sent: bool) -> dict:
+        message = (
+            "Invitation sent successfully"
+            if email_sent
+            else "Invitation created; no email was sent. Send it with the resend action."
+        )
+        return InvitationSentSerializer(
+            {
+                **message_fields(),
+                "message": message,
+                "member": self._reloaded(invitation.membership),
+                "expires_at": invitation.expires_at,
+                "email_sent": email_sent,
+            }
+        ).data
+
+    @extend_schema(
+        request=MemberInviteSerializer,
+        responses={201: InvitationSentSerializer},
+        summary="Invite someone by email (seed 000); the accept link goes only to them",
+    )
+    @action(detail=False, methods=["post"], url_path="invite")
+    def invite(self, request):
+        serializer = MemberInviteSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        invitation = services.member_invite(
+            tenant=request.tenant,
+            actor=request.user,
+            actor_permissions=request.permissions,
+            **serializer.validated_data,
+        )
+        email_sent = serializer.validated_data["send_email"]
+        return Response(
+            self._sent(invitation, email_sent=email_sent), status=status.HTTP_201_CREATED
+        )
+
+    @extend_schema(
+        request=None,
+        responses={200: InvitationSentSerializer},
+        summary="Email a pending member a fresh invitation link (the previous one stops working)",
+    )
+    @action(detail=True, methods=["post"], url_path="resend")
+    def resend(self, request, pk=None):
+        invitation = services.invitation_resend(
+            membership=self.get_object(), actor=request.user, actor_permissions=request.permissions
+        )
+        return Response(self._sent(invitation, email_sent=True))
+
+    def _update(self, request, *, partial: bool):
+        membership = self.get_object()
+        serializer = MemberUpdateSerializer(data=request.data, partial=partial)
+        serializer.is_valid(raise_exception=True)
+        changes = dict(serializer.validated_data)
+        if not partial:
+            changes.setdefault("permissions", {})
+        membership = services.member_update(
+            membership=membership,
+            actor=request.user,
+            actor_permissions=request.permissions,
+            **changes,
+        )
+        return Response(MemberSerializer(self._reloaded(membership)).data)
+
+    @extend_schema(request=MemberUpdateSerializer, responses={200: MemberSerializer})
+    def update(self, request, pk=None):
+        return self._update(request, partial=False)
+
+    @extend_schema(request=MemberUpdateSerializer, responses={200: MemberSerializer})
+    def partial_update(self, request, pk=None):
+        return self._update(request, partial=True)
+
+    @extend_schema(
+        request=None,
+        responses={204: None},
+        summary="Remove a member; for a pending invitation, revoke it",
+    )
+    def destroy(self, request, pk=None):
+        services.member_remove(
+            membership=self.get_object(), actor=request.user, actor_permissions=request.permissions
+        )
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+def _error(description: str) -> OpenApiResponse:
+    return OpenApiResponse(ErrorEnvelopeSerializer, description=description)
+
+
+class InvitationViewSet(PlatformViewSet):
+    """Accepting an invitation: the token is the credential, so no other is read (a stale
+    session never blocks joining), and callers are throttled per address (`auth` rate)."""
+
+    required_permissions = {"accept": PUBLIC}
+    anonymous_throttle_scope = "auth"
+
+    def get_authenticators(self):
+        return []
+
+    @extend_schema(
+        request=InvitationAcceptSerializer,
+        responses={
+            200: InvitationAcceptedSerializer,
+            400: _error(
+                "Unknown, expired, used or revoked token, or a missing name or weak password "
+                "for a new account (VALIDATION_ERROR)."
+            ),
+            403: _error("The organization is suspended or cancelled (TENANT_SUSPENDED)."),
+            409: _error("The account is already a member (CONFLICT)."),
+            429: _error(
+                "Too many attempts (RATE_LIMIT_EXCEEDED) or the organization has no free seat "
+                "(QUOTA_EXCEEDED)."
+            ),
+        },
+        auth=[],
+        summary="Accept an invitation with its token (plus name and password for a new account)",
+    )
+    @action(
+        detail=False,
+        methods=["post"],
+        url_path="accept",
+        serializer_class=InvitationAcceptSerializer,
+    )
+    def accept(self, request):
+        serializer = InvitationAcceptSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        acceptance = services.invitation_accept(**serializer.validated_data)
+        membership = acceptance.membership
+        tenant = membership.tenant
+        return Response(
+            InvitationAcceptedSerializer(
+                {
+                    **message_fields(),
+                    "message": "Invitation accepted",
+                    "organization": {"id": tenant.pk, "slug": tenant.slug, "name": tenant.name},
+                    "membership_id": membership.pk,
+                    "user_id": membership.user_id,
+                    "role": membership.role,
+                    "account_created": acceptance.account_created,
+                }
+            ).data
+        )
