@@ -10,5 +10,6 @@ Callers import the functions they need from here.
 
 from .lifecycle import tenant_create, unique_slug
 from .members import membership_add
+from .themes import theme_logo_set, theme_update
 
-__all__ = ["membership_add", "tenant_create", "unique_slug"]
+__all__ = ["membership_add", "tenant_create", "theme_logo_set", "theme_update", "unique_slug"]
