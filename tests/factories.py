@@ -82,3 +82,14 @@ def issue_api_key(membership, scopes=("read",), **fields) -> tuple[APIKey, str]:
             scopes=list(scopes),
             **fields,
         )
+
+
+class ThemeFactory(factory.django.DjangoModelFactory):
+    """A tenant's saved theme (the model by label keeps the imports above as they are)."""
+
+    class Meta:
+        model = "tenants.Theme"
+        django_get_or_create = ("tenant",)
+
+    tenant = factory.SubFactory(TenantFactory)
+    name = factory.Sequence(lambda n: f"Theme {n}")
