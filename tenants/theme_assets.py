@@ -324,7 +324,7 @@ def inspect_logo(data: bytes, *, max_bytes: int) -> Logo:
     if not data:
         raise ThemeAssetError("The logo file is empty.")
     if len(data) > max_bytes:
-        raise ThemeAssetError(f"The logo is larger than {_size(max_bytes)}.")
+        raise ThemeAssetError(logo_too_large_message(max_bytes))
     if data.startswith(_KNOWN_SIGNATURES):
         return _inspect_raster(data)
     if data.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"<"):
@@ -332,8 +332,9 @@ def inspect_logo(data: bytes, *, max_bytes: int) -> Logo:
     raise ThemeAssetError(_ACCEPTED)
 
 
-def _size(n: int) -> str:
-    return f"{n // 1024} KiB" if n % 1024 == 0 else f"{n} bytes"
+def logo_too_large_message(max_bytes: int) -> str:
+    size = f"{max_bytes // 1024} KiB" if max_bytes % 1024 == 0 else f"{max_bytes} bytes"
+    return f"The logo is larger than {size}."
 
 
 def _inspect_raster(data: bytes) -> Logo:

@@ -85,8 +85,8 @@ def theme_update(*, tenant: Tenant, actor, data: Mapping[str, Any]) -> Theme:
     """Set the given theme fields (a subset of THEME_FIELDS), creating the tenant's theme when
     it has none. Values are checked again here (colours normalised to `#rrggbb`, custom CSS
     against the policy), whoever calls. `logo_url` in `data` replaces the logo: any uploaded
-    file is dropped. Records `theme.updated` with the names of the fields that changed; a call
-    that changes nothing records nothing."""
+    file is dropped. Records `theme.updated` with the names of the fields that changed and
+    whether the row was created; a call that neither creates nor changes records nothing."""
     cleaned = _cleaned(data)
     theme, created = Theme.objects.select_for_update().get_or_create(tenant=tenant)
     changed = [name for name, value in cleaned.items() if getattr(theme, name) != value]

@@ -18,7 +18,13 @@ from ..models import Tenant, Theme
 from ..permissions import PUBLIC
 from ..serializers.themes import ThemeLogoUploadSerializer, ThemeSerializer
 from ..services.themes import theme_logo_set, theme_update
-from ..theme_assets import StylesheetInput, etag_matches, render_stylesheet, stylesheet_etag
+from ..theme_assets import (
+    StylesheetInput,
+    etag_matches,
+    logo_too_large_message,
+    render_stylesheet,
+    stylesheet_etag,
+)
 
 # Room for the multipart envelope around the file when refusing an oversized body up front.
 _MULTIPART_OVERHEAD_BYTES = 64 * 1024
@@ -91,7 +97,7 @@ class ThemeViewSet(TenantContextViewSet):
         limit = settings.THEME_LOGO_MAX_BYTES
         if declared.isdigit() and int(declared) > limit + _MULTIPART_OVERHEAD_BYTES:
             # Refused before the body is read and spooled to disk.
-            message = f"The logo is larger than {limit // 1024} KiB."
+            message = logo_too_large_message(limit)
             raise ApplicationError(message, details={"file": [message]})
         upload = ThemeLogoUploadSerializer(data=request.data)
         upload.is_valid(raise_exception=True)

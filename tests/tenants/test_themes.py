@@ -455,9 +455,16 @@ def test_a_logo_over_the_size_limit_is_refused(make_caller, settings, media_root
     assert stored_files(media_root) == []
 
 
-def test_a_body_far_over_the_limit_is_refused_before_it_is_parsed(make_caller, settings):
+def test_a_body_far_over_the_limit_is_refused_before_it_is_parsed(
+    make_caller, settings, monkeypatch
+):
     settings.THEME_LOGO_MAX_BYTES = 1024
     caller = make_caller(Role.OWNER)
+
+    def parse(*args, **kwargs):
+        raise AssertionError("the body was parsed")
+
+    monkeypatch.setattr("rest_framework.parsers.MultiPartParser.parse", parse)
 
     response = post_logo(caller.client, b"\x89PNG" + b"\x00" * (200 * 1024))
 
