@@ -4,6 +4,7 @@ Unknown paths anywhere answer the JSON error envelope, in DEBUG too.
 """
 
 from django.conf import settings
+from django.conf.urls.static import static
 from django.contrib import admin
 from django.urls import include, path, re_path
 from django.views.decorators.csrf import csrf_exempt
@@ -48,6 +49,9 @@ urlpatterns = [
 ]
 if settings.BROWSABLE_API:
     urlpatterns.append(path("api-auth/", include("rest_framework.urls")))
+# Uploaded files (theme logos) in development; static() adds nothing unless DEBUG. Production
+# serves MEDIA_URL from the web server or object storage, ideally on another origin.
+urlpatterns += static(settings.MEDIA_URL, document_root=settings.MEDIA_ROOT)
 # Unknown paths answer 404 whatever the method; CSRF (which would answer an HTML 403 to a POST
 # carrying a session cookie) has nothing to protect there.
 urlpatterns.append(re_path(r"^", csrf_exempt(not_found)))

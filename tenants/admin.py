@@ -6,10 +6,25 @@ from django.utils import timezone
 from config.admin import ReadOnlyAdmin
 from config.exceptions import ApplicationError
 
-from .models import Invitation, InvitationStatus, Membership, MembershipStatus, QuotaCounter, Tenant
+from .models import (
+    Invitation,
+    InvitationStatus,
+    Membership,
+    MembershipStatus,
+    QuotaCounter,
+    Tenant,
+    Theme,
+)
 from .serializers.settings_schema import OrganizationSettingsSerializer
 from .services import lifecycle, quotas
 from .services.members import invitation_revoke, member_update
+from .services.themes import THEME_FIELDS, theme_update
+from .theme_assets import (
+    ThemeAssetError,
+    normalize_color,
+    normalize_logo_url,
+    validate_custom_css,
+)
 
 
 class TenantMembershipInline(admin.TabularInline):
@@ -285,3 +300,66 @@ class InvitationAdmin(ReadOnlyAdmin):
             else:
                 revoked += 1
         self.message_user(request, f"Revoked {revoked} invitation(s).", messages.SUCCESS)
+
+
+# Themes ----------------------------------------------------------------------------------------
+# Read-mostly: staff may correct a theme's values, through the same checks and the same service
+# (and so the same audit event) as the API. Themes are created by their tenant's first write;
+# logos are uploaded through the API, where the file is inspected.
+
+
+def _checked(check, value):
+    try:
+        return check(value)
+    except ThemeAssetError as error:
+        raise forms.ValidationError(str(error)) from None
+
+
+class ThemeAdminForm(forms.ModelForm):
+    logo_url = forms.CharField(required=False, max_length=500, help_text="External http(s) URL.")
+
+    class Meta:
+        model = Theme
+        fields = list(THEME_FIELDS)
+
+    def clean_primary_color(self):
+        return _checked(normalize_color, self.cleaned_data["primary_color"])
+
+    def clean_secondary_color(self):
+        return _checked(normalize_color, self.cleaned_data["secondary_color"])
+
+    def clean_accent_color(self):
+        return _checked(normalize_color, self.cleaned_data["accent_color"])
+
+    def clean_logo_url(self):
+        return _checked(normalize_logo_url, self.cleaned_data["logo_url"])
+
+    def clean_custom_css(self):
+        return _checked(validate_custom_css, self.cleaned_data["custom_css"])
+
+
+@admin.register(Theme)
+class ThemeAdmin(admin.ModelAdmin):
+    form = ThemeAdminForm
+    list_display = ("tenant", "name", "primary_color", "is_active", "has_logo", "updated_at")
+    list_filter = ("is_active",)
+    search_fields = ("tenant__name", "tenant__slug", "name")
+    list_select_related = ("tenant",)
+    readonly_fields = ("id", "tenant", "logo", "created_at", "updated_at")
+    fields = ("id", "tenant", *THEME_FIELDS, "logo", "created_at", "updated_at")
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="Uploaded logo", boolean=True)
+    def has_logo(self, obj):
+        return bool(obj.logo)
+
+    def save_model(self, request, obj, form, change):
+        # Only the fields the form changed, through the service: its checks, its audit event.
+        data = {name: form.cleaned_data[name] for name in form.changed_data if name in THEME_FIELDS}
+        theme_update(tenant=obj.tenant, actor=request.user, data=data)
+        obj.refresh_from_db()

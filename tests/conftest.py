@@ -3,6 +3,7 @@ from django.core.cache import cache
 from django.db import connection
 from django.db.backends.signals import connection_created
 from django.dispatch import receiver
+from django.test import override_settings
 from rest_framework.test import APIClient
 
 from accounts.services import auth_token_issue
@@ -30,6 +31,14 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "postgres" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _throwaway_media_root(tmp_path_factory):
+    """Uploaded files (theme logos, also those Schemathesis generates) go to a folder of this
+    test session, never to the project's var/media."""
+    with override_settings(MEDIA_ROOT=str(tmp_path_factory.mktemp("media"))):
+        yield
 
 
 @pytest.fixture(autouse=True)

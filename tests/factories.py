@@ -121,3 +121,14 @@ class InvitationFactory(factory.django.DjangoModelFactory):
         invitation = super()._create(model_class, *args, **kwargs)
         invitation.token = token
         return invitation
+
+
+class ThemeFactory(factory.django.DjangoModelFactory):
+    """A tenant's saved theme (the model by label keeps the imports above as they are)."""
+
+    class Meta:
+        model = "tenants.Theme"
+        django_get_or_create = ("tenant",)
+
+    tenant = factory.SubFactory(TenantFactory)
+    name = factory.Sequence(lambda n: f"Theme {n}")

@@ -18,6 +18,7 @@ from .members import (
     member_update,
     membership_add,
 )
+from .themes import theme_logo_set, theme_update
 
 __all__ = [
     "invitation_accept",
@@ -28,5 +29,7 @@ __all__ = [
     "member_update",
     "membership_add",
     "tenant_create",
+    "theme_logo_set",
+    "theme_update",
     "unique_slug",
 ]

@@ -8,13 +8,18 @@ it is added to one of the two.
 
 import importlib
 import inspect
+import io
 import pkgutil
+import tempfile
 from datetime import timedelta
 
 import pytest
 from django.apps import apps
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import transaction
+from django.test import override_settings
 from django.utils import timezone
+from PIL import Image
 
 from accounts import services as accounts_services
 from accounts.models import AuthToken
@@ -94,6 +99,14 @@ def _purge_tenant_chain():
     audit_services.chain_purge(tenant=tenant, actor=None)
 
 
+def _upload_a_logo():
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), (37, 99, 235)).save(buffer, format="PNG")
+    upload = SimpleUploadedFile("logo.png", buffer.getvalue(), content_type="image/png")
+    with tempfile.TemporaryDirectory() as media_root, override_settings(MEDIA_ROOT=media_root):
+        tenants_services.theme_logo_set(tenant=TenantFactory(), actor=None, uploaded_file=upload)
+
+
 # service -> (how to call it, the event type it must record)
 INVOCATIONS = {
     "accounts.services.user_create": (
@@ -152,6 +165,13 @@ INVOCATIONS = {
         lambda: tenants_services.member_remove(membership=_member(), actor=None),
         "member.removed",
     ),
+    "tenants.services.themes.theme_update": (
+        lambda: tenants_services.theme_update(
+            tenant=TenantFactory(), actor=None, data={"primary_color": "#123456"}
+        ),
+        "theme.updated",
+    ),
+    "tenants.services.themes.theme_logo_set": (_upload_a_logo, "theme.logo_uploaded"),
     "audit.services.chain_purge": (_purge_tenant_chain, "audit.chain.purged"),
     "tenants.services.lifecycle.tenant_update": (
         lambda: lifecycle.tenant_update(tenant=TenantFactory(), actor=None, data={"name": "New"}),
