@@ -5,7 +5,7 @@ from rest_framework import mixins, serializers, status
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from config.exceptions import InsufficientPermissions
+from config.exceptions import InsufficientPermissions, TenantSuspended
 
 from ..api import PlatformViewSet
 from ..models import Membership, MembershipStatus, Tenant
@@ -87,6 +87,9 @@ class TenantViewSet(
     def partial_update(self, request, *args, **kwargs):
         tenant = self.get_object()
         if not request.user.is_staff:
+            if tenant.is_blocked:
+                # As on organizations/current: members of a blocked tenant may read, not write.
+                raise TenantSuspended()
             membership = Membership.objects.get(tenant=tenant, user=request.user)
             permissions = effective_permissions(membership.role, membership.permissions)
             if "settings.write" not in permissions:
