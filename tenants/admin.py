@@ -2,6 +2,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.template.response import TemplateResponse
 
+from config.admin import ReadOnlyAdmin
 from config.exceptions import ApplicationError
 
 from .models import Membership, QuotaCounter, Tenant
@@ -130,6 +131,19 @@ class TenantAdmin(admin.ModelAdmin):
         created = lifecycle.tenant_create(actor=request.user, add_owner=False, **data)
         obj.pk = created.pk
         obj.refresh_from_db()
+
+    def get_deleted_objects(self, objs, request):
+        """Django asks for delete permission on every related row; the audit log and credentials
+        have read-only admins (nobody deletes them by hand), which would forbid deleting any
+        tenant that has them. tenant_delete removes those rows itself (the audit chain through
+        chain_purge), so only the editable models' permissions still apply."""
+        deleted, model_count, perms_needed, protected = super().get_deleted_objects(objs, request)
+        read_only = {
+            str(model._meta.verbose_name)
+            for model, model_admin in self.admin_site._registry.items()
+            if isinstance(model_admin, ReadOnlyAdmin)
+        }
+        return deleted, model_count, perms_needed - read_only, protected
 
     def delete_model(self, request, obj):
         lifecycle.tenant_delete(tenant=obj, actor=request.user)
