@@ -28,6 +28,14 @@ class TenantForm(forms.ModelForm):
         model = Tenant
         fields = sorted(lifecycle.UPDATABLE_FIELDS)
 
+    def clean_slug(self):
+        # Lowercase, as through the API: slugs are looked up lowercased (tenants/{slug},
+        # X-Organization-ID), so "Acme" would be unreachable and could sit next to "acme".
+        slug = self.cleaned_data["slug"].lower()
+        if Tenant.objects.filter(slug=slug).exclude(pk=self.instance.pk).exists():
+            raise forms.ValidationError("An organization with this slug already exists.")
+        return slug
+
     def clean_settings(self):
         schema = OrganizationSettingsSerializer(data=self.cleaned_data["settings"])
         if not schema.is_valid():
