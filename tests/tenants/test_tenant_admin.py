@@ -10,6 +10,7 @@ from django.contrib.messages import constants as message_levels
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from rest_framework.test import APIClient
 
 from accounts.models import APIKey, User
 from audit.models import AuditEvent
@@ -551,3 +552,36 @@ def test_bulk_deleting_tenants_in_the_admin_goes_through_tenant_delete(admin_cli
         assert_deleted_through_the_service(tenant, staff_user, users)
     assert Tenant.objects.filter(pk=kept.pk).exists()
     assert events(kept).exists()
+
+
+# Slugs -------------------------------------------------------------------------------------------
+
+
+def test_slug_entered_in_the_admin_is_stored_lowercase_and_reachable_by_the_api(
+    admin_client, staff_user
+):
+    tenant = made_by_service(slug="acme")
+    data = form_data(admin_client.get(change_url(tenant))) | {"slug": "Acme-EU"}
+
+    response = admin_client.post(change_url(tenant), data)
+
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    assert Tenant.objects.get(pk=tenant.pk).slug == "acme-eu"
+    api = APIClient()
+    api.force_authenticate(staff_user)
+    assert api.get("/api/v1/tenants/acme-eu/").json()["id"] == str(tenant.pk)
+
+
+@pytest.mark.parametrize("url", [lambda tenant: ADD, change_url], ids=["add", "change"])
+def test_admin_slug_differing_only_in_case_from_another_is_a_form_error(admin_client, url):
+    made_by_service(name="Globex", slug="globex")
+    tenant = made_by_service(name="Acme", slug="acme")
+    target = url(tenant)
+    data = form_data(admin_client.get(target)) | {"name": "Other", "slug": "GLOBEX"}
+
+    response = admin_client.post(target, data)
+
+    assert response.status_code == 200
+    assert "slug" in response.context["adminform"].form.errors
+    assert Tenant.objects.filter(slug__iexact="globex").count() == 1
+    assert Tenant.objects.get(pk=tenant.pk).slug == "acme"
