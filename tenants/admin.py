@@ -45,6 +45,14 @@ class TenantForm(forms.ModelForm):
         model = Tenant
         fields = sorted(lifecycle.UPDATABLE_FIELDS)
 
+    def clean_slug(self):
+        # Lowercase, as through the API: slugs are looked up lowercased (tenants/{slug},
+        # X-Organization-ID), so "Acme" would be unreachable and could sit next to "acme".
+        slug = self.cleaned_data["slug"].lower()
+        if Tenant.objects.filter(slug=slug).exclude(pk=self.instance.pk).exists():
+            raise forms.ValidationError("An organization with this slug already exists.")
+        return slug
+
     def clean_settings(self):
         schema = OrganizationSettingsSerializer(data=self.cleaned_data["settings"])
         if not schema.is_valid():
@@ -153,6 +161,19 @@ class TenantAdmin(admin.ModelAdmin):
         created = lifecycle.tenant_create(actor=request.user, add_owner=False, **data)
         obj.pk = created.pk
         obj.refresh_from_db()
+
+    def get_deleted_objects(self, objs, request):
+        """Django asks for delete permission on every related row; the audit log and credentials
+        have read-only admins (nobody deletes them by hand), which would forbid deleting any
+        tenant that has them. tenant_delete removes those rows itself (the audit chain through
+        chain_purge), so only the editable models' permissions still apply."""
+        deleted, model_count, perms_needed, protected = super().get_deleted_objects(objs, request)
+        read_only = {
+            str(model._meta.verbose_name)
+            for model, model_admin in self.admin_site._registry.items()
+            if isinstance(model_admin, ReadOnlyAdmin)
+        }
+        return deleted, model_count, perms_needed - read_only, protected
 
     def delete_model(self, request, obj):
         lifecycle.tenant_delete(tenant=obj, actor=request.user)

@@ -78,8 +78,10 @@ def check_limit_settings(*, plan: str, new_settings: Mapping, old_settings: Mapp
         return
     refused = {}
     for key in (*LIMIT_SETTINGS, RATE_SETTING):
-        value = new_settings.get(key)
-        if value is None or value == old_settings.get(key):
+        value, old = new_settings.get(key), old_settings.get(key)
+        # Keeping or lowering the current value never gains the tenant anything, even when that
+        # value (set by staff) is above the plan.
+        if value is None or (isinstance(old, int) and not isinstance(old, bool) and value <= old):
             continue
         ceiling = plan_setting_ceiling(plan, key)
         if value > ceiling:

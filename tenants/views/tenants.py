@@ -1,11 +1,11 @@
 """The tenant directory and lifecycle (seed 002)."""
 
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, serializers, status
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from config.exceptions import InsufficientPermissions
+from config.exceptions import InsufficientPermissions, TenantSuspended
 
 from ..api import PlatformViewSet
 from ..models import Membership, MembershipStatus, Tenant
@@ -20,9 +20,10 @@ def _with_quota_data(queryset):
     return queryset.with_member_count().with_quota_usage()
 
 
-SuspendSerializer = inline_serializer(
-    "TenantSuspendRequest", {"reason": serializers.CharField(max_length=500)}
-)
+class TenantSuspendRequestSerializer(serializers.Serializer):
+    """The body of POST tenants/{slug}/suspend/: why (kept on the tenant and in the audit log)."""
+
+    reason = serializers.CharField(max_length=500)
 
 
 class TenantViewSet(
@@ -94,6 +95,9 @@ class TenantViewSet(
     def partial_update(self, request, *args, **kwargs):
         tenant = self.get_object()
         if not request.user.is_staff:
+            if tenant.is_blocked:
+                # As on organizations/current: members of a blocked tenant may read, not write.
+                raise TenantSuspended()
             membership = Membership.objects.get(tenant=tenant, user=request.user)
             permissions = effective_permissions(membership.role, membership.permissions)
             if "settings.write" not in permissions:
@@ -112,11 +116,11 @@ class TenantViewSet(
         tenant = lifecycle.tenant_activate(tenant=self.get_object(), actor=request.user)
         return self._respond(tenant)
 
-    @extend_schema(request=SuspendSerializer, responses={200: TenantSerializer})
+    @extend_schema(request=TenantSuspendRequestSerializer, responses={200: TenantSerializer})
     @action(detail=True, methods=["post"])
     def suspend(self, request, slug=None):
         tenant = self.get_object()
-        body = SuspendSerializer(data=request.data)
+        body = TenantSuspendRequestSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         return self._respond(
             lifecycle.tenant_suspend(
