@@ -7,6 +7,7 @@ from django.test import override_settings
 from audit.models import AuditEvent
 from tenants.models import Membership, PlanTier, QuotaCounter, Role, Tenant, TenantStatus
 from tenants.plans import MIB, plan_limits, tenant_limits
+from tenants.services.quotas import quota_states
 from tests.conftest import assert_envelope
 
 pytestmark = pytest.mark.django_db
@@ -556,7 +557,7 @@ def test_settings_changes_apply_to_the_next_api_call_quota_check(owner):
     error = assert_envelope(owner.client.get(ORG_URL), 429, "QUOTA_EXCEEDED")
 
     assert error["details"]["limit"] == 6
-    assert QuotaCounter.objects.get(tenant=owner.tenant, resource="api_calls").used == 6
+    assert quota_states(Tenant.objects.get(pk=owner.tenant.pk))["api_calls"].current == 6
 
 
 @override_settings(QUOTA_WARNING_THRESHOLD=80.0)

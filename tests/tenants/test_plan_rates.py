@@ -18,8 +18,9 @@ from rest_framework.test import APIRequestFactory, force_authenticate
 
 from config.throttling import RateLimitState, Window, hit
 from tenants.api import TenantContextViewSet
-from tenants.models import PlanTier, QuotaCounter, Role, Tenant
+from tenants.models import PlanTier, Role, Tenant
 from tenants.permissions import TENANT_MEMBER
+from tenants.services.quotas import quota_states
 from tests.conftest import assert_envelope
 
 pytestmark = pytest.mark.django_db
@@ -71,7 +72,7 @@ def limit_headers(response) -> tuple[int, int, int]:
 
 
 def api_calls_used(tenant) -> int:
-    return QuotaCounter.objects.get(tenant=tenant, resource="api_calls").used
+    return quota_states(Tenant.objects.get(pk=tenant.pk))["api_calls"].current
 
 
 # The tenant's plan rate -----------------------------------------------------------------------
