@@ -38,6 +38,8 @@ from django.db import transaction
 from redis.commands.core import Script
 from redis.exceptions import ResponseError
 
+from config.redis import redis_client
+
 ROUTE_UNKNOWN = "(unrouted)"
 STALE_BATCH_SECONDS = 600
 FLUSH_CHUNK = 500
@@ -152,7 +154,7 @@ class RedisUsageStore:
     @property
     def client(self):
         # Each thread has its own cache backend object (and connection pool).
-        return caches["default"]._cache.get_client(write=True)
+        return redis_client(caches["default"])
 
     def record(self, key_pk: str, *, ok: bool, response_time_us: int, route: str, at_ms: int):
         self._record_script(

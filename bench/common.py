@@ -45,10 +45,12 @@ def per_call_seconds(fn: Callable[[], object], calls: int) -> float:
 
 def interleaved(variants: dict[str, Callable[[], object]], calls: int, rounds: int) -> dict:
     """Median seconds per call of each variant, measured in alternating rounds so that machine
-    noise hits every variant alike."""
+    noise hits every variant alike; every other round runs them in reverse order, so that no
+    variant always goes first."""
     samples = {name: [] for name in variants}
-    for _ in range(rounds):
-        for name, fn in variants.items():
+    for round_number in range(rounds):
+        order = list(variants.items())
+        for name, fn in order if round_number % 2 == 0 else reversed(order):
             samples[name].append(per_call_seconds(fn, calls))
     return {name: statistics.median(values) for name, values in samples.items()}
 

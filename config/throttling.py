@@ -1,17 +1,9 @@
-"""Rate limits for fairness, reported as X-RateLimit-* headers.
+"""Rate limits for fairness, counted in fixed windows and reported as X-RateLimit-* headers.
 
-One throttle class applies every window that concerns a request, counted in fixed windows in
-one cache round trip (a Lua script on Redis):
-
-- the caller: the user (`user` rate), or the client address (`anon`, or the view's
-  `anonymous_throttle_scope`, e.g. `auth` on credential endpoints);
-- the tenant: every request in it, at its plan tier's hourly rate (seed 004; tenants.plans);
-- the tenant's scope, for views that set `throttle_scope` (analytics, billing, gateway): the
-  tier's rate for that scope, else the DESIGN.md default.
-
-A request is counted only when every window has room, so a refused request uses up nothing.
-These limits are for fairness: exact limits (quotas, spend) use one atomic step in their own
-services (tenants.services.quotas).
+`admit` counts a request in every window that concerns it in one cache round trip (a Lua
+script on Redis), and only when every window has room, so a refused request uses up nothing.
+It can also advance a `Meter`, an exact counter with a hard limit, in the same atomic step:
+tenants.throttling.TenantThrottle counts a tenant's api_calls quota that way.
 """
 
 import time
@@ -20,11 +12,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from django.core.cache import caches
-from django.core.cache.backends.redis import RedisCache
 from django.core.exceptions import ImproperlyConfigured
 from redis.commands.core import Script
 from rest_framework.settings import api_settings
 from rest_framework.throttling import BaseThrottle
+
+from .redis import redis_cache, redis_client
 
 _PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -53,23 +46,68 @@ class Window:
             raise ImproperlyConfigured(f"Invalid rate {rate!r} for {key}") from None
 
 
-# KEYS: one bucket per window; ARGV: limit_1, ttl_1, limit_2, ttl_2, ...
-# Returns {refused window index or 0, count_1, count_2, ...}.
-_HIT_LUA = """
-local counts = {0}
-for i, key in ipairs(KEYS) do
-  local count = tonumber(redis.call('GET', key) or '0')
-  if count >= tonumber(ARGV[2 * i - 1]) and counts[1] == 0 then counts[1] = i end
-  counts[i + 1] = count
+@dataclass(frozen=True)
+class Meter:
+    """A counter with a hard limit, checked and advanced in the same atomic step as the
+    windows (a tenant's api_calls quota). `key` must exist: a missing counter is reported, not
+    created, so its owner can seed it from the database. Redis only."""
+
+    key: str  # full cache key
+    amount: int
+    limit: int
+    mark_set: str  # full cache key of a set that collects `mark` when the meter counts
+    mark: str
+
+
+METER_COUNTED, METER_OVER_LIMIT, METER_MISSING = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class Admission:
+    refused_window: int | None  # index of the first window without room
+    states: list  # a RateLimitState per window
+    meter_status: int | None = None  # METER_*, None without a meter or when a window refused
+    meter_value: int = 0  # the meter's total after counting, or its current value
+
+    @property
+    def admitted(self) -> bool:
+        return self.refused_window is None and self.meter_status in (None, METER_COUNTED)
+
+
+# KEYS: window buckets, then [meter, meter mark set]. ARGV: window count n, then limit_i and
+# ttl_i per window, then [amount, meter limit, mark]. Returns {refused window index or 0,
+# meter status or -1, meter value, count_1, ..., count_n}. Counts in nothing unless every
+# window has room and the meter (if any) too.
+_ADMIT_LUA = """
+local n = tonumber(ARGV[1])
+local result = {0, -1, 0}
+for i = 1, n do
+  local count = tonumber(redis.call('GET', KEYS[i]) or '0')
+  result[i + 3] = count
+  if count >= tonumber(ARGV[2 * i]) and result[1] == 0 then result[1] = i end
 end
-if counts[1] ~= 0 then return counts end
-for i, key in ipairs(KEYS) do
-  counts[i + 1] = redis.call('INCR', key)
-  if counts[i + 1] == 1 then redis.call('EXPIRE', key, ARGV[2 * i]) end
+if result[1] ~= 0 then return result end
+if #KEYS > n then
+  local current = redis.call('GET', KEYS[n + 1])
+  if not current then result[2] = 2 return result end
+  current = tonumber(current)
+  local amount = tonumber(ARGV[2 * n + 2])
+  if current + amount > tonumber(ARGV[2 * n + 3]) then
+    result[2] = 1
+    result[3] = current
+    return result
+  end
+  result[2] = 0
+  result[3] = redis.call('INCRBY', KEYS[n + 1], amount)
+  redis.call('SADD', KEYS[n + 2], ARGV[2 * n + 4])
 end
-return counts
+for i = 1, n do
+  result[i + 3] = redis.call('INCR', KEYS[i])
+  if result[i + 3] == 1 then redis.call('EXPIRE', KEYS[i], ARGV[2 * i + 1]) end
+end
+return result
 """
-_hit_script = Script(None, _HIT_LUA.encode())
+_admit_script = Script(None, _ADMIT_LUA.encode())
 
 
 def _bucket(window: Window, now: float) -> tuple[str, int]:
@@ -77,24 +115,42 @@ def _bucket(window: Window, now: float) -> tuple[str, int]:
     return f"rl:{window.key}:{window.seconds}:{index}", (index + 1) * window.seconds
 
 
-def hit(windows: Sequence[Window], now: float | None = None) -> tuple[int | None, list]:
-    """Count one request in every window if all have room. Returns (the index of the first
-    window that refused or None, a RateLimitState per window)."""
+def admit(
+    windows: Sequence[Window], meter: Meter | None = None, now: float | None = None
+) -> Admission:
+    """Count one request in every window, and `meter.amount` in the meter, if all have room:
+    one round trip on Redis."""
     now = time.time() if now is None else now
     buckets = [_bucket(window, now) for window in windows]
-    cache = caches["default"]
-    if isinstance(cache, RedisCache):
+    cache = redis_cache()
+    meter_status, meter_value = None, 0
+    if cache is not None:
         keys = [cache.make_and_validate_key(name) for name, _ in buckets]
-        args = [value for window in windows for value in (window.limit, window.seconds + 1)]
-        client = cache._cache.get_client(write=True)
-        refused, *counts = _hit_script(keys=keys, args=args, client=client)
+        args = [len(windows)]
+        args += [value for window in windows for value in (window.limit, window.seconds + 1)]
+        if meter is not None:
+            keys += [meter.key, meter.mark_set]
+            args += [meter.amount, meter.limit, meter.mark]
+        refused, status, meter_value, *counts = _admit_script(
+            keys=keys, args=args, client=redis_client(cache)
+        )
+        meter_status = None if status == -1 else int(status)
+    elif meter is not None:
+        raise ImproperlyConfigured("A Meter needs the Redis cache.")
     else:
-        refused, counts = _hit_local(cache, windows, buckets)
+        refused, counts = _hit_local(caches["default"], windows, buckets)
     states = [
         RateLimitState(window.limit, max(window.limit - count, 0), reset_at)
         for window, count, (_, reset_at) in zip(windows, counts, buckets, strict=True)
     ]
-    return (refused - 1 if refused else None), states
+    return Admission(refused - 1 if refused else None, states, meter_status, int(meter_value))
+
+
+def hit(windows: Sequence[Window], now: float | None = None) -> tuple[int | None, list]:
+    """Count one request in every window if all have room. Returns (the index of the first
+    window that refused or None, a RateLimitState per window)."""
+    admission = admit(windows, now=now)
+    return admission.refused_window, admission.states
 
 
 def _hit_local(cache, windows, buckets) -> tuple[int, list[int]]:
@@ -129,10 +185,15 @@ class WindowThrottle(BaseThrottle, metaclass=ABCMeta):
         windows = self.windows_for(request, view)
         if not windows:
             return True
-        refused, states = hit(windows)
+        admission = self.admit(request, view, windows)
+        states, refused = admission.states, admission.refused_window
         request._rate_limit_states = [*getattr(request, "_rate_limit_states", []), *states]
         self._wait = max(states[refused].reset_at - time.time(), 1) if refused is not None else 0
         return refused is None
+
+    def admit(self, request, view, windows) -> Admission:
+        """Count the request in `windows`; subclasses may add a meter to the same step."""
+        return admit(windows)
 
     def wait(self):
         return self._wait
@@ -149,24 +210,6 @@ class PrincipalRateThrottle(WindowThrottle):
 
     def windows_for(self, request, view):
         return [self.principal_window(request, view)]
-
-
-class ControlPlaneThrottle(WindowThrottle):
-    """The caller, the tenant's plan rate and the tenant's scope (see the module docstring)."""
-
-    def windows_for(self, request, view):
-        from tenants.plans import plan_rates, tenant_hourly_rate
-
-        windows = [self.principal_window(request, view)]
-        tenant = getattr(request, "tenant", None)
-        if tenant is not None:
-            windows.append(Window.from_rate(f"tenant:{tenant.pk}", tenant_hourly_rate(tenant)))
-        scope = getattr(view, "throttle_scope", None)
-        if scope:
-            rate = plan_rates(tenant.plan).get(scope) if tenant is not None else None
-            owner = tenant.pk if tenant is not None else self.get_ident(request)
-            windows.append(Window.from_rate(f"{scope}:{owner}", rate or configured_rate(scope)))
-        return windows
 
 
 def most_restrictive(states: list[RateLimitState]) -> RateLimitState | None:

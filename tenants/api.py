@@ -16,11 +16,12 @@ from rest_framework.exceptions import MethodNotAllowed
 
 from accounts.usage import observe_api_key_request
 from config.exceptions import TenantSuspended
-from config.throttling import ControlPlaneThrottle, rate_limit_headers
+from config.throttling import rate_limit_headers
 
 from .permissions import HasRequiredPermission
 from .resolution import TenantMode, resolve_tenant
 from .services.quotas import quota_consume
+from .throttling import TenantThrottle
 
 
 class ControlPlaneAPIMixin:
@@ -30,7 +31,7 @@ class ControlPlaneAPIMixin:
     _sealed = ("initial", "get_permissions", "check_permissions", "permission_classes")
 
     permission_classes = (HasRequiredPermission,)
-    throttle_classes = (ControlPlaneThrottle,)
+    throttle_classes = (TenantThrottle,)
     # action (or lowercase HTTP method for plain views) -> permission string or access level.
     required_permissions: Mapping[str, str] = {}
     tenant_mode = TenantMode.REQUIRED
@@ -103,10 +104,17 @@ class ControlPlaneAPIMixin:
         if blocked and self.action_name not in self.allowed_when_suspended:
             raise TenantSuspended()
 
+    def counts_api_call(self, request) -> bool:
+        """Calls in the tenant's name count (members, its API keys); staff acting as operators
+        do not."""
+        return bool(
+            self.counts_api_calls and request.tenant is not None and request.membership is not None
+        )
+
     def count_api_call(self, request) -> None:
-        """One atomic step: count the call or refuse it (429 QUOTA_EXCEEDED). Calls in the
-        tenant's name count (members, its API keys); staff acting as operators do not."""
-        if self.counts_api_calls and request.tenant is not None and request.membership is not None:
+        """One atomic step: count the call or refuse it (429 QUOTA_EXCEEDED). On Redis the
+        throttle has already done it, in the same step as its windows (tenants.throttling)."""
+        if self.counts_api_call(request) and not getattr(request, "api_call_counted", False):
             quota_consume(tenant=request.tenant, resource="api_calls")
 
     def finalize_response(self, request, response, *args, **kwargs):

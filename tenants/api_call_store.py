@@ -1,8 +1,9 @@
 """Where a tenant's `api_calls` counter lives while its period runs, when the cache is Redis.
 
 Every member or key request counts one API call, so this counter is written far more often
-than any other: on Redis it is one Lua script per request (check the limit and add, atomically,
-in one round trip) instead of one UPDATE of the same hot database row per request. The
+than any other: on Redis it is checked and advanced atomically by the same Lua script, in the
+same round trip, as the request's rate-limit windows (config.throttling.admit), instead of
+one UPDATE of the same hot database row per request. The
 QuotaCounter row stays the record: `api_calls_sync` (Celery beat, every minute) copies the
 live values into it, and a counter missing from Redis (evicted, restarted) is seeded from it.
 
@@ -13,30 +14,19 @@ Without Redis (the embedded SQLite default) `store()` is None and the conditiona
 tenants.services.quotas counts API calls like every other resource.
 """
 
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from django.core.cache import caches
 from django.core.cache.backends.redis import RedisCache
 from django.utils import timezone
 from redis.commands.core import Script
+
+from config.redis import redis_cache, redis_client
+from config.throttling import Meter
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # The counter outlives its period by this much, so a late reset still finds it.
 KEY_GRACE = timedelta(days=7)
 
-# KEYS: counter, dirty set. ARGV: amount, limit, dirty member.
-# Returns {status, value}: 0 counted (value = new total), 1 over the limit (value = current),
-# 2 missing (seed it, then call again).
-_CONSUME_LUA = """
-local current = redis.call('GET', KEYS[1])
-if not current then return {2, 0} end
-current = tonumber(current)
-local amount = tonumber(ARGV[1])
-if current + amount > tonumber(ARGV[2]) then return {1, current} end
-redis.call('SADD', KEYS[2], ARGV[3])
-return {0, redis.call('INCRBY', KEYS[1], amount)}
-"""
 # Takes the dirty set whole: members added after this start a new one.
 _CLAIM_LUA = """
 local members = redis.call('SMEMBERS', KEYS[1])
@@ -44,16 +34,7 @@ redis.call('DEL', KEYS[1])
 return members
 """
 
-_consume_script = Script(None, _CONSUME_LUA.encode())
 _claim_script = Script(None, _CLAIM_LUA.encode())
-
-COUNTED, OVER_LIMIT, MISSING = 0, 1, 2
-
-
-@dataclass(frozen=True)
-class Outcome:
-    status: int
-    value: int
 
 
 def period_of(tenant) -> int:
@@ -72,19 +53,22 @@ class RedisApiCallStore:
 
     @property
     def client(self):
-        return self._cache._cache.get_client(write=True)
+        return redis_client(self._cache)
 
     def key(self, tenant_id, period: int) -> str:
         return self._cache.make_and_validate_key(f"quota:api_calls:{tenant_id}:{period}")
 
-    def consume(self, tenant, amount: int, limit: int) -> Outcome:
+    def meter(self, tenant, amount: int, limit: int) -> Meter:
+        """The counter of the tenant's current period, for config.throttling.admit: checked
+        and advanced atomically, marked dirty for the sync when it counts."""
         period = period_of(tenant)
-        status, value = _consume_script(
-            keys=[self.key(tenant.pk, period), self._dirty],
-            args=[amount, limit, f"{tenant.pk}:{period}"],
-            client=self.client,
+        return Meter(
+            key=self.key(tenant.pk, period),
+            amount=amount,
+            limit=limit,
+            mark_set=self._dirty,
+            mark=f"{tenant.pk}:{period}",
         )
-        return Outcome(int(status), int(value))
 
     def seed(self, tenant, value: int) -> None:
         """Start the period's counter at `value` (the database's), unless it exists."""
@@ -117,5 +101,5 @@ class RedisApiCallStore:
 
 
 def store() -> RedisApiCallStore | None:
-    cache = caches["default"]
-    return RedisApiCallStore(cache) if isinstance(cache, RedisCache) else None
+    cache = redis_cache()
+    return RedisApiCallStore(cache) if cache is not None else None

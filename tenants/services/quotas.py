@@ -28,6 +28,7 @@ from django.utils import timezone
 
 from audit.services import record
 from config.exceptions import QuotaExceeded
+from config.throttling import METER_COUNTED, METER_MISSING, METER_OVER_LIMIT, Admission, admit
 
 from .. import api_call_store
 from ..models import (
@@ -102,12 +103,8 @@ def quota_consume(*, tenant: Tenant, resource: str, amount: int = 1) -> int:
     if amount < 0:
         raise ValueError("amount must not be negative; use quota_release to give back")
     limit = tenant_limits(tenant)[resource]
-    store = api_call_store.store() if resource == QuotaResource.API_CALLS else None
-    if store is not None:
-        used = _consume_live(store, tenant, amount, limit)
-        if (used - amount) * 100 < settings.QUOTA_WARNING_THRESHOLD * limit <= used * 100:
-            _warn_once(tenant=tenant, resource=resource, used=used, limit=limit)
-        return used
+    if resource == QuotaResource.API_CALLS and api_call_store.store() is not None:
+        return api_calls_admit(tenant=tenant, windows=(), amount=amount).meter_value
     params = [amount, timezone.now(), _db_value(tenant.pk), resource, amount, limit]
     for attempt in range(2):
         with connection.cursor() as cursor:
@@ -128,16 +125,26 @@ def quota_consume(*, tenant: Tenant, resource: str, amount: int = 1) -> int:
     return used
 
 
-def _consume_live(store, tenant: Tenant, amount: int, limit: int) -> int:
-    outcome = store.consume(tenant, amount, limit)
-    if outcome.status == api_call_store.MISSING:
+def api_calls_admit(*, tenant: Tenant, windows, amount: int = 1) -> Admission:
+    """Count `amount` api_calls (Redis) together with rate-limit `windows`, in one atomic step:
+    nothing is counted unless every window and the quota have room. Refuses with
+    QuotaExceeded; a refusing window is the caller's to report (see `refused_window`)."""
+    store = api_call_store.store()
+    limit = tenant_limits(tenant)[QuotaResource.API_CALLS]
+    meter = store.meter(tenant, amount, limit)
+    admission = admit(windows, meter)
+    if admission.meter_status == METER_MISSING:
         _ensure_counter(tenant, QuotaResource.API_CALLS)
         stored = QuotaCounter.objects.get(tenant=tenant, resource=QuotaResource.API_CALLS)
         store.seed(tenant, stored.used)
-        outcome = store.consume(tenant, amount, limit)
-    if outcome.status == api_call_store.COUNTED:
-        return outcome.value
-    raise _exceeded(QuotaResource.API_CALLS, limit, amount)
+        admission = admit(windows, meter)
+    if admission.meter_status == METER_OVER_LIMIT:
+        raise _exceeded(QuotaResource.API_CALLS, limit, amount)
+    if admission.meter_status == METER_COUNTED:
+        used = admission.meter_value
+        if (used - amount) * 100 < settings.QUOTA_WARNING_THRESHOLD * limit <= used * 100:
+            _warn_once(tenant=tenant, resource=QuotaResource.API_CALLS, used=used, limit=limit)
+    return admission
 
 
 def api_calls_sync() -> int:

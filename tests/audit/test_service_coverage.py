@@ -207,6 +207,12 @@ INVOCATIONS = {
         ),
         "quota.warning",
     ),
+    "tenants.services.quotas.api_calls_admit": (
+        lambda: quotas.api_calls_admit(
+            tenant=TenantFactory(settings={"maxApiCallsPerMonth": 1}), windows=()
+        ),
+        "quota.warning",
+    ),
     "tenants.services.quotas.quota_reset": (
         lambda: quotas.quota_reset(tenant=TenantFactory(), actor=None),
         "quota.reset",
