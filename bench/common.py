@@ -43,16 +43,31 @@ def per_call_seconds(fn: Callable[[], object], calls: int) -> float:
     return (time.perf_counter() - start) / calls
 
 
-def interleaved(variants: dict[str, Callable[[], object]], calls: int, rounds: int) -> dict:
-    """Median seconds per call of each variant, measured in alternating rounds so that machine
-    noise hits every variant alike; every other round runs them in reverse order, so that no
-    variant always goes first."""
+def interleaved_samples(
+    variants: dict[str, Callable[[], object]], calls: int, rounds: int
+) -> dict[str, list[float]]:
+    """Seconds per call of each variant in each round. Rounds alternate the variants so that
+    machine noise hits every variant alike; every other round runs them in reverse order, so
+    that no variant always goes first."""
     samples = {name: [] for name in variants}
     for round_number in range(rounds):
         order = list(variants.items())
         for name, fn in order if round_number % 2 == 0 else reversed(order):
             samples[name].append(per_call_seconds(fn, calls))
+    return samples
+
+
+def interleaved(variants: dict[str, Callable[[], object]], calls: int, rounds: int) -> dict:
+    """Median seconds per call of each variant (see interleaved_samples)."""
+    samples = interleaved_samples(variants, calls, rounds)
     return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def paired_ratio(samples: dict[str, list[float]], baseline: str, variant: str) -> float:
+    """Median over rounds of baseline time / variant time, each pair measured back to back:
+    steadier than a ratio of medians when the machine's speed drifts during the run."""
+    pairs = zip(samples[baseline], samples[variant], strict=True)
+    return statistics.median(base / other for base, other in pairs)
 
 
 def describe_environment() -> str:
