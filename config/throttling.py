@@ -19,7 +19,13 @@ from rest_framework.throttling import BaseThrottle
 
 from .redis import redis_cache, redis_client
 
-_PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+# DRF's spellings: "100/min", "1000/hour", "5/s", "10/day", ...
+_PERIODS = {
+    **dict.fromkeys(("s", "sec", "second"), 1),
+    **dict.fromkeys(("m", "min", "minute"), 60),
+    **dict.fromkeys(("h", "hour"), 3600),
+    **dict.fromkeys(("d", "day"), 86400),
+}
 
 
 @dataclass(frozen=True)
@@ -41,7 +47,8 @@ class Window:
     def from_rate(cls, key: str, rate: str) -> "Window":
         try:
             count, _, period = rate.partition("/")
-            return cls(key, int(count), _PERIODS[period[0]])
+            # Strict, unlike DRF's first-letter reading, which takes "10/month" as per minute.
+            return cls(key, int(count), _PERIODS[period])
         except (KeyError, IndexError, ValueError):
             raise ImproperlyConfigured(f"Invalid rate {rate!r} for {key}") from None
 

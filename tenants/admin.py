@@ -28,13 +28,19 @@ from .theme_assets import (
 
 
 class TenantMembershipInline(admin.TabularInline):
+    """Read-only: roles and statuses change through the members services (the membership's
+    own page and its actions), so the owner and seat rules hold and changes are audited."""
+
     model = Membership
     fk_name = "tenant"
     extra = 0
-    fields = ("user", "role", "status", "joined_at")
-    readonly_fields = ("joined_at",)
-    raw_id_fields = ("user",)
+    fields = ("user", "invited_email", "role", "status", "joined_at")
+    readonly_fields = fields
+    can_delete = False
     show_change_link = True
+
+    def has_add_permission(self, request, obj=None):
+        return False
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("user")

@@ -13,6 +13,8 @@ from datetime import UTC, datetime
 from django.conf import settings
 from django.utils import timezone
 
+from config.throttling import Window
+
 MIB = 1024 * 1024
 
 
@@ -99,9 +101,8 @@ def tenant_hourly_rate(tenant) -> str:
 
 
 def _rate_per_hour(rate: str) -> int:
-    count, _, period = rate.partition("/")
-    seconds = {"s": 1, "m": 60, "h": 3600, "d": 86400}[period[0]]
-    return int(count) * 3600 // seconds
+    window = Window.from_rate("plan", rate)
+    return window.limit * 3600 // window.seconds
 
 
 def first_of_next_month(now: datetime | None = None) -> datetime:

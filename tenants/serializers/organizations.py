@@ -5,12 +5,27 @@ from rest_framework import serializers
 from ..models import QuotaResource, Tenant, Theme
 from ..plans import tenant_limits
 from .settings_schema import OrganizationSettingsSerializer, merged_settings
+from .themes import ThemeSerializer
+
+# Seed 000's branding keys -> Theme fields.
+BRANDING_FIELDS = {
+    "logo": "logo_url",
+    "primaryColor": "primary_color",
+    "secondaryColor": "secondary_color",
+    "accentColor": "accent_color",
+}
 
 
-def theme_branding(theme: Theme) -> dict:
-    """Seed 000's `branding` object, read from the tenant's theme."""
+def theme_branding(theme: Theme, request=None) -> dict:
+    """Seed 000's `branding` object, read from the tenant's theme (its defaults when it is
+    inactive, like the stylesheet); an uploaded logo's URL is absolute given the request."""
+    if not theme.is_active:
+        theme = Theme(tenant_id=theme.tenant_id)
+    logo = theme.logo_url
+    if theme.logo:
+        logo = request.build_absolute_uri(theme.logo.url) if request else theme.logo.url
     return {
-        "logo": theme.logo.url if theme.logo else theme.logo_url,
+        "logo": logo,
         "primaryColor": theme.primary_color,
         "secondaryColor": theme.secondary_color,
         "accentColor": theme.accent_color,
@@ -51,7 +66,9 @@ class OrganizationSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
     def get_branding(self, tenant) -> dict:
-        return theme_branding(getattr(tenant, "theme", None) or Theme(tenant=tenant))
+        # Theme(tenant_id=...), not Theme(tenant=...), which would replace the cached relation.
+        theme = getattr(tenant, "theme", None) or Theme(tenant_id=tenant.pk)
+        return theme_branding(theme, self.context.get("request"))
 
     def get_document_count(self, tenant) -> int:
         return tenant.documents_used
@@ -65,11 +82,32 @@ class OrganizationSerializer(serializers.ModelSerializer):
 
 class OrganizationUpdateSerializer(serializers.Serializer):
     """PUT replaces name, description and settings (omitted settings become {}); PATCH changes
-    what it names, and merges `settings` key by key (null removes a key)."""
+    what it names, and merges `settings` key by key (null removes a key). `branding` (seed
+    000) sets the keys it names on the tenant's theme, checked like organizations/theme."""
 
     name = serializers.CharField(max_length=200)
     description = serializers.CharField(allow_blank=True, required=False, default="")
     settings = serializers.JSONField(required=False, default=dict)
+    branding = serializers.JSONField(required=False)
+
+    def validate_branding(self, value):
+        if not isinstance(value, dict):
+            raise serializers.ValidationError("Must be an object.")
+        unknown = sorted(set(value) - set(BRANDING_FIELDS))
+        if unknown:
+            allowed = ", ".join(BRANDING_FIELDS)
+            raise serializers.ValidationError(
+                {key: [f"Unknown branding key. Allowed: {allowed}."] for key in unknown}
+            )
+        data = {BRANDING_FIELDS[key]: item for key, item in value.items()}
+        theme = Theme.objects.filter(tenant=self.instance).first()
+        checked = ThemeSerializer(theme, data=data, partial=True, context=self.context)
+        if not checked.is_valid():
+            by_field = {field: key for key, field in BRANDING_FIELDS.items()}
+            raise serializers.ValidationError(
+                {by_field.get(field, field): errors for field, errors in checked.errors.items()}
+            )
+        return checked.validated_data
 
     def validate_settings(self, value):
         schema = OrganizationSettingsSerializer(data=value, partial=self.partial)

@@ -47,6 +47,7 @@ class TenantSerializer(serializers.ModelSerializer):
             "activated_at",
             "suspended_at",
             "suspension_reason",
+            "cancelled_at",
             "trial_ends_at",
             "settings",
             "quota",

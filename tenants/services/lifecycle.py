@@ -17,6 +17,7 @@ from ..models import Membership, PlanTier, QuotaCounter, Role, Tenant, TenantSta
 from ..plans import LIMIT_SETTINGS, RATE_SETTING, plan_setting_ceiling
 from .members import membership_add
 from .quotas import COUNTED_RESOURCES
+from .themes import theme_update
 
 
 def unique_slug(name: str) -> str:
@@ -135,6 +136,18 @@ def tenant_update(*, tenant: Tenant, actor, data: Mapping) -> Tenant:
     return tenant
 
 
+@transaction.atomic
+def organization_update(
+    *, tenant: Tenant, actor, data: Mapping, branding: Mapping | None = None
+) -> Tenant:
+    """organizations/current: the tenant's profile and settings, and seed 000's branding on its
+    theme, committed together."""
+    tenant = tenant_update(tenant=tenant, actor=actor, data=data)
+    if branding:
+        theme_update(tenant=tenant, actor=actor, data=branding)
+    return tenant
+
+
 # action -> (statuses it may start from, event type)
 _TRANSITIONS = {
     "activate": ({TenantStatus.TRIAL}, "tenant.activated"),
@@ -160,7 +173,7 @@ def _transition(tenant: Tenant, action: str, actor, **changes) -> Tenant:
         setattr(locked, field, value)
     locked.save(update_fields=[*changes, "updated_at"])
     payload = {"from": previous, "to": locked.status}
-    if locked.suspension_reason:
+    if action == "suspend":
         payload["reason"] = locked.suspension_reason
     record(tenant=locked, event_type=event_type, actor=actor, payload=payload)
     return locked

@@ -48,9 +48,15 @@ class OrganizationViewSet(TenantContextViewSet):
 
     def _update(self, request, *, partial: bool):
         tenant = request.tenant
-        body = OrganizationUpdateSerializer(tenant, data=request.data, partial=partial)
+        body = OrganizationUpdateSerializer(
+            tenant, data=request.data, partial=partial, context={"request": request}
+        )
         body.is_valid(raise_exception=True)
-        lifecycle.tenant_update(tenant=tenant, actor=request.user, data=body.validated_data)
+        data = dict(body.validated_data)
+        branding = data.pop("branding", None)
+        lifecycle.organization_update(
+            tenant=tenant, actor=request.user, data=data, branding=branding
+        )
         return Response(self.get_serializer(self.get_object()).data)
 
     @extend_schema(request=OrganizationUpdateSerializer, responses={200: OrganizationSerializer})

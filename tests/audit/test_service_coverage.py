@@ -177,6 +177,12 @@ INVOCATIONS = {
         lambda: lifecycle.tenant_update(tenant=TenantFactory(), actor=None, data={"name": "New"}),
         "tenant.updated",
     ),
+    "tenants.services.lifecycle.organization_update": (
+        lambda: lifecycle.organization_update(
+            tenant=TenantFactory(), actor=None, data={}, branding={"primary_color": "#123456"}
+        ),
+        "theme.updated",
+    ),
     "tenants.services.lifecycle.tenant_activate": (
         lambda: lifecycle.tenant_activate(
             tenant=TenantFactory(status=TenantStatus.TRIAL), actor=None
