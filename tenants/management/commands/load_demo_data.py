@@ -6,14 +6,15 @@ from django.db import transaction
 
 from accounts.models import User
 from accounts.services import user_create
-from tenants.models import Membership, Role, Tenant
-from tenants.services import membership_add, tenant_create
+from tenants.models import Membership, Role, Tenant, TenantStatus
+from tenants.services import membership_add, tenant_create, theme_update
+from tenants.services.lifecycle import tenant_activate
 
 DEMO_PASSWORD = "demo-password-123"
 STAFF_EMAIL = "admin@example.com"
 DEMO_TENANTS = [
-    ("acme", "Acme Corporation", "pro"),
-    ("globex", "Globex Inc.", "enterprise"),
+    ("acme", "Acme Corporation", "pro", {"primary_color": "#059669", "name": "Acme green"}),
+    ("globex", "Globex Inc.", "enterprise", {"primary_color": "#7c3aed", "name": "Globex violet"}),
 ]
 DEMO_ROLES = (Role.OWNER, Role.ADMIN, Role.VIEWER)
 
@@ -46,11 +47,14 @@ class Command(BaseCommand):
             raise CommandError("Refusing to load demo data with DEBUG off; pass --force to insist.")
         staff = self._user(STAFF_EMAIL, "Platform Admin", superuser=True)
         rows = [("staff (admin site)", STAFF_EMAIL, "-")]
-        for slug, name, plan in DEMO_TENANTS:
+        for slug, name, plan, theme in DEMO_TENANTS:
             owner = self._user(f"owner@{slug}.example.com", f"{name} Owner")
             tenant = Tenant.objects.filter(slug=slug).first() or tenant_create(
                 actor=staff, owner=owner, name=name, slug=slug, plan=plan
             )
+            if tenant.status == TenantStatus.TRIAL:
+                tenant = tenant_activate(tenant=tenant, actor=staff)
+            theme_update(tenant=tenant, actor=staff, data=theme)
             for role in DEMO_ROLES:
                 user = self._user(f"{role}@{slug}.example.com", f"{name} {role.label}")
                 if not Membership.objects.filter(tenant=tenant, user=user).exists():
