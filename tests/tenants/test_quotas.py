@@ -153,6 +153,16 @@ def test_live_counters_are_copied_to_the_database_by_the_sync(owner):
     assert sync_api_call_counters() == 0  # nothing changed since
 
 
+def test_the_sync_command_copies_the_live_counters(owner):
+    owner.client.get(ORG_URL)
+    out = StringIO()
+
+    call_command("sync_api_call_counters", stdout=out)
+
+    assert "Copied 1 api_calls counter(s)." in out.getvalue()
+    assert stored(owner.tenant) == 1
+
+
 def test_a_lost_live_counter_continues_from_the_database(owner):
     for _ in range(4):
         owner.client.get(ORG_URL)
