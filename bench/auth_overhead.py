@@ -14,17 +14,16 @@ The GET is /api/v1/organizations/current (the peer: the same query and serialize
 req/s and the ratios api_key/token and api_key/peer (targets: >= 1.0).
 """
 
-import argparse
 import statistics
 
 from common import (
-    UNMETERED,
+    bench_main,
+    bench_owner,
     comparable,
     describe_environment,
     interleaved,
     interleaved_samples,
     paired_ratio,
-    setup_django,
 )
 
 PEER_APP = "rest_framework_api_key"
@@ -42,37 +41,19 @@ def enable_peer() -> None:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--calls", type=int, default=100, help="requests per round per variant")
-    parser.add_argument("--rounds", type=int, default=21)
-    args = parser.parse_args()
-
-    enable_peer()
-    teardown = setup_django(urlconf="bench.urls")
-    try:
-        run(args.calls, args.rounds)
-    finally:
-        teardown()
+    bench_main(__doc__, run, calls=100, rounds=21, prepare=enable_peer)
 
 
 def run(calls: int, rounds: int) -> None:
-    from django.conf import settings
     from django.db import transaction
     from django.test import Client
     from rest_framework_api_key.models import APIKey as PeerAPIKey
 
-    from accounts.services import api_key_create, auth_token_issue, jwt_login, user_create
+    from accounts.services import api_key_create, jwt_login
     from accounts.usage import flush_api_key_usage
-    from tenants.services import tenant_create
 
-    # Fairness throttling stays on, with rates the benchmark never reaches.
-    rates = settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]
-    rates["user"] = rates["anon"] = "100000000/min"
-
+    user, tenant, token = bench_owner()
     with transaction.atomic():
-        user = user_create(email="bench@example.com", password="bench-password-1", name="Bench")
-        tenant = tenant_create(actor=user, name="Bench Org", slug="bench-org", settings=UNMETERED)
-        token = auth_token_issue(user=user)
         access = jwt_login(user=user)["access_token"]
         _, api_key = api_key_create(tenant=tenant, actor=user, name="bench", scopes=["read"])
         _, peer_key = PeerAPIKey.objects.create_key(name="bench")

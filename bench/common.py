@@ -4,6 +4,7 @@ Uses DATABASE_URL / REDIS_URL when given (PostgreSQL, Redis), else in-memory SQL
 local-memory cache. Every figure is printed next to a baseline measured in the same run.
 """
 
+import argparse
 import os
 import statistics
 import sys
@@ -85,3 +86,36 @@ UNMETERED = {"maxApiCallsPerMonth": 10**12}
 def comparable(body: dict) -> dict:
     """A response body without the counters that change from one request to the next."""
     return {key: value for key, value in body.items() if key != "api_quota_used"}
+
+
+def bench_main(doc: str, run: Callable[[int, int], None], *, calls: int, rounds: int, prepare=None):
+    """Parse --calls/--rounds, set up Django on a throw-away database, run, tear down."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    parser.add_argument("--calls", type=int, default=calls, help="requests per round per variant")
+    parser.add_argument("--rounds", type=int, default=rounds)
+    args = parser.parse_args()
+    if prepare is not None:
+        prepare()
+    teardown = setup_django(urlconf="bench.urls")
+    try:
+        run(args.calls, args.rounds)
+    finally:
+        teardown()
+
+
+def bench_owner():
+    """(user, tenant, token): the owner of an unmetered tenant, with a DRF token. The fairness
+    throttles stay on, with rates the benchmarks never reach."""
+    from django.conf import settings
+    from django.db import transaction
+
+    from accounts.services import auth_token_issue, user_create
+    from tenants.services import tenant_create
+
+    rates = settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]
+    rates["user"] = rates["anon"] = "100000000/min"
+    with transaction.atomic():
+        user = user_create(email="bench@example.com", password="bench-password-1", name="Bench")
+        tenant = tenant_create(actor=user, name="Bench Org", slug="bench-org", settings=UNMETERED)
+        token = auth_token_issue(user=user)
+    return user, tenant, token

@@ -10,49 +10,30 @@ rounds; the ratio is the median of the rounds' ratios. Target: ratio >= 0.90 (th
 costs at most 10 %).
 """
 
-import argparse
 import statistics
 
 from common import (
-    UNMETERED,
+    bench_main,
+    bench_owner,
     comparable,
     describe_environment,
     interleaved,
     interleaved_samples,
     paired_ratio,
-    setup_django,
 )
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--calls", type=int, default=100, help="requests per round per variant")
-    parser.add_argument("--rounds", type=int, default=31)
-    args = parser.parse_args()
-
-    teardown = setup_django(urlconf="bench.urls")
-    try:
-        run(args.calls, args.rounds)
-    finally:
-        teardown()
+    bench_main(__doc__, run, calls=100, rounds=31)
 
 
 def run(calls: int, rounds: int) -> None:
-    from django.conf import settings
-    from django.db import transaction
     from django.test import Client
 
-    from accounts.services import auth_token_issue, user_create
     from tenants.models import Tenant
-    from tenants.services import tenant_create
     from tenants.services.quotas import quota_states
 
-    # Real rates (the throttle runs every window), never reached by the benchmark.
-    settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]["user"] = "100000000/min"
-    with transaction.atomic():
-        user = user_create(email="bench@example.com", password="bench-password-1", name="Bench")
-        tenant = tenant_create(actor=user, name="Bench Org", slug="bench-org", settings=UNMETERED)
-        token = auth_token_issue(user=user)
+    _, tenant, token = bench_owner()
 
     client = Client(HTTP_AUTHORIZATION=f"Token {token}", HTTP_X_ORGANIZATION_ID=str(tenant.pk))
     counted_url = "/api/v1/organizations/current"

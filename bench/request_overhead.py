@@ -7,40 +7,17 @@ Both go through the same middleware and Django test client, in one run, interlea
 Prints requests per second, the overhead per request in microseconds and the ratio.
 """
 
-import argparse
-
-from common import UNMETERED, comparable, describe_environment, interleaved, setup_django
+from common import bench_main, bench_owner, comparable, describe_environment, interleaved
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--calls", type=int, default=300, help="requests per round per variant")
-    parser.add_argument("--rounds", type=int, default=7)
-    args = parser.parse_args()
-
-    teardown = setup_django(urlconf="bench.urls")
-    try:
-        run(args.calls, args.rounds)
-    finally:
-        teardown()
+    bench_main(__doc__, run, calls=300, rounds=7)
 
 
 def run(calls: int, rounds: int) -> None:
-    from django.conf import settings
-    from django.db import transaction
     from django.test import Client
 
-    from accounts.services import auth_token_issue, user_create
-    from tenants.services import tenant_create
-
-    # Fairness throttling stays on, with a rate the benchmark never reaches.
-    rates = settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]
-    rates["user"] = "100000000/min"
-
-    with transaction.atomic():
-        user = user_create(email="bench@example.com", password="bench-password-1", name="Bench")
-        tenant = tenant_create(actor=user, name="Bench Org", slug="bench-org", settings=UNMETERED)
-        token = auth_token_issue(user=user)
+    _, tenant, token = bench_owner()
 
     full_client = Client(HTTP_AUTHORIZATION=f"Token {token}", HTTP_X_ORGANIZATION_ID=str(tenant.pk))
     bare_client = Client()

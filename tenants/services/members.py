@@ -33,7 +33,13 @@ from accounts.models import User, hash_secret
 from accounts.services import user_create
 from audit.services import record
 from config.db import create_or_conflict
-from config.exceptions import ApplicationError, Conflict, QuotaExceeded, TenantSuspended
+from config.exceptions import (
+    ApplicationError,
+    Conflict,
+    InsufficientPermissions,
+    QuotaExceeded,
+    TenantSuspended,
+)
 
 from .. import emails
 from ..models import (
@@ -48,11 +54,9 @@ from ..permissions import ALL_PERMISSIONS, effective_permissions, unknown_overri
 from ..plans import tenant_limits
 
 
-class MemberChangeForbidden(ApplicationError):
+class MemberChangeForbidden(InsufficientPermissions):
     """The actor may manage members, but not make this change (owner and self rules)."""
 
-    status_code = status.HTTP_403_FORBIDDEN
-    code = "INSUFFICIENT_PERMISSIONS"
     default_detail = "You cannot make this change to the organization's members."
 
 
