@@ -17,7 +17,10 @@ class NumberField(serializers.ReadOnlyField):
 
 
 def _in_unit(value: int, resource: str, unit: int = MIB) -> int | float:
-    return round(value / unit, 2) if resource == "storage" else value
+    if resource != "storage":
+        return value
+    whole, rest = divmod(value, unit)
+    return whole if rest == 0 else round(value / unit, 2)
 
 
 class QuotaStateSerializer(serializers.Serializer):
