@@ -5,7 +5,8 @@
     themes     branding and the generated stylesheet
     quotas     counters, limits, resets
 
-Callers import the functions they need from here.
+The services other apps and commands use most are re-exported here; the rest are imported
+from their module (`from tenants.services import quotas; quotas.quota_consume(...)`).
 """
 
 from .lifecycle import tenant_create, unique_slug
