@@ -196,9 +196,11 @@ def _warn_once(*, tenant: Tenant, resource: str, used: int, limit: int) -> None:
 
 
 def quota_release(*, tenant: Tenant, resource: str, amount: int) -> int:
-    """Give back `amount` of a stock resource (a document deleted, storage freed); never
-    below zero. Returns the new total."""
+    """Give back `amount` of a resource (a document deleted, storage freed, tokens of a failed
+    call); never below zero. Returns the new total. API calls, once made, stay counted."""
     _check_resource(resource)
+    if resource == QuotaResource.API_CALLS:
+        raise ValueError("api_calls are not given back")
     if amount < 0:
         raise ValueError("amount must not be negative")
     _ensure_counter(tenant, resource)

@@ -239,6 +239,11 @@ def test_release_gives_back_and_never_goes_below_zero():
     assert quota_release(tenant=tenant, resource="documents", amount=5) == 0
 
 
+def test_api_calls_are_not_given_back():
+    with pytest.raises(ValueError, match="api_calls are not given back"):
+        quota_release(tenant=TenantFactory(), resource="api_calls", amount=1)
+
+
 @pytest.mark.parametrize("resource", ["users", "bananas"])
 def test_only_counted_resources_can_be_consumed(resource):
     with pytest.raises(ValueError, match="not a counted quota resource"):
