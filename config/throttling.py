@@ -153,13 +153,6 @@ def admit(
     return Admission(refused - 1 if refused else None, states, meter_status, int(meter_value))
 
 
-def hit(windows: Sequence[Window], now: float | None = None) -> tuple[int | None, list]:
-    """Count one request in every window if all have room. Returns (the index of the first
-    window that refused or None, a RateLimitState per window)."""
-    admission = admit(windows, now=now)
-    return admission.refused_window, admission.states
-
-
 def _hit_local(cache, windows, buckets) -> tuple[int, list[int]]:
     # Other cache backends (the local-memory default): not atomic across windows, which is
     # acceptable for fairness limits in a single development process.

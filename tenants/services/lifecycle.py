@@ -170,7 +170,8 @@ def _transition(tenant: Tenant, action: str, actor, **changes) -> Tenant:
         )
     previous = locked.status
     for field, value in changes.items():
-        setattr(locked, field, value)
+        # A callable value is computed from the locked row.
+        setattr(locked, field, value(locked) if callable(value) else value)
     locked.save(update_fields=[*changes, "updated_at"])
     payload = {"from": previous, "to": locked.status}
     if action == "suspend":
@@ -204,13 +205,11 @@ def tenant_suspend(*, tenant: Tenant, actor, reason: str) -> Tenant:
 @transaction.atomic
 def tenant_restore(*, tenant: Tenant, actor) -> Tenant:
     """suspended or cancelled -> active (or back to trial if it was never activated)."""
-    current = Tenant.objects.only("activated_at").get(pk=tenant.pk)
-    status = TenantStatus.ACTIVE if current.activated_at else TenantStatus.TRIAL
     return _transition(
         tenant,
         "restore",
         actor,
-        status=status,
+        status=lambda locked: TenantStatus.ACTIVE if locked.activated_at else TenantStatus.TRIAL,
         suspended_at=None,
         suspension_reason="",
         cancelled_at=None,

@@ -27,7 +27,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
-from rest_framework import status
+from rest_framework.exceptions import NotFound
 
 from accounts.models import User, hash_secret
 from accounts.services import user_create
@@ -58,12 +58,6 @@ class MemberChangeForbidden(InsufficientPermissions):
     """The actor may manage members, but not make this change (owner and self rules)."""
 
     default_detail = "You cannot make this change to the organization's members."
-
-
-class MemberNotFound(ApplicationError):
-    status_code = status.HTTP_404_NOT_FOUND
-    code = "RESOURCE_NOT_FOUND"
-    default_detail = "Not found."
 
 
 class InvitationNotAcceptable(ApplicationError):
@@ -543,7 +537,7 @@ def _locked_membership(tenant: Tenant, membership_id) -> Membership:
         .first()
     )
     if membership is None:
-        raise MemberNotFound()
+        raise NotFound()
     return membership
 
 

@@ -102,9 +102,9 @@ def quota_consume(*, tenant: Tenant, resource: str, amount: int = 1) -> int:
     _check_resource(resource)
     if amount < 0:
         raise ValueError("amount must not be negative; use quota_release to give back")
-    limit = tenant_limits(tenant)[resource]
     if resource == QuotaResource.API_CALLS and api_call_store.store() is not None:
         return api_calls_admit(tenant=tenant, windows=(), amount=amount).meter_value
+    limit = tenant_limits(tenant)[resource]
     params = [amount, timezone.now(), _db_value(tenant.pk), resource, amount, limit]
     for attempt in range(2):
         with connection.cursor() as cursor:

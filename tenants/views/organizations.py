@@ -11,7 +11,7 @@ from ..permissions import TENANT_MEMBER
 from ..serializers.organizations import OrganizationSerializer, OrganizationUpdateSerializer
 from ..serializers.quotas import OrganizationQuotasSerializer
 from ..services import lifecycle
-from ..services.quotas import quota_states, with_live_api_calls
+from ..services.quotas import annotated_usage, quota_states, with_live_api_calls
 
 
 class OrganizationViewSet(TenantContextViewSet):
@@ -72,5 +72,6 @@ class OrganizationViewSet(TenantContextViewSet):
     @extend_schema(responses={200: OrganizationQuotasSerializer})
     @action(detail=False, methods=["get"])
     def quotas(self, request):
-        tenant = Tenant.objects.get(pk=request.tenant.pk)
-        return Response(OrganizationQuotasSerializer((tenant, quota_states(tenant))).data)
+        tenant = self.get_object()
+        states = quota_states(tenant, usage=annotated_usage(tenant))
+        return Response(OrganizationQuotasSerializer((tenant, states)).data)

@@ -16,7 +16,7 @@ from django.test import override_settings
 from rest_framework.response import Response
 from rest_framework.test import APIRequestFactory, force_authenticate
 
-from config.throttling import RateLimitState, Window, hit
+from config.throttling import RateLimitState, Window, admit
 from tenants.api import TenantContextViewSet
 from tenants.models import PlanTier, Role, Tenant
 from tenants.permissions import TENANT_MEMBER
@@ -345,7 +345,13 @@ def test_invalid_tier_rate_in_settings_fails_loudly(settings, make_caller):
     assert "lots" not in error["message"]
 
 
-# hit() on both cache backends ---------------------------------------------------------------------
+# admit() on both cache backends -------------------------------------------------------------------
+
+
+def hit(windows, now=None):
+    admission = admit(windows, now=now)
+    return admission.refused_window, admission.states
+
 
 LOCMEM = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache",
                       "LOCATION": "throttling-tests"}}  # fmt: skip
