@@ -10,11 +10,17 @@ def redis_cache() -> RedisCache | None:
     return cache if isinstance(cache, RedisCache) else None
 
 
+def per_cache(cache, name: str, build):
+    """The object `build(cache)` made for this cache object on first use. Cache objects are
+    per thread (django.core.cache.caches), so what is kept here is too."""
+    attribute = f"_control_plane_{name}"
+    found = cache.__dict__.get(attribute)
+    if found is None:
+        found = cache.__dict__[attribute] = build(cache)
+    return found
+
+
 def redis_client(cache: RedisCache):
     """The cache's writer client. Django builds a new client object on every get_client()
-    call (about 0.1 ms here); the connection pool is shared, so one per cache object (and
-    so per thread) is kept."""
-    client = cache.__dict__.get("_control_plane_client")
-    if client is None:
-        client = cache.__dict__["_control_plane_client"] = cache._cache.get_client(write=True)
-    return client
+    call (about 0.1 ms here); the connection pool is shared, so one per cache object is kept."""
+    return per_cache(cache, "client", lambda c: c._cache.get_client(write=True))

@@ -20,7 +20,7 @@ from django.core.cache.backends.redis import RedisCache
 from django.utils import timezone
 from redis.commands.core import Script
 
-from config.redis import redis_cache, redis_client
+from config.redis import per_cache, redis_cache, redis_client
 from config.throttling import Meter
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -56,7 +56,7 @@ class RedisApiCallStore:
         return redis_client(self._cache)
 
     def key(self, tenant_id, period: int) -> str:
-        return self._cache.make_and_validate_key(f"quota:api_calls:{tenant_id}:{period}")
+        return self._cache.make_key(f"quota:api_calls:{tenant_id}:{period}")
 
     def meter(self, tenant, amount: int, limit: int) -> Meter:
         """The counter of the tenant's current period, for config.throttling.admit: checked
@@ -102,4 +102,4 @@ class RedisApiCallStore:
 
 def store() -> RedisApiCallStore | None:
     cache = redis_cache()
-    return RedisApiCallStore(cache) if cache is not None else None
+    return per_cache(cache, "api_call_store", RedisApiCallStore) if cache is not None else None

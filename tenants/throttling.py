@@ -20,7 +20,7 @@ from config.throttling import Window, WindowThrottle, admit, configured_rate
 
 from . import api_call_store
 from .plans import plan_rates, tenant_hourly_rate
-from .services.quotas import api_calls_admit
+from .services.quotas import api_calls_admit, counted_reading
 
 
 class TenantThrottle(WindowThrottle):
@@ -42,4 +42,5 @@ class TenantThrottle(WindowThrottle):
             return admit(windows)
         admission = api_calls_admit(tenant=request.tenant, windows=windows)
         request.api_call_counted = admission.admitted
+        request.api_calls_known = counted_reading(request.tenant, admission)
         return admission

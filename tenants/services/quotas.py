@@ -163,15 +163,30 @@ def api_calls_sync() -> int:
     return written
 
 
-def with_live_api_calls(tenants):
+def counted_reading(tenant: Tenant, admission: Admission) -> dict:
+    """The tenant's live api_calls as its request's admission left them, for
+    `with_live_api_calls(known=)`: the request that counted a call knows the total already."""
+    if admission.meter_status != METER_COUNTED:
+        return {}
+    return {(tenant.pk, api_call_store.period_of(tenant)): admission.meter_value}
+
+
+def with_live_api_calls(tenants, *, known: dict | None = None):
     """Set `api_calls_used` on tenants annotated `with_quota_usage()` from the live counters
-    (one round trip); returns them."""
+    (one round trip, none for tenants whose current period is in `known`, see
+    `counted_reading`); returns them."""
     tenants = list(tenants)
     store = api_call_store.store()
-    live = store.live(tenants) if store is not None else {}
+    if store is None:
+        return tenants
+    known = known or {}
+    period_of = api_call_store.period_of
+    readings = {tenant.pk: known.get((tenant.pk, period_of(tenant))) for tenant in tenants}
+    unread = [tenant for tenant in tenants if readings[tenant.pk] is None]
+    readings.update(store.live(unread))
     for tenant in tenants:
-        if tenant.pk in live:
-            tenant.api_calls_used = live[tenant.pk]
+        if readings[tenant.pk] is not None:
+            tenant.api_calls_used = readings[tenant.pk]
     return tenants
 
 

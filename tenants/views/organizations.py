@@ -39,7 +39,8 @@ class OrganizationViewSet(TenantContextViewSet):
             .select_related("theme")
             .get(pk=tenant.pk)
         )
-        return with_live_api_calls([tenant])[0]
+        known = getattr(self.request, "api_calls_known", None)
+        return with_live_api_calls([tenant], known=known)[0]
 
     @extend_schema(responses={200: OrganizationSerializer})
     @action(detail=False, methods=["get"], url_path="current")

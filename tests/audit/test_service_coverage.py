@@ -61,6 +61,7 @@ EXEMPT = {
     "tenants.services.quotas.annotated_usage": "read-only",
     "tenants.services.quotas.quotas_due": "read-only",
     "tenants.services.quotas.with_live_api_calls": "read-only",
+    "tenants.services.quotas.counted_reading": "read-only",
     "tenants.services.quotas.api_calls_sync": "copies counters already counted; adds no facts",
     "accounts.services.jwt_refresh": "session bookkeeping: its start and end are audited",
     "accounts.services.api_key_usage": "read-only",

@@ -26,6 +26,7 @@ from tenants.services.quotas import (
     quota_reset,
     quota_states,
     quotas_reset_due,
+    with_live_api_calls,
 )
 from tenants.tasks import reset_due_quotas, sync_api_call_counters
 from tests.conftest import assert_envelope, token_for
@@ -126,6 +127,36 @@ def test_counting_api_calls_writes_nothing_to_the_database_on_redis(owner):
 
     assert all(q["sql"].lstrip().startswith("SELECT") for q in captured)
     assert used(owner.tenant) == 2
+
+
+def test_the_organization_shows_the_count_its_request_made_without_reading_it_again(
+    owner, monkeypatch
+):
+    reads = []
+    live = api_call_store.RedisApiCallStore.live
+    monkeypatch.setattr(
+        api_call_store.RedisApiCallStore,
+        "live",
+        lambda store, tenants: reads.append(list(tenants)) or live(store, tenants),
+    )
+    api_call_store.store().seed(owner.tenant, 41)
+
+    first = owner.client.get(ORG_URL).json()
+    second = owner.client.get(ORG_URL).json()
+
+    assert (first["api_quota_used"], second["api_quota_used"]) == (42, 43)
+    assert reads == [[], []]
+
+
+def test_a_reading_of_another_period_is_not_used(owner):
+    api_call_store.store().seed(owner.tenant, 5)
+    tenant = Tenant.objects.with_quota_usage().get(pk=owner.tenant.pk)
+    period = api_call_store.period_of(tenant)
+
+    stale = with_live_api_calls([tenant], known={(tenant.pk, period - 1): 99})[0].api_calls_used
+    current = with_live_api_calls([tenant], known={(tenant.pk, period): 7})[0].api_calls_used
+
+    assert (stale, current) == (5, 7)
 
 
 def test_without_redis_api_calls_are_one_conditional_update(owner, settings):
