@@ -1,32 +1,42 @@
-"""API-key usage counting: in the cache on the request path, in the database in batches.
+"""API-key usage counting: in memory and Redis on the request path, in the database in batches.
 
-A request made with an API key costs one cache round trip and no database write: the base view
-(tenants.api.ControlPlaneAPIMixin.finalize_response) calls `observe_api_key_request`, which
-adds to the key's counters. `flush_api_key_usage` (Celery beat, and `manage.py
-flush_api_key_usage`) moves the counters into the APIKey rows.
+A request made with an API key costs no database write and, on Redis, no round trip: the base
+view (tenants.api.ControlPlaneAPIMixin.finalize_response) calls `observe_api_key_request`,
+which adds to the key's counters in this process's buffer. `flush_api_key_usage` (Celery beat,
+and `manage.py flush_api_key_usage`) moves the counters into the APIKey rows.
 
 Two stores, chosen by the cache backend:
 
-- Redis (production, the test suite): one Lua script per request increments the key's hash
-  (`n`, `ok`/`fail`, `us`, `e:<route>`, `last` as a maximum) and marks the key dirty, atomically
-  and in one round trip. A flush claims everything counted so far with one more script that
-  atomically renames the dirty set and each dirty hash to batch keys; requests arriving during
-  the flush start fresh hashes, so every increment lands in exactly one batch. The batch is
-  added to the rows under a row lock in one transaction per chunk, then its keys are deleted. A
-  batch a crashed flusher left behind is picked up by a later flush once it is older than
-  `STALE_BATCH_SECONDS` (claimed by an atomic rename, so only one flusher takes it).
+- Redis (production, the test suite): a thread of each web process pushes its buffer to Redis
+  every `API_KEY_USAGE_BUFFER_SECONDS` (default 1), all keys in one Lua script call that
+  increments each key's hash (`n`, `ok`, `fail`, `us`, `e:<route>`, `last` as a maximum) and
+  marks the keys dirty, atomically; the process pushes once more when it exits. What a process
+  killed outright (SIGKILL, out of memory) had not pushed yet is lost: at most that interval of
+  usage statistics, never an API call of the tenant's quota, which the throttle counts in
+  Redis at once (tenants.throttling). `API_KEY_USAGE_BUFFER_SECONDS=0` writes every request
+  through instead, at one more round trip per request. A flush claims everything counted so
+  far with one more script that atomically renames the dirty set and each dirty hash to batch
+  keys; pushes arriving during the flush start fresh hashes, so every increment lands in
+  exactly one batch. The batch is added to the rows under a row lock in one transaction per
+  chunk, then its keys are deleted. A batch a crashed flusher left behind is picked up by a
+  later flush once it is older than `STALE_BATCH_SECONDS` (claimed by an atomic rename, so only
+  one flusher takes it). A flush pushes its own process's buffer first.
 - The local-memory cache (development on embedded defaults): that cache lives inside one
-  process, so the counters do too: a process-local table under a lock, swapped out whole
-  (atomic read-and-reset) by a flush. The Celery worker is another process and cannot see them,
-  so the web process flushes its own counters, at most once per `API_KEY_USAGE_FLUSH_SECONDS`,
-  after a request.
+  process, so the counters do too: the process's buffer, swapped out whole (atomic
+  read-and-reset) by a flush. The Celery worker is another process and cannot see them, so the
+  web process flushes its own counters, at most once per `API_KEY_USAGE_FLUSH_SECONDS`, after a
+  request.
 """
 
+import atexit
 import functools
+import logging
+import os
 import re
 import threading
 import time
 import uuid
+import weakref
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -39,6 +49,8 @@ from redis.commands.core import Script
 from redis.exceptions import ResponseError
 
 from config.redis import redis_client
+
+logger = logging.getLogger(__name__)
 
 ROUTE_UNKNOWN = "(unrouted)"
 STALE_BATCH_SECONDS = 600
@@ -70,6 +82,17 @@ class Usage:
     last_used_ms: int = 0
     endpoints: Counter = field(default_factory=Counter)
 
+    def count(self, *, ok: bool, response_time_us: int, route: str, at_ms: int) -> None:
+        """Add one request."""
+        self.requests += 1
+        if ok:
+            self.success += 1
+        else:
+            self.failed += 1
+        self.response_time_us += response_time_us
+        self.last_used_ms = max(self.last_used_ms, at_ms)
+        self.endpoints[route] += 1
+
     def add(self, other: "Usage") -> None:
         self.requests += other.requests
         self.success += other.success
@@ -99,16 +122,79 @@ class Usage:
         return usage
 
 
-_RECORD_LUA = """
-local h = KEYS[1]
-redis.call('HINCRBY', h, 'n', 1)
-redis.call('HINCRBY', h, ARGV[1], 1)
-redis.call('HINCRBY', h, 'us', ARGV[2])
-redis.call('HINCRBY', h, ARGV[3], 1)
-local last = tonumber(redis.call('HGET', h, 'last') or '0')
-if tonumber(ARGV[4]) > last then redis.call('HSET', h, 'last', ARGV[4]) end
-redis.call('SADD', KEYS[2], ARGV[5])
-return 1
+# Buffers and stores of this process; a forked child starts with empty buffers and new locks.
+_forkable: "weakref.WeakSet" = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for owner in list(_forkable):
+        owner.after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class UsageBuffer:
+    """Counters of this process, per key pk, under a lock: `add` per request, `take` swaps
+    them out whole (an atomic read-and-reset)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._usage: dict[str, Usage] = {}
+        _forkable.add(self)
+
+    def add(self, key_pk: str, **request) -> None:
+        with self._lock:
+            usage = self._usage.get(key_pk)
+            if usage is None:
+                usage = self._usage[key_pk] = Usage()
+            usage.count(**request)
+
+    def take(self) -> dict[str, Usage]:
+        with self._lock:
+            usage, self._usage = self._usage, {}
+        return usage
+
+    def put_back(self, usage: dict[str, Usage]) -> None:
+        """Return counters that could not be written, so nothing is lost."""
+        with self._lock:
+            for pk, counted in usage.items():
+                self._usage.setdefault(pk, Usage()).add(counted)
+
+    def peek(self, key_pk: str) -> Usage:
+        counted = Usage()
+        with self._lock:
+            if key_pk in self._usage:
+                counted.add(self._usage[key_pk])
+        return counted
+
+    def after_fork(self) -> None:
+        # The parent still holds (and writes) what it counted.
+        self._lock = threading.Lock()
+        self._usage = {}
+
+
+# KEYS: the dirty set, then one hash per key. ARGV, per key: pk, n, ok, fail, us, last, the
+# number of routes m, then m pairs (route, count).
+_PUSH_LUA = """
+local a = 1
+for i = 2, #KEYS do
+  local h = KEYS[i]
+  redis.call('HINCRBY', h, 'n', ARGV[a + 1])
+  if ARGV[a + 2] ~= '0' then redis.call('HINCRBY', h, 'ok', ARGV[a + 2]) end
+  if ARGV[a + 3] ~= '0' then redis.call('HINCRBY', h, 'fail', ARGV[a + 3]) end
+  redis.call('HINCRBY', h, 'us', ARGV[a + 4])
+  local last = tonumber(redis.call('HGET', h, 'last') or '0')
+  if tonumber(ARGV[a + 5]) > last then redis.call('HSET', h, 'last', ARGV[a + 5]) end
+  redis.call('SADD', KEYS[1], ARGV[a])
+  local routes = tonumber(ARGV[a + 6])
+  a = a + 7
+  for _ = 1, routes do
+    redis.call('HINCRBY', h, 'e:' .. ARGV[a], ARGV[a + 1])
+    a = a + 2
+  end
+end
+return #KEYS - 1
 """
 
 # Moves every dirty hash to a batch key, atomically; returns [pk, [field, value, ...], ...].
@@ -142,29 +228,92 @@ def _pairs(flat: list) -> dict:
 
 
 class RedisUsageStore:
-    """Counters in Redis hashes, shared by every process (see the module docstring)."""
+    """Counters in Redis hashes, shared by every process, fed by each process's buffer (see
+    the module docstring)."""
 
     def __init__(self, namespace: str):
         self._hash_prefix = f"{namespace}:k:"
         self._dirty = f"{namespace}:dirty"
         self._batch_prefix = f"{namespace}:batch:"
-        self._record_script = Script(None, _RECORD_LUA.encode())
+        self._push_script = Script(None, _PUSH_LUA.encode())
         self._claim_script = Script(None, _CLAIM_LUA.encode())
+        self._buffer = UsageBuffer()
+        self._push_lock = threading.Lock()
+        self._pushed_at = time.monotonic()
+        self._pusher_pid = None
+        _forkable.add(self)
 
     @property
     def client(self):
         # Each thread has its own cache backend object (and connection pool).
         return redis_client(caches["default"])
 
-    def record(self, key_pk: str, *, ok: bool, response_time_us: int, route: str, at_ms: int):
-        self._record_script(
-            keys=[self._hash_prefix + key_pk, self._dirty],
-            args=["ok" if ok else "fail", response_time_us, "e:" + route, at_ms, key_pk],
-            client=self.client,
-        )
+    def record(self, key_pk: str, **request) -> None:
+        if settings.API_KEY_USAGE_BUFFER_SECONDS <= 0:
+            usage = Usage()
+            usage.count(**request)
+            self._write({key_pk: usage})
+            return
+        self._buffer.add(key_pk, **request)
+        if self._pusher_pid != os.getpid():
+            self._start_pusher()
+
+    def push(self) -> int:
+        """Write this process's buffered counters to Redis (one script call); returns how
+        many keys were written. On failure they go back into the buffer."""
+        with self._push_lock:
+            self._pushed_at = time.monotonic()
+            usage = self._buffer.take()
+            if not usage:
+                return 0
+            try:
+                return self._write(usage)
+            except Exception:
+                self._buffer.put_back(usage)
+                raise
+
+    def _write(self, usage: dict[str, Usage]) -> int:
+        keys, args = [self._dirty], []
+        for pk, counted in usage.items():
+            keys.append(self._hash_prefix + pk)
+            args += [pk, counted.requests, counted.success, counted.failed]
+            args += [counted.response_time_us, counted.last_used_ms, len(counted.endpoints)]
+            for route, count in counted.endpoints.items():
+                args += [route, count]
+        return self._push_script(keys=keys, args=args, client=self.client)
+
+    def _start_pusher(self) -> None:
+        with _pusher_start_lock:
+            if self._pusher_pid == os.getpid():
+                return
+            self._pusher_pid = os.getpid()
+            thread = threading.Thread(
+                target=self._push_periodically, name="api-key-usage-push", daemon=True
+            )
+            thread.start()
+            atexit.register(self._push_logging_errors)
+
+    def _push_periodically(self) -> None:
+        # Wakes at least every second, so a changed interval applies within one.
+        while True:
+            time.sleep(min(max(settings.API_KEY_USAGE_BUFFER_SECONDS, 0.01), 1.0))
+            if time.monotonic() - self._pushed_at >= settings.API_KEY_USAGE_BUFFER_SECONDS:
+                self._push_logging_errors()
+
+    def _push_logging_errors(self) -> None:
+        try:
+            self.push()
+        except Exception:
+            logger.warning("API-key usage not pushed to Redis; kept for later.", exc_info=True)
+
+    def after_fork(self) -> None:
+        self._push_lock = threading.Lock()
+        self._pusher_pid = None
 
     def claim(self) -> Batch:
-        """Atomically take every counter so far into a new batch."""
+        """Atomically take every counter so far (this process's buffer included) into a new
+        batch."""
+        self.push()
         prefix = f"{self._batch_prefix}{int(time.time())}:{uuid.uuid4().hex}:"
         raw = self._claim_script(
             keys=[self._dirty], args=[self._hash_prefix, prefix], client=self.client
@@ -205,10 +354,14 @@ class RedisUsageStore:
         """Nothing to do: an unapplied batch stays in Redis and is re-claimed once stale."""
 
     def pending(self, key_pk: str) -> Usage:
-        return Usage.from_hash(self.client.hgetall(self._hash_prefix + key_pk))
+        counted = Usage.from_hash(self.client.hgetall(self._hash_prefix + key_pk))
+        counted.add(self._buffer.peek(key_pk))
+        return counted
 
     def reset(self) -> None:
         """Drop every counter and batch (tests)."""
+        with self._push_lock:
+            self._buffer.take()
         client = self.client
         names = [*client.scan_iter(match=f"{self._hash_prefix}*")]
         names += [*client.scan_iter(match=f"{self._batch_prefix}*")]
@@ -219,34 +372,18 @@ class LocalUsageStore:
     """Counters inside this process, for the process-local cache (see the module docstring)."""
 
     def __init__(self):
-        self._lock = threading.Lock()
-        self._usage: dict[str, Usage] = {}
+        self._buffer = UsageBuffer()
         self._last_flush = time.monotonic()
 
-    def record(self, key_pk: str, *, ok: bool, response_time_us: int, route: str, at_ms: int):
-        with self._lock:
-            usage = self._usage.get(key_pk)
-            if usage is None:
-                usage = self._usage[key_pk] = Usage()
-            usage.requests += 1
-            if ok:
-                usage.success += 1
-            else:
-                usage.failed += 1
-            usage.response_time_us += response_time_us
-            usage.last_used_ms = max(usage.last_used_ms, at_ms)
-            usage.endpoints[route] += 1
-            due = time.monotonic() - self._last_flush >= settings.API_KEY_USAGE_FLUSH_SECONDS
-            if due:
-                self._last_flush = time.monotonic()
-        if due:
+    def record(self, key_pk: str, **request) -> None:
+        self._buffer.add(key_pk, **request)
+        if time.monotonic() - self._last_flush >= settings.API_KEY_USAGE_FLUSH_SECONDS:
+            self._last_flush = time.monotonic()
             flush_api_key_usage()
 
     def claim(self) -> Batch:
-        with self._lock:
-            usage, self._usage = self._usage, {}
-            self._last_flush = time.monotonic()
-        return Batch(usage=usage)
+        self._last_flush = time.monotonic()
+        return Batch(usage=self._buffer.take())
 
     def claim_stale(self) -> list[Batch]:
         return []
@@ -256,24 +393,18 @@ class LocalUsageStore:
 
     def restore(self, batch: Batch, pks: list[str]) -> None:
         """Put back counters the database did not take, so nothing is lost."""
-        with self._lock:
-            for pk in pks:
-                self._usage.setdefault(pk, Usage()).add(batch.usage[pk])
+        self._buffer.put_back({pk: batch.usage[pk] for pk in pks})
 
     def pending(self, key_pk: str) -> Usage:
-        counted = Usage()
-        with self._lock:
-            if key_pk in self._usage:
-                counted.add(self._usage[key_pk])
-        return counted
+        return self._buffer.peek(key_pk)
 
     def reset(self) -> None:
-        with self._lock:
-            self._usage = {}
-            self._last_flush = time.monotonic()
+        self._buffer.take()
+        self._last_flush = time.monotonic()
 
 
 _stores: dict[tuple, object] = {}
+_pusher_start_lock = threading.Lock()
 
 
 def usage_store() -> RedisUsageStore | LocalUsageStore:

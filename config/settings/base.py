@@ -146,9 +146,13 @@ SIMPLE_JWT = {
     "CHECK_REVOKE_TOKEN": True,
 }
 
-# API keys: usage is counted in the cache (Redis) on the request path and written to the
-# database in batches by Celery beat (accounts.tasks.flush_api_key_usage) every this many seconds.
+# API keys: usage is counted in memory and the cache (Redis) on the request path and written to
+# the database in batches by Celery beat (accounts.tasks.flush_api_key_usage) every this many
+# seconds.
 API_KEY_USAGE_FLUSH_SECONDS = env.int("API_KEY_USAGE_FLUSH_SECONDS", default=60)
+# On Redis each web process buffers its counts and pushes them every this many seconds (0: on
+# every request, one more Redis round trip each); a killed process loses at most that much.
+API_KEY_USAGE_BUFFER_SECONDS = env.float("API_KEY_USAGE_BUFFER_SECONDS", default=1.0)
 
 # Brute-force protection (django-axes): this many failed logins from one address for one account
 # lock that pair for the cool-off; while locked even the right password answers 429.

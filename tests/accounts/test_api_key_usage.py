@@ -1,7 +1,11 @@
 """API-key usage statistics (seed 003): counted in the cache on the request path, written to the
 database in batches by a flush, exact whatever runs concurrently."""
 
+import os
+import subprocess
+import sys
 import threading
+import time
 import uuid
 from datetime import timedelta
 from io import StringIO
@@ -268,11 +272,14 @@ def test_local_store_flushes_itself_once_the_interval_passed(keyed, monkeypatch)
     assert (key.usage_count, key.success_count, key.failed_count) == (2, 1, 1)
 
 
-@pytest.mark.postgres  # the full run, on Redis
-def test_redis_counting_is_one_round_trip_per_request(keyed, monkeypatch):
-    _, _, client = keyed
+def redis_store() -> usage.RedisUsageStore:
     store = usage.usage_store()
     assert isinstance(store, usage.RedisUsageStore)
+    return store
+
+
+def redis_commands(monkeypatch, store) -> list[str]:
+    """The names of the Redis commands sent from now on (by any thread)."""
     calls = []
     original = type(store.client).execute_command
 
@@ -280,11 +287,130 @@ def test_redis_counting_is_one_round_trip_per_request(keyed, monkeypatch):
         calls.append(args[0])
         return original(self, *args, **kwargs)
 
-    client.get(ORG_URL)  # warm up: the script is loaded once
     monkeypatch.setattr(type(store.client), "execute_command", counting)
-    store.record(str(uuid.uuid4()), ok=True, response_time_us=1, route=ORG_ROUTE, at_ms=1)
+    return calls
+
+
+def in_redis(store, key_pk: str) -> usage.Usage:
+    """What Redis holds for a key, without this process's buffer."""
+    return usage.Usage.from_hash(store.client.hgetall(store._hash_prefix + key_pk))
+
+
+def count_one(store, key_pk: str, *, ok=True, route=ORG_ROUTE) -> None:
+    store.record(key_pk, ok=ok, response_time_us=1000, route=route, at_ms=7)
+
+
+@pytest.mark.postgres  # the full run, on Redis
+@override_settings(API_KEY_USAGE_BUFFER_SECONDS=3600)
+def test_redis_counting_makes_no_round_trip_on_the_request_path(keyed, monkeypatch):
+    _, key, client = keyed
+    store = redis_store()
+    other = str(uuid.uuid4())
+    for _ in range(4):
+        assert client.get(ORG_URL).status_code == 200
+    assert in_redis(store, str(key.pk)).requests == 0
+    calls = redis_commands(monkeypatch, store)
+
+    count_one(store, other, ok=False, route="/api/v1/other/")
+    assert calls == []
+
+    assert store.push() == 2
+
+    assert calls.count("EVALSHA") == 1
+    assert in_redis(store, str(key.pk)).requests == 4
+    assert in_redis(store, other).endpoints == {"/api/v1/other/": 1}
+    assert store.push() == 0
+
+
+@pytest.mark.postgres  # the full run, on Redis
+@override_settings(API_KEY_USAGE_BUFFER_SECONDS=0)
+def test_without_a_buffer_each_request_is_written_through(monkeypatch):
+    store = redis_store()
+    key_pk = str(uuid.uuid4())
+    count_one(store, key_pk)  # loads the script
+    calls = redis_commands(monkeypatch, store)
+
+    count_one(store, key_pk, ok=False)
 
     assert calls == ["EVALSHA"]
+    counted = in_redis(store, key_pk)
+    assert (counted.requests, counted.success, counted.failed) == (2, 1, 1)
+
+
+@pytest.mark.postgres  # the full run, on Redis
+@override_settings(API_KEY_USAGE_BUFFER_SECONDS=0.05)
+def test_the_buffer_reaches_redis_within_the_interval_by_itself():
+    store = redis_store()
+    key_pk = str(uuid.uuid4())
+
+    count_one(store, key_pk)
+
+    deadline = time.monotonic() + 10
+    while in_redis(store, key_pk).requests == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert in_redis(store, key_pk).requests == 1
+    assert store._buffer.peek(key_pk).requests == 0
+
+
+@pytest.mark.postgres  # the full run, on Redis
+@override_settings(API_KEY_USAGE_BUFFER_SECONDS=3600)
+def test_a_failed_push_keeps_the_counts_for_the_next(keyed, monkeypatch):
+    owner, key, client = keyed
+    store = redis_store()
+    client.get(ORG_URL)
+    client.get(ORG_URL)
+
+    def unreachable(_usage):
+        raise ConnectionError("Redis unavailable")
+
+    monkeypatch.setattr(store, "_write", unreachable)
+    with pytest.raises(ConnectionError):
+        store.push()
+    client.get(ORG_URL)
+    monkeypatch.undo()
+
+    assert usage_of(owner, key)["total_requests"] == 3
+    assert api_key_usage_flush() == 3
+
+
+@pytest.mark.postgres  # the full run, on Redis
+@override_settings(API_KEY_USAGE_BUFFER_SECONDS=3600)
+def test_a_forked_child_leaves_the_parents_counts_to_the_parent():
+    store = redis_store()
+    key_pk = str(uuid.uuid4())
+    count_one(store, key_pk)
+
+    child = os.fork()
+    if child == 0:  # the child reports what it inherited, and nothing else
+        os._exit(store._buffer.peek(key_pk).requests)
+    _, status = os.waitpid(child, 0)
+
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert store._buffer.peek(key_pk).requests == 1
+
+
+@pytest.mark.postgres  # the full run, on Redis
+def test_a_process_pushes_its_buffer_when_it_exits():
+    key_pk = str(uuid.uuid4())
+    script = (
+        "import django; django.setup()\n"
+        "from django.test import override_settings\n"
+        "from accounts.usage import usage_store\n"
+        "with override_settings(API_KEY_USAGE_BUFFER_SECONDS=3600):\n"
+        f"    usage_store().record('{key_pk}', ok=True, response_time_us=5, route='/r/', at_ms=9)\n"
+    )
+    done = subprocess.run(  # noqa: S603 (our own interpreter and script)
+        [sys.executable, "-c", script],
+        cwd=settings.BASE_DIR,
+        env=os.environ.copy(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert in_redis(redis_store(), key_pk).requests == 1
 
 
 @pytest.mark.postgres  # the full run, on Redis
