@@ -18,7 +18,16 @@ class _PreparingCursor(psycopg.Cursor):
     keeps the prepared names)."""
 
     def execute(self, query, params=None, *, prepare=None, binary=None):
-        super().execute(query, params, prepare=True, binary=binary)
+        # Django leaves the connection's prepare_threshold at None, which refuses even an
+        # explicit `prepare=True`; lift it for this statement only, so Django's own queries
+        # stay unprepared and untracked.
+        connection = self.connection
+        threshold = connection.prepare_threshold
+        connection.prepare_threshold = _EXPLICIT_ONLY if threshold is None else threshold
+        try:
+            super().execute(query, params, prepare=True, binary=binary)
+        finally:
+            connection.prepare_threshold = threshold
         # Django logs `cursor._query.query`, which psycopg leaves unset for a prepared run.
         self._query = _Logged(query.encode() if isinstance(query, str) else query)
         return self
@@ -28,8 +37,7 @@ class _Logged(NamedTuple):
     query: bytes
 
 
-# Django leaves psycopg's prepare_threshold at None, which refuses even an explicit
-# `prepare=True`; a threshold no query reaches lets only explicit requests prepare.
+# A threshold no query reaches: only explicit requests prepare.
 _EXPLICIT_ONLY = 2**31 - 1
 _TIMESTAMPTZ_OID = psycopg.adapters.types["timestamptz"].oid
 
@@ -44,8 +52,6 @@ def _server_prepared_cursor(db):
     raw = db.connection
     if not isinstance(raw, psycopg.Connection):
         return None  # psycopg 2
-    if raw.prepare_threshold is None:
-        raw.prepare_threshold = _EXPLICIT_ONLY
     with db.wrap_database_errors:
         cursor = _PreparingCursor(raw)
     # As Django's create_cursor: the cursor reads timestamps in the connection's time zone.

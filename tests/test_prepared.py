@@ -4,7 +4,7 @@ Django like any query, and run as usual elsewhere or when turned off."""
 import uuid
 
 import pytest
-from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, transaction
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 
@@ -96,6 +96,22 @@ def test_django_cursors_stay_unprepared():
 
     assert server_prepared("unprepared-query") == []
     assert server_prepared('"tenants_tenant"."name" = $1') == []
+    assert connection.connection.prepare_threshold is None  # as Django set it
+
+
+@pytest.mark.postgres
+def test_a_rollback_on_the_connection_is_survived():
+    """psycopg forgets its prepared statements on a rollback; the next run prepares again."""
+    TenantFactory(slug="rolled-org")
+    sql = unique_sql()
+    fetch_prepared(DEFAULT_DB_ALIAS, sql, ["rolled-org"])
+
+    with pytest.raises(RuntimeError), transaction.atomic():
+        fetch_prepared(DEFAULT_DB_ALIAS, sql, ["rolled-org"])
+        raise RuntimeError("roll back to the savepoint")
+
+    assert len(fetch_prepared(DEFAULT_DB_ALIAS, sql, ["rolled-org"])) == 1
+    assert server_prepared(sql.rsplit("/*", 1)[1]) == [sql.replace("%s", "$1")]
 
 
 @pytest.mark.postgres
