@@ -74,8 +74,9 @@ def _key_candidates(key_id: str):
             )
         )
         .select_related("tenant", "created_by", "creator_membership")
-        # The key's usage figures are not needed to authenticate; the tenant and the creator
-        # stay whole (views and services read them).
+        # Only what authentication and the request's context read: fewer columns to send and
+        # parse on every API-key request. The tenant and the membership stay whole (views and
+        # services read them); a deferred field, if ever read, loads on access.
         .defer(
             "key_id",
             "usage_count",
@@ -86,6 +87,9 @@ def _key_candidates(key_id: str):
             "last_used_at",
             "created_at",
             "updated_at",
+            "created_by__password",
+            "created_by__last_login",
+            "created_by__date_joined",
         )
         .filter(key_id=key_id)
         .order_by()
