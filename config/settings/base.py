@@ -225,6 +225,7 @@ REST_FRAMEWORK = {
         "anon": env("API_RATE_ANON", default="60/min"),
         "user": API_RATE_USER,
         "auth": env("API_RATE_AUTH", default="20/min"),
+        "stylesheet": env("API_RATE_STYLESHEET", default="600/min"),
         "analytics": env("API_RATE_ANALYTICS", default="20/min"),
         "billing": env("API_RATE_BILLING", default="10/min"),
         "gateway": env("API_RATE_GATEWAY", default="60/min"),

@@ -18,6 +18,7 @@ REST_FRAMEWORK = {
         "anon": "100000/min",
         "user": "100000/min",
         "auth": "100000/min",
+        "stylesheet": "100000/min",
     },
 }
 # Tests that check plan rates set them; the rest must not trip over the free tier's 100/hour.

@@ -153,6 +153,9 @@ class ThemeStylesheetViewSet(PlatformViewSet):
     # Public: no credentials are read, so a stale or foreign token cannot turn it into a 401.
     authentication_classes = ()
     required_permissions = {"css": PUBLIC}
+    # Every visitor of a tenant's sign-in page loads it, many behind one address (a company
+    # NAT): its own per-address window, apart from the other anonymous endpoints'.
+    anonymous_throttle_scope = "stylesheet"
     renderer_classes = (CSSRenderer,)
 
     def handle_exception(self, exc):

@@ -1005,3 +1005,24 @@ def test_uploaded_media_is_not_served_without_debug(client, media_root, reload_u
     reload_urls()
 
     assert_envelope(client.get("/media/themes/logo.png"), 404, "RESOURCE_NOT_FOUND")
+
+
+def test_the_stylesheet_has_its_own_window_apart_from_other_anonymous_endpoints(
+    api_client, settings
+):
+    TenantFactory(slug="nat-org")
+    settings.REST_FRAMEWORK = {
+        **settings.REST_FRAMEWORK,
+        "DEFAULT_THROTTLE_RATES": {
+            **settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"],
+            "anon": "1/min",
+            "stylesheet": "3/min",
+        },
+    }
+
+    answers = [api_client.get(css_url("nat-org")).status_code for _ in range(4)]
+
+    assert answers == [200, 200, 200, 429]  # the anonymous 1/min would have refused the second
+    response = api_client.get(css_url("nat-org"))
+    assert_envelope(response, 429, "RATE_LIMIT_EXCEEDED")
+    assert response["X-RateLimit-Limit"] == "3"
