@@ -204,9 +204,7 @@ def invitation_resend(
 ) -> Invitation:
     """Email a pending member a fresh invitation: a new token and expiry; the previous link
     stops working. The actor must be able to grant what the invitation grants."""
-    tenant = _lock_tenant(membership.tenant_id)
-    membership = _locked_membership(tenant, membership.pk)
-    authority = _authority(tenant, actor, actor_permissions)
+    tenant, membership, authority = _lock_for_change(membership, actor, actor_permissions)
     if membership.status != MembershipStatus.INVITED:
         raise Conflict("This member has already joined; there is no invitation to resend.")
     _check_grant(
@@ -310,9 +308,7 @@ def member_update(
     """Change a member's role, status (active/suspended) or permission overrides; None leaves a
     field as it is. Records `member.role_changed` when the role changes, else `member.updated`;
     nothing when nothing changes."""
-    tenant = _lock_tenant(membership.tenant_id)
-    membership = _locked_membership(tenant, membership.pk)
-    authority = _authority(tenant, actor, actor_permissions)
+    tenant, membership, authority = _lock_for_change(membership, actor, actor_permissions)
 
     new_role = membership.role if role is None else _check_choice("role", role, Role)
     new_status = (
@@ -379,9 +375,7 @@ def member_remove(
 ) -> None:
     """Remove a member (`member.removed`); for an invited one, revoke the invitation instead
     (`invitation.revoked`): its link stops working and the pending membership goes."""
-    tenant = _lock_tenant(membership.tenant_id)
-    membership = _locked_membership(tenant, membership.pk)
-    authority = _authority(tenant, actor, actor_permissions)
+    tenant, membership, authority = _lock_for_change(membership, actor, actor_permissions)
     if membership.role == Role.OWNER and not authority.is_owner:
         raise MemberChangeForbidden("Only an owner can remove an owner.")
     if membership.status == MembershipStatus.INVITED:
@@ -539,6 +533,16 @@ def _locked_membership(tenant: Tenant, membership_id) -> Membership:
     if membership is None:
         raise NotFound()
     return membership
+
+
+def _lock_for_change(
+    membership: Membership, actor, actor_permissions: frozenset[str] | None
+) -> tuple[Tenant, Membership, _Authority]:
+    """Lock the tenant, then the membership (always in that order), and the actor's authority
+    there: the start of every change to one membership."""
+    tenant = _lock_tenant(membership.tenant_id)
+    locked = _locked_membership(tenant, membership.pk)
+    return tenant, locked, _authority(tenant, actor, actor_permissions)
 
 
 def _pending_membership(tenant: Tenant, *, user, email: str) -> Membership | None:
