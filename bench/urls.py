@@ -1,7 +1,8 @@
 """The project's URLs plus the bench-only views the benchmarks compare against: a bare view
 (request_overhead.py), GET organizations/current with quota counting and throttling off
 (quota_overhead.py) and, when djangorestframework-api-key is installed and enabled by
-auth_overhead.py, the same GET authorized by that peer library."""
+auth_overhead.py, the same GET authorized by that peer library: under the same rules as ours
+(tenant-bound key, quota, tenant rate) and bare (key check only)."""
 
 from django.conf import settings
 from django.urls import include, path, re_path
@@ -13,7 +14,16 @@ from config.urls import router
 from config.urls import urlpatterns as project_urlpatterns
 from tenants.models import Tenant
 from tenants.serializers.organizations import OrganizationSerializer
+from tenants.services.quotas import quota_consume, with_live_api_calls
+from tenants.throttling import TenantThrottle
 from tenants.views.organizations import OrganizationViewSet
+
+
+def _organization(**lookup) -> Tenant:
+    """The query of GET organizations/current."""
+    return (
+        Tenant.objects.with_member_count().with_quota_usage().select_related("theme").get(**lookup)
+    )
 
 
 class BareOrganizationView(APIView):
@@ -25,13 +35,7 @@ class BareOrganizationView(APIView):
     throttle_classes = ()
 
     def get(self, request, slug):
-        tenant = (
-            Tenant.objects.with_member_count()
-            .with_quota_usage()
-            .select_related("theme")
-            .get(slug=slug)
-        )
-        return Response(OrganizationSerializer(tenant).data)
+        return Response(OrganizationSerializer(_organization(slug=slug)).data)
 
 
 class UncountedOrganizationViewSet(OrganizationViewSet):
@@ -43,43 +47,67 @@ class UncountedOrganizationViewSet(OrganizationViewSet):
 
 urlpatterns = [path("bench/bare/<slug:slug>", BareOrganizationView.as_view())]
 api_patterns = list(router.urls)
-# Inside /api/v1/ right before organizations/current, so URL resolution costs both the same.
-_current = next(i for i, p in enumerate(api_patterns) if p.name == "organization-current")
-api_patterns.insert(
-    _current,
+
+
+def _mount_before_ours(pattern) -> None:
+    """Inside /api/v1/ right before organizations/current, so that URL resolution costs both
+    the same and a comparison measures what the views do."""
+    ours = next(i for i, p in enumerate(api_patterns) if p.name == "organization-current")
+    api_patterns.insert(ours, pattern)
+
+
+_mount_before_ours(
     re_path(
         r"^uncounted/organizations/current/?$",
         UncountedOrganizationViewSet.as_view({"get": "current"}),
-    ),
+    )
 )
 
-if "rest_framework_api_key" in settings.INSTALLED_APPS:
+if "bench.peer" in settings.INSTALLED_APPS:
     from rest_framework_api_key.permissions import HasAPIKey
 
-    class PeerAPIKeyOrganizationView(APIView):
-        """GET /api/v1/organizations/current as a djangorestframework-api-key user writes it:
-        its HasAPIKey permission (`Authorization: Api-Key <key>`), the organization named by
-        X-Organization-ID (the peer's keys carry no tenant), the same fairness throttle, query
-        and serializer."""
+    from bench.peer.permissions import HasOrganizationAPIKey
+
+    class PeerOrganizationView(APIView):
+        """GET /api/v1/organizations/current through djangorestframework-api-key, under the
+        same rules as ours: the key belongs to one tenant (the library guide's custom key
+        model and permission, bench/peer), which the request is about; it is counted in the
+        caller's and the tenant's rate windows and in the tenant's api_calls quota in one step
+        (TenantThrottle, as ours); the live count comes from that step. Same query and
+        serializer."""
+
+        authentication_classes = ()
+        permission_classes = (HasOrganizationAPIKey,)
+        throttle_classes = (TenantThrottle,)
+
+        def counts_api_call(self, request) -> bool:
+            return getattr(request, "tenant", None) is not None
+
+        def get(self, request):
+            if not getattr(request, "api_call_counted", False):
+                quota_consume(tenant=request.tenant, resource="api_calls")
+            tenant = _organization(pk=request.tenant.pk)
+            known = getattr(request, "api_calls_known", None)
+            tenant = with_live_api_calls([tenant], known=known)[0]
+            return Response(OrganizationSerializer(tenant).data)
+
+    class BarePeerOrganizationView(APIView):
+        """The same document behind the library's plain HasAPIKey, as its README shows: the
+        key belongs to no tenant, the organization is whatever X-Organization-ID names, and
+        only the caller's fairness window is counted (no tenant rate, no api_calls quota).
+        Does less than the GET it mirrors; printed for reference."""
 
         authentication_classes = ()
         permission_classes = (HasAPIKey,)
         throttle_classes = (PrincipalRateThrottle,)
 
         def get(self, request):
-            tenant = (
-                Tenant.objects.with_member_count()
-                .with_quota_usage()
-                .select_related("theme")
-                .get(pk=request.headers["X-Organization-ID"])
-            )
+            tenant = _organization(pk=request.headers["X-Organization-ID"])
             return Response(OrganizationSerializer(tenant).data)
 
-    # Mounted inside /api/v1/ right before organizations/current, so that URL resolution costs
-    # both the same and the comparison measures authentication only.
-    ours = next(i for i, p in enumerate(api_patterns) if p.name == "organization-current")
-    api_patterns.insert(
-        ours, re_path(r"^peer/organizations/current/?$", PeerAPIKeyOrganizationView.as_view())
+    _mount_before_ours(re_path(r"^peer/organizations/current/?$", PeerOrganizationView.as_view()))
+    _mount_before_ours(
+        re_path(r"^peer-bare/organizations/current/?$", BarePeerOrganizationView.as_view())
     )
 
 # The project's URLs, with its /api/v1/ include replaced by the copy above.
