@@ -6,9 +6,10 @@ Rules, enforced here for every caller (API, admin, commands):
 - nobody raises their own role or grants themselves permissions, and nobody grants
   permissions they do not hold themselves (reactivating a member grants its permissions again);
 - the last active owner cannot be removed, demoted or suspended (409 CONFLICT);
-- seats (`tenant_limits(tenant)["users"]`, maxUsers): an invitation needs a free seat among the
-  active members and the live (pending, unexpired) invitations; accepting and reactivating need
-  one among the active members (429 QUOTA_EXCEEDED).
+- seats (`tenant_limits(tenant)["users"]`, maxUsers): an invitation, or adding a member
+  directly, needs a free seat among the active members and the live (pending, unexpired)
+  invitations; accepting and reactivating need one among the active members (429
+  QUOTA_EXCEEDED).
 
 Every service here locks the tenant row first (`SELECT ... FOR UPDATE`), so the checks above
 and the change they allow happen as one step per tenant: two concurrent accepts cannot both
@@ -93,7 +94,10 @@ def membership_add(
     actor,
     permissions: dict | None = None,
 ) -> Membership:
-    """Make `user` an active member of `tenant` with `role`."""
+    """Make `user` an active member of `tenant` with `role` (tenant creation, commands): a seat
+    is needed among the active members and live invitations, as for an invitation."""
+    tenant = _lock_tenant(tenant.pk)
+    _check_seat(tenant, counting_invitations=True, now=timezone.now())
     membership = create_or_conflict(
         Membership,
         conflict_message="This user is already a member of the organization.",

@@ -8,8 +8,10 @@ from django.urls import resolve
 from rest_framework.test import APIClient
 
 from audit.models import AuditEvent
+from config.exceptions import QuotaExceeded
 from tenants.models import Invitation, Membership, MembershipStatus, PlanTier, Role
 from tenants.permissions import ROLE_PERMISSIONS, permissions_as_object
+from tenants.services import membership_add
 from tenants.views.members import InvitationViewSet, MemberViewSet
 from tenants.views.organizations import OrganizationViewSet
 from tests.conftest import assert_envelope, token_for
@@ -575,3 +577,29 @@ def test_removing_an_invited_member_revokes_the_invitation(owner, tenant, api_cl
     (event,) = events("invitation.revoked", tenant)
     assert event.payload["invitation_ids"] == [str(invitation.pk)]
     assert not events("member.removed")
+
+
+def test_adding_a_member_directly_needs_a_seat():
+    """membership_add (tenant creation, commands) counts seats as an invitation does."""
+    tenant = TenantFactory(settings={"maxUsers": 2})
+    MembershipFactory(tenant=tenant)
+    InvitationFactory(tenant=tenant)
+    newcomer = UserFactory()
+
+    with pytest.raises(QuotaExceeded) as refused:
+        membership_add(tenant=tenant, user=newcomer, role=Role.VIEWER, actor=None)
+
+    assert refused.value.details == {"resource": "users", "limit": 2, "current": 2}
+    assert not Membership.objects.filter(tenant=tenant, user=newcomer).exists()
+    assert not events("member.added", tenant)
+
+
+def test_adding_a_member_directly_takes_a_free_seat():
+    tenant = TenantFactory(settings={"maxUsers": 2})
+    MembershipFactory(tenant=tenant)
+    newcomer = UserFactory()
+
+    membership = membership_add(tenant=tenant, user=newcomer, role=Role.VIEWER, actor=None)
+
+    assert (membership.status, membership.role) == (MembershipStatus.ACTIVE, Role.VIEWER)
+    assert len(events("member.added", tenant)) == 1
