@@ -19,6 +19,7 @@ from playground.routes import routes as playground_routes
 from security.routes import routes as security_routes
 from support.routes import routes as support_routes
 from tenants.routes import routes as tenants_routes
+from tenants.views.invitation_page import InvitationAcceptPage
 
 from .health import HealthView, ReadyView
 from .routers import OptionalSlashRouter
@@ -45,6 +46,10 @@ urlpatterns = [
     re_path(r"^api/redoc/?$", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
     re_path(r"^health/?$", HealthView.as_view(), name="health"),
     re_path(r"^ready/?$", ReadyView.as_view(), name="ready"),
+    # Where invitation emails link by default (INVITATION_ACCEPT_URL).
+    re_path(
+        r"^invitations/accept/?$", InvitationAcceptPage.as_view(), name="invitation-accept-page"
+    ),
     path("admin/", admin.site.urls),
 ]
 if settings.BROWSABLE_API:
