@@ -3,19 +3,15 @@
 import hashlib
 import hmac
 import re
-import threading
-from dataclasses import dataclass
 from typing import NamedTuple
 
-from django.db import router
 from django.db.models import F, FilteredRelation, Q
-from django.db.models.query import get_related_populators
 from django.utils import timezone
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, TokenAuthentication
 from rest_framework_simplejwt.authentication import JWTAuthentication
 
-from config.prepared import fetch_prepared
+from config.prepared import CompiledQuery
 from tenants.models import Membership, MembershipStatus, Tenant
 from tenants.permissions import effective_permissions, expand_scopes
 
@@ -96,71 +92,9 @@ def _key_candidates(key_id: str):
     )
 
 
-@dataclass(frozen=True)
-class _Prepared:
-    compiler: object
-    converters: dict
-    sql: str
-    params: tuple
-    key_id_slot: int
-    init_list: list
-    key_columns: slice
-    populators: list
-
-
-class _PreparedKeyLookup(threading.local):
-    """`_key_candidates(key_id)`, compiled by the ORM once per thread and database, then run
-    with each new key_id.
-
-    Compiling a four-table select_related query costs several times more than running it, and
-    so do PostgreSQL's parsing and planning of it: the hot path of every API-key request skips
-    the first step here and the second through a statement prepared on the server once per
-    connection (config.prepared.fetch_prepared). Rows become model instances the way the
-    ORM's own ModelIterable builds them (converters, related populators), so the objects are
-    the same as `_key_candidates(key_id)` gives (a test compares them).
-    """
-
-    _MARKER = "key-id-parameter"
-
-    def __init__(self):
-        self._prepared: dict[str, _Prepared] = {}
-
-    def _prepare(self, alias: str) -> _Prepared:
-        compiler = _key_candidates(self._MARKER).query.get_compiler(using=alias)
-        sql, params = compiler.as_sql()
-        select, klass_info = compiler.select, compiler.klass_info
-        start, end = klass_info["select_fields"][0], klass_info["select_fields"][-1] + 1
-        return _Prepared(
-            compiler=compiler,
-            converters=compiler.get_converters([column[0] for column in select]),
-            sql=sql,
-            params=tuple(params),
-            key_id_slot=list(params).index(self._MARKER),
-            init_list=[column[0].target.attname for column in select[start:end]],
-            key_columns=slice(start, end),
-            populators=get_related_populators(klass_info, select, alias),
-        )
-
-    def __call__(self, key_id: str) -> list[APIKey]:
-        alias = router.db_for_read(APIKey)
-        prepared = self._prepared.get(alias)
-        if prepared is None:
-            prepared = self._prepared[alias] = self._prepare(alias)
-        params = list(prepared.params)
-        params[prepared.key_id_slot] = key_id
-        rows = fetch_prepared(alias, prepared.sql, params)
-        if prepared.converters:
-            rows = prepared.compiler.apply_converters(rows, prepared.converters)
-        keys = []
-        for row in rows:
-            key = APIKey.from_db(alias, prepared.init_list, row[prepared.key_columns])
-            for populator in prepared.populators:
-                populator.populate(row, key)
-            keys.append(key)
-        return keys
-
-
-_find_keys = _PreparedKeyLookup()
+# Compiling this four-table select_related query costs several times more than running it, and
+# so do PostgreSQL's parsing and planning of it: every API-key request skips both.
+_find_keys = CompiledQuery(_key_candidates, APIKey._meta.get_field("key_id"))
 
 
 class APIKeyAuthentication(BaseAuthentication):

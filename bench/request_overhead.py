@@ -22,7 +22,7 @@ def run(calls: int, rounds: int) -> None:
     full_client = Client(HTTP_AUTHORIZATION=f"Token {token}", HTTP_X_ORGANIZATION_ID=str(tenant.pk))
     bare_client = Client()
     full_url = "/api/v1/organizations/current"
-    bare_url = f"/bench/bare/{tenant.slug}"
+    bare_url = f"/bench/bare/{tenant.pk}"
 
     full_body = comparable(full_client.get(full_url).json())
     bare_body = comparable(bare_client.get(bare_url).json())

@@ -12,18 +12,11 @@ from rest_framework.views import APIView
 from config.throttling import PrincipalRateThrottle
 from config.urls import router
 from config.urls import urlpatterns as project_urlpatterns
-from tenants.models import Tenant
+from tenants.queries import organization_detail
 from tenants.serializers.organizations import OrganizationSerializer
 from tenants.services.quotas import quota_consume, with_live_api_calls
 from tenants.throttling import TenantThrottle
 from tenants.views.organizations import OrganizationViewSet
-
-
-def _organization(**lookup) -> Tenant:
-    """The query of GET organizations/current."""
-    return (
-        Tenant.objects.with_member_count().with_quota_usage().select_related("theme").get(**lookup)
-    )
 
 
 class BareOrganizationView(APIView):
@@ -34,8 +27,8 @@ class BareOrganizationView(APIView):
     permission_classes = ()
     throttle_classes = ()
 
-    def get(self, request, slug):
-        return Response(OrganizationSerializer(_organization(slug=slug)).data)
+    def get(self, request, pk):
+        return Response(OrganizationSerializer(organization_detail(pk)).data)
 
 
 class UncountedOrganizationViewSet(OrganizationViewSet):
@@ -45,7 +38,7 @@ class UncountedOrganizationViewSet(OrganizationViewSet):
     counts_api_calls = False
 
 
-urlpatterns = [path("bench/bare/<slug:slug>", BareOrganizationView.as_view())]
+urlpatterns = [path("bench/bare/<uuid:pk>", BareOrganizationView.as_view())]
 api_patterns = list(router.urls)
 
 
@@ -86,7 +79,7 @@ if "bench.peer" in settings.INSTALLED_APPS:
         def get(self, request):
             if not getattr(request, "api_call_counted", False):
                 quota_consume(tenant=request.tenant, resource="api_calls")
-            tenant = _organization(pk=request.tenant.pk)
+            tenant = organization_detail(request.tenant.pk)
             known = getattr(request, "api_calls_known", None)
             tenant = with_live_api_calls([tenant], known=known)[0]
             return Response(OrganizationSerializer(tenant).data)
@@ -102,7 +95,7 @@ if "bench.peer" in settings.INSTALLED_APPS:
         throttle_classes = (PrincipalRateThrottle,)
 
         def get(self, request):
-            tenant = _organization(pk=request.headers["X-Organization-ID"])
+            tenant = organization_detail(request.headers["X-Organization-ID"])
             return Response(OrganizationSerializer(tenant).data)
 
     _mount_before_ours(re_path(r"^peer/organizations/current/?$", PeerOrganizationView.as_view()))

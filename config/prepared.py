@@ -1,15 +1,23 @@
-"""Hot fixed queries prepared on the PostgreSQL server (`fetch_prepared`).
+"""Hot fixed queries: compiled by the ORM once (`CompiledQuery`) and prepared on the PostgreSQL
+server (`fetch_prepared`).
 
-Django binds parameters on the client and never prepares, so PostgreSQL parses and plans every
-query anew; for a join run on every request that costs more than running it.
+Django compiles a queryset to SQL on every evaluation, and binds parameters on the client and
+never prepares, so PostgreSQL parses and plans every query anew; for a join with subqueries run
+on every request, each step costs more than running it.
 """
 
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import psycopg
 from django.conf import settings
-from django.db import connections
+from django.db import connections, router
 from django.db.backends.postgresql.psycopg_any import register_tzloader
+from django.db.models import Field, Model, QuerySet
+from django.db.models.query import get_related_populators
 from psycopg.pq import Format
 
 
@@ -70,3 +78,77 @@ def fetch_prepared(alias: str, sql: str, params) -> list[tuple]:
     with cursor:
         cursor.execute(sql, params)
         return cursor.fetchall()
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    compiler: object
+    converters: dict
+    sql: str
+    params: tuple
+    value_slot: int
+    init_list: list
+    model_columns: slice
+    populators: list
+    annotation_columns: tuple
+
+
+class CompiledQuery(threading.local):
+    """`build(value)`, a queryset of one model that varies only by one value compared with
+    `field`, compiled by the ORM once per thread and database, then run with each new value
+    through `fetch_prepared`. Rows become model instances the way the ORM's ModelIterable
+    builds them (converters, select_related populators, annotations); each use has a test
+    comparing them with the queryset's own. Calling it returns the list of instances."""
+
+    def __init__(self, build: Callable[[object], QuerySet], field: Field):
+        self._build = build
+        self._field = field
+        self._compiled: dict[str, _Compiled] = {}
+
+    def _db_value(self, value, alias: str):
+        field = self._field
+        return field.get_db_prep_value(field.to_python(value), connections[alias])
+
+    def _compile(self, alias: str) -> _Compiled:
+        # A value of the field's type that nothing else in the query can equal.
+        marker = self._field.to_python(uuid.uuid4().hex)
+        compiler = self._build(marker).query.get_compiler(using=alias)
+        sql, params = compiler.as_sql()
+        db_marker = self._db_value(marker, alias)
+        slots = [index for index, param in enumerate(params) if param == db_marker]
+        if len(slots) != 1:
+            raise ValueError(f"The query must compare {self._field} with its value exactly once")
+        select, klass_info = compiler.select, compiler.klass_info
+        start, end = klass_info["select_fields"][0], klass_info["select_fields"][-1] + 1
+        return _Compiled(
+            compiler=compiler,
+            converters=compiler.get_converters([column[0] for column in select]),
+            sql=sql,
+            params=tuple(params),
+            value_slot=slots[0],
+            init_list=[column[0].target.attname for column in select[start:end]],
+            model_columns=slice(start, end),
+            populators=get_related_populators(klass_info, select, alias),
+            annotation_columns=tuple(compiler.annotation_col_map.items()),
+        )
+
+    def __call__(self, value) -> list[Model]:
+        model = self._field.model
+        alias = router.db_for_read(model)
+        compiled = self._compiled.get(alias)
+        if compiled is None:
+            compiled = self._compiled[alias] = self._compile(alias)
+        params = list(compiled.params)
+        params[compiled.value_slot] = self._db_value(value, alias)
+        rows = fetch_prepared(alias, compiled.sql, params)
+        if compiled.converters:
+            rows = compiled.compiler.apply_converters(rows, compiled.converters)
+        found = []
+        for row in rows:
+            instance = model.from_db(alias, compiled.init_list, row[compiled.model_columns])
+            for populator in compiled.populators:
+                populator.populate(row, instance)
+            for name, column in compiled.annotation_columns:
+                setattr(instance, name, row[column])
+            found.append(instance)
+        return found

@@ -1,5 +1,6 @@
-"""config.prepared.fetch_prepared: hot fixed queries prepared on the PostgreSQL server, visible to
-Django like any query, and run as usual elsewhere or when turned off."""
+"""config.prepared: hot fixed queries prepared on the PostgreSQL server (fetch_prepared), visible
+to Django like any query and run as usual elsewhere or when turned off, and hot querysets
+compiled by the ORM once (CompiledQuery)."""
 
 import uuid
 
@@ -8,10 +9,12 @@ from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, transaction
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 
-from config.prepared import fetch_prepared
-from tenants.models import Tenant
+from config.prepared import CompiledQuery, fetch_prepared
+from tenants import queries as queries_module
+from tenants.models import MembershipStatus, Tenant, Theme
+from tenants.queries import organization_detail
 
-from .factories import TenantFactory
+from .factories import MembershipFactory, TenantFactory, ThemeFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -123,3 +126,67 @@ def test_turned_off_nothing_is_prepared():
     assert len(fetch_prepared(DEFAULT_DB_ALIAS, sql, ["plain-org"])) == 1
 
     assert server_prepared(sql.rsplit("/*", 1)[1]) == []
+
+
+# CompiledQuery: a hot queryset compiled once, run with each new value.
+
+
+def _as_dicts(tenant) -> dict:
+    theme = tenant.__dict__.get("_state").fields_cache.get("theme", "not cached")
+    return {
+        "tenant": tenant.__dict__ | {"_state": None},
+        "theme": theme.__dict__ | {"_state": None} if isinstance(theme, Theme) else theme,
+        "adding": tenant._state.adding,
+        "db": tenant._state.db,
+    }
+
+
+@pytest.mark.smoke
+@pytest.mark.parametrize("themed", [True, False])
+def test_compiled_organization_is_the_orm_s_own(themed):
+    """organization_detail builds what its queryset builds: fields, annotations, the theme (or
+    its absence) already loaded."""
+    tenant = TenantFactory()
+    MembershipFactory(tenant=tenant)
+    MembershipFactory(tenant=tenant, status=MembershipStatus.SUSPENDED)
+    if themed:
+        ThemeFactory(tenant=tenant, primary_color="#123456")
+
+    with CaptureQueriesContext(connection) as queries:
+        compiled = organization_detail(tenant.pk)
+        compiled_str = organization_detail(str(tenant.pk))
+    orm = queries_module._organization(tenant.pk).get()
+
+    assert len(queries.captured_queries) == 2
+    assert _as_dicts(compiled) == _as_dicts(orm) == _as_dicts(compiled_str)
+    assert compiled.member_count == 1
+    assert (compiled.theme.primary_color if themed else None) == (
+        orm.theme.primary_color if themed else None
+    )
+
+
+@pytest.mark.smoke
+def test_compiled_organization_of_no_tenant_is_does_not_exist():
+    with pytest.raises(Tenant.DoesNotExist):
+        organization_detail(uuid.uuid4())
+
+
+@pytest.mark.postgres
+def test_compiled_query_is_compiled_once_and_prepared_on_the_server():
+    first, second = TenantFactory(), TenantFactory()
+    query = CompiledQuery(lambda pk: Tenant.objects.filter(pk=pk).order_by(), Tenant._meta.pk)
+
+    assert [t.pk for t in query(first.pk)] == [first.pk]
+    compiled = query._compiled[DEFAULT_DB_ALIAS]
+    assert [t.pk for t in query(second.pk)] == [second.pk]
+
+    assert query._compiled[DEFAULT_DB_ALIAS] is compiled
+    assert server_prepared(compiled.sql.replace("%s", "$1")) == [compiled.sql.replace("%s", "$1")]
+
+
+def test_a_query_that_does_not_compare_its_value_once_is_refused():
+    TenantFactory()
+    ignoring = CompiledQuery(lambda pk: Tenant.objects.all(), Tenant._meta.pk)
+
+    with pytest.raises(ValueError, match="exactly once"):
+        ignoring(uuid.uuid4())

@@ -6,8 +6,8 @@ from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 
 from ..api import TenantContextViewSet
-from ..models import Tenant
 from ..permissions import TENANT_MEMBER
+from ..queries import organization_detail
 from ..serializers.organizations import OrganizationSerializer, OrganizationUpdateSerializer
 from ..serializers.quotas import OrganizationQuotasSerializer
 from ..services import lifecycle
@@ -33,12 +33,7 @@ class OrganizationViewSet(TenantContextViewSet):
         tenant = getattr(self.request, "tenant", None)
         if tenant is None:
             raise NotFound()
-        tenant = (
-            Tenant.objects.with_member_count()
-            .with_quota_usage()
-            .select_related("theme")
-            .get(pk=tenant.pk)
-        )
+        tenant = organization_detail(tenant.pk)
         known = getattr(self.request, "api_calls_known", None)
         return with_live_api_calls([tenant], known=known)[0]
 
