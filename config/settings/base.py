@@ -91,9 +91,9 @@ DATABASES["default"]["ATOMIC_REQUESTS"] = False
 # more than the whole API stack.
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
-# Hot fixed queries (API-key authentication) are prepared on the PostgreSQL server once per
-# connection (config.prepared.fetch_prepared). Turn off behind a pooler that cannot keep prepared
-# statements (PgBouncer in transaction mode before 1.21, or with max_prepared_statements = 0).
+# Hot fixed queries (the API-key lookup, GET organizations/current) are prepared on the PostgreSQL
+# server once per connection (config.prepared). Turn off behind a pooler that cannot keep
+# prepared statements (PgBouncer in transaction mode before 1.21, or max_prepared_statements = 0).
 DATABASE_PREPARED_STATEMENTS = env.bool("DATABASE_PREPARED_STATEMENTS", default=True)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
