@@ -98,7 +98,10 @@ class CompiledQuery(threading.local):
     `field`, compiled by the ORM once per thread and database, then run with each new value
     through `fetch_prepared`. Rows become model instances the way the ORM's ModelIterable
     builds them (converters, select_related populators, annotations); each use has a test
-    comparing them with the queryset's own. Calling it returns the list of instances."""
+    comparing them with the queryset's own. Calling it returns the list of instances.
+
+    The SQL is fixed at the first call: `build` must depend on nothing but its value (no
+    `timezone.now()`, no settings or request state), or later calls would reuse stale terms."""
 
     def __init__(self, build: Callable[[object], QuerySet], field: Field):
         self._build = build
