@@ -25,8 +25,6 @@ short rounds: each pair of variants is measured within a second, so the machine'
 out of the ratios.
 """
 
-import statistics
-
 from common import (
     bench_main,
     bench_owner,
@@ -34,7 +32,10 @@ from common import (
     describe_environment,
     interleaved,
     interleaved_samples,
+    medians,
+    ok_get,
     paired_ratio,
+    rate_line,
 )
 
 PEER_APPS = ("rest_framework_api_key", "bench.peer")
@@ -97,17 +98,10 @@ def run(calls: int, rounds: int) -> None:
         expected = 0 if name == "peer_bare" else 1
         assert after - before == expected, f"{name} counted {after - before} api_calls"
 
-    def call(client, path):
-        def get():
-            response = client.get(path)
-            assert response.status_code == 200, response.content
-
-        return get
-
-    functions = {name: call(client, path) for name, (client, path) in variants.items()}
+    functions = {name: ok_get(client, path) for name, (client, path) in variants.items()}
     interleaved(functions, calls=20, rounds=1)  # warm up
     samples = interleaved_samples(functions, calls=calls, rounds=rounds)
-    seconds = {name: statistics.median(values) for name, values in samples.items()}
+    seconds = medians(samples)
     counted = flush_api_key_usage()
 
     print(f"auth_overhead: {describe_environment()} calls={calls} rounds={rounds}")
@@ -119,9 +113,7 @@ def run(calls: int, rounds: int) -> None:
         "peer_bare": "peer, bare (reference)",
     }
     for name, label in labels.items():
-        print(
-            f"  {label:28}: {1 / seconds[name]:8.0f} req/s  {seconds[name] * 1e6:7.0f} us/request"
-        )
+        print(rate_line(f"{label:28}", seconds[name]))
     # Each ratio is the median of the rounds' ratios, each pair measured back to back.
     print(f"  ratio api_key/token req/s   : {paired_ratio(samples, 'token', 'api_key'):8.2f}")
     print(f"  ratio api_key/peer req/s    : {paired_ratio(samples, 'peer', 'api_key'):8.2f}")

@@ -58,10 +58,28 @@ def interleaved_samples(
     return samples
 
 
+def medians(samples: dict[str, list[float]]) -> dict[str, float]:
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
 def interleaved(variants: dict[str, Callable[[], object]], calls: int, rounds: int) -> dict:
     """Median seconds per call of each variant (see interleaved_samples)."""
-    samples = interleaved_samples(variants, calls, rounds)
-    return {name: statistics.median(values) for name, values in samples.items()}
+    return medians(interleaved_samples(variants, calls, rounds))
+
+
+def ok_get(client, path: str) -> Callable[[], None]:
+    """A variant: GET `path` with the test client, insisting on 200."""
+
+    def get():
+        response = client.get(path)
+        assert response.status_code == 200, response.content
+
+    return get
+
+
+def rate_line(label: str, seconds: float) -> str:
+    """`label: N req/s  M us/request` for a median of `seconds` per request."""
+    return f"  {label}: {1 / seconds:8.0f} req/s  {seconds * 1e6:7.0f} us/request"
 
 
 def paired_ratio(samples: dict[str, list[float]], baseline: str, variant: str) -> float:

@@ -10,8 +10,6 @@ rounds; the ratio is the median of the rounds' ratios. Target: ratio >= 0.90 (th
 costs at most 10 %).
 """
 
-import statistics
-
 from common import (
     bench_main,
     bench_owner,
@@ -19,7 +17,10 @@ from common import (
     describe_environment,
     interleaved,
     interleaved_samples,
+    medians,
+    ok_get,
     paired_ratio,
+    rate_line,
 )
 
 
@@ -44,14 +45,7 @@ def run(calls: int, rounds: int) -> None:
     assert comparable(counted.json()) == comparable(uncounted.json()), "same document"
     assert "X-RateLimit-Limit" in counted and "X-RateLimit-Limit" not in uncounted
 
-    def get(url):
-        def call():
-            response = client.get(url)
-            assert response.status_code == 200, response.content
-
-        return call
-
-    variants = {"counted": get(counted_url), "uncounted": get(uncounted_url)}
+    variants = {"counted": ok_get(client, counted_url), "uncounted": ok_get(client, uncounted_url)}
     interleaved(variants, calls=max(calls // 5, 20), rounds=1)  # warm up
 
     def api_calls() -> int:
@@ -61,17 +55,11 @@ def run(calls: int, rounds: int) -> None:
     samples = interleaved_samples(variants, calls=calls, rounds=rounds)
     after = api_calls()
 
-    seconds = {name: statistics.median(values) for name, values in samples.items()}
+    seconds = medians(samples)
     ratio = paired_ratio(samples, "uncounted", "counted")
     print(f"quota_overhead: {describe_environment()} calls={calls} rounds={rounds}")
-    print(
-        f"  quota + throttle off (baseline): {1 / seconds['uncounted']:8.0f} req/s  "
-        f"{seconds['uncounted'] * 1e6:7.0f} us/request"
-    )
-    print(
-        f"  quota + throttle on            : {1 / seconds['counted']:8.0f} req/s  "
-        f"{seconds['counted'] * 1e6:7.0f} us/request"
-    )
+    print(rate_line("quota + throttle off (baseline)", seconds["uncounted"]))
+    print(rate_line("quota + throttle on            ", seconds["counted"]))
     print(
         f"  cost per request               : "
         f"{(seconds['counted'] - seconds['uncounted']) * 1e6:8.0f} us"

@@ -7,7 +7,15 @@ Both go through the same middleware and Django test client, in one run, interlea
 Prints requests per second, the overhead per request in microseconds and the ratio.
 """
 
-from common import bench_main, bench_owner, comparable, describe_environment, interleaved
+from common import (
+    bench_main,
+    bench_owner,
+    comparable,
+    describe_environment,
+    interleaved,
+    ok_get,
+    rate_line,
+)
 
 
 def main():
@@ -28,27 +36,14 @@ def run(calls: int, rounds: int) -> None:
     bare_body = comparable(bare_client.get(bare_url).json())
     assert full_body == bare_body, "the two variants must return the same document"
 
-    def full():
-        response = full_client.get(full_url)
-        assert response.status_code == 200, response.content
-
-    def bare():
-        response = bare_client.get(bare_url)
-        assert response.status_code == 200, response.content
-
-    interleaved({"full": full, "bare": bare}, calls=max(calls // 5, 20), rounds=1)  # warm up
-    seconds = interleaved({"full": full, "bare": bare}, calls=calls, rounds=rounds)
+    variants = {"full": ok_get(full_client, full_url), "bare": ok_get(bare_client, bare_url)}
+    interleaved(variants, calls=max(calls // 5, 20), rounds=1)  # warm up
+    seconds = interleaved(variants, calls=calls, rounds=rounds)
 
     overhead_us = (seconds["full"] - seconds["bare"]) * 1e6
     print(f"request_overhead: {describe_environment()} calls={calls} rounds={rounds}")
-    print(
-        f"  bare DRF view (baseline): {1 / seconds['bare']:8.0f} req/s  "
-        f"{seconds['bare'] * 1e6:7.0f} us/request"
-    )
-    print(
-        f"  full stack              : {1 / seconds['full']:8.0f} req/s  "
-        f"{seconds['full'] * 1e6:7.0f} us/request"
-    )
+    print(rate_line("bare DRF view (baseline)", seconds["bare"]))
+    print(rate_line("full stack              ", seconds["full"]))
     print(
         f"  overhead per request    : {overhead_us:8.0f} us "
         "(token auth + tenant + permission + throttle)"

@@ -29,6 +29,11 @@ class PlanTier(models.TextChoices):
 
 
 class TenantQuerySet(models.QuerySet):
+    def locked(self, pk) -> "Tenant":
+        """The tenant's row, locked (SELECT ... FOR UPDATE) until the transaction ends: every
+        per-tenant change takes it first, so its checks and the change happen as one step."""
+        return self.select_for_update().get(pk=pk)
+
     def with_member_count(self):
         """Annotate `member_count` (active members) with a subquery, keeping Meta.ordering."""
         active = (

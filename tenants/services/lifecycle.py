@@ -104,7 +104,7 @@ def tenant_update(*, tenant: Tenant, actor, data: Mapping) -> Tenant:
     unknown = set(data) - UPDATABLE_FIELDS
     if unknown:
         raise ValueError(f"not updatable through tenant_update: {sorted(unknown)}")
-    tenant = Tenant.objects.select_for_update().get(pk=tenant.pk)
+    tenant = Tenant.objects.locked(tenant.pk)
     if "plan" in data and data["plan"] != tenant.plan and not _is_staff(actor):
         raise InsufficientPermissions(
             "Changing the plan needs platform staff.", details={"plan": [tenant.plan]}
@@ -162,7 +162,7 @@ _TRANSITIONS = {
 
 def _transition(tenant: Tenant, action: str, actor, **changes) -> Tenant:
     allowed_from, event_type = _TRANSITIONS[action]
-    locked = Tenant.objects.select_for_update().get(pk=tenant.pk)
+    locked = Tenant.objects.locked(tenant.pk)
     if locked.status not in allowed_from:
         raise Conflict(
             f"An organization that is {locked.status} cannot be {event_type.split('.')[1]}.",
@@ -232,7 +232,7 @@ def tenant_delete(*, tenant: Tenant, actor) -> None:
     its audit chain goes through the one purge door (audit.services.chain_purge), which also
     records the chain's final head on the platform chain.
     """
-    locked = Tenant.objects.select_for_update().get(pk=tenant.pk)
+    locked = Tenant.objects.locked(tenant.pk)
     members = Membership.objects.filter(tenant=locked).count()
     logo = Theme.objects.filter(tenant=locked).values_list("logo", flat=True).first()
     chain_purge(tenant=locked, actor=actor)

@@ -96,7 +96,7 @@ def membership_add(
 ) -> Membership:
     """Make `user` an active member of `tenant` with `role` (tenant creation, commands): a seat
     is needed among the active members and live invitations, as for an invitation."""
-    tenant = _lock_tenant(tenant.pk)
+    tenant = Tenant.objects.locked(tenant.pk)
     _check_seat(tenant, counting_invitations=True, now=timezone.now())
     membership = create_or_conflict(
         Membership,
@@ -133,7 +133,7 @@ def member_invite(
     there is one) and a pending invitation whose token is emailed after commit when
     `send_email`. An address whose earlier invitation expired is invited again on the same
     membership. The token is returned to nobody: it exists only in the email."""
-    tenant = _lock_tenant(tenant.pk)
+    tenant = Tenant.objects.locked(tenant.pk)
     authority = _authority(tenant, actor, actor_permissions)
     email = _normalize_email(email)
     _check_choice("role", role, Role)
@@ -256,7 +256,7 @@ def invitation_accept(
     )
     if found is None:
         raise InvitationNotAcceptable(_INVALID)
-    tenant = _lock_tenant(found.tenant_id)
+    tenant = Tenant.objects.locked(found.tenant_id)
     invitation = (
         Invitation.objects.select_related("membership", "membership__user")
         .filter(pk=found.pk)
@@ -395,7 +395,7 @@ def member_remove(
 @transaction.atomic
 def invitation_revoke(*, invitation: Invitation, actor: User | None) -> None:
     """Revoke a pending invitation (the admin's action): as removing its invited member."""
-    tenant = _lock_tenant(invitation.tenant_id)
+    tenant = Tenant.objects.locked(invitation.tenant_id)
     invitation = Invitation.objects.filter(pk=invitation.pk).first()
     if invitation is None or invitation.status != InvitationStatus.PENDING:
         raise Conflict("Only a pending invitation can be revoked.")
@@ -523,10 +523,6 @@ def _person(actor) -> User | None:
     return actor if actor is not None and getattr(actor, "is_authenticated", False) else None
 
 
-def _lock_tenant(tenant_id) -> Tenant:
-    return Tenant.objects.select_for_update().get(pk=tenant_id)
-
-
 def _locked_membership(tenant: Tenant, membership_id) -> Membership:
     membership = (
         Membership.objects.select_for_update(of=("self",))
@@ -544,7 +540,7 @@ def _lock_for_change(
 ) -> tuple[Tenant, Membership, _Authority]:
     """Lock the tenant, then the membership (always in that order), and the actor's authority
     there: the start of every change to one membership."""
-    tenant = _lock_tenant(membership.tenant_id)
+    tenant = Tenant.objects.locked(membership.tenant_id)
     locked = _locked_membership(tenant, membership.pk)
     return tenant, locked, _authority(tenant, actor, actor_permissions)
 

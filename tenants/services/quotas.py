@@ -295,7 +295,7 @@ def quota_reset(*, tenant: Tenant, actor) -> Tenant:
     next month start."""
     now = timezone.now()
     next_reset = first_of_next_month(now)
-    current = Tenant.objects.select_for_update().get(pk=tenant.pk)
+    current = Tenant.objects.locked(tenant.pk)
     live = _live_api_calls(current)
     Tenant.objects.filter(pk=tenant.pk).update(quota_reset_at=next_reset, last_reset_at=now)
     previous = _reset_counters(tenant, now, live)
