@@ -1,6 +1,5 @@
 """The API's credentials: hashed tokens, API keys and JWTs (DESIGN.md, "accounts")."""
 
-import hashlib
 import hmac
 import re
 from typing import NamedTuple
@@ -118,7 +117,7 @@ class APIKeyAuthentication(BaseAuthentication):
         if parsed is None:
             raise exceptions.AuthenticationFailed("Invalid API key.")
         key_id, secret = parsed
-        digest = hashlib.sha256(secret.encode()).hexdigest()
+        digest = hash_secret(secret)
         key = next(
             (k for k in _find_keys(key_id) if hmac.compare_digest(k.secret_hash, digest)),
             None,

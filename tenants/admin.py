@@ -86,7 +86,11 @@ class QuotaCounterInline(admin.TabularInline):
 
 
 def _usage_percentage(tenant, resource: str) -> str:
-    state = quotas.quota_states(tenant, usage=quotas.annotated_usage(tenant))[resource]
+    # Computed once per row for its three usage columns.
+    states = tenant.__dict__.get("_quota_states")
+    if states is None:
+        states = tenant.__dict__["_quota_states"] = quotas.annotated_quota_states(tenant)
+    state = states[resource]
     return f"{state.percentage:.0f}%" + (" (exceeded)" if state.exceeded else "")
 
 
@@ -305,9 +309,6 @@ class InvitationAdmin(ReadOnlyAdmin):
         "created_at",
     )
     actions = ("revoke_invitations",)
-
-    def get_readonly_fields(self, request, obj=None):
-        return self.fields
 
     @admin.display(description="Expired", boolean=True)
     def expired(self, obj):

@@ -30,9 +30,11 @@ class PlanTier(models.TextChoices):
 
 class TenantQuerySet(models.QuerySet):
     def locked(self, pk) -> "Tenant":
-        """The tenant's row, locked (SELECT ... FOR UPDATE) until the transaction ends: every
-        per-tenant change takes it first, so its checks and the change happen as one step."""
-        return self.select_for_update().get(pk=pk)
+        """The tenant's row, locked until the transaction ends: every per-tenant change takes
+        it first, so its checks and the change happen as one step. FOR NO KEY UPDATE: lockers
+        wait for each other, but rows that merely reference the tenant (audit events, counters)
+        can still be inserted meanwhile, so no lock cycle forms with a request doing that."""
+        return self.select_for_update(no_key=True).get(pk=pk)
 
     def with_member_count(self):
         """Annotate `member_count` (active members) with a subquery, keeping Meta.ordering."""

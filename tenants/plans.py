@@ -65,13 +65,23 @@ def plan_limits(plan: str) -> dict[str, int]:
     }
 
 
+def setting_limit(tenant_settings, key: str) -> int | None:
+    """The positive whole number a tenant's settings set for a limit `key`, else None (unset,
+    or anything else stored before settings were validated)."""
+    if not isinstance(tenant_settings, Mapping):
+        return None
+    value = tenant_settings.get(key)
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    return None
+
+
 def tenant_limits(tenant) -> dict[str, int]:
     """The limits that apply to `tenant`: its tier's, replaced by any its settings set."""
     limits = plan_limits(tenant.plan)
-    tenant_settings = tenant.settings if isinstance(tenant.settings, Mapping) else {}
     for key, (resource, factor) in LIMIT_SETTINGS.items():
-        value = tenant_settings.get(key)
-        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        value = setting_limit(tenant.settings, key)
+        if value is not None:
             limits[resource] = value * factor
     return limits
 
@@ -93,9 +103,8 @@ def plan_rates(plan: str) -> dict[str, str]:
 
 def tenant_hourly_rate(tenant) -> str:
     """The rate of all requests in `tenant`: its settings' `rateLimitPerHour`, else its tier's."""
-    tenant_settings = tenant.settings if isinstance(tenant.settings, Mapping) else {}
-    value = tenant_settings.get(RATE_SETTING)
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+    value = setting_limit(tenant.settings, RATE_SETTING)
+    if value is not None:
         return f"{value}/hour"
     return plan_rates(tenant.plan)["tenant"]
 

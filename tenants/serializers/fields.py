@@ -1,4 +1,5 @@
-"""Tenant-scoped references for serializers and FilterSets."""
+"""Serializer fields shared across the app: tenant-scoped references (serializers and
+FilterSets) and strict JSON booleans."""
 
 from rest_framework import serializers
 
@@ -21,3 +22,14 @@ def tenant_queryset(model):
         return model.objects.filter(tenant=tenant) if tenant is not None else model.objects.none()
 
     return scoped
+
+
+class StrictBooleanField(serializers.BooleanField):
+    """JSON true or false only: "yes", 1 or "false" are refused, not guessed."""
+
+    default_error_messages = {"invalid": "Must be true or false."}
+
+    def to_internal_value(self, data):
+        if not isinstance(data, bool):
+            self.fail("invalid")
+        return data

@@ -11,6 +11,7 @@ from ..permissions import (
     permissions_as_object,
     unknown_overrides,
 )
+from .fields import StrictBooleanField
 
 _PERMISSION_OBJECT_HELP = (
     'Seed 000 permission object, e.g. {"documents": {"read": true, "delete": false}}: per-area '
@@ -18,15 +19,6 @@ _PERMISSION_OBJECT_HELP = (
     + "; ".join(f"{area} ({', '.join(actions)})" for area, actions in PERMISSIONS_BY_AREA.items())
     + "."
 )
-
-
-class StrictBooleanField(serializers.BooleanField):
-    """true or false only: "yes", 1 or "false" are refused, not guessed."""
-
-    def to_internal_value(self, data):
-        if isinstance(data, bool):
-            return data
-        self.fail("invalid", input=data)
 
 
 class PermissionObjectField(serializers.DictField):
@@ -165,8 +157,14 @@ class InvitationSentSerializer(_MessageSerializer):
     )
 
 
+# Longer than any token we issue; the accept page drops longer values too.
+INVITATION_TOKEN_MAX_LENGTH = 200
+
+
 class InvitationAcceptSerializer(serializers.Serializer):
-    token = serializers.CharField(max_length=200, write_only=True, trim_whitespace=True)
+    token = serializers.CharField(
+        max_length=INVITATION_TOKEN_MAX_LENGTH, write_only=True, trim_whitespace=True
+    )
     name = serializers.CharField(
         max_length=200,
         required=False,

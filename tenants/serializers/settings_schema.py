@@ -7,6 +7,8 @@ tenants.services.lifecycle.check_limit_settings, because it depends on who is as
 
 from rest_framework import serializers
 
+from .fields import StrictBooleanField
+
 DATA_RESIDENCY_REGIONS = ("eu", "us", "uk", "ca", "au", "apac")
 # Seed 002's gateway models; the playground's gateway serves these names.
 SUPPORTED_AI_MODELS = (
@@ -20,15 +22,6 @@ SUPPORTED_AI_MODELS = (
     "claude-3-haiku",
 )
 MAX_LIMIT = 10**12
-
-
-class StrictBooleanField(serializers.BooleanField):
-    default_error_messages = {"invalid": "Must be true or false."}
-
-    def to_internal_value(self, data):
-        if not isinstance(data, bool):
-            self.fail("invalid")
-        return data
 
 
 class StrictPositiveIntegerField(serializers.IntegerField):

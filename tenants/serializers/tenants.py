@@ -2,14 +2,14 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from ..models import PlanTier, Tenant
-from ..services.quotas import annotated_usage, quota_states
+from ..services.quotas import annotated_quota_states
 from .quotas import TenantQuotaSerializer
 from .settings_schema import OrganizationSettingsSerializer, merged_settings
 
 
 def tenant_quota(tenant: Tenant) -> tuple:
     """(tenant, quota states) from a tenant annotated with its member count and usage."""
-    return tenant, quota_states(tenant, usage=annotated_usage(tenant))
+    return tenant, annotated_quota_states(tenant)
 
 
 # Lifecycle fields (status, timestamps) change through lifecycle services, never a request body.

@@ -4,7 +4,6 @@ from collections.abc import Mapping
 from datetime import timedelta
 
 from django.conf import settings
-from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils import timezone
 from django.utils.text import slugify
@@ -13,11 +12,19 @@ from audit.services import chain_purge, record
 from config.db import create_or_conflict
 from config.exceptions import Conflict, InsufficientPermissions
 
-from ..models import Membership, PlanTier, QuotaCounter, Role, Tenant, TenantStatus, Theme
-from ..plans import LIMIT_SETTINGS, RATE_SETTING, plan_setting_ceiling
+from ..models import (
+    COUNTED_QUOTA_RESOURCES,
+    Membership,
+    PlanTier,
+    QuotaCounter,
+    Role,
+    Tenant,
+    TenantStatus,
+    Theme,
+)
+from ..plans import LIMIT_SETTINGS, RATE_SETTING, plan_setting_ceiling, setting_limit
 from .members import membership_add
-from .quotas import COUNTED_RESOURCES
-from .themes import theme_update
+from .themes import delete_file_after_commit, theme_update
 
 
 def unique_slug(name: str) -> str:
@@ -60,7 +67,7 @@ def tenant_create(
         payload={"slug": tenant.slug, "name": tenant.name, "plan": tenant.plan},
     )
     QuotaCounter.objects.bulk_create(
-        QuotaCounter(tenant=tenant, resource=resource) for resource in COUNTED_RESOURCES
+        QuotaCounter(tenant=tenant, resource=resource) for resource in COUNTED_QUOTA_RESOURCES
     )
     owner = owner or actor
     if add_owner and owner is not None and owner.is_authenticated:
@@ -79,10 +86,10 @@ def check_limit_settings(*, plan: str, new_settings: Mapping, old_settings: Mapp
         return
     refused = {}
     for key in (*LIMIT_SETTINGS, RATE_SETTING):
-        value, old = new_settings.get(key), old_settings.get(key)
+        value, old = new_settings.get(key), setting_limit(old_settings, key)
         # Keeping or lowering the current value never gains the tenant anything, even when that
         # value (set by staff) is above the plan.
-        if value is None or (isinstance(old, int) and not isinstance(old, bool) and value <= old):
+        if value is None or (old is not None and value <= old):
             continue
         ceiling = plan_setting_ceiling(plan, key)
         if value > ceiling:
@@ -232,7 +239,9 @@ def tenant_delete(*, tenant: Tenant, actor) -> None:
     its audit chain goes through the one purge door (audit.services.chain_purge), which also
     records the chain's final head on the platform chain.
     """
-    locked = Tenant.objects.locked(tenant.pk)
+    # FOR UPDATE, not Tenant.objects.locked(): it also holds off inserts of rows that reference
+    # the tenant (an event recorded by a request in flight) until the rows are gone.
+    locked = Tenant.objects.select_for_update().get(pk=tenant.pk)
     members = Membership.objects.filter(tenant=locked).count()
     logo = Theme.objects.filter(tenant=locked).values_list("logo", flat=True).first()
     chain_purge(tenant=locked, actor=actor)
@@ -251,4 +260,4 @@ def tenant_delete(*, tenant: Tenant, actor) -> None:
     )
     locked.delete()
     if logo:
-        transaction.on_commit(lambda: default_storage.delete(logo))
+        delete_file_after_commit(logo)

@@ -106,7 +106,7 @@ def membership_add(
         role=role,
         status=MembershipStatus.ACTIVE,
         permissions=permissions or {},
-        invited_by=actor if actor is not None and actor.is_authenticated else None,
+        invited_by=_person(actor),
         joined_at=timezone.now(),
     )
     record(

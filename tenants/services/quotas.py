@@ -41,8 +41,6 @@ from ..models import (
 )
 from ..plans import PERIODIC_RESOURCES, first_of_next_month, tenant_limits
 
-COUNTED_RESOURCES = COUNTED_QUOTA_RESOURCES
-
 # Raw SQL for RETURNING (one statement, no read-modify-write); only the model's own table name
 # is interpolated, every value is a parameter.
 _TABLE = QuotaCounter._meta.db_table
@@ -75,8 +73,8 @@ class QuotaState:
 
 
 def _check_resource(resource: str) -> None:
-    if resource not in COUNTED_RESOURCES:
-        raise ValueError(f"{resource!r} is not a counted quota resource: {COUNTED_RESOURCES}")
+    if resource not in COUNTED_QUOTA_RESOURCES:
+        raise ValueError(f"{resource!r} is not a counted quota resource: {COUNTED_QUOTA_RESOURCES}")
 
 
 def _db_value(tenant_id):
@@ -84,9 +82,9 @@ def _db_value(tenant_id):
     return tenant_id if connection.vendor == "postgresql" else tenant_id.hex
 
 
-def _ensure_counter(tenant: Tenant, resource: str) -> None:
+def _ensure_counter(tenant: Tenant, resource: str) -> QuotaCounter:
     # Tenants made before quotas (or by fixtures) get their rows on first use.
-    QuotaCounter.objects.get_or_create(tenant=tenant, resource=resource)
+    return QuotaCounter.objects.get_or_create(tenant=tenant, resource=resource)[0]
 
 
 def _exceeded(resource: str, limit: int, amount: int) -> QuotaExceeded:
@@ -134,9 +132,7 @@ def api_calls_admit(*, tenant: Tenant, windows, amount: int = 1) -> Admission:
     meter = store.meter(tenant, amount, limit)
     admission = admit(windows, meter)
     if admission.meter_status == METER_MISSING:
-        _ensure_counter(tenant, QuotaResource.API_CALLS)
-        stored = QuotaCounter.objects.get(tenant=tenant, resource=QuotaResource.API_CALLS)
-        store.seed(tenant, stored.used)
+        store.seed(tenant, _ensure_counter(tenant, QuotaResource.API_CALLS).used)
         admission = admit(windows, meter)
     if admission.meter_status == METER_OVER_LIMIT:
         raise _exceeded(QuotaResource.API_CALLS, limit, amount)
@@ -228,8 +224,14 @@ def quota_release(*, tenant: Tenant, resource: str, amount: int) -> int:
 
 def annotated_usage(tenant: Tenant) -> dict[str, int]:
     """Usage from a tenant loaded with `Tenant.objects.with_member_count().with_quota_usage()`."""
-    usage = {resource: getattr(tenant, f"{resource}_used") for resource in COUNTED_RESOURCES}
+    usage = {resource: getattr(tenant, f"{resource}_used") for resource in COUNTED_QUOTA_RESOURCES}
     return {**usage, QuotaResource.USERS: tenant.member_count}
+
+
+def annotated_quota_states(tenant: Tenant) -> dict:
+    """Every resource's QuotaState, without queries, for a tenant loaded
+    `with_member_count().with_quota_usage()` and passed through `with_live_api_calls`."""
+    return quota_states(tenant, usage=annotated_usage(tenant))
 
 
 def quota_states(tenant: Tenant, *, usage: dict[str, int] | None = None) -> dict:

@@ -75,7 +75,9 @@ def _cleaned(data: Mapping[str, Any]) -> dict[str, Any]:
     return cleaned
 
 
-def _delete_after_commit(name: str) -> None:
+def delete_file_after_commit(name: str) -> None:
+    """Remove a stored file once the transaction commits; a storage error is logged, not
+    raised, since the rows no longer point at it."""
     storage = default_storage
     transaction.on_commit(lambda: storage.delete(name), robust=True)
 
@@ -101,7 +103,7 @@ def theme_update(*, tenant: Tenant, actor, data: Mapping[str, Any]) -> Theme:
         return theme
     theme.save()
     if dropped_file:
-        _delete_after_commit(dropped_file)
+        delete_file_after_commit(dropped_file)
     record(
         tenant=tenant,
         event_type="theme.updated",
@@ -156,5 +158,5 @@ def theme_logo_set(*, tenant: Tenant, actor, uploaded_file) -> Theme:
         default_storage.delete(stored_file)
         raise
     if replaced_file:
-        _delete_after_commit(replaced_file)
+        delete_file_after_commit(replaced_file)
     return theme

@@ -12,8 +12,7 @@ from django.views.generic import TemplateView
 
 from config.exceptions import error_body
 
-# As the API's InvitationAcceptSerializer.token; a longer value is no token of ours.
-TOKEN_MAX_LENGTH = 200
+from ..serializers.members import INVITATION_TOKEN_MAX_LENGTH
 
 
 class InvitationAcceptPage(TemplateView):
@@ -37,7 +36,7 @@ class InvitationAcceptPage(TemplateView):
     def get_context_data(self, **kwargs):
         token = self.request.GET.get("token", "").strip()
         return {
-            "token": token if len(token) <= TOKEN_MAX_LENGTH else "",
+            "token": token if len(token) <= INVITATION_TOKEN_MAX_LENGTH else "",
             "accept_api": reverse("invitation-accept"),
             "nonce": self.nonce,
         }

@@ -11,7 +11,7 @@ from ..queries import organization_detail
 from ..serializers.organizations import OrganizationSerializer, OrganizationUpdateSerializer
 from ..serializers.quotas import OrganizationQuotasSerializer
 from ..services import lifecycle
-from ..services.quotas import annotated_usage, quota_states, with_live_api_calls
+from ..services.quotas import annotated_quota_states, with_live_api_calls
 
 
 class OrganizationViewSet(TenantContextViewSet):
@@ -69,5 +69,5 @@ class OrganizationViewSet(TenantContextViewSet):
     @action(detail=False, methods=["get"])
     def quotas(self, request):
         tenant = self.get_object()
-        states = quota_states(tenant, usage=annotated_usage(tenant))
+        states = annotated_quota_states(tenant)
         return Response(OrganizationQuotasSerializer((tenant, states)).data)

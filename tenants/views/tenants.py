@@ -10,6 +10,7 @@ from config.exceptions import InsufficientPermissions, TenantSuspended
 from ..api import PlatformViewSet
 from ..models import Membership, MembershipStatus, Tenant
 from ..permissions import AUTHENTICATED, STAFF, effective_permissions
+from ..queries import organization_detail
 from ..serializers.quotas import TenantQuotaSerializer
 from ..serializers.tenants import TenantSerializer, TenantUpdateSerializer, tenant_quota
 from ..services import lifecycle, quotas
@@ -71,16 +72,22 @@ class TenantViewSet(
     def get_object(self):
         # Lookups by slug are case-insensitive, like the slugs themselves.
         self.kwargs[self.lookup_field] = self.kwargs[self.lookup_field].lower()
-        return quotas.with_live_api_calls([super().get_object()])[0]
+        return super().get_object()
+
+    def _live(self, tenant):
+        """The tenant with its live api_calls (one Redis read): for the reads that show it; the
+        writes answer with `_fresh` after the change instead."""
+        return quotas.with_live_api_calls([tenant])[0]
+
+    def retrieve(self, request, *args, **kwargs):
+        return Response(self.get_serializer(self._live(self.get_object())).data)
 
     def paginate_queryset(self, queryset):
         page = super().paginate_queryset(queryset)
         return quotas.with_live_api_calls(page) if page is not None else None
 
     def _fresh(self, tenant):
-        return quotas.with_live_api_calls(
-            [_with_quota_data(Tenant.objects.filter(pk=tenant.pk)).get()]
-        )[0]
+        return self._live(organization_detail(tenant.pk))
 
     def _respond(self, tenant, status_code=status.HTTP_200_OK):
         return Response(self.get_serializer(self._fresh(tenant)).data, status=status_code)
@@ -143,7 +150,7 @@ class TenantViewSet(
     @extend_schema(responses={200: TenantQuotaSerializer})
     @action(detail=True, methods=["get"])
     def quota(self, request, slug=None):
-        return Response(TenantQuotaSerializer(tenant_quota(self.get_object())).data)
+        return Response(TenantQuotaSerializer(tenant_quota(self._live(self.get_object()))).data)
 
     @extend_schema(request=None, responses={200: TenantQuotaSerializer})
     @action(detail=True, methods=["post"])
