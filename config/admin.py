@@ -1,6 +1,25 @@
 """Admin building blocks shared by the apps."""
 
-from django.contrib import admin
+from collections.abc import Callable, Iterable
+
+from django.contrib import admin, messages
+
+from .exceptions import ApplicationError
+
+
+def apply_each(modeladmin, request, objects: Iterable, change: Callable, label: Callable) -> int:
+    """An admin action's loop: `change(obj)` (a service call) for each object. A refusal
+    (ApplicationError) is reported for that object, named by `label(obj)`, and the others go
+    on. Returns how many changed."""
+    done = 0
+    for obj in objects:
+        try:
+            change(obj)
+        except ApplicationError as error:
+            modeladmin.message_user(request, f"{label(obj)}: {error.message}", messages.ERROR)
+        else:
+            done += 1
+    return done
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):

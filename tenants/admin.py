@@ -3,8 +3,7 @@ from django.contrib import admin, messages
 from django.template.response import TemplateResponse
 from django.utils import timezone
 
-from config.admin import ReadOnlyAdmin
-from config.exceptions import ApplicationError
+from config.admin import ReadOnlyAdmin, apply_each
 
 from .models import (
     Invitation,
@@ -55,8 +54,8 @@ class TenantForm(forms.ModelForm):
         # Lowercase, as through the API: slugs are looked up lowercased (tenants/{slug},
         # X-Organization-ID), so "Acme" would be unreachable and could sit next to "acme".
         slug = self.cleaned_data["slug"].lower()
-        if Tenant.objects.filter(slug=slug).exclude(pk=self.instance.pk).exists():
-            raise forms.ValidationError("An organization with this slug already exists.")
+        if lifecycle.slug_in_use(slug, excluding=self.instance):
+            raise forms.ValidationError(lifecycle.SLUG_TAKEN)
         return slug
 
     def clean_settings(self):
@@ -193,13 +192,13 @@ class TenantAdmin(admin.ModelAdmin):
             lifecycle.tenant_delete(tenant=tenant, actor=request.user)
 
     def _apply(self, request, queryset, service, done: str, **kwargs):
-        changed = 0
-        for tenant in queryset:
-            try:
-                service(tenant=tenant, actor=request.user, **kwargs)
-                changed += 1
-            except ApplicationError as error:
-                self.message_user(request, f"{tenant.slug}: {error.message}", messages.ERROR)
+        changed = apply_each(
+            self,
+            request,
+            queryset,
+            lambda tenant: service(tenant=tenant, actor=request.user, **kwargs),
+            lambda tenant: tenant.slug,
+        )
         if changed:
             self.message_user(request, f"{changed} organization(s) {done}.", messages.SUCCESS)
 
@@ -278,14 +277,15 @@ class MembershipAdmin(admin.ModelAdmin):
         self._set_status(request, queryset, MembershipStatus.ACTIVE, "Reactivated")
 
     def _set_status(self, request, queryset, status, verb):
-        done = 0
-        for membership in queryset.exclude(status=MembershipStatus.INVITED):
-            try:
-                member_update(membership=membership, actor=request.user, status=status)
-            except ApplicationError as exc:
-                self.message_user(request, f"{membership.email}: {exc.message}", messages.ERROR)
-            else:
-                done += 1
+        done = apply_each(
+            self,
+            request,
+            queryset.exclude(status=MembershipStatus.INVITED),
+            lambda membership: member_update(
+                membership=membership, actor=request.user, status=status
+            ),
+            lambda membership: membership.email,
+        )
         self.message_user(request, f"{verb} {done} member(s).", messages.SUCCESS)
 
 
@@ -319,14 +319,13 @@ class InvitationAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Revoke selected pending invitations", permissions=["revoke"])
     def revoke_invitations(self, request, queryset):
-        revoked = 0
-        for invitation in queryset.filter(status=InvitationStatus.PENDING):
-            try:
-                invitation_revoke(invitation=invitation, actor=request.user)
-            except ApplicationError as exc:
-                self.message_user(request, f"{invitation.email}: {exc.message}", messages.ERROR)
-            else:
-                revoked += 1
+        revoked = apply_each(
+            self,
+            request,
+            queryset.filter(status=InvitationStatus.PENDING),
+            lambda invitation: invitation_revoke(invitation=invitation, actor=request.user),
+            lambda invitation: invitation.email,
+        )
         self.message_user(request, f"Revoked {revoked} invitation(s).", messages.SUCCESS)
 
 

@@ -269,6 +269,12 @@ class Theme(TenantOwned):
     def __str__(self):
         return f"{self.name} ({self.tenant_id})"
 
+    def logo_in_use(self, request=None) -> str:
+        """The logo shown: the uploaded file's URL (absolute given the request), else logo_url."""
+        if self.logo:
+            return request.build_absolute_uri(self.logo.url) if request else self.logo.url
+        return self.logo_url
+
 
 class QuotaResource(models.TextChoices):
     """Seed 000's quota resources, plus api_calls (seed 002). `users` is counted from the

@@ -21,11 +21,8 @@ def theme_branding(theme: Theme, request=None) -> dict:
     inactive, like the stylesheet); an uploaded logo's URL is absolute given the request."""
     if not theme.is_active:
         theme = Theme(tenant_id=theme.tenant_id)
-    logo = theme.logo_url
-    if theme.logo:
-        logo = request.build_absolute_uri(theme.logo.url) if request else theme.logo.url
     return {
-        "logo": logo,
+        "logo": theme.logo_in_use(request),
         "primaryColor": theme.primary_color,
         "secondaryColor": theme.secondary_color,
         "accentColor": theme.accent_color,

@@ -2,6 +2,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from ..models import PlanTier, Tenant
+from ..services.lifecycle import SLUG_TAKEN, slug_in_use
 from ..services.quotas import annotated_quota_states
 from .quotas import TenantQuotaSerializer
 from .settings_schema import OrganizationSettingsSerializer, merged_settings
@@ -62,8 +63,8 @@ class TenantSerializer(serializers.ModelSerializer):
     def validate_slug(self, value):
         # Slugs are lowercase, so "ACME" and "acme" can never name two tenants.
         value = value.lower()
-        if Tenant.objects.filter(slug=value).exists():
-            raise serializers.ValidationError("An organization with this slug already exists.")
+        if slug_in_use(value):
+            raise serializers.ValidationError(SLUG_TAKEN)
         return value
 
 
@@ -91,8 +92,8 @@ class TenantUpdateSerializer(serializers.ModelSerializer):
 
     def validate_slug(self, value):
         value = value.lower()
-        if Tenant.objects.filter(slug=value).exclude(pk=self.instance.pk).exists():
-            raise serializers.ValidationError("An organization with this slug already exists.")
+        if slug_in_use(value, excluding=self.instance):
+            raise serializers.ValidationError(SLUG_TAKEN)
         return value
 
     def validate_settings(self, value):

@@ -92,16 +92,10 @@ class ThemeSerializer(serializers.ModelSerializer):
 
     def to_representation(self, theme):
         data = super().to_representation(theme)
-        data["logo_url"] = self._uploaded_logo_url(theme) or theme.logo_url
+        data["logo_url"] = theme.logo_in_use(self.context.get("request"))
         if theme._state.adding:
             data["id"] = data["updated_at"] = None
         return data
-
-    def _uploaded_logo_url(self, theme) -> str:
-        if not theme.logo:
-            return ""
-        request = self.context.get("request")
-        return request.build_absolute_uri(theme.logo.url) if request else theme.logo.url
 
     def validate_logo_url(self, value):
         theme = self.instance

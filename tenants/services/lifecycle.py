@@ -26,12 +26,22 @@ from ..plans import LIMIT_SETTINGS, RATE_SETTING, plan_setting_ceiling, setting_
 from .members import membership_add
 from .themes import delete_file_after_commit, theme_update
 
+SLUG_TAKEN = "An organization with this slug already exists."
+
+
+def slug_in_use(slug: str, *, excluding: Tenant | None = None) -> bool:
+    """Whether another tenant (than `excluding`) has this slug; slugs are stored lowercase."""
+    taken = Tenant.objects.filter(slug=slug)
+    if excluding is not None and excluding.pk is not None:
+        taken = taken.exclude(pk=excluding.pk)
+    return taken.exists()
+
 
 def unique_slug(name: str) -> str:
     """A free slug derived from the name: `acme`, `acme-2`, `acme-3`, ..."""
     base = (slugify(name) or "org")[:56].strip("-") or "org"
     candidate, n = base, 1
-    while Tenant.objects.filter(slug=candidate).exists():
+    while slug_in_use(candidate):
         n += 1
         candidate = f"{base}-{n}"
     return candidate
@@ -52,7 +62,7 @@ def tenant_create(
     `add_owner` is false (staff creating a tenant in the admin, then inviting its owner)."""
     tenant = create_or_conflict(
         Tenant,
-        conflict_message="An organization with this slug already exists.",
+        conflict_message=SLUG_TAKEN,
         name=name,
         slug=slug or unique_slug(name),
         plan=plan,
@@ -131,8 +141,8 @@ def tenant_update(*, tenant: Tenant, actor, data: Mapping) -> Tenant:
             setattr(tenant, field, value)
     if not changed:
         return tenant
-    if "slug" in changed and Tenant.objects.filter(slug=tenant.slug).exclude(pk=tenant.pk).exists():
-        raise Conflict("An organization with this slug already exists.")
+    if "slug" in changed and slug_in_use(tenant.slug, excluding=tenant):
+        raise Conflict(SLUG_TAKEN)
     tenant.save(update_fields=[*changed, "updated_at"])
     payload = {"changed": sorted(changed)}
     if "plan" in changed:

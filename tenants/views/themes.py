@@ -199,7 +199,6 @@ class ThemeStylesheetViewSet(PlatformViewSet):
         theme = getattr(tenant, "theme", None)
         if theme is None or not theme.is_active:
             theme = defaults
-        logo_url = request.build_absolute_uri(theme.logo.url) if theme.logo else theme.logo_url
         return StylesheetInput(
             slug=tenant.slug,
             primary_color=theme.primary_color,
@@ -210,6 +209,6 @@ class ThemeStylesheetViewSet(PlatformViewSet):
                 defaults.secondary_color,
                 defaults.accent_color,
             ),
-            logo_url=logo_url,
+            logo_url=theme.logo_in_use(request),
             custom_css=theme.custom_css,
         )

@@ -53,6 +53,7 @@ EXEMPT = {
     "audit.services.chain_verify": "read-only",
     "audit.services.chain_status": "read-only",
     "tenants.services.lifecycle.unique_slug": "read-only helper",
+    "tenants.services.lifecycle.slug_in_use": "read-only helper",
     "tenants.services.lifecycle.check_limit_settings": "validation: changes nothing",
     "tenants.services.quotas.quota_release": (
         "gives usage back; the deletion that frees the resource records its own event"
