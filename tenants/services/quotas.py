@@ -151,11 +151,18 @@ def api_calls_sync() -> int:
         return 0
     written = 0
     for tenant_id, period, value in store.claim_dirty():
-        written += QuotaCounter.objects.filter(
-            tenant_id=tenant_id,
-            resource=QuotaResource.API_CALLS,
-            tenant__last_reset_at=api_call_store.period_start(period),
-        ).update(used=value, updated_at=timezone.now())
+        with transaction.atomic():
+            # The tenant's row first, as a reset takes it: a reset in progress is waited for,
+            # and the row is then read as it committed, so an ended period is not copied over
+            # the reset's zero (a condition through the join would be checked on the old row).
+            current = Tenant.objects.select_for_update(no_key=True).filter(
+                pk=tenant_id, last_reset_at=api_call_store.period_start(period)
+            )
+            if not current.values_list("pk", flat=True):
+                continue
+            written += QuotaCounter.objects.filter(
+                tenant_id=tenant_id, resource=QuotaResource.API_CALLS
+            ).update(used=value, updated_at=timezone.now())
     return written
 
 

@@ -463,6 +463,32 @@ def test_two_resets_at_once_reset_each_tenant_once():
     assert AuditEvent.objects.filter(event_type="quota.reset").count() == 5
 
 
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_sync_waiting_on_a_reset_does_not_copy_the_ended_period():
+    tenant = TenantFactory()
+    for _ in range(4):
+        quota_consume(tenant=tenant, resource="api_calls")
+    synced = []
+
+    def sync():
+        try:
+            synced.append(api_calls_sync())
+        finally:
+            connections.close_all()
+
+    with ThreadPoolExecutor(1) as pool, transaction.atomic():
+        quota_reset(tenant=tenant, actor=None)
+        # The sync claims the old period's counter and waits for the reset's locks.
+        waiting = pool.submit(sync)
+        with pytest.raises(TimeoutError):
+            waiting.result(timeout=0.5)
+    waiting.result(timeout=10)
+
+    assert synced == [0]
+    assert stored(tenant) == 0
+
+
 def test_the_beat_task_resets_due_quotas():
     tenant = TenantFactory(quota_reset_at=datetime(2020, 1, 1, tzinfo=UTC))
     quota_consume(tenant=tenant, resource="tokens", amount=10)
