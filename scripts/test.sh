@@ -49,6 +49,11 @@ if [ -z "${REDIS_URL:-}" ]; then
   echo "==> Redis on 127.0.0.1:$REDIS_PORT"
 fi
 
+# tests/live runs the README's curl | jq examples against the quick start (skipped without them).
+if ! command -v curl >/dev/null || ! command -v jq >/dev/null; then
+  apt_install curl jq || echo "==> no curl or jq: the README examples test will be skipped"
+fi
+
 export DJANGO_SETTINGS_MODULE=config.settings.test
 echo "==> ruff"
 "$VENV/bin/ruff" check .

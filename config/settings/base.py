@@ -11,9 +11,10 @@ import environ
 from celery.schedules import crontab
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
-VAR_DIR = BASE_DIR / "var"
-
 env = environ.Env()
+# Where the embedded defaults keep their files (the SQLite database, the Celery file-system
+# queue, uploaded media), so a second instance (the live tests) can run beside the quick start.
+VAR_DIR = Path(env("VAR_DIR", default=str(BASE_DIR / "var")))
 
 # Only the dev/test settings may fall back to this; production refuses it.
 INSECURE_DEV_SECRET_KEY = "django-insecure-dev-only-never-use-in-production"
@@ -86,6 +87,20 @@ TEMPLATES = [
 DATABASES = {
     "default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}"),
 }
+# The embedded SQLite database serves runserver's threads, the Celery worker and beat at once.
+# With SQLite's defaults a burst of writes failed with "database is locked" (a transaction that
+# read first cannot wait for the write lock, and readers block the writer). WAL lets readers run
+# beside the one writer; IMMEDIATE takes the write lock when a transaction begins, so writers
+# queue for up to `timeout` seconds; synchronous=NORMAL is durable enough under WAL and saves an
+# fsync per commit. Options in DATABASE_URL's query string win. ATOMIC_REQUESTS stays off, as
+# Django's SQLite notes advise with IMMEDIATE: a whole request would hold the write lock.
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    DATABASES["default"]["OPTIONS"] = {
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 20,
+        **DATABASES["default"].get("OPTIONS", {}),
+    }
 DATABASES["default"]["ATOMIC_REQUESTS"] = False
 # Persistent connections (checked before reuse): a new PostgreSQL connection per request costs
 # more than the whole API stack.

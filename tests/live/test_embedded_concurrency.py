@@ -1,0 +1,94 @@
+"""Concurrent writers against the quick start's embedded SQLite database.
+
+runserver serves each request on its own thread, and the Celery worker and beat write to the
+same file; without WAL, IMMEDIATE transactions and a busy timeout, SQLite answered such bursts
+with `database is locked` (500).
+"""
+
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from .client import call, token_for
+
+pytestmark = pytest.mark.live
+
+THEME_PATCHES = 24
+CONCURRENT_REQUESTS = 12
+TENANT_WRITERS = 20
+
+
+def _theme_updates(url: str, token: str) -> int:
+    answer = call(
+        url,
+        "GET",
+        "/api/v1/audit/events/?event_type=theme.updated&page_size=100",
+        token=token,
+        organization="acme",
+    )
+    assert answer.status == 200, answer
+    assert answer.body["next"] is None, "more theme.updated events than one page holds"
+    return len(answer.body["results"])
+
+
+def test_concurrent_theme_patches_all_succeed(quick_start):
+    url = quick_start.url
+    token = token_for(url, "owner@acme.example.com")
+    events_before = _theme_updates(url, token)
+    colors = [f"#1122{index:02x}" for index in range(THEME_PATCHES)]
+
+    def patch(color):
+        return call(
+            url,
+            "PATCH",
+            "/api/v1/organizations/theme/",
+            token=token,
+            organization="acme",
+            body={"primary_color": color},
+        )
+
+    with ThreadPoolExecutor(max_workers=CONCURRENT_REQUESTS) as pool:
+        answers = list(pool.map(patch, colors))
+
+    failures = [answer for answer in answers if answer.status != 200]
+    assert failures == []
+    assert len(answers) == THEME_PATCHES
+    assert [answer.body["primary_color"] for answer in answers] == colors
+    final = call(url, "GET", "/api/v1/organizations/theme/", token=token, organization="acme")
+    assert final.status == 200
+    assert final.body["primary_color"] in colors
+    # Each PATCH committed exactly once, with its audit event.
+    assert _theme_updates(url, token) == events_before + THEME_PATCHES
+    quick_start.assert_healthy()
+
+
+def test_concurrent_tenant_creation_all_succeed(quick_start):
+    url = quick_start.url
+    # Not the acme owner, whom the README test needs to be a member of acme only.
+    token = token_for(url, "owner@globex.example.com")
+    run = uuid.uuid4().hex[:8]
+    names = [f"Live {run} {index:02d}" for index in range(TENANT_WRITERS)]
+    start_together = threading.Barrier(TENANT_WRITERS)
+
+    def create(name):
+        start_together.wait()
+        return call(url, "POST", "/api/v1/tenants/", token=token, body={"name": name})
+
+    with ThreadPoolExecutor(max_workers=TENANT_WRITERS) as pool:
+        answers = list(pool.map(create, names))
+
+    failures = [answer for answer in answers if answer.status != 201]
+    assert failures == []
+    assert len(answers) == TENANT_WRITERS
+    assert sorted(answer.body["name"] for answer in answers) == names
+    assert len({answer.body["slug"] for answer in answers}) == TENANT_WRITERS
+
+    listed = call(url, "GET", "/api/v1/tenants/?page_size=100", token=token)
+    assert listed.status == 200
+    listed_names = [tenant["name"] for tenant in listed.body["results"]]
+    # globex (from the demo data) and the ones created here, each once.
+    assert listed.body["count"] == 1 + TENANT_WRITERS
+    assert sorted(name for name in listed_names if name.startswith(f"Live {run} ")) == names
+    quick_start.assert_healthy()
