@@ -3,19 +3,22 @@ from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
 from rest_framework_simplejwt.token_blacklist.models import OutstandingToken
 
-from config.admin import ReadOnlyAdmin
+from config.admin import ReadOnlyAdmin, ServiceDeleteAdmin
 from tenants.models import Membership
 
 from .models import APIKey, AuthToken, User
-from .services import api_key_revoke
+from .services import api_key_revoke, auth_logout, user_create, user_delete
 
 
 class MembershipInline(admin.TabularInline):
+    """Read-only: roles and statuses change through the members services (the membership's
+    own page and its actions), so the owner and seat rules hold and changes are audited."""
+
     model = Membership
     fk_name = "user"
     extra = 0
     fields = ("tenant", "role", "status", "joined_at")
-    readonly_fields = ("tenant", "joined_at")
+    readonly_fields = fields
     show_change_link = True
     can_delete = False
 
@@ -39,7 +42,12 @@ class UserEditForm(UserChangeForm):
 
 
 @admin.register(User)
-class UserAdmin(BaseUserAdmin):
+class UserAdmin(ServiceDeleteAdmin, BaseUserAdmin):
+    """Users. Created through user_create and deleted through user_delete (memberships removed
+    by the members services, refused for an organization's last active owner). Profile and
+    platform access (is_active, is_staff, ...) are saved by the form: no service owns them, and
+    deactivating ends the user's sessions by itself (every credential checks is_active)."""
+
     add_form = UserCreationForm
     form = UserEditForm
     ordering = ("email",)
@@ -61,10 +69,32 @@ class UserAdmin(BaseUserAdmin):
         (None, {"classes": ("wide",), "fields": ("email", "name", "password1", "password2")}),
     )
 
+    def save_model(self, request, obj, form, change):
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        # A new user through the service, so `user.created` is recorded as for any other.
+        usable = form.cleaned_data.get("set_usable_password", True)
+        created = user_create(
+            email=form.cleaned_data["email"],
+            password=form.cleaned_data.get("password1") if usable else None,
+            name=form.cleaned_data.get("name", ""),
+            actor=request.user,
+        )
+        obj.pk = created.pk
+        obj.refresh_from_db()
+
+    def deletion_label(self, obj):
+        return obj.email
+
+    def delete_through_service(self, request, obj):
+        user_delete(user=obj, actor=request.user)
+
 
 @admin.register(AuthToken)
-class AuthTokenAdmin(admin.ModelAdmin):
-    """Tokens can be listed and revoked (deleted); their secret is never stored, so never shown."""
+class AuthTokenAdmin(ServiceDeleteAdmin):
+    """Tokens can be listed and revoked (deleted); their secret is never stored, so never shown.
+    Deleting one ends that session as logging out does (auth_logout, `auth.logout`)."""
 
     list_display = ("user", "created_at", "expires_at")
     list_select_related = ("user",)
@@ -77,6 +107,12 @@ class AuthTokenAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False
+
+    def deletion_label(self, obj):
+        return f"token of {obj.user.email}"
+
+    def delete_through_service(self, request, obj):
+        auth_logout(user=obj.user, credential=obj, refresh_token=None)
 
 
 @admin.register(APIKey)

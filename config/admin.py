@@ -3,6 +3,14 @@
 from collections.abc import Callable, Iterable
 
 from django.contrib import admin, messages
+from django.contrib.admin.actions import delete_selected as django_delete_selected
+from django.contrib.admin.options import TO_FIELD_VAR
+from django.contrib.admin.utils import model_ngettext, quote
+from django.core.exceptions import PermissionDenied
+from django.db import transaction
+from django.http import HttpResponseRedirect
+from django.urls import reverse
+from django.utils.translation import gettext_lazy
 
 from .exceptions import ApplicationError
 
@@ -37,3 +45,89 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+class ServiceDeleteAdmin(admin.ModelAdmin):
+    """A ModelAdmin whose every deletion calls `delete_through_service` once per object.
+
+    The delete page, `delete_model`, `delete_queryset` and the "Delete selected" action all go
+    through it, so the service's rules, row locks and audit events apply. A refusal
+    (ApplicationError) is an error message naming the object (`deletion_label`), which stays
+    as it was; the others go on."""
+
+    def __init__(self, model, admin_site):
+        super().__init__(model, admin_site)
+        # Listed on the class, the service-backed action below replaces the site-wide one of
+        # the same name (Django's, which deletes with a plain queryset delete).
+        if self.actions is not None and "delete_selected" not in self.actions:
+            self.actions = ("delete_selected", *self.actions)
+
+    def delete_through_service(self, request, obj) -> None:
+        raise NotImplementedError(f"{type(self).__name__} must delete through its service")
+
+    def deletion_label(self, obj) -> str:
+        return str(obj)
+
+    def get_deleted_objects(self, objs, request):
+        """Django asks for delete permission on every related row; records with read-only
+        admins (the audit log, credentials, invitations) would forbid the deletion outright.
+        The service removes those rows itself, so only the editable models' permissions
+        still apply."""
+        deleted, model_count, perms_needed, protected = super().get_deleted_objects(objs, request)
+        read_only = {
+            str(model._meta.verbose_name)
+            for model, model_admin in self.admin_site._registry.items()
+            if isinstance(model_admin, ReadOnlyAdmin)
+        }
+        return deleted, model_count, perms_needed - read_only, protected
+
+    def log_deletions(self, request, queryset):
+        # Django logs before deleting; here each object is logged in its service's transaction
+        # instead (see delete_queryset), so a refused deletion leaves no "deleted" entry.
+        return []
+
+    def delete_model(self, request, obj):
+        self.delete_queryset(request, [obj])
+
+    def delete_queryset(self, request, queryset) -> int:
+        """Delete each object through the service; returns how many were deleted."""
+
+        def delete(obj):
+            with transaction.atomic():
+                super(ServiceDeleteAdmin, self).log_deletions(request, [obj])
+                self.delete_through_service(request, obj)
+
+        return apply_each(self, request, queryset, delete, self.deletion_label)
+
+    def response_delete(self, request, obj_display, obj_id):
+        attr = request.POST.get(TO_FIELD_VAR, request.GET.get(TO_FIELD_VAR)) or self.opts.pk.attname
+        if self.model._default_manager.filter(**{attr: obj_id}).exists():
+            # Refused (the error message says why): back to the object, not "deleted".
+            return HttpResponseRedirect(
+                reverse(
+                    f"admin:{self.opts.app_label}_{self.opts.model_name}_change",
+                    args=[quote(obj_id)],
+                    current_app=self.admin_site.name,
+                )
+            )
+        return super().response_delete(request, obj_display, obj_id)
+
+    @admin.action(
+        permissions=["delete"], description=gettext_lazy("Delete selected %(verbose_name_plural)s")
+    )
+    def delete_selected(self, request, queryset):
+        """Django's confirmation page, then the deletions through the service, each reported."""
+        if request.POST.get("post"):
+            _, _, perms_needed, protected = self.get_deleted_objects(queryset, request)
+            if perms_needed:
+                raise PermissionDenied
+            if not protected:
+                selected = len(queryset)
+                deleted = self.delete_queryset(request, queryset)
+                if deleted:
+                    name = model_ngettext(self.opts, selected)
+                    self.message_user(
+                        request, f"Deleted {deleted} of {selected} {name}.", messages.SUCCESS
+                    )
+                return None
+        return django_delete_selected(self, request, queryset)

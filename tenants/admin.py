@@ -3,8 +3,9 @@ from django.contrib import admin, messages
 from django.template.response import TemplateResponse
 from django.utils import timezone
 
-from config.admin import ReadOnlyAdmin, apply_each
+from config.admin import ReadOnlyAdmin, ServiceDeleteAdmin, apply_each
 
+from .emails import request_link_base
 from .models import (
     Invitation,
     InvitationStatus,
@@ -16,7 +17,12 @@ from .models import (
 )
 from .serializers.settings_schema import OrganizationSettingsSerializer
 from .services import lifecycle, quotas
-from .services.members import invitation_revoke, member_update
+from .services.members import (
+    invitation_link_issue,
+    invitation_revoke,
+    member_remove,
+    member_update,
+)
 from .services.themes import THEME_FIELDS, theme_update
 from .theme_assets import (
     ThemeAssetError,
@@ -94,7 +100,7 @@ def _usage_percentage(tenant, resource: str) -> str:
 
 
 @admin.register(Tenant)
-class TenantAdmin(admin.ModelAdmin):
+class TenantAdmin(ServiceDeleteAdmin):
     list_display = (
         "name",
         "slug",
@@ -171,25 +177,12 @@ class TenantAdmin(admin.ModelAdmin):
         obj.pk = created.pk
         obj.refresh_from_db()
 
-    def get_deleted_objects(self, objs, request):
-        """Django asks for delete permission on every related row; the audit log and credentials
-        have read-only admins (nobody deletes them by hand), which would forbid deleting any
-        tenant that has them. tenant_delete removes those rows itself (the audit chain through
-        chain_purge), so only the editable models' permissions still apply."""
-        deleted, model_count, perms_needed, protected = super().get_deleted_objects(objs, request)
-        read_only = {
-            str(model._meta.verbose_name)
-            for model, model_admin in self.admin_site._registry.items()
-            if isinstance(model_admin, ReadOnlyAdmin)
-        }
-        return deleted, model_count, perms_needed - read_only, protected
+    def deletion_label(self, obj):
+        return obj.slug
 
-    def delete_model(self, request, obj):
+    def delete_through_service(self, request, obj):
+        # The audit chain goes through chain_purge, and `tenant.deleted` is recorded.
         lifecycle.tenant_delete(tenant=obj, actor=request.user)
-
-    def delete_queryset(self, request, queryset):
-        for tenant in queryset:
-            lifecycle.tenant_delete(tenant=tenant, actor=request.user)
 
     def _apply(self, request, queryset, service, done: str, **kwargs):
         changed = apply_each(
@@ -229,11 +222,32 @@ class TenantAdmin(admin.ModelAdmin):
         self._apply(request, queryset, quotas.quota_reset, "reset")
 
 
+def _issue_links(modeladmin, request, memberships) -> None:
+    """A fresh invitation link for each pending member, shown once in a message: only its
+    digest is stored, so an existing link cannot be shown again."""
+    base = request_link_base(request)
+    links = []
+
+    def issue(membership):
+        _, link = invitation_link_issue(membership=membership, actor=request.user, link_base=base)
+        links.append((membership.email, link))
+
+    apply_each(modeladmin, request, memberships, issue, lambda membership: membership.email)
+    for email, link in links:
+        modeladmin.message_user(
+            request,
+            f"New invitation link for {email}, shown only now; the previous link no longer "
+            f"works: {link}",
+            messages.WARNING,
+        )
+
+
 @admin.register(Membership)
-class MembershipAdmin(admin.ModelAdmin):
+class MembershipAdmin(ServiceDeleteAdmin):
     """Memberships, pending invitations included (by their address). Role, status and
     permissions change through the members services (API, or the actions here), so the owner
-    and seat rules hold and every change is audited."""
+    and seat rules hold and every change is audited. Deleting removes the member through
+    member_remove (for a pending invitation: revokes it)."""
 
     list_display = ("email", "tenant", "role", "status", "invited_at", "joined_at")
     list_filter = ("status", "role")
@@ -258,7 +272,7 @@ class MembershipAdmin(admin.ModelAdmin):
         "created_at",
         "updated_at",
     )
-    actions = ("suspend_members", "reactivate_members")
+    actions = ("suspend_members", "reactivate_members", "issue_invitation_links")
 
     @admin.display(description="Email")
     def email(self, obj):
@@ -267,6 +281,19 @@ class MembershipAdmin(admin.ModelAdmin):
     def has_add_permission(self, request):
         # People join by invitation (or by creating a tenant), never by a hand-made row.
         return False
+
+    def deletion_label(self, obj):
+        return f"{obj.email} ({obj.tenant.slug})"
+
+    def delete_through_service(self, request, obj):
+        member_remove(membership=obj, actor=request.user)
+
+    @admin.action(
+        description="Create a fresh link for the selected invited members", permissions=["change"]
+    )
+    def issue_invitation_links(self, request, queryset):
+        invited = queryset.filter(status=MembershipStatus.INVITED).select_related("user")
+        _issue_links(self, request, invited)
 
     @admin.action(description="Suspend selected members", permissions=["change"])
     def suspend_members(self, request, queryset):
@@ -292,7 +319,8 @@ class MembershipAdmin(admin.ModelAdmin):
 @admin.register(Invitation)
 class InvitationAdmin(ReadOnlyAdmin):
     """Invitations, read-only: the token was only ever emailed and its digest is not shown.
-    Staff can revoke pending ones (the same service as removing an invited member)."""
+    Staff can revoke pending ones (the same service as removing an invited member), or create
+    a fresh link to pass on by hand (the previous one stops working)."""
 
     list_display = ("email", "tenant", "status", "expired", "invited_by", "created_at")
     list_filter = ("status",)
@@ -308,7 +336,7 @@ class InvitationAdmin(ReadOnlyAdmin):
         "accepted_at",
         "created_at",
     )
-    actions = ("revoke_invitations",)
+    actions = ("revoke_invitations", "issue_links")
 
     @admin.display(description="Expired", boolean=True)
     def expired(self, obj):
@@ -327,6 +355,20 @@ class InvitationAdmin(ReadOnlyAdmin):
             lambda invitation: invitation.email,
         )
         self.message_user(request, f"Revoked {revoked} invitation(s).", messages.SUCCESS)
+
+    def has_reissue_permission(self, request):
+        return request.user.has_perm("tenants.change_invitation")
+
+    @admin.action(
+        description="Create a fresh link for the selected pending invitations",
+        permissions=["reissue"],
+    )
+    def issue_links(self, request, queryset):
+        pending = queryset.filter(status=InvitationStatus.PENDING)
+        memberships = Membership.objects.filter(
+            pk__in=pending.values("membership_id")
+        ).select_related("user")
+        _issue_links(self, request, memberships)
 
 
 # Themes ----------------------------------------------------------------------------------------

@@ -24,12 +24,32 @@ class _Pending:
     message: EmailMultiAlternatives
 
 
-def accept_url(token: str) -> str:
-    """The link the invitee follows: INVITATION_ACCEPT_URL with the token appended."""
-    return f"{settings.INVITATION_ACCEPT_URL}{token}"
+# The control plane's own accept page (config/urls.py), the token appended.
+ACCEPT_PATH = "/invitations/accept?token="
+# The link's base when neither a setting nor a request names one (a management command, a
+# Celery task): the quick start's address. Deployments set PUBLIC_BASE_URL.
+FALLBACK_LINK_BASE = "http://localhost:8000"
 
 
-def invitation_message(*, invitation: Invitation, token: str, inviter) -> EmailMultiAlternatives:
+def request_link_base(request) -> str:
+    """The scheme, host and port `request` came in on, e.g. `http://127.0.0.1:8011`."""
+    # get_host() has checked the Host header against ALLOWED_HOSTS, so a forged host never
+    # makes a link; behind a proxy the scheme follows SECURE_PROXY_SSL_HEADER.
+    return request.build_absolute_uri("/").rstrip("/")
+
+
+def accept_url(token: str, *, link_base: str | None = None) -> str:
+    """The link the invitee follows: INVITATION_ACCEPT_URL + token when set, else the accept
+    page on PUBLIC_BASE_URL, `link_base` (the inviting request's) or FALLBACK_LINK_BASE."""
+    if settings.INVITATION_ACCEPT_URL:
+        return f"{settings.INVITATION_ACCEPT_URL}{token}"
+    base = settings.PUBLIC_BASE_URL or link_base or FALLBACK_LINK_BASE
+    return f"{base.rstrip('/')}{ACCEPT_PATH}{token}"
+
+
+def invitation_message(
+    *, invitation: Invitation, token: str, inviter, link_base: str | None = None
+) -> EmailMultiAlternatives:
     """The invitation email (plain text with an HTML alternative) to `invitation.email`."""
     tenant = invitation.tenant
     membership = invitation.membership
@@ -38,7 +58,7 @@ def invitation_message(*, invitation: Invitation, token: str, inviter) -> EmailM
         "inviter_name": _person(inviter),
         "invitee_name": membership.user.name if membership.user_id else "",
         "role": Role(membership.role).label,
-        "accept_url": accept_url(token),
+        "accept_url": accept_url(token, link_base=link_base),
         "expires_at": invitation.expires_at,
         "has_account": membership.user_id is not None,
     }

@@ -209,12 +209,14 @@ AUDIT_SEAL_BATCH_SIZE = env.int("AUDIT_SEAL_BATCH_SIZE", default=1000)
 
 # Tenancy
 TENANT_TRIAL_DAYS = env.int("TENANT_TRIAL_DAYS", default=14)
-# Invitations to join a tenant expire after this many days; the emailed link is this URL with
-# the token appended (the front end posts it to /api/v1/invitations/accept).
+# Invitations to join a tenant expire after this many days. The emailed link: when set,
+# INVITATION_ACCEPT_URL with the token appended (a front end's page, which posts it to
+# /api/v1/invitations/accept); else the control plane's accept page on PUBLIC_BASE_URL, else
+# on the host the inviting request came in on (tenants/emails.py).
 INVITATION_TTL_DAYS = env.int("INVITATION_TTL_DAYS", default=7)
-INVITATION_ACCEPT_URL = env(
-    "INVITATION_ACCEPT_URL", default="http://127.0.0.1:8000/invitations/accept?token="
-)
+INVITATION_ACCEPT_URL = env("INVITATION_ACCEPT_URL", default="")
+# The public address of this control plane (https://cp.example.com), for links in emails.
+PUBLIC_BASE_URL = env("PUBLIC_BASE_URL", default="")
 DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="Control Plane <no-reply@localhost>")
 # Quotas: a `quota.warning` event is recorded once per period when usage crosses this percentage.
 QUOTA_WARNING_THRESHOLD = env.float("QUOTA_WARNING_THRESHOLD", default=80.0)

@@ -128,11 +128,13 @@ def member_invite(
     custom_permissions: dict | None = None,
     send_email: bool = True,
     actor_permissions: frozenset[str] | None = None,
+    link_base: str | None = None,
 ) -> Invitation:
     """Invite `email` to `tenant`: an `invited` membership (bound to the address's account when
     there is one) and a pending invitation whose token is emailed after commit when
     `send_email`. An address whose earlier invitation expired is invited again on the same
-    membership. The token is returned to nobody: it exists only in the email."""
+    membership. The token is returned to nobody: it exists only in the email. `link_base` is
+    the scheme and host the request came in on (see emails.accept_url)."""
     tenant = Tenant.objects.locked(tenant.pk)
     authority = _authority(tenant, actor, actor_permissions)
     email = _normalize_email(email)
@@ -180,7 +182,9 @@ def member_invite(
 
     invitation, token = _new_invitation(membership, actor=actor, now=now)
     if send_email:
-        message = emails.invitation_message(invitation=invitation, token=token, inviter=actor)
+        message = emails.invitation_message(
+            invitation=invitation, token=token, inviter=actor, link_base=link_base
+        )
         emails.send_after_commit(invitation=invitation, message=message)
     record(
         tenant=tenant,
@@ -205,24 +209,14 @@ def invitation_resend(
     membership: Membership,
     actor: User | None,
     actor_permissions: frozenset[str] | None = None,
+    link_base: str | None = None,
 ) -> Invitation:
     """Email a pending member a fresh invitation: a new token and expiry; the previous link
     stops working. The actor must be able to grant what the invitation grants."""
-    tenant, membership, authority = _lock_for_change(membership, actor, actor_permissions)
-    if membership.status != MembershipStatus.INVITED:
-        raise Conflict("This member has already joined; there is no invitation to resend.")
-    _check_grant(
-        authority,
-        role=membership.role,
-        granted=effective_permissions(membership.role, membership.permissions),
+    tenant, membership, invitation, token = _reissue(membership, actor, actor_permissions)
+    message = emails.invitation_message(
+        invitation=invitation, token=token, inviter=actor, link_base=link_base
     )
-    now = timezone.now()
-    if _live_invitation(membership, now=now) is None:
-        # An expired invitation held no seat; sending it again takes one.
-        _check_seat(tenant, counting_invitations=True, now=now)
-    _supersede_pending(membership)
-    invitation, token = _new_invitation(membership, actor=actor, now=now)
-    message = emails.invitation_message(invitation=invitation, token=token, inviter=actor)
     emails.send_after_commit(invitation=invitation, message=message)
     record(
         tenant=tenant,
@@ -235,6 +229,30 @@ def invitation_resend(
         },
     )
     return invitation
+
+
+@transaction.atomic
+def invitation_link_issue(
+    *,
+    membership: Membership,
+    actor: User | None,
+    actor_permissions: frozenset[str] | None = None,
+    link_base: str | None = None,
+) -> tuple[Invitation, str]:
+    """A fresh invitation link for a pending member, returned instead of emailed (staff pass
+    it on where there is no email); as a resend, the previous link stops working."""
+    tenant, membership, invitation, token = _reissue(membership, actor, actor_permissions)
+    record(
+        tenant=tenant,
+        event_type="invitation.link_issued",
+        actor=actor,
+        payload={
+            **_member_payload(membership),
+            "invitation_id": str(invitation.pk),
+            "expires_at": invitation.expires_at.isoformat(),
+        },
+    )
+    return invitation, emails.accept_url(token, link_base=link_base)
 
 
 @transaction.atomic
@@ -583,6 +601,29 @@ def _new_invitation(membership: Membership, *, actor, now) -> tuple[Invitation, 
         expires_at=now + timedelta(days=settings.INVITATION_TTL_DAYS),
     )
     return invitation, token
+
+
+def _reissue(
+    membership: Membership, actor, actor_permissions: frozenset[str] | None
+) -> tuple[Tenant, Membership, Invitation, str]:
+    """A new token and expiry for a pending member, retiring the previous link (resend, link
+    issue): the actor must be able to grant what the invitation grants, and an expired
+    invitation needs a free seat again."""
+    tenant, membership, authority = _lock_for_change(membership, actor, actor_permissions)
+    if membership.status != MembershipStatus.INVITED:
+        raise Conflict("This member has already joined; there is no invitation to resend.")
+    _check_grant(
+        authority,
+        role=membership.role,
+        granted=effective_permissions(membership.role, membership.permissions),
+    )
+    now = timezone.now()
+    if _live_invitation(membership, now=now) is None:
+        # An expired invitation held no seat; sending it again takes one.
+        _check_seat(tenant, counting_invitations=True, now=now)
+    _supersede_pending(membership)
+    invitation, token = _new_invitation(membership, actor=actor, now=now)
+    return tenant, membership, invitation, token
 
 
 def _check_acceptable(invitation: Invitation | None, *, now) -> None:

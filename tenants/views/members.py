@@ -10,6 +10,7 @@ from rest_framework.response import Response
 from config.schema import ErrorEnvelopeSerializer
 
 from ..api import PlatformViewSet, TenantScopedViewSet
+from ..emails import request_link_base
 from ..filters import MemberFilter
 from ..models import Invitation, InvitationStatus, Membership
 from ..permissions import PUBLIC
@@ -88,6 +89,7 @@ class MemberViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScop
             tenant=request.tenant,
             actor=request.user,
             actor_permissions=request.permissions,
+            link_base=request_link_base(request),
             **serializer.validated_data,
         )
         email_sent = serializer.validated_data["send_email"]
@@ -103,7 +105,10 @@ class MemberViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScop
     @action(detail=True, methods=["post"], url_path="resend")
     def resend(self, request, pk=None):
         invitation = services.invitation_resend(
-            membership=self.get_object(), actor=request.user, actor_permissions=request.permissions
+            membership=self.get_object(),
+            actor=request.user,
+            actor_permissions=request.permissions,
+            link_base=request_link_base(request),
         )
         return Response(self._sent(invitation, email_sent=True))
 

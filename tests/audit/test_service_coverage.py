@@ -119,6 +119,10 @@ INVOCATIONS = {
         lambda: accounts_services.user_create(email="new@example.com", password=TEST_PASSWORD),
         "user.created",
     ),
+    "accounts.services.user_delete": (
+        lambda: accounts_services.user_delete(user=_member().user, actor=None),
+        "user.deleted",
+    ),
     "accounts.services.auth_token_issue": (
         lambda: accounts_services.auth_token_issue(user=UserFactory()),
         "auth.login.succeeded",
@@ -152,6 +156,12 @@ INVOCATIONS = {
             membership=InvitationFactory().membership, actor=None
         ),
         "invitation.resent",
+    ),
+    "tenants.services.members.invitation_link_issue": (
+        lambda: tenants_services.members.invitation_link_issue(
+            membership=InvitationFactory().membership, actor=None
+        ),
+        "invitation.link_issued",
     ),
     "tenants.services.members.invitation_accept": (
         lambda: tenants_services.invitation_accept(
