@@ -7,6 +7,7 @@ from django.db import models
 from django.db.models.functions import Lower
 from django.utils import timezone
 
+from config.validators import validate_name
 from tenants.models import TenantOwned
 
 
@@ -40,7 +41,7 @@ class User(AbstractBaseUser, PermissionsMixin):
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     email = models.EmailField(max_length=254, unique=True)
-    name = models.CharField(max_length=200, blank=True)
+    name = models.CharField(max_length=200, blank=True, validators=[validate_name])
     is_active = models.BooleanField(default=True)
     is_staff = models.BooleanField(
         default=False,
@@ -114,7 +115,7 @@ class APIKey(TenantOwned):
     PREFIX = "cp_"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    name = models.CharField(max_length=200)
+    name = models.CharField(max_length=200, validators=[validate_name])
     key_id = models.CharField(max_length=32, editable=False)
     secret_hash = models.CharField(max_length=64, editable=False)
     key_prefix = models.CharField(

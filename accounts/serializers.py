@@ -3,17 +3,25 @@ from datetime import timedelta
 from django.utils import timezone
 from rest_framework import serializers
 
+from config.serializers import (
+    CharField,
+    ChoiceField,
+    EmailField,
+    ModelSerializer,
+    NameField,
+    Serializer,
+)
 from tenants.models import Membership
 
 from .models import APIKey, User
 
 
-class TokenObtainSerializer(serializers.Serializer):
+class TokenObtainSerializer(Serializer):
     """Seed 002: `username` or `email`, and `password`."""
 
-    username = serializers.CharField(required=False, max_length=254, write_only=True)
-    email = serializers.EmailField(required=False, write_only=True)
-    password = serializers.CharField(
+    username = CharField(required=False, max_length=254, write_only=True)
+    email = EmailField(required=False, write_only=True)
+    password = CharField(
         max_length=4096, write_only=True, style={"input_type": "password"}
     )
 
@@ -25,25 +33,25 @@ class TokenObtainSerializer(serializers.Serializer):
         return attrs
 
 
-class TokenSerializer(serializers.Serializer):
-    token = serializers.CharField(read_only=True)
+class TokenSerializer(Serializer):
+    token = CharField(read_only=True)
 
 
-class UserSerializer(serializers.ModelSerializer):
+class UserSerializer(ModelSerializer):
     class Meta:
         model = User
         fields = ["id", "email", "name", "is_staff", "date_joined"]
         read_only_fields = fields
 
 
-class MembershipTenantSerializer(serializers.Serializer):
+class MembershipTenantSerializer(Serializer):
     id = serializers.UUIDField(source="tenant.id")
-    slug = serializers.CharField(source="tenant.slug")
-    name = serializers.CharField(source="tenant.name")
-    status = serializers.CharField(source="tenant.status")
+    slug = CharField(source="tenant.slug")
+    name = CharField(source="tenant.name")
+    status = CharField(source="tenant.status")
 
 
-class MyMembershipSerializer(serializers.ModelSerializer):
+class MyMembershipSerializer(ModelSerializer):
     tenant = MembershipTenantSerializer(source="*")
 
     class Meta:
@@ -52,30 +60,30 @@ class MyMembershipSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class CurrentTenantSerializer(serializers.Serializer):
+class CurrentTenantSerializer(Serializer):
     id = serializers.UUIDField()
-    slug = serializers.CharField()
-    name = serializers.CharField()
-    status = serializers.CharField()
+    slug = CharField()
+    name = CharField()
+    status = CharField()
 
 
-class MeAPIKeySerializer(serializers.Serializer):
+class MeAPIKeySerializer(Serializer):
     """The API key the caller authenticated with."""
 
     id = serializers.UUIDField()
-    name = serializers.CharField()
-    key_prefix = serializers.CharField()
-    scopes = serializers.ListField(child=serializers.CharField())
+    name = CharField()
+    key_prefix = CharField()
+    scopes = serializers.ListField(child=CharField())
 
 
-class MeSerializer(serializers.Serializer):
+class MeSerializer(Serializer):
     """The caller, their memberships and their effective permissions in the current tenant."""
 
     user = UserSerializer()
     memberships = MyMembershipSerializer(many=True)
     tenant = CurrentTenantSerializer(allow_null=True)
-    role = serializers.CharField(allow_null=True)
-    permissions = serializers.ListField(child=serializers.CharField())
+    role = CharField(allow_null=True)
+    permissions = serializers.ListField(child=CharField())
     api_key = MeAPIKeySerializer(
         allow_null=True, help_text="The API key used for this request, when it was one."
     )
@@ -84,9 +92,9 @@ class MeSerializer(serializers.Serializer):
 # JWT (seed 004) ----------------------------------------------------------------------------
 
 
-class LoginSerializer(serializers.Serializer):
-    email = serializers.EmailField(write_only=True)
-    password = serializers.CharField(
+class LoginSerializer(Serializer):
+    email = EmailField(write_only=True)
+    password = CharField(
         max_length=4096, write_only=True, style={"input_type": "password"}
     )
 
@@ -95,35 +103,35 @@ class LoginSerializer(serializers.Serializer):
         return attrs
 
 
-class TokenPairSerializer(serializers.Serializer):
-    access_token = serializers.CharField(help_text="JWT for `Authorization: Bearer <token>`.")
-    refresh_token = serializers.CharField(
+class TokenPairSerializer(Serializer):
+    access_token = CharField(help_text="JWT for `Authorization: Bearer <token>`.")
+    refresh_token = CharField(
         help_text="Exchange at POST /api/v1/auth/refresh; single use (rotated)."
     )
-    token_type = serializers.ChoiceField(choices=["bearer"])
+    token_type = ChoiceField(choices=["bearer"])
     expires_in = serializers.IntegerField(help_text="Seconds until the access token expires.")
 
 
-class LoginUserSerializer(serializers.Serializer):
+class LoginUserSerializer(Serializer):
     id = serializers.UUIDField()
-    email = serializers.EmailField()
-    name = serializers.CharField(allow_blank=True)
+    email = EmailField()
+    name = CharField(allow_blank=True)
     organization_id = serializers.UUIDField(
         allow_null=True, help_text="The user's only active organization, else null."
     )
-    role = serializers.CharField(allow_null=True)
+    role = CharField(allow_null=True)
 
 
 class LoginResponseSerializer(TokenPairSerializer):
     user = LoginUserSerializer()
 
 
-class RefreshSerializer(serializers.Serializer):
-    refresh_token = serializers.CharField(max_length=4096, write_only=True)
+class RefreshSerializer(Serializer):
+    refresh_token = CharField(max_length=4096, write_only=True)
 
 
-class LogoutSerializer(serializers.Serializer):
-    refresh_token = serializers.CharField(
+class LogoutSerializer(Serializer):
+    refresh_token = CharField(
         max_length=4096,
         required=False,
         write_only=True,
@@ -131,17 +139,17 @@ class LogoutSerializer(serializers.Serializer):
     )
 
 
-class MessageSerializer(serializers.Serializer):
-    message = serializers.CharField()
+class MessageSerializer(Serializer):
+    message = CharField()
 
 
 # Roles -------------------------------------------------------------------------------------
 
 
-class RoleSerializer(serializers.Serializer):
-    role = serializers.CharField()
-    name = serializers.CharField()
-    permissions = serializers.ListField(child=serializers.CharField(), help_text="Sorted.")
+class RoleSerializer(Serializer):
+    role = CharField()
+    name = CharField()
+    permissions = serializers.ListField(child=CharField(), help_text="Sorted.")
     permissions_object = serializers.DictField(
         child=serializers.DictField(child=serializers.BooleanField()),
         help_text='Seed 000 shape: {"documents": {"read": true, ...}, ...}.',
@@ -151,12 +159,12 @@ class RoleSerializer(serializers.Serializer):
 # API keys (seeds 002, 003) -----------------------------------------------------------------
 
 
-class APIKeySerializer(serializers.ModelSerializer):
+class APIKeySerializer(ModelSerializer):
     """A key as listed: masked (`key_prefix`), never the key or its hash."""
 
     organization_id = serializers.UUIDField(source="tenant_id", read_only=True)
     user_id = serializers.UUIDField(source="created_by_id", read_only=True, allow_null=True)
-    scopes = serializers.ListField(child=serializers.CharField(), read_only=True)
+    scopes = serializers.ListField(child=CharField(), read_only=True)
 
     class Meta:
         model = APIKey
@@ -181,7 +189,7 @@ class APIKeySerializer(serializers.ModelSerializer):
 class APIKeyCreatedSerializer(APIKeySerializer):
     """The creation answer: the only time the full key is shown."""
 
-    key = serializers.CharField(
+    key = CharField(
         source="raw_key", read_only=True, help_text="The full key. Shown once; store it now."
     )
 
@@ -198,15 +206,15 @@ _SCOPES_HELP = (
 
 def _scopes_field() -> serializers.ListField:
     return serializers.ListField(
-        child=serializers.CharField(max_length=64),
+        child=CharField(max_length=64),
         allow_empty=False,
         max_length=64,
         help_text=_SCOPES_HELP,
     )
 
 
-class APIKeyCreateSerializer(serializers.Serializer):
-    name = serializers.CharField(max_length=200)
+class APIKeyCreateSerializer(Serializer):
+    name = NameField(max_length=200)
     scopes = _scopes_field()
     expires_at = serializers.DateTimeField(required=False, allow_null=True)
     expires_days = serializers.IntegerField(
@@ -224,13 +232,13 @@ class APIKeyCreateSerializer(serializers.Serializer):
         return attrs
 
 
-class APIKeyUpdateSerializer(serializers.Serializer):
-    name = serializers.CharField(max_length=200)
+class APIKeyUpdateSerializer(Serializer):
+    name = NameField(max_length=200)
     scopes = _scopes_field()
     is_active = serializers.BooleanField(required=False)
 
 
-class APIKeyUsageSerializer(serializers.Serializer):
+class APIKeyUsageSerializer(Serializer):
     total_requests = serializers.IntegerField()
     success_requests = serializers.IntegerField()
     failed_requests = serializers.IntegerField(help_text="Responses with status 400 or above.")

@@ -1,9 +1,11 @@
 from rest_framework import serializers
 
+from config.serializers import CharField, ChoiceField, ModelSerializer, QuerySerializer, Serializer
+
 from .models import AuditEvent
 
 
-class AuditEventSerializer(serializers.ModelSerializer):
+class AuditEventSerializer(ModelSerializer):
     """Seed 002's event shape (`timestamp`, `prev_hash`, `hash`) plus actor and request context."""
 
     tenant_id = serializers.UUIDField(read_only=True, allow_null=True)
@@ -31,11 +33,11 @@ class AuditEventSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class ChainQuerySerializer(serializers.Serializer):
+class ChainQuerySerializer(QuerySerializer):
     """Which chain: the caller's tenant; staff may name any tenant or the platform chain."""
 
     tenant_id = serializers.UUIDField(required=False)
-    chain = serializers.ChoiceField(choices=["platform"], required=False)
+    chain = ChoiceField(choices=["platform"], required=False)
 
 
 class ExportQuerySerializer(ChainQuerySerializer):
@@ -48,31 +50,31 @@ class ExportQuerySerializer(ChainQuerySerializer):
         return attrs
 
 
-class BrokenLinkSerializer(serializers.Serializer):
+class BrokenLinkSerializer(Serializer):
     event_id = serializers.UUIDField(allow_null=True)
-    event_type = serializers.CharField(allow_null=True)
-    timestamp = serializers.CharField(allow_null=True)
+    event_type = CharField(allow_null=True)
+    timestamp = CharField(allow_null=True)
     seq = serializers.IntegerField(allow_null=True)
-    reason = serializers.CharField()
-    computed_hash = serializers.CharField(allow_null=True)
-    stored_hash = serializers.CharField(allow_null=True)
+    reason = CharField()
+    computed_hash = CharField(allow_null=True)
+    stored_hash = CharField(allow_null=True)
 
 
-class ChainVerificationSerializer(serializers.Serializer):
+class ChainVerificationSerializer(Serializer):
     """Seed 002's verification result, plus the sealing and checkpoint figures."""
 
-    chain = serializers.CharField(help_text='A tenant id, or "platform".')
+    chain = CharField(help_text='A tenant id, or "platform".')
     chain_valid = serializers.BooleanField()
     verified_count = serializers.IntegerField()
     total_events = serializers.IntegerField()
     unsealed_count = serializers.IntegerField()
-    chain_head = serializers.CharField(allow_null=True)
+    chain_head = CharField(allow_null=True)
     last_seq = serializers.IntegerField()
     checkpoints_checked = serializers.IntegerField()
     broken_links = BrokenLinkSerializer(many=True)
 
 
-class PublicKeySerializer(serializers.Serializer):
-    algorithm = serializers.CharField()
-    public_key = serializers.CharField(help_text="base64 of the raw 32-byte Ed25519 key")
-    key_id = serializers.CharField()
+class PublicKeySerializer(Serializer):
+    algorithm = CharField()
+    public_key = CharField(help_text="base64 of the raw 32-byte Ed25519 key")
+    key_id = CharField()

@@ -1,18 +1,47 @@
 """The one application error type and the one exception handler that maps every error to the
-envelope `{"error": {"code", "message", "details", "request_id"}}`."""
+envelope `{"error": {"code", "message", "details", "request_id"}}`.
+
+`ERROR_CODES` is the complete list of codes the API answers with: the README and the OpenAPI
+schema show it, and tests/api/test_error_codes.py fails when code anywhere emits another.
+"""
 
 import logging
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import (
+    RequestDataTooBig,
+    SuspiciousOperation,
+    TooManyFieldsSent,
+    TooManyFilesSent,
+)
 from django.db import DataError
 from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.response import Response
-from rest_framework.views import set_rollback
 
 from . import request_context
 
 logger = logging.getLogger("config.exceptions")
+
+# code -> (HTTP status, when it is answered). The one documented list.
+ERROR_CODES: dict[str, tuple[int, str]] = {
+    "VALIDATION_ERROR": (400, "The input is invalid; `details` names each offending field."),
+    "TENANT_REQUIRED": (400, "No organization given and the caller belongs to several."),
+    "AUTHENTICATION_REQUIRED": (401, "No credentials, or invalid, expired or revoked ones."),
+    "INSUFFICIENT_PERMISSIONS": (403, "The caller lacks the permission the action needs."),
+    "TENANT_SUSPENDED": (403, "The organization is suspended or cancelled."),
+    "RESOURCE_NOT_FOUND": (404, "No such resource, or not one the caller can see."),
+    "METHOD_NOT_ALLOWED": (405, "The path does not answer this HTTP method."),
+    "NOT_ACCEPTABLE": (406, "The Accept header asks for a format the API does not produce."),
+    "CONFLICT": (409, "The request conflicts with the resource's current state."),
+    "PAYLOAD_TOO_LARGE": (413, "The request body is larger than the API accepts."),
+    "UNSUPPORTED_MEDIA_TYPE": (415, "The request body's Content-Type is not accepted here."),
+    "RATE_LIMIT_EXCEEDED": (429, "Too many requests, or too many failed logins; see Retry-After."),
+    "QUOTA_EXCEEDED": (429, "The organization's quota for a resource is used up."),
+    "INTERNAL_ERROR": (500, "An unexpected error; the request id finds it in the logs."),
+    "SERVICE_UNAVAILABLE": (503, "A dependency (database, cache, broker) is unavailable."),
+}
 
 
 class ApplicationError(exceptions.APIException):
@@ -66,6 +95,12 @@ class ServiceUnavailable(ApplicationError):
     default_detail = "The service is not ready."
 
 
+class PayloadTooLarge(ApplicationError):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    code = "PAYLOAD_TOO_LARGE"
+    default_detail = "The request body is too large."
+
+
 # DRF exception class -> envelope code. Checked in order; first isinstance match wins.
 _CODES: list[tuple[type[Exception], str]] = [
     (exceptions.ValidationError, "VALIDATION_ERROR"),
@@ -79,6 +114,8 @@ _CODES: list[tuple[type[Exception], str]] = [
     (exceptions.UnsupportedMediaType, "UNSUPPORTED_MEDIA_TYPE"),
     (exceptions.Throttled, "RATE_LIMIT_EXCEEDED"),
 ]
+# Any other APIException (a library's own subclass) gets the documented code of its status.
+_CODE_BY_STATUS = {status_code: code for code, (status_code, _) in reversed(ERROR_CODES.items())}
 
 
 def error_body(code: str, message: str, details: dict | None = None) -> dict:
@@ -105,29 +142,74 @@ def _message_and_details(exc: exceptions.APIException) -> tuple[str, dict]:
     return str(exc.detail), {}
 
 
-def api_exception_handler(exc, context):
-    """DRF's EXCEPTION_HANDLER: every exception, including unexpected ones, becomes the envelope."""
+def body_too_large_message() -> str:
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    return f"The request body is larger than the API accepts ({limit} bytes)."
+
+
+def _as_api_exception(exc):
+    """Django's and the database's exceptions that are the client's doing, as API errors."""
     if isinstance(exc, Http404):
-        exc = exceptions.NotFound()
-    elif isinstance(exc, DjangoPermissionDenied):
-        exc = exceptions.PermissionDenied()
-    elif isinstance(exc, DataError):
+        return exceptions.NotFound()
+    if isinstance(exc, DjangoPermissionDenied):
+        return exceptions.PermissionDenied()
+    if isinstance(exc, RequestDataTooBig | TooManyFieldsSent | TooManyFilesSent):
+        return PayloadTooLarge(body_too_large_message())
+    if isinstance(exc, SuspiciousOperation):
+        return exceptions.ValidationError({"non_field_errors": ["The request is malformed."]})
+    if isinstance(exc, DataError):
         # A value the database cannot store (NUL byte, out-of-range number): the client's input.
-        exc = exceptions.ValidationError({"non_field_errors": ["A value is not acceptable."]})
+        return exceptions.ValidationError({"non_field_errors": ["A value is not acceptable."]})
+    return exc
 
-    if not isinstance(exc, exceptions.APIException):
-        logger.exception("Unhandled error in %s", context.get("view").__class__.__name__)
-        set_rollback()
-        return Response(
-            error_body("INTERNAL_ERROR", "An unexpected error occurred."),
-            status=status.HTTP_500_INTERNAL_SERVER_ERROR,
-        )
 
+def code_for(exc: exceptions.APIException) -> str:
     code = getattr(exc, "code", None) if isinstance(exc, ApplicationError) else None
     if code is None:
         code = next((c for cls, c in _CODES if isinstance(exc, cls)), None)
     if code is None:
-        code = str(exc.default_code).upper()
+        fallback = "INTERNAL_ERROR" if exc.status_code >= 500 else "VALIDATION_ERROR"
+        code = _CODE_BY_STATUS.get(exc.status_code, fallback)
+    return code
+
+
+def api_exception_handler(exc, context):
+    """DRF's EXCEPTION_HANDLER: every exception, including unexpected ones, becomes the envelope.
+
+    Building the answer cannot fail: should anything in it raise, the answer is still the
+    envelope, with a fixed 500 message."""
+    try:
+        return _handle(exc, context)
+    except Exception:
+        logger.exception("The error handler failed while handling %r", type(exc).__name__)
+        set_rollback()
+        return internal_error_response()
+
+
+def internal_error_response() -> Response:
+    return Response(
+        error_body("INTERNAL_ERROR", "An unexpected error occurred."),
+        status=status.HTTP_500_INTERNAL_SERVER_ERROR,
+    )
+
+
+def set_rollback() -> None:
+    # Imported here: DRF's views module imports the API settings' classes (authentication,
+    # parsers), which import this module for its error types.
+    from rest_framework.views import set_rollback as drf_set_rollback
+
+    drf_set_rollback()
+
+
+def _handle(exc, context):
+    exc = _as_api_exception(exc)
+    if not isinstance(exc, exceptions.APIException):
+        view = context.get("view") if context else None
+        logger.exception("Unhandled error in %s", view.__class__.__name__)
+        set_rollback()
+        return internal_error_response()
+
+    code = code_for(exc)
     message, details = _message_and_details(exc)
 
     headers = {}

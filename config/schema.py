@@ -11,15 +11,23 @@ from rest_framework import serializers
 from tenants.permissions import PUBLIC, STAFF, required_permission_for
 from tenants.resolution import TENANT_HEADER, TENANT_QUERY_PARAM, TenantMode
 
+from .exceptions import ERROR_CODES
+from .serializers import CharField, ChoiceField, Serializer
 
-class ErrorDetailSerializer(serializers.Serializer):
-    code = serializers.CharField(help_text="Machine-readable code, e.g. VALIDATION_ERROR.")
-    message = serializers.CharField()
+
+class ErrorDetailSerializer(Serializer):
+    code = ChoiceField(
+        choices=list(ERROR_CODES),
+        help_text="Machine-readable code: "
+        + "; ".join(f"{code} ({status})" for code, (status, _) in ERROR_CODES.items())
+        + ".",
+    )
+    message = CharField()
     details = serializers.DictField(help_text="Field errors or other structured detail.")
-    request_id = serializers.CharField(help_text="Same value as the X-Request-ID header.")
+    request_id = CharField(help_text="Same value as the X-Request-ID header.")
 
 
-class ErrorEnvelopeSerializer(serializers.Serializer):
+class ErrorEnvelopeSerializer(Serializer):
     error = ErrorDetailSerializer()
 
 
@@ -31,12 +39,13 @@ _ERRORS = {
     "405": "Method not allowed (METHOD_NOT_ALLOWED).",
     "406": "Requested format not available (NOT_ACCEPTABLE).",
     "409": "Conflicts with the current state (CONFLICT).",
+    "413": "The request body is over the size limit (PAYLOAD_TOO_LARGE).",
     "415": "Unsupported media type (UNSUPPORTED_MEDIA_TYPE).",
     "429": "Rate limit (RATE_LIMIT_EXCEEDED) or quota (QUOTA_EXCEEDED) exhausted.",
     "500": "Unexpected server error (INTERNAL_ERROR).",
     "503": "A dependency is unavailable (SERVICE_UNAVAILABLE).",
 }
-_PUBLIC_ERRORS = ("400", "404", "405", "406", "415", "429", "500")
+_PUBLIC_ERRORS = ("400", "404", "405", "406", "413", "415", "429", "500")
 API_KEY_SCHEME = "apiKeyAuth"
 
 
@@ -138,3 +147,13 @@ class BearerJWTAuthenticationScheme(OpenApiAuthenticationExtension):
             "bearerFormat": "JWT",
             "description": "Access token from POST /api/v1/auth/login (refresh: auth/refresh).",
         }
+
+
+def request_bodies_refuse_unknown_fields(result, generator, request, public):
+    """SPECTACULAR_SETTINGS POSTPROCESSING_HOOKS: request bodies list every field they accept
+    (config.serializers refuses any other key), so their schemas say `additionalProperties:
+    false`. Free-form objects inside them (settings, branding) keep their own rule."""
+    for name, component in result.get("components", {}).get("schemas", {}).items():
+        if name.endswith("Request") and component.get("type") == "object":
+            component.setdefault("additionalProperties", False)
+    return result

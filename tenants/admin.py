@@ -140,7 +140,9 @@ class TenantAdmin(ServiceDeleteAdmin):
     )
 
     def get_queryset(self, request):
-        return super().get_queryset(request).with_member_count().with_quota_usage()
+        return (
+            super().get_queryset(request).with_member_count().with_seats_taken().with_quota_usage()
+        )
 
     def get_changelist_instance(self, request):
         changelist = super().get_changelist_instance(request)

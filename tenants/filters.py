@@ -24,8 +24,10 @@ class MemberFilter(django_filters.FilterSet):
         value = value.strip()
         if not value:
             return queryset
+        # A pending invitation matches on the address typed only: matching on the name of an
+        # account the address may have would reveal that account.
+        joined = ~Q(status=MembershipStatus.INVITED)
         return queryset.filter(
-            Q(user__email__icontains=value)
-            | Q(user__name__icontains=value)
-            | Q(invited_email__icontains=value)
+            Q(invited_email__icontains=value)
+            | (joined & (Q(user__email__icontains=value) | Q(user__name__icontains=value)))
         )

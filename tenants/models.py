@@ -5,6 +5,14 @@ from django.db import models
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from config.validators import (
+    DESCRIPTION_MAX_LENGTH,
+    validate_domain,
+    validate_name,
+    validate_phone,
+    validate_text,
+)
+
 from .plans import first_of_next_month
 
 
@@ -49,6 +57,20 @@ class TenantQuerySet(models.QuerySet):
             member_count=Coalesce(models.Subquery(active, output_field=models.IntegerField()), 0)
         )
 
+    def with_seats_taken(self, *, now=None):
+        """Annotate `seats_taken`: what the `users` quota counts (Membership.holding_seats)."""
+        seats = (
+            Membership.objects.filter(tenant=models.OuterRef("pk"))
+            .holding_seats(now=now)
+            .order_by()
+            .values("tenant")
+            .annotate(n=models.Count("pk"))
+            .values("n")
+        )
+        return self.annotate(
+            seats_taken=Coalesce(models.Subquery(seats, output_field=models.IntegerField()), 0)
+        )
+
     def with_quota_usage(self):
         """Annotate `<resource>_used` for every counted quota resource, in the same query."""
         return self.annotate(
@@ -71,17 +93,19 @@ class Tenant(models.Model):
     """An organization, the unit of isolation: seed 002 tenant and seed 000 organization fields."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    name = models.CharField(max_length=200)
+    name = models.CharField(max_length=200, validators=[validate_name])
     slug = models.SlugField(max_length=63, unique=True)
-    description = models.TextField(blank=True)
-    domain = models.CharField(max_length=253, blank=True)
+    description = models.TextField(
+        blank=True, max_length=DESCRIPTION_MAX_LENGTH, validators=[validate_text]
+    )
+    domain = models.CharField(max_length=253, blank=True, validators=[validate_domain])
     status = models.CharField(
         max_length=16, choices=TenantStatus.choices, default=TenantStatus.TRIAL, db_index=True
     )
     plan = models.CharField(max_length=16, choices=PlanTier.choices, default=PlanTier.FREE)
     contact_email = models.EmailField(blank=True)
-    contact_name = models.CharField(max_length=200, blank=True)
-    contact_phone = models.CharField(max_length=32, blank=True)
+    contact_name = models.CharField(max_length=200, blank=True, validators=[validate_name])
+    contact_phone = models.CharField(max_length=32, blank=True, validators=[validate_phone])
     billing_email = models.EmailField(blank=True)
     # Validated against tenants.settings_schema on every write through the API.
     settings = models.JSONField(default=dict, blank=True)
@@ -139,6 +163,22 @@ class MembershipStatus(models.TextChoices):
     SUSPENDED = "suspended", "Suspended"
 
 
+class MembershipQuerySet(models.QuerySet):
+    def holding_seats(self, *, now=None):
+        """The memberships that take one of the tenant's seats (`users`, maxUsers): active
+        members, and pending invitations that have not expired (an invitation reserves the
+        seat its invitee will take)."""
+        live = Invitation.objects.filter(
+            membership=models.OuterRef("pk"),
+            status=InvitationStatus.PENDING,
+            expires_at__gt=now or timezone.now(),
+        )
+        return self.filter(
+            models.Q(status=MembershipStatus.ACTIVE)
+            | (models.Q(status=MembershipStatus.INVITED) & models.Exists(live))
+        )
+
+
 class Membership(TenantOwned):
     """A user's place in a tenant: role, status and per-area permission overrides (seed 000)."""
 
@@ -173,6 +213,8 @@ class Membership(TenantOwned):
     joined_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+
+    objects = MembershipQuerySet.as_manager()
 
     class Meta:
         ordering = ["created_at"]
@@ -254,7 +296,7 @@ class Theme(TenantOwned):
     tenant = models.OneToOneField(
         Tenant, on_delete=models.CASCADE, related_name="theme", editable=False
     )
-    name = models.CharField(max_length=100, default="Default")
+    name = models.CharField(max_length=100, default="Default", validators=[validate_name])
     primary_color = models.CharField(max_length=7, default="#2563eb")
     secondary_color = models.CharField(max_length=7, default="#64748b")
     accent_color = models.CharField(max_length=7, default="#f59e0b")

@@ -4,6 +4,15 @@ from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from config.serializers import (
+    CharField,
+    ChoiceField,
+    EmailField,
+    ModelSerializer,
+    NameField,
+    Serializer,
+)
+
 from ..models import Membership, MembershipStatus, Role
 from ..permissions import (
     PERMISSIONS_BY_AREA,
@@ -55,12 +64,16 @@ _PERMISSIONS_SCHEMA = {
 }
 
 
-class MemberSerializer(serializers.ModelSerializer):
+class MemberSerializer(ModelSerializer):
     """Seed 000's member: `permissions` is what the member may do (role plus overrides);
     `custom_permissions` the overrides themselves."""
 
-    user_id = serializers.UUIDField(read_only=True, allow_null=True)
-    email = serializers.EmailField(read_only=True)
+    user_id = serializers.UUIDField(
+        read_only=True,
+        allow_null=True,
+        help_text="The member's account; null while the invitation is pending.",
+    )
+    email = EmailField(read_only=True)
     name = serializers.SerializerMethodField()
     permissions = serializers.SerializerMethodField()
     custom_permissions = serializers.DictField(
@@ -105,6 +118,14 @@ class MemberSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = fields
 
+    def to_representation(self, membership):
+        data = super().to_representation(membership)
+        if membership.status == MembershipStatus.INVITED:
+            # A pending invitation shows what the inviter typed, nothing of the account the
+            # address may already have: inviting must not reveal who has an account here.
+            data.update(user_id=None, email=membership.invited_email, name="", last_active=None)
+        return data
+
     def get_name(self, membership) -> str:
         return membership.user.name if membership.user_id else ""
 
@@ -113,9 +134,9 @@ class MemberSerializer(serializers.ModelSerializer):
         return permissions_as_object(effective_permissions(membership.role, membership.permissions))
 
 
-class MemberInviteSerializer(serializers.Serializer):
-    email = serializers.EmailField(max_length=254)
-    role = serializers.ChoiceField(choices=Role.choices, default=Role.MEMBER)
+class MemberInviteSerializer(Serializer):
+    email = EmailField(max_length=254)
+    role = ChoiceField(choices=Role.choices, default=Role.MEMBER)
     custom_permissions = PermissionObjectField(required=False, default=dict)
     send_email = serializers.BooleanField(
         default=True,
@@ -124,28 +145,28 @@ class MemberInviteSerializer(serializers.Serializer):
     )
 
 
-class MemberUpdateSerializer(serializers.Serializer):
-    """PUT replaces (role and status required; omitted `permissions` clears the overrides);
-    PATCH changes what it names."""
+class MemberUpdateSerializer(Serializer):
+    """PUT replaces (role and status required; omitted `custom_permissions` clears the
+    overrides); PATCH changes what it names."""
 
-    role = serializers.ChoiceField(choices=Role.choices)
-    status = serializers.ChoiceField(
+    role = ChoiceField(choices=Role.choices)
+    status = ChoiceField(
         choices=MembershipStatus.choices,
         help_text="active or suspended; `invited` only as the current status of a pending "
         "invitation (it becomes active by being accepted).",
     )
-    permissions = PermissionObjectField(required=False)
+    custom_permissions = PermissionObjectField(required=False)
 
 
 def message_fields() -> dict:
     return {"success": True, "timestamp": timezone.now()}
 
 
-class _MessageSerializer(serializers.Serializer):
+class _MessageSerializer(Serializer):
     """Seed 000's acknowledgement: success, message, timestamp."""
 
     success = serializers.BooleanField()
-    message = serializers.CharField()
+    message = CharField()
     timestamp = serializers.DateTimeField()
 
 
@@ -161,18 +182,18 @@ class InvitationSentSerializer(_MessageSerializer):
 INVITATION_TOKEN_MAX_LENGTH = 200
 
 
-class InvitationAcceptSerializer(serializers.Serializer):
-    token = serializers.CharField(
+class InvitationAcceptSerializer(Serializer):
+    token = CharField(
         max_length=INVITATION_TOKEN_MAX_LENGTH, write_only=True, trim_whitespace=True
     )
-    name = serializers.CharField(
+    name = NameField(
         max_length=200,
         required=False,
         allow_blank=True,
         write_only=True,
         help_text="Required when the invited address has no account yet; otherwise ignored.",
     )
-    password = serializers.CharField(
+    password = CharField(
         max_length=4096,
         required=False,
         write_only=True,
@@ -183,17 +204,17 @@ class InvitationAcceptSerializer(serializers.Serializer):
     )
 
 
-class AcceptedOrganizationSerializer(serializers.Serializer):
+class AcceptedOrganizationSerializer(Serializer):
     id = serializers.UUIDField()
-    slug = serializers.CharField()
-    name = serializers.CharField()
+    slug = CharField()
+    name = CharField()
 
 
 class InvitationAcceptedSerializer(_MessageSerializer):
     organization = AcceptedOrganizationSerializer()
     membership_id = serializers.UUIDField()
     user_id = serializers.UUIDField()
-    role = serializers.ChoiceField(choices=Role.choices)
+    role = ChoiceField(choices=Role.choices)
     account_created = serializers.BooleanField(
         help_text="A new account was created for the invited address; log in with it."
     )

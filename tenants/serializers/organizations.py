@@ -2,6 +2,8 @@
 
 from rest_framework import serializers
 
+from config.serializers import CharField, DescriptionField, ModelSerializer, NameField, Serializer
+
 from ..models import QuotaResource, Tenant, Theme
 from ..plans import tenant_limits
 from .settings_schema import OrganizationSettingsSerializer, merged_settings
@@ -29,14 +31,14 @@ def theme_branding(theme: Theme, request=None) -> dict:
     }
 
 
-class OrganizationSerializer(serializers.ModelSerializer):
+class OrganizationSerializer(ModelSerializer):
     """Seed 000's current organization, with seed 004's tier and API quota; reads a tenant
     annotated `with_member_count().with_quota_usage()`."""
 
     member_count = serializers.IntegerField(read_only=True)
     document_count = serializers.SerializerMethodField()
     branding = serializers.SerializerMethodField()
-    subscription_tier = serializers.CharField(source="plan", read_only=True)
+    subscription_tier = CharField(source="plan", read_only=True)
     api_quota_limit = serializers.SerializerMethodField()
     api_quota_used = serializers.SerializerMethodField()
 
@@ -77,13 +79,13 @@ class OrganizationSerializer(serializers.ModelSerializer):
         return tenant.api_calls_used
 
 
-class OrganizationUpdateSerializer(serializers.Serializer):
+class OrganizationUpdateSerializer(Serializer):
     """PUT replaces name, description and settings (omitted settings become {}); PATCH changes
     what it names, and merges `settings` key by key (null removes a key). `branding` (seed
     000) sets the keys it names on the tenant's theme, checked like organizations/theme."""
 
-    name = serializers.CharField(max_length=200)
-    description = serializers.CharField(allow_blank=True, required=False, default="")
+    name = NameField(max_length=200)
+    description = DescriptionField(required=False, default="")
     settings = serializers.JSONField(required=False, default=dict)
     branding = serializers.JSONField(required=False)
 
@@ -98,7 +100,9 @@ class OrganizationUpdateSerializer(serializers.Serializer):
             )
         data = {BRANDING_FIELDS[key]: item for key, item in value.items()}
         theme = Theme.objects.filter(tenant=self.instance).first()
-        checked = ThemeSerializer(theme, data=data, partial=True, context=self.context)
+        # The organization's representation is not the theme's.
+        context = {key: value for key, value in self.context.items() if key != "representation"}
+        checked = ThemeSerializer(theme, data=data, partial=True, context=context)
         if not checked.is_valid():
             by_field = {field: key for key, field in BRANDING_FIELDS.items()}
             raise serializers.ValidationError(

@@ -7,6 +7,8 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from config.serializers import CharField, Serializer
+
 from ..plans import MIB
 from ..services.quotas import QuotaState
 
@@ -23,8 +25,8 @@ def _in_unit(value: int, resource: str, unit: int = MIB) -> int | float:
     return whole if rest == 0 else round(value / unit, 2)
 
 
-class QuotaStateSerializer(serializers.Serializer):
-    resource = serializers.CharField()
+class QuotaStateSerializer(Serializer):
+    resource = CharField()
     current = NumberField()
     limit = NumberField()
     percentage = serializers.FloatField()
@@ -42,7 +44,7 @@ class QuotaStateSerializer(serializers.Serializer):
         }
 
 
-class OrganizationQuotasSerializer(serializers.Serializer):
+class OrganizationQuotasSerializer(Serializer):
     """Seed 000's GET organizations/quotas, plus api_calls and the quota period."""
 
     organization_id = serializers.UUIDField()
@@ -69,7 +71,7 @@ class OrganizationQuotasSerializer(serializers.Serializer):
         }
 
 
-class TenantQuotaSerializer(serializers.Serializer):
+class TenantQuotaSerializer(Serializer):
     """Seed 002's tenant quota."""
 
     api_calls_limit = serializers.IntegerField()

@@ -7,6 +7,8 @@ tenants.services.lifecycle.check_limit_settings, because it depends on who is as
 
 from rest_framework import serializers
 
+from config.serializers import ChoiceField, Serializer
+
 from .fields import StrictBooleanField
 
 DATA_RESIDENCY_REGIONS = ("eu", "us", "uk", "ca", "au", "apac")
@@ -36,10 +38,10 @@ class StrictPositiveIntegerField(serializers.IntegerField):
         return super().to_internal_value(data)
 
 
-class OrganizationSettingsSerializer(serializers.Serializer):
+class OrganizationSettingsSerializer(Serializer):
     """One organization's settings. With `partial`, a key set to null is removed."""
 
-    dataResidency = serializers.ChoiceField(choices=DATA_RESIDENCY_REGIONS, required=False)
+    dataResidency = ChoiceField(choices=DATA_RESIDENCY_REGIONS, required=False)
     hdsCompliant = StrictBooleanField(required=False)
     maxDocuments = StrictPositiveIntegerField(required=False)
     maxUsers = StrictPositiveIntegerField(required=False)
@@ -48,7 +50,7 @@ class OrganizationSettingsSerializer(serializers.Serializer):
     # Negotiated limits (custom plans); above the tier they need staff like the others.
     maxApiCallsPerMonth = StrictPositiveIntegerField(required=False)
     rateLimitPerHour = StrictPositiveIntegerField(required=False)
-    default_ai_model = serializers.ChoiceField(choices=SUPPORTED_AI_MODELS, required=False)
+    default_ai_model = ChoiceField(choices=SUPPORTED_AI_MODELS, required=False)
     integration_enabled = StrictBooleanField(required=False)
 
     def to_internal_value(self, data):

@@ -1,6 +1,16 @@
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from config.serializers import (
+    ChoiceField,
+    DescriptionField,
+    DomainField,
+    ModelSerializer,
+    NameField,
+    PhoneField,
+    SlugField,
+)
+
 from ..models import PlanTier, Tenant
 from ..services.lifecycle import SLUG_TAKEN, slug_in_use
 from ..services.quotas import annotated_quota_states
@@ -20,13 +30,23 @@ _TENANT_WRITABLE_FIELDS = frozenset(
 )  # fmt: skip
 
 
-class TenantSerializer(serializers.ModelSerializer):
-    """Seed 002's tenant shape; `subscription_tier` is the plan tier."""
+class _TenantProfileSerializer(ModelSerializer):
+    """The profile fields both tenant serializers write, with their text rules."""
 
-    subscription_tier = serializers.ChoiceField(
+    name = NameField(max_length=200)
+    domain = DomainField(required=False, allow_blank=True)
+    contact_name = NameField(required=False, allow_blank=True)
+    contact_phone = PhoneField(required=False, allow_blank=True)
+
+
+class TenantSerializer(_TenantProfileSerializer):
+    """A tenant as the directory shows it; `subscription_tier` is the plan tier, which only
+    platform staff may set above the free tier (tenants.services.lifecycle.tenant_create)."""
+
+    subscription_tier = ChoiceField(
         source="plan", choices=PlanTier.choices, default=PlanTier.FREE
     )
-    slug = serializers.SlugField(max_length=63, required=False)
+    slug = SlugField(max_length=63, required=False)
     user_count = serializers.IntegerField(source="member_count", read_only=True)
     quota = serializers.SerializerMethodField()
 
@@ -68,11 +88,12 @@ class TenantSerializer(serializers.ModelSerializer):
         return value
 
 
-class TenantUpdateSerializer(serializers.ModelSerializer):
+class TenantUpdateSerializer(_TenantProfileSerializer):
     """PATCH tenants/{slug}: profile, tier (staff) and settings (merged key by key)."""
 
-    subscription_tier = serializers.ChoiceField(source="plan", choices=PlanTier.choices)
-    slug = serializers.SlugField(max_length=63)
+    subscription_tier = ChoiceField(source="plan", choices=PlanTier.choices)
+    slug = SlugField(max_length=63)
+    description = DescriptionField()
     settings = serializers.JSONField()
 
     class Meta:

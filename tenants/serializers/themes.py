@@ -13,6 +13,8 @@ from urllib.parse import urlsplit
 
 from rest_framework import serializers
 
+from config.serializers import CharField, ModelSerializer, NameField, Serializer
+
 from ..models import Theme
 from ..theme_assets import (
     CUSTOM_CSS_MAX_CHARS,
@@ -27,7 +29,7 @@ from ..theme_assets import (
 _UNCHANGED = object()
 
 
-class HexColorField(serializers.CharField):
+class HexColorField(CharField):
     """`#rrggbb` or `#rgb` (any case) in, lowercase `#rrggbb` out."""
 
     def __init__(self, **kwargs):
@@ -42,7 +44,7 @@ class HexColorField(serializers.CharField):
             raise serializers.ValidationError(str(error)) from None
 
 
-class ThemeSerializer(serializers.ModelSerializer):
+class ThemeSerializer(ModelSerializer):
     """Seed 003's theme. `logo_url` shows the logo in use (the uploaded file's URL, else the
     external URL); writing it sets an external logo (dropping an uploaded file) or, with "",
     removes the logo, and writing back the URL shown changes nothing. `id` and `updated_at`
@@ -50,7 +52,7 @@ class ThemeSerializer(serializers.ModelSerializer):
 
     id = serializers.UUIDField(read_only=True, allow_null=True)
     organization_id = serializers.UUIDField(source="tenant_id", read_only=True)
-    logo_url = serializers.CharField(
+    logo_url = CharField(
         required=False,
         allow_blank=True,
         max_length=LOGO_URL_MAX_CHARS,
@@ -59,10 +61,11 @@ class ThemeSerializer(serializers.ModelSerializer):
             'URL to use an external logo, "" to remove the logo.'
         ),
     )
+    name = NameField(max_length=100, required=False)
     primary_color = HexColorField(required=False)
     secondary_color = HexColorField(required=False)
     accent_color = HexColorField(required=False)
-    custom_css = serializers.CharField(
+    custom_css = CharField(
         required=False,
         allow_blank=True,
         trim_whitespace=False,
@@ -123,7 +126,7 @@ class ThemeSerializer(serializers.ModelSerializer):
         return attrs
 
 
-class ThemeLogoUploadSerializer(serializers.Serializer):
+class ThemeLogoUploadSerializer(Serializer):
     """multipart/form-data with the logo in `file`: PNG, JPEG or SVG, recognised by content."""
 
     file = serializers.FileField(

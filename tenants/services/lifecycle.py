@@ -59,7 +59,19 @@ def tenant_create(
     **fields,
 ) -> Tenant:
     """Create a tenant in trial; `owner` (default: the actor) becomes its first owner, unless
-    `add_owner` is false (staff creating a tenant in the admin, then inviting its owner)."""
+    `add_owner` is false (staff creating a tenant in the admin, then inviting its owner).
+
+    Anyone may create a free tenant; a higher plan tier, or limits above the tier, are what
+    the platform sells, so they need staff (or the system: `actor` None, e.g. a command)."""
+    if actor is not None and not _is_staff(actor):
+        if plan != PlanTier.FREE:
+            raise InsufficientPermissions(
+                "Only platform staff can create an organization on a plan other than free.",
+                details={"subscription_tier": [f"Must be {PlanTier.FREE} (or omitted)."]},
+            )
+        check_limit_settings(
+            plan=plan, new_settings=fields.get("settings", {}), old_settings={}, actor=actor
+        )
     tenant = create_or_conflict(
         Tenant,
         conflict_message=SLUG_TAKEN,
@@ -153,12 +165,43 @@ def tenant_update(*, tenant: Tenant, actor, data: Mapping) -> Tenant:
     return tenant
 
 
+def settings_keeping_staff_limits(*, tenant: Tenant, new_settings: Mapping, actor) -> dict:
+    """`new_settings` as the tenant's full replacement, plus the limits it omits that only
+    staff could have set (above the plan tier's ceiling, e.g. a negotiated rateLimitPerHour):
+    a tenant's PUT replaces its own choices, not what staff granted. Removing such a limit
+    stays possible, explicitly, with null in a PATCH."""
+    if _is_staff(actor):
+        return dict(new_settings)
+    kept = {
+        key: value
+        for key in (*LIMIT_SETTINGS, RATE_SETTING)
+        if key not in new_settings
+        and (value := setting_limit(tenant.settings, key)) is not None
+        and value > plan_setting_ceiling(tenant.plan, key)
+    }
+    return {**new_settings, **kept}
+
+
 @transaction.atomic
 def organization_update(
-    *, tenant: Tenant, actor, data: Mapping, branding: Mapping | None = None
+    *,
+    tenant: Tenant,
+    actor,
+    data: Mapping,
+    branding: Mapping | None = None,
+    replace_settings: bool = False,
 ) -> Tenant:
-    """organizations/current: the tenant's profile and settings, and seed 000's branding on its
-    theme, committed together."""
+    """organizations/current: the tenant's profile and settings, and its branding on its theme,
+    committed together. With `replace_settings` (a PUT), `data["settings"]` replaces the
+    settings but keeps the limits only staff could set."""
+    if replace_settings and "settings" in data:
+        locked = Tenant.objects.locked(tenant.pk)
+        data = {
+            **data,
+            "settings": settings_keeping_staff_limits(
+                tenant=locked, new_settings=data["settings"], actor=actor
+            ),
+        }
     tenant = tenant_update(tenant=tenant, actor=actor, data=data)
     if branding:
         theme_update(tenant=tenant, actor=actor, data=branding)

@@ -26,7 +26,7 @@ from django.conf import settings
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Q
 from django.utils import timezone
 from rest_framework.exceptions import NotFound
 
@@ -324,12 +324,12 @@ def member_update(
     actor: User | None,
     role: str | None = None,
     status: str | None = None,
-    permissions: dict | None = None,
+    custom_permissions: dict | None = None,
     actor_permissions: frozenset[str] | None = None,
 ) -> Membership:
-    """Change a member's role, status (active/suspended) or permission overrides; None leaves a
-    field as it is. Records `member.role_changed` when the role changes, else `member.updated`;
-    nothing when nothing changes."""
+    """Change a member's role, status (active/suspended) or permission overrides
+    (`custom_permissions`); None leaves a field as it is. Records `member.role_changed` when
+    the role changes, else `member.updated`; nothing when nothing changes."""
     tenant, membership, authority = _lock_for_change(membership, actor, actor_permissions)
 
     new_role = membership.role if role is None else _check_choice("role", role, Role)
@@ -338,8 +338,8 @@ def member_update(
     )
     new_overrides = (
         membership.permissions
-        if permissions is None
-        else _checked_overrides(permissions, field="permissions")
+        if custom_permissions is None
+        else _checked_overrides(custom_permissions, field="custom_permissions")
     )
     if (membership.status == MembershipStatus.INVITED) != (new_status == MembershipStatus.INVITED):
         raise Conflict(
@@ -351,7 +351,7 @@ def member_update(
         for field, old, new in (
             ("role", membership.role, new_role),
             ("status", membership.status, new_status),
-            ("permissions", membership.permissions, new_overrides),
+            ("custom_permissions", membership.permissions, new_overrides),
         )
         if old != new
     }
@@ -465,7 +465,7 @@ def _check_granted_held(authority: _Authority, granted: frozenset[str]) -> None:
     if missing:
         raise MemberChangeForbidden(
             f"You cannot grant permissions you do not hold: {', '.join(missing)}.",
-            details={"permissions": [f"You do not hold: {', '.join(missing)}."]},
+            details={"custom_permissions": [f"You do not hold: {', '.join(missing)}."]},
         )
 
 
@@ -499,13 +499,11 @@ def _ensure_another_active_owner(tenant: Tenant, membership: Membership) -> None
 def _check_seat(tenant: Tenant, *, counting_invitations: bool, now) -> None:
     """A free seat under maxUsers, or 429 QUOTA_EXCEEDED. Runs under the tenant's row lock."""
     limit = tenant_limits(tenant)["users"]
-    taken = Q(status=MembershipStatus.ACTIVE)
+    members = Membership.objects.filter(tenant=tenant)
     if counting_invitations:
-        live = Invitation.objects.filter(
-            membership=OuterRef("pk"), status=InvitationStatus.PENDING, expires_at__gt=now
-        )
-        taken |= Q(status=MembershipStatus.INVITED) & Q(Exists(live))
-    current = Membership.objects.filter(tenant=tenant).filter(taken).count()
+        current = members.holding_seats(now=now).count()
+    else:
+        current = members.filter(status=MembershipStatus.ACTIVE).count()
     if current >= limit:
         what = "members and pending invitations" if counting_invitations else "active members"
         raise QuotaExceeded(

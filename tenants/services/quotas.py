@@ -7,8 +7,9 @@ can never pass the limit and nothing is counted past it. Inside a caller's trans
 consumption commits or rolls back with the caller's change.
 
 Limits are not stored: they come from the tenant's plan tier and settings (tenants.plans), so a
-plan or settings change applies to the next call. `users` is not a counter: it is the number
-of active members, and membership services enforce its limit.
+plan or settings change applies to the next call. `users` is not a counter: it is the seats
+taken (active members and pending, unexpired invitations), and the membership services enforce
+its limit on the same count.
 
 `api_calls` is counted on every request: where the cache is Redis its live counter is there
 (tenants.api_call_store: one Lua script per request, copied to the QuotaCounter row every
@@ -34,7 +35,6 @@ from .. import api_call_store
 from ..models import (
     COUNTED_QUOTA_RESOURCES,
     Membership,
-    MembershipStatus,
     QuotaCounter,
     QuotaResource,
     Tenant,
@@ -230,9 +230,19 @@ def quota_release(*, tenant: Tenant, resource: str, amount: int) -> int:
 
 
 def annotated_usage(tenant: Tenant) -> dict[str, int]:
-    """Usage from a tenant loaded with `Tenant.objects.with_member_count().with_quota_usage()`."""
+    """Usage from a tenant loaded with `Tenant.objects.with_quota_usage()`; `users` from its
+    `with_seats_taken()` annotation, else one query."""
     usage = {resource: getattr(tenant, f"{resource}_used") for resource in COUNTED_QUOTA_RESOURCES}
-    return {**usage, QuotaResource.USERS: tenant.member_count}
+    seats = getattr(tenant, "seats_taken", None)
+    if seats is None:
+        seats = seats_taken(tenant)
+    return {**usage, QuotaResource.USERS: seats}
+
+
+def seats_taken(tenant: Tenant) -> int:
+    """What the `users` quota counts, and what invitations are refused at: active members
+    and pending, unexpired invitations."""
+    return Membership.objects.filter(tenant=tenant).holding_seats().count()
 
 
 def annotated_quota_states(tenant: Tenant) -> dict:
@@ -246,9 +256,7 @@ def quota_states(tenant: Tenant, *, usage: dict[str, int] | None = None) -> dict
     passed through `with_live_api_calls`) to build it without queries."""
     if usage is None:
         used = dict(QuotaCounter.objects.filter(tenant=tenant).values_list("resource", "used"))
-        used[QuotaResource.USERS] = Membership.objects.filter(
-            tenant=tenant, status=MembershipStatus.ACTIVE
-        ).count()
+        used[QuotaResource.USERS] = seats_taken(tenant)
         store = api_call_store.store()
         live = store.live([tenant]) if store is not None else {}
         if tenant.pk in live:

@@ -118,7 +118,7 @@ class MemberViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScop
         serializer.is_valid(raise_exception=True)
         changes = dict(serializer.validated_data)
         if not partial:
-            changes.setdefault("permissions", {})
+            changes.setdefault("custom_permissions", {})
         membership = services.member_update(
             membership=membership,
             actor=request.user,

@@ -44,14 +44,23 @@ class OrganizationViewSet(TenantContextViewSet):
 
     def _update(self, request, *, partial: bool):
         tenant = request.tenant
+        context = {
+            "request": request,
+            # What GET shows: sent back unchanged, its read-only fields are accepted.
+            "representation": lambda: self.get_serializer(self.get_object()).data,
+        }
         body = OrganizationUpdateSerializer(
-            tenant, data=request.data, partial=partial, context={"request": request}
+            tenant, data=request.data, partial=partial, context=context
         )
         body.is_valid(raise_exception=True)
         data = dict(body.validated_data)
         branding = data.pop("branding", None)
         lifecycle.organization_update(
-            tenant=tenant, actor=request.user, data=data, branding=branding
+            tenant=tenant,
+            actor=request.user,
+            data=data,
+            branding=branding,
+            replace_settings=not partial,
         )
         return Response(self.get_serializer(self.get_object()).data)
 

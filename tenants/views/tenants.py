@@ -1,11 +1,12 @@
 """The tenant directory and lifecycle (seed 002)."""
 
 from drf_spectacular.utils import extend_schema
-from rest_framework import mixins, serializers, status
+from rest_framework import mixins, status
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from config.exceptions import InsufficientPermissions, TenantSuspended
+from config.serializers import CharField, Serializer
 
 from ..api import PlatformViewSet
 from ..models import Membership, MembershipStatus, Tenant
@@ -18,13 +19,13 @@ from ..services import lifecycle, quotas
 
 def _with_quota_data(queryset):
     """What the tenant representation needs, in the same query: member counts and usage."""
-    return queryset.with_member_count().with_quota_usage()
+    return queryset.with_member_count().with_seats_taken().with_quota_usage()
 
 
-class TenantSuspendRequestSerializer(serializers.Serializer):
+class TenantSuspendRequestSerializer(Serializer):
     """The body of POST tenants/{slug}/suspend/: why (kept on the tenant and in the audit log)."""
 
-    reason = serializers.CharField(max_length=500)
+    reason = CharField(max_length=500)
 
 
 class TenantViewSet(
@@ -109,7 +110,12 @@ class TenantViewSet(
             permissions = effective_permissions(membership.role, membership.permissions)
             if "settings.write" not in permissions:
                 raise InsufficientPermissions()
-        serializer = TenantUpdateSerializer(tenant, data=request.data, partial=True)
+        serializer = TenantUpdateSerializer(
+            tenant,
+            data=request.data,
+            partial=True,
+            context={"representation": lambda: self.get_serializer(self._live(tenant)).data},
+        )
         serializer.is_valid(raise_exception=True)
         lifecycle.tenant_update(tenant=tenant, actor=request.user, data=serializer.validated_data)
         return self._respond(tenant)

@@ -140,9 +140,35 @@ def test_inviting_an_existing_account_binds_the_membership_to_it(owner):
     response = invite(owner, "known@example.com")
 
     assert response.status_code == 201
-    assert response.json()["member"]["user_id"] == str(user.pk)
-    assert response.json()["member"]["name"] == user.name
     assert Membership.objects.get(pk=response.json()["member"]["id"]).user == user
+
+
+def test_an_invitation_reveals_nothing_of_an_existing_account(owner):
+    UserFactory(email="known@example.com", name="Known Person")
+
+    known = invite(owner, "Known@Example.com").json()["member"]
+    unknown = invite(owner, "nobody@example.com").json()["member"]
+
+    # The same shape either way: what the inviter typed, nothing of the account.
+    for member in (known, unknown):
+        assert member["user_id"] is None
+        assert member["name"] == ""
+        assert member["last_active"] is None
+        assert member["status"] == "invited"
+    assert known["email"] == "known@example.com"
+    assert set(known) == set(unknown)
+
+
+def test_the_members_list_reveals_nothing_of_an_invited_account(owner):
+    UserFactory(email="known@example.com", name="Known Person")
+    invite(owner, "known@example.com")
+
+    rows = owner.client.get(MEMBERS).json()["results"]
+    by_name = owner.client.get(MEMBERS, {"search": "Known Person"}).json()
+
+    (row,) = [row for row in rows if row["status"] == "invited"]
+    assert (row["user_id"], row["name"], row["last_active"]) == (None, "", None)
+    assert by_name["count"] == 0  # a search by the account's name does not find it either
 
 
 def test_the_email_goes_out_after_commit_with_a_working_link(
@@ -338,7 +364,7 @@ def test_nobody_invites_with_permissions_they_do_not_hold(make_caller, tenant):
 
     assert_envelope(as_admin, 403, "INSUFFICIENT_PERMISSIONS")
     error = assert_envelope(with_billing, 403, "INSUFFICIENT_PERMISSIONS")
-    assert error["details"] == {"permissions": ["You do not hold: billing.write."]}
+    assert error["details"] == {"custom_permissions": ["You do not hold: billing.write."]}
     assert as_viewer.status_code == 201
 
 

@@ -238,14 +238,16 @@ def test_patch_sets_permission_overrides(owner, tenant):
     member = MembershipFactory(tenant=tenant, role=Role.VIEWER)
     overrides = {"documents": {"write": True}, "analytics": {"read": False}}
 
-    response = owner.client.patch(member_url(member), {"permissions": overrides}, format="json")
+    response = owner.client.patch(
+        member_url(member), {"custom_permissions": overrides}, format="json"
+    )
 
     assert response.status_code == 200, response.content
     assert response.json()["custom_permissions"] == overrides
     assert response.json()["permissions"]["documents"]["write"] is True
     assert response.json()["permissions"]["analytics"]["read"] is False
     (event,) = events("member.updated", tenant)
-    assert event.payload["changes"] == {"permissions": {"from": {}, "to": overrides}}
+    assert event.payload["changes"] == {"custom_permissions": {"from": {}, "to": overrides}}
 
 
 @pytest.mark.parametrize(
@@ -261,12 +263,12 @@ def test_unknown_permission_areas_actions_or_values_are_refused(owner, tenant, p
     member = MembershipFactory(tenant=tenant, role=Role.VIEWER)
 
     error = assert_envelope(
-        owner.client.patch(member_url(member), {"permissions": permissions}, format="json"),
+        owner.client.patch(member_url(member), {"custom_permissions": permissions}, format="json"),
         400,
         "VALIDATION_ERROR",
     )
 
-    assert "permissions" in error["details"]
+    assert "custom_permissions" in error["details"]
     member.refresh_from_db()
     assert member.permissions == {}
 
@@ -425,7 +427,9 @@ def test_only_an_owner_changes_or_removes_an_owner(owner, admin, make_caller, te
 
     demote = admin.client.patch(member_url(other_owner), {"role": "viewer"})
     permissions = admin.client.patch(
-        member_url(other_owner), {"permissions": {"billing": {"write": False}}}, format="json"
+        member_url(other_owner),
+        {"custom_permissions": {"billing": {"write": False}}},
+        format="json",
     )
     remove = admin.client.delete(member_url(other_owner))
 
@@ -458,7 +462,7 @@ def test_nobody_grants_themselves_permissions(make_caller, tenant):
 
     response = member.client.patch(
         member_url(member.membership),
-        {"permissions": {"members": {"write": True}, "billing": {"read": True}}},
+        {"custom_permissions": {"members": {"write": True}, "billing": {"read": True}}},
         format="json",
     )
 
@@ -469,7 +473,9 @@ def test_nobody_grants_themselves_permissions(make_caller, tenant):
 
 def test_lowering_your_own_permissions_is_allowed(admin):
     response = admin.client.patch(
-        member_url(admin.membership), {"permissions": {"billing": {"write": False}}}, format="json"
+        member_url(admin.membership),
+        {"custom_permissions": {"billing": {"write": False}}},
+        format="json",
     )
 
     assert response.status_code == 200, response.content
@@ -482,10 +488,10 @@ def test_nobody_grants_permissions_they_do_not_hold(make_caller, tenant):
 
     to_admin = manager.client.patch(member_url(viewer), {"role": "admin"})
     billing = manager.client.patch(
-        member_url(viewer), {"permissions": {"billing": {"write": True}}}, format="json"
+        member_url(viewer), {"custom_permissions": {"billing": {"write": True}}}, format="json"
     )
     held = manager.client.patch(
-        member_url(viewer), {"permissions": {"documents": {"write": True}}}, format="json"
+        member_url(viewer), {"custom_permissions": {"documents": {"write": True}}}, format="json"
     )
 
     error = assert_envelope(to_admin, 403, "INSUFFICIENT_PERMISSIONS")

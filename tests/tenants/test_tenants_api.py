@@ -101,12 +101,30 @@ def test_new_tenant_starts_a_trial_of_the_configured_length(user_client, setting
 
 
 @pytest.mark.parametrize("tier", list(PlanTier))
-def test_subscription_tier_sets_the_plan(user_client, tier):
-    response = create(user_client, name="Tiered", subscription_tier=tier)
+def test_staff_create_a_tenant_on_any_tier(staff_client, tier):
+    response = create(staff_client, name="Tiered", subscription_tier=tier)
 
     assert response.status_code == 201, response.content
     assert Tenant.objects.get(pk=response.json()["id"]).plan == tier
     assert response.json()["subscription_tier"] == tier
+
+
+@pytest.mark.parametrize("tier", [PlanTier.PRO, PlanTier.ENTERPRISE, PlanTier.CUSTOM])
+def test_an_ordinary_user_cannot_grant_themselves_a_plan(user_client, tier):
+    error = assert_envelope(
+        create(user_client, name="Ent Co", subscription_tier=tier), 403, "INSUFFICIENT_PERMISSIONS"
+    )
+
+    assert "subscription_tier" in error["details"]
+    assert not Tenant.objects.filter(name="Ent Co").exists()
+    assert not AuditEvent.objects.filter(event_type="tenant.created").exists()
+
+
+def test_an_ordinary_user_may_name_the_free_tier(user_client):
+    response = create(user_client, name="Freely", subscription_tier=PlanTier.FREE)
+
+    assert response.status_code == 201, response.content
+    assert Tenant.objects.get(name="Freely").plan == PlanTier.FREE
 
 
 def test_plan_defaults_to_free(user_client):
@@ -193,26 +211,24 @@ def test_creation_is_audited_in_the_new_tenant(user_client):
     }
 
 
-def test_read_only_fields_in_the_body_are_ignored(user_client):
-    forced_id = uuid.uuid4()
-
+def test_read_only_fields_in_the_body_are_refused_by_name(user_client):
     response = create(
         user_client,
         name="Sneaky",
-        id=str(forced_id),
+        id=str(uuid.uuid4()),
         status=TenantStatus.ACTIVE,
         settings={"max_users": 10_000},
         trial_ends_at="2099-01-01T00:00:00Z",
         user_count=99,
+        colour="blue",
     )
 
-    assert response.status_code == 201, response.content
-    tenant = Tenant.objects.get(name="Sneaky")
-    assert tenant.pk != forced_id
-    assert tenant.status == TenantStatus.TRIAL
-    assert tenant.settings == {}
-    assert tenant.trial_ends_at.year != 2099
-    assert response.json()["user_count"] == 1
+    error = assert_envelope(response, 400, "VALIDATION_ERROR")
+    details = error["details"]
+    assert set(details) == {"id", "status", "settings", "trial_ends_at", "user_count", "colour"}
+    assert details["status"] == ["This field is read-only."]
+    assert details["colour"][0].startswith("Unknown field.")
+    assert not Tenant.objects.filter(name="Sneaky").exists()
 
 
 # GET /api/v1/tenants/ ----------------------------------------------------------------------

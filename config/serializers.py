@@ -1,0 +1,171 @@
+"""The serializer base classes and text fields every app's serializers use.
+
+- **Strict types.** Text fields take JSON strings only: `123` or `true` for a name is a 400, not
+  the string "123". Choices likewise.
+- **Safe text.** Single-line names refuse control, invisible and bidirectional formatting
+  characters; other text refuses control characters but tab and line breaks
+  (config.validators).
+- **Nothing ignored.** A request body naming a field the serializer does not write (a
+  read-only field such as `status`, or a misspelt one) is a 400 naming each such key, rather
+  than a 200 that silently changed nothing.
+
+`tests/api/test_serializer_rules.py` walks every serializer of the project and fails on one
+that does not derive from these bases or declares a text field that is not strict.
+"""
+
+from collections.abc import Mapping
+
+from django.db import models
+from rest_framework import serializers
+
+from .validators import (
+    DESCRIPTION_MAX_LENGTH,
+    validate_domain,
+    validate_name,
+    validate_phone,
+    validate_text,
+)
+
+# Keys that HTML forms (the browsable API in development) add to a body.
+_FORM_KEYS = frozenset({"csrfmiddlewaretoken"})
+
+
+class StrictTextMixin:
+    """A JSON string, or a 400: no number or boolean is turned into text."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            raise serializers.ValidationError("Must be a string.", code="invalid")
+        return super().to_internal_value(data)
+
+
+class CharField(StrictTextMixin, serializers.CharField):
+    """Free text: line breaks and tabs allowed, other control characters refused."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.validators.append(validate_text)
+
+
+class NameField(StrictTextMixin, serializers.CharField):
+    """A one-line name shown to people: no control, invisible or bidi-override characters."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("max_length", 200)
+        super().__init__(**kwargs)
+        self.validators.append(validate_name)
+
+
+class DescriptionField(CharField):
+    def __init__(self, **kwargs):
+        kwargs.setdefault("max_length", DESCRIPTION_MAX_LENGTH)
+        kwargs.setdefault("allow_blank", True)
+        super().__init__(**kwargs)
+
+
+class DomainField(StrictTextMixin, serializers.CharField):
+    """A host name such as `acme.example.com` (no scheme, path or port); stored lowercase."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("max_length", 253)
+        super().__init__(**kwargs)
+        self.validators.append(validate_domain)
+
+    def to_internal_value(self, data):
+        return super().to_internal_value(data).lower()
+
+
+class PhoneField(StrictTextMixin, serializers.CharField):
+    def __init__(self, **kwargs):
+        kwargs.setdefault("max_length", 32)
+        super().__init__(**kwargs)
+        self.validators.append(validate_phone)
+
+
+class EmailField(StrictTextMixin, serializers.EmailField):
+    pass
+
+
+class SlugField(StrictTextMixin, serializers.SlugField):
+    pass
+
+
+class URLField(StrictTextMixin, serializers.URLField):
+    pass
+
+
+class ChoiceField(StrictTextMixin, serializers.ChoiceField):
+    pass
+
+
+class RefusesUnwritableFieldsMixin:
+    """A body key that is not a writable field is a 400 naming it, together with the other
+    fields' errors. One exception keeps read-modify-write working: a read-only field sent back
+    with the value it has now (a GET document PUT back whole) is accepted, as it asks for no
+    change. The current values are this serializer's representation of its instance, or
+    `context["representation"]` (a dict, or a callable returning one) when another
+    serializer shows the instance."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, Mapping):
+            return super().to_internal_value(data)
+        errors = self._unwritable_errors(data)
+        try:
+            value = super().to_internal_value(data)
+        except serializers.ValidationError as exc:
+            if not isinstance(exc.detail, dict):
+                raise
+            errors = {**exc.detail, **errors}
+        if errors:
+            raise serializers.ValidationError(errors)
+        return value
+
+    def _unwritable_errors(self, data: Mapping) -> dict:
+        writable = [name for name, field in self.fields.items() if not field.read_only]
+        sent = [key for key in data if key not in writable and key not in _FORM_KEYS]
+        if not sent:
+            return {}
+        current = self._current_representation()
+        errors = {}
+        for key in sent:
+            if key in current and data[key] == current[key]:
+                continue
+            if key in self.fields or key in current:
+                errors[key] = ["This field is read-only."]
+            else:
+                allowed = ", ".join(writable) or "none"
+                errors[key] = [f"Unknown field. Writable fields: {allowed}."]
+        return errors
+
+    def _current_representation(self) -> Mapping:
+        given = self.context.get("representation")
+        if callable(given):
+            given = given()
+        if given is not None:
+            return given
+        if getattr(self, "instance", None) is None:
+            return {}
+        return self.to_representation(self.instance)
+
+
+class Serializer(RefusesUnwritableFieldsMixin, serializers.Serializer):
+    """Base of every request and response serializer."""
+
+
+class QuerySerializer(serializers.Serializer):
+    """Query parameters: other parameters (filters, pagination, the organization) share the
+    query string, so unknown keys are not refused here."""
+
+
+class ModelSerializer(RefusesUnwritableFieldsMixin, serializers.ModelSerializer):
+    """Base of every model serializer: model text fields become the strict fields above."""
+
+    serializer_field_mapping = {
+        **serializers.ModelSerializer.serializer_field_mapping,
+        models.CharField: CharField,
+        models.TextField: CharField,
+        models.EmailField: EmailField,
+        models.SlugField: SlugField,
+        models.URLField: URLField,
+    }
+    serializer_choice_field = ChoiceField

@@ -1,0 +1,82 @@
+"""Text validators shared by models (so the admin checks them too) and serializers.
+
+Names are shown in lists, the admin, emails and audit payloads. A control character (U+0007),
+an invisible one (U+200B) or a bidirectional override (U+202E) in a name garbles or disguises
+what staff and other members read, so names refuse them. Free text (descriptions, reasons)
+keeps tabs and line breaks but refuses the other control characters.
+"""
+
+import re
+import unicodedata
+
+from django.core.exceptions import ValidationError
+from django.core.validators import DomainNameValidator, RegexValidator
+from django.utils.deconstruct import deconstructible
+
+# The bidirectional embeddings, overrides and isolates: they reorder the text around them.
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+# Invisible characters that make a name look like another or like nothing: format characters
+# (category Cf: zero-width space, word joiner, marks, BOM, ...) and the Hangul fillers.
+# The zero-width (non-)joiners stay allowed: Persian and Indic names and emoji sequences use them.
+_JOINERS = frozenset("\u200c\u200d")
+_FILLERS = frozenset("\u115f\u1160\u3164\uffa0")
+_TEXT_WHITESPACE = frozenset("\t\n\r")
+# Descriptions: long enough for a paragraph or two, short enough for every list that shows them.
+DESCRIPTION_MAX_LENGTH = 2000
+
+
+def _describe(char: str) -> str:
+    name = unicodedata.name(char, "control character")
+    return f"U+{ord(char):04X} ({name.lower()})"
+
+
+def _refused_in_name(char: str) -> bool:
+    category = unicodedata.category(char)
+    if category in ("Cc", "Cs") or char in _FILLERS:
+        return True
+    return category == "Cf" and char not in _JOINERS
+
+
+def _refused_in_text(char: str) -> bool:
+    if char in _TEXT_WHITESPACE:
+        return False
+    return unicodedata.category(char) in ("Cc", "Cs") or char in _BIDI_CONTROLS
+
+
+@deconstructible
+class SafeTextValidator:
+    """Names (`multiline=False`): no control, invisible or bidirectional formatting character.
+    Text (`multiline=True`): no control character but tab and line breaks, no bidirectional
+    override. Neither accepts a lone surrogate."""
+
+    def __init__(self, *, multiline: bool = False):
+        self.multiline = multiline
+
+    def __call__(self, value):
+        if not isinstance(value, str):
+            return
+        refused = _refused_in_text if self.multiline else _refused_in_name
+        char = next((char for char in value if refused(char)), None)
+        if char is not None:
+            kind = "Text" if self.multiline else "A name"
+            raise ValidationError(
+                f"{kind} may not contain {_describe(char)}.", code="invalid_character"
+            )
+
+    def __eq__(self, other):
+        return isinstance(other, SafeTextValidator) and other.multiline == self.multiline
+
+
+validate_name = SafeTextValidator(multiline=False)
+validate_text = SafeTextValidator(multiline=True)
+
+# A host name (IDNs accepted), e.g. `acme.example.com`; no scheme, path or port.
+validate_domain = DomainNameValidator(message="Enter a domain name such as acme.example.com.")
+
+# International or local phone numbers: digits with the usual separators, an optional
+# leading +, and at least five digits.
+validate_phone = RegexValidator(
+    regex=re.compile(r"^\+?(?=(?:\D*\d){5})[0-9(][0-9 ().\-/]*[0-9]$"),
+    message="Enter a phone number: digits, spaces, ( ) . - / and an optional leading +.",
+    code="invalid_phone",
+)
