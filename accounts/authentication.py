@@ -10,6 +10,7 @@ from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, TokenAuthentication
 from rest_framework_simplejwt.authentication import JWTAuthentication
 
+from config.exceptions import ApplicationError
 from config.prepared import CompiledQuery
 from tenants.models import Membership, MembershipStatus, Tenant
 from tenants.permissions import effective_permissions, expand_scopes
@@ -20,6 +21,23 @@ API_KEY_HEADER = "X-API-Key"
 API_KEY_KEYWORD = "Api-Key"
 _API_KEY_META = "HTTP_X_API_KEY"
 _API_KEY_PATTERN = re.compile(r"^cp_(?P<key_id>[0-9a-f]{32})_(?P<secret>[A-Za-z0-9_-]{43})$")
+
+
+def refuse_conflicting_credentials(request) -> None:
+    """A request carries one credential. `Authorization` and `X-API-Key` together are a 400
+    unless they are the same API key: otherwise which one acts would depend on the order the
+    authentication classes run in, and a client could be acting as someone it did not mean."""
+    api_key = request.META.get(_API_KEY_META, "").strip()
+    authorization = request.META.get("HTTP_AUTHORIZATION", "").strip()
+    if not (api_key and authorization):
+        return
+    keyword, _, value = authorization.partition(" ")
+    if keyword.lower() == API_KEY_KEYWORD.lower() and value.strip() == api_key:
+        return
+    raise ApplicationError(
+        "Send one credential: the Authorization header or X-API-Key, not both.",
+        details={API_KEY_HEADER: ["Another credential is in the Authorization header."]},
+    )
 
 
 class HashedTokenAuthentication(TokenAuthentication):

@@ -8,8 +8,9 @@ from rest_framework.response import Response
 
 from config.exceptions import TenantRequired
 from config.pagination import EventCursorPagination
-from tenants.api import TenantContextViewSet, TenantScopedViewSet
+from tenants.api import PlatformViewSet, TenantContextViewSet, TenantScopedViewSet
 from tenants.models import Tenant
+from tenants.permissions import PUBLIC
 
 from . import services, signing
 from .export import export_lines
@@ -71,9 +72,9 @@ class AuditEventViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Tenant
 
 
 class AuditChainViewSet(TenantContextViewSet):
-    """Chain verification (seed 002) and the checkpoint-verifying key."""
+    """Chain verification: the caller's chain; staff name any chain."""
 
-    required_permissions = {"verify": "audit.read", "public_key": "audit.read"}
+    required_permissions = {"verify": "audit.read"}
     staff_cross_tenant = True
 
     @extend_schema(parameters=[ChainQuerySerializer], responses={200: ChainVerificationSerializer})
@@ -97,7 +98,15 @@ class AuditChainViewSet(TenantContextViewSet):
         }
         return Response(ChainVerificationSerializer(data).data)
 
-    @extend_schema(responses={200: PublicKeySerializer})
+class AuditPublicKeyViewSet(PlatformViewSet):
+    """The key that verifies every chain's signed checkpoints: one for the whole platform, and
+    public, as a verifying key is meant to be (no credentials are read, so an auditor without
+    an account, or with only an API key, can fetch it)."""
+
+    authentication_classes = ()
+    required_permissions = {"public_key": PUBLIC}
+
+    @extend_schema(responses={200: PublicKeySerializer}, auth=[])
     @action(detail=False, methods=["get"], url_path="public-key")
     def public_key(self, request):
         return Response(

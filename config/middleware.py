@@ -1,3 +1,4 @@
+import logging
 import re
 import uuid
 
@@ -6,6 +7,9 @@ from django.core.exceptions import ValidationError
 from django.core.validators import validate_ipv46_address
 
 from . import request_context
+from .views import envelope_for_status, payload_too_large, server_error
+
+logger = logging.getLogger("config.middleware")
 
 REQUEST_ID_HEADER = "X-Request-ID"
 # A client-supplied id is echoed only when it is short and safe to log and to put in a header.
@@ -53,3 +57,50 @@ class RequestIDMiddleware:
             request_context.deactivate(token)
         response[REQUEST_ID_HEADER] = request_id
         return response
+
+
+# Pages made for people, where Django's HTML errors are the right answer.
+_HTML_PATH_PREFIXES = ("/admin/", "/api-auth/", "/invitations/")
+
+
+def _is_json(response) -> bool:
+    return response.get("Content-Type", "").startswith("application/json")
+
+
+class JSONErrorMiddleware:
+    """Outside the pages made for people, every error is the JSON envelope.
+
+    - A body declared larger than `DATA_UPLOAD_MAX_MEMORY_SIZE` is refused (413) before any
+      middleware or view reads it.
+    - An error answered in another format (Django's DEBUG pages for a missing upload or a
+      malformed request, a library's HTML) becomes the envelope with the same status.
+    - An exception that escapes Django's own error handling (a DEBUG page or handler that fails
+      in turn, e.g. on text it cannot encode) becomes a 500 envelope, not the server's
+      text/plain page.
+
+    Placed right after RequestIDMiddleware, so the envelope carries the request id.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        html_page = request.path.startswith(_HTML_PATH_PREFIXES)
+        if not html_page and _declared_too_large(request):
+            return payload_too_large(request)
+        try:
+            response = self.get_response(request)
+        except Exception:
+            logger.exception("Unhandled error outside the API's exception handler")
+            return server_error(request)
+        if response.status_code >= 400 and not html_page and not _is_json(response):
+            return envelope_for_status(response.status_code)
+        return response
+
+
+def _declared_too_large(request) -> bool:
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    try:
+        return limit is not None and int(request.META.get("CONTENT_LENGTH") or 0) > limit
+    except ValueError:
+        return False

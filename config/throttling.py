@@ -6,6 +6,7 @@ It can also advance a `Meter`, an exact counter with a hard limit, in the same a
 tenants.throttling.TenantThrottle counts a tenant's api_calls quota that way.
 """
 
+import math
 import time
 from abc import ABCMeta, abstractmethod
 from collections.abc import Sequence
@@ -218,12 +219,21 @@ def most_restrictive(states: list[RateLimitState]) -> RateLimitState | None:
     return min(states, key=lambda s: (s.remaining, -s.reset_at), default=None)
 
 
-def rate_limit_headers(request) -> dict[str, str]:
+def rate_limit_headers(request, response=None) -> dict[str, str]:
+    """The headers of the most restrictive window the request was counted in. A 429 answer
+    (a window, a quota or a login lockout refused it) says no request remains, until at least
+    its Retry-After."""
     state = most_restrictive(getattr(request, "_rate_limit_states", []))
     if state is None:
         return {}
+    remaining, reset_at = state.remaining, state.reset_at
+    if response is not None and response.status_code == 429:
+        remaining = 0
+        retry_after = response.get("Retry-After", "")
+        if retry_after.isdigit():
+            reset_at = max(reset_at, math.ceil(time.time()) + int(retry_after))
     return {
         "X-RateLimit-Limit": str(state.limit),
-        "X-RateLimit-Remaining": str(state.remaining),
-        "X-RateLimit-Reset": str(state.reset_at),
+        "X-RateLimit-Remaining": str(remaining),
+        "X-RateLimit-Reset": str(reset_at),
     }

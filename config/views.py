@@ -1,19 +1,49 @@
 """Django-level error views: the same JSON envelope as the API, never an HTML page."""
 
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.http import JsonResponse
 
-from .exceptions import error_body
+from .exceptions import ERROR_CODES, body_too_large_message, error_body
+
+_MESSAGES = {
+    400: "Bad request.",
+    401: "Authentication required.",
+    403: "Permission denied.",
+    404: "Not found.",
+    405: "Method not allowed.",
+    406: "Not acceptable.",
+    409: "Conflict.",
+    413: "The request body is too large.",
+    415: "Unsupported media type.",
+    429: "Too many requests.",
+    500: "An unexpected error occurred.",
+    503: "The service is unavailable.",
+}
+# The documented code of each status (the first listed for a status wins).
+_CODE_BY_STATUS = {status: code for code, (status, _) in reversed(ERROR_CODES.items())}
 
 
 def _envelope(status: int, code: str, message: str) -> JsonResponse:
     return JsonResponse(error_body(code, message), status=status)
 
 
+def envelope_for_status(status: int) -> JsonResponse:
+    """The envelope for an error response produced outside the API's exception handler."""
+    code = _CODE_BY_STATUS.get(status, "INTERNAL_ERROR" if status >= 500 else "VALIDATION_ERROR")
+    return _envelope(status, code, _MESSAGES.get(status, "The request could not be processed."))
+
+
 def not_found(request, *args, **kwargs):
     return _envelope(404, "RESOURCE_NOT_FOUND", f"No endpoint at {request.path}.")
 
 
+def payload_too_large(request, exception=None):
+    return _envelope(413, "PAYLOAD_TOO_LARGE", body_too_large_message())
+
+
 def bad_request(request, exception=None):
+    if isinstance(exception, RequestDataTooBig | TooManyFieldsSent | TooManyFilesSent):
+        return payload_too_large(request, exception)
     return _envelope(400, "VALIDATION_ERROR", "Bad request.")
 
 

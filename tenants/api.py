@@ -13,9 +13,12 @@ from collections.abc import Mapping
 from django.core.exceptions import ImproperlyConfigured
 from rest_framework import viewsets
 from rest_framework.exceptions import MethodNotAllowed
+from rest_framework.response import Response
 
+from accounts.authentication import refuse_conflicting_credentials
 from accounts.usage import observe_api_key_request
 from config.exceptions import TenantSuspended
+from config.renderers import JSONRenderer
 from config.throttling import rate_limit_headers
 
 from .permissions import HasRequiredPermission
@@ -82,6 +85,8 @@ class ControlPlaneAPIMixin:
         if getattr(self, request.method.lower(), None) is None:
             # An unrouted method is a 405 whoever asks, before any auth or tenant work.
             raise MethodNotAllowed(request.method)
+        if self.get_authenticators():
+            refuse_conflicting_credentials(request)
         self.perform_authentication(request)
         self.bind_tenant(request)
         self.check_permissions(request)
@@ -119,7 +124,12 @@ class ControlPlaneAPIMixin:
 
     def finalize_response(self, request, response, *args, **kwargs):
         response = super().finalize_response(request, response, *args, **kwargs)
-        for header, value in rate_limit_headers(request).items():
+        if isinstance(response, Response) and _wants_json_instead(request, response):
+            # The browsable API (development) shows successful reads; every error and every
+            # write's answer stays JSON, which is what API clients parse.
+            response.accepted_renderer = JSONRenderer()
+            response.accepted_media_type = JSONRenderer.media_type
+        for header, value in rate_limit_headers(request, response).items():
             response[header] = value
         observe_api_key_request(request, response)
         return response
@@ -128,6 +138,13 @@ class ControlPlaneAPIMixin:
         context = super().get_serializer_context()
         context["tenant"] = getattr(self.request, "tenant", None)
         return context
+
+
+def _wants_json_instead(request, response) -> bool:
+    renderer = getattr(response, "accepted_renderer", None)
+    if renderer is None or isinstance(renderer, JSONRenderer):
+        return False
+    return response.status_code >= 400 or request.method not in ("GET", "HEAD")
 
 
 class PlatformViewSet(ControlPlaneAPIMixin, viewsets.GenericViewSet):

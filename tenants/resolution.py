@@ -1,7 +1,8 @@
 """Resolving the tenant of an API request (DESIGN.md, Tenancy), once, after authentication.
 
 Order: an API key's tenant, the X-Organization-ID header, the organization_id query parameter,
-the caller's only active membership. A tenant the caller cannot see is "not found", exactly like
+the caller's only active membership. Header and query parameter naming two different
+organizations is a 400. A tenant the caller cannot see is "not found", exactly like
 one that does not exist.
 
 An API key is bound to one tenant: its authentication class has already loaded that tenant,
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 
 from rest_framework.exceptions import NotFound, PermissionDenied
 
-from config.exceptions import TenantRequired
+from config.exceptions import ApplicationError, TenantRequired
 
 from .models import Membership, MembershipStatus, Tenant
 from .permissions import ALL_PERMISSIONS, effective_permissions
@@ -83,24 +84,41 @@ def _names_tenant(identifier: str, tenant: Tenant) -> bool:
         return identifier.lower() == tenant.slug
 
 
-def _bound_context(bound, identifier: str | None) -> TenantContext:
+def _bound_context(bound, identifiers: list[str]) -> TenantContext:
     """`bound` has `tenant`, `membership` and `permissions` (accounts.authentication)."""
-    if identifier and not _names_tenant(identifier.strip(), bound.tenant):
+    if any(not _names_tenant(identifier, bound.tenant) for identifier in identifiers):
         raise PermissionDenied(
             "This API key belongs to another organization; omit the organization or name its own."
         )
     return TenantContext(bound.tenant, bound.membership, bound.permissions)
 
 
+def _named(request) -> list[str]:
+    """The organizations the request names: header first, then query parameter."""
+    values = (request.headers.get(TENANT_HEADER), request.query_params.get(TENANT_QUERY_PARAM))
+    return [value.strip() for value in values if value and value.strip()]
+
+
+def _check_same_tenant(context: TenantContext, identifiers: list[str]) -> TenantContext:
+    """Header and query parameter may both be given, but must name the same organization."""
+    if len(identifiers) > 1 and not _names_tenant(identifiers[1], context.tenant):
+        raise ApplicationError(
+            f"{TENANT_HEADER} and {TENANT_QUERY_PARAM} name different organizations; name one.",
+            details={TENANT_QUERY_PARAM: [f"Names another organization than {TENANT_HEADER}."]},
+        )
+    return context
+
+
 def resolve_tenant(request, mode: TenantMode) -> TenantContext:
     if mode is TenantMode.NONE or not request.user.is_authenticated:
         return TenantContext()
-    identifier = request.headers.get(TENANT_HEADER) or request.query_params.get(TENANT_QUERY_PARAM)
+    identifiers = _named(request)
     bound = getattr(request.auth, "tenant_context", None)
     if bound is not None:
-        return _bound_context(bound, identifier)
-    if identifier:
-        return _context_for(request.user, _tenant_filter(identifier.strip()))
+        return _bound_context(bound, identifiers)
+    if identifiers:
+        context = _context_for(request.user, _tenant_filter(identifiers[0]))
+        return _check_same_tenant(context, identifiers)
 
     if mode is TenantMode.EXPLICIT:
         return TenantContext()

@@ -53,6 +53,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "config.middleware.RequestIDMiddleware",
+    # Every error outside the HTML pages is the JSON envelope; oversized bodies refused first.
+    "config.middleware.JSONErrorMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -227,6 +229,11 @@ MEDIA_URL = env("MEDIA_URL", default="/media/")
 
 # API
 API_RATE_USER = env("API_RATE_USER", default="100/min")
+# Request bodies: no body over this many bytes, multipart uploads included (413
+# PAYLOAD_TOO_LARGE); Django's own limit for what it reads into memory, applied to the whole body.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=2_621_440)
+# JSON bodies nested deeper than this (arrays and objects) are refused (400 VALIDATION_ERROR).
+API_JSON_MAX_DEPTH = env.int("API_JSON_MAX_DEPTH", default=32)
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "accounts.authentication.HashedTokenAuthentication",
@@ -254,12 +261,13 @@ REST_FRAMEWORK = {
         "rest_framework.filters.SearchFilter",
         "rest_framework.filters.OrderingFilter",
     ],
-    # JSON only: the browsable API (which renders errors as HTML pages) is a dev-only aid.
-    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    # JSON only: the browsable API is a dev-only aid, and even there errors are JSON.
+    "DEFAULT_RENDERER_CLASSES": ["config.renderers.JSONRenderer"],
+    # DRF's parsers with the API's body limits (size, JSON depth, text): config.parsers.
     "DEFAULT_PARSER_CLASSES": [
-        "rest_framework.parsers.JSONParser",
-        "rest_framework.parsers.FormParser",
-        "rest_framework.parsers.MultiPartParser",
+        "config.parsers.JSONParser",
+        "config.parsers.FormParser",
+        "config.parsers.MultiPartParser",
     ],
     "EXCEPTION_HANDLER": "config.exceptions.api_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "config.schema.ControlPlaneAutoSchema",
@@ -309,6 +317,10 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     "SCHEMA_PATH_PREFIX": r"/api/v1",
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "config.schema.request_bodies_refuse_unknown_fields",
+    ],
     "ENUM_NAME_OVERRIDES": {
         "TenantStatusEnum": "tenants.models.TenantStatus",
         "MembershipStatusEnum": "tenants.models.MembershipStatus",

@@ -1,10 +1,11 @@
 """Local development: the embedded defaults, debug on."""
 
 from .base import *  # noqa: F403
-from .base import REST_FRAMEWORK, env
+from .base import INSTALLED_APPS, MIDDLEWARE, REST_FRAMEWORK, env
 
 DEBUG = env.bool("DEBUG", default=True)
-# The browsable API, with session login at /api-auth/login/, for exploring by hand.
+# The browsable API, with session login at /api-auth/login/, for exploring by hand. It shows
+# successful reads only: errors and the answers to writes stay JSON (tenants.api).
 BROWSABLE_API = True
 REST_FRAMEWORK = {
     **REST_FRAMEWORK,
@@ -13,4 +14,13 @@ REST_FRAMEWORK = {
         "rest_framework.renderers.BrowsableAPIRenderer",
     ],
 }
+# Static files through WhiteNoise, as in production, instead of runserver's own handler: that
+# handler answers a missing file with Django's HTML debug page, outside every middleware, where
+# the JSON error envelope cannot reach it.
+INSTALLED_APPS = ["whitenoise.runserver_nostatic", *INSTALLED_APPS]
+MIDDLEWARE = [*MIDDLEWARE]
+MIDDLEWARE.insert(
+    MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1,
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+)
 EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"

@@ -8,7 +8,7 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound
 from rest_framework.parsers import MultiPartParser
-from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.renderers import BaseRenderer
 from rest_framework.response import Response
 
 from config.exceptions import ApplicationError
@@ -157,13 +157,6 @@ class ThemeStylesheetViewSet(PlatformViewSet):
     # NAT): its own per-address window, apart from the other anonymous endpoints'.
     anonymous_throttle_scope = "stylesheet"
     renderer_classes = (CSSRenderer,)
-
-    def handle_exception(self, exc):
-        # Errors (a 404, a 406 for `Accept: application/json`, a 429) are the JSON envelope.
-        response = super().handle_exception(exc)
-        self.request.accepted_renderer = JSONRenderer()
-        self.request.accepted_media_type = JSONRenderer.media_type
-        return response
 
     @extend_schema(
         summary="An organization's generated stylesheet",

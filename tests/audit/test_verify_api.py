@@ -8,7 +8,7 @@ from audit import signing
 from audit.verification import HASH_MISMATCH
 from tenants.models import Role
 from tests.conftest import assert_envelope
-from tests.factories import AuditEventFactory, TenantFactory
+from tests.factories import AuditEventFactory, MembershipFactory, TenantFactory
 
 from .chain_helpers import (
     edit_payload,
@@ -246,10 +246,31 @@ def test_public_key_is_the_key_that_verifies_checkpoints(owner, url):
     }
 
 
-def test_public_key_needs_audit_read(make_caller):
-    viewer = make_caller(Role.VIEWER)
+def test_public_key_is_public_and_platform_wide(api_client, make_caller):
+    # A verifying key is public: anyone, with or without an account, gets the same one.
+    anonymous = api_client.get(PUBLIC_KEY_URL)
+    viewer = make_caller(Role.VIEWER).client.get(PUBLIC_KEY_URL)
 
-    assert_envelope(viewer.client.get(PUBLIC_KEY_URL), 403, "INSUFFICIENT_PERMISSIONS")
+    assert anonymous.status_code == viewer.status_code == 200
+    assert anonymous.json() == viewer.json()
+    assert anonymous.json()["public_key"] == signing.public_key()
+
+
+def test_public_key_needs_no_tenant_for_a_member_of_two(make_caller):
+    first = make_caller(Role.OWNER)
+    MembershipFactory(user=first.user, role=Role.VIEWER)
+
+    response = first.client_for().get(PUBLIC_KEY_URL)
+
+    assert response.status_code == 200, response.content
+    assert response.json()["public_key"] == signing.public_key()
+
+
+def test_public_key_ignores_credentials(api_client):
+    # No credential is read, so a stale or foreign one cannot turn it into a 401.
+    api_client.credentials(HTTP_AUTHORIZATION="Token not-a-token")
+
+    assert api_client.get(PUBLIC_KEY_URL).status_code == 200
 
 
 def test_staff_reads_the_public_key_without_naming_a_tenant(staff_client):

@@ -97,10 +97,21 @@ def test_query_parameter_selects_that_tenant(two_tenant_owner, by):
     assert current_org_id(response) == str(second.pk)
 
 
-def test_header_wins_over_query_parameter(two_tenant_owner):
+def test_header_and_query_parameter_naming_two_tenants_is_a_400(two_tenant_owner):
     caller, second = two_tenant_owner
 
     response = caller.client_for(caller.tenant.slug).get(ORG_URL, {"organization_id": second.slug})
+
+    error = assert_envelope(response, 400, "VALIDATION_ERROR")
+    assert "organization_id" in error["details"]
+
+
+def test_header_and_query_parameter_may_name_one_tenant_two_ways(two_tenant_owner):
+    caller, _ = two_tenant_owner
+
+    response = caller.client_for(caller.tenant.slug.upper()).get(
+        ORG_URL, {"organization_id": str(caller.tenant.pk)}
+    )
 
     assert current_org_id(response) == str(caller.tenant.pk)
 

@@ -1,0 +1,290 @@
+"""Hostile input on every operation of the OpenAPI schema, authenticated and not: no answer is a
+5xx, and every error is the JSON envelope.
+
+The raw corpus (bodies no schema-driven generator would send): JSON nested 100,000 deep, JSON
+just over the documented depth, bodies over DATA_UPLOAD_MAX_MEMORY_SIZE (JSON and multipart),
+a lone surrogate escape, bytes that are not UTF-8. Then a Schemathesis run whose every
+generated string field may become a lone surrogate, a control character, a bidirectional
+override or a very long string (`flatmap_body` / `flatmap_query` hooks).
+"""
+
+import json
+import re
+import uuid
+
+import pytest
+import schemathesis
+from django.conf import settings
+from django.core.handlers.wsgi import WSGIHandler
+from django.core.signals import request_finished, request_started
+from django.db import close_old_connections
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
+from rest_framework.test import APIClient
+
+from tenants.models import Role, Tenant
+
+from .test_schemathesis import schema as _base_schema
+
+pytestmark = pytest.mark.django_db
+
+# Every operation of the API, as its schema documents it.
+OPERATIONS = [
+    (result.ok().method.upper(), result.ok().path) for result in _base_schema.get_all_operations()
+]
+OPERATION_IDS = [f"{method} {path}" for method, path in OPERATIONS]
+
+
+@pytest.fixture
+def owner_caller(make_caller):
+    return make_caller(Role.OWNER, name="Olive Owner")
+
+
+def _path(template: str, caller) -> str:
+    """The operation's path with its parameters filled: the caller's own tenant and membership,
+    so that detail routes get as far as parsing the body."""
+    values = {"slug": caller.tenant.slug, "id": str(caller.membership.pk)}
+    return re.sub(r"\{(\w+)\}", lambda m: values.get(m.group(1), str(uuid.uuid4())), template)
+
+
+def _client(caller, authenticated: bool) -> APIClient:
+    return caller.client if authenticated else APIClient()
+
+
+def _assert_no_5xx_and_envelope(response, context: str) -> dict | None:
+    assert response.status_code < 500, (context, response.status_code, response.content[:300])
+    if response.status_code >= 400:
+        assert response["Content-Type"].startswith("application/json"), (context, response)
+        error = response.json()["error"]
+        assert set(error) == {"code", "message", "details", "request_id"}, context
+        return error
+    return None
+
+
+def _send(client, method: str, path: str, body: bytes, content_type: str):
+    return client.generic(method, path, body, content_type=content_type)
+
+
+DEEP = b"[" * 100_000
+JUST_TOO_DEEP = json.dumps(
+    {"name": json.loads("[" * settings.API_JSON_MAX_DEPTH + "]" * settings.API_JSON_MAX_DEPTH)}
+).encode()
+LONE_SURROGATE = b'{"name": "\\ud800", "role": "\\udfff", "email": "x@example.com"}'
+NOT_UTF8 = b'{"name": "\xff\xfe"}'
+
+
+@pytest.mark.parametrize("authenticated", [True, False], ids=["owner", "anonymous"])
+@pytest.mark.parametrize(
+    ("method", "template"), OPERATIONS, ids=[f"{m} {p}" for m, p in OPERATIONS]
+)
+def test_raw_hostile_bodies_never_make_a_5xx(owner_caller, authenticated, method, template):
+    client = _client(owner_caller, authenticated)
+    path = _path(template, owner_caller)
+    for name, body in (
+        ("deep", DEEP),
+        ("too deep", JUST_TOO_DEEP),
+        ("surrogate", LONE_SURROGATE),
+        ("not utf-8", NOT_UTF8),
+    ):
+        response = _send(client, method, path, body, "application/json")
+        error = _assert_no_5xx_and_envelope(response, f"{name}: {method} {path}")
+        if error is not None and response.status_code == 400 and name in ("deep", "too deep"):
+            assert error["code"] == "VALIDATION_ERROR"
+
+
+@pytest.mark.parametrize("authenticated", [True, False], ids=["owner", "anonymous"])
+@pytest.mark.parametrize(
+    ("method", "template"), OPERATIONS, ids=[f"{m} {p}" for m, p in OPERATIONS]
+)
+def test_a_body_over_the_limit_is_413_on_every_route(owner_caller, authenticated, method, template):
+    client = _client(owner_caller, authenticated)
+    path = _path(template, owner_caller)
+    too_big = settings.DATA_UPLOAD_MAX_MEMORY_SIZE + 1
+    json_body = b'{"name": "' + b"a" * too_big + b'"}'
+    boundary = "BoUnDaRy"
+    multipart = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="x.png"\r\n'
+        f"Content-Type: image/png\r\n\r\n".encode()
+        + b"\0" * too_big
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    for name, body, content_type in (
+        ("json", json_body, "application/json"),
+        ("multipart", multipart, f"multipart/form-data; boundary={boundary}"),
+    ):
+        response = _send(client, method, path, body, content_type)
+        error = _assert_no_5xx_and_envelope(response, f"{name}: {method} {path}")
+        assert response.status_code == 413, (name, method, path, response.content[:200])
+        assert error["code"] == "PAYLOAD_TOO_LARGE"
+
+
+# Precise answers on the routes named when these defects were found -------------------------
+
+
+def test_deep_nesting_is_a_validation_error_naming_the_depth(owner_caller):
+    response = _send(owner_caller.client, "POST", "/api/v1/tenants/", DEEP, "application/json")
+
+    error = _assert_no_5xx_and_envelope(response, "deep")
+    assert response.status_code == 400
+    assert str(settings.API_JSON_MAX_DEPTH) in error["message"] + json.dumps(error["details"])
+
+
+def test_nesting_within_the_depth_is_parsed(owner_caller):
+    within = "[" * (settings.API_JSON_MAX_DEPTH - 1) + "]" * (settings.API_JSON_MAX_DEPTH - 1)
+    body = json.dumps({"name": "Nested", "domain": json.loads(within)}).encode()
+
+    response = _send(owner_caller.client, "POST", "/api/v1/tenants/", body, "application/json")
+
+    # Parsed, then refused by the field's own rule (a domain is a string), not by the depth.
+    error = _assert_no_5xx_and_envelope(response, "within")
+    assert set(error["details"]) == {"domain"}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("POST", "/api/v1/organizations/members/invite", b'{"email": "a@b.co", "role": "\\ud800"}'),
+        ("POST", "/api/v1/tenants/", b'{"name": "x", "subscription_tier": "\\ud800"}'),
+        ("PATCH", "/api/v1/organizations/current", b'{"name": "\\udbff\\u0041"}'),
+    ],
+)
+def test_a_lone_surrogate_is_a_400_in_the_envelope(owner_caller, method, path, body):
+    response = _send(owner_caller.client, method, path, body, "application/json")
+
+    error = _assert_no_5xx_and_envelope(response, path)
+    assert response.status_code == 400
+    assert error["code"] == "VALIDATION_ERROR"
+    assert "surrogate" in error["message"]
+
+
+def test_a_lone_surrogate_in_a_member_update_is_a_400(owner_caller, make_caller):
+    member = make_caller(Role.MEMBER, tenant=owner_caller.tenant).membership
+    path = f"/api/v1/organizations/members/{member.pk}"
+
+    for body in (b'{"role": "\\ud800"}', b'{"status": "\\udc00"}'):
+        response = _send(owner_caller.client, "PATCH", path, body, "application/json")
+        assert response.status_code == 400, response.content
+    member.refresh_from_db()
+    assert member.role == Role.MEMBER
+
+
+def test_a_paired_surrogate_escape_is_an_ordinary_character(owner_caller):
+    body = b'{"name": "Rocket \\ud83d\\ude80 Co"}'
+
+    response = _send(owner_caller.client, "POST", "/api/v1/tenants/", body, "application/json")
+
+    assert response.status_code == 201, response.content
+    assert Tenant.objects.get(pk=response.json()["id"]).name == "Rocket \U0001f680 Co"
+
+
+def test_a_json_body_over_the_limit_changes_nothing(owner_caller):
+    body = json.dumps({"name": "x" * settings.DATA_UPLOAD_MAX_MEMORY_SIZE}).encode()
+    before = Tenant.objects.count()
+
+    response = _send(owner_caller.client, "POST", "/api/v1/tenants/", body, "application/json")
+
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "PAYLOAD_TOO_LARGE"
+    assert Tenant.objects.count() == before
+
+
+# Schemathesis with hostile strings in every generated string field --------------------------
+
+HOSTILE_BODY_STRINGS = (
+    "\ud800",
+    "tail\udfff",
+    "\x00",
+    "bell\x07",
+    "\x1b[31mred",
+    "Ev\u202eil",
+    "zero\u200bwidth",
+    "\ufeff",
+    "line\nbreak",
+    "x" * 5000,
+    "\U0001f680",
+)
+_SURROGATE = re.compile("[\ud800-\udfff]")
+# Query strings and form bodies are percent-encoded as UTF-8 by the client, which cannot encode a
+# surrogate; only JSON (with its \u escapes) can carry one.
+HOSTILE_QUERY_STRINGS = tuple(s for s in HOSTILE_BODY_STRINGS if not _SURROGATE.search(s))
+
+
+def _without_surrogates(value):
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {key: _without_surrogates(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_without_surrogates(item) for item in value]
+    return value
+
+
+hostile_schema = schemathesis.openapi.from_wsgi("/api/schema/", WSGIHandler())
+
+
+def _hostile(value, strings):
+    """A strategy that keeps `value`'s shape and may replace any string in it."""
+    if isinstance(value, str):
+        return st.sampled_from((value, *strings))
+    if isinstance(value, dict):
+        return st.fixed_dictionaries({key: _hostile(item, strings) for key, item in value.items()})
+    if isinstance(value, list):
+        return st.tuples(*(_hostile(item, strings) for item in value)).map(list)
+    return st.just(value)
+
+
+@hostile_schema.hook("flatmap_body")
+def _hostile_body(context, body):
+    return _hostile(body, HOSTILE_BODY_STRINGS)
+
+
+@hostile_schema.hook("flatmap_query")
+def _hostile_query(context, query):
+    return _hostile(query, HOSTILE_QUERY_STRINGS)
+
+
+@pytest.fixture
+def _keep_test_connection(db):
+    request_started.disconnect(close_old_connections)
+    request_finished.disconnect(close_old_connections)
+    yield
+    request_started.connect(close_old_connections)
+    request_finished.connect(close_old_connections)
+
+
+@pytest.fixture
+def owner_headers(make_caller):
+    caller = make_caller(Role.OWNER)
+    return {"Authorization": f"Token {caller.token}", "X-Organization-ID": str(caller.tenant.pk)}
+
+
+@hostile_schema.parametrize()
+@hypothesis_settings(
+    max_examples=15,
+    deadline=None,
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.filter_too_much,
+    ],
+)
+def test_hostile_strings_in_every_field_never_make_a_5xx(
+    case, owner_headers, _keep_test_connection
+):
+    case.headers = {**(case.headers or {}), **owner_headers}
+    if case.query:
+        case.query.pop("organization_id", None)
+    if case.media_type != "application/json":
+        case.body = _without_surrogates(case.body)
+    response = case.call()
+    assert response.status_code < 500, (case.method, case.path, case.body, response.content[:300])
+    if response.status_code >= 400:
+        content_type = response.headers.get("content-type", [""])[0]
+        assert content_type.startswith("application/json"), (case.path, content_type)
+        assert set(json.loads(response.content)["error"]) == {
+            "code",
+            "message",
+            "details",
+            "request_id",
+        }
