@@ -1,4 +1,4 @@
-"""The API's credentials: hashed tokens, API keys and JWTs (DESIGN.md, "accounts")."""
+"""The API's credentials: hashed tokens, API keys and JWTs."""
 
 import hmac
 import re

@@ -104,7 +104,7 @@ class APIKeyQuerySet(models.QuerySet):
 
 
 class APIKey(TenantOwned):
-    """A tenant's machine credential (seeds 002, 003), acting for its creator within `scopes`.
+    """A tenant's machine credential, acting for its creator within `scopes`.
 
     The key string is `cp_<key_id>_<secret>`: `key_id` (128 random bits, hex) finds the row,
     and only the SHA-256 digest of the secret (256 random bits) is stored. A request through

@@ -172,7 +172,7 @@ def _jwt_pair(refresh: RefreshToken) -> dict:
 
 @transaction.atomic
 def jwt_login(*, user: User) -> dict:
-    """Open a JWT session (seed 004): an access and a refresh token, and who the user is."""
+    """Open a JWT session: an access and a refresh token, and who the user is."""
     refresh = RefreshToken.for_user(user)
     membership = _only_membership(user)
     record(tenant=None, event_type="auth.login.succeeded", actor=user, payload={"method": "jwt"})
@@ -415,7 +415,8 @@ def api_key_revoke(*, api_key: APIKey, actor: User | None) -> APIKey:
 
 
 def api_key_usage(*, api_key: APIKey) -> dict:
-    """Seed 003's statistics: what the flushes wrote plus what is counted but not yet flushed."""
+    """A key's usage statistics (totals, successes, failures, average response time, requests
+    by route): what the flushes wrote plus what is counted but not yet flushed."""
     pending = usage_store().pending(str(api_key.pk))
     total = api_key.usage_count + pending.requests
     time_us = api_key.response_time_us_total + pending.response_time_us

@@ -1,1 +1,1 @@
-"""Models of the analytics app; they arrive with its own issue (see ../shared/API.md)."""
+"""Models of the analytics app (usage analytics); none yet."""

@@ -15,8 +15,8 @@ class ActorType(models.TextChoices):
 class AuditEvent(models.Model):
     """One append-only event. A tenant's events form its chain; tenant-less ones the platform chain.
 
-    `seq`, `prev_hash` and `hash` are assigned when the chain is sealed (issue "Tamper-evident
-    audit log"); until then they are empty.
+    `seq`, `prev_hash` and `hash` are assigned when the chain is sealed (audit.services); until
+    then they are empty.
     """
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)

@@ -40,7 +40,7 @@ def selected_chain(request, params: dict):
 
 
 class AuditEventViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScopedViewSet):
-    """The tenant's audit events, newest first; staff may read across tenants (seed 002)."""
+    """The tenant's audit events, newest first; staff may read across tenants."""
 
     queryset = AuditEvent.objects.all()
     serializer_class = AuditEventSerializer

@@ -1,1 +1,1 @@
-"""Models of the billing app; they arrive with its own issue (see ../shared/API.md)."""
+"""Models of the billing app; none yet."""

@@ -37,7 +37,7 @@ class ProbeView(APIView):
 
 
 class HealthView(ProbeView):
-    """Liveness: the process answers. Seed 001's shape."""
+    """Liveness: the process answers with `status`, `timestamp`, `service` and `version`."""
 
     @extend_schema(responses={200: HealthSerializer}, auth=[], tags=["platform"])
     def get(self, request):

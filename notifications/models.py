@@ -1,1 +1,1 @@
-"""Models of the notifications app; they arrive with its own issue (see ../shared/API.md)."""
+"""Models of the notifications app (notifications and webhooks); none yet."""

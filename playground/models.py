@@ -1,1 +1,1 @@
-"""Models of the playground app; they arrive with its own issue (see ../shared/API.md)."""
+"""Models of the playground app (the playground and the AI gateway); none yet."""

@@ -1,1 +1,1 @@
-"""Models of the security app; they arrive with its own issue (see ../shared/API.md)."""
+"""Models of the security app; none yet."""

@@ -1,1 +1,1 @@
-"""Models of the support app; they arrive with its own issue (see ../shared/API.md)."""
+"""Models of the support app (the support desk); none yet."""

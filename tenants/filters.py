@@ -7,7 +7,7 @@ from .models import Membership, MembershipStatus, Role
 
 
 class MemberFilter(django_filters.FilterSet):
-    """Seed 000's member filters: role, status, and `search` over email and name (a pending
+    """The member filters: role, status, and `search` over email and name (a pending
     invitation's address included)."""
 
     role = django_filters.ChoiceFilter(choices=Role.choices)

@@ -28,7 +28,8 @@ BLOCKED_STATUSES = frozenset({TenantStatus.SUSPENDED, TenantStatus.CANCELLED})
 
 
 class PlanTier(models.TextChoices):
-    """Subscription tiers (seed 004); they drive rate limits and default quotas."""
+    """Subscription tiers: free, pro, enterprise, custom; they drive rate limits and default
+    quotas."""
 
     FREE = "free", "Free"
     PRO = "pro", "Pro"
@@ -90,7 +91,8 @@ class TenantQuerySet(models.QuerySet):
 
 
 class Tenant(models.Model):
-    """An organization, the unit of isolation: seed 002 tenant and seed 000 organization fields."""
+    """An organization, the unit of isolation: profile, contacts, lifecycle status, plan tier,
+    settings and quota period."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     name = models.CharField(max_length=200, validators=[validate_name])
@@ -180,7 +182,7 @@ class MembershipQuerySet(models.QuerySet):
 
 
 class Membership(TenantOwned):
-    """A user's place in a tenant: role, status and per-area permission overrides (seed 000)."""
+    """A user's place in a tenant: role, status and per-area permission overrides."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     tenant = models.ForeignKey(
@@ -290,7 +292,8 @@ def _theme_logo_path(theme: "Theme", filename: str) -> str:
 
 
 class Theme(TenantOwned):
-    """A tenant's branding (seed 003 theme, seed 000 branding): one per tenant."""
+    """A tenant's branding (colours, logo, custom CSS), also shown as the organization's
+    `branding`: one per tenant."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     tenant = models.OneToOneField(
@@ -319,8 +322,8 @@ class Theme(TenantOwned):
 
 
 class QuotaResource(models.TextChoices):
-    """Seed 000's quota resources, plus api_calls (seed 002). `users` is counted from the
-    memberships, the others by the counters below."""
+    """The quota resources: documents, users, AI tokens, storage and API calls. `users` is
+    counted from the memberships, the others by the counters below."""
 
     DOCUMENTS = "documents", "Documents"
     USERS = "users", "Users"

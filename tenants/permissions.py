@@ -37,7 +37,7 @@ ALL_PERMISSIONS = frozenset(
     f"{area}.{action}" for area, actions in PERMISSIONS_BY_AREA.items() for action in actions
 )
 
-# API-key scopes (DESIGN.md): `read` is every `*.read` permission, `write` every other one; a
+# API-key scopes: `read` is every `*.read` permission, `write` every other one; a
 # scope may also be one explicit permission string.
 READ_PERMISSIONS = frozenset(name for name in ALL_PERMISSIONS if name.endswith(".read"))
 SCOPE_GROUPS: Mapping[str, frozenset[str]] = {
@@ -81,7 +81,7 @@ ROLE_PERMISSIONS: Mapping[str, frozenset[str]] = {
 
 
 def effective_permissions(role: str, overrides: Mapping | None = None) -> frozenset[str]:
-    """The role's set with a membership's per-area overrides applied (seed 000's shape)."""
+    """The role's set with a membership's per-area overrides applied ({area: {action: bool}})."""
     granted = set(ROLE_PERMISSIONS.get(role, frozenset()))
     for area, actions in (overrides or {}).items():
         if not isinstance(actions, Mapping):
@@ -119,7 +119,8 @@ def is_tenant_bound_credential(request) -> bool:
 
 
 def permissions_as_object(permissions: frozenset[str]) -> dict[str, dict[str, bool]]:
-    """Seed 000's permission object: {"documents": {"read": true, ...}, ...}."""
+    """The permission object: every area, each action true or false,
+    {"documents": {"read": true, ...}, ...}."""
     return {
         area: {action: f"{area}.{action}" in permissions for action in actions}
         for area, actions in PERMISSIONS_BY_AREA.items()
@@ -178,7 +179,7 @@ class HasRequiredPermission(BasePermission):
 
 
 def unknown_overrides(overrides: Mapping) -> list[str]:
-    """The entries of a seed 000 permission object that name no known area or action, or whose
+    """The entries of a permission object that name no known area or action, or whose
     value is not a boolean: `["reports", "documents.print", "analytics.read=yes"]`."""
     unknown = []
     for area, actions in overrides.items():

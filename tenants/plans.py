@@ -1,5 +1,5 @@
-"""Plan tiers (seed 004): the default quota limits and rate limits of each tier, and the limits
-that apply to one tenant once its settings are taken into account.
+"""Plan tiers (free, pro, enterprise, custom): the default quota limits and rate limits of each
+tier, and the limits that apply to one tenant once its settings are taken into account.
 
 Limits come from the tier, and a tenant's `settings` may set its own (`maxUsers`, ...). Raising
 one above the tier needs staff (tenants.serializers.organizations); lowering it is the tenant's

@@ -1,4 +1,4 @@
-"""Resolving the tenant of an API request (DESIGN.md, Tenancy), once, after authentication.
+"""Resolving the tenant of an API request, once, after authentication.
 
 Order: an API key's tenant, the X-Organization-ID header, the organization_id query parameter,
 the caller's only active membership. Header and query parameter naming two different

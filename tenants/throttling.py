@@ -5,10 +5,10 @@ Windows (fixed, counted in the cache; config.throttling):
 
 - the caller: the user (`user` rate), or the client address (`anon`, or the view's
   `anonymous_throttle_scope`, e.g. `auth` on credential endpoints);
-- the tenant: every request in it, at its plan tier's hourly rate (seed 004; tenants.plans),
+- the tenant: every request in it, at its plan tier's hourly rate (tenants.plans),
   or its settings' `rateLimitPerHour`;
 - the tenant's scope, for views that set `throttle_scope` (analytics, billing, gateway): the
-  tier's rate for that scope, else the DESIGN.md default.
+  tier's rate for that scope, else the scope's default rate (DEFAULT_THROTTLE_RATES).
 
 When the request counts one of the tenant's api_calls (a member's or key's request; see
 ControlPlaneAPIMixin.count_api_call) and the cache is Redis, the quota is checked and advanced

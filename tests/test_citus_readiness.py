@@ -1,5 +1,5 @@
-"""Every model is ready for Citus, which shards tenant-owned tables on `tenant_id` (DESIGN.md,
-Tenancy): a non-null tenant FK, and every unique rule includes `tenant`."""
+"""Every model is ready for Citus, which shards tenant-owned tables on `tenant_id` (README,
+"Tenancy and Citus"): a non-null tenant FK, and every unique rule includes `tenant`."""
 
 import pytest
 from django.apps import apps

@@ -245,7 +245,8 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
     "DEFAULT_THROTTLE_CLASSES": [],
     "DEFAULT_THROTTLE_RATES": {
-        # Defaults from seed 000 (user, analytics, billing) and seed 002 (gateway).
+        # Default rates: 100/min per user; analytics 20/min, billing 10/min and gateway 60/min
+        # per tenant.
         "anon": env("API_RATE_ANON", default="60/min"),
         "user": API_RATE_USER,
         "auth": env("API_RATE_AUTH", default="20/min"),
@@ -275,8 +276,9 @@ REST_FRAMEWORK = {
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
 }
 
-# Plan tiers (seed 004) layered on the rates above: `tenant` limits every request in a tenant,
-# the other scopes replace the per-tenant defaults for that tier (tenants.plans).
+# Plan tiers (free, pro, enterprise, custom) layered on the rates above: `tenant` limits every
+# request in a tenant, the other scopes replace the per-tenant defaults for that tier
+# (tenants.plans).
 API_PLAN_RATES = {
     "free": {"tenant": env("API_RATE_PLAN_FREE", default="100/hour")},
     "pro": {

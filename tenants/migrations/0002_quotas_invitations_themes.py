@@ -15,7 +15,7 @@ _HEX = re.compile(r"^#[0-9a-fA-F]{6}$")
 
 
 def copy_branding_to_themes(apps, schema_editor):
-    """Seed 000 branding moves from Tenant.branding to the Theme model, keeping what was set."""
+    """The organization's branding moves from Tenant.branding to the Theme model, keeping what was set."""
     Tenant = apps.get_model("tenants", "Tenant")
     Theme = apps.get_model("tenants", "Theme")
     for tenant in Tenant.objects.exclude(branding={}).iterator():

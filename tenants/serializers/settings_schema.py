@@ -1,4 +1,5 @@
-"""The typed schema of an organization's `settings` (seeds 000 and 004).
+"""The typed schema of an organization's `settings`: data residency, compliance and integration
+flags, per-tenant limits, the hourly rate and the default AI model.
 
 Every key is optional; unknown keys are refused by name, values are strictly typed (a limit is
 a JSON integer, not "5" or 5.0 or true). Limits above the plan tier need staff: that rule is in
@@ -12,7 +13,7 @@ from config.serializers import ChoiceField, Serializer
 from .fields import StrictBooleanField
 
 DATA_RESIDENCY_REGIONS = ("eu", "us", "uk", "ca", "au", "apac")
-# Seed 002's gateway models; the playground's gateway serves these names.
+# The AI models the playground's gateway serves, by name.
 SUPPORTED_AI_MODELS = (
     "gpt-4",
     "gpt-4-turbo",

@@ -1,4 +1,4 @@
-"""Members and invitations (seed 000's Team Management API): thin views over
+"""Members and invitations (list, invite, resend, change, remove, accept): thin views over
 tenants.services.members."""
 
 from django.db.models import OuterRef, Subquery
@@ -79,7 +79,7 @@ class MemberViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScop
     @extend_schema(
         request=MemberInviteSerializer,
         responses={201: InvitationSentSerializer},
-        summary="Invite someone by email (seed 000); the accept link goes only to them",
+        summary="Invite someone by email; the accept link goes only to them",
     )
     @action(detail=False, methods=["post"], url_path="invite")
     def invite(self, request):

@@ -1,4 +1,4 @@
-"""The caller's current organization (seeds 000, 004) and its quotas."""
+"""The caller's current organization (profile, settings, branding) and its quotas."""
 
 from drf_spectacular.utils import extend_schema
 from rest_framework.decorators import action
@@ -24,7 +24,7 @@ class OrganizationViewSet(TenantContextViewSet):
         "partial_update_current": "settings.write",
         "quotas": "settings.read",
     }
-    # Reading the organization still works while it is suspended (DESIGN.md, Tenancy).
+    # Reading the organization still works while it is suspended.
     allowed_when_suspended = frozenset({"current"})
 
     def get_object(self):

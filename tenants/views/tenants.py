@@ -1,4 +1,4 @@
-"""The tenant directory and lifecycle (seed 002)."""
+"""The tenant directory and lifecycle (trial, active, suspended, cancelled)."""
 
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status

@@ -32,7 +32,7 @@ STYLESHEET_MAX_AGE_SECONDS = 300
 
 
 class ThemeViewSet(TenantContextViewSet):
-    """The current organization's theme (seed 003): GET, PUT/PATCH organizations/theme and
+    """The current organization's theme: GET, PUT/PATCH organizations/theme and
     POST organizations/theme/logo. Registered on the `organizations` prefix beside
     OrganizationViewSet."""
 
@@ -71,7 +71,7 @@ class ThemeViewSet(TenantContextViewSet):
     @extend_schema(request=ThemeSerializer, responses={200: ThemeSerializer})
     @theme.mapping.put
     def update_theme(self, request):
-        """Set the fields given (seed 003 sends a subset); the others keep their values."""
+        """Set the fields given (a subset is accepted); the others keep their values."""
         return self._update(request, partial=False)
 
     @extend_schema(request=ThemeSerializer, responses={200: ThemeSerializer})

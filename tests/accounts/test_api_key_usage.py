@@ -1,4 +1,4 @@
-"""API-key usage statistics (seed 003): counted in the cache on the request path, written to the
+"""API-key usage statistics: counted in the cache on the request path, written to the
 database in batches by a flush, exact whatever runs concurrently."""
 
 import os

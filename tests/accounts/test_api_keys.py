@@ -1,4 +1,4 @@
-"""API keys (seeds 002, 003): created by people, shown once, stored hashed, bound to one tenant,
+"""API keys: created by people, shown once, stored hashed, bound to one tenant,
 holding their scopes intersected with their creator's current permissions."""
 
 import hashlib

@@ -1,4 +1,4 @@
-"""JWT sessions (seed 004): POST auth/login, auth/refresh (rotating, reuse refused), auth/logout."""
+"""JWT sessions: POST auth/login, auth/refresh (rotating, reuse refused), auth/logout."""
 
 import json
 from datetime import timedelta
@@ -48,7 +48,7 @@ def audit_trail_text() -> str:
 
 
 @pytest.mark.smoke
-def test_login_answers_the_seed_004_shape():
+def test_login_answers_tokens_and_the_user():
     membership = MembershipFactory(role=Role.ADMIN, user=UserFactory(name="Ada"))
 
     body = login(membership.user)

@@ -34,7 +34,7 @@ def test_roles_list_every_role_with_its_permissions(owner):
         assert granted == set(ROLE_PERMISSIONS[role])
 
 
-def test_viewer_permissions_object_has_the_seed_000_shape(owner):
+def test_viewer_permissions_object_maps_areas_to_actions(owner):
     body = owner.client.get(ROLES_URL + "/").json()
     viewer = next(row for row in body["results"] if row["role"] == "viewer")
 

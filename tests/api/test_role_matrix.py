@@ -2,7 +2,7 @@
 
 Callers in one tenant: each role (token auth), a read-only API key of the owner, and a staff
 operator who is not a member. What the table says (tenants.permissions.ROLE_PERMISSIONS, the
-access levels, and the API-key rules of DESIGN.md) must be what the API does: allowed means
+access levels, and the API-key rules of `key_may_call`) must be what the API does: allowed means
 anything but 401/403 (a random id is a 404, an empty body a 400), refused means 403
 INSUFFICIENT_PERMISSIONS.
 """

@@ -1,4 +1,4 @@
-"""GET /api/v1/audit/verify/ (seed 002's shape) and GET /api/v1/audit/public-key/."""
+"""GET /api/v1/audit/verify/ (a chain's verification result) and GET /api/v1/audit/public-key/."""
 
 import uuid
 

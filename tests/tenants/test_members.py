@@ -1,4 +1,4 @@
-"""Members (seed 000's Team Management API): GET, PUT/PATCH, DELETE organizations/members and
+"""Members: GET, PUT/PATCH, DELETE organizations/members and
 the rules every change obeys (owners, self-service, grants, seats)."""
 
 import pytest
@@ -80,7 +80,7 @@ def test_invite_is_an_action_not_a_member_id():
 # GET organizations/members -----------------------------------------------------------------
 
 
-def test_list_shows_seed_000_members_with_effective_permissions(owner, tenant):
+def test_list_shows_members_with_effective_permissions(owner, tenant):
     viewer = MembershipFactory(
         tenant=tenant, role=Role.VIEWER, permissions={"billing": {"read": True}}
     )

@@ -1,4 +1,4 @@
-"""Seed 000's `branding` on organizations/current: read from and written to the theme."""
+"""The organization's `branding` on organizations/current: read from and written to the theme."""
 
 import pytest
 
@@ -59,7 +59,7 @@ def test_patch_branding_changes_only_the_keys_given(owner):
         ({"fontFamily": "Comic Sans"}, "fontFamily"),
     ],
 )
-def test_bad_branding_is_refused_by_its_seed_key_and_changes_nothing(owner, branding, key):
+def test_bad_branding_is_refused_by_its_branding_key_and_changes_nothing(owner, branding, key):
     response = owner.client.patch(ORG_URL, {"name": "Changed", "branding": branding}, format="json")
 
     error = assert_envelope(response, 400, "VALIDATION_ERROR")

@@ -1,4 +1,4 @@
-"""GET, PUT and PATCH organizations/current: the seed shape, replacing and merging settings, the
+"""GET, PUT and PATCH organizations/current: the fields shown, replacing and merging settings, the
 typed settings schema, limits above the plan tier, and what tenant_limits() makes of them."""
 
 import pytest
@@ -15,13 +15,10 @@ pytestmark = pytest.mark.django_db
 ORG_URL = "/api/v1/organizations/current"
 QUOTAS_URL = "/api/v1/organizations/quotas"
 
-SEED_000_FIELDS = {
-    "id", "name", "slug", "description", "plan", "status", "settings", "branding",
-    "created_at", "member_count", "document_count", "trial_ends_at",
-}  # fmt: skip
-SEED_004_FIELDS = {
-    "id", "name", "slug", "subscription_tier", "api_quota_limit", "api_quota_used", "settings",
-    "created_at", "updated_at",
+ORGANIZATION_FIELDS = {
+    "id", "name", "slug", "description", "plan", "subscription_tier", "status", "settings",
+    "branding", "created_at", "updated_at", "member_count", "document_count", "trial_ends_at",
+    "api_quota_limit", "api_quota_used",
 }  # fmt: skip
 LIMIT_KEYS = (
     "maxDocuments",
@@ -83,10 +80,10 @@ def set_settings(caller, settings: dict) -> None:
 # GET ---------------------------------------------------------------------------------------------
 
 
-def test_get_has_the_seed_000_and_seed_004_fields_and_nothing_else(owner):
+def test_get_has_the_organization_fields_and_nothing_else(owner):
     body = owner.client.get(ORG_URL).json()
 
-    assert set(body) == SEED_000_FIELDS | SEED_004_FIELDS
+    assert set(body) == ORGANIZATION_FIELDS
     assert body["plan"] == body["subscription_tier"] == PlanTier.FREE
     assert set(body["branding"]) >= {"logo", "primaryColor", "secondaryColor"}
 
@@ -545,7 +542,7 @@ def test_quotas_endpoint_shows_the_limits_set_in_settings(owner):
 
     body = owner.client.get(QUOTAS_URL).json()
 
-    assert body["storage"]["limit"] == 10  # MB, as in seed 000
+    assert body["storage"]["limit"] == 10  # organizations/quotas shows storage in MB
     assert body["documents"]["limit"] == 7
     assert body["users"]["limit"] == 3
 

@@ -1,4 +1,4 @@
-"""tenants.permissions: the role table, seed 000's overrides, and the one permission class."""
+"""tenants.permissions: the role table, per-area overrides, and the one permission class."""
 
 from types import SimpleNamespace
 
@@ -20,7 +20,7 @@ from tenants.permissions import (
 )
 from tests.factories import TenantFactory, UserFactory
 
-# DESIGN.md, "Roles and permissions".
+# Every area and its actions, written out so that a change to the table is deliberate.
 DESIGNED_PERMISSIONS = {
     "documents.read", "documents.write", "documents.delete",
     "conversations.read", "conversations.moderate",
@@ -69,7 +69,7 @@ def test_viewer_only_reads():
     assert all(name.endswith(".read") for name in ROLE_PERMISSIONS[Role.VIEWER])
 
 
-# Overrides (seed 000's permission object) --------------------------------------------------
+# Overrides (a permission object: area -> action -> bool) -----------------------------------
 
 
 def test_role_without_overrides_holds_its_default_set():
@@ -153,7 +153,7 @@ def test_effective_permissions_is_immutable():
     assert isinstance(effective_permissions(Role.MEMBER, {"audit": {"read": True}}), frozenset)
 
 
-# Seed 000's permission object --------------------------------------------------------------
+# The permission object ---------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("role", list(Role))

@@ -1,4 +1,4 @@
-"""Plan-tier rate limits (seed 004) through the API, and the fixed-window counter under them
+"""Plan-tier rate limits through the API, and the fixed-window counter under them
 (config.throttling.hit, Window.from_rate) on Redis and on the local-memory cache.
 
 The test settings raise every tier's `tenant` rate out of the way; each test here sets

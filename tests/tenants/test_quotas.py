@@ -323,7 +323,7 @@ def test_the_warning_threshold_comes_from_settings(settings):
 # What the API shows -----------------------------------------------------------------------
 
 
-def test_organization_quotas_have_the_seed_000_shape(owner):
+def test_organization_quotas_have_one_object_per_resource(owner):
     MembershipFactory(tenant=owner.tenant)
     MembershipFactory(tenant=owner.tenant, status=MembershipStatus.SUSPENDED)
     limited(owner, maxDocuments=500, maxStorageMB=5000)
@@ -363,7 +363,7 @@ def test_exceeded_is_true_at_the_limit():
     assert (state.current, state.limit, state.percentage, state.exceeded) == (2, 2, 100.0, True)
 
 
-def test_tenant_quota_has_the_seed_002_shape(owner):
+def test_tenant_quota_is_flat(owner):
     Tenant.objects.filter(pk=owner.tenant.pk).update(plan=PlanTier.PRO)
     owner.tenant.refresh_from_db()
     quota_consume(tenant=owner.tenant, resource="tokens", amount=50_000)

@@ -338,7 +338,7 @@ def test_default_page_size_is_twenty(staff_client):
 # GET /api/v1/organizations/current ---------------------------------------------------------
 
 
-def test_current_organization_has_the_seed_shape(owner):
+def test_current_organization_has_its_fields(owner):
     tenant = owner.tenant
     tenant.description = "Rockets and anvils"
     tenant.plan = PlanTier.PRO
