@@ -9,6 +9,7 @@ from config.serializers import (
     EmailField,
     ModelSerializer,
     NameField,
+    ResponseSerializer,
     Serializer,
 )
 from tenants.models import Membership
@@ -17,13 +18,11 @@ from .models import APIKey, User
 
 
 class TokenObtainSerializer(Serializer):
-    """Seed 002: `username` or `email`, and `password`."""
+    """Credentials for a token: `username` or `email` (either names the account), and `password`."""
 
     username = CharField(required=False, max_length=254, write_only=True)
     email = EmailField(required=False, write_only=True)
-    password = CharField(
-        max_length=4096, write_only=True, style={"input_type": "password"}
-    )
+    password = CharField(max_length=4096, write_only=True, style={"input_type": "password"})
 
     def validate(self, attrs):
         identifier = attrs.get("email") or attrs.get("username")
@@ -33,7 +32,7 @@ class TokenObtainSerializer(Serializer):
         return attrs
 
 
-class TokenSerializer(Serializer):
+class TokenSerializer(ResponseSerializer):
     token = CharField(read_only=True)
 
 
@@ -44,7 +43,7 @@ class UserSerializer(ModelSerializer):
         read_only_fields = fields
 
 
-class MembershipTenantSerializer(Serializer):
+class MembershipTenantSerializer(ResponseSerializer):
     id = serializers.UUIDField(source="tenant.id")
     slug = CharField(source="tenant.slug")
     name = CharField(source="tenant.name")
@@ -52,7 +51,7 @@ class MembershipTenantSerializer(Serializer):
 
 
 class MyMembershipSerializer(ModelSerializer):
-    tenant = MembershipTenantSerializer(source="*")
+    tenant = MembershipTenantSerializer(source="*", read_only=True)
 
     class Meta:
         model = Membership
@@ -60,14 +59,14 @@ class MyMembershipSerializer(ModelSerializer):
         read_only_fields = fields
 
 
-class CurrentTenantSerializer(Serializer):
+class CurrentTenantSerializer(ResponseSerializer):
     id = serializers.UUIDField()
     slug = CharField()
     name = CharField()
     status = CharField()
 
 
-class MeAPIKeySerializer(Serializer):
+class MeAPIKeySerializer(ResponseSerializer):
     """The API key the caller authenticated with."""
 
     id = serializers.UUIDField()
@@ -76,7 +75,7 @@ class MeAPIKeySerializer(Serializer):
     scopes = serializers.ListField(child=CharField())
 
 
-class MeSerializer(Serializer):
+class MeSerializer(ResponseSerializer):
     """The caller, their memberships and their effective permissions in the current tenant."""
 
     user = UserSerializer()
@@ -89,21 +88,19 @@ class MeSerializer(Serializer):
     )
 
 
-# JWT (seed 004) ----------------------------------------------------------------------------
+# JWT ---------------------------------------------------------------------------------------
 
 
 class LoginSerializer(Serializer):
     email = EmailField(write_only=True)
-    password = CharField(
-        max_length=4096, write_only=True, style={"input_type": "password"}
-    )
+    password = CharField(max_length=4096, write_only=True, style={"input_type": "password"})
 
     def validate(self, attrs):
         attrs["identifier"] = attrs["email"].strip().lower()
         return attrs
 
 
-class TokenPairSerializer(Serializer):
+class TokenPairSerializer(ResponseSerializer):
     access_token = CharField(help_text="JWT for `Authorization: Bearer <token>`.")
     refresh_token = CharField(
         help_text="Exchange at POST /api/v1/auth/refresh; single use (rotated)."
@@ -112,7 +109,7 @@ class TokenPairSerializer(Serializer):
     expires_in = serializers.IntegerField(help_text="Seconds until the access token expires.")
 
 
-class LoginUserSerializer(Serializer):
+class LoginUserSerializer(ResponseSerializer):
     id = serializers.UUIDField()
     email = EmailField()
     name = CharField(allow_blank=True)
@@ -139,24 +136,24 @@ class LogoutSerializer(Serializer):
     )
 
 
-class MessageSerializer(Serializer):
+class MessageSerializer(ResponseSerializer):
     message = CharField()
 
 
 # Roles -------------------------------------------------------------------------------------
 
 
-class RoleSerializer(Serializer):
+class RoleSerializer(ResponseSerializer):
     role = CharField()
     name = CharField()
     permissions = serializers.ListField(child=CharField(), help_text="Sorted.")
     permissions_object = serializers.DictField(
         child=serializers.DictField(child=serializers.BooleanField()),
-        help_text='Seed 000 shape: {"documents": {"read": true, ...}, ...}.',
+        help_text='Permission object: area -> action -> bool, e.g. {"documents": {"read": true}}',
     )
 
 
-# API keys (seeds 002, 003) -----------------------------------------------------------------
+# API keys ----------------------------------------------------------------------------------
 
 
 class APIKeySerializer(ModelSerializer):
@@ -238,7 +235,7 @@ class APIKeyUpdateSerializer(Serializer):
     is_active = serializers.BooleanField(required=False)
 
 
-class APIKeyUsageSerializer(Serializer):
+class APIKeyUsageSerializer(ResponseSerializer):
     total_requests = serializers.IntegerField()
     success_requests = serializers.IntegerField()
     failed_requests = serializers.IntegerField(help_text="Responses with status 400 or above.")

@@ -117,7 +117,7 @@ class AuthViewSet(PlatformViewSet):
         request=LoginSerializer,
         responses={200: LoginResponseSerializer, 429: _LOCKED_RESPONSE},
         auth=[],
-        summary="Log in with email and password: a JWT access and refresh token (seed 004)",
+        summary="Log in with email and password: a JWT access and refresh token",
     )
     @action(detail=False, methods=["post"], url_path="login", serializer_class=LoginSerializer)
     def login(self, request):
@@ -193,9 +193,9 @@ class RoleViewSet(PlatformViewSet):
     required_permissions = {"list": AUTHENTICATED}
     filter_backends = ()
 
-    @extend_schema(responses={200: RoleSerializer(many=True)}, summary="Roles and permissions")
-    def list(self, request):
-        roles = [
+    def get_queryset(self):
+        """The roles, from the table in code (no database rows)."""
+        return [
             {
                 "role": role.value,
                 "name": role.label,
@@ -204,7 +204,10 @@ class RoleViewSet(PlatformViewSet):
             }
             for role in Role
         ]
-        page = self.paginate_queryset(roles)
+
+    @extend_schema(responses={200: RoleSerializer(many=True)}, summary="Roles and permissions")
+    def list(self, request):
+        page = self.paginate_queryset(self.get_queryset())
         return self.get_paginated_response(RoleSerializer(page, many=True).data)
 
 
@@ -213,7 +216,7 @@ class APIKeyViewSet(
     mixins.RetrieveModelMixin,
     TenantScopedViewSet,
 ):
-    """The tenant's API keys (seeds 002, 003). Keys are managed by people: an API key as the
+    """The tenant's API keys. Keys are managed by people: an API key as the
     credential is refused here. DELETE revokes (the row and its usage stay)."""
 
     queryset = APIKey.objects.all()
@@ -274,7 +277,7 @@ class APIKeyViewSet(
         api_key = services.api_key_revoke(api_key=self.get_object(), actor=request.user)
         return Response(APIKeySerializer(api_key).data)
 
-    @extend_schema(responses={200: APIKeyUsageSerializer}, summary="Usage statistics (seed 003)")
+    @extend_schema(responses={200: APIKeyUsageSerializer}, summary="Usage statistics")
     @action(detail=True, methods=["get"], url_path="usage")
     def usage(self, request, pk=None):
         return Response(

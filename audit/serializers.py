@@ -1,12 +1,19 @@
 from rest_framework import serializers
 
-from config.serializers import CharField, ChoiceField, ModelSerializer, QuerySerializer, Serializer
+from config.serializers import (
+    CharField,
+    ChoiceField,
+    ModelSerializer,
+    QuerySerializer,
+    ResponseSerializer,
+)
 
 from .models import AuditEvent
 
 
 class AuditEventSerializer(ModelSerializer):
-    """Seed 002's event shape (`timestamp`, `prev_hash`, `hash`) plus actor and request context."""
+    """One audit event: its type and payload, when (`timestamp`), its place in the chain (`seq`,
+    `prev_hash`, `hash`), who acted (`actor_*`) and the request context."""
 
     tenant_id = serializers.UUIDField(read_only=True, allow_null=True)
     actor_id = serializers.UUIDField(read_only=True, allow_null=True)
@@ -50,7 +57,7 @@ class ExportQuerySerializer(ChainQuerySerializer):
         return attrs
 
 
-class BrokenLinkSerializer(Serializer):
+class BrokenLinkSerializer(ResponseSerializer):
     event_id = serializers.UUIDField(allow_null=True)
     event_type = CharField(allow_null=True)
     timestamp = CharField(allow_null=True)
@@ -60,8 +67,9 @@ class BrokenLinkSerializer(Serializer):
     stored_hash = CharField(allow_null=True)
 
 
-class ChainVerificationSerializer(Serializer):
-    """Seed 002's verification result, plus the sealing and checkpoint figures."""
+class ChainVerificationSerializer(ResponseSerializer):
+    """A chain's verification: whether it is intact (`chain_valid`), how many events were
+    verified of how many, the broken links found, and the sealing and checkpoint figures."""
 
     chain = CharField(help_text='A tenant id, or "platform".')
     chain_valid = serializers.BooleanField()
@@ -74,7 +82,7 @@ class ChainVerificationSerializer(Serializer):
     broken_links = BrokenLinkSerializer(many=True)
 
 
-class PublicKeySerializer(Serializer):
+class PublicKeySerializer(ResponseSerializer):
     algorithm = CharField()
     public_key = CharField(help_text="base64 of the raw 32-byte Ed25519 key")
     key_id = CharField()

@@ -134,6 +134,9 @@ def bench_owner():
     rates["user"] = rates["anon"] = "100000000/min"
     with transaction.atomic():
         user = user_create(email="bench@example.com", password="bench-password-1", name="Bench")
-        tenant = tenant_create(actor=user, name="Bench Org", slug="bench-org", settings=UNMETERED)
+        # Unmetered limits are above every plan: set up by the system (no actor), as staff would.
+        tenant = tenant_create(
+            actor=None, owner=user, name="Bench Org", slug="bench-org", settings=UNMETERED
+        )
         token = auth_token_issue(user=user)
     return user, tenant, token

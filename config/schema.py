@@ -12,10 +12,10 @@ from tenants.permissions import PUBLIC, STAFF, required_permission_for
 from tenants.resolution import TENANT_HEADER, TENANT_QUERY_PARAM, TenantMode
 
 from .exceptions import ERROR_CODES
-from .serializers import CharField, ChoiceField, Serializer
+from .serializers import CharField, ChoiceField, ResponseSerializer
 
 
-class ErrorDetailSerializer(Serializer):
+class ErrorDetailSerializer(ResponseSerializer):
     code = ChoiceField(
         choices=list(ERROR_CODES),
         help_text="Machine-readable code: "
@@ -27,7 +27,7 @@ class ErrorDetailSerializer(Serializer):
     request_id = CharField(help_text="Same value as the X-Request-ID header.")
 
 
-class ErrorEnvelopeSerializer(Serializer):
+class ErrorEnvelopeSerializer(ResponseSerializer):
     error = ErrorDetailSerializer()
 
 

@@ -100,11 +100,19 @@ class ChoiceField(StrictTextMixin, serializers.ChoiceField):
 
 class RefusesUnwritableFieldsMixin:
     """A body key that is not a writable field is a 400 naming it, together with the other
-    fields' errors. One exception keeps read-modify-write working: a read-only field sent back
-    with the value it has now (a GET document PUT back whole) is accepted, as it asks for no
-    change. The current values are this serializer's representation of its instance, or
+    fields' errors. Two exceptions keep read-modify-write working (a GET document PUT back
+    whole, changed where the client means to change it):
+
+    - a read-only field sent back with the value it has now asks for no change: accepted;
+    - `live_fields`, figures the server keeps moving (usage counters, `updated_at`), differ
+      from what the client read as soon as anyone else makes a request: sent back, they are
+      ignored, whatever their value.
+
+    The current values are this serializer's representation of its instance, or
     `context["representation"]` (a dict, or a callable returning one) when another
     serializer shows the instance."""
+
+    live_fields: tuple[str, ...] = ()
 
     def to_internal_value(self, data):
         if not isinstance(data, Mapping):
@@ -128,7 +136,7 @@ class RefusesUnwritableFieldsMixin:
         current = self._current_representation()
         errors = {}
         for key in sent:
-            if key in current and data[key] == current[key]:
+            if key in current and (key in self.live_fields or data[key] == current[key]):
                 continue
             if key in self.fields or key in current:
                 errors[key] = ["This field is read-only."]
@@ -150,6 +158,17 @@ class RefusesUnwritableFieldsMixin:
 
 class Serializer(RefusesUnwritableFieldsMixin, serializers.Serializer):
     """Base of every request and response serializer."""
+
+
+class ResponseSerializer(Serializer):
+    """A response shape, never parsed from a request: every field is read-only, so nothing
+    built on it can become a way to write a field by accident."""
+
+    def get_fields(self):
+        fields = super().get_fields()
+        for field in fields.values():
+            field.read_only = True
+        return fields
 
 
 class QuerySerializer(serializers.Serializer):

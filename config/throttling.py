@@ -188,7 +188,18 @@ class WindowThrottle(BaseThrottle, metaclass=ABCMeta):
         windows = self.windows_for(request, view)
         if not windows:
             return True
-        admission = self.admit(request, view, windows)
+        try:
+            admission = self.admit(request, view, windows)
+        except Exception as error:
+            # A meter counted in the same step refused (a quota): the windows' states still
+            # make the 429's headers.
+            refused_admission = getattr(error, "admission", None)
+            if refused_admission is not None:
+                request._rate_limit_states = [
+                    *getattr(request, "_rate_limit_states", []),
+                    *refused_admission.states,
+                ]
+            raise
         states, refused = admission.states, admission.refused_window
         request._rate_limit_states = [*getattr(request, "_rate_limit_states", []), *states]
         self._wait = max(states[refused].reset_at - time.time(), 1) if refused is not None else 0

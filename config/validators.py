@@ -16,10 +16,11 @@ from django.utils.deconstruct import deconstructible
 # The bidirectional embeddings, overrides and isolates: they reorder the text around them.
 _BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 # Invisible characters that make a name look like another or like nothing: format characters
-# (category Cf: zero-width space, word joiner, marks, BOM, ...) and the Hangul fillers.
+# (category Cf: zero-width space, word joiner, marks, BOM, ...), the combining grapheme joiner,
+# the blank Braille pattern and the Hangul fillers.
 # The zero-width (non-)joiners stay allowed: Persian and Indic names and emoji sequences use them.
 _JOINERS = frozenset("\u200c\u200d")
-_FILLERS = frozenset("\u115f\u1160\u3164\uffa0")
+_FILLERS = frozenset("\u034f\u115f\u1160\u2800\u3164\uffa0")
 _TEXT_WHITESPACE = frozenset("\t\n\r")
 # Descriptions: long enough for a paragraph or two, short enough for every list that shows them.
 DESCRIPTION_MAX_LENGTH = 2000
@@ -32,7 +33,8 @@ def _describe(char: str) -> str:
 
 def _refused_in_name(char: str) -> bool:
     category = unicodedata.category(char)
-    if category in ("Cc", "Cs") or char in _FILLERS:
+    # Zl, Zp: the line and paragraph separators (U+2028, U+2029) break a one-line name.
+    if category in ("Cc", "Cs", "Zl", "Zp") or char in _FILLERS:
         return True
     return category == "Cf" and char not in _JOINERS
 

@@ -56,6 +56,10 @@ class TenantForm(forms.ModelForm):
         model = Tenant
         fields = sorted(lifecycle.UPDATABLE_FIELDS)
 
+    def clean_domain(self):
+        # Host names are case-insensitive; stored lowercase, as through the API.
+        return self.cleaned_data["domain"].lower()
+
     def clean_slug(self):
         # Lowercase, as through the API: slugs are looked up lowercased (tenants/{slug},
         # X-Organization-ID), so "Acme" would be unreachable and could sit next to "acme".

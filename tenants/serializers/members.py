@@ -1,4 +1,5 @@
-"""Members and invitations (seed 000's Team Management API)."""
+"""Members and invitations: listing, inviting, changing and removing the members of the
+current organization, and accepting an invitation."""
 
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
@@ -10,6 +11,7 @@ from config.serializers import (
     EmailField,
     ModelSerializer,
     NameField,
+    ResponseSerializer,
     Serializer,
 )
 
@@ -23,15 +25,15 @@ from ..permissions import (
 from .fields import StrictBooleanField
 
 _PERMISSION_OBJECT_HELP = (
-    'Seed 000 permission object, e.g. {"documents": {"read": true, "delete": false}}: per-area '
-    "overrides applied on top of the role's permissions. Areas and actions: "
+    'Permission object: per-area overrides, e.g. {"documents": {"read": true, "delete": false}}, '
+    "applied on top of the role's permissions. Areas and actions: "
     + "; ".join(f"{area} ({', '.join(actions)})" for area, actions in PERMISSIONS_BY_AREA.items())
     + "."
 )
 
 
 class PermissionObjectField(serializers.DictField):
-    """Seed 000's permission object as input: known areas and actions, boolean values."""
+    """A permission object as input: known areas and actions, boolean values."""
 
     def __init__(self, **kwargs):
         kwargs.setdefault("help_text", _PERMISSION_OBJECT_HELP)
@@ -49,7 +51,7 @@ class PermissionObjectField(serializers.DictField):
 
 _PERMISSIONS_SCHEMA = {
     "type": "object",
-    "description": "Seed 000 permission object: every area, each action true or false.",
+    "description": "Permission object: every area, each action true or false.",
     "properties": {
         area: {
             "type": "object",
@@ -65,8 +67,8 @@ _PERMISSIONS_SCHEMA = {
 
 
 class MemberSerializer(ModelSerializer):
-    """Seed 000's member: `permissions` is what the member may do (role plus overrides);
-    `custom_permissions` the overrides themselves."""
+    """A member or pending invitation: `permissions` is what the member may do (role plus
+    overrides); `custom_permissions` the overrides themselves."""
 
     user_id = serializers.UUIDField(
         read_only=True,
@@ -80,7 +82,7 @@ class MemberSerializer(ModelSerializer):
         source="permissions",
         child=serializers.DictField(child=serializers.BooleanField()),
         read_only=True,
-        help_text="The per-area overrides set on this member (seed 000 shape).",
+        help_text="The per-area overrides set on this member, as a permission object.",
     )
     last_active = serializers.DateTimeField(
         source="user.last_login",
@@ -162,8 +164,8 @@ def message_fields() -> dict:
     return {"success": True, "timestamp": timezone.now()}
 
 
-class _MessageSerializer(Serializer):
-    """Seed 000's acknowledgement: success, message, timestamp."""
+class _MessageSerializer(ResponseSerializer):
+    """An acknowledgement: success, message, timestamp."""
 
     success = serializers.BooleanField()
     message = CharField()
@@ -183,9 +185,7 @@ INVITATION_TOKEN_MAX_LENGTH = 200
 
 
 class InvitationAcceptSerializer(Serializer):
-    token = CharField(
-        max_length=INVITATION_TOKEN_MAX_LENGTH, write_only=True, trim_whitespace=True
-    )
+    token = CharField(max_length=INVITATION_TOKEN_MAX_LENGTH, write_only=True, trim_whitespace=True)
     name = NameField(
         max_length=200,
         required=False,
@@ -204,7 +204,7 @@ class InvitationAcceptSerializer(Serializer):
     )
 
 
-class AcceptedOrganizationSerializer(Serializer):
+class AcceptedOrganizationSerializer(ResponseSerializer):
     id = serializers.UUIDField()
     slug = CharField()
     name = CharField()

@@ -1,4 +1,4 @@
-"""The current organization (seeds 000, 004): its profile, settings and branding."""
+"""The current organization: its profile, plan tier, settings, branding and API quota."""
 
 from rest_framework import serializers
 
@@ -9,7 +9,7 @@ from ..plans import tenant_limits
 from .settings_schema import OrganizationSettingsSerializer, merged_settings
 from .themes import ThemeSerializer
 
-# Seed 000's branding keys -> Theme fields.
+# The organization's `branding` keys -> Theme fields.
 BRANDING_FIELDS = {
     "logo": "logo_url",
     "primaryColor": "primary_color",
@@ -19,8 +19,9 @@ BRANDING_FIELDS = {
 
 
 def theme_branding(theme: Theme, request=None) -> dict:
-    """Seed 000's `branding` object, read from the tenant's theme (its defaults when it is
-    inactive, like the stylesheet); an uploaded logo's URL is absolute given the request."""
+    """The organization's `branding` object (logo, primaryColor, secondaryColor, accentColor),
+    read from the tenant's theme (its defaults when it is inactive, like the stylesheet); an
+    uploaded logo's URL is absolute given the request."""
     if not theme.is_active:
         theme = Theme(tenant_id=theme.tenant_id)
     return {
@@ -32,8 +33,9 @@ def theme_branding(theme: Theme, request=None) -> dict:
 
 
 class OrganizationSerializer(ModelSerializer):
-    """Seed 000's current organization, with seed 004's tier and API quota; reads a tenant
-    annotated `with_member_count().with_quota_usage()`."""
+    """The current organization: profile, status, plan tier (`subscription_tier`), settings,
+    branding, member and document counts and the API quota; reads a tenant annotated
+    `with_member_count().with_quota_usage()`."""
 
     member_count = serializers.IntegerField(read_only=True)
     document_count = serializers.SerializerMethodField()
@@ -81,11 +83,13 @@ class OrganizationSerializer(ModelSerializer):
 
 class OrganizationUpdateSerializer(Serializer):
     """PUT replaces name, description and settings (omitted settings become {}); PATCH changes
-    what it names, and merges `settings` key by key (null removes a key). `branding` (seed
-    000) sets the keys it names on the tenant's theme, checked like organizations/theme."""
+    what it names, and merges `settings` key by key (null removes a key). `branding` sets the
+    keys it names on the tenant's theme, checked like organizations/theme."""
 
     name = NameField(max_length=200)
     description = DescriptionField(required=False, default="")
+    # Figures that move with every request in the tenant (OrganizationSerializer's).
+    live_fields = ("member_count", "document_count", "api_quota_used", "updated_at")
     settings = serializers.JSONField(required=False, default=dict)
     branding = serializers.JSONField(required=False)
 

@@ -1,13 +1,13 @@
-"""Quota representations: seed 000's per-resource objects (organizations/quotas) and seed 002's
-flat quota (tenants/{slug}/quota and each tenant in the directory). Storage is counted in
-bytes and shown in MB (seed 000) or GB (seed 002)."""
+"""Quota representations: one object per resource (organizations/quotas) and a flat quota
+(tenants/{slug}/quota and each tenant in the directory). Storage is counted in bytes and shown
+in MB (organizations/quotas) or GB (the flat quota)."""
 
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from config.serializers import CharField, Serializer
+from config.serializers import CharField, ResponseSerializer
 
 from ..plans import MIB
 from ..services.quotas import QuotaState
@@ -25,7 +25,7 @@ def _in_unit(value: int, resource: str, unit: int = MIB) -> int | float:
     return whole if rest == 0 else round(value / unit, 2)
 
 
-class QuotaStateSerializer(Serializer):
+class QuotaStateSerializer(ResponseSerializer):
     resource = CharField()
     current = NumberField()
     limit = NumberField()
@@ -44,8 +44,9 @@ class QuotaStateSerializer(Serializer):
         }
 
 
-class OrganizationQuotasSerializer(Serializer):
-    """Seed 000's GET organizations/quotas, plus api_calls and the quota period."""
+class OrganizationQuotasSerializer(ResponseSerializer):
+    """GET organizations/quotas: one object per resource (documents, users, tokens, storage in MB,
+    api_calls), and the quota period."""
 
     organization_id = serializers.UUIDField()
     documents = QuotaStateSerializer()
@@ -71,8 +72,9 @@ class OrganizationQuotasSerializer(Serializer):
         }
 
 
-class TenantQuotaSerializer(Serializer):
-    """Seed 002's tenant quota."""
+class TenantQuotaSerializer(ResponseSerializer):
+    """A tenant's flat quota: limit, used and percentage for API calls, AI tokens, storage (GB)
+    and documents, the user limit and count, and the quota period."""
 
     api_calls_limit = serializers.IntegerField()
     api_calls_used = serializers.IntegerField()

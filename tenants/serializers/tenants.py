@@ -38,14 +38,16 @@ class _TenantProfileSerializer(ModelSerializer):
     contact_name = NameField(required=False, allow_blank=True)
     contact_phone = PhoneField(required=False, allow_blank=True)
 
+    class Meta:
+        model = Tenant
+        fields = ["name", "domain", "contact_name", "contact_phone"]
+
 
 class TenantSerializer(_TenantProfileSerializer):
     """A tenant as the directory shows it; `subscription_tier` is the plan tier, which only
     platform staff may set above the free tier (tenants.services.lifecycle.tenant_create)."""
 
-    subscription_tier = ChoiceField(
-        source="plan", choices=PlanTier.choices, default=PlanTier.FREE
-    )
+    subscription_tier = ChoiceField(source="plan", choices=PlanTier.choices, default=PlanTier.FREE)
     slug = SlugField(max_length=63, required=False)
     user_count = serializers.IntegerField(source="member_count", read_only=True)
     quota = serializers.SerializerMethodField()
@@ -95,6 +97,8 @@ class TenantUpdateSerializer(_TenantProfileSerializer):
     slug = SlugField(max_length=63)
     description = DescriptionField()
     settings = serializers.JSONField()
+    # Figures that move with every request (TenantSerializer's).
+    live_fields = ("quota", "user_count", "updated_at")
 
     class Meta:
         model = Tenant

@@ -1,4 +1,4 @@
-"""A tenant's theme (seed 003) and its logo upload.
+"""A tenant's theme (name, colours, logo, custom CSS, `is_active`) and its logo upload.
 
 `ThemeSerializer` validates and shows theme fields and needs no request: with one in the
 context (`request`), the uploaded logo's URL is absolute. Usage, in a view or elsewhere:
@@ -45,10 +45,12 @@ class HexColorField(CharField):
 
 
 class ThemeSerializer(ModelSerializer):
-    """Seed 003's theme. `logo_url` shows the logo in use (the uploaded file's URL, else the
+    """A tenant's theme. `logo_url` shows the logo in use (the uploaded file's URL, else the
     external URL); writing it sets an external logo (dropping an uploaded file) or, with "",
     removes the logo, and writing back the URL shown changes nothing. `id` and `updated_at`
     are null while the tenant still has the default theme (never saved)."""
+
+    live_fields = ("updated_at",)
 
     id = serializers.UUIDField(read_only=True, allow_null=True)
     organization_id = serializers.UUIDField(source="tenant_id", read_only=True)

@@ -136,7 +136,8 @@ def tenant_update(*, tenant: Tenant, actor, data: Mapping) -> Tenant:
     tenant = Tenant.objects.locked(tenant.pk)
     if "plan" in data and data["plan"] != tenant.plan and not _is_staff(actor):
         raise InsufficientPermissions(
-            "Changing the plan needs platform staff.", details={"plan": [tenant.plan]}
+            "Changing the plan needs platform staff.",
+            details={"subscription_tier": [f"Stays {tenant.plan} unless staff change it."]},
         )
     if "settings" in data:
         check_limit_settings(

@@ -56,7 +56,7 @@ _RELEASE_SQL = (
 
 @dataclass(frozen=True)
 class QuotaState:
-    """Seed 000's per-resource quota object."""
+    """One resource's quota: current, limit, percentage, warning threshold, exceeded."""
 
     resource: str
     current: int
@@ -135,7 +135,10 @@ def api_calls_admit(*, tenant: Tenant, windows, amount: int = 1) -> Admission:
         store.seed(tenant, _ensure_counter(tenant, QuotaResource.API_CALLS).used)
         admission = admit(windows, meter)
     if admission.meter_status == METER_OVER_LIMIT:
-        raise _exceeded(QuotaResource.API_CALLS, limit, amount)
+        refused = _exceeded(QuotaResource.API_CALLS, limit, amount)
+        # The windows' states, for the 429's rate-limit headers (config.throttling).
+        refused.admission = admission
+        raise refused
     if admission.meter_status == METER_COUNTED:
         used = admission.meter_value
         if (used - amount) * 100 < settings.QUOTA_WARNING_THRESHOLD * limit <= used * 100:

@@ -88,9 +88,16 @@ def theme_update(*, tenant: Tenant, actor, data: Mapping[str, Any]) -> Theme:
     it has none. Values are checked again here (colours normalised to `#rrggbb`, custom CSS
     against the policy), whoever calls. `logo_url` in `data` replaces the logo: any uploaded
     file is dropped. Records `theme.updated` with the names of the fields that changed and
-    whether the row was created; a call that neither creates nor changes records nothing."""
+    whether the row was created; a call that changes nothing (writing the defaults to a tenant
+    without a theme included) creates nothing and records nothing."""
     cleaned = _cleaned(data)
-    theme, created = Theme.objects.select_for_update().get_or_create(tenant=tenant)
+    # The tenant row first, as every per-tenant change: two first writes cannot both create.
+    Tenant.objects.locked(tenant.pk)
+    theme = Theme.objects.filter(tenant=tenant).first()
+    created = theme is None
+    if created:
+        # Theme(tenant_id=...), not Theme(tenant=...), which would replace the cached relation.
+        theme = Theme(tenant_id=tenant.pk)
     changed = [name for name, value in cleaned.items() if getattr(theme, name) != value]
     for name in changed:
         setattr(theme, name, cleaned[name])
@@ -99,7 +106,8 @@ def theme_update(*, tenant: Tenant, actor, data: Mapping[str, Any]) -> Theme:
         dropped_file = theme.logo.name
         theme.logo = ""
         changed.append("logo")
-    if not (changed or created):
+    if not changed:
+        # Nothing differs (from the defaults, for a tenant without a theme): no row, no event.
         return theme
     theme.save()
     if dropped_file:

@@ -43,14 +43,15 @@ TRIAL, ACTIVE = TenantStatus.TRIAL, TenantStatus.ACTIVE
 SUSPENDED, CANCELLED = TenantStatus.SUSPENDED, TenantStatus.CANCELLED
 LIFECYCLE_ACTIONS = ("activate", "suspend", "restore", "cancel")
 
-# Seed 002's tenant quota object, plus the documents trio the serializer adds.
-SEED_002_QUOTA_KEYS = {
+# The tenant's flat quota object: API calls, AI tokens, storage (GB), users, the quota period
+# and documents.
+QUOTA_KEYS = {
     "api_calls_limit", "api_calls_used", "api_calls_percentage",
     "ai_tokens_limit", "ai_tokens_used", "ai_tokens_percentage",
     "storage_limit_gb", "storage_used_gb", "storage_percentage",
+    "documents_limit", "documents_used", "documents_percentage",
     "max_users", "current_users", "quota_reset_at", "last_reset_at",
 }  # fmt: skip
-QUOTA_KEYS = SEED_002_QUOTA_KEYS | {"documents_limit", "documents_used", "documents_percentage"}
 
 
 def url(slug: str, action: str | None = None) -> str:
@@ -283,7 +284,7 @@ def test_owner_cannot_change_the_tier(tenant, owner_of):
     )
 
     error = assert_envelope(response, 403, "INSUFFICIENT_PERMISSIONS")
-    assert "plan" in error["details"]
+    assert "subscription_tier" in error["details"]
     stored = Tenant.objects.get(pk=tenant.pk)
     assert (stored.plan, stored.contact_name) == (PlanTier.FREE, "")
     assert not events(tenant, "tenant.updated").exists()
@@ -807,7 +808,7 @@ def test_created_tenant_has_its_owner_counters_and_quota_period(new_user_client)
     assert parse_datetime(quota["last_reset_at"]) == now
 
 
-def test_quota_object_has_the_seed_shape_in_list_and_retrieve(new_user_client):
+def test_quota_object_is_the_flat_quota_in_list_and_retrieve(new_user_client):
     created = new_user_client.post(TENANTS_URL, {"name": "Fresh", "slug": "fresh"}, format="json")
     tenant = Tenant.objects.get(pk=created.json()["id"])
     Tenant.objects.filter(pk=tenant.pk).update(plan="pro")  # as staff would

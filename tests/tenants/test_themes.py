@@ -657,15 +657,27 @@ def test_theme_update_refuses_fields_it_does_not_set():
         theme_update(tenant=TenantFactory(), actor=None, data={"logo": "x.png"})
 
 
-def test_theme_update_creates_with_defaults_and_records_a_system_actor():
+def test_theme_update_creates_the_theme_on_its_first_change_with_a_system_actor():
     tenant = TenantFactory()
 
-    theme = theme_update(tenant=tenant, actor=None, data={})
+    theme = theme_update(tenant=tenant, actor=None, data={"name": "Brand"})
 
     assert theme.pk and theme.primary_color == DEFAULTS["primary_color"]
     [event] = theme_events(tenant)
     assert event.actor is None and event.actor_type == "system"
-    assert event.payload == {"changed": [], "created": True}
+    assert event.payload == {"changed": ["name"], "created": True}
+
+
+def test_writing_the_defaults_to_a_tenant_without_a_theme_creates_nothing():
+    tenant = TenantFactory()
+
+    theme = theme_update(
+        tenant=tenant, actor=None, data={"primary_color": DEFAULTS["primary_color"]}
+    )
+
+    assert theme.pk is None or theme._state.adding
+    assert not Theme.objects.filter(tenant=tenant).exists()
+    assert theme_events(tenant) == []
 
 
 def test_the_serializer_validates_and_shows_a_theme_without_a_request():

@@ -1,0 +1,208 @@
+"""Rules every serializer of the project follows, checked by walking them all.
+
+- Each derives from the bases in config.serializers (strict types, unwritable keys refused).
+- Each writable text or choice field is strict: a JSON string, never a number made into one.
+- No writable field carries a name only platform staff should set (status, plan, limits,
+  timestamps, ids, ...) unless it is listed below with the rule that guards it, and that rule
+  has its own test. A new serializer exposing such a field fails here until someone decides.
+"""
+
+import importlib
+import pkgutil
+
+import pytest
+from rest_framework import serializers
+
+from config import serializers as base
+
+PROJECT_APPS = (
+    "accounts",
+    "tenants",
+    "audit",
+    "config",
+    "billing",
+    "security",
+    "playground",
+    "support",
+    "analytics",
+    "notifications",
+)
+# Modules not to import here: settings (production refuses to load without secrets) and the
+# entry points that configure Django themselves.
+_SKIPPED_MODULES = ("config.settings", "config.wsgi", "config.asgi", "config.celery")
+
+# Field names that only platform staff (or the system) should be able to set.
+STAFF_ONLY_NAMES = frozenset(
+    {
+        "id",
+        "tenant",
+        "tenant_id",
+        "organization_id",
+        "status",
+        "plan",
+        "subscription_tier",
+        "is_staff",
+        "is_superuser",
+        "is_active",
+        "created_at",
+        "updated_at",
+        "activated_at",
+        "suspended_at",
+        "suspension_reason",
+        "cancelled_at",
+        "trial_ends_at",
+        "quota_reset_at",
+        "last_reset_at",
+        "revoked_at",
+        "last_used_at",
+        "usage_count",
+        "created_by",
+        "invited_by",
+        "invited_at",
+        "joined_at",
+        "user_id",
+        "key_prefix",
+        "secret_hash",
+        "token_digest",
+        "seq",
+        "hash",
+        "prev_hash",
+        "member_count",
+        "user_count",
+        "quota",
+        "limit",
+        "used",
+    }
+)
+
+# (serializer, field) -> the rule that makes it safe, and the test that proves the rule.
+REVIEWED = {
+    ("tenants.serializers.tenants.TenantSerializer", "subscription_tier"): (
+        "tenant_create refuses a tier other than free unless the actor is staff: "
+        "tests/tenants/test_tenants_api.py::test_an_ordinary_user_cannot_grant_themselves_a_plan"
+    ),
+    ("tenants.serializers.tenants.TenantUpdateSerializer", "subscription_tier"): (
+        "tenant_update refuses a plan change unless the actor is staff: "
+        "tests/tenants/test_lifecycle.py (plan changes need staff)"
+    ),
+    ("tenants.serializers.members.MemberUpdateSerializer", "status"): (
+        "a member's own status (active or suspended), set by holders of members.write under the "
+        "owner rules of member_update: tests/tenants/test_members.py"
+    ),
+    ("accounts.serializers.APIKeyUpdateSerializer", "is_active"): (
+        "the key's own on/off switch, for holders of keys.write: tests/accounts/test_api_keys.py"
+    ),
+    ("tenants.serializers.themes.ThemeSerializer", "is_active"): (
+        "the theme's own on/off switch, for holders of settings.write: tests/tenants/test_themes.py"
+    ),
+    ("audit.serializers.ChainQuerySerializer", "tenant_id"): (
+        "a query parameter honoured for staff only; a member's request reads its own tenant's "
+        "chain (audit.views.selected_chain): tests/audit/test_verify_api.py"
+    ),
+    ("audit.serializers.ExportQuerySerializer", "tenant_id"): (
+        "as ChainQuerySerializer: tests/audit/test_export.py"
+    ),
+}
+
+
+def _import_project_modules() -> None:
+    for app in PROJECT_APPS:
+        package = importlib.import_module(app)
+        for module in pkgutil.walk_packages(package.__path__, f"{app}."):
+            name = module.name
+            if ".migrations" in name or name.startswith(_SKIPPED_MODULES):
+                continue
+            importlib.import_module(name)
+
+
+def _subclasses(cls):
+    for subclass in cls.__subclasses__():
+        yield subclass
+        yield from _subclasses(subclass)
+
+
+def project_serializers() -> list[type]:
+    _import_project_modules()
+    found = {
+        cls
+        for cls in _subclasses(serializers.BaseSerializer)
+        if cls.__module__.split(".")[0] in PROJECT_APPS and cls.__module__ != base.__name__
+    }
+    return sorted(found, key=_name)
+
+
+def _name(cls) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+SERIALIZERS = project_serializers()
+
+
+def _writable_fields(serializer, prefix=""):
+    """(dotted name, field) for every writable field, nested serializers and children included."""
+    for name, field in serializer.fields.items():
+        if field.read_only:
+            continue
+        yield from _field_and_children(f"{prefix}{name}", field)
+
+
+def _field_and_children(name, field):
+    yield name, field
+    if isinstance(field, serializers.ListSerializer):
+        yield from _writable_fields(field.child, f"{name}.")
+    elif isinstance(field, serializers.BaseSerializer):
+        yield from _writable_fields(field, f"{name}.")
+    elif isinstance(field, serializers.ListField | serializers.DictField):
+        yield from _field_and_children(f"{name}[]", field.child)
+
+
+def test_the_walk_finds_the_serializers():
+    names = {_name(cls) for cls in SERIALIZERS}
+    assert "tenants.serializers.tenants.TenantSerializer" in names
+    assert "accounts.serializers.APIKeyCreateSerializer" in names
+    assert len(names) > 30
+
+
+@pytest.mark.parametrize("cls", SERIALIZERS, ids=_name)
+def test_every_serializer_derives_from_the_project_bases(cls):
+    assert issubclass(cls, base.Serializer | base.ModelSerializer | base.QuerySerializer), (
+        f"{_name(cls)}: derive from config.serializers.Serializer or ModelSerializer "
+        "(QuerySerializer for query parameters)"
+    )
+
+
+@pytest.mark.parametrize("cls", SERIALIZERS, ids=_name)
+def test_every_writable_text_field_is_strict(cls):
+    loose = [
+        name
+        for name, field in _writable_fields(cls())
+        if isinstance(field, serializers.CharField | serializers.ChoiceField)
+        and not isinstance(field, base.StrictTextMixin)
+    ]
+    assert not loose, (
+        f"{_name(cls)}: {loose} accept numbers as text; use the fields of config.serializers"
+    )
+
+
+def test_no_writable_field_is_staff_only_unless_reviewed():
+    exposed = {
+        (_name(cls), name)
+        for cls in SERIALIZERS
+        for name, _ in _writable_fields(cls())
+        if name.rsplit(".", 1)[-1].removesuffix("[]") in STAFF_ONLY_NAMES
+    }
+    unreviewed = sorted(exposed - set(REVIEWED))
+    assert not unreviewed, (
+        f"writable fields only staff should set: {unreviewed}. Make them read-only, or guard "
+        "them in the service and add them to REVIEWED with the test that proves the guard."
+    )
+    stale = sorted(set(REVIEWED) - exposed)
+    assert not stale, f"REVIEWED names fields that are no longer writable: {stale}"
+
+
+def test_a_loose_text_field_would_be_found():
+    class Loose(base.Serializer):
+        name = serializers.CharField()
+
+    assert [name for name, _ in _writable_fields(Loose())] == ["name"]
+    assert not isinstance(Loose().fields["name"], base.StrictTextMixin)
