@@ -31,23 +31,7 @@ from tests.factories import (
     UserFactory,
     issue_api_key,
 )
-
-# This project's apps: their models are the ones the walk checks, and code defined in them (or
-# in config) counts as an override of Django's defaults.
-PROJECT_APPS = frozenset(
-    {
-        "accounts",
-        "tenants",
-        "audit",
-        "billing",
-        "security",
-        "playground",
-        "support",
-        "analytics",
-        "notifications",
-    }
-)
-PROJECT_PACKAGES = PROJECT_APPS | {"config"}
+from tests.project import PROJECT_APPS, admin_form_data, is_project_code
 
 # Every model the admin shows (registered, or in an inline) -> the service module(s) that change
 # it. An empty tuple would say that no service changes the model, so Django's default delete and
@@ -75,17 +59,13 @@ def _superuser_request():
     return request
 
 
-def _is_project_code(function) -> bool:
-    return function.__module__.split(".")[0] in PROJECT_PACKAGES
-
-
 def _overrides(model_admin, method: str) -> bool:
     """The ModelAdmin's class (or a project base class) defines `method`: not Django's."""
-    return _is_project_code(getattr(type(model_admin), method))
+    return is_project_code(getattr(type(model_admin), method))
 
 
 def _ours(model, model_admin) -> bool:
-    return model._meta.app_label in PROJECT_APPS or _is_project_code(type(model_admin))
+    return model._meta.app_label in PROJECT_APPS or is_project_code(type(model_admin))
 
 
 def _editable_fields(model_admin, request, obj) -> set[str]:
@@ -136,7 +116,7 @@ def admin_problems(site) -> list[str]:
                 if not _overrides(model_admin, method):
                     problems.append(f"{where}: {method} is Django's default (a plain delete)")
         action = model_admin.get_actions(request).get("delete_selected")
-        if action is not None and not _is_project_code(action[0]):
+        if action is not None and not is_project_code(action[0]):
             problems.append(f"{where}: the delete_selected action is Django's default")
         editable = set()
         if model_admin.has_change_permission(request):
@@ -265,24 +245,6 @@ def deletions_logged(model) -> int:
     return LogEntry.objects.filter(
         action_flag=DELETION, content_type__model=model._meta.model_name
     ).count()
-
-
-def form_data(response) -> dict:
-    """The POST data of a rendered admin change form, as a browser would submit it."""
-    forms = [response.context["adminform"].form]
-    for inline in response.context["inline_admin_formsets"]:
-        forms.append(inline.formset.management_form)
-        forms.extend(inline.formset.forms)
-    data = {}
-    for form in forms:
-        for name in form.fields:
-            value = form[name].value()
-            if value is None or value is False:
-                continue
-            if isinstance(value, list | tuple):
-                value = [str(item) for item in value]
-            data[form[name].html_name] = "on" if value is True else value
-    return data
 
 
 def tenant_with_owner_and_member():
@@ -479,7 +441,7 @@ def test_the_user_admins_membership_inline_does_not_change_a_role(admin_client):
     membership = MembershipFactory(role=Role.VIEWER)
     url = admin_url(User, "change", membership.user_id)
     page = admin_client.get(url)
-    data = form_data(page) | {
+    data = admin_form_data(page) | {
         "memberships-0-id": str(membership.pk),
         "memberships-0-user": str(membership.user_id),
         "memberships-0-role": Role.OWNER,
@@ -502,7 +464,7 @@ def test_deactivating_a_user_in_the_change_form_ends_their_access(admin_client):
     membership = MembershipFactory(role=Role.VIEWER)
     token = token_for(membership.user)
     url = admin_url(User, "change", membership.user_id)
-    data = form_data(admin_client.get(url))
+    data = admin_form_data(admin_client.get(url))
     data.pop("is_active")
 
     response = admin_client.post(url, data)
@@ -517,7 +479,7 @@ def test_deactivating_a_user_in_the_change_form_ends_their_access(admin_client):
 @pytest.mark.django_db
 def test_adding_a_user_in_the_admin_goes_through_user_create(admin_client, staff_user):
     add = admin_url(User, "add")
-    data = form_data(admin_client.get(add)) | {
+    data = admin_form_data(admin_client.get(add)) | {
         "email": "New.Person@Example.com",
         "name": "New Person",
         "usable_password": "true",

@@ -88,3 +88,17 @@ def test_no_environment_runs_on_the_embedded_defaults():
     assert reported["broker"].startswith("filesystem://")
     assert reported["celery_broker"].startswith("filesystem://")
     assert reported["debug"] is True
+
+
+def test_the_walking_tests_know_every_project_app():
+    from pathlib import Path
+
+    from django.apps import apps
+
+    from tests.project import PROJECT_APPS
+
+    repo = Path(__file__).resolve().parents[1]
+    # The project's apps are the top-level packages of the repository (a virtualenv inside it
+    # holds the third-party ones deeper down).
+    local = {config.name for config in apps.get_app_configs() if Path(config.path).parent == repo}
+    assert set(PROJECT_APPS) == local

@@ -16,8 +16,7 @@ from drf_spectacular.generators import SchemaGenerator
 
 from config import exceptions
 from config.exceptions import ERROR_CODES, ApplicationError
-
-from .test_serializer_rules import PROJECT_APPS, _import_project_modules, _subclasses
+from tests.project import PROJECT_PACKAGES, import_project_modules, is_project_code, subclasses
 
 REPO = Path(__file__).resolve().parents[2]
 # Functions whose string arguments are envelope codes.
@@ -26,15 +25,13 @@ _CODE = re.compile(r"^[A-Z][A-Z_]+$")
 
 
 def _application_errors() -> list[type]:
-    _import_project_modules()
-    return [
-        cls for cls in _subclasses(ApplicationError) if cls.__module__.split(".")[0] in PROJECT_APPS
-    ]
+    import_project_modules()
+    return [cls for cls in subclasses(ApplicationError) if is_project_code(cls)]
 
 
 def _source_files():
-    for app in PROJECT_APPS:
-        for path in (REPO / app).rglob("*.py"):
+    for package in PROJECT_PACKAGES:
+        for path in (REPO / package).rglob("*.py"):
             if "migrations" not in path.parts:
                 yield path
 

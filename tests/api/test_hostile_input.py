@@ -16,8 +16,6 @@ import pytest
 import schemathesis
 from django.conf import settings
 from django.core.handlers.wsgi import WSGIHandler
-from django.core.signals import request_finished, request_started
-from django.db import close_old_connections
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
@@ -244,21 +242,6 @@ def _hostile_query(context, query):
     return _hostile(query, HOSTILE_QUERY_STRINGS)
 
 
-@pytest.fixture
-def _keep_test_connection(db):
-    request_started.disconnect(close_old_connections)
-    request_finished.disconnect(close_old_connections)
-    yield
-    request_started.connect(close_old_connections)
-    request_finished.connect(close_old_connections)
-
-
-@pytest.fixture
-def owner_headers(make_caller):
-    caller = make_caller(Role.OWNER)
-    return {"Authorization": f"Token {caller.token}", "X-Organization-ID": str(caller.tenant.pk)}
-
-
 @hostile_schema.parametrize()
 @hypothesis_settings(
     max_examples=15,
@@ -270,7 +253,7 @@ def owner_headers(make_caller):
     ],
 )
 def test_hostile_strings_in_every_field_never_make_a_5xx(
-    case, owner_headers, _keep_test_connection
+    case, owner_headers, keep_test_connection
 ):
     case.headers = {**(case.headers or {}), **owner_headers}
     if case.query:

@@ -7,29 +7,11 @@
   has its own test. A new serializer exposing such a field fails here until someone decides.
 """
 
-import importlib
-import pkgutil
-
 import pytest
 from rest_framework import serializers
 
 from config import serializers as base
-
-PROJECT_APPS = (
-    "accounts",
-    "tenants",
-    "audit",
-    "config",
-    "billing",
-    "security",
-    "playground",
-    "support",
-    "analytics",
-    "notifications",
-)
-# Modules not to import here: settings (production refuses to load without secrets) and the
-# entry points that configure Django themselves.
-_SKIPPED_MODULES = ("config.settings", "config.wsgi", "config.asgi", "config.celery")
+from tests.project import import_project_modules, is_project_code, subclasses
 
 # Field names that only platform staff (or the system) should be able to set.
 STAFF_ONLY_NAMES = frozenset(
@@ -105,28 +87,12 @@ REVIEWED = {
 }
 
 
-def _import_project_modules() -> None:
-    for app in PROJECT_APPS:
-        package = importlib.import_module(app)
-        for module in pkgutil.walk_packages(package.__path__, f"{app}."):
-            name = module.name
-            if ".migrations" in name or name.startswith(_SKIPPED_MODULES):
-                continue
-            importlib.import_module(name)
-
-
-def _subclasses(cls):
-    for subclass in cls.__subclasses__():
-        yield subclass
-        yield from _subclasses(subclass)
-
-
 def project_serializers() -> list[type]:
-    _import_project_modules()
+    import_project_modules()
     found = {
         cls
-        for cls in _subclasses(serializers.BaseSerializer)
-        if cls.__module__.split(".")[0] in PROJECT_APPS and cls.__module__ != base.__name__
+        for cls in subclasses(serializers.BaseSerializer)
+        if is_project_code(cls) and cls.__module__ != base.__name__
     }
     return sorted(found, key=_name)
 

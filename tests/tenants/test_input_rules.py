@@ -25,6 +25,7 @@ from tenants.models import (
 from tenants.services import lifecycle
 from tests.conftest import assert_envelope
 from tests.factories import InvitationFactory, MembershipFactory, ThemeFactory, UserFactory
+from tests.project import admin_form_data
 
 pytestmark = pytest.mark.django_db
 
@@ -428,22 +429,6 @@ def test_an_invitation_with_a_non_string_role_or_email_is_refused(owner, body, f
 
 
 # The admin refuses the same ----------------------------------------------------------------
-
-
-def admin_form_data(response) -> dict:
-    """The POST data of a rendered admin change form, as a browser would submit it."""
-    forms = [response.context["adminform"].form]
-    for inline in response.context["inline_admin_formsets"]:
-        forms.append(inline.formset.management_form)
-        forms.extend(inline.formset.forms)
-    data = {}
-    for form in forms:
-        for name in form.fields:
-            value = form[name].value()
-            if value is None or value is False:
-                continue
-            data[form[name].html_name] = "on" if value is True else value
-    return data
 
 
 def made_by_service(name="Acme", slug="acme") -> Tenant:

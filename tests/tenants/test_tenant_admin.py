@@ -18,6 +18,7 @@ from tenants.models import Membership, PlanTier, QuotaCounter, Role, Tenant, Ten
 from tenants.plans import MIB, first_of_next_month
 from tenants.services import lifecycle
 from tests.factories import MembershipFactory, TenantFactory, UserFactory, issue_api_key
+from tests.project import admin_form_data
 
 pytestmark = pytest.mark.django_db
 
@@ -77,22 +78,6 @@ def events(tenant, event_type=None):
 
 def row(tenant) -> dict:
     return Tenant.objects.filter(pk=tenant.pk).values().get()
-
-
-def form_data(response) -> dict:
-    """The POST data of a rendered admin change or add form, as a browser would submit it."""
-    forms = [response.context["adminform"].form]
-    for inline in response.context["inline_admin_formsets"]:
-        forms.append(inline.formset.management_form)
-        forms.extend(inline.formset.forms)
-    data = {}
-    for form in forms:
-        for name in form.fields:
-            value = form[name].value()
-            if value is None or value is False:
-                continue
-            data[form[name].html_name] = "on" if value is True else value
-    return data
 
 
 # Changelist ---------------------------------------------------------------------------------------
@@ -171,7 +156,7 @@ def test_change_page_renders_members_and_quota_counters(admin_client):
 
 def test_saving_the_change_form_updates_through_the_service(admin_client, staff_user):
     tenant = made_by_service(members=1)
-    data = form_data(admin_client.get(change_url(tenant)))
+    data = admin_form_data(admin_client.get(change_url(tenant)))
     data |= {
         "contact_name": "Wile E.",
         "plan": PlanTier.PRO,
@@ -194,7 +179,7 @@ def test_saving_the_change_form_updates_through_the_service(admin_client, staff_
 
 def test_saving_an_unchanged_form_records_nothing(admin_client):
     tenant = made_by_service(members=1)
-    data = form_data(admin_client.get(change_url(tenant)))
+    data = admin_form_data(admin_client.get(change_url(tenant)))
 
     response = admin_client.post(change_url(tenant), data)
 
@@ -214,7 +199,7 @@ def test_saving_an_unchanged_form_records_nothing(admin_client):
 def test_invalid_settings_are_a_form_error(admin_client, settings, named):
     tenant = made_by_service()
     before = row(tenant)
-    data = form_data(admin_client.get(change_url(tenant))) | {
+    data = admin_form_data(admin_client.get(change_url(tenant))) | {
         "contact_name": "Changed",
         "settings": json.dumps(settings),
     }
@@ -231,7 +216,7 @@ def test_invalid_settings_are_a_form_error(admin_client, settings, named):
 
 def test_settings_that_are_not_json_are_a_form_error(admin_client):
     tenant = made_by_service()
-    data = form_data(admin_client.get(change_url(tenant))) | {"settings": "{maxUsers: 5"}
+    data = admin_form_data(admin_client.get(change_url(tenant))) | {"settings": "{maxUsers: 5"}
 
     response = admin_client.post(change_url(tenant), data)
 
@@ -242,7 +227,7 @@ def test_settings_that_are_not_json_are_a_form_error(admin_client):
 
 def test_lifecycle_fields_are_read_only_on_the_change_form(admin_client):
     tenant = made_by_service()
-    data = form_data(admin_client.get(change_url(tenant))) | {
+    data = admin_form_data(admin_client.get(change_url(tenant))) | {
         "status": TenantStatus.ACTIVE,
         "suspension_reason": "forged",
     }
@@ -257,7 +242,7 @@ def test_lifecycle_fields_are_read_only_on_the_change_form(admin_client):
 
 
 def test_adding_a_tenant_creates_it_through_the_service_without_an_owner(admin_client, staff_user):
-    data = form_data(admin_client.get(ADD)) | {
+    data = admin_form_data(admin_client.get(ADD)) | {
         "name": "Globex",
         "slug": "globex",
         "plan": PlanTier.ENTERPRISE,
@@ -291,7 +276,7 @@ def test_adding_a_tenant_creates_it_through_the_service_without_an_owner(admin_c
 
 def test_adding_a_tenant_with_a_taken_slug_is_a_form_error(admin_client):
     made_by_service(slug="globex")
-    data = form_data(admin_client.get(ADD)) | {"name": "Globex 2", "slug": "globex"}
+    data = admin_form_data(admin_client.get(ADD)) | {"name": "Globex 2", "slug": "globex"}
 
     response = admin_client.post(ADD, data)
 
@@ -561,7 +546,7 @@ def test_slug_entered_in_the_admin_is_stored_lowercase_and_reachable_by_the_api(
     admin_client, staff_user
 ):
     tenant = made_by_service(slug="acme")
-    data = form_data(admin_client.get(change_url(tenant))) | {"slug": "Acme-EU"}
+    data = admin_form_data(admin_client.get(change_url(tenant))) | {"slug": "Acme-EU"}
 
     response = admin_client.post(change_url(tenant), data)
 
@@ -577,7 +562,7 @@ def test_admin_slug_differing_only_in_case_from_another_is_a_form_error(admin_cl
     made_by_service(name="Globex", slug="globex")
     tenant = made_by_service(name="Acme", slug="acme")
     target = url(tenant)
-    data = form_data(admin_client.get(target)) | {"name": "Other", "slug": "GLOBEX"}
+    data = admin_form_data(admin_client.get(target)) | {"name": "Other", "slug": "GLOBEX"}
 
     response = admin_client.post(target, data)
 
