@@ -5,9 +5,10 @@ from rest_framework_simplejwt.token_blacklist.models import OutstandingToken
 
 from config.admin import ReadOnlyAdmin, ServiceDeleteAdmin
 from tenants.models import Membership
+from tenants.services.members import user_delete
 
 from .models import APIKey, AuthToken, User
-from .services import api_key_revoke, auth_logout, user_create, user_delete
+from .services import api_key_revoke, auth_logout, user_create
 
 
 class MembershipInline(admin.TabularInline):

@@ -7,4 +7,4 @@ class AccountsConfig(AppConfig):
 
     def ready(self):
         # Registers the OpenAPI extensions for our authentication classes.
-        from config import schema  # noqa: F401
+        from . import schema  # noqa: F401

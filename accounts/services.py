@@ -14,7 +14,7 @@ from rest_framework_simplejwt.utils import get_md5_hash_password
 
 from audit.services import record
 from config.exceptions import ApplicationError, Conflict
-from tenants.models import Membership, MembershipStatus, Role, Tenant
+from tenants.models import Membership, MembershipStatus, Tenant
 from tenants.permissions import effective_permissions, expand_scopes, unknown_scopes
 
 from .models import APIKey, AuthToken, User, generate_api_key, hash_secret
@@ -65,60 +65,6 @@ def user_create(
         payload={"user_id": str(user.pk), "is_staff": user.is_staff},
     )
     return user
-
-
-class LastOwner(Conflict):
-    """The user is the last active owner of one or more organizations."""
-
-
-@transaction.atomic
-def user_delete(*, user: User, actor) -> None:
-    """Delete a user: memberships through member_remove, API keys revoked, then the account."""
-    # Refused (409) while the user is an organization's last active owner: deleting the account
-    # must not leave a tenant without one, as member_remove refuses for a single membership.
-    # tenants.services.members imports this module (user_create).
-    from tenants.services.members import member_remove
-
-    memberships = list(
-        Membership.objects.filter(user=user).select_related("tenant").order_by("tenant_id")
-    )
-    # Every tenant row first, in one order: the owner check and the removals are one step per
-    # tenant, and two deletions sharing tenants cannot deadlock.
-    for tenant_id in sorted({membership.tenant_id for membership in memberships}):
-        Tenant.objects.locked(tenant_id)
-    owner = {"role": Role.OWNER, "status": MembershipStatus.ACTIVE}
-    last_owned = [
-        membership.tenant
-        for membership in memberships
-        if (membership.role, membership.status) == (owner["role"], owner["status"])
-        and not Membership.objects.filter(tenant_id=membership.tenant_id, **owner)
-        .exclude(pk=membership.pk)
-        .exists()
-    ]
-    if last_owned:
-        names = ", ".join(f"{tenant.name} ({tenant.slug})" for tenant in last_owned)
-        raise LastOwner(
-            f"{user.email} is the last active owner of {names}; make another member owner "
-            "first, or delete the organization.",
-            details={"tenants": [tenant.slug for tenant in last_owned]},
-        )
-    for membership in memberships:
-        member_remove(membership=membership, actor=actor)
-    # Keys stop working without their creator anyway; revoking says so in the audit log.
-    keys = APIKey.objects.filter(created_by=user, revoked_at__isnull=True).order_by("pk")
-    revoked = [api_key_revoke(api_key=api_key, actor=actor) for api_key in keys]
-    record(
-        tenant=None,
-        event_type="user.deleted",
-        actor=actor,
-        payload={
-            "user_id": str(user.pk),
-            "is_staff": user.is_staff,
-            "memberships_removed": len(memberships),
-            "api_keys_revoked": len(revoked),
-        },
-    )
-    User.objects.filter(pk=user.pk).delete()
 
 
 @transaction.atomic

@@ -57,6 +57,8 @@ fi
 export DJANGO_SETTINGS_MODULE=config.settings.test
 echo "==> ruff"
 "$VENV/bin/ruff" check .
+echo "==> import layers (.importlinter)"
+"$VENV/bin/lint-imports" --no-cache
 echo "==> migrations are in step with the models"
 "$VENV/bin/python" manage.py makemigrations --check --dry-run
 

@@ -271,7 +271,7 @@ REST_FRAMEWORK = {
         "config.parsers.MultiPartParser",
     ],
     "EXCEPTION_HANDLER": "config.exceptions.api_exception_handler",
-    "DEFAULT_SCHEMA_CLASS": "config.schema.ControlPlaneAutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "tenants.schema.ControlPlaneAutoSchema",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
 }

@@ -1,7 +1,7 @@
 """Tenant state changes, one module per area: the one place their rules live.
 
     lifecycle  tenants: create, update, activate, suspend, restore, delete
-    members    memberships and invitations
+    members    memberships and invitations, and deleting a user account (its memberships)
     themes     branding and the generated stylesheet
     quotas     counters, limits, resets
 

@@ -30,8 +30,8 @@ from django.db.models import Q
 from django.utils import timezone
 from rest_framework.exceptions import NotFound
 
-from accounts.models import User, hash_secret
-from accounts.services import user_create
+from accounts.models import APIKey, User, hash_secret
+from accounts.services import api_key_revoke, user_create
 from audit.services import record
 from config.db import create_or_conflict
 from config.exceptions import (
@@ -426,6 +426,54 @@ def invitation_revoke(*, invitation: Invitation, actor: User | None) -> None:
     _revoke(tenant, membership, actor=actor)
 
 
+class LastOwner(Conflict):
+    """The user is the last active owner of one or more organizations."""
+
+
+@transaction.atomic
+def user_delete(*, user: User, actor) -> None:
+    """Delete a user account: each membership through member_remove (its rules and audit
+    events), the user's API keys revoked, then the account (`user.deleted`, platform chain).
+    Refused (409 CONFLICT) while the user is an organization's last active owner: deleting the
+    account must not leave a tenant without one, as removing that one membership would not."""
+    memberships = list(
+        Membership.objects.filter(user=user).select_related("tenant").order_by("tenant_id")
+    )
+    # Every tenant row first, in one order: the owner check and the removals are one step per
+    # tenant, and two deletions sharing tenants cannot deadlock.
+    for tenant_id in sorted({membership.tenant_id for membership in memberships}):
+        Tenant.objects.locked(tenant_id)
+    last_owned = [
+        membership.tenant
+        for membership in memberships
+        if _is_active_owner(membership) and not _another_active_owner(membership)
+    ]
+    if last_owned:
+        names = ", ".join(f"{tenant.name} ({tenant.slug})" for tenant in last_owned)
+        raise LastOwner(
+            f"{user.email} is the last active owner of {names}; make another member owner "
+            "first, or delete the organization.",
+            details={"tenants": [tenant.slug for tenant in last_owned]},
+        )
+    for membership in memberships:
+        member_remove(membership=membership, actor=actor)
+    # Keys stop working without their creator anyway; revoking says so in the audit log.
+    keys = APIKey.objects.filter(created_by=user, revoked_at__isnull=True).order_by("pk")
+    revoked = [api_key_revoke(api_key=api_key, actor=actor) for api_key in keys]
+    record(
+        tenant=None,
+        event_type="user.deleted",
+        actor=actor,
+        payload={
+            "user_id": str(user.pk),
+            "is_staff": user.is_staff,
+            "memberships_removed": len(memberships),
+            "api_keys_revoked": len(revoked),
+        },
+    )
+    User.objects.filter(pk=user.pk).delete()
+
+
 # Helpers -----------------------------------------------------------------------------------
 
 
@@ -485,11 +533,18 @@ def _is_active_owner(membership: Membership) -> bool:
     return membership.role == Role.OWNER and membership.status == MembershipStatus.ACTIVE
 
 
+def _another_active_owner(membership: Membership) -> bool:
+    return (
+        Membership.objects.filter(
+            tenant_id=membership.tenant_id, role=Role.OWNER, status=MembershipStatus.ACTIVE
+        )
+        .exclude(pk=membership.pk)
+        .exists()
+    )
+
+
 def _ensure_another_active_owner(tenant: Tenant, membership: Membership) -> None:
-    others = Membership.objects.filter(
-        tenant=tenant, role=Role.OWNER, status=MembershipStatus.ACTIVE
-    ).exclude(pk=membership.pk)
-    if not others.exists():
+    if not _another_active_owner(membership):
         raise Conflict(
             "The organization's last active owner cannot be removed, demoted or suspended; "
             "make another member owner first."

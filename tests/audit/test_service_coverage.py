@@ -121,8 +121,8 @@ INVOCATIONS = {
         lambda: accounts_services.user_create(email="new@example.com", password=TEST_PASSWORD),
         "user.created",
     ),
-    "accounts.services.user_delete": (
-        lambda: accounts_services.user_delete(user=_member().user, actor=None),
+    "tenants.services.members.user_delete": (
+        lambda: tenants_services.members.user_delete(user=_member().user, actor=None),
         "user.deleted",
     ),
     "accounts.services.auth_token_issue": (
