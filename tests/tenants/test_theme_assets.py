@@ -5,6 +5,7 @@ import io
 
 import defusedxml.ElementTree as DefusedET
 import pytest
+import tinycss2
 from PIL import Image
 
 from tenants.theme_assets import (
@@ -134,6 +135,15 @@ def test_other_logo_urls_are_refused(url):
         "@font-face { font-family: Brand; src: url(https://fonts.example.com/b.woff2); }",
         "/* a comment */ .a { color: #fff; }",
         ".a { background: image-set('https://cdn.example.com/a.png' 1x, url(b.png) 2x); }",
+        # What a regular expression took for more than it is.
+        "html { scroll-behavior: smooth; } .list { overscroll-behavior: contain; }",
+        '.a::after { content: "@import, expression( and -moz-binding are only words here"; }',
+        '.a { background: image-set("a(1).png" 1x, "b).png" 2x); }',
+        ".a { background: var(--cp-logo-url, url(https://cdn.example.com/fallback.png)); }",
+        '.a { background: image-set("https://cdn.example.com/a.avif" type("image/avif"), '
+        'url(a.png) type("image/png")); }',
+        '@charset "UTF-8"; .a { color: red; }',
+        "@supports (display: grid) { @media print { .a { display: grid; } } }",
     ],
 )
 def test_ordinary_css_is_accepted(css):
@@ -232,6 +242,129 @@ def test_output_escaping_turns_angle_brackets_into_css_escapes():
     assert escape_for_style_element("a::after{content:'</style>'}") == (
         "a::after{content:'\\3c /style>'}"
     )
+
+
+# Custom CSS: what the tokenizer sees ---------------------------------------------------------
+
+
+def test_the_tokenizer_decodes_escapes_in_names_and_urls_as_browsers_do():
+    """What the policy rests on: tinycss2 hands over names and URLs with escapes decoded."""
+    at_rule, function, url = (
+        tinycss2.parse_component_value_list(css)[0]
+        for css in ("@\\69mport 'x.css';", "expr\\65 ssion(1)", "url(java\\73 cript:x)")
+    )
+
+    assert (at_rule.type, at_rule.lower_value) == ("at-keyword", "import")
+    assert (function.type, function.lower_name) == ("function", "expression")
+    assert (url.type, url.value) == ("url", "javascript:x")
+
+
+TOKENIZER_ATTEMPTS = [
+    # Targets nested in other functions, with escapes anywhere in a URL token or a string.
+    (".a { background: var(--x, url(javascript:alert(1))); }", "javascript:"),
+    ('.a { background: var(--x, url("data:text/html,x")); }', "data:"),
+    (".a { background: url(\\6a\\61vascript\\3a alert\\28 1\\29); }", "javascript:"),
+    (".a { background: \\75rl(javascript\\3a alert\\28 1\\29); }", "javascript:"),
+    ('.a { background: url("\\6a avascript\\3a alert(1)"); }', "javascript:"),
+    (".a { width: calc(1px + expression(alert(1))); }", "expression()"),
+    # image-set() entries one by one, whatever the other entries and the strings hold.
+    (
+        '.a { background: image-set("https://cdn.example.com/a.png" 1x, '
+        '"d\\61ta:image/png;base64,AA" 2x); }',
+        "data:",
+    ),
+    ('.a { background: image-set("a).png" 1x, "data:image/png;base64,AA" 2x); }', "data:"),
+    (".a { background: image-set('a\\'b' 1x, 'data:image/png;base64,AA' 2x); }", "data:"),
+    ('.a { background: image-set(url(a.png) 1x, url("vbscript:x") 2x); }', "vbscript:"),
+    ('.a { list-style-image: image("data:image/png;base64,AA"); }', "data:"),
+    # A target the check cannot see: supplied by var() and the like when the page is styled.
+    (
+        ':root { --u: "data:image/png;base64,AA"; } .a { background: image-set(var(--u) 1x); }',
+        "var()",
+    ),
+    (".a { background: src(var(--u)); }", "var()"),
+    (".a { background: -webkit-image-set(env(safe-area-inset-top) 1x); }", "env()"),
+    # Script URLs in strings (IE filters load them) and names in nested blocks.
+    (
+        '.a { -ms-filter: "progid:DXImageTransform.Microsoft.AlphaImageLoader('
+        "src='javascript:alert(1)')\"; }",
+        "javascript:",
+    ),
+    ("@media screen { @supports (display: grid) { @\\69mport url(x.css); } }", "@import"),
+    ("@supports (be\\68 avior: url(x.htc)) { .a { color: red; } }", "behavior:"),
+    (".a { -webkit-behavior: url(x.htc); }", "behavior:"),
+]
+
+
+@pytest.mark.parametrize(("css", "named"), TOKENIZER_ATTEMPTS)
+def test_what_the_tokenizer_finds_is_refused_with_a_message_naming_it(css, named):
+    with pytest.raises(ThemeAssetError) as refused:
+        validate_custom_css(css)
+
+    assert named in str(refused.value)
+    assert "Custom CSS left out" in stylesheet(custom_css=css)
+
+
+PARSE_ERRORS = [
+    ('.a { content: "x\ny"; }', "broken by a line break (line 1)"),
+    (".a { background: url(my image.png); }", "malformed url() (line 1)"),
+    (".a { color: red; }\n}", "unmatched '}' is not allowed (line 2)"),
+    (".a { color: red;", "it needs '}' at the end"),
+    ('.a { content: "x', "it needs a closing quote then '}' at the end"),
+    (".a { color: red; } /* unfinished", "it needs '*/' at the end"),
+]
+
+
+@pytest.mark.parametrize(("css", "named"), PARSE_ERRORS)
+def test_what_the_tokenizer_drops_or_leaves_open_is_refused_but_a_stored_row_still_styles(
+    css, named
+):
+    with pytest.raises(ThemeAssetError) as refused:
+        validate_custom_css(css)
+
+    assert named in str(refused.value)
+    # Written before parse errors were refused: safe as it is, last in the stylesheet.
+    assert stylesheet(custom_css=css).endswith(f"/* Custom CSS */\n{css}\n")
+
+
+def test_a_malformed_url_is_still_read_for_its_target():
+    assert css_problems(".a { background: url(data:image/png;base64,A A); }")[0] == (
+        "url(): data: URLs are not allowed (only http, https and relative URLs)."
+    )
+    assert "Custom CSS left out" in stylesheet(custom_css=".a { background: url(java script:x) }")
+
+
+def test_deep_nesting_is_walked_without_recursion():
+    balanced = ".a { width: calc" + "(" * 5000 + "1px" + ")" * 5000 + "; }"
+
+    assert css_problems(balanced) == []
+    assert css_problems(balanced[:-20]) == [
+        "The CSS ends with something left open: it needs ')' x17 then '}' at the end."
+    ]
+
+
+def test_a_parse_error_repeated_is_named_once_with_its_count():
+    # The line break ends the string (and the tokenizer's error); `; }` ends the rule.
+    problems = css_problems('.a { content: "x\n; }\n' * 30)
+
+    assert problems == [
+        "A string is broken by a line break (line 1 and 29 more); write \\a for one in a string."
+    ]
+
+
+@pytest.mark.parametrize(
+    ("body", "named"),
+    [
+        ("<style>rect { fill: var(--x, url(https://evil.example/p.svg#a)); }</style>", "external"),
+        ("<rect style=\"fill: image-set('data:image/png;base64,AA' 1x)\"/>", "data:"),
+        ("<style>rect { fill: url(#g) }}</style>", "unmatched '}'"),
+    ],
+)
+def test_svg_css_goes_through_the_same_tokenizer(body, named):
+    with pytest.raises(ThemeAssetError) as refused:
+        inspect_logo(svg(body), max_bytes=MAX)
+
+    assert named in str(refused.value)
 
 
 # Stylesheet ----------------------------------------------------------------------------------
@@ -475,3 +608,12 @@ def test_svg_attacks_are_refused_with_a_message_naming_them(data, named):
         inspect_logo(data, max_bytes=MAX)
 
     assert named in str(refused.value)
+
+
+def test_a_number_too_long_to_read_is_refused_not_a_crash():
+    # tinycss2 turns integer tokens into ints; Python refuses more than 4,300 digits.
+    problems = css_problems("a { width: " + "9" * 5000 + "px; }")
+
+    assert problems == ["The CSS holds a number too long to read."]
+    with pytest.raises(ThemeAssetError):
+        validate_custom_css("0" * 19_999)
