@@ -2,7 +2,9 @@ from django.apps import AppConfig
 
 
 class AccountsConfig(AppConfig):
-    default_auto_field = "django.db.models.BigAutoField"
+    # A model without a declared primary key is refused, never given a bigint one: models
+    # take their UUID `id` from config.models.UUIDModel (see ExplicitPrimaryKeyRequired).
+    default_auto_field = "config.models.ExplicitPrimaryKeyRequired"
     name = "accounts"
 
     def ready(self):

@@ -1,12 +1,12 @@
 import hashlib
 import secrets
-import uuid
 
 from django.contrib.auth.models import AbstractBaseUser, BaseUserManager, PermissionsMixin
 from django.db import models
 from django.db.models.functions import Lower
 from django.utils import timezone
 
+from config.models import UUIDModel
 from config.validators import validate_name
 from tenants.models import TenantOwned
 
@@ -36,10 +36,9 @@ class UserManager(BaseUserManager):
         return self.get(email__iexact=username)
 
 
-class User(AbstractBaseUser, PermissionsMixin):
+class User(UUIDModel, AbstractBaseUser, PermissionsMixin):
     """A person; logs in with email. Tenant access comes from memberships, not from this row."""
 
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     email = models.EmailField(max_length=254, unique=True)
     name = models.CharField(max_length=200, blank=True, validators=[validate_name])
     is_active = models.BooleanField(default=True)
@@ -74,10 +73,12 @@ def hash_secret(raw: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
-class AuthToken(models.Model):
-    """A bearer token from POST /auth/token/. Only its SHA-256 digest is stored."""
+class AuthToken(UUIDModel):
+    """A bearer token from POST /auth/token/. Only its SHA-256 digest is stored; requests find
+    the token by it. The UUID `id` names the row elsewhere (admin URLs, deletion) so that the
+    digest never leaves the database."""
 
-    digest = models.CharField(max_length=64, primary_key=True)
+    digest = models.CharField(max_length=64, unique=True)
     user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="auth_tokens")
     created_at = models.DateTimeField(auto_now_add=True)
     expires_at = models.DateTimeField(db_index=True)
@@ -114,7 +115,6 @@ class APIKey(TenantOwned):
 
     PREFIX = "cp_"
 
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     name = models.CharField(max_length=200, validators=[validate_name])
     key_id = models.CharField(max_length=32, editable=False)
     secret_hash = models.CharField(max_length=64, editable=False)
@@ -140,8 +140,6 @@ class APIKey(TenantOwned):
     response_time_us_total = models.PositiveBigIntegerField(default=0, editable=False)
     requests_by_endpoint = models.JSONField(default=dict, blank=True, editable=False)
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
 
     objects = APIKeyQuerySet.as_manager()
 

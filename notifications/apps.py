@@ -2,5 +2,7 @@ from django.apps import AppConfig
 
 
 class NotificationsConfig(AppConfig):
-    default_auto_field = "django.db.models.BigAutoField"
+    # A model without a declared primary key is refused, never given a bigint one: models
+    # take their UUID `id` from config.models.UUIDModel (see ExplicitPrimaryKeyRequired).
+    default_auto_field = "config.models.ExplicitPrimaryKeyRequired"
     name = "notifications"

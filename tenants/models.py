@@ -5,6 +5,7 @@ from django.db import models
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from config.models import TimestampedModel
 from config.validators import (
     DESCRIPTION_MAX_LENGTH,
     validate_domain,
@@ -90,11 +91,10 @@ class TenantQuerySet(models.QuerySet):
         )
 
 
-class Tenant(models.Model):
+class Tenant(TimestampedModel):
     """An organization, the unit of isolation: profile, contacts, lifecycle status, plan tier,
     settings and quota period."""
 
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     name = models.CharField(max_length=200, validators=[validate_name])
     slug = models.SlugField(max_length=63, unique=True)
     description = models.TextField(
@@ -111,8 +111,6 @@ class Tenant(models.Model):
     billing_email = models.EmailField(blank=True)
     # Validated against tenants.settings_schema on every write through the API.
     settings = models.JSONField(default=dict, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
     trial_ends_at = models.DateTimeField(null=True, blank=True)
     activated_at = models.DateTimeField(null=True, blank=True)
     suspended_at = models.DateTimeField(null=True, blank=True)
@@ -136,8 +134,10 @@ class Tenant(models.Model):
         return self.status in BLOCKED_STATUSES
 
 
-class TenantOwned(models.Model):
-    """Base of every tenant-owned model: a non-null tenant FK (the Citus distribution column).
+class TenantOwned(TimestampedModel):
+    """Base of every tenant-owned model: a UUID `id`, a non-null tenant FK (the Citus
+    distribution column), `created_at` and `updated_at`. A subclass may redeclare `tenant` for
+    its own related_name (or as a OneToOneField); it keeps the rest.
 
     Every unique constraint on a subclass must include `tenant` (tests/test_citus_readiness.py).
     """
@@ -184,7 +184,6 @@ class MembershipQuerySet(models.QuerySet):
 class Membership(TenantOwned):
     """A user's place in a tenant: role, status and per-area permission overrides."""
 
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     tenant = models.ForeignKey(
         Tenant, on_delete=models.CASCADE, related_name="memberships", editable=False
     )
@@ -213,8 +212,6 @@ class Membership(TenantOwned):
     )
     invited_at = models.DateTimeField(null=True, blank=True)
     joined_at = models.DateTimeField(null=True, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
 
     objects = MembershipQuerySet.as_manager()
 
@@ -253,7 +250,6 @@ class Invitation(TenantOwned):
     Only the SHA-256 digest of the token is stored; the token itself is in the emailed link.
     """
 
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     tenant = models.ForeignKey(
         Tenant, on_delete=models.CASCADE, related_name="invitations", editable=False
     )
@@ -272,7 +268,6 @@ class Invitation(TenantOwned):
     )
     expires_at = models.DateTimeField()
     accepted_at = models.DateTimeField(null=True, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -295,7 +290,6 @@ class Theme(TenantOwned):
     """A tenant's branding (colours, logo, custom CSS), also shown as the organization's
     `branding`: one per tenant."""
 
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     tenant = models.OneToOneField(
         Tenant, on_delete=models.CASCADE, related_name="theme", editable=False
     )
@@ -308,8 +302,6 @@ class Theme(TenantOwned):
     logo = models.FileField(upload_to=_theme_logo_path, blank=True)
     custom_css = models.TextField(blank=True)
     is_active = models.BooleanField(default=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
 
     def __str__(self):
         return f"{self.name} ({self.tenant_id})"
@@ -337,9 +329,9 @@ COUNTED_QUOTA_RESOURCES = tuple(r for r in QuotaResource.values if r != QuotaRes
 
 class QuotaCounter(TenantOwned):
     """How much of one resource a tenant has used; changed only by atomic conditional updates
-    (tenants.services.quotas), never read-modify-write."""
+    (tenants.services.quotas), never read-modify-write. Those updates set `updated_at`
+    themselves (a queryset update skips auto_now)."""
 
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     tenant = models.ForeignKey(
         Tenant, on_delete=models.CASCADE, related_name="quota_counters", editable=False
     )
@@ -347,7 +339,6 @@ class QuotaCounter(TenantOwned):
     used = models.BigIntegerField(default=0)
     # Set when this period's `quota.warning` was recorded; cleared by the reset.
     warned_at = models.DateTimeField(null=True, blank=True)
-    updated_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         ordering = ["resource"]

@@ -11,6 +11,7 @@ from django.db.models.functions import Lower
 from django.test.utils import isolate_apps
 
 from audit.models import AuditCheckpoint, AuditEvent
+from config.models import UUIDModel
 from tenants.models import Tenant, TenantOwned
 
 # Models whose `tenant` FK may be null, and why.
@@ -165,7 +166,7 @@ def test_checks_name_the_model_and_constraint_they_refuse():
         def __str__(self):
             return self.code
 
-    class Loose(models.Model):
+    class Loose(UUIDModel):
         tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, null=True)
 
         class Meta:

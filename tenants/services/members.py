@@ -288,7 +288,7 @@ def invitation_accept(
 
     claimed = Invitation.objects.filter(
         pk=invitation.pk, status=InvitationStatus.PENDING, expires_at__gt=now
-    ).update(status=InvitationStatus.ACCEPTED, accepted_at=now)
+    ).update(status=InvitationStatus.ACCEPTED, accepted_at=now, updated_at=now)
     if not claimed:
         raise InvitationNotAcceptable(_USED)
 
@@ -638,8 +638,9 @@ def _live_invitation(membership: Membership, *, now) -> Invitation | None:
 
 def _supersede_pending(membership: Membership) -> None:
     """Earlier links of this membership stop working."""
+    # A queryset update skips auto_now: updated_at is set here.
     membership.invitations.filter(status=InvitationStatus.PENDING).update(
-        status=InvitationStatus.REVOKED
+        status=InvitationStatus.REVOKED, updated_at=timezone.now()
     )
 
 

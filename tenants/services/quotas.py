@@ -202,7 +202,7 @@ def _warn_once(*, tenant: Tenant, resource: str, used: int, limit: int) -> None:
     with transaction.atomic():
         claimed = QuotaCounter.objects.filter(
             tenant=tenant, resource=resource, warned_at__isnull=True
-        ).update(warned_at=timezone.now())
+        ).update(warned_at=timezone.now(), updated_at=timezone.now())
         if claimed:
             record(
                 tenant=tenant,
@@ -286,7 +286,7 @@ def _reset_counters(tenant: Tenant, now: datetime, live_api_calls: int | None) -
     )
     # Stock levels keep their usage; their warning may fire again in the new period.
     QuotaCounter.objects.filter(tenant=tenant).exclude(resource__in=PERIODIC_RESOURCES).update(
-        warned_at=None
+        warned_at=None, updated_at=now
     )
     return previous
 
@@ -317,7 +317,9 @@ def quota_reset(*, tenant: Tenant, actor) -> Tenant:
     next_reset = first_of_next_month(now)
     current = Tenant.objects.locked(tenant.pk)
     live = _live_api_calls(current)
-    Tenant.objects.filter(pk=tenant.pk).update(quota_reset_at=next_reset, last_reset_at=now)
+    Tenant.objects.filter(pk=tenant.pk).update(
+        quota_reset_at=next_reset, last_reset_at=now, updated_at=now
+    )
     previous = _reset_counters(tenant, now, live)
     _record_reset(tenant, actor, previous, next_reset, "manual")
     tenant.quota_reset_at, tenant.last_reset_at = next_reset, now
@@ -349,7 +351,7 @@ def quotas_reset_due(*, now: datetime | None = None, tenant: Tenant | None = Non
             # Read before the claim moves the period (the live counter is keyed by it).
             live = _live_api_calls(candidate)
             claimed = Tenant.objects.filter(pk=candidate.pk, quota_reset_at__lte=now).update(
-                quota_reset_at=next_reset, last_reset_at=now
+                quota_reset_at=next_reset, last_reset_at=now, updated_at=now
             )
             if not claimed:
                 continue
