@@ -1,12 +1,12 @@
 from django.contrib.auth import authenticate, user_logged_in
-from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import mixins, status
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
+from rest_framework import status
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
 from config.schema import ErrorEnvelopeSerializer
-from tenants.api import PlatformViewSet, TenantScopedViewSet
+from tenants.api import PlatformViewSet, TenantCrudViewSet
 from tenants.models import Role
 from tenants.permissions import (
     AUTHENTICATED,
@@ -211,65 +211,32 @@ class RoleViewSet(PlatformViewSet):
         return self.get_paginated_response(RoleSerializer(page, many=True).data)
 
 
-class APIKeyViewSet(
-    mixins.ListModelMixin,
-    mixins.RetrieveModelMixin,
-    TenantScopedViewSet,
-):
+@extend_schema_view(destroy=extend_schema(summary="Revoke the key (kept, inactive)"))
+class APIKeyViewSet(TenantCrudViewSet):
     """The tenant's API keys. Keys are managed by people: an API key as the
     credential is refused here. DELETE revokes (the row and its usage stay)."""
 
     queryset = APIKey.objects.all()
     serializer_class = APIKeySerializer
-    required_permissions = {
-        "list": "keys.read",
-        "retrieve": "keys.read",
-        "usage": "keys.read",
-        "create": "keys.write",
-        "update": "keys.write",
-        "partial_update": "keys.write",
-        "destroy": "keys.write",
-        "revoke": "keys.write",
-    }
+    permission_area = "keys"
+    required_permissions = {"usage": "keys.read", "revoke": "keys.write"}
     api_key_actions = frozenset()
     filterset_fields = ("is_active",)
     search_fields = ("name", "key_prefix")
     ordering_fields = ("created_at", "name", "last_used_at")
+    create_serializer_class = APIKeyCreateSerializer
+    create_output_serializer_class = APIKeyCreatedSerializer
+    update_serializer_class = APIKeyUpdateSerializer
+    update_service = services.api_key_update
+    destroy_service = services.api_key_revoke
+    service_object_name = "api_key"
 
-    @extend_schema(request=APIKeyCreateSerializer, responses={201: APIKeyCreatedSerializer})
-    def create(self, request):
-        serializer = APIKeyCreateSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        api_key, raw = services.api_key_create(
-            tenant=request.tenant, actor=request.user, **serializer.validated_data
-        )
+    def perform_service_create(self, data):
+        tenant = self.request.tenant
+        api_key, raw = self.call_service(services.api_key_create, tenant=tenant, **data)
+        # The only time the full key is shown (APIKeyCreatedSerializer).
         api_key.raw_key = raw
-        return Response(APIKeyCreatedSerializer(api_key).data, status=status.HTTP_201_CREATED)
-
-    def _update(self, request, *, partial: bool):
-        api_key = self.get_object()
-        serializer = APIKeyUpdateSerializer(data=request.data, partial=partial)
-        serializer.is_valid(raise_exception=True)
-        api_key = services.api_key_update(
-            api_key=api_key,
-            actor=request.user,
-            actor_permissions=request.permissions,
-            **serializer.validated_data,
-        )
-        return Response(APIKeySerializer(api_key).data)
-
-    @extend_schema(request=APIKeyUpdateSerializer, responses={200: APIKeySerializer})
-    def update(self, request, pk=None):
-        return self._update(request, partial=False)
-
-    @extend_schema(request=APIKeyUpdateSerializer, responses={200: APIKeySerializer})
-    def partial_update(self, request, pk=None):
-        return self._update(request, partial=True)
-
-    @extend_schema(request=None, responses={204: None}, summary="Revoke the key (kept, inactive)")
-    def destroy(self, request, pk=None):
-        services.api_key_revoke(api_key=self.get_object(), actor=request.user)
-        return Response(status=status.HTTP_204_NO_CONTENT)
+        return api_key
 
     @extend_schema(request=None, responses={200: APIKeySerializer}, summary="Revoke the key")
     @action(detail=True, methods=["post"], url_path="revoke")

@@ -1,17 +1,34 @@
-"""The base classes every API view builds on.
+"""The base classes every API view builds on (the app kit).
 
 Request flow: authentication -> tenant resolution -> permission -> throttle -> the tenant's
-`api_calls` quota -> handler. The
-order lives in one place (`ControlPlaneAPIMixin.initial`) and subclasses cannot change it: the
-mixin refuses, at class creation, a subclass that overrides the sealed methods, so no view can
-drop the tenant filter or the permission check by accident.
+`api_calls` quota -> handler. DRF's own `initial()` runs it; the mixin extends the steps it
+calls (authentication binds the tenant; the quota is counted after DRF's checks). Subclasses
+cannot change the order: the mixin refuses, at class creation, a subclass that overrides a
+sealed method, so no view can drop the tenant filter or the permission check by accident.
+
+A tenant-owned resource with CRUD is a `TenantCrudViewSet`: `queryset`, `serializer_class`
+(what answers show), `filterset_class`, `permission_area` (list/retrieve need `area.read`, the
+standard writes `area.write`; custom actions name theirs in `required_permissions`, and an
+action with no entry is refused), and the services that make the changes:
+
+    class ProjectViewSet(TenantCrudViewSet):
+        queryset = Project.objects.all()
+        serializer_class = ProjectSerializer
+        filterset_class = ProjectFilter
+        permission_area = "playground"
+        create_service = services.project_create    # (*, tenant, actor, **data) -> Project
+        update_service = services.project_update    # (*, project, actor, **data) -> Project
+        destroy_service = services.project_delete   # (*, project, actor) -> None
 """
 
+import functools
+import inspect
+import re
 import time
 from collections.abc import Mapping
 
 from django.core.exceptions import ImproperlyConfigured
-from rest_framework import viewsets
+from rest_framework import mixins, status, viewsets
 from rest_framework.exceptions import MethodNotAllowed
 from rest_framework.response import Response
 
@@ -21,22 +38,43 @@ from config.exceptions import TenantSuspended
 from config.renderers import JSONRenderer
 from config.throttling import rate_limit_headers
 
-from .permissions import HasRequiredPermission
+from .permissions import PERMISSIONS_BY_AREA, HasRequiredPermission
 from .resolution import TenantMode, resolve_tenant
 from .services.quotas import quota_consume
 from .throttling import TenantThrottle
+
+# The standard actions and the level of the area's permission each needs.
+STANDARD_ACTIONS = {
+    "list": "read",
+    "retrieve": "read",
+    "create": "write",
+    "update": "write",
+    "partial_update": "write",
+    "destroy": "write",
+}
+# Class attributes holding services: stored as plain functions, never bound as methods.
+_SERVICE_HOOKS = ("create_service", "update_service", "destroy_service")
 
 
 class ControlPlaneAPIMixin:
     """Auth, tenant, permission and throttle for every API view; first in the bases."""
 
     _is_base = True
-    _sealed = ("initial", "get_permissions", "check_permissions", "permission_classes")
+    _sealed = (
+        "initial",
+        "perform_authentication",
+        "get_permissions",
+        "check_permissions",
+        "permission_classes",
+    )
 
     permission_classes = (HasRequiredPermission,)
     throttle_classes = (TenantThrottle,)
     # action (or lowercase HTTP method for plain views) -> permission string or access level.
     required_permissions: Mapping[str, str] = {}
+    # The permission area of the standard actions the view has (see STANDARD_ACTIONS); entries
+    # in required_permissions win over the derived ones.
+    permission_area: str | None = None
     tenant_mode = TenantMode.REQUIRED
     # Staff may call without a tenant and see every tenant's rows.
     staff_cross_tenant = False
@@ -53,6 +91,9 @@ class ControlPlaneAPIMixin:
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
+        for hook in _SERVICE_HOOKS:
+            if callable(cls.__dict__.get(hook)):
+                setattr(cls, hook, staticmethod(cls.__dict__[hook]))
         if cls.__dict__.get("_is_base", False) and cls.__module__ == __name__:
             return
         overridden = [name for name in cls._sealed if name in cls.__dict__]
@@ -62,6 +103,30 @@ class ControlPlaneAPIMixin:
                 "permissions are fixed by the base class. Use scope_queryset() and "
                 "required_permissions instead."
             )
+        cls._derive_required_permissions()
+
+    @classmethod
+    def _derive_required_permissions(cls) -> None:
+        explicit = {**getattr(cls, "_explicit_permissions", {})}
+        explicit.update(cls.__dict__.get("required_permissions", {}))
+        cls._explicit_permissions = explicit
+        area = cls.permission_area
+        if area is None:
+            cls.required_permissions = explicit
+            return
+        derived = {
+            action: f"{area}.{level}"
+            for action, level in STANDARD_ACTIONS.items()
+            if callable(getattr(cls, action, None))
+        }
+        needed = {STANDARD_ACTIONS[action] for action in derived}
+        missing = sorted(needed - set(PERMISSIONS_BY_AREA.get(area, ())))
+        if missing:
+            raise ImproperlyConfigured(
+                f"{cls.__qualname__}.permission_area {area!r} has no {'/'.join(missing)} "
+                "permission (tenants.permissions.PERMISSIONS_BY_AREA)."
+            )
+        cls.required_permissions = {**derived, **explicit}
 
     def get_permissions(self):
         return [permission() for permission in self.permission_classes]
@@ -76,22 +141,20 @@ class ControlPlaneAPIMixin:
         return super().initialize_request(request, *args, **kwargs)
 
     def initial(self, request, *args, **kwargs):
-        self.format_kwarg = self.get_format_suffix(**kwargs)
-        neg = self.perform_content_negotiation(request)
-        request.accepted_renderer, request.accepted_media_type = neg
-        version, scheme = self.determine_version(request, *args, **kwargs)
-        request.version, request.versioning_scheme = version, scheme
+        """DRF's: negotiation, authentication (with the tenant, below), permission, throttles;
+        then the tenant's api_calls quota."""
+        super().initial(request, *args, **kwargs)
+        self.count_api_call(request)
 
+    def perform_authentication(self, request):
+        """The credential, then the tenant it acts in: the permission check needs both."""
         if getattr(self, request.method.lower(), None) is None:
             # An unrouted method is a 405 whoever asks, before any auth or tenant work.
             raise MethodNotAllowed(request.method)
         if self.get_authenticators():
             refuse_conflicting_credentials(request)
-        self.perform_authentication(request)
+        super().perform_authentication(request)
         self.bind_tenant(request)
-        self.check_permissions(request)
-        self.check_throttles(request)
-        self.count_api_call(request)
 
     @property
     def action_name(self) -> str:
@@ -166,7 +229,7 @@ class TenantScopedViewSet(TenantContextViewSet):
     `tenant` is set on create and never read from the body."""
 
     _is_base = True
-    _sealed = (*ControlPlaneAPIMixin._sealed, "get_queryset")
+    _sealed = (*ControlPlaneAPIMixin._sealed, "get_queryset", "get_object", "filter_queryset")
 
     def get_queryset(self):
         queryset = super().get_queryset()
@@ -184,3 +247,140 @@ class TenantScopedViewSet(TenantContextViewSet):
 
     def perform_create(self, serializer):
         serializer.save(tenant=self.request.tenant)
+
+
+# Service-backed writes -------------------------------------------------------------------------
+
+
+@functools.cache
+def _parameters(service) -> frozenset[str] | None:
+    """The keyword parameters `service` declares; None when it takes any (**kwargs)."""
+    parameters = inspect.signature(service).parameters.values()
+    if any(parameter.kind is parameter.VAR_KEYWORD for parameter in parameters):
+        return None
+    return frozenset(parameter.name for parameter in parameters)
+
+
+class ServiceWriteMixin:
+    """What the write mixins share: validating the body and calling services with the actor."""
+
+    # The kwarg a service takes the object by (`api_key=`, `membership=`); default: the model's
+    # name in snake case.
+    service_object_name: str | None = None
+
+    def service_context(self) -> dict:
+        """Keyword arguments a service call gets besides its data, when the service declares
+        them: the actor (always declared) and the actor's permissions in the tenant."""
+        return {"actor": self.request.user, "actor_permissions": self.request.permissions}
+
+    def call_service(self, service, **arguments):
+        """`service(**arguments)` plus the context arguments it declares (see service_context);
+        the data arguments are passed whatever they are, so an unexpected one still fails."""
+        accepted = _parameters(service)
+        context = {
+            name: value
+            for name, value in self.service_context().items()
+            if accepted is None or name in accepted
+        }
+        return service(**context, **arguments)
+
+    def service_object_kwarg(self) -> str:
+        if self.service_object_name:
+            return self.service_object_name
+        # APIKey -> api_key, QuotaCounter -> quota_counter.
+        words = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", self._model_name)
+        return words.lower()
+
+    @property
+    def _model_name(self) -> str:
+        return self.queryset.model.__name__
+
+    def validated_input(self, serializer_class, *, instance=None, partial=False) -> dict:
+        serializer = serializer_class(
+            instance, data=self.request.data, partial=partial, context=self.get_serializer_context()
+        )
+        serializer.is_valid(raise_exception=True)
+        return dict(serializer.validated_data)
+
+    def refreshed(self, instance):
+        """The object as reads show it (the view's annotations and related rows)."""
+        return self.get_queryset().get(pk=instance.pk)
+
+    # Updates: the routed update/partial_update (ServiceUpdateMixin) and singletons' own
+    # PUT/PATCH actions (organizations/current, organizations/theme) both end here.
+    update_serializer_class = None
+    update_service = None
+
+    def service_update(self, *, partial: bool) -> Response:
+        """The object through `update_serializer_class` (default: `serializer_class`; PATCH
+        partial), then `perform_service_update`; answers the object."""
+        instance = self.get_object()
+        serializer_class = self.update_serializer_class or self.get_serializer_class()
+        data = self.validated_input(serializer_class, instance=instance, partial=partial)
+        updated = self.perform_service_update(instance, data, partial=partial)
+        return Response(self.get_serializer(updated).data)
+
+    def perform_service_update(self, instance, data: dict, *, partial: bool):
+        """`update_service(<object>=, actor=, **data)`, the object as reads show it after."""
+        updated = self.call_service(
+            self.update_service, **{self.service_object_kwarg(): instance}, **data
+        )
+        return self.refreshed(updated)
+
+
+class ServiceCreateMixin(ServiceWriteMixin):
+    """POST: the body through `create_serializer_class` (default: `serializer_class`), then
+    `create_service(tenant=, actor=, **data)`; answers `create_output_serializer_class`
+    (default: `serializer_class`) with 201. The tenant is the request's, never the body's."""
+
+    create_serializer_class = None
+    create_output_serializer_class = None
+    create_service = None
+
+    def create(self, request, *args, **kwargs):
+        data = self.validated_input(self.create_serializer_class or self.get_serializer_class())
+        instance = self.perform_service_create(data)
+        output = self.create_output_serializer_class or self.get_serializer_class()
+        context = self.get_serializer_context()
+        return Response(output(instance, context=context).data, status=status.HTTP_201_CREATED)
+
+    def perform_service_create(self, data: dict):
+        created = self.call_service(self.create_service, tenant=self.request.tenant, **data)
+        return self.refreshed(created)
+
+
+class ServiceUpdateMixin(ServiceWriteMixin):
+    """PUT and PATCH on the detail route: the body through `update_serializer_class` (default:
+    `serializer_class`; PATCH partial), then `update_service(<object>=, actor=, **data)`;
+    answers the object."""
+
+    def update(self, request, *args, **kwargs):
+        return self.service_update(partial=False)
+
+    def partial_update(self, request, *args, **kwargs):
+        return self.service_update(partial=True)
+
+
+class ServiceDestroyMixin(ServiceWriteMixin):
+    """DELETE: `destroy_service(<object>=, actor=)`; 204."""
+
+    destroy_service = None
+
+    def destroy(self, request, *args, **kwargs):
+        self.call_service(self.destroy_service, **{self.service_object_kwarg(): self.get_object()})
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class TenantCrudViewSet(
+    ServiceCreateMixin,
+    ServiceUpdateMixin,
+    ServiceDestroyMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    TenantScopedViewSet,
+):
+    """List, retrieve, create, update and destroy over a tenant-owned model, every write
+    through the app's services (see the module docstring). A resource without some of the
+    writes composes the mixins it has with TenantScopedViewSet instead."""
+
+    _is_base = True

@@ -2,14 +2,19 @@
 tenants.services.members."""
 
 from django.db.models import OuterRef, Subquery
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, status
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from config.schema import ErrorEnvelopeSerializer
 
-from ..api import PlatformViewSet, TenantScopedViewSet
+from ..api import (
+    PlatformViewSet,
+    ServiceDestroyMixin,
+    ServiceUpdateMixin,
+    TenantScopedViewSet,
+)
 from ..emails import request_link_base
 from ..filters import MemberFilter
 from ..models import Invitation, InvitationStatus, Membership
@@ -26,8 +31,18 @@ from ..serializers.members import (
 from ..services import members as services
 
 
-class MemberViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScopedViewSet):
-    """The organization's members and pending invitations.
+@extend_schema_view(
+    destroy=extend_schema(summary="Remove a member; for a pending invitation, revoke it")
+)
+class MemberViewSet(
+    ServiceUpdateMixin,
+    ServiceDestroyMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    TenantScopedViewSet,
+):
+    """The organization's members and pending invitations. People join by invitation
+    (`invite`), so there is no create.
 
     API keys may read members but not manage them: a leaked key must not be able to invite
     someone who then keeps access after the key is revoked.
@@ -36,17 +51,14 @@ class MemberViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScop
     queryset = Membership.objects.all()
     serializer_class = MemberSerializer
     filterset_class = MemberFilter
-    required_permissions = {
-        "list": "members.read",
-        "retrieve": "members.read",
-        "invite": "members.write",
-        "resend": "members.write",
-        "update": "members.write",
-        "partial_update": "members.write",
-        "destroy": "members.write",
-    }
+    permission_area = "members"
+    required_permissions = {"invite": "members.write", "resend": "members.write"}
     api_key_actions = frozenset({"list", "retrieve"})
     ordering_fields = ("created_at", "invited_at", "joined_at", "role", "status")
+    update_serializer_class = MemberUpdateSerializer
+    update_service = services.member_update
+    destroy_service = services.member_remove
+    service_object_name = "membership"
 
     def scope_queryset(self, queryset):
         pending = Invitation.objects.filter(
@@ -55,10 +67,6 @@ class MemberViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScop
         return queryset.select_related("user").annotate(
             invitation_expires_at=Subquery(pending.values("expires_at")[:1])
         )
-
-    def _reloaded(self, membership) -> Membership:
-        """The membership as the list shows it (with its annotations)."""
-        return self.get_queryset().get(pk=membership.pk)
 
     def _sent(self, invitation, *, email_sent: bool) -> dict:
         message = (
@@ -70,7 +78,7 @@ class MemberViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScop
             {
                 **message_fields(),
                 "message": message,
-                "member": self._reloaded(invitation.membership),
+                "member": self.refreshed(invitation.membership),
                 "expires_at": invitation.expires_at,
                 "email_sent": email_sent,
             }
@@ -112,39 +120,11 @@ class MemberViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScop
         )
         return Response(self._sent(invitation, email_sent=True))
 
-    def _update(self, request, *, partial: bool):
-        membership = self.get_object()
-        serializer = MemberUpdateSerializer(data=request.data, partial=partial)
-        serializer.is_valid(raise_exception=True)
-        changes = dict(serializer.validated_data)
+    def perform_service_update(self, instance, data, *, partial):
         if not partial:
-            changes.setdefault("custom_permissions", {})
-        membership = services.member_update(
-            membership=membership,
-            actor=request.user,
-            actor_permissions=request.permissions,
-            **changes,
-        )
-        return Response(MemberSerializer(self._reloaded(membership)).data)
-
-    @extend_schema(request=MemberUpdateSerializer, responses={200: MemberSerializer})
-    def update(self, request, pk=None):
-        return self._update(request, partial=False)
-
-    @extend_schema(request=MemberUpdateSerializer, responses={200: MemberSerializer})
-    def partial_update(self, request, pk=None):
-        return self._update(request, partial=True)
-
-    @extend_schema(
-        request=None,
-        responses={204: None},
-        summary="Remove a member; for a pending invitation, revoke it",
-    )
-    def destroy(self, request, pk=None):
-        services.member_remove(
-            membership=self.get_object(), actor=request.user, actor_permissions=request.permissions
-        )
-        return Response(status=status.HTTP_204_NO_CONTENT)
+            # PUT replaces: overrides left out are cleared.
+            data.setdefault("custom_permissions", {})
+        return super().perform_service_update(instance, data, partial=partial)
 
 
 def _error(description: str) -> OpenApiResponse:

@@ -5,7 +5,7 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 
-from ..api import TenantContextViewSet
+from ..api import ServiceWriteMixin, TenantContextViewSet
 from ..permissions import TENANT_MEMBER
 from ..queries import organization_detail
 from ..serializers.organizations import OrganizationSerializer, OrganizationUpdateSerializer
@@ -14,10 +14,11 @@ from ..services import lifecycle
 from ..services.quotas import annotated_quota_states, with_live_api_calls
 
 
-class OrganizationViewSet(TenantContextViewSet):
+class OrganizationViewSet(ServiceWriteMixin, TenantContextViewSet):
     """GET, PUT and PATCH organizations/current; GET organizations/quotas."""
 
     serializer_class = OrganizationSerializer
+    update_serializer_class = OrganizationUpdateSerializer
     required_permissions = {
         "current": TENANT_MEMBER,
         "update_current": "settings.write",
@@ -42,37 +43,34 @@ class OrganizationViewSet(TenantContextViewSet):
     def current(self, request):
         return Response(self.get_serializer(self.get_object()).data)
 
-    def _update(self, request, *, partial: bool):
-        tenant = request.tenant
-        context = {
-            "request": request,
+    def get_serializer_context(self):
+        context = super().get_serializer_context()
+        if self.action in ("update_current", "partial_update_current"):
             # What GET shows: sent back unchanged, its read-only fields are accepted.
-            "representation": lambda: self.get_serializer(self.get_object()).data,
-        }
-        body = OrganizationUpdateSerializer(
-            tenant, data=request.data, partial=partial, context=context
-        )
-        body.is_valid(raise_exception=True)
-        data = dict(body.validated_data)
+            context["representation"] = lambda: self.get_serializer(self.get_object()).data
+        return context
+
+    def perform_service_update(self, instance, data, *, partial):
         branding = data.pop("branding", None)
-        lifecycle.organization_update(
-            tenant=tenant,
-            actor=request.user,
+        self.call_service(
+            lifecycle.organization_update,
+            tenant=self.request.tenant,
             data=data,
             branding=branding,
+            # PUT replaces the settings (keeping the limits only staff could set).
             replace_settings=not partial,
         )
-        return Response(self.get_serializer(self.get_object()).data)
+        return self.get_object()
 
     @extend_schema(request=OrganizationUpdateSerializer, responses={200: OrganizationSerializer})
     @current.mapping.put
     def update_current(self, request):
-        return self._update(request, partial=False)
+        return self.service_update(partial=False)
 
     @extend_schema(request=OrganizationUpdateSerializer, responses={200: OrganizationSerializer})
     @current.mapping.patch
     def partial_update_current(self, request):
-        return self._update(request, partial=True)
+        return self.service_update(partial=True)
 
     @extend_schema(responses={200: OrganizationQuotasSerializer})
     @action(detail=False, methods=["get"])

@@ -7,13 +7,13 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound
-from rest_framework.parsers import MultiPartParser
 from rest_framework.renderers import BaseRenderer
 from rest_framework.response import Response
 
 from config.exceptions import ApplicationError
+from config.parsers import MultiPartParser
 
-from ..api import PlatformViewSet, TenantContextViewSet
+from ..api import PlatformViewSet, ServiceWriteMixin, TenantContextViewSet
 from ..models import Tenant, Theme
 from ..permissions import PUBLIC
 from ..serializers.themes import ThemeLogoUploadSerializer, ThemeSerializer
@@ -31,7 +31,7 @@ _MULTIPART_OVERHEAD_BYTES = 64 * 1024
 STYLESHEET_MAX_AGE_SECONDS = 300
 
 
-class ThemeViewSet(TenantContextViewSet):
+class ThemeViewSet(ServiceWriteMixin, TenantContextViewSet):
     """The current organization's theme: GET, PUT/PATCH organizations/theme and
     POST organizations/theme/logo. Registered on the `organizations` prefix beside
     OrganizationViewSet."""
@@ -60,24 +60,19 @@ class ThemeViewSet(TenantContextViewSet):
         """The theme; the defaults (with `id` null) while the organization has none."""
         return Response(self.get_serializer(self.get_object()).data)
 
-    def _update(self, request, *, partial: bool):
-        serializer = self.get_serializer(self.get_object(), data=request.data, partial=partial)
-        serializer.is_valid(raise_exception=True)
-        theme = theme_update(
-            tenant=request.tenant, actor=request.user, data=serializer.validated_data
-        )
-        return Response(self.get_serializer(theme).data)
+    def perform_service_update(self, instance, data, *, partial):
+        return self.call_service(theme_update, tenant=self.request.tenant, data=data)
 
     @extend_schema(request=ThemeSerializer, responses={200: ThemeSerializer})
     @theme.mapping.put
     def update_theme(self, request):
         """Set the fields given (a subset is accepted); the others keep their values."""
-        return self._update(request, partial=False)
+        return self.service_update(partial=False)
 
     @extend_schema(request=ThemeSerializer, responses={200: ThemeSerializer})
     @theme.mapping.patch
     def partial_update_theme(self, request):
-        return self._update(request, partial=True)
+        return self.service_update(partial=True)
 
     @extend_schema(
         request={"multipart/form-data": ThemeLogoUploadSerializer},

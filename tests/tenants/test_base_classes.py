@@ -5,10 +5,15 @@ from types import SimpleNamespace
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
-from rest_framework import serializers
+from rest_framework import mixins, serializers
 
 from audit.views import AuditEventViewSet
-from tenants.api import PlatformViewSet, TenantContextViewSet, TenantScopedViewSet
+from tenants.api import (
+    PlatformViewSet,
+    TenantContextViewSet,
+    TenantCrudViewSet,
+    TenantScopedViewSet,
+)
 from tenants.models import Membership, Role
 from tenants.permissions import HasRequiredPermission
 from tenants.serializers import TenantScopedPrimaryKeyRelatedField, tenant_queryset
@@ -24,6 +29,7 @@ def _method(self, *args, **kwargs):
 SEALED_OVERRIDES = {
     "get_permissions": _method,
     "initial": _method,
+    "perform_authentication": _method,
     "check_permissions": _method,
     "permission_classes": (),
 }
@@ -217,3 +223,110 @@ def test_tenant_queryset_without_a_tenant_is_empty(request_):
     MembershipFactory()
 
     assert not tenant_queryset(Membership)(request_).exists()
+
+
+@pytest.mark.parametrize("name", ["get_object", "filter_queryset"])
+def test_scoped_viewset_overriding_how_objects_are_found_is_refused(name):
+    with pytest.raises(ImproperlyConfigured, match=name):
+        type("Finder", (TenantScopedViewSet,), {"__module__": __name__, name: _method})
+
+
+# The app kit: permission areas and service-backed writes ------------------------------------
+
+
+def test_a_permission_area_derives_the_standard_actions_entries():
+    class Keys(TenantCrudViewSet):
+        queryset = Membership.objects.all()
+        permission_area = "keys"
+        required_permissions = {"rotate": "keys.write", "destroy": "members.write"}
+
+    assert Keys.required_permissions == {
+        "list": "keys.read",
+        "retrieve": "keys.read",
+        "create": "keys.write",
+        "update": "keys.write",
+        "partial_update": "keys.write",
+        "destroy": "members.write",  # an explicit entry wins
+        "rotate": "keys.write",
+    }
+
+
+def test_only_the_actions_a_viewset_has_get_entries():
+    class ReadOnly(mixins.ListModelMixin, TenantScopedViewSet):
+        queryset = Membership.objects.all()
+        permission_area = "audit"
+
+    assert ReadOnly.required_permissions == {"list": "audit.read"}
+
+
+def test_an_area_without_read_and_write_is_refused_at_class_creation():
+    with pytest.raises(ImproperlyConfigured, match="permission_area"):
+
+        class Wrong(TenantCrudViewSet):
+            queryset = Membership.objects.all()
+            permission_area = "analytics"  # read only
+
+
+def test_a_subclass_keeps_its_parents_explicit_entries_over_a_new_area():
+    class Parent(TenantCrudViewSet):
+        queryset = Membership.objects.all()
+        permission_area = "keys"
+        required_permissions = {"rotate": "keys.write"}
+
+    class Child(Parent):
+        permission_area = "members"
+
+    assert Child.required_permissions["list"] == "members.read"
+    assert Child.required_permissions["rotate"] == "keys.write"
+
+
+def _recording_service(calls):
+    def service(*, membership, actor, role):
+        calls.append({"membership": membership, "actor": actor, "role": role})
+        return membership
+
+    return service
+
+
+def test_service_hooks_are_called_as_plain_functions_with_the_context_they_declare():
+    calls = []
+
+    class Members(TenantCrudViewSet):
+        queryset = Membership.objects.all()
+        permission_area = "members"
+        update_service = _recording_service(calls)
+        service_object_name = "membership"
+
+    view = Members()
+    view.request = SimpleNamespace(user="the-actor", permissions=frozenset({"members.write"}))
+    view.call_service(Members.update_service, membership="m", role="viewer")
+
+    # actor_permissions is not passed: the service does not declare it.
+    assert calls == [{"membership": "m", "actor": "the-actor", "role": "viewer"}]
+
+
+def test_a_service_taking_any_keyword_gets_the_whole_context():
+    received = {}
+
+    def service(**kwargs):
+        received.update(kwargs)
+
+    class Anything(TenantCrudViewSet):
+        queryset = Membership.objects.all()
+        permission_area = "members"
+
+    view = Anything()
+    view.request = SimpleNamespace(user="u", permissions=frozenset())
+    view.call_service(service, value=1)
+
+    assert received == {"actor": "u", "actor_permissions": frozenset(), "value": 1}
+
+
+def test_the_object_kwarg_defaults_to_the_models_name_in_snake_case():
+    from accounts.models import APIKey
+
+    class Keys(TenantCrudViewSet):
+        queryset = APIKey.objects.all()
+        permission_area = "keys"
+
+    assert Keys().service_object_kwarg() == "api_key"
