@@ -14,6 +14,7 @@ from rest_framework_simplejwt.utils import get_md5_hash_password
 
 from audit.services import record
 from config.exceptions import ApplicationError, Conflict
+from config.services import model_update
 from tenants.models import Membership, MembershipStatus, Tenant
 from tenants.permissions import effective_permissions, expand_scopes, unknown_scopes
 
@@ -323,16 +324,9 @@ def api_key_update(
         changes["scopes"] = _check_scopes(changes["scopes"], grantable=actor_permissions)
     if changes.get("is_active") and api_key.revoked_at is not None:
         raise Conflict("A revoked API key cannot be reactivated; create a new key.")
-    diff = {
-        name: {"from": getattr(api_key, name), "to": value}
-        for name, value in changes.items()
-        if getattr(api_key, name) != value
-    }
+    # Only the changed columns are saved: the usage flush adds to the counters concurrently.
+    diff = model_update(instance=api_key, data=changes)
     if diff:
-        for name, change in diff.items():
-            setattr(api_key, name, change["to"])
-        # Only these columns: the usage flush adds to the counters concurrently.
-        api_key.save(update_fields=[*diff, "updated_at"])
         record(
             tenant=api_key.tenant,
             event_type="api_key.updated",

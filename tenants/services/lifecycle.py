@@ -11,6 +11,7 @@ from django.utils.text import slugify
 from audit.services import chain_purge, record
 from config.db import create_or_conflict
 from config.exceptions import Conflict, InsufficientPermissions
+from config.services import model_update
 
 from ..models import (
     COUNTED_QUOTA_RESOURCES,
@@ -146,20 +147,15 @@ def tenant_update(*, tenant: Tenant, actor, data: Mapping) -> Tenant:
             old_settings=tenant.settings,
             actor=actor,
         )
-    changed = {}
-    for field, value in data.items():
-        old = getattr(tenant, field)
-        if old != value:
-            changed[field] = old
-            setattr(tenant, field, value)
+    new_slug = data.get("slug", tenant.slug)
+    if new_slug != tenant.slug and slug_in_use(new_slug, excluding=tenant):
+        raise Conflict(SLUG_TAKEN)
+    changed = model_update(instance=tenant, data=data)
     if not changed:
         return tenant
-    if "slug" in changed and slug_in_use(tenant.slug, excluding=tenant):
-        raise Conflict(SLUG_TAKEN)
-    tenant.save(update_fields=[*changed, "updated_at"])
     payload = {"changed": sorted(changed)}
     if "plan" in changed:
-        payload["plan"] = {"old": changed["plan"], "new": tenant.plan}
+        payload["plan"] = {"old": changed["plan"]["from"], "new": tenant.plan}
     if "settings" in changed:
         payload["settings"] = tenant.settings
     record(tenant=tenant, event_type="tenant.updated", actor=actor, payload=payload)

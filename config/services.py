@@ -1,0 +1,30 @@
+"""Helpers the apps' services share."""
+
+from collections.abc import Mapping
+from typing import Any
+
+from django.db import models
+
+
+def model_update(*, instance: models.Model, data: Mapping[str, Any]) -> dict[str, dict]:
+    """Set the fields of `data` that differ on `instance` and save only those (plus an
+    `auto_now` field such as `updated_at`), so that concurrent writers of other columns (a
+    usage flush, a counter) are not overwritten. Returns `{field: {"from": old, "to": new}}`
+    for the fields that changed, empty (and nothing saved) when none did: what the caller's
+    audit event records."""
+    changes = {
+        name: {"from": getattr(instance, name), "to": value}
+        for name, value in data.items()
+        if getattr(instance, name) != value
+    }
+    if not changes:
+        return changes
+    for name, change in changes.items():
+        setattr(instance, name, change["to"])
+    auto_now = [
+        field.name
+        for field in instance._meta.concrete_fields
+        if getattr(field, "auto_now", False) and field.name not in changes
+    ]
+    instance.save(update_fields=[*changes, *auto_now])
+    return changes
