@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from django.conf import settings
 from django.utils import timezone
 
-from config.throttling import Window
+from config.metering import Window
 
 MIB = 1024 * 1024
 
@@ -110,8 +110,7 @@ def tenant_hourly_rate(tenant) -> str:
 
 
 def _rate_per_hour(rate: str) -> int:
-    window = Window.from_rate("plan", rate)
-    return window.limit * 3600 // window.seconds
+    return Window.from_rate("plan", rate).per_hour
 
 
 def first_of_next_month(now: datetime | None = None) -> datetime:

@@ -16,7 +16,8 @@ by the same Lua script as the windows: one round trip, and a request refused by 
 neither. Without Redis the windows are counted here and the quota by a conditional UPDATE.
 """
 
-from config.throttling import Window, WindowThrottle, admit, configured_rate
+from config.metering import Window, admit
+from config.throttling import WindowThrottle, configured_rate
 
 from . import api_call_store
 from .plans import plan_rates, tenant_hourly_rate

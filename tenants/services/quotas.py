@@ -29,7 +29,7 @@ from django.utils import timezone
 
 from audit.services import record
 from config.exceptions import QuotaExceeded
-from config.throttling import METER_COUNTED, METER_MISSING, METER_OVER_LIMIT, Admission, admit
+from config.metering import METER_COUNTED, METER_MISSING, METER_OVER_LIMIT, Admission, admit
 
 from .. import api_call_store
 from ..models import (

@@ -349,7 +349,7 @@ def test_the_buffer_reaches_redis_within_the_interval_by_itself():
     while in_redis(store, key_pk).requests == 0 and time.monotonic() < deadline:
         time.sleep(0.02)
     assert in_redis(store, key_pk).requests == 1
-    assert store._buffer.peek(key_pk).requests == 0
+    assert store.buffered(key_pk).requests == 0
 
 
 @pytest.mark.postgres  # the full run, on Redis
@@ -363,7 +363,7 @@ def test_a_failed_push_keeps_the_counts_for_the_next(keyed, monkeypatch):
     def unreachable(_usage):
         raise ConnectionError("Redis unavailable")
 
-    monkeypatch.setattr(store, "_write", unreachable)
+    monkeypatch.setattr(store._counts, "_write", unreachable)
     with pytest.raises(ConnectionError):
         store.push()
     client.get(ORG_URL)
@@ -382,11 +382,14 @@ def test_a_forked_child_leaves_the_parents_counts_to_the_parent():
 
     child = os.fork()
     if child == 0:  # the child reports what it inherited, and nothing else
-        os._exit(store._buffer.peek(key_pk).requests)
+        try:
+            inherited = store.buffered(key_pk).requests
+        finally:
+            os._exit(locals().get("inherited", 99))
     _, status = os.waitpid(child, 0)
 
     assert os.waitstatus_to_exitcode(status) == 0
-    assert store._buffer.peek(key_pk).requests == 1
+    assert store.buffered(key_pk).requests == 1
 
 
 @pytest.mark.postgres  # the full run, on Redis

@@ -3,7 +3,7 @@
 import pytest
 
 from audit.models import AuditEvent
-from config.throttling import Window
+from config.metering import Window
 from tenants.models import Role, Tenant, TenantStatus, Theme
 from tenants.services import lifecycle
 from tests.conftest import assert_envelope

@@ -16,7 +16,7 @@ from django.test import override_settings
 from rest_framework.response import Response
 from rest_framework.test import APIRequestFactory, force_authenticate
 
-from config.throttling import RateLimitState, Window, admit
+from config.metering import RateLimitState, Window, admit
 from tenants.api import TenantContextViewSet
 from tenants.models import PlanTier, Role, Tenant
 from tenants.permissions import TENANT_MEMBER
