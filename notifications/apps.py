@@ -1,3 +1,11 @@
+"""The notifications app's configuration.
+
+Every project app refuses a model without a declared primary key (below), so each model takes
+its UUID `id` from its base class. `ready()` is added only for a registration that has no
+other place (accounts registers its OpenAPI extensions there); side effects of a change are
+the service's, called explicitly, not signal receivers connected here.
+"""
+
 from django.apps import AppConfig
 
 

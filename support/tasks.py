@@ -1,0 +1,8 @@
+"""Celery tasks of the support app: thin, each loads its objects by id and
+calls a service, so the rules and the audit event are the service's.
+
+A task is `@shared_task(name="support.tasks.<name>")`, takes JSON
+arguments (ids, never model instances), is safe to run twice (a broker may deliver it again)
+and is queued with `transaction.on_commit`, so it never acts on a change that rolled back.
+Periodic jobs are listed in `CELERY_BEAT_SCHEDULE` (config/settings/base.py).
+"""

@@ -1,0 +1,1 @@
+"""Factories of the billing app's models (registered with tests.factories.factory_for)."""
