@@ -9,7 +9,7 @@ from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, transaction
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 
-from config.prepared import CompiledQuery, fetch_prepared
+from config.prepared import EXPLICIT_ONLY, CompiledQuery, fetch_prepared
 from tenants import queries as queries_module
 from tenants.models import MembershipStatus, Tenant, Theme
 from tenants.queries import organization_detail
@@ -99,7 +99,8 @@ def test_django_cursors_stay_unprepared():
 
     assert server_prepared("unprepared-query") == []
     assert server_prepared('"tenants_tenant"."name" = $1') == []
-    assert connection.connection.prepare_threshold is None  # as Django set it
+    # The settings' prepare_threshold: never reached, so nothing is prepared automatically.
+    assert connection.connection.prepare_threshold == EXPLICIT_ONLY
 
 
 @pytest.mark.postgres

@@ -112,6 +112,10 @@ DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 # server once per connection (config.prepared). Turn off behind a pooler that cannot keep
 # prepared statements (PgBouncer in transaction mode before 1.21, or max_prepared_statements = 0).
 DATABASE_PREPARED_STATEMENTS = env.bool("DATABASE_PREPARED_STATEMENTS", default=True)
+if DATABASE_PREPARED_STATEMENTS and DATABASES["default"]["ENGINE"].endswith("postgresql"):
+    # Preparing allowed, never automatic: only the statements config.prepared asks for are.
+    # (config.prepared.EXPLICIT_ONLY; settings import no app code.)
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("prepare_threshold", 2**31 - 1)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env("REDIS_URL", default="")
