@@ -24,7 +24,6 @@ import functools
 import re
 import time
 from collections import Counter
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -66,14 +65,6 @@ class Usage:
     last_used_ms: int = 0
     endpoints: Counter = field(default_factory=Counter)
 
-    def add(self, other: "Usage") -> None:
-        self.requests += other.requests
-        self.success += other.success
-        self.failed += other.failed
-        self.response_time_us += other.response_time_us
-        self.last_used_ms = max(self.last_used_ms, other.last_used_ms)
-        self.endpoints.update(other.endpoints)
-
     @classmethod
     def from_hash(cls, fields: dict) -> "Usage":
         usage = cls()
@@ -93,11 +84,6 @@ class Usage:
             elif name == "last":
                 usage.last_used_ms = value
         return usage
-
-
-    @classmethod
-    def from_counts(cls, counts: Mapping[str, int]) -> "Usage":
-        return cls.from_hash(counts)
 
 
 NAMESPACE = "apikey-usage"
@@ -147,18 +133,18 @@ class UsageStore:
         self._counts.restore(batch.counts, pks)
 
     def pending(self, key_pk: str) -> Usage:
-        return Usage.from_counts(self._counts.pending(key_pk))
+        return Usage.from_hash(self._counts.pending(key_pk))
 
     def buffered(self, key_pk: str) -> Usage:
         """What this process has counted for the key and not pushed yet."""
-        return Usage.from_counts(self._counts.buffered(key_pk))
+        return Usage.from_hash(self._counts.buffered(key_pk))
 
     def reset(self) -> None:
         self._counts.reset()
 
 
 def _batch(counts: metering.Batch) -> Batch:
-    return Batch({pk: Usage.from_counts(counted) for pk, counted in counts.counts.items()}, counts)
+    return Batch({pk: Usage.from_hash(counted) for pk, counted in counts.counts.items()}, counts)
 
 
 class RedisUsageStore(UsageStore):

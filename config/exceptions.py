@@ -116,6 +116,14 @@ _CODES: list[tuple[type[Exception], str]] = [
 ]
 # Any other APIException (a library's own subclass) gets the documented code of its status.
 _CODE_BY_STATUS = {status_code: code for code, (status_code, _) in reversed(ERROR_CODES.items())}
+# Django's refusals of a body too large to read.
+PAYLOAD_TOO_LARGE_ERRORS = (RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent)
+
+
+def code_for_status(status_code: int) -> str:
+    """The documented code of an error status (the first listed, for a status several share)."""
+    fallback = "INTERNAL_ERROR" if status_code >= 500 else "VALIDATION_ERROR"
+    return _CODE_BY_STATUS.get(status_code, fallback)
 
 
 def error_body(code: str, message: str, details: dict | None = None) -> dict:
@@ -153,7 +161,7 @@ def _as_api_exception(exc):
         return exceptions.NotFound()
     if isinstance(exc, DjangoPermissionDenied):
         return exceptions.PermissionDenied()
-    if isinstance(exc, RequestDataTooBig | TooManyFieldsSent | TooManyFilesSent):
+    if isinstance(exc, PAYLOAD_TOO_LARGE_ERRORS):
         return PayloadTooLarge(body_too_large_message())
     if isinstance(exc, SuspiciousOperation):
         return exceptions.ValidationError({"non_field_errors": ["The request is malformed."]})
@@ -167,10 +175,7 @@ def code_for(exc: exceptions.APIException) -> str:
     code = getattr(exc, "code", None) if isinstance(exc, ApplicationError) else None
     if code is None:
         code = next((c for cls, c in _CODES if isinstance(exc, cls)), None)
-    if code is None:
-        fallback = "INTERNAL_ERROR" if exc.status_code >= 500 else "VALIDATION_ERROR"
-        code = _CODE_BY_STATUS.get(exc.status_code, fallback)
-    return code
+    return code or code_for_status(exc.status_code)
 
 
 def api_exception_handler(exc, context):

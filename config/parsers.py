@@ -1,7 +1,7 @@
-"""Request body parsers: DRF's, with the limits every API body shares.
+"""The API's JSON parser: DRF's, with the limits every JSON body shares. (The size limit, for
+every body type, is config.middleware.JSONErrorMiddleware's: it refuses a body declared over
+`DATA_UPLOAD_MAX_MEMORY_SIZE` before anything reads it.)
 
-- Size: no body over `DATA_UPLOAD_MAX_MEMORY_SIZE` (413 PAYLOAD_TOO_LARGE), whatever its type;
-  multipart bodies included, files and all (the API's only upload is a small logo).
 - JSON depth: at most `API_JSON_MAX_DEPTH` nested arrays and objects (400 VALIDATION_ERROR).
   Deeper input would otherwise exhaust the interpreter's recursion while parsing, validating
   or rendering it.
@@ -16,25 +16,9 @@ from rest_framework import parsers
 from rest_framework.exceptions import ParseError
 from rest_framework.utils import json
 
-from .exceptions import PayloadTooLarge, body_too_large_message
-
 # A \\uD800-\\uDFFF escape: only bodies containing one can decode to a lone surrogate.
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 _SURROGATES = re.compile("[\ud800-\udfff]")
-
-
-def check_body_size(parser_context) -> None:
-    """413 when the declared body is over the limit, before anything reads it."""
-    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
-    request = (parser_context or {}).get("request")
-    if limit is None or request is None:
-        return
-    try:
-        length = int(request.META.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        raise ParseError("Invalid Content-Length header.") from None
-    if length > limit:
-        raise PayloadTooLarge(body_too_large_message())
 
 
 def _too_deep() -> ParseError:
@@ -66,7 +50,6 @@ def check_json_value(value, *, max_depth: int) -> None:
 
 class JSONParser(parsers.JSONParser):
     def parse(self, stream, media_type=None, parser_context=None):
-        check_body_size(parser_context)
         raw = stream.read()
         encoding = parsers.get_encoding(parser_context or {})
         try:
@@ -85,15 +68,3 @@ class JSONParser(parsers.JSONParser):
         if nested or _SURROGATE_ESCAPE.search(raw):
             check_json_value(data, max_depth=max_depth)
         return data
-
-
-class FormParser(parsers.FormParser):
-    def parse(self, stream, media_type=None, parser_context=None):
-        check_body_size(parser_context)
-        return super().parse(stream, media_type, parser_context)
-
-
-class MultiPartParser(parsers.MultiPartParser):
-    def parse(self, stream, media_type=None, parser_context=None):
-        check_body_size(parser_context)
-        return super().parse(stream, media_type, parser_context)

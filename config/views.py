@@ -1,10 +1,15 @@
 """Django-level error views: the same JSON envelope as the API, never an HTML page."""
 
-from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.http import JsonResponse
 
-from .exceptions import ERROR_CODES, body_too_large_message, error_body
+from .exceptions import (
+    PAYLOAD_TOO_LARGE_ERRORS,
+    body_too_large_message,
+    code_for_status,
+    error_body,
+)
 
+# Short messages for errors answered outside the API's exception handler.
 _MESSAGES = {
     400: "Bad request.",
     401: "Authentication required.",
@@ -19,8 +24,6 @@ _MESSAGES = {
     500: "An unexpected error occurred.",
     503: "The service is unavailable.",
 }
-# The documented code of each status (the first listed for a status wins).
-_CODE_BY_STATUS = {status: code for code, (status, _) in reversed(ERROR_CODES.items())}
 
 
 def _envelope(status: int, code: str, message: str) -> JsonResponse:
@@ -28,9 +31,10 @@ def _envelope(status: int, code: str, message: str) -> JsonResponse:
 
 
 def envelope_for_status(status: int) -> JsonResponse:
-    """The envelope for an error response produced outside the API's exception handler."""
-    code = _CODE_BY_STATUS.get(status, "INTERNAL_ERROR" if status >= 500 else "VALIDATION_ERROR")
-    return _envelope(status, code, _MESSAGES.get(status, "The request could not be processed."))
+    """The envelope for an error response produced outside the API's exception handler, with
+    the status's documented code."""
+    message = _MESSAGES.get(status, "The request could not be processed.")
+    return _envelope(status, code_for_status(status), message)
 
 
 def not_found(request, *args, **kwargs):
@@ -42,7 +46,7 @@ def payload_too_large(request, exception=None):
 
 
 def bad_request(request, exception=None):
-    if isinstance(exception, RequestDataTooBig | TooManyFieldsSent | TooManyFilesSent):
+    if isinstance(exception, PAYLOAD_TOO_LARGE_ERRORS):
         return payload_too_large(request, exception)
     return _envelope(400, "VALIDATION_ERROR", "Bad request.")
 

@@ -288,12 +288,8 @@ class ServiceWriteMixin:
         if self.service_object_name:
             return self.service_object_name
         # APIKey -> api_key, QuotaCounter -> quota_counter.
-        words = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", self._model_name)
-        return words.lower()
-
-    @property
-    def _model_name(self) -> str:
-        return self.queryset.model.__name__
+        name = self.queryset.model.__name__
+        return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name).lower()
 
     def validated_input(self, serializer_class, *, instance=None, partial=False) -> dict:
         serializer = serializer_class(

@@ -3,19 +3,16 @@ import all their modules and find subclasses, and how to post an admin form back
 
 import importlib
 import pkgutil
+from pathlib import Path
 
-# The project's own apps; `config` holds code (base classes, conventions) but no models.
-# tests/test_settings.py checks this against INSTALLED_APPS.
-PROJECT_APPS = (
-    "accounts",
-    "tenants",
-    "audit",
-    "billing",
-    "security",
-    "playground",
-    "support",
-    "analytics",
-    "notifications",
+from django.apps import apps
+
+REPO = Path(__file__).resolve().parents[1]
+# The project's own apps: the installed apps that are top-level packages of the repository (a
+# virtualenv inside it holds the third-party ones deeper down). `config` holds code (base
+# classes, conventions) but no models.
+PROJECT_APPS = tuple(
+    config.name for config in apps.get_app_configs() if Path(config.path).parent == REPO
 )
 PROJECT_PACKAGES = (*PROJECT_APPS, "config")
 # Modules not to import while walking: settings (production refuses to load without secrets)

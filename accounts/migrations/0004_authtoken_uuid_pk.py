@@ -45,12 +45,20 @@ def _field(model, name, field_class, kwargs):
     return field
 
 
-def move_primary_key(apps, schema_editor):
+def _key_fields(apps):
+    """AuthToken and its fields before the move (digest the key, id nullable) and after."""
     AuthToken = apps.get_model("accounts", "AuthToken")
-    digest = AuthToken._meta.get_field("digest")
-    id_nullable = AuthToken._meta.get_field("id")
-    digest_unique = _field(AuthToken, "digest", models.CharField, DIGEST_UNIQUE)
-    id_primary_key = _field(AuthToken, "id", models.UUIDField, ID_PRIMARY_KEY)
+    return (
+        AuthToken,
+        AuthToken._meta.get_field("digest"),
+        AuthToken._meta.get_field("id"),
+        _field(AuthToken, "digest", models.CharField, DIGEST_UNIQUE),
+        _field(AuthToken, "id", models.UUIDField, ID_PRIMARY_KEY),
+    )
+
+
+def move_primary_key(apps, schema_editor):
+    AuthToken, digest, id_nullable, digest_unique, id_primary_key = _key_fields(apps)
     if schema_editor.connection.vendor == "sqlite":
         # SQLite alters a table by copying it: both changes in one copy.
         schema_editor._remake_table(
@@ -63,11 +71,7 @@ def move_primary_key(apps, schema_editor):
 
 def restore_digest_primary_key(apps, schema_editor):
     """Backwards: `apps` is the state before the move (digest the primary key, id nullable)."""
-    AuthToken = apps.get_model("accounts", "AuthToken")
-    digest = AuthToken._meta.get_field("digest")
-    id_nullable = AuthToken._meta.get_field("id")
-    digest_unique = _field(AuthToken, "digest", models.CharField, DIGEST_UNIQUE)
-    id_primary_key = _field(AuthToken, "id", models.UUIDField, ID_PRIMARY_KEY)
+    AuthToken, digest, id_nullable, digest_unique, id_primary_key = _key_fields(apps)
     if schema_editor.connection.vendor == "sqlite":
         schema_editor._remake_table(
             AuthToken, alter_fields=[(digest_unique, digest), (id_primary_key, id_nullable)]

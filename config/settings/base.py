@@ -268,11 +268,12 @@ REST_FRAMEWORK = {
     ],
     # JSON only: the browsable API is a dev-only aid, and even there errors are JSON.
     "DEFAULT_RENDERER_CLASSES": ["config.renderers.JSONRenderer"],
-    # DRF's parsers with the API's body limits (size, JSON depth, text): config.parsers.
+    # JSON with the API's depth and text limits (config.parsers); the size limit of every body
+    # is config.middleware.JSONErrorMiddleware's.
     "DEFAULT_PARSER_CLASSES": [
         "config.parsers.JSONParser",
-        "config.parsers.FormParser",
-        "config.parsers.MultiPartParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
     ],
     "EXCEPTION_HANDLER": "config.exceptions.api_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "tenants.schema.ControlPlaneAutoSchema",

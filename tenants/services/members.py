@@ -222,11 +222,7 @@ def invitation_resend(
         tenant=tenant,
         event_type="invitation.resent",
         actor=actor,
-        payload={
-            **_member_payload(membership),
-            "invitation_id": str(invitation.pk),
-            "expires_at": invitation.expires_at.isoformat(),
-        },
+        payload=_invitation_payload(invitation),
     )
     return invitation
 
@@ -246,11 +242,7 @@ def invitation_link_issue(
         tenant=tenant,
         event_type="invitation.link_issued",
         actor=actor,
-        payload={
-            **_member_payload(membership),
-            "invitation_id": str(invitation.pk),
-            "expires_at": invitation.expires_at.isoformat(),
-        },
+        payload=_invitation_payload(invitation),
     )
     return invitation, emails.accept_url(token, link_base=link_base)
 
@@ -732,6 +724,15 @@ def _revoke(tenant: Tenant, membership: Membership, *, actor) -> None:
         actor=actor,
         payload={**payload, "invitation_ids": invitation_ids},
     )
+
+
+def _invitation_payload(invitation: Invitation) -> dict:
+    """A (re)issued invitation in an audit event: never its token."""
+    return {
+        **_member_payload(invitation.membership),
+        "invitation_id": str(invitation.pk),
+        "expires_at": invitation.expires_at.isoformat(),
+    }
 
 
 def _member_payload(membership: Membership) -> dict:

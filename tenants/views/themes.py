@@ -7,11 +7,11 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound
+from rest_framework.parsers import MultiPartParser
 from rest_framework.renderers import BaseRenderer
 from rest_framework.response import Response
 
 from config.exceptions import ApplicationError
-from config.parsers import MultiPartParser
 
 from ..api import PlatformViewSet, ServiceWriteMixin, TenantContextViewSet
 from ..models import Tenant, Theme
