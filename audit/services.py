@@ -4,7 +4,7 @@ so an event exists exactly when its change committed."""
 import json
 import logging
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import rfc8785
@@ -99,7 +99,22 @@ def record(
         created_at=timezone.now(),
     )
     _seal_after_commit()
+    for hook in _RECORDED_HOOKS:
+        hook(event)
     return event
+
+
+# Called with each recorded event, inside its transaction. The public event catalogue
+# (notifications) registers here: the webhook deliveries and notifications of a change are
+# written with it, and a state change stays one call, record(). audit knows no app above it.
+_RECORDED_HOOKS: list[Callable[[AuditEvent], None]] = []
+
+
+def on_record(hook: Callable[[AuditEvent], None]) -> None:
+    """Call `hook(event)` for every event recorded from now on, inside its transaction (an
+    exception rolls the change back with it)."""
+    if hook not in _RECORDED_HOOKS:
+        _RECORDED_HOOKS.append(hook)
 
 
 def _json_payload(payload: Mapping) -> dict:

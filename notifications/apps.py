@@ -1,9 +1,11 @@
 """The notifications app's configuration.
 
 Every project app refuses a model without a declared primary key (below), so each model takes
-its UUID `id` from its base class. `ready()` is added only for a registration that has no
-other place (accounts registers its OpenAPI extensions there); side effects of a change are
-the service's, called explicitly, not signal receivers connected here.
+its UUID `id` from its base class. `ready()` registers the public event catalogue with the
+audit recorder: a state change is one call, `audit.services.record()`, and the catalogue turns
+the audit events it names into webhook deliveries and notifications inside the same
+transaction (notifications.services.events). This is the one hook of its kind; other side
+effects of a change are the service's, called explicitly.
 """
 
 from django.apps import AppConfig
@@ -14,3 +16,10 @@ class NotificationsConfig(AppConfig):
     # take their UUID `id` from config.models.UUIDModel (see ExplicitPrimaryKeyRequired).
     default_auto_field = "config.models.ExplicitPrimaryKeyRequired"
     name = "notifications"
+
+    def ready(self):
+        from audit.services import on_record
+
+        from .services.events import publish
+
+        on_record(publish)

@@ -1,9 +1,13 @@
 """The (prefix, viewset, basename) triples this app registers on the one API router.
 
-config/urls.py, the composition root, registers them under /api/v1/: the prefix is the
-resource's plural path (`invoices`), the basename its singular. Every routed action needs a
-permission (tests/api walks them all), and each tenant-owned resource joins the battery in
-tests/notifications/test_api.py.
+`webhooks/deliveries` comes before `webhooks`, whose detail route would otherwise read
+"deliveries" as an endpoint id.
 """
 
-routes: list = []
+from .views import NotificationViewSet, WebhookDeliveryViewSet, WebhookEndpointViewSet
+
+routes = [
+    ("webhooks/deliveries", WebhookDeliveryViewSet, "webhook-delivery"),
+    ("webhooks", WebhookEndpointViewSet, "webhook"),
+    ("notifications", NotificationViewSet, "notification"),
+]

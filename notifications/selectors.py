@@ -1,8 +1,10 @@
-"""Reads of the notifications app that more than one caller needs (views,
-services, tasks, the admin): the queryset with its joins and annotations, or one object, built
-in one place.
+"""Reads of the notifications app that more than one caller needs (views, services, the
+admin)."""
 
-A selector takes keyword arguments, changes nothing and records nothing; one over
-tenant-owned rows takes the tenant and filters by it. A read only one view makes stays in that
-view's `scope_queryset()`.
-"""
+from .models import WebhookDelivery
+
+
+def deliveries_with_attempts(*, tenant=None):
+    """Deliveries with their event and attempts, in constant queries per page."""
+    queryset = WebhookDelivery.objects.select_related("event").prefetch_related("attempts")
+    return queryset if tenant is None else queryset.filter(tenant=tenant)

@@ -1,8 +1,42 @@
-"""Celery tasks of the notifications app: thin, each loads its objects by id and
-calls a service, so the rules and the audit event are the service's.
+"""Celery tasks of the notifications app: thin, each calls a service.
 
-A task is `@shared_task(name="notifications.tasks.<name>")`, takes JSON
-arguments (ids, never model instances), is safe to run twice (a broker may deliver it again)
-and is queued with `transaction.on_commit`, so it never acts on a change that rolled back.
-Periodic jobs are listed in `CELERY_BEAT_SCHEDULE` (config/settings/base.py).
+`send_webhooks` is the outbox relay: beat runs it every WEBHOOK_RELAY_INTERVAL_SECONDS and a
+commit that writes deliveries queues it (notifications.services.events), so no delivery waits
+on a Celery countdown (a Redis broker redelivers long countdowns).
 """
+
+from celery import shared_task
+from django.conf import settings
+from django.core.cache import cache
+
+from . import services
+from .services.events import RELAY_REQUESTED_KEY
+
+
+@shared_task(name="notifications.tasks.send_webhooks")
+def send_webhooks() -> dict:
+    """Send the due deliveries; stops after about a beat interval's worth of work so runs do
+    not pile up (the next run goes on where it stopped)."""
+    # Cleared first: a delivery committed from now on queues a new run.
+    cache.delete(RELAY_REQUESTED_KEY)
+    report = services.webhook_deliveries_send(
+        time_budget_seconds=max(settings.WEBHOOK_RELAY_INTERVAL_SECONDS, 1) * 10
+    )
+    return {
+        "claimed": report.claimed,
+        "succeeded": report.succeeded,
+        "failed": report.failed,
+        "disabled_endpoints": len(report.disabled_endpoints),
+    }
+
+
+@shared_task(name="notifications.tasks.prune_webhook_deliveries")
+def prune_webhook_deliveries() -> dict:
+    """Beat job (daily): delete deliveries and events older than the retention."""
+    return services.webhook_deliveries_prune()
+
+
+@shared_task(name="notifications.tasks.deliver_notifications")
+def deliver_notifications(notification_ids: list[str]) -> int:
+    """Send pending email and SMS notifications (queued on commit)."""
+    return services.notifications_deliver(notification_ids=notification_ids)

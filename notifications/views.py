@@ -1,9 +1,279 @@
-"""API views of the notifications app: thin viewsets on the app kit
-(`tenants.api`).
+"""API views of the notifications app: webhook endpoints (with the event catalogue, tests,
+secret rotation, replay and their deliveries), deliveries, and the caller's notifications and
+preferences. Thin: parse, call a service or selector, answer."""
 
-A tenant-owned resource is a `TenantCrudViewSet`, or a `TenantScopedViewSet` composed with the
-`ServiceCreateMixin`, `ServiceUpdateMixin` and `ServiceDestroyMixin` it has: `queryset`,
-`serializer_class`, `filterset_class`, `permission_area` and the services that write. A view
-parses, calls a service or a selector and answers; it holds no rule. A custom action names its
-permission in `required_permissions`; an action without one is refused.
-"""
+from drf_spectacular.utils import extend_schema, extend_schema_view
+from rest_framework import mixins, status
+from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
+from rest_framework.response import Response
+
+from config.pagination import EventCursorPagination
+from tenants.api import ServiceCreateMixin, TenantCrudViewSet, TenantScopedViewSet
+from tenants.permissions import TENANT_MEMBER
+
+from . import catalog, selectors, services
+from .filters import NotificationFilter, WebhookDeliveryFilter, WebhookEndpointFilter
+from .models import Notification, WebhookDelivery, WebhookEndpoint
+from .serializers import (
+    EventTypeSerializer,
+    NotificationPreferenceSerializer,
+    NotificationSendSerializer,
+    NotificationSerializer,
+    ReadAllResultSerializer,
+    ReplayResultSerializer,
+    ReplaySerializer,
+    WebhookDeliverySerializer,
+    WebhookEndpointCreateSerializer,
+    WebhookEndpointSecretSerializer,
+    WebhookEndpointSerializer,
+    WebhookEndpointUpdateSerializer,
+    WebhookTestResultSerializer,
+)
+from .services.user_notifications import preferences_of
+
+
+def _filtered(filterset_class, request, queryset):
+    filterset = filterset_class(request.query_params, queryset=queryset, request=request)
+    if not filterset.is_valid():
+        raise ValidationError(filterset.errors)
+    return filterset.qs
+
+
+@extend_schema_view(
+    create=extend_schema(
+        request=WebhookEndpointCreateSerializer,
+        responses={201: WebhookEndpointSecretSerializer},
+        summary="Create an endpoint; the answer shows its signing secret, once",
+    ),
+    destroy=extend_schema(summary="Delete the endpoint with its deliveries"),
+)
+class WebhookEndpointViewSet(TenantCrudViewSet):
+    """The tenant's webhook endpoints. Managed by people with settings.write; an API key is
+    refused here (a leaked key must not be able to redirect the tenant's events)."""
+
+    queryset = WebhookEndpoint.objects.all()
+    serializer_class = WebhookEndpointSerializer
+    filterset_class = WebhookEndpointFilter
+    permission_area = "settings"
+    required_permissions = {
+        "event_types": TENANT_MEMBER,
+        "rotate_secret": "settings.write",
+        "test": "settings.write",
+        "replay": "settings.write",
+        "deliveries": "settings.read",
+    }
+    api_key_actions = frozenset()
+    search_fields = ("name", "url")
+    ordering_fields = ("created_at", "name", "last_triggered_at")
+    create_serializer_class = WebhookEndpointCreateSerializer
+    create_output_serializer_class = WebhookEndpointSecretSerializer
+    update_serializer_class = WebhookEndpointUpdateSerializer
+    update_service = services.webhook_endpoint_update
+    destroy_service = services.webhook_endpoint_delete
+    service_object_name = "webhook_endpoint"
+
+    def perform_service_create(self, data):
+        endpoint, secret = self.call_service(
+            services.webhook_endpoint_create, tenant=self.request.tenant, **data
+        )
+        endpoint.secret = secret
+        return endpoint
+
+    @extend_schema(
+        responses={200: EventTypeSerializer(many=True)},
+        summary="The public event catalogue: types, who may subscribe, schemas of `data`",
+    )
+    @action(
+        detail=False,
+        methods=["get"],
+        url_path="event-types",
+        filter_backends=[],
+        serializer_class=EventTypeSerializer,
+    )
+    def event_types(self, request):
+        page = self.paginate_queryset(catalog.listing())
+        return self.get_paginated_response(EventTypeSerializer(page, many=True).data)
+
+    @extend_schema(
+        request=None,
+        responses={200: WebhookEndpointSecretSerializer},
+        summary="New signing secret; the previous one keeps signing too for 24 hours",
+    )
+    @action(detail=True, methods=["post"], url_path="rotate-secret")
+    def rotate_secret(self, request, pk=None):
+        endpoint, secret = services.webhook_endpoint_rotate_secret(
+            webhook_endpoint=self.get_object(), actor=request.user
+        )
+        endpoint.secret = secret
+        return Response(WebhookEndpointSecretSerializer(endpoint).data)
+
+    @extend_schema(
+        request=None,
+        responses={200: WebhookTestResultSerializer},
+        summary="Send a webhook.test event now and answer the attempt's result",
+    )
+    @action(detail=True, methods=["post"], url_path="test")
+    def test(self, request, pk=None):
+        delivery = services.webhook_endpoint_test(
+            webhook_endpoint=self.get_object(), actor=request.user
+        )
+        delivery = services.webhook_delivery_send_now(delivery=delivery)
+        delivery = selectors.deliveries_with_attempts().get(pk=delivery.pk)
+        attempt = max(delivery.attempts.all(), key=lambda a: a.number, default=None)
+        data = {
+            "delivery": delivery,
+            "succeeded": delivery.status == "succeeded",
+            "attempt": attempt,
+        }
+        return Response(WebhookTestResultSerializer(data).data)
+
+    @extend_schema(
+        request=ReplaySerializer,
+        parameters=[ReplaySerializer],
+        responses={202: ReplayResultSerializer},
+        summary="Queue again every subscribed event since a time (receivers that were down)",
+    )
+    @action(detail=True, methods=["post"], url_path="replay")
+    def replay(self, request, pk=None):
+        source = request.data if request.data else request.query_params
+        serializer = ReplaySerializer(data={"since": source.get("since")})
+        serializer.is_valid(raise_exception=True)
+        queued = services.webhook_endpoint_replay(
+            webhook_endpoint=self.get_object(),
+            actor=request.user,
+            since=serializer.validated_data["since"],
+        )
+        return Response({"queued": queued}, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(
+        parameters=[WebhookDeliveryFilter],
+        responses={200: WebhookDeliverySerializer(many=True)},
+        summary="The endpoint's deliveries with their attempts, newest first",
+    )
+    @action(
+        detail=True,
+        methods=["get"],
+        url_path="deliveries",
+        pagination_class=EventCursorPagination,
+        serializer_class=WebhookDeliverySerializer,
+    )
+    def deliveries(self, request, pk=None):
+        endpoint = self.get_object()
+        queryset = selectors.deliveries_with_attempts(tenant=request.tenant).filter(
+            endpoint=endpoint
+        )
+        page = self.paginate_queryset(_filtered(WebhookDeliveryFilter, request, queryset))
+        return self.get_paginated_response(WebhookDeliverySerializer(page, many=True).data)
+
+
+class WebhookDeliveryViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScopedViewSet):
+    """Every delivery of the tenant's endpoints, newest first; retry re-queues one now."""
+
+    queryset = WebhookDelivery.objects.all()
+    serializer_class = WebhookDeliverySerializer
+    filterset_class = WebhookDeliveryFilter
+    pagination_class = EventCursorPagination
+    permission_area = "settings"
+    required_permissions = {"retry": "settings.write"}
+    api_key_actions = frozenset()
+
+    def scope_queryset(self, queryset):
+        return queryset.select_related("event").prefetch_related("attempts")
+
+    @extend_schema(
+        request=None,
+        responses={200: WebhookDeliverySerializer},
+        summary="Send a failed delivery (or one waiting to retry) again now",
+    )
+    @action(detail=True, methods=["post"], url_path="retry")
+    def retry(self, request, pk=None):
+        delivery = services.webhook_delivery_retry(delivery=self.get_object(), actor=request.user)
+        return Response(WebhookDeliverySerializer(self.get_queryset().get(pk=delivery.pk)).data)
+
+
+@extend_schema_view(
+    list=extend_schema(summary="Your notifications in this organization, newest first"),
+    retrieve=extend_schema(summary="One of your notifications"),
+    create=extend_schema(
+        request=NotificationSendSerializer,
+        responses={201: NotificationSerializer},
+        summary="Send a notification to a member (settings.write)",
+    ),
+)
+class NotificationViewSet(
+    ServiceCreateMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScopedViewSet
+):
+    """The caller's own notifications: nobody reads another member's. Sending one to a member
+    needs settings.write (an API key with it may send)."""
+
+    queryset = Notification.objects.all()
+    serializer_class = NotificationSerializer
+    filterset_class = NotificationFilter
+    required_permissions = {
+        "list": TENANT_MEMBER,
+        "retrieve": TENANT_MEMBER,
+        "create": "settings.write",
+        "read": TENANT_MEMBER,
+        "read_all": TENANT_MEMBER,
+        "preferences": TENANT_MEMBER,
+    }
+    api_key_actions = frozenset({"create"})
+    ordering_fields = ("created_at",)
+    create_serializer_class = NotificationSendSerializer
+    create_service = services.notification_send
+
+    def scope_queryset(self, queryset):
+        return queryset.filter(recipient=self.request.user)
+
+    def perform_service_create(self, data):
+        # The recipient is usually someone else: the answer is the row as created, not read
+        # back through the caller's own inbox.
+        return self.call_service(self.create_service, tenant=self.request.tenant, **data)
+
+    @extend_schema(request=None, responses={200: NotificationSerializer}, summary="Mark read")
+    @action(detail=True, methods=["post", "put"], url_path="read")
+    def read(self, request, pk=None):
+        notification = services.notification_mark_read(notification=self.get_object())
+        return Response(NotificationSerializer(notification).data)
+
+    @extend_schema(request=None, responses={200: ReadAllResultSerializer}, summary="Mark all read")
+    @action(detail=False, methods=["post"], url_path="read-all", filter_backends=[])
+    def read_all(self, request):
+        updated = services.notifications_mark_all_read(tenant=request.tenant, user=request.user)
+        return Response({"updated": updated})
+
+    @extend_schema(
+        methods=["GET"],
+        request=None,
+        responses={200: NotificationPreferenceSerializer},
+        summary="Your notification channels and opt-outs in this organization",
+    )
+    @extend_schema(
+        methods=["PUT", "PATCH"],
+        request=NotificationPreferenceSerializer,
+        responses={200: NotificationPreferenceSerializer},
+        summary="Set your notification channels and opt-outs (PUT: all three switches)",
+    )
+    @action(
+        detail=False,
+        methods=["get", "put", "patch"],
+        url_path="preferences",
+        filter_backends=[],
+        serializer_class=NotificationPreferenceSerializer,
+    )
+    def preferences(self, request):
+        current = preferences_of(tenant_id=request.tenant.pk, user_id=request.user.pk)
+        if request.method == "GET":
+            return Response(NotificationPreferenceSerializer(current).data)
+        serializer = NotificationPreferenceSerializer(
+            current, data=request.data, partial=request.method == "PATCH"
+        )
+        serializer.is_valid(raise_exception=True)
+        updated = services.notification_preferences_update(
+            tenant=request.tenant,
+            user=request.user,
+            actor=request.user,
+            **serializer.validated_data,
+        )
+        return Response(NotificationPreferenceSerializer(updated).data)

@@ -337,6 +337,34 @@ SPECTACULAR_SETTINGS = {
     },
 }
 
+# Webhooks (notifications app; docs/webhooks.md). Targets must be public https URLs: the two
+# switches below are for development, tests and closed networks only.
+WEBHOOKS_ALLOW_PRIVATE_TARGETS = env.bool("WEBHOOKS_ALLOW_PRIVATE_TARGETS", default=False)
+WEBHOOKS_ALLOW_HTTP = env.bool("WEBHOOKS_ALLOW_HTTP", default=False)
+WEBHOOK_CONNECT_TIMEOUT_SECONDS = env.float("WEBHOOK_CONNECT_TIMEOUT_SECONDS", default=5.0)
+WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=15.0)
+WEBHOOK_RESPONSE_EXCERPT_BYTES = env.int("WEBHOOK_RESPONSE_EXCERPT_BYTES", default=2048)
+# Waits before attempts 2, 3, ... (the first is immediate), as Svix: 5 s, 5 min, 30 min, 2 h,
+# 5 h, 10 h, 10 h; each stretched or shrunk by up to WEBHOOK_RETRY_JITTER.
+WEBHOOK_RETRY_SCHEDULE_SECONDS = env.list(
+    "WEBHOOK_RETRY_SCHEDULE_SECONDS",
+    cast=int,
+    default=[5, 300, 1800, 7200, 18000, 36000, 36000],
+)
+WEBHOOK_RETRY_JITTER = env.float("WEBHOOK_RETRY_JITTER", default=0.1)
+# A receiver's Retry-After (429, 503) is honoured up to this many seconds.
+WEBHOOK_RETRY_AFTER_MAX_SECONDS = env.int("WEBHOOK_RETRY_AFTER_MAX_SECONDS", default=3600)
+WEBHOOK_DISABLE_AFTER_DAYS = env.int("WEBHOOK_DISABLE_AFTER_DAYS", default=5)
+WEBHOOK_DELIVERY_RETENTION_DAYS = env.int("WEBHOOK_DELIVERY_RETENTION_DAYS", default=30)
+WEBHOOK_SECRET_ROTATION_OVERLAP_HOURS = env.int("WEBHOOK_SECRET_ROTATION_OVERLAP_HOURS", default=24)
+# Concurrent HTTP senders of one relay run, and deliveries claimed per sender at a time.
+WEBHOOK_RELAY_CONCURRENCY = env.int("WEBHOOK_RELAY_CONCURRENCY", default=4)
+WEBHOOK_RELAY_BATCH_SIZE = env.int("WEBHOOK_RELAY_BATCH_SIZE", default=25)
+WEBHOOK_RELAY_INTERVAL_SECONDS = env.int("WEBHOOK_RELAY_INTERVAL_SECONDS", default=5)
+WEBHOOK_REPLAY_MAX_EVENTS = env.int("WEBHOOK_REPLAY_MAX_EVENTS", default=10000)
+# Notifications: SMS goes through this provider ("local" writes each message to the log).
+SMS_PROVIDER = env("SMS_PROVIDER", default="local")
+
 # Celery: Redis when CELERY_BROKER_URL / REDIS_URL is given, else an embedded file-system transport.
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="") or REDIS_URL or "filesystem://localhost//"
 CELERY_BROKER_TRANSPORT_OPTIONS = {}
@@ -387,6 +415,15 @@ CELERY_BEAT_SCHEDULE = {
     "tenants.sync-api-call-counters": {
         "task": "tenants.tasks.sync_api_call_counters",
         "schedule": timedelta(minutes=1),
+    },
+    # Also kicked on commit whenever deliveries are written; this catches retries coming due.
+    "notifications.send-webhooks": {
+        "task": "notifications.tasks.send_webhooks",
+        "schedule": timedelta(seconds=WEBHOOK_RELAY_INTERVAL_SECONDS),
+    },
+    "notifications.prune-webhook-deliveries": {
+        "task": "notifications.tasks.prune_webhook_deliveries",
+        "schedule": crontab(hour=3, minute=41),
     },
     "audit.issue-checkpoints": {
         "task": "audit.tasks.issue_audit_checkpoints",

@@ -24,3 +24,6 @@ MIDDLEWARE.insert(
     "whitenoise.middleware.WhiteNoiseMiddleware",
 )
 EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
+# Local receivers (http://127.0.0.1:...) are what development points webhooks at.
+WEBHOOKS_ALLOW_PRIVATE_TARGETS = env.bool("WEBHOOKS_ALLOW_PRIVATE_TARGETS", default=True)
+WEBHOOKS_ALLOW_HTTP = env.bool("WEBHOOKS_ALLOW_HTTP", default=True)

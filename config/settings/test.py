@@ -26,6 +26,9 @@ API_PLAN_RATES = {
     tier: {**rates, "tenant": "1000000/hour"} for tier, rates in API_PLAN_RATES.items()
 }
 CELERY_TASK_ALWAYS_EAGER = False
+# Tests deliver webhooks to receivers on loopback; the SSRF tests turn both off.
+WEBHOOKS_ALLOW_PRIVATE_TARGETS = True
+WEBHOOKS_ALLOW_HTTP = True
 
 # Parallel test workers (pytest-xdist) each get their own Redis database, so one worker's
 # cache.clear() and throttle counters never touch another's.

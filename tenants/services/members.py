@@ -113,7 +113,7 @@ def membership_add(
         tenant=tenant,
         event_type="member.added",
         actor=actor,
-        payload={"membership_id": str(membership.pk), "user_id": str(user.pk), "role": role},
+        payload={**_member_payload(membership), "role": role},
     )
     return membership
 

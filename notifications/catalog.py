@@ -1,0 +1,313 @@
+"""The public event catalogue: which audit events are also public events (webhooks and
+notifications), what each one's `data` holds, who may subscribe and who is notified.
+
+A state change is recorded once, with `audit.services.record()`. When its audit type is the
+source of a catalogue entry, the entry builds the public event from the audit payload, in the
+same transaction (notifications.services.events): the webhook deliveries of every subscribed
+endpoint and the notifications of the entry's roles. An app that adds a public event adds an
+entry here, nothing else.
+
+`data` holds exactly the properties of the entry's JSON schema (the schema is the whitelist:
+no internal field and no secret reaches a receiver), ids as strings. Every entry has an
+example that validates against its schema, and a test produces every entry from a real
+service (tests/notifications/test_catalog.py).
+
+Every public event has the same envelope:
+
+    {"id": "<uuid>", "type": "organization.member.joined", "created_at": "<ISO 8601>",
+     "organization_id": "<uuid>", "data": {...}}
+"""
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from tenants.models import Role
+from tenants.permissions import ALL_PERMISSIONS, ROLE_PERMISSIONS
+
+# The value of `events` that subscribes an endpoint to every public event type.
+ALL_EVENTS = "*"
+
+_UUID = {"type": "string", "format": "uuid"}
+_NULLABLE_UUID = {"type": ["string", "null"], "format": "uuid"}
+_EMAIL = {"type": ["string", "null"]}
+_ROLE = {"type": "string", "enum": [role.value for role in Role]}
+_TIME = {"type": "string", "format": "date-time"}
+_TEXT = {"type": "string"}
+_COUNT = {"type": "integer", "minimum": 0}
+
+
+def _schema(**properties) -> dict:
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": sorted(properties),
+        "additionalProperties": False,
+    }
+
+
+@dataclass(frozen=True)
+class Notice:
+    """What the notified roles receive: `title` and `message` are format strings over `data`."""
+
+    title: str
+    message: str
+    type: str = "info"
+
+
+@dataclass(frozen=True)
+class EventType:
+    type: str
+    description: str
+    # The audit event types that produce it.
+    sources: tuple[str, ...]
+    # What a member needs to subscribe an endpoint to it (tenants.permissions).
+    permission: str
+    schema: dict
+    example: dict
+    # Roles whose active members are notified (in-app, email, SMS, per their preferences).
+    notify_roles: tuple[str, ...] = ()
+    notice: Notice | None = None
+    # audit payload -> data; default: the schema's properties, read off the payload.
+    build: Callable[[Mapping], dict] | None = None
+    # False: sent only to the endpoint the audit payload names (`endpoint_id`), never to
+    # subscribers (the test event).
+    broadcast: bool = True
+
+    def data(self, payload: Mapping) -> dict:
+        if self.build is not None:
+            return self.build(payload)
+        return {name: payload.get(name) for name in self.schema["properties"]}
+
+    @property
+    def roles(self) -> list[str]:
+        """The roles whose default permissions let them subscribe."""
+        return [role.value for role in Role if self.permission in ROLE_PERMISSIONS[role]]
+
+
+def _status_change(payload: Mapping) -> dict:
+    return {
+        "previous_status": payload.get("from"),
+        "status": payload.get("to"),
+        "reason": payload.get("reason", ""),
+    }
+
+
+_MEMBER = {"membership_id": _UUID, "user_id": _NULLABLE_UUID, "email": _EMAIL}
+_MEMBER_EXAMPLE = {
+    "membership_id": "5b0e7a36-3c1e-4a4f-9f5e-2d8a43c8e0f1",
+    "user_id": "0d6c2f8e-7b1a-4c55-8a3e-61b2f4d9a7c2",
+    "email": "ada@example.com",
+}
+_ENDPOINT_EXAMPLE = "9a3f1c2e-4b5d-4e6f-8a7b-1c2d3e4f5a6b"
+
+CATALOG: tuple[EventType, ...] = (
+    EventType(
+        type="organization.member.invited",
+        description="A person was invited to join the organization.",
+        sources=("member.invited",),
+        permission="members.read",
+        schema=_schema(**_MEMBER, role=_ROLE, invitation_id=_UUID, expires_at=_TIME),
+        example={
+            **_MEMBER_EXAMPLE,
+            "user_id": None,
+            "role": "member",
+            "invitation_id": "c1f4e2d3-9b8a-4c7d-8e6f-5a4b3c2d1e0f",
+            "expires_at": "2026-12-08T10:30:00+00:00",
+        },
+    ),
+    EventType(
+        type="organization.member.joined",
+        description="A person became an active member (accepted an invitation, or was added).",
+        sources=("member.joined", "member.added"),
+        permission="members.read",
+        schema=_schema(**_MEMBER, role=_ROLE),
+        example={**_MEMBER_EXAMPLE, "role": "member"},
+        notify_roles=(Role.ADMIN,),
+        notice=Notice(
+            title="New member: {email}",
+            message="{email} joined the organization as {role}.",
+        ),
+    ),
+    EventType(
+        type="organization.member.role_changed",
+        description="A member's role changed.",
+        sources=("member.role_changed",),
+        permission="members.read",
+        schema=_schema(**_MEMBER, old_role=_ROLE, new_role=_ROLE),
+        example={**_MEMBER_EXAMPLE, "old_role": "member", "new_role": "admin"},
+    ),
+    EventType(
+        type="organization.member.removed",
+        description="A member was removed from the organization.",
+        sources=("member.removed",),
+        permission="members.read",
+        schema=_schema(**_MEMBER, role=_ROLE),
+        example={**_MEMBER_EXAMPLE, "role": "viewer"},
+    ),
+    EventType(
+        type="organization.status_changed",
+        description=(
+            "The organization was activated, suspended, restored or cancelled. A suspended "
+            "organization's API answers 403 TENANT_SUSPENDED until it is restored."
+        ),
+        sources=("tenant.activated", "tenant.suspended", "tenant.restored", "tenant.cancelled"),
+        permission="settings.read",
+        schema=_schema(
+            previous_status=_TEXT,
+            status=_TEXT,
+            reason=_TEXT,
+        ),
+        example={"previous_status": "active", "status": "suspended", "reason": "Unpaid invoice"},
+        build=_status_change,
+    ),
+    EventType(
+        type="organization.quota.warning",
+        description=(
+            "A quota passed its warning threshold (percent of the limit) in the current "
+            "period; sent once per resource and period."
+        ),
+        sources=("quota.warning",),
+        permission="settings.read",
+        schema=_schema(
+            resource={
+                "type": "string",
+                "enum": ["documents", "users", "tokens", "storage", "api_calls"],
+            },
+            used=_COUNT,
+            limit=_COUNT,
+            warning_threshold={"type": "number"},
+        ),
+        example={"resource": "tokens", "used": 82000, "limit": 100000, "warning_threshold": 80.0},
+        notify_roles=(Role.OWNER, Role.ADMIN),
+        notice=Notice(
+            title="Quota warning: {resource}",
+            message="{resource} is at {used} of {limit} this period.",
+            type="warning",
+        ),
+    ),
+    EventType(
+        type="organization.api_key.created",
+        description="An API key was created (its secret is never part of an event).",
+        sources=("api_key.created",),
+        permission="keys.read",
+        schema=_schema(api_key_id=_UUID, name=_TEXT, key_prefix=_TEXT),
+        example={
+            "api_key_id": "7e1d2c3b-4a59-4687-9a1b-2c3d4e5f6a7b",
+            "name": "CI",
+            "key_prefix": "cp_1a2b...9f8e",
+        },
+    ),
+    EventType(
+        type="organization.api_key.revoked",
+        description="An API key was revoked; requests with it are refused from now on.",
+        sources=("api_key.revoked",),
+        permission="keys.read",
+        schema=_schema(api_key_id=_UUID, name=_TEXT, key_prefix=_TEXT),
+        example={
+            "api_key_id": "7e1d2c3b-4a59-4687-9a1b-2c3d4e5f6a7b",
+            "name": "CI",
+            "key_prefix": "cp_1a2b...9f8e",
+        },
+    ),
+    EventType(
+        type="webhook.endpoint.disabled",
+        description=(
+            "A webhook endpoint was disabled after failing with no success for "
+            "WEBHOOK_DISABLE_AFTER_DAYS days. Re-enable it, then replay what it missed."
+        ),
+        sources=("webhook.endpoint.disabled",),
+        permission="settings.read",
+        schema=_schema(endpoint_id=_UUID, name=_TEXT, url=_TEXT, disabled_reason=_TEXT),
+        example={
+            "endpoint_id": _ENDPOINT_EXAMPLE,
+            "name": "Orders service",
+            "url": "https://hooks.example.com/control-plane",
+            "disabled_reason": "Failing since 2026-11-25T10:00:00+00:00 with no success.",
+        },
+        notify_roles=(Role.OWNER, Role.ADMIN),
+        notice=Notice(
+            title="Webhook endpoint disabled: {name}",
+            message="{url} was disabled: {disabled_reason}",
+            type="error",
+        ),
+    ),
+    EventType(
+        type="webhook.test",
+        description=(
+            "A test event, sent only to the endpoint named in `POST webhooks/{id}/test`; "
+            "cannot be subscribed to."
+        ),
+        sources=("webhook.endpoint.tested",),
+        permission="settings.read",
+        schema=_schema(endpoint_id=_UUID, message=_TEXT),
+        example={"endpoint_id": _ENDPOINT_EXAMPLE, "message": "This is a test event."},
+        broadcast=False,
+    ),
+)
+
+EVENT_TYPES: Mapping[str, EventType] = {entry.type: entry for entry in CATALOG}
+# Audit event type -> the public event it produces.
+BY_SOURCE: Mapping[str, EventType] = {
+    source: entry for entry in CATALOG for source in entry.sources
+}
+# What an endpoint may name in `events` (besides "*").
+SUBSCRIBABLE: frozenset[str] = frozenset(entry.type for entry in CATALOG if entry.broadcast)
+# Subscribing to "*" needs every permission the subscribable types need.
+ALL_EVENTS_PERMISSIONS: frozenset[str] = frozenset(
+    EVENT_TYPES[name].permission for name in SUBSCRIBABLE
+)
+
+ENVELOPE_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "id": _UUID,
+        "type": _TEXT,
+        "created_at": _TIME,
+        "organization_id": _UUID,
+        "data": {"type": "object"},
+    },
+    "required": ["id", "type", "created_at", "organization_id", "data"],
+    "additionalProperties": False,
+}
+
+
+def _check_catalog() -> None:
+    for entry in CATALOG:
+        if entry.permission not in ALL_PERMISSIONS:
+            raise ValueError(f"{entry.type}: unknown permission {entry.permission!r}")
+    sources = [source for entry in CATALOG for source in entry.sources]
+    if len(sources) != len(set(sources)):
+        raise ValueError("an audit event type is the source of two catalogue entries")
+
+
+_check_catalog()
+
+
+@dataclass(frozen=True)
+class EventTypeView:
+    """One catalogue entry as `GET webhooks/event-types` shows it."""
+
+    type: str
+    description: str
+    permission: str
+    roles: list[str]
+    notify_roles: list[str]
+    subscribable: bool
+    schema: dict
+    example: dict = field(default_factory=dict)
+
+
+def listing() -> list[EventTypeView]:
+    return [
+        EventTypeView(
+            type=entry.type,
+            description=entry.description,
+            permission=entry.permission,
+            roles=entry.roles,
+            notify_roles=[str(role) for role in entry.notify_roles],
+            subscribable=entry.broadcast,
+            schema=entry.schema,
+            example=entry.example,
+        )
+        for entry in CATALOG
+    ]

@@ -1,0 +1,59 @@
+"""Delivery channels of notifications. In-app notifications are their rows; email goes through
+Django's email backend (console in development, SMTP in production); SMS through the provider
+SMS_PROVIDER names: `local` (the default) writes each message to the log, and an operator's
+own provider is a dotted path to a class with `send(to: str, text: str)`.
+"""
+
+import logging
+from functools import cache
+from typing import Protocol
+
+from django.conf import settings
+from django.core.mail import send_mail
+from django.utils.module_loading import import_string
+
+from .models import Channel, Notification, NotificationPreference
+
+logger = logging.getLogger(__name__)
+
+
+class SMSProvider(Protocol):
+    def send(self, to: str, text: str) -> None: ...
+
+
+class LocalSMSProvider:
+    """The development provider: the message goes to the log, nowhere else."""
+
+    def send(self, to: str, text: str) -> None:
+        logger.info("SMS to %s: %s", to, text)
+
+
+@cache
+def sms_provider(name: str | None = None) -> SMSProvider:
+    name = name or settings.SMS_PROVIDER
+    if name == "local":
+        return LocalSMSProvider()
+    return import_string(name)()
+
+
+def send(notification: Notification) -> None:
+    """Send one email or SMS notification; raises when its channel fails."""
+    if notification.channel == Channel.EMAIL:
+        send_mail(
+            subject=notification.title,
+            message=notification.message,
+            from_email=settings.DEFAULT_FROM_EMAIL,
+            recipient_list=[notification.recipient.email],
+            fail_silently=False,
+        )
+    elif notification.channel == Channel.SMS:
+        phone = (
+            NotificationPreference.objects.filter(
+                tenant_id=notification.tenant_id, user_id=notification.recipient_id
+            )
+            .values_list("phone_number", flat=True)
+            .first()
+        )
+        if not phone:
+            raise ValueError("the recipient has no phone number")
+        sms_provider().send(phone, f"{notification.title}: {notification.message}"[:480])

@@ -1,0 +1,363 @@
+"""The outbox relay: claims due deliveries, sends them, records every attempt.
+
+A run claims up to `batch size x senders` due rows at a time (`SELECT ... FOR UPDATE SKIP
+LOCKED`, oldest `next_attempt_at` first) and leases them: `next_attempt_at` moves past the time
+the batch can take and `claim` names the run. Two relays never take the same row, and a relay
+that dies mid-batch only delays its rows until the lease ends (then they are sent again:
+delivery is at least once, and receivers de-duplicate on `webhook-id`). The requests go out
+from a pool of sender threads (HTTP only: signing happens before, recording after, in the
+run's own thread and a single transaction per batch).
+
+After a failed attempt the delivery waits WEBHOOK_RETRY_SCHEDULE_SECONDS[n] (with jitter; a
+longer Retry-After is honoured up to WEBHOOK_RETRY_AFTER_MAX_SECONDS), when the failure is one
+that may pass (timeout, connection error, 429, 5xx); any other answer, and the last scheduled
+attempt, fail it for good (`failed`, which `retry` and `replay` can re-queue). An endpoint
+whose attempts have failed for WEBHOOK_DISABLE_AFTER_DAYS with no success is disabled.
+"""
+
+import math
+import random
+import secrets
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from audit.services import record
+
+from .. import sender, signing
+from ..models import (
+    DUE_STATUSES,
+    DeliveryStatus,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookEvent,
+)
+from ..sender import AttemptResult
+from .endpoints import webhook_endpoint_disable
+
+_ENDPOINT_DISABLED = "Not sent: the endpoint is disabled."
+
+
+@dataclass
+class RelayReport:
+    claimed: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    disabled_endpoints: list[str] = field(default_factory=list)
+
+
+def webhook_deliveries_send(
+    *,
+    concurrency: int | None = None,
+    batch_size: int | None = None,
+    max_deliveries: int | None = None,
+    time_budget_seconds: float | None = None,
+) -> RelayReport:
+    """Send due deliveries until none is due (or `max_deliveries` / the time budget is
+    reached); safe to run in several processes at once."""
+    concurrency = max(1, concurrency or settings.WEBHOOK_RELAY_CONCURRENCY)
+    per_claim = max(1, batch_size or settings.WEBHOOK_RELAY_BATCH_SIZE) * concurrency
+    started = time.monotonic()
+    report = RelayReport()
+    while max_deliveries is None or report.claimed < max_deliveries:
+        limit = (
+            per_claim if max_deliveries is None else min(per_claim, max_deliveries - report.claimed)
+        )
+        claim, batch = _claim(limit=limit, concurrency=concurrency)
+        if not batch:
+            break
+        report.claimed += len(batch)
+        results = _send(batch, concurrency=concurrency)
+        _record(batch, results, claim=claim, report=report)
+        if time_budget_seconds is not None and time.monotonic() - started > time_budget_seconds:
+            break
+    return report
+
+
+def webhook_delivery_send_now(*, delivery: WebhookDelivery) -> WebhookDelivery:
+    """Send one due delivery in this thread (the test event); the delivery as it is after,
+    with `last_attempt` set when this call made the attempt (a relay may have been first)."""
+    claim = _new_claim()
+    now = timezone.now()
+    taken = WebhookDelivery.objects.filter(
+        pk=delivery.pk, claim="", status__in=DUE_STATUSES
+    ).update(claim=claim, next_attempt_at=now + _lease(1, 1), updated_at=now)
+    if taken:
+        batch = list(
+            WebhookDelivery.objects.filter(pk=delivery.pk).select_related("endpoint", "event")
+        )
+        _record(batch, _send(batch, concurrency=1), claim=claim, report=RelayReport())
+    delivery = WebhookDelivery.objects.select_related("endpoint").get(pk=delivery.pk)
+    delivery.last_attempt = delivery.attempts.order_by("-number").first() if taken else None
+    return delivery
+
+
+def _new_claim() -> str:
+    return secrets.token_hex(16)
+
+
+def _lease(count: int, concurrency: int) -> timedelta:
+    """Long enough for `count` deliveries to time out one after another on each sender."""
+    rounds = math.ceil(count / concurrency)
+    return timedelta(seconds=settings.WEBHOOK_TIMEOUT_SECONDS * rounds + 60)
+
+
+def _claim(*, limit: int, concurrency: int) -> tuple[str, list[WebhookDelivery]]:
+    claim = _new_claim()
+    now = timezone.now()
+    with transaction.atomic():
+        ids = list(
+            WebhookDelivery.objects.select_for_update(skip_locked=True)
+            .filter(status__in=DUE_STATUSES, next_attempt_at__lte=now)
+            .order_by("next_attempt_at")
+            .values_list("pk", flat=True)[:limit]
+        )
+        if not ids:
+            return claim, []
+        # The due condition again: on SQLite, which has no row locks, it is what keeps two
+        # relays from both taking a row.
+        WebhookDelivery.objects.filter(
+            pk__in=ids, status__in=DUE_STATUSES, next_attempt_at__lte=now
+        ).update(claim=claim, next_attempt_at=now + _lease(len(ids), concurrency), updated_at=now)
+    batch = list(
+        WebhookDelivery.objects.filter(pk__in=ids, claim=claim).select_related("endpoint", "event")
+    )
+    return claim, batch
+
+
+# Sending -------------------------------------------------------------------------------------
+
+_executors: dict[int, ThreadPoolExecutor] = {}
+
+
+def _executor(concurrency: int) -> ThreadPoolExecutor:
+    """One pool of sender threads per size, for the life of the process: their HTTP clients
+    (and connections) are reused from one batch to the next."""
+    if concurrency not in _executors:
+        _executors[concurrency] = ThreadPoolExecutor(
+            max_workers=concurrency, thread_name_prefix="webhook-sender"
+        )
+    return _executors[concurrency]
+
+
+def _signing_keys(endpoint: WebhookEndpoint, now) -> list[bytes]:
+    keys = [signing.secret_key_bytes(signing.decrypt(endpoint.secret_encrypted))]
+    expires = endpoint.previous_secret_expires_at
+    if endpoint.previous_secret_encrypted and expires and expires > now:
+        keys.append(signing.secret_key_bytes(signing.decrypt(endpoint.previous_secret_encrypted)))
+    return keys
+
+
+def _requests(batch: list[WebhookDelivery]) -> list[tuple | AttemptResult]:
+    """What to POST for each delivery (url, body, headers), or why it is not sent."""
+    now = timezone.now()
+    timestamp = int(time.time())
+    keys_by_endpoint: dict = {}
+    requests = []
+    for delivery in batch:
+        endpoint = delivery.endpoint
+        if not endpoint.is_active:
+            requests.append(
+                AttemptResult(succeeded=False, retryable=False, error=_ENDPOINT_DISABLED)
+            )
+            continue
+        if endpoint.pk not in keys_by_endpoint:
+            try:
+                keys_by_endpoint[endpoint.pk] = _signing_keys(endpoint, now)
+            except signing.InvalidSecret as error:
+                keys_by_endpoint[endpoint.pk] = AttemptResult(
+                    succeeded=False, retryable=False, error=f"Not sent: {error}"
+                )
+        keys = keys_by_endpoint[endpoint.pk]
+        if isinstance(keys, AttemptResult):
+            requests.append(keys)
+            continue
+        body = delivery.event.body.encode()
+        headers = signing.signature_headers(
+            keys, msg_id=str(delivery.event_id), timestamp=timestamp, body=body
+        )
+        requests.append((endpoint.url, body, headers))
+    return requests
+
+
+def _post(request) -> AttemptResult:
+    if isinstance(request, AttemptResult):
+        return request
+    url, body, headers = request
+    return sender.post(url, body=body, headers=headers)
+
+
+def _send(batch: list[WebhookDelivery], *, concurrency: int) -> list[AttemptResult]:
+    requests = _requests(batch)
+    if concurrency == 1 or len(requests) == 1:
+        return [_post(request) for request in requests]
+    return list(_executor(concurrency).map(_post, requests))
+
+
+# Recording -----------------------------------------------------------------------------------
+
+
+def retry_delay(attempt_number: int, result: AttemptResult) -> timedelta | None:
+    """How long to wait after failed attempt `attempt_number` (1-based); None: no more."""
+    schedule = settings.WEBHOOK_RETRY_SCHEDULE_SECONDS
+    if not result.retryable or attempt_number > len(schedule):
+        return None
+    jitter = settings.WEBHOOK_RETRY_JITTER
+    # Jitter spreads retries of one outage; it needs no cryptographic randomness.
+    seconds = schedule[attempt_number - 1] * random.uniform(1 - jitter, 1 + jitter)  # noqa: S311
+    if result.retry_after:
+        seconds = max(seconds, min(result.retry_after, settings.WEBHOOK_RETRY_AFTER_MAX_SECONDS))
+    return timedelta(seconds=seconds)
+
+
+@transaction.atomic
+def _record(batch, results, *, claim: str, report: RelayReport) -> None:
+    now = timezone.now()
+    ours = set(
+        WebhookDelivery.objects.select_for_update()
+        .filter(pk__in=[delivery.pk for delivery in batch], claim=claim)
+        .values_list("pk", flat=True)
+    )
+    attempts, succeeded, changed = [], [], []
+    outcomes: dict = {}  # endpoint id -> [succeeded?, ...] in order
+    for delivery, result in zip(batch, results, strict=True):
+        if delivery.pk not in ours:  # its lease ran out and another relay has it now
+            continue
+        number = delivery.attempt_count + 1
+        attempts.append(
+            WebhookAttempt(
+                tenant_id=delivery.tenant_id,
+                delivery_id=delivery.pk,
+                number=number,
+                succeeded=result.succeeded,
+                status_code=result.status_code,
+                duration_ms=result.duration_ms,
+                response_excerpt=result.response_excerpt,
+                error=result.error[:500],
+            )
+        )
+        if result.error != _ENDPOINT_DISABLED:
+            outcomes.setdefault(delivery.endpoint_id, []).append(result.succeeded)
+        if result.succeeded:
+            succeeded.append(delivery.pk)
+            report.succeeded += 1
+            continue
+        report.failed += 1
+        delay = retry_delay(number, result)
+        delivery.status = DeliveryStatus.FAILED if delay is None else DeliveryStatus.RETRYING
+        delivery.next_attempt_at = None if delay is None else now + delay
+        delivery.attempt_count = number
+        delivery.claim = ""
+        delivery.last_attempt_at = now
+        delivery.updated_at = now
+        changed.append(delivery)
+    WebhookAttempt.objects.bulk_create(attempts)
+    if succeeded:
+        WebhookDelivery.objects.filter(pk__in=succeeded).update(
+            status=DeliveryStatus.SUCCEEDED,
+            attempt_count=F("attempt_count") + 1,
+            next_attempt_at=None,
+            claim="",
+            last_attempt_at=now,
+            succeeded_at=now,
+            updated_at=now,
+        )
+    if changed:
+        WebhookDelivery.objects.bulk_update(
+            changed,
+            [
+                "status",
+                "next_attempt_at",
+                "attempt_count",
+                "claim",
+                "last_attempt_at",
+                "updated_at",
+            ],
+        )
+    failing = _update_endpoints(outcomes, now)
+    _disable_failing(failing, now, report)
+
+
+def _update_endpoints(outcomes: dict, now) -> list:
+    """Each endpoint's last trigger, last success and run of failures; returns the ids of
+    those whose latest attempt failed."""
+    failing = []
+    for endpoint_id, results in outcomes.items():
+        endpoint = WebhookEndpoint.objects.filter(pk=endpoint_id)
+        if True in results:
+            failures_after = len(results) - 1 - results[::-1].index(True)
+            endpoint.update(
+                last_triggered_at=now,
+                last_success_at=now,
+                failure_count=failures_after,
+                failing_since=now if failures_after else None,
+            )
+            if failures_after:
+                failing.append(endpoint_id)
+        else:
+            endpoint.update(
+                last_triggered_at=now,
+                failure_count=F("failure_count") + len(results),
+                failing_since=Coalesce(F("failing_since"), now),
+            )
+            failing.append(endpoint_id)
+    return failing
+
+
+def _disable_failing(endpoint_ids: list, now, report: RelayReport) -> None:
+    cutoff = now - timedelta(days=settings.WEBHOOK_DISABLE_AFTER_DAYS)
+    for endpoint in WebhookEndpoint.objects.filter(
+        pk__in=endpoint_ids, is_active=True, failing_since__lte=cutoff
+    ):
+        reason = (
+            f"Failing since {endpoint.failing_since:%Y-%m-%d %H:%M} UTC with no success "
+            f"({endpoint.failure_count} failed attempts)."
+        )
+        webhook_endpoint_disable(webhook_endpoint=endpoint, reason=reason)
+        report.disabled_endpoints.append(str(endpoint.pk))
+
+
+# Retention -----------------------------------------------------------------------------------
+
+
+def webhook_deliveries_prune(
+    *, older_than_days: int | None = None, batch_size: int = 1000
+) -> dict[str, int]:
+    """Delete deliveries (with their attempts) and events older than the retention, in
+    batches; returns how many of each went."""
+    days = settings.WEBHOOK_DELIVERY_RETENTION_DAYS if older_than_days is None else older_than_days
+    cutoff = timezone.now() - timedelta(days=days)
+    removed = {"deliveries": 0, "events": 0}
+    for model, key in ((WebhookDelivery, "deliveries"), (WebhookEvent, "events")):
+        while True:
+            ids = list(
+                model.objects.filter(created_at__lt=cutoff).values_list("pk", flat=True)[
+                    :batch_size
+                ]
+            )
+            if not ids:
+                break
+            with transaction.atomic():
+                if model is WebhookEvent:
+                    WebhookDelivery.objects.filter(event_id__in=ids).delete()
+                else:
+                    WebhookAttempt.objects.filter(delivery_id__in=ids).delete()
+                model.objects.filter(pk__in=ids).delete()
+            removed[key] += len(ids)
+    if any(removed.values()):
+        with transaction.atomic():
+            record(
+                tenant=None,
+                event_type="webhook.deliveries.pruned",
+                actor_label="webhook retention",
+                payload={**removed, "older_than_days": days},
+            )
+    return removed

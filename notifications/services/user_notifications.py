@@ -1,0 +1,222 @@
+"""Notifications to members: sent by a person, or raised by a public event for the roles its
+catalogue entry names; delivered per channel (in-app rows, email, SMS) as each recipient's
+preferences allow."""
+
+import logging
+from collections.abc import Iterable, Mapping
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from audit.services import record
+from config.services import model_update
+from tenants.models import Membership, MembershipStatus, Tenant
+
+from .. import channels
+from ..models import Channel, Notification, NotificationPreference, NotificationStatus
+
+logger = logging.getLogger(__name__)
+
+
+def preferences_of(*, tenant_id, user_id) -> NotificationPreference:
+    """The member's preferences; the defaults (unsaved) when they never set any."""
+    found = NotificationPreference.objects.filter(tenant_id=tenant_id, user_id=user_id).first()
+    return found or NotificationPreference(tenant_id=tenant_id, user_id=user_id)
+
+
+def _status_for(preference: NotificationPreference, channel: str) -> str:
+    if not preference.channel_enabled(channel):
+        return NotificationStatus.SUPPRESSED
+    return NotificationStatus.SENT if channel == Channel.IN_APP else NotificationStatus.PENDING
+
+
+@transaction.atomic
+def notification_send(
+    *,
+    tenant: Tenant,
+    actor,
+    recipient,
+    title: str,
+    message: str,
+    type: str = "info",
+    channel: str = Channel.IN_APP,
+    metadata: Mapping | None = None,
+) -> Notification:
+    """Send a notification to a member on one channel. A channel the recipient turned off
+    keeps the row, `suppressed`, and sends nothing."""
+    preference = preferences_of(tenant_id=tenant.pk, user_id=recipient.pk)
+    status = _status_for(preference, channel)
+    now = timezone.now()
+    notification = Notification.objects.create(
+        tenant=tenant,
+        recipient=recipient,
+        title=title,
+        message=message,
+        type=type,
+        channel=channel,
+        metadata=dict(metadata or {}),
+        status=status,
+        sent_at=now if status == NotificationStatus.SENT else None,
+        sent_by=actor if getattr(actor, "is_authenticated", False) else None,
+    )
+    record(
+        tenant=tenant,
+        event_type="notification.sent",
+        actor=actor,
+        payload={
+            "notification_id": str(notification.pk),
+            "recipient_id": str(recipient.pk),
+            "channel": channel,
+            "type": type,
+            "status": status,
+        },
+    )
+    _deliver_after_commit([notification])
+    return notification
+
+
+def notify_roles(*, tenant_id, entry, data: Mapping) -> list[Notification]:
+    """The notifications of a public event: each active member holding one of the entry's
+    roles, on each channel their preferences enable, unless they opted out of the type. Runs
+    in the event's transaction (notifications.services.events)."""
+    members = list(
+        Membership.objects.filter(
+            tenant_id=tenant_id,
+            status=MembershipStatus.ACTIVE,
+            role__in=list(entry.notify_roles),
+            user__isnull=False,
+            user__is_active=True,
+        ).values_list("user_id", flat=True)
+    )
+    if not members:
+        return []
+    preferences = {
+        preference.user_id: preference
+        for preference in NotificationPreference.objects.filter(
+            tenant_id=tenant_id, user_id__in=members
+        )
+    }
+    fields = _SafeFormat(data)
+    title = entry.notice.title.format_map(fields)[:200]
+    message = entry.notice.message.format_map(fields)
+    now = timezone.now()
+    rows = []
+    for user_id in members:
+        preference = preferences.get(user_id) or NotificationPreference()
+        if entry.type in (preference.disabled_event_types or []):
+            continue
+        for channel in Channel.values:
+            if not preference.channel_enabled(channel):
+                continue
+            status = _status_for(preference, channel)
+            rows.append(
+                Notification(
+                    tenant_id=tenant_id,
+                    recipient_id=user_id,
+                    title=title,
+                    message=message,
+                    type=entry.notice.type,
+                    channel=channel,
+                    event_type=entry.type,
+                    metadata={"event": entry.type, **_ids(data)},
+                    status=status,
+                    sent_at=now if status == NotificationStatus.SENT else None,
+                )
+            )
+    created = Notification.objects.bulk_create(rows)
+    _deliver_after_commit(created)
+    return created
+
+
+class _SafeFormat(dict):
+    def __missing__(self, key):
+        return ""
+
+
+def _ids(data: Mapping) -> dict:
+    return {key: value for key, value in data.items() if key.endswith("_id")}
+
+
+def _deliver_after_commit(notifications: Iterable[Notification]) -> None:
+    pending = [str(n.pk) for n in notifications if n.status == NotificationStatus.PENDING]
+    if not pending:
+        return
+
+    def queue():
+        from ..tasks import deliver_notifications
+
+        deliver_notifications.delay(pending)
+
+    transaction.on_commit(queue, robust=True)
+
+
+def notifications_deliver(*, notification_ids: Iterable) -> int:
+    """Send the pending email and SMS notifications among `notification_ids`; each is claimed
+    (pending -> sent) before it goes, so a task delivered twice sends once. Returns how many
+    were sent."""
+    sent = 0
+    for notification in Notification.objects.filter(
+        pk__in=list(notification_ids), status=NotificationStatus.PENDING
+    ).select_related("recipient"):
+        claimed = Notification.objects.filter(
+            pk=notification.pk, status=NotificationStatus.PENDING
+        ).update(status=NotificationStatus.SENT, sent_at=timezone.now(), updated_at=timezone.now())
+        if not claimed:
+            continue
+        try:
+            channels.send(notification)
+        except Exception as error:  # a channel's failure is recorded, never raised at a task
+            logger.warning("notification %s not sent: %s", notification.pk, type(error).__name__)
+            Notification.objects.filter(pk=notification.pk).update(
+                status=NotificationStatus.FAILED,
+                error=f"{type(error).__name__}: {error}"[:500],
+                updated_at=timezone.now(),
+            )
+            continue
+        sent += 1
+    return sent
+
+
+@transaction.atomic
+def notification_mark_read(*, notification: Notification) -> Notification:
+    """The reader's own bookkeeping: idempotent, not audited."""
+    if not notification.is_read:
+        now = timezone.now()
+        Notification.objects.filter(pk=notification.pk).update(
+            is_read=True, read_at=now, updated_at=now
+        )
+        notification.is_read, notification.read_at = True, now
+    return notification
+
+
+@transaction.atomic
+def notifications_mark_all_read(*, tenant: Tenant, user) -> int:
+    now = timezone.now()
+    return Notification.objects.filter(tenant=tenant, recipient=user, is_read=False).update(
+        is_read=True, read_at=now, updated_at=now
+    )
+
+
+@transaction.atomic
+def notification_preferences_update(
+    *, tenant: Tenant, user, actor, **data
+) -> NotificationPreference:
+    """Set the member's channels, phone number and per-event-type opt-outs."""
+    try:
+        with transaction.atomic():
+            preference, _ = NotificationPreference.objects.get_or_create(tenant=tenant, user=user)
+    except IntegrityError:  # a concurrent first save won the race: update that row
+        preference = NotificationPreference.objects.get(tenant=tenant, user=user)
+    preference = NotificationPreference.objects.select_for_update().get(pk=preference.pk)
+    if "disabled_event_types" in data:
+        data["disabled_event_types"] = sorted(set(data["disabled_event_types"]))
+    changes = model_update(instance=preference, data=data)
+    if changes:
+        # Field names only: the phone number is personal data, and audit events are forever.
+        record(
+            tenant=tenant,
+            event_type="notification.preferences_updated",
+            actor=actor,
+            payload={"user_id": str(user.pk), "changed": sorted(changes)},
+        )
+    return preference

@@ -1,0 +1,172 @@
+"""The SSRF guard: where a webhook may be sent.
+
+A webhook URL is `https` (or `http` when WEBHOOKS_ALLOW_HTTP is on), has no user or password,
+and its host resolves only to globally routable addresses. Refused, whatever the spelling of
+the address (decimal, octal or hex IPv4, IPv4-mapped or embedded in IPv6, a name resolving to
+one): loopback, private (RFC 1918, fc00::/7, 100.64.0.0/10), link-local (169.254.0.0/16, which
+holds cloud metadata services, and fe80::/10), multicast, unspecified, and the reserved and
+documentation ranges. WEBHOOKS_ALLOW_PRIVATE_TARGETS (for tests and closed networks) allows
+loopback and private addresses, and nothing else.
+
+The host is resolved once per send, every address is checked, and the connection goes to the
+checked address (notifications.sender), so DNS cannot answer differently between the check
+and the connection (rebinding). The same check runs when an endpoint is created or updated,
+for a clear 400, but only the send-time check is the guarantee.
+"""
+
+import ipaddress
+import socket
+from dataclasses import dataclass
+from urllib.parse import SplitResult, urlsplit
+
+from django.conf import settings
+
+_SCHEMES = {"https": 443, "http": 80}
+# IPv6 prefixes that embed an IPv4 address the packet really goes to.
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")
+_SHARED = ipaddress.ip_network("100.64.0.0/10")  # carrier-grade NAT: private in practice
+
+
+class ForbiddenTarget(ValueError):
+    """The URL may not receive webhooks; the message names the reason."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """A checked URL: connect to `address`, present `host` (Host header and TLS name)."""
+
+    scheme: str
+    host: str
+    port: int
+    path: str
+    address: str
+
+    @property
+    def connect_url(self) -> str:
+        literal = f"[{self.address}]" if ":" in self.address else self.address
+        return f"{self.scheme}://{literal}:{self.port}{self.path}"
+
+    @property
+    def host_header(self) -> str:
+        name = f"[{self.host}]" if ":" in self.host else self.host
+        return name if self.port == _SCHEMES[self.scheme] else f"{name}:{self.port}"
+
+
+def _resolve(host: str, port: int) -> list[str]:
+    """Every address `host` resolves to (tests replace this to play DNS)."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(info[4][0] for info in infos))
+
+
+resolver = _resolve
+
+
+def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address.teredo is not None:
+        return address.teredo[1]
+    if address in _NAT64 or address in _NAT64_LOCAL:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    # IPv4-compatible (::a.b.c.d, deprecated), but still routed that way by some stacks.
+    if int(address) >> 32 == 0 and int(address) > 1:
+        return ipaddress.IPv4Address(int(address))
+    return None
+
+
+def address_problem(address: str, *, allow_private: bool | None = None) -> str | None:
+    """Why `address` may not receive webhooks, or None when it may."""
+    if allow_private is None:
+        allow_private = settings.WEBHOOKS_ALLOW_PRIVATE_TARGETS
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address):
+        embedded = _embedded_ipv4(ip)
+        if embedded is not None:
+            return address_problem(str(embedded), allow_private=allow_private)
+    if ip.is_unspecified:
+        return "an unspecified address"
+    if ip.is_multicast:
+        return "a multicast address"
+    if ip.is_link_local:
+        return "a link-local address (cloud metadata lives there)"
+    if ip.is_loopback:
+        return None if allow_private else "a loopback address"
+    if ip in _SHARED or _is_private_range(ip):
+        return None if allow_private else "a private address"
+    if not ip.is_global:
+        return "a reserved or non-routable address"
+    return None
+
+
+_PRIVATE_RANGES = tuple(
+    ipaddress.ip_network(net)
+    for net in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7")
+)
+
+
+def _is_private_range(ip) -> bool:
+    return any(ip.version == net.version and ip in net for net in _PRIVATE_RANGES)
+
+
+def parse(url: str) -> SplitResult:
+    """The URL's parts after the checks that need no DNS; ForbiddenTarget otherwise."""
+    if not isinstance(url, str) or not url or len(url) > 2000:
+        raise ForbiddenTarget("Enter a URL of at most 2000 characters.")
+    if any(ord(char) < 33 or ord(char) == 127 for char in url):
+        raise ForbiddenTarget("A URL cannot contain spaces or control characters.")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as error:
+        raise ForbiddenTarget(f"Not a valid URL: {error}.") from error
+    scheme = parts.scheme.lower()
+    if scheme not in _SCHEMES:
+        raise ForbiddenTarget("Webhook URLs must use https.")
+    if scheme == "http" and not settings.WEBHOOKS_ALLOW_HTTP:
+        raise ForbiddenTarget("Webhook URLs must use https (http is not allowed here).")
+    if parts.username is not None or parts.password is not None or "@" in parts.netloc:
+        raise ForbiddenTarget(
+            "A webhook URL cannot carry a user name or password; receivers verify the "
+            "signature instead."
+        )
+    if not parts.hostname:
+        raise ForbiddenTarget("The URL has no host.")
+    if port == 0:
+        raise ForbiddenTarget("The URL's port must be between 1 and 65535.")
+    return parts
+
+
+def check(url: str, *, allow_private: bool | None = None) -> Target:
+    """Resolve the URL's host and check every address: the Target to connect to, or
+    ForbiddenTarget naming the reason."""
+    parts = parse(url)
+    scheme = parts.scheme.lower()
+    host = parts.hostname.rstrip(".") if parts.hostname != "." else ""
+    if not host:
+        raise ForbiddenTarget("The URL has no host.")
+    port = parts.port or _SCHEMES[scheme]
+    try:
+        addresses = resolver(host, port)
+    except (OSError, UnicodeError) as error:
+        raise UnresolvableTarget(f"The host {host!r} does not resolve ({error}).") from error
+    if not addresses:
+        raise UnresolvableTarget(f"The host {host!r} does not resolve.")
+    for address in addresses:
+        problem = address_problem(address, allow_private=allow_private)
+        if problem:
+            shown = "" if address == host else f" ({address})"
+            raise ForbiddenTarget(
+                f"The host {host!r} is{shown} {problem}: webhooks cannot go there."
+            )
+    path = parts.path or "/"
+    if parts.query:
+        path = f"{path}?{parts.query}"
+    return Target(scheme=scheme, host=host, port=port, path=path, address=addresses[0])
+
+
+class UnresolvableTarget(ForbiddenTarget):
+    """The host does not resolve now: refused at creation, retried at send time (DNS may be
+    down for a moment)."""
