@@ -131,6 +131,10 @@ class WebhookDelivery(TenantOwned):
                 name="webhook_delivery_due",
                 condition=models.Q(status__in=["pending", "retrying"]),
             ),
+            # The rows a relay run holds.
+            models.Index(
+                fields=["claim"], name="webhook_delivery_claim", condition=~models.Q(claim="")
+            ),
             models.Index(fields=["endpoint", "-created_at"], name="webhook_delivery_endpoint"),
             models.Index(fields=["created_at"], name="webhook_delivery_created"),
         ]
@@ -254,7 +258,7 @@ class NotificationPreference(TenantOwned):
     in_app_enabled = models.BooleanField(default=True)
     sms_enabled = models.BooleanField(default=False)
     # E.164; SMS goes nowhere without it.
-    phone_number = models.CharField(max_length=20, blank=True)
+    phone_number = models.CharField(max_length=32, blank=True)
     # Public event types (notifications.catalog) this member is not notified of.
     disabled_event_types = models.JSONField(default=list, blank=True)
 

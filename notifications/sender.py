@@ -1,16 +1,19 @@
-"""Sending one webhook request: to the address the SSRF guard checked, never following a
-redirect, with bounded time and a bounded read of the answer.
+"""Sending webhook requests: to the address the SSRF guard checked, never following a
+redirect, within a hard time limit and with a bounded read of the answer.
 
 The connection goes to `Target.address`; the URL's host is sent as the Host header and as the
-TLS server name (SNI and certificate check), so no second DNS lookup happens. Each sending
-thread keeps one httpx client per host: a pooled connection is only reused for the host whose
-certificate it checked.
+TLS server name (SNI and certificate check), so no second DNS lookup happens. Requests go out
+on asyncio (httpx's async client): `asyncio.timeout` bounds each whole attempt (resolution,
+connection, headers and body) by WEBHOOK_TIMEOUT_SECONDS, which per-read socket timeouts
+cannot do against a receiver that answers one byte at a time. One client per host: a pooled
+connection is only reused for the host whose certificate it checked.
 """
 
+import asyncio
+import concurrent.futures
 import email.utils
 import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -20,7 +23,6 @@ from django.conf import settings
 from .targets import ForbiddenTarget, Target, UnresolvableTarget, check
 
 USER_AGENT = "ControlPlane-Webhooks/1.0"
-_MAX_CLIENTS_PER_THREAD = 32
 
 
 @dataclass
@@ -36,20 +38,87 @@ class AttemptResult:
     retry_after: int | None = None
 
 
-class _Clients(threading.local):
-    def __init__(self):
-        self.by_host: OrderedDict[tuple[str, str], httpx.Client] = OrderedDict()
+# (url, body, headers)
+Request = tuple[str, bytes, dict[str, str]]
 
 
-_clients = _Clients()
+def post(url: str, *, body: bytes, headers: dict[str, str]) -> AttemptResult:
+    """POST `body` to `url` after the SSRF check; the outcome, never an exception."""
+    with Sender(concurrency=1) as sender:
+        return sender.send([(url, body, headers)])[0]
 
 
-def _client(target: Target) -> httpx.Client:
+class Sender:
+    """Sends batches of requests, at most `concurrency` at a time in all, on one event loop
+    in a thread of its own that lives as long as the sender (a relay run). The caller submits
+    a batch and goes on (recording the previous one, claiming the next) while it is in
+    flight; the HTTP clients, one per host, and their connections are reused from one batch
+    to the next.
+
+        with Sender(concurrency=4) as sender:
+            future = sender.submit(requests)
+            ...
+            results = future.result()
+    """
+
+    def __init__(self, *, concurrency: int):
+        self.concurrency = max(1, concurrency)
+        self.clients: dict[tuple[str, str], httpx.AsyncClient] = {}
+        self.loop = asyncio.new_event_loop()
+        self.slots = asyncio.Semaphore(self.concurrency)
+        self.thread = threading.Thread(
+            target=self.loop.run_forever, name="webhook-sender", daemon=True
+        )
+        self.thread.start()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        try:
+            asyncio.run_coroutine_threadsafe(self._close(), self.loop).result()
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join()
+            self.loop.close()
+
+    async def _close(self):
+        for client in self.clients.values():
+            await client.aclose()
+        self.clients.clear()
+
+    def submit(self, requests: list[Request]) -> concurrent.futures.Future:
+        """Start sending; the future's result is each request's outcome, in order."""
+        return asyncio.run_coroutine_threadsafe(self._send_all(requests), self.loop)
+
+    def send(self, requests: list[Request]) -> list[AttemptResult]:
+        """Each request's outcome, in order; never an exception."""
+        return self.submit(requests).result() if requests else []
+
+    async def _send_all(self, requests: list[Request]) -> list[AttemptResult]:
+        # Each URL is resolved and checked once per batch, at send time: every request of the
+        # batch to it connects to the address checked.
+        targets: dict[str, asyncio.Task] = {}
+        for url, _, _ in requests:
+            if url not in targets:
+                targets[url] = asyncio.ensure_future(_checked(url))
+
+        async def one(request: Request) -> AttemptResult:
+            async with self.slots:
+                return await _post(request, targets[request[0]], self.clients)
+
+        return list(await asyncio.gather(*(one(request) for request in requests)))
+
+
+async def _checked(url: str) -> Target:
+    # Resolution may block on DNS: off the event loop.
+    return await asyncio.to_thread(check, url)
+
+
+def _client(clients: dict, target: Target) -> httpx.AsyncClient:
     key = (target.scheme, target.host)
-    clients = _clients.by_host
-    client = clients.get(key)
-    if client is None:
-        client = httpx.Client(
+    if key not in clients:
+        clients[key] = httpx.AsyncClient(
             timeout=httpx.Timeout(
                 settings.WEBHOOK_TIMEOUT_SECONDS, connect=settings.WEBHOOK_CONNECT_TIMEOUT_SECONDS
             ),
@@ -57,33 +126,26 @@ def _client(target: Target) -> httpx.Client:
             trust_env=False,  # no proxy from the environment: the checked address is the peer
             headers={"User-Agent": USER_AGENT},
         )
-        clients[key] = client
-        while len(clients) > _MAX_CLIENTS_PER_THREAD:
-            clients.popitem(last=False)[1].close()
-    else:
-        clients.move_to_end(key)
-    return client
+    return clients[key]
 
 
-def close_clients() -> None:
-    """Close this thread's clients (a sending thread calls it when it ends)."""
-    while _clients.by_host:
-        _clients.by_host.popitem()[1].close()
-
-
-def post(url: str, *, body: bytes, headers: dict[str, str]) -> AttemptResult:
-    """POST `body` to `url` after the SSRF check; the outcome, never an exception."""
+async def _post(request: Request, checked: asyncio.Future, clients: dict) -> AttemptResult:
+    _, body, headers = request
     started = time.perf_counter()
+    limit = settings.WEBHOOK_TIMEOUT_SECONDS
     try:
-        target = check(url)
+        async with asyncio.timeout(limit):
+            # shield: one request's timeout must not cancel the check its batch shares.
+            target = await asyncio.shield(checked)
+            return await _send(clients, target, body=body, headers=headers, started=started)
     except UnresolvableTarget as error:
         return AttemptResult(succeeded=False, retryable=True, error=str(error))
     except ForbiddenTarget as error:
         return AttemptResult(succeeded=False, retryable=False, error=f"Not sent: {error}")
-    try:
-        return _send(target, body=body, headers=headers, started=started)
-    except httpx.TimeoutException as error:
-        return _failure(started, f"Timed out ({type(error).__name__}).")
+    except (TimeoutError, httpx.TimeoutException) as error:
+        return _failure(
+            started, f"Timed out (no complete answer within {limit:g} s: {type(error).__name__})."
+        )
     except (httpx.HTTPError, OSError) as error:
         return _failure(started, f"Connection failed: {type(error).__name__}: {error}"[:500])
 
@@ -98,22 +160,25 @@ def _elapsed_ms(started: float) -> int:
     return int((time.perf_counter() - started) * 1000)
 
 
-def _send(target: Target, *, body: bytes, headers: dict, started: float) -> AttemptResult:
+async def _send(
+    clients: dict, target: Target, *, body: bytes, headers: dict, started: float
+) -> AttemptResult:
     cap = settings.WEBHOOK_RESPONSE_EXCERPT_BYTES
-    deadline = started + settings.WEBHOOK_TIMEOUT_SECONDS
     request_headers = {
         **headers,
         "Host": target.host_header,
         "Content-Type": "application/json",
+        # The excerpt is read raw: a compressed answer could expand without bound.
+        "Accept-Encoding": "identity",
     }
     extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
-    with _client(target).stream(
+    async with _client(clients, target).stream(
         "POST", target.connect_url, content=body, headers=request_headers, extensions=extensions
     ) as response:
         excerpt = bytearray()
-        for chunk in response.iter_raw():
+        async for chunk in response.aiter_raw():
             excerpt += chunk
-            if len(excerpt) >= cap or time.perf_counter() > deadline:
+            if len(excerpt) >= cap:
                 break
         status = response.status_code
         retry_after = _retry_after(response.headers.get("Retry-After"))

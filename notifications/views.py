@@ -2,19 +2,32 @@
 secret rotation, replay and their deliveries), deliveries, and the caller's notifications and
 preferences. Thin: parse, call a service or selector, answer."""
 
-from drf_spectacular.utils import extend_schema, extend_schema_view
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import mixins, status
 from rest_framework.decorators import action
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.response import Response
 
 from config.pagination import EventCursorPagination
-from tenants.api import ServiceCreateMixin, TenantCrudViewSet, TenantScopedViewSet
+from tenants.api import (
+    ServiceCreateMixin,
+    ServiceWriteMixin,
+    TenantContextViewSet,
+    TenantCrudViewSet,
+    TenantScopedViewSet,
+)
 from tenants.permissions import TENANT_MEMBER
 
 from . import catalog, selectors, services
 from .filters import NotificationFilter, WebhookDeliveryFilter, WebhookEndpointFilter
-from .models import Notification, WebhookDelivery, WebhookEndpoint
+from .models import (
+    DeliveryStatus,
+    Notification,
+    NotificationPreference,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
 from .serializers import (
     EventTypeSerializer,
     NotificationPreferenceSerializer,
@@ -30,7 +43,15 @@ from .serializers import (
     WebhookEndpointUpdateSerializer,
     WebhookTestResultSerializer,
 )
-from .services.user_notifications import preferences_of
+
+_DELIVERY_FILTER_PARAMETERS = [
+    OpenApiParameter("status", str, enum=DeliveryStatus.values),
+    OpenApiParameter("event_type", str),
+    OpenApiParameter("since", OpenApiTypes.DATETIME, description="Created at or after."),
+    OpenApiParameter("until", OpenApiTypes.DATETIME, description="Created before."),
+    OpenApiParameter("cursor", str),
+    OpenApiParameter("page_size", int),
+]
 
 
 def _filtered(filterset_class, request, queryset):
@@ -136,18 +157,20 @@ class WebhookEndpointViewSet(TenantCrudViewSet):
     )
     @action(detail=True, methods=["post"], url_path="replay")
     def replay(self, request, pk=None):
+        endpoint = self.get_object()
         source = request.data if request.data else request.query_params
         serializer = ReplaySerializer(data={"since": source.get("since")})
         serializer.is_valid(raise_exception=True)
         queued = services.webhook_endpoint_replay(
-            webhook_endpoint=self.get_object(),
+            webhook_endpoint=endpoint,
             actor=request.user,
             since=serializer.validated_data["since"],
         )
         return Response({"queued": queued}, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(
-        parameters=[WebhookDeliveryFilter],
+        operation_id="webhooks_endpoint_deliveries",
+        parameters=_DELIVERY_FILTER_PARAMETERS,
         responses={200: WebhookDeliverySerializer(many=True)},
         summary="The endpoint's deliveries with their attempts, newest first",
     )
@@ -216,15 +239,12 @@ class NotificationViewSet(
         "create": "settings.write",
         "read": TENANT_MEMBER,
         "read_all": TENANT_MEMBER,
-        "preferences": TENANT_MEMBER,
     }
     api_key_actions = frozenset({"create"})
     ordering_fields = ("created_at",)
     create_serializer_class = NotificationSendSerializer
     create_service = services.notification_send
-
-    def scope_queryset(self, queryset):
-        return queryset.filter(recipient=self.request.user)
+    owner_field = "recipient"
 
     def perform_service_create(self, data):
         # The recipient is usually someone else: the answer is the row as created, not read
@@ -243,37 +263,59 @@ class NotificationViewSet(
         updated = services.notifications_mark_all_read(tenant=request.tenant, user=request.user)
         return Response({"updated": updated})
 
+
+class NotificationPreferenceViewSet(ServiceWriteMixin, TenantContextViewSet):
+    """The caller's notification preferences in the current organization: GET, PUT and PATCH
+    notifications/preferences. Registered on the `notifications` prefix before
+    NotificationViewSet, whose detail route would read "preferences" as an id."""
+
+    serializer_class = NotificationPreferenceSerializer
+    required_permissions = {
+        "preferences": TENANT_MEMBER,
+        "update_preferences": TENANT_MEMBER,
+        "partial_update_preferences": TENANT_MEMBER,
+    }
+    api_key_actions = frozenset()
+
+    def get_object(self) -> NotificationPreference:
+        """The caller's preferences, or the unsaved defaults."""
+        # OPTIONS describes PUT on a clone of the request that has no tenant.
+        tenant = getattr(self.request, "tenant", None)
+        if tenant is None:
+            raise NotFound()
+        return selectors.preferences_of(tenant_id=tenant.pk, user_id=self.request.user.pk)
+
+    def perform_service_update(self, instance, data, *, partial):
+        request = self.request
+        return self.call_service(
+            services.notification_preferences_update,
+            tenant=request.tenant,
+            user=request.user,
+            data=data,
+        )
+
     @extend_schema(
-        methods=["GET"],
-        request=None,
         responses={200: NotificationPreferenceSerializer},
         summary="Your notification channels and opt-outs in this organization",
     )
+    @action(detail=False, methods=["get"], url_path="preferences")
+    def preferences(self, request):
+        return Response(self.get_serializer(self.get_object()).data)
+
     @extend_schema(
-        methods=["PUT", "PATCH"],
         request=NotificationPreferenceSerializer,
         responses={200: NotificationPreferenceSerializer},
-        summary="Set your notification channels and opt-outs (PUT: all three switches)",
+        summary="Set your notification channels and opt-outs (all three switches)",
     )
-    @action(
-        detail=False,
-        methods=["get", "put", "patch"],
-        url_path="preferences",
-        filter_backends=[],
-        serializer_class=NotificationPreferenceSerializer,
+    @preferences.mapping.put
+    def update_preferences(self, request):
+        return self.service_update(partial=False)
+
+    @extend_schema(
+        request=NotificationPreferenceSerializer,
+        responses={200: NotificationPreferenceSerializer},
+        summary="Change some of your notification preferences",
     )
-    def preferences(self, request):
-        current = preferences_of(tenant_id=request.tenant.pk, user_id=request.user.pk)
-        if request.method == "GET":
-            return Response(NotificationPreferenceSerializer(current).data)
-        serializer = NotificationPreferenceSerializer(
-            current, data=request.data, partial=request.method == "PATCH"
-        )
-        serializer.is_valid(raise_exception=True)
-        updated = services.notification_preferences_update(
-            tenant=request.tenant,
-            user=request.user,
-            actor=request.user,
-            **serializer.validated_data,
-        )
-        return Response(NotificationPreferenceSerializer(updated).data)
+    @preferences.mapping.patch
+    def partial_update_preferences(self, request):
+        return self.service_update(partial=True)

@@ -230,6 +230,9 @@ class TenantScopedViewSet(TenantContextViewSet):
 
     _is_base = True
     _sealed = (*ControlPlaneAPIMixin._sealed, "get_queryset", "get_object", "filter_queryset")
+    # For rows only the person they belong to may see (a notification's recipient): the field
+    # naming that user. Everyone else in the tenant finds them "not found", like a random id.
+    owner_field: str | None = None
 
     def get_queryset(self):
         queryset = super().get_queryset()
@@ -239,6 +242,8 @@ class TenantScopedViewSet(TenantContextViewSet):
             queryset = queryset.filter(tenant=tenant)
         elif not (self.staff_cross_tenant and request is not None and request.user.is_staff):
             return queryset.none()
+        if self.owner_field is not None:
+            queryset = queryset.filter(**{self.owner_field: request.user})
         return self.scope_queryset(queryset)
 
     def scope_queryset(self, queryset):

@@ -48,6 +48,15 @@ SERVICE_MODULES = {
     "audit.AuditEvent": ("audit.services",),
     "audit.AuditCheckpoint": ("audit.services",),
     "audit.TenantAuditChain": ("audit.services", "tenants.services.lifecycle"),
+    "notifications.WebhookEndpoint": ("notifications.services.endpoints",),
+    "notifications.WebhookDelivery": (
+        "notifications.services.endpoints",
+        "notifications.services.relay",
+    ),
+    "notifications.WebhookEvent": ("notifications.services.events",),
+    "notifications.WebhookAttempt": ("notifications.services.relay",),
+    "notifications.Notification": ("notifications.services.user_notifications",),
+    "notifications.NotificationPreference": ("notifications.services.user_notifications",),
     # simplejwt's refresh-token records, shown by accounts/admin.py.
     "token_blacklist.OutstandingToken": ("accounts.services",),
 }

@@ -63,7 +63,15 @@ SKELETON = frozenset(
 )
 REQUIRED_IN_EVERY_APP = ("apps", "models", "admin", "routes")
 # Domain app -> {module: why it is outside the template}. None so far.
-EXTRA_MODULES: dict[str, dict[str, str]] = {}
+EXTRA_MODULES: dict[str, dict[str, str]] = {
+    "notifications": {
+        "catalog": "the public event catalogue every app adds its events to",
+        "signing": "webhook secrets and Standard Webhooks signatures",
+        "targets": "the SSRF guard: where a webhook may be sent",
+        "sender": "one webhook request to the checked address",
+        "channels": "notification delivery channels (email, SMS provider)",
+    },
+}
 PROBE_APP = "sample"
 
 

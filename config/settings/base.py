@@ -357,9 +357,11 @@ WEBHOOK_RETRY_AFTER_MAX_SECONDS = env.int("WEBHOOK_RETRY_AFTER_MAX_SECONDS", def
 WEBHOOK_DISABLE_AFTER_DAYS = env.int("WEBHOOK_DISABLE_AFTER_DAYS", default=5)
 WEBHOOK_DELIVERY_RETENTION_DAYS = env.int("WEBHOOK_DELIVERY_RETENTION_DAYS", default=30)
 WEBHOOK_SECRET_ROTATION_OVERLAP_HOURS = env.int("WEBHOOK_SECRET_ROTATION_OVERLAP_HOURS", default=24)
-# Concurrent HTTP senders of one relay run, and deliveries claimed per sender at a time.
+# Concurrent HTTP requests of one relay run, and deliveries it claims at a time (a claim is
+# leased for WEBHOOK_TIMEOUT_SECONDS x batch / concurrency + 60 s: how long the rows of a relay
+# that died wait before another relay sends them).
 WEBHOOK_RELAY_CONCURRENCY = env.int("WEBHOOK_RELAY_CONCURRENCY", default=4)
-WEBHOOK_RELAY_BATCH_SIZE = env.int("WEBHOOK_RELAY_BATCH_SIZE", default=25)
+WEBHOOK_RELAY_BATCH_SIZE = env.int("WEBHOOK_RELAY_BATCH_SIZE", default=100)
 WEBHOOK_RELAY_INTERVAL_SECONDS = env.int("WEBHOOK_RELAY_INTERVAL_SECONDS", default=5)
 WEBHOOK_REPLAY_MAX_EVENTS = env.int("WEBHOOK_REPLAY_MAX_EVENTS", default=10000)
 # Notifications: SMS goes through this provider ("local" writes each message to the log).
@@ -451,5 +453,9 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django.db.backends": {"level": "INFO"},
+        # One INFO line per outbound webhook request is noise; attempts are recorded in the
+        # database (notifications.WebhookAttempt).
+        "httpx": {"level": "WARNING"},
+        "httpcore": {"level": "WARNING"},
     },
 }

@@ -22,7 +22,7 @@ from ..models import DUE_STATUSES, DeliveryStatus, WebhookDelivery, WebhookEndpo
 from .events import relay_after_commit
 
 
-def check_url(url: str) -> str:
+def _check_url(url: str) -> str:
     """The URL if webhooks may go there now; 400 naming the reason otherwise. A host that does
     not resolve yet is accepted (its DNS may come later): sending checks again each time."""
     try:
@@ -34,7 +34,7 @@ def check_url(url: str) -> str:
     return url
 
 
-def check_events(events: list[str], *, actor_permissions) -> list[str]:
+def _check_events(events: list[str], *, actor_permissions) -> list[str]:
     """The subscription, de-duplicated: catalogue types or ["*"], each one the subscriber may
     read (403 otherwise)."""
     events = list(dict.fromkeys(events))
@@ -93,8 +93,8 @@ def webhook_endpoint_create(
 ) -> tuple[WebhookEndpoint, str]:
     """A new endpoint and its signing secret (generated unless a valid `whsec_` one is given);
     the secret is returned here and on rotation only."""
-    check_url(url)
-    events = check_events(events, actor_permissions=actor_permissions)
+    _check_url(url)
+    events = _check_events(events, actor_permissions=actor_permissions)
     if secret_key:
         try:
             signing.secret_key_bytes(secret_key)
@@ -132,9 +132,9 @@ def webhook_endpoint_update(
     was disabled clears its failure record; what it missed meanwhile comes back by replay."""
     endpoint = _locked(webhook_endpoint)
     if "url" in data and data["url"] != endpoint.url:
-        check_url(data["url"])
+        _check_url(data["url"])
     if "events" in data:
-        data["events"] = check_events(data["events"], actor_permissions=actor_permissions)
+        data["events"] = _check_events(data["events"], actor_permissions=actor_permissions)
     enabling = data.get("is_active") is True and not endpoint.is_active
     if enabling:
         data.update(disabled_reason="", disabled_at=None, failure_count=0, failing_since=None)

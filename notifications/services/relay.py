@@ -1,12 +1,12 @@
 """The outbox relay: claims due deliveries, sends them, records every attempt.
 
-A run claims up to `batch size x senders` due rows at a time (`SELECT ... FOR UPDATE SKIP
+A run claims up to WEBHOOK_RELAY_BATCH_SIZE due rows at a time (`SELECT ... FOR UPDATE SKIP
 LOCKED`, oldest `next_attempt_at` first) and leases them: `next_attempt_at` moves past the time
 the batch can take and `claim` names the run. Two relays never take the same row, and a relay
 that dies mid-batch only delays its rows until the lease ends (then they are sent again:
 delivery is at least once, and receivers de-duplicate on `webhook-id`). The requests go out
-from a pool of sender threads (HTTP only: signing happens before, recording after, in the
-run's own thread and a single transaction per batch).
+`concurrency` at a time on asyncio (notifications.sender; HTTP only: signing happens before,
+recording after, in the run's own thread and a single transaction per batch).
 
 After a failed attempt the delivery waits WEBHOOK_RETRY_SCHEDULE_SECONDS[n] (with jitter; a
 longer Retry-After is honoured up to WEBHOOK_RETRY_AFTER_MAX_SECONDS), when the failure is one
@@ -19,13 +19,12 @@ import math
 import random
 import secrets
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -64,21 +63,30 @@ def webhook_deliveries_send(
     """Send due deliveries until none is due (or `max_deliveries` / the time budget is
     reached); safe to run in several processes at once."""
     concurrency = max(1, concurrency or settings.WEBHOOK_RELAY_CONCURRENCY)
-    per_claim = max(1, batch_size or settings.WEBHOOK_RELAY_BATCH_SIZE) * concurrency
+    per_claim = max(1, batch_size or settings.WEBHOOK_RELAY_BATCH_SIZE)
     started = time.monotonic()
     report = RelayReport()
-    while max_deliveries is None or report.claimed < max_deliveries:
-        limit = (
-            per_claim if max_deliveries is None else min(per_claim, max_deliveries - report.claimed)
-        )
-        claim, batch = _claim(limit=limit, concurrency=concurrency)
-        if not batch:
-            break
-        report.claimed += len(batch)
-        results = _send(batch, concurrency=concurrency)
-        _record(batch, results, claim=claim, report=report)
-        if time_budget_seconds is not None and time.monotonic() - started > time_budget_seconds:
-            break
+    with sender.Sender(concurrency=concurrency) as http:
+        # One batch in flight while the previous one is recorded and the next one claimed.
+        in_flight = None
+        while True:
+            batch = None
+            left = None if max_deliveries is None else max_deliveries - report.claimed
+            out_of_time = (
+                time_budget_seconds is not None and time.monotonic() - started > time_budget_seconds
+            )
+            if (left is None or left > 0) and not out_of_time:
+                claim, batch = _claim(
+                    limit=min(per_claim, left or per_claim), concurrency=concurrency
+                )
+                report.claimed += len(batch)
+            sending = (claim, batch, _dispatch(batch, http)) if batch else None
+            if in_flight is not None:
+                done_claim, done_batch, results = in_flight
+                _record(done_batch, results(), claim=done_claim, report=report)
+            if sending is None:
+                break
+            in_flight = sending
     return report
 
 
@@ -91,10 +99,9 @@ def webhook_delivery_send_now(*, delivery: WebhookDelivery) -> WebhookDelivery:
         pk=delivery.pk, claim="", status__in=DUE_STATUSES
     ).update(claim=claim, next_attempt_at=now + _lease(1, 1), updated_at=now)
     if taken:
-        batch = list(
-            WebhookDelivery.objects.filter(pk=delivery.pk).select_related("endpoint", "event")
-        )
-        _record(batch, _send(batch, concurrency=1), claim=claim, report=RelayReport())
+        batch = _claimed_rows(claim)
+        with sender.Sender(concurrency=1) as http:
+            _record(batch, _dispatch(batch, http)(), claim=claim, report=RelayReport())
     delivery = WebhookDelivery.objects.select_related("endpoint").get(pk=delivery.pk)
     delivery.last_attempt = delivery.attempts.order_by("-number").first() if taken else None
     return delivery
@@ -111,41 +118,53 @@ def _lease(count: int, concurrency: int) -> timedelta:
 
 
 def _claim(*, limit: int, concurrency: int) -> tuple[str, list[WebhookDelivery]]:
+    """Lease up to `limit` due deliveries to a new claim: one UPDATE whose subquery picks the
+    due rows with FOR UPDATE SKIP LOCKED (rows another relay is claiming are skipped, not
+    waited for); SQLite, which has no row locks, runs the statement under its write lock."""
     claim = _new_claim()
     now = timezone.now()
-    with transaction.atomic():
-        ids = list(
-            WebhookDelivery.objects.select_for_update(skip_locked=True)
-            .filter(status__in=DUE_STATUSES, next_attempt_at__lte=now)
-            .order_by("next_attempt_at")
-            .values_list("pk", flat=True)[:limit]
-        )
-        if not ids:
-            return claim, []
-        # The due condition again: on SQLite, which has no row locks, it is what keeps two
-        # relays from both taking a row.
-        WebhookDelivery.objects.filter(
-            pk__in=ids, status__in=DUE_STATUSES, next_attempt_at__lte=now
-        ).update(claim=claim, next_attempt_at=now + _lease(len(ids), concurrency), updated_at=now)
-    batch = list(
-        WebhookDelivery.objects.filter(pk__in=ids, claim=claim).select_related("endpoint", "event")
+    due = (
+        WebhookDelivery.objects.select_for_update(skip_locked=True)
+        .filter(status__in=DUE_STATUSES, next_attempt_at__lte=now)
+        .order_by("next_attempt_at")
+        .values("pk")[:limit]
     )
-    return claim, batch
+    with transaction.atomic():
+        claimed = WebhookDelivery.objects.filter(pk__in=Subquery(due)).update(
+            claim=claim, next_attempt_at=now + _lease(limit, concurrency), updated_at=now
+        )
+    if not claimed:
+        return claim, []
+    return claim, _claimed_rows(claim)
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A claimed delivery: what sending and recording it need (plain values, not model
+    instances: the relay handles thousands a second)."""
+
+    pk: object
+    tenant_id: object
+    event_id: object
+    attempt_count: int
+    body: bytes
+    endpoint: WebhookEndpoint
+
+
+def _claimed_rows(claim: str) -> list[Claimed]:
+    rows = list(
+        WebhookDelivery.objects.filter(claim=claim).values_list(
+            "pk", "tenant_id", "event_id", "attempt_count", "event__body", "endpoint_id"
+        )
+    )
+    endpoints = WebhookEndpoint.objects.in_bulk({row[5] for row in rows})
+    return [
+        Claimed(pk, tenant_id, event_id, attempts, body.encode(), endpoints[endpoint_id])
+        for pk, tenant_id, event_id, attempts, body, endpoint_id in rows
+    ]
 
 
 # Sending -------------------------------------------------------------------------------------
-
-_executors: dict[int, ThreadPoolExecutor] = {}
-
-
-def _executor(concurrency: int) -> ThreadPoolExecutor:
-    """One pool of sender threads per size, for the life of the process: their HTTP clients
-    (and connections) are reused from one batch to the next."""
-    if concurrency not in _executors:
-        _executors[concurrency] = ThreadPoolExecutor(
-            max_workers=concurrency, thread_name_prefix="webhook-sender"
-        )
-    return _executors[concurrency]
 
 
 def _signing_keys(endpoint: WebhookEndpoint, now) -> list[bytes]:
@@ -156,7 +175,7 @@ def _signing_keys(endpoint: WebhookEndpoint, now) -> list[bytes]:
     return keys
 
 
-def _requests(batch: list[WebhookDelivery]) -> list[tuple | AttemptResult]:
+def _requests(batch: list[Claimed]) -> list[sender.Request | AttemptResult]:
     """What to POST for each delivery (url, body, headers), or why it is not sent."""
     now = timezone.now()
     timestamp = int(time.time())
@@ -180,26 +199,27 @@ def _requests(batch: list[WebhookDelivery]) -> list[tuple | AttemptResult]:
         if isinstance(keys, AttemptResult):
             requests.append(keys)
             continue
-        body = delivery.event.body.encode()
         headers = signing.signature_headers(
-            keys, msg_id=str(delivery.event_id), timestamp=timestamp, body=body
+            keys, msg_id=str(delivery.event_id), timestamp=timestamp, body=delivery.body
         )
-        requests.append((endpoint.url, body, headers))
+        requests.append((endpoint.url, delivery.body, headers))
     return requests
 
 
-def _post(request) -> AttemptResult:
-    if isinstance(request, AttemptResult):
-        return request
-    url, body, headers = request
-    return sender.post(url, body=body, headers=headers)
-
-
-def _send(batch: list[WebhookDelivery], *, concurrency: int) -> list[AttemptResult]:
+def _dispatch(batch: list[Claimed], http: sender.Sender):
+    """Start sending the batch; returns a function that waits for each delivery's outcome."""
     requests = _requests(batch)
-    if concurrency == 1 or len(requests) == 1:
-        return [_post(request) for request in requests]
-    return list(_executor(concurrency).map(_post, requests))
+    future = http.submit(
+        [request for request in requests if not isinstance(request, AttemptResult)]
+    )
+
+    def results() -> list[AttemptResult]:
+        sent = iter(future.result())
+        return [
+            request if isinstance(request, AttemptResult) else next(sent) for request in requests
+        ]
+
+    return results
 
 
 # Recording -----------------------------------------------------------------------------------
@@ -219,18 +239,13 @@ def retry_delay(attempt_number: int, result: AttemptResult) -> timedelta | None:
 
 
 @transaction.atomic
-def _record(batch, results, *, claim: str, report: RelayReport) -> None:
+def _record(batch: list[Claimed], results, *, claim: str, report: RelayReport) -> None:
+    """Each attempt, and each delivery's new state. The updates name the claim: a delivery
+    whose lease ran out and that another relay claimed since is left to that relay."""
     now = timezone.now()
-    ours = set(
-        WebhookDelivery.objects.select_for_update()
-        .filter(pk__in=[delivery.pk for delivery in batch], claim=claim)
-        .values_list("pk", flat=True)
-    )
     attempts, succeeded, changed = [], [], []
     outcomes: dict = {}  # endpoint id -> [succeeded?, ...] in order
     for delivery, result in zip(batch, results, strict=True):
-        if delivery.pk not in ours:  # its lease ran out and another relay has it now
-            continue
         number = delivery.attempt_count + 1
         attempts.append(
             WebhookAttempt(
@@ -245,23 +260,30 @@ def _record(batch, results, *, claim: str, report: RelayReport) -> None:
             )
         )
         if result.error != _ENDPOINT_DISABLED:
-            outcomes.setdefault(delivery.endpoint_id, []).append(result.succeeded)
+            outcomes.setdefault(delivery.endpoint.pk, []).append(result.succeeded)
         if result.succeeded:
             succeeded.append(delivery.pk)
             report.succeeded += 1
             continue
         report.failed += 1
         delay = retry_delay(number, result)
-        delivery.status = DeliveryStatus.FAILED if delay is None else DeliveryStatus.RETRYING
-        delivery.next_attempt_at = None if delay is None else now + delay
-        delivery.attempt_count = number
-        delivery.claim = ""
-        delivery.last_attempt_at = now
-        delivery.updated_at = now
-        changed.append(delivery)
-    WebhookAttempt.objects.bulk_create(attempts)
+        changed.append(
+            WebhookDelivery(
+                pk=delivery.pk,
+                status=DeliveryStatus.FAILED if delay is None else DeliveryStatus.RETRYING,
+                next_attempt_at=None if delay is None else now + delay,
+                attempt_count=number,
+                claim="",
+                last_attempt_at=now,
+                updated_at=now,
+            )
+        )
+    # A relay that lost its lease may number an attempt the next relay numbers too: the
+    # first one recorded stands.
+    WebhookAttempt.objects.bulk_create(attempts, ignore_conflicts=True)
+    ours = WebhookDelivery.objects.filter(claim=claim)
     if succeeded:
-        WebhookDelivery.objects.filter(pk__in=succeeded).update(
+        ours.filter(pk__in=succeeded).update(
             status=DeliveryStatus.SUCCEEDED,
             attempt_count=F("attempt_count") + 1,
             next_attempt_at=None,
@@ -271,7 +293,7 @@ def _record(batch, results, *, claim: str, report: RelayReport) -> None:
             updated_at=now,
         )
     if changed:
-        WebhookDelivery.objects.bulk_update(
+        ours.bulk_update(
             changed,
             [
                 "status",
@@ -313,6 +335,8 @@ def _update_endpoints(outcomes: dict, now) -> list:
 
 
 def _disable_failing(endpoint_ids: list, now, report: RelayReport) -> None:
+    if not endpoint_ids:
+        return
     cutoff = now - timedelta(days=settings.WEBHOOK_DISABLE_AFTER_DAYS)
     for endpoint in WebhookEndpoint.objects.filter(
         pk__in=endpoint_ids, is_active=True, failing_since__lte=cutoff

@@ -14,14 +14,9 @@ from tenants.models import Membership, MembershipStatus, Tenant
 
 from .. import channels
 from ..models import Channel, Notification, NotificationPreference, NotificationStatus
+from ..selectors import preferences_of
 
 logger = logging.getLogger(__name__)
-
-
-def preferences_of(*, tenant_id, user_id) -> NotificationPreference:
-    """The member's preferences; the defaults (unsaved) when they never set any."""
-    found = NotificationPreference.objects.filter(tenant_id=tenant_id, user_id=user_id).first()
-    return found or NotificationPreference(tenant_id=tenant_id, user_id=user_id)
 
 
 def _status_for(preference: NotificationPreference, channel: str) -> str:
@@ -199,7 +194,7 @@ def notifications_mark_all_read(*, tenant: Tenant, user) -> int:
 
 @transaction.atomic
 def notification_preferences_update(
-    *, tenant: Tenant, user, actor, **data
+    *, tenant: Tenant, user, actor, data: Mapping
 ) -> NotificationPreference:
     """Set the member's channels, phone number and per-event-type opt-outs."""
     try:
@@ -208,6 +203,7 @@ def notification_preferences_update(
     except IntegrityError:  # a concurrent first save won the race: update that row
         preference = NotificationPreference.objects.get(tenant=tenant, user=user)
     preference = NotificationPreference.objects.select_for_update().get(pk=preference.pk)
+    data = dict(data)
     if "disabled_event_types" in data:
         data["disabled_event_types"] = sorted(set(data["disabled_event_types"]))
     changes = model_update(instance=preference, data=data)

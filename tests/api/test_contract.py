@@ -103,7 +103,7 @@ def test_every_tenant_scoped_model_has_a_factory(endpoint):
 def test_another_tenants_object_is_404_like_a_random_id(endpoint, make_caller):
     caller = make_caller(Role.OWNER)
     foreign = factory_for(endpoint.model)(tenant=TenantFactory())
-    own = factory_for(endpoint.model)(tenant=caller.tenant)
+    own = endpoint.make(caller.tenant, owner=caller.user)
 
     foreign_error = assert_envelope(
         _call(caller.client, endpoint, endpoint.url(str(foreign.pk))), 404, "RESOURCE_NOT_FOUND"
@@ -118,7 +118,7 @@ def test_another_tenants_object_is_404_like_a_random_id(endpoint, make_caller):
 def test_list_shows_only_the_callers_tenant(endpoint, make_caller):
     caller = make_caller(Role.OWNER)
     factory = factory_for(endpoint.model)
-    own = {str(factory(tenant=caller.tenant).pk) for _ in range(3)}
+    own = {str(endpoint.make(caller.tenant, owner=caller.user).pk) for _ in range(3)}
     for _ in range(3):
         factory(tenant=TenantFactory())
     response = caller.client.get(endpoint.url(), {"page_size": 100})
@@ -134,12 +134,11 @@ def test_list_shows_only_the_callers_tenant(endpoint, make_caller):
 
 @pytest.mark.parametrize("endpoint", TENANT_LISTS, ids=str)
 def test_list_query_count_does_not_grow_with_page_size(endpoint, make_caller):
-    factory = factory_for(endpoint.model)
 
     def queries_for(rows: int) -> int:
         caller = make_caller(Role.OWNER)
         for _ in range(rows):
-            factory(tenant=caller.tenant)
+            endpoint.make(caller.tenant, owner=caller.user)
         with CaptureQueriesContext(connection) as captured:
             response = caller.client.get(endpoint.url(), {"page_size": 100})
         assert response.status_code == 200

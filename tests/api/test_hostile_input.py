@@ -252,9 +252,7 @@ def _hostile_query(context, query):
         HealthCheck.filter_too_much,
     ],
 )
-def test_hostile_strings_in_every_field_never_make_a_5xx(
-    case, owner_headers, keep_test_connection
-):
+def test_hostile_strings_in_every_field_never_make_a_5xx(case, owner_headers, keep_test_connection):
     case.headers = {**(case.headers or {}), **owner_headers}
     if case.query:
         case.query.pop("organization_id", None)

@@ -77,6 +77,17 @@ REVIEWED = {
     ("tenants.serializers.themes.ThemeSerializer", "is_active"): (
         "the theme's own on/off switch, for holders of settings.write: tests/tenants/test_themes.py"
     ),
+    ("notifications.serializers.WebhookEndpointCreateSerializer", "is_active"): (
+        "the endpoint's own on/off switch, for holders of settings.write: "
+        "tests/notifications/test_api.py"
+    ),
+    ("notifications.serializers.WebhookEndpointUpdateSerializer", "is_active"): (
+        "as WebhookEndpointCreateSerializer: tests/notifications/test_api.py"
+    ),
+    ("notifications.serializers.NotificationSendSerializer", "user_id"): (
+        "the recipient, which must be an active member of the request's tenant "
+        "(validate_user_id): tests/notifications/test_notifications.py"
+    ),
     ("audit.serializers.ChainQuerySerializer", "tenant_id"): (
         "a query parameter honoured for staff only; a member's request reads its own tenant's "
         "chain (audit.views.selected_chain): tests/audit/test_verify_api.py"

@@ -25,6 +25,7 @@ from accounts import services as accounts_services
 from accounts.models import AuthToken
 from audit import services as audit_services
 from audit.models import AuditEvent
+from notifications import services as notifications_services
 from tenants import services as tenants_services
 from tenants.models import Role, TenantStatus
 from tenants.permissions import ALL_PERMISSIONS
@@ -73,6 +74,31 @@ EXEMPT = {
     "accounts.services.jwt_refresh": "session bookkeeping: its start and end are audited",
     "accounts.services.api_key_usage": "read-only",
     "accounts.services.api_key_usage_flush": "request counters, not facts (the requests are)",
+    "audit.services.on_record": "registers a hook at start-up",
+    "notifications.services.events.publish": (
+        "the audit hook: runs inside record(), publishing the event being recorded"
+    ),
+    "notifications.services.events.relay_after_commit": "queues the relay after commit",
+    "notifications.services.user_notifications.notify_roles": (
+        "part of publishing an audited event (the hook)"
+    ),
+    "notifications.services.relay.retry_delay": "pure function",
+    "notifications.services.relay.webhook_deliveries_send": (
+        "delivery bookkeeping: each attempt is its own record (WebhookAttempt); disabling an "
+        "endpoint is audited by webhook_endpoint_disable"
+    ),
+    "notifications.services.relay.webhook_delivery_send_now": (
+        "delivery bookkeeping: the attempt is its own record; the test it sends is audited"
+    ),
+    "notifications.services.user_notifications.notifications_deliver": (
+        "sends notifications already recorded; each keeps its own status"
+    ),
+    "notifications.services.user_notifications.notification_mark_read": (
+        "the reader's own bookkeeping"
+    ),
+    "notifications.services.user_notifications.notifications_mark_all_read": (
+        "the reader's own bookkeeping"
+    ),
 }
 
 
@@ -115,8 +141,104 @@ def _upload_a_logo():
         tenants_services.theme_logo_set(tenant=TenantFactory(), actor=None, uploaded_file=upload)
 
 
+def _endpoint(**fields):
+    from tests.notifications.factories import WebhookEndpointFactory
+
+    return WebhookEndpointFactory(**fields)
+
+
+def _old_delivery():
+    from tests.notifications.factories import WebhookDeliveryFactory
+
+    delivery = WebhookDeliveryFactory()
+    WebhookDeliveryFactory._meta.model.objects.filter(pk=delivery.pk).update(
+        created_at=timezone.now() - timedelta(days=400)
+    )
+
+
+def _failed_delivery():
+    from tests.notifications.factories import WebhookDeliveryFactory
+
+    return WebhookDeliveryFactory(status="failed", next_attempt_at=None)
+
+
 # service -> (how to call it, the event type it must record)
 INVOCATIONS = {
+    "notifications.services.endpoints.webhook_endpoint_create": (
+        lambda: notifications_services.webhook_endpoint_create(
+            tenant=TenantFactory(),
+            actor=None,
+            name="Covered",
+            url="https://hooks.example.com/in",
+            events=["*"],
+        ),
+        "webhook.endpoint.created",
+    ),
+    "notifications.services.endpoints.webhook_endpoint_update": (
+        lambda: notifications_services.webhook_endpoint_update(
+            webhook_endpoint=_endpoint(), actor=None, name="Renamed"
+        ),
+        "webhook.endpoint.updated",
+    ),
+    "notifications.services.endpoints.webhook_endpoint_delete": (
+        lambda: notifications_services.webhook_endpoint_delete(
+            webhook_endpoint=_endpoint(), actor=None
+        ),
+        "webhook.endpoint.deleted",
+    ),
+    "notifications.services.endpoints.webhook_endpoint_rotate_secret": (
+        lambda: notifications_services.webhook_endpoint_rotate_secret(
+            webhook_endpoint=_endpoint(), actor=None
+        ),
+        "webhook.endpoint.secret_rotated",
+    ),
+    "notifications.services.endpoints.webhook_endpoint_disable": (
+        lambda: notifications_services.webhook_endpoint_disable(
+            webhook_endpoint=_endpoint(), reason="Failing"
+        ),
+        "webhook.endpoint.disabled",
+    ),
+    "notifications.services.endpoints.webhook_endpoint_test": (
+        lambda: notifications_services.webhook_endpoint_test(
+            webhook_endpoint=_endpoint(), actor=None
+        ),
+        "webhook.endpoint.tested",
+    ),
+    "notifications.services.endpoints.webhook_endpoint_replay": (
+        lambda: notifications_services.webhook_endpoint_replay(
+            webhook_endpoint=_endpoint(), actor=None, since=timezone.now() - timedelta(days=1)
+        ),
+        "webhook.endpoint.replayed",
+    ),
+    "notifications.services.endpoints.webhook_delivery_retry": (
+        lambda: notifications_services.webhook_delivery_retry(
+            delivery=_failed_delivery(), actor=None
+        ),
+        "webhook.delivery.retried",
+    ),
+    "notifications.services.relay.webhook_deliveries_prune": (
+        lambda: (_old_delivery(), notifications_services.webhook_deliveries_prune()),
+        "webhook.deliveries.pruned",
+    ),
+    "notifications.services.user_notifications.notification_send": (
+        lambda: notifications_services.notification_send(
+            tenant=(member := _member()).tenant,
+            actor=None,
+            recipient=member.user,
+            title="Covered",
+            message="A message.",
+        ),
+        "notification.sent",
+    ),
+    "notifications.services.user_notifications.notification_preferences_update": (
+        lambda: notifications_services.notification_preferences_update(
+            tenant=(member := _member()).tenant,
+            user=member.user,
+            actor=None,
+            data={"email_enabled": False},
+        ),
+        "notification.preferences_updated",
+    ),
     "accounts.services.user_create": (
         lambda: accounts_services.user_create(email="new@example.com", password=TEST_PASSWORD),
         "user.created",

@@ -59,9 +59,7 @@ class WebhookDeliveryFactory(factory.django.DjangoModelFactory):
         model = WebhookDelivery
 
     tenant = factory.SubFactory("tests.tenants.factories.TenantFactory")
-    endpoint = factory.SubFactory(
-        WebhookEndpointFactory, tenant=factory.SelfAttribute("..tenant")
-    )
+    endpoint = factory.SubFactory(WebhookEndpointFactory, tenant=factory.SelfAttribute("..tenant"))
     event = factory.SubFactory(WebhookEventFactory, tenant=factory.SelfAttribute("..tenant"))
     event_type = factory.SelfAttribute("event.event_type")
     status = DeliveryStatus.PENDING
@@ -73,9 +71,7 @@ class WebhookAttemptFactory(factory.django.DjangoModelFactory):
         model = WebhookAttempt
 
     tenant = factory.SubFactory("tests.tenants.factories.TenantFactory")
-    delivery = factory.SubFactory(
-        WebhookDeliveryFactory, tenant=factory.SelfAttribute("..tenant")
-    )
+    delivery = factory.SubFactory(WebhookDeliveryFactory, tenant=factory.SelfAttribute("..tenant"))
     number = 1
     succeeded = True
     status_code = 200

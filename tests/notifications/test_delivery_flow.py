@@ -15,7 +15,8 @@ from tests.factories import TenantFactory
 
 from .receiver import Receiver
 
-pytestmark = pytest.mark.django_db(transaction=True)
+# Also on SQLite (the smoke run), where events and deliveries are written through the ORM.
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.smoke]
 
 
 def _create_endpoint(caller, url, events=("*",)):
@@ -46,7 +47,12 @@ def test_an_invitation_is_delivered_signed_and_verifies(make_caller):
     assert payload["organization_id"] == str(owner.tenant.pk)
     assert payload["data"]["email"] == "new@example.com"
     assert set(payload["data"]) == {
-        "membership_id", "user_id", "email", "role", "invitation_id", "expires_at"
+        "membership_id",
+        "user_id",
+        "email",
+        "role",
+        "invitation_id",
+        "expires_at",
     }
     assert request.headers["webhook-id"] == payload["id"]
     delivery = WebhookDelivery.objects.get()
@@ -58,7 +64,9 @@ def test_a_rolled_back_change_leaves_no_event_and_no_delivery(make_caller):
     with Receiver() as receiver:
         _create_endpoint(owner, receiver.url)
     with pytest.raises(RuntimeError), transaction.atomic():
-        member_invite(tenant=owner.tenant, actor=owner.user, email="x@example.com", send_email=False)
+        member_invite(
+            tenant=owner.tenant, actor=owner.user, email="x@example.com", send_email=False
+        )
         raise RuntimeError("the change fails after recording")
     assert not WebhookEvent.objects.filter(event_type="organization.member.invited").exists()
     assert not WebhookDelivery.objects.exists()

@@ -1,0 +1,380 @@
+"""The public event catalogue's own rules: every entry is produced by a real service, its event
+validates against the envelope and the entry's schema and carries no secret, examples validate,
+and events reach exactly the endpoints subscribed to them."""
+
+import json
+from datetime import datetime
+
+import jsonschema
+import pytest
+from django.db import transaction
+from django.utils import timezone
+
+from accounts.services import api_key_create, api_key_revoke
+from audit.models import AuditEvent
+from audit.services import is_secret_key, record
+from config.exceptions import Conflict
+from notifications import catalog
+from notifications.models import WebhookDelivery, WebhookEndpoint, WebhookEvent
+from notifications.services import webhook_endpoint_disable, webhook_endpoint_test
+from tenants.models import Membership, Role, Tenant, TenantStatus
+from tenants.permissions import ALL_PERMISSIONS
+from tenants.services import (
+    invitation_accept,
+    member_invite,
+    member_remove,
+    member_update,
+    membership_add,
+    theme_update,
+)
+from tenants.services.lifecycle import (
+    tenant_activate,
+    tenant_cancel,
+    tenant_restore,
+    tenant_suspend,
+)
+from tenants.services.quotas import quota_consume
+from tests.factories import (
+    TEST_PASSWORD,
+    InvitationFactory,
+    MembershipFactory,
+    TenantFactory,
+    UserFactory,
+)
+
+from .factories import WebhookEndpointFactory
+
+# Also on SQLite (the smoke run), where events and deliveries are written through the ORM
+# rather than the one prepared statement PostgreSQL uses.
+pytestmark = [pytest.mark.django_db, pytest.mark.smoke]
+
+FORMATS = jsonschema.FormatChecker()
+
+
+@FORMATS.checks("date-time", raises=ValueError)
+def _is_date_time(value) -> bool:
+    # jsonschema checks date-time only with an optional package: an ISO 8601 time with a
+    # time zone, here.
+    if not isinstance(value, str):
+        return True
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).tzinfo is not None
+
+
+def validate(instance, schema) -> None:
+    jsonschema.validate(instance, schema, format_checker=FORMATS)
+
+
+# Producers: each makes its audit event happen in `tenant` through the real service -------------
+
+
+def _owner(tenant):
+    membership = Membership.objects.filter(tenant=tenant, role=Role.OWNER).first()
+    return (membership or MembershipFactory(tenant=tenant, role=Role.OWNER)).user
+
+
+def _invite(tenant):
+    member_invite(tenant=tenant, actor=_owner(tenant), email="ada@example.com", send_email=False)
+
+
+def _accept_invitation(tenant):
+    invitation = InvitationFactory(tenant=tenant)
+    invitation_accept(token=invitation.token, name="Ada", password=TEST_PASSWORD)
+
+
+def _add_member(tenant):
+    membership_add(tenant=tenant, user=UserFactory(), role=Role.VIEWER, actor=None)
+
+
+def _change_role(tenant):
+    membership = MembershipFactory(tenant=tenant, role=Role.VIEWER)
+    member_update(membership=membership, actor=_owner(tenant), role=Role.MEMBER)
+
+
+def _remove_member(tenant):
+    membership = MembershipFactory(tenant=tenant, role=Role.VIEWER)
+    member_remove(membership=membership, actor=_owner(tenant))
+
+
+def _activate(tenant):
+    Tenant.objects.filter(pk=tenant.pk).update(status=TenantStatus.TRIAL)
+    tenant_activate(tenant=tenant, actor=None)
+
+
+def _suspend(tenant):
+    tenant_suspend(tenant=tenant, actor=None, reason="Unpaid invoice")
+
+
+def _restore(tenant):
+    Tenant.objects.filter(pk=tenant.pk).update(status=TenantStatus.SUSPENDED)
+    tenant_restore(tenant=tenant, actor=None)
+
+
+def _cancel(tenant):
+    tenant_cancel(tenant=tenant, actor=None)
+
+
+def _warn_about_quota(tenant):
+    Tenant.objects.filter(pk=tenant.pk).update(settings={"maxDocuments": 1})
+    tenant.refresh_from_db()
+    quota_consume(tenant=tenant, resource="documents")
+
+
+def _create_api_key(tenant):
+    return api_key_create(tenant=tenant, actor=_owner(tenant), name="CI", scopes=["read"])[0]
+
+
+def _revoke_api_key(tenant):
+    api_key_revoke(api_key=_create_api_key(tenant), actor=None)
+
+
+def _disable_endpoint(tenant):
+    endpoint = WebhookEndpointFactory(tenant=tenant)
+    webhook_endpoint_disable(
+        webhook_endpoint=endpoint, reason="Failing since 2026-11-25 10:00 UTC with no success."
+    )
+
+
+def _test_endpoint(tenant):
+    endpoint = WebhookEndpointFactory(tenant=tenant, events=["organization.member.joined"])
+    webhook_endpoint_test(webhook_endpoint=endpoint, actor=_owner(tenant))
+
+
+# Catalogue type -> a producer of it. A new catalogue entry fails test_every_type_has_a_producer
+# until it is added here.
+PRODUCERS = {
+    "organization.member.invited": _invite,
+    "organization.member.joined": _accept_invitation,
+    "organization.member.role_changed": _change_role,
+    "organization.member.removed": _remove_member,
+    "organization.status_changed": _suspend,
+    "organization.quota.warning": _warn_about_quota,
+    "organization.api_key.created": _create_api_key,
+    "organization.api_key.revoked": _revoke_api_key,
+    "webhook.endpoint.disabled": _disable_endpoint,
+    "webhook.test": _test_endpoint,
+}
+
+# Audit event type -> a producer of it: every source of every entry, the ones PRODUCERS does
+# not already take included.
+SOURCE_PRODUCERS = {
+    "member.invited": _invite,
+    "member.joined": _accept_invitation,
+    "member.added": _add_member,
+    "member.role_changed": _change_role,
+    "member.removed": _remove_member,
+    "tenant.activated": _activate,
+    "tenant.suspended": _suspend,
+    "tenant.restored": _restore,
+    "tenant.cancelled": _cancel,
+    "quota.warning": _warn_about_quota,
+    "api_key.created": _create_api_key,
+    "api_key.revoked": _revoke_api_key,
+    "webhook.endpoint.disabled": _disable_endpoint,
+    "webhook.endpoint.tested": _test_endpoint,
+}
+
+
+def _secret_keys(value, path="data") -> list[str]:
+    found = []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if is_secret_key(key):
+                found.append(f"{path}.{key}")
+            found += _secret_keys(item, f"{path}.{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found += _secret_keys(item, f"{path}[{index}]")
+    return found
+
+
+def assert_valid_public_event(event: WebhookEvent) -> dict:
+    entry = catalog.EVENT_TYPES[event.event_type]
+    body = json.loads(event.body)
+    validate(body, catalog.ENVELOPE_SCHEMA)
+    validate(body["data"], entry.schema)
+    assert body["id"] == str(event.pk)
+    assert body["type"] == entry.type
+    assert body["organization_id"] == str(event.tenant_id)
+    assert not _secret_keys(body["data"]), _secret_keys(body["data"])
+    assert "whsec_" not in event.body
+    return body
+
+
+def test_every_type_has_a_producer():
+    assert set(PRODUCERS) == {entry.type for entry in catalog.CATALOG}
+
+
+def test_every_source_has_a_producer():
+    assert set(SOURCE_PRODUCERS) == set(catalog.BY_SOURCE)
+
+
+@pytest.mark.parametrize("event_type", sorted(PRODUCERS))
+def test_each_type_is_produced_by_its_service_and_validates(event_type):
+    tenant = TenantFactory(settings={"maxUsers": 10})
+
+    PRODUCERS[event_type](tenant)
+
+    events = WebhookEvent.objects.filter(tenant=tenant, event_type=event_type)
+    assert events.exists(), f"{PRODUCERS[event_type].__name__} produced no {event_type}"
+    for event in events:
+        assert_valid_public_event(event)
+
+
+@pytest.mark.parametrize("source", sorted(SOURCE_PRODUCERS))
+def test_each_source_audit_event_becomes_its_public_event(source):
+    tenant = TenantFactory(settings={"maxUsers": 10})
+
+    SOURCE_PRODUCERS[source](tenant)
+
+    audited = AuditEvent.objects.filter(tenant=tenant, event_type=source)
+    assert audited.exists(), f"{SOURCE_PRODUCERS[source].__name__} recorded no {source}"
+    for audit_event in audited:
+        event = WebhookEvent.objects.get(pk=audit_event.pk)
+        assert event.tenant_id == tenant.pk
+        assert event.event_type == catalog.BY_SOURCE[source].type
+        assert_valid_public_event(event)
+
+
+def test_the_status_change_data_names_the_transition():
+    tenant = TenantFactory(status=TenantStatus.ACTIVE, activated_at=timezone.now())
+
+    _suspend(tenant)
+    _restore(tenant)
+
+    bodies = [
+        json.loads(event.body)["data"]
+        for event in WebhookEvent.objects.filter(
+            tenant=tenant, event_type="organization.status_changed"
+        ).order_by("created_at")
+    ]
+    assert bodies == [
+        {"previous_status": "active", "status": "suspended", "reason": "Unpaid invoice"},
+        {"previous_status": "suspended", "status": "active", "reason": ""},
+    ]
+
+
+def test_the_api_key_event_never_carries_the_key():
+    tenant = TenantFactory()
+    _, raw = api_key_create(tenant=tenant, actor=_owner(tenant), name="CI", scopes=["read"])
+
+    event = WebhookEvent.objects.get(tenant=tenant, event_type="organization.api_key.created")
+
+    assert raw not in event.body
+    assert set(json.loads(event.body)["data"]) == {"api_key_id", "name", "key_prefix"}
+
+
+# The entries themselves -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("entry", catalog.CATALOG, ids=lambda entry: entry.type)
+def test_each_entry_is_consistent(entry):
+    jsonschema.Draft202012Validator.check_schema(entry.schema)
+    validate(entry.example, entry.schema)
+    assert entry.permission in ALL_PERMISSIONS
+    assert entry.sources and len(set(entry.sources)) == len(entry.sources)
+    assert entry.description
+    assert set(entry.notify_roles) <= {role.value for role in Role}
+    assert bool(entry.notify_roles) == (entry.notice is not None)
+    if entry.notice is not None:
+        # The notice formats over `data`: every field it names is in the schema.
+        entry.notice.title.format(**entry.example)
+        entry.notice.message.format(**entry.example)
+
+
+def test_no_audit_type_is_the_source_of_two_entries_nor_a_public_type_twice():
+    sources = [source for entry in catalog.CATALOG for source in entry.sources]
+    types = [entry.type for entry in catalog.CATALOG]
+
+    assert len(sources) == len(set(sources))
+    assert len(types) == len(set(types))
+
+
+def test_the_envelope_schema_is_valid_and_takes_no_other_property():
+    jsonschema.Draft202012Validator.check_schema(catalog.ENVELOPE_SCHEMA)
+    envelope = {
+        "id": "5b0e7a36-3c1e-4a4f-9f5e-2d8a43c8e0f1",
+        "type": "organization.member.joined",
+        "created_at": "2026-12-01T10:30:00.000000Z",
+        "organization_id": "0d6c2f8e-7b1a-4c55-8a3e-61b2f4d9a7c2",
+        "data": {},
+    }
+    validate(envelope, catalog.ENVELOPE_SCHEMA)
+    for broken in ({**envelope, "extra": 1}, {**envelope, "id": "not-a-uuid"}):
+        with pytest.raises(jsonschema.ValidationError):
+            validate(broken, catalog.ENVELOPE_SCHEMA)
+
+
+# What is published, and to whom -----------------------------------------------------------------
+
+
+def test_an_audit_event_outside_the_catalogue_publishes_nothing():
+    tenant = TenantFactory()
+    WebhookEndpointFactory(tenant=tenant, events=["*"])
+    member = MembershipFactory(tenant=tenant, role=Role.ADMIN)
+
+    theme_update(tenant=tenant, actor=member.user, data={"primary_color": "#123456"})
+
+    assert AuditEvent.objects.filter(tenant=tenant, event_type="theme.updated").exists()
+    assert not WebhookEvent.objects.filter(tenant=tenant).exists()
+    assert not WebhookDelivery.objects.filter(tenant=tenant).exists()
+
+
+def test_a_platform_event_publishes_nothing():
+    before = WebhookEvent.objects.count()
+    with transaction.atomic():
+        record(tenant=None, event_type="quota.warning", payload={"resource": "documents"})
+
+    assert WebhookEvent.objects.count() == before
+
+
+def test_an_event_goes_to_the_active_subscribed_endpoints_of_its_tenant_only():
+    tenant = TenantFactory()
+    subscribed = WebhookEndpointFactory(tenant=tenant, events=["organization.api_key.created"])
+    everything = WebhookEndpointFactory(tenant=tenant, events=["*"])
+    WebhookEndpointFactory(tenant=tenant, events=["organization.member.joined"])
+    WebhookEndpointFactory(tenant=tenant, events=["*"], is_active=False)
+    WebhookEndpointFactory(tenant=TenantFactory(), events=["*"])
+
+    _create_api_key(tenant)
+
+    event = WebhookEvent.objects.get(tenant=tenant, event_type="organization.api_key.created")
+    deliveries = WebhookDelivery.objects.filter(event=event)
+    assert {d.endpoint_id for d in deliveries} == {subscribed.pk, everything.pk}
+    assert WebhookDelivery.objects.count() == 2
+    assert all(d.status == "pending" and d.tenant_id == tenant.pk for d in deliveries)
+
+
+def test_the_test_event_goes_to_its_endpoint_only_even_one_not_subscribed_to_it():
+    tenant = TenantFactory()
+    target = WebhookEndpointFactory(tenant=tenant, events=["organization.member.joined"])
+    WebhookEndpointFactory(tenant=tenant, events=["*"])
+
+    webhook_endpoint_test(webhook_endpoint=target, actor=None)
+
+    (delivery,) = WebhookDelivery.objects.all()
+    assert (delivery.endpoint_id, delivery.event_type) == (target.pk, "webhook.test")
+
+
+def test_a_disabled_endpoint_is_not_sent_its_test_event():
+    endpoint = WebhookEndpointFactory(is_active=False)
+
+    with pytest.raises(Conflict):
+        webhook_endpoint_test(webhook_endpoint=endpoint, actor=None)
+
+    assert not WebhookEvent.objects.filter(tenant=endpoint.tenant).exists()
+
+
+def test_disabling_an_endpoint_publishes_once():
+    endpoint = WebhookEndpointFactory()
+
+    for _ in range(2):
+        webhook_endpoint_disable(webhook_endpoint=endpoint, reason="Failing for days.")
+
+    assert not WebhookEndpoint.objects.get(pk=endpoint.pk).is_active
+    event = WebhookEvent.objects.get(tenant=endpoint.tenant)
+    assert json.loads(event.body)["data"] == {
+        "endpoint_id": str(endpoint.pk),
+        "name": endpoint.name,
+        "url": endpoint.url,
+        "disabled_reason": "Failing for days.",
+    }
