@@ -134,6 +134,8 @@ def parse(url: str) -> SplitResult:
         )
     if not parts.hostname:
         raise ForbiddenTarget("The URL has no host.")
+    if "%" in parts.hostname:
+        raise ForbiddenTarget("An IPv6 zone (%interface) names a link-local address.")
     if port == 0:
         raise ForbiddenTarget("The URL's port must be between 1 and 65535.")
     return parts

@@ -70,6 +70,7 @@ EXTRA_MODULES: dict[str, dict[str, str]] = {
         "targets": "the SSRF guard: where a webhook may be sent",
         "sender": "one webhook request to the checked address",
         "channels": "notification delivery channels (email, SMS provider)",
+        "demo": "the quick start's webhooks and notifications (load_demo_data loads it)",
     },
 }
 PROBE_APP = "sample"

@@ -146,3 +146,23 @@ def test_rerun_restores_a_changed_demo_password(api_client):
         "/api/v1/auth/token/", {"email": owner.email, "password": DEMO_PASSWORD}
     )
     assert response.status_code == 200
+
+
+def test_acme_has_webhooks_with_delivery_history_and_notifications(demo_data):
+    from notifications.models import DeliveryStatus, Notification, WebhookDelivery, WebhookEndpoint
+
+    acme = Tenant.objects.get(slug="acme")
+    endpoints = {e.name: e for e in WebhookEndpoint.objects.filter(tenant=acme)}
+
+    assert set(endpoints) == {"Local receiver", "Audit sink", "Legacy bridge"}
+    assert not endpoints["Legacy bridge"].is_active
+    local = WebhookDelivery.objects.filter(endpoint=endpoints["Local receiver"])
+    assert local.count() == 3  # two keys created, one revoked
+    assert set(local.values_list("status", flat=True)) == {DeliveryStatus.SUCCEEDED}
+    sink = WebhookDelivery.objects.filter(endpoint=endpoints["Audit sink"])
+    assert sink.filter(status=DeliveryStatus.RETRYING).count() == sink.count() >= 3
+    owner = User.objects.get(email="owner@acme.example.com")
+    assert Notification.objects.filter(
+        recipient=owner, event_type="organization.quota.warning", channel="in_app"
+    ).exists()
+    assert Notification.objects.filter(tenant=acme, title="Welcome to Acme").exists()

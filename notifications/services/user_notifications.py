@@ -186,10 +186,11 @@ def notification_mark_read(*, notification: Notification) -> Notification:
 
 @transaction.atomic
 def notifications_mark_all_read(*, tenant: Tenant, user) -> int:
+    """Mark the member's unread in-app notifications read (the inbox); returns how many."""
     now = timezone.now()
-    return Notification.objects.filter(tenant=tenant, recipient=user, is_read=False).update(
-        is_read=True, read_at=now, updated_at=now
-    )
+    return Notification.objects.filter(
+        tenant=tenant, recipient=user, channel=Channel.IN_APP, is_read=False
+    ).update(is_read=True, read_at=now, updated_at=now)
 
 
 @transaction.atomic

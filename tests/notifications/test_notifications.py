@@ -133,6 +133,35 @@ def test_read_all_marks_only_the_callers_unread_in_this_tenant(make_caller):
 # Sending --------------------------------------------------------------------------------------
 
 
+def test_the_list_is_the_in_app_inbox_and_other_channels_are_a_filter_away(make_caller):
+    caller = make_caller(Role.MEMBER)
+    in_app = NotificationFactory(tenant=caller.tenant, recipient=caller.user, channel="in_app")
+    email = NotificationFactory(tenant=caller.tenant, recipient=caller.user, channel="email")
+
+    def listed(**params):
+        response = caller.client.get(URL, params)
+        assert response.status_code == 200, response.content
+        return {row["id"] for row in response.json()["results"]}
+
+    assert listed() == {str(in_app.pk)}
+    assert listed(channel="email") == {str(email.pk)}
+    assert listed(channel="all") == {str(in_app.pk), str(email.pk)}
+    assert caller.client.get(f"{URL}/{email.pk}").json()["channel"] == "email"
+    assert_envelope(caller.client.get(URL, {"channel": "pigeon"}), 400)
+
+
+def test_read_all_marks_the_inbox_only(make_caller):
+    caller = make_caller(Role.MEMBER)
+    NotificationFactory(tenant=caller.tenant, recipient=caller.user, channel="in_app")
+    email = NotificationFactory(tenant=caller.tenant, recipient=caller.user, channel="email")
+
+    response = caller.client.post(f"{URL}/read-all")
+
+    assert response.json() == {"updated": 1}
+    email.refresh_from_db()
+    assert email.is_read is False
+
+
 def send(caller, to, **overrides):
     body = {
         "user_id": str(to.pk),

@@ -154,6 +154,7 @@ HOSTILE_URLS = [
     ("metadata-mapped-ipv6", "http://[::ffff:169.254.169.254]/", "link-local"),
     ("metadata-nat64", "http://[64:ff9b::a9fe:a9fe]/", "link-local"),
     ("ipv6-link-local", "http://[fe80::1]/", "link-local"),
+    ("ipv6-zone-id", "http://[fe80::1%25eth0]/", "zone"),
     # Multicast, broadcast, documentation and other reserved ranges.
     ("multicast-ipv4", "http://224.0.0.1/", "multicast"),
     ("multicast-ipv6", "http://[ff02::1]/", "multicast"),

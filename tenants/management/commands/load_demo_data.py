@@ -1,8 +1,12 @@
 """Demo data for the quick start: idempotent, prints the credentials it set."""
 
+from importlib import import_module
+
+from django.apps import apps
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
+from django.utils.module_loading import module_has_submodule
 
 from accounts.models import User
 from accounts.services import user_create
@@ -61,6 +65,11 @@ class Command(BaseCommand):
                     membership_add(tenant=tenant, user=user, role=role, actor=staff)
                 rows.append((f"{role} of {slug}", user.email, str(tenant.pk)))
 
+        # Each domain app may add its own demo data in a `demo` module (`load(stdout=, staff=)`),
+        # found by name: this platform command knows no app above it.
+        for config in apps.get_app_configs():
+            if module_has_submodule(config.module, "demo"):
+                import_module(f"{config.name}.demo").load(stdout=self.stdout, staff=staff)
         self.stdout.write(
             self.style.SUCCESS("Demo data ready. Every demo password: " + DEMO_PASSWORD)
         )
