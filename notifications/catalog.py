@@ -99,6 +99,13 @@ _MEMBER_EXAMPLE = {
     "email": "ada@example.com",
 }
 _ENDPOINT_EXAMPLE = "9a3f1c2e-4b5d-4e6f-8a7b-1c2d3e4f5a6b"
+# An API key's public fields: never the key or its hash.
+_API_KEY = _schema(api_key_id=_UUID, name=_TEXT, key_prefix=_TEXT)
+_API_KEY_EXAMPLE = {
+    "api_key_id": "7e1d2c3b-4a59-4687-9a1b-2c3d4e5f6a7b",
+    "name": "CI",
+    "key_prefix": "cp_1a2b...9f8e",
+}
 
 CATALOG: tuple[EventType, ...] = (
     EventType(
@@ -190,24 +197,16 @@ CATALOG: tuple[EventType, ...] = (
         description="An API key was created (its secret is never part of an event).",
         sources=("api_key.created",),
         permission="keys.read",
-        schema=_schema(api_key_id=_UUID, name=_TEXT, key_prefix=_TEXT),
-        example={
-            "api_key_id": "7e1d2c3b-4a59-4687-9a1b-2c3d4e5f6a7b",
-            "name": "CI",
-            "key_prefix": "cp_1a2b...9f8e",
-        },
+        schema=_API_KEY,
+        example=_API_KEY_EXAMPLE,
     ),
     EventType(
         type="organization.api_key.revoked",
         description="An API key was revoked; requests with it are refused from now on.",
         sources=("api_key.revoked",),
         permission="keys.read",
-        schema=_schema(api_key_id=_UUID, name=_TEXT, key_prefix=_TEXT),
-        example={
-            "api_key_id": "7e1d2c3b-4a59-4687-9a1b-2c3d4e5f6a7b",
-            "name": "CI",
-            "key_prefix": "cp_1a2b...9f8e",
-        },
+        schema=_API_KEY,
+        example=_API_KEY_EXAMPLE,
     ),
     EventType(
         type="webhook.endpoint.disabled",

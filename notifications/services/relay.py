@@ -129,6 +129,10 @@ def _claim(*, limit: int, concurrency: int) -> tuple[str, list[WebhookDelivery]]
         .order_by("next_attempt_at")
         .values("pk")[:limit]
     )
+    if not WebhookDelivery.objects.filter(
+        status__in=DUE_STATUSES, next_attempt_at__lte=now
+    ).exists():
+        return claim, []  # idle: no write transaction (SQLite would take its write lock)
     with transaction.atomic():
         claimed = WebhookDelivery.objects.filter(pk__in=Subquery(due)).update(
             claim=claim, next_attempt_at=now + _lease(limit, concurrency), updated_at=now

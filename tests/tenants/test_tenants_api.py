@@ -207,6 +207,7 @@ def test_creation_is_audited_in_the_new_tenant(user_client):
     assert events["member.added"].payload == {
         "membership_id": str(membership.pk),
         "user_id": str(user_client.user.pk),
+        "email": user_client.user.email,
         "role": Role.OWNER,
     }
 
