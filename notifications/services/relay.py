@@ -370,7 +370,7 @@ def _update_endpoints(outcomes: dict, now) -> list:
     for endpoint_id, results in outcomes.items():
         endpoint = WebhookEndpoint.objects.filter(pk=endpoint_id)
         if True in results:
-            failures_after = len(results) - 1 - results[::-1].index(True)
+            failures_after = results[::-1].index(True)  # failed attempts after the last success
             endpoint.update(
                 last_triggered_at=now,
                 last_success_at=now,

@@ -174,6 +174,30 @@ def _deliveries_to(url: str, count: int, **fields) -> list[WebhookDelivery]:
     )
 
 
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("answers", "failures"),
+    [
+        pytest.param([200, 200, 200], 0, id="all-succeed"),
+        pytest.param([503, 200, 200], 0, id="a-failure-then-successes"),
+        pytest.param([200, 503, 404], 2, id="failures-after-the-last-success"),
+    ],
+)
+def test_a_batch_counts_only_the_failures_after_its_last_success(
+    frozen, receiver, answers, failures
+):
+    receiver.answer(*(Answer(status) for status in answers))
+    (delivery, *_) = _deliveries_to(receiver.url, len(answers))
+
+    webhook_deliveries_send(concurrency=1)
+
+    endpoint = delivery.endpoint
+    endpoint.refresh_from_db()
+    assert endpoint.last_success_at == frozen
+    assert endpoint.failure_count == failures
+    assert endpoint.failing_since == (frozen if failures else None)
+
+
 # Retry-After -------------------------------------------------------------------------------
 
 
