@@ -295,7 +295,9 @@ def _record(batch: list[Claimed], results, *, claim: str, report: RelayReport) -
     _insert_attempts(attempts)
     ours = WebhookDelivery.objects.filter(claim=claim)
     if succeeded:
-        ours.filter(pk__in=succeeded).update(
+        # The batch's rows by their claim, less the few that failed: no list of ids to send
+        # and parse when (as usually) every delivery succeeded.
+        ours.exclude(pk__in=[delivery.pk for delivery in changed]).update(
             status=DeliveryStatus.SUCCEEDED,
             attempt_count=F("attempt_count") + 1,
             next_attempt_at=None,
@@ -352,11 +354,14 @@ def _insert_attempts(rows: list[tuple]) -> None:
         for start in range(0, len(rows), per_statement):
             chunk = rows[start : start + per_statement]
             values = ", ".join([row_sql] * len(chunk))
-            params = [
-                field.get_db_prep_save(value, connection=db)
-                for row in chunk
-                for field, value in zip(fields, row, strict=True)
-            ]
+            if db.vendor == "postgresql":  # psycopg adapts these types itself
+                params = [value for row in chunk for value in row]
+            else:
+                params = [
+                    field.get_db_prep_save(value, connection=db)
+                    for row in chunk
+                    for field, value in zip(fields, row, strict=True)
+                ]
             cursor.execute(
                 f"INSERT INTO {table} ({columns}) VALUES {values} ON CONFLICT DO NOTHING",  # noqa: S608 (names from the model, values bound)
                 params,
