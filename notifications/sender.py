@@ -12,6 +12,7 @@ connection is only reused for the host whose certificate it checked.
 import asyncio
 import concurrent.futures
 import email.utils
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from django.conf import settings
 from .targets import ForbiddenTarget, Target, UnresolvableTarget, check
 
 USER_AGENT = "ControlPlane-Webhooks/1.0"
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -148,6 +150,14 @@ async def _post(request: Request, checked: asyncio.Future, clients: dict) -> Att
         )
     except (httpx.HTTPError, OSError) as error:
         return _failure(started, f"Connection failed: {type(error).__name__}: {error}"[:500])
+    except Exception as error:  # one delivery must never fail its whole batch (or the relay)
+        logger.exception("webhook request failed unexpectedly")
+        return AttemptResult(
+            succeeded=False,
+            retryable=False,
+            duration_ms=_elapsed_ms(started),
+            error=f"Not sent: unexpected {type(error).__name__}.",
+        )
 
 
 def _failure(started: float, error: str) -> AttemptResult:

@@ -116,7 +116,8 @@ def _new_claim() -> str:
 
 
 def _lease(count: int, concurrency: int) -> timedelta:
-    """Long enough for `count` deliveries to time out one after another on each sender."""
+    """Long enough for `count` deliveries to time out one after another on each sender. A
+    claimed batch waits behind the one in flight, so a run leases for both (see _claim)."""
     rounds = math.ceil(count / concurrency)
     return timedelta(seconds=settings.WEBHOOK_TIMEOUT_SECONDS * rounds + 60)
 
@@ -142,7 +143,7 @@ def _claim(*, limit: int, concurrency: int, look_first: bool = True) -> tuple[st
         return claim, []  # idle: no write transaction (SQLite would take its write lock)
     with transaction.atomic():
         claimed = WebhookDelivery.objects.filter(pk__in=Subquery(due)).update(
-            claim=claim, next_attempt_at=now + _lease(limit, concurrency), updated_at=now
+            claim=claim, next_attempt_at=now + _lease(2 * limit, concurrency), updated_at=now
         )
     if not claimed:
         return claim, []
