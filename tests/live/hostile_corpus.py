@@ -1,6 +1,7 @@
 """Hostile requests against a running control plane, as a new user and an attacker would send
 them: malformed and oversized bodies, text that UTF-8 cannot carry, self-granted plans,
-conflicting tenants and credentials, read-only fields, browsers asking for HTML.
+webhooks aimed inside the network, conflicting tenants and credentials, read-only fields,
+browsers asking for HTML.
 
 Every answer must be below 500, every error the JSON envelope, and each probe's status the one
 it names. Run it against the quick start (or any deployment with the demo data):
@@ -168,6 +169,29 @@ def probes(base_url: str) -> Iterator[Probe]:
             expect=(403,),
             code="INSUFFICIENT_PERMISSIONS",
         )
+
+    # Webhooks aimed inside the network (the quick start allows loopback and private targets
+    # for development; link-local, credentials and other schemes stay refused).
+    for name, url in (
+        ("cloud metadata", "http://169.254.169.254/latest/meta-data/"),
+        ("metadata in decimal", "http://2852039166/"),
+        ("credentials in the URL", "https://user:secret@hooks.example.com/"),
+        ("a file URL", "file:///etc/passwd"),
+    ):
+        yield Probe(
+            f"webhook to {name}",
+            "POST",
+            "/api/v1/webhooks/",
+            _json({"name": "Probe", "url": url, "events": ["*"]}),
+            as_json,
+        )
+    yield Probe(
+        "webhook events not a list",
+        "POST",
+        "/api/v1/webhooks/",
+        _json({"name": "Probe", "url": "https://hooks.example.com/", "events": "*"}),
+        as_json,
+    )
 
     # Errors are JSON whatever the client accepts; missing files too.
     html = {"Accept": "text/html"}
