@@ -1,13 +1,13 @@
 """Reads of the notifications app that more than one caller needs (views, services, the
 admin)."""
 
-from .models import NotificationPreference, WebhookDelivery
+from .models import NotificationPreference
 
 
-def deliveries_with_attempts(*, tenant=None):
-    """Deliveries with their event and attempts, in constant queries per page."""
-    queryset = WebhookDelivery.objects.select_related("event").prefetch_related("attempts")
-    return queryset if tenant is None else queryset.filter(tenant=tenant)
+def with_event_and_attempts(deliveries):
+    """Deliveries with their event and attempts, in constant queries per page (the lists and
+    the test action's answer)."""
+    return deliveries.select_related("event").prefetch_related("attempts")
 
 
 def preferences_of(*, tenant_id, user_id) -> NotificationPreference:

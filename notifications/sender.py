@@ -44,12 +44,6 @@ class AttemptResult:
 Request = tuple[str, bytes, dict[str, str]]
 
 
-def post(url: str, *, body: bytes, headers: dict[str, str]) -> AttemptResult:
-    """POST `body` to `url` after the SSRF check; the outcome, never an exception."""
-    with Sender(concurrency=1) as sender:
-        return sender.send([(url, body, headers)])[0]
-
-
 class Sender:
     """Sends batches of requests, at most `concurrency` at a time in all, on one event loop
     in a thread of its own that lives as long as the sender (a relay run). The caller submits

@@ -140,7 +140,7 @@ class WebhookEndpointViewSet(TenantCrudViewSet):
             webhook_endpoint=self.get_object(), actor=request.user
         )
         delivery = services.webhook_delivery_send_now(delivery=delivery)
-        delivery = selectors.deliveries_with_attempts().get(pk=delivery.pk)
+        delivery = selectors.with_event_and_attempts(WebhookDelivery.objects).get(pk=delivery.pk)
         attempt = max(delivery.attempts.all(), key=lambda a: a.number, default=None)
         data = {
             "delivery": delivery,
@@ -183,9 +183,7 @@ class WebhookEndpointViewSet(TenantCrudViewSet):
     )
     def deliveries(self, request, pk=None):
         endpoint = self.get_object()
-        queryset = selectors.deliveries_with_attempts(tenant=request.tenant).filter(
-            endpoint=endpoint
-        )
+        queryset = selectors.with_event_and_attempts(endpoint.deliveries.all())
         page = self.paginate_queryset(_filtered(WebhookDeliveryFilter, request, queryset))
         return self.get_paginated_response(WebhookDeliverySerializer(page, many=True).data)
 
@@ -202,7 +200,7 @@ class WebhookDeliveryViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, T
     api_key_actions = frozenset()
 
     def scope_queryset(self, queryset):
-        return queryset.select_related("event").prefetch_related("attempts")
+        return selectors.with_event_and_attempts(queryset)
 
     @extend_schema(
         request=None,

@@ -148,7 +148,7 @@ def _recipients(event: AuditEvent, entry: EventType) -> list:
     return [
         endpoint.pk
         for endpoint in _active_endpoints(event.tenant_id)
-        if "*" in endpoint.events or entry.type in endpoint.events
+        if endpoint.subscribes_to(entry.type)
     ]
 
 
