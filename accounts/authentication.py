@@ -19,6 +19,10 @@ from .models import APIKey, AuthToken, hash_secret
 
 API_KEY_HEADER = "X-API-Key"
 API_KEY_KEYWORD = "Api-Key"
+# OpenAI's SDKs send their key as `Authorization: Bearer <key>`: an API key there is accepted
+# too (it cannot be mistaken for a JWT, which never starts with the key's prefix).
+BEARER_KEYWORD = "Bearer"
+API_KEY_PREFIX = "cp_"
 _API_KEY_META = "HTTP_X_API_KEY"
 _API_KEY_PATTERN = re.compile(r"^cp_(?P<key_id>[0-9a-f]{32})_(?P<secret>[A-Za-z0-9_-]{43})$")
 
@@ -32,12 +36,20 @@ def refuse_conflicting_credentials(request) -> None:
     if not (api_key and authorization):
         return
     keyword, _, value = authorization.partition(" ")
-    if keyword.lower() == API_KEY_KEYWORD.lower() and value.strip() == api_key:
+    if _names_api_key(keyword) and value.strip() == api_key:
         return
     raise ApplicationError(
         "Send one credential: the Authorization header or X-API-Key, not both.",
         details={API_KEY_HEADER: ["Another credential is in the Authorization header."]},
     )
+
+
+def _names_api_key(keyword: str, value: str = API_KEY_PREFIX) -> bool:
+    """Whether an Authorization header's keyword (and value) carry an API key."""
+    keyword = keyword.lower()
+    if keyword == API_KEY_KEYWORD.lower():
+        return True
+    return keyword == BEARER_KEYWORD.lower() and value.strip().startswith(API_KEY_PREFIX)
 
 
 class HashedTokenAuthentication(TokenAuthentication):
@@ -115,7 +127,8 @@ _find_keys = CompiledQuery(_key_candidates, APIKey._meta.get_field("key_id"))
 
 
 class APIKeyAuthentication(BaseAuthentication):
-    """`X-API-Key: <key>` or `Authorization: Api-Key <key>`.
+    """`X-API-Key: <key>`, `Authorization: Api-Key <key>` or `Authorization: Bearer <key>`
+    (what OpenAI's SDKs send).
 
     request.user is the key's creator, request.auth the APIKey, carrying `tenant_context` (its
     tenant, the creator's membership, and the key's scopes intersected with the creator's current
@@ -128,7 +141,7 @@ class APIKeyAuthentication(BaseAuthentication):
         if not raw:
             authorization = request.META.get("HTTP_AUTHORIZATION", "")
             keyword, _, value = authorization.partition(" ")
-            if keyword.lower() != API_KEY_KEYWORD.lower():
+            if not _names_api_key(keyword, value):
                 return None
             raw = value
         parsed = parse_api_key(raw.strip())

@@ -140,6 +140,12 @@ class APIKey(TenantOwned):
     response_time_us_total = models.PositiveBigIntegerField(default=0, editable=False)
     requests_by_endpoint = models.JSONField(default=dict, blank=True, editable=False)
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # Optional cap on the gateway tokens calls through this key use per calendar month (UTC),
+    # enforced like the tenant's tokens quota (accounts.services.api_key_tokens_reserve).
+    monthly_token_budget = models.PositiveBigIntegerField(null=True, blank=True)
+    budget_tokens_used = models.PositiveBigIntegerField(default=0, editable=False)
+    # The first day of the month `budget_tokens_used` counts; a call in a later month restarts it.
+    budget_period = models.DateField(null=True, blank=True, editable=False)
 
     objects = APIKeyQuerySet.as_manager()
 

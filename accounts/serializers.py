@@ -177,6 +177,9 @@ class APIKeySerializer(ModelSerializer):
             "revoked_at",
             "usage_count",
             "last_used_at",
+            "monthly_token_budget",
+            "budget_tokens_used",
+            "budget_period",
             "created_at",
             "updated_at",
         ]
@@ -210,9 +213,22 @@ def _scopes_field() -> serializers.ListField:
     )
 
 
+_BUDGET_HELP = (
+    "Optional cap on the gateway tokens calls through this key may use per calendar month "
+    "(UTC); null for none (the organization's tokens quota still applies)."
+)
+
+
+def _budget_field() -> serializers.IntegerField:
+    return serializers.IntegerField(
+        required=False, allow_null=True, min_value=1, max_value=10**12, help_text=_BUDGET_HELP
+    )
+
+
 class APIKeyCreateSerializer(Serializer):
     name = NameField(max_length=200)
     scopes = _scopes_field()
+    monthly_token_budget = _budget_field()
     expires_at = serializers.DateTimeField(required=False, allow_null=True)
     expires_days = serializers.IntegerField(
         required=False, min_value=1, max_value=3650, help_text="Alternative to expires_at."
@@ -233,6 +249,7 @@ class APIKeyUpdateSerializer(Serializer):
     name = NameField(max_length=200)
     scopes = _scopes_field()
     is_active = serializers.BooleanField(required=False)
+    monthly_token_budget = _budget_field()
 
 
 class APIKeyUsageSerializer(ResponseSerializer):

@@ -1,9 +1,9 @@
 """User and credential state changes: tokens, JWT sessions, API keys."""
 
-from datetime import datetime
+from datetime import UTC, date, datetime, timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 from rest_framework import status
 from rest_framework_simplejwt.exceptions import TokenError
@@ -13,7 +13,7 @@ from rest_framework_simplejwt.tokens import RefreshToken
 from rest_framework_simplejwt.utils import get_md5_hash_password
 
 from audit.services import record
-from config.exceptions import ApplicationError, Conflict
+from config.exceptions import ApplicationError, Conflict, QuotaExceeded
 from config.services import model_update
 from tenants.models import Membership, MembershipStatus, Tenant
 from tenants.permissions import effective_permissions, expand_scopes, unknown_scopes
@@ -274,6 +274,7 @@ def api_key_create(
     name: str,
     scopes: list[str],
     expires_at: datetime | None = None,
+    monthly_token_budget: int | None = None,
 ) -> tuple[APIKey, str]:
     """Create a key acting for `actor`; returns it and the key string, which is never stored.
 
@@ -292,6 +293,7 @@ def api_key_create(
         name=name,
         scopes=scopes,
         expires_at=expires_at,
+        monthly_token_budget=monthly_token_budget,
         created_by=actor,
         **secret_fields,
     )
@@ -303,12 +305,13 @@ def api_key_create(
             **_key_payload(api_key),
             "scopes": scopes,
             "expires_at": expires_at.isoformat() if expires_at else None,
+            "monthly_token_budget": monthly_token_budget,
         },
     )
     return api_key, raw
 
 
-_UPDATABLE = ("name", "scopes", "is_active")
+_UPDATABLE = ("name", "scopes", "is_active", "monthly_token_budget")
 
 
 @transaction.atomic
@@ -352,6 +355,72 @@ def api_key_revoke(*, api_key: APIKey, actor: User | None) -> APIKey:
         payload=_key_payload(api_key),
     )
     return api_key
+
+
+# One statement each, no read-modify-write: the month restarts inside the same UPDATE that
+# checks the budget, so concurrent calls can never pass it and no reset job is needed. Only the
+# model's table name is interpolated; every value is a parameter.
+_KEY_TABLE = APIKey._meta.db_table
+_BUDGET_USED = "CASE WHEN budget_period = %s THEN budget_tokens_used ELSE 0 END"
+_BUDGET_RESERVE_SQL = (
+    f"UPDATE {_KEY_TABLE} SET budget_tokens_used = {_BUDGET_USED} + %s, "  # noqa: S608
+    f"budget_period = %s WHERE id = %s AND (monthly_token_budget IS NULL "
+    f"OR {_BUDGET_USED} + %s <= monthly_token_budget) RETURNING budget_tokens_used"
+)
+_BUDGET_ADJUST_SQL = (
+    f"UPDATE {_KEY_TABLE} SET budget_tokens_used = CASE WHEN {_BUDGET_USED} + %s > 0 "  # noqa: S608
+    f"THEN {_BUDGET_USED} + %s ELSE 0 END, budget_period = %s WHERE id = %s"
+)
+
+
+def _budget_month() -> date:
+    return timezone.now().astimezone(UTC).date().replace(day=1)
+
+
+def _key_db_id(api_key: APIKey):
+    # Raw SQL bypasses the field's conversion; SQLite stores UUIDs as 32 hex characters.
+    return api_key.pk if connection.vendor == "postgresql" else api_key.pk.hex
+
+
+def api_key_tokens_reserve(*, api_key: APIKey, amount: int) -> None:
+    """Count `amount` gateway tokens against the key's monthly budget in one atomic step, or
+    refuse with QuotaExceeded (429), counting nothing. A key without a budget only counts."""
+    if amount < 0:
+        raise ValueError("amount must not be negative")
+    month = _budget_month()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _BUDGET_RESERVE_SQL, [month, amount, month, _key_db_id(api_key), month, amount]
+        )
+        admitted = cursor.fetchone() is not None
+    if not admitted:
+        api_key.refresh_from_db(
+            fields=["budget_tokens_used", "budget_period", "monthly_token_budget"]
+        )
+        used = api_key.budget_tokens_used if api_key.budget_period == month else 0
+        next_month = (month.replace(day=28) + timedelta(days=4)).replace(day=1)
+        raise QuotaExceeded(
+            "This API key's monthly token budget is exhausted.",
+            details={
+                "resource": "api_key_tokens",
+                "limit": api_key.monthly_token_budget,
+                "used": used,
+                "requested": amount,
+                "resets_at": datetime(next_month.year, next_month.month, 1, tzinfo=UTC)
+                .isoformat()
+                .replace("+00:00", "Z"),
+            },
+        )
+
+
+def api_key_tokens_adjust(*, api_key: APIKey, delta: int) -> None:
+    """Settle a reservation: add `delta` (negative gives tokens back), never below zero and
+    never refused (the tokens were consumed upstream)."""
+    if delta == 0:
+        return
+    month = _budget_month()
+    with connection.cursor() as cursor:
+        cursor.execute(_BUDGET_ADJUST_SQL, [month, delta, month, delta, month, _key_db_id(api_key)])
 
 
 def api_key_usage(*, api_key: APIKey) -> dict:

@@ -41,6 +41,10 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "QUOTA_EXCEEDED": (429, "The organization's quota for a resource is used up."),
     "INTERNAL_ERROR": (500, "An unexpected error; the request id finds it in the logs."),
     "SERVICE_UNAVAILABLE": (503, "A dependency (database, cache, broker) is unavailable."),
+    "AI_SERVICE_ERROR": (
+        502,
+        "The AI provider failed (502), or every route to the model is cooling down (503).",
+    ),
 }
 
 
@@ -95,6 +99,19 @@ class ServiceUnavailable(ApplicationError):
     default_detail = "The service is not ready."
 
 
+class AIServiceError(ApplicationError):
+    """An upstream LLM provider failed: 502, or 503 when no upstream may be tried now."""
+
+    status_code = status.HTTP_502_BAD_GATEWAY
+    code = "AI_SERVICE_ERROR"
+    default_detail = "The AI provider could not answer."
+
+    def __init__(self, message=None, *, details=None, unavailable: bool = False):
+        super().__init__(message, details=details)
+        if unavailable:
+            self.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+
+
 class PayloadTooLarge(ApplicationError):
     status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
     code = "PAYLOAD_TOO_LARGE"
@@ -115,7 +132,12 @@ _CODES: list[tuple[type[Exception], str]] = [
     (exceptions.Throttled, "RATE_LIMIT_EXCEEDED"),
 ]
 # Any other APIException (a library's own subclass) gets the documented code of its status.
-_CODE_BY_STATUS = {status_code: code for code, (status_code, _) in reversed(ERROR_CODES.items())}
+# AI_SERVICE_ERROR is raised by the gateway only: another 502 is not an AI provider's failure.
+_CODE_BY_STATUS = {
+    status_code: code
+    for code, (status_code, _) in reversed(ERROR_CODES.items())
+    if code != "AI_SERVICE_ERROR"
+}
 # Django's refusals of a body too large to read.
 PAYLOAD_TOO_LARGE_ERRORS = (RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent)
 

@@ -66,11 +66,13 @@ class RateLimitState:
 
 @dataclass(frozen=True)
 class Window:
-    """`limit` requests per `seconds` for the caller or tenant named by `key`."""
+    """`limit` requests per `seconds` for the caller or tenant named by `key`; a request
+    counts `cost` (1, or a weight such as a gateway call's tokens)."""
 
     key: str
     limit: int
     seconds: int
+    cost: int = 1
 
     @classmethod
     def from_rate(cls, key: str, rate: str) -> "Window":
@@ -114,8 +116,8 @@ class Admission:
         return self.refused_window is None and self.meter_status in (None, METER_COUNTED)
 
 
-# KEYS: window buckets, then [meter, meter mark set]. ARGV: window count n, then limit_i and
-# ttl_i per window, then [amount, meter limit, mark]. Returns {refused window index or 0,
+# KEYS: window buckets, then [meter, meter mark set]. ARGV: window count n, then limit_i, ttl_i
+# and cost_i per window, then [amount, meter limit, mark]. Returns {refused window index or 0,
 # meter status or -1, meter value, count_1, ..., count_n}. Counts in nothing unless every
 # window has room and the meter (if any) too.
 _ADMIT_LUA = """
@@ -124,26 +126,28 @@ local result = {0, -1, 0}
 for i = 1, n do
   local count = tonumber(redis.call('GET', KEYS[i]) or '0')
   result[i + 3] = count
-  if count >= tonumber(ARGV[2 * i]) and result[1] == 0 then result[1] = i end
+  if count + tonumber(ARGV[3 * i + 1]) > tonumber(ARGV[3 * i - 1]) and result[1] == 0 then
+    result[1] = i
+  end
 end
 if result[1] ~= 0 then return result end
 if #KEYS > n then
   local current = redis.call('GET', KEYS[n + 1])
   if not current then result[2] = 2 return result end
   current = tonumber(current)
-  local amount = tonumber(ARGV[2 * n + 2])
-  if current + amount > tonumber(ARGV[2 * n + 3]) then
+  local amount = tonumber(ARGV[3 * n + 2])
+  if current + amount > tonumber(ARGV[3 * n + 3]) then
     result[2] = 1
     result[3] = current
     return result
   end
   result[2] = 0
   result[3] = redis.call('INCRBY', KEYS[n + 1], amount)
-  redis.call('SADD', KEYS[n + 2], ARGV[2 * n + 4])
+  redis.call('SADD', KEYS[n + 2], ARGV[3 * n + 4])
 end
 for i = 1, n do
-  result[i + 3] = redis.call('INCR', KEYS[i])
-  if result[i + 3] == 1 then redis.call('EXPIRE', KEYS[i], ARGV[2 * i + 1]) end
+  result[i + 3] = redis.call('INCRBY', KEYS[i], ARGV[3 * i + 1])
+  if result[i + 3] == tonumber(ARGV[3 * i + 1]) then redis.call('EXPIRE', KEYS[i], ARGV[3 * i]) end
 end
 return result
 """
@@ -169,7 +173,11 @@ def admit(
         # from ids, scopes and addresses (4 us a key on the path of every request).
         keys = [cache.make_key(name) for name, _ in buckets]
         args = [len(windows)]
-        args += [value for window in windows for value in (window.limit, window.seconds + 1)]
+        args += [
+            value
+            for window in windows
+            for value in (window.limit, window.seconds + 1, window.cost)
+        ]
         if meter is not None:
             keys += [meter.key, meter.mark_set]
             args += [meter.amount, meter.limit, meter.mark]
@@ -193,11 +201,11 @@ def _hit_local(cache, windows, buckets) -> tuple[int, list[int]]:
     # acceptable for fairness limits in a single development process.
     counts = [cache.get(name, 0) for name, _ in buckets]
     for index, (window, count) in enumerate(zip(windows, counts, strict=True)):
-        if count >= window.limit:
+        if count + window.cost > window.limit:
             return index + 1, counts
     for index, (window, (name, _)) in enumerate(zip(windows, buckets, strict=True)):
         cache.add(name, 0, window.seconds + 1)
-        counts[index] = cache.incr(name)
+        counts[index] = cache.incr(name, window.cost)
     return 0, counts
 
 

@@ -1,9 +1,47 @@
 """FilterSets of the playground app (django-filter), each named by a viewset's
-`filterset_class`.
+`filterset_class`. Timestamps use `config.filters.UTCDateTimeFilter`; text filters set a
+`max_length`."""
 
-The queryset a FilterSet narrows is already the request tenant's, but a filter choosing among
-other objects (`ModelChoiceFilter`) builds its own: it takes
-`queryset=tenants.serializers.fields.tenant_queryset(Model)`, so no other tenant's row is
-listed or matched. Timestamps use `config.filters.UTCDateTimeFilter`; text filters set a
-`max_length`.
-"""
+import django_filters
+
+from config.filters import UTCDateTimeFilter
+
+from .models import (
+    CallStatus,
+    ExecutionStatus,
+    GatewayCall,
+    PromptExecution,
+    PromptTemplate,
+    TemplateStatus,
+)
+
+
+class PromptTemplateFilter(django_filters.FilterSet):
+    category = django_filters.CharFilter(max_length=64)
+    status = django_filters.ChoiceFilter(choices=TemplateStatus.choices)
+
+    class Meta:
+        model = PromptTemplate
+        fields = ["category", "status"]
+
+
+class PromptExecutionFilter(django_filters.FilterSet):
+    status = django_filters.ChoiceFilter(choices=ExecutionStatus.choices)
+    version = django_filters.NumberFilter(field_name="version__version")
+    since = UTCDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    until = UTCDateTimeFilter(field_name="created_at", lookup_expr="lt")
+
+    class Meta:
+        model = PromptExecution
+        fields = ["status", "version"]
+
+
+class GatewayCallFilter(django_filters.FilterSet):
+    model = django_filters.CharFilter(max_length=100)
+    status = django_filters.ChoiceFilter(choices=CallStatus.choices)
+    since = UTCDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    until = UTCDateTimeFilter(field_name="created_at", lookup_expr="lt")
+
+    class Meta:
+        model = GatewayCall
+        fields = ["model", "status", "api_key"]

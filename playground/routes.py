@@ -1,9 +1,25 @@
 """The (prefix, viewset, basename) triples this app registers on the one API router.
 
-config/urls.py, the composition root, registers them under /api/v1/: the prefix is the
-resource's plural path (`invoices`), the basename its singular. Every routed action needs a
-permission (tests/api walks them all), and each tenant-owned resource joins the battery in
-tests/playground/test_api.py.
+`playground/templates` list routes (compare, bulk) are actions of the template viewset;
+`playground/categories` and `playground/executions` are their own viewsets.
 """
 
-routes: list = []
+from .views import (
+    ChatCompletionViewSet,
+    GatewayCallViewSet,
+    GatewayMetricsViewSet,
+    LanguageModelViewSet,
+    PromptExecutionViewSet,
+    PromptTemplateViewSet,
+    TemplateCategoryViewSet,
+)
+
+routes = [
+    ("chat/completions", ChatCompletionViewSet, "chat-completion"),
+    ("gateway/models", LanguageModelViewSet, "gateway-model"),
+    ("gateway/calls", GatewayCallViewSet, "gateway-call"),
+    ("gateway", GatewayMetricsViewSet, "gateway"),
+    ("playground/templates", PromptTemplateViewSet, "prompt-template"),
+    ("playground/categories", TemplateCategoryViewSet, "template-category"),
+    ("playground/executions", PromptExecutionViewSet, "prompt-execution"),
+]

@@ -1,10 +1,608 @@
-"""Serializers of the playground app: the request bodies the API accepts and
-the shapes it answers with.
+"""Serializers of the playground app: the gateway's OpenAI-compatible request, the catalogue
+and metrics, prompt templates with their versions, executions, analytics and bulk operations.
 
-Each derives from `config.serializers` (`ModelSerializer`, `Serializer`, `ResponseSerializer`
-for a shape only ever answered), so text is strict and an unwritable key is a 400;
-tests/api/test_serializer_rules.py walks them all. No serializer writes `tenant` (the view
-sets it), and a reference to another tenant-owned object is a
-`tenants.serializers.fields.TenantScopedPrimaryKeyRelatedField`, so another tenant's id is
-refused like a random one. Serializers check shapes; rules are the services'.
+Serializers check shapes; the rules (a model's limits, placeholders, version immutability) are
+the services'. Money is `*_micros` (micro-units of the gateway currency), never floats.
 """
+
+from django.conf import settings
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from config.serializers import (
+    CharField,
+    ChoiceField,
+    DescriptionField,
+    ModelSerializer,
+    NameField,
+    QuerySerializer,
+    ResponseSerializer,
+    Serializer,
+    StrictTextMixin,
+)
+from tenants.serializers.fields import StrictBooleanField
+
+from .models import (
+    GatewayCall,
+    LanguageModel,
+    PromptExecution,
+    PromptTemplate,
+    PromptTemplateVersion,
+    TemplateStatus,
+    VariableType,
+)
+from .services.templates import BULK_MAX_IDS, BULK_OPERATIONS
+
+
+class RegexField(StrictTextMixin, serializers.RegexField):
+    """A string matching a pattern; a number or boolean is refused, not turned into text."""
+
+
+# The gateway: chat/completions --------------------------------------------------------------
+
+# OpenAI's roles; `developer` (its newer name for system) is read as system.
+_ROLES = ("system", "developer", "user", "assistant")
+
+
+@extend_schema_field(
+    {
+        "oneOf": [
+            {"type": "string"},
+            {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {"type": {"enum": ["text"]}, "text": {"type": "string"}},
+                    "required": ["type", "text"],
+                },
+            },
+        ]
+    }
+)
+class MessageContentField(serializers.Field):
+    """A message's text: a string, or OpenAI's list of `{"type": "text", "text": ...}` parts
+    (joined). Images, audio and tool content are not supported by the gateway."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, str):
+            return data
+        if isinstance(data, list) and data:
+            texts = []
+            for part in data:
+                if not (isinstance(part, dict) and part.get("type") == "text"):
+                    raise serializers.ValidationError("Only text content parts are supported.")
+                if not isinstance(part.get("text"), str):
+                    raise serializers.ValidationError("A text part's `text` must be a string.")
+                texts.append(part["text"])
+            return "\n".join(texts)
+        raise serializers.ValidationError("Must be a string or a list of text parts.")
+
+    def to_representation(self, value):
+        return value
+
+
+class ChatMessageSerializer(Serializer):
+    role = ChoiceField(choices=_ROLES)
+    content = MessageContentField()
+    name = CharField(required=False, max_length=64)
+
+    def validate(self, attrs):
+        if attrs["role"] == "developer":
+            attrs["role"] = "system"
+        return {"role": attrs["role"], "content": attrs["content"]}
+
+
+@extend_schema_field(
+    {
+        "oneOf": [
+            {"type": "string"},
+            {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 4},
+        ],
+        "nullable": True,
+    }
+)
+class StopField(serializers.Field):
+    """`stop`: a string or up to four strings."""
+
+    def to_internal_value(self, data):
+        if data is None:
+            return ()
+        values = [data] if isinstance(data, str) else data
+        limit = settings.GATEWAY_MAX_STOP_SEQUENCES
+        if (
+            not isinstance(values, list)
+            or not 1 <= len(values) <= limit
+            or not all(isinstance(value, str) and 0 < len(value) <= 256 for value in values)
+        ):
+            raise serializers.ValidationError(
+                f"A string or a list of 1 to {limit} non-empty strings (256 characters at most)."
+            )
+        return tuple(values)
+
+    def to_representation(self, value):
+        return list(value)
+
+
+class StreamOptionsSerializer(Serializer):
+    include_usage = StrictBooleanField(required=False)
+
+
+class ChatCompletionSerializer(Serializer):
+    """OpenAI's chat completion request, the parameters the gateway supports."""
+
+    model = CharField(max_length=100)
+    messages = serializers.ListField(
+        child=ChatMessageSerializer(), min_length=1, max_length=settings.GATEWAY_MAX_MESSAGES
+    )
+    temperature = serializers.FloatField(required=False, allow_null=True, min_value=0, max_value=2)
+    top_p = serializers.FloatField(required=False, allow_null=True, min_value=0, max_value=1)
+    max_tokens = serializers.IntegerField(required=False, allow_null=True, min_value=1)
+    # OpenAI's newer name for max_tokens.
+    max_completion_tokens = serializers.IntegerField(required=False, allow_null=True, min_value=1)
+    stop = StopField(required=False, allow_null=True)
+    stream = StrictBooleanField(required=False, default=False)
+    # Usage is always in the last chunk of a stream; accepted for compatibility.
+    stream_options = StreamOptionsSerializer(required=False, allow_null=True)
+    user = CharField(required=False, allow_blank=True, max_length=256)
+    n = serializers.IntegerField(
+        required=False, allow_null=True, min_value=1, max_value=1, help_text="Only 1."
+    )
+    # The tenant comes from the credential; a tenant_id in the body is ignored.
+    tenant_id = serializers.JSONField(required=False, write_only=True)
+
+    def validate(self, attrs):
+        attrs.pop("tenant_id", None)
+        both = attrs.get("max_tokens") is not None and attrs.get("max_completion_tokens")
+        if both and attrs["max_tokens"] != attrs["max_completion_tokens"]:
+            raise serializers.ValidationError(
+                {"max_completion_tokens": ["Give max_tokens or max_completion_tokens, not both."]}
+            )
+        if attrs.get("max_tokens") is None:
+            attrs["max_tokens"] = attrs.get("max_completion_tokens")
+        return attrs
+
+
+class UsageSerializer(ResponseSerializer):
+    prompt_tokens = serializers.IntegerField()
+    completion_tokens = serializers.IntegerField()
+    total_tokens = serializers.IntegerField()
+
+
+class ChatChoiceMessageSerializer(ResponseSerializer):
+    role = serializers.CharField()
+    content = serializers.CharField()
+
+
+class ChatChoiceSerializer(ResponseSerializer):
+    index = serializers.IntegerField()
+    message = ChatChoiceMessageSerializer()
+    finish_reason = serializers.CharField()
+    logprobs = serializers.JSONField(allow_null=True)
+
+
+class ChatCompletionResponseSerializer(ResponseSerializer):
+    """OpenAI's chat.completion object (documentation of the answer; built by the view).
+    With `stream: true` the answer is `text/event-stream` of chat.completion.chunk objects
+    ending with `data: [DONE]`, the last chunk carrying `usage`."""
+
+    id = serializers.CharField()
+    object = serializers.CharField(help_text="chat.completion")
+    created = serializers.IntegerField()
+    model = serializers.CharField()
+    choices = ChatChoiceSerializer(many=True)
+    usage = UsageSerializer()
+    system_fingerprint = serializers.CharField(allow_null=True)
+
+
+# The gateway: catalogue and metrics ---------------------------------------------------------
+
+
+class LanguageModelSerializer(ModelSerializer):
+    """A model the tenant may call, with its prices (micro-units per million tokens)."""
+
+    provider = serializers.SerializerMethodField()
+    currency = serializers.SerializerMethodField()
+
+    class Meta:
+        model = LanguageModel
+        fields = [
+            "name",
+            "description",
+            "provider",
+            "context_window",
+            "max_output_tokens",
+            "input_price_micros",
+            "output_price_micros",
+            "currency",
+            "fallbacks",
+        ]
+        read_only_fields = fields
+
+    def get_provider(self, model) -> str:
+        """The kind of upstream that serves the model now: local, openai or anthropic."""
+        provider = model.provider
+        return provider.kind if provider is not None and provider.is_configured else "local"
+
+    def get_currency(self, model) -> str:
+        return settings.GATEWAY_CURRENCY
+
+
+class GatewayMetricsSerializer(ResponseSerializer):
+    organization_id = serializers.UUIDField()
+    date = serializers.DateField()
+    daily = serializers.DictField(
+        child=serializers.IntegerField(), help_text="Tokens per model today (UTC)."
+    )
+    monthly = serializers.DictField(
+        help_text="This month: `total` tokens, `by_model`, `cost_micros`, `calls`."
+    )
+    daily_series = serializers.ListField(
+        child=serializers.DictField(), help_text="Per day of the last `days`: tokens, calls."
+    )
+    currency = serializers.CharField()
+
+
+class GatewayCallSerializer(ModelSerializer):
+    class Meta:
+        model = GatewayCall
+        fields = [
+            "id",
+            "source",
+            "requested_model",
+            "model",
+            "provider",
+            "status",
+            "error_type",
+            "prompt_tokens",
+            "completion_tokens",
+            "total_tokens",
+            "cost_micros",
+            "latency_ms",
+            "time_to_first_token_ms",
+            "streamed",
+            "usage_estimated",
+            "attempts",
+            "api_key",
+            "user",
+            "request_id",
+            "created_at",
+        ]
+        read_only_fields = fields
+
+
+# Prompt templates ----------------------------------------------------------------------------
+
+
+class TemplateVariableSerializer(Serializer):
+    name = RegexField(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$", max_length=64)
+    type = ChoiceField(choices=VariableType.choices, default=VariableType.STRING)
+    description = CharField(required=False, allow_blank=True, max_length=500, default="")
+    required = StrictBooleanField(required=False, default=False)
+    default = serializers.JSONField(required=False, allow_null=True, default=None)
+    options = serializers.ListField(
+        child=CharField(max_length=200), required=False, max_length=100, default=list
+    )
+
+
+class ModelConfigField(serializers.DictField):
+    """The model settings: `model` and numbers; checked against the model by the service."""
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        if len(value) > 10:
+            raise serializers.ValidationError("At most 10 settings.")
+        return value
+
+
+_TEMPLATE_TEXT = 50_000
+
+
+class PromptTemplateWriteSerializer(Serializer):
+    name = NameField(max_length=200)
+    description = DescriptionField(required=False, allow_blank=True, max_length=2000)
+    category = RegexField(
+        r"^[a-z0-9][a-z0-9_-]{0,63}$",
+        required=False,
+        allow_blank=True,
+        max_length=64,
+        help_text="Lower-case letters, digits, `-` and `_`.",
+    )
+    status = ChoiceField(choices=TemplateStatus.choices, required=False)
+    system_prompt = CharField(required=False, allow_blank=True, max_length=_TEMPLATE_TEXT)
+    user_prompt_template = CharField(max_length=_TEMPLATE_TEXT)
+    variables = TemplateVariableSerializer(many=True, required=False, max_length=50)
+    model_config = ModelConfigField(required=False)
+    change_note = CharField(required=False, allow_blank=True, max_length=500)
+
+
+class TemplateVersionSummarySerializer(ModelSerializer):
+    labels = serializers.SerializerMethodField()
+
+    class Meta:
+        model = PromptTemplateVersion
+        fields = ["version", "labels", "change_note", "created_by", "created_at"]
+        read_only_fields = fields
+
+    def get_labels(self, version) -> list[str]:
+        return labels_of(version.template, version.version)
+
+
+def labels_of(template: PromptTemplate, number: int) -> list[str]:
+    labels = []
+    if template.production_version == number:
+        labels.append("production")
+    if template.latest_version == number:
+        labels.append("latest")
+    return labels
+
+
+class PromptTemplateSerializer(ModelSerializer):
+    """A template with the content of one version: `shown_version` (the latest unless the
+    request asked for a version or label)."""
+
+    version = serializers.SerializerMethodField()
+    labels = serializers.SerializerMethodField()
+    system_prompt = serializers.SerializerMethodField()
+    user_prompt_template = serializers.SerializerMethodField()
+    variables = serializers.SerializerMethodField()
+    model_config = serializers.SerializerMethodField()
+
+    class Meta:
+        model = PromptTemplate
+        fields = [
+            "id",
+            "name",
+            "description",
+            "category",
+            "status",
+            "version",
+            "labels",
+            "latest_version",
+            "production_version",
+            "system_prompt",
+            "user_prompt_template",
+            "variables",
+            "model_config",
+            "created_by",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+    def _shown(self, template) -> PromptTemplateVersion:
+        return template.shown_version
+
+    def get_version(self, template) -> int:
+        return self._shown(template).version
+
+    def get_labels(self, template) -> list[str]:
+        return labels_of(template, self._shown(template).version)
+
+    def get_system_prompt(self, template) -> str:
+        return self._shown(template).system_prompt
+
+    def get_user_prompt_template(self, template) -> str:
+        return self._shown(template).user_prompt_template
+
+    def get_variables(self, template) -> list[dict]:
+        return self._shown(template).variables
+
+    def get_model_config(self, template) -> dict:
+        return self._shown(template).model_config
+
+
+class PromptTemplateDetailSerializer(PromptTemplateSerializer):
+    versions = serializers.SerializerMethodField()
+
+    class Meta(PromptTemplateSerializer.Meta):
+        fields = [*PromptTemplateSerializer.Meta.fields, "versions"]
+        read_only_fields = fields
+
+    def get_versions(self, template) -> list[dict]:
+        versions = sorted(template.versions.all(), key=lambda v: -v.version)
+        for version in versions:
+            version.template = template
+        return TemplateVersionSummarySerializer(versions, many=True).data
+
+
+class TemplateVersionQuerySerializer(QuerySerializer):
+    version = serializers.IntegerField(required=False, min_value=1)
+    label = ChoiceField(choices=("production", "latest"), required=False)
+
+    def validate(self, attrs):
+        if "version" in attrs and "label" in attrs:
+            raise serializers.ValidationError({"label": ["Give version or label, not both."]})
+        return attrs
+
+
+class PublishSerializer(Serializer):
+    version = serializers.IntegerField(min_value=1)
+
+
+class ExecuteSerializer(Serializer):
+    variables = serializers.DictField(required=False, default=dict)
+    save_execution = StrictBooleanField(required=False, default=True)
+    version = serializers.IntegerField(required=False, min_value=1)
+    label = ChoiceField(choices=("production", "latest"), required=False)
+    # The path names the template; an id in the body (as some clients send) is ignored.
+    template_id = serializers.JSONField(required=False, write_only=True)
+
+    def validate(self, attrs):
+        attrs.pop("template_id", None)
+        if "version" in attrs and "label" in attrs:
+            raise serializers.ValidationError({"label": ["Give version or label, not both."]})
+        if len(attrs["variables"]) > 50:
+            raise serializers.ValidationError({"variables": ["At most 50 variables."]})
+        return attrs
+
+
+class PromptExecutionSerializer(ModelSerializer):
+    template_id = serializers.UUIDField(read_only=True)
+    version = serializers.IntegerField(source="version.version", read_only=True)
+    response_time = serializers.SerializerMethodField(help_text="Seconds.")
+    executed_at = serializers.DateTimeField(source="created_at", read_only=True)
+    saved = serializers.SerializerMethodField()
+
+    class Meta:
+        model = PromptExecution
+        fields = [
+            "id",
+            "template_id",
+            "version",
+            "status",
+            "model",
+            "variables",
+            "rendered_prompt",
+            "output",
+            "error",
+            "response_time",
+            "response_time_ms",
+            "prompt_tokens",
+            "completion_tokens",
+            "tokens_used",
+            "cost_micros",
+            "rating",
+            "rated_at",
+            "executed_by",
+            "executed_at",
+            "saved",
+        ]
+        read_only_fields = fields
+
+    def get_response_time(self, execution) -> float:
+        return round(execution.response_time_ms / 1000, 3)
+
+    def get_saved(self, execution) -> bool:
+        return not execution._state.adding
+
+
+class RatingSerializer(Serializer):
+    rating = serializers.IntegerField(min_value=1, max_value=5)
+
+
+class AnalyticsQuerySerializer(QuerySerializer):
+    days = serializers.IntegerField(required=False, default=30, min_value=1, max_value=365)
+
+
+class CompareSerializer(Serializer):
+    template_ids = serializers.ListField(child=serializers.UUIDField(), min_length=1, max_length=10)
+    days = serializers.IntegerField(required=False, default=30, min_value=1, max_value=365)
+
+
+class BulkSerializer(Serializer):
+    operation = ChoiceField(choices=BULK_OPERATIONS)
+    template_ids = serializers.ListField(
+        child=serializers.UUIDField(), min_length=1, max_length=BULK_MAX_IDS
+    )
+    parameters = serializers.DictField(required=False, default=dict)
+
+
+class CategorySerializer(ResponseSerializer):
+    name = serializers.CharField()
+    total_templates = serializers.IntegerField()
+    active_templates = serializers.IntegerField()
+    draft_templates = serializers.IntegerField()
+    archived_templates = serializers.IntegerField()
+
+
+class BulkItemSerializer(ResponseSerializer):
+    id = serializers.CharField()
+    status = serializers.ChoiceField(choices=("success", "error"))
+    error = serializers.CharField(required=False)
+
+
+class BulkErrorSerializer(ResponseSerializer):
+    id = serializers.CharField()
+    error = serializers.CharField()
+
+
+class BulkResultSerializer(ResponseSerializer):
+    success_count = serializers.IntegerField()
+    error_count = serializers.IntegerField()
+    total_count = serializers.IntegerField()
+    errors = BulkErrorSerializer(many=True)
+    results = BulkItemSerializer(many=True)
+
+
+class PeriodSerializer(ResponseSerializer):
+    days = serializers.IntegerField()
+    start_date = serializers.DateField()
+    end_date = serializers.DateField()
+
+
+class RecommendationSerializer(ResponseSerializer):
+    type = serializers.CharField()
+    priority = serializers.ChoiceField(choices=("low", "medium", "high"))
+    title = serializers.CharField()
+    description = serializers.CharField()
+
+
+class ExecutionStatsSerializer(ResponseSerializer):
+    executions = serializers.IntegerField()
+    failed = serializers.IntegerField()
+    error_rate = serializers.FloatField()
+    avg_response_time = serializers.FloatField(allow_null=True, help_text="Seconds.")
+    p50_response_time_ms = serializers.FloatField(allow_null=True)
+    p95_response_time_ms = serializers.FloatField(allow_null=True)
+    p99_response_time_ms = serializers.FloatField(allow_null=True)
+    total_tokens = serializers.IntegerField()
+    avg_tokens = serializers.FloatField()
+    total_cost_micros = serializers.IntegerField()
+    avg_cost_micros = serializers.FloatField()
+    avg_rating = serializers.FloatField(allow_null=True)
+    rated_executions = serializers.IntegerField()
+
+
+class VersionStatsSerializer(ExecutionStatsSerializer):
+    version = serializers.IntegerField()
+
+
+class DailyUsageSerializer(ResponseSerializer):
+    date = serializers.DateField()
+    executions = serializers.IntegerField()
+    errors = serializers.IntegerField()
+    tokens = serializers.IntegerField()
+    cost_micros = serializers.IntegerField()
+    avg_response_time_ms = serializers.FloatField()
+
+
+class TrendsSerializer(ResponseSerializer):
+    daily_usage = DailyUsageSerializer(many=True)
+    performance_trend = serializers.ChoiceField(
+        choices=("improving", "stable", "degrading", "insufficient_data")
+    )
+
+
+class TemplateAnalyticsSerializer(ResponseSerializer):
+    template_id = serializers.UUIDField()
+    template_name = serializers.CharField()
+    period = PeriodSerializer()
+    summary = ExecutionStatsSerializer()
+    versions = VersionStatsSerializer(many=True)
+    trends = TrendsSerializer()
+    recommendations = RecommendationSerializer(many=True)
+    generated_at = serializers.DateTimeField()
+
+
+class ComparedTemplateSerializer(ResponseSerializer):
+    name = serializers.CharField()
+    category = serializers.CharField()
+    executions = serializers.IntegerField()
+    avg_response_time = serializers.FloatField(allow_null=True)
+    p50_response_time_ms = serializers.FloatField(allow_null=True)
+    avg_cost_micros = serializers.FloatField(allow_null=True)
+    avg_rating = serializers.FloatField(allow_null=True)
+    error_rate = serializers.FloatField(allow_null=True)
+
+
+class WinnersSerializer(ResponseSerializer):
+    fastest = serializers.DictField(allow_null=True, help_text="id, name, time_ms (p50).")
+    cheapest = serializers.DictField(allow_null=True, help_text="id, name, cost_micros (mean).")
+    highest_rated = serializers.DictField(allow_null=True, help_text="id, name, rating.")
+
+
+class CompareResultSerializer(ResponseSerializer):
+    period = PeriodSerializer()
+    templates = serializers.DictField(child=ComparedTemplateSerializer())
+    winners = WinnersSerializer()
+    generated_at = serializers.DateTimeField()

@@ -1,9 +1,570 @@
-"""API views of the playground app: thin viewsets on the app kit
-(`tenants.api`).
+"""API views of the playground app: the OpenAI-compatible gateway, its catalogue and metrics,
+and prompt templates with executions and analytics.
 
-A tenant-owned resource is a `TenantCrudViewSet`, or a `TenantScopedViewSet` composed with the
-`ServiceCreateMixin`, `ServiceUpdateMixin` and `ServiceDestroyMixin` it has: `queryset`,
-`serializer_class`, `filterset_class`, `permission_area` and the services that write. A view
-parses, calls a service or a selector and answers; it holds no rule. A custom action names its
-permission in `required_permissions`; an action without one is refused.
+`chat/completions` is the one async view of the project (docs/gateway.md, "Serving model"):
+its viewset runs the platform's request path (authentication, tenant, permission, throttle,
+validation, reservation) in a worker thread like every other view, then the upstream call and
+the stream run on the event loop, holding no thread while the upstream thinks.
 """
+
+import functools
+import json
+import time
+import uuid
+
+from asgiref.sync import markcoroutinefunction, sync_to_async
+from django.conf import settings
+from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
+from django.views.decorators.csrf import csrf_exempt
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import mixins, status
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from accounts.models import APIKey
+from accounts.usage import observe_api_key_request
+from config.exceptions import AIServiceError, ApplicationError, error_body
+from config.pagination import EventCursorPagination, StandardPagination
+from tenants.api import (
+    ServiceWriteMixin,
+    TenantContextViewSet,
+    TenantScopedViewSet,
+)
+from tenants.throttling import TenantThrottle
+
+from . import selectors, services
+from .filters import GatewayCallFilter, PromptExecutionFilter, PromptTemplateFilter
+from .models import GatewayCall, PromptExecution, PromptTemplate
+from .serializers import (
+    AnalyticsQuerySerializer,
+    BulkResultSerializer,
+    BulkSerializer,
+    CategorySerializer,
+    ChatCompletionResponseSerializer,
+    ChatCompletionSerializer,
+    CompareResultSerializer,
+    CompareSerializer,
+    ExecuteSerializer,
+    GatewayCallSerializer,
+    GatewayMetricsSerializer,
+    LanguageModelSerializer,
+    PromptExecutionSerializer,
+    PromptTemplateDetailSerializer,
+    PromptTemplateSerializer,
+    PromptTemplateWriteSerializer,
+    PublishSerializer,
+    RatingSerializer,
+    TemplateAnalyticsSerializer,
+    TemplateVersionQuerySerializer,
+)
+
+# The gateway ---------------------------------------------------------------------------------
+
+
+class GatewayThrottle(TenantThrottle):
+    """The tenant throttle, keeping the gateway window's state for OpenAI's headers."""
+
+    def admit(self, request, view, windows):
+        admission = super().admit(request, view, windows)
+        request.gateway_window = admission.states[-1]
+        return admission
+
+
+class PendingCompletion(Response):
+    """What the sync part answers when the call is reserved: the async part completes it."""
+
+    def __init__(self, reservation, *, stream: bool, drf_request):
+        super().__init__(status=status.HTTP_200_OK)
+        self.reservation = reservation
+        self.stream = stream
+        self.drf_request = drf_request
+
+
+def _openai_headers(request, reservation) -> dict[str, str]:
+    headers = {}
+    window = getattr(request, "gateway_window", None)
+    if window is not None:
+        headers["x-ratelimit-limit-requests"] = str(window.limit)
+        headers["x-ratelimit-remaining-requests"] = str(window.remaining)
+        headers["x-ratelimit-reset-requests"] = f"{max(window.reset_at - int(time.time()), 0)}s"
+    tokens_window = reservation.tokens_window
+    if tokens_window is not None:
+        headers["x-ratelimit-limit-tokens"] = str(tokens_window.limit)
+        headers["x-ratelimit-remaining-tokens"] = str(tokens_window.remaining)
+        headers["x-ratelimit-reset-tokens"] = (
+            f"{max(tokens_window.reset_at - int(time.time()), 0)}s"
+        )
+    return headers
+
+
+class ChatCompletionViewSet(TenantContextViewSet):
+    """POST chat/completions: OpenAI's chat completion, metered against the organization's
+    tokens quota (and the API key's budget), streaming included."""
+
+    required_permissions = {"create": "playground.execute"}
+    throttle_scope = "gateway"
+    throttle_classes = (GatewayThrottle,)
+    serializer_class = ChatCompletionSerializer
+
+    @classmethod
+    def as_view(cls, actions=None, **initkwargs):
+        sync_view = super().as_view(actions, **initkwargs)
+        run_request_path = sync_to_async(sync_view)
+
+        async def view(request, *args, **kwargs):
+            response = await run_request_path(request, *args, **kwargs)
+            if isinstance(response, PendingCompletion):
+                response = await _complete(response)
+            return response
+
+        functools.update_wrapper(view, sync_view)
+        markcoroutinefunction(view)
+        return csrf_exempt(view)
+
+    @extend_schema(
+        request=ChatCompletionSerializer,
+        responses={
+            200: OpenApiResponse(
+                ChatCompletionResponseSerializer,
+                description=(
+                    "The completion; with `stream: true`, `text/event-stream` of "
+                    "chat.completion.chunk objects ending with `data: [DONE]`."
+                ),
+            )
+        },
+        summary="Chat completion (OpenAI-compatible)",
+    )
+    def create(self, request, *args, **kwargs):
+        serializer = ChatCompletionSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        credential = request.auth if isinstance(request.auth, APIKey) else None
+        reservation = services.gateway_reserve(
+            tenant=request.tenant,
+            user_id=request.user.pk,
+            api_key=credential,
+            chat=services.ChatInput(
+                model=data["model"],
+                messages=tuple(data["messages"]),
+                max_tokens=data.get("max_tokens"),
+                temperature=data.get("temperature"),
+                top_p=data.get("top_p"),
+                stop=tuple(data.get("stop") or ()),
+                user=data.get("user", ""),
+            ),
+            request_id=getattr(request._request, "request_id", ""),
+            streamed=data["stream"],
+        )
+        return PendingCompletion(reservation, stream=data["stream"], drf_request=request)
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        if not isinstance(response, PendingCompletion):
+            return super().finalize_response(request, response, *args, **kwargs)
+        # The key's usage is counted when the real answer is known (_complete).
+        key, request._request.api_key = getattr(request._request, "api_key", None), None
+        try:
+            response = super().finalize_response(request, response, *args, **kwargs)
+        finally:
+            request._request.api_key = key
+        for header, value in _openai_headers(request, response.reservation).items():
+            response[header] = value
+        return response
+
+
+def _carry_headers(pending: PendingCompletion, response):
+    for header, value in pending.items():
+        if header.lower() not in ("content-type", "content-length"):
+            response[header] = value
+    observe_api_key_request(pending.drf_request, response)
+    return response
+
+
+def _error_response(error: AIServiceError) -> JsonResponse:
+    return JsonResponse(
+        error_body(error.code, error.message, error.details), status=error.status_code
+    )
+
+
+def _usage(call) -> dict:
+    return {
+        "prompt_tokens": call.prompt_tokens,
+        "completion_tokens": call.completion_tokens,
+        "total_tokens": call.total_tokens,
+    }
+
+
+async def _complete(pending: PendingCompletion):
+    reservation = pending.reservation
+    completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+    created = int(time.time())
+    if not pending.stream:
+        try:
+            result, call = await services.gateway_complete(reservation)
+        except AIServiceError as error:
+            return _carry_headers(pending, _error_response(error))
+        body = {
+            "id": completion_id,
+            "object": "chat.completion",
+            "created": created,
+            "model": call.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": result.content},
+                    "finish_reason": result.finish_reason,
+                    "logprobs": None,
+                }
+            ],
+            "usage": _usage(call),
+            "system_fingerprint": None,
+        }
+        return _carry_headers(pending, JsonResponse(body))
+    stream = services.GatewayStream(reservation)
+    try:
+        await stream.start()
+    except AIServiceError as error:
+        return _carry_headers(pending, _error_response(error))
+    events = _sse(stream, completion_id, created)
+    if not hasattr(pending.drf_request._request, "scope"):
+        # Under WSGI (the test client, a sync server) the view's event loop ends with the
+        # view, and the upstream stream with it: the events are sent as one body. ASGI, the
+        # serving model, streams them as they come.
+        body = b"".join([event async for event in events])
+        return _carry_headers(pending, HttpResponse(body, content_type="text/event-stream"))
+    response = StreamingHttpResponse(events, content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    # Proxies (nginx) must pass each chunk on at once.
+    response["X-Accel-Buffering"] = "no"
+    return _carry_headers(pending, response)
+
+
+def _event(payload) -> bytes:
+    return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+
+
+async def _sse(stream, completion_id: str, created: int):
+    """OpenAI's chunk stream: the role, the content pieces, the finish reason, the usage,
+    `[DONE]`. A failure after the first chunk is an `error` event (what OpenAI's SDKs raise)."""
+
+    def chunk(delta, finish_reason=None):
+        return {
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": stream.model.name,
+            "choices": [
+                {"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}
+            ],
+        }
+
+    yield _event(chunk({"role": "assistant", "content": ""}))
+    async for delta in stream:
+        if delta.content:
+            yield _event(chunk({"content": delta.content}))
+    if stream.error is not None:
+        error = services.gateway._ai_error(stream.error)
+        yield _event(error_body(error.code, error.message, error.details))
+        return
+    yield _event(chunk({}, stream.finish_reason))
+    call = stream.call
+    yield _event(
+        {
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": stream.model.name,
+            "choices": [],
+            "usage": _usage(call),
+        }
+    )
+    yield b"data: [DONE]\n\n"
+
+
+class LanguageModelViewSet(mixins.ListModelMixin, TenantContextViewSet):
+    """GET gateway/models: the catalogue the organization may call, with prices."""
+
+    queryset = selectors.callable_models()
+    serializer_class = LanguageModelSerializer
+    required_permissions = {"list": "playground.read"}
+
+
+class GatewayMetricsViewSet(TenantContextViewSet):
+    """GET gateway/metrics: tokens by model today and this month, cost and a daily series."""
+
+    required_permissions = {"metrics": "playground.read", "calls": "playground.read"}
+
+    @extend_schema(
+        parameters=[OpenApiParameter("days", int, description="Daily series length, 1-90.")],
+        responses={200: GatewayMetricsSerializer},
+        summary="Gateway token metrics",
+    )
+    @action(detail=False, methods=["get"], url_path="metrics")
+    def metrics(self, request):
+        try:
+            days = int(request.query_params.get("days", 7))
+        except ValueError:
+            days = 0
+        if not 1 <= days <= 90:
+            raise ApplicationError(
+                "days must be a whole number from 1 to 90.", details={"days": ["From 1 to 90."]}
+            )
+        data = selectors.gateway_metrics(tenant=request.tenant, days=days)
+        data["currency"] = settings.GATEWAY_CURRENCY
+        return Response(GatewayMetricsSerializer(data).data)
+
+
+class GatewayCallViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScopedViewSet):
+    """GET gateway/calls: the organization's call records (cursor pagination)."""
+
+    queryset = GatewayCall.objects.all()
+    serializer_class = GatewayCallSerializer
+    filterset_class = GatewayCallFilter
+    pagination_class = EventCursorPagination
+    permission_area = "playground"
+
+
+# Prompt templates ----------------------------------------------------------------------------
+
+
+class PromptTemplateViewSet(
+    ServiceWriteMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScopedViewSet
+):
+    """Versioned prompt templates: CRUD (content changes as new versions), publish, execute,
+    executions, analytics, compare, categories and bulk operations."""
+
+    queryset = PromptTemplate.objects.all()
+    serializer_class = PromptTemplateSerializer
+    filterset_class = PromptTemplateFilter
+    search_fields = ("name", "description")
+    ordering_fields = ("created_at", "updated_at", "name", "category")
+    permission_area = "playground"
+    service_object_name = "template"
+    required_permissions = {
+        "create": "playground.write",
+        "update": "playground.write",
+        "partial_update": "playground.write",
+        "destroy": "playground.write",
+        "publish": "playground.write",
+        "execute": "playground.execute",
+        "executions": "playground.read",
+        "analytics": "playground.read",
+        "compare": "playground.read",
+        "categories": "playground.read",
+        "bulk": "playground.write",
+    }
+
+    def get_serializer_class(self):
+        if self.action == "retrieve":
+            return PromptTemplateDetailSerializer
+        return PromptTemplateSerializer
+
+    def scope_queryset(self, queryset):
+        return queryset.select_related("created_by")
+
+    def list(self, request, *args, **kwargs):
+        page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
+        templates = selectors.attach_latest_versions(page)
+        return self.get_paginated_response(PromptTemplateSerializer(templates, many=True).data)
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("version", int, description="A version number."),
+            OpenApiParameter("label", str, enum=["production", "latest"]),
+        ]
+    )
+    def retrieve(self, request, *args, **kwargs):
+        template = self.get_object()
+        query = TemplateVersionQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        template.shown_version = selectors.template_version(template, **query.validated_data)
+        return Response(PromptTemplateDetailSerializer(template).data)
+
+    def _answer(self, template, status_code=status.HTTP_200_OK):
+        template = self.get_queryset().prefetch_related("versions").get(pk=template.pk)
+        template.shown_version = selectors.template_version(template)
+        return Response(PromptTemplateDetailSerializer(template).data, status=status_code)
+
+    @extend_schema(
+        request=PromptTemplateWriteSerializer, responses={201: PromptTemplateDetailSerializer}
+    )
+    def create(self, request, *args, **kwargs):
+        data = self.validated_input(PromptTemplateWriteSerializer)
+        data.pop("change_note", None)
+        template = self.call_service(services.prompt_template_create, tenant=request.tenant, **data)
+        return self._answer(template, status.HTTP_201_CREATED)
+
+    @extend_schema(
+        request=PromptTemplateWriteSerializer,
+        responses={200: PromptTemplateDetailSerializer},
+        parameters=[
+            OpenApiParameter(
+                "create_new_version",
+                bool,
+                description="Save content changes as the next version (versions are immutable).",
+            )
+        ],
+    )
+    def update(self, request, *args, **kwargs):
+        return self._update(partial=False)
+
+    @extend_schema(
+        request=PromptTemplateWriteSerializer,
+        responses={200: PromptTemplateDetailSerializer},
+        parameters=[OpenApiParameter("create_new_version", bool)],
+    )
+    def partial_update(self, request, *args, **kwargs):
+        return self._update(partial=True)
+
+    def _update(self, *, partial: bool):
+        template = self.get_object()
+        flag = self.request.query_params.get("create_new_version", "false").lower()
+        if flag not in ("true", "false", "1", "0"):
+            raise ApplicationError(
+                "create_new_version is true or false.",
+                details={"create_new_version": ["true or false."]},
+            )
+        data = self.validated_input(PromptTemplateWriteSerializer, partial=partial)
+        template = self.call_service(
+            services.prompt_template_update,
+            template=template,
+            create_new_version=flag in ("true", "1"),
+            **data,
+        )
+        return self._answer(template)
+
+    def destroy(self, request, *args, **kwargs):
+        self.call_service(services.prompt_template_delete, template=self.get_object())
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(request=PublishSerializer, responses={200: PromptTemplateDetailSerializer})
+    @action(detail=True, methods=["post"], url_path="publish")
+    def publish(self, request, pk=None):
+        """Move the `production` label to a version."""
+        template = self.get_object()
+        data = self.validated_input(PublishSerializer)
+        template = self.call_service(services.prompt_template_publish, template=template, **data)
+        return self._answer(template)
+
+    @extend_schema(request=ExecuteSerializer, responses={200: PromptExecutionSerializer})
+    @action(detail=True, methods=["post"], url_path="execute")
+    def execute(self, request, pk=None):
+        """Render the template (the production version when published, else the latest) and
+        run it through the gateway; metered like chat/completions."""
+        template = self.get_object()
+        data = self.validated_input(ExecuteSerializer)
+        label = data.get("label")
+        if "version" not in data and label is None:
+            label = "production" if template.production_version else "latest"
+        version = selectors.template_version(template, version=data.get("version"), label=label)
+        execution = self.call_service(
+            services.prompt_template_execute,
+            template=template,
+            version=version,
+            api_key=request.auth if isinstance(request.auth, APIKey) else None,
+            variables=data["variables"],
+            save_execution=data["save_execution"],
+            request_id=getattr(request._request, "request_id", ""),
+        )
+        return Response(PromptExecutionSerializer(execution).data)
+
+    @extend_schema(
+        responses={200: PromptExecutionSerializer(many=True)},
+        parameters=[
+            OpenApiParameter("status", str, enum=["succeeded", "failed"]),
+            OpenApiParameter("version", int),
+            OpenApiParameter("since", str, description="ISO 8601; executions at or after."),
+            OpenApiParameter("until", str, description="ISO 8601; executions before."),
+        ],
+    )
+    @action(
+        detail=True,
+        methods=["get"],
+        url_path="executions",
+        pagination_class=EventCursorPagination,
+        filter_backends=[],
+    )
+    def executions(self, request, pk=None):
+        template = self.get_object()
+        queryset = PromptExecutionFilter(
+            request.query_params,
+            queryset=template.executions.select_related("version"),
+            request=request,
+        ).qs
+        page = self.paginate_queryset(queryset)
+        return self.get_paginated_response(PromptExecutionSerializer(page, many=True).data)
+
+    @extend_schema(
+        parameters=[AnalyticsQuerySerializer], responses={200: TemplateAnalyticsSerializer}
+    )
+    @action(detail=True, methods=["get"], url_path="analytics")
+    def analytics(self, request, pk=None):
+        template = self.get_object()
+        query = AnalyticsQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        return Response(
+            _jsonable(selectors.template_analytics(template=template, **query.validated_data))
+        )
+
+    @extend_schema(request=CompareSerializer, responses={200: CompareResultSerializer})
+    @action(detail=False, methods=["post"], url_path="compare")
+    def compare(self, request):
+        data = self.validated_input(CompareSerializer)
+        return Response(_jsonable(selectors.templates_compare(tenant=request.tenant, **data)))
+
+    @extend_schema(request=BulkSerializer, responses={200: BulkResultSerializer})
+    @action(detail=False, methods=["post"], url_path="bulk")
+    def bulk(self, request):
+        data = self.validated_input(BulkSerializer)
+        results = self.call_service(services.prompt_templates_bulk, tenant=request.tenant, **data)
+        errors = [{"id": r.id, "error": r.error} for r in results if r.status != "success"]
+        return Response(
+            {
+                "success_count": len(results) - len(errors),
+                "error_count": len(errors),
+                "total_count": len(results),
+                "errors": errors,
+                "results": [
+                    {"id": r.id, "status": r.status, **({"error": r.error} if r.error else {})}
+                    for r in results
+                ],
+            }
+        )
+
+
+def _jsonable(data):
+    return json.loads(json.dumps(data, default=str))
+
+
+class TemplateCategoryViewSet(TenantContextViewSet):
+    """GET playground/categories: each category with its templates counted by status."""
+
+    required_permissions = {"list": "playground.read"}
+    pagination_class = StandardPagination
+    filter_backends = ()
+
+    @extend_schema(responses={200: CategorySerializer(many=True)})
+    def list(self, request):
+        page = self.paginate_queryset(selectors.template_categories(tenant=request.tenant))
+        return self.get_paginated_response(CategorySerializer(page, many=True).data)
+
+
+class PromptExecutionViewSet(TenantScopedViewSet):
+    """POST playground/executions/{id}/rating: rate an execution 1 to 5."""
+
+    queryset = PromptExecution.objects.all()
+    serializer_class = PromptExecutionSerializer
+    required_permissions = {"rating": "playground.execute"}
+
+    def scope_queryset(self, queryset):
+        return queryset.select_related("version")
+
+    @extend_schema(request=RatingSerializer, responses={200: PromptExecutionSerializer})
+    @action(detail=True, methods=["post"], url_path="rating")
+    def rating(self, request, pk=None):
+        execution = self.get_object()
+        serializer = RatingSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        execution = services.prompt_execution_rate(
+            execution=execution, actor=request.user, **serializer.validated_data
+        )
+        return Response(PromptExecutionSerializer(execution).data)

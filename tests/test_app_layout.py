@@ -72,6 +72,14 @@ EXTRA_MODULES: dict[str, dict[str, str]] = {
         "channels": "notification delivery channels (email, SMS provider)",
         "demo": "the quick start's webhooks and notifications (load_demo_data loads it)",
     },
+    "playground": {
+        "providers": "the LLM provider interface and its local, OpenAI and Anthropic adapters",
+        "tokens": "the documented token counting rule and the cost arithmetic",
+        "rendering": "safe prompt template placeholders and typed variables",
+        "cooldown": "the upstream cooldown shared through the cache",
+        "catalogue": "the seeded providers and models (a data migration and the demo load it)",
+        "demo": "the quick start's templates, executions and gateway calls",
+    },
 }
 PROBE_APP = "sample"
 

@@ -258,6 +258,9 @@ REST_FRAMEWORK = {
         "analytics": env("API_RATE_ANALYTICS", default="20/min"),
         "billing": env("API_RATE_BILLING", default="10/min"),
         "gateway": env("API_RATE_GATEWAY", default="60/min"),
+        # Gateway tokens per minute per tenant: each call counts its reservation (prompt
+        # estimate + max_tokens), as OpenAI's own TPM limits do.
+        "gateway_tokens": env("API_RATE_GATEWAY_TOKENS", default="40000/min"),
     },
     "DEFAULT_PAGINATION_CLASS": "config.pagination.StandardPagination",
     "PAGE_SIZE": 20,
@@ -291,12 +294,14 @@ API_PLAN_RATES = {
         "analytics": "60/min",
         "billing": "30/min",
         "gateway": "300/min",
+        "gateway_tokens": "200000/min",
     },
     "enterprise": {
         "tenant": env("API_RATE_PLAN_ENTERPRISE", default="10000/hour"),
         "analytics": "200/min",
         "billing": "100/min",
         "gateway": "1000/min",
+        "gateway_tokens": "2000000/min",
     },
     # Negotiated: enterprise figures unless the tenant's settings set `rateLimitPerHour`.
     "custom": {
@@ -304,6 +309,7 @@ API_PLAN_RATES = {
         "analytics": "200/min",
         "billing": "100/min",
         "gateway": "1000/min",
+        "gateway_tokens": "2000000/min",
     },
 }
 
@@ -334,6 +340,11 @@ SPECTACULAR_SETTINGS = {
         "PlanTierEnum": "tenants.models.PlanTier",
         "RoleEnum": "tenants.models.Role",
         "ActorTypeEnum": "audit.models.ActorType",
+        "TemplateStatusEnum": "playground.models.TemplateStatus",
+        "ExecutionStatusEnum": "playground.models.ExecutionStatus",
+        "CallStatusEnum": "playground.models.CallStatus",
+        "TemplateVariableTypeEnum": "playground.models.VariableType",
+        "NotificationTypeEnum": "notifications.models.NotificationType",
     },
 }
 
@@ -366,6 +377,26 @@ WEBHOOK_RELAY_INTERVAL_SECONDS = env.int("WEBHOOK_RELAY_INTERVAL_SECONDS", defau
 WEBHOOK_REPLAY_MAX_EVENTS = env.int("WEBHOOK_REPLAY_MAX_EVENTS", default=10000)
 # Notifications: SMS goes through this provider ("local" writes each message to the log).
 SMS_PROVIDER = env("SMS_PROVIDER", default="local")
+
+# LLM gateway (playground.gateway; docs/gateway.md). Upstream keys are never settings: each
+# provider names the environment variable holding its key (Provider.api_key_env): setting
+# OPENAI_API_KEY or ANTHROPIC_API_KEY sends the seeded models of that provider upstream.
+# False: every model is served by the local provider, whatever the catalogue says.
+GATEWAY_UPSTREAMS_ENABLED = env.bool("GATEWAY_UPSTREAMS_ENABLED", default=True)
+GATEWAY_CURRENCY = env("GATEWAY_CURRENCY", default="USD")
+GATEWAY_DEFAULT_MODEL = env("GATEWAY_DEFAULT_MODEL", default="gpt-3.5-turbo")
+# Back-off before retry n (seconds, doubled each time, with up to 25 % jitter); an upstream's
+# Retry-After is honoured up to GATEWAY_RETRY_AFTER_MAX_SECONDS.
+GATEWAY_RETRY_BACKOFF_SECONDS = env.float("GATEWAY_RETRY_BACKOFF_SECONDS", default=0.5)
+GATEWAY_RETRY_AFTER_MAX_SECONDS = env.float("GATEWAY_RETRY_AFTER_MAX_SECONDS", default=10.0)
+# Cooldown (shared through the cache by every process): after this many failed calls within the
+# window an upstream model is skipped for GATEWAY_COOLDOWN_SECONDS.
+GATEWAY_COOLDOWN_FAILURES = env.int("GATEWAY_COOLDOWN_FAILURES", default=3)
+GATEWAY_COOLDOWN_WINDOW_SECONDS = env.int("GATEWAY_COOLDOWN_WINDOW_SECONDS", default=60)
+GATEWAY_COOLDOWN_SECONDS = env.int("GATEWAY_COOLDOWN_SECONDS", default=30)
+# Limits of one chat request.
+GATEWAY_MAX_MESSAGES = env.int("GATEWAY_MAX_MESSAGES", default=256)
+GATEWAY_MAX_STOP_SEQUENCES = 4
 
 # Celery: Redis when CELERY_BROKER_URL / REDIS_URL is given, else an embedded file-system transport.
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="") or REDIS_URL or "filesystem://localhost//"

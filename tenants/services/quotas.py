@@ -48,6 +48,10 @@ _CONSUME_SQL = (
     f"UPDATE {_TABLE} SET used = used + %s, updated_at = %s "  # noqa: S608
     "WHERE tenant_id = %s AND resource = %s AND used + %s <= %s RETURNING used, warned_at"
 )
+_ADJUST_SQL = (
+    f"UPDATE {_TABLE} SET used = used + %s, updated_at = %s "  # noqa: S608
+    "WHERE tenant_id = %s AND resource = %s RETURNING used, warned_at"
+)
 _RELEASE_SQL = (
     f"UPDATE {_TABLE} SET used = CASE WHEN used > %s THEN used - %s ELSE 0 END, "  # noqa: S608
     "updated_at = %s WHERE tenant_id = %s AND resource = %s RETURNING used"
@@ -87,10 +91,22 @@ def _ensure_counter(tenant: Tenant, resource: str) -> QuotaCounter:
     return QuotaCounter.objects.get_or_create(tenant=tenant, resource=resource)[0]
 
 
-def _exceeded(resource: str, limit: int, amount: int) -> QuotaExceeded:
+def _exceeded(
+    tenant: Tenant, resource: str, limit: int, amount: int, used: int | None
+) -> QuotaExceeded:
+    details = {"resource": resource, "limit": limit, "used": used, "requested": amount}
+    if resource in PERIODIC_RESOURCES and tenant.quota_reset_at is not None:
+        details["resets_at"] = tenant.quota_reset_at.isoformat().replace("+00:00", "Z")
     return QuotaExceeded(
-        f"The organization's {resource} quota is exhausted for this period.",
-        details={"resource": resource, "limit": limit, "requested": amount},
+        f"The organization's {resource} quota is exhausted for this period.", details=details
+    )
+
+
+def _used(tenant: Tenant, resource: str) -> int | None:
+    return (
+        QuotaCounter.objects.filter(tenant=tenant, resource=resource)
+        .values_list("used", flat=True)
+        .first()
     )
 
 
@@ -116,7 +132,7 @@ def quota_consume(*, tenant: Tenant, resource: str, amount: int = 1) -> int:
         ):
             _ensure_counter(tenant, resource)
             continue
-        raise _exceeded(resource, limit, amount)
+        raise _exceeded(tenant, resource, limit, amount, _used(tenant, resource))
     used, warned_at = row
     if warned_at is None and used * 100 >= settings.QUOTA_WARNING_THRESHOLD * limit:
         _warn_once(tenant=tenant, resource=resource, used=used, limit=limit)
@@ -135,7 +151,7 @@ def api_calls_admit(*, tenant: Tenant, windows, amount: int = 1) -> Admission:
         store.seed(tenant, _ensure_counter(tenant, QuotaResource.API_CALLS).used)
         admission = admit(windows, meter)
     if admission.meter_status == METER_OVER_LIMIT:
-        refused = _exceeded(QuotaResource.API_CALLS, limit, amount)
+        refused = _exceeded(tenant, QuotaResource.API_CALLS, limit, amount, admission.meter_value)
         # The windows' states, for the 429's rate-limit headers (config.throttling).
         refused.admission = admission
         raise refused
@@ -230,6 +246,25 @@ def quota_release(*, tenant: Tenant, resource: str, amount: int) -> int:
             _RELEASE_SQL, [amount, amount, timezone.now(), _db_value(tenant.pk), resource]
         )
         return cursor.fetchone()[0]
+
+
+def quota_adjust(*, tenant: Tenant, resource: str, delta: int) -> int:
+    """Settle a reservation made with quota_consume: add `delta` (negative gives back), never
+    below zero and never refused, since what it counts was already consumed (an upstream's
+    usage above the gateway's estimate). Returns the new total."""
+    _check_resource(resource)
+    if resource == QuotaResource.API_CALLS:
+        raise ValueError("api_calls are counted by quota_consume only")
+    if delta < 0:
+        return quota_release(tenant=tenant, resource=resource, amount=-delta)
+    _ensure_counter(tenant, resource)
+    with connection.cursor() as cursor:
+        cursor.execute(_ADJUST_SQL, [delta, timezone.now(), _db_value(tenant.pk), resource])
+        used, warned_at = cursor.fetchone()
+    limit = tenant_limits(tenant)[resource]
+    if warned_at is None and used * 100 >= settings.QUOTA_WARNING_THRESHOLD * limit:
+        _warn_once(tenant=tenant, resource=resource, used=used, limit=limit)
+    return used
 
 
 def annotated_usage(tenant: Tenant) -> dict[str, int]:

@@ -842,6 +842,20 @@ def _internal_error(ctx):
     return ctx.owner.client.get(ORG_URL)
 
 
+def _ai_service_error(ctx):
+    import socket
+
+    from tests.playground.factories import LanguageModelFactory, ProviderFactory
+
+    with socket.socket() as probe:  # a port nothing listens on: connection refused
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    provider = ProviderFactory(base_url=f"http://127.0.0.1:{port}/v1", max_retries=0)
+    model = LanguageModelFactory(provider=provider)
+    body = {"model": model.name, "messages": [{"role": "user", "content": "Hi"}]}
+    return ctx.owner.client.post("/api/v1/chat/completions", body, format="json")
+
+
 def _service_unavailable(ctx):
     def unreachable():
         raise ConnectionError("cache down")
@@ -866,6 +880,7 @@ ANSWERED_BY = {
     "QUOTA_EXCEEDED": _quota_exceeded,
     "INTERNAL_ERROR": _internal_error,
     "SERVICE_UNAVAILABLE": _service_unavailable,
+    "AI_SERVICE_ERROR": _ai_service_error,
 }
 
 

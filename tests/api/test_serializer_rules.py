@@ -92,6 +92,14 @@ REVIEWED = {
         "a query parameter honoured for staff only; a member's request reads its own tenant's "
         "chain (audit.views.selected_chain): tests/audit/test_verify_api.py"
     ),
+    ("playground.serializers.ChatCompletionSerializer", "tenant_id"): (
+        "accepted for OpenAI-style clients that send it and dropped (validate): the tenant is "
+        "the credential's: tests/playground/test_gateway.py (a tenant_id in the body is ignored)"
+    ),
+    ("playground.serializers.PromptTemplateWriteSerializer", "status"): (
+        "a prompt template's own lifecycle (draft, active, archived), the tenant's to set, not "
+        "a platform status: tests/playground/test_templates.py"
+    ),
     ("audit.serializers.ExportQuerySerializer", "tenant_id"): (
         "as ChainQuerySerializer: tests/audit/test_export.py"
     ),

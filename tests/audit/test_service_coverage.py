@@ -26,6 +26,7 @@ from accounts.models import AuthToken
 from audit import services as audit_services
 from audit.models import AuditEvent
 from notifications import services as notifications_services
+from playground import services as playground_services
 from tenants import services as tenants_services
 from tenants.models import Role, TenantStatus
 from tenants.permissions import ALL_PERMISSIONS
@@ -75,6 +76,25 @@ EXEMPT = {
     "accounts.services.api_key_usage": "read-only",
     "accounts.services.api_key_usage_flush": "request counters, not facts (the requests are)",
     "audit.services.on_record": "registers a hook at start-up",
+    "accounts.services.api_key_tokens_reserve": (
+        "metering: the gateway's call record (playground.GatewayCall) is the fact"
+    ),
+    "accounts.services.api_key_tokens_adjust": "metering, as api_key_tokens_reserve",
+    "tenants.services.quotas.quota_adjust": (
+        "settles a gateway reservation (the call record is the fact); crossing the warning "
+        "threshold records quota.warning as quota_consume does"
+    ),
+    "playground.services.gateway.gateway_reserve": (
+        "metering: every LLM call is a GatewayCall row, not an audit event (one event per "
+        "call would flood the tenant's chain); refusals change nothing"
+    ),
+    "playground.services.gateway.gateway_run": "the upstream call: recorded as a GatewayCall",
+    "playground.services.gateway.gateway_complete": "as gateway_run",
+    "playground.services.gateway.gateway_settle": "writes the GatewayCall record itself",
+    "playground.services.gateway.gateway_call": "as gateway_run",
+    "playground.services.templates.prompt_template_execute": (
+        "an execution is its own record (PromptExecution with its GatewayCall)"
+    ),
     "notifications.services.events.publish": (
         "the audit hook: runs inside record(), publishing the event being recorded"
     ),
@@ -162,8 +182,64 @@ def _failed_delivery():
     return WebhookDeliveryFactory(status="failed", next_attempt_at=None)
 
 
+def _template():
+    from tests.playground.factories import PromptTemplateFactory
+
+    return PromptTemplateFactory()
+
+
+def _execution():
+    from tests.playground.factories import PromptExecutionFactory
+
+    return PromptExecutionFactory()
+
+
 # service -> (how to call it, the event type it must record)
 INVOCATIONS = {
+    "playground.services.templates.prompt_template_create": (
+        lambda: playground_services.prompt_template_create(
+            tenant=TenantFactory(),
+            actor=None,
+            name="FAQ",
+            user_prompt_template="Q: {question}",
+            variables=[{"name": "question", "type": "string", "required": True}],
+        ),
+        "prompt_template.created",
+    ),
+    "playground.services.templates.prompt_template_update": (
+        lambda: playground_services.prompt_template_update(
+            template=_template(), actor=None, category="summaries"
+        ),
+        "prompt_template.updated",
+    ),
+    "playground.services.templates.prompt_template_publish": (
+        lambda: playground_services.prompt_template_publish(
+            template=_template(), actor=None, version=1
+        ),
+        "prompt_template.published",
+    ),
+    "playground.services.templates.prompt_template_delete": (
+        lambda: playground_services.prompt_template_delete(template=_template(), actor=None),
+        "prompt_template.deleted",
+    ),
+    "playground.services.templates.prompt_templates_bulk": (
+        lambda: (
+            template := _template(),
+            playground_services.prompt_templates_bulk(
+                tenant=template.tenant,
+                actor=None,
+                operation="activate",
+                template_ids=[template.pk],
+            ),
+        ),
+        "prompt_template.updated",
+    ),
+    "playground.services.templates.prompt_execution_rate": (
+        lambda: playground_services.prompt_execution_rate(
+            execution=_execution(), actor=None, rating=4
+        ),
+        "prompt_execution.rated",
+    ),
     "notifications.services.endpoints.webhook_endpoint_create": (
         lambda: notifications_services.webhook_endpoint_create(
             tenant=TenantFactory(),

@@ -1,1 +1,108 @@
 """Factories of the playground app's models (registered with tests.factories.factory_for)."""
+
+import factory
+
+from playground.models import (
+    CallStatus,
+    ExecutionStatus,
+    GatewayCall,
+    LanguageModel,
+    PromptExecution,
+    PromptTemplate,
+    PromptTemplateVersion,
+    Provider,
+)
+
+
+class ProviderFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Provider
+        django_get_or_create = ("name",)
+
+    name = factory.Sequence(lambda n: f"provider-{n}")
+    kind = "openai"
+    base_url = "http://127.0.0.1:9/v1"
+    api_key_env = ""
+
+
+class LanguageModelFactory(factory.django.DjangoModelFactory):
+    """A model served by the local provider unless given one."""
+
+    class Meta:
+        model = LanguageModel
+        django_get_or_create = ("name",)
+
+    name = factory.Sequence(lambda n: f"test-model-{n}")
+    provider = None
+    upstream_model = factory.LazyAttribute(lambda model: model.name)
+    context_window = 8_192
+    max_output_tokens = 1_024
+    input_price_micros = 10_000_000
+    output_price_micros = 30_000_000
+
+
+class GatewayCallFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = GatewayCall
+
+    tenant = factory.SubFactory("tests.tenants.factories.TenantFactory")
+    requested_model = "gpt-4"
+    model = "gpt-4"
+    provider = "local"
+    status = CallStatus.SUCCEEDED
+    prompt_tokens = 20
+    completion_tokens = 10
+    total_tokens = 30
+    reserved_tokens = 100
+    cost_micros = 1_200
+    latency_ms = 250
+
+
+class PromptTemplateFactory(factory.django.DjangoModelFactory):
+    """A template with its version 1 (created without the service: no audit event)."""
+
+    class Meta:
+        model = PromptTemplate
+
+    tenant = factory.SubFactory("tests.tenants.factories.TenantFactory")
+    name = factory.Sequence(lambda n: f"Template {n}")
+    category = "faq"
+
+    @factory.post_generation
+    def with_version(template, create, extracted, **kwargs):
+        if create and extracted is not False:
+            PromptTemplateVersionFactory(tenant=template.tenant, template=template, version=1)
+
+
+class PromptTemplateVersionFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = PromptTemplateVersion
+
+    tenant = factory.SelfAttribute("template.tenant")
+    template = factory.SubFactory(PromptTemplateFactory, with_version=False)
+    version = 1
+    system_prompt = "You are a helpful assistant."
+    user_prompt_template = "Question: {question}"
+    variables = factory.LazyFunction(
+        lambda: [{"name": "question", "type": "string", "required": True}]
+    )
+    model_config = factory.LazyFunction(lambda: {"model": "gpt-3.5-turbo", "max_tokens": 100})
+
+
+class PromptExecutionFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = PromptExecution
+
+    template = factory.SubFactory(PromptTemplateFactory)
+    tenant = factory.SelfAttribute("template.tenant")
+    version = factory.LazyAttribute(lambda execution: execution.template.versions.first())
+    status = ExecutionStatus.SUCCEEDED
+    variables = factory.LazyFunction(lambda: {"question": "Why?"})
+    rendered_prompt = "Question: Why?"
+    output = "Because."
+    model = "gpt-3.5-turbo"
+    response_time_ms = 400
+    prompt_tokens = 12
+    completion_tokens = 8
+    tokens_used = 20
+    cost_micros = 30

@@ -94,7 +94,14 @@ def test_at_the_limit_the_request_is_refused_and_nothing_more_is_counted(owner):
     again = owner.client.get(QUOTAS_URL)
 
     error = assert_envelope(refused, 429, "QUOTA_EXCEEDED")
-    assert error["details"] == {"resource": "api_calls", "limit": 3, "requested": 1}
+    resets_at = owner.tenant.quota_reset_at.isoformat().replace("+00:00", "Z")
+    assert error["details"] == {
+        "resource": "api_calls",
+        "limit": 3,
+        "used": 3,
+        "requested": 1,
+        "resets_at": resets_at,
+    }
     assert_envelope(again, 429, "QUOTA_EXCEEDED")
     assert used(owner.tenant) == 3
 
@@ -227,7 +234,12 @@ def test_consume_adds_and_refuses_past_the_limit_without_counting():
         quota_consume(tenant=tenant, resource="documents", amount=3)
     assert quota_consume(tenant=tenant, resource="documents", amount=2) == 5
 
-    assert refused.value.details == {"resource": "documents", "limit": 5, "requested": 3}
+    assert refused.value.details == {
+        "resource": "documents",
+        "limit": 5,
+        "used": 3,
+        "requested": 3,
+    }
     assert used(tenant, "documents") == 5
 
 

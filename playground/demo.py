@@ -1,0 +1,156 @@
+"""The quick start's prompt templates, executions and gateway calls (called by
+`manage.py load_demo_data` after the tenants), in the `acme` organization:
+
+- "FAQ answer" (faq): two versions, version 1 published to production, executed and rated;
+- "Ticket summary" (support): active, executed with an enum variable;
+- "Release notes" (writing): a draft, never executed;
+- a few chat completions through the gateway on several models.
+
+Everything runs through the real services on the local provider, so tokens, cost and the
+tokens quota are metered as for any call. The executions and calls are then spread over the
+last two weeks (their timestamps only), so the analytics have a daily series to show.
+
+Runs once: an organization that already has templates is left as it is.
+"""
+
+import datetime as dt
+
+from django.utils import timezone
+
+from tenants.models import Membership, Role, Tenant
+
+from .models import GatewayCall, PromptExecution, PromptTemplate
+from .services import (
+    ChatInput,
+    gateway_call,
+    prompt_execution_rate,
+    prompt_template_create,
+    prompt_template_execute,
+    prompt_template_publish,
+    prompt_template_update,
+)
+
+DEMO_SLUG = "acme"
+QUESTIONS = [
+    "What is your return policy?",
+    "Do you ship to Canada?",
+    "How do I reset my password?",
+    "Can I change my plan mid-cycle?",
+    "Where can I download my invoices?",
+    "Is there an API rate limit?",
+]
+
+
+def _faq(tenant, owner):
+    template = prompt_template_create(
+        tenant=tenant,
+        actor=owner,
+        name="FAQ answer",
+        description="Answers a customer question from knowledge-base context.",
+        category="faq",
+        status="active",
+        system_prompt="You are a helpful customer service assistant. Answer clearly.",
+        user_prompt_template="Question: {question}\n\nContext: {context}",
+        variables=[
+            {"name": "question", "type": "string", "required": True},
+            {"name": "context", "type": "string", "default": "Our help centre articles."},
+        ],
+        model_config={"model": "gpt-4", "temperature": 0.1, "max_tokens": 300},
+    )
+    prompt_template_publish(template=template, actor=owner, version=1)
+    prompt_template_update(
+        template=template,
+        actor=owner,
+        create_new_version=True,
+        change_note="Shorter answers on a cheaper model.",
+        user_prompt_template="Answer in two sentences.\nQuestion: {question}\nContext: {context}",
+        model_config={"model": "gpt-3.5-turbo", "temperature": 0.2, "max_tokens": 200},
+    )
+    return template
+
+
+def _summary(tenant, owner):
+    return prompt_template_create(
+        tenant=tenant,
+        actor=owner,
+        name="Ticket summary",
+        description="Summarises a support ticket for the escalation queue.",
+        category="support",
+        status="active",
+        user_prompt_template="Summarise this {tone} ticket in one line: {ticket}",
+        variables=[
+            {"name": "ticket", "type": "string", "required": True},
+            {
+                "name": "tone",
+                "type": "enum",
+                "options": ["neutral", "urgent"],
+                "default": "neutral",
+            },
+        ],
+        model_config={"model": "claude-3-haiku", "max_tokens": 120},
+    )
+
+
+def _spread_over_two_weeks(tenant) -> None:
+    now = timezone.now()
+    for index, execution in enumerate(PromptExecution.objects.filter(tenant=tenant)):
+        when = now - dt.timedelta(days=index % 14, hours=index % 5)
+        PromptExecution.objects.filter(pk=execution.pk).update(created_at=when)
+        if execution.gateway_call_id:
+            GatewayCall.objects.filter(pk=execution.gateway_call_id).update(created_at=when)
+
+
+def load(*, stdout, staff) -> None:
+    tenant = Tenant.objects.filter(slug=DEMO_SLUG).first()
+    if tenant is None or PromptTemplate.objects.filter(tenant=tenant).exists():
+        return
+    owner = Membership.objects.get(tenant=tenant, role=Role.OWNER, user__isnull=False).user
+    faq, summary = _faq(tenant, owner), _summary(tenant, owner)
+    prompt_template_create(
+        tenant=tenant,
+        actor=owner,
+        name="Release notes",
+        category="writing",
+        user_prompt_template="Write release notes for: {changes}",
+        variables=[{"name": "changes", "type": "string", "required": True}],
+    )
+    executions = 0
+    for round_number in range(3):
+        for index, question in enumerate(QUESTIONS):
+            version = faq.versions.get(version=1 + (index + round_number) % 2)
+            execution = prompt_template_execute(
+                template=faq,
+                version=version,
+                actor=owner,
+                api_key=None,
+                variables={"question": question},
+            )
+            if index % 2 == 0:
+                prompt_execution_rate(execution=execution, actor=owner, rating=3 + index % 3)
+            executions += 1
+    for ticket, tone in (("Checkout page times out", "urgent"), ("Typo in invoice", "neutral")):
+        prompt_template_execute(
+            template=summary,
+            version=summary.versions.get(version=1),
+            actor=owner,
+            api_key=None,
+            variables={"ticket": ticket, "tone": tone},
+        )
+        executions += 1
+    for model in ("gpt-4", "gpt-4-turbo", "claude-3-sonnet", "o1-mini"):
+        gateway_call(
+            tenant=tenant,
+            user_id=owner.pk,
+            api_key=None,
+            chat=ChatInput(
+                model=model,
+                messages=({"role": "user", "content": f"Say hello from {model}."},),
+                max_tokens=64,
+            ),
+            source="api",
+        )
+    _spread_over_two_weeks(tenant)
+    stdout.write(
+        f"Playground: 3 prompt templates and {executions} executions in {tenant.name}, "
+        "4 chat completions through the gateway (local provider)."
+    )

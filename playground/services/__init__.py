@@ -1,0 +1,44 @@
+"""Playground state changes, one module per area: the one place their rules live.
+
+    gateway    the LLM gateway: reserve, call (retries, fallbacks, cooldown), settle, record
+    templates  prompt templates and their versions, bulk operations, executions and ratings
+
+Services are keyword-only, run in a transaction and record their audit event where they
+change state; tests/audit/test_service_coverage.py holds each to it.
+"""
+
+from .gateway import (
+    ChatInput,
+    GatewayStream,
+    gateway_call,
+    gateway_complete,
+    gateway_reserve,
+    gateway_run,
+    gateway_settle,
+)
+from .templates import (
+    prompt_execution_rate,
+    prompt_template_create,
+    prompt_template_delete,
+    prompt_template_execute,
+    prompt_template_publish,
+    prompt_template_update,
+    prompt_templates_bulk,
+)
+
+__all__ = [
+    "ChatInput",
+    "GatewayStream",
+    "gateway_call",
+    "gateway_complete",
+    "gateway_reserve",
+    "gateway_run",
+    "gateway_settle",
+    "prompt_execution_rate",
+    "prompt_template_create",
+    "prompt_template_delete",
+    "prompt_template_execute",
+    "prompt_template_publish",
+    "prompt_template_update",
+    "prompt_templates_bulk",
+]

@@ -1,0 +1,526 @@
+"""The LLM gateway: one call, metered exactly.
+
+A call has three steps, so the slow middle one holds no thread (docs/gateway.md, "Serving
+model"):
+
+1. `gateway_reserve` (sync, one transaction): resolve the model and its routes (the model,
+   then its fallbacks, minus those cooling down), check the request against the model's limits,
+   count the worst case (prompt estimate + max_tokens) in the tenant's tokens-per-minute window
+   and reserve it against the tenant's `tokens` quota and the API key's monthly budget, each one
+   atomic conditional step. Nothing fits: 429 and nothing is counted.
+2. `gateway_complete` / `gateway_stream` (async): the upstream call, with retries and back-off
+   on 429/5xx/timeouts, then the fallbacks; a stream commits to a route at its first chunk.
+3. `gateway_settle` (sync, one transaction, run by step 2 whatever happened): the quota and
+   the key's budget move from the reservation to the usage the upstream reported (estimated,
+   and flagged, when a stream ended without it; what was consumed when the call failed or the
+   client went away), and one GatewayCall row records the call.
+"""
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field, replace
+
+from asgiref.sync import async_to_sync, sync_to_async
+from django.conf import settings
+from django.db import transaction
+
+from accounts.models import APIKey
+from accounts.services import api_key_tokens_adjust, api_key_tokens_reserve
+from config.exceptions import AIServiceError, ApplicationError
+from config.metering import Window, admit
+from tenants.models import Tenant
+from tenants.plans import plan_rates
+from tenants.services.quotas import quota_adjust, quota_consume
+from tenants.throttling import configured_rate
+
+from .. import cooldown, tokens
+from ..models import CallSource, CallStatus, GatewayCall, LanguageModel, Provider
+from ..providers import (
+    ChatRequest,
+    ChatResult,
+    ProviderConfig,
+    StreamDelta,
+    UpstreamError,
+    Usage,
+    build_provider,
+)
+from ..providers.local import LocalProvider
+
+logger = logging.getLogger(__name__)
+
+LOCAL_PROVIDER_NAME = "local"
+_local = LocalProvider(ProviderConfig(name=LOCAL_PROVIDER_NAME, kind="local"))
+# Adapters by provider row and version, so each keeps its HTTP connections between calls.
+_adapters: dict[tuple, object] = {}
+
+
+@dataclass(frozen=True)
+class ChatInput:
+    """A validated chat request, in the public model's name."""
+
+    model: str
+    messages: tuple[dict, ...]
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: tuple[str, ...] = ()
+    user: str = ""
+
+
+@dataclass(frozen=True)
+class Route:
+    """One way to answer: a catalogue model through an adapter."""
+
+    model: LanguageModel
+    provider_name: str
+    adapter: object
+    retries: int
+
+
+@dataclass
+class Reservation:
+    """What step 1 counted, and what steps 2 and 3 need."""
+
+    tenant: Tenant
+    user_id: object
+    api_key: APIKey | None
+    source: str
+    request_id: str
+    requested: LanguageModel
+    routes: list[Route]
+    chat: ChatRequest
+    tokens: int
+    prompt_tokens_rule: int
+    streamed: bool = False
+    started: float = field(default_factory=time.perf_counter)
+    tokens_window: object = None  # the TPM window's RateLimitState, for the response headers
+
+
+@dataclass
+class Outcome:
+    """What step 2 found, for step 3."""
+
+    status: str
+    route: Route | None = None
+    usage: Usage | None = None
+    usage_estimated: bool = False
+    error: UpstreamError | None = None
+    attempts: int = 0
+    failed_models: list[str] = field(default_factory=list)
+    first_token_at: float | None = None
+
+
+def _adapter_for(provider: Provider | None):
+    """The adapter serving `provider`, or the local one when it is missing or unconfigured."""
+    if provider is None or not provider.is_configured:
+        return LOCAL_PROVIDER_NAME, _local
+    key = (provider.pk, provider.updated_at, provider.api_key_env)
+    adapter = _adapters.get(key)
+    if adapter is None:
+        adapter = build_provider(
+            ProviderConfig(
+                name=provider.name,
+                kind=provider.kind,
+                base_url=provider.base_url,
+                api_key=provider.api_key,
+                timeout_seconds=float(provider.timeout_seconds),
+            )
+        )
+        _adapters[key] = adapter
+    return provider.name, adapter
+
+
+def _routes(model: LanguageModel) -> list[Route]:
+    names = [model.name, *[name for name in model.fallbacks if name != model.name]]
+    found = {
+        m.name: m
+        for m in LanguageModel.objects.select_related("provider").filter(
+            name__in=names, active=True
+        )
+    }
+    found[model.name] = model
+    routes = []
+    for name in names:
+        candidate = found.get(name)
+        if candidate is None:
+            continue
+        provider_name, adapter = _adapter_for(candidate.provider)
+        retries = candidate.provider.max_retries if provider_name != LOCAL_PROVIDER_NAME else 0
+        routes.append(Route(candidate, provider_name, adapter, retries))
+    return routes
+
+
+def _invalid(field_name: str, message: str) -> ApplicationError:
+    return ApplicationError(message, details={field_name: [message]})
+
+
+def _resolve_model(name: str) -> LanguageModel:
+    """The active catalogue model called `name`, or a 400 naming the field."""
+    model = LanguageModel.objects.select_related("provider").filter(name=name, active=True).first()
+    if model is None:
+        raise _invalid("model", f"Unknown model {name!r}; GET gateway/models lists them.")
+    return model
+
+
+def _tokens_window(tenant: Tenant, amount: int) -> Window:
+    rate = plan_rates(tenant.plan).get("gateway_tokens") or configured_rate("gateway_tokens")
+    window = Window.from_rate(f"gateway_tokens:{tenant.pk}", rate)
+    return replace(window, cost=amount)
+
+
+def _refuse_tokens_window(state) -> None:
+    from rest_framework.exceptions import Throttled
+
+    wait = max(state.reset_at - time.time(), 1)
+    error = Throttled(wait=wait, detail="The organization's tokens-per-minute limit is reached.")
+    raise error
+
+
+@transaction.atomic
+def gateway_reserve(
+    *,
+    tenant: Tenant,
+    user_id,
+    api_key: APIKey | None,
+    chat: ChatInput,
+    source: str = CallSource.API,
+    request_id: str = "",
+    streamed: bool = False,
+) -> Reservation:
+    """Step 1: resolve, check and reserve the call's worst case (see the module docstring)."""
+    model = _resolve_model(chat.model)
+    max_tokens = chat.max_tokens or model.max_output_tokens
+    if max_tokens > model.max_output_tokens:
+        raise _invalid(
+            "max_tokens", f"{model.name} answers at most {model.max_output_tokens} tokens."
+        )
+    estimate = tokens.estimate_prompt_tokens(chat.messages)
+    if estimate + max_tokens > model.context_window:
+        raise _invalid(
+            "messages",
+            f"The prompt (about {estimate} tokens) plus max_tokens ({max_tokens}) exceeds "
+            f"{model.name}'s context window of {model.context_window} tokens.",
+        )
+    reserved = estimate + max_tokens
+    routes = _routes(model)
+    cooling = cooldown.cooling_down(r.model.name for r in routes if r.adapter is not _local)
+    available = [r for r in routes if r.model.name not in cooling]
+    if not available:
+        raise AIServiceError(
+            f"Every upstream of {model.name} is cooling down after repeated failures; retry "
+            "shortly.",
+            details={"model": model.name, "retry_after": settings.GATEWAY_COOLDOWN_SECONDS},
+            unavailable=True,
+        )
+    admission = admit([_tokens_window(tenant, reserved)])
+    if admission.refused_window is not None:
+        _refuse_tokens_window(admission.states[0])
+    quota_consume(tenant=tenant, resource="tokens", amount=reserved)
+    if api_key is not None:
+        api_key_tokens_reserve(api_key=api_key, amount=reserved)
+    request = ChatRequest(
+        model=model.upstream_model,
+        messages=tuple(chat.messages),
+        max_tokens=max_tokens,
+        temperature=chat.temperature,
+        top_p=chat.top_p,
+        stop=tuple(chat.stop),
+        user=chat.user,
+    )
+    return Reservation(
+        tenant=tenant,
+        user_id=user_id,
+        api_key=api_key,
+        source=source,
+        request_id=request_id,
+        requested=model,
+        routes=available,
+        chat=request,
+        tokens=reserved,
+        prompt_tokens_rule=tokens.prompt_tokens(chat.messages),
+        streamed=streamed,
+        tokens_window=admission.states[0],
+    )
+
+
+def _request_for(reservation: Reservation, route: Route) -> ChatRequest:
+    return replace(
+        reservation.chat,
+        model=route.model.upstream_model,
+        max_tokens=min(reservation.chat.max_tokens, route.model.max_output_tokens),
+    )
+
+
+def _backoff(retry: int, retry_after: float | None) -> float:
+    if retry_after is not None:
+        return min(retry_after, settings.GATEWAY_RETRY_AFTER_MAX_SECONDS)
+    delay = settings.GATEWAY_RETRY_BACKOFF_SECONDS * (2**retry)
+    return delay * (1 + random.random() / 4)  # noqa: S311 (jitter, not security)
+
+
+async def _first_success(reservation: Reservation, outcome: Outcome, attempt):
+    """Run `attempt(route, request)` over the routes, retrying each; the first result wins.
+    Raises the last UpstreamError when every route failed."""
+    last_error = None
+    for route in reservation.routes:
+        request = _request_for(reservation, route)
+        for retry in range(route.retries + 1):
+            outcome.attempts += 1
+            try:
+                result = await attempt(route, request)
+            except UpstreamError as error:
+                last_error = error
+                outcome.failed_models.append(route.model.name)
+                logger.warning(
+                    "Gateway attempt failed: model=%s provider=%s kind=%s status=%s",
+                    route.model.name,
+                    route.provider_name,
+                    error.kind,
+                    error.status,
+                )
+                if not error.retryable or retry == route.retries:
+                    break
+                await asyncio.sleep(_backoff(retry, error.retry_after))
+                continue
+            outcome.route = route
+            return result
+    raise last_error
+
+
+def _ai_error(error: UpstreamError) -> AIServiceError:
+    return AIServiceError(
+        "The AI provider could not answer this request.",
+        details={"reason": str(error.kind)},
+    )
+
+
+async def gateway_run(
+    reservation: Reservation,
+) -> tuple[ChatResult | None, GatewayCall, UpstreamError | None]:
+    """Step 2 without streaming, then step 3: the result (None when every route failed), the
+    recorded call, and the last upstream error. The call is settled and recorded either way."""
+    outcome = Outcome(status=CallStatus.FAILED)
+
+    async def attempt(route, request):
+        return await route.adapter.complete(request)
+
+    try:
+        result = await _first_success(reservation, outcome, attempt)
+    except UpstreamError as error:
+        outcome.error = error
+        outcome.usage = error.partial_usage
+        return None, await _settle_async(reservation, outcome), error
+    except BaseException:
+        outcome.status = CallStatus.CANCELLED
+        await asyncio.shield(_settle_async(reservation, outcome))
+        raise
+    outcome.status = CallStatus.SUCCEEDED
+    outcome.first_token_at = time.perf_counter()
+    if result.usage is None:
+        outcome.usage = Usage(reservation.prompt_tokens_rule, tokens.count_tokens(result.content))
+        outcome.usage_estimated = True
+    else:
+        outcome.usage = result.usage
+    return result, await _settle_async(reservation, outcome), None
+
+
+async def gateway_complete(reservation: Reservation) -> tuple[ChatResult, GatewayCall]:
+    """`gateway_run`, raising AIServiceError (502) when every route failed."""
+    result, call, error = await gateway_run(reservation)
+    if error is not None:
+        raise _ai_error(error)
+    return result, call
+
+
+class GatewayStream:
+    """Step 2 streaming: `await stream.start()` picks a route (retries and fallbacks happen
+    before the first chunk; a failure there raises AIServiceError, so the client still gets a
+    proper error response), then `async for delta in stream` relays the deltas. Step 3 runs
+    when the stream ends, breaks, or is closed because the client went away; `call` then holds
+    the recorded GatewayCall and `error` the failure, if any."""
+
+    def __init__(self, reservation: Reservation):
+        self.reservation = reservation
+        self.outcome = Outcome(status=CallStatus.FAILED)
+        self.call: GatewayCall | None = None
+        self.error: UpstreamError | None = None
+        self._iterator = None
+        self._first: StreamDelta | None = None
+        self._text: list[str] = []
+        self._finish_reason: str | None = None
+        self._settled = False
+
+    @property
+    def model(self) -> LanguageModel:
+        route = self.outcome.route
+        return route.model if route is not None else self.reservation.requested
+
+    async def start(self) -> None:
+        async def attempt(route, request):
+            iterator = aiter(route.adapter.stream(request))
+            try:
+                first = await anext(iterator)
+            except StopAsyncIteration:
+                first = StreamDelta(finish_reason="stop")
+            except BaseException:
+                await _close(iterator)
+                raise
+            return iterator, first
+
+        try:
+            self._iterator, self._first = await _first_success(
+                self.reservation, self.outcome, attempt
+            )
+        except UpstreamError as error:
+            self.error = self.outcome.error = error
+            self.outcome.usage = error.partial_usage
+            await self._settle()
+            raise _ai_error(error) from None
+        except BaseException:
+            self.outcome.status = CallStatus.CANCELLED
+            await self._settle()
+            raise
+        self.outcome.first_token_at = time.perf_counter()
+
+    def __aiter__(self):
+        return self._relay()
+
+    async def _relay(self) -> AsyncIterator[StreamDelta]:
+        usage = None
+        status = CallStatus.CANCELLED  # unless the stream ends or breaks below
+        try:
+            delta = self._first
+            while delta is not None:
+                if delta.usage is not None:
+                    usage = delta.usage
+                if delta.finish_reason:
+                    self._finish_reason = delta.finish_reason
+                if delta.content:
+                    self._text.append(delta.content)
+                yield delta
+                try:
+                    delta = await anext(self._iterator)
+                except StopAsyncIteration:
+                    delta = None
+            status = CallStatus.SUCCEEDED
+        except UpstreamError as error:
+            self.error = self.outcome.error = error
+            usage = usage or error.partial_usage
+            status = CallStatus.FAILED
+        finally:
+            self.outcome.status = status
+            if usage is None:
+                # No usage from the upstream (a stream without it, broken, or cancelled):
+                # metered by the counting rule on what was relayed, and flagged.
+                usage = Usage(
+                    self.reservation.prompt_tokens_rule, tokens.count_tokens("".join(self._text))
+                )
+                self.outcome.usage_estimated = True
+            self.outcome.usage = usage
+            await _close(self._iterator)
+            # Shielded: a client that goes away cancels the relay, never the settlement.
+            await asyncio.shield(self._settle())
+
+    @property
+    def finish_reason(self) -> str:
+        return self._finish_reason or "stop"
+
+    async def _settle(self) -> None:
+        if not self._settled:
+            self._settled = True
+            self.call = await _settle_async(self.reservation, self.outcome)
+
+
+async def _close(iterator) -> None:
+    aclose = getattr(iterator, "aclose", None)
+    if aclose is not None:
+        try:
+            await aclose()
+        except Exception:
+            logger.debug("Closing an upstream stream failed", exc_info=True)
+
+
+async def _settle_async(reservation: Reservation, outcome: Outcome) -> GatewayCall:
+    return await sync_to_async(gateway_settle)(reservation=reservation, outcome=outcome)
+
+
+@transaction.atomic
+def gateway_settle(*, reservation: Reservation, outcome: Outcome) -> GatewayCall:
+    """Step 3: move the quota and the key's budget from the reservation to the usage, cool
+    down failing upstreams, and record the call."""
+    usage = outcome.usage or Usage(0, 0)
+    used = usage.total_tokens
+    delta = used - reservation.tokens
+    quota_adjust(tenant=reservation.tenant, resource="tokens", delta=delta)
+    if reservation.api_key is not None:
+        api_key_tokens_adjust(api_key=reservation.api_key, delta=delta)
+    if outcome.failed_models:
+        cooldown.record_failures(
+            [name for name in outcome.failed_models if _is_upstream(reservation, name)]
+        )
+    route = outcome.route
+    model = route.model if route is not None else reservation.requested
+    now = time.perf_counter()
+    latency_ms = int((now - reservation.started) * 1000)
+    first_token_ms = (
+        int((outcome.first_token_at - reservation.started) * 1000)
+        if outcome.first_token_at is not None
+        else None
+    )
+    return GatewayCall.objects.create(
+        tenant=reservation.tenant,
+        api_key=reservation.api_key,
+        user_id=reservation.user_id,
+        source=reservation.source,
+        requested_model=reservation.requested.name,
+        model=model.name,
+        provider=route.provider_name if route is not None else "",
+        status=outcome.status,
+        error_type=str(outcome.error.kind) if outcome.error is not None else "",
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        total_tokens=used,
+        reserved_tokens=reservation.tokens,
+        cost_micros=tokens.cost_micros(
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            input_price=model.input_price_micros,
+            output_price=model.output_price_micros,
+        ),
+        latency_ms=latency_ms,
+        time_to_first_token_ms=first_token_ms,
+        streamed=reservation.streamed,
+        usage_estimated=outcome.usage_estimated,
+        attempts=max(outcome.attempts, 1),
+        request_id=reservation.request_id[:128],
+    )
+
+
+def _is_upstream(reservation: Reservation, model_name: str) -> bool:
+    return any(r.model.name == model_name and r.adapter is not _local for r in reservation.routes)
+
+
+def gateway_call(
+    *,
+    tenant: Tenant,
+    user_id,
+    api_key: APIKey | None,
+    chat: ChatInput,
+    source: str,
+    request_id: str = "",
+) -> tuple[ChatResult | None, GatewayCall, UpstreamError | None]:
+    """Steps 1 to 3 from sync code (template executions): the result, the recorded call, and
+    the upstream's error when every route failed (the call is then metered and recorded as
+    failed). Reservation refusals (400, 429) raise as usual."""
+    reservation = gateway_reserve(
+        tenant=tenant,
+        user_id=user_id,
+        api_key=api_key,
+        chat=chat,
+        source=source,
+        request_id=request_id,
+    )
+    return async_to_sync(gateway_run)(reservation)
