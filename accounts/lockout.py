@@ -8,6 +8,9 @@ axes backend then refuses even the right password. Every lockout answers the err
 
 import math
 
+from asgiref.sync import sync_to_async
+from axes.helpers import get_lockout_response
+from axes.middleware import AxesMiddleware
 from django.conf import settings
 from django.db.models import Max
 from django.http import JsonResponse
@@ -60,3 +63,18 @@ def lockout_response(request, original_response=None, credentials=None):
     )
     response["Retry-After"] = str(retry_after)
     return response
+
+
+class LockoutMiddleware(AxesMiddleware):
+    """django-axes' middleware with its async path fixed: axes 8.3 calls the lockout response
+    with (request, credentials) there, so under ASGI a lockout answered a 500 instead of the
+    429 envelope. Both paths now call it as the sync one does."""
+
+    async def __acall__(self, request):
+        response = await self.get_response(request)
+        if settings.AXES_ENABLED and getattr(request, "axes_locked_out", None):
+            credentials = getattr(request, "axes_credentials", None)
+            response = await sync_to_async(get_lockout_response, thread_sensitive=True)(
+                request, response, credentials
+            )
+        return response

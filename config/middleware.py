@@ -2,6 +2,7 @@ import logging
 import re
 import uuid
 
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_ipv46_address
@@ -33,29 +34,68 @@ def client_ip(request) -> str | None:
     return address
 
 
-class RequestIDMiddleware:
-    """Gives every request an id (X-Request-ID echoed when valid, else generated), and every
-    response the header."""
+class DualModeMiddleware:
+    """A middleware that serves WSGI and ASGI alike: under ASGI it stays async, so an async
+    view (the LLM gateway) runs on the event loop instead of a thread per request. Every
+    middleware in MIDDLEWARE must be async-capable for that (Django's own are)."""
+
+    sync_capable = True
+    async_capable = True
 
     def __init__(self, get_response):
         self.get_response = get_response
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
 
     def __call__(self, request):
+        if self.is_async:
+            return self.__acall__(request)
+        return self.handle(request, self.get_response)
+
+    async def __acall__(self, request):
+        return await self.ahandle(request, self.get_response)
+
+    def handle(self, request, get_response):
+        raise NotImplementedError
+
+    async def ahandle(self, request, get_response):
+        raise NotImplementedError
+
+
+class RequestIDMiddleware(DualModeMiddleware):
+    """Gives every request an id (X-Request-ID echoed when valid, else generated), and every
+    response the header."""
+
+    @staticmethod
+    def _activate(request):
         incoming = request.headers.get(REQUEST_ID_HEADER, "")
         request_id = incoming if _SAFE_REQUEST_ID.match(incoming) else uuid.uuid4().hex
         request.request_id = request_id
-        token = request_context.activate(
+        return request_context.activate(
             request_context.RequestContext(
                 request_id=request_id,
                 ip_address=client_ip(request),
                 user_agent=request.headers.get("User-Agent", "")[:512],
             )
         )
+
+    def handle(self, request, get_response):
+        token = self._activate(request)
         try:
-            response = self.get_response(request)
+            response = get_response(request)
         finally:
             request_context.deactivate(token)
-        response[REQUEST_ID_HEADER] = request_id
+        response[REQUEST_ID_HEADER] = request.request_id
+        return response
+
+    async def ahandle(self, request, get_response):
+        token = self._activate(request)
+        try:
+            response = await get_response(request)
+        finally:
+            request_context.deactivate(token)
+        response[REQUEST_ID_HEADER] = request.request_id
         return response
 
 
@@ -67,7 +107,7 @@ def _is_json(response) -> bool:
     return response.get("Content-Type", "").startswith("application/json")
 
 
-class JSONErrorMiddleware:
+class JSONErrorMiddleware(DualModeMiddleware):
     """Outside the pages made for people, every error is the JSON envelope.
 
     - A body declared larger than `DATA_UPLOAD_MAX_MEMORY_SIZE` is refused (413) before any
@@ -81,21 +121,67 @@ class JSONErrorMiddleware:
     Placed right after RequestIDMiddleware, so the envelope carries the request id.
     """
 
-    def __init__(self, get_response):
-        self.get_response = get_response
-
-    def __call__(self, request):
+    def handle(self, request, get_response):
         html_page = request.path.startswith(_HTML_PATH_PREFIXES)
         if not html_page and _declared_too_large(request):
             return payload_too_large(request)
         try:
-            response = self.get_response(request)
+            response = get_response(request)
         except Exception:
             logger.exception("Unhandled error outside the API's exception handler")
             return server_error(request)
+        return self._finish(response, html_page)
+
+    async def ahandle(self, request, get_response):
+        html_page = request.path.startswith(_HTML_PATH_PREFIXES)
+        if not html_page and _declared_too_large(request):
+            return payload_too_large(request)
+        try:
+            response = await get_response(request)
+        except Exception:
+            logger.exception("Unhandled error outside the API's exception handler")
+            return server_error(request)
+        return self._finish(response, html_page)
+
+    @staticmethod
+    def _finish(response, html_page: bool):
         if response.status_code >= 400 and not html_page and not _is_json(response):
             return envelope_for_status(response.status_code)
         return response
+
+
+class StaticFilesMiddleware(DualModeMiddleware):
+    """WhiteNoise's static files, in both modes: WhiteNoise's own middleware is sync-only,
+    and one sync-only middleware would put every ASGI request back on a thread."""
+
+    def __init__(self, get_response):
+        super().__init__(get_response)
+        from whitenoise.middleware import WhiteNoiseMiddleware
+
+        # WhiteNoise's middleware, given a get_response that is never called: its file
+        # lookup and response building are what this class uses.
+        self.whitenoise = WhiteNoiseMiddleware(lambda request: None)
+
+    def _static_file(self, request):
+        whitenoise = self.whitenoise
+        if whitenoise.autorefresh:
+            return whitenoise.find_file(request.path_info)
+        return whitenoise.files.get(request.path_info)
+
+    def handle(self, request, get_response):
+        static_file = self._static_file(request)
+        if static_file is not None:
+            return self.whitenoise.serve(static_file, request)
+        return get_response(request)
+
+    async def ahandle(self, request, get_response):
+        if self.whitenoise.autorefresh:  # development: looks at the file system
+            static_file = await sync_to_async(self._static_file)(request)
+        else:  # a dictionary lookup
+            static_file = self._static_file(request)
+        if static_file is not None:
+            return await sync_to_async(self.whitenoise.serve)(static_file, request)
+        return await get_response(request)
 
 
 def _declared_too_large(request) -> bool:

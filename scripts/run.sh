@@ -27,7 +27,8 @@ trap stop_all INT TERM EXIT
 pids+=($!)
 "$VENV/bin/celery" -A config beat --loglevel=INFO &
 pids+=($!)
-"$VENV/bin/python" manage.py runserver "$HOST:$PORT" &
+# ASGI, the serving model (docs/gateway.md): LLM calls wait on the event loop, not on a worker.
+"$VENV/bin/uvicorn" config.asgi:application --host "$HOST" --port "$PORT" --no-access-log &
 pids+=($!)
 
 echo "==> API http://$HOST:$PORT/api/v1/  docs http://$HOST:$PORT/api/docs/  admin http://$HOST:$PORT/admin/"

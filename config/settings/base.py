@@ -63,7 +63,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Last: turns a lockout flagged during authentication into the error envelope (429).
-    "axes.middleware.AxesMiddleware",
+    "accounts.lockout.LockoutMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -108,6 +108,19 @@ DATABASES["default"]["ATOMIC_REQUESTS"] = False
 # more than the whole API stack.
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# Connection pool (psycopg_pool): what the ASGI server uses (config/asgi.py turns it on), since
+# ASGI runs each request's sync code on a thread of its own, where a persistent connection would
+# be opened per request and left behind. Connections return to the pool when Django closes them.
+DATABASE_POOL = env.bool("DATABASE_POOL", default=False)
+if DATABASE_POOL:
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    if DATABASES["default"]["ENGINE"].endswith("postgresql"):
+        DATABASES["default"]["CONN_HEALTH_CHECKS"] = False
+        DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+            "min_size": env.int("DATABASE_POOL_MIN_SIZE", default=2),
+            "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=20),
+            "timeout": env.float("DATABASE_POOL_TIMEOUT", default=10.0),
+        }
 # Hot fixed queries (the API-key lookup, GET organizations/current) are prepared on the PostgreSQL
 # server once per connection (config.prepared). Turn off behind a pooler that cannot keep
 # prepared statements (PgBouncer in transaction mode before 1.21, or max_prepared_statements = 0).

@@ -21,7 +21,8 @@ INSTALLED_APPS = ["whitenoise.runserver_nostatic", *INSTALLED_APPS]
 MIDDLEWARE = [*MIDDLEWARE]
 MIDDLEWARE.insert(
     MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1,
-    "whitenoise.middleware.WhiteNoiseMiddleware",
+    # WhiteNoise, async-capable (config.middleware): ASGI keeps the gateway on the event loop.
+    "config.middleware.StaticFilesMiddleware",
 )
 EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
 # Local receivers (http://127.0.0.1:...) are what development points webhooks at.

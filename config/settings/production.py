@@ -18,7 +18,8 @@ ALLOWED_HOSTS = env.list("ALLOWED_HOSTS")
 MIDDLEWARE = [*MIDDLEWARE]
 MIDDLEWARE.insert(
     MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1,
-    "whitenoise.middleware.WhiteNoiseMiddleware",
+    # WhiteNoise, async-capable (config.middleware): ASGI keeps the gateway on the event loop.
+    "config.middleware.StaticFilesMiddleware",
 )
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},

@@ -142,13 +142,23 @@ def _stop(processes: dict[str, subprocess.Popen]) -> None:
 
 
 def _serve(qs: QuickStart, env: dict) -> None:
-    """runserver (threaded, as in the quick start) on a free port; a port taken between
+    """The ASGI server (uvicorn, as in the quick start) on a free port; a port taken between
     choosing and binding it is retried with another."""
     for _attempt in range(3):
         port = _free_port()
         server = _start(
-            "runserver",
-            [sys.executable, str(REPO / "manage.py"), "runserver", "--noreload", f"{HOST}:{port}"],
+            "web",
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "config.asgi:application",
+                "--host",
+                HOST,
+                "--port",
+                str(port),
+                "--no-access-log",
+            ],
             env=env,
             qs=qs,
         )
@@ -159,7 +169,7 @@ def _serve(qs: QuickStart, env: dict) -> None:
                 qs.url = url
                 return
             time.sleep(0.1)
-        if server.poll() is None or "already in use" not in qs.logs["runserver"].read_text():
+        if server.poll() is None or "already in use" not in qs.logs["web"].read_text():
             break
     raise RuntimeError(f"the live server did not become healthy\n{qs.log_text()}")
 

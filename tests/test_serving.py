@@ -1,0 +1,79 @@
+"""The serving model: under ASGI every middleware stays async, so the gateway's async view
+runs on the event loop (no thread per in-flight LLM call), and the ASGI entry point pools its
+database connections. The quick start and tests/live serve through it too."""
+
+import json
+import logging
+import subprocess
+import sys
+
+import pytest
+from django.conf import settings
+from django.core.handlers.asgi import ASGIHandler
+from django.test import override_settings
+from django.utils.module_loading import import_string
+
+from config.settings import dev
+
+
+def _production_middleware() -> list[str]:
+    # Production refuses to load without a real SECRET_KEY: read it in a child process.
+    script = "import json, config.settings.production as p; print(json.dumps(p.MIDDLEWARE))"
+    environment = {"SECRET_KEY": "x" * 64, "PATH": "/usr/bin:/bin", "ALLOWED_HOSTS": "x"}
+    result = subprocess.run(  # noqa: S603
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=environment,
+        cwd=settings.BASE_DIR,
+    )
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+ALL_STACKS = {
+    "base": settings.MIDDLEWARE,
+    "dev": dev.MIDDLEWARE,
+    "production": _production_middleware(),
+}
+
+
+@pytest.mark.parametrize("stack", sorted(ALL_STACKS))
+def test_every_middleware_is_async_capable(stack):
+    sync_only = [
+        path
+        for path in ALL_STACKS[stack]
+        if not getattr(import_string(path), "async_capable", False)
+    ]
+    assert sync_only == []
+
+
+@pytest.mark.parametrize("stack", sorted(ALL_STACKS))
+def test_the_asgi_handler_adapts_no_middleware_to_sync(stack, caplog):
+    # Django logs each adaptation when DEBUG is on.
+    with (
+        override_settings(DEBUG=True, MIDDLEWARE=ALL_STACKS[stack]),
+        caplog.at_level(logging.DEBUG, logger="django.request"),
+    ):
+        ASGIHandler()
+    adapted = [record.getMessage() for record in caplog.records if "adapted" in record.getMessage()]
+    assert adapted == []
+
+
+def test_the_asgi_entry_point_pools_database_connections():
+    script = (
+        "import os; os.environ['DATABASE_URL'] = 'postgres://u@127.0.0.1:5/db';"
+        "import config.asgi; from django.conf import settings;"
+        "db = settings.DATABASES['default'];"
+        "print(db['CONN_MAX_AGE'], 'pool' in db.get('OPTIONS', {}))"
+    )
+    environment = {"DJANGO_SETTINGS_MODULE": "config.settings.test", "PATH": "/usr/bin:/bin"}
+    result = subprocess.run(  # noqa: S603
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=environment,
+        cwd=settings.BASE_DIR,
+    )
+    assert result.stdout.split() == ["0", "True"]
