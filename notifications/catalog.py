@@ -107,6 +107,24 @@ _API_KEY_EXAMPLE = {
     "key_prefix": "cp_1a2b...9f8e",
 }
 
+# A prompt template's public fields (playground): never its prompts or variables.
+_TEMPLATE = {
+    "template_id": _UUID,
+    "name": _TEXT,
+    "category": _TEXT,
+    "status": {"type": "string", "enum": ["draft", "active", "archived"]},
+    "latest_version": {"type": "integer", "minimum": 1},
+    "production_version": {"type": ["integer", "null"], "minimum": 1},
+}
+_TEMPLATE_EXAMPLE = {
+    "template_id": "3c4d5e6f-7a8b-4c9d-8e1f-2a3b4c5d6e7f",
+    "name": "FAQ answer",
+    "category": "faq",
+    "status": "active",
+    "latest_version": 2,
+    "production_version": 1,
+}
+
 CATALOG: tuple[EventType, ...] = (
     EventType(
         type="organization.member.invited",
@@ -241,6 +259,34 @@ CATALOG: tuple[EventType, ...] = (
         schema=_schema(endpoint_id=_UUID, message=_TEXT),
         example={"endpoint_id": _ENDPOINT_EXAMPLE, "message": "This is a test event."},
         broadcast=False,
+    ),
+    EventType(
+        type="playground.template.created",
+        description="A prompt template was created (its version 1).",
+        sources=("prompt_template.created",),
+        permission="playground.read",
+        schema=_schema(**_TEMPLATE),
+        example=_TEMPLATE_EXAMPLE,
+    ),
+    EventType(
+        type="playground.template.versioned",
+        description="A prompt template's content was saved as a new version (now `latest`).",
+        sources=("prompt_template.versioned",),
+        permission="playground.read",
+        schema=_schema(**_TEMPLATE, version={"type": "integer", "minimum": 1}),
+        example={**_TEMPLATE_EXAMPLE, "version": 2},
+    ),
+    EventType(
+        type="playground.template.published",
+        description="A version of a prompt template was published: the `production` label moved.",
+        sources=("prompt_template.published",),
+        permission="playground.read",
+        schema=_schema(
+            **_TEMPLATE,
+            version={"type": "integer", "minimum": 1},
+            previous_version={"type": ["integer", "null"], "minimum": 1},
+        ),
+        example={**_TEMPLATE_EXAMPLE, "version": 1, "previous_version": None},
     ),
 )
 

@@ -1,9 +1,267 @@
-"""The playground app's Django admin: what platform staff see and may do.
+"""The playground app's Django admin: the gateway's catalogue (providers, never a key; models
+with their prices), the call records (read-only, filterable), and prompt templates with their
+versions inline and executions.
 
-A model that services change is changed only through them: deletes through
-`config.admin.ServiceDeleteAdmin.delete_through_service`, edits in a `save_model` that calls
-the update service, actions looping with `config.admin.apply_each`; a record nobody edits by
-hand is a `config.admin.ReadOnlyAdmin`. Each registered model is mapped to its service
-modules in tests/test_admin_service_rules.py (`SERVICE_MODULES`), whose walk fails on any
-delete or change path around them.
+Catalogue changes go through playground.services.catalogue (a platform audit event each);
+templates are changed by their services (the API's), so here they are read-only apart from the
+actions that call them.
 """
+
+from django import forms
+from django.contrib import admin, messages
+from django.utils.html import format_html
+
+from config.admin import ReadOnlyAdmin, ServiceDeleteAdmin, apply_each
+from config.exceptions import ApplicationError
+
+from .models import (
+    GatewayCall,
+    LanguageModel,
+    PromptExecution,
+    PromptTemplate,
+    PromptTemplateVersion,
+    Provider,
+    TemplateStatus,
+)
+from .services import catalogue, prompt_template_delete, prompt_template_update
+
+
+def _money(micros: int) -> str:
+    return f"{micros / 1_000_000:,.2f}"
+
+
+class CatalogueAdmin(ServiceDeleteAdmin):
+    """Saves and deletes through the catalogue services the subclass names."""
+
+    create_service = update_service = delete_service = None
+    object_kwarg = ""
+
+    def save_model(self, request, obj, form, change):
+        fields = {name: form.cleaned_data[name] for name in form.changed_data}
+        if change:
+            original = type(obj).objects.get(pk=obj.pk)
+            saved = type(self).update_service(
+                **{self.object_kwarg: original}, actor=request.user, **fields
+            )
+        else:
+            all_fields = {name: form.cleaned_data[name] for name in form.cleaned_data}
+            saved = type(self).create_service(actor=request.user, **all_fields)
+        obj.pk = saved.pk
+
+    def delete_through_service(self, request, obj) -> None:
+        type(self).delete_service(**{self.object_kwarg: obj}, actor=request.user)
+
+
+class ProviderForm(forms.ModelForm):
+    class Meta:
+        model = Provider
+        fields = (
+            "name",
+            "kind",
+            "base_url",
+            "api_key_env",
+            "timeout_seconds",
+            "max_retries",
+            "enabled",
+        )
+
+
+@admin.register(Provider)
+class ProviderAdmin(CatalogueAdmin):
+    form = ProviderForm
+    create_service = staticmethod(catalogue.provider_create)
+    update_service = staticmethod(catalogue.provider_update)
+    delete_service = staticmethod(catalogue.provider_delete)
+    object_kwarg = "provider"
+    list_display = ("name", "kind", "base_url", "api_key_env", "key_present", "serving", "enabled")
+    list_filter = ("kind", "enabled")
+    search_fields = ("name", "base_url")
+    readonly_fields = ("key_present", "serving", "created_at", "updated_at")
+
+    @admin.display(description="key set", boolean=True)
+    def key_present(self, provider) -> bool:
+        # Whether the named variable is set in this process; the key itself is never shown.
+        return bool(provider.api_key)
+
+    @admin.display(description="serving")
+    def serving(self, provider) -> str:
+        return "upstream" if provider.is_configured else "local (not configured)"
+
+
+class LanguageModelForm(forms.ModelForm):
+    class Meta:
+        model = LanguageModel
+        fields = (
+            "name",
+            "description",
+            "provider",
+            "upstream_model",
+            "context_window",
+            "max_output_tokens",
+            "input_price_micros",
+            "output_price_micros",
+            "fallbacks",
+            "active",
+        )
+
+    def clean(self):
+        cleaned = super().clean()
+        if "fallbacks" in cleaned and cleaned.get("name"):
+            try:
+                catalogue.check_fallbacks(cleaned["fallbacks"], name=cleaned["name"])
+            except ApplicationError as error:
+                self.add_error("fallbacks", error.message)
+        return cleaned
+
+
+@admin.register(LanguageModel)
+class LanguageModelAdmin(CatalogueAdmin):
+    form = LanguageModelForm
+    create_service = staticmethod(catalogue.language_model_create)
+    update_service = staticmethod(catalogue.language_model_update)
+    delete_service = staticmethod(catalogue.language_model_delete)
+    object_kwarg = "model"
+    list_display = (
+        "name",
+        "provider",
+        "upstream_model",
+        "context_window",
+        "input_per_million",
+        "output_per_million",
+        "active",
+    )
+    list_select_related = ("provider",)
+    list_filter = ("active", "provider")
+    search_fields = ("name", "upstream_model")
+    readonly_fields = ("created_at", "updated_at")
+
+    @admin.display(description="input / 1M tokens", ordering="input_price_micros")
+    def input_per_million(self, model) -> str:
+        return _money(model.input_price_micros)
+
+    @admin.display(description="output / 1M tokens", ordering="output_price_micros")
+    def output_per_million(self, model) -> str:
+        return _money(model.output_price_micros)
+
+
+@admin.register(GatewayCall)
+class GatewayCallAdmin(ReadOnlyAdmin):
+    list_display = (
+        "created_at",
+        "tenant",
+        "model",
+        "provider",
+        "status",
+        "total_tokens",
+        "cost",
+        "latency_ms",
+        "streamed",
+        "usage_estimated",
+    )
+    list_select_related = ("tenant",)
+    list_filter = ("status", "source", "streamed", "usage_estimated", "provider", "model")
+    search_fields = ("tenant__slug", "model", "request_id")
+    date_hierarchy = "created_at"
+
+    @admin.display(description="cost", ordering="cost_micros")
+    def cost(self, call) -> str:
+        return _money(call.cost_micros)
+
+
+class VersionInline(admin.TabularInline):
+    model = PromptTemplateVersion
+    fields = (
+        "version",
+        "change_note",
+        "user_prompt_template",
+        "model_config",
+        "created_by",
+        "created_at",
+    )
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    ordering = ("-version",)
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(PromptTemplate)
+class PromptTemplateAdmin(ServiceDeleteAdmin, ReadOnlyAdmin):
+    list_display = (
+        "name",
+        "tenant",
+        "category",
+        "status",
+        "latest_version",
+        "production_version",
+        "executions_link",
+        "updated_at",
+    )
+    list_select_related = ("tenant",)
+    list_filter = ("status", "category")
+    search_fields = ("name", "tenant__slug", "category")
+    inlines = (VersionInline,)
+    actions = ("activate", "archive")
+
+    def has_delete_permission(self, request, obj=None):
+        return request.user.has_perm("playground.delete_prompttemplate")
+
+    def has_manage_permission(self, request):
+        return request.user.has_perm("playground.change_prompttemplate")
+
+    def delete_through_service(self, request, obj) -> None:
+        prompt_template_delete(template=obj, actor=request.user)
+
+    @admin.display(description="executions")
+    def executions_link(self, template) -> str:
+        url = f"../promptexecution/?template__id__exact={template.pk}"
+        return format_html('<a href="{}">executions</a>', url)
+
+    def _set_status(self, request, queryset, status) -> int:
+        return apply_each(
+            self,
+            request,
+            queryset.select_related("tenant"),
+            lambda template: prompt_template_update(
+                template=template, actor=request.user, status=status
+            ),
+            str,
+        )
+
+    @admin.action(description="Activate selected templates", permissions=["manage"])
+    def activate(self, request, queryset):
+        done = self._set_status(request, queryset, TemplateStatus.ACTIVE)
+        self.message_user(request, f"Activated {done} template(s).", messages.SUCCESS)
+
+    @admin.action(description="Archive selected templates", permissions=["manage"])
+    def archive(self, request, queryset):
+        done = self._set_status(request, queryset, TemplateStatus.ARCHIVED)
+        self.message_user(request, f"Archived {done} template(s).", messages.SUCCESS)
+
+
+@admin.register(PromptExecution)
+class PromptExecutionAdmin(ReadOnlyAdmin):
+    list_display = (
+        "created_at",
+        "template",
+        "tenant",
+        "status",
+        "model",
+        "tokens_used",
+        "cost",
+        "response_time_ms",
+        "rating",
+    )
+    list_select_related = ("template", "tenant")
+    list_filter = ("status", "rating", "model")
+    search_fields = ("template__name", "tenant__slug")
+    date_hierarchy = "created_at"
+
+    @admin.display(description="cost", ordering="cost_micros")
+    def cost(self, execution) -> str:
+        return _money(execution.cost_micros)

@@ -57,6 +57,12 @@ SERVICE_MODULES = {
     "notifications.WebhookAttempt": ("notifications.services.relay",),
     "notifications.Notification": ("notifications.services.user_notifications",),
     "notifications.NotificationPreference": ("notifications.services.user_notifications",),
+    "playground.Provider": ("playground.services.catalogue",),
+    "playground.LanguageModel": ("playground.services.catalogue",),
+    "playground.GatewayCall": ("playground.services.gateway",),
+    "playground.PromptTemplate": ("playground.services.templates",),
+    "playground.PromptTemplateVersion": ("playground.services.templates",),
+    "playground.PromptExecution": ("playground.services.templates",),
     # simplejwt's refresh-token records, shown by accounts/admin.py.
     "token_blacklist.OutstandingToken": ("accounts.services",),
 }
@@ -219,6 +225,7 @@ def test_the_delete_selected_action_of_service_admins_is_not_djangos():
 
 
 # Behaviour through the admin views -------------------------------------------------------------
+
 
 @pytest.fixture
 def staff_user(db):
@@ -394,9 +401,7 @@ def test_deleting_a_user_who_is_a_last_owner_is_refused(admin_client):
         (error,) = errors_of(response)
         assert owner.tenant.name in error and owner.tenant.slug in error
         assert "last active owner" in error
-    assert not AuditEvent.objects.filter(
-        event_type__in=["user.deleted", "member.removed"]
-    ).exists()
+    assert not AuditEvent.objects.filter(event_type__in=["user.deleted", "member.removed"]).exists()
     assert deletions_logged(User) == 0
 
 
@@ -528,4 +533,3 @@ def test_deleting_a_token_in_the_admin_logs_that_session_out(admin_client):
     ended.credentials(HTTP_AUTHORIZATION=f"Token {raw}")
     assert ended.get("/api/v1/auth/me").status_code == 401
     assert deletions_logged(AuthToken) == 1
-

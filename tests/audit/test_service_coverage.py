@@ -27,6 +27,8 @@ from audit import services as audit_services
 from audit.models import AuditEvent
 from notifications import services as notifications_services
 from playground import services as playground_services
+from playground.models import LanguageModel
+from playground.services import catalogue as playground_catalogue
 from tenants import services as tenants_services
 from tenants.models import Role, TenantStatus
 from tenants.permissions import ALL_PERMISSIONS
@@ -84,6 +86,7 @@ EXEMPT = {
         "settles a gateway reservation (the call record is the fact); crossing the warning "
         "threshold records quota.warning as quota_consume does"
     ),
+    "playground.services.catalogue.check_fallbacks": "validation: changes nothing",
     "playground.services.gateway.gateway_reserve": (
         "metering: every LLM call is a GatewayCall row, not an audit event (one event per "
         "call would flood the tenant's chain); refusals change nothing"
@@ -182,6 +185,12 @@ def _failed_delivery():
     return WebhookDeliveryFactory(status="failed", next_attempt_at=None)
 
 
+def _provider():
+    from tests.playground.factories import ProviderFactory
+
+    return ProviderFactory()
+
+
 def _template():
     from tests.playground.factories import PromptTemplateFactory
 
@@ -196,6 +205,46 @@ def _execution():
 
 # service -> (how to call it, the event type it must record)
 INVOCATIONS = {
+    "playground.services.catalogue.provider_create": (
+        lambda: playground_catalogue.provider_create(
+            actor=None, name="ollama", kind="openai", base_url="http://ollama:11434/v1"
+        ),
+        "gateway.provider.created",
+    ),
+    "playground.services.catalogue.provider_update": (
+        lambda: playground_catalogue.provider_update(
+            provider=_provider(), actor=None, timeout_seconds=30
+        ),
+        "gateway.provider.updated",
+    ),
+    "playground.services.catalogue.provider_delete": (
+        lambda: playground_catalogue.provider_delete(provider=_provider(), actor=None),
+        "gateway.provider.deleted",
+    ),
+    "playground.services.catalogue.language_model_create": (
+        lambda: playground_catalogue.language_model_create(
+            actor=None,
+            name="llama-3",
+            upstream_model="llama3",
+            context_window=8192,
+            max_output_tokens=2048,
+            input_price_micros=0,
+            output_price_micros=0,
+        ),
+        "gateway.model.created",
+    ),
+    "playground.services.catalogue.language_model_update": (
+        lambda: playground_catalogue.language_model_update(
+            model=LanguageModel.objects.get(name="gpt-4"), actor=None, input_price_micros=1
+        ),
+        "gateway.model.updated",
+    ),
+    "playground.services.catalogue.language_model_delete": (
+        lambda: playground_catalogue.language_model_delete(
+            model=LanguageModel.objects.get(name="o1-mini"), actor=None
+        ),
+        "gateway.model.deleted",
+    ),
     "playground.services.templates.prompt_template_create": (
         lambda: playground_services.prompt_template_create(
             tenant=TenantFactory(),

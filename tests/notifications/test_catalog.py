@@ -139,9 +139,42 @@ def _test_endpoint(tenant):
     webhook_endpoint_test(webhook_endpoint=endpoint, actor=_owner(tenant))
 
 
+def _create_template(tenant):
+    from playground.services import prompt_template_create
+
+    return prompt_template_create(
+        tenant=tenant,
+        actor=_owner(tenant),
+        name="FAQ answer",
+        category="faq",
+        user_prompt_template="Q: {question}",
+        variables=[{"name": "question", "type": "string", "required": True}],
+    )
+
+
+def _version_template(tenant):
+    from playground.services import prompt_template_update
+
+    prompt_template_update(
+        template=_create_template(tenant),
+        actor=None,
+        create_new_version=True,
+        user_prompt_template="Question: {question}",
+    )
+
+
+def _publish_template(tenant):
+    from playground.services import prompt_template_publish
+
+    prompt_template_publish(template=_create_template(tenant), actor=None, version=1)
+
+
 # Catalogue type -> a producer of it. A new catalogue entry fails test_every_type_has_a_producer
 # until it is added here.
 PRODUCERS = {
+    "playground.template.created": _create_template,
+    "playground.template.versioned": _version_template,
+    "playground.template.published": _publish_template,
     "organization.member.invited": _invite,
     "organization.member.joined": _accept_invitation,
     "organization.member.role_changed": _change_role,
@@ -157,6 +190,9 @@ PRODUCERS = {
 # Audit event type -> a producer of it: every source of every entry, the ones PRODUCERS does
 # not already take included.
 SOURCE_PRODUCERS = {
+    "prompt_template.created": _create_template,
+    "prompt_template.versioned": _version_template,
+    "prompt_template.published": _publish_template,
     "member.invited": _invite,
     "member.joined": _accept_invitation,
     "member.added": _add_member,
