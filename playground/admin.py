@@ -53,6 +53,8 @@ class CatalogueAdmin(ServiceDeleteAdmin):
 
 
 class ProviderForm(forms.ModelForm):
+    base_url = forms.URLField(max_length=500, required=False, assume_scheme="https")
+
     class Meta:
         model = Provider
         fields = (

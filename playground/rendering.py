@@ -25,7 +25,7 @@ class TemplateError(ValueError):
         self.errors = errors
 
 
-def placeholders(text: str) -> list[str]:
+def placeholders(text: str, field: str = "user_prompt_template") -> list[str]:
     """The variable names `text` uses, in order of first use; TemplateError on anything
     other than a bare name in braces, or a lone brace."""
     names, problems = [], []
@@ -44,7 +44,7 @@ def placeholders(text: str) -> list[str]:
         elif inner not in names:
             names.append(inner)
     if problems:
-        raise TemplateError({"user_prompt_template": problems})
+        raise TemplateError({field: problems})
     return names
 
 
@@ -95,8 +95,7 @@ def resolve_values(variables: list[Mapping], given: Mapping) -> dict[str, str]:
             missing.append(name)
             continue
         else:
-            value = ""
-        if value == "":
+            # An optional variable nobody gave renders as nothing.
             values[name] = ""
             continue
         try:

@@ -20,6 +20,7 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework import mixins, status
 from rest_framework.decorators import action
 from rest_framework.response import Response
+from rest_framework.utils.encoders import JSONEncoder as DRFJSONEncoder
 
 from accounts.models import APIKey
 from accounts.usage import observe_api_key_request
@@ -424,9 +425,11 @@ class PromptTemplateViewSet(
                 details={"create_new_version": ["true or false."]},
             )
         data = self.validated_input(PromptTemplateWriteSerializer, partial=partial)
-        template = self.call_service(
-            services.prompt_template_update,
+        # Called directly: the service takes the changes as keywords, so call_service would
+        # pass it the context arguments (actor_permissions) as changes too.
+        template = services.prompt_template_update(
             template=template,
+            actor=self.request.user,
             create_new_version=flag in ("true", "1"),
             **data,
         )
@@ -532,7 +535,9 @@ class PromptTemplateViewSet(
 
 
 def _jsonable(data):
-    return json.loads(json.dumps(data, default=str))
+    # DRF's encoder: timestamps in ISO 8601 (`...Z`), dates, UUIDs and decimals as the rest of
+    # the API writes them.
+    return json.loads(json.dumps(data, cls=DRFJSONEncoder))
 
 
 class TemplateCategoryViewSet(TenantContextViewSet):

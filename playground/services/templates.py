@@ -6,6 +6,7 @@ immutable versions: a content change is saved as version n+1 (`create_new_versio
 description, category and status change in place.
 """
 
+import re
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -41,6 +42,8 @@ MODEL_CONFIG_RANGES = {
     "presence_penalty": (-2.0, 2.0),
 }
 MODEL_CONFIG_KEYS = frozenset({"model", "max_tokens", *MODEL_CONFIG_RANGES})
+# What a category may be (the API's serializer checks the same pattern).
+CATEGORY_PATTERN = re.compile(r"(?:[a-z0-9][a-z0-9_-]{0,63})?")
 BULK_OPERATIONS = ("activate", "deactivate", "delete", "change_category")
 BULK_MAX_IDS = 100
 
@@ -111,11 +114,19 @@ def _checked_content(content: dict) -> dict:
     """Template content checked as a whole: placeholders are bare, declared names; variables
     are unique and their defaults fit their types; the model config fits its model."""
     variables = _checked_variables(list(content.get("variables") or []))
+    errors, used, used_in_system = {}, [], []
     try:
         used = rendering.placeholders(content["user_prompt_template"])
-        used_in_system = rendering.placeholders(content.get("system_prompt") or "")
     except rendering.TemplateError as error:
-        raise _invalid(error.errors) from None
+        errors.update(error.errors)
+    try:
+        used_in_system = rendering.placeholders(
+            content.get("system_prompt") or "", field="system_prompt"
+        )
+    except rendering.TemplateError as error:
+        errors.update(error.errors)
+    if errors:
+        raise _invalid(errors)
     undeclared = sorted((set(used) | set(used_in_system)) - {v["name"] for v in variables})
     if undeclared:
         raise _invalid(
@@ -197,6 +208,13 @@ def prompt_template_create(
     return template
 
 
+def _as_stored(key: str, value):
+    # A model config is stored with its model filled in: one that names none means the default.
+    if key == "model_config" and isinstance(value, dict):
+        return {**value, "model": value.get("model") or settings.GATEWAY_DEFAULT_MODEL}
+    return value
+
+
 @transaction.atomic
 def prompt_template_update(
     *,
@@ -216,7 +234,7 @@ def prompt_template_update(
     content_changes = {
         key: value
         for key, value in changes.items()
-        if key in CONTENT_FIELDS and value != getattr(latest, key)
+        if key in CONTENT_FIELDS and _as_stored(key, value) != getattr(latest, key)
     }
     if content_changes and not create_new_version:
         raise ApplicationError(
@@ -323,10 +341,13 @@ def prompt_templates_bulk(
             f"Unknown operation {operation!r}.",
             details={"operation": [f"One of: {', '.join(BULK_OPERATIONS)}."]},
         )
-    if operation == "change_category" and not isinstance(parameters.get("category"), str):
+    if operation == "change_category" and not (
+        isinstance(parameters.get("category"), str)
+        and CATEGORY_PATTERN.fullmatch(parameters["category"])
+    ):
         raise ApplicationError(
-            "change_category needs parameters.category.",
-            details={"parameters.category": ["Required for change_category."]},
+            "change_category needs parameters.category: lower-case letters, digits, - and _.",
+            details={"parameters.category": ["A category such as faq or support-macros."]},
         )
     if len(template_ids) > BULK_MAX_IDS:
         raise ApplicationError(
@@ -345,6 +366,9 @@ def prompt_templates_bulk(
                 _bulk_one(template, actor=actor, operation=operation, parameters=parameters)
         except ApplicationError as error:
             results.append(BulkResult(str(template_id), "error", error.message))
+            continue
+        except PromptTemplate.DoesNotExist:  # named twice: the first deleted it
+            results.append(BulkResult(str(template_id), "error", "Template not found."))
             continue
         results.append(BulkResult(str(template_id), "success"))
     return results

@@ -63,6 +63,7 @@ class PromptTemplateFactory(factory.django.DjangoModelFactory):
 
     class Meta:
         model = PromptTemplate
+        skip_postgeneration_save = True
 
     tenant = factory.SubFactory("tests.tenants.factories.TenantFactory")
     name = factory.Sequence(lambda n: f"Template {n}")
