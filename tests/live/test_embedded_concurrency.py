@@ -1,7 +1,7 @@
 """Concurrent writers against the quick start's embedded SQLite database.
 
-runserver serves each request on its own thread, and the Celery worker and beat write to the
-same file; without WAL, IMMEDIATE transactions and a busy timeout, SQLite answered such bursts
+The ASGI server runs each sync request on a thread of its own, and the Celery worker and beat
+write to the same file; without WAL, IMMEDIATE transactions and a busy timeout, SQLite answered such bursts
 with `database is locked` (500).
 """
 
