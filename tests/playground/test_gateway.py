@@ -13,7 +13,7 @@ from tenants.models import QuotaCounter
 from tests.conftest import assert_envelope
 from tests.factories import issue_api_key
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.smoke]
 URL = "/api/v1/chat/completions"
 BODY = {"model": "gpt-4", "messages": [{"role": "user", "content": "Hello there, gateway!"}]}
 
@@ -119,3 +119,37 @@ def test_unknown_model_and_bad_parameters_are_400(owner):
     hot = owner.client.post(URL, {**BODY, "temperature": 3}, format="json")
     assert "temperature" in assert_envelope(hot, 400, "VALIDATION_ERROR")["details"]
     assert tokens_used(owner.tenant) == 0
+
+
+def test_an_api_keys_monthly_budget_is_settled_to_usage_and_refuses_past_it(owner):
+    key, raw = issue_api_key(owner.membership, scopes=["write"])
+    key.monthly_token_budget = 400
+    key.save(update_fields=["monthly_token_budget"])
+    client = APIClient()
+    client.credentials(HTTP_X_API_KEY=raw)
+
+    first = client.post(URL, {**BODY, "max_tokens": 100}, format="json")
+    key.refresh_from_db()
+    used_after_first = key.budget_tokens_used
+    refused = client.post(URL, {**BODY, "max_tokens": 390}, format="json")
+
+    assert first.status_code == 200
+    assert used_after_first == first.json()["usage"]["total_tokens"]
+    error = assert_envelope(refused, 429, "QUOTA_EXCEEDED")
+    assert error["details"]["resource"] == "api_key_tokens"
+    assert error["details"]["limit"] == 400
+    assert error["details"]["used"] == used_after_first
+    key.refresh_from_db()
+    assert key.budget_tokens_used == used_after_first
+    # The organization's quota was not charged for the refused call either.
+    assert tokens_used(owner.tenant) == used_after_first
+
+
+def test_a_tenant_id_in_the_body_is_ignored(owner, make_caller):
+    other = make_caller()
+
+    response = owner.client.post(URL, {**BODY, "tenant_id": str(other.tenant.pk)}, format="json")
+
+    assert response.status_code == 200
+    assert GatewayCall.objects.get().tenant == owner.tenant
+    assert tokens_used(other.tenant) == 0
