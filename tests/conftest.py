@@ -2,6 +2,7 @@ import pytest
 from django.core.cache import cache
 from django.db import connection
 from django.db.backends.signals import connection_created
+from django.db.models.signals import post_migrate
 from django.dispatch import receiver
 from django.test import override_settings
 from rest_framework.test import APIClient
@@ -19,6 +20,18 @@ def _let_the_test_runner_empty_audit_tables(sender, connection, **kwargs):
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute("SET audit.allow_truncate = 'on'")
+
+
+@receiver(post_migrate)
+def _keep_the_seeded_catalogue(sender, app_config=None, **kwargs):
+    """The gateway's catalogue is seeded by a data migration; a transactional test's flush
+    empties it, then emits post_migrate: seed it again (idempotent), so later tests on the same
+    database find the models a fresh installation has."""
+    if app_config is not None and app_config.label == "playground":
+        from playground.catalogue import seed_catalogue
+        from playground.models import LanguageModel, Provider
+
+        seed_catalogue(Provider, LanguageModel)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -41,6 +41,7 @@ from ..models import CallSource, CallStatus, GatewayCall, LanguageModel, Provide
 from ..providers import (
     ChatRequest,
     ChatResult,
+    ErrorKind,
     ProviderConfig,
     StreamDelta,
     UpstreamError,
@@ -111,6 +112,7 @@ class Outcome:
     attempts: int = 0
     failed_models: list[str] = field(default_factory=list)
     first_token_at: float | None = None
+    last_route: Route | None = None  # the last route tried, when none answered
 
 
 def _adapter_for(provider: Provider | None):
@@ -215,12 +217,14 @@ def gateway_reserve(
             details={"model": model.name, "retry_after": settings.GATEWAY_COOLDOWN_SECONDS},
             unavailable=True,
         )
-    admission = admit([_tokens_window(tenant, reserved)])
-    if admission.refused_window is not None:
-        _refuse_tokens_window(admission.states[0])
     quota_consume(tenant=tenant, resource="tokens", amount=reserved)
     if api_key is not None:
         api_key_tokens_reserve(api_key=api_key, amount=reserved)
+    # Last: the window is counted in Redis, which a refusal above could not roll back. If the
+    # window refuses, the exception rolls both reservations back with the transaction.
+    admission = admit([_tokens_window(tenant, reserved)])
+    if admission.refused_window is not None:
+        _refuse_tokens_window(admission.states[0])
     request = ChatRequest(
         model=model.upstream_model,
         messages=tuple(chat.messages),
@@ -273,7 +277,9 @@ async def _first_success(reservation: Reservation, outcome: Outcome, attempt):
                 result = await attempt(route, request)
             except UpstreamError as error:
                 last_error = error
-                outcome.failed_models.append(route.model.name)
+                outcome.last_route = route
+                if _says_upstream_is_unwell(error):
+                    outcome.failed_models.append(route.model.name)
                 logger.warning(
                     "Gateway attempt failed: model=%s provider=%s kind=%s status=%s",
                     route.model.name,
@@ -288,6 +294,12 @@ async def _first_success(reservation: Reservation, outcome: Outcome, attempt):
             outcome.route = route
             return result
     raise last_error
+
+
+def _says_upstream_is_unwell(error: UpstreamError) -> bool:
+    """Whether a failure counts towards the model's cooldown: the upstream's health (429,
+    5xx, timeouts, broken answers, a refused key), not a request it rejected as invalid."""
+    return error.kind != ErrorKind.REJECTED or error.status in (401, 403)
 
 
 def _ai_error(error: UpstreamError) -> AIServiceError:
@@ -409,6 +421,12 @@ class GatewayStream:
         except UpstreamError as error:
             self.error = self.outcome.error = error
             usage = usage or error.partial_usage
+            relayed = tokens.count_tokens("".join(self._text))
+            if usage is not None and usage.completion_tokens < relayed:
+                # A broken stream's partial usage can lag what was relayed (Anthropic's
+                # message_start says 1 output token): never meter less than was sent.
+                usage = Usage(usage.prompt_tokens, relayed)
+                self.outcome.usage_estimated = True
             status = CallStatus.FAILED
         finally:
             self.outcome.status = status
@@ -463,6 +481,7 @@ def gateway_settle(*, reservation: Reservation, outcome: Outcome) -> GatewayCall
         )
     route = outcome.route
     model = route.model if route is not None else reservation.requested
+    tried = route or outcome.last_route
     now = time.perf_counter()
     latency_ms = int((now - reservation.started) * 1000)
     first_token_ms = (
@@ -477,7 +496,7 @@ def gateway_settle(*, reservation: Reservation, outcome: Outcome) -> GatewayCall
         source=reservation.source,
         requested_model=reservation.requested.name,
         model=model.name,
-        provider=route.provider_name if route is not None else "",
+        provider=tried.provider_name if tried is not None else "",
         status=outcome.status,
         error_type=str(outcome.error.kind) if outcome.error is not None else "",
         prompt_tokens=usage.prompt_tokens,

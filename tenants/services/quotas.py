@@ -126,10 +126,9 @@ def quota_consume(*, tenant: Tenant, resource: str, amount: int = 1) -> int:
             row = cursor.fetchone()
         if row is not None:
             break
-        if (
-            attempt == 0
-            and not QuotaCounter.objects.filter(tenant=tenant, resource=resource).exists()
-        ):
+        if attempt == 0:
+            # No row matched: the counter may not exist yet (or another request created it
+            # meanwhile). Make sure it does and let a second UPDATE decide.
             _ensure_counter(tenant, resource)
             continue
         raise _exceeded(tenant, resource, limit, amount, _used(tenant, resource))
