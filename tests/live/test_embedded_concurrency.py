@@ -1,8 +1,8 @@
 """Concurrent writers against the quick start's embedded SQLite database.
 
 The ASGI server runs each sync request on a thread of its own, and the Celery worker and beat
-write to the same file; without WAL, IMMEDIATE transactions and a busy timeout, SQLite answered such bursts
-with `database is locked` (500).
+write to the same file; without WAL, IMMEDIATE transactions and a busy timeout, SQLite answered
+such bursts with `database is locked` (500).
 """
 
 import threading
