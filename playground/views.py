@@ -196,6 +196,7 @@ def _usage(call) -> dict:
 
 async def _complete(pending: PendingCompletion):
     reservation = pending.reservation
+    reservation.asgi = hasattr(pending.drf_request._request, "scope")
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
     if not pending.stream:
@@ -226,7 +227,7 @@ async def _complete(pending: PendingCompletion):
     except AIServiceError as error:
         return _carry_headers(pending, _error_response(error))
     events = _sse(stream, completion_id, created)
-    if not hasattr(pending.drf_request._request, "scope"):
+    if not reservation.asgi:
         # Under WSGI (the test client, a sync server) the view's event loop ends with the
         # view, and the upstream stream with it: the events are sent as one body. ASGI, the
         # serving model, streams them as they come.
@@ -258,10 +259,16 @@ async def _sse(stream, completion_id: str, created: int):
             ],
         }
 
-    yield _event(chunk({"role": "assistant", "content": ""}))
-    async for delta in stream:
-        if delta.content:
-            yield _event(chunk({"content": delta.content}))
+    relay = aiter(stream)
+    try:
+        yield _event(chunk({"role": "assistant", "content": ""}))
+        async for delta in relay:
+            if delta.content:
+                yield _event(chunk({"content": delta.content}))
+    finally:
+        # The client may go away mid-stream (this generator is closed): close the relay now,
+        # which settles the call at what was sent, rather than whenever it is collected.
+        await relay.aclose()
     if stream.error is not None:
         error = services.gateway._ai_error(stream.error)
         yield _event(error_body(error.code, error.message, error.details))

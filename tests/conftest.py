@@ -1,6 +1,6 @@
 import pytest
 from django.core.cache import cache
-from django.db import connection
+from django.db import connection, connections
 from django.db.backends.signals import connection_created
 from django.db.models.signals import post_migrate
 from django.dispatch import receiver
@@ -27,10 +27,14 @@ def _keep_the_seeded_catalogue(sender, app_config=None, **kwargs):
     """The gateway's catalogue is seeded by a data migration; a transactional test's flush
     empties it, then emits post_migrate: seed it again (idempotent), so later tests on the same
     database find the models a fresh installation has."""
-    if app_config is not None and app_config.label == "playground":
-        from playground.catalogue import seed_catalogue
-        from playground.models import LanguageModel, Provider
+    if app_config is None or app_config.label != "playground":
+        return
+    from playground.catalogue import seed_catalogue
+    from playground.models import LanguageModel, Provider
 
+    # A migration test may have migrated the playground away (its flush emits this too).
+    using = kwargs.get("using", "default")
+    if Provider._meta.db_table in connections[using].introspection.table_names():
         seed_catalogue(Provider, LanguageModel)
 
 

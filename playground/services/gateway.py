@@ -17,15 +17,17 @@ model"):
 """
 
 import asyncio
+import contextvars
 import logging
 import random
 import time
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 from asgiref.sync import async_to_sync, sync_to_async
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 
 from accounts.models import APIKey
 from accounts.services import api_key_tokens_adjust, api_key_tokens_reserve
@@ -96,6 +98,8 @@ class Reservation:
     tokens: int
     prompt_tokens_rule: int
     streamed: bool = False
+    # Served by ASGI (the view says so): settlements then run on the gateway's own threads.
+    asgi: bool = False
     started: float = field(default_factory=time.perf_counter)
     tokens_window: object = None  # the TPM window's RateLimitState, for the response headers
 
@@ -461,7 +465,27 @@ async def _close(iterator) -> None:
             logger.debug("Closing an upstream stream failed", exc_info=True)
 
 
+# Under ASGI, settlements run on these threads, not on the request's: a client that went away
+# has cancelled the request (and its thread) by the time its call is settled.
+_settle_threads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="gateway-settle")
+
+
+def _settle_and_release(reservation: Reservation, outcome: Outcome) -> GatewayCall:
+    try:
+        return gateway_settle(reservation=reservation, outcome=outcome)
+    finally:
+        if connection.settings_dict.get("CONN_MAX_AGE") == 0:
+            connection.close()  # back to the pool (DATABASE_POOL, on under ASGI)
+
+
 async def _settle_async(reservation: Reservation, outcome: Outcome) -> GatewayCall:
+    if reservation.asgi:
+        loop = asyncio.get_running_loop()
+        context = contextvars.copy_context()  # the request id, for logs and audit events
+        return await loop.run_in_executor(
+            _settle_threads, context.run, _settle_and_release, reservation, outcome
+        )
+    # Under WSGI (the test client, a sync server) on the request's own thread and connection.
     return await sync_to_async(gateway_settle)(reservation=reservation, outcome=outcome)
 
 
