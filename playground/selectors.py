@@ -209,12 +209,13 @@ def _daily(queryset) -> list[dict]:
 
 # Latency change between the period's halves that counts as a trend (10 %).
 TREND_THRESHOLD = 0.10
+TREND_MIN_CHANGE_MS = 50
 MIN_EXECUTIONS_FOR_TREND = 10
 
 
 def performance_trend(daily: list[dict]) -> str:
     """`improving`, `degrading` or `stable`: the mean latency of the second half of the days
-    with executions against the first half's; `insufficient_data` under 10 executions or
+    with executions against the first half's (a change of at least 10 % and 50 ms); `insufficient_data` under 10 executions or
     under two days."""
     if len(daily) < 2 or sum(day["executions"] for day in daily) < MIN_EXECUTIONS_FOR_TREND:
         return "insufficient_data"
@@ -225,7 +226,8 @@ def performance_trend(daily: list[dict]) -> str:
         return sum(day["avg_response_time_ms"] * day["executions"] for day in days) / count
 
     before, after = mean(daily[:middle]), mean(daily[middle:])
-    if before == 0:
+    # Both a relative and an absolute change: 1 ms to 4 ms is noise, not a trend.
+    if before == 0 or abs(after - before) < TREND_MIN_CHANGE_MS:
         return "stable"
     change = (after - before) / before
     if change <= -TREND_THRESHOLD:

@@ -1488,3 +1488,26 @@ def test_another_tenants_template_is_404_everywhere(owner):
     assert foreign.name != "Mine"
     assert foreign.production_version is None
     assert not GatewayCall.objects.exists()
+
+
+def _days(*latencies, executions=5):
+    return [
+        {"date": f"2026-11-{index + 1:02d}", "executions": executions, "avg_response_time_ms": ms}
+        for index, ms in enumerate(latencies)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("latencies", "trend"),
+    [
+        ((1000, 1000, 700, 700), "improving"),
+        ((700, 700, 1000, 1000), "degrading"),
+        ((1000, 1000, 1050, 1050), "stable"),  # 5 %: under the relative threshold
+        ((1, 1, 4, 4), "stable"),  # +300 % but 3 ms: under the absolute one
+        ((1000,), "insufficient_data"),
+    ],
+)
+def test_the_performance_trend_needs_a_relative_and_an_absolute_change(latencies, trend):
+    from playground.selectors import performance_trend
+
+    assert performance_trend(_days(*latencies, executions=10)) == trend
