@@ -215,8 +215,8 @@ MIN_EXECUTIONS_FOR_TREND = 10
 
 def performance_trend(daily: list[dict]) -> str:
     """`improving`, `degrading` or `stable`: the mean latency of the second half of the days
-    with executions against the first half's (a change of at least 10 % and 50 ms); `insufficient_data` under 10 executions or
-    under two days."""
+    with executions against the first half's (a change of at least 10 % and 50 ms);
+    `insufficient_data` under 10 executions or under two days."""
     if len(daily) < 2 or sum(day["executions"] for day in daily) < MIN_EXECUTIONS_FOR_TREND:
         return "insufficient_data"
     middle = len(daily) // 2
