@@ -174,9 +174,7 @@ def admit(
         keys = [cache.make_key(name) for name, _ in buckets]
         args = [len(windows)]
         args += [
-            value
-            for window in windows
-            for value in (window.limit, window.seconds + 1, window.cost)
+            value for window in windows for value in (window.limit, window.seconds + 1, window.cost)
         ]
         if meter is not None:
             keys += [meter.key, meter.mark_set]

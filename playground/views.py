@@ -14,6 +14,7 @@ import uuid
 
 from asgiref.sync import markcoroutinefunction, sync_to_async
 from django.conf import settings
+from django.db import close_old_connections
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -81,6 +82,13 @@ class PendingCompletion(Response):
         self.drf_request = drf_request
 
 
+@sync_to_async
+def release_connection() -> None:
+    """Close the request thread's database connection: with the pool (CONN_MAX_AGE 0, as
+    under ASGI) it goes back to the pool; a persistent connection is only closed if obsolete."""
+    close_old_connections()
+
+
 def _openai_headers(request, reservation) -> dict[str, str]:
     headers = {}
     window = getattr(request, "gateway_window", None)
@@ -115,6 +123,11 @@ class ChatCompletionViewSet(TenantContextViewSet):
         async def view(request, *args, **kwargs):
             response = await run_request_path(request, *args, **kwargs)
             if isinstance(response, PendingCompletion):
+                if hasattr(request, "scope"):
+                    # ASGI: give the request thread's connection back to the pool before the
+                    # upstream call; held for the whole call, the pool would cap the calls in
+                    # flight, and the settlement (another thread) would wait for one forever.
+                    await release_connection()
                 response = await _complete(response)
             return response
 

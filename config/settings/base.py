@@ -139,7 +139,8 @@ REDIS_URL = env("REDIS_URL", default="")
 if REDIS_URL:
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            # Django's Redis cache, one connection pool per process (config/cache.py).
+            "BACKEND": "config.cache.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": env("CACHE_KEY_PREFIX", default="cp"),
         }
@@ -413,6 +414,9 @@ GATEWAY_COOLDOWN_WINDOW_SECONDS = env.int("GATEWAY_COOLDOWN_WINDOW_SECONDS", def
 GATEWAY_COOLDOWN_SECONDS = env.int("GATEWAY_COOLDOWN_SECONDS", default=30)
 # Limits of one chat request.
 GATEWAY_MAX_MESSAGES = env.int("GATEWAY_MAX_MESSAGES", default=256)
+# Each process keeps the active catalogue this many seconds (a change through the admin clears
+# the changing process's copy at once; 0: read on every call).
+GATEWAY_CATALOGUE_CACHE_SECONDS = env.float("GATEWAY_CATALOGUE_CACHE_SECONDS", default=5.0)
 GATEWAY_MAX_STOP_SEQUENCES = 4
 
 # Celery: Redis when CELERY_BROKER_URL / REDIS_URL is given, else an embedded file-system transport.

@@ -29,6 +29,8 @@ CELERY_TASK_ALWAYS_EAGER = False
 # Tests deliver webhooks to receivers on loopback; the SSRF tests turn both off.
 WEBHOOKS_ALLOW_PRIVATE_TARGETS = True
 WEBHOOKS_ALLOW_HTTP = True
+# Tests change catalogue rows directly: read it on every call (a test sets a TTL to check it).
+GATEWAY_CATALOGUE_CACHE_SECONDS = 0
 
 # Parallel test workers (pytest-xdist) each get their own Redis database, so one worker's
 # cache.clear() and throttle counters never touch another's.

@@ -11,6 +11,13 @@ from config.exceptions import ApplicationError, Conflict
 from config.services import model_update
 
 from ..models import LanguageModel, Provider
+from .gateway import catalogue_cache
+
+
+def _changed() -> None:
+    # This process reads the new catalogue at once; the others within its cache's TTL.
+    transaction.on_commit(catalogue_cache.clear)
+
 
 PROVIDER_FIELDS = (
     "name",
@@ -89,6 +96,7 @@ def _model_payload(model: LanguageModel, **extra) -> dict:
 @transaction.atomic
 def provider_create(*, actor, **fields) -> Provider:
     provider = Provider.objects.create(**{k: v for k, v in fields.items() if k in PROVIDER_FIELDS})
+    _changed()
     record(
         tenant=None,
         event_type="gateway.provider.created",
@@ -105,6 +113,7 @@ def provider_update(*, provider: Provider, actor, **changes) -> Provider:
         instance=provider, data={k: v for k, v in changes.items() if k in PROVIDER_FIELDS}
     )
     if diff:
+        _changed()
         record(
             tenant=None,
             event_type="gateway.provider.updated",
@@ -122,6 +131,7 @@ def provider_delete(*, provider: Provider, actor) -> None:
         raise Conflict(f"{provider.name} serves {', '.join(in_use)}; move those models first.")
     payload = _provider_payload(provider)
     provider.delete()
+    _changed()
     record(tenant=None, event_type="gateway.provider.deleted", actor=actor, payload=payload)
 
 
@@ -130,6 +140,7 @@ def language_model_create(*, actor, **fields) -> LanguageModel:
     fields = {k: v for k, v in fields.items() if k in MODEL_FIELDS}
     fields["fallbacks"] = check_fallbacks(fields.get("fallbacks") or [], name=fields["name"])
     model = LanguageModel.objects.create(**fields)
+    _changed()
     record(
         tenant=None, event_type="gateway.model.created", actor=actor, payload=_model_payload(model)
     )
@@ -146,11 +157,12 @@ def language_model_update(*, model: LanguageModel, actor, **changes) -> Language
         )
     diff = model_update(instance=model, data=changes)
     if diff:
+        _changed()
         record(
             tenant=None,
             event_type="gateway.model.updated",
             actor=actor,
-            payload=_model_payload(model, changes=diff),
+            payload=_model_payload(model, changes=_plain_diff(diff)),
         )
     return model
 
@@ -162,4 +174,5 @@ def language_model_delete(*, model: LanguageModel, actor) -> None:
     model = LanguageModel.objects.select_for_update().get(pk=model.pk)
     payload = _model_payload(model)
     model.delete()
+    _changed()
     record(tenant=None, event_type="gateway.model.deleted", actor=actor, payload=payload)

@@ -139,18 +139,38 @@ def _adapter_for(provider: Provider | None):
     return provider.name, adapter
 
 
-def _routes(model: LanguageModel) -> list[Route]:
+class _Catalogue:
+    """The active models with their providers, kept per process for
+    GATEWAY_CATALOGUE_CACHE_SECONDS: the catalogue changes rarely and every call reads it.
+    A change through the catalogue services clears this process's copy at once; other
+    processes see it within the TTL (0: read on every call)."""
+
+    def __init__(self):
+        self._models: dict[str, LanguageModel] = {}
+        self._loaded_at = float("-inf")
+
+    def models(self) -> dict[str, LanguageModel]:
+        ttl = settings.GATEWAY_CATALOGUE_CACHE_SECONDS
+        if ttl <= 0 or time.monotonic() - self._loaded_at > ttl:
+            self._models = {
+                model.name: model
+                for model in LanguageModel.objects.select_related("provider").filter(active=True)
+            }
+            self._loaded_at = time.monotonic()
+        return self._models
+
+    def clear(self) -> None:
+        self._loaded_at = float("-inf")
+
+
+catalogue_cache = _Catalogue()
+
+
+def _routes(model: LanguageModel, models: dict[str, LanguageModel]) -> list[Route]:
     names = [model.name, *[name for name in model.fallbacks if name != model.name]]
-    found = {
-        m.name: m
-        for m in LanguageModel.objects.select_related("provider").filter(
-            name__in=names, active=True
-        )
-    }
-    found[model.name] = model
     routes = []
     for name in names:
-        candidate = found.get(name)
+        candidate = models.get(name)
         if candidate is None:
             continue
         provider_name, adapter = _adapter_for(candidate.provider)
@@ -163,9 +183,9 @@ def _invalid(field_name: str, message: str) -> ApplicationError:
     return ApplicationError(message, details={field_name: [message]})
 
 
-def _resolve_model(name: str) -> LanguageModel:
+def _resolve_model(name: str, models: dict[str, LanguageModel]) -> LanguageModel:
     """The active catalogue model called `name`, or a 400 naming the field."""
-    model = LanguageModel.objects.select_related("provider").filter(name=name, active=True).first()
+    model = models.get(name)
     if model is None:
         raise _invalid("model", f"Unknown model {name!r}; GET gateway/models lists them.")
     return model
@@ -197,7 +217,8 @@ def gateway_reserve(
     streamed: bool = False,
 ) -> Reservation:
     """Step 1: resolve, check and reserve the call's worst case (see the module docstring)."""
-    model = _resolve_model(chat.model)
+    models = catalogue_cache.models()
+    model = _resolve_model(chat.model, models)
     max_tokens = chat.max_tokens or model.max_output_tokens
     if max_tokens > model.max_output_tokens:
         raise _invalid(
@@ -211,7 +232,7 @@ def gateway_reserve(
             f"{model.name}'s context window of {model.context_window} tokens.",
         )
     reserved = estimate + max_tokens
-    routes = _routes(model)
+    routes = _routes(model, models)
     cooling = cooldown.cooling_down(r.model.name for r in routes if r.adapter is not _local)
     available = [r for r in routes if r.model.name not in cooling]
     if not available:

@@ -239,12 +239,13 @@ def quota_release(*, tenant: Tenant, resource: str, amount: int) -> int:
         raise ValueError("api_calls are not given back")
     if amount < 0:
         raise ValueError("amount must not be negative")
-    _ensure_counter(tenant, resource)
     with connection.cursor() as cursor:
         cursor.execute(
             _RELEASE_SQL, [amount, amount, timezone.now(), _db_value(tenant.pk), resource]
         )
-        return cursor.fetchone()[0]
+        row = cursor.fetchone()
+    # No counter: nothing was counted, so nothing to give back.
+    return row[0] if row is not None else 0
 
 
 def quota_adjust(*, tenant: Tenant, resource: str, delta: int) -> int:
@@ -256,10 +257,15 @@ def quota_adjust(*, tenant: Tenant, resource: str, delta: int) -> int:
         raise ValueError("api_calls are counted by quota_consume only")
     if delta < 0:
         return quota_release(tenant=tenant, resource=resource, amount=-delta)
-    _ensure_counter(tenant, resource)
+    params = [delta, timezone.now(), _db_value(tenant.pk), resource]
     with connection.cursor() as cursor:
-        cursor.execute(_ADJUST_SQL, [delta, timezone.now(), _db_value(tenant.pk), resource])
-        used, warned_at = cursor.fetchone()
+        cursor.execute(_ADJUST_SQL, params)
+        row = cursor.fetchone()
+        if row is None:  # no counter yet: create it, then count
+            _ensure_counter(tenant, resource)
+            cursor.execute(_ADJUST_SQL, params)
+            row = cursor.fetchone()
+    used, warned_at = row
     limit = tenant_limits(tenant)[resource]
     if warned_at is None and used * 100 >= settings.QUOTA_WARNING_THRESHOLD * limit:
         _warn_once(tenant=tenant, resource=resource, used=used, limit=limit)
