@@ -1,0 +1,85 @@
+"""The baseline of bench/gateway.py: a minimal async pass-through proxy, as an ASGI app.
+
+    BENCH_UPSTREAM_URL=http://127.0.0.1:PORT \\
+        gunicorn bench.passthrough_proxy:app -k uvicorn_worker.UvicornWorker --workers 2
+
+Every request is forwarded as it came (method, path, body, content type) with one shared
+httpx.AsyncClient per process (the client and limits the gateway's provider adapters use), and
+the answer is sent back as it comes: status, content type, and the body's bytes in the chunks
+the upstream sent them, so a server-sent event stream goes through event by event. No
+authentication, no accounting, no parsing: the floor any gateway on this stack pays.
+`GET /health` answers 200 without going upstream.
+"""
+
+import os
+
+import httpx
+
+_clients: dict[str, httpx.AsyncClient] = {}
+
+
+def _client() -> httpx.AsyncClient:
+    client = _clients.get("upstream")
+    if client is None:
+        client = httpx.AsyncClient(
+            base_url=os.environ["BENCH_UPSTREAM_URL"],
+            timeout=httpx.Timeout(60, connect=10),
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=100),
+            follow_redirects=False,
+            trust_env=False,
+        )
+        _clients["upstream"] = client
+    return client
+
+
+async def _lifespan(receive, send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            client = _clients.pop("upstream", None)
+            if client is not None:
+                await client.aclose()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+async def app(scope, receive, send) -> None:
+    if scope["type"] == "lifespan":
+        await _lifespan(receive, send)
+        return
+    if scope["type"] != "http":
+        return
+    if scope["path"] == "/health":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+        return
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    headers = [(k, v) for k, v in scope["headers"] if k in (b"content-type", b"accept")]
+    client = _client()
+    request = client.build_request(scope["method"], scope["path"], content=body, headers=headers)
+    response = await client.send(request, stream=True)
+    try:
+        answer_headers = [
+            (name.encode(), response.headers[name].encode())
+            for name in ("content-type", "content-length", "cache-control")
+            if name in response.headers
+        ]
+        await send(
+            {
+                "type": "http.response.start",
+                "status": response.status_code,
+                "headers": answer_headers,
+            }
+        )
+        async for chunk in response.aiter_raw():
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+    finally:
+        await response.aclose()
