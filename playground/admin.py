@@ -57,15 +57,7 @@ class ProviderForm(forms.ModelForm):
 
     class Meta:
         model = Provider
-        fields = (
-            "name",
-            "kind",
-            "base_url",
-            "api_key_env",
-            "timeout_seconds",
-            "max_retries",
-            "enabled",
-        )
+        fields = catalogue.PROVIDER_FIELDS
 
 
 @admin.register(Provider)
@@ -93,18 +85,7 @@ class ProviderAdmin(CatalogueAdmin):
 class LanguageModelForm(forms.ModelForm):
     class Meta:
         model = LanguageModel
-        fields = (
-            "name",
-            "description",
-            "provider",
-            "upstream_model",
-            "context_window",
-            "max_output_tokens",
-            "input_price_micros",
-            "output_price_micros",
-            "fallbacks",
-            "active",
-        )
+        fields = catalogue.MODEL_FIELDS
 
     def clean(self):
         cleaned = super().clean()

@@ -16,19 +16,23 @@ from django.utils.module_loading import import_string
 from config.settings import dev
 
 
-def _production_middleware() -> list[str]:
-    # Production refuses to load without a real SECRET_KEY: read it in a child process.
-    script = "import json, config.settings.production as p; print(json.dumps(p.MIDDLEWARE))"
-    environment = {"SECRET_KEY": "x" * 64, "PATH": "/usr/bin:/bin", "ALLOWED_HOSTS": "x"}
+def _python(script: str, **environment) -> str:
+    """What `script` prints in a fresh interpreter (settings that must be loaded from scratch)."""
     result = subprocess.run(  # noqa: S603
         [sys.executable, "-c", script],
         capture_output=True,
         text=True,
         check=True,
-        env=environment,
+        env={"PATH": "/usr/bin:/bin", **environment},
         cwd=settings.BASE_DIR,
     )
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return result.stdout.strip().splitlines()[-1]
+
+
+def _production_middleware() -> list[str]:
+    # Production refuses to load without a real SECRET_KEY: read it in a child process.
+    script = "import json, config.settings.production as p; print(json.dumps(p.MIDDLEWARE))"
+    return json.loads(_python(script, SECRET_KEY="x" * 64, ALLOWED_HOSTS="x"))
 
 
 ALL_STACKS = {
@@ -67,13 +71,6 @@ def test_the_asgi_entry_point_pools_database_connections():
         "db = settings.DATABASES['default'];"
         "print(db['CONN_MAX_AGE'], 'pool' in db.get('OPTIONS', {}))"
     )
-    environment = {"DJANGO_SETTINGS_MODULE": "config.settings.test", "PATH": "/usr/bin:/bin"}
-    result = subprocess.run(  # noqa: S603
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        check=True,
-        env=environment,
-        cwd=settings.BASE_DIR,
-    )
-    assert result.stdout.split() == ["0", "True"]
+    printed = _python(script, DJANGO_SETTINGS_MODULE="config.settings.test")
+
+    assert printed.split() == ["0", "True"]
