@@ -1,6 +1,6 @@
 """User and credential state changes: tokens, JWT sessions, API keys."""
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -13,10 +13,12 @@ from rest_framework_simplejwt.tokens import RefreshToken
 from rest_framework_simplejwt.utils import get_md5_hash_password
 
 from audit.services import record
+from config.db import raw_uuid
 from config.exceptions import ApplicationError, Conflict, QuotaExceeded
 from config.services import model_update
 from tenants.models import Membership, MembershipStatus, Tenant
 from tenants.permissions import effective_permissions, expand_scopes, unknown_scopes
+from tenants.plans import first_of_next_month
 
 from .models import APIKey, AuthToken, User, generate_api_key, hash_secret
 from .usage import flush_api_key_usage, usage_store
@@ -377,11 +379,6 @@ def _budget_month() -> date:
     return timezone.now().astimezone(UTC).date().replace(day=1)
 
 
-def _key_db_id(api_key: APIKey):
-    # Raw SQL bypasses the field's conversion; SQLite stores UUIDs as 32 hex characters.
-    return api_key.pk if connection.vendor == "postgresql" else api_key.pk.hex
-
-
 def api_key_tokens_reserve(*, api_key: APIKey, amount: int) -> None:
     """Count `amount` gateway tokens against the key's monthly budget in one atomic step, or
     refuse with QuotaExceeded (429), counting nothing. A key without a budget only counts."""
@@ -390,7 +387,7 @@ def api_key_tokens_reserve(*, api_key: APIKey, amount: int) -> None:
     month = _budget_month()
     with connection.cursor() as cursor:
         cursor.execute(
-            _BUDGET_RESERVE_SQL, [month, amount, month, _key_db_id(api_key), month, amount]
+            _BUDGET_RESERVE_SQL, [month, amount, month, raw_uuid(api_key.pk), month, amount]
         )
         admitted = cursor.fetchone() is not None
     if not admitted:
@@ -398,7 +395,6 @@ def api_key_tokens_reserve(*, api_key: APIKey, amount: int) -> None:
             fields=["budget_tokens_used", "budget_period", "monthly_token_budget"]
         )
         used = api_key.budget_tokens_used if api_key.budget_period == month else 0
-        next_month = (month.replace(day=28) + timedelta(days=4)).replace(day=1)
         raise QuotaExceeded(
             "This API key's monthly token budget is exhausted.",
             details={
@@ -406,9 +402,7 @@ def api_key_tokens_reserve(*, api_key: APIKey, amount: int) -> None:
                 "limit": api_key.monthly_token_budget,
                 "used": used,
                 "requested": amount,
-                "resets_at": datetime(next_month.year, next_month.month, 1, tzinfo=UTC)
-                .isoformat()
-                .replace("+00:00", "Z"),
+                "resets_at": first_of_next_month(),
             },
         )
 
@@ -420,7 +414,9 @@ def api_key_tokens_adjust(*, api_key: APIKey, delta: int) -> None:
         return
     month = _budget_month()
     with connection.cursor() as cursor:
-        cursor.execute(_BUDGET_ADJUST_SQL, [month, delta, month, delta, month, _key_db_id(api_key)])
+        cursor.execute(
+            _BUDGET_ADJUST_SQL, [month, delta, month, delta, month, raw_uuid(api_key.pk)]
+        )
 
 
 def api_key_usage(*, api_key: APIKey) -> dict:

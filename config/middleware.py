@@ -1,6 +1,7 @@
 import logging
 import re
 import uuid
+from abc import ABC, abstractmethod
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.conf import settings
@@ -34,7 +35,7 @@ def client_ip(request) -> str | None:
     return address
 
 
-class DualModeMiddleware:
+class DualModeMiddleware(ABC):
     """A middleware that serves WSGI and ASGI alike: under ASGI it stays async, so an async
     view (the LLM gateway) runs on the event loop instead of a thread per request. Every
     middleware in MIDDLEWARE must be async-capable for that (Django's own are)."""
@@ -56,11 +57,13 @@ class DualModeMiddleware:
     async def __acall__(self, request):
         return await self.ahandle(request, self.get_response)
 
+    @abstractmethod
     def handle(self, request, get_response):
-        raise NotImplementedError
+        """The sync path: call `get_response(request)` and return the response."""
 
+    @abstractmethod
     async def ahandle(self, request, get_response):
-        raise NotImplementedError
+        """The async path: await `get_response(request)` and return the response."""
 
 
 class RequestIDMiddleware(DualModeMiddleware):

@@ -13,7 +13,6 @@ from collections.abc import Mapping
 
 _TOKEN = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
-VARIABLE_TYPES = ("string", "number", "boolean", "enum")
 MAX_VALUE_CHARS = 100_000
 
 

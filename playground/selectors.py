@@ -14,6 +14,7 @@ from django.db import connection
 from django.db.models import Aggregate, Avg, Count, F, FloatField, Q, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
+from rest_framework.exceptions import NotFound
 
 from config.exceptions import ApplicationError
 
@@ -343,8 +344,6 @@ def templates_compare(*, tenant, template_ids: list, days: int) -> dict:
     """The figures of each template over the period, and the winners: fastest by p50
     latency, cheapest by average cost, highest rated. A template the tenant does not have is
     a 404, like a random id."""
-    from rest_framework.exceptions import NotFound
-
     templates = PromptTemplate.objects.filter(tenant=tenant, pk__in=template_ids).in_bulk()
     missing = [str(tid) for tid in template_ids if tid not in templates]
     if missing:

@@ -480,6 +480,18 @@ class RatingSerializer(Serializer):
     rating = serializers.IntegerField(min_value=1, max_value=5)
 
 
+class MetricsQuerySerializer(QuerySerializer):
+    days = serializers.IntegerField(required=False, default=7, min_value=1, max_value=90)
+
+
+class TemplateUpdateQuerySerializer(QuerySerializer):
+    create_new_version = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="Save content changes as the next version (versions are immutable).",
+    )
+
+
 class AnalyticsQuerySerializer(QuerySerializer):
     days = serializers.IntegerField(required=False, default=30, min_value=1, max_value=365)
 

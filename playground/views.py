@@ -21,11 +21,10 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework import mixins, status
 from rest_framework.decorators import action
 from rest_framework.response import Response
-from rest_framework.utils.encoders import JSONEncoder as DRFJSONEncoder
 
 from accounts.models import APIKey
 from accounts.usage import observe_api_key_request
-from config.exceptions import AIServiceError, ApplicationError, error_body
+from config.exceptions import AIServiceError, error_body
 from config.pagination import EventCursorPagination, StandardPagination
 from tenants.api import (
     ServiceWriteMixin,
@@ -50,6 +49,7 @@ from .serializers import (
     GatewayCallSerializer,
     GatewayMetricsSerializer,
     LanguageModelSerializer,
+    MetricsQuerySerializer,
     PromptExecutionSerializer,
     PromptTemplateDetailSerializer,
     PromptTemplateSerializer,
@@ -57,6 +57,7 @@ from .serializers import (
     PublishSerializer,
     RatingSerializer,
     TemplateAnalyticsSerializer,
+    TemplateUpdateQuerySerializer,
     TemplateVersionQuerySerializer,
 )
 
@@ -68,12 +69,18 @@ class GatewayThrottle(TenantThrottle):
 
     def admit(self, request, view, windows):
         admission = super().admit(request, view, windows)
-        request.gateway_window = admission.states[-1]
+        scope_key = f"{view.throttle_scope}:"
+        for window, state in zip(windows, admission.states, strict=True):
+            if window.key.startswith(scope_key):
+                request.gateway_window = state
         return admission
 
 
 class PendingCompletion(Response):
-    """What the sync part answers when the call is reserved: the async part completes it."""
+    """What the sync part answers when the call is reserved: the async part completes it, and
+    counts the API key's request then (`completes_later`), when its real status is known."""
+
+    completes_later = True
 
     def __init__(self, reservation, *, stream: bool, drf_request):
         super().__init__(status=status.HTTP_200_OK)
@@ -172,16 +179,10 @@ class ChatCompletionViewSet(TenantContextViewSet):
         return PendingCompletion(reservation, stream=data["stream"], drf_request=request)
 
     def finalize_response(self, request, response, *args, **kwargs):
-        if not isinstance(response, PendingCompletion):
-            return super().finalize_response(request, response, *args, **kwargs)
-        # The key's usage is counted when the real answer is known (_complete).
-        key, request._request.api_key = getattr(request._request, "api_key", None), None
-        try:
-            response = super().finalize_response(request, response, *args, **kwargs)
-        finally:
-            request._request.api_key = key
-        for header, value in _openai_headers(request, response.reservation).items():
-            response[header] = value
+        response = super().finalize_response(request, response, *args, **kwargs)
+        if isinstance(response, PendingCompletion):
+            for header, value in _openai_headers(request, response.reservation).items():
+                response[header] = value
         return response
 
 
@@ -315,21 +316,15 @@ class GatewayMetricsViewSet(TenantContextViewSet):
     required_permissions = {"metrics": "playground.read", "calls": "playground.read"}
 
     @extend_schema(
-        parameters=[OpenApiParameter("days", int, description="Daily series length, 1-90.")],
+        parameters=[MetricsQuerySerializer],
         responses={200: GatewayMetricsSerializer},
         summary="Gateway token metrics",
     )
     @action(detail=False, methods=["get"], url_path="metrics")
     def metrics(self, request):
-        try:
-            days = int(request.query_params.get("days", 7))
-        except ValueError:
-            days = 0
-        if not 1 <= days <= 90:
-            raise ApplicationError(
-                "days must be a whole number from 1 to 90.", details={"days": ["From 1 to 90."]}
-            )
-        data = selectors.gateway_metrics(tenant=request.tenant, days=days)
+        query = MetricsQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        data = selectors.gateway_metrics(tenant=request.tenant, **query.validated_data)
         data["currency"] = settings.GATEWAY_CURRENCY
         return Response(GatewayMetricsSerializer(data).data)
 
@@ -417,13 +412,7 @@ class PromptTemplateViewSet(
     @extend_schema(
         request=PromptTemplateWriteSerializer,
         responses={200: PromptTemplateDetailSerializer},
-        parameters=[
-            OpenApiParameter(
-                "create_new_version",
-                bool,
-                description="Save content changes as the next version (versions are immutable).",
-            )
-        ],
+        parameters=[TemplateUpdateQuerySerializer],
     )
     def update(self, request, *args, **kwargs):
         return self._update(partial=False)
@@ -431,26 +420,22 @@ class PromptTemplateViewSet(
     @extend_schema(
         request=PromptTemplateWriteSerializer,
         responses={200: PromptTemplateDetailSerializer},
-        parameters=[OpenApiParameter("create_new_version", bool)],
+        parameters=[TemplateUpdateQuerySerializer],
     )
     def partial_update(self, request, *args, **kwargs):
         return self._update(partial=True)
 
     def _update(self, *, partial: bool):
         template = self.get_object()
-        flag = self.request.query_params.get("create_new_version", "false").lower()
-        if flag not in ("true", "false", "1", "0"):
-            raise ApplicationError(
-                "create_new_version is true or false.",
-                details={"create_new_version": ["true or false."]},
-            )
+        query = TemplateUpdateQuerySerializer(data=self.request.query_params)
+        query.is_valid(raise_exception=True)
         data = self.validated_input(PromptTemplateWriteSerializer, partial=partial)
         # Called directly: the service takes the changes as keywords, so call_service would
         # pass it the context arguments (actor_permissions) as changes too.
         template = services.prompt_template_update(
             template=template,
             actor=self.request.user,
-            create_new_version=flag in ("true", "1"),
+            create_new_version=query.validated_data["create_new_version"],
             **data,
         )
         return self._answer(template)
@@ -525,14 +510,18 @@ class PromptTemplateViewSet(
         query = AnalyticsQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         return Response(
-            _jsonable(selectors.template_analytics(template=template, **query.validated_data))
+            TemplateAnalyticsSerializer(
+                selectors.template_analytics(template=template, **query.validated_data)
+            ).data
         )
 
     @extend_schema(request=CompareSerializer, responses={200: CompareResultSerializer})
     @action(detail=False, methods=["post"], url_path="compare")
     def compare(self, request):
         data = self.validated_input(CompareSerializer)
-        return Response(_jsonable(selectors.templates_compare(tenant=request.tenant, **data)))
+        return Response(
+            CompareResultSerializer(selectors.templates_compare(tenant=request.tenant, **data)).data
+        )
 
     @extend_schema(request=BulkSerializer, responses={200: BulkResultSerializer})
     @action(detail=False, methods=["post"], url_path="bulk")
@@ -552,12 +541,6 @@ class PromptTemplateViewSet(
                 ],
             }
         )
-
-
-def _jsonable(data):
-    # DRF's encoder: timestamps in ISO 8601 (`...Z`), dates, UUIDs and decimals as the rest of
-    # the API writes them.
-    return json.loads(json.dumps(data, cls=DRFJSONEncoder))
 
 
 class TemplateCategoryViewSet(TenantContextViewSet):

@@ -194,7 +194,10 @@ class ControlPlaneAPIMixin:
             response.accepted_media_type = JSONRenderer.media_type
         for header, value in rate_limit_headers(request, response).items():
             response[header] = value
-        observe_api_key_request(request, response)
+        # A response another step completes (the gateway's async part) is counted there, once
+        # its real status is known.
+        if not getattr(response, "completes_later", False):
+            observe_api_key_request(request, response)
         return response
 
     def get_serializer_context(self):

@@ -16,16 +16,15 @@ from .base import (
     ChatRequest,
     ChatResult,
     ErrorKind,
-    Provider,
     StreamDelta,
     UpstreamError,
     Usage,
 )
-from .openai import (
+from .http import (
+    HTTPProvider,
     bad_response,
     drain,
     error_for_status,
-    json_payload,
     require_http_url,
     sse_events,
     transport_error,
@@ -109,24 +108,13 @@ def to_messages_body(request: ChatRequest) -> dict[str, Any]:
     return body
 
 
-class AnthropicProvider(Provider):
+class AnthropicProvider(HTTPProvider):
     """Anthropic's Messages API. Needs an API key; the base URL defaults to Anthropic's."""
 
     kind = "anthropic"
 
     async def complete(self, request: ChatRequest) -> ChatResult:
-        url, headers = self._endpoint()
-        try:
-            response = await self.client().post(
-                url, json=to_messages_body(request), headers=headers
-            )
-        except httpx.HTTPError as error:
-            raise transport_error(error) from None
-        except httpx.InvalidURL:
-            raise self._invalid_url() from None
-        if response.status_code != 200:
-            raise await error_for_status(response, api_key=self.config.api_key)
-        return self._result(json_payload(response))
+        return await self._post(to_messages_body(request))
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[StreamDelta]:
         """The answer as it comes: a delta per `text_delta`, then, at `message_stop`, one with
@@ -184,11 +172,6 @@ class AnthropicProvider(Provider):
             "content-type": "application/json",
         }
         return f"{base_url}/v1/messages", headers
-
-    def _invalid_url(self) -> UpstreamError:
-        return UpstreamError(
-            ErrorKind.NOT_CONFIGURED, f"Provider {self.config.name!r} has an invalid base URL."
-        )
 
     @staticmethod
     def _result(payload: dict) -> ChatResult:

@@ -13,6 +13,7 @@ loop it was first used on.
 
 import asyncio
 import weakref
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -113,7 +114,7 @@ class ProviderConfig:
     connect_timeout_seconds: float = 5.0
 
 
-class Provider:
+class Provider(ABC):
     """Base class of the adapters."""
 
     kind: str = ""
@@ -122,11 +123,14 @@ class Provider:
         self.config = config
         self._clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
+    @abstractmethod
     async def complete(self, request: ChatRequest) -> ChatResult:
-        raise NotImplementedError
+        """The whole answer, or an UpstreamError."""
 
+    @abstractmethod
     def stream(self, request: ChatRequest) -> AsyncIterator[StreamDelta]:
-        raise NotImplementedError
+        """The answer as it comes (an async generator), or an UpstreamError; the last deltas
+        carry the finish reason and, when the upstream reports it, the usage."""
 
     def client(self):
         """This event loop's HTTP client for the upstream (created on first use)."""

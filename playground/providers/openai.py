@@ -5,262 +5,44 @@ It POSTs to `{base_url}/chat/completions` (base_url like `https://api.openai.com
 (self-hosted servers usually need none). Streaming reads the server-sent events of the chat
 completion chunks up to `data: [DONE]`.
 
-This module also holds the HTTP helpers the Anthropic adapter shares: the mapping of HTTP
-statuses and transport exceptions to `UpstreamError`, `Retry-After` parsing and a small
-server-sent events parser. None of them ever puts an upstream's body, a transport exception's
-text or a key into an error message.
+The HTTP plumbing it shares with the Anthropic adapter is in `http.py`.
 """
 
-import asyncio
 import json
-import math
-import re
-import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing
-from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
 
-from .base import (
-    ChatRequest,
-    ChatResult,
-    ErrorKind,
-    Provider,
-    ProviderConfig,
-    StreamDelta,
-    UpstreamError,
-    Usage,
+from .base import ChatRequest, ChatResult, ErrorKind, StreamDelta, UpstreamError
+from .http import (
+    HTTPProvider,
+    bad_response,
+    drain,
+    error_for_status,
+    require_http_url,
+    sse_events,
+    transport_error,
+    usage_from,
 )
 
-# An error body's `type` or `code` is shown only when it is a plain identifier like this one.
-_SAFE_IDENTIFIER = re.compile(r"^[a-z0-9_.-]{1,64}$")
-# Only the beginning of an error body is parsed: it is read for one short identifier.
-_ERROR_BODY_LIMIT = 64 * 1024
-# After a stream's end marker the rest of the body is read so that the connection can be
-# reused; a server that keeps it open is not waited for longer than this.
-_DRAIN_SECONDS = 1.0
 # The finish reasons the gateway speaks (OpenAI's); others (tool_calls, vLLM's abort, ...)
 # are reported as `stop`, since the gateway asks for no tools.
 _FINISH_REASONS = frozenset({"stop", "length", "content_filter"})
-
-
-# --- Helpers shared by the HTTP adapters -------------------------------------------------------
-
-
-def require_http_url(config: ProviderConfig, url: str) -> None:
-    """Raise NOT_CONFIGURED unless `url` is an http(s) URL (before any request is sent)."""
-    if not url.startswith(("http://", "https://")):
-        raise UpstreamError(
-            ErrorKind.NOT_CONFIGURED,
-            f"Provider {config.name!r} has no valid base URL (http:// or https://).",
-        )
-
-
-def retry_after_seconds(headers: httpx.Headers) -> float | None:
-    """The wait an upstream asks for: `retry-after-ms` (OpenAI's, more precise) or
-    `Retry-After` (seconds or an HTTP date). None when absent or unreadable."""
-    milliseconds = _non_negative_float(headers.get("retry-after-ms"))
-    if milliseconds is not None:
-        return milliseconds / 1000
-    value = headers.get("retry-after")
-    if value is None:
-        return None
-    seconds = _non_negative_float(value)
-    if seconds is not None:
-        return seconds
-    try:
-        moment = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if moment.tzinfo is None:
-        return None
-    return max(0.0, moment.timestamp() - time.time())
-
-
-def _non_negative_float(value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        number = float(value.strip())
-    except ValueError:
-        return None
-    return number if math.isfinite(number) and number >= 0 else None
-
-
-async def error_for_status(response: httpx.Response, *, api_key: str = "") -> UpstreamError:
-    """The UpstreamError for a response whose status is not a success. Reads the body of a
-    4xx (for a streamed response too) for its error type or code, shown only when it is a
-    plain identifier that has nothing of `api_key` in it."""
-    status = response.status_code
-    retry_after = retry_after_seconds(response.headers)
-    if status == 429:
-        kind, message = ErrorKind.RATE_LIMITED, "Upstream rate limit reached (HTTP 429)."
-    elif status >= 500:
-        kind, message = ErrorKind.SERVER_ERROR, f"Upstream server error (HTTP {status})."
-    elif status >= 400:
-        detail = await _safe_error_detail(response, api_key)
-        suffix = f": {detail}" if detail else ""
-        kind, message = ErrorKind.REJECTED, f"Upstream rejected the call (HTTP {status}{suffix})."
-    else:
-        kind, message = ErrorKind.BAD_RESPONSE, f"Unexpected HTTP status {status} from upstream."
-    return UpstreamError(kind, message, status=status, retry_after=retry_after)
-
-
-async def _safe_error_detail(response: httpx.Response, api_key: str) -> str:
-    """`type/code` of an `{"error": {"type", "code"}}` body (OpenAI's and Anthropic's shape),
-    keeping only plain identifiers; "" when there is none."""
-    try:
-        body = await response.aread()
-        payload = json.loads(body[:_ERROR_BODY_LIMIT])
-    except (httpx.HTTPError, ValueError):
-        return ""
-    error = payload.get("error") if isinstance(payload, dict) else None
-    if not isinstance(error, dict):
-        return ""
-    parts: list[str] = []
-    for value in (error.get("type"), error.get("code")):
-        if not isinstance(value, str) or not _SAFE_IDENTIFIER.match(value) or value in parts:
-            continue
-        # An identifier-looking value could still be (part of) the key an upstream echoes.
-        if api_key and (value in api_key or api_key.lower() in value):
-            continue
-        parts.append(value)
-    return "/".join(parts)
-
-
-def transport_error(
-    error: httpx.HTTPError, *, streaming: bool = False, partial_usage: Usage | None = None
-) -> UpstreamError:
-    """The UpstreamError for an httpx exception. `streaming` says a streamed response had
-    started: a connection lost then is a broken stream (BAD_RESPONSE, not retried, since
-    pieces may have been passed on), not a failure to connect. A JSON answer cut off is a
-    CONNECTION error: nothing was passed on, the call can be tried again."""
-    name = type(error).__name__
-    if isinstance(error, httpx.TimeoutException):
-        where = "while streaming" if streaming else "before answering"
-        return UpstreamError(
-            ErrorKind.TIMEOUT,
-            f"Upstream timed out {where} ({name}).",
-            partial_usage=partial_usage,
-        )
-    if isinstance(error, httpx.TransportError) and not streaming:
-        return UpstreamError(ErrorKind.CONNECTION, f"Could not reach the upstream ({name}).")
-    if isinstance(error, httpx.TransportError):
-        return UpstreamError(
-            ErrorKind.BAD_RESPONSE,
-            f"Upstream stream broke off before its end ({name}).",
-            partial_usage=partial_usage,
-        )
-    return UpstreamError(
-        ErrorKind.BAD_RESPONSE,
-        f"Upstream response could not be read ({name}).",
-        partial_usage=partial_usage,
-    )
-
-
-def json_payload(response: httpx.Response) -> dict:
-    """The response's JSON object; BAD_RESPONSE when it is not one."""
-    try:
-        payload = json.loads(response.content)
-    except ValueError:
-        raise bad_response("Upstream answered with invalid JSON.") from None
-    if not isinstance(payload, dict):
-        raise bad_response("Upstream answered with JSON that is not an object.")
-    return payload
-
-
-def bad_response(message: str, partial_usage: Usage | None = None) -> UpstreamError:
-    return UpstreamError(ErrorKind.BAD_RESPONSE, message, partial_usage=partial_usage)
-
-
-def usage_from(payload: Any, prompt_key: str, completion_key: str) -> Usage | None:
-    """Usage from `payload[prompt_key]` and `payload[completion_key]`; None unless both are
-    non-negative integers."""
-    if not isinstance(payload, dict):
-        return None
-    prompt, completion = payload.get(prompt_key), payload.get(completion_key)
-    if not (_is_count(prompt) and _is_count(completion)):
-        return None
-    return Usage(prompt, completion)
-
-
-def _is_count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-@dataclass(frozen=True)
-class SSEEvent:
-    """One server-sent event: its `event:` name ("message" when none) and its data lines
-    joined with newlines."""
-
-    event: str
-    data: str
-
-
-async def sse_events(lines: AsyncIterator[str]) -> AsyncIterator[SSEEvent]:
-    """The events of a server-sent event stream, given its lines without line endings.
-
-    Events are separated by blank lines; `:` comments and fields other than `event` and
-    `data` (`id`, `retry`) are ignored, as are events without data."""
-    event, data = "", []
-    async for line in lines:
-        if not line:
-            if data:
-                yield SSEEvent(event or "message", "\n".join(data))
-            event, data = "", []
-            continue
-        if line.startswith(":"):
-            continue
-        name, _, value = line.partition(":")
-        value = value.removeprefix(" ")
-        if name == "data":
-            data.append(value)
-        elif name == "event":
-            event = value
-    # The stream ended without the blank line after its last event: dispatched all the same,
-    # since some servers end the body right after the end marker's line.
-    if data:
-        yield SSEEvent(event or "message", "\n".join(data))
-
-
-async def drain(lines: AsyncIterator[str]) -> None:
-    """Read what is left of a stream after its end marker (so that the connection can go back
-    to the pool), briefly and ignoring errors: everything the caller needs is already in."""
-    try:
-        async with asyncio.timeout(_DRAIN_SECONDS):
-            async for _ in lines:
-                pass
-    except (TimeoutError, httpx.HTTPError):
-        pass
-
-
-# --- The adapter -------------------------------------------------------------------------------
 
 
 def _finish_reason(value: Any) -> str:
     return value if value in _FINISH_REASONS else "stop"
 
 
-class OpenAIProvider(Provider):
+class OpenAIProvider(HTTPProvider):
     """An OpenAI-compatible chat completions upstream."""
 
     kind = "openai"
 
     async def complete(self, request: ChatRequest) -> ChatResult:
-        url, headers = self._endpoint()
-        body = self._body(request)
-        try:
-            response = await self.client().post(url, json=body, headers=headers)
-        except httpx.HTTPError as error:
-            raise transport_error(error) from None
-        except httpx.InvalidURL:
-            raise self._invalid_url() from None
-        if response.status_code != 200:
-            raise await error_for_status(response, api_key=self.config.api_key)
-        return self._result(json_payload(response))
+        return await self._post(self._body(request))
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[StreamDelta]:
         """The answer as it comes: content pieces, then the finish reason, then (when the
@@ -300,11 +82,6 @@ class OpenAIProvider(Provider):
         if self.config.api_key:
             headers["Authorization"] = f"Bearer {self.config.api_key}"
         return f"{base_url}/chat/completions", headers
-
-    def _invalid_url(self) -> UpstreamError:
-        return UpstreamError(
-            ErrorKind.NOT_CONFIGURED, f"Provider {self.config.name!r} has an invalid base URL."
-        )
 
     @staticmethod
     def _body(request: ChatRequest) -> dict[str, Any]:

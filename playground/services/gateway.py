@@ -28,6 +28,7 @@ from dataclasses import dataclass, field, replace
 from asgiref.sync import async_to_sync, sync_to_async
 from django.conf import settings
 from django.db import connection, transaction
+from rest_framework.exceptions import Throttled
 
 from accounts.models import APIKey
 from accounts.services import api_key_tokens_adjust, api_key_tokens_reserve
@@ -198,11 +199,10 @@ def _tokens_window(tenant: Tenant, amount: int) -> Window:
 
 
 def _refuse_tokens_window(state) -> None:
-    from rest_framework.exceptions import Throttled
-
-    wait = max(state.reset_at - time.time(), 1)
-    error = Throttled(wait=wait, detail="The organization's tokens-per-minute limit is reached.")
-    raise error
+    raise Throttled(
+        wait=max(state.reset_at - time.time(), 1),
+        detail="The organization's tokens-per-minute limit is reached.",
+    )
 
 
 @transaction.atomic

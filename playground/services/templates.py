@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from accounts.models import APIKey
 from audit.services import record
+from config.db import create_or_conflict
 from config.exceptions import ApplicationError, Conflict
 from config.services import model_update
 from tenants.models import Tenant
@@ -157,10 +158,12 @@ def _payload(template: PromptTemplate, **extra) -> dict:
     }
 
 
+_NAME_TAKEN = "A template named {name!r} already exists in this organization."
+
+
 def _name_taken(name: str) -> Conflict:
     return Conflict(
-        f"A template named {name!r} already exists in this organization.",
-        details={"name": ["Already used by another template."]},
+        _NAME_TAKEN.format(name=name), details={"name": ["Already used by another template."]}
     )
 
 
@@ -187,18 +190,17 @@ def prompt_template_create(
             "model_config": model_config or {},
         }
     )
-    try:
-        with transaction.atomic():
-            template = PromptTemplate.objects.create(
-                tenant=tenant,
-                name=name,
-                description=description,
-                category=category,
-                status=status,
-                created_by=actor,
-            )
-    except IntegrityError:
-        raise _name_taken(name) from None
+    template = create_or_conflict(
+        PromptTemplate,
+        conflict_message=_NAME_TAKEN.format(name=name),
+        conflict_details={"name": ["Already used by another template."]},
+        tenant=tenant,
+        name=name,
+        description=description,
+        category=category,
+        status=status,
+        created_by=actor,
+    )
     PromptTemplateVersion.objects.create(
         tenant=tenant, template=template, version=1, created_by=actor, **content
     )

@@ -28,6 +28,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from audit.services import record
+from config.db import raw_uuid
 from config.exceptions import QuotaExceeded
 from config.metering import METER_COUNTED, METER_MISSING, METER_OVER_LIMIT, Admission, admit
 
@@ -81,11 +82,6 @@ def _check_resource(resource: str) -> None:
         raise ValueError(f"{resource!r} is not a counted quota resource: {COUNTED_QUOTA_RESOURCES}")
 
 
-def _db_value(tenant_id):
-    # Raw SQL bypasses the field's conversion; SQLite stores UUIDs as 32 hex characters.
-    return tenant_id if connection.vendor == "postgresql" else tenant_id.hex
-
-
 def _ensure_counter(tenant: Tenant, resource: str) -> QuotaCounter:
     # Tenants made before quotas (or by fixtures) get their rows on first use.
     return QuotaCounter.objects.get_or_create(tenant=tenant, resource=resource)[0]
@@ -96,7 +92,7 @@ def _exceeded(
 ) -> QuotaExceeded:
     details = {"resource": resource, "limit": limit, "used": used, "requested": amount}
     if resource in PERIODIC_RESOURCES and tenant.quota_reset_at is not None:
-        details["resets_at"] = tenant.quota_reset_at.isoformat().replace("+00:00", "Z")
+        details["resets_at"] = tenant.quota_reset_at
     return QuotaExceeded(
         f"The organization's {resource} quota is exhausted for this period.", details=details
     )
@@ -119,7 +115,7 @@ def quota_consume(*, tenant: Tenant, resource: str, amount: int = 1) -> int:
     if resource == QuotaResource.API_CALLS and api_call_store.store() is not None:
         return api_calls_admit(tenant=tenant, windows=(), amount=amount).meter_value
     limit = tenant_limits(tenant)[resource]
-    params = [amount, timezone.now(), _db_value(tenant.pk), resource, amount, limit]
+    params = [amount, timezone.now(), raw_uuid(tenant.pk), resource, amount, limit]
     for attempt in range(2):
         with connection.cursor() as cursor:
             cursor.execute(_CONSUME_SQL, params)
@@ -241,7 +237,7 @@ def quota_release(*, tenant: Tenant, resource: str, amount: int) -> int:
         raise ValueError("amount must not be negative")
     with connection.cursor() as cursor:
         cursor.execute(
-            _RELEASE_SQL, [amount, amount, timezone.now(), _db_value(tenant.pk), resource]
+            _RELEASE_SQL, [amount, amount, timezone.now(), raw_uuid(tenant.pk), resource]
         )
         row = cursor.fetchone()
     # No counter: nothing was counted, so nothing to give back.
@@ -257,7 +253,7 @@ def quota_adjust(*, tenant: Tenant, resource: str, delta: int) -> int:
         raise ValueError("api_calls are counted by quota_consume only")
     if delta < 0:
         return quota_release(tenant=tenant, resource=resource, amount=-delta)
-    params = [delta, timezone.now(), _db_value(tenant.pk), resource]
+    params = [delta, timezone.now(), raw_uuid(tenant.pk), resource]
     with connection.cursor() as cursor:
         cursor.execute(_ADJUST_SQL, params)
         row = cursor.fetchone()

@@ -153,3 +153,23 @@ def test_a_tenant_id_in_the_body_is_ignored(owner, make_caller):
     assert response.status_code == 200
     assert GatewayCall.objects.get().tenant == owner.tenant
     assert tokens_used(other.tenant) == 0
+
+
+def test_an_api_keys_call_is_counted_once_in_its_usage_with_its_real_status(owner):
+    from accounts.services import api_key_usage
+    from tests.playground.factories import LanguageModelFactory, ProviderFactory
+
+    key, raw = issue_api_key(owner.membership, scopes=["write"])
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
+    # An upstream on a port nothing listens on: the call fails after its request path passed.
+    unreachable = ProviderFactory(base_url="http://127.0.0.1:9/v1", max_retries=0)
+    broken = LanguageModelFactory(provider=unreachable)
+
+    answered = client.post(URL, BODY, format="json")
+    failed = client.post(URL, {**BODY, "model": broken.name}, format="json")
+
+    assert (answered.status_code, failed.status_code) == (200, 502)
+    usage = api_key_usage(api_key=key)
+    assert usage["total_requests"] == 2
+    assert (usage["success_requests"], usage["failed_requests"]) == (1, 1)
