@@ -88,8 +88,7 @@ def fetch_prepared(alias: str, sql: str, params) -> list[tuple]:
 
 @dataclass(frozen=True)
 class _Compiled:
-    compiler: object
-    converters: dict
+    converters: tuple
     sql: str
     params: tuple
     value_slot: int
@@ -99,20 +98,26 @@ class _Compiled:
     annotation_columns: tuple
 
 
-class CompiledQuery(threading.local):
+class CompiledQuery:
     """`build(value)`, a queryset of one model that varies only by one value compared with
-    `field`, compiled by the ORM once per thread and database, then run with each new value
+    `field`, compiled by the ORM once per process and database, then run with each new value
     through `fetch_prepared`. Rows become model instances the way the ORM's ModelIterable
     builds them (converters, select_related populators, annotations); each use has a test
     comparing them with the queryset's own. Calling it returns the list of instances.
 
     The SQL is fixed at the first call: `build` must depend on nothing but its value (no
-    `timezone.now()`, no settings or request state), or later calls would reuse stale terms."""
+    `timezone.now()`, no settings or request state), or later calls would reuse stale terms.
+
+    Once per process, not per thread: under ASGI every request runs on a thread of its own, so
+    a per-thread compilation was a compilation per request (a fifth of the gateway's CPU). What
+    is kept is immutable (SQL, parameters, column layout, row builders); the converters are run
+    with the calling thread's connection, never the compiling thread's."""
 
     def __init__(self, build: Callable[[object], QuerySet], field: Field):
         self._build = build
         self._field = field
         self._compiled: dict[str, _Compiled] = {}
+        self._lock = threading.Lock()
 
     def _db_value(self, value, alias: str):
         field = self._field
@@ -130,8 +135,9 @@ class CompiledQuery(threading.local):
         select, klass_info = compiler.select, compiler.klass_info
         start, end = klass_info["select_fields"][0], klass_info["select_fields"][-1] + 1
         return _Compiled(
-            compiler=compiler,
-            converters=compiler.get_converters([column[0] for column in select]),
+            converters=tuple(
+                compiler.get_converters([column[0] for column in select]).items()
+            ),
             sql=sql,
             params=tuple(params),
             value_slot=slots[0],
@@ -146,12 +152,15 @@ class CompiledQuery(threading.local):
         alias = router.db_for_read(model)
         compiled = self._compiled.get(alias)
         if compiled is None:
-            compiled = self._compiled[alias] = self._compile(alias)
+            with self._lock:
+                compiled = self._compiled.get(alias)
+                if compiled is None:
+                    compiled = self._compiled[alias] = self._compile(alias)
         params = list(compiled.params)
         params[compiled.value_slot] = self._db_value(value, alias)
         rows = fetch_prepared(alias, compiled.sql, params)
         if compiled.converters:
-            rows = compiled.compiler.apply_converters(rows, compiled.converters)
+            rows = _converted(rows, compiled.converters, connections[alias])
         found = []
         for row in rows:
             instance = model.from_db(alias, compiled.init_list, row[compiled.model_columns])
@@ -161,3 +170,15 @@ class CompiledQuery(threading.local):
                 setattr(instance, name, row[column])
             found.append(instance)
         return found
+
+
+def _converted(rows, converters, connection):
+    """SQLCompiler.apply_converters, with the connection of the thread running the query."""
+    for row in rows:
+        row = list(row)
+        for position, (functions, expression) in converters:
+            value = row[position]
+            for function in functions:
+                value = function(value, expression, connection)
+            row[position] = value
+        yield row

@@ -2,10 +2,11 @@
 to Django like any query and run as usual elsewhere or when turned off, and hot querysets
 compiled by the ORM once (CompiledQuery)."""
 
+import threading
 import uuid
 
 import pytest
-from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, transaction
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, connections, transaction
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 
@@ -183,6 +184,30 @@ def test_compiled_query_is_compiled_once_and_prepared_on_the_server():
 
     assert query._compiled[DEFAULT_DB_ALIAS] is compiled
     assert server_prepared(compiled.sql.replace("%s", "$1")) == [compiled.sql.replace("%s", "$1")]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_compiled_query_is_compiled_once_per_process_not_per_thread():
+    """Under ASGI each request runs on a new thread: a per-thread compilation would be one per
+    request. Another thread reuses the compilation, with its own connection."""
+    tenant = TenantFactory()
+    query = CompiledQuery(lambda pk: Tenant.objects.filter(pk=pk).order_by(), Tenant._meta.pk)
+    assert [t.pk for t in query(tenant.pk)] == [tenant.pk]
+    compiled = query._compiled[DEFAULT_DB_ALIAS]
+    found = []
+
+    def other_thread():
+        try:
+            found.extend(t.pk for t in query(tenant.pk))
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=other_thread)
+    thread.start()
+    thread.join()
+
+    assert found == [tenant.pk]
+    assert query._compiled[DEFAULT_DB_ALIAS] is compiled
 
 
 def test_a_query_that_does_not_compare_its_value_once_is_refused():
