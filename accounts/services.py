@@ -363,19 +363,21 @@ def api_key_revoke(*, api_key: APIKey, actor: User | None) -> APIKey:
 # checks the budget, so concurrent calls can never pass it and no reset job is needed. Only the
 # model's table name is interpolated; every value is a parameter.
 _KEY_TABLE = APIKey._meta.db_table
-_BUDGET_USED = "CASE WHEN budget_period = %s THEN budget_tokens_used ELSE 0 END"
+# The key's tokens this month (the parameter): the count restarts with the month.
+BUDGET_USED_SQL = "CASE WHEN budget_period = %s THEN budget_tokens_used ELSE 0 END"
 _BUDGET_RESERVE_SQL = (
-    f"UPDATE {_KEY_TABLE} SET budget_tokens_used = {_BUDGET_USED} + %s, "  # noqa: S608
+    f"UPDATE {_KEY_TABLE} SET budget_tokens_used = {BUDGET_USED_SQL} + %s, "  # noqa: S608
     f"budget_period = %s WHERE id = %s AND (monthly_token_budget IS NULL "
-    f"OR {_BUDGET_USED} + %s <= monthly_token_budget) RETURNING budget_tokens_used"
+    f"OR {BUDGET_USED_SQL} + %s <= monthly_token_budget) RETURNING budget_tokens_used"
 )
 _BUDGET_ADJUST_SQL = (
-    f"UPDATE {_KEY_TABLE} SET budget_tokens_used = CASE WHEN {_BUDGET_USED} + %s > 0 "  # noqa: S608
-    f"THEN {_BUDGET_USED} + %s ELSE 0 END, budget_period = %s WHERE id = %s"
+    f"UPDATE {_KEY_TABLE} SET budget_tokens_used = CASE WHEN {BUDGET_USED_SQL} + %s > 0 "  # noqa: S608
+    f"THEN {BUDGET_USED_SQL} + %s ELSE 0 END, budget_period = %s WHERE id = %s"
 )
 
 
-def _budget_month() -> date:
+def budget_month() -> date:
+    """The month (its first day, UTC) a key's budget counts in now."""
     return timezone.now().astimezone(UTC).date().replace(day=1)
 
 
@@ -384,7 +386,7 @@ def api_key_tokens_reserve(*, api_key: APIKey, amount: int) -> None:
     refuse with QuotaExceeded (429), counting nothing. A key without a budget only counts."""
     if amount < 0:
         raise ValueError("amount must not be negative")
-    month = _budget_month()
+    month = budget_month()
     with connection.cursor() as cursor:
         cursor.execute(
             _BUDGET_RESERVE_SQL, [month, amount, month, raw_uuid(api_key.pk), month, amount]
@@ -395,16 +397,23 @@ def api_key_tokens_reserve(*, api_key: APIKey, amount: int) -> None:
             fields=["budget_tokens_used", "budget_period", "monthly_token_budget"]
         )
         used = api_key.budget_tokens_used if api_key.budget_period == month else 0
-        raise QuotaExceeded(
-            "This API key's monthly token budget is exhausted.",
-            details={
-                "resource": "api_key_tokens",
-                "limit": api_key.monthly_token_budget,
-                "used": used,
-                "requested": amount,
-                "resets_at": first_of_next_month(),
-            },
+        raise api_key_budget_exceeded_error(
+            limit=api_key.monthly_token_budget, used=used, amount=amount
         )
+
+
+def api_key_budget_exceeded_error(*, limit: int, used: int, amount: int) -> QuotaExceeded:
+    """The 429 refusing `amount` tokens to a key whose monthly budget `limit` has `used`."""
+    return QuotaExceeded(
+        "This API key's monthly token budget is exhausted.",
+        details={
+            "resource": "api_key_tokens",
+            "limit": limit,
+            "used": used,
+            "requested": amount,
+            "resets_at": first_of_next_month(),
+        },
+    )
 
 
 def api_key_tokens_adjust(*, api_key: APIKey, delta: int) -> None:
@@ -412,7 +421,7 @@ def api_key_tokens_adjust(*, api_key: APIKey, delta: int) -> None:
     never refused (the tokens were consumed upstream)."""
     if delta == 0:
         return
-    month = _budget_month()
+    month = budget_month()
     with connection.cursor() as cursor:
         cursor.execute(
             _BUDGET_ADJUST_SQL, [month, delta, month, delta, month, raw_uuid(api_key.pk)]

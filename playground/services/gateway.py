@@ -27,16 +27,14 @@ from dataclasses import dataclass, field, replace
 
 from asgiref.sync import async_to_sync, sync_to_async
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import connection
 from rest_framework.exceptions import Throttled
 
 from accounts.models import APIKey
-from accounts.services import api_key_tokens_adjust, api_key_tokens_reserve
 from config.exceptions import AIServiceError, ApplicationError
 from config.metering import Window, admit
 from tenants.models import Tenant
 from tenants.plans import plan_rates
-from tenants.services.quotas import quota_adjust, quota_consume
 from tenants.throttling import configured_rate
 
 from .. import cooldown, tokens
@@ -52,6 +50,7 @@ from ..providers import (
     build_provider,
 )
 from ..providers.local import LocalProvider
+from .ledger import gateway_tokens_release, gateway_tokens_reserve, gateway_tokens_settle
 
 logger = logging.getLogger(__name__)
 
@@ -205,7 +204,6 @@ def _refuse_tokens_window(state) -> None:
     )
 
 
-@transaction.atomic
 def gateway_reserve(
     *,
     tenant: Tenant,
@@ -242,13 +240,12 @@ def gateway_reserve(
             details={"model": model.name, "retry_after": settings.GATEWAY_COOLDOWN_SECONDS},
             unavailable=True,
         )
-    quota_consume(tenant=tenant, resource="tokens", amount=reserved)
-    if api_key is not None:
-        api_key_tokens_reserve(api_key=api_key, amount=reserved)
-    # Last: the window is counted in Redis, which a refusal above could not roll back. If the
-    # window refuses, the exception rolls both reservations back with the transaction.
+    gateway_tokens_reserve(tenant=tenant, api_key=api_key, amount=reserved)
+    # Last: the window is counted in Redis, which a refusal above could not take back. If the
+    # window refuses, the reservation is given back.
     admission = admit([_tokens_window(tenant, reserved)])
     if admission.refused_window is not None:
+        gateway_tokens_release(tenant=tenant, api_key=api_key, amount=reserved)
         _refuse_tokens_window(admission.states[0])
     request = ChatRequest(
         model=model.upstream_model,
@@ -488,7 +485,10 @@ async def _close(iterator) -> None:
 
 # Under ASGI, settlements run on these threads, not on the request's: a client that went away
 # has cancelled the request (and its thread) by the time its call is settled.
-_settle_threads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="gateway-settle")
+_settle_threads = ThreadPoolExecutor(
+    max_workers=int(__import__("os").environ.get("SETTLE_THREADS", "4")),
+    thread_name_prefix="gateway-settle",
+)
 
 
 def _settle_and_release(reservation: Reservation, outcome: Outcome) -> GatewayCall:
@@ -510,16 +510,11 @@ async def _settle_async(reservation: Reservation, outcome: Outcome) -> GatewayCa
     return await sync_to_async(gateway_settle)(reservation=reservation, outcome=outcome)
 
 
-@transaction.atomic
 def gateway_settle(*, reservation: Reservation, outcome: Outcome) -> GatewayCall:
-    """Step 3: move the quota and the key's budget from the reservation to the usage, cool
-    down failing upstreams, and record the call."""
+    """Step 3: cool down failing upstreams, then move the quota and the key's budget from the
+    reservation to the usage and record the call, in one atomic step (services.ledger)."""
     usage = outcome.usage or Usage(0, 0)
     used = usage.total_tokens
-    delta = used - reservation.tokens
-    quota_adjust(tenant=reservation.tenant, resource="tokens", delta=delta)
-    if reservation.api_key is not None:
-        api_key_tokens_adjust(api_key=reservation.api_key, delta=delta)
     if outcome.failed_models:
         cooldown.record_failures(
             [name for name in outcome.failed_models if _is_upstream(reservation, name)]
@@ -534,7 +529,7 @@ def gateway_settle(*, reservation: Reservation, outcome: Outcome) -> GatewayCall
         if outcome.first_token_at is not None
         else None
     )
-    return GatewayCall.objects.create(
+    call = GatewayCall(
         tenant=reservation.tenant,
         api_key=reservation.api_key,
         user_id=reservation.user_id,
@@ -560,6 +555,12 @@ def gateway_settle(*, reservation: Reservation, outcome: Outcome) -> GatewayCall
         usage_estimated=outcome.usage_estimated,
         attempts=max(outcome.attempts, 1),
         request_id=reservation.request_id[:128],
+    )
+    return gateway_tokens_settle(
+        tenant=reservation.tenant,
+        api_key=reservation.api_key,
+        delta=used - reservation.tokens,
+        call=call,
     )
 
 

@@ -87,9 +87,10 @@ def _ensure_counter(tenant: Tenant, resource: str) -> QuotaCounter:
     return QuotaCounter.objects.get_or_create(tenant=tenant, resource=resource)[0]
 
 
-def _exceeded(
+def quota_exceeded_error(
     tenant: Tenant, resource: str, limit: int, amount: int, used: int | None
 ) -> QuotaExceeded:
+    """The 429 refusing `amount` of `resource`: resource, limit, used, requested, resets_at."""
     details = {"resource": resource, "limit": limit, "used": used, "requested": amount}
     if resource in PERIODIC_RESOURCES and tenant.quota_reset_at is not None:
         details["resets_at"] = tenant.quota_reset_at
@@ -127,11 +128,23 @@ def quota_consume(*, tenant: Tenant, resource: str, amount: int = 1) -> int:
             # meanwhile). Make sure it does and let a second UPDATE decide.
             _ensure_counter(tenant, resource)
             continue
-        raise _exceeded(tenant, resource, limit, amount, _used(tenant, resource))
+        raise quota_exceeded_error(tenant, resource, limit, amount, _used(tenant, resource))
     used, warned_at = row
-    if warned_at is None and used * 100 >= settings.QUOTA_WARNING_THRESHOLD * limit:
-        _warn_once(tenant=tenant, resource=resource, used=used, limit=limit)
+    quota_warn_if_due(tenant=tenant, resource=resource, used=used, warned_at=warned_at, limit=limit)
     return used
+
+
+def quota_warn_if_due(
+    *, tenant: Tenant, resource: str, used: int, warned_at, limit: int | None = None
+) -> None:
+    """After a counter moved to `used` (its row's `warned_at` as the same statement returned
+    it): record `quota.warning` once per period when it reached the warning threshold."""
+    if warned_at is not None:
+        return
+    if limit is None:
+        limit = tenant_limits(tenant)[resource]
+    if used * 100 >= settings.QUOTA_WARNING_THRESHOLD * limit:
+        _warn_once(tenant=tenant, resource=resource, used=used, limit=limit)
 
 
 def api_calls_admit(*, tenant: Tenant, windows, amount: int = 1) -> Admission:
@@ -146,7 +159,9 @@ def api_calls_admit(*, tenant: Tenant, windows, amount: int = 1) -> Admission:
         store.seed(tenant, _ensure_counter(tenant, QuotaResource.API_CALLS).used)
         admission = admit(windows, meter)
     if admission.meter_status == METER_OVER_LIMIT:
-        refused = _exceeded(tenant, QuotaResource.API_CALLS, limit, amount, admission.meter_value)
+        refused = quota_exceeded_error(
+            tenant, QuotaResource.API_CALLS, limit, amount, admission.meter_value
+        )
         # The windows' states, for the 429's rate-limit headers (config.throttling).
         refused.admission = admission
         raise refused
@@ -262,9 +277,7 @@ def quota_adjust(*, tenant: Tenant, resource: str, delta: int) -> int:
             cursor.execute(_ADJUST_SQL, params)
             row = cursor.fetchone()
     used, warned_at = row
-    limit = tenant_limits(tenant)[resource]
-    if warned_at is None and used * 100 >= settings.QUOTA_WARNING_THRESHOLD * limit:
-        _warn_once(tenant=tenant, resource=resource, used=used, limit=limit)
+    quota_warn_if_due(tenant=tenant, resource=resource, used=used, warned_at=warned_at)
     return used
 
 

@@ -1,0 +1,184 @@
+"""The gateway's tokens in the database: a call's reservation and its settlement, each one
+statement on PostgreSQL.
+
+Every call of an organization counts on the same rows: its `tokens` QuotaCounter and, for an
+API key, the key's monthly budget. Made of the quota and key services in a transaction
+(quota_consume + api_key_tokens_reserve; quota_adjust + api_key_tokens_adjust + the call's
+INSERT), each call held those rows' locks from its first UPDATE until its COMMIT, across client
+round trips and whatever the serving process did meanwhile, and the organization's calls queued
+on the lock: bench/gateway.py found the gateway capped near 90 calls/s with PostgreSQL's
+backends waiting on `Lock:transactionid`. As one statement each (data-modifying CTEs, run in
+autocommit), the locks are held while PostgreSQL runs the statement, no longer.
+
+The rules are the services' own:
+
+- **reserve**: the quota (`used + amount <= limit`) and the key's budget (restarting with the
+  month) must both fit, or nothing is counted and QuotaExceeded (429) names the one that did
+  not. Both rows are locked first (FOR NO KEY UPDATE, the key then the counter, as every
+  statement here takes them: a transaction taking them the other way round would deadlock
+  with these), so both are decided on their current values, and both move or neither does.
+- **settle**: both move by `delta` (never below zero, never refused: the tokens were consumed)
+  and the call's row is inserted, in the same statement.
+- **release**: what a refused reservation gives back (the tokens-per-minute window refused
+  after the database counted).
+
+Elsewhere (SQLite) the same services run in a transaction, as they always did.
+"""
+
+from django.db import DEFAULT_DB_ALIAS, connection, transaction
+from django.db.models.sql import InsertQuery
+from django.utils import timezone
+from rest_framework.exceptions import AuthenticationFailed
+
+from accounts.models import APIKey
+from accounts.services import (
+    BUDGET_USED_SQL,
+    api_key_budget_exceeded_error,
+    api_key_tokens_adjust,
+    api_key_tokens_reserve,
+    budget_month,
+)
+from config.db import raw_uuid
+from tenants.models import QuotaCounter, QuotaResource, Tenant
+from tenants.plans import tenant_limits
+from tenants.services.quotas import (
+    quota_adjust,
+    quota_consume,
+    quota_exceeded_error,
+    quota_warn_if_due,
+)
+
+from ..models import GatewayCall
+
+TOKENS = QuotaResource.TOKENS
+_KEYS = APIKey._meta.db_table
+_QUOTAS = QuotaCounter._meta.db_table
+
+# Only the models' table names are interpolated; every value is a parameter.
+# Parameters: month, key id, tenant id, resource.
+_LOCKED = (
+    f"locked AS MATERIALIZED (SELECT {_KEYS}.id AS key_id, {_QUOTAS}.id AS quota_id, "  # noqa: S608
+    f"{_QUOTAS}.used AS quota_used, {_KEYS}.monthly_token_budget AS budget, "
+    f"{BUDGET_USED_SQL} AS key_used FROM {_KEYS}, {_QUOTAS} WHERE {_KEYS}.id = %s "
+    f"AND {_QUOTAS}.tenant_id = %s AND {_QUOTAS}.resource = %s FOR NO KEY UPDATE)"
+)
+# Parameters: the _LOCKED ones; amount, limit, amount; amount, month; amount, now.
+_RESERVE_SQL = (
+    f"WITH {_LOCKED}, "  # noqa: S608
+    "decision AS MATERIALIZED (SELECT *, quota_used + %s <= %s AS quota_fits, "
+    "(budget IS NULL OR key_used + %s <= budget) AS key_fits FROM locked), "
+    f"key_update AS (UPDATE {_KEYS} SET budget_tokens_used = decision.key_used + %s, "
+    f"budget_period = %s FROM decision WHERE {_KEYS}.id = decision.key_id "
+    "AND decision.quota_fits AND decision.key_fits RETURNING 1), "
+    f"quota_update AS (UPDATE {_QUOTAS} SET used = decision.quota_used + %s, updated_at = %s "
+    f"FROM decision WHERE {_QUOTAS}.id = decision.quota_id "
+    f"AND decision.quota_fits AND decision.key_fits RETURNING {_QUOTAS}.used, "
+    f"{_QUOTAS}.warned_at) "
+    "SELECT decision.quota_fits, decision.key_fits, decision.quota_used, decision.key_used, "
+    "decision.budget, quota_update.used, quota_update.warned_at "
+    "FROM decision LEFT JOIN quota_update ON true"
+)
+# Parameters: the _LOCKED ones; delta, month; delta, now; then the call's INSERT.
+_SETTLE_WITH_KEY_SQL = (
+    f"WITH {_LOCKED}, "  # noqa: S608
+    f"key_update AS (UPDATE {_KEYS} SET budget_tokens_used = GREATEST(locked.key_used + %s, 0), "
+    f"budget_period = %s FROM locked WHERE {_KEYS}.id = locked.key_id RETURNING 1), "
+    f"quota_update AS (UPDATE {_QUOTAS} SET used = GREATEST(locked.quota_used + %s, 0), "
+    f"updated_at = %s FROM locked WHERE {_QUOTAS}.id = locked.quota_id "
+    f"RETURNING {_QUOTAS}.used, {_QUOTAS}.warned_at), "
+    "call AS ({insert}) SELECT used, warned_at FROM quota_update"
+)
+# Parameters: delta, now, tenant id, resource; then the call's INSERT.
+_SETTLE_SQL = (
+    f"WITH quota_update AS (UPDATE {_QUOTAS} SET used = GREATEST(used + %s, 0), "  # noqa: S608
+    "updated_at = %s WHERE tenant_id = %s AND resource = %s RETURNING used, warned_at), "
+    "call AS ({insert}) SELECT used, warned_at FROM quota_update"
+)
+
+
+def _one_statement() -> bool:
+    return connection.vendor == "postgresql"
+
+
+def gateway_tokens_reserve(*, tenant: Tenant, api_key: APIKey | None, amount: int) -> None:
+    """Count `amount` tokens against the organization's quota and the key's budget, or refuse
+    (QuotaExceeded, 429) counting nothing."""
+    if api_key is None:
+        quota_consume(tenant=tenant, resource=TOKENS, amount=amount)  # one statement already
+        return
+    if not _one_statement():
+        with transaction.atomic():
+            quota_consume(tenant=tenant, resource=TOKENS, amount=amount)
+            api_key_tokens_reserve(api_key=api_key, amount=amount)
+        return
+    limit = tenant_limits(tenant)[TOKENS]
+    month = budget_month()
+    params = [month, raw_uuid(api_key.pk), raw_uuid(tenant.pk), TOKENS]
+    params += [amount, limit, amount, amount, month, amount, timezone.now()]
+    row = _fetch(_RESERVE_SQL, params)
+    if row is None:
+        # No counter yet (an organization's first call): make it (or find the one a
+        # concurrent call made) and decide again. Not through quota_consume in a transaction:
+        # that would lock the counter before the key, the other way round.
+        QuotaCounter.objects.get_or_create(tenant=tenant, resource=TOKENS)
+        row = _fetch(_RESERVE_SQL, params)
+        if row is None:
+            raise AuthenticationFailed("This API key no longer exists.")
+    quota_fits, key_fits, quota_used, key_used, budget, used, warned_at = row
+    if not quota_fits:
+        raise quota_exceeded_error(tenant, TOKENS, limit, amount, quota_used)
+    if not key_fits:
+        raise api_key_budget_exceeded_error(limit=budget, used=key_used, amount=amount)
+    quota_warn_if_due(tenant=tenant, resource=TOKENS, used=used, warned_at=warned_at, limit=limit)
+
+
+def gateway_tokens_release(*, tenant: Tenant, api_key: APIKey | None, amount: int) -> None:
+    """Give back a whole reservation that was refused after it was counted."""
+    quota_adjust(tenant=tenant, resource=TOKENS, delta=-amount)
+    if api_key is not None:
+        api_key_tokens_adjust(api_key=api_key, delta=-amount)
+
+
+def gateway_tokens_settle(
+    *, tenant: Tenant, api_key: APIKey | None, delta: int, call: GatewayCall
+) -> GatewayCall:
+    """Move the quota and the key's budget by `delta` (the usage minus the reservation) and
+    insert `call`, an unsaved GatewayCall, all or nothing. Returns the call, saved."""
+    if not _one_statement():
+        with transaction.atomic():
+            quota_adjust(tenant=tenant, resource=TOKENS, delta=delta)
+            if api_key is not None:
+                api_key_tokens_adjust(api_key=api_key, delta=delta)
+            call.save(force_insert=True)
+        return call
+    insert_sql, insert_params = _insert(call)
+    now = timezone.now()
+    if api_key is not None:
+        month = budget_month()
+        sql = _SETTLE_WITH_KEY_SQL.format(insert=insert_sql)
+        params = [month, raw_uuid(api_key.pk), raw_uuid(tenant.pk), TOKENS]
+        params += [delta, month, delta, now]
+    else:
+        sql = _SETTLE_SQL.format(insert=insert_sql)
+        params = [delta, now, raw_uuid(tenant.pk), TOKENS]
+    row = _fetch(sql, [*params, *insert_params])
+    call._state.adding = False
+    call._state.db = DEFAULT_DB_ALIAS
+    if row is not None and delta > 0:
+        used, warned_at = row
+        quota_warn_if_due(tenant=tenant, resource=TOKENS, used=used, warned_at=warned_at)
+    return call
+
+
+def _insert(call: GatewayCall) -> tuple[str, list]:
+    """The ORM's own INSERT of `call` (defaults, auto_now_add, conversions), as SQL."""
+    query = InsertQuery(GatewayCall)
+    query.insert_values(GatewayCall._meta.local_concrete_fields, [call])
+    [(sql, params)] = query.get_compiler(using=DEFAULT_DB_ALIAS).as_sql()
+    return sql, list(params)
+
+
+def _fetch(sql: str, params: list):
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchone()
