@@ -3,8 +3,8 @@
     BENCH_UPSTREAM_URL=http://127.0.0.1:PORT \\
         gunicorn bench.passthrough_proxy:app -k uvicorn_worker.UvicornWorker --workers 2
 
-Every request is forwarded as it came (method, path, body, content type) with one shared
-httpx.AsyncClient per process (the client and limits the gateway's provider adapters use), and
+Every request is forwarded as it came (method, path, body, content type) with the httpx clients
+the gateway's provider adapters use (the same limits, a few clients per process taken in turn), and
 the answer is sent back as it comes: status, content type, and the body's bytes in the chunks
 the upstream sent them, so a server-sent event stream goes through event by event. No
 authentication, no accounting, no parsing: the floor any gateway on this stack pays.
@@ -15,21 +15,27 @@ import os
 
 import httpx
 
-_clients: dict[str, httpx.AsyncClient] = {}
+# As the gateway's adapters (playground.providers.base): a few clients taken in turn, since
+# httpcore's pool costs CPU in the square of the connections one client holds.
+CLIENTS = 8
+_clients: list[httpx.AsyncClient] = []
+_turn = [0]
 
 
 def _client() -> httpx.AsyncClient:
-    client = _clients.get("upstream")
-    if client is None:
-        client = httpx.AsyncClient(
-            base_url=os.environ["BENCH_UPSTREAM_URL"],
-            timeout=httpx.Timeout(60, connect=10),
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=100),
-            follow_redirects=False,
-            trust_env=False,
+    if not _clients:
+        _clients.extend(
+            httpx.AsyncClient(
+                base_url=os.environ["BENCH_UPSTREAM_URL"],
+                timeout=httpx.Timeout(60, connect=10),
+                limits=httpx.Limits(max_connections=None, max_keepalive_connections=100),
+                follow_redirects=False,
+                trust_env=False,
+            )
+            for _ in range(CLIENTS)
         )
-        _clients["upstream"] = client
-    return client
+    _turn[0] = (_turn[0] + 1) % CLIENTS
+    return _clients[_turn[0]]
 
 
 async def _lifespan(receive, send) -> None:
@@ -38,9 +44,8 @@ async def _lifespan(receive, send) -> None:
         if message["type"] == "lifespan.startup":
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
-            client = _clients.pop("upstream", None)
-            if client is not None:
-                await client.aclose()
+            while _clients:
+                await _clients.pop().aclose()
             await send({"type": "lifespan.shutdown.complete"})
             return
 

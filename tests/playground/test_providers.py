@@ -56,13 +56,13 @@ HELLO = ChatRequest(
 
 
 def run(provider: Provider, call: Callable[[], Awaitable]):
-    """Run `call()` in a fresh event loop, closing the provider's client of that loop after."""
+    """Run `call()` in a fresh event loop, closing the provider's clients of that loop after."""
 
     async def main():
         try:
             return await call()
         finally:
-            await provider.client().aclose()
+            await provider.aclose()
 
     return asyncio.run(main())
 
