@@ -1,9 +1,11 @@
 """The ASGI application: the serving model of the LLM gateway (docs/gateway.md).
 
-`POST /api/v1/chat/completions` is an async view: under ASGI an LLM call that takes seconds
-waits on the event loop, holding no worker and no thread. Every other view is sync and runs on
-a thread of its own per request, which is why database connections come from a pool here
-(DATABASE_POOL; a persistent connection per thread would be opened per request).
+`POST /api/v1/chat/completions` is served by playground.serving.GatewayFront: the platform's
+request path in one hop to a long-lived thread, then the LLM call, which takes seconds, waits on
+the event loop, holding no worker and no thread. Every other request goes to Django's ASGI
+handler, where sync views run on a thread of their own per request, which is why database
+connections come from a pool here (DATABASE_POOL; a persistent connection per thread would be
+opened per request).
 
     gunicorn config.asgi:application -k uvicorn_worker.UvicornWorker --workers 4
 """
@@ -15,4 +17,8 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.production")
 os.environ.setdefault("DATABASE_POOL", "true")
 
-application = get_asgi_application()
+django_application = get_asgi_application()
+
+from playground.serving import GatewayFront  # noqa: E402 (needs the apps loaded above)
+
+application = GatewayFront(django_application)

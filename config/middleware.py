@@ -75,13 +75,14 @@ class RequestIDMiddleware(DualModeMiddleware):
         incoming = request.headers.get(REQUEST_ID_HEADER, "")
         request_id = incoming if _SAFE_REQUEST_ID.match(incoming) else uuid.uuid4().hex
         request.request_id = request_id
-        return request_context.activate(
-            request_context.RequestContext(
-                request_id=request_id,
-                ip_address=client_ip(request),
-                user_agent=request.headers.get("User-Agent", "")[:512],
-            )
+        # Kept on the request for work that outlives this middleware's call (the gateway's
+        # async part under playground.serving).
+        request.request_context = request_context.RequestContext(
+            request_id=request_id,
+            ip_address=client_ip(request),
+            user_agent=request.headers.get("User-Agent", "")[:512],
         )
+        return request_context.activate(request.request_context)
 
     def handle(self, request, get_response):
         token = self._activate(request)

@@ -129,17 +129,18 @@ class ChatCompletionViewSet(TenantContextViewSet):
 
         async def view(request, *args, **kwargs):
             response = await run_request_path(request, *args, **kwargs)
-            if isinstance(response, PendingCompletion):
-                if hasattr(request, "scope"):
-                    # ASGI: give the request thread's connection back to the pool before the
-                    # upstream call; held for the whole call, the pool would cap the calls in
-                    # flight, and the settlement (another thread) would wait for one forever.
-                    await release_connection()
-                response = await _complete(response)
-            return response
+            if isinstance(response, PendingCompletion) and hasattr(request, "scope"):
+                # ASGI: give the request thread's connection back to the pool before the
+                # upstream call; held for the whole call, the pool would cap the calls in
+                # flight, and the settlement (another thread) would wait for one forever.
+                await release_connection()
+            return await complete_if_pending(response)
 
         functools.update_wrapper(view, sync_view)
         markcoroutinefunction(view)
+        # The sync part alone, for playground.serving.GatewayFront (which runs it in one
+        # hop to a thread and completes the answer itself).
+        view.request_path = sync_view
         return csrf_exempt(view)
 
     @extend_schema(
@@ -206,6 +207,14 @@ def _usage(call) -> dict:
         "completion_tokens": call.completion_tokens,
         "total_tokens": call.total_tokens,
     }
+
+
+async def complete_if_pending(response):
+    """The answer: a reserved call completed (upstream call, settlement, JSON or the event
+    stream), any other response as it is."""
+    if isinstance(response, PendingCompletion):
+        return await _complete(response)
+    return response
 
 
 async def _complete(pending: PendingCompletion):

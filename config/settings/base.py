@@ -418,6 +418,10 @@ GATEWAY_MAX_MESSAGES = env.int("GATEWAY_MAX_MESSAGES", default=256)
 # the changing process's copy at once; 0: read on every call).
 GATEWAY_CATALOGUE_CACHE_SECONDS = env.float("GATEWAY_CATALOGUE_CACHE_SECONDS", default=5.0)
 GATEWAY_MAX_STOP_SEQUENCES = 4
+# Under ASGI (playground.serving.GatewayFront) the gateway's request path (auth, tenant,
+# throttle, validation, reservation) runs on this many long-lived threads per process; the
+# upstream calls wait on the event loop, not on these.
+GATEWAY_REQUEST_THREADS = env.int("GATEWAY_REQUEST_THREADS", default=8)
 
 # Celery: Redis when CELERY_BROKER_URL / REDIS_URL is given, else an embedded file-system transport.
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="") or REDIS_URL or "filesystem://localhost//"

@@ -10,6 +10,7 @@ from django.core.asgi import get_asgi_application
 
 from playground import tokens
 from playground.models import CallStatus, GatewayCall
+from playground.serving import GatewayFront
 from tenants.models import QuotaCounter
 from tests.factories import MembershipFactory, issue_api_key
 
@@ -50,8 +51,19 @@ def _scope(body: bytes, key: str) -> dict:
     }
 
 
-def _serve(body: bytes, key: str, *, disconnect_after_chunks: int | None) -> list[dict]:
-    application = get_asgi_application()
+@pytest.fixture(params=["front", "django"])
+def application(request):
+    """The served application (config/asgi.py: the gateway front before Django's handler),
+    and Django's ASGI handler alone: the gateway behaves the same under both."""
+    django_application = get_asgi_application()
+    if request.param == "django":
+        return django_application
+    return GatewayFront(django_application, threads=2)
+
+
+def _serve(
+    application, body: bytes, key: str, *, disconnect_after_chunks: int | None
+) -> list[dict]:
     messages: list[dict] = []
 
     async def run():
@@ -76,6 +88,10 @@ def _serve(body: bytes, key: str, *, disconnect_after_chunks: int | None) -> lis
                 await asyncio.sleep(0.01)
 
         await application(_scope(body, key), receive, send)
+        # A server's loop keeps running after the response: let work the answer left behind
+        # (a shielded settlement) finish, as it would there.
+        others = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        await asyncio.gather(*others)
 
     asyncio.run(run())
     return messages
@@ -92,14 +108,14 @@ def _relayed_text(messages) -> str:
     return text
 
 
-def test_a_stream_is_relayed_chunk_by_chunk_under_asgi():
+def test_a_stream_is_relayed_chunk_by_chunk_under_asgi(application):
     membership = MembershipFactory()
     _, raw = issue_api_key(membership, scopes=["write"])
     body = json.dumps(
         {"model": "gpt-4", "messages": [{"role": "user", "content": "Hi"}], "stream": True}
     ).encode()
 
-    messages = _serve(body, raw, disconnect_after_chunks=None)
+    messages = _serve(application, body, raw, disconnect_after_chunks=None)
 
     start = messages[0]
     assert start["status"] == 200
@@ -111,13 +127,13 @@ def test_a_stream_is_relayed_chunk_by_chunk_under_asgi():
     assert call.status == CallStatus.SUCCEEDED and not call.usage_estimated
 
 
-def test_a_client_gone_mid_stream_is_settled_at_what_was_sent():
+def test_a_client_gone_mid_stream_is_settled_at_what_was_sent(application):
     membership = MembershipFactory()
     _, raw = issue_api_key(membership, scopes=["write"])
     messages_in = [{"role": "user", "content": LONG_PROMPT}]
     body = json.dumps({"model": "gpt-4", "messages": messages_in, "stream": True}).encode()
 
-    messages = _serve(body, raw, disconnect_after_chunks=4)
+    messages = _serve(application, body, raw, disconnect_after_chunks=4)
 
     relayed = _relayed_text(messages)
     assert b"[DONE]" not in b"".join(m.get("body", b"") for m in messages)

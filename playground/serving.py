@@ -1,0 +1,165 @@
+"""How the gateway is served under ASGI (config/asgi.py; docs/gateway.md, "Serving model").
+
+`GatewayFront` sits in front of Django's ASGI handler and takes `POST /api/v1/chat/completions`
+(with or without the trailing slash); every other request goes to Django's handler unchanged.
+For the gateway it runs the same request path as every view, in fewer steps:
+
+1. the body is read and the request built by Django's own ASGI handler (`read_body`,
+   `create_request`), so limits and request parsing are Django's;
+2. the platform's request path (every middleware of MIDDLEWARE, then the viewset:
+   authentication, tenant, permission, throttle, api_calls quota, validation, the reservation)
+   runs in **one** hop to a thread, on a pool of long-lived threads, through a handler that
+   loads MIDDLEWARE in sync mode, as a WSGI server would;
+3. the upstream call and the answer (JSON or the event stream) run on the event loop, as under
+   Django's handler; the settlement runs on the gateway's settlement threads;
+4. the response goes out through Django's handler (`send_response`), watching for the client
+   going away as Django's handler does.
+
+Why not Django's ASGI handler for this one path: it gives each request a thread of its own and
+crosses between the loop and a thread for every sync middleware hook (two per MIDDLEWARE entry,
+plus the signals and the view), a few milliseconds of CPU per request before any work (a bare
+probe under it answers about a fifth as many requests per second as under WSGI on the same
+machine); the gateway's throughput is bounded by exactly that. The request path itself is the
+same code, so the answer, its headers and its errors are the same as through Django's handler
+(tests/playground/test_gateway_serving.py runs both).
+"""
+
+import asyncio
+import contextlib
+import contextvars
+import functools
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+from django.conf import settings
+from django.core import signals
+from django.core.exceptions import RequestAborted
+from django.core.handlers.asgi import ASGIHandler, get_script_prefix
+from django.core.handlers.base import BaseHandler
+from django.db import close_old_connections
+from django.urls import ResolverMatch, resolve, reverse, set_script_prefix
+
+from config import request_context
+
+logger = logging.getLogger(__name__)
+
+GATEWAY_ROUTE = "chat-completion-list"
+
+
+class _RequestPathHandler(BaseHandler):
+    """MIDDLEWARE in sync mode around one view: Django's WSGI handler without WSGI."""
+
+    def __init__(self, match: ResolverMatch):
+        super().__init__()
+        self.match = match
+        self.load_middleware(is_async=False)
+
+    def resolve_request(self, request):
+        request.resolver_match = self.match
+        return self.match
+
+
+class GatewayFront:
+    """The ASGI application: the gateway's path served as the module docstring says, every
+    other request by Django's ASGI handler."""
+
+    def __init__(self, django: ASGIHandler, *, threads: int | None = None):
+        self.django = django
+        path = reverse(GATEWAY_ROUTE)
+        self.paths = frozenset({path.rstrip("/"), path.rstrip("/") + "/"})
+        match = resolve(path)
+        # The viewset's sync request path (ChatCompletionViewSet.as_view keeps it on the async
+        # view it builds), under the route's own name, for logs and usage by endpoint.
+        self.handler = _RequestPathHandler(
+            ResolverMatch(
+                match.func.request_path,
+                (),
+                {},
+                url_name=match.url_name,
+                app_names=match.app_names,
+                namespaces=match.namespaces,
+                route=match.route,
+            )
+        )
+        self.threads = ThreadPoolExecutor(
+            max_workers=threads or settings.GATEWAY_REQUEST_THREADS,
+            thread_name_prefix="gateway-request",
+        )
+
+    def takes(self, scope) -> bool:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            return False
+        path = scope["path"]
+        root = scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root) :]
+        return path in self.paths
+
+    async def __call__(self, scope, receive, send):
+        if not self.takes(scope):
+            return await self.django(scope, receive, send)
+        try:
+            body = await self.django.read_body(receive)
+        except RequestAborted:
+            return
+        try:
+            await self._serve(scope, receive, send, body)
+        finally:
+            body.close()
+
+    async def _serve(self, scope, receive, send, body) -> None:
+        request, error_response = self.django.create_request(scope, body)
+        if request is None:
+            await self.django.send_response(error_response, send)
+            return
+        # Django's handler, step for step: the answer is made while a second task watches
+        # for the client going away, which cancels the first (the gateway then settles the
+        # call at what was consumed).
+        tasks = [
+            asyncio.create_task(self.django.listen_for_disconnect(receive)),
+            asyncio.create_task(self._answer(scope, request, send)),
+        ]
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in tasks:
+            if task.done():
+                with contextlib.suppress(RequestAborted):  # the client went away
+                    task.result()
+            else:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if tasks[1].cancelled():
+            # No response to close: request_finished is sent here, as Django's handler does.
+            await asyncio.get_running_loop().run_in_executor(
+                self.threads, functools.partial(signals.request_finished.send, self.__class__)
+            )
+
+    async def _answer(self, scope, request, send):
+        from .views import complete_if_pending
+
+        loop = asyncio.get_running_loop()
+        response = await loop.run_in_executor(
+            self.threads, contextvars.copy_context().run, self._request_path, scope, request
+        )
+        # The request's context (its id, for logs and audit events) for the async part, as
+        # RequestIDMiddleware keeps it under Django's handler.
+        token = request_context.activate(request.request_context)
+        try:
+            response = await complete_if_pending(response)
+            with contextlib.suppress(asyncio.CancelledError):  # the client went away meanwhile
+                await self.django.send_response(response, send)
+        finally:
+            request_context.deactivate(token)
+        # Closing sends request_finished, whose receivers are sync.
+        await loop.run_in_executor(self.threads, response.close)
+
+    def _request_path(self, scope, request):
+        set_script_prefix(get_script_prefix(scope))
+        signals.request_started.send(sender=self.__class__, scope=scope)
+        try:
+            return self.handler.get_response(request)
+        finally:
+            # The thread's connection goes back to the pool (DATABASE_POOL, on under ASGI)
+            # before the upstream call: held for the call, the pool would cap the calls in
+            # flight.
+            close_old_connections()
