@@ -59,7 +59,7 @@ SERVICE_MODULES = {
     "notifications.NotificationPreference": ("notifications.services.user_notifications",),
     "playground.Provider": ("playground.services.catalogue",),
     "playground.LanguageModel": ("playground.services.catalogue",),
-    "playground.GatewayCall": ("playground.services.gateway",),
+    "playground.GatewayCall": ("playground.services.gateway", "playground.services.ledger"),
     "playground.PromptTemplate": ("playground.services.templates",),
     "playground.PromptTemplateVersion": ("playground.services.templates",),
     "playground.PromptExecution": ("playground.services.templates",),

@@ -79,6 +79,7 @@ EXTRA_MODULES: dict[str, dict[str, str]] = {
         "cooldown": "the upstream cooldown shared through the cache",
         "catalogue": "the seeded providers and models (a data migration and the demo load it)",
         "demo": "the quick start's templates, executions and gateway calls",
+        "serving": "the ASGI front serving chat/completions (config/asgi.py)",
     },
 }
 PROBE_APP = "sample"

@@ -95,6 +95,15 @@ EXEMPT = {
     "playground.services.gateway.gateway_complete": "as gateway_run",
     "playground.services.gateway.gateway_settle": "writes the GatewayCall record itself",
     "playground.services.gateway.gateway_call": "as gateway_run",
+    "playground.services.ledger.gateway_tokens_reserve": "metering, as gateway_reserve",
+    "playground.services.ledger.gateway_tokens_settle": "writes the GatewayCall record itself",
+    "playground.services.ledger.gateway_tokens_release": "metering, as gateway_reserve",
+    "accounts.services.api_key_budget_exceeded_error": "builds an exception: changes nothing",
+    "accounts.services.budget_month": "pure function",
+    "tenants.services.quotas.quota_exceeded_error": "builds an exception: changes nothing",
+    "tenants.services.quotas.quota_warn_if_due": (
+        "records quota.warning itself when the threshold is crossed, as quota_consume does"
+    ),
     "playground.services.templates.prompt_template_execute": (
         "an execution is its own record (PromptExecution with its GatewayCall)"
     ),
