@@ -135,12 +135,25 @@ class GatewayFront:
             )
 
     async def _answer(self, scope, request, send):
-        from .views import complete_if_pending
+        from .views import abandon_if_pending, complete_if_pending
 
         loop = asyncio.get_running_loop()
-        response = await loop.run_in_executor(
+        request_path = loop.run_in_executor(
             self.threads, contextvars.copy_context().run, self._request_path, scope, request
         )
+        try:
+            response = await asyncio.shield(request_path)
+        except asyncio.CancelledError:
+            # The client went away: the request path goes on to its end on its thread (reading
+            # the body, which __call__ closes only after this returns) and may have reserved
+            # the call, which is given back.
+            response = await request_path
+            token = request_context.activate(request.request_context)
+            try:
+                await abandon_if_pending(response)
+            finally:
+                request_context.deactivate(token)
+            raise
         # The request's context (its id, for logs and audit events) for the async part, as
         # RequestIDMiddleware keeps it under Django's handler.
         token = request_context.activate(request.request_context)

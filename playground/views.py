@@ -7,6 +7,7 @@ validation, reservation) in a worker thread like every other view, then the upst
 the stream run on the event loop, holding no thread while the upstream thinks.
 """
 
+import asyncio
 import functools
 import json
 import time
@@ -128,7 +129,17 @@ class ChatCompletionViewSet(TenantContextViewSet):
         run_request_path = sync_to_async(sync_view)
 
         async def view(request, *args, **kwargs):
-            response = await run_request_path(request, *args, **kwargs)
+            request_path = asyncio.ensure_future(run_request_path(request, *args, **kwargs))
+            try:
+                response = await asyncio.shield(request_path)
+            except asyncio.CancelledError:
+                # The client went away while the request path ran: it runs to its end on its
+                # thread and may have reserved the call, which is given back.
+                response = await request_path
+                if hasattr(request, "scope"):
+                    await release_connection()
+                await abandon_if_pending(response)
+                raise
             if isinstance(response, PendingCompletion) and hasattr(request, "scope"):
                 # ASGI: give the request thread's connection back to the pool before the
                 # upstream call; held for the whole call, the pool would cap the calls in
@@ -191,6 +202,10 @@ def _carry_headers(pending: PendingCompletion, response):
     for header, value in pending.items():
         if header.lower() not in ("content-type", "content-length"):
             response[header] = value
+    if not response.streaming:
+        # What CommonMiddleware sets on every answer; under playground.serving the middleware
+        # ran on the pending response, not on this one.
+        response["Content-Length"] = str(len(response.content))
     observe_api_key_request(pending.drf_request, response)
     return response
 
@@ -215,6 +230,15 @@ async def complete_if_pending(response):
     if isinstance(response, PendingCompletion):
         return await _complete(response)
     return response
+
+
+async def abandon_if_pending(response) -> None:
+    """A reserved call whose client went away before its upstream call: its reservation given
+    back and the call recorded as cancelled."""
+    if isinstance(response, PendingCompletion):
+        reservation = response.reservation
+        reservation.asgi = hasattr(response.drf_request._request, "scope")
+        await services.gateway_abandon(reservation)
 
 
 async def _complete(pending: PendingCompletion):

@@ -10,6 +10,7 @@ change state; tests/audit/test_service_coverage.py holds each to it.
 from .gateway import (
     ChatInput,
     GatewayStream,
+    gateway_abandon,
     gateway_call,
     gateway_complete,
     gateway_reserve,
@@ -29,6 +30,7 @@ from .templates import (
 __all__ = [
     "ChatInput",
     "GatewayStream",
+    "gateway_abandon",
     "gateway_call",
     "gateway_complete",
     "gateway_reserve",

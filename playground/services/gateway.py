@@ -361,6 +361,12 @@ async def gateway_run(
     return result, await _settle_async(reservation, outcome), None
 
 
+async def gateway_abandon(reservation: Reservation) -> GatewayCall:
+    """A reserved call whose client went away before the upstream was called: settled as
+    cancelled with no usage (the whole reservation given back) and recorded."""
+    return await _settle_async(reservation, Outcome(status=CallStatus.CANCELLED))
+
+
 async def gateway_complete(reservation: Reservation) -> tuple[ChatResult, GatewayCall]:
     """`gateway_run`, raising AIServiceError (502) when every route failed."""
     result, call, error = await gateway_run(reservation)
