@@ -10,7 +10,7 @@ upstream, bench/llm_upstream.py in its own process: JSON answers after 200 ms, s
 pieces 2 ms apart, usage on every answer. The gateway runs as it is served (config/asgi.py:
 gunicorn with uvicorn workers, pooled connections, production settings, 2 workers), with rate
 limits the run never reaches (API_RATE_*); the baseline, bench/passthrough_proxy.py (the
-httpx clients the gateway's adapters use), runs under the same command. The same request body
+HTTP client the gateway's adapters use), runs under the same command. The same request body
 goes to all three. Each run has its own cache key prefix; every process is stopped at the end,
 on errors and on Ctrl-C / SIGTERM, and the server logs are kept when the run fails.
 

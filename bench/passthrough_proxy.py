@@ -15,27 +15,24 @@ import os
 
 import httpx
 
-# As the gateway's adapters (playground.providers.base): a few clients taken in turn, since
-# httpcore's pool costs CPU in the square of the connections one client holds.
-CLIENTS = 8
+from playground.providers.transport import AiohttpTransport
+
 _clients: list[httpx.AsyncClient] = []
-_turn = [0]
 
 
 def _client() -> httpx.AsyncClient:
+    # As the gateway's adapters (playground.providers.base): httpx over aiohttp's pool.
     if not _clients:
-        _clients.extend(
+        _clients.append(
             httpx.AsyncClient(
+                transport=AiohttpTransport(),
                 base_url=os.environ["BENCH_UPSTREAM_URL"],
                 timeout=httpx.Timeout(60, connect=10),
-                limits=httpx.Limits(max_connections=None, max_keepalive_connections=100),
                 follow_redirects=False,
                 trust_env=False,
             )
-            for _ in range(CLIENTS)
         )
-    _turn[0] = (_turn[0] + 1) % CLIENTS
-    return _clients[_turn[0]]
+    return _clients[0]
 
 
 async def _lifespan(receive, send) -> None:

@@ -12,7 +12,6 @@ loop it was first used on.
 """
 
 import asyncio
-import itertools
 import weakref
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
@@ -134,53 +133,31 @@ class Provider(ABC):
         carry the finish reason and, when the upstream reports it, the usage."""
 
     def client(self):
-        """An HTTP client of this event loop for the upstream (created on first use).
-
-        The loop keeps CLIENTS_PER_LOOP clients and takes them in turn: httpcore's pool goes
-        over all its connections twice per request, and for each idle one counts all of them
-        again (httpcore 1.0.9, `_assign_requests_to_connections`), so a client holding the
-        connections of 50 calls in flight spent more CPU choosing a connection than on the
-        call (a third of a gateway worker's CPU in bench/gateway.py). Each client of the ring
-        holds a few."""
+        """This event loop's HTTP client for the upstream (created on first use): httpx's API
+        over aiohttp's connection pool (providers/transport.py)."""
         loop = asyncio.get_running_loop()
-        ring = self._clients.get(loop)
-        if ring is None:
-            ring = self._clients[loop] = _ClientRing(self._new_client)
-        return ring.next()
+        client = self._clients.get(loop)
+        if client is None:
+            client = self._clients[loop] = self._new_client()
+        return client
 
     async def aclose(self) -> None:
         """Close this event loop's clients (a loop that ends closes them first)."""
-        ring = self._clients.pop(asyncio.get_running_loop(), None)
-        if ring is not None:
-            await ring.aclose()
+        client = self._clients.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.aclose()
 
     def _new_client(self):
         import httpx
 
+        from .transport import AiohttpTransport
+
         return httpx.AsyncClient(
+            transport=AiohttpTransport(),
             base_url=self.config.base_url.rstrip("/"),
             timeout=httpx.Timeout(
                 self.config.timeout_seconds, connect=self.config.connect_timeout_seconds
             ),
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=100),
             follow_redirects=False,
             trust_env=False,
         )
-
-
-CLIENTS_PER_LOOP = 8
-
-
-class _ClientRing:
-    """CLIENTS_PER_LOOP HTTP clients, handed out in turn."""
-
-    def __init__(self, factory):
-        self._clients = [factory() for _ in range(CLIENTS_PER_LOOP)]
-        self._turn = itertools.cycle(self._clients)
-
-    def next(self):
-        return next(self._turn)
-
-    async def aclose(self) -> None:
-        for client in self._clients:
-            await client.aclose()
