@@ -244,6 +244,18 @@ async def abandon_if_pending(response) -> None:
 async def _complete(pending: PendingCompletion):
     reservation = pending.reservation
     reservation.asgi = hasattr(pending.drf_request._request, "scope")
+    if reservation.asgi:
+        return await _answer(pending)
+    try:
+        return await _answer(pending)
+    finally:
+        # Under WSGI the view's event loop ends with the request, and nothing would reuse the
+        # upstream clients kept for it.
+        await services.gateway_clients_close(reservation=reservation)
+
+
+async def _answer(pending: PendingCompletion):
+    reservation = pending.reservation
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
     if not pending.stream:

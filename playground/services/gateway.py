@@ -594,4 +594,19 @@ def gateway_call(
         source=source,
         request_id=request_id,
     )
-    return async_to_sync(gateway_run)(reservation)
+
+    async def run_on_this_loop():
+        try:
+            return await gateway_run(reservation)
+        finally:
+            await gateway_clients_close(reservation=reservation)
+
+    return async_to_sync(run_on_this_loop)()
+
+
+async def gateway_clients_close(*, reservation: Reservation) -> None:
+    """Close the HTTP clients the call's adapters keep for this event loop: for a loop that
+    ends with the call (sync callers, a WSGI request), whose clients nothing would reuse."""
+    adapters = {id(route.adapter): route.adapter for route in reservation.routes}
+    for adapter in adapters.values():
+        await adapter.aclose()

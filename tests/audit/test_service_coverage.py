@@ -96,6 +96,7 @@ EXEMPT = {
     "playground.services.gateway.gateway_settle": "writes the GatewayCall record itself",
     "playground.services.gateway.gateway_call": "as gateway_run",
     "playground.services.gateway.gateway_abandon": "settles through gateway_settle: a GatewayCall",
+    "playground.services.gateway.gateway_clients_close": "closes HTTP clients: changes nothing",
     "playground.services.ledger.gateway_tokens_reserve": "metering, as gateway_reserve",
     "playground.services.ledger.gateway_tokens_settle": "writes the GatewayCall record itself",
     "playground.services.ledger.gateway_tokens_release": "metering, as gateway_reserve",

@@ -10,6 +10,7 @@ from django.core.asgi import get_asgi_application
 
 from playground import tokens
 from playground.models import CallStatus, GatewayCall
+from playground.services import gateway as gateway_services
 from playground.serving import GatewayFront
 from tenants.models import QuotaCounter
 from tests.factories import MembershipFactory, issue_api_key
@@ -92,6 +93,9 @@ def _serve(
         # (a shielded settlement) finish, as it would there.
         others = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
         await asyncio.gather(*others)
+        # This loop ends here, unlike a server's: close the upstream clients kept for it.
+        for adapter in list(gateway_services._adapters.values()):
+            await adapter.aclose()
 
     asyncio.run(run())
     return messages

@@ -18,6 +18,7 @@ from accounts.services import jwt_login
 from audit.models import AuditEvent
 from playground import services
 from playground.models import CallStatus, GatewayCall
+from playground.services import gateway as gateway_services
 from playground.serving import GatewayFront
 from tenants.models import QuotaCounter
 from tests.factories import MembershipFactory, issue_api_key
@@ -162,6 +163,9 @@ def _serve(application, scope: dict, body: bytes = b"", *, disconnect=None) -> l
         # (a shielded settlement) finish, as it would there.
         others = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
         await asyncio.gather(*others)
+        # This loop ends here, unlike a server's: close the upstream clients kept for it.
+        for adapter in list(gateway_services._adapters.values()):
+            await adapter.aclose()
 
     asyncio.run(run())
     return messages
