@@ -1,10 +1,14 @@
 """Playground state changes, one module per area: the one place their rules live.
 
     gateway    the LLM gateway: reserve, call (retries, fallbacks, cooldown), settle, record
+    ledger     the gateway's tokens in the database: reservation and settlement
     templates  prompt templates and their versions, bulk operations, executions and ratings
 
 Services are keyword-only, run in a transaction and record their audit event where they
-change state; tests/audit/test_service_coverage.py holds each to it.
+change state; tests/audit/test_service_coverage.py holds each to it. The one exception is the
+gateway's metering on PostgreSQL: each step is a single SQL statement in autocommit, atomic by
+itself, because a transaction around it would hold the organization's hot quota row locked
+across a round trip (ledger.py says why and what it measured).
 """
 
 from .gateway import (
