@@ -18,12 +18,12 @@ from accounts.services import jwt_login
 from audit.models import AuditEvent
 from playground import services
 from playground.models import CallStatus, GatewayCall
-from playground.services import gateway as gateway_services
 from playground.serving import GatewayFront
 from tenants.models import QuotaCounter
 from tests.factories import MembershipFactory, issue_api_key
 
 from .factories import LanguageModelFactory, ProviderFactory
+from .loops import finish_like_a_server
 from .upstream import FakeUpstream
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -159,13 +159,7 @@ def _serve(application, scope: dict, body: bytes = b"", *, disconnect=None) -> l
             messages.append(message)
 
         await application(scope, receive, send)
-        # A server's loop keeps running after the response: let work the answer left behind
-        # (a shielded settlement) finish, as it would there.
-        others = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
-        await asyncio.gather(*others)
-        # This loop ends here, unlike a server's: close the upstream clients kept for it.
-        for adapter in list(gateway_services._adapters.values()):
-            await adapter.aclose()
+        await finish_like_a_server()
 
     asyncio.run(run())
     return messages
