@@ -28,7 +28,6 @@ import asyncio
 import contextlib
 import contextvars
 import functools
-import logging
 from concurrent.futures import ThreadPoolExecutor
 
 from django.conf import settings
@@ -40,8 +39,6 @@ from django.db import close_old_connections
 from django.urls import ResolverMatch, resolve, reverse, set_script_prefix
 
 from config import request_context
-
-logger = logging.getLogger(__name__)
 
 GATEWAY_ROUTE = "chat-completion-list"
 
@@ -148,7 +145,7 @@ class GatewayFront:
             # the body, which __call__ closes only after this returns) and may have reserved
             # the call, which is given back.
             response = await request_path
-            token = request_context.activate(request.request_context)
+            token = request_context.activate(_context_of(request))
             try:
                 await abandon_if_pending(response)
             finally:
@@ -156,7 +153,7 @@ class GatewayFront:
             raise
         # The request's context (its id, for logs and audit events) for the async part, as
         # RequestIDMiddleware keeps it under Django's handler.
-        token = request_context.activate(request.request_context)
+        token = request_context.activate(_context_of(request))
         try:
             response = await complete_if_pending(response)
             with contextlib.suppress(asyncio.CancelledError):  # the client went away meanwhile
@@ -176,3 +173,9 @@ class GatewayFront:
             # before the upstream call: held for the call, the pool would cap the calls in
             # flight.
             close_old_connections()
+
+
+def _context_of(request) -> request_context.RequestContext:
+    """The context RequestIDMiddleware made for the request (none if a middleware before it
+    answered)."""
+    return getattr(request, "request_context", None) or request_context.current()
