@@ -14,11 +14,9 @@ import os
 
 from django.core.asgi import get_asgi_application
 
+from playground.serving import GatewayFront
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.production")
 os.environ.setdefault("DATABASE_POOL", "true")
 
-django_application = get_asgi_application()
-
-from playground.serving import GatewayFront  # noqa: E402 (needs the apps loaded above)
-
-application = GatewayFront(django_application)
+application = GatewayFront(get_asgi_application())
