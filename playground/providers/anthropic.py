@@ -10,8 +10,6 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Any
 
-import httpx
-
 from .base import (
     ChatRequest,
     ChatResult,
@@ -23,11 +21,7 @@ from .base import (
 from .http import (
     HTTPProvider,
     bad_response,
-    drain,
-    error_for_status,
     require_http_url,
-    sse_events,
-    transport_error,
 )
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
@@ -126,35 +120,23 @@ class AnthropicProvider(HTTPProvider):
         and unknown events are ignored. An error, or a stream that ends without
         `message_stop`, carries as `partial_usage` the tokens reported until then (once
         `message_start` was seen)."""
-        url, headers = self._endpoint()
-        headers["accept"] = "text/event-stream"
         body = {**to_messages_body(request), "stream": True}
-        started = False
         state = _StreamState()
-        try:
-            async with self.client().stream("POST", url, json=body, headers=headers) as response:
-                if response.status_code != 200:
-                    raise await error_for_status(response, api_key=self.config.api_key)
-                started = True
-                lines = response.aiter_lines()
-                async with aclosing(sse_events(lines)) as events:
-                    async for event in events:
-                        delta = state.read(event.data)
-                        if delta is not None:
-                            yield delta
-                        if state.stopped:
-                            await drain(lines)
-                            return
-        except httpx.HTTPError as error:
-            raise transport_error(
-                error, streaming=started, partial_usage=state.partial_usage()
-            ) from None
-        except httpx.InvalidURL:
-            raise self._invalid_url() from None
-        raise bad_response(
-            "Upstream stream ended without its end event (message_stop).",
-            state.partial_usage(),
-        )
+
+        def read(data: str) -> tuple[list[StreamDelta], bool]:
+            delta = state.read(data)
+            return ([delta] if delta is not None else []), state.stopped
+
+        async with aclosing(
+            self._stream(
+                body,
+                read,
+                unfinished="Upstream stream ended without its end event (message_stop).",
+                partial_usage=state.partial_usage,
+            )
+        ) as deltas:
+            async for delta in deltas:
+                yield delta
 
     def _endpoint(self) -> tuple[str, dict[str, str]]:
         """The URL and headers of a call; NOT_CONFIGURED without an API key."""

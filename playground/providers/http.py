@@ -10,14 +10,23 @@ import math
 import re
 import time
 from abc import abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
 
-from .base import ChatResult, ErrorKind, Provider, ProviderConfig, UpstreamError, Usage
+from .base import (
+    ChatResult,
+    ErrorKind,
+    Provider,
+    ProviderConfig,
+    StreamDelta,
+    UpstreamError,
+    Usage,
+)
 
 # An error body's `type` or `code` is shown only when it is a plain identifier like this one.
 _SAFE_IDENTIFIER = re.compile(r"^[a-z0-9_.-]{1,64}$")
@@ -242,6 +251,41 @@ class HTTPProvider(Provider):
         if response.status_code != 200:
             raise await error_for_status(response, api_key=self.config.api_key)
         return self._result(json_payload(response))
+
+    async def _stream(
+        self,
+        body: dict[str, Any],
+        read: Callable[[str], tuple[list[StreamDelta], bool]],
+        *,
+        unfinished: str,
+        partial_usage: Callable[[], Usage | None] = lambda: None,
+    ) -> AsyncIterator[StreamDelta]:
+        """One streamed call: each server-sent event's data becomes deltas through
+        `read(data)`, which also says whether it was the stream's last event. A stream that
+        ends before that is BAD_RESPONSE (`unfinished`); transport failures are mapped as in
+        `transport_error`, with the usage reported so far (`partial_usage()`)."""
+        url, headers = self._endpoint()
+        headers["Accept"] = "text/event-stream"
+        started = False
+        try:
+            async with self.client().stream("POST", url, json=body, headers=headers) as response:
+                if response.status_code != 200:
+                    raise await error_for_status(response, api_key=self.config.api_key)
+                started = True
+                lines = response.aiter_lines()
+                async with aclosing(sse_events(lines)) as events:
+                    async for event in events:
+                        deltas, last = read(event.data)
+                        for delta in deltas:
+                            yield delta
+                        if last:
+                            await drain(lines)
+                            return
+        except httpx.HTTPError as error:
+            raise transport_error(error, streaming=started, partial_usage=partial_usage()) from None
+        except httpx.InvalidURL:
+            raise self._invalid_url() from None
+        raise bad_response(unfinished, partial_usage())
 
     def _invalid_url(self) -> UpstreamError:
         return UpstreamError(

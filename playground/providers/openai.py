@@ -13,17 +13,11 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Any
 
-import httpx
-
 from .base import ChatRequest, ChatResult, ErrorKind, StreamDelta, UpstreamError
 from .http import (
     HTTPProvider,
     bad_response,
-    drain,
-    error_for_status,
     require_http_url,
-    sse_events,
-    transport_error,
     usage_from,
 )
 
@@ -47,28 +41,20 @@ class OpenAIProvider(HTTPProvider):
     async def stream(self, request: ChatRequest) -> AsyncIterator[StreamDelta]:
         """The answer as it comes: content pieces, then the finish reason, then (when the
         upstream sends it) the usage. BAD_RESPONSE if the stream ends without `[DONE]`."""
-        url, headers = self._endpoint()
-        headers["Accept"] = "text/event-stream"
         body = {**self._body(request), "stream": True, "stream_options": {"include_usage": True}}
-        started = False
-        try:
-            async with self.client().stream("POST", url, json=body, headers=headers) as response:
-                if response.status_code != 200:
-                    raise await error_for_status(response, api_key=self.config.api_key)
-                started = True
-                lines = response.aiter_lines()
-                async with aclosing(sse_events(lines)) as events:
-                    async for event in events:
-                        if event.data.strip() == "[DONE]":
-                            await drain(lines)
-                            return
-                        for delta in self._deltas(event.data):
-                            yield delta
-        except httpx.HTTPError as error:
-            raise transport_error(error, streaming=started) from None
-        except httpx.InvalidURL:
-            raise self._invalid_url() from None
-        raise bad_response("Upstream stream ended without its end marker ([DONE]).")
+
+        def read(data: str) -> tuple[list[StreamDelta], bool]:
+            if data.strip() == "[DONE]":
+                return [], True
+            return self._deltas(data), False
+
+        async with aclosing(
+            self._stream(
+                body, read, unfinished="Upstream stream ended without its end marker ([DONE])."
+            )
+        ) as deltas:
+            async for delta in deltas:
+                yield delta
 
     def _endpoint(self) -> tuple[str, dict[str, str]]:
         """The URL and headers of a call; NOT_CONFIGURED without a base URL."""
