@@ -66,6 +66,12 @@ class DualModeMiddleware(ABC):
         """The async path: await `get_response(request)` and return the response."""
 
 
+def request_context_of(request) -> request_context.RequestContext:
+    """The context RequestIDMiddleware made for `request`, for work that outlives the
+    middleware's call (the current one if a middleware before it answered)."""
+    return getattr(request, "request_context", None) or request_context.current()
+
+
 class RequestIDMiddleware(DualModeMiddleware):
     """Gives every request an id (X-Request-ID echoed when valid, else generated), and every
     response the header."""

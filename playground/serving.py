@@ -39,6 +39,7 @@ from django.db import close_old_connections
 from django.urls import ResolverMatch, resolve, reverse, set_script_prefix
 
 from config import request_context
+from config.middleware import request_context_of
 
 GATEWAY_ROUTE = "chat-completion-list"
 
@@ -132,28 +133,19 @@ class GatewayFront:
             )
 
     async def _answer(self, scope, request, send):
-        from .views import abandon_if_pending, complete_if_pending
+        from .views import complete_if_pending, reserved_response
 
         loop = asyncio.get_running_loop()
-        request_path = loop.run_in_executor(
-            self.threads, contextvars.copy_context().run, self._request_path, scope, request
+        # The body stays open until this returns (__call__ closes it), even when the client
+        # went away while the request path was still reading it on its thread.
+        response = await reserved_response(
+            loop.run_in_executor(
+                self.threads, contextvars.copy_context().run, self._request_path, scope, request
+            )
         )
-        try:
-            response = await asyncio.shield(request_path)
-        except asyncio.CancelledError:
-            # The client went away: the request path goes on to its end on its thread (reading
-            # the body, which __call__ closes only after this returns) and may have reserved
-            # the call, which is given back.
-            response = await request_path
-            token = request_context.activate(_context_of(request))
-            try:
-                await abandon_if_pending(response)
-            finally:
-                request_context.deactivate(token)
-            raise
         # The request's context (its id, for logs and audit events) for the async part, as
         # RequestIDMiddleware keeps it under Django's handler.
-        token = request_context.activate(_context_of(request))
+        token = request_context.activate(request_context_of(request))
         try:
             response = await complete_if_pending(response)
             with contextlib.suppress(asyncio.CancelledError):  # the client went away meanwhile
@@ -173,9 +165,3 @@ class GatewayFront:
             # before the upstream call: held for the call, the pool would cap the calls in
             # flight.
             close_old_connections()
-
-
-def _context_of(request) -> request_context.RequestContext:
-    """The context RequestIDMiddleware made for the request (none if a middleware before it
-    answered)."""
-    return getattr(request, "request_context", None) or request_context.current()

@@ -25,7 +25,9 @@ from rest_framework.response import Response
 
 from accounts.models import APIKey
 from accounts.usage import observe_api_key_request
+from config import request_context
 from config.exceptions import AIServiceError, error_body
+from config.middleware import request_context_of
 from config.pagination import EventCursorPagination, StandardPagination
 from tenants.api import (
     ServiceWriteMixin,
@@ -90,13 +92,6 @@ class PendingCompletion(Response):
         self.drf_request = drf_request
 
 
-@sync_to_async
-def release_connection() -> None:
-    """Close the request thread's database connection: with the pool (CONN_MAX_AGE 0, as
-    under ASGI) it goes back to the pool; a persistent connection is only closed if obsolete."""
-    close_old_connections()
-
-
 def _openai_headers(request, reservation) -> dict[str, str]:
     headers = {}
     window = getattr(request, "gateway_window", None)
@@ -126,25 +121,21 @@ class ChatCompletionViewSet(TenantContextViewSet):
     @classmethod
     def as_view(cls, actions=None, **initkwargs):
         sync_view = super().as_view(actions, **initkwargs)
-        run_request_path = sync_to_async(sync_view)
+
+        def request_path(request, *args, **kwargs):
+            try:
+                return sync_view(request, *args, **kwargs)
+            finally:
+                if hasattr(request, "scope"):
+                    # ASGI: the thread's connection goes back to the pool before the upstream
+                    # call; held for the whole call, the pool would cap the calls in flight,
+                    # and the settlement (another thread) would wait for one forever.
+                    close_old_connections()
+
+        run_request_path = sync_to_async(request_path)
 
         async def view(request, *args, **kwargs):
-            request_path = asyncio.ensure_future(run_request_path(request, *args, **kwargs))
-            try:
-                response = await asyncio.shield(request_path)
-            except asyncio.CancelledError:
-                # The client went away while the request path ran: it runs to its end on its
-                # thread and may have reserved the call, which is given back.
-                response = await request_path
-                if hasattr(request, "scope"):
-                    await release_connection()
-                await abandon_if_pending(response)
-                raise
-            if isinstance(response, PendingCompletion) and hasattr(request, "scope"):
-                # ASGI: give the request thread's connection back to the pool before the
-                # upstream call; held for the whole call, the pool would cap the calls in
-                # flight, and the settlement (another thread) would wait for one forever.
-                await release_connection()
+            response = await reserved_response(run_request_path(request, *args, **kwargs))
             return await complete_if_pending(response)
 
         functools.update_wrapper(view, sync_view)
@@ -232,13 +223,26 @@ async def complete_if_pending(response):
     return response
 
 
-async def abandon_if_pending(response) -> None:
-    """A reserved call whose client went away before its upstream call: its reservation given
-    back and the call recorded as cancelled."""
-    if isinstance(response, PendingCompletion):
-        reservation = response.reservation
-        reservation.asgi = hasattr(response.drf_request._request, "scope")
-        await services.gateway_abandon(reservation)
+async def reserved_response(request_path):
+    """The response of the sync request path, which `request_path` (an awaitable) runs on a
+    thread. A client that goes away meanwhile cancels this wait, not the thread: the path
+    runs to its end, a call it reserved is given back (settled as cancelled, in the request's
+    context) and the cancellation goes on."""
+    running = asyncio.ensure_future(request_path)
+    try:
+        return await asyncio.shield(running)
+    except asyncio.CancelledError:
+        response = await running
+        if isinstance(response, PendingCompletion):
+            django_request = response.drf_request._request
+            reservation = response.reservation
+            reservation.asgi = hasattr(django_request, "scope")
+            token = request_context.activate(request_context_of(django_request))
+            try:
+                await services.gateway_abandon(reservation)
+            finally:
+                request_context.deactivate(token)
+        raise
 
 
 async def _complete(pending: PendingCompletion):
