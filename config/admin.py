@@ -131,3 +131,28 @@ class ServiceDeleteAdmin(admin.ModelAdmin):
                     )
                 return None
         return django_delete_selected(self, request, queryset)
+
+
+class ServiceSaveAdmin(ServiceDeleteAdmin):
+    """A ModelAdmin for records staff edit (a catalogue): the add page calls `create_service`
+    (`actor=`, every field of the form), the change page `update_service` (the object by
+    `object_kwarg`, `actor=`, the changed fields only), and deletions `delete_service`, so
+    each change is the service's, with its rules and audit event."""
+
+    create_service = update_service = delete_service = None
+    object_kwarg = ""
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            fields = {name: form.cleaned_data[name] for name in form.changed_data}
+            original = type(obj).objects.get(pk=obj.pk)
+            saved = type(self).update_service(
+                **{self.object_kwarg: original}, actor=request.user, **fields
+            )
+        else:
+            fields = {name: form.cleaned_data[name] for name in form.cleaned_data}
+            saved = type(self).create_service(actor=request.user, **fields)
+        obj.pk = saved.pk
+
+    def delete_through_service(self, request, obj) -> None:
+        type(self).delete_service(**{self.object_kwarg: obj}, actor=request.user)

@@ -1,8 +1,9 @@
 """Database helpers shared by services."""
 
+import time
 import uuid
 
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, connection, connections, router, transaction
 
 from .exceptions import Conflict
 
@@ -22,3 +23,35 @@ def raw_uuid(value: uuid.UUID):
     """A UUID as a parameter of raw SQL, which bypasses the field's conversion: PostgreSQL
     takes the UUID, SQLite stores it as 32 hex characters."""
     return value if connection.vendor == "postgresql" else value.hex
+
+
+def bulk_insert(model, objs: list) -> list:
+    """Insert `objs` (unsaved instances of `model`, their primary keys set in Python, as UUID
+    keys are) like `bulk_create`; on PostgreSQL with COPY, several times faster for the
+    thousands of rows of a batch job (billing's invoice run, bench/invoice_run.py): no SQL to
+    compile, no parameters to bind, values streamed by psycopg. Fields take their values as
+    bulk_create gives them (`pre_save`: auto_now and auto_now_add included). Elsewhere it is
+    bulk_create."""
+    if not objs:
+        return objs
+    connection = connections[router.db_for_write(model)]
+    if connection.vendor != "postgresql":
+        return model.objects.bulk_create(objs)
+    fields = [field for field in model._meta.concrete_fields if field.column]
+    table = connection.ops.quote_name(model._meta.db_table)
+    columns = ", ".join(connection.ops.quote_name(field.column) for field in fields)
+    sql = f"COPY {table} ({columns}) FROM STDIN"
+    started = time.monotonic()
+    with connection.cursor() as cursor, cursor.cursor.copy(sql) as copy:
+        for obj in objs:
+            copy.write_row(
+                [field.get_db_prep_save(field.pre_save(obj, True), connection) for field in fields]
+            )
+    for obj in objs:
+        obj._state.adding = False
+        obj._state.db = connection.alias
+    if connection.queries_logged:
+        connection.queries_log.append(
+            {"sql": f"{sql} ({len(objs)} rows)", "time": f"{time.monotonic() - started:.3f}"}
+        )
+    return objs

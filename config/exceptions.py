@@ -37,6 +37,14 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "CONFLICT": (409, "The request conflicts with the resource's current state."),
     "PAYLOAD_TOO_LARGE": (413, "The request body is larger than the API accepts."),
     "UNSUPPORTED_MEDIA_TYPE": (415, "The request body's Content-Type is not accepted here."),
+    "PAYMENT_FAILED": (
+        402,
+        "The payment provider declined the payment; `details` carries its code and reason.",
+    ),
+    "IDEMPOTENCY_KEY_REUSED": (
+        422,
+        "The Idempotency-Key was already used with another request (method, path or body).",
+    ),
     "RATE_LIMIT_EXCEEDED": (429, "Too many requests, or too many failed logins; see Retry-After."),
     "QUOTA_EXCEEDED": (429, "The organization's quota for a resource is used up."),
     "INTERNAL_ERROR": (500, "An unexpected error; the request id finds it in the logs."),
@@ -87,6 +95,21 @@ class Conflict(ApplicationError):
     default_detail = "The request conflicts with the current state of the resource."
 
 
+class PaymentFailed(ApplicationError):
+    status_code = status.HTTP_402_PAYMENT_REQUIRED
+    code = "PAYMENT_FAILED"
+    default_detail = "The payment was declined."
+
+
+class IdempotencyKeyReused(ApplicationError):
+    status_code = status.HTTP_422_UNPROCESSABLE_ENTITY
+    code = "IDEMPOTENCY_KEY_REUSED"
+    default_detail = (
+        "This Idempotency-Key was already used with a different request; use a new key for a "
+        "new request."
+    )
+
+
 class QuotaExceeded(ApplicationError):
     status_code = status.HTTP_429_TOO_MANY_REQUESTS
     code = "QUOTA_EXCEEDED"
@@ -132,11 +155,13 @@ _CODES: list[tuple[type[Exception], str]] = [
     (exceptions.Throttled, "RATE_LIMIT_EXCEEDED"),
 ]
 # Any other APIException (a library's own subclass) gets the documented code of its status.
-# AI_SERVICE_ERROR is raised by the gateway only: another 502 is not an AI provider's failure.
+# AI_SERVICE_ERROR is raised by the gateway only: another 502 is not an AI provider's failure;
+# IDEMPOTENCY_KEY_REUSED by tenants.idempotency only: another 422 is not a reused key.
+_RAISED_BY_ONE_PLACE = frozenset({"AI_SERVICE_ERROR", "IDEMPOTENCY_KEY_REUSED"})
 _CODE_BY_STATUS = {
     status_code: code
     for code, (status_code, _) in reversed(ERROR_CODES.items())
-    if code != "AI_SERVICE_ERROR"
+    if code not in _RAISED_BY_ONE_PLACE
 }
 # Django's refusals of a body too large to read.
 PAYLOAD_TOO_LARGE_ERRORS = (RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent)
@@ -191,6 +216,12 @@ def _as_api_exception(exc):
         # A value the database cannot store (NUL byte, out-of-range number): the client's input.
         return exceptions.ValidationError({"non_field_errors": ["A value is not acceptable."]})
     return exc
+
+
+def is_api_error(exc: Exception) -> bool:
+    """Whether the handler answers `exc` as an API error with its own status, rather than as an
+    unexpected failure (500 INTERNAL_ERROR, logged with its traceback)."""
+    return isinstance(_as_api_exception(exc), exceptions.APIException)
 
 
 def code_for(exc: exceptions.APIException) -> str:

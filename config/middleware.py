@@ -110,7 +110,7 @@ class RequestIDMiddleware(DualModeMiddleware):
 
 
 # Pages made for people, where Django's HTML errors are the right answer.
-_HTML_PATH_PREFIXES = ("/admin/", "/api-auth/", "/invitations/")
+_HTML_PATH_PREFIXES = ("/admin/", "/api-auth/", "/invitations/", "/billing/checkout/")
 
 
 def _is_json(response) -> bool:

@@ -4,7 +4,8 @@ Every project app refuses a model without a declared primary key (below), so eac
 its UUID `id` from its base class. `ready()` registers the public event catalogue with the
 audit recorder: a state change is one call, `audit.services.record()`, and the catalogue turns
 the audit events it names into webhook deliveries and notifications inside the same
-transaction (notifications.services.events). This is the one hook of its kind; other side
+transaction (notifications.services.events; `publish_many` for a batch of events recorded
+together). This is the one hook of its kind; other side
 effects of a change are the service's, called explicitly.
 """
 
@@ -20,6 +21,6 @@ class NotificationsConfig(AppConfig):
     def ready(self):
         from audit.services import on_record
 
-        from .services.events import publish
+        from .services.events import publish, publish_many
 
-        on_record(publish)
+        on_record(publish, many=publish_many)

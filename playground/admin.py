@@ -11,7 +11,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.utils.html import format_html
 
-from config.admin import ReadOnlyAdmin, ServiceDeleteAdmin, apply_each
+from config.admin import ReadOnlyAdmin, ServiceDeleteAdmin, ServiceSaveAdmin, apply_each
 from config.exceptions import ApplicationError
 
 from .models import (
@@ -30,28 +30,6 @@ def _money(micros: int) -> str:
     return f"{micros / 1_000_000:,.2f}"
 
 
-class CatalogueAdmin(ServiceDeleteAdmin):
-    """Saves and deletes through the catalogue services the subclass names."""
-
-    create_service = update_service = delete_service = None
-    object_kwarg = ""
-
-    def save_model(self, request, obj, form, change):
-        fields = {name: form.cleaned_data[name] for name in form.changed_data}
-        if change:
-            original = type(obj).objects.get(pk=obj.pk)
-            saved = type(self).update_service(
-                **{self.object_kwarg: original}, actor=request.user, **fields
-            )
-        else:
-            all_fields = {name: form.cleaned_data[name] for name in form.cleaned_data}
-            saved = type(self).create_service(actor=request.user, **all_fields)
-        obj.pk = saved.pk
-
-    def delete_through_service(self, request, obj) -> None:
-        type(self).delete_service(**{self.object_kwarg: obj}, actor=request.user)
-
-
 class ProviderForm(forms.ModelForm):
     base_url = forms.URLField(max_length=500, required=False, assume_scheme="https")
 
@@ -61,7 +39,7 @@ class ProviderForm(forms.ModelForm):
 
 
 @admin.register(Provider)
-class ProviderAdmin(CatalogueAdmin):
+class ProviderAdmin(ServiceSaveAdmin):
     form = ProviderForm
     create_service = staticmethod(catalogue.provider_create)
     update_service = staticmethod(catalogue.provider_update)
@@ -98,7 +76,7 @@ class LanguageModelForm(forms.ModelForm):
 
 
 @admin.register(LanguageModel)
-class LanguageModelAdmin(CatalogueAdmin):
+class LanguageModelAdmin(ServiceSaveAdmin):
     form = LanguageModelForm
     create_service = staticmethod(catalogue.language_model_create)
     update_service = staticmethod(catalogue.language_model_update)

@@ -7,6 +7,7 @@ from config.admin import ReadOnlyAdmin, ServiceDeleteAdmin, apply_each
 
 from .emails import request_link_base
 from .models import (
+    IdempotencyKey,
     Invitation,
     InvitationStatus,
     Membership,
@@ -375,6 +376,32 @@ class InvitationAdmin(ReadOnlyAdmin):
             pk__in=pending.values("membership_id")
         ).select_related("user")
         _issue_links(self, request, memberships)
+
+
+@admin.register(IdempotencyKey)
+class IdempotencyKeyAdmin(ReadOnlyAdmin):
+    """The Idempotency-Keys callers sent to money-moving POSTs and the answers stored for them
+    (tenants.idempotency), read-only: only requests with the key write them, and beat prunes
+    them after IDEMPOTENCY_KEY_TTL_HOURS."""
+
+    list_display = ("key", "caller", "tenant", "state", "response_status", "created_at")
+    list_filter = ("state",)
+    search_fields = ("key", "caller", "tenant__slug", "tenant__name")
+    list_select_related = ("tenant",)
+    date_hierarchy = "created_at"
+    fields = (
+        "id",
+        "tenant",
+        "caller",
+        "key",
+        "fingerprint",
+        "state",
+        "response_status",
+        "response_body",
+        "locked_until",
+        "created_at",
+        "updated_at",
+    )
 
 
 # Themes ----------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
 import uuid
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import models
@@ -111,6 +112,10 @@ class Tenant(TimestampedModel):
     billing_email = models.EmailField(blank=True)
     # Validated against tenants.settings_schema on every write through the API.
     settings = models.JSONField(default=dict, blank=True)
+    # The features of the tenant's billing plan (`maxUsers`, `maxTokensPerMonth`, ..., `sso`),
+    # written by billing with every plan change, in the same transaction as `plan` (its tier).
+    # Its limits replace the tier's defaults; empty means the tier's defaults (tenants.plans).
+    plan_features = models.JSONField(default=dict, blank=True, editable=False)
     trial_ends_at = models.DateTimeField(null=True, blank=True)
     activated_at = models.DateTimeField(null=True, blank=True)
     suspended_at = models.DateTimeField(null=True, blank=True)
@@ -327,6 +332,32 @@ class QuotaResource(models.TextChoices):
 COUNTED_QUOTA_RESOURCES = tuple(r for r in QuotaResource.values if r != QuotaResource.USERS)
 
 
+class UsageRecord(TenantOwned):
+    """What a tenant used in one ended quota period, kept when its counters restart
+    (tenants.services.quotas): the usage history billing shows (billing/usage) and bills from.
+    Periodic counters (tokens, api_calls) are the period's; stock levels (documents, storage)
+    are what was held when it ended."""
+
+    tenant = models.ForeignKey(
+        Tenant, on_delete=models.CASCADE, related_name="usage_records", editable=False
+    )
+    period_start = models.DateTimeField()
+    period_end = models.DateTimeField()
+    tokens = models.PositiveBigIntegerField(default=0)
+    api_calls = models.PositiveBigIntegerField(default=0)
+    documents = models.PositiveBigIntegerField(default=0)
+    storage_bytes = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-period_start"]
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "period_start"], name="usage_record_period")
+        ]
+
+    def __str__(self):
+        return f"{self.tenant_id} {self.period_start:%Y-%m-%d}"
+
+
 class QuotaCounter(TenantOwned):
     """How much of one resource a tenant has used; changed only by atomic conditional updates
     (tenants.services.quotas), never read-modify-write. Those updates set `updated_at`
@@ -353,3 +384,61 @@ class QuotaCounter(TenantOwned):
 
     def __str__(self):
         return f"{self.resource}={self.used} ({self.tenant_id})"
+
+
+class IdempotencyKeyState(models.TextChoices):
+    RUNNING = "running", "Running"
+    COMPLETED = "completed", "Completed"
+
+
+def idempotency_key_cutoff(now=None):
+    """Keys created at or before this moment have expired (IDEMPOTENCY_KEY_TTL_HOURS)."""
+    return (now or timezone.now()) - timedelta(hours=settings.IDEMPOTENCY_KEY_TTL_HOURS)
+
+
+class IdempotencyKeyQuerySet(models.QuerySet):
+    def expired(self, *, now=None):
+        """Keys past their time to live: they count as never sent, and pruning deletes them."""
+        return self.filter(created_at__lte=idempotency_key_cutoff(now))
+
+
+class IdempotencyKey(TenantOwned):
+    """One `Idempotency-Key` a caller sent to a money-moving POST, with the answer it got
+    (tenants.idempotency). Scoped to the tenant and the caller, never visible to another."""
+
+    tenant = models.ForeignKey(
+        Tenant, on_delete=models.CASCADE, related_name="idempotency_keys", editable=False
+    )
+    # `user:<uuid>` or `api_key:<uuid>`: who sent the key within the tenant.
+    caller = models.CharField(max_length=64)
+    key = models.CharField(max_length=255)
+    # SHA-256 (hex) of the method, the path and the canonical (RFC 8785) body.
+    fingerprint = models.CharField(max_length=64)
+    state = models.CharField(
+        max_length=16, choices=IdempotencyKeyState.choices, default=IdempotencyKeyState.RUNNING
+    )
+    response_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    response_body = models.JSONField(null=True, blank=True)
+    # The lease of a running request: once it has passed, the claim of a request that died
+    # may be taken over. Each holder of the lease has its own token, so a request that
+    # outlived its lease cannot store its answer over the one that took it over.
+    locked_until = models.DateTimeField(null=True, blank=True)
+    lease_token = models.UUIDField(null=True, blank=True, editable=False)
+
+    objects = IdempotencyKeyQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "caller", "key"], name="tenants_idempotencykey_unique_key"
+            ),
+        ]
+        # Pruning deletes by age.
+        indexes = [models.Index(fields=["created_at"], name="tenants_idem_created_at")]
+
+    def __str__(self):
+        return f"{self.key} by {self.caller} in {self.tenant_id} ({self.state})"
+
+    def is_expired(self, now=None) -> bool:
+        return self.created_at <= idempotency_key_cutoff(now)

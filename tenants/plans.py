@@ -1,9 +1,11 @@
 """Plan tiers (free, pro, enterprise, custom): the default quota limits and rate limits of each
 tier, and the limits that apply to one tenant once its settings are taken into account.
 
-Limits come from the tier, and a tenant's `settings` may set its own (`maxUsers`, ...). Raising
-one above the tier needs staff (tenants.serializers.organizations); lowering it is the tenant's
-choice. Pure functions over a loaded Tenant: no queries, so the request path can use them.
+Limits come from the tier, replaced by those of the tenant's billing plan (`plan_features`,
+which billing writes with every plan change), and a tenant's `settings` may set its own
+(`maxUsers`, ...). Raising one above the plan needs staff (tenants.serializers.organizations);
+lowering it is the tenant's choice. Pure functions over a loaded Tenant: no queries, so the
+request path can use them.
 """
 
 from collections.abc import Mapping
@@ -76,9 +78,21 @@ def setting_limit(tenant_settings, key: str) -> int | None:
     return None
 
 
+def granted_limits(plan: str, features: Mapping | None = None) -> dict[str, int]:
+    """What the tenant's plan grants, in counter units: the tier's limits, replaced by the
+    limits among its billing plan's `features` (same keys as the settings)."""
+    limits = plan_limits(plan)
+    for key, (resource, factor) in LIMIT_SETTINGS.items():
+        value = setting_limit(features, key)
+        if value is not None:
+            limits[resource] = value * factor
+    return limits
+
+
 def tenant_limits(tenant) -> dict[str, int]:
-    """The limits that apply to `tenant`: its tier's, replaced by any its settings set."""
-    limits = plan_limits(tenant.plan)
+    """The limits that apply to `tenant`: what its plan grants, replaced by any its settings
+    set."""
+    limits = granted_limits(tenant.plan, tenant.plan_features)
     for key, (resource, factor) in LIMIT_SETTINGS.items():
         value = setting_limit(tenant.settings, key)
         if value is not None:
@@ -86,12 +100,13 @@ def tenant_limits(tenant) -> dict[str, int]:
     return limits
 
 
-def plan_setting_ceiling(plan: str, key: str) -> int:
-    """The highest value of a limit setting (in the setting's unit) the tier allows."""
+def plan_setting_ceiling(plan: str, key: str, features: Mapping | None = None) -> int:
+    """The highest value of a limit setting (in the setting's unit) the plan allows: its
+    billing plan's `features` where they set it, else its tier's."""
     if key == RATE_SETTING:
         return _rate_per_hour(plan_rates(plan)["tenant"])
     resource, factor = LIMIT_SETTINGS[key]
-    return plan_limits(plan)[resource] // factor
+    return granted_limits(plan, features)[resource] // factor
 
 
 def plan_rates(plan: str) -> dict[str, str]:

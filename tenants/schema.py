@@ -8,6 +8,8 @@ from drf_spectacular.utils import OpenApiParameter
 
 from config.schema import ERROR_RESPONSES, PUBLIC_ERROR_RESPONSES, ErrorEnvelopeSerializer
 
+from .idempotency import HEADER as IDEMPOTENCY_HEADER
+from .idempotency import is_idempotent
 from .permissions import PUBLIC, STAFF, required_permission_for
 from .resolution import TENANT_HEADER, TENANT_QUERY_PARAM, TenantMode
 
@@ -56,6 +58,21 @@ class ControlPlaneAutoSchema(AutoSchema):
                     description="Alternative to the header.",
                 ),
             ]
+        if is_idempotent(getattr(self.view, getattr(self.view, "action", None) or "", None)):
+            parameters = [
+                *parameters,
+                OpenApiParameter(
+                    IDEMPOTENCY_HEADER,
+                    OpenApiTypes.STR,
+                    OpenApiParameter.HEADER,
+                    description=(
+                        "Up to 255 characters, scoped to the organization and the caller: the "
+                        "same key and body replays the first answer (the effect happens once); "
+                        "another body is 422 IDEMPOTENCY_KEY_REUSED; while the first request "
+                        "runs, 409. Kept 24 hours."
+                    ),
+                ),
+            ]
         return parameters
 
     def get_request_serializer(self):
@@ -81,9 +98,18 @@ class ControlPlaneAutoSchema(AutoSchema):
             return operation
         ref = self.resolve_serializer(ErrorEnvelopeSerializer, "response").ref
         codes = PUBLIC_ERROR_RESPONSES if self._is_public() else tuple(ERROR_RESPONSES)
+        content = {"application/json": {"schema": ref}}
         for code in codes:
-            content = {"application/json": {"schema": ref}}
             operation["responses"].setdefault(
                 code, {"description": ERROR_RESPONSES[code], "content": content}
+            )
+        if is_idempotent(getattr(view := self.view, getattr(view, "action", None) or "", None)):
+            operation["responses"].setdefault(
+                "422",
+                {
+                    "description": "The Idempotency-Key was used with another request "
+                    "(IDEMPOTENCY_KEY_REUSED).",
+                    "content": content,
+                },
             )
         return operation

@@ -1,6 +1,6 @@
 from celery import shared_task
 
-from .services import quotas
+from .services import idempotency, quotas
 
 
 @shared_task(name="tenants.tasks.reset_due_quotas")
@@ -14,3 +14,9 @@ def reset_due_quotas() -> list[str]:
 def sync_api_call_counters() -> int:
     """Beat job (every minute): copy the live api_calls counters (Redis) into the database."""
     return quotas.api_calls_sync()
+
+
+@shared_task(name="tenants.tasks.prune_idempotency_keys")
+def prune_idempotency_keys() -> int:
+    """Beat job (hourly): delete the Idempotency-Keys older than IDEMPOTENCY_KEY_TTL_HOURS."""
+    return idempotency.idempotency_keys_prune()

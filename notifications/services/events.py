@@ -16,11 +16,12 @@ from django.utils import timezone
 
 from audit.canonical import format_timestamp
 from audit.models import AuditEvent
+from config.db import bulk_insert
 from config.prepared import CompiledQuery, fetch_prepared
 
 from ..catalog import BY_SOURCE, EventType
 from ..models import DeliveryStatus, WebhookDelivery, WebhookEndpoint, WebhookEvent
-from .user_notifications import notify_roles
+from .user_notifications import notify_roles, notify_roles_many
 
 # A delivery created for a direct send (the test event) waits this long before the relay may
 # take it, so the request that sends it now normally does; if that request dies, the relay
@@ -42,6 +43,61 @@ def publish(event: AuditEvent) -> None:
         relay_after_commit()
     if entry.notify_roles and entry.notice is not None:
         notify_roles(tenant_id=event.tenant_id, entry=entry, data=data)
+
+
+def publish_many(events: list[AuditEvent]) -> None:
+    """publish for the events of one `audit.services.record_many` (a batch job's), in a
+    constant number of queries: the public events, the endpoints of their tenants, the
+    deliveries, and the notifications (notify_roles_many). The test event, sent to one endpoint
+    only, goes through publish."""
+    public = []
+    for event in events:
+        entry = BY_SOURCE.get(event.event_type)
+        if entry is None or event.tenant_id is None:
+            continue
+        if not entry.broadcast:
+            publish(event)
+            continue
+        public.append((event, entry, entry.data(event.payload)))
+    if not public:
+        return
+    bulk_insert(
+        WebhookEvent,
+        [
+            WebhookEvent(
+                id=event.id,
+                tenant_id=event.tenant_id,
+                event_type=entry.type,
+                body=_event_body(event, entry, data),
+            )
+            for event, entry, data in public
+        ],
+    )
+    endpoints: dict = {}
+    for endpoint in WebhookEndpoint.objects.filter(
+        tenant_id__in={event.tenant_id for event, _, _ in public}, is_active=True
+    ).only("pk", "tenant_id", "events"):
+        endpoints.setdefault(endpoint.tenant_id, []).append(endpoint)
+    now = timezone.now()
+    deliveries = bulk_insert(
+        WebhookDelivery,
+        [
+            WebhookDelivery(
+                tenant_id=event.tenant_id,
+                endpoint_id=endpoint.pk,
+                event_id=event.id,
+                event_type=entry.type,
+                status=DeliveryStatus.PENDING,
+                next_attempt_at=now,
+            )
+            for event, entry, _ in public
+            for endpoint in endpoints.get(event.tenant_id, ())
+            if endpoint.subscribes_to(entry.type)
+        ],
+    )
+    if deliveries:
+        relay_after_commit()
+    notify_roles_many(items=[(event.tenant_id, entry, data) for event, entry, data in public])
 
 
 def _create_event_and_deliveries(event: AuditEvent, entry: EventType, body: str) -> int:

@@ -9,6 +9,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from audit.services import record
+from config.db import bulk_insert
 from config.services import model_update
 from tenants.models import Membership, MembershipStatus, Tenant
 
@@ -74,51 +75,70 @@ def notify_roles(*, tenant_id, entry, data: Mapping) -> list[Notification]:
     """The notifications of a public event: each active member holding one of the entry's
     roles, on each channel their preferences enable, unless they opted out of the type. Runs
     in the event's transaction (notifications.services.events)."""
-    members = list(
-        Membership.objects.filter(
-            tenant_id=tenant_id,
-            status=MembershipStatus.ACTIVE,
-            role__in=list(entry.notify_roles),
-            user__isnull=False,
-            user__is_active=True,
-        ).values_list("user_id", flat=True)
-    )
+    return notify_roles_many(items=[(tenant_id, entry, data)])
+
+
+def notify_roles_many(*, items: Iterable[tuple]) -> list[Notification]:
+    """notify_roles for many public events, `(tenant_id, entry, data)` each (a batch job's,
+    billing's invoice run), in three queries whatever their number: the members, their
+    preferences, the notifications."""
+    items = [item for item in items if item[1].notify_roles and item[1].notice is not None]
+    if not items:
+        return []
+    tenant_ids = {tenant_id for tenant_id, _, _ in items}
+    roles = {role for _, entry, _ in items for role in entry.notify_roles}
+    members: dict = {}
+    for tenant_id, user_id, role in Membership.objects.filter(
+        tenant_id__in=tenant_ids,
+        status=MembershipStatus.ACTIVE,
+        role__in=list(roles),
+        user__isnull=False,
+        user__is_active=True,
+    ).values_list("tenant_id", "user_id", "role"):
+        members.setdefault(tenant_id, []).append((user_id, role))
     if not members:
         return []
     preferences = {
-        preference.user_id: preference
+        (preference.tenant_id, preference.user_id): preference
         for preference in NotificationPreference.objects.filter(
-            tenant_id=tenant_id, user_id__in=members
+            tenant_id__in=list(members),
+            user_id__in={user_id for pairs in members.values() for user_id, _ in pairs},
         )
     }
-    fields = _SafeFormat(data)
-    title = entry.notice.title.format_map(fields)[:200]
-    message = entry.notice.message.format_map(fields)
     now = timezone.now()
     rows = []
-    for user_id in members:
-        preference = preferences.get(user_id) or NotificationPreference()
-        if entry.type in (preference.disabled_event_types or []):
+    for tenant_id, entry, data in items:
+        recipients = [
+            user for user, role in members.get(tenant_id, []) if role in entry.notify_roles
+        ]
+        if not recipients:
             continue
-        for channel in Channel.values:
-            if not preference.channel_enabled(channel):
+        fields = _SafeFormat(data)
+        title = entry.notice.title.format_map(fields)[:200]
+        message = entry.notice.message.format_map(fields)
+        for user_id in recipients:
+            preference = preferences.get((tenant_id, user_id)) or NotificationPreference()
+            if entry.type in (preference.disabled_event_types or []):
                 continue
-            status = _status_for(preference, channel)
-            rows.append(
-                Notification(
-                    tenant_id=tenant_id,
-                    recipient_id=user_id,
-                    title=title,
-                    message=message,
-                    type=entry.notice.type,
-                    channel=channel,
-                    event_type=entry.type,
-                    metadata={"event": entry.type, **_ids(data)},
-                    status=status,
-                    sent_at=now if status == NotificationStatus.SENT else None,
+            for channel in Channel.values:
+                if not preference.channel_enabled(channel):
+                    continue
+                status = _status_for(preference, channel)
+                rows.append(
+                    Notification(
+                        tenant_id=tenant_id,
+                        recipient_id=user_id,
+                        title=title,
+                        message=message,
+                        type=entry.notice.type,
+                        channel=channel,
+                        event_type=entry.type,
+                        metadata={"event": entry.type, **_ids(data)},
+                        status=status,
+                        sent_at=now if status == NotificationStatus.SENT else None,
+                    )
                 )
-            )
-    created = Notification.objects.bulk_create(rows)
+    created = bulk_insert(Notification, rows)
     _deliver_after_commit(created)
     return created
 

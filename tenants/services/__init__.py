@@ -1,9 +1,11 @@
 """Tenant state changes, one module per area: the one place their rules live.
 
-    lifecycle  tenants: create, update, activate, suspend, restore, delete
-    members    memberships and invitations, and deleting a user account (its memberships)
-    themes     branding and the generated stylesheet
-    quotas     counters, limits, resets
+    lifecycle    tenants: create, update, activate, suspend, restore, delete; the plan
+                 billing applies
+    members      memberships and invitations, and deleting a user account (its memberships)
+    themes       branding and the generated stylesheet
+    quotas       counters, limits, resets (each ended period kept as a usage record)
+    idempotency  pruning the remembered Idempotency-Keys (tenants.idempotency)
 
 The services other apps and commands use most are re-exported here; the rest are imported
 from their module (`from tenants.services import quotas; quotas.quota_consume(...)`).

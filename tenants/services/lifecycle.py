@@ -102,9 +102,16 @@ def _is_staff(actor) -> bool:
     return bool(actor is not None and getattr(actor, "is_staff", False))
 
 
-def check_limit_settings(*, plan: str, new_settings: Mapping, old_settings: Mapping, actor):
-    """Limits above the plan tier's need staff; lowering them (or keeping a value staff set) is
-    the tenant's choice."""
+def check_limit_settings(
+    *,
+    plan: str,
+    new_settings: Mapping,
+    old_settings: Mapping,
+    actor,
+    features: Mapping | None = None,
+):
+    """Limits above the plan's (its billing plan's `features`, else its tier's) need staff;
+    lowering them (or keeping a value staff set) is the tenant's choice."""
     if _is_staff(actor):
         return
     refused = {}
@@ -114,7 +121,7 @@ def check_limit_settings(*, plan: str, new_settings: Mapping, old_settings: Mapp
         # value (set by staff) is above the plan.
         if value is None or (old is not None and value <= old):
             continue
-        ceiling = plan_setting_ceiling(plan, key)
+        ceiling = plan_setting_ceiling(plan, key, features)
         if value > ceiling:
             refused[key] = [f"The {plan} plan allows at most {ceiling}; higher limits need staff."]
     if refused:
@@ -146,6 +153,7 @@ def tenant_update(*, tenant: Tenant, actor, data: Mapping) -> Tenant:
             new_settings=data["settings"],
             old_settings=tenant.settings,
             actor=actor,
+            features=tenant.plan_features if data.get("plan", tenant.plan) == tenant.plan else {},
         )
     new_slug = data.get("slug", tenant.slug)
     if new_slug != tenant.slug and slug_in_use(new_slug, excluding=tenant):
@@ -174,7 +182,7 @@ def settings_keeping_staff_limits(*, tenant: Tenant, new_settings: Mapping, acto
         for key in (*LIMIT_SETTINGS, RATE_SETTING)
         if key not in new_settings
         and (value := setting_limit(tenant.settings, key)) is not None
-        and value > plan_setting_ceiling(tenant.plan, key)
+        and value > plan_setting_ceiling(tenant.plan, key, tenant.plan_features)
     }
     return {**new_settings, **kept}
 
@@ -203,6 +211,21 @@ def organization_update(
     if branding:
         theme_update(tenant=tenant, actor=actor, data=branding)
     return tenant
+
+
+def tenant_plan_apply(*, tenant: Tenant, tier: str, features: Mapping) -> Tenant:
+    """Billing's step of a plan change: the tenant's tier (its rate limits) and its plan's
+    features (the limits that follow, tenants.plans), on the locked row. It records nothing:
+    it runs inside the plan change's own transaction, which records that change
+    (`billing.subscription.changed`), so the tier never differs from the plan, not even for a
+    moment."""
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("tenant_plan_apply runs inside the plan change's transaction")
+    if tier not in PlanTier.values:
+        raise ValueError(f"unknown plan tier {tier!r}")
+    locked = Tenant.objects.locked(tenant.pk)
+    model_update(instance=locked, data={"plan": tier, "plan_features": dict(features)})
+    return locked
 
 
 # action -> (statuses it may start from, event type)

@@ -17,7 +17,8 @@ minute by `api_calls_sync`); elsewhere it is the same conditional UPDATE as the 
 
 The quota period is the calendar month (UTC). `tokens` and `api_calls` restart at
 `Tenant.quota_reset_at`; the reset sets the next one in the same UPDATE that claims the due
-tenant, so two resets running at once reset a tenant once.
+tenant, so two resets running at once reset a tenant once. What the ended period used (every
+counter, stock levels as held) is kept as a UsageRecord in the same transaction.
 """
 
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from ..models import (
     QuotaCounter,
     QuotaResource,
     Tenant,
+    UsageRecord,
 )
 from ..plans import PERIODIC_RESOURCES, first_of_next_month, tenant_limits
 
@@ -323,13 +325,26 @@ def quota_states(tenant: Tenant, *, usage: dict[str, int] | None = None) -> dict
     }
 
 
-def _reset_counters(tenant: Tenant, now: datetime, live_api_calls: int | None) -> dict[str, int]:
+def _reset_counters(
+    tenant: Tenant, now: datetime, live_api_calls: int | None, *, period_start: datetime, period_end
+) -> dict[str, int]:
+    """Restart the periodic counters, keeping what the ended period used as a UsageRecord."""
     counters = list(
         QuotaCounter.objects.select_for_update().filter(tenant=tenant).order_by("resource")
     )
-    previous = {c.resource: c.used for c in counters if c.resource in PERIODIC_RESOURCES}
+    used = {c.resource: c.used for c in counters}
     if live_api_calls is not None:
-        previous[QuotaResource.API_CALLS] = live_api_calls
+        used[QuotaResource.API_CALLS] = live_api_calls
+    previous = {resource: used[resource] for resource in PERIODIC_RESOURCES if resource in used}
+    UsageRecord.objects.create(
+        tenant=tenant,
+        period_start=period_start,
+        period_end=period_end,
+        tokens=used.get(QuotaResource.TOKENS, 0),
+        api_calls=used.get(QuotaResource.API_CALLS, 0),
+        documents=used.get(QuotaResource.DOCUMENTS, 0),
+        storage_bytes=used.get(QuotaResource.STORAGE, 0),
+    )
     QuotaCounter.objects.filter(tenant=tenant, resource__in=PERIODIC_RESOURCES).update(
         used=0, warned_at=None, updated_at=now
     )
@@ -369,7 +384,9 @@ def quota_reset(*, tenant: Tenant, actor) -> Tenant:
     Tenant.objects.filter(pk=tenant.pk).update(
         quota_reset_at=next_reset, last_reset_at=now, updated_at=now
     )
-    previous = _reset_counters(tenant, now, live)
+    previous = _reset_counters(
+        tenant, now, live, period_start=current.last_reset_at, period_end=now
+    )
     _record_reset(tenant, actor, previous, next_reset, "manual")
     tenant.quota_reset_at, tenant.last_reset_at = next_reset, now
     return tenant
@@ -404,7 +421,15 @@ def quotas_reset_due(*, now: datetime | None = None, tenant: Tenant | None = Non
             )
             if not claimed:
                 continue
-            previous = _reset_counters(candidate, now, live)
+            # The record is the period's as scheduled; usage counted between its end and this
+            # run (minutes, normally) is in it too.
+            previous = _reset_counters(
+                candidate,
+                now,
+                live,
+                period_start=candidate.last_reset_at,
+                period_end=candidate.quota_reset_at,
+            )
             _record_reset(candidate, None, previous, next_reset, "scheduled")
         reset.append(candidate.slug)
     return reset
