@@ -14,6 +14,7 @@ from accounts.routes import routes as accounts_routes
 from analytics.routes import routes as analytics_routes
 from audit.routes import routes as audit_routes
 from billing.routes import routes as billing_routes
+from billing.views import CheckoutPage
 from notifications.routes import routes as notifications_routes
 from playground.routes import routes as playground_routes
 from security.routes import routes as security_routes
@@ -49,6 +50,12 @@ urlpatterns = [
     # Where invitation emails link by default (INVITATION_ACCEPT_URL).
     re_path(
         r"^invitations/accept/?$", InvitationAcceptPage.as_view(), name="invitation-accept-page"
+    ),
+    # The local payment provider's hosted checkout page (billing.providers.local).
+    re_path(
+        r"^billing/checkout/(?P<session_id>[A-Za-z0-9_-]{1,255})/?$",
+        CheckoutPage.as_view(),
+        name="billing-checkout-page",
     ),
     path("admin/", admin.site.urls),
 ]

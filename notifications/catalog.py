@@ -125,6 +125,56 @@ _TEMPLATE_EXAMPLE = {
     "production_version": 1,
 }
 
+# Billing: a plan change, cancellation or resumption, and an issued invoice.
+_CHANGES = [
+    "subscribed", "trial_started", "upgrade", "downgrade", "interval_change", "same_price",
+    "during_trial", "keep_current", "trial_ended", "renewed_on_new_plan", "canceled", "resumed",
+    "ended",
+]  # fmt: skip
+
+
+def _subscription_change(payload: Mapping) -> dict:
+    """One shape for the three audit events of a subscription's change."""
+    if "change" in payload:
+        change, old_plan, new_plan = payload["change"], payload["old_plan"], payload["new_plan"]
+    else:
+        change = "canceled" if "at_period_end" in payload else "resumed"
+        old_plan = new_plan = payload.get("plan")
+    return {
+        "subscription_id": payload.get("subscription_id"),
+        "change": change,
+        "old_plan": old_plan,
+        "new_plan": new_plan,
+        "effective_at": payload.get("effective_at"),
+        "proration_amount_cents": payload.get("proration_amount_cents", 0),
+        "invoice_id": payload.get("invoice_id"),
+    }
+
+
+_PAYMENT = _schema(
+    payment_id=_UUID,
+    invoice_id=_UUID,
+    invoice_number=_TEXT,
+    amount_cents=_COUNT,
+    currency=_TEXT,
+    provider=_TEXT,
+    payment_method=_TEXT,
+    failure_code=_TEXT,
+    failure_message=_TEXT,
+)
+_PAYMENT_EXAMPLE = {
+    "payment_id": "1b2c3d4e-5f6a-4b7c-8d9e-0f1a2b3c4d5e",
+    "invoice_id": "6a7b8c9d-0e1f-4a2b-8c3d-4e5f6a7b8c9d",
+    "invoice_number": "INV-2026-0042",
+    "amount_cents": 14900,
+    "currency": "USD",
+    "provider": "local",
+    "payment_method": "visa ending 4242",
+    "failure_code": "",
+    "failure_message": "",
+}
+
+
 CATALOG: tuple[EventType, ...] = (
     EventType(
         type="organization.member.invited",
@@ -287,6 +337,205 @@ CATALOG: tuple[EventType, ...] = (
             previous_version={"type": ["integer", "null"], "minimum": 1},
         ),
         example={**_TEMPLATE_EXAMPLE, "version": 1, "previous_version": None},
+    ),
+    EventType(
+        type="billing.subscription.changed",
+        description=(
+            "The subscription changed: a plan change (an upgrade applies now and is charged pro "
+            "rata on `invoice_id`; a downgrade or a change of interval applies at "
+            "`effective_at`, the period end), a cancellation, or its undoing."
+        ),
+        sources=(
+            "billing.subscription.changed",
+            "billing.subscription.canceled",
+            "billing.subscription.resumed",
+        ),
+        permission="billing.read",
+        schema=_schema(
+            subscription_id=_UUID,
+            change={"type": "string", "enum": _CHANGES},
+            old_plan=_TEXT,
+            new_plan=_TEXT,
+            effective_at=_TIME,
+            proration_amount_cents=_COUNT,
+            invoice_id=_NULLABLE_UUID,
+        ),
+        example={
+            "subscription_id": "2f6e8a1c-5b3d-4c7e-9a2f-1d3c5e7a9b0d",
+            "change": "upgrade",
+            "old_plan": "team",
+            "new_plan": "business",
+            "effective_at": "2026-01-12T10:30:00+00:00",
+            "proration_amount_cents": 15776,
+            "invoice_id": "6a7b8c9d-0e1f-4a2b-8c3d-4e5f6a7b8c9d",
+        },
+        notify_roles=(Role.OWNER, Role.BILLING),
+        notice=Notice(
+            title="Subscription {change}: {new_plan}",
+            message="The subscription's {change} from {old_plan} to {new_plan} takes effect "
+            "at {effective_at}.",
+        ),
+        build=_subscription_change,
+    ),
+    EventType(
+        type="billing.invoice.created",
+        description=(
+            "An invoice was issued: a period's (the plan in advance, usage in arrears) or a plan "
+            "change's proration. Amounts are integer cents of `currency`."
+        ),
+        sources=("billing.invoice.created",),
+        permission="billing.read",
+        schema=_schema(
+            invoice_id=_UUID,
+            number=_TEXT,
+            reason={"type": "string", "enum": ["period", "plan_change"]},
+            status={"type": "string", "enum": ["pending", "paid"]},
+            total_cents={"type": "integer"},
+            currency=_TEXT,
+            due_date={"type": "string", "format": "date"},
+            period_start=_TIME,
+            period_end=_TIME,
+        ),
+        example={
+            "invoice_id": "6a7b8c9d-0e1f-4a2b-8c3d-4e5f6a7b8c9d",
+            "number": "INV-2026-0042",
+            "reason": "period",
+            "status": "pending",
+            "total_cents": 14900,
+            "currency": "USD",
+            "due_date": "2026-02-15",
+            "period_start": "2026-02-01T00:00:00+00:00",
+            "period_end": "2026-03-01T00:00:00+00:00",
+        },
+        notify_roles=(Role.OWNER, Role.BILLING),
+        notice=Notice(
+            title="Invoice {number}",
+            message="Invoice {number} ({total_cents} cents {currency}) is due on {due_date}.",
+        ),
+    ),
+    EventType(
+        type="billing.payment.succeeded",
+        description="An invoice was paid (through the payment provider, or offline).",
+        sources=("billing.payment.succeeded",),
+        permission="billing.read",
+        schema=_PAYMENT,
+        example=_PAYMENT_EXAMPLE,
+        notify_roles=(Role.OWNER, Role.BILLING),
+        notice=Notice(
+            title="Payment received: {invoice_number}",
+            message="{amount_cents} cents {currency} paid for invoice {invoice_number}.",
+        ),
+    ),
+    EventType(
+        type="billing.payment.failed",
+        description=(
+            "A payment was declined; the invoice stays unpaid. `failure_code` and "
+            "`failure_message` are the provider's."
+        ),
+        sources=("billing.payment.failed",),
+        permission="billing.read",
+        schema=_PAYMENT,
+        example={
+            **_PAYMENT_EXAMPLE,
+            "failure_code": "card_declined",
+            "failure_message": "Your card was declined.",
+        },
+        notify_roles=(Role.OWNER, Role.BILLING),
+        notice=Notice(
+            title="Payment failed: {invoice_number}",
+            message="Paying invoice {invoice_number} failed: {failure_message}",
+            type="error",
+        ),
+    ),
+    EventType(
+        type="billing.invoice.overdue",
+        description=(
+            "An invoice is unpaid after its due date; the subscription is past due. Unpaid "
+            "BILLING_SUSPEND_AFTER_DAYS days after the due date, the organization is suspended."
+        ),
+        sources=("billing.invoice.overdue",),
+        permission="billing.read",
+        schema=_schema(
+            invoice_id=_UUID,
+            number=_TEXT,
+            amount_due_cents=_COUNT,
+            currency=_TEXT,
+            due_date={"type": "string", "format": "date"},
+        ),
+        example={
+            "invoice_id": "6a7b8c9d-0e1f-4a2b-8c3d-4e5f6a7b8c9d",
+            "number": "INV-2026-0042",
+            "amount_due_cents": 14900,
+            "currency": "USD",
+            "due_date": "2026-02-15",
+        },
+        notify_roles=(Role.OWNER, Role.BILLING),
+        notice=Notice(
+            title="Invoice overdue: {number}",
+            message="Invoice {number} ({amount_due_cents} cents {currency}) was due on {due_date}.",
+            type="warning",
+        ),
+    ),
+    EventType(
+        type="billing.credit_note.created",
+        description=(
+            "Money was given back against a paid invoice: a refund through the payment "
+            "provider, or credit that the next invoices use up."
+        ),
+        sources=("billing.credit_note.created",),
+        permission="billing.read",
+        schema=_schema(
+            credit_note_id=_UUID,
+            number=_TEXT,
+            invoice_id=_UUID,
+            invoice_number=_TEXT,
+            kind={"type": "string", "enum": ["refund", "credit"]},
+            amount_cents=_COUNT,
+            currency=_TEXT,
+            reason=_TEXT,
+        ),
+        example={
+            "credit_note_id": "0c1d2e3f-4a5b-4c6d-8e7f-9a0b1c2d3e4f",
+            "number": "CN-2026-0001",
+            "invoice_id": "6a7b8c9d-0e1f-4a2b-8c3d-4e5f6a7b8c9d",
+            "invoice_number": "INV-2026-0042",
+            "kind": "credit",
+            "amount_cents": 2500,
+            "currency": "USD",
+            "reason": "Outage on 3 February",
+        },
+        notify_roles=(Role.OWNER, Role.BILLING),
+        notice=Notice(
+            title="Credit note {number}",
+            message="{amount_cents} cents {currency} ({kind}) against invoice {invoice_number}.",
+        ),
+    ),
+    EventType(
+        type="billing.invoice.sent",
+        description="An issued invoice was sent again to the billing contacts (by staff).",
+        sources=("billing.invoice.resent",),
+        permission="billing.read",
+        schema=_schema(
+            invoice_id=_UUID,
+            number=_TEXT,
+            status={"type": "string", "enum": ["pending", "paid", "overdue", "void"]},
+            amount_due_cents=_COUNT,
+            currency=_TEXT,
+            due_date={"type": ["string", "null"], "format": "date"},
+        ),
+        example={
+            "invoice_id": "6a7b8c9d-0e1f-4a2b-8c3d-4e5f6a7b8c9d",
+            "number": "INV-2026-0042",
+            "status": "overdue",
+            "amount_due_cents": 14900,
+            "currency": "USD",
+            "due_date": "2026-02-15",
+        },
+        notify_roles=(Role.OWNER, Role.BILLING),
+        notice=Notice(
+            title="Invoice {number}",
+            message="Invoice {number} ({status}): {amount_due_cents} cents {currency} due.",
+        ),
     ),
 )
 

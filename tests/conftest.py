@@ -24,17 +24,27 @@ def _let_the_test_runner_empty_audit_tables(sender, connection, **kwargs):
 
 @receiver(post_migrate)
 def _keep_the_seeded_catalogue(sender, app_config=None, **kwargs):
-    """The gateway's catalogue is seeded by a data migration; a transactional test's flush
-    empties it, then emits post_migrate: seed it again (idempotent), so later tests on the same
-    database find the models a fresh installation has."""
-    if app_config is None or app_config.label != "playground":
+    """The gateway's catalogue and the plan catalogue are seeded by data migrations; a
+    transactional test's flush empties them, then emits post_migrate: seed them again
+    (idempotent), so later tests on the same database find what a fresh installation has."""
+    if app_config is None or app_config.label not in ("playground", "billing"):
+        return
+    using = kwargs.get("using", "default")
+    tables = connections[using].introspection.table_names()
+    if app_config.label == "billing":
+        from django.conf import settings
+
+        from billing.catalogue import seed_plans
+        from billing.models import Plan
+
+        if Plan._meta.db_table in tables:
+            seed_plans(Plan, settings.BILLING_CURRENCY)
         return
     from playground.catalogue import seed_catalogue
     from playground.models import LanguageModel, Provider
 
     # A migration test may have migrated the playground away (its flush emits this too).
-    using = kwargs.get("using", "default")
-    if Provider._meta.db_table in connections[using].introspection.table_names():
+    if Provider._meta.db_table in tables:
         seed_catalogue(Provider, LanguageModel)
 
 

@@ -45,6 +45,8 @@ SERVICE_MODULES = {
     "tenants.Invitation": ("tenants.services.members",),
     "tenants.Theme": ("tenants.services.themes",),
     "tenants.QuotaCounter": ("tenants.services.quotas",),
+    # Written by requests carrying the key (the decorator), deleted by pruning.
+    "tenants.IdempotencyKey": ("tenants.idempotency", "tenants.services.idempotency"),
     "audit.AuditEvent": ("audit.services",),
     "audit.AuditCheckpoint": ("audit.services",),
     "audit.TenantAuditChain": ("audit.services", "tenants.services.lifecycle"),
@@ -63,6 +65,18 @@ SERVICE_MODULES = {
     "playground.PromptTemplate": ("playground.services.templates",),
     "playground.PromptTemplateVersion": ("playground.services.templates",),
     "playground.PromptExecution": ("playground.services.templates",),
+    "billing.Plan": ("billing.services.plans",),
+    "billing.Subscription": ("billing.services.subscriptions",),
+    "billing.Invoice": (
+        "billing.services.invoices",
+        "billing.services.payments",
+        "billing.services.credit_notes",
+    ),
+    "billing.InvoiceLine": ("billing.services.invoices",),
+    "billing.Payment": ("billing.services.payments",),
+    "billing.CreditNote": ("billing.services.credit_notes",),
+    "billing.CheckoutSession": ("billing.services.checkout",),
+    "billing.ProviderEvent": ("billing.services.provider_events",),
     # simplejwt's refresh-token records, shown by accounts/admin.py.
     "token_blacklist.OutstandingToken": ("accounts.services",),
 }

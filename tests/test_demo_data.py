@@ -166,3 +166,22 @@ def test_acme_has_webhooks_with_delivery_history_and_notifications(demo_data):
         recipient=owner, event_type="organization.quota.warning", channel="in_app"
     ).exists()
     assert Notification.objects.filter(tenant=acme, title="Welcome to Acme").exists()
+
+
+def test_acme_and_globex_have_a_billing_history_worth_looking_at(demo_data):
+    from billing.models import CreditNote, Invoice, Subscription
+
+    acme = Tenant.objects.get(slug="acme")
+    subscription = Subscription.objects.get(tenant=acme)
+    assert subscription.plan.code == "team"
+    invoices = Invoice.objects.filter(tenant=acme)
+    assert invoices.filter(reason="period", status="paid").count() == 3
+    upgrade = invoices.get(reason="plan_change")
+    assert upgrade.status == "pending"
+    # The credit note's 25.00 is taken off the upgrade's invoice.
+    assert upgrade.credit_applied_cents == 2_500
+    assert CreditNote.objects.filter(tenant=acme).count() == 1
+    assert acme.usage_records.count() == 3
+    globex = Tenant.objects.get(slug="globex")
+    assert Invoice.objects.filter(tenant=globex, status="overdue").count() == 1
+    assert globex.status == "active"

@@ -256,6 +256,11 @@ API_RATE_USER = env("API_RATE_USER", default="100/min")
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=2_621_440)
 # JSON bodies nested deeper than this (arrays and objects) are refused (400 VALIDATION_ERROR).
 API_JSON_MAX_DEPTH = env.int("API_JSON_MAX_DEPTH", default=32)
+# Idempotency-Key (tenants.idempotency): a key and its stored answer are kept this many hours
+# (older ones count as never sent, and beat prunes them hourly); a request holds its key for
+# a lease of this many seconds, after which a retry may take over the claim of one that died.
+IDEMPOTENCY_KEY_TTL_HOURS = env.int("IDEMPOTENCY_KEY_TTL_HOURS", default=24)
+IDEMPOTENCY_KEY_LEASE_SECONDS = env.int("IDEMPOTENCY_KEY_LEASE_SECONDS", default=60)
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "accounts.authentication.HashedTokenAuthentication",
@@ -273,6 +278,8 @@ REST_FRAMEWORK = {
         "user": API_RATE_USER,
         "auth": env("API_RATE_AUTH", default="20/min"),
         "stylesheet": env("API_RATE_STYLESHEET", default="600/min"),
+        # Payment providers' events, per sending address (providers retry in bursts).
+        "provider_webhooks": env("API_RATE_PROVIDER_WEBHOOKS", default="600/min"),
         "analytics": env("API_RATE_ANALYTICS", default="20/min"),
         "billing": env("API_RATE_BILLING", default="10/min"),
         "gateway": env("API_RATE_GATEWAY", default="60/min"),
@@ -423,6 +430,24 @@ GATEWAY_MAX_STOP_SEQUENCES = 4
 # upstream calls wait on the event loop, not on these.
 GATEWAY_REQUEST_THREADS = env.int("GATEWAY_REQUEST_THREADS", default=8)
 
+# Billing (billing/; docs/billing.md). Plans are priced in BILLING_CURRENCY (the seeded
+# catalogue's); a plan billing the gateway's costs needs it equal to GATEWAY_CURRENCY.
+BILLING_CURRENCY = env("BILLING_CURRENCY", default="USD")
+# Invoice numbers: <PREFIX>-<year of issue>-<sequence>, gapless per tenant, never restarted.
+BILLING_INVOICE_PREFIX = env("BILLING_INVOICE_PREFIX", default="INV")
+# An issued invoice is due this many days later; unpaid after that, it is overdue.
+BILLING_INVOICE_DUE_DAYS = env.int("BILLING_INVOICE_DUE_DAYS", default=14)
+# Dunning (billing.services.dunning): an invoice unpaid after its due date is overdue; this
+# many days after the due date the organization is suspended ("Payment overdue") until paid.
+BILLING_SUSPEND_AFTER_DAYS = env.int("BILLING_SUSPEND_AFTER_DAYS", default=14)
+# The payment provider of new checkouts and charges (billing/providers): `local` is the
+# embedded default, with its hosted checkout page and test payment methods.
+BILLING_PAYMENT_PROVIDER = env("BILLING_PAYMENT_PROVIDER", default="local")
+# The secret the local provider signs its events with (default: derived from SECRET_KEY).
+BILLING_LOCAL_WEBHOOK_SECRET = env("BILLING_LOCAL_WEBHOOK_SECRET", default="")
+# A checkout session not completed within this many hours expires.
+BILLING_CHECKOUT_EXPIRY_HOURS = env.int("BILLING_CHECKOUT_EXPIRY_HOURS", default=24)
+
 # Celery: Redis when CELERY_BROKER_URL / REDIS_URL is given, else an embedded file-system transport.
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="") or REDIS_URL or "filesystem://localhost//"
 CELERY_BROKER_TRANSPORT_OPTIONS = {}
@@ -474,6 +499,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "tenants.tasks.sync_api_call_counters",
         "schedule": timedelta(minutes=1),
     },
+    "tenants.prune-idempotency-keys": {
+        "task": "tenants.tasks.prune_idempotency_keys",
+        "schedule": crontab(minute=29),
+    },
     # Also kicked on commit whenever deliveries are written; this catches retries coming due.
     "notifications.send-webhooks": {
         "task": "notifications.tasks.send_webhooks",
@@ -482,6 +511,16 @@ CELERY_BEAT_SCHEDULE = {
     "notifications.prune-webhook-deliveries": {
         "task": "notifications.tasks.prune_webhook_deliveries",
         "schedule": crontab(hour=3, minute=41),
+    },
+    # Periods end at month starts (and trials whenever they end); due subscriptions only, so
+    # a frequent run is cheap and a missed one catches up.
+    "billing.generate-invoices": {
+        "task": "billing.tasks.generate_invoices",
+        "schedule": crontab(minute="*/15"),
+    },
+    "billing.run-dunning": {
+        "task": "billing.tasks.run_dunning",
+        "schedule": crontab(minute=7),
     },
     "audit.issue-checkpoints": {
         "task": "audit.tasks.issue_audit_checkpoints",

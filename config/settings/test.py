@@ -19,6 +19,9 @@ REST_FRAMEWORK = {
         "user": "100000/min",
         "auth": "100000/min",
         "stylesheet": "100000/min",
+        # 10/min per tenant in production; tests/billing/test_api.py checks it with its own.
+        "billing": "100000/min",
+        "provider_webhooks": "100000/min",
     },
 }
 # Tests that check plan rates set them; the rest must not trip over the free tier's 100/hour.

@@ -822,6 +822,28 @@ def _unsupported_media_type(ctx):
     return ctx.owner.client.generic("POST", TENANTS_URL, "name=x", content_type="text/csv")
 
 
+def _invoice_to_pay(ctx):
+    from tests.billing.factories import InvoiceFactory
+
+    invoice = InvoiceFactory(tenant=ctx.owner.tenant)
+    return f"/api/v1/billing/invoices/{invoice.pk}/pay"
+
+
+def _payment_failed(ctx):
+    body = {"payment_method_id": "pm_card_chargeDeclined"}
+    return ctx.owner.client.post(_invoice_to_pay(ctx), body, format="json")
+
+
+def _idempotency_key_reused(ctx):
+    url = _invoice_to_pay(ctx)
+    headers = {"HTTP_IDEMPOTENCY_KEY": "order-1"}
+    declined = {"payment_method_id": "pm_card_chargeDeclined"}
+    ctx.owner.client.post(url, declined, format="json", **headers)
+    return ctx.owner.client.post(
+        url, {"payment_method_id": "pm_card_visa"}, format="json", **headers
+    )
+
+
 def _rate_limit_exceeded(ctx):
     with _rates(user="1/min"), one_minute_window():
         ctx.owner.client.get(ME_URL)
@@ -876,6 +898,8 @@ ANSWERED_BY = {
     "CONFLICT": _conflict,
     "PAYLOAD_TOO_LARGE": _payload_too_large,
     "UNSUPPORTED_MEDIA_TYPE": _unsupported_media_type,
+    "PAYMENT_FAILED": _payment_failed,
+    "IDEMPOTENCY_KEY_REUSED": _idempotency_key_reused,
     "RATE_LIMIT_EXCEEDED": _rate_limit_exceeded,
     "QUOTA_EXCEEDED": _quota_exceeded,
     "INTERNAL_ERROR": _internal_error,

@@ -59,6 +59,16 @@ STAFF_ONLY_NAMES = frozenset(
 
 # (serializer, field) -> the rule that makes it safe, and the test that proves the rule.
 REVIEWED = {
+    ("billing.serializers.CheckoutSerializer", "plan"): (
+        "the paid plan the organization subscribes to, for holders of billing.write, through "
+        "the provider's hosted page: the tier follows the plan paid for "
+        "(tests/billing/test_checkout.py)"
+    ),
+    ("billing.serializers.ChangePlanSerializer", "plan"): (
+        "the plan the organization buys, for holders of billing.write: an upgrade is charged pro "
+        "rata on an invoice issued at once and the tier follows the plan bought, a downgrade "
+        "waits for the period end: tests/billing/test_subscriptions.py"
+    ),
     ("tenants.serializers.tenants.TenantSerializer", "subscription_tier"): (
         "tenant_create refuses a tier other than free unless the actor is staff: "
         "tests/tenants/test_tenants_api.py::test_an_ordinary_user_cannot_grant_themselves_a_plan"

@@ -25,6 +25,8 @@ from accounts import services as accounts_services
 from accounts.models import AuthToken
 from audit import services as audit_services
 from audit.models import AuditEvent
+from billing import services as billing_services
+from billing.models import Invoice, Plan
 from notifications import services as notifications_services
 from playground import services as playground_services
 from playground.models import LanguageModel
@@ -42,6 +44,24 @@ from tests.factories import (
 )
 
 EXEMPT = {
+    "tenants.services.lifecycle.tenant_plan_apply": (
+        "a step of billing's plan changes, inside their transaction, which records "
+        "billing.subscription.changed"
+    ),
+    "billing.services.subscriptions.plan_change_quote": "read-only: what a change would do",
+    "billing.services.invoices.invoice_rows": "builds unsaved rows: the caller saves them",
+    "billing.services.invoices.use_credit": "pure function over locked notes the caller saves",
+    "billing.services.invoices.invoice_payload": "pure function",
+    "billing.services.invoices.format_number": "pure function",
+    "billing.services.payments.payment_attempt": "the provider's charge as an unsaved Payment",
+    "billing.services.payments.payment_payload": "pure function",
+    "audit.services.record_many": "the recorder itself, for many events at once",
+    "billing.services.checkout.checkout_is_open": "pure function",
+    "billing.services.renewals.subscriptions_due": "read-only queryset",
+    "billing.services.renewals.period_usage": "read-only: a period's usage",
+    "billing.services.renewals.usage_lines": "pure function: the lines usage bills",
+    "billing.services.renewals.token_usage_lines": "pure function",
+    "billing.services.renewals.storage_usage_lines": "pure function",
     "audit.services.record": "the recorder itself",
     "audit.services.redact": "pure function",
     "audit.services.is_secret_key": "pure function",
@@ -74,6 +94,9 @@ EXEMPT = {
     "tenants.services.quotas.with_live_api_calls": "read-only",
     "tenants.services.quotas.counted_reading": "read-only",
     "tenants.services.quotas.api_calls_sync": "copies counters already counted; adds no facts",
+    "tenants.services.idempotency.idempotency_keys_prune": (
+        "deletes expired Idempotency-Keys, which already count as never sent: no tenant state"
+    ),
     "accounts.services.jwt_refresh": "session bookkeeping: its start and end are audited",
     "accounts.services.api_key_usage": "read-only",
     "accounts.services.api_key_usage_flush": "request counters, not facts (the requests are)",
@@ -111,6 +134,12 @@ EXEMPT = {
     ),
     "notifications.services.events.publish": (
         "the audit hook: runs inside record(), publishing the event being recorded"
+    ),
+    "notifications.services.events.publish_many": (
+        "the audit hook's batch form: runs inside record_many(), publishing its events"
+    ),
+    "notifications.services.user_notifications.notify_roles_many": (
+        "part of publishing audited events (the hook's batch form)"
     ),
     "notifications.services.events.relay_after_commit": "queues the relay after commit",
     "notifications.services.user_notifications.notify_roles": (
@@ -214,8 +243,201 @@ def _execution():
     return PromptExecutionFactory()
 
 
+# Billing -------------------------------------------------------------------------------------
+
+
+def _paid_subscription(code="team"):
+    from tests.billing.factories import SubscriptionFactory
+
+    return SubscriptionFactory(
+        plan=Plan.objects.get(code=code), default_payment_method="pm_card_visa"
+    )
+
+
+def _pending_invoice(**fields):
+    from tests.billing.factories import InvoiceFactory
+
+    return InvoiceFactory(**fields)
+
+
+def _paid_invoice():
+    invoice = _pending_invoice()
+    billing_services.invoice_pay(invoice=invoice, actor=None, payment_method="pm_card_visa")
+    return invoice
+
+
+def _checkout_session():
+    return billing_services.checkout_create(
+        tenant=TenantFactory(),
+        actor=None,
+        plan=Plan.objects.get(code="starter"),
+        success_url="https://app.example.com/done",
+        cancel_url="https://app.example.com/",
+    )
+
+
+def _provider_event():
+    from billing.providers.local import LocalProvider
+
+    session = _checkout_session()
+    body, headers = LocalProvider().signed_event(
+        "checkout.session.completed",
+        {"session_id": session.session_id, "payment_method": "pm_card_visa"},
+    )
+    billing_services.provider_event_receive(provider_name="local", body=body, headers=headers)
+
+
+def _ended_subscription():
+    from billing.models import Subscription
+
+    subscription = _paid_subscription()
+    end = timezone.now() - timedelta(minutes=1)
+    Subscription.objects.filter(pk=subscription.pk).update(
+        current_period_start=end - timedelta(days=31), current_period_end=end
+    )
+    return subscription
+
+
+def _overdue_invoice():
+    subscription = _paid_subscription()
+    return _pending_invoice(
+        tenant=subscription.tenant,
+        subscription=subscription,
+        status="overdue",
+        due_date=(timezone.now() - timedelta(days=20)).date(),
+    )
+
+
+def _dunning_settled():
+    invoice = _overdue_invoice()
+    billing_services.dunning_suspend(tenant=invoice.tenant)
+    Invoice.objects.filter(pk=invoice.pk).update(status="paid")
+    billing_services.dunning_settle(tenant=invoice.tenant, actor=None)
+
+
 # service -> (how to call it, the event type it must record)
 INVOCATIONS = {
+    "billing.services.plans.plan_create": (
+        lambda: billing_services.plan_create(actor=None, code="scale", name="Scale", price_cents=1),
+        "billing.plan.created",
+    ),
+    "billing.services.plans.plan_update": (
+        lambda: billing_services.plan_update(
+            plan=billing_services.plan_create(actor=None, code="tiny", name="Tiny"),
+            actor=None,
+            price_cents=2,
+        ),
+        "billing.plan.updated",
+    ),
+    "billing.services.plans.plan_delete": (
+        lambda: billing_services.plan_delete(
+            plan=billing_services.plan_create(actor=None, code="gone", name="Gone"), actor=None
+        ),
+        "billing.plan.deleted",
+    ),
+    "billing.services.subscriptions.subscription_ensure": (
+        lambda: billing_services.subscription_ensure(tenant=TenantFactory()),
+        "billing.subscription.created",
+    ),
+    "billing.services.subscriptions.subscription_change_plan": (
+        lambda: billing_services.subscription_change_plan(
+            tenant=_paid_subscription().tenant, actor=None, plan=Plan.objects.get(code="business")
+        ),
+        "billing.subscription.changed",
+    ),
+    "billing.services.subscriptions.subscription_cancel": (
+        lambda: billing_services.subscription_cancel(subscription=_paid_subscription(), actor=None),
+        "billing.subscription.canceled",
+    ),
+    "billing.services.subscriptions.subscription_resume": (
+        lambda: billing_services.subscription_resume(
+            subscription=billing_services.subscription_cancel(
+                subscription=_paid_subscription(), actor=None
+            ),
+            actor=None,
+        ),
+        "billing.subscription.resumed",
+    ),
+    "billing.services.invoices.invoice_issue": (
+        lambda: billing_services.invoice_issue(
+            subscription=(subscription := _paid_subscription()),
+            plan=subscription.plan,
+            reason="plan_change",
+            period_start=timezone.now(),
+            period_end=timezone.now() + timedelta(days=1),
+            lines=[billing_services.LineSpec(type="proration", description="x", amount_cents=1)],
+            actor=None,
+        ),
+        "billing.invoice.created",
+    ),
+    "billing.services.invoices.invoice_void": (
+        lambda: billing_services.invoice_void(invoice=_pending_invoice(), actor=None, reason="x"),
+        "billing.invoice.voided",
+    ),
+    "billing.services.invoices.invoice_resend": (
+        lambda: billing_services.invoice_resend(invoice=_pending_invoice(), actor=None),
+        "billing.invoice.resent",
+    ),
+    "billing.services.checkout.checkout_create": (_checkout_session, "billing.checkout.created"),
+    "billing.services.checkout.checkout_complete": (
+        lambda: billing_services.checkout_complete(
+            session=_checkout_session(), payment_method="pm_card_visa"
+        ),
+        "billing.subscription.changed",
+    ),
+    "billing.services.checkout.invoice_issue_first_period": (
+        lambda: billing_services.invoice_issue_first_period(subscription=_paid_subscription()),
+        "billing.invoice.created",
+    ),
+    "billing.services.payments.invoice_pay": (_paid_invoice, "billing.payment.succeeded"),
+    "billing.services.payments.invoice_collect": (
+        lambda: billing_services.invoice_collect(
+            invoice=_pending_invoice(subscription=_paid_subscription())
+        ),
+        "billing.payment.succeeded",
+    ),
+    "billing.services.payments.invoice_mark_paid_offline": (
+        lambda: billing_services.invoice_mark_paid_offline(
+            invoice=_pending_invoice(), actor=None, note="bank transfer"
+        ),
+        "billing.payment.succeeded",
+    ),
+    "billing.services.provider_events.provider_event_receive": (
+        _provider_event,
+        "billing.subscription.changed",
+    ),
+    "billing.services.renewals.subscription_renew": (
+        lambda: billing_services.subscription_renew(subscription=_ended_subscription()),
+        "billing.subscription.renewed",
+    ),
+    "billing.services.renewals.subscriptions_renew_due": (
+        lambda: billing_services.subscriptions_renew_due(tenant=_ended_subscription().tenant),
+        "billing.subscription.renewed",
+    ),
+    "billing.services.dunning.invoice_mark_overdue": (
+        lambda: billing_services.invoice_mark_overdue(
+            invoice=_pending_invoice(due_date=(timezone.now() - timedelta(days=2)).date())
+        ),
+        "billing.invoice.overdue",
+    ),
+    "billing.services.dunning.dunning_run": (
+        lambda: (
+            _pending_invoice(due_date=(timezone.now() - timedelta(days=2)).date()),
+            billing_services.dunning_run(),
+        ),
+        "billing.invoice.overdue",
+    ),
+    "billing.services.dunning.dunning_suspend": (
+        lambda: billing_services.dunning_suspend(tenant=_overdue_invoice().tenant),
+        "tenant.suspended",
+    ),
+    "billing.services.dunning.dunning_settle": (_dunning_settled, "tenant.restored"),
+    "billing.services.credit_notes.credit_note_issue": (
+        lambda: billing_services.credit_note_issue(
+            invoice=_paid_invoice(), actor=None, amount_cents=100, kind="credit", reason="x"
+        ),
+        "billing.credit_note.created",
+    ),
     "playground.services.catalogue.provider_create": (
         lambda: playground_catalogue.provider_create(
             actor=None, name="ollama", kind="openai", base_url="http://ollama:11434/v1"

@@ -169,6 +169,78 @@ def _publish_template(tenant):
     prompt_template_publish(template=_create_template(tenant), actor=None, version=1)
 
 
+def _paid_subscription(tenant, code="team"):
+    from billing.models import Plan
+    from billing.services import subscription_ensure
+
+    plan = Plan.objects.get(code=code)
+    subscription = subscription_ensure(tenant=tenant)
+    subscription.plan = plan
+    subscription.save(update_fields=["plan"])
+    return subscription
+
+
+def _upgrade(tenant):
+    from billing.models import Plan
+    from billing.services import subscription_change_plan
+
+    _paid_subscription(tenant)
+    subscription_change_plan(
+        tenant=tenant, actor=_owner(tenant), plan=Plan.objects.get(code="business")
+    )
+
+
+def _cancel_subscription(tenant):
+    from billing.services import subscription_cancel
+
+    subscription_cancel(subscription=_paid_subscription(tenant), actor=_owner(tenant))
+
+
+def _resume_subscription(tenant):
+    from billing.services import subscription_resume
+
+    _cancel_subscription(tenant)
+    subscription_resume(subscription=_paid_subscription(tenant), actor=None)
+
+
+def _invoice(tenant, **fields):
+    from tests.billing.factories import InvoiceFactory
+
+    return InvoiceFactory(tenant=tenant, subscription=_paid_subscription(tenant), **fields)
+
+
+def _pay(tenant):
+    from billing.services import invoice_pay
+
+    invoice_pay(invoice=_invoice(tenant), actor=_owner(tenant), payment_method="pm_card_visa")
+
+
+def _decline(tenant):
+    from billing.services import invoice_pay
+
+    invoice_pay(invoice=_invoice(tenant), actor=None, payment_method="pm_card_chargeDeclined")
+
+
+def _overdue(tenant):
+    from billing.services import invoice_mark_overdue
+
+    invoice_mark_overdue(invoice=_invoice(tenant, due_date=datetime(2026, 1, 1).date()))
+
+
+def _resend(tenant):
+    from billing.services import invoice_resend
+
+    invoice_resend(invoice=_invoice(tenant), actor=None)
+
+
+def _credit(tenant):
+    from billing.services import credit_note_issue, invoice_pay
+
+    invoice = _invoice(tenant)
+    invoice_pay(invoice=invoice, actor=None, payment_method="pm_card_visa")
+    credit_note_issue(invoice=invoice, actor=None, amount_cents=500, kind="credit", reason="x")
+
+
 # Catalogue type -> a producer of it. A new catalogue entry fails test_every_type_has_a_producer
 # until it is added here.
 PRODUCERS = {
@@ -185,6 +257,13 @@ PRODUCERS = {
     "organization.api_key.revoked": _revoke_api_key,
     "webhook.endpoint.disabled": _disable_endpoint,
     "webhook.test": _test_endpoint,
+    "billing.subscription.changed": _upgrade,
+    "billing.invoice.created": _upgrade,
+    "billing.payment.succeeded": _pay,
+    "billing.payment.failed": _decline,
+    "billing.invoice.overdue": _overdue,
+    "billing.invoice.sent": _resend,
+    "billing.credit_note.created": _credit,
 }
 
 # Audit event type -> a producer of it: every source of every entry, the ones PRODUCERS does
@@ -207,6 +286,15 @@ SOURCE_PRODUCERS = {
     "api_key.revoked": _revoke_api_key,
     "webhook.endpoint.disabled": _disable_endpoint,
     "webhook.endpoint.tested": _test_endpoint,
+    "billing.subscription.changed": _upgrade,
+    "billing.subscription.canceled": _cancel_subscription,
+    "billing.subscription.resumed": _resume_subscription,
+    "billing.invoice.created": _upgrade,
+    "billing.payment.succeeded": _pay,
+    "billing.payment.failed": _decline,
+    "billing.invoice.overdue": _overdue,
+    "billing.invoice.resent": _resend,
+    "billing.credit_note.created": _credit,
 }
 
 
