@@ -298,3 +298,30 @@ def test_the_local_provider_signs_what_it_verifies():
     body, headers = provider.signed_event("checkout.session.completed", {"session_id": "cs_x"})
     event = provider.verify_event(body=body, headers=headers)
     assert event.type == "checkout.session.completed" and event.data == {"session_id": "cs_x"}
+
+
+# The signature scheme is Stripe's own ------------------------------------------------------------
+
+
+def test_stripes_official_library_verifies_what_the_local_provider_signs():
+    import stripe
+
+    body, headers = LocalProvider().signed_event("checkout.session.completed", {"x": 1})
+    # Raises SignatureVerificationError on any mismatch, and checks the tolerance.
+    assert stripe.WebhookSignature.verify_header(
+        body, headers["Local-Signature"], webhook_secret(), tolerance=300
+    )
+
+
+def test_a_header_signed_by_stripes_library_is_accepted():
+    import time
+
+    import stripe
+
+    from billing.providers.base import verify
+
+    body = json.dumps({"id": "evt_1", "type": "ping", "data": {}}).encode()
+    header = stripe.WebhookSignature.generate_signature_header(
+        body.decode(), "whsec_test", timestamp=int(time.time())
+    )
+    verify("whsec_test", body, header)
