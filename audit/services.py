@@ -6,6 +6,7 @@ import logging
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import rfc8785
@@ -128,7 +129,7 @@ def record_many(entries: list[Entry]) -> list[AuditEvent]:
     context = request_context.current()
     now = timezone.now()
     events = []
-    for entry in entries:
+    for index, entry in enumerate(entries):
         actor = entry.actor if getattr(entry.actor, "is_authenticated", False) else None
         events.append(
             AuditEvent(
@@ -141,7 +142,9 @@ def record_many(entries: list[Entry]) -> list[AuditEvent]:
                 request_id=context.request_id,
                 ip_address=context.ip_address,
                 user_agent=context.user_agent,
-                created_at=now,
+                # A microsecond apart: sealing chains events by (created_at, id), and a
+                # tenant's events must keep the order they were recorded in.
+                created_at=now + timedelta(microseconds=index),
             )
         )
     bulk_insert(AuditEvent, events)

@@ -2,8 +2,8 @@
 
 - `acme` has been on the Starter plan for three months, paid by card (the local provider's
   `pm_card_visa`): three period invoices issued by the renewal job and collected; a credit
-  note on the first; then an upgrade to Team today, charged pro rata (less the credit) on an
-  invoice still to pay; and the usage records of its three ended quota periods;
+  note on the first; then an upgrade to Team today, charged pro rata (less the credit) and
+  collected from the card; and the usage records of its three ended quota periods;
 - `globex` is on the Enterprise plan (its tier's), this month's invoice overdue (due three
   days ago: dunning would suspend it eleven days from now), so the dunning schedule and the
   pay endpoint have something to show.

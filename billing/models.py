@@ -244,6 +244,10 @@ class InvoiceLine(TenantOwned):
     period_start = models.DateTimeField(null=True, blank=True)
     period_end = models.DateTimeField(null=True, blank=True)
     position = models.PositiveSmallIntegerField(default=0)
+    # A credit line's credit note: voiding the invoice gives the credit back to it.
+    credit_note = models.ForeignKey(
+        "CreditNote", on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
 
     class Meta:
         ordering = ["invoice", "position"]

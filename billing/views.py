@@ -125,7 +125,10 @@ class SubscriptionViewSet(ServiceWriteMixin, TenantContextViewSet):
     @action(detail=False, methods=["post"], url_path="subscription/change-plan/preview")
     def change_plan_preview(self, request):
         change = services.plan_change_quote(
-            subscription=self.subscription(), plan=self.new_plan(), at=timezone.now()
+            subscription=self.subscription(),
+            plan=self.new_plan(),
+            at=timezone.now(),
+            by_staff=request.user.is_staff,
         )
         return Response(PlanChangePreviewSerializer(change).data)
 

@@ -71,16 +71,21 @@ def verify(secret: str, body: bytes, header: str | None, *, now: float | None = 
     if not header:
         raise InvalidEvent("The event carries no signature.")
     parts = [item.partition("=") for item in header.split(",")]
-    timestamps = [value for key, _, value in parts if key.strip() == "t"]
+    timestamps = [value.strip() for key, _, value in parts if key.strip() == "t"]
     signatures = [value.strip() for key, _, value in parts if key.strip() == "v1"]
-    if len(timestamps) != 1 or not timestamps[0].strip().isdigit() or not signatures:
+    raw = timestamps[0] if len(timestamps) == 1 else ""
+    # ASCII digits only (str.isdigit also takes "²"), and a sane length (no huge integers).
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 12) or not signatures:
         raise InvalidEvent("The event's signature header is malformed.")
-    timestamp = int(timestamps[0])
+    timestamp = int(raw)
     now = time.time() if now is None else now
     if abs(now - timestamp) > SIGNATURE_TOLERANCE_SECONDS:
         raise InvalidEvent("The event's signature is too old (or from the future).")
-    expected = sign(secret, body, timestamp=timestamp).split("v1=", 1)[1]
-    if not any(hmac.compare_digest(expected, candidate) for candidate in signatures):
+    expected = sign(secret, body, timestamp=timestamp).split("v1=", 1)[1].encode()
+    if not any(
+        hmac.compare_digest(expected, candidate.encode("utf-8", "surrogatepass"))
+        for candidate in signatures
+    ):
         raise InvalidEvent()
 
 

@@ -75,13 +75,21 @@ def dunning_suspend(*, tenant: Tenant, now: datetime | None = None) -> bool:
     """Suspend `tenant` for an invoice unpaid BILLING_SUSPEND_AFTER_DAYS days after its due
     date; False when it has none, or is not active (already suspended or cancelled)."""
     now = now or timezone.now()
+    limit = _today(now) - timedelta(days=settings.BILLING_SUSPEND_AFTER_DAYS)
+    # Locks in the order payments take them (invoice, subscription, tenant). Locking the
+    # overdue invoices waits for a payment in flight; PostgreSQL then re-reads them, so an
+    # invoice paid meanwhile is no reason to suspend (and the payment's dunning_settle has
+    # already run: nothing would restore the organization).
+    overdue = list(
+        Invoice.objects.select_for_update()
+        .filter(tenant_id=tenant.pk, status=InvoiceStatus.OVERDUE, due_date__lte=limit)
+        .values_list("pk", flat=True)
+    )
+    if not overdue:
+        return False
+    list(Subscription.objects.select_for_update().filter(tenant_id=tenant.pk))
     locked = Tenant.objects.locked(tenant.pk)
     if locked.status not in (TenantStatus.TRIAL, TenantStatus.ACTIVE):
-        return False
-    limit = _today(now) - timedelta(days=settings.BILLING_SUSPEND_AFTER_DAYS)
-    if not Invoice.objects.filter(
-        tenant=locked, status=InvoiceStatus.OVERDUE, due_date__lte=limit
-    ).exists():
         return False
     tenant_suspend(tenant=locked, actor=None, reason=SUSPENSION_REASON)
     Subscription.objects.filter(tenant=locked).update(dunning_suspended_at=now, updated_at=now)

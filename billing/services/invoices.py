@@ -45,6 +45,7 @@ class LineSpec:
     unit_amount_micros: int | None = None
     period_start: datetime | None = None
     period_end: datetime | None = None
+    credit_note_id: object = None
 
 
 @transaction.atomic
@@ -111,7 +112,10 @@ def use_credit(notes: Sequence[CreditNote], subtotal: int) -> list[LineSpec]:
         left -= used
         lines.append(
             LineSpec(
-                type=LineType.CREDIT, description=f"Credit note {note.number}", amount_cents=-used
+                type=LineType.CREDIT,
+                description=f"Credit note {note.number}",
+                amount_cents=-used,
+                credit_note_id=note.pk,
             )
         )
     return lines
@@ -170,6 +174,7 @@ def invoice_rows(
             period_start=line.period_start,
             period_end=line.period_end,
             position=position,
+            credit_note_id=line.credit_note_id,
         )
         for position, line in enumerate([*lines, *credits])
     ]
@@ -223,6 +228,11 @@ def invoice_void(*, invoice: Invoice, actor, reason: str) -> Invoice:
     if invoice.status not in (InvoiceStatus.PENDING, InvoiceStatus.OVERDUE):
         raise Conflict("Only an unpaid invoice can be voided.", details={"status": invoice.status})
     model_update(instance=invoice, data={"status": InvoiceStatus.VOID, "voided_at": timezone.now()})
+    # The credit it used goes back to its notes, for the next invoices.
+    for line in invoice.lines.filter(credit_note__isnull=False):
+        CreditNote.objects.filter(pk=line.credit_note_id).update(
+            remaining_cents=F("remaining_cents") - line.amount_cents, updated_at=timezone.now()
+        )
     record(
         tenant=invoice.tenant,
         event_type="billing.invoice.voided",

@@ -44,7 +44,12 @@ def _check_payable(invoice: Invoice) -> None:
 
 @transaction.atomic
 def invoice_pay(
-    *, invoice: Invoice, actor, payment_method: str, idempotency_key: str = ""
+    *,
+    invoice: Invoice,
+    actor,
+    payment_method: str,
+    idempotency_key: str = "",
+    provider_key: str = "",
 ) -> Payment:
     """Charge what the invoice still owes to `payment_method`; returns the Payment, which
     failed when the provider declined (nothing is paid then)."""
@@ -52,9 +57,10 @@ def invoice_pay(
     _check_payable(invoice)
     amount = invoice.amount_due_cents
     provider = payment_provider()
-    # The provider's key: the request's own when it sent one (a retry is the same charge),
-    # else one per attempt (the invoice's lock already makes attempts one at a time).
-    key = f"invoice:{invoice.pk}:{idempotency_key or uuid.uuid4()}"
+    # The provider's key: the caller's (collection: the same for every attempt at the same
+    # period's invoice), the request's own when it sent one (a retry is the same charge), else
+    # one per attempt (the invoice's lock already makes attempts one at a time).
+    key = provider_key or f"invoice:{invoice.pk}:{idempotency_key or uuid.uuid4()}"
     payment = payment_attempt(
         provider, invoice, payment_method=payment_method, key=key, actor=actor
     )
@@ -109,12 +115,23 @@ def invoice_collect(*, invoice: Invoice) -> Payment | None:
             invoice=invoice,
             actor=None,
             payment_method=subscription.default_payment_method,
-            idempotency_key=f"collect:{invoice.number}",
+            provider_key=collection_key(invoice),
         )
-    except PaymentMethodInvalid as refusal:
+    except PaymentMethodInvalid:
         # The kept method is gone at the provider: a failed attempt, like a decline, and the
         # invoice left to dunning (never a renewal blocked by it).
-        return _failed_attempt(invoice, code="payment_method_invalid", message=refusal.message)
+        return _failed_attempt(invoice, code="payment_method_invalid", message=METHOD_GONE)
+
+
+# What a failed collection says when the kept method is refused: never the method's id.
+METHOD_GONE = "The saved payment method is no longer valid."
+
+
+def collection_key(invoice: Invoice) -> str:
+    """The provider's idempotency key for collecting `invoice` from the kept method: the same
+    for every attempt at this subscription's invoice of this period (a renewal retried after
+    a failure issues a new invoice row for the same period), so the card is charged once."""
+    return f"collect:{invoice.subscription_id}:{invoice.reason}:{invoice.period_start.isoformat()}"
 
 
 def _failed_attempt(invoice: Invoice, *, code: str, message: str) -> Payment:
@@ -146,7 +163,7 @@ def invoice_mark_paid_offline(*, invoice: Invoice, actor, note: str) -> Payment:
         currency=invoice.currency,
         status=PaymentStatus.SUCCEEDED,
         provider="offline",
-        payment_method=note[:100],
+        payment_method="offline",
         actor=actor if getattr(actor, "is_authenticated", False) else None,
     )
     _mark_paid(invoice, amount=amount, paid_offline_note=note[:500])

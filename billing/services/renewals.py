@@ -32,7 +32,7 @@ from audit.services import Entry, record, record_many
 from config.db import bulk_insert
 from config.services import model_update
 from playground.selectors import gateway_usage
-from tenants.models import QuotaCounter, QuotaResource
+from tenants.models import QuotaCounter, QuotaResource, TenantStatus
 from tenants.services.lifecycle import tenant_plan_apply
 
 from ..catalogue import MICROS_PER_CENT
@@ -64,7 +64,13 @@ from .invoices import (
     invoice_rows,
     use_credit,
 )
-from .payments import invoice_collect, payment_attempt, payment_payload
+from .payments import (
+    METHOD_GONE,
+    collection_key,
+    invoice_collect,
+    payment_attempt,
+    payment_payload,
+)
 from .subscriptions import _plan_of_tier
 
 logger = logging.getLogger("billing.renewals")
@@ -75,10 +81,15 @@ MB = 1024**2
 
 
 def subscriptions_due(*, now: datetime | None = None):
-    """Subscriptions whose current period has ended."""
-    return Subscription.objects.filter(
-        current_period_end__lte=now or timezone.now(), status__in=RENEWABLE
-    ).order_by("current_period_end", "pk")
+    """Subscriptions whose current period has ended, of organizations not cancelled (a
+    cancelled organization is billed no more; restored, it renews and catches up)."""
+    return (
+        Subscription.objects.filter(
+            current_period_end__lte=now or timezone.now(), status__in=RENEWABLE
+        )
+        .exclude(tenant__status=TenantStatus.CANCELLED)
+        .order_by("current_period_end", "pk")
+    )
 
 
 @dataclass(frozen=True)
@@ -185,7 +196,11 @@ def _renew(subscription: Subscription, now: datetime) -> tuple[bool, Invoice | N
         .select_related("plan", "pending_plan", "tenant")
         .get(pk=subscription.pk)
     )
-    if sub.current_period_end > now or sub.status not in RENEWABLE:
+    if (
+        sub.current_period_end > now
+        or sub.status not in RENEWABLE
+        or sub.tenant.status == TenantStatus.CANCELLED
+    ):
         return False, None
     ended_start, ended_end, ended_plan = sub.current_period_start, sub.current_period_end, sub.plan
     trial = sub.status == SubscriptionStatus.TRIALING
@@ -225,8 +240,10 @@ def _renew(subscription: Subscription, now: datetime) -> tuple[bool, Invoice | N
                 "current_period_end": period.end,
             },
         )
-        invoice = invoice_issue_first_period(subscription=sub)
-        _collect(invoice)
+        # A trial switched to a free plan meanwhile owes nothing: no invoice.
+        invoice = (
+            _collect(invoice_issue_first_period(subscription=sub)) if sub.plan.price_cents else None
+        )
         _record_renewal(sub, ended_plan, ended_plan, ended_end, invoice, change="trial_ended")
         return True, invoice
 
@@ -323,13 +340,13 @@ def _renewal_event(sub, ended_plan: Plan, plan: Plan, at: datetime, invoice, *, 
 # The invoice run in batches ------------------------------------------------------------------
 
 
-def _renew_batch(pks: list, now: datetime) -> tuple[int, list[Invoice]]:
+def _renew_batch(pks: list, now: datetime) -> tuple[set, list[Invoice]]:
     """Renew the plain subscriptions among `pks` (active or past due, nothing scheduled for
     the period end) as `_renew` would, in one transaction and a constant number of queries
     whatever their number: the claim (locked rows; those another run holds are skipped, it
     renews them), the period's usage, unused credit, numbers, invoices and lines, the
     periods, the events (audit.services.record_many), and collection from the kept payment
-    methods. Returns (how many it renewed, the invoices issued)."""
+    methods. Returns (the ones it renewed, the invoices issued)."""
     subs = list(
         Subscription.objects.select_for_update(of=("self",), skip_locked=True)
         .filter(
@@ -339,11 +356,12 @@ def _renew_batch(pks: list, now: datetime) -> tuple[int, list[Invoice]]:
             cancel_at_period_end=False,
             pending_plan__isnull=True,
         )
+        .exclude(tenant__status=TenantStatus.CANCELLED)
         .select_related("plan", "tenant")
         .order_by("pk")
     )
     if not subs:
-        return 0, []
+        return set(), []
     tenant_ids = [sub.tenant_id for sub in subs]
     usage = _batch_usage(subs)
     built = []  # (sub, ended start/end, new period, lines)
@@ -422,7 +440,7 @@ def _renew_batch(pks: list, now: datetime) -> tuple[int, list[Invoice]]:
     record_many([Entry(**event) for event in events])
     for tenant in settled:
         dunning_settle(tenant=tenant, actor=None)
-    return len(subs), invoices
+    return {sub.pk for sub in subs}, invoices
 
 
 def _advance_periods(built: list, now: datetime) -> None:
@@ -503,9 +521,9 @@ def _charge_batch(invoices: list[Invoice], now: datetime) -> tuple[list[Payment]
                 provider,
                 invoice,
                 payment_method=sub.default_payment_method,
-                key=f"invoice:{invoice.pk}:collect:{invoice.number}",
+                key=collection_key(invoice),
             )
-        except PaymentMethodInvalid as refusal:
+        except PaymentMethodInvalid:
             payment = Payment(
                 tenant=invoice.tenant,
                 invoice=invoice,
@@ -514,7 +532,7 @@ def _charge_batch(invoices: list[Invoice], now: datetime) -> tuple[list[Payment]
                 status=PaymentStatus.FAILED,
                 provider=provider.name,
                 failure_code="payment_method_invalid",
-                failure_message=refusal.message[:500],
+                failure_message=METHOD_GONE,
             )
         payments.append(payment)
         if payment.status == PaymentStatus.SUCCEEDED:
@@ -551,9 +569,12 @@ def subscriptions_renew_due(
     subscription that fails is logged and left for the next run, and the others go on."""
     now = now or timezone.now()
     report = RenewalReport()
+    # Failed ones wait for the next run; skipped ones are held by another run, which renews
+    # them: neither is asked for again in this run (no spinning on a held row).
     failed: set = set()
+    skipped: set = set()
     while True:
-        due = subscriptions_due(now=now).exclude(pk__in=failed)
+        due = subscriptions_due(now=now).exclude(pk__in=failed | skipped)
         if tenant is not None:
             due = due.filter(tenant=tenant)
         batch = list(
@@ -567,8 +588,9 @@ def subscriptions_renew_due(
             try:
                 with transaction.atomic():
                     renewed, invoices = _renew_batch(plain, now)
-                report.renewed += renewed
+                report.renewed += len(renewed)
                 report.invoices.extend(invoices)
+                skipped.update(set(plain) - renewed)
             except Exception:
                 logger.exception("renewing a batch failed: renewing its subscriptions one by one")
                 one_by_one.extend(plain)
@@ -582,7 +604,8 @@ def subscriptions_renew_due(
                 report.failed.append(pk)
                 continue
             if not renewed:
-                continue  # another run renewed it meanwhile
+                skipped.add(pk)  # another run renewed it meanwhile
+                continue
             report.renewed += 1
             if invoice is not None:
                 report.invoices.append(invoice)

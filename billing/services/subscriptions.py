@@ -39,6 +39,7 @@ from ..periods import (
     whole_seconds,
 )
 from .invoices import LineSpec, invoice_issue
+from .payments import invoice_collect
 
 
 def _plan_of_tier(tier: str) -> Plan:
@@ -131,7 +132,9 @@ class PlanChange:
         return self.kind in _APPLY_NOW
 
 
-def plan_change_quote(*, subscription: Subscription, plan: Plan, at: datetime) -> PlanChange:
+def plan_change_quote(
+    *, subscription: Subscription, plan: Plan, at: datetime, by_staff: bool = False
+) -> PlanChange:
     """The exact effect of changing `subscription` to `plan` at `at`, or the Conflict refusing
     it. Changes nothing: the preview answers it, the change applies it."""
     current = subscription.plan
@@ -144,6 +147,22 @@ def plan_change_quote(*, subscription: Subscription, plan: Plan, at: datetime) -
         raise Conflict(
             "The subscription is past due: pay the overdue invoices before changing the plan.",
             details={"status": subscription.status},
+        )
+    if subscription.current_period_end <= at:
+        raise Conflict(
+            "The period has just ended and is being renewed; try again in a few minutes.",
+            details={"current_period_end": subscription.current_period_end.isoformat()},
+        )
+    if (
+        current.is_free
+        and not plan.is_free
+        and not subscription.default_payment_method
+        and not by_staff
+    ):
+        raise Conflict(
+            "Subscribe to a paid plan through checkout (POST billing/checkout): it takes the "
+            "payment method.",
+            details={"plan": plan.code},
         )
     if not plan.active and plan.pk != current.pk:
         raise Conflict("That plan is no longer offered.", details={"plan": plan.code})
@@ -204,7 +223,12 @@ def subscription_change_plan(*, tenant: Tenant, actor, plan: Plan) -> PlanChange
     """Change the tenant's plan: an upgrade now, charged pro rata on an invoice issued now; a
     downgrade or a change of interval scheduled for the period end (`pending_plan`)."""
     subscription = _locked_subscription(tenant)
-    change = plan_change_quote(subscription=subscription, plan=plan, at=timezone.now())
+    change = plan_change_quote(
+        subscription=subscription,
+        plan=plan,
+        at=timezone.now(),
+        by_staff=bool(getattr(actor, "is_staff", False)),
+    )
     invoice = None
     if change.applies_now:
         model_update(instance=subscription, data={"plan": plan, "pending_plan": None})
@@ -219,6 +243,9 @@ def subscription_change_plan(*, tenant: Tenant, actor, plan: Plan) -> PlanChange
                 lines=[_proration_line(change)],
                 actor=actor,
             )
+            # Collected from the kept method, like every invoice (a decline leaves it pending).
+            invoice_collect(invoice=invoice)
+            invoice.refresh_from_db()
     else:
         model_update(instance=subscription, data={"pending_plan": plan})
     record(

@@ -55,6 +55,7 @@ EXEMPT = {
     "billing.services.invoices.format_number": "pure function",
     "billing.services.payments.payment_attempt": "the provider's charge as an unsaved Payment",
     "billing.services.payments.payment_payload": "pure function",
+    "billing.services.payments.collection_key": "pure function",
     "audit.services.record_many": "the recorder itself, for many events at once",
     "billing.services.checkout.checkout_is_open": "pure function",
     "billing.services.renewals.subscriptions_due": "read-only queryset",
@@ -247,10 +248,15 @@ def _execution():
 
 
 def _paid_subscription(code="team"):
+    from billing.periods import period_from
     from tests.billing.factories import SubscriptionFactory
 
+    period = period_from(timezone.now(), "monthly")
     return SubscriptionFactory(
-        plan=Plan.objects.get(code=code), default_payment_method="pm_card_visa"
+        plan=Plan.objects.get(code=code),
+        default_payment_method="pm_card_visa",
+        current_period_start=period.full_start,
+        current_period_end=period.end,
     )
 
 

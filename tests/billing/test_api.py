@@ -1,10 +1,11 @@
 """The billing API: the plan catalogue, the organization's subscription with its plan changes,
 cancellation and resumption, and its invoices (the generic battery plus their own rules)."""
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import time_machine
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from billing.models import Invoice, InvoiceStatus, Plan, Subscription
@@ -176,8 +177,24 @@ def test_roles_without_billing_see_no_subscription(make_caller, role):
 
 def test_the_billing_role_manages_the_subscription(make_caller):
     caller = make_caller(Role.BILLING)
+    subscription = on_plan(caller.tenant, "starter")
+    Subscription.objects.filter(pk=subscription.pk).update(
+        default_payment_method="pm_card_visa",
+        current_period_start=timezone.now() - timedelta(days=1),
+        current_period_end=timezone.now() + timedelta(days=29),
+    )
     response = caller.client.post(f"{SUBSCRIPTION}/change-plan", {"plan": "team"}, format="json")
     assert response.status_code == 200, response.content
+    # The upgrade's invoice is collected from the card kept at checkout.
+    assert response.json()["data"]["invoice"] is not None
+    assert Invoice.objects.get(tenant=caller.tenant).status == "paid"
+
+
+def test_a_free_organization_subscribes_through_checkout_not_change_plan(owner):
+    response = owner.client.post(f"{SUBSCRIPTION}/change-plan", {"plan": "team"}, format="json")
+    assert_envelope(response, 409, "CONFLICT")
+    assert "checkout" in response.json()["error"]["message"]
+    assert not Subscription.objects.filter(tenant=owner.tenant, plan__code="team").exists()
 
 
 def test_an_api_key_with_billing_scopes_reads_the_subscription(owner):

@@ -11,12 +11,14 @@ from io import StringIO
 import pytest
 import time_machine
 from django.core.management import call_command
+from django.utils import timezone
 
 from audit.models import AuditEvent
 from billing import services, tasks
 from billing.models import (
     Invoice,
     InvoiceReason,
+    InvoiceSequence,
     InvoiceStatus,
     PaymentStatus,
     Plan,
@@ -386,7 +388,12 @@ def test_paying_an_overdue_invoice_before_suspension_makes_the_subscription_acti
     assert subscription.status == SubscriptionStatus.ACTIVE
     assert tenant.status == TenantStatus.ACTIVE
     assert not events(tenant, "tenant.restored").exists()
-    # And plan changes are allowed again.
+    # And plan changes are allowed again (in a period not yet ended).
+    Subscription.objects.filter(pk=subscription.pk).update(
+        current_period_end=timezone.now() + timedelta(days=10)
+    )
+    # The invoice above was made by a factory, numbered by hand: the sequence follows it.
+    InvoiceSequence.objects.update_or_create(tenant=tenant, defaults={"last_number": 1})
     result = services.subscription_change_plan(tenant=tenant, actor=None, plan=plan("business"))
     assert result.subscription.plan.code == "business"
 
