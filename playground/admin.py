@@ -17,13 +17,21 @@ from config.exceptions import ApplicationError
 from .models import (
     GatewayCall,
     LanguageModel,
+    OrchestrationTemplate,
+    Project,
     PromptExecution,
     PromptTemplate,
     PromptTemplateVersion,
     Provider,
     TemplateStatus,
 )
-from .services import catalogue, prompt_template_delete, prompt_template_update
+from .services import (
+    catalogue,
+    orchestration_template_delete,
+    project_delete,
+    prompt_template_delete,
+    prompt_template_update,
+)
 
 
 def _money(micros: int) -> str:
@@ -226,3 +234,33 @@ class PromptExecutionAdmin(ReadOnlyAdmin):
     @admin.display(description="cost", ordering="cost_micros")
     def cost(self, execution) -> str:
         return _money(execution.cost_micros)
+
+
+@admin.register(Project)
+class ProjectAdmin(ServiceDeleteAdmin, ReadOnlyAdmin):
+    """Projects are the tenants' own: shown, and deleted through the service (audited)."""
+
+    list_display = ("name", "tenant", "status", "priority", "created_by", "created_at")
+    list_select_related = ("tenant", "created_by")
+    list_filter = ("status", "priority")
+    search_fields = ("name", "topic", "tenant__slug")
+
+    def has_delete_permission(self, request, obj=None):
+        return request.user.has_perm("playground.delete_project")
+
+    def delete_through_service(self, request, obj) -> None:
+        project_delete(project=obj, actor=request.user)
+
+
+@admin.register(OrchestrationTemplate)
+class OrchestrationTemplateAdmin(ServiceDeleteAdmin, ReadOnlyAdmin):
+    list_display = ("name", "tenant", "category", "is_public", "usage_count", "created_by")
+    list_select_related = ("tenant", "created_by")
+    list_filter = ("is_public", "category")
+    search_fields = ("name", "tenant__slug")
+
+    def has_delete_permission(self, request, obj=None):
+        return request.user.has_perm("playground.delete_orchestrationtemplate")
+
+    def delete_through_service(self, request, obj) -> None:
+        orchestration_template_delete(orchestration_template=obj, actor=request.user)

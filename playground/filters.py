@@ -4,12 +4,16 @@
 
 import django_filters
 
-from config.filters import UTCDateTimeFilter
+from config.filters import ChoiceInFilter, UTCDateTimeFilter
 
 from .models import (
     CallStatus,
     ExecutionStatus,
     GatewayCall,
+    OrchestrationTemplate,
+    Priority,
+    Project,
+    ProjectStatus,
     PromptExecution,
     PromptTemplate,
     TemplateStatus,
@@ -45,3 +49,25 @@ class GatewayCallFilter(django_filters.FilterSet):
     class Meta:
         model = GatewayCall
         fields = ["model", "status", "api_key"]
+
+
+class ProjectFilter(django_filters.FilterSet):
+    """Exact values, several at once (`?status=active,completed`), and a creation range."""
+
+    status = ChoiceInFilter(choices=ProjectStatus.choices)
+    priority = ChoiceInFilter(choices=Priority.choices)
+    created_after = UTCDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = UTCDateTimeFilter(field_name="created_at", lookup_expr="lt")
+
+    class Meta:
+        model = Project
+        fields = ["status", "priority"]
+
+
+class OrchestrationTemplateFilter(django_filters.FilterSet):
+    category = django_filters.CharFilter(max_length=64)
+    is_public = django_filters.BooleanFilter()
+
+    class Meta:
+        model = OrchestrationTemplate
+        fields = ["category", "is_public"]

@@ -314,3 +314,90 @@ class PromptExecution(TenantOwned):
 
     def __str__(self):
         return f"{self.template_id} v{self.version_id} {self.status}"
+
+
+# Projects and orchestration -----------------------------------------------------------------
+
+
+class ProjectStatus(models.TextChoices):
+    ACTIVE = "active", "Active"
+    COMPLETED = "completed", "Completed"
+    ARCHIVED = "archived", "Archived"
+    FAILED = "failed", "Failed"
+
+
+class Priority(models.TextChoices):
+    LOW = "low", "Low"
+    MEDIUM = "medium", "Medium"
+    HIGH = "high", "High"
+    URGENT = "urgent", "Urgent"
+
+
+# Priorities in their order (ordering=priority sorts by it, not alphabetically).
+PRIORITY_RANK = {Priority.LOW: 0, Priority.MEDIUM: 1, Priority.HIGH: 2, Priority.URGENT: 3}
+
+
+class Project(TenantOwned):
+    """A piece of work the tenant runs orchestrations for: its topic is what runs work on."""
+
+    tenant = models.ForeignKey(
+        Tenant, on_delete=models.CASCADE, related_name="projects", editable=False
+    )
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True, max_length=2000)
+    topic = models.TextField(blank=True, max_length=5000)
+    status = models.CharField(
+        max_length=16, choices=ProjectStatus.choices, default=ProjectStatus.ACTIVE, db_index=True
+    )
+    priority = models.CharField(max_length=16, choices=Priority.choices, default=Priority.MEDIUM)
+    # A JSON object of the tenant's own, at most PROJECT_METADATA_MAX_BYTES when serialised.
+    metadata = models.JSONField(default=dict, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        editable=False,
+    )
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["tenant", "status"], name="project_status")]
+
+    def __str__(self):
+        return self.name
+
+
+class OrchestrationTemplate(TenantOwned):
+    """A reusable plan for runs: its phases, integrations and settings. A public one is seen by
+    every member of the tenant, a private one by its creator only."""
+
+    tenant = models.ForeignKey(
+        Tenant, on_delete=models.CASCADE, related_name="orchestration_templates", editable=False
+    )
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True, max_length=2000)
+    category = models.CharField(max_length=64, blank=True)
+    is_public = models.BooleanField(default=False)
+    # {"phases": [...], "integrations": [...], "settings": {...}}: playground.orchestration.
+    template_data = models.JSONField(default=dict)
+    # Runs started from it; advanced atomically (F expression) by the run that uses it.
+    usage_count = models.PositiveIntegerField(default=0, editable=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        editable=False,
+    )
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["tenant", "category"], name="orch_template_category")
+        ]
+
+    def __str__(self):
+        return self.name

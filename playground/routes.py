@@ -9,6 +9,8 @@ from .views import (
     GatewayCallViewSet,
     GatewayMetricsViewSet,
     LanguageModelViewSet,
+    OrchestrationTemplateViewSet,
+    ProjectViewSet,
     PromptExecutionViewSet,
     PromptTemplateViewSet,
     TemplateCategoryViewSet,
@@ -22,4 +24,6 @@ routes = [
     ("playground/templates", PromptTemplateViewSet, "prompt-template"),
     ("playground/categories", TemplateCategoryViewSet, "template-category"),
     ("playground/executions", PromptExecutionViewSet, "prompt-execution"),
+    ("projects", ProjectViewSet, "project"),
+    ("orchestration/templates", OrchestrationTemplateViewSet, "orchestration-template"),
 ]

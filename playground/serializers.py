@@ -25,6 +25,8 @@ from tenants.serializers.fields import StrictBooleanField
 from .models import (
     GatewayCall,
     LanguageModel,
+    OrchestrationTemplate,
+    Project,
     PromptExecution,
     PromptTemplate,
     PromptTemplateVersion,
@@ -618,3 +620,61 @@ class CompareResultSerializer(ResponseSerializer):
     templates = serializers.DictField(child=ComparedTemplateSerializer())
     winners = WinnersSerializer()
     generated_at = serializers.DateTimeField()
+
+
+# Projects and orchestration templates ---------------------------------------------------------
+
+
+class _Creator(ResponseSerializer):
+    id = serializers.UUIDField()
+    email = serializers.EmailField()
+    full_name = serializers.CharField(source="name")
+
+
+class ProjectSerializer(ModelSerializer):
+    """A project: what runs work on (`topic`), its status, priority and metadata."""
+
+    created_by = _Creator(read_only=True, allow_null=True)
+    metadata = serializers.JSONField(required=False, help_text="A JSON object, at most 16 KB.")
+
+    class Meta:
+        model = Project
+        fields = [
+            "id",
+            "name",
+            "description",
+            "topic",
+            "status",
+            "priority",
+            "metadata",
+            "created_by",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = ["id", "created_by", "created_at", "updated_at"]
+
+
+class OrchestrationTemplateSerializer(ModelSerializer):
+    """An orchestration template: phases, integrations and settings (`template_data`)."""
+
+    created_by = _Creator(read_only=True, allow_null=True)
+    template_data = serializers.JSONField(
+        help_text='{"phases": [...], "integrations": [...], "settings": {...}}'
+    )
+    is_public = StrictBooleanField(required=False)
+
+    class Meta:
+        model = OrchestrationTemplate
+        fields = [
+            "id",
+            "name",
+            "description",
+            "category",
+            "is_public",
+            "usage_count",
+            "template_data",
+            "created_by",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = ["id", "usage_count", "created_by", "created_at", "updated_at"]

@@ -16,6 +16,7 @@ import uuid
 from asgiref.sync import markcoroutinefunction, sync_to_async
 from django.conf import settings
 from django.db import close_old_connections
+from django.db.models import Case, IntegerField, Q, Value, When
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -32,13 +33,27 @@ from config.pagination import EventCursorPagination, StandardPagination
 from tenants.api import (
     ServiceWriteMixin,
     TenantContextViewSet,
+    TenantCrudViewSet,
     TenantScopedViewSet,
 )
 from tenants.throttling import TenantThrottle
 
 from . import selectors, services
-from .filters import GatewayCallFilter, PromptExecutionFilter, PromptTemplateFilter
-from .models import GatewayCall, PromptExecution, PromptTemplate
+from .filters import (
+    GatewayCallFilter,
+    OrchestrationTemplateFilter,
+    ProjectFilter,
+    PromptExecutionFilter,
+    PromptTemplateFilter,
+)
+from .models import (
+    PRIORITY_RANK,
+    GatewayCall,
+    OrchestrationTemplate,
+    Project,
+    PromptExecution,
+    PromptTemplate,
+)
 from .serializers import (
     AnalyticsQuerySerializer,
     BulkResultSerializer,
@@ -53,6 +68,8 @@ from .serializers import (
     GatewayMetricsSerializer,
     LanguageModelSerializer,
     MetricsQuerySerializer,
+    OrchestrationTemplateSerializer,
+    ProjectSerializer,
     PromptExecutionSerializer,
     PromptTemplateDetailSerializer,
     PromptTemplateSerializer,
@@ -625,3 +642,50 @@ class PromptExecutionViewSet(TenantScopedViewSet):
             execution=execution, actor=request.user, **serializer.validated_data
         )
         return Response(PromptExecutionSerializer(execution).data)
+
+
+# Projects and orchestration templates ---------------------------------------------------------
+
+
+class ProjectViewSet(TenantCrudViewSet):
+    """CRUD projects: filters `status` and `priority` (one value or several, comma-separated),
+    `created_after` / `created_before`, `search` (name, description, topic), `ordering`
+    (`priority` sorts low < medium < high < urgent)."""
+
+    queryset = Project.objects.select_related("created_by")
+    serializer_class = ProjectSerializer
+    filterset_class = ProjectFilter
+    permission_area = "playground"
+    search_fields = ("name", "description", "topic")
+    ordering_fields = ("created_at", "updated_at", "name", "priority", "status")
+    ordering_aliases = {"priority": "priority_rank"}
+    create_service = services.project_create
+    update_service = services.project_update
+    destroy_service = services.project_delete
+
+    def scope_queryset(self, queryset):
+        return queryset.annotate(
+            priority_rank=Case(
+                *(When(priority=value, then=Value(rank)) for value, rank in PRIORITY_RANK.items()),
+                output_field=IntegerField(),
+            )
+        )
+
+
+class OrchestrationTemplateViewSet(TenantCrudViewSet):
+    """CRUD orchestration templates: a public one is seen by every member, a private one by
+    its creator only (anyone else finds it "not found")."""
+
+    queryset = OrchestrationTemplate.objects.select_related("created_by")
+    serializer_class = OrchestrationTemplateSerializer
+    filterset_class = OrchestrationTemplateFilter
+    permission_area = "playground"
+    search_fields = ("name", "description")
+    ordering_fields = ("created_at", "updated_at", "name", "usage_count")
+    create_service = services.orchestration_template_create
+    update_service = services.orchestration_template_update
+    destroy_service = services.orchestration_template_delete
+    service_object_name = "orchestration_template"
+
+    def scope_queryset(self, queryset):
+        return queryset.filter(Q(is_public=True) | Q(created_by=self.request.user))

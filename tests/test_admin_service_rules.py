@@ -65,6 +65,8 @@ SERVICE_MODULES = {
     "playground.PromptTemplate": ("playground.services.templates",),
     "playground.PromptTemplateVersion": ("playground.services.templates",),
     "playground.PromptExecution": ("playground.services.templates",),
+    "playground.Project": ("playground.services.projects",),
+    "playground.OrchestrationTemplate": ("playground.services.projects",),
     "billing.Plan": ("billing.services.plans",),
     "billing.Subscription": ("billing.services.subscriptions",),
     "billing.Invoice": (

@@ -88,6 +88,7 @@ EXTRA_MODULES: dict[str, dict[str, str]] = {
         "catalogue": "the seeded providers and models (a data migration and the demo load it)",
         "demo": "the quick start's templates, executions and gateway calls",
         "serving": "the ASGI front serving chat/completions (config/asgi.py)",
+        "orchestration": "the shapes of orchestration templates' data and projects' metadata",
     },
 }
 PROBE_APP = "sample"

@@ -292,7 +292,7 @@ REST_FRAMEWORK = {
     "DEFAULT_FILTER_BACKENDS": [
         "django_filters.rest_framework.DjangoFilterBackend",
         "rest_framework.filters.SearchFilter",
-        "rest_framework.filters.OrderingFilter",
+        "config.filters.OrderingFilter",
     ],
     # JSON only: the browsable API is a dev-only aid, and even there errors are JSON.
     "DEFAULT_RENDERER_CLASSES": ["config.renderers.JSONRenderer"],

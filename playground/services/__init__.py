@@ -3,6 +3,7 @@
     gateway    the LLM gateway: reserve, call (retries, fallbacks, cooldown), settle, record
     ledger     the gateway's tokens in the database: reservation and settlement
     templates  prompt templates and their versions, bulk operations, executions and ratings
+    projects   projects and orchestration templates
 
 Services are keyword-only, run in a transaction and record their audit event where they
 change state; tests/audit/test_service_coverage.py holds each to it. The one exception is the
@@ -21,6 +22,14 @@ from .gateway import (
     gateway_reserve,
     gateway_run,
     gateway_settle,
+)
+from .projects import (
+    orchestration_template_create,
+    orchestration_template_delete,
+    orchestration_template_update,
+    project_create,
+    project_delete,
+    project_update,
 )
 from .templates import (
     prompt_execution_rate,
@@ -42,6 +51,12 @@ __all__ = [
     "gateway_reserve",
     "gateway_run",
     "gateway_settle",
+    "orchestration_template_create",
+    "orchestration_template_delete",
+    "orchestration_template_update",
+    "project_create",
+    "project_delete",
+    "project_update",
     "prompt_execution_rate",
     "prompt_template_create",
     "prompt_template_delete",

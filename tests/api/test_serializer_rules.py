@@ -59,6 +59,10 @@ STAFF_ONLY_NAMES = frozenset(
 
 # (serializer, field) -> the rule that makes it safe, and the test that proves the rule.
 REVIEWED = {
+    ("playground.serializers.ProjectSerializer", "status"): (
+        "a project's own progress (active, completed, archived, failed), set by holders of "
+        "playground.write, as a project update does: tests/playground/test_projects.py"
+    ),
     ("billing.serializers.CheckoutSerializer", "plan"): (
         "the paid plan the organization subscribes to, for holders of billing.write, through "
         "the provider's hosted page: the tier follows the plan paid for "

@@ -232,6 +232,18 @@ def _provider():
     return ProviderFactory()
 
 
+def _project():
+    from tests.playground.factories import ProjectFactory
+
+    return ProjectFactory()
+
+
+def _orchestration_template():
+    from tests.playground.factories import OrchestrationTemplateFactory
+
+    return OrchestrationTemplateFactory()
+
+
 def _template():
     from tests.playground.factories import PromptTemplateFactory
 
@@ -323,6 +335,40 @@ def _dunning_settled():
 
 # service -> (how to call it, the event type it must record)
 INVOCATIONS = {
+    "playground.services.projects.project_create": (
+        lambda: playground_services.project_create(
+            tenant=TenantFactory(), actor=None, name="Shop", topic="A shop"
+        ),
+        "project.created",
+    ),
+    "playground.services.projects.project_update": (
+        lambda: playground_services.project_update(
+            project=_project(), actor=None, priority="urgent"
+        ),
+        "project.updated",
+    ),
+    "playground.services.projects.project_delete": (
+        lambda: playground_services.project_delete(project=_project(), actor=None),
+        "project.deleted",
+    ),
+    "playground.services.projects.orchestration_template_create": (
+        lambda: playground_services.orchestration_template_create(
+            tenant=TenantFactory(), actor=None, name="Web app", template_data={"phases": ["a"]}
+        ),
+        "orchestration_template.created",
+    ),
+    "playground.services.projects.orchestration_template_update": (
+        lambda: playground_services.orchestration_template_update(
+            orchestration_template=_orchestration_template(), actor=None, name="Renamed"
+        ),
+        "orchestration_template.updated",
+    ),
+    "playground.services.projects.orchestration_template_delete": (
+        lambda: playground_services.orchestration_template_delete(
+            orchestration_template=_orchestration_template(), actor=None
+        ),
+        "orchestration_template.deleted",
+    ),
     "billing.services.plans.plan_create": (
         lambda: billing_services.plan_create(actor=None, code="scale", name="Scale", price_cents=1),
         "billing.plan.created",

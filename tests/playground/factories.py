@@ -7,6 +7,8 @@ from playground.models import (
     ExecutionStatus,
     GatewayCall,
     LanguageModel,
+    OrchestrationTemplate,
+    Project,
     PromptExecution,
     PromptTemplate,
     PromptTemplateVersion,
@@ -107,3 +109,28 @@ class PromptExecutionFactory(factory.django.DjangoModelFactory):
     completion_tokens = 8
     tokens_used = 20
     cost_micros = 30
+
+
+class ProjectFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Project
+
+    tenant = factory.SubFactory("tests.tenants.factories.TenantFactory")
+    name = factory.Sequence(lambda n: f"Project {n}")
+    topic = "Build a scalable e-commerce platform"
+    priority = "medium"
+
+
+class OrchestrationTemplateFactory(factory.django.DjangoModelFactory):
+    """A public template (every member of the tenant sees it)."""
+
+    class Meta:
+        model = OrchestrationTemplate
+
+    tenant = factory.SubFactory("tests.tenants.factories.TenantFactory")
+    name = factory.Sequence(lambda n: f"Template {n}")
+    category = "web-development"
+    is_public = True
+    template_data = factory.LazyFunction(
+        lambda: {"phases": ["ideation", "design"], "integrations": [], "settings": {}}
+    )
