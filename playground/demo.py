@@ -4,13 +4,15 @@
 - "FAQ answer" (faq): two versions, version 1 published to production, executed and rated;
 - "Ticket summary" (support): active, executed with an enum variable;
 - "Release notes" (writing): a draft, never executed;
-- a few chat completions through the gateway on several models.
+- a few chat completions through the gateway on several models;
+- four projects (active, completed, archived; every priority) and two orchestration
+  templates, one public and one private to the owner.
 
 Everything runs through the real services on the local provider, so tokens, cost and the
 tokens quota are metered as for any call. The executions and calls are then spread over the
 last two weeks (their timestamps only), so the analytics have a daily series to show.
 
-Runs once: an organization that already has templates is left as it is.
+Runs once: an organization that already has templates (or projects) keeps them as they are.
 """
 
 import datetime as dt
@@ -19,10 +21,12 @@ from django.utils import timezone
 
 from tenants.models import Membership, Role, Tenant
 
-from .models import GatewayCall, PromptExecution, PromptTemplate
+from .models import GatewayCall, Project, PromptExecution, PromptTemplate
 from .services import (
     ChatInput,
     gateway_call,
+    orchestration_template_create,
+    project_create,
     prompt_execution_rate,
     prompt_template_create,
     prompt_template_execute,
@@ -100,11 +104,67 @@ def _spread_over_two_weeks(tenant) -> None:
             GatewayCall.objects.filter(pk=execution.gateway_call_id).update(created_at=when)
 
 
+PROJECTS = [
+    ("E-commerce Platform", "Build a scalable e-commerce platform with AI recommendations",
+     "active", "high", {"estimated_duration": "3 months", "complexity": "high"}),
+    ("Support assistant", "Answer customer questions from the knowledge base",
+     "active", "urgent", {"team_size": 4}),
+    ("Internal wiki search", "Semantic search over the company wiki",
+     "completed", "medium", {"technologies": ["PostgreSQL", "pgvector"]}),
+    ("Legacy report generator", "Replace the nightly PDF reports", "archived", "low", {}),
+]  # fmt: skip
+
+
+def _projects(tenant, owner) -> int:
+    """Projects and orchestration templates, once: a tenant that has projects keeps them."""
+    if Project.objects.filter(tenant=tenant).exists():
+        return 0
+    for name, topic, status, priority, metadata in PROJECTS:
+        project_create(
+            tenant=tenant,
+            actor=owner,
+            name=name,
+            topic=topic,
+            status=status,
+            priority=priority,
+            metadata=metadata,
+        )
+    orchestration_template_create(
+        tenant=tenant,
+        actor=owner,
+        name="Web Application Starter",
+        description="Template for creating modern web applications",
+        category="web-development",
+        is_public=True,
+        template_data={
+            "phases": ["ideation", "design", "development"],
+            "integrations": ["file_system"],
+            "settings": {"ai_model": "gpt-4", "max_tokens": 2000, "temperature": 0.7},
+        },
+    )
+    orchestration_template_create(
+        tenant=tenant,
+        actor=owner,
+        name="Owner's research checklist",
+        description="A private template: only its creator sees it",
+        category="research",
+        template_data={"phases": ["research", "summary"]},
+    )
+    return len(PROJECTS)
+
+
 def load(*, stdout, staff) -> None:
     tenant = Tenant.objects.filter(slug=DEMO_SLUG).first()
-    if tenant is None or PromptTemplate.objects.filter(tenant=tenant).exists():
+    if tenant is None:
         return
     owner = Membership.objects.get(tenant=tenant, role=Role.OWNER, user__isnull=False).user
+    projects = _projects(tenant, owner)
+    if projects:
+        stdout.write(
+            f"Playground: {projects} projects and 2 orchestration templates in {tenant.name}."
+        )
+    if PromptTemplate.objects.filter(tenant=tenant).exists():
+        return
     faq, summary = _faq(tenant, owner), _summary(tenant, owner)
     prompt_template_create(
         tenant=tenant,

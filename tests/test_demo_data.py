@@ -186,3 +186,17 @@ def test_acme_and_globex_have_a_billing_history_worth_looking_at(demo_data):
     globex = Tenant.objects.get(slug="globex")
     assert Invoice.objects.filter(tenant=globex, status="overdue").count() == 1
     assert globex.status == "active"
+
+
+def test_acme_has_projects_and_orchestration_templates(demo_data):
+    from playground.models import OrchestrationTemplate, Project
+
+    acme = Tenant.objects.get(slug="acme")
+    assert Project.objects.filter(tenant=acme).count() == 4
+    assert set(Project.objects.filter(tenant=acme).values_list("status", flat=True)) == {
+        "active",
+        "completed",
+        "archived",
+    }
+    assert OrchestrationTemplate.objects.filter(tenant=acme, is_public=True).count() == 1
+    assert OrchestrationTemplate.objects.filter(tenant=acme, is_public=False).count() == 1
