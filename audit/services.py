@@ -82,14 +82,43 @@ def record(
         raise AuditOutsideTransaction(
             f"record({event_type!r}) must run inside the service's transaction"
         )
-    context = request_context.current()
+    event = _event(
+        tenant=tenant,
+        event_type=event_type,
+        actor=actor,
+        actor_type=actor_type,
+        actor_label=actor_label,
+        payload=payload,
+        context=request_context.current(),
+        created_at=timezone.now(),
+    )
+    event.save(force_insert=True)
+    _seal_after_commit()
+    for hook in _RECORDED_HOOKS:
+        hook(event)
+    return event
+
+
+def _event(
+    *,
+    tenant,
+    event_type: str,
+    actor,
+    payload,
+    context,
+    created_at,
+    actor_type: str | None = None,
+    actor_label: str = "",
+) -> AuditEvent:
+    """An unsaved event, as record() and record_many() write it: the actor (a user, else the
+    system), the redacted payload as plain JSON, the request's context."""
     if actor is not None and getattr(actor, "is_authenticated", False):
         actor_type = actor_type or ActorType.USER
         actor_label = actor_label or actor.email
     else:
         actor = None
         actor_type = actor_type or ActorType.SYSTEM
-    event = AuditEvent.objects.create(
+    return AuditEvent(
         tenant=tenant,
         event_type=event_type,
         actor=actor,
@@ -99,12 +128,8 @@ def record(
         request_id=context.request_id,
         ip_address=context.ip_address,
         user_agent=context.user_agent,
-        created_at=timezone.now(),
+        created_at=created_at,
     )
-    _seal_after_commit()
-    for hook in _RECORDED_HOOKS:
-        hook(event)
-    return event
 
 
 @dataclass(frozen=True)
@@ -128,25 +153,19 @@ def record_many(entries: list[Entry]) -> list[AuditEvent]:
         return []
     context = request_context.current()
     now = timezone.now()
-    events = []
-    for index, entry in enumerate(entries):
-        actor = entry.actor if getattr(entry.actor, "is_authenticated", False) else None
-        events.append(
-            AuditEvent(
-                tenant=entry.tenant,
-                event_type=entry.event_type,
-                actor=actor,
-                actor_type=ActorType.USER if actor is not None else ActorType.SYSTEM,
-                actor_label=actor.email[:254] if actor is not None else "",
-                payload=_json_payload(redact(entry.payload or {})),
-                request_id=context.request_id,
-                ip_address=context.ip_address,
-                user_agent=context.user_agent,
-                # A microsecond apart: sealing chains events by (created_at, id), and a
-                # tenant's events must keep the order they were recorded in.
-                created_at=now + timedelta(microseconds=index),
-            )
+    events = [
+        _event(
+            tenant=entry.tenant,
+            event_type=entry.event_type,
+            actor=entry.actor,
+            payload=entry.payload,
+            context=context,
+            # A microsecond apart: sealing chains events by (created_at, id), and a tenant's
+            # events must keep the order they were recorded in.
+            created_at=now + timedelta(microseconds=index),
         )
+        for index, entry in enumerate(entries)
+    ]
     bulk_insert(AuditEvent, events)
     _seal_after_commit()
     for hook in _RECORDED_HOOKS:

@@ -173,73 +173,68 @@ class InvoiceAdmin(ReadOnlyAdmin):
     def total(self, invoice) -> str:
         return _money(invoice.total_cents, invoice.currency)
 
+    def _each(self, request, queryset, change, done: str) -> None:
+        """`change(invoice)` (a service call) on each selected invoice, refusals reported."""
+        changed = apply_each(self, request, queryset, change, str)
+        if changed:
+            self.message_user(request, f"{changed} invoice(s) {done}.", messages.SUCCESS)
+
+    def _each_with_form(self, request, queryset, form_class, *, action, title, change, done):
+        """The form's page first; once it is valid, `change(invoice, cleaned_data)` on each."""
+        form = form_class(request.POST if "apply" in request.POST else None)
+        if form.is_bound and form.is_valid():
+            data = form.cleaned_data
+            self._each(request, queryset, lambda invoice: change(invoice, data), done)
+            return None
+        return self._form_page(request, queryset, form, action, title)
+
     @admin.action(description="Void (unpaid invoices issued by mistake)")
     def void(self, request, queryset):
-        done = apply_each(
-            self,
+        self._each(
             request,
             queryset,
             lambda invoice: services.invoice_void(
                 invoice=invoice, actor=request.user, reason="Voided by platform staff"
             ),
-            str,
+            "voided",
         )
-        if done:
-            self.message_user(request, f"{done} invoice(s) voided.", messages.SUCCESS)
 
     @admin.action(description="Mark paid offline (a bank transfer)...")
     def mark_paid_offline(self, request, queryset):
-        form = OfflinePaymentForm(request.POST if "apply" in request.POST else None)
-        if form.is_bound and form.is_valid():
-            note = form.cleaned_data["note"]
-            done = apply_each(
-                self,
-                request,
-                queryset,
-                lambda invoice: services.invoice_mark_paid_offline(
-                    invoice=invoice, actor=request.user, note=note
-                ),
-                str,
-            )
-            if done:
-                self.message_user(request, f"{done} invoice(s) marked paid.", messages.SUCCESS)
-            return None
-        return self._form_page(request, queryset, form, "mark_paid_offline", "Mark paid offline")
+        return self._each_with_form(
+            request,
+            queryset,
+            OfflinePaymentForm,
+            action="mark_paid_offline",
+            title="Mark paid offline",
+            change=lambda invoice, data: services.invoice_mark_paid_offline(
+                invoice=invoice, actor=request.user, note=data["note"]
+            ),
+            done="marked paid",
+        )
 
     @admin.action(description="Issue a credit note (refund or credit)...")
     def issue_credit_note(self, request, queryset):
-        form = CreditNoteForm(request.POST if "apply" in request.POST else None)
-        if form.is_bound and form.is_valid():
-            data = form.cleaned_data
-            done = apply_each(
-                self,
-                request,
-                queryset,
-                lambda invoice: services.credit_note_issue(
-                    invoice=invoice,
-                    actor=request.user,
-                    amount_cents=data["amount_cents"],
-                    kind=data["kind"],
-                    reason=data["reason"],
-                ),
-                str,
-            )
-            if done:
-                self.message_user(request, f"{done} credit note(s) issued.", messages.SUCCESS)
-            return None
-        return self._form_page(request, queryset, form, "issue_credit_note", "Issue a credit note")
+        return self._each_with_form(
+            request,
+            queryset,
+            CreditNoteForm,
+            action="issue_credit_note",
+            title="Issue a credit note",
+            change=lambda invoice, data: services.credit_note_issue(
+                invoice=invoice, actor=request.user, **data
+            ),
+            done="credited",
+        )
 
     @admin.action(description="Send again to the billing contacts")
     def resend(self, request, queryset):
-        done = apply_each(
-            self,
+        self._each(
             request,
             queryset,
             lambda invoice: services.invoice_resend(invoice=invoice, actor=request.user),
-            str,
+            "sent again",
         )
-        if done:
-            self.message_user(request, f"{done} invoice(s) sent again.", messages.SUCCESS)
 
     def _form_page(self, request, queryset, form, action: str, title: str):
         context = {

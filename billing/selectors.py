@@ -19,7 +19,7 @@ from tenants.models import UsageRecord
 from tenants.plans import MIB
 from tenants.services.quotas import quota_states
 
-from .models import Invoice, InvoiceStatus, Plan, Subscription
+from .models import Plan, Subscription
 from .periods import add_months, whole_seconds
 from .services.renewals import Usage, storage_usage_lines, token_usage_lines
 
@@ -35,15 +35,6 @@ def plan_by_reference(reference: str) -> Plan | None:
         return Plan.objects.filter(pk=uuid.UUID(str(reference))).first()
     except ValueError:
         return Plan.objects.filter(code=reference).first()
-
-
-def invoices_issued(*, tenant):
-    """The tenant's issued invoices (drafts are never shown) with their lines."""
-    return (
-        Invoice.objects.filter(tenant=tenant)
-        .exclude(status=InvoiceStatus.DRAFT)
-        .prefetch_related("lines")
-    )
 
 
 # Usage ------------------------------------------------------------------------------------------

@@ -120,7 +120,10 @@ def invoice_collect(*, invoice: Invoice) -> Payment | None:
     except PaymentMethodInvalid:
         # The kept method is gone at the provider: a failed attempt, like a decline, and the
         # invoice left to dunning (never a renewal blocked by it).
-        return _failed_attempt(invoice, code="payment_method_invalid", message=METHOD_GONE)
+        payment = method_refused(payment_provider(), invoice)
+        payment.save(force_insert=True)
+        _record_payment(invoice, payment, actor=None)
+        return payment
 
 
 # What a failed collection says when the kept method is refused: never the method's id.
@@ -134,20 +137,20 @@ def collection_key(invoice: Invoice) -> str:
     return f"collect:{invoice.subscription_id}:{invoice.reason}:{invoice.period_start.isoformat()}"
 
 
-def _failed_attempt(invoice: Invoice, *, code: str, message: str) -> Payment:
-    provider = payment_provider()
-    payment = Payment.objects.create(
+def method_refused(provider, invoice: Invoice) -> Payment:
+    """The failed attempt of a collection whose kept method the provider no longer knows,
+    unsaved (one at a time, or in bulk by the invoice run); its message never names the
+    method."""
+    return Payment(
         tenant=invoice.tenant,
         invoice=invoice,
         amount_cents=invoice.amount_due_cents,
         currency=invoice.currency,
         status=PaymentStatus.FAILED,
         provider=provider.name,
-        failure_code=code,
-        failure_message=message[:500],
+        failure_code="payment_method_invalid",
+        failure_message=METHOD_GONE,
     )
-    _record_payment(invoice, payment, actor=None)
-    return payment
 
 
 @transaction.atomic

@@ -65,9 +65,9 @@ from .invoices import (
     use_credit,
 )
 from .payments import (
-    METHOD_GONE,
     collection_key,
     invoice_collect,
+    method_refused,
     payment_attempt,
     payment_payload,
 )
@@ -261,18 +261,7 @@ def _renew(subscription: Subscription, now: datetime) -> tuple[bool, Invoice | N
     changed = plan.pk != ended_plan.pk
     if changed:
         tenant_plan_apply(tenant=sub.tenant, tier=plan.tier, features=plan.features)
-    lines = list(arrears)
-    if plan.price_cents:
-        lines.insert(
-            0,
-            LineSpec(
-                type=LineType.SUBSCRIPTION,
-                description=f"{plan.name} plan, {period.start:%Y-%m-%d} to {period.end:%Y-%m-%d}",
-                amount_cents=plan.price_cents,
-                period_start=period.start,
-                period_end=period.end,
-            ),
-        )
+    lines = [_fee_line(plan, period), *arrears] if plan.price_cents else list(arrears)
     invoice = _issue(sub, plan, period.start, period.end, lines) if lines else None
     _record_renewal(
         sub,
@@ -524,16 +513,7 @@ def _charge_batch(invoices: list[Invoice], now: datetime) -> tuple[list[Payment]
                 key=collection_key(invoice),
             )
         except PaymentMethodInvalid:
-            payment = Payment(
-                tenant=invoice.tenant,
-                invoice=invoice,
-                amount_cents=invoice.amount_due_cents,
-                currency=invoice.currency,
-                status=PaymentStatus.FAILED,
-                provider=provider.name,
-                failure_code="payment_method_invalid",
-                failure_message=METHOD_GONE,
-            )
+            payment = method_refused(provider, invoice)
         payments.append(payment)
         if payment.status == PaymentStatus.SUCCEEDED:
             invoice.amount_paid_cents += payment.amount_cents

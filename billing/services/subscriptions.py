@@ -84,12 +84,7 @@ def subscription_ensure(*, tenant: Tenant) -> Subscription:
 
 
 def _locked_subscription(tenant: Tenant) -> Subscription:
-    subscription = subscription_ensure(tenant=tenant)
-    return (
-        Subscription.objects.select_for_update()
-        .select_related("plan", "tenant")
-        .get(pk=subscription.pk)
-    )
+    return _relock(subscription_ensure(tenant=tenant))
 
 
 class PlanChangeKind:

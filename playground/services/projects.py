@@ -29,12 +29,39 @@ def _checked(fields: dict, allowed: tuple[str, ...]) -> dict:
     return fields
 
 
+# An update's "not given": None is a value some fields may take.
+UNSET = object()
+
+
+def _given(**fields) -> dict:
+    return {name: value for name, value in fields.items() if value is not UNSET}
+
+
 def _person(actor):
     return actor if getattr(actor, "is_authenticated", False) else None
 
 
-def _changes(changed: dict) -> list[str]:
-    return sorted(changed)
+def _record(tenant, event_type: str, actor, obj, **payload) -> None:
+    """The audit event of a change to a project (`project.*`) or a template
+    (`orchestration_template.*`), naming the object by id under `project_id` / `template_id`."""
+    key = "project_id" if isinstance(obj, Project) else "template_id"
+    record(tenant=tenant, event_type=event_type, actor=actor, payload={key: str(obj.pk), **payload})
+
+
+def _update(model, obj, *, actor, fields: dict, allowed: tuple[str, ...], event_type: str):
+    """Change what `fields` names on the locked row; its event lists what changed."""
+    fields = _checked(fields, allowed)
+    obj = model.objects.select_for_update().get(pk=obj.pk)
+    changed = model_update(instance=obj, data=fields)
+    if changed:
+        _record(obj.tenant, event_type, actor, obj, changed=sorted(changed))
+    return obj
+
+
+def _delete(model, obj, *, actor, event_type: str) -> None:
+    obj = model.objects.select_for_update().get(pk=obj.pk)
+    _record(obj.tenant, event_type, actor, obj, name=obj.name)
+    obj.delete()
 
 
 @transaction.atomic
@@ -61,43 +88,43 @@ def project_create(
         PROJECT_FIELDS,
     )
     project = Project.objects.create(tenant=tenant, created_by=_person(actor), **fields)
-    record(
-        tenant=tenant,
-        event_type="project.created",
-        actor=actor,
-        payload={"project_id": str(project.pk), "name": project.name, "status": project.status},
-    )
+    _record(tenant, "project.created", actor, project, name=project.name, status=project.status)
     return project
 
 
 @transaction.atomic
-def project_update(*, project: Project, actor, **fields) -> Project:
-    """Change what `fields` names (PROJECT_FIELDS)."""
-    # The API passes the caller's permissions too; the rules here do not depend on them.
-    fields.pop("actor_permissions", None)
-    fields = _checked(fields, PROJECT_FIELDS)
-    project = Project.objects.select_for_update().get(pk=project.pk)
-    changed = model_update(instance=project, data=fields)
-    if changed:
-        record(
-            tenant=project.tenant,
-            event_type="project.updated",
-            actor=actor,
-            payload={"project_id": str(project.pk), "changed": _changes(changed)},
-        )
-    return project
+def project_update(
+    *,
+    project: Project,
+    actor,
+    name=UNSET,
+    description=UNSET,
+    topic=UNSET,
+    status=UNSET,
+    priority=UNSET,
+    metadata=UNSET,
+) -> Project:
+    """Change the fields given (the others keep their values)."""
+    return _update(
+        Project,
+        project,
+        actor=actor,
+        fields=_given(
+            name=name,
+            description=description,
+            topic=topic,
+            status=status,
+            priority=priority,
+            metadata=metadata,
+        ),
+        allowed=PROJECT_FIELDS,
+        event_type="project.updated",
+    )
 
 
 @transaction.atomic
 def project_delete(*, project: Project, actor) -> None:
-    project = Project.objects.select_for_update().get(pk=project.pk)
-    record(
-        tenant=project.tenant,
-        event_type="project.deleted",
-        actor=actor,
-        payload={"project_id": str(project.pk), "name": project.name},
-    )
-    project.delete()
+    _delete(Project, project, actor=actor, event_type="project.deleted")
 
 
 @transaction.atomic
@@ -124,46 +151,50 @@ def orchestration_template_create(
     template = OrchestrationTemplate.objects.create(
         tenant=tenant, created_by=_person(actor), **fields
     )
-    record(
-        tenant=tenant,
-        event_type="orchestration_template.created",
-        actor=actor,
-        payload={
-            "template_id": str(template.pk),
-            "name": template.name,
-            "is_public": template.is_public,
-        },
+    _record(
+        tenant,
+        "orchestration_template.created",
+        actor,
+        template,
+        name=template.name,
+        is_public=template.is_public,
     )
     return template
 
 
 @transaction.atomic
 def orchestration_template_update(
-    *, orchestration_template: OrchestrationTemplate, actor, **fields
+    *,
+    orchestration_template: OrchestrationTemplate,
+    actor,
+    name=UNSET,
+    description=UNSET,
+    category=UNSET,
+    is_public=UNSET,
+    template_data=UNSET,
 ) -> OrchestrationTemplate:
-    """Change what `fields` names (TEMPLATE_FIELDS)."""
-    # The API passes the caller's permissions too; the rules here do not depend on them.
-    fields.pop("actor_permissions", None)
-    fields = _checked(fields, TEMPLATE_FIELDS)
-    template = OrchestrationTemplate.objects.select_for_update().get(pk=orchestration_template.pk)
-    changed = model_update(instance=template, data=fields)
-    if changed:
-        record(
-            tenant=template.tenant,
-            event_type="orchestration_template.updated",
-            actor=actor,
-            payload={"template_id": str(template.pk), "changed": _changes(changed)},
-        )
-    return template
+    """Change the fields given (the others keep their values)."""
+    return _update(
+        OrchestrationTemplate,
+        orchestration_template,
+        actor=actor,
+        fields=_given(
+            name=name,
+            description=description,
+            category=category,
+            is_public=is_public,
+            template_data=template_data,
+        ),
+        allowed=TEMPLATE_FIELDS,
+        event_type="orchestration_template.updated",
+    )
 
 
 @transaction.atomic
 def orchestration_template_delete(*, orchestration_template: OrchestrationTemplate, actor) -> None:
-    template = OrchestrationTemplate.objects.select_for_update().get(pk=orchestration_template.pk)
-    record(
-        tenant=template.tenant,
-        event_type="orchestration_template.deleted",
+    _delete(
+        OrchestrationTemplate,
+        orchestration_template,
         actor=actor,
-        payload={"template_id": str(template.pk), "name": template.name},
+        event_type="orchestration_template.deleted",
     )
-    template.delete()

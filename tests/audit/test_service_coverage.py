@@ -56,6 +56,7 @@ EXEMPT = {
     "billing.services.payments.payment_attempt": "the provider's charge as an unsaved Payment",
     "billing.services.payments.payment_payload": "pure function",
     "billing.services.payments.collection_key": "pure function",
+    "billing.services.payments.method_refused": "builds an unsaved failed Payment",
     "audit.services.record_many": "the recorder itself, for many events at once",
     "billing.services.checkout.checkout_is_open": "pure function",
     "billing.services.renewals.subscriptions_due": "read-only queryset",
