@@ -174,6 +174,83 @@ _PAYMENT_EXAMPLE = {
     "failure_message": "",
 }
 
+# Orchestration runs and workflow jobs (playground.services.runs / .workflows).
+_RUN = dict(
+    run_id=_UUID,
+    project_id=_UUID,
+    template_id=_NULLABLE_UUID,
+    status={"type": "string", "enum": ["pending", "running", "completed", "failed", "cancelled"]},
+    total_phases=_COUNT,
+    completed_phases=_COUNT,
+    failed_phases=_COUNT,
+    success_rate={"type": "number", "minimum": 0, "maximum": 100},
+    execution_time_ms=_COUNT,
+)
+_RUN_EXAMPLE = {
+    "run_id": "3c1f0e2a-7b4d-4e8a-9c2f-5d6e7f8a9b0c",
+    "project_id": "8d2e4f6a-1b3c-4d5e-8f9a-0b1c2d3e4f5a",
+    "template_id": None,
+    "status": "completed",
+    "total_phases": 7,
+    "completed_phases": 6,
+    "failed_phases": 1,
+    "success_rate": 85.7,
+    "execution_time_ms": 45000,
+}
+_WORKFLOW = dict(
+    job_id=_UUID,
+    workflow_type=_TEXT,
+    status={"type": "string", "enum": ["completed", "failed"]},
+    execution_time_ms=_COUNT,
+)
+_WORKFLOW_EXAMPLE = {
+    "job_id": "5e6f7a8b-9c0d-4e1f-8a2b-3c4d5e6f7a8b",
+    "workflow_type": "usage_report",
+    "execution_time_ms": 1200,
+}
+
+
+_RUN_DESCRIPTIONS = {
+    "started": "An orchestration run was started; its phases are queued for a worker.",
+    "completed": "A run ended with at least one phase completed (`success_rate` says how many).",
+    "failed": "A run ended with no phase completed, an exhausted tokens quota, or a worker that "
+    "stopped too often; `error` says which.",
+    "cancelled": "A run was cancelled; its phase in progress keeps the tokens it used.",
+}
+_RUN_STARTED_EXAMPLE = {
+    **_RUN_EXAMPLE,
+    "status": "pending",
+    "completed_phases": 0,
+    "failed_phases": 0,
+    "success_rate": 0.0,
+    "execution_time_ms": 0,
+}
+_RUN_FAILED_EXAMPLE = {
+    **_RUN_STARTED_EXAMPLE,
+    "status": "failed",
+    "failed_phases": 7,
+    "execution_time_ms": 52000,
+    "error": "No phase completed.",
+}
+_RUN_CANCELLED_EXAMPLE = {
+    **_RUN_EXAMPLE,
+    "status": "cancelled",
+    "completed_phases": 3,
+    "failed_phases": 0,
+    "success_rate": 42.9,
+}
+
+
+def _run_event(status: str, example: dict, **extra) -> EventType:
+    return EventType(
+        type=f"orchestration.{status}",
+        description=_RUN_DESCRIPTIONS[status],
+        sources=(f"orchestration.{status}",),
+        permission="playground.read",
+        schema=_schema(**_RUN, **extra),
+        example=example,
+    )
+
 
 CATALOG: tuple[EventType, ...] = (
     EventType(
@@ -536,6 +613,30 @@ CATALOG: tuple[EventType, ...] = (
             title="Invoice {number}",
             message="Invoice {number} ({status}): {amount_due_cents} cents {currency} due.",
         ),
+    ),
+    _run_event("started", _RUN_STARTED_EXAMPLE),
+    _run_event("completed", _RUN_EXAMPLE),
+    _run_event("failed", _RUN_FAILED_EXAMPLE, error=_TEXT),
+    _run_event("cancelled", _RUN_CANCELLED_EXAMPLE),
+    EventType(
+        type="workflow.completed",
+        description="A workflow job completed; its result is the artifact `artifact_id`.",
+        sources=("workflow.completed",),
+        permission="playground.read",
+        schema=_schema(**_WORKFLOW, artifact_id=_UUID),
+        example={
+            **_WORKFLOW_EXAMPLE,
+            "status": "completed",
+            "artifact_id": "7a8b9c0d-1e2f-4a3b-8c4d-5e6f7a8b9c0d",
+        },
+    ),
+    EventType(
+        type="workflow.failed",
+        description="A workflow job failed; `error` says why.",
+        sources=("workflow.failed",),
+        permission="playground.read",
+        schema=_schema(**_WORKFLOW, error=_TEXT),
+        example={**_WORKFLOW_EXAMPLE, "status": "failed", "error": "The quota is exhausted."},
     ),
 )
 

@@ -1,6 +1,8 @@
 """The playground app's Django admin: the gateway's catalogue (providers, never a key; models
 with their prices), the call records (read-only, filterable), and prompt templates with their
-versions inline and executions.
+versions inline and executions; projects, orchestration runs with their phases and integration
+operations inline, workflow jobs and artifacts (read-only, cancelled or deleted through their
+services).
 
 Catalogue changes go through playground.services.catalogue (a platform audit event each);
 templates are changed by their services (the API's), so here they are read-only apart from the
@@ -15,8 +17,12 @@ from config.admin import ReadOnlyAdmin, ServiceDeleteAdmin, ServiceSaveAdmin, ap
 from config.exceptions import ApplicationError
 
 from .models import (
+    Artifact,
     GatewayCall,
+    IntegrationOperation,
     LanguageModel,
+    OrchestrationPhase,
+    OrchestrationRun,
     OrchestrationTemplate,
     Project,
     PromptExecution,
@@ -24,13 +30,17 @@ from .models import (
     PromptTemplateVersion,
     Provider,
     TemplateStatus,
+    WorkflowJob,
 )
 from .services import (
+    artifact_delete,
     catalogue,
+    orchestration_run_cancel,
     orchestration_template_delete,
     project_delete,
     prompt_template_delete,
     prompt_template_update,
+    workflow_job_cancel,
 )
 
 
@@ -264,3 +274,100 @@ class OrchestrationTemplateAdmin(ServiceDeleteAdmin, ReadOnlyAdmin):
 
     def delete_through_service(self, request, obj) -> None:
         orchestration_template_delete(orchestration_template=obj, actor=request.user)
+
+
+class _CancelAdmin(ReadOnlyAdmin):
+    """Jobs: read-only, with a "cancel" action through the job's service (audited)."""
+
+    cancel_service = None
+    cancel_object_name = ""
+
+    def has_manage_permission(self, request):
+        return request.user.has_perm(f"playground.change_{self.model._meta.model_name}")
+
+    @admin.action(description="Cancel selected (pending or running)", permissions=["manage"])
+    def cancel(self, request, queryset):
+        done = apply_each(
+            self,
+            request,
+            queryset.select_related("tenant"),
+            lambda job: type(self).cancel_service(**{self.cancel_object_name: job},
+                                                  actor=request.user),
+            str,
+        )  # fmt: skip
+        self.message_user(request, f"Cancelled {done}.", messages.SUCCESS)
+
+
+class PhaseInline(admin.TabularInline):
+    model = OrchestrationPhase
+    extra = 0
+    can_delete = False
+    fields = ("position", "name", "status", "attempts", "total_tokens", "cost_micros",
+              "execution_time_ms", "error", "started_at", "completed_at")  # fmt: skip
+    readonly_fields = fields
+    ordering = ("position",)
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+class OperationInline(admin.TabularInline):
+    model = IntegrationOperation
+    extra = 0
+    can_delete = False
+    fields = ("phase", "operation_type", "status", "result", "execution_time_ms", "artifact")
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(OrchestrationRun)
+class OrchestrationRunAdmin(_CancelAdmin):
+    list_display = ("topic_short", "project", "tenant", "status", "completed_phases",
+                    "total_phases", "ai_model", "attempts", "created_at")  # fmt: skip
+    list_select_related = ("project", "tenant")
+    list_filter = ("status", "ai_model", "integration_enabled")
+    search_fields = ("topic", "project__name", "tenant__slug")
+    date_hierarchy = "created_at"
+    inlines = (PhaseInline, OperationInline)
+    actions = ("cancel",)
+    cancel_service = orchestration_run_cancel
+    cancel_object_name = "run"
+
+    @admin.display(description="topic")
+    def topic_short(self, run) -> str:
+        return run.topic[:80]
+
+
+@admin.register(WorkflowJob)
+class WorkflowJobAdmin(_CancelAdmin):
+    list_display = ("workflow_type", "tenant", "status", "priority", "progress", "attempts",
+                    "created_by", "created_at")  # fmt: skip
+    list_select_related = ("tenant", "created_by")
+    list_filter = ("status", "workflow_type")
+    search_fields = ("tenant__slug", "workflow_type")
+    date_hierarchy = "created_at"
+    actions = ("cancel",)
+    cancel_service = workflow_job_cancel
+    cancel_object_name = "workflow_job"
+
+    @admin.display(description="progress")
+    def progress(self, job) -> str:
+        return f"{job.progress_done}/{job.progress_total}" if job.progress_total else "-"
+
+
+@admin.register(Artifact)
+class ArtifactAdmin(ServiceDeleteAdmin, ReadOnlyAdmin):
+    """Files of runs and workflows; deleting one gives its bytes back to the storage quota."""
+
+    list_display = ("name", "tenant", "size_bytes", "content_type", "run", "workflow_job",
+                    "created_at")  # fmt: skip
+    list_select_related = ("tenant", "run", "workflow_job")
+    search_fields = ("name", "tenant__slug")
+
+    def has_delete_permission(self, request, obj=None):
+        return request.user.has_perm("playground.delete_artifact")
+
+    def delete_through_service(self, request, obj) -> None:
+        artifact_delete(artifact=obj, actor=request.user)

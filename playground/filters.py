@@ -7,9 +7,12 @@ import django_filters
 from config.filters import ChoiceInFilter, UTCDateTimeFilter
 
 from .models import (
+    Artifact,
     CallStatus,
     ExecutionStatus,
     GatewayCall,
+    JobStatus,
+    OrchestrationRun,
     OrchestrationTemplate,
     Priority,
     Project,
@@ -17,6 +20,7 @@ from .models import (
     PromptExecution,
     PromptTemplate,
     TemplateStatus,
+    WorkflowJob,
 )
 
 
@@ -71,3 +75,32 @@ class OrchestrationTemplateFilter(django_filters.FilterSet):
     class Meta:
         model = OrchestrationTemplate
         fields = ["category", "is_public"]
+
+
+class OrchestrationRunFilter(django_filters.FilterSet):
+    project_id = django_filters.UUIDFilter(field_name="project_id")
+    status = ChoiceInFilter(choices=JobStatus.choices)
+    created_after = UTCDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = UTCDateTimeFilter(field_name="created_at", lookup_expr="lt")
+
+    class Meta:
+        model = OrchestrationRun
+        fields = ["project_id", "status"]
+
+
+class WorkflowJobFilter(django_filters.FilterSet):
+    workflow_type = django_filters.CharFilter(max_length=64)
+    status = ChoiceInFilter(choices=JobStatus.choices)
+
+    class Meta:
+        model = WorkflowJob
+        fields = ["workflow_type", "status"]
+
+
+class ArtifactFilter(django_filters.FilterSet):
+    run_id = django_filters.UUIDFilter(field_name="run_id")
+    workflow_job_id = django_filters.UUIDFilter(field_name="workflow_job_id")
+
+    class Meta:
+        model = Artifact
+        fields = ["run_id", "workflow_job_id"]

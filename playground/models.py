@@ -9,6 +9,7 @@ model's factory lives in tests/playground/factories.py.
 import os
 
 from django.conf import settings
+from django.core.files.storage import storages
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 
@@ -115,6 +116,8 @@ class CallStatus(models.TextChoices):
 class CallSource(models.TextChoices):
     API = "api", "chat/completions"
     PLAYGROUND = "playground", "Template execution"
+    ORCHESTRATION = "orchestration", "Orchestration run"
+    WORKFLOW = "workflow", "Workflow job"
 
 
 class GatewayCall(TenantOwned):
@@ -297,6 +300,17 @@ class PromptExecution(TenantOwned):
     executed_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
+    # Made by a `template_batch` workflow: the job and the row of its input it answers (one
+    # execution per row, so a resumed job skips the rows already done).
+    workflow_job = models.ForeignKey(
+        "WorkflowJob",
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="executions",
+        editable=False,
+    )
+    batch_row = models.PositiveIntegerField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -309,7 +323,12 @@ class PromptExecution(TenantOwned):
             models.CheckConstraint(
                 condition=models.Q(rating__isnull=True) | models.Q(rating__gte=1, rating__lte=5),
                 name="prompt_execution_rating_range",
-            )
+            ),
+            models.UniqueConstraint(
+                fields=["tenant", "workflow_job", "batch_row"],
+                condition=models.Q(workflow_job__isnull=False),
+                name="prompt_execution_batch_row",
+            ),
         ]
 
     def __str__(self):
@@ -395,9 +414,299 @@ class OrchestrationTemplate(TenantOwned):
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [
-            models.Index(fields=["tenant", "category"], name="orch_template_category")
-        ]
+        indexes = [models.Index(fields=["tenant", "category"], name="orch_template_category")]
 
     def __str__(self):
         return self.name
+
+
+# Background jobs: orchestration runs and workflow jobs ------------------------------------------
+
+
+class JobStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    RUNNING = "running", "Running"
+    COMPLETED = "completed", "Completed"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+FINISHED_JOB_STATUSES = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
+ACTIVE_JOB_STATUSES = (JobStatus.PENDING, JobStatus.RUNNING)
+
+
+class BackgroundJob(TenantOwned):
+    """What the job engine (playground.jobs) keeps of a job run by Celery: its status, its
+    queue priority, and the lease of the worker running it.
+
+    A worker claims a job by one conditional UPDATE (pending, or running with an expired
+    lease) that sets a fresh `lease_token` and `lease_expires_at`; it renews the lease as it
+    goes, and every write it makes is conditional on its token. A worker that dies stops
+    renewing: the reaper finds the expired lease and queues the job again, up to
+    JOBS_MAX_ATTEMPTS claims, then fails it.
+    """
+
+    status = models.CharField(
+        max_length=16, choices=JobStatus.choices, default=JobStatus.PENDING, editable=False
+    )
+    # 1 (lowest) to 10 (highest); the Celery message priority (docs/orchestration.md).
+    priority = models.PositiveSmallIntegerField(
+        default=5, validators=[MinValueValidator(1), MaxValueValidator(10)], editable=False
+    )
+    attempts = models.PositiveSmallIntegerField(default=0, editable=False)
+    lease_token = models.UUIDField(null=True, blank=True, editable=False)
+    lease_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # When its task was last sent to the broker (the reaper sends it again if it is lost).
+    queued_at = models.DateTimeField(null=True, blank=True, editable=False)
+    started_at = models.DateTimeField(null=True, blank=True, editable=False)
+    completed_at = models.DateTimeField(null=True, blank=True, editable=False)
+    execution_time_ms = models.PositiveBigIntegerField(default=0, editable=False)
+    error = models.CharField(max_length=500, blank=True, editable=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        editable=False,
+    )
+
+    class Meta:
+        abstract = True
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in FINISHED_JOB_STATUSES
+
+
+class OrchestrationRun(BackgroundJob):
+    """A multi-phase run of a project's topic: each phase one gateway call, in order."""
+
+    tenant = models.ForeignKey(
+        Tenant, on_delete=models.CASCADE, related_name="orchestration_runs", editable=False
+    )
+    project = models.ForeignKey(
+        Project, on_delete=models.CASCADE, related_name="runs", editable=False
+    )
+    template = models.ForeignKey(
+        OrchestrationTemplate,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="runs",
+        editable=False,
+    )
+    topic = models.TextField(max_length=5000, editable=False)
+    ai_model = models.CharField(max_length=100, editable=False)
+    max_tokens = models.PositiveIntegerField(editable=False)
+    temperature = models.FloatField(null=True, blank=True, editable=False)
+    integration_enabled = models.BooleanField(default=False, editable=False)
+    total_phases = models.PositiveSmallIntegerField(default=0, editable=False)
+    completed_phases = models.PositiveSmallIntegerField(default=0, editable=False)
+    failed_phases = models.PositiveSmallIntegerField(default=0, editable=False)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["tenant", "status"], name="orch_run_status"),
+            models.Index(fields=["tenant", "project", "-created_at"], name="orch_run_project"),
+            models.Index(
+                fields=["status", "lease_expires_at"],
+                condition=models.Q(status__in=["pending", "running"]),
+                name="orch_run_active",
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.topic[:60]} ({self.status})"
+
+    @property
+    def success_rate(self) -> float:
+        """Completed phases per phase, as a percentage with one decimal."""
+        if not self.total_phases:
+            return 0.0
+        return round(self.completed_phases * 100 / self.total_phases, 1)
+
+
+class PhaseStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    RUNNING = "running", "Running"
+    COMPLETED = "completed", "Completed"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+    SKIPPED = "skipped", "Skipped"
+
+
+class OrchestrationPhase(TenantOwned):
+    """One phase of a run. `claim` is the token of the attempt running it: a phase completes
+    only under the claim that started it, so a phase is never executed twice to completion."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+", editable=False)
+    run = models.ForeignKey(
+        OrchestrationRun, on_delete=models.CASCADE, related_name="phases", editable=False
+    )
+    position = models.PositiveSmallIntegerField(editable=False)
+    name = models.CharField(max_length=64, editable=False)
+    status = models.CharField(
+        max_length=16, choices=PhaseStatus.choices, default=PhaseStatus.PENDING, editable=False
+    )
+    claim = models.UUIDField(null=True, blank=True, editable=False)
+    attempts = models.PositiveSmallIntegerField(default=0, editable=False)
+    response_text = models.TextField(blank=True, editable=False)
+    prompt_tokens = models.PositiveIntegerField(default=0, editable=False)
+    completion_tokens = models.PositiveIntegerField(default=0, editable=False)
+    total_tokens = models.PositiveIntegerField(default=0, editable=False)
+    cost_micros = models.PositiveBigIntegerField(default=0, editable=False)
+    gateway_call = models.ForeignKey(
+        GatewayCall, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    # The gateway's reservation for the call under `claim`, noted with it: what recovery
+    # gives back when that call was never settled (its worker died).
+    reserved_tokens = models.PositiveIntegerField(default=0, editable=False)
+    execution_time_ms = models.PositiveIntegerField(default=0, editable=False)
+    error = models.CharField(max_length=500, blank=True, editable=False)
+    started_at = models.DateTimeField(null=True, blank=True, editable=False)
+    completed_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["run", "position"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "run", "position"], name="orch_phase_position"
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.code} {self.name} ({self.status})"
+
+    @property
+    def code(self) -> str:
+        return f"Phase {self.position}"
+
+    @property
+    def display_name(self) -> str:
+        """The name as shown: "ideation" -> "Ideation", "api_design" -> "Api design"."""
+        name = self.name.replace("_", " ")
+        return name[:1].upper() + name[1:]
+
+
+def _artifact_storage():
+    return storages["artifacts"]
+
+
+def _artifact_path(artifact, filename: str) -> str:
+    return f"{artifact.tenant_id}/{artifact.pk}/{filename}"
+
+
+class Artifact(TenantOwned):
+    """A file a job wrote to the tenant's file storage (STORAGES["artifacts"], private: served
+    through the API only), counted against the tenant's `storage` quota while it exists."""
+
+    tenant = models.ForeignKey(
+        Tenant, on_delete=models.CASCADE, related_name="artifacts", editable=False
+    )
+    name = models.CharField(max_length=255, editable=False)
+    content_type = models.CharField(max_length=100, editable=False)
+    size_bytes = models.PositiveBigIntegerField(editable=False)
+    sha256 = models.CharField(max_length=64, editable=False)
+    file = models.FileField(
+        upload_to=_artifact_path, max_length=400, storage=_artifact_storage, editable=False
+    )
+    run = models.ForeignKey(
+        OrchestrationRun,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="artifacts",
+        editable=False,
+    )
+    workflow_job = models.ForeignKey(
+        "WorkflowJob",
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="artifacts",
+        editable=False,
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        editable=False,
+    )
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return self.name
+
+
+class IntegrationOperation(TenantOwned):
+    """What a run did with a phase's output beyond the gateway: `file_system` wrote it to the
+    tenant's file storage as an artifact. One per phase and type."""
+
+    class Type(models.TextChoices):
+        FILE_SYSTEM = "file_system", "File system"
+
+    class Status(models.TextChoices):
+        COMPLETED = "completed", "Completed"
+        FAILED = "failed", "Failed"
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+", editable=False)
+    run = models.ForeignKey(
+        OrchestrationRun, on_delete=models.CASCADE, related_name="operations", editable=False
+    )
+    phase = models.ForeignKey(
+        OrchestrationPhase, on_delete=models.CASCADE, related_name="operations", editable=False
+    )
+    operation_type = models.CharField(max_length=32, choices=Type.choices, editable=False)
+    status = models.CharField(max_length=16, choices=Status.choices, editable=False)
+    result = models.JSONField(default=dict, editable=False)
+    execution_time_ms = models.PositiveIntegerField(default=0, editable=False)
+    artifact = models.ForeignKey(
+        Artifact, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "phase", "operation_type"], name="orch_operation_per_phase"
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.operation_type} {self.status}"
+
+
+class WorkflowJob(BackgroundJob):
+    """A background job from the workflow registry (playground.workflows): its type, its
+    validated input, and what it produced (`output_data`, and usually an artifact)."""
+
+    tenant = models.ForeignKey(
+        Tenant, on_delete=models.CASCADE, related_name="workflow_jobs", editable=False
+    )
+    workflow_type = models.CharField(max_length=64, editable=False)
+    input_data = models.JSONField(default=dict, editable=False)
+    output_data = models.JSONField(default=dict, editable=False)
+    # Units of work done and to do (rows, events), for progress while it runs.
+    progress_done = models.PositiveIntegerField(default=0, editable=False)
+    progress_total = models.PositiveIntegerField(default=0, editable=False)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["tenant", "status"], name="workflow_job_status"),
+            models.Index(fields=["tenant", "workflow_type"], name="workflow_job_type"),
+            models.Index(
+                fields=["status", "lease_expires_at"],
+                condition=models.Q(status__in=["pending", "running"]),
+                name="workflow_job_active",
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.workflow_type} ({self.status})"

@@ -64,6 +64,14 @@ def _names(value, field: str, *, required: bool) -> list[str]:
     return value
 
 
+def check_phase_names(value, *, field: str = "custom_phases") -> list[str]:
+    """A run's own list of phases: 1 to MAX_PHASES names (see the module docstring)."""
+    try:
+        return _names(value, field, required=True)
+    except ApplicationError as error:
+        raise ApplicationError("Invalid phases.", details=error.details) from None
+
+
 def check_settings(value, *, field: str = "settings") -> dict:
     """A run's (or template's) settings: known keys, a catalogue model, numbers in range."""
     if not isinstance(value, Mapping):

@@ -5,15 +5,19 @@
 """
 
 from .views import (
+    ArtifactViewSet,
     ChatCompletionViewSet,
     GatewayCallViewSet,
     GatewayMetricsViewSet,
     LanguageModelViewSet,
+    OrchestrateViewSet,
+    OrchestrationRunViewSet,
     OrchestrationTemplateViewSet,
     ProjectViewSet,
     PromptExecutionViewSet,
     PromptTemplateViewSet,
     TemplateCategoryViewSet,
+    WorkflowJobViewSet,
 )
 
 routes = [
@@ -25,5 +29,10 @@ routes = [
     ("playground/categories", TemplateCategoryViewSet, "template-category"),
     ("playground/executions", PromptExecutionViewSet, "prompt-execution"),
     ("projects", ProjectViewSet, "project"),
+    # Before `orchestration`, whose run ids are UUIDs (so "templates" is never one).
     ("orchestration/templates", OrchestrationTemplateViewSet, "orchestration-template"),
+    ("orchestrate", OrchestrateViewSet, "orchestrate"),
+    ("orchestration", OrchestrationRunViewSet, "orchestration-run"),
+    ("workflows", WorkflowJobViewSet, "workflow-job"),
+    ("artifacts", ArtifactViewSet, "artifact"),
 ]

@@ -10,6 +10,7 @@ import datetime as dt
 import math
 from collections import defaultdict
 
+from django.core.files.storage import storages
 from django.db import connection
 from django.db.models import Aggregate, Avg, Count, F, FloatField, Q, Sum
 from django.db.models.functions import TruncDate
@@ -22,11 +23,16 @@ from .models import (
     CallStatus,
     ExecutionStatus,
     GatewayCall,
+    JobStatus,
     LanguageModel,
+    OrchestrationPhase,
+    OrchestrationRun,
+    PhaseStatus,
     PromptExecution,
     PromptTemplate,
     PromptTemplateVersion,
     TemplateStatus,
+    WorkflowJob,
 )
 
 PERCENTILES = (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))
@@ -473,3 +479,80 @@ def gateway_usage_in_periods(*, tenant, periods: list[tuple]) -> list[tuple[int,
     return [
         (row[f"tokens_{index}"] or 0, row[f"cost_{index}"] or 0) for index in range(len(periods))
     ]
+
+
+# Runs and workflows ---------------------------------------------------------------------------
+
+# A phase's duration before the tenant has any: what the estimate falls back on.
+DEFAULT_PHASE_SECONDS = 30
+RECENT_PHASES_FOR_ESTIMATE = 50
+RECENT_RUNS = 5
+
+
+def phase_seconds_estimate(tenant, ai_model: str) -> float:
+    """Seconds a phase of `ai_model` takes for this tenant: the mean of its last
+    RECENT_PHASES_FOR_ESTIMATE completed phases, else DEFAULT_PHASE_SECONDS (one query)."""
+    recent = (
+        OrchestrationPhase.objects.filter(
+            tenant=tenant, run__ai_model=ai_model, status=PhaseStatus.COMPLETED
+        )
+        .order_by("-completed_at")
+        .values_list("execution_time_ms", flat=True)[:RECENT_PHASES_FOR_ESTIMATE]
+    )
+    durations = list(recent)
+    return sum(durations) / len(durations) / 1000 if durations else DEFAULT_PHASE_SECONDS
+
+
+def run_detail(run: OrchestrationRun) -> dict:
+    """A run with its phases in order and its integration operations (three queries)."""
+    return {
+        "run": run,
+        "phases": list(run.phases.order_by("position")),
+        "integration_operations": list(run.operations.order_by("created_at")),
+    }
+
+
+def recent_runs(project) -> list[OrchestrationRun]:
+    return list(project.runs.select_related("project").order_by("-created_at")[:RECENT_RUNS])
+
+
+def workflow_metrics(tenant) -> dict:
+    """Counts by status and mean execution time of finished jobs, overall and per type, in
+    the database (two queries)."""
+    by_status = {
+        f"{status}_jobs": Count("id", filter=Q(status=status)) for status in JobStatus.values
+    }
+    finished = Q(status__in=[JobStatus.COMPLETED, JobStatus.FAILED])
+    jobs = WorkflowJob.objects.filter(tenant=tenant).order_by()
+    totals = jobs.aggregate(
+        total_jobs=Count("id"),
+        avg_ms=Avg("execution_time_ms", filter=finished),
+        **by_status,
+    )
+    by_type = {
+        row["workflow_type"]: {
+            "total_jobs": row["total"],
+            "completed_jobs": row["completed"],
+            "failed_jobs": row["failed"],
+            "avg_execution_time_seconds": _seconds(row["avg_ms"]),
+        }
+        for row in jobs.values("workflow_type")
+        .annotate(
+            total=Count("id"),
+            completed=Count("id", filter=Q(status=JobStatus.COMPLETED)),
+            failed=Count("id", filter=Q(status=JobStatus.FAILED)),
+            avg_ms=Avg("execution_time_ms", filter=finished),
+        )
+        .order_by("workflow_type")
+    }
+    avg_ms = totals.pop("avg_ms")
+    return {**totals, "avg_execution_time_seconds": _seconds(avg_ms), "by_type": by_type}
+
+
+def _seconds(milliseconds) -> float | None:
+    return round(milliseconds / 1000, 3) if milliseconds is not None else None
+
+
+def artifact_file(artifact):
+    """The artifact's file, opened for reading (a FileResponse closes it)."""
+    return storages["artifacts"].open(artifact.file.name, "rb")

@@ -22,9 +22,14 @@ from config.serializers import (
 )
 from tenants.serializers.fields import StrictBooleanField
 
+from . import selectors
 from .models import (
+    Artifact,
     GatewayCall,
+    IntegrationOperation,
     LanguageModel,
+    OrchestrationPhase,
+    OrchestrationRun,
     OrchestrationTemplate,
     Project,
     PromptExecution,
@@ -32,6 +37,7 @@ from .models import (
     PromptTemplateVersion,
     TemplateStatus,
     VariableType,
+    WorkflowJob,
 )
 from .services.templates import BULK_MAX_IDS, BULK_OPERATIONS
 
@@ -678,3 +684,294 @@ class OrchestrationTemplateSerializer(ModelSerializer):
             "updated_at",
         ]
         read_only_fields = ["id", "usage_count", "created_by", "created_at", "updated_at"]
+
+
+# Orchestration runs ---------------------------------------------------------------------------
+
+
+class RunSettingsSerializer(Serializer):
+    ai_model = CharField(required=False, max_length=100, help_text="A model of gateway/models.")
+    max_tokens = serializers.IntegerField(required=False, min_value=1)
+    temperature = serializers.FloatField(required=False, min_value=0, max_value=2)
+    integration_enabled = StrictBooleanField(required=False)
+
+
+class OrchestrateSerializer(Serializer):
+    """`POST orchestrate`: phases from `custom_phases`, else the template's, else the seven
+    defaults (ideation, research, design, implementation, testing, documentation, review)."""
+
+    project_id = serializers.UUIDField()
+    topic = CharField(required=False, allow_blank=True, max_length=5000,
+                      help_text="Default: the project's topic.")  # fmt: skip
+    custom_phases = serializers.ListField(
+        child=serializers.JSONField(), required=False, allow_empty=False, max_length=20
+    )
+    template_id = serializers.UUIDField(required=False, allow_null=True)
+    integration_enabled = StrictBooleanField(required=False, allow_null=True)
+    settings = RunSettingsSerializer(required=False)
+
+
+class PhaseEstimateSerializer(ResponseSerializer):
+    code = serializers.CharField(help_text='"Phase 0", "Phase 1", ...')
+    name = serializers.CharField()
+    status = serializers.CharField()
+    estimated_duration = serializers.CharField()
+
+
+class OrchestrationStartedSerializer(ResponseSerializer):
+    run_id = serializers.UUIDField()
+    status = serializers.CharField(help_text='"started".')
+    message = serializers.CharField()
+    estimated_completion = serializers.DateTimeField()
+    phases = PhaseEstimateSerializer(many=True)
+
+
+class _ProjectRef(ResponseSerializer):
+    id = serializers.UUIDField()
+    name = serializers.CharField()
+
+
+class RunListSerializer(ModelSerializer):
+    """A run in a list: its project, topic, status and outcome."""
+
+    project = _ProjectRef(read_only=True)
+    success_rate = serializers.FloatField(read_only=True)
+
+    class Meta:
+        model = OrchestrationRun
+        fields = [
+            "id",
+            "project",
+            "topic",
+            "status",
+            "total_phases",
+            "completed_phases",
+            "success_rate",
+            "execution_time_ms",
+            "created_at",
+        ]
+        read_only_fields = fields
+
+
+class RunSerializer(ModelSerializer):
+    project_id = serializers.UUIDField(read_only=True)
+    template_id = serializers.UUIDField(read_only=True, allow_null=True)
+    success_rate = serializers.FloatField(read_only=True)
+    settings = serializers.SerializerMethodField()
+
+    class Meta:
+        model = OrchestrationRun
+        fields = [
+            "id",
+            "project_id",
+            "template_id",
+            "topic",
+            "status",
+            "priority",
+            "total_phases",
+            "completed_phases",
+            "failed_phases",
+            "success_rate",
+            "integration_enabled",
+            "settings",
+            "execution_time_ms",
+            "attempts",
+            "error",
+            "started_at",
+            "completed_at",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+    @extend_schema_field(RunSettingsSerializer)
+    def get_settings(self, run) -> dict:
+        return {
+            "ai_model": run.ai_model,
+            "max_tokens": run.max_tokens,
+            "temperature": run.temperature,
+            "integration_enabled": run.integration_enabled,
+        }
+
+
+class TokenUsageSerializer(ResponseSerializer):
+    prompt_tokens = serializers.IntegerField()
+    completion_tokens = serializers.IntegerField()
+    total_tokens = serializers.IntegerField()
+
+
+class PhaseSerializer(ModelSerializer):
+    phase_code = serializers.CharField(source="code", read_only=True)
+    phase_name = serializers.CharField(source="display_name", read_only=True)
+    token_usage = serializers.SerializerMethodField()
+
+    class Meta:
+        model = OrchestrationPhase
+        fields = [
+            "id",
+            "phase_code",
+            "phase_name",
+            "status",
+            "response_text",
+            "execution_time_ms",
+            "token_usage",
+            "cost_micros",
+            "attempts",
+            "error",
+            "started_at",
+            "completed_at",
+        ]
+        read_only_fields = fields
+
+    @extend_schema_field(TokenUsageSerializer)
+    def get_token_usage(self, phase) -> dict:
+        return {
+            "prompt_tokens": phase.prompt_tokens,
+            "completion_tokens": phase.completion_tokens,
+            "total_tokens": phase.total_tokens,
+        }
+
+
+class IntegrationOperationSerializer(ModelSerializer):
+    phase_id = serializers.UUIDField(read_only=True)
+    artifact_id = serializers.UUIDField(read_only=True, allow_null=True)
+
+    class Meta:
+        model = IntegrationOperation
+        fields = [
+            "id",
+            "phase_id",
+            "operation_type",
+            "status",
+            "result",
+            "execution_time_ms",
+            "artifact_id",
+            "created_at",
+        ]
+        read_only_fields = fields
+
+
+class RunDetailSerializer(ResponseSerializer):
+    run = RunSerializer()
+    phases = PhaseSerializer(many=True)
+    integration_operations = IntegrationOperationSerializer(many=True)
+
+
+class RunCancelledSerializer(ResponseSerializer):
+    message = serializers.CharField()
+    run_id = serializers.UUIDField()
+    status = serializers.CharField()
+
+
+class ProjectDetailSerializer(ProjectSerializer):
+    """A project with its most recent runs (newest first): the retrieve's answer, never
+    written through."""
+
+    recent_runs = serializers.SerializerMethodField()
+
+    class Meta(ProjectSerializer.Meta):
+        fields = [*ProjectSerializer.Meta.fields, "recent_runs"]
+        read_only_fields = fields
+
+    @extend_schema_field(RunListSerializer(many=True))
+    def get_recent_runs(self, project) -> list:
+        return RunListSerializer(selectors.recent_runs(project), many=True).data
+
+
+# Artifacts and workflows ----------------------------------------------------------------------
+
+
+class ArtifactSerializer(ModelSerializer):
+    run_id = serializers.UUIDField(read_only=True, allow_null=True)
+    workflow_job_id = serializers.UUIDField(read_only=True, allow_null=True)
+    download_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Artifact
+        fields = [
+            "id",
+            "name",
+            "content_type",
+            "size_bytes",
+            "sha256",
+            "run_id",
+            "workflow_job_id",
+            "download_url",
+            "created_at",
+        ]
+        read_only_fields = fields
+
+    def get_download_url(self, artifact) -> str:
+        return f"/api/v1/artifacts/{artifact.pk}/download"
+
+
+class WorkflowExecuteSerializer(Serializer):
+    workflow_type = CharField(max_length=64, help_text="GET workflows/types lists them.")
+    input_data = serializers.JSONField(help_text="The type's input (docs/orchestration.md).")
+    priority = serializers.IntegerField(
+        required=False, min_value=1, max_value=10, default=5,
+        help_text="1 (lowest) to 10 (highest); the job's Celery message priority.",
+    )  # fmt: skip
+
+
+class WorkflowQueuedSerializer(ResponseSerializer):
+    job_id = serializers.UUIDField()
+    status = serializers.CharField()
+    message = serializers.CharField()
+
+
+class WorkflowJobSerializer(ModelSerializer):
+    organization_id = serializers.UUIDField(source="tenant_id", read_only=True)
+    user_id = serializers.UUIDField(source="created_by_id", read_only=True, allow_null=True)
+    job_type = serializers.CharField(source="workflow_type", read_only=True)
+    progress = serializers.SerializerMethodField()
+
+    class Meta:
+        model = WorkflowJob
+        fields = [
+            "id",
+            "organization_id",
+            "user_id",
+            "job_type",
+            "status",
+            "priority",
+            "input_data",
+            "output_data",
+            "progress",
+            "attempts",
+            "error",
+            "execution_time_ms",
+            "started_at",
+            "completed_at",
+            "created_at",
+        ]
+        read_only_fields = fields
+
+    @extend_schema_field(
+        {
+            "type": "object",
+            "properties": {"done": {"type": "integer"}, "total": {"type": "integer"}},
+        }
+    )
+    def get_progress(self, job) -> dict:
+        return {"done": job.progress_done, "total": job.progress_total}
+
+
+class WorkflowMetricsSerializer(ResponseSerializer):
+    total_jobs = serializers.IntegerField()
+    pending_jobs = serializers.IntegerField()
+    running_jobs = serializers.IntegerField()
+    completed_jobs = serializers.IntegerField()
+    failed_jobs = serializers.IntegerField()
+    cancelled_jobs = serializers.IntegerField()
+    avg_execution_time_seconds = serializers.FloatField(
+        allow_null=True, help_text="Over jobs that ran to an end (completed or failed)."
+    )
+    by_type = serializers.DictField(child=serializers.DictField())
+
+
+class WorkflowTypeSerializer(ResponseSerializer):
+    name = serializers.CharField()
+    description = serializers.CharField()
+    permission = serializers.CharField()
+

@@ -12,12 +12,14 @@ import functools
 import json
 import time
 import uuid
+from datetime import timedelta
 
 from asgiref.sync import markcoroutinefunction, sync_to_async
 from django.conf import settings
 from django.db import close_old_connections
 from django.db.models import Case, IntegerField, Q, Value, When
-from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http import FileResponse, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, status
@@ -36,26 +38,34 @@ from tenants.api import (
     TenantCrudViewSet,
     TenantScopedViewSet,
 )
+from tenants.idempotency import idempotent
 from tenants.throttling import TenantThrottle
 
 from . import selectors, services
 from .filters import (
+    ArtifactFilter,
     GatewayCallFilter,
+    OrchestrationRunFilter,
     OrchestrationTemplateFilter,
     ProjectFilter,
     PromptExecutionFilter,
     PromptTemplateFilter,
+    WorkflowJobFilter,
 )
 from .models import (
     PRIORITY_RANK,
+    Artifact,
     GatewayCall,
+    OrchestrationRun,
     OrchestrationTemplate,
     Project,
     PromptExecution,
     PromptTemplate,
+    WorkflowJob,
 )
 from .serializers import (
     AnalyticsQuerySerializer,
+    ArtifactSerializer,
     BulkResultSerializer,
     BulkSerializer,
     CategorySerializer,
@@ -68,7 +78,10 @@ from .serializers import (
     GatewayMetricsSerializer,
     LanguageModelSerializer,
     MetricsQuerySerializer,
+    OrchestrateSerializer,
+    OrchestrationStartedSerializer,
     OrchestrationTemplateSerializer,
+    ProjectDetailSerializer,
     ProjectSerializer,
     PromptExecutionSerializer,
     PromptTemplateDetailSerializer,
@@ -76,9 +89,17 @@ from .serializers import (
     PromptTemplateWriteSerializer,
     PublishSerializer,
     RatingSerializer,
+    RunCancelledSerializer,
+    RunDetailSerializer,
+    RunListSerializer,
     TemplateAnalyticsSerializer,
     TemplateUpdateQuerySerializer,
     TemplateVersionQuerySerializer,
+    WorkflowExecuteSerializer,
+    WorkflowJobSerializer,
+    WorkflowMetricsSerializer,
+    WorkflowQueuedSerializer,
+    WorkflowTypeSerializer,
 )
 
 # The gateway ---------------------------------------------------------------------------------
@@ -663,6 +684,9 @@ class ProjectViewSet(TenantCrudViewSet):
     update_service = services.project_update
     destroy_service = services.project_delete
 
+    def get_serializer_class(self):
+        return ProjectDetailSerializer if self.action == "retrieve" else ProjectSerializer
+
     def scope_queryset(self, queryset):
         return queryset.annotate(
             priority_rank=Case(
@@ -689,3 +713,198 @@ class OrchestrationTemplateViewSet(TenantCrudViewSet):
 
     def scope_queryset(self, queryset):
         return queryset.filter(Q(is_public=True) | Q(created_by=self.request.user))
+
+
+# Orchestration runs ---------------------------------------------------------------------------
+
+UUID_PATTERN = r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}"
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(1, round(seconds))
+    if seconds < 120:
+        return "1 second" if seconds == 1 else f"{seconds} seconds"
+    return f"{round(seconds / 60)} minutes"
+
+
+class OrchestrateViewSet(ServiceWriteMixin, TenantContextViewSet):
+    """POST orchestrate: start a run of a project (queued for a worker; answers at once)."""
+
+    required_permissions = {"create": "playground.execute"}
+    serializer_class = OrchestrateSerializer
+
+    @extend_schema(
+        request=OrchestrateSerializer,
+        responses={201: OrchestrationStartedSerializer},
+        summary="Start an orchestration run",
+    )
+    @idempotent
+    def create(self, request):
+        data = self.validated_input(OrchestrateSerializer)
+        run = self.call_service(
+            services.orchestration_start,
+            tenant=request.tenant,
+            project_id=data["project_id"],
+            topic=data.get("topic", ""),
+            custom_phases=data.get("custom_phases"),
+            template_id=data.get("template_id"),
+            integration_enabled=data.get("integration_enabled"),
+            run_settings=data.get("settings"),
+        )
+        per_phase = selectors.phase_seconds_estimate(request.tenant, run.ai_model)
+        phases = run.phases.order_by("position")
+        body = {
+            "run_id": run.pk,
+            "status": "started",
+            "message": "Orchestration started successfully",
+            "estimated_completion": timezone.now()
+            + timedelta(seconds=per_phase * run.total_phases),
+            "phases": [
+                {
+                    "code": phase.code,
+                    "name": phase.display_name,
+                    "status": phase.status,
+                    "estimated_duration": _duration(per_phase),
+                }
+                for phase in phases
+            ],
+        }
+        return Response(OrchestrationStartedSerializer(body).data, status=status.HTTP_201_CREATED)
+
+
+class OrchestrationRunViewSet(
+    ServiceWriteMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScopedViewSet
+):
+    """GET orchestration (filters `project_id`, `status`), GET orchestration/{run_id} (the
+    run, its phases and integration operations), POST orchestration/{run_id}/cancel."""
+
+    queryset = OrchestrationRun.objects.select_related("project")
+    serializer_class = RunListSerializer
+    filterset_class = OrchestrationRunFilter
+    permission_area = "playground"
+    required_permissions = {"cancel": "playground.execute"}
+    ordering_fields = ("created_at", "execution_time_ms", "status")
+    lookup_value_regex = UUID_PATTERN
+
+    @extend_schema(responses={200: RunDetailSerializer})
+    def retrieve(self, request, *args, **kwargs):
+        run = self.get_object()
+        return Response(RunDetailSerializer(selectors.run_detail(run)).data)
+
+    @extend_schema(request=None, responses={200: RunCancelledSerializer})
+    @action(detail=True, methods=["post"], url_path="cancel")
+    def cancel(self, request, pk=None):
+        run = self.call_service(services.orchestration_run_cancel, run=self.get_object())
+        body = {
+            "message": "Orchestration cancelled successfully",
+            "run_id": run.pk,
+            "status": run.status,
+        }
+        return Response(RunCancelledSerializer(body).data)
+
+
+# Workflows and artifacts ----------------------------------------------------------------------
+
+
+class WorkflowJobViewSet(
+    ServiceWriteMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScopedViewSet
+):
+    """Background workflows: POST workflows/execute queues a job of a registered type,
+    GET workflows/{job_id} its status and output, DELETE workflows/{job_id} cancels it,
+    GET workflows/metrics counts jobs, GET workflows/types lists the registry."""
+
+    queryset = WorkflowJob.objects.all()
+    serializer_class = WorkflowJobSerializer
+    filterset_class = WorkflowJobFilter
+    permission_area = "playground"
+    required_permissions = {
+        "execute": "playground.execute",
+        "destroy": "playground.execute",
+        "metrics": "playground.read",
+        "types": "playground.read",
+    }
+    ordering_fields = ("created_at", "priority", "status")
+    lookup_value_regex = UUID_PATTERN
+
+    @extend_schema(
+        request=WorkflowExecuteSerializer,
+        responses={201: WorkflowQueuedSerializer},
+        summary="Queue a workflow job",
+    )
+    @action(detail=False, methods=["post"], url_path="execute")
+    @idempotent
+    def execute(self, request):
+        data = self.validated_input(WorkflowExecuteSerializer)
+        job = self.call_service(services.workflow_execute, tenant=request.tenant, **data)
+        body = {"job_id": job.pk, "status": job.status, "message": "Workflow execution started"}
+        return Response(WorkflowQueuedSerializer(body).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(responses={200: WorkflowJobSerializer}, summary="Cancel a workflow job")
+    def destroy(self, request, *args, **kwargs):
+        """Cancel the job (a running one stops at its next checkpoint); 409 when finished.
+        The job stays listed, cancelled."""
+        job = self.call_service(services.workflow_job_cancel, workflow_job=self.get_object())
+        return Response(WorkflowJobSerializer(job).data)
+
+    @extend_schema(responses={200: WorkflowMetricsSerializer}, summary="Workflow job metrics")
+    @action(detail=False, methods=["get"], url_path="metrics", filter_backends=[],
+            pagination_class=None)  # fmt: skip
+    def metrics(self, request):
+        return Response(WorkflowMetricsSerializer(selectors.workflow_metrics(request.tenant)).data)
+
+    @extend_schema(responses={200: WorkflowTypeSerializer(many=True)})
+    @action(detail=False, methods=["get"], url_path="types", filter_backends=[])
+    def types(self, request):
+        from .workflows import REGISTRY
+
+        rows = [vars(workflow) for workflow in REGISTRY.values()]
+        page = self.paginate_queryset(rows)
+        return self.get_paginated_response(WorkflowTypeSerializer(page, many=True).data)
+
+
+class ArtifactViewSet(
+    ServiceWriteMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    TenantScopedViewSet,
+):
+    """Files runs and workflows wrote: list (filters `run_id`, `workflow_job_id`), retrieve,
+    download, delete (frees the storage quota)."""
+
+    queryset = Artifact.objects.all()
+    serializer_class = ArtifactSerializer
+    filterset_class = ArtifactFilter
+    permission_area = "playground"
+    required_permissions = {"download": "playground.read", "destroy": "playground.write"}
+    ordering_fields = ("created_at", "size_bytes", "name")
+
+    def scope_queryset(self, queryset):
+        """A workflow's artifact also needs its type's permission (an audit_export is the
+        audit chain: audit.read, as GET audit/export); without it, it is not found."""
+        from .workflows import REGISTRY
+
+        hidden = [
+            name
+            for name, workflow in REGISTRY.items()
+            if workflow.permission not in self.request.permissions
+        ]
+        return queryset.exclude(workflow_job__workflow_type__in=hidden) if hidden else queryset
+
+    @extend_schema(
+        responses={(200, "application/octet-stream"): OpenApiResponse(description="The file.")}
+    )
+    @action(detail=True, methods=["get"], url_path="download")
+    def download(self, request, pk=None):
+        artifact = self.get_object()
+        response = FileResponse(
+            selectors.artifact_file(artifact),
+            content_type=artifact.content_type,
+            as_attachment=True,
+            filename=artifact.name,
+        )
+        response["X-Content-Type-Options"] = "nosniff"
+        return response
+
+    def destroy(self, request, *args, **kwargs):
+        self.call_service(services.artifact_delete, artifact=self.get_object())
+        return Response(status=status.HTTP_204_NO_CONTENT)

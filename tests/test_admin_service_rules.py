@@ -67,6 +67,11 @@ SERVICE_MODULES = {
     "playground.PromptExecution": ("playground.services.templates",),
     "playground.Project": ("playground.services.projects",),
     "playground.OrchestrationTemplate": ("playground.services.projects",),
+    "playground.OrchestrationRun": ("playground.services.runs",),
+    "playground.OrchestrationPhase": ("playground.services.runs",),
+    "playground.IntegrationOperation": ("playground.services.runs",),
+    "playground.WorkflowJob": ("playground.services.workflows",),
+    "playground.Artifact": ("playground.services.artifacts",),
     "billing.Plan": ("billing.services.plans",),
     "billing.Subscription": ("billing.services.subscriptions",),
     "billing.Invoice": (

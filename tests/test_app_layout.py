@@ -89,6 +89,8 @@ EXTRA_MODULES: dict[str, dict[str, str]] = {
         "demo": "the quick start's templates, executions and gateway calls",
         "serving": "the ASGI front serving chat/completions (config/asgi.py)",
         "orchestration": "the shapes of orchestration templates' data and projects' metadata",
+        "jobs": "the job engine under runs and workflows: claims, leases, priorities, reaper",
+        "workflows": "the workflow registry: each job type's input check and runner",
     },
 }
 PROBE_APP = "sample"

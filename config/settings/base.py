@@ -217,9 +217,17 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = env("STATIC_ROOT", default=str(BASE_DIR / "staticfiles"))
+# Job artifacts (orchestration outputs, workflow results) are private: served through the API
+# to the tenant's members only, never from MEDIA_URL. Production may point this at object
+# storage (any Django storage backend).
+ARTIFACTS_ROOT = env("ARTIFACTS_ROOT", default=str(VAR_DIR / "artifacts"))
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    "artifacts": {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": ARTIFACTS_ROOT, "base_url": None},
+    },
 }
 
 # Dev settings turn on DRF's browsable API and its login pages.
@@ -370,6 +378,11 @@ SPECTACULAR_SETTINGS = {
         "CallStatusEnum": "playground.models.CallStatus",
         "TemplateVariableTypeEnum": "playground.models.VariableType",
         "NotificationTypeEnum": "notifications.models.NotificationType",
+        "ProjectStatusEnum": "playground.models.ProjectStatus",
+        "ProjectPriorityEnum": "playground.models.Priority",
+        "JobStatusEnum": "playground.models.JobStatus",
+        "PhaseStatusEnum": "playground.models.PhaseStatus",
+        "IntegrationOperationStatusEnum": "playground.models.IntegrationOperation.Status",
     },
 }
 
@@ -437,6 +450,19 @@ BILLING_CURRENCY = env("BILLING_CURRENCY", default="USD")
 BILLING_INVOICE_PREFIX = env("BILLING_INVOICE_PREFIX", default="INV")
 # An issued invoice is due this many days later; unpaid after that, it is overdue.
 BILLING_INVOICE_DUE_DAYS = env.int("BILLING_INVOICE_DUE_DAYS", default=14)
+# Background jobs (orchestration runs, workflows; docs/orchestration.md). A worker holds a job
+# under a lease of JOBS_LEASE_SECONDS, renewed at each phase or batch row; longer than the
+# slowest gateway call (a provider's timeout times its attempts). A job whose lease expired
+# (its worker died) is queued again by the reaper, JOBS_MAX_ATTEMPTS claims in all, then
+# failed. A pending job whose task has not started after JOBS_REQUEUE_AFTER_SECONDS is sent
+# again (a lost message); claims make duplicates harmless.
+JOBS_LEASE_SECONDS = env.int("JOBS_LEASE_SECONDS", default=600)
+JOBS_MAX_ATTEMPTS = env.int("JOBS_MAX_ATTEMPTS", default=3)
+JOBS_REQUEUE_AFTER_SECONDS = env.int("JOBS_REQUEUE_AFTER_SECONDS", default=900)
+# A workflow's input and output bounds.
+WORKFLOW_BATCH_MAX_ROWS = 1000
+WORKFLOW_REPORT_MAX_DAYS = env.int("WORKFLOW_REPORT_MAX_DAYS", default=366)
+
 # Dunning (billing.services.dunning): an invoice unpaid after its due date is overdue; this
 # many days after the due date the organization is suspended ("Payment overdue") until paid.
 BILLING_SUSPEND_AFTER_DAYS = env.int("BILLING_SUSPEND_AFTER_DAYS", default=14)
@@ -465,6 +491,19 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "control_folder": str(_control_dir),
         "store_processed": False,
     }
+if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    # Message priorities on Redis (docs/orchestration.md): `priority_steps` gives each priority
+    # its own list and the worker takes the highest first (Celery's 0 is the highest: tasks
+    # sent without one, the platform's own); `queue_order_strategy` orders between queues.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "priority_steps": list(range(10)),
+        "sep": ":",
+        "queue_order_strategy": "priority",
+    }
+# Celery's Django fix-up closes the database connections around every task unless this is set:
+# a reconnection per task (about 6 ms here, more over a network). Workers keep theirs as the
+# web processes do (CONN_MAX_AGE, with health checks), closing them every 2 x this many tasks.
+CELERY_DB_REUSE_MAX = env.int("CELERY_DB_REUSE_MAX", default=500)
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_ACKS_LATE = True
@@ -521,6 +560,11 @@ CELERY_BEAT_SCHEDULE = {
     "billing.run-dunning": {
         "task": "billing.tasks.run_dunning",
         "schedule": crontab(minute=7),
+    },
+    # Jobs whose worker died (an expired lease) are resumed or failed; lost messages resent.
+    "playground.reap-stalled-jobs": {
+        "task": "playground.tasks.reap_stalled_jobs",
+        "schedule": timedelta(minutes=1),
     },
     "audit.issue-checkpoints": {
         "task": "audit.tasks.issue_audit_checkpoints",

@@ -3,7 +3,7 @@
 from django.core.exceptions import ImproperlyConfigured
 
 from .base import *  # noqa: F403
-from .base import INSECURE_DEV_SECRET_KEY, MIDDLEWARE, env
+from .base import INSECURE_DEV_SECRET_KEY, MIDDLEWARE, STORAGES, env
 
 DEBUG = False
 SECRET_KEY = env("SECRET_KEY", default="")
@@ -22,7 +22,7 @@ MIDDLEWARE.insert(
     "config.middleware.StaticFilesMiddleware",
 )
 STORAGES = {
-    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    **STORAGES,
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
 }
 

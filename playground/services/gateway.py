@@ -594,6 +594,14 @@ def gateway_call(
         source=source,
         request_id=request_id,
     )
+    return gateway_call_reserved(reservation)
+
+
+def gateway_call_reserved(
+    reservation: Reservation,
+) -> tuple[ChatResult | None, GatewayCall, UpstreamError | None]:
+    """Steps 2 and 3 from sync code, for a reservation the caller made (orchestration
+    phases note theirs first): as gateway_call."""
 
     async def run_on_this_loop():
         try:

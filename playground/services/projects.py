@@ -8,11 +8,13 @@ never set here.
 from django.db import transaction
 
 from audit.services import record
+from config.exceptions import Conflict
 from config.services import model_update
 from tenants.models import Tenant
 
-from ..models import OrchestrationTemplate, Project
+from ..models import ACTIVE_JOB_STATUSES, Artifact, OrchestrationTemplate, Project
 from ..orchestration import check_metadata, check_template_data
+from .artifacts import artifacts_delete
 
 PROJECT_FIELDS = ("name", "description", "topic", "status", "priority", "metadata")
 TEMPLATE_FIELDS = ("name", "description", "category", "is_public", "template_data")
@@ -124,6 +126,16 @@ def project_update(
 
 @transaction.atomic
 def project_delete(*, project: Project, actor) -> None:
+    """Delete the project with its runs and their artifacts (their storage given back); a
+    project with a pending or running run is 409 (cancel the run first)."""
+    project = Project.objects.select_for_update().get(pk=project.pk)
+    active = project.runs.filter(status__in=ACTIVE_JOB_STATUSES).values_list("pk", flat=True)
+    if active:
+        raise Conflict(
+            "This project has a run in progress; cancel it (or let it finish) first.",
+            details={"run_ids": [str(pk) for pk in active]},
+        )
+    artifacts_delete(tenant=project.tenant, artifacts=Artifact.objects.filter(run__project=project))
     _delete(Project, project, actor=actor, event_type="project.deleted")
 
 

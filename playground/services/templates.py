@@ -385,6 +385,7 @@ def prompt_template_execute(
     variables: dict,
     save_execution: bool = True,
     request_id: str = "",
+    source: str = CallSource.PLAYGROUND,
 ) -> PromptExecution:
     """Render `version` with `variables` and run it through the gateway (same reservation,
     metering and call record as chat/completions). Returns the execution, saved unless
@@ -410,7 +411,7 @@ def prompt_template_execute(
             temperature=config.get("temperature"),
             top_p=config.get("top_p"),
         ),
-        source=CallSource.PLAYGROUND,
+        source=source,
         request_id=request_id,
     )
     execution = PromptExecution(

@@ -96,9 +96,11 @@ def quota_exceeded_error(
     details = {"resource": resource, "limit": limit, "used": used, "requested": amount}
     if resource in PERIODIC_RESOURCES and tenant.quota_reset_at is not None:
         details["resets_at"] = tenant.quota_reset_at
-    return QuotaExceeded(
-        f"The organization's {resource} quota is exhausted for this period.", details=details
-    )
+    if resource in PERIODIC_RESOURCES:
+        message = f"The organization's {resource} quota is exhausted for this period."
+    else:  # a stock level (documents, storage): full until something is removed
+        message = f"The organization's {resource} quota is full."
+    return QuotaExceeded(message, details=details)
 
 
 def _used(tenant: Tenant, resource: str) -> int | None:

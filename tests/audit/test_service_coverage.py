@@ -44,6 +44,16 @@ from tests.factories import (
 )
 
 EXEMPT = {
+    "playground.services.artifacts.artifact_write": (
+        "a step of a run's phase or a workflow job, whose events name the artifact"
+    ),
+    "playground.services.artifacts.artifacts_delete": (
+        "a step of project_delete and artifact_delete, which record their events"
+    ),
+    "playground.services.reaper.stalled_jobs_reap": (
+        "sends lost jobs again (no fact changes); gives up through orchestration_run_fail and "
+        "workflow_job_fail, which record their events"
+    ),
     "tenants.services.lifecycle.tenant_plan_apply": (
         "a step of billing's plan changes, inside their transaction, which records "
         "billing.subscription.changed"
@@ -120,6 +130,7 @@ EXEMPT = {
     "playground.services.gateway.gateway_complete": "as gateway_run",
     "playground.services.gateway.gateway_settle": "writes the GatewayCall record itself",
     "playground.services.gateway.gateway_call": "as gateway_run",
+    "playground.services.gateway.gateway_call_reserved": "as gateway_run",
     "playground.services.gateway.gateway_abandon": "settles through gateway_settle: a GatewayCall",
     "playground.services.gateway.gateway_clients_close": "closes HTTP clients: changes nothing",
     "playground.services.ledger.gateway_tokens_reserve": "metering, as gateway_reserve",
@@ -245,6 +256,28 @@ def _orchestration_template():
     return OrchestrationTemplateFactory()
 
 
+def _run(**fields):
+    from tests.playground.factories import OrchestrationRunFactory
+
+    return OrchestrationRunFactory(**fields)
+
+
+def _stalled_run():
+    return _run(status="running", attempts=3, lease_expires_at=timezone.now() - timedelta(1))
+
+
+def _workflow_job(**fields):
+    from tests.playground.factories import WorkflowJobFactory
+
+    return WorkflowJobFactory(**fields)
+
+
+def _artifact():
+    from tests.playground.factories import ArtifactFactory
+
+    return ArtifactFactory()
+
+
 def _template():
     from tests.playground.factories import PromptTemplateFactory
 
@@ -336,6 +369,53 @@ def _dunning_settled():
 
 # service -> (how to call it, the event type it must record)
 INVOCATIONS = {
+    "playground.services.runs.orchestration_start": (
+        lambda: playground_services.orchestration_start(
+            tenant=(project := _project()).tenant, actor=None, project_id=project.pk
+        ),
+        "orchestration.started",
+    ),
+    "playground.services.runs.orchestration_run_execute": (
+        lambda: playground_services.orchestration_run_execute(run_id=_run().pk),
+        "orchestration.completed",
+    ),
+    "playground.services.runs.orchestration_run_cancel": (
+        lambda: playground_services.orchestration_run_cancel(run=_run(), actor=None),
+        "orchestration.cancelled",
+    ),
+    "playground.services.runs.orchestration_run_fail": (
+        lambda: playground_services.orchestration_run_fail(job=_stalled_run(), reason="gone"),
+        "orchestration.failed",
+    ),
+    "playground.services.workflows.workflow_execute": (
+        lambda: playground_services.workflow_execute(
+            tenant=TenantFactory(),
+            actor=None,
+            actor_permissions=ALL_PERMISSIONS,
+            workflow_type="audit_export",
+            input_data={},
+        ),
+        "workflow.queued",
+    ),
+    "playground.services.workflows.workflow_job_execute": (
+        lambda: playground_services.workflow_job_execute(job_id=_workflow_job().pk),
+        "workflow.completed",
+    ),
+    "playground.services.workflows.workflow_job_cancel": (
+        lambda: playground_services.workflow_job_cancel(workflow_job=_workflow_job(), actor=None),
+        "workflow.cancelled",
+    ),
+    "playground.services.workflows.workflow_job_fail": (
+        lambda: playground_services.workflow_job_fail(
+            job=_workflow_job(status="running", lease_expires_at=timezone.now() - timedelta(1)),
+            reason="gone",
+        ),
+        "workflow.failed",
+    ),
+    "playground.services.artifacts.artifact_delete": (
+        lambda: playground_services.artifact_delete(artifact=_artifact(), actor=None),
+        "artifact.deleted",
+    ),
     "playground.services.projects.project_create": (
         lambda: playground_services.project_create(
             tenant=TenantFactory(), actor=None, name="Shop", topic="A shop"

@@ -241,6 +241,61 @@ def _credit(tenant):
     credit_note_issue(invoice=invoice, actor=None, amount_cents=500, kind="credit", reason="x")
 
 
+def _start_run(tenant):
+    from playground.services import orchestration_start
+    from tests.playground.factories import ProjectFactory
+
+    return orchestration_start(
+        tenant=tenant, actor=_owner(tenant), project_id=ProjectFactory(tenant=tenant).pk
+    )
+
+
+def _complete_run(tenant):
+    from playground.services import orchestration_run_execute
+
+    orchestration_run_execute(run_id=_start_run(tenant).pk)
+
+
+def _cancel_run(tenant):
+    from playground.services import orchestration_run_cancel
+
+    orchestration_run_cancel(run=_start_run(tenant), actor=_owner(tenant))
+
+
+def _fail_run(tenant):
+    from playground.models import OrchestrationRun
+    from playground.services import orchestration_run_fail
+
+    run = _start_run(tenant)
+    OrchestrationRun.objects.filter(pk=run.pk).update(attempts=3)
+    orchestration_run_fail(job=run, reason="The worker running it stopped 3 times; gave up.")
+
+
+def _queue_workflow(tenant, input_data=None):
+    from playground.services import workflow_execute
+    from tenants.permissions import ALL_PERMISSIONS
+
+    return workflow_execute(
+        tenant=tenant,
+        actor=_owner(tenant),
+        actor_permissions=ALL_PERMISSIONS,
+        workflow_type="usage_report",
+        input_data=input_data or {"start": "2026-01-01", "end": "2026-01-31"},
+    )
+
+
+def _complete_workflow(tenant):
+    from playground.services import workflow_job_execute
+
+    workflow_job_execute(job_id=_queue_workflow(tenant).pk)
+
+
+def _fail_workflow(tenant):
+    from playground.services import workflow_job_fail
+
+    workflow_job_fail(job=_queue_workflow(tenant), reason="The worker stopped 3 times.")
+
+
 # Catalogue type -> a producer of it. A new catalogue entry fails test_every_type_has_a_producer
 # until it is added here.
 PRODUCERS = {
@@ -264,6 +319,12 @@ PRODUCERS = {
     "billing.invoice.overdue": _overdue,
     "billing.invoice.sent": _resend,
     "billing.credit_note.created": _credit,
+    "orchestration.started": _start_run,
+    "orchestration.completed": _complete_run,
+    "orchestration.cancelled": _cancel_run,
+    "orchestration.failed": _fail_run,
+    "workflow.completed": _complete_workflow,
+    "workflow.failed": _fail_workflow,
 }
 
 # Audit event type -> a producer of it: every source of every entry, the ones PRODUCERS does
@@ -295,6 +356,12 @@ SOURCE_PRODUCERS = {
     "billing.invoice.overdue": _overdue,
     "billing.invoice.resent": _resend,
     "billing.credit_note.created": _credit,
+    "orchestration.started": _start_run,
+    "orchestration.completed": _complete_run,
+    "orchestration.cancelled": _cancel_run,
+    "orchestration.failed": _fail_run,
+    "workflow.completed": _complete_workflow,
+    "workflow.failed": _fail_workflow,
 }
 
 

@@ -1,18 +1,23 @@
 """Factories of the playground app's models (registered with tests.factories.factory_for)."""
 
 import factory
+from django.core.files.base import ContentFile
 
 from playground.models import (
+    Artifact,
     CallStatus,
     ExecutionStatus,
     GatewayCall,
     LanguageModel,
+    OrchestrationPhase,
+    OrchestrationRun,
     OrchestrationTemplate,
     Project,
     PromptExecution,
     PromptTemplate,
     PromptTemplateVersion,
     Provider,
+    WorkflowJob,
 )
 
 
@@ -134,3 +139,54 @@ class OrchestrationTemplateFactory(factory.django.DjangoModelFactory):
     template_data = factory.LazyFunction(
         lambda: {"phases": ["ideation", "design"], "integrations": [], "settings": {}}
     )
+
+
+class OrchestrationRunFactory(factory.django.DjangoModelFactory):
+    """A pending run of two phases (not queued: tests run it by calling the service)."""
+
+    class Meta:
+        model = OrchestrationRun
+        skip_postgeneration_save = True
+
+    project = factory.SubFactory(ProjectFactory)
+    tenant = factory.SelfAttribute("project.tenant")
+    topic = "Create a REST API for user management"
+    ai_model = "gpt-3.5-turbo"
+    max_tokens = 256
+    total_phases = 2
+
+    @factory.post_generation
+    def phases(run, create, extracted, **kwargs):
+        if not create:
+            return
+        names = extracted or ["ideation", "design"][: run.total_phases]
+        OrchestrationPhase.objects.bulk_create(
+            OrchestrationPhase(tenant=run.tenant, run=run, position=position, name=name)
+            for position, name in enumerate(names)
+        )
+
+
+class WorkflowJobFactory(factory.django.DjangoModelFactory):
+    """A pending usage report (not queued)."""
+
+    class Meta:
+        model = WorkflowJob
+
+    tenant = factory.SubFactory("tests.tenants.factories.TenantFactory")
+    workflow_type = "usage_report"
+    input_data = factory.LazyFunction(lambda: {"start": "2026-01-01", "end": "2026-01-31"})
+
+
+class ArtifactFactory(factory.django.DjangoModelFactory):
+    """A small text file in the artifacts storage (not counted against the quota: tests of
+    the quota make artifacts through services.artifact_write)."""
+
+    class Meta:
+        model = Artifact
+
+    tenant = factory.SubFactory("tests.tenants.factories.TenantFactory")
+    name = factory.Sequence(lambda n: f"artifact-{n}.txt")
+    content_type = "text/plain; charset=utf-8"
+    size_bytes = 12
+    sha256 = "0" * 64
+    file = factory.LazyAttribute(lambda artifact: ContentFile(b"hello world\n", artifact.name))

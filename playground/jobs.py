@@ -1,0 +1,195 @@
+"""The job engine under orchestration runs and workflow jobs: claims, leases, priorities, and
+the reaper that recovers jobs whose worker died (docs/orchestration.md, "Crash recovery").
+
+A job row (playground.models.BackgroundJob) is the truth; the Celery message only says "look
+at job X". So a message delivered twice, or sent again by the reaper, is harmless:
+
+- `claim` is one conditional UPDATE: a pending job, or a running one whose lease expired, with
+  attempts left, becomes running under a fresh `lease_token`. Two workers racing for one job:
+  one row updated, one claim.
+- The claimant `renew`s its lease as it makes progress and `release`s the job when it ends;
+  both are conditional on its token, so a worker whose lease was taken over (it stalled past
+  its lease and another worker claimed the job) finds out at its next step and stops, and
+  nothing it writes after that lands.
+- `reap` finds running jobs with an expired lease and pending jobs whose message seems lost:
+  jobs with attempts left are queued again (the next claim resumes them where they stopped:
+  runs skip completed phases, batches skip answered rows); the others are failed.
+"""
+
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from .models import BackgroundJob, JobStatus, Priority
+
+logger = logging.getLogger(__name__)
+
+# A project's priority as a job priority (1 lowest .. 10 highest).
+PROJECT_PRIORITY = {Priority.LOW: 2, Priority.MEDIUM: 5, Priority.HIGH: 8, Priority.URGENT: 10}
+DEFAULT_PRIORITY = 5
+
+
+def celery_priority(priority: int) -> int:
+    """Our 1 (lowest) .. 10 (highest) as Celery's Redis priority, 0 (highest) .. 9. Platform
+    tasks sent without a priority are 0: they share the top level with priority-10 jobs and go
+    before every other job."""
+    return 10 - max(1, min(priority, 10))
+
+
+def lease_until():
+    return timezone.now() + timedelta(seconds=settings.JOBS_LEASE_SECONDS)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A worker's hold on one job: every write it makes is conditional on `token`."""
+
+    model: type[BackgroundJob]
+    pk: object
+    token: uuid.UUID
+
+    def rows(self):
+        return self.model.objects.filter(
+            pk=self.pk, status=JobStatus.RUNNING, lease_token=self.token
+        )
+
+
+def claim(model: type[BackgroundJob], pk) -> Claim | None:
+    """Take job `pk` to run it, or None when it is not ours to run (finished, cancelled, held
+    by a live worker, or out of attempts)."""
+    now = timezone.now()
+    token = uuid.uuid4()
+    taken = (
+        model.objects.filter(pk=pk, attempts__lt=settings.JOBS_MAX_ATTEMPTS)
+        .filter(Q(status=JobStatus.PENDING) | Q(status=JobStatus.RUNNING, lease_expires_at__lt=now))
+        .update(
+            status=JobStatus.RUNNING,
+            lease_token=token,
+            lease_expires_at=lease_until(),
+            attempts=F("attempts") + 1,
+            started_at=Coalesce(F("started_at"), now),
+            updated_at=now,
+        )
+    )
+    return Claim(model, pk, token) if taken else None
+
+
+def renew(held: Claim) -> bool:
+    """Extend the lease; False when the job is no longer ours (cancelled, or taken over)."""
+    return bool(held.rows().update(lease_expires_at=lease_until(), updated_at=timezone.now()))
+
+
+def _ended(started_at, now) -> dict:
+    elapsed = int((now - started_at).total_seconds() * 1000) if started_at else 0
+    return {
+        "completed_at": now,
+        "execution_time_ms": elapsed,
+        "lease_token": None,
+        "lease_expires_at": None,
+        "updated_at": now,
+    }
+
+
+def release(held: Claim, *, status: str, error: str = "", started_at=None, **fields) -> dict:
+    """End the job as `status` with `fields`; the end fields written (completed_at,
+    execution_time_ms, ...), or {} when it was no longer ours and nothing was written.
+    `execution_time_ms` runs from its first start (`started_at`, read when not given) to now."""
+    if started_at is None:
+        started_at = (
+            held.model.objects.filter(pk=held.pk).values_list("started_at", flat=True).first()
+        )
+    ended = _ended(started_at, timezone.now())
+    written = held.rows().update(status=status, error=error[:500], **ended, **fields)
+    return ended if written else {}
+
+
+def stop(job: BackgroundJob, *, status: str, error: str = "", **fields) -> None:
+    """End `job` from outside its worker (a cancellation, the reaper giving up); the caller
+    holds its row lock. A worker still running it finds its claim gone at its next step."""
+    ended = _ended(job.started_at, timezone.now())
+    type(job).objects.filter(pk=job.pk).update(status=status, error=error[:500], **ended, **fields)
+    job.refresh_from_db()
+
+
+def is_stalled(job: BackgroundJob) -> bool:
+    """Pending, or running under an expired lease: a job the reaper may fail."""
+    return job.status == JobStatus.PENDING or (
+        job.status == JobStatus.RUNNING
+        and job.lease_expires_at is not None
+        and job.lease_expires_at < timezone.now()
+    )
+
+
+def enqueue(job: BackgroundJob, task) -> None:
+    """Send the job's task once the transaction commits, at the job's priority; the send
+    time is kept so the reaper can tell a lost message from a long queue."""
+
+    def send():
+        type(job).objects.filter(pk=job.pk).update(queued_at=timezone.now())
+        task.apply_async(args=[str(job.pk)], priority=celery_priority(job.priority))
+
+    transaction.on_commit(send, robust=True)
+
+
+@dataclass
+class Reaped:
+    requeued: int = 0
+    failed: int = 0
+
+
+@dataclass(frozen=True)
+class Engine:
+    """One kind of job: its model, its task, and the service that fails it for good."""
+
+    model: type[BackgroundJob]
+    task: object
+    give_up: Callable  # (job=, reason=) -> bool: fails it (if still stalled), with its event
+
+
+def reap(engine: Engine, *, now=None) -> Reaped:
+    """Recover `engine`'s stalled jobs (see the module docstring)."""
+    now = now or timezone.now()
+    reaped = Reaped()
+    model = engine.model
+    resend_before = now - timedelta(seconds=settings.JOBS_REQUEUE_AFTER_SECONDS)
+    # Not sent again since its lease expired, or sent long enough ago to be lost too.
+    not_resent = Q(queued_at__isnull=True) | Q(queued_at__lt=F("lease_expires_at"))
+    stalled = Q(status=JobStatus.RUNNING, lease_expires_at__lt=now) & (
+        not_resent | Q(queued_at__lt=resend_before)
+    )
+    # Sent long ago and never claimed, or never sent (the process died between its commit
+    # and the send).
+    lost = Q(status=JobStatus.PENDING) & (
+        Q(queued_at__lt=resend_before) | Q(queued_at__isnull=True, created_at__lt=resend_before)
+    )
+    for job in model.objects.filter(stalled | lost).order_by("created_at")[:500]:
+        if job.attempts >= settings.JOBS_MAX_ATTEMPTS:
+            if engine.give_up(
+                job=job,
+                reason=f"The worker running it stopped {job.attempts} times; gave up.",
+            ):
+                reaped.failed += 1
+            continue
+        # Conditional on what was seen, so a job that moved on meanwhile is left alone.
+        resent = model.objects.filter(
+            pk=job.pk, status=job.status, lease_token=job.lease_token
+        ).update(queued_at=now, updated_at=now)
+        if resent:
+            engine.task.apply_async(args=[str(job.pk)], priority=celery_priority(job.priority))
+            reaped.requeued += 1
+            logger.warning(
+                "Requeued %s %s (status %s, %s attempts)",
+                model.__name__,
+                job.pk,
+                job.status,
+                job.attempts,
+            )
+    return reaped

@@ -1,0 +1,167 @@
+"""Workflow jobs: request, execute (the Celery task's work), cancel, fail.
+
+The types and their inputs are playground.workflows' registry; the claims, leases and the
+reaper are playground.jobs', shared with orchestration runs. A job's result is an artifact
+(services.artifacts, counted against the storage quota) and its `output_data`.
+"""
+
+import logging
+
+from django.db import transaction
+
+from audit.services import record
+from config.exceptions import ApplicationError, Conflict, InsufficientPermissions
+from tenants.models import BLOCKED_STATUSES, Tenant
+
+from .. import jobs
+from ..models import ACTIVE_JOB_STATUSES, JobStatus, WorkflowJob
+from ..workflows import REGISTRY, JobContext, JobStopped
+from .artifacts import artifact_write
+
+logger = logging.getLogger(__name__)
+
+
+def _payload(job: WorkflowJob, **extra) -> dict:
+    return {
+        "job_id": str(job.pk),
+        "workflow_type": job.workflow_type,
+        "status": job.status,
+        **extra,
+    }
+
+
+@transaction.atomic
+def workflow_execute(
+    *,
+    tenant: Tenant,
+    actor,
+    actor_permissions: frozenset[str],
+    workflow_type: str,
+    input_data: dict,
+    priority: int = jobs.DEFAULT_PRIORITY,
+) -> WorkflowJob:
+    """Check the type, the caller's permission for it and its input; make the job and queue it
+    at `priority` (1 lowest .. 10 highest)."""
+    workflow = REGISTRY.get(workflow_type)
+    if workflow is None:
+        raise ApplicationError(
+            f"Unknown workflow type {str(workflow_type)[:64]!r}.",
+            details={"workflow_type": [f"One of: {', '.join(sorted(REGISTRY))}."]},
+        )
+    if workflow.permission not in actor_permissions:
+        raise InsufficientPermissions(
+            f"The {workflow.name} workflow needs the {workflow.permission} permission.",
+            details={"required_permission": workflow.permission},
+        )
+    if not isinstance(input_data, dict):
+        raise ApplicationError("Invalid workflow input.", details={"input_data": ["An object."]})
+    checked, units = workflow.check(tenant, input_data)
+    job = WorkflowJob.objects.create(
+        tenant=tenant,
+        workflow_type=workflow.name,
+        input_data=checked,
+        priority=priority,
+        progress_total=units,
+        created_by=actor if getattr(actor, "is_authenticated", False) else None,
+    )
+    record(
+        tenant=tenant,
+        event_type="workflow.queued",
+        actor=actor,
+        payload=_payload(job, priority=priority),
+    )
+    from ..tasks import execute_workflow_job
+
+    jobs.enqueue(job, execute_workflow_job)
+    return job
+
+
+def _fail(held: jobs.Claim, job: WorkflowJob, error: str) -> None:
+    with transaction.atomic():
+        if jobs.release(held, status=JobStatus.FAILED, error=error):
+            job.refresh_from_db()
+            record(
+                tenant=job.tenant,
+                event_type="workflow.failed",
+                payload=_payload(job, error=job.error, execution_time_ms=job.execution_time_ms),
+            )
+
+
+def workflow_job_execute(*, job_id) -> str | None:
+    """Run job `job_id` if it is ours to run: its type's runner, then its artifact and output
+    in one transaction. Returns the status it ended in, or None when it was not ours (or was
+    cancelled while it ran)."""
+    held = jobs.claim(WorkflowJob, job_id)
+    if held is None:
+        return None
+    job = WorkflowJob.objects.select_related("tenant", "created_by").get(pk=job_id)
+    if job.tenant.status in BLOCKED_STATUSES:
+        _fail(held, job, "The organization is suspended.")
+        return JobStatus.FAILED
+    workflow = REGISTRY[job.workflow_type]
+    try:
+        output, name, content, content_type = workflow.run(
+            JobContext(job=job, held=held), job.tenant, job.created_by
+        )
+        with transaction.atomic():
+            if not held.rows().select_for_update().exists():
+                raise JobStopped
+            artifact = artifact_write(
+                tenant=job.tenant,
+                name=name,
+                content=content,
+                content_type=content_type,
+                created_by=job.created_by,
+                workflow_job=job,
+            )
+            output = {**output, "artifact_id": str(artifact.pk), "size_bytes": artifact.size_bytes}
+            jobs.release(held, status=JobStatus.COMPLETED, output_data=output)
+            job.refresh_from_db()
+            record(
+                tenant=job.tenant,
+                event_type="workflow.completed",
+                payload=_payload(
+                    job, artifact_id=str(artifact.pk), execution_time_ms=job.execution_time_ms
+                ),
+            )
+        return JobStatus.COMPLETED
+    except JobStopped:
+        return None
+    except ApplicationError as error:
+        # A refusal with a message for the caller: an exhausted quota, a template gone.
+        _fail(held, job, str(error.detail))
+    except Exception:
+        logger.exception("Workflow job %s (%s) failed", job.pk, job.workflow_type)
+        _fail(held, job, "The job failed on an internal error; it was logged.")
+    return JobStatus.FAILED
+
+
+@transaction.atomic
+def workflow_job_cancel(*, workflow_job: WorkflowJob, actor) -> WorkflowJob:
+    """Cancel a pending or running job at once (a running one stops at its next checkpoint);
+    a finished job is 409."""
+    job = WorkflowJob.objects.select_for_update().get(pk=workflow_job.pk)
+    if job.status not in ACTIVE_JOB_STATUSES:
+        raise Conflict(
+            f"This job is {job.status}; only a pending or running job can be cancelled.",
+            details={"job_id": str(job.pk), "status": job.status},
+        )
+    jobs.stop(job, status=JobStatus.CANCELLED)
+    record(tenant=job.tenant, event_type="workflow.cancelled", actor=actor, payload=_payload(job))
+    return job
+
+
+@transaction.atomic
+def workflow_job_fail(*, job: WorkflowJob, reason: str) -> bool:
+    """Fail a job whose worker stopped too often (the reaper's last resort), unless it moved on
+    meanwhile."""
+    job = WorkflowJob.objects.select_for_update().get(pk=job.pk)
+    if not jobs.is_stalled(job):
+        return False
+    jobs.stop(job, status=JobStatus.FAILED, error=reason)
+    record(
+        tenant=job.tenant,
+        event_type="workflow.failed",
+        payload=_payload(job, error=job.error, execution_time_ms=job.execution_time_ms),
+    )
+    return True
