@@ -6,7 +6,11 @@
 - "Release notes" (writing): a draft, never executed;
 - a few chat completions through the gateway on several models;
 - four projects (active, completed, archived; every priority) and two orchestration
-  templates, one public and one private to the owner.
+  templates, one public and one private to the owner;
+- orchestration runs: two executed to completion (one with its phases written as artifacts,
+  one from the public template), one cancelled, one queued for the quick start's worker;
+- workflow jobs: a usage report and a template batch executed (their CSV and JSON Lines
+  artifacts downloadable), an audit export queued for the worker.
 
 Everything runs through the real services on the local provider, so tokens, cost and the
 tokens quota are metered as for any call. The executions and calls are then spread over the
@@ -20,11 +24,22 @@ import datetime as dt
 from django.utils import timezone
 
 from tenants.models import Membership, Role, Tenant
+from tenants.permissions import ROLE_PERMISSIONS
 
-from .models import GatewayCall, Project, PromptExecution, PromptTemplate
+from .models import (
+    GatewayCall,
+    OrchestrationRun,
+    OrchestrationTemplate,
+    Project,
+    PromptExecution,
+    PromptTemplate,
+)
 from .services import (
     ChatInput,
     gateway_call,
+    orchestration_run_cancel,
+    orchestration_run_execute,
+    orchestration_start,
     orchestration_template_create,
     project_create,
     prompt_execution_rate,
@@ -32,6 +47,8 @@ from .services import (
     prompt_template_execute,
     prompt_template_publish,
     prompt_template_update,
+    workflow_execute,
+    workflow_job_execute,
 )
 
 DEMO_SLUG = "acme"
@@ -153,6 +170,75 @@ def _projects(tenant, owner) -> int:
     return len(PROJECTS)
 
 
+def _runs(tenant, owner) -> None:
+    """Runs of the active projects: executed here through the service the worker calls (so
+    their phases, tokens and artifacts are real), cancelled, or left for the worker."""
+    shop = Project.objects.get(tenant=tenant, name="E-commerce Platform")
+    support = Project.objects.get(tenant=tenant, name="Support assistant")
+    starter = OrchestrationTemplate.objects.get(tenant=tenant, name="Web Application Starter")
+    full = orchestration_start(
+        tenant=tenant,
+        actor=owner,
+        project_id=shop.pk,
+        integration_enabled=True,
+        run_settings={"ai_model": "gpt-4", "max_tokens": 400, "temperature": 0.3},
+    )
+    from_template = orchestration_start(
+        tenant=tenant,
+        actor=owner,
+        project_id=support.pk,
+        template_id=starter.pk,
+        topic="A help-centre assistant that answers from the knowledge base",
+    )
+    for run in (full, from_template):
+        orchestration_run_execute(run_id=run.pk)
+    cancelled = orchestration_start(
+        tenant=tenant,
+        actor=owner,
+        project_id=shop.pk,
+        custom_phases=["research", "design", "review"],
+        topic="A loyalty programme for repeat customers",
+    )
+    orchestration_run_cancel(run=cancelled, actor=owner)
+    orchestration_start(
+        tenant=tenant,
+        actor=owner,
+        project_id=support.pk,
+        custom_phases=["research", "implementation", "testing"],
+        topic="Escalate unanswered questions to a human",
+    )
+
+
+def _workflows(tenant, owner, faq) -> None:
+    permissions = ROLE_PERMISSIONS[Role.OWNER]
+    today = timezone.now().date()
+    report = workflow_execute(
+        tenant=tenant,
+        actor=owner,
+        actor_permissions=permissions,
+        workflow_type="usage_report",
+        input_data={"start": str(today - dt.timedelta(days=30)), "end": str(today)},
+    )
+    batch = workflow_execute(
+        tenant=tenant,
+        actor=owner,
+        actor_permissions=permissions,
+        workflow_type="template_batch",
+        input_data={"template_id": str(faq.pk), "rows": [{"question": q} for q in QUESTIONS]},
+        priority=8,
+    )
+    for job in (report, batch):
+        workflow_job_execute(job_id=job.pk)
+    workflow_execute(
+        tenant=tenant,
+        actor=owner,
+        actor_permissions=permissions,
+        workflow_type="audit_export",
+        input_data={},
+        priority=3,
+    )
+
+
 def load(*, stdout, staff) -> None:
     tenant = Tenant.objects.filter(slug=DEMO_SLUG).first()
     if tenant is None:
@@ -162,6 +248,12 @@ def load(*, stdout, staff) -> None:
     if projects:
         stdout.write(
             f"Playground: {projects} projects and 2 orchestration templates in {tenant.name}."
+        )
+    if not OrchestrationRun.objects.filter(tenant=tenant).exists():
+        _runs(tenant, owner)
+        stdout.write(
+            f"Playground: 4 orchestration runs in {tenant.name} (2 completed, 1 cancelled, "
+            "1 queued for the worker)."
         )
     if PromptTemplate.objects.filter(tenant=tenant).exists():
         return
@@ -210,6 +302,11 @@ def load(*, stdout, staff) -> None:
             source="api",
         )
     _spread_over_two_weeks(tenant)
+    _workflows(tenant, owner, faq)
+    stdout.write(
+        f"Playground: 3 workflow jobs in {tenant.name} (a usage report and a template batch "
+        "done, an audit export queued for the worker)."
+    )
     stdout.write(
         f"Playground: 3 prompt templates and {executions} executions in {tenant.name}, "
         "4 chat completions through the gateway (local provider)."
