@@ -826,6 +826,15 @@ class WorkflowJobViewSet(
     ordering_fields = ("created_at", "priority", "status")
     lookup_value_regex = UUID_PATTERN
 
+    def scope_queryset(self, queryset):
+        """A job of a type whose permission the caller lacks is not theirs to read: its
+        output_data summarises the artifact they may not open (as ArtifactViewSet)."""
+        from .workflows import REGISTRY
+
+        hidden = [name for name, workflow in REGISTRY.items()
+                  if workflow.permission not in self.request.permissions]  # fmt: skip
+        return queryset.exclude(workflow_type__in=hidden) if hidden else queryset
+
     @extend_schema(
         request=WorkflowExecuteSerializer,
         responses={201: WorkflowQueuedSerializer},

@@ -23,6 +23,7 @@ import logging
 import time
 import uuid
 
+from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F
@@ -56,7 +57,7 @@ from ..orchestration import (
     check_settings,
 )
 from .artifacts import artifact_write
-from .gateway import ChatInput, gateway_call_reserved, gateway_reserve
+from .gateway import ChatInput, gateway_abandon, gateway_call_reserved, gateway_reserve
 from .ledger import gateway_tokens_release
 
 logger = logging.getLogger(__name__)
@@ -132,7 +133,8 @@ def orchestration_start(
     defaults. Settings: the template's overlaid with `run_settings` (the API's `settings`).
     The topic: `topic`, else the project's. `integration_enabled`: as given, else the
     settings', else whether the template lists `file_system`."""
-    project = Project.objects.filter(tenant=tenant, pk=project_id).first()
+    # Locked: a deletion of the project waits for this run (and then finds it, 409).
+    project = Project.objects.select_for_update().filter(tenant=tenant, pk=project_id).first()
     if project is None:
         raise _invalid("project_id", "No such project.")
     if project.status == ProjectStatus.ARCHIVED:
@@ -248,7 +250,10 @@ def _request_id(run_pk, phase_pk, claim) -> str:
     return f"run:{run_pk}:phase:{phase_pk}:{claim}"
 
 
-_NOTE_SQL = f"UPDATE {_PHASES} SET reserved_tokens = %s WHERE id = %s AND claim = %s"  # noqa: S608
+_NOTE_SQL = (
+    f"UPDATE {_PHASES} SET reserved_tokens = %s "  # noqa: S608
+    "WHERE id = %s AND claim = %s AND status = 'running'"
+)
 
 
 def _reserve(run: OrchestrationRun, phase_pk, claim, chat: ChatInput):
@@ -266,6 +271,12 @@ def _reserve(run: OrchestrationRun, phase_pk, claim, chat: ChatInput):
     )
     with connection.cursor() as cursor:
         cursor.execute(_NOTE_SQL, [reservation.tokens, raw_uuid(phase_pk), raw_uuid(claim)])
+        noted = cursor.rowcount
+    if not noted:
+        # Cancelled since the phase was claimed: give the reservation back (recorded as a
+        # cancelled call with no usage) and call nothing.
+        async_to_sync(gateway_abandon)(reservation)
+        raise _Stop
     return reservation
 
 
@@ -290,7 +301,8 @@ def _call_gateway(run: OrchestrationRun, phase_pk, claim, messages: list):
         except QuotaExceeded as refused:
             return None, None, str(refused.detail), True
         except ApplicationError as refused:
-            return None, None, str(refused.detail), False
+            # The model left the catalogue meanwhile: every later phase would fail alike.
+            return None, None, str(refused.detail), "model" in refused.details
         result, call, error = gateway_call_reserved(reservation)
         message = f"The AI provider could not answer ({error.kind})." if error else ""
         return result, call, message, False
@@ -409,14 +421,16 @@ def _write_integration(run, phase, text: str) -> None:
 # with a cancellation, which changes the phase too); then the run's counter and lease; then the
 # next phase's claim when it is pending. Only the models' table names are interpolated.
 _FINISH_SQL = (
-    f"WITH phase AS (UPDATE {_PHASES} SET status = %s, response_text = %s, error = %s, "  # noqa: S608
+    f"WITH held AS (SELECT id FROM {_RUNS} WHERE id = %s AND status = 'running' "  # noqa: S608
+    "AND lease_token = %s FOR UPDATE), "
+    f"phase AS (UPDATE {_PHASES} SET status = %s, response_text = %s, error = %s, "
     "gateway_call_id = %s, prompt_tokens = %s, completion_tokens = %s, total_tokens = %s, "
     "cost_micros = %s, execution_time_ms = %s, completed_at = %s, updated_at = %s "
-    "WHERE id = %s AND claim = %s AND status = 'running' AND EXISTS (SELECT 1 FROM "
-    f"{_RUNS} WHERE id = %s AND status = 'running' AND lease_token = %s) RETURNING id), "
+    "WHERE id = %s AND claim = %s AND status = 'running' AND EXISTS (SELECT 1 FROM held) "
+    "RETURNING id), "
     f"run AS (UPDATE {_RUNS} SET completed_phases = completed_phases + %s, "
     "failed_phases = failed_phases + %s, lease_expires_at = %s, updated_at = %s "
-    "WHERE id = %s AND EXISTS (SELECT 1 FROM phase) RETURNING id), "
+    "WHERE id IN (SELECT id FROM held) AND EXISTS (SELECT 1 FROM phase) RETURNING id), "
     f"next AS (UPDATE {_PHASES} SET status = 'running', claim = %s, attempts = attempts + 1, "
     "started_at = %s, updated_at = %s WHERE id = %s AND status = 'pending' "
     "AND EXISTS (SELECT 1 FROM phase) RETURNING id) "
@@ -431,13 +445,13 @@ def _record_outcome(held: jobs.Claim, phase, token, fields: dict, next_phase):
     if connection.vendor == "postgresql":
         call = fields["gateway_call"]
         params = [
+            held.pk, held.token,
             fields["status"], fields["response_text"], fields["error"],
             call.pk if call is not None else None,
             fields["prompt_tokens"], fields["completion_tokens"], fields["total_tokens"],
             fields["cost_micros"], fields["execution_time_ms"], fields["completed_at"],
-            fields["completed_at"], phase.pk, token, held.pk, held.token,
+            fields["completed_at"], phase.pk, token,
             int(succeeded), int(not succeeded), jobs.lease_until(), fields["completed_at"],
-            held.pk,
             next_token, fields["completed_at"], fields["completed_at"],
             next_phase.pk if next_phase is not None else None,
         ]  # fmt: skip
@@ -472,9 +486,11 @@ def _finish_phase(
     claim or None); raises _Stop when the run is no longer ours (a cancelled run's phase
     keeps its usage)."""
     succeeded = result is not None and not error
+    # PostgreSQL text cannot hold NUL, and a model may answer one: keep the rest.
+    text = result.content.replace("\x00", "\ufffd") if result is not None else ""
     fields = {
         "status": PhaseStatus.COMPLETED if succeeded else PhaseStatus.FAILED,
-        "response_text": result.content if succeeded else "",
+        "response_text": text if succeeded else "",
         "error": error[:500],
         "gateway_call": call,
         "prompt_tokens": call.prompt_tokens if call else 0,
@@ -489,7 +505,7 @@ def _finish_phase(
     ours, next_token = _record_outcome(held, phase, token, fields, next_phase)
     if ours:
         if succeeded and run.integration_enabled:
-            _write_integration(run, phase, result.content)
+            _write_integration(run, phase, text)
         return succeeded, next_token
     # Cancelled (or taken over) while the gateway answered: a cancelled run's phase keeps
     # what it used and said, marked cancelled.
@@ -500,11 +516,18 @@ def _finish_phase(
             **fields,
             "status": PhaseStatus.CANCELLED,
             "error": "",
-            "response_text": result.content if result is not None else "",
+            "response_text": text,
         },
         updated_at=fields["completed_at"],
     )
     raise _Stop
+
+
+def _release_dead_calls(run_id) -> None:
+    """Give back the unsettled reservations of the phases a dead worker left running."""
+    phases = OrchestrationPhase.objects.select_for_update(of=("self",)).select_related("tenant")
+    for phase in phases.filter(run_id=run_id, status=PhaseStatus.RUNNING):
+        _release_unsettled(phase)
 
 
 def _skip_rest(run_id, reason: str) -> None:
@@ -523,6 +546,7 @@ def _end(held: jobs.Claim, run_id, *, status: str | None = None, error: str = ""
         status = status or (JobStatus.COMPLETED if run.completed_phases else JobStatus.FAILED)
         if status == JobStatus.FAILED:
             error = error or "No phase completed."
+            _release_dead_calls(run_id)
             _skip_rest(run_id, error)
         ended = jobs.release(held, status=status, error=error, started_at=run.started_at)
         for name, value in {**ended, "status": status, "error": error[:500]}.items():
@@ -544,7 +568,7 @@ def orchestration_run_execute(*, run_id) -> str | None:
     run = OrchestrationRun.objects.select_related("tenant", "created_by").get(pk=run_id)
     if run.tenant.status in BLOCKED_STATUSES:
         return _end(held, run_id, status=JobStatus.FAILED, error="The organization is suspended.")
-    model = LanguageModel.objects.filter(name=run.ai_model).first()
+    model = LanguageModel.objects.filter(name=run.ai_model, active=True).first()
     phases = list(run.phases.order_by("position"))
     done = [(p.name, p.response_text) for p in phases if p.status == PhaseStatus.COMPLETED]
     if run.integration_enabled and run.attempts > 1:
@@ -593,6 +617,8 @@ def orchestration_run_cancel(*, run: OrchestrationRun, actor) -> OrchestrationRu
             f"This run is {run.status}; only a pending or running run can be cancelled.",
             details={"run_id": str(run.pk), "status": run.status},
         )
+    if run.status == JobStatus.RUNNING and jobs.is_stalled(run):
+        _release_dead_calls(run.pk)  # its worker died mid-call: nobody else will
     jobs.stop(run, status=JobStatus.CANCELLED)
     OrchestrationPhase.objects.filter(
         run=run, status__in=[PhaseStatus.PENDING, PhaseStatus.RUNNING]
@@ -612,9 +638,7 @@ def orchestration_run_fail(*, job: OrchestrationRun, reason: str) -> bool:
     if not jobs.is_stalled(run):
         return False
     now = timezone.now()
-    running = OrchestrationPhase.objects.select_for_update().select_related("tenant")
-    for phase in running.filter(run=run, status=PhaseStatus.RUNNING):
-        _release_unsettled(phase)
+    _release_dead_calls(run.pk)
     OrchestrationPhase.objects.filter(run=run, status=PhaseStatus.RUNNING).update(
         status=PhaseStatus.FAILED, error=reason[:500], completed_at=now, updated_at=now
     )

@@ -4,6 +4,7 @@ from collections.abc import Mapping
 from datetime import timedelta
 
 from django.conf import settings
+from django.core.files.storage import storages
 from django.db import transaction
 from django.utils import timezone
 from django.utils.text import slugify
@@ -25,7 +26,7 @@ from ..models import (
 )
 from ..plans import LIMIT_SETTINGS, RATE_SETTING, plan_setting_ceiling, setting_limit
 from .members import membership_add
-from .themes import delete_file_after_commit, theme_update
+from .themes import delete_file_after_commit, delete_folder_after_commit, theme_update
 
 SLUG_TAKEN = "An organization with this slug already exists."
 
@@ -331,6 +332,8 @@ def tenant_delete(*, tenant: Tenant, actor) -> None:
             "members": members,
         },
     )
+    folder = str(locked.pk)  # delete() clears the primary key
     locked.delete()
     if logo:
         delete_file_after_commit(logo)
+    delete_folder_after_commit(storages["artifacts"], folder)

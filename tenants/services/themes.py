@@ -82,6 +82,24 @@ def delete_file_after_commit(name: str) -> None:
     transaction.on_commit(lambda: storage.delete(name), robust=True)
 
 
+def delete_folder_after_commit(storage, folder: str) -> None:
+    """Remove every file under `folder` of `storage` once the transaction commits: a deleted
+    organization's files that no row points at any more (job artifacts are stored under the
+    organization's id). Errors are logged, not raised."""
+
+    def remove(path: str) -> None:
+        try:
+            folders, files = storage.listdir(path)
+        except FileNotFoundError:
+            return
+        for name in files:
+            storage.delete(f"{path}/{name}")
+        for name in folders:
+            remove(f"{path}/{name}")
+
+    transaction.on_commit(lambda: remove(folder), robust=True)
+
+
 @transaction.atomic
 def theme_update(*, tenant: Tenant, actor, data: Mapping[str, Any]) -> Theme:
     """Set the given theme fields (a subset of THEME_FIELDS), creating the tenant's theme when

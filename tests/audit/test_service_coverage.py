@@ -102,6 +102,9 @@ EXEMPT = {
     "tenants.services.themes.delete_file_after_commit": (
         "removes a file the audited change has already dropped"
     ),
+    "tenants.services.themes.delete_folder_after_commit": (
+        "removes the files of an organization whose audited deletion dropped their rows"
+    ),
     "tenants.services.quotas.quotas_due": "read-only",
     "tenants.services.quotas.with_live_api_calls": "read-only",
     "tenants.services.quotas.counted_reading": "read-only",
