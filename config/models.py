@@ -7,6 +7,7 @@ its UUID primary key (and timestamps) from these bases, never from DEFAULT_AUTO_
 
 import uuid
 
+from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import models
 
@@ -51,3 +52,16 @@ class ExplicitPrimaryKeyRequired(models.BigAutoField):
                 "tenants.models.TenantOwned), which give it a UUID `id`."
             )
         super().contribute_to_class(cls, name, **kwargs)
+
+
+def creator_field():
+    """The member who made a row, kept (as null) when their account goes: never edited, no
+    reverse accessor on the user."""
+    return models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        editable=False,
+    )

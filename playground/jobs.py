@@ -17,6 +17,7 @@ at job X". So a message delivered twice, or sent again by the reaper, is harmles
 """
 
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,14 +28,20 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
+from rest_framework.exceptions import Throttled
 
-from .models import BackgroundJob, JobStatus, Priority
+from config.exceptions import Conflict
+
+from .models import ACTIVE_JOB_STATUSES, BackgroundJob, JobStatus, Priority
 
 logger = logging.getLogger(__name__)
 
 # A project's priority as a job priority (1 lowest .. 10 highest).
 PROJECT_PRIORITY = {Priority.LOW: 2, Priority.MEDIUM: 5, Priority.HIGH: 8, Priority.URGENT: 10}
 DEFAULT_PRIORITY = 5
+# A job refused by the tokens-per-minute window waits it out (waiting_out_throttles).
+THROTTLE_RETRIES = 3
+THROTTLE_WAIT_MAX_SECONDS = 30
 
 
 def celery_priority(priority: int) -> int:
@@ -82,9 +89,38 @@ def claim(model: type[BackgroundJob], pk) -> Claim | None:
     return Claim(model, pk, token) if taken else None
 
 
-def renew(held: Claim) -> bool:
-    """Extend the lease; False when the job is no longer ours (cancelled, or taken over)."""
-    return bool(held.rows().update(lease_expires_at=lease_until(), updated_at=timezone.now()))
+def renew(held: Claim, **fields) -> bool:
+    """Extend the lease (writing `fields` too, progress); False when the job is no longer ours
+    (cancelled, or taken over)."""
+    return bool(
+        held.rows().update(lease_expires_at=lease_until(), updated_at=timezone.now(), **fields)
+    )
+
+
+def cancel(job: BackgroundJob, *, noun: str, id_field: str) -> BackgroundJob:
+    """Lock `job` and cancel it from outside its worker (the caller then records its event);
+    a finished job is 409. `noun` and `id_field` name it in the refusal ("run", "run_id")."""
+    job = type(job).objects.select_for_update().get(pk=job.pk)
+    if job.status not in ACTIVE_JOB_STATUSES:
+        raise Conflict(
+            f"This {noun} is {job.status}; only a pending or running {noun} can be cancelled.",
+            details={id_field: str(job.pk), "status": job.status},
+        )
+    return job
+
+
+def waiting_out_throttles(call: Callable):
+    """`call()`, waiting out the tokens-per-minute window when it refuses (Throttled: at most
+    THROTTLE_WAIT_MAX_SECONDS each time, THROTTLE_RETRIES times), then refusing as it does.
+    A worker may wait; a request would answer 429."""
+    for attempt in range(THROTTLE_RETRIES + 1):
+        try:
+            return call()
+        except Throttled as refused:
+            if attempt == THROTTLE_RETRIES:
+                raise
+            time.sleep(min(refused.wait or 1, THROTTLE_WAIT_MAX_SECONDS))
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 def _ended(started_at, now) -> dict:

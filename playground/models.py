@@ -13,7 +13,7 @@ from django.core.files.storage import storages
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 
-from config.models import TimestampedModel
+from config.models import TimestampedModel, creator_field
 from tenants.models import Tenant, TenantOwned
 
 
@@ -187,14 +187,7 @@ class PromptTemplate(TenantOwned):
     )
     latest_version = models.PositiveIntegerField(default=1, editable=False)
     production_version = models.PositiveIntegerField(null=True, blank=True, editable=False)
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL,
-        on_delete=models.SET_NULL,
-        null=True,
-        blank=True,
-        related_name="+",
-        editable=False,
-    )
+    created_by = creator_field()
 
     class Meta:
         ordering = ["-created_at"]
@@ -226,14 +219,7 @@ class PromptTemplateVersion(TenantOwned):
     # {"model", "temperature", "max_tokens", "top_p", "frequency_penalty", "presence_penalty"}
     model_config = models.JSONField(default=dict, editable=False)
     change_note = models.CharField(max_length=500, blank=True, editable=False)
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL,
-        on_delete=models.SET_NULL,
-        null=True,
-        blank=True,
-        related_name="+",
-        editable=False,
-    )
+    created_by = creator_field()
 
     class Meta:
         ordering = ["template", "-version"]
@@ -371,14 +357,7 @@ class Project(TenantOwned):
     priority = models.CharField(max_length=16, choices=Priority.choices, default=Priority.MEDIUM)
     # A JSON object of the tenant's own, at most PROJECT_METADATA_MAX_BYTES when serialised.
     metadata = models.JSONField(default=dict, blank=True)
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL,
-        on_delete=models.SET_NULL,
-        null=True,
-        blank=True,
-        related_name="+",
-        editable=False,
-    )
+    created_by = creator_field()
 
     class Meta:
         ordering = ["-created_at"]
@@ -403,14 +382,7 @@ class OrchestrationTemplate(TenantOwned):
     template_data = models.JSONField(default=dict)
     # Runs started from it; advanced atomically (F expression) by the run that uses it.
     usage_count = models.PositiveIntegerField(default=0, editable=False)
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL,
-        on_delete=models.SET_NULL,
-        null=True,
-        blank=True,
-        related_name="+",
-        editable=False,
-    )
+    created_by = creator_field()
 
     class Meta:
         ordering = ["-created_at"]
@@ -462,14 +434,7 @@ class BackgroundJob(TenantOwned):
     completed_at = models.DateTimeField(null=True, blank=True, editable=False)
     execution_time_ms = models.PositiveBigIntegerField(default=0, editable=False)
     error = models.CharField(max_length=500, blank=True, editable=False)
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL,
-        on_delete=models.SET_NULL,
-        null=True,
-        blank=True,
-        related_name="+",
-        editable=False,
-    )
+    created_by = creator_field()
 
     class Meta:
         abstract = True
@@ -628,14 +593,7 @@ class Artifact(TenantOwned):
         related_name="artifacts",
         editable=False,
     )
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL,
-        on_delete=models.SET_NULL,
-        null=True,
-        blank=True,
-        related_name="+",
-        editable=False,
-    )
+    created_by = creator_field()
 
     class Meta:
         ordering = ["-created_at"]

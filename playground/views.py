@@ -101,6 +101,7 @@ from .serializers import (
     WorkflowQueuedSerializer,
     WorkflowTypeSerializer,
 )
+from .workflows import REGISTRY, hidden_types
 
 # The gateway ---------------------------------------------------------------------------------
 
@@ -829,10 +830,7 @@ class WorkflowJobViewSet(
     def scope_queryset(self, queryset):
         """A job of a type whose permission the caller lacks is not theirs to read: its
         output_data summarises the artifact they may not open (as ArtifactViewSet)."""
-        from .workflows import REGISTRY
-
-        hidden = [name for name, workflow in REGISTRY.items()
-                  if workflow.permission not in self.request.permissions]  # fmt: skip
+        hidden = hidden_types(self.request.permissions)
         return queryset.exclude(workflow_type__in=hidden) if hidden else queryset
 
     @extend_schema(
@@ -864,8 +862,6 @@ class WorkflowJobViewSet(
     @extend_schema(responses={200: WorkflowTypeSerializer(many=True)})
     @action(detail=False, methods=["get"], url_path="types", filter_backends=[])
     def types(self, request):
-        from .workflows import REGISTRY
-
         rows = [vars(workflow) for workflow in REGISTRY.values()]
         page = self.paginate_queryset(rows)
         return self.get_paginated_response(WorkflowTypeSerializer(page, many=True).data)
@@ -890,13 +886,7 @@ class ArtifactViewSet(
     def scope_queryset(self, queryset):
         """A workflow's artifact also needs its type's permission (an audit_export is the
         audit chain: audit.read, as GET audit/export); without it, it is not found."""
-        from .workflows import REGISTRY
-
-        hidden = [
-            name
-            for name, workflow in REGISTRY.items()
-            if workflow.permission not in self.request.permissions
-        ]
+        hidden = hidden_types(self.request.permissions)
         return queryset.exclude(workflow_job__workflow_type__in=hidden) if hidden else queryset
 
     @extend_schema(

@@ -21,7 +21,6 @@ A new type is a `WorkflowType` added to REGISTRY: its check, its runner, its per
 import csv
 import io
 import json
-import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -30,7 +29,6 @@ from datetime import time as clock
 
 from django.conf import settings
 from django.db.models import Count, Sum
-from rest_framework.exceptions import Throttled
 
 from audit.export import export_lines
 from audit.services import chain_seal
@@ -40,8 +38,6 @@ from . import jobs, rendering
 from .models import CallSource, GatewayCall, PromptExecution, PromptTemplate, WorkflowJob
 from .selectors import template_version
 
-THROTTLE_WAIT_MAX_SECONDS = 30
-THROTTLE_RETRIES = 3
 # How often a long export renews its lease and looks for a cancellation.
 EXPORT_CHECKPOINT_ROWS = 1000
 
@@ -60,10 +56,8 @@ class JobContext:
     def checkpoint(self, done: int | None = None) -> None:
         """Renew the lease (and record `done` units of progress); raises JobStopped when the
         job is no longer ours, so the runner stops where it is."""
-        fields = {"lease_expires_at": jobs.lease_until()}
-        if done is not None:
-            fields["progress_done"] = done
-        if not self.held.rows().update(**fields):
+        progress = {"progress_done": done} if done is not None else {}
+        if not jobs.renew(self.held, **progress):
             raise JobStopped
 
 
@@ -153,22 +147,17 @@ def check_template_batch(tenant, data: Mapping) -> tuple[dict, int]:
 def _execute_row(template, version, actor, row: dict):
     from .services.templates import prompt_template_execute
 
-    for attempt in range(THROTTLE_RETRIES + 1):
-        try:
-            return prompt_template_execute(
-                template=template,
-                version=version,
-                actor=actor,
-                api_key=None,
-                variables=row,
-                save_execution=False,
-                source=CallSource.WORKFLOW,
-            )
-        except Throttled as refused:
-            if attempt == THROTTLE_RETRIES:
-                raise
-            time.sleep(min(refused.wait or 1, THROTTLE_WAIT_MAX_SECONDS))
-    raise AssertionError("unreachable")
+    return jobs.waiting_out_throttles(
+        lambda: prompt_template_execute(
+            template=template,
+            version=version,
+            actor=actor,
+            api_key=None,
+            variables=row,
+            save_execution=False,
+            source=CallSource.WORKFLOW,
+        )
+    )
 
 
 def run_template_batch(context: JobContext, tenant, actor):
@@ -355,6 +344,12 @@ def run_audit_export(context: JobContext, tenant, actor):
     output = {**data, "events": events}
     name = f"audit-{tenant.slug}-{context.job.pk}.jsonl"
     return output, name, "".join(lines).encode(), "application/x-ndjson"
+
+
+def hidden_types(permissions) -> list[str]:
+    """The workflow types whose permission `permissions` lack: their jobs and artifacts are
+    "not found" for that caller (a usage report's totals, the audit chain)."""
+    return [name for name, workflow in REGISTRY.items() if workflow.permission not in permissions]
 
 
 REGISTRY: dict[str, WorkflowType] = {

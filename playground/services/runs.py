@@ -37,7 +37,6 @@ from tenants.models import BLOCKED_STATUSES, Tenant
 
 from .. import jobs, tokens
 from ..models import (
-    ACTIVE_JOB_STATUSES,
     CallSource,
     GatewayCall,
     IntegrationOperation,
@@ -65,10 +64,6 @@ logger = logging.getLogger(__name__)
 _RUNS = OrchestrationRun._meta.db_table
 _PHASES = OrchestrationPhase._meta.db_table
 DEFAULT_MAX_TOKENS = 1024
-# A phase refused by the tokens-per-minute window waits (at most this long each time) and
-# tries again, this many times, before it is failed.
-THROTTLE_RETRIES = 3
-THROTTLE_WAIT_MAX_SECONDS = 30
 
 # What each default phase asks for; a custom phase asks for its name's work.
 PHASE_INSTRUCTIONS = {
@@ -290,23 +285,18 @@ def _call_gateway(run: OrchestrationRun, phase_pk, claim, messages: list):
         max_tokens=run.max_tokens,
         temperature=run.temperature,
     )
-    for attempt in range(THROTTLE_RETRIES + 1):
-        try:
-            reservation = _reserve(run, phase_pk, claim, chat)
-        except Throttled as refused:
-            if attempt == THROTTLE_RETRIES:
-                return None, None, "The organization's tokens-per-minute limit is reached.", False
-            time.sleep(min(refused.wait or 1, THROTTLE_WAIT_MAX_SECONDS))
-            continue
-        except QuotaExceeded as refused:
-            return None, None, str(refused.detail), True
-        except ApplicationError as refused:
-            # The model left the catalogue meanwhile: every later phase would fail alike.
-            return None, None, str(refused.detail), "model" in refused.details
-        result, call, error = gateway_call_reserved(reservation)
-        message = f"The AI provider could not answer ({error.kind})." if error else ""
-        return result, call, message, False
-    return None, None, "", False  # unreachable: the loop returns
+    try:
+        reservation = jobs.waiting_out_throttles(lambda: _reserve(run, phase_pk, claim, chat))
+    except Throttled:
+        return None, None, "The organization's tokens-per-minute limit is reached.", False
+    except QuotaExceeded as refused:
+        return None, None, str(refused.detail), True
+    except ApplicationError as refused:
+        # The model left the catalogue meanwhile: every later phase would fail alike.
+        return None, None, str(refused.detail), "model" in refused.details
+    result, call, error = gateway_call_reserved(reservation)
+    message = f"The AI provider could not answer ({error.kind})." if error else ""
+    return result, call, message, False
 
 
 def _release_unsettled(phase: OrchestrationPhase) -> None:
@@ -611,12 +601,7 @@ def orchestration_run_cancel(*, run: OrchestrationRun, actor) -> OrchestrationRu
     """Cancel a pending or running run at once: its pending phases and the one running are
     marked cancelled; the worker stops when its gateway call returns (that phase keeps its
     usage). A finished run is 409."""
-    run = OrchestrationRun.objects.select_for_update().get(pk=run.pk)
-    if run.status not in ACTIVE_JOB_STATUSES:
-        raise Conflict(
-            f"This run is {run.status}; only a pending or running run can be cancelled.",
-            details={"run_id": str(run.pk), "status": run.status},
-        )
+    run = jobs.cancel(run, noun="run", id_field="run_id")
     if run.status == JobStatus.RUNNING and jobs.is_stalled(run):
         _release_dead_calls(run.pk)  # its worker died mid-call: nobody else will
     jobs.stop(run, status=JobStatus.CANCELLED)

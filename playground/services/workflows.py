@@ -10,11 +10,11 @@ import logging
 from django.db import transaction
 
 from audit.services import record
-from config.exceptions import ApplicationError, Conflict, InsufficientPermissions
+from config.exceptions import ApplicationError, InsufficientPermissions
 from tenants.models import BLOCKED_STATUSES, Tenant
 
 from .. import jobs
-from ..models import ACTIVE_JOB_STATUSES, JobStatus, WorkflowJob
+from ..models import JobStatus, WorkflowJob
 from ..workflows import REGISTRY, JobContext, JobStopped
 from .artifacts import artifact_write
 
@@ -140,12 +140,7 @@ def workflow_job_execute(*, job_id) -> str | None:
 def workflow_job_cancel(*, workflow_job: WorkflowJob, actor) -> WorkflowJob:
     """Cancel a pending or running job at once (a running one stops at its next checkpoint);
     a finished job is 409."""
-    job = WorkflowJob.objects.select_for_update().get(pk=workflow_job.pk)
-    if job.status not in ACTIVE_JOB_STATUSES:
-        raise Conflict(
-            f"This job is {job.status}; only a pending or running job can be cancelled.",
-            details={"job_id": str(job.pk), "status": job.status},
-        )
+    job = jobs.cancel(workflow_job, noun="job", id_field="job_id")
     jobs.stop(job, status=JobStatus.CANCELLED)
     record(tenant=job.tenant, event_type="workflow.cancelled", actor=actor, payload=_payload(job))
     return job

@@ -450,3 +450,32 @@ def test_a_cancel_between_phases_is_seen_before_the_next_call(owner, sent, monke
     assert [c.status for c in calls] == ["succeeded", "cancelled"]
     assert calls[1].total_tokens == 0
     assert used(owner.tenant) == calls[0].total_tokens
+
+
+def test_a_worker_waits_out_the_tokens_per_minute_window_then_gives_up(monkeypatch):
+    from rest_framework.exceptions import Throttled
+
+    slept = []
+    monkeypatch.setattr(jobs.time, "sleep", slept.append)
+    answers = iter([Throttled(wait=5), Throttled(wait=90), "answered"])
+
+    def call():
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    assert jobs.waiting_out_throttles(call) == "answered"
+    assert slept == [5, jobs.THROTTLE_WAIT_MAX_SECONDS]
+
+    slept.clear()
+    attempts = []
+
+    def always_refused():
+        attempts.append(1)
+        raise Throttled(wait=1)
+
+    with pytest.raises(Throttled):
+        jobs.waiting_out_throttles(always_refused)
+    assert len(attempts) == jobs.THROTTLE_RETRIES + 1
+    assert slept == [1] * jobs.THROTTLE_RETRIES
