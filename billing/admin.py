@@ -15,7 +15,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.template.response import TemplateResponse
 
-from config.admin import ReadOnlyAdmin, ServiceSaveAdmin, apply_each
+from config.admin import ReadOnlyAdmin, ServiceActionsMixin, ServiceSaveAdmin, apply_each
 
 from . import services
 from .catalogue import features_errors
@@ -160,7 +160,7 @@ class InvoiceLineInline(admin.TabularInline):
 
 
 @admin.register(Invoice)
-class InvoiceAdmin(ReadOnlyAdmin):
+class InvoiceAdmin(ServiceActionsMixin, ReadOnlyAdmin):
     inlines = (InvoiceLineInline,)
     list_display = ("__str__", "tenant", "status", "reason", "total", "issued_at", "due_date")
     list_select_related = ("tenant",)
@@ -173,24 +173,9 @@ class InvoiceAdmin(ReadOnlyAdmin):
     def total(self, invoice) -> str:
         return _money(invoice.total_cents, invoice.currency)
 
-    def _each(self, request, queryset, change, done: str) -> None:
-        """`change(invoice)` (a service call) on each selected invoice, refusals reported."""
-        changed = apply_each(self, request, queryset, change, str)
-        if changed:
-            self.message_user(request, f"{changed} invoice(s) {done}.", messages.SUCCESS)
-
-    def _each_with_form(self, request, queryset, form_class, *, action, title, change, done):
-        """The form's page first; once it is valid, `change(invoice, cleaned_data)` on each."""
-        form = form_class(request.POST if "apply" in request.POST else None)
-        if form.is_bound and form.is_valid():
-            data = form.cleaned_data
-            self._each(request, queryset, lambda invoice: change(invoice, data), done)
-            return None
-        return self._form_page(request, queryset, form, action, title)
-
     @admin.action(description="Void (unpaid invoices issued by mistake)")
     def void(self, request, queryset):
-        self._each(
+        self.each(
             request,
             queryset,
             lambda invoice: services.invoice_void(
@@ -201,7 +186,7 @@ class InvoiceAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Mark paid offline (a bank transfer)...")
     def mark_paid_offline(self, request, queryset):
-        return self._each_with_form(
+        return self.each_with_form(
             request,
             queryset,
             OfflinePaymentForm,
@@ -215,7 +200,7 @@ class InvoiceAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Issue a credit note (refund or credit)...")
     def issue_credit_note(self, request, queryset):
-        return self._each_with_form(
+        return self.each_with_form(
             request,
             queryset,
             CreditNoteForm,
@@ -229,22 +214,12 @@ class InvoiceAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Send again to the billing contacts")
     def resend(self, request, queryset):
-        self._each(
+        self.each(
             request,
             queryset,
             lambda invoice: services.invoice_resend(invoice=invoice, actor=request.user),
             "sent again",
         )
-
-    def _form_page(self, request, queryset, form, action: str, title: str):
-        context = {
-            **self.admin_site.each_context(request),
-            "title": title,
-            "invoices": queryset.select_related("tenant"),
-            "form": form,
-            "action": action,
-        }
-        return TemplateResponse(request, "admin/billing/invoice/action_form.html", context)
 
 
 class OfflinePaymentForm(forms.Form):

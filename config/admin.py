@@ -9,6 +9,7 @@ from django.contrib.admin.utils import model_ngettext, quote
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.http import HttpResponseRedirect
+from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.translation import gettext_lazy
 
@@ -28,6 +29,36 @@ def apply_each(modeladmin, request, objects: Iterable, change: Callable, label: 
         else:
             done += 1
     return done
+
+
+class ServiceActionsMixin:
+    """Admin actions that call a service on each selected object: `each()` for one that needs
+    nothing more, `each_with_form()` for one that asks for input first (an intermediate page
+    with the form, then the service with its cleaned data). Refusals are reported per object;
+    the count of the others is the success message."""
+
+    def each(self, request, queryset, change: Callable, done: str) -> None:
+        changed = apply_each(self, request, queryset, change, str)
+        if changed:
+            name = model_ngettext(self.opts, changed)
+            self.message_user(request, f"{changed} {name} {done}.", messages.SUCCESS)
+
+    def each_with_form(self, request, queryset, form_class, *, action, title, change, done):
+        """The form's page first; once it is valid, `change(obj, cleaned_data)` on each."""
+        form = form_class(request.POST if "apply" in request.POST else None)
+        if form.is_bound and form.is_valid():
+            data = form.cleaned_data
+            self.each(request, queryset, lambda obj: change(obj, data), done)
+            return None
+        context = {
+            **self.admin_site.each_context(request),
+            "title": title,
+            "objects": list(queryset),
+            "form": form,
+            "action": action,
+            "opts": self.opts,
+        }
+        return TemplateResponse(request, "admin/service_action_form.html", context)
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):

@@ -171,6 +171,14 @@ class ResponseSerializer(Serializer):
         return fields
 
 
+class PersonSerializer(ResponseSerializer):
+    """A user as other records name them (who created, approved or is assigned something)."""
+
+    id = serializers.UUIDField()
+    email = serializers.EmailField()
+    full_name = serializers.CharField(source="name")
+
+
 class QuerySerializer(serializers.Serializer):
     """Query parameters: other parameters (filters, pagination, the organization) share the
     query string, so unknown keys are not refused here."""

@@ -28,3 +28,9 @@ def model_update(*, instance: models.Model, data: Mapping[str, Any]) -> dict[str
     ]
     instance.save(update_fields=[*changes, *auto_now])
     return changes
+
+
+def person(actor):
+    """The user a service records as having made a row (`created_by`): the actor when it is a
+    signed-in user, None for the system (a beat job, a management command without one)."""
+    return actor if actor is not None and getattr(actor, "is_authenticated", False) else None

@@ -252,6 +252,40 @@ def _run_event(status: str, example: dict, **extra) -> EventType:
     )
 
 
+# Security (security.services): incidents, breach deadlines, audits. Never a member's email.
+_SEVERITY = {"type": "string", "enum": ["low", "medium", "high", "critical"]}
+_INCIDENT = dict(
+    incident_id=_UUID,
+    title=_TEXT,
+    severity=_SEVERITY,
+    category={
+        "type": "string",
+        "enum": [
+            "data_breach",
+            "unauthorized_access",
+            "pii_exposure",
+            "system_compromise",
+            "other",
+        ],
+    },
+    status={"type": "string", "enum": ["open", "investigating", "resolved", "closed"]},
+    personal_data_breach={"type": "boolean"},
+    raised_by={"type": "string", "enum": ["member", "audit_chain", "login_lockouts"]},
+    detected_at=_TIME,
+)
+_INCIDENT_EXAMPLE = {
+    "incident_id": "4e5f6a7b-8c9d-4e0f-9a1b-2c3d4e5f6a7b",
+    "title": "Unauthorized access attempt detected",
+    "severity": "high",
+    "category": "unauthorized_access",
+    "status": "open",
+    "personal_data_breach": False,
+    "raised_by": "member",
+    "detected_at": "2026-01-12T10:30:00+00:00",
+}
+_SECURITY_ROLES = (Role.OWNER, Role.ADMIN, Role.DPO)
+
+
 CATALOG: tuple[EventType, ...] = (
     EventType(
         type="organization.member.invited",
@@ -612,6 +646,111 @@ CATALOG: tuple[EventType, ...] = (
         notice=Notice(
             title="Invoice {number}",
             message="Invoice {number} ({status}): {amount_due_cents} cents {currency} due.",
+        ),
+    ),
+    EventType(
+        type="security.incident.created",
+        description=(
+            "A security incident was logged by a member, or raised by the platform itself "
+            "(`raised_by`: a broken audit chain, a burst of locked-out logins)."
+        ),
+        sources=("security.incident.created",),
+        permission="security.read",
+        schema=_schema(**_INCIDENT),
+        example=_INCIDENT_EXAMPLE,
+        notify_roles=_SECURITY_ROLES,
+        notice=Notice(
+            title="Security incident: {title}",
+            message="A {severity} {category} incident was opened.",
+            type="warning",
+        ),
+    ),
+    EventType(
+        type="security.incident.resolved",
+        description="A security incident was resolved (`resolved_at`).",
+        sources=("security.incident.resolved",),
+        permission="security.read",
+        schema=_schema(**_INCIDENT, resolved_at=_TIME),
+        example={
+            **_INCIDENT_EXAMPLE,
+            "status": "resolved",
+            "resolved_at": "2026-01-12T18:45:00+00:00",
+        },
+        notify_roles=_SECURITY_ROLES,
+        notice=Notice(
+            title="Incident resolved: {title}",
+            message="The {severity} {category} incident was resolved.",
+            type="success",
+        ),
+    ),
+    EventType(
+        type="security.breach.notification_due",
+        description=(
+            "A personal data breach must be notified to the supervisory authority within 72 "
+            "hours of its detection (GDPR Art. 33): sent once 24 hours before the deadline "
+            "(`stage` due_soon) and once when it passed with no notification (`overdue`)."
+        ),
+        sources=("security.breach.notification_due",),
+        permission="security.read",
+        schema=_schema(
+            **_INCIDENT,
+            stage={"type": "string", "enum": ["due_soon", "overdue"]},
+            authority_notification_due_at=_TIME,
+            hours_remaining={"type": "number"},
+        ),
+        example={
+            **_INCIDENT_EXAMPLE,
+            "category": "data_breach",
+            "personal_data_breach": True,
+            "stage": "due_soon",
+            "authority_notification_due_at": "2026-01-15T10:30:00+00:00",
+            "hours_remaining": 23.9,
+        },
+        notify_roles=_SECURITY_ROLES,
+        notice=Notice(
+            title="Breach notification deadline: {title}",
+            message=(
+                "Notify the supervisory authority by {authority_notification_due_at} ({stage})."
+            ),
+            type="error",
+        ),
+    ),
+    EventType(
+        type="compliance.audit.completed",
+        description="A compliance audit was completed with its score (0-100) and findings.",
+        sources=("compliance.audit.completed",),
+        permission="security.read",
+        schema=_schema(
+            audit_id=_UUID,
+            title=_TEXT,
+            framework={
+                "type": "string",
+                "enum": ["gdpr", "hds", "iso27001", "soc2", "custom"],
+            },
+            audit_type={
+                "type": "string",
+                "enum": ["internal", "external", "regulatory", "certification"],
+            },
+            score={"type": "integer", "minimum": 0, "maximum": 100},
+            findings_count=_COUNT,
+            open_findings=_COUNT,
+            completed_at=_TIME,
+        ),
+        example={
+            "audit_id": "5f6a7b8c-9d0e-4f1a-8b2c-3d4e5f6a7b8c",
+            "title": "Q1 2026 GDPR Compliance Review",
+            "framework": "gdpr",
+            "audit_type": "internal",
+            "score": 85,
+            "findings_count": 1,
+            "open_findings": 1,
+            "completed_at": "2026-02-01T16:00:00+00:00",
+        },
+        notify_roles=_SECURITY_ROLES,
+        notice=Notice(
+            title="Audit completed: {title}",
+            message="The {framework} audit scored {score} with {open_findings} open finding(s).",
+            type="success",
         ),
     ),
     _run_event("started", _RUN_STARTED_EXAMPLE),

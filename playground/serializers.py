@@ -15,6 +15,7 @@ from config.serializers import (
     DescriptionField,
     ModelSerializer,
     NameField,
+    PersonSerializer,
     QuerySerializer,
     ResponseSerializer,
     Serializer,
@@ -631,16 +632,10 @@ class CompareResultSerializer(ResponseSerializer):
 # Projects and orchestration templates ---------------------------------------------------------
 
 
-class _Creator(ResponseSerializer):
-    id = serializers.UUIDField()
-    email = serializers.EmailField()
-    full_name = serializers.CharField(source="name")
-
-
 class ProjectSerializer(ModelSerializer):
     """A project: what runs work on (`topic`), its status, priority and metadata."""
 
-    created_by = _Creator(read_only=True, allow_null=True)
+    created_by = PersonSerializer(read_only=True, allow_null=True)
     metadata = serializers.JSONField(required=False, help_text="A JSON object, at most 16 KB.")
 
     class Meta:
@@ -663,7 +658,7 @@ class ProjectSerializer(ModelSerializer):
 class OrchestrationTemplateSerializer(ModelSerializer):
     """An orchestration template: phases, integrations and settings (`template_data`)."""
 
-    created_by = _Creator(read_only=True, allow_null=True)
+    created_by = PersonSerializer(read_only=True, allow_null=True)
     template_data = serializers.JSONField(
         help_text='{"phases": [...], "integrations": [...], "settings": {...}}'
     )

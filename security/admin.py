@@ -7,3 +7,238 @@ hand is a `config.admin.ReadOnlyAdmin`. Each registered model is mapped to its s
 modules in tests/test_admin_service_rules.py (`SERVICE_MODULES`), whose walk fails on any
 delete or change path around them.
 """
+
+from django import forms
+from django.contrib import admin
+from django.utils import timezone
+
+from config.admin import ReadOnlyAdmin, ServiceActionsMixin, ServiceDeleteAdmin
+
+from . import services
+from .models import (
+    ActivityStatus,
+    AuditStatus,
+    ComplianceAudit,
+    Incident,
+    IncidentStatus,
+    IncidentTimelineEntry,
+    ProcessingActivity,
+)
+
+
+class ResolveForm(forms.Form):
+    resolution_notes = forms.CharField(widget=forms.Textarea, max_length=10_000)
+
+
+class AuthorityNotifiedForm(forms.Form):
+    authority_notified_at = forms.DateTimeField(
+        initial=timezone.now, help_text="When the supervisory authority was notified."
+    )
+    authority_reference = forms.CharField(
+        max_length=200, required=False, help_text="The authority's case reference."
+    )
+
+
+class CompleteAuditForm(forms.Form):
+    score = forms.IntegerField(min_value=0, max_value=100)
+
+
+class _TransitionsAdmin(ServiceActionsMixin, ReadOnlyAdmin):
+    """Read-only pages whose changes are actions through the services (audited): staff with
+    the model's change permission may run them."""
+
+    def has_transition_permission(self, request):
+        return request.user.has_perm(f"security.change_{self.model._meta.model_name}")
+
+
+class TimelineInline(admin.TabularInline):
+    model = IncidentTimelineEntry
+    fields = ("created_at", "kind", "from_status", "to_status", "note", "actor")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Incident)
+class IncidentAdmin(_TransitionsAdmin):
+    inlines = (TimelineInline,)
+    list_display = (
+        "title",
+        "tenant",
+        "severity",
+        "status",
+        "category",
+        "personal_data_breach",
+        "authority_notification_due_at",
+        "overdue",
+        "assigned_to",
+        "detected_at",
+    )
+    list_select_related = ("tenant", "assigned_to")
+    list_filter = ("severity", "status", "category", "personal_data_breach", "raised_by")
+    search_fields = ("title", "tenant__slug", "tenant__name")
+    date_hierarchy = "detected_at"
+    actions = ("investigate", "resolve", "close", "reopen", "record_authority_notification")
+
+    @admin.display(boolean=True, description="notification overdue")
+    def overdue(self, incident) -> bool:
+        return incident.notification_overdue
+
+    def _move(self, request, queryset, status: str, done: str) -> None:
+        self.each(
+            request,
+            queryset,
+            lambda incident: services.incident_update(
+                incident=incident, actor=request.user, status=status
+            ),
+            done,
+        )
+
+    @admin.action(description="Start investigating", permissions=["transition"])
+    def investigate(self, request, queryset):
+        self._move(request, queryset, IncidentStatus.INVESTIGATING, "under investigation")
+
+    @admin.action(description="Resolve (with resolution notes)...", permissions=["transition"])
+    def resolve(self, request, queryset):
+        return self.each_with_form(
+            request,
+            queryset,
+            ResolveForm,
+            action="resolve",
+            title="Resolve",
+            change=lambda incident, data: services.incident_update(
+                incident=incident,
+                actor=request.user,
+                status=IncidentStatus.RESOLVED,
+                resolution_notes=data["resolution_notes"],
+            ),
+            done="resolved",
+        )
+
+    @admin.action(description="Close (resolved incidents)", permissions=["transition"])
+    def close(self, request, queryset):
+        self._move(request, queryset, IncidentStatus.CLOSED, "closed")
+
+    @admin.action(description="Reopen (resolved incidents)", permissions=["transition"])
+    def reopen(self, request, queryset):
+        self._move(request, queryset, IncidentStatus.OPEN, "reopened")
+
+    @admin.action(
+        description="Record the authority's notification (personal data breaches)...",
+        permissions=["transition"],
+    )
+    def record_authority_notification(self, request, queryset):
+        return self.each_with_form(
+            request,
+            queryset,
+            AuthorityNotifiedForm,
+            action="record_authority_notification",
+            title="Record the authority's notification",
+            change=lambda incident, data: services.incident_update(
+                incident=incident, actor=request.user, **data
+            ),
+            done="recorded as notified",
+        )
+
+
+@admin.register(ComplianceAudit)
+class ComplianceAuditAdmin(_TransitionsAdmin):
+    list_display = (
+        "title",
+        "tenant",
+        "framework",
+        "audit_type",
+        "status",
+        "score",
+        "planned_date",
+        "completed_at",
+    )
+    list_select_related = ("tenant",)
+    list_filter = ("framework", "status", "audit_type")
+    search_fields = ("title", "auditor_name", "tenant__slug")
+    actions = ("start", "complete", "fail")
+
+    def _move(self, request, queryset, status: str, done: str, **data) -> None:
+        self.each(
+            request,
+            queryset,
+            lambda audit: services.compliance_audit_update(
+                compliance_audit=audit, actor=request.user, status=status, **data
+            ),
+            done,
+        )
+
+    @admin.action(description="Start (in progress)", permissions=["transition"])
+    def start(self, request, queryset):
+        self._move(request, queryset, AuditStatus.IN_PROGRESS, "started")
+
+    @admin.action(description="Complete (with a score)...", permissions=["transition"])
+    def complete(self, request, queryset):
+        return self.each_with_form(
+            request,
+            queryset,
+            CompleteAuditForm,
+            action="complete",
+            title="Complete",
+            change=lambda audit, data: services.compliance_audit_update(
+                compliance_audit=audit,
+                actor=request.user,
+                status=AuditStatus.COMPLETED,
+                score=data["score"],
+            ),
+            done="completed",
+        )
+
+    @admin.action(description="Fail", permissions=["transition"])
+    def fail(self, request, queryset):
+        self._move(request, queryset, AuditStatus.FAILED, "failed")
+
+
+@admin.register(ProcessingActivity)
+class ProcessingActivityAdmin(ServiceDeleteAdmin, _TransitionsAdmin):
+    """The register: approve and deprecate through the service; only drafts are deleted."""
+
+    list_display = (
+        "name",
+        "tenant",
+        "legal_basis",
+        "status",
+        "privacy_impact_score",
+        "dpia_required",
+        "dpia_completed_on",
+        "approved_at",
+    )
+    list_select_related = ("tenant",)
+    list_filter = ("status", "legal_basis", "dpia_required", "automated_processing")
+    search_fields = ("name", "purpose", "tenant__slug")
+    actions = ("approve", "deprecate")
+
+    def has_delete_permission(self, request, obj=None):
+        return request.user.has_perm("security.delete_processingactivity")
+
+    def delete_through_service(self, request, obj) -> None:
+        services.processing_activity_delete(processing_activity=obj, actor=request.user)
+
+    def _move(self, request, queryset, status: str, done: str) -> None:
+        self.each(
+            request,
+            queryset,
+            lambda activity: services.processing_activity_update(
+                processing_activity=activity, actor=request.user, status=status
+            ),
+            done,
+        )
+
+    @admin.action(description="Approve", permissions=["transition"])
+    def approve(self, request, queryset):
+        self._move(request, queryset, ActivityStatus.APPROVED, "approved")
+
+    @admin.action(description="Deprecate", permissions=["transition"])
+    def deprecate(self, request, queryset):
+        self._move(request, queryset, ActivityStatus.DEPRECATED, "deprecated")

@@ -6,4 +6,16 @@ permission (tests/api walks them all), and each tenant-owned resource joins the 
 tests/security/test_api.py.
 """
 
-routes: list = []
+from .views import (
+    ComplianceAuditViewSet,
+    IncidentViewSet,
+    ProcessingActivityViewSet,
+    SecurityReportViewSet,
+)
+
+routes: list = [
+    ("security/incidents", IncidentViewSet, "security-incident"),
+    ("security/audits", ComplianceAuditViewSet, "compliance-audit"),
+    ("security/data-processing", ProcessingActivityViewSet, "processing-activity"),
+    ("security/reports", SecurityReportViewSet, "security-report"),
+]

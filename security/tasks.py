@@ -6,3 +6,41 @@ arguments (ids, never model instances), is safe to run twice (a broker may deliv
 and is queued with `transaction.on_commit`, so it never acts on a change that rolled back.
 Periodic jobs are listed in `CELERY_BEAT_SCHEDULE` (config/settings/base.py).
 """
+
+from celery import shared_task
+
+from tenants.models import Tenant
+
+from . import services
+
+
+@shared_task(name="security.tasks.remind_breach_deadlines")
+def remind_breach_deadlines() -> int:
+    """Beat job: the 72-hour deadline's reminders of personal data breaches (each sent once)."""
+    return services.breach_notifications_remind()
+
+
+@shared_task(name="security.tasks.detect_lockout_bursts")
+def detect_lockout_bursts() -> int:
+    """Beat job: an incident in each organization whose members meet the lockout threshold."""
+    return len(services.login_lockout_bursts_check())
+
+
+@shared_task(name="security.tasks.verify_audit_chains")
+def verify_audit_chains() -> int:
+    """Daily beat job: one verification task per organization, so a long chain holds one
+    worker for its own verification only. Returns how many were queued."""
+    tenant_ids = list(Tenant.objects.values_list("pk", flat=True))
+    for tenant_id in tenant_ids:
+        verify_audit_chain.delay(str(tenant_id))
+    return len(tenant_ids)
+
+
+@shared_task(name="security.tasks.verify_audit_chain")
+def verify_audit_chain(tenant_id: str) -> str | None:
+    """Verify one organization's audit chain; the incident opened for a break, if any."""
+    tenant = Tenant.objects.filter(pk=tenant_id).first()
+    if tenant is None:
+        return None
+    incident = services.audit_chain_check(tenant=tenant)
+    return str(incident.pk) if incident is not None else None

@@ -78,7 +78,8 @@ APPEND_SLASH = False
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [],
+        # Templates the apps share (the admin's service action form).
+        "DIRS": [BASE_DIR / "config" / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -463,6 +464,16 @@ JOBS_REQUEUE_AFTER_SECONDS = env.int("JOBS_REQUEUE_AFTER_SECONDS", default=900)
 WORKFLOW_BATCH_MAX_ROWS = 1000
 WORKFLOW_REPORT_MAX_DAYS = env.int("WORKFLOW_REPORT_MAX_DAYS", default=366)
 
+# Security (security/; docs/security.md). A burst of locked-out logins (django-axes refusals)
+# against one organization's members, this many within one window, opens an
+# unauthorized_access incident there (once per window).
+SECURITY_LOCKOUT_BURST_THRESHOLD = env.int("SECURITY_LOCKOUT_BURST_THRESHOLD", default=10)
+SECURITY_LOCKOUT_BURST_WINDOW_MINUTES = env.int("SECURITY_LOCKOUT_BURST_WINDOW_MINUTES", default=15)
+# The security dashboard's targets: above this average resolution time, and below this
+# compliance score, it recommends action.
+SECURITY_RESOLUTION_TARGET_HOURS = env.int("SECURITY_RESOLUTION_TARGET_HOURS", default=24)
+SECURITY_COMPLIANCE_TARGET_SCORE = env.int("SECURITY_COMPLIANCE_TARGET_SCORE", default=70)
+
 # Dunning (billing.services.dunning): an invoice unpaid after its due date is overdue; this
 # many days after the due date the organization is suspended ("Payment overdue") until paid.
 BILLING_SUSPEND_AFTER_DAYS = env.int("BILLING_SUSPEND_AFTER_DAYS", default=14)
@@ -565,6 +576,20 @@ CELERY_BEAT_SCHEDULE = {
     "playground.reap-stalled-jobs": {
         "task": "playground.tasks.reap_stalled_jobs",
         "schedule": timedelta(minutes=1),
+    },
+    # Personal data breaches: reminders 24 h before the 72-hour deadline and once it passed.
+    "security.remind-breach-deadlines": {
+        "task": "security.tasks.remind_breach_deadlines",
+        "schedule": crontab(minute="*/10"),
+    },
+    "security.detect-lockout-bursts": {
+        "task": "security.tasks.detect_lockout_bursts",
+        "schedule": crontab(minute="*/5"),
+    },
+    # Every organization's audit chain recomputed; a break opens a critical incident.
+    "security.verify-audit-chains": {
+        "task": "security.tasks.verify_audit_chains",
+        "schedule": crontab(hour=2, minute=53),
     },
     "audit.issue-checkpoints": {
         "task": "audit.tasks.issue_audit_checkpoints",

@@ -9,7 +9,7 @@ from django.db import transaction
 
 from audit.services import record
 from config.exceptions import Conflict
-from config.services import model_update
+from config.services import model_update, person
 from tenants.models import Tenant
 
 from ..models import ACTIVE_JOB_STATUSES, Artifact, OrchestrationTemplate, Project
@@ -37,10 +37,6 @@ UNSET = object()
 
 def _given(**fields) -> dict:
     return {name: value for name, value in fields.items() if value is not UNSET}
-
-
-def _person(actor):
-    return actor if getattr(actor, "is_authenticated", False) else None
 
 
 def _record(tenant, event_type: str, actor, obj, **payload) -> None:
@@ -89,7 +85,7 @@ def project_create(
         },
         PROJECT_FIELDS,
     )
-    project = Project.objects.create(tenant=tenant, created_by=_person(actor), **fields)
+    project = Project.objects.create(tenant=tenant, created_by=person(actor), **fields)
     _record(tenant, "project.created", actor, project, name=project.name, status=project.status)
     return project
 
@@ -161,7 +157,7 @@ def orchestration_template_create(
         TEMPLATE_FIELDS,
     )
     template = OrchestrationTemplate.objects.create(
-        tenant=tenant, created_by=_person(actor), **fields
+        tenant=tenant, created_by=person(actor), **fields
     )
     _record(
         tenant,

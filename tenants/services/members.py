@@ -41,6 +41,7 @@ from config.exceptions import (
     QuotaExceeded,
     TenantSuspended,
 )
+from config.services import person
 
 from .. import emails
 from ..models import (
@@ -106,7 +107,7 @@ def membership_add(
         role=role,
         status=MembershipStatus.ACTIVE,
         permissions=permissions or {},
-        invited_by=_person(actor),
+        invited_by=person(actor),
         joined_at=timezone.now(),
     )
     record(
@@ -166,7 +167,7 @@ def member_invite(
             role=role,
             status=MembershipStatus.INVITED,
             permissions=overrides,
-            invited_by=_person(actor),
+            invited_by=person(actor),
             invited_at=now,
         )
     else:
@@ -174,7 +175,7 @@ def member_invite(
         _supersede_pending(membership)
         membership.role = role
         membership.permissions = overrides
-        membership.invited_by = _person(actor)
+        membership.invited_by = person(actor)
         membership.invited_at = now
         membership.save(
             update_fields=["role", "permissions", "invited_by", "invited_at", "updated_at"]
@@ -582,10 +583,6 @@ def _normalize_email(email: str) -> str:
     return User.objects.normalize_email(email.strip()).lower()
 
 
-def _person(actor) -> User | None:
-    return actor if actor is not None and getattr(actor, "is_authenticated", False) else None
-
-
 def _locked_membership(tenant: Tenant, membership_id) -> Membership:
     membership = (
         Membership.objects.select_for_update(of=("self",))
@@ -643,7 +640,7 @@ def _new_invitation(membership: Membership, *, actor, now) -> tuple[Invitation, 
         membership=membership,
         email=membership.invited_email or membership.user.email,
         token_digest=hash_secret(token),
-        invited_by=_person(actor),
+        invited_by=person(actor),
         expires_at=now + timedelta(days=settings.INVITATION_TTL_DAYS),
     )
     return invitation, token
