@@ -191,6 +191,7 @@ class TimelineKind(models.TextChoices):
     CREATED = "created", "Created"
     STATUS_CHANGED = "status_changed", "Status changed"
     REOPENED = "reopened", "Reopened"
+    UPDATED = "updated", "Details changed"
     ASSIGNED = "assigned", "Assigned"
     BREACH_FLAGGED = "breach_flagged", "Marked a personal data breach"
     BREACH_UNFLAGGED = "breach_unflagged", "No longer a personal data breach"

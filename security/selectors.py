@@ -473,8 +473,10 @@ REGISTER_STATUSES = (ActivityStatus.DRAFT, ActivityStatus.APPROVED)
 
 
 def register_activities(*, tenant: Tenant, statuses=REGISTER_STATUSES):
-    return ProcessingActivity.objects.filter(tenant=tenant, status__in=list(statuses)).order_by(
-        "name", "id"
+    return (
+        ProcessingActivity.objects.filter(tenant=tenant, status__in=list(statuses))
+        .select_related("approved_by", "created_by")
+        .order_by("name", "id")
     )
 
 

@@ -65,6 +65,25 @@ def _unique(values: list, field: str) -> list:
     return values
 
 
+class _WholeItems(serializers.ListField):
+    """A list of objects, each validated by a fresh, unbound `child` serializer: whole in a
+    PATCH too (DRF skips the required fields and defaults of a partial root's nested
+    serializers) and checked against no object's current values (the context's
+    `representation` is the root object's, not the item's)."""
+
+    def run_child_validation(self, data):
+        values, errors = [], {}
+        for index, item in enumerate(data):
+            item_serializer = type(self.child)(data=item)
+            if item_serializer.is_valid():
+                values.append(dict(item_serializer.validated_data))
+            else:
+                errors[index] = item_serializer.errors
+        if errors:
+            raise serializers.ValidationError(errors)
+        return values
+
+
 # Incidents --------------------------------------------------------------------------------------
 
 
@@ -207,7 +226,7 @@ class StatsQuerySerializer(QuerySerializer):
     days = serializers.IntegerField(min_value=1, max_value=365, default=30, required=False)
 
 
-class PeriodSerializer(ResponseSerializer):
+class ReportPeriodSerializer(ResponseSerializer):
     days = serializers.IntegerField()
     start_date = serializers.DateField()
     end_date = serializers.DateField()
@@ -230,25 +249,25 @@ SeverityCountsSerializer = _counts("SeverityCountsSerializer", reversed(Severity
 StatusCountsSerializer = _counts("IncidentStatusCountsSerializer", IncidentStatus.values)
 
 
-class TrendSerializer(ResponseSerializer):
+class IncidentTrendSerializer(ResponseSerializer):
     date = serializers.DateField()
     count = serializers.IntegerField()
 
 
 class IncidentStatsSerializer(ResponseSerializer):
     organization_id = serializers.UUIDField()
-    period = PeriodSerializer()
+    period = ReportPeriodSerializer()
     summary = IncidentSummarySerializer()
     by_severity = SeverityCountsSerializer()
     by_status = StatusCountsSerializer()
-    trends = TrendSerializer(many=True, help_text="One entry per day of the period.")
+    trends = IncidentTrendSerializer(many=True, help_text="One entry per day of the period.")
     generated_at = serializers.DateTimeField()
 
 
 # Compliance audits ------------------------------------------------------------------------------
 
 
-class FindingSerializer(Serializer):
+class AuditFindingSerializer(Serializer):
     category = NameField(max_length=64, help_text='What it is about ("data_retention").')
     severity = ChoiceField(choices=Severity.choices)
     description = DescriptionField(max_length=2000)
@@ -278,7 +297,7 @@ AUDIT_FIELDS = [
 
 
 class ComplianceAuditSerializer(ModelSerializer):
-    findings = FindingSerializer(many=True, read_only=True)
+    findings = AuditFindingSerializer(many=True, read_only=True)
     created_by = PersonSerializer(read_only=True, allow_null=True)
 
     class Meta:
@@ -288,8 +307,8 @@ class ComplianceAuditSerializer(ModelSerializer):
 
 
 class _AuditInput(ModelSerializer):
-    findings = serializers.ListField(
-        child=FindingSerializer(),
+    findings = _WholeItems(
+        child=AuditFindingSerializer(),
         max_length=FINDINGS_MAX,
         required=False,
         help_text=f"At most {FINDINGS_MAX}; a finding's status is open unless remediated.",
@@ -337,7 +356,7 @@ class ComplianceAuditUpdateSerializer(_AuditInput):
 # The register of processing activities -------------------------------------------------------
 
 
-class TransferSerializer(Serializer):
+class InternationalTransferSerializer(Serializer):
     country = CharField(
         min_length=2, max_length=2, help_text="ISO 3166-1 alpha-2 code of the destination."
     )
@@ -380,7 +399,7 @@ ACTIVITY_FIELDS = [
 
 
 class ProcessingActivitySerializer(ModelSerializer):
-    international_transfers = TransferSerializer(many=True, read_only=True)
+    international_transfers = InternationalTransferSerializer(many=True, read_only=True)
     dpia_reasons = serializers.ListField(
         child=serializers.CharField(), read_only=True, help_text="Why a DPIA is required."
     )
@@ -405,8 +424,8 @@ class ProcessingActivityInputSerializer(ModelSerializer):
         required=False,
         help_text="Special categories of data (GDPR Art. 9).",
     )
-    international_transfers = serializers.ListField(
-        child=TransferSerializer(), max_length=LABELS_MAX, required=False
+    international_transfers = _WholeItems(
+        child=InternationalTransferSerializer(), max_length=LABELS_MAX, required=False
     )
     legal_basis = ChoiceField(choices=LegalBasis.choices, help_text="GDPR Art. 6(1).")
     automated_processing = StrictBooleanField(required=False)
@@ -464,7 +483,7 @@ class ReportQuerySerializer(StatsQuerySerializer):
 
 
 class RegisterQuerySerializer(QuerySerializer):
-    status = serializers.CharField(
+    status = CharField(
         required=False,
         default="draft,approved",
         help_text="Statuses to list, comma-separated (default: draft,approved).",
@@ -492,12 +511,12 @@ class RegisterSummarySerializer(ResponseSerializer):
     )
 
 
-class ActivityRefSerializer(ResponseSerializer):
+class ProcessingActivityRefSerializer(ResponseSerializer):
     id = serializers.UUIDField()
     name = serializers.CharField()
 
 
-class HighRiskActivitySerializer(ActivityRefSerializer):
+class HighRiskProcessingSerializer(ProcessingActivityRefSerializer):
     privacy_impact_score = serializers.IntegerField()
     dpia_completed_on = serializers.DateField(allow_null=True)
     reasons = serializers.ListField(child=serializers.CharField())
@@ -506,7 +525,7 @@ class HighRiskActivitySerializer(ActivityRefSerializer):
 ByLegalBasisSerializer = type(
     "ByLegalBasisSerializer",
     (ResponseSerializer,),
-    {basis: ActivityRefSerializer(many=True) for basis in LegalBasis.values},
+    {basis: ProcessingActivityRefSerializer(many=True) for basis in LegalBasis.values},
 )
 
 
@@ -517,10 +536,10 @@ class GdprRegisterSerializer(ResponseSerializer):
     summary = RegisterSummarySerializer()
     activities = ProcessingActivitySerializer(many=True)
     by_legal_basis = ByLegalBasisSerializer()
-    high_risk_activities = HighRiskActivitySerializer(many=True)
+    high_risk_activities = HighRiskProcessingSerializer(many=True)
 
 
-class AuditSummarySerializer(ResponseSerializer):
+class ComplianceAuditSummarySerializer(ResponseSerializer):
     id = serializers.UUIDField()
     title = serializers.CharField()
     framework = serializers.CharField()
@@ -536,15 +555,15 @@ class DashboardIncidentsSerializer(IncidentSummarySerializer):
     unresolved_by_severity = SeverityCountsSerializer()
 
 
-class BreachNotificationsSerializer(ResponseSerializer):
+class BreachNotificationCountsSerializer(ResponseSerializer):
     overdue = serializers.IntegerField()
     due_within_24h = serializers.IntegerField()
 
 
-class PostureSerializer(ResponseSerializer):
+class SecurityPostureSerializer(ResponseSerializer):
     risk_level = ChoiceField(choices=Severity.choices)
     incidents_summary = DashboardIncidentsSerializer()
-    breach_notifications = BreachNotificationsSerializer()
+    breach_notifications = BreachNotificationCountsSerializer()
     compliance_score = serializers.FloatField(
         allow_null=True, help_text="Mean score of each framework's latest completed audit."
     )
@@ -552,7 +571,7 @@ class PostureSerializer(ResponseSerializer):
     pii_incidents = serializers.IntegerField()
 
 
-class RecommendationSerializer(ResponseSerializer):
+class SecurityRecommendationSerializer(ResponseSerializer):
     rule = serializers.CharField(help_text="The rule's id (docs/security.md lists them).")
     priority = serializers.ChoiceField(choices=["critical", "high", "medium", "low"])
     category = serializers.CharField()
@@ -562,8 +581,8 @@ class RecommendationSerializer(ResponseSerializer):
 
 class SecurityDashboardSerializer(ResponseSerializer):
     organization_id = serializers.UUIDField()
-    period = PeriodSerializer()
-    security_posture = PostureSerializer()
-    recent_audits = AuditSummarySerializer(many=True)
-    recommendations = RecommendationSerializer(many=True)
+    period = ReportPeriodSerializer()
+    security_posture = SecurityPostureSerializer()
+    recent_audits = ComplianceAuditSummarySerializer(many=True)
+    recommendations = SecurityRecommendationSerializer(many=True)
     generated_at = serializers.DateTimeField()

@@ -26,21 +26,21 @@ def detect_lockout_bursts() -> int:
     return len(services.login_lockout_bursts_check())
 
 
-@shared_task(name="security.tasks.verify_audit_chains")
-def verify_audit_chains() -> int:
+@shared_task(name="security.tasks.detect_broken_chains")
+def detect_broken_chains() -> int:
     """Daily beat job: one verification task per organization, so a long chain holds one
     worker for its own verification only. Returns how many were queued."""
     tenant_ids = list(Tenant.objects.values_list("pk", flat=True))
     for tenant_id in tenant_ids:
-        verify_audit_chain.delay(str(tenant_id))
+        detect_broken_chain.delay(str(tenant_id))
     return len(tenant_ids)
 
 
-@shared_task(name="security.tasks.verify_audit_chain")
-def verify_audit_chain(tenant_id: str) -> str | None:
-    """Verify one organization's audit chain; the incident opened for a break, if any."""
+@shared_task(name="security.tasks.detect_broken_chain")
+def detect_broken_chain(tenant_id: str) -> list[str]:
+    """Verify one organization's audit chain; the incidents opened for new breaks."""
     tenant = Tenant.objects.filter(pk=tenant_id).first()
     if tenant is None:
-        return None
-    incident = services.audit_chain_check(tenant=tenant)
-    return str(incident.pk) if incident is not None else None
+        return []
+    opened = services.audit_chain_check(tenant=tenant)
+    return [str(incident.pk) for incident in opened]

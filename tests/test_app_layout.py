@@ -80,6 +80,9 @@ EXTRA_MODULES: dict[str, dict[str, str]] = {
         "channels": "notification delivery channels (email, SMS provider)",
         "demo": "the quick start's webhooks and notifications (load_demo_data loads it)",
     },
+    "security": {
+        "demo": "the quick start's incidents, breaches, audits and GDPR register",
+    },
     "playground": {
         "providers": "the LLM provider interface and its local, OpenAI and Anthropic adapters",
         "tokens": "the documented token counting rule and the cost arithmetic",

@@ -15,7 +15,7 @@ from tests.conftest import assert_envelope
 pytestmark = pytest.mark.django_db
 
 DEMO_SLUGS = ("acme", "globex")
-DEMO_ROLES = {Role.OWNER, Role.ADMIN, Role.VIEWER}
+DEMO_ROLES = {Role.OWNER, Role.ADMIN, Role.VIEWER, Role.DPO}
 
 
 def load(**options) -> str:
@@ -43,7 +43,7 @@ def test_loading_twice_changes_nothing_the_second_time(demo_data):
 
     assert row_counts() == first
     assert first["Tenant"] == 2
-    assert first["Membership"] == 6
+    assert first["Membership"] == 8
 
 
 def test_staff_superuser_exists(demo_data):
@@ -56,7 +56,7 @@ def test_staff_superuser_exists(demo_data):
 
 
 @pytest.mark.parametrize("slug", DEMO_SLUGS)
-def test_each_demo_tenant_has_an_owner_admin_and_viewer(demo_data, slug):
+def test_each_demo_tenant_has_an_owner_admin_viewer_and_dpo(demo_data, slug):
     tenant = Tenant.objects.get(slug=slug)
     memberships = {
         m.user.email: m.role for m in tenant.memberships.filter(status=MembershipStatus.ACTIVE)
@@ -92,7 +92,7 @@ def test_demo_user_token_reads_its_organization(demo_data, api_client):
     body = api_client.get("/api/v1/organizations/current").json()
 
     assert body["slug"] == "acme"
-    assert body["member_count"] == 3
+    assert body["member_count"] == 4
 
 
 def test_wrong_password_is_refused_for_demo_users(demo_data, api_client):
@@ -200,3 +200,38 @@ def test_acme_has_projects_and_orchestration_templates(demo_data):
     }
     assert OrchestrationTemplate.objects.filter(tenant=acme, is_public=True).count() == 1
     assert OrchestrationTemplate.objects.filter(tenant=acme, is_public=False).count() == 1
+
+
+def test_acme_has_security_records_and_a_dashboard_worth_looking_at(demo_data):
+    from rest_framework.test import APIClient
+
+    from security.models import ComplianceAudit, Incident, ProcessingActivity
+    from tests.conftest import token_for
+
+    acme = Tenant.objects.get(slug="acme")
+    incidents = Incident.objects.filter(tenant=acme)
+    assert set(incidents.values_list("status", flat=True)) == {
+        "open",
+        "investigating",
+        "resolved",
+        "closed",
+    }
+    due_soon = incidents.get(personal_data_breach=True, authority_notified_at__isnull=True)
+    assert due_soon.breach_due_soon_sent_at is not None
+    assert set(ComplianceAudit.objects.filter(tenant=acme).values_list("status", flat=True)) == {
+        "completed",
+        "in_progress",
+        "planned",
+    }
+    assert ProcessingActivity.objects.filter(tenant=acme, status="approved").count() == 3
+    client = APIClient()
+    dpo = User.objects.get(email="dpo@acme.example.com")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token_for(dpo)}")
+    dashboard = client.get("/api/v1/security/reports/security-dashboard").json()
+    assert dashboard["security_posture"]["risk_level"] == "high"
+    assert dashboard["security_posture"]["compliance_score"] == 85.0
+    rules = {row["rule"] for row in dashboard["recommendations"]}
+    assert {"breach_notification_due_soon", "missing_dpias", "open_findings"} <= rules
+    stats = client.get("/api/v1/security/incidents/stats").json()
+    assert stats["summary"]["total_incidents"] == incidents.count()
+    assert stats["summary"]["avg_resolution_hours"] == 18.0

@@ -384,6 +384,13 @@ SPECTACULAR_SETTINGS = {
         "JobStatusEnum": "playground.models.JobStatus",
         "PhaseStatusEnum": "playground.models.PhaseStatus",
         "IntegrationOperationStatusEnum": "playground.models.IntegrationOperation.Status",
+        "SeverityEnum": "security.models.Severity",
+        "IncidentStatusEnum": "security.models.IncidentStatus",
+        "ComplianceAuditStatusEnum": "security.models.AuditStatus",
+        "FindingStatusEnum": "security.models.FindingStatus",
+        "ProcessingActivityStatusEnum": "security.models.ActivityStatus",
+        "TimelineKindEnum": "security.models.TimelineKind",
+        "CreditNoteKindEnum": "billing.models.CreditNoteKind",
     },
 }
 
@@ -587,8 +594,8 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": crontab(minute="*/5"),
     },
     # Every organization's audit chain recomputed; a break opens a critical incident.
-    "security.verify-audit-chains": {
-        "task": "security.tasks.verify_audit_chains",
+    "security.detect-broken-chains": {
+        "task": "security.tasks.detect_broken_chains",
         "schedule": crontab(hour=2, minute=53),
     },
     "audit.issue-checkpoints": {

@@ -108,6 +108,11 @@ def _status_fields(audit: ComplianceAudit, status: str, fields: dict, now: datet
                 details={"score": ["Required to complete the audit (0-100)."]},
             )
         fields["completed_at"] = fields.get("completed_at") or now
+        if audit.started_at is not None and fields["completed_at"] < audit.started_at:
+            raise ApplicationError(
+                "Invalid completed_at.",
+                details={"completed_at": ["Cannot be before the audit started (started_at)."]},
+            )
         fields["started_at"] = audit.started_at or fields["completed_at"]
     return fields
 

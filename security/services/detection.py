@@ -1,8 +1,9 @@
 """Incidents the platform raises itself, from what it can see of a tenant:
 
 - a broken audit chain (the daily verification with audit's ChainVerifier): one critical
-  `system_compromise` incident per break, keyed by the first broken event, so a chain that
-  stays broken is reported once and a later, separate break again;
+  `system_compromise` incident per broken link, keyed by its event, so a chain that stays
+  broken is reported once and a later, separate break again (the verifier names one link per
+  edited or removed event, never a cascade);
 - a burst of locked-out logins against the tenant's members: at least
   SECURITY_LOCKOUT_BURST_THRESHOLD refused attempts (django-axes lockouts, recorded as
   `auth.login.failed` with reason `locked_out` on the platform chain) within one window of
@@ -24,43 +25,48 @@ from audit.models import AuditEvent
 from audit.services import chain_verify
 from tenants.models import Membership, Tenant
 
-from ..models import IncidentCategory, RaisedBy, Severity
+from ..models import Incident, IncidentCategory, RaisedBy, Severity
 from .incidents import incident_raise
 
-# Broken links named in the incident's description (the verify endpoint lists them all).
-LISTED_LINKS = 10
+
+def _link_key(link) -> str:
+    return f"audit_chain:{link.event_id or f'seq-{link.seq}'}"
 
 
-def audit_chain_check(*, tenant: Tenant):
-    """Verify the tenant's audit chain; a break opens its incident (None when the chain holds
-    or the break is already reported)."""
+def audit_chain_check(*, tenant: Tenant) -> list:
+    """Verify the tenant's audit chain; each broken link not reported yet opens its incident.
+    Returns the incidents opened (none when the chain holds or every break is known)."""
     result = chain_verify(tenant_id=tenant.pk)
     if result.chain_valid:
-        return None
-    first = result.broken[0]
-    where = first.event_id or f"seq-{first.seq}"
-    lines = [
-        f"- seq {link.seq}, {link.event_type or 'checkpoint'} ({link.event_id or '-'}): "
-        f"{link.reason}"
-        for link in result.broken[:LISTED_LINKS]
-    ]
-    more = len(result.broken) - LISTED_LINKS
-    if more > 0:
-        lines.append(f"- and {more} more (GET /api/v1/audit/verify/ lists them all)")
-    return incident_raise(
-        tenant=tenant,
-        raised_by=RaisedBy.AUDIT_CHAIN,
-        source_key=f"audit_chain:{where}",
-        title=f"Audit log chain broken at event {first.seq} ({first.event_type or 'checkpoint'})",
-        description=(
-            "The daily verification of the organization's audit log found that its hash chain "
-            f"no longer holds: {len(result.broken)} broken link(s), the first at event "
-            f"{where}. Sealed events were changed or removed outside the application.\n"
-            + "\n".join(lines)
-        ),
-        severity=Severity.CRITICAL,
-        category=IncidentCategory.SYSTEM_COMPROMISE,
+        return []
+    reported = set(
+        Incident.objects.filter(tenant=tenant, raised_by=RaisedBy.AUDIT_CHAIN).values_list(
+            "source_key", flat=True
+        )
     )
+    new = [link for link in result.broken_links if _link_key(link) not in reported]
+    opened = []
+    for link in new:
+        where = link.event_id or f"seq-{link.seq}"
+        incident = incident_raise(
+            tenant=tenant,
+            raised_by=RaisedBy.AUDIT_CHAIN,
+            source_key=_link_key(link),
+            title=f"Audit log chain broken at event {link.seq} ({link.event_type or 'checkpoint'})",
+            description=(
+                "The daily verification of the organization's audit log found that its hash "
+                f"chain no longer holds at event {where} (seq {link.seq}, "
+                f"{link.event_type or 'checkpoint'}): {link.reason}. A sealed event was changed "
+                "or removed outside the application. The chain has "
+                f"{len(result.broken_links)} broken link(s) in all; GET /api/v1/audit/verify/ "
+                "lists them."
+            ),
+            severity=Severity.CRITICAL,
+            category=IncidentCategory.SYSTEM_COMPROMISE,
+        )
+        if incident is not None:
+            opened.append(incident)
+    return opened
 
 
 def _window(now: datetime) -> tuple[datetime, timedelta]:

@@ -31,6 +31,19 @@ from ..models import (
 
 # An update's "not given": None is a value some fields take (no assignee).
 UNSET = object()
+# Changes the timeline lists by name (an "updated" entry); the status, the assignment and the
+# breach fields have entries of their own.
+DESCRIBED_FIELDS = (
+    "title",
+    "description",
+    "severity",
+    "category",
+    "affected_users",
+    "affected_documents",
+    "data_types_affected",
+    "resolution_notes",
+    "authority_reference",
+)
 
 
 def _given(**fields) -> dict:
@@ -75,7 +88,9 @@ def _assignee(tenant: Tenant, user_id):
         return None
     user_id = getattr(user_id, "pk", user_id)
     membership = (
-        Membership.objects.filter(tenant=tenant, user_id=user_id, status=MembershipStatus.ACTIVE)
+        Membership.objects.filter(
+            tenant=tenant, user_id=user_id, status=MembershipStatus.ACTIVE, user__is_active=True
+        )
         .select_related("user")
         .first()
     )
@@ -164,6 +179,10 @@ def incident_create(
     _timeline(incident, TimelineKind.CREATED, actor, to_status=incident.status)
     if incident.assigned_to is not None:
         _timeline(incident, TimelineKind.ASSIGNED, actor, note=incident.assigned_to.email)
+    if incident.authority_notified_at is not None:
+        _timeline(incident, TimelineKind.AUTHORITY_NOTIFIED, actor, note=authority_reference)
+    if incident.subjects_notified_at is not None:
+        _timeline(incident, TimelineKind.SUBJECTS_NOTIFIED, actor)
     record(
         tenant=tenant,
         event_type="security.incident.created",
@@ -210,7 +229,7 @@ def incident_raise(
     record(
         tenant=tenant,
         event_type="security.incident.created",
-        payload=_payload(incident, source_key=source_key),
+        payload=_payload(incident, source=source_key),
     )
     return incident
 
@@ -257,8 +276,15 @@ def _transition_fields(incident: Incident, status: str, now: datetime) -> dict:
 
 
 def _breach_fields(incident: Incident, fields: dict) -> dict:
-    """Setting personal_data_breach starts the deadline (detected_at + 72 h); clearing it is
-    refused once the authority was notified."""
+    """Setting personal_data_breach starts the deadline (detected_at + 72 h); clearing it, or
+    clearing a recorded notification time, is refused once the authority or the subjects were
+    notified (a time may be corrected, not removed)."""
+    for name in ("authority_notified_at", "subjects_notified_at"):
+        if name in fields and fields[name] is None and getattr(incident, name) is not None:
+            raise Conflict(
+                f"{name} is recorded: it can be corrected, not removed.",
+                details={name: getattr(incident, name)},
+            )
     if "personal_data_breach" not in fields:
         return fields
     breach = fields["personal_data_breach"]
@@ -272,8 +298,7 @@ def _breach_fields(incident: Incident, fields: dict) -> dict:
             "breach_due_soon_sent_at": None,
             "breach_overdue_sent_at": None,
         }
-    notified = fields.get("authority_notified_at", incident.authority_notified_at)
-    if notified is not None or fields.get("subjects_notified_at", incident.subjects_notified_at):
+    if incident.authority_notified_at is not None or incident.subjects_notified_at is not None:
         raise Conflict(
             "The authority or the data subjects were notified of this breach: it stays a "
             "personal data breach.",
@@ -309,6 +334,13 @@ def _timeline_changes(incident, changed: dict, old_status: str, actor) -> None:
         )
     if changed.get("subjects_notified_at", {}).get("to") is not None:
         _timeline(incident, TimelineKind.SUBJECTS_NOTIFIED, actor)
+    described = set(changed) & set(DESCRIBED_FIELDS)
+    if "status" in changed:
+        # A resolution's notes are in its status entry already.
+        described.discard("resolution_notes")
+    described = sorted(described)
+    if described:
+        _timeline(incident, TimelineKind.UPDATED, actor, note=", ".join(described))
 
 
 @transaction.atomic
@@ -348,7 +380,9 @@ def incident_update(
         subjects_notified_at=subjects_notified_at,
     )
     incident = (
-        Incident.objects.select_for_update().select_related("assigned_to").get(pk=incident.pk)
+        Incident.objects.select_for_update(of=("self",))
+        .select_related("assigned_to", "tenant")
+        .get(pk=incident.pk)
     )
     old_status = incident.status
     now = timezone.now()
@@ -357,7 +391,19 @@ def incident_update(
         notes = fields.get("resolution_notes", incident.resolution_notes)
         _check_transition(incident, status, notes)
         fields.update(_transition_fields(incident, status, now))
-    if assigned_to is not UNSET:
+    settled = fields.get("status", incident.status) in (
+        IncidentStatus.RESOLVED,
+        IncidentStatus.CLOSED,
+    )
+    if settled and "resolution_notes" in fields and not fields["resolution_notes"].strip():
+        raise ApplicationError(
+            "A resolved incident keeps its resolution notes.",
+            details={"resolution_notes": ["Say how it was resolved."]},
+        )
+    if assigned_to is not UNSET and getattr(assigned_to, "pk", assigned_to) != (
+        incident.assigned_to_id
+    ):
+        # Checked only when it changes: a document sent back keeps an assignee since suspended.
         fields["assigned_to"] = _assignee(incident.tenant, assigned_to)
     fields = _breach_fields(incident, fields)
     breach = fields.get("personal_data_breach", incident.personal_data_breach)

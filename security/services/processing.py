@@ -182,6 +182,9 @@ def processing_activity_update(
         fields["status"] = status
         if status == ActivityStatus.APPROVED:
             fields.update(approved_at=timezone.now(), approved_by=person(actor))
+        elif status == ActivityStatus.DRAFT:
+            # Back to a draft for a revision: no longer approved until approved again.
+            fields.update(approved_at=None, approved_by=None)
     inputs = {key: fields.get(key, getattr(activity, key)) for key in _DPIA_INPUTS}
     fields["dpia_required"] = dpia_required(**inputs)
     try:

@@ -59,6 +59,34 @@ STAFF_ONLY_NAMES = frozenset(
 
 # (serializer, field) -> the rule that makes it safe, and the test that proves the rule.
 REVIEWED = {
+    ("security.serializers.IncidentUpdateSerializer", "status"): (
+        "an incident's own lifecycle, set by holders of security.write along the legal moves "
+        "only (incident_update: 409 otherwise): tests/security/test_incidents.py"
+    ),
+    ("security.serializers.ComplianceAuditUpdateSerializer", "status"): (
+        "an audit's own lifecycle, set by holders of security.write along the legal moves "
+        "(compliance_audit_update): tests/security/test_audits_register_reports.py"
+    ),
+    ("security.serializers.ProcessingActivityInputSerializer", "status"): (
+        "a register entry's approval, by holders of security.write along the legal moves "
+        "(processing_activity_update): tests/security/test_audits_register_reports.py"
+    ),
+    ("security.serializers.AuditFindingSerializer", "status"): (
+        "a finding's remediation (open or remediated), recorded by holders of security.write: "
+        "tests/security/test_audits_register_reports.py"
+    ),
+    ("security.serializers._AuditInput", "findings[].status"): (
+        "as AuditFindingSerializer.status"
+    ),
+    ("security.serializers.ComplianceAuditCreateSerializer", "findings[].status"): (
+        "as AuditFindingSerializer.status"
+    ),
+    ("security.serializers.ComplianceAuditUpdateSerializer", "findings[].status"): (
+        "as AuditFindingSerializer.status"
+    ),
+    ("security.serializers.RegisterQuerySerializer", "status"): (
+        "a query parameter of the GDPR register report: which statuses it lists; changes nothing"
+    ),
     ("playground.serializers.ProjectSerializer", "status"): (
         "a project's own progress (active, completed, archived, failed), set by holders of "
         "playground.write, as a project update does: tests/playground/test_projects.py"

@@ -31,6 +31,7 @@ from notifications import services as notifications_services
 from playground import services as playground_services
 from playground.models import LanguageModel
 from playground.services import catalogue as playground_catalogue
+from security import services as security_services
 from tenants import services as tenants_services
 from tenants.models import Role, TenantStatus
 from tenants.permissions import ALL_PERMISSIONS
@@ -371,7 +372,133 @@ def _dunning_settled():
 
 
 # service -> (how to call it, the event type it must record)
+# Security ------------------------------------------------------------------------------------
+
+
+def _incident(**fields):
+    from tests.security.factories import IncidentFactory
+
+    return IncidentFactory(**fields)
+
+
+def _broken_chain_tenant():
+    """A tenant whose sealed audit chain no longer holds (an event edited behind its back)."""
+    from tests.audit.chain_helpers import edit_payload, sealed_chain
+
+    tenant = TenantFactory()
+    edit_payload(sealed_chain(tenant, 3)[1], {"edited": True})
+    return tenant
+
+
+def _lockouts(count=10):
+    from django.db import transaction as db_transaction
+
+    membership = MembershipFactory()
+    with db_transaction.atomic():
+        for _ in range(count):
+            audit_services.record(
+                tenant=None,
+                event_type="auth.login.failed",
+                actor_label=membership.user.email,
+                payload={
+                    "method": "token",
+                    "identifier": membership.user.email,
+                    "reason": "locked_out",
+                },
+            )
+    return membership.tenant
+
+
+def _audit(**fields):
+    from tests.security.factories import ComplianceAuditFactory
+
+    return ComplianceAuditFactory(**fields)
+
+
+def _activity(**fields):
+    from tests.security.factories import ProcessingActivityFactory
+
+    return ProcessingActivityFactory(**fields)
+
+
 INVOCATIONS = {
+    "security.services.incidents.incident_create": (
+        lambda: security_services.incident_create(
+            tenant=TenantFactory(), actor=None, title="Leak", severity="high", category="other"
+        ),
+        "security.incident.created",
+    ),
+    "security.services.incidents.incident_update": (
+        lambda: security_services.incident_update(
+            incident=_incident(), actor=None, status="investigating"
+        ),
+        "security.incident.updated",
+    ),
+    "security.services.incidents.incident_raise": (
+        lambda: security_services.incident_raise(
+            tenant=TenantFactory(),
+            raised_by="audit_chain",
+            source_key="audit_chain:x",
+            title="Broken",
+            description="",
+            severity="critical",
+            category="system_compromise",
+        ),
+        "security.incident.created",
+    ),
+    "security.services.incidents.breach_notifications_remind": (
+        lambda: (
+            _incident(
+                personal_data_breach=True, detected_at=timezone.now() - timedelta(hours=80)
+            ),
+            security_services.breach_notifications_remind(),
+        ),
+        "security.breach.notification_due",
+    ),
+    "security.services.detection.audit_chain_check": (
+        lambda: security_services.audit_chain_check(tenant=_broken_chain_tenant()),
+        "security.incident.created",
+    ),
+    "security.services.detection.login_lockout_bursts_check": (
+        lambda: (_lockouts(), security_services.login_lockout_bursts_check()),
+        "security.incident.created",
+    ),
+    "security.services.audits.compliance_audit_create": (
+        lambda: security_services.compliance_audit_create(
+            tenant=TenantFactory(), actor=None, audit_type="internal", framework="gdpr", title="Q1"
+        ),
+        "compliance.audit.created",
+    ),
+    "security.services.audits.compliance_audit_update": (
+        lambda: security_services.compliance_audit_update(
+            compliance_audit=_audit(), actor=None, status="completed", score=90
+        ),
+        "compliance.audit.completed",
+    ),
+    "security.services.processing.processing_activity_create": (
+        lambda: security_services.processing_activity_create(
+            tenant=TenantFactory(),
+            actor=None,
+            name="Support chat",
+            purpose="Support",
+            legal_basis="contract",
+            retention_period_months=24,
+            privacy_impact_score=3,
+        ),
+        "processing_activity.created",
+    ),
+    "security.services.processing.processing_activity_update": (
+        lambda: security_services.processing_activity_update(
+            processing_activity=_activity(), actor=None, status="approved"
+        ),
+        "processing_activity.approved",
+    ),
+    "security.services.processing.processing_activity_delete": (
+        lambda: security_services.processing_activity_delete(
+            processing_activity=_activity(), actor=None
+        ),
+        "processing_activity.deleted",
+    ),
     "playground.services.runs.orchestration_start": (
         lambda: playground_services.orchestration_start(
             tenant=(project := _project()).tenant, actor=None, project_id=project.pk

@@ -296,6 +296,51 @@ def _fail_workflow(tenant):
     workflow_job_fail(job=_queue_workflow(tenant), reason="The worker stopped 3 times.")
 
 
+def _open_incident(tenant, **fields):
+    from security.services import incident_create
+
+    fields = {"severity": "high", "category": "unauthorized_access", **fields}
+    return incident_create(
+        tenant=tenant, actor=_owner(tenant), title="Unauthorized access attempt detected", **fields
+    )
+
+
+def _resolve_incident(tenant):
+    from security.services import incident_update
+
+    incident_update(
+        incident=_open_incident(tenant),
+        actor=_owner(tenant),
+        status="resolved",
+        resolution_notes="Addresses blocked, passwords reset.",
+    )
+
+
+def _breach_notification_due(tenant):
+    from datetime import timedelta
+
+    from security.services import breach_notifications_remind
+
+    _open_incident(
+        tenant,
+        category="data_breach",
+        personal_data_breach=True,
+        detected_at=timezone.now() - timedelta(hours=49),
+    )
+    breach_notifications_remind()
+
+
+def _complete_audit(tenant):
+    from security.services import compliance_audit_create, compliance_audit_update
+
+    audit = compliance_audit_create(
+        tenant=tenant, actor=_owner(tenant), audit_type="internal", framework="gdpr", title="Q1"
+    )
+    compliance_audit_update(
+        compliance_audit=audit, actor=_owner(tenant), status="completed", score=85
+    )
+
+
 # Catalogue type -> a producer of it. A new catalogue entry fails test_every_type_has_a_producer
 # until it is added here.
 PRODUCERS = {
@@ -325,6 +370,10 @@ PRODUCERS = {
     "orchestration.failed": _fail_run,
     "workflow.completed": _complete_workflow,
     "workflow.failed": _fail_workflow,
+    "security.incident.created": _open_incident,
+    "security.incident.resolved": _resolve_incident,
+    "security.breach.notification_due": _breach_notification_due,
+    "compliance.audit.completed": _complete_audit,
 }
 
 # Audit event type -> a producer of it: every source of every entry, the ones PRODUCERS does
@@ -362,6 +411,10 @@ SOURCE_PRODUCERS = {
     "orchestration.failed": _fail_run,
     "workflow.completed": _complete_workflow,
     "workflow.failed": _fail_workflow,
+    "security.incident.created": _open_incident,
+    "security.incident.resolved": _resolve_incident,
+    "security.breach.notification_due": _breach_notification_due,
+    "compliance.audit.completed": _complete_audit,
 }
 
 

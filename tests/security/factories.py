@@ -27,9 +27,11 @@ class IncidentFactory(factory.django.DjangoModelFactory):
     detected_at = factory.LazyFunction(timezone.now)
     personal_data_breach = False
     authority_notification_due_at = factory.LazyAttribute(
-        lambda incident: incident.detected_at + BREACH_NOTIFICATION_WINDOW
-        if incident.personal_data_breach
-        else None
+        lambda incident: (
+            incident.detected_at + BREACH_NOTIFICATION_WINDOW
+            if incident.personal_data_breach
+            else None
+        )
     )
 
 

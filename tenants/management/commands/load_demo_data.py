@@ -20,11 +20,14 @@ DEMO_TENANTS = [
     ("acme", "Acme Corporation", "pro", {"primary_color": "#059669", "name": "Acme green"}),
     ("globex", "Globex Inc.", "enterprise", {"primary_color": "#7c3aed", "name": "Globex violet"}),
 ]
-DEMO_ROLES = (Role.OWNER, Role.ADMIN, Role.VIEWER)
+DEMO_ROLES = (Role.OWNER, Role.ADMIN, Role.VIEWER, Role.DPO)
 
 
 class Command(BaseCommand):
-    help = "Load demo data: a staff superuser and two tenants with an owner, admin and viewer each."
+    help = (
+        "Load demo data: a staff superuser and two tenants with an owner, admin, viewer and "
+        "data protection officer each."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument(

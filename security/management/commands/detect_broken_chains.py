@@ -23,8 +23,7 @@ class Command(BaseCommand):
                 raise CommandError(f"No organization with slug: {', '.join(missing)}")
         broken = 0
         for tenant in tenants.iterator():
-            incident = audit_chain_check(tenant=tenant)
-            if incident is not None:
+            for incident in audit_chain_check(tenant=tenant):
                 broken += 1
                 self.stdout.write(f"{tenant.slug}: chain broken, incident {incident.pk} opened")
         self.stdout.write(f"{tenants.count()} chain(s) verified, {broken} new incident(s).")
