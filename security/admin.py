@@ -13,6 +13,7 @@ from django.contrib import admin
 from django.utils import timezone
 
 from config.admin import ReadOnlyAdmin, ServiceActionsMixin, ServiceDeleteAdmin
+from config.exceptions import Conflict
 
 from . import services
 from .models import (
@@ -127,7 +128,14 @@ class IncidentAdmin(_TransitionsAdmin):
 
     @admin.action(description="Reopen (resolved incidents)", permissions=["transition"])
     def reopen(self, request, queryset):
-        self._move(request, queryset, IncidentStatus.OPEN, "reopened")
+        def change(incident):
+            if incident.status != IncidentStatus.RESOLVED:
+                raise Conflict(f"Only a resolved incident is reopened (it is {incident.status}).")
+            services.incident_update(
+                incident=incident, actor=request.user, status=IncidentStatus.OPEN
+            )
+
+        self.each(request, queryset, change, "reopened")
 
     @admin.action(
         description="Record the authority's notification (personal data breaches)...",
@@ -141,7 +149,15 @@ class IncidentAdmin(_TransitionsAdmin):
             action="record_authority_notification",
             title="Record the authority's notification",
             change=lambda incident, data: services.incident_update(
-                incident=incident, actor=request.user, **data
+                incident=incident,
+                actor=request.user,
+                authority_notified_at=data["authority_notified_at"],
+                # Left blank, the reference recorded before stays.
+                **(
+                    {"authority_reference": data["authority_reference"]}
+                    if data["authority_reference"]
+                    else {}
+                ),
             ),
             done="recorded as notified",
         )

@@ -72,6 +72,9 @@ class _WholeItems(serializers.ListField):
     `representation` is the root object's, not the item's)."""
 
     def run_child_validation(self, data):
+        if self.max_length is not None and len(data) > self.max_length:
+            # Refused before any item is validated: a huge list costs nothing.
+            self.fail("max_length", max_length=self.max_length)
         values, errors = [], {}
         for index, item in enumerate(data):
             item_serializer = type(self.child)(data=item)
@@ -210,6 +213,9 @@ class IncidentUpdateSerializer(_IncidentInput):
     transitions (open <-> investigating -> resolved -> closed; resolved may reopen)."""
 
     status = ChoiceField(choices=IncidentStatus.choices, required=False)
+    # Moved by others and by the clock (the deadline passing, the beat's reminders): sent back
+    # from a GET, they are ignored whatever their value.
+    live_fields = ("updated_at", "notification_overdue", "timeline")
 
     class Meta(_IncidentInput.Meta):
         fields = [*_IncidentInput.Meta.fields, "status"]
@@ -342,8 +348,11 @@ class ComplianceAuditUpdateSerializer(_AuditInput):
     status = ChoiceField(choices=AuditStatus.choices, required=False)
     score = serializers.IntegerField(min_value=0, max_value=100, required=False, allow_null=True)
     completed_at = serializers.DateTimeField(
-        required=False, help_text="When it concluded (default: when the status is set)."
+        required=False,
+        allow_null=True,
+        help_text="When it concluded (default: when the status is set); null until then.",
     )
+    live_fields = ("updated_at",)
 
     class Meta(_AuditInput.Meta):
         fields = [*_AuditInput.Meta.fields, "status", "score", "completed_at"]
@@ -434,6 +443,7 @@ class ProcessingActivityInputSerializer(ModelSerializer):
     retention_period_months = serializers.IntegerField(min_value=1, max_value=1200)
     privacy_impact_score = serializers.IntegerField(min_value=1, max_value=10)
     status = ChoiceField(choices=ActivityStatus.choices, required=False)
+    live_fields = ("updated_at",)
 
     class Meta:
         model = ProcessingActivity

@@ -1,8 +1,9 @@
 """Compliance audits: planned, carried out and concluded (completed with a score, or failed).
 
 Completing needs a score (0-100) and records `compliance.audit.completed`, a public event. A
-concluded audit keeps its outcome: afterwards only its findings (their remediation status) and
-its recommendations change; anything else is 409.
+concluded audit keeps its outcome: afterwards only its findings' status (their remediation)
+and its recommendations change; anything else, a finding added, removed or reworded included,
+is 409.
 """
 
 from datetime import datetime
@@ -23,8 +24,16 @@ from ..models import (
     FindingStatus,
 )
 
-# What a concluded audit still lets change.
+# What a concluded audit still lets change: its recommendations, and its findings' status
+# (their remediation), never the findings themselves.
 AFTER_CONCLUSION = frozenset({"findings", "recommendations"})
+_FINDING_FACTS = ("category", "severity", "description", "recommendation")
+
+
+def _finding_facts(findings) -> list:
+    return [tuple(finding.get(key, "") for key in _FINDING_FACTS) for finding in findings or []]
+
+
 UNSET = object()
 
 
@@ -171,6 +180,14 @@ def compliance_audit_update(
             raise Conflict(
                 f"The audit is {old_status}: only its findings and recommendations change now.",
                 details={"fields": frozen},
+            )
+        if "findings" in fields and _finding_facts(fields["findings"]) != _finding_facts(
+            audit.findings
+        ):
+            raise Conflict(
+                f"The audit is {old_status}: its findings' remediation status changes, not the "
+                "findings themselves.",
+                details={"fields": ["findings"]},
             )
     elif status is not UNSET:
         fields = _status_fields(audit, status, fields, now)

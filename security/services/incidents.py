@@ -234,6 +234,31 @@ def incident_raise(
     return incident
 
 
+# What a closed incident still records: a breach notification made after it was closed.
+AFTER_CLOSING = frozenset({"authority_notified_at", "authority_reference", "subjects_notified_at"})
+
+
+def _check_closed(incident: Incident, fields: dict) -> None:
+    """A closed incident is final: only its breach notifications are still recorded."""
+    current = {**{name: getattr(incident, name) for name in fields}}
+    if "assigned_to" in fields:
+        current["assigned_to"] = incident.assigned_to_id
+        fields = {
+            **fields,
+            "assigned_to": getattr(fields["assigned_to"], "pk", fields["assigned_to"]),
+        }
+    frozen = sorted(
+        name
+        for name, value in fields.items()
+        if name not in AFTER_CLOSING and current[name] != value
+    )
+    if frozen:
+        raise Conflict(
+            "The incident is closed: only a breach notification is still recorded.",
+            details={"fields": frozen},
+        )
+
+
 def _event_type(old_status: str, new_status: str) -> str:
     if old_status == new_status:
         return "security.incident.updated"
@@ -400,6 +425,9 @@ def incident_update(
             "A resolved incident keeps its resolution notes.",
             details={"resolution_notes": ["Say how it was resolved."]},
         )
+    if old_status == IncidentStatus.CLOSED:
+        given = fields if assigned_to is UNSET else {**fields, "assigned_to": assigned_to}
+        _check_closed(incident, given)
     if assigned_to is not UNSET and getattr(assigned_to, "pk", assigned_to) != (
         incident.assigned_to_id
     ):

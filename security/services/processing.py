@@ -171,6 +171,18 @@ def processing_activity_update(
             "The activity is deprecated: it stays in the register as it was.",
             details={"status": old_status},
         )
+    revised = sorted(
+        name
+        for name, value in fields.items()
+        if name != "dpia_completed_on" and getattr(activity, name) != value
+    )
+    if old_status == ActivityStatus.APPROVED and revised and status != ActivityStatus.DRAFT:
+        # What was approved stays what it says; a revision goes through a draft (recording a
+        # finished DPIA is not a revision).
+        raise Conflict(
+            "The activity is approved: move it back to draft to revise it.",
+            details={"status": old_status, "fields": revised},
+        )
     if status is not UNSET and status != old_status:
         if status not in ACTIVITY_TRANSITIONS[old_status]:
             allowed = sorted(ACTIVITY_TRANSITIONS[old_status])

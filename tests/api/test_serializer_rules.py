@@ -75,9 +75,7 @@ REVIEWED = {
         "a finding's remediation (open or remediated), recorded by holders of security.write: "
         "tests/security/test_audits_register_reports.py"
     ),
-    ("security.serializers._AuditInput", "findings[].status"): (
-        "as AuditFindingSerializer.status"
-    ),
+    ("security.serializers._AuditInput", "findings[].status"): ("as AuditFindingSerializer.status"),
     ("security.serializers.ComplianceAuditCreateSerializer", "findings[].status"): (
         "as AuditFindingSerializer.status"
     ),

@@ -448,9 +448,7 @@ INVOCATIONS = {
     ),
     "security.services.incidents.breach_notifications_remind": (
         lambda: (
-            _incident(
-                personal_data_breach=True, detected_at=timezone.now() - timedelta(hours=80)
-            ),
+            _incident(personal_data_breach=True, detected_at=timezone.now() - timedelta(hours=80)),
             security_services.breach_notifications_remind(),
         ),
         "security.breach.notification_due",

@@ -110,9 +110,7 @@ def test_the_free_plan_is_put_back_if_the_catalogue_lost_it():
 @time_machine.travel(JAN_12, tick=False)
 def test_an_upgrade_is_charged_pro_rata_to_the_second_rounded_half_up_once():
     subscription = subscribed("team")
-    change = services.plan_change_quote(
-        subscription=subscription, plan=plan("business"), at=JAN_12
-    )
+    change = services.plan_change_quote(subscription=subscription, plan=plan("business"), at=JAN_12)
     assert change.kind == "upgrade" and change.applies_now
     # 19 days 13.5 hours of the 31 days of January.
     assert change.remaining_seconds == 1_690_200
@@ -156,9 +154,7 @@ def test_a_plan_of_the_same_price_applies_now_for_nothing():
 
 def test_a_trialing_subscription_changes_plan_at_once_for_nothing():
     subscription = subscribed("team", status=SubscriptionStatus.TRIALING)
-    change = services.plan_change_quote(
-        subscription=subscription, plan=plan("business"), at=JAN_12
-    )
+    change = services.plan_change_quote(subscription=subscription, plan=plan("business"), at=JAN_12)
     assert (change.kind, change.applies_now, change.proration_amount_cents) == (
         "during_trial",
         True,

@@ -136,9 +136,7 @@ def probes(base_url: str) -> Iterator[Probe]:
         expect=(413,),
         code="PAYLOAD_TOO_LARGE",
     )
-    yield Probe(
-        "not UTF-8", "PATCH", "/api/v1/organizations/current", b'{"name": "\xff"}', as_json
-    )
+    yield Probe("not UTF-8", "PATCH", "/api/v1/organizations/current", b'{"name": "\xff"}', as_json)
 
     # Lone surrogates in choice fields.
     yield Probe(

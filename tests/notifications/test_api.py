@@ -198,22 +198,24 @@ def test_subscribing_needs_the_permission_each_event_type_names(make_caller):
         "missing_permissions": ["members.read"]
     }
     assert assert_envelope(everything, 403, "INSUFFICIENT_PERMISSIONS")["details"] == {
-        "missing_permissions": ["keys.read", "members.read", "playground.read"]
+        "missing_permissions": ["keys.read", "members.read", "playground.read", "security.read"]
     }
     assert status_changed.status_code == 201, status_changed.content
     assert WebhookEndpoint.objects.filter(tenant=caller.tenant).count() == 1
 
 
 def test_star_needs_every_permission_the_subscribable_types_need(make_caller):
-    # billing with settings.write still holds members.read: it lacks only keys.read and
-    # playground.read (the prompt template events) for "*".
+    # billing with settings.write still holds members.read: it lacks only keys.read,
+    # playground.read (the prompt template events) and security.read (incidents) for "*".
     caller = make_caller(Role.BILLING, permissions={"settings": {"write": True}})
 
     everything = create(caller, events=["*"])
     joined = create(caller, events=["organization.member.joined"])
 
     error = assert_envelope(everything, 403, "INSUFFICIENT_PERMISSIONS")
-    assert error["details"] == {"missing_permissions": ["keys.read", "playground.read"]}
+    assert error["details"] == {
+        "missing_permissions": ["keys.read", "playground.read", "security.read"]
+    }
     assert joined.status_code == 201, joined.content
 
 

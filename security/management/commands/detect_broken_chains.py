@@ -6,9 +6,9 @@ from tenants.models import Tenant
 
 class Command(BaseCommand):
     help = (
-        "Verify the audit chain of every organization (or those named by slug): a broken chain "
-        "opens a critical system_compromise incident there, once per break. Beat runs the same "
-        "daily (security.verify-audit-chains)."
+        "Verify the audit chain of every organization (or those named by slug): each new broken "
+        "link opens a critical system_compromise incident there, once. Beat runs the same "
+        "daily (security.detect-broken-chains)."
     )
 
     def add_arguments(self, parser):
