@@ -12,6 +12,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import models
+from django.db.models.functions import Lower
 from django.utils import timezone
 
 from config.models import creator_field
@@ -440,7 +441,10 @@ class ProcessingActivity(TenantOwned):
         ordering = ["name", "id"]
         verbose_name_plural = "processing activities"
         constraints = [
-            models.UniqueConstraint(fields=["tenant", "name"], name="processing_activity_name"),
+            # Names are unique whatever their case ("CRM" and "crm" are one activity).
+            models.UniqueConstraint(
+                models.F("tenant"), Lower("name"), name="processing_activity_name"
+            ),
             models.CheckConstraint(
                 condition=models.Q(privacy_impact_score__gte=1, privacy_impact_score__lte=10),
                 name="processing_activity_impact",

@@ -12,7 +12,16 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
 from django.conf import settings
-from django.db.models import Avg, Count, DurationField, ExpressionWrapper, F, Q
+from django.db.models import (
+    Avg,
+    Count,
+    DurationField,
+    ExpressionWrapper,
+    F,
+    OuterRef,
+    Q,
+    Subquery,
+)
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
@@ -187,13 +196,18 @@ def _incident_facts(tenant: Tenant, period: Period, now: datetime) -> dict:
 
 def _audit_facts(tenant: Tenant) -> dict:
     """The latest completed audit of each framework: its score, and its findings still open."""
-    latest: dict = {}
-    for framework, score, completed_at, findings in (
-        ComplianceAudit.objects.filter(tenant=tenant, status=AuditStatus.COMPLETED)
+    completed = ComplianceAudit.objects.filter(tenant=tenant, status=AuditStatus.COMPLETED)
+    newest_of_its_framework = (
+        completed.filter(framework=OuterRef("framework"))
         .order_by("-completed_at", "-id")
-        .values_list("framework", "score", "completed_at", "findings")
-    ):
-        latest.setdefault(framework, (score, completed_at, findings or []))
+        .values("pk")[:1]
+    )
+    latest = {
+        framework: (score, completed_at, findings or [])
+        for framework, score, completed_at, findings in completed.filter(
+            pk=Subquery(newest_of_its_framework)
+        ).values_list("framework", "score", "completed_at", "findings")
+    }
     open_findings = [
         finding
         for _, _, findings in latest.values()

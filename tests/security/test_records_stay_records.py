@@ -332,3 +332,13 @@ def test_the_admin_reopens_a_resolved_incident(admin_client):
     refreshed = Incident.objects.get(pk=incident.pk)
     assert (refreshed.status, refreshed.resolved_at) == ("open", None)
     assert refreshed.timeline.filter(kind="reopened").count() == 1
+
+
+def test_the_database_holds_activity_names_unique_whatever_their_case(owner):
+    from django.db import IntegrityError, transaction
+
+    ProcessingActivityFactory(tenant=owner.tenant, name="CRM sync")
+
+    with pytest.raises(IntegrityError), transaction.atomic():
+        ProcessingActivityFactory(tenant=owner.tenant, name="crm SYNC")
+    ProcessingActivityFactory(name="crm sync")  # another organization's
