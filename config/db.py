@@ -6,6 +6,7 @@ import uuid
 from django.db import IntegrityError, connection, connections, router, transaction
 
 from .exceptions import Conflict
+from .services import model_update
 
 
 def create_or_conflict(
@@ -55,3 +56,15 @@ def bulk_insert(model, objs: list) -> list:
             {"sql": f"{sql} ({len(objs)} rows)", "time": f"{time.monotonic() - started:.3f}"}
         )
     return objs
+
+
+def update_or_conflict(
+    instance, data, *, conflict_message: str, conflict_details: dict | None = None
+) -> dict:
+    """config.services.model_update; a unique-constraint violation (including a lost race) is
+    409 CONFLICT."""
+    try:
+        with transaction.atomic():
+            return model_update(instance=instance, data=data)
+    except IntegrityError:
+        raise Conflict(conflict_message, details=conflict_details) from None

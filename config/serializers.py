@@ -13,6 +13,7 @@
 that does not derive from these bases or declares a text field that is not strict.
 """
 
+import json
 from collections.abc import Mapping
 
 from django.db import models
@@ -177,6 +178,66 @@ class PersonSerializer(ResponseSerializer):
     id = serializers.UUIDField()
     email = serializers.EmailField()
     full_name = serializers.CharField(source="name")
+
+
+class JSONObjectField(serializers.DictField):
+    """A JSON object (any values) of at most `max_bytes` once encoded."""
+
+    def __init__(self, *, max_bytes: int, **kwargs):
+        self.max_bytes = max_bytes
+        kwargs.setdefault("help_text", f"A JSON object, at most {max_bytes} bytes.")
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        if len(json.dumps(value, ensure_ascii=False).encode()) > self.max_bytes:
+            raise serializers.ValidationError(f"At most {self.max_bytes} bytes of JSON.")
+        return value
+
+
+def _whole(serializer_class, data):
+    """`data` through a fresh, unbound `serializer_class`: its required fields and defaults
+    apply even inside a PATCH (DRF skips them for a partial root's nested serializers), and
+    its unknown keys are checked against nothing but its own fields (a bound context's
+    `representation` is the root object's)."""
+    item = serializer_class(data=data)
+    return (dict(item.validated_data), None) if item.is_valid() else (None, item.errors)
+
+
+class WholeItemsField(serializers.ListField):
+    """A list of objects, each validated whole by `child` (a serializer), in PATCH too; too
+    many items are refused before any is validated."""
+
+    def run_child_validation(self, data):
+        if self.max_length is not None and len(data) > self.max_length:
+            self.fail("max_length", max_length=self.max_length)
+        values, errors = [], {}
+        for index, item in enumerate(data):
+            value, error = _whole(type(self.child), item)
+            if error is not None:
+                errors[index] = error
+            else:
+                values.append(value)
+        if errors:
+            raise serializers.ValidationError(errors)
+        return values
+
+
+class WholeObjectField(serializers.JSONField):
+    """One nested object validated whole by `serializer_class`, in PATCH too (see
+    WholeItemsField); documented as that serializer."""
+
+    def __init__(self, serializer_class, **kwargs):
+        self.serializer_class = serializer_class
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data):
+        if not isinstance(data, Mapping):
+            raise serializers.ValidationError("Must be an object.", code="invalid")
+        value, error = _whole(self.serializer_class, data)
+        if error is not None:
+            raise serializers.ValidationError(error)
+        return self.serializer_class().to_representation(value)
 
 
 class QuerySerializer(serializers.Serializer):

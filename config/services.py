@@ -34,3 +34,12 @@ def person(actor):
     """The user a service records as having made a row (`created_by`): the actor when it is a
     signed-in user, None for the system (a beat job, a management command without one)."""
     return actor if actor is not None and getattr(actor, "is_authenticated", False) else None
+
+
+# An update service's "not given" default: None is a value some fields take (no assignee).
+UNSET = object()
+
+
+def given(**fields) -> dict:
+    """The keyword arguments of an update that were given (not UNSET)."""
+    return {name: value for name, value in fields.items() if value is not UNSET}

@@ -14,6 +14,7 @@ from config.serializers import (
     CharField,
     ChoiceField,
     DescriptionField,
+    JSONObjectField,
     ModelSerializer,
     NameField,
     PhoneField,
@@ -233,23 +234,13 @@ class NotificationSerializer(ModelSerializer):
         read_only_fields = fields
 
 
-class MetadataField(serializers.DictField):
-    """A JSON object of at most METADATA_MAX_BYTES once encoded."""
-
-    def to_internal_value(self, data):
-        value = super().to_internal_value(data)
-        if len(json.dumps(value, ensure_ascii=False).encode()) > METADATA_MAX_BYTES:
-            raise serializers.ValidationError(f"At most {METADATA_MAX_BYTES} bytes of JSON.")
-        return value
-
-
 class NotificationSendSerializer(Serializer):
     user_id = serializers.UUIDField(help_text="An active member of the organization.")
     title = NameField(max_length=200)
     message = DescriptionField()
     type = ChoiceField(choices=NotificationType.choices, default=NotificationType.INFO)
     channel = ChoiceField(choices=Channel.choices, default=Channel.IN_APP)
-    metadata = MetadataField(required=False, default=dict)
+    metadata = JSONObjectField(max_bytes=METADATA_MAX_BYTES, required=False, default=dict)
 
     def validate_user_id(self, value):
         membership = (

@@ -27,6 +27,7 @@ from config.serializers import (
     QuerySerializer,
     ResponseSerializer,
     Serializer,
+    WholeItemsField,
 )
 from tenants.serializers.fields import StrictBooleanField
 
@@ -63,28 +64,6 @@ def _unique(values: list, field: str) -> list:
     if len(set(map(str, values))) != len(values):
         raise serializers.ValidationError(f"{field} lists a value twice.")
     return values
-
-
-class _WholeItems(serializers.ListField):
-    """A list of objects, each validated by a fresh, unbound `child` serializer: whole in a
-    PATCH too (DRF skips the required fields and defaults of a partial root's nested
-    serializers) and checked against no object's current values (the context's
-    `representation` is the root object's, not the item's)."""
-
-    def run_child_validation(self, data):
-        if self.max_length is not None and len(data) > self.max_length:
-            # Refused before any item is validated: a huge list costs nothing.
-            self.fail("max_length", max_length=self.max_length)
-        values, errors = [], {}
-        for index, item in enumerate(data):
-            item_serializer = type(self.child)(data=item)
-            if item_serializer.is_valid():
-                values.append(dict(item_serializer.validated_data))
-            else:
-                errors[index] = item_serializer.errors
-        if errors:
-            raise serializers.ValidationError(errors)
-        return values
 
 
 # Incidents --------------------------------------------------------------------------------------
@@ -313,7 +292,7 @@ class ComplianceAuditSerializer(ModelSerializer):
 
 
 class _AuditInput(ModelSerializer):
-    findings = _WholeItems(
+    findings = WholeItemsField(
         child=AuditFindingSerializer(),
         max_length=FINDINGS_MAX,
         required=False,
@@ -433,7 +412,7 @@ class ProcessingActivityInputSerializer(ModelSerializer):
         required=False,
         help_text="Special categories of data (GDPR Art. 9).",
     )
-    international_transfers = _WholeItems(
+    international_transfers = WholeItemsField(
         child=InternationalTransferSerializer(), max_length=LABELS_MAX, required=False
     )
     legal_basis = ChoiceField(choices=LegalBasis.choices, help_text="GDPR Art. 6(1).")

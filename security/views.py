@@ -17,6 +17,7 @@ from rest_framework.response import Response
 
 from config.renderers import CSVRenderer, JSONRenderer
 from tenants.api import (
+    AcceptsShownDocumentMixin,
     ServiceCreateMixin,
     ServiceUpdateMixin,
     TenantContextViewSet,
@@ -54,20 +55,8 @@ from .serializers import (
 _UPDATES = ("update", "partial_update")
 
 
-class _ShowsWhatItUpdates:
-    """An update body may carry back what a GET showed: its read-only keys, unchanged, are
-    accepted (config.serializers.RefusesUnwritableFieldsMixin), so the update serializer is
-    handed the object's shown representation."""
-
-    def get_serializer_context(self):
-        context = super().get_serializer_context()
-        if getattr(self, "action", None) in _UPDATES:
-            context["representation"] = lambda: self.get_serializer(self.get_object()).data
-        return context
-
-
 class IncidentViewSet(
-    _ShowsWhatItUpdates,
+    AcceptsShownDocumentMixin,
     ServiceCreateMixin,
     ServiceUpdateMixin,
     mixins.ListModelMixin,
@@ -120,7 +109,7 @@ class IncidentViewSet(
 
 
 class ComplianceAuditViewSet(
-    _ShowsWhatItUpdates,
+    AcceptsShownDocumentMixin,
     ServiceCreateMixin,
     ServiceUpdateMixin,
     mixins.ListModelMixin,
@@ -142,7 +131,7 @@ class ComplianceAuditViewSet(
     update_service = services.compliance_audit_update
 
 
-class ProcessingActivityViewSet(_ShowsWhatItUpdates, TenantCrudViewSet):
+class ProcessingActivityViewSet(AcceptsShownDocumentMixin, TenantCrudViewSet):
     """The register of processing activities (GDPR Art. 30). An activity starts as a draft;
     only a draft can be deleted (an approved one is deprecated instead)."""
 

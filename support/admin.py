@@ -7,3 +7,67 @@ hand is a `config.admin.ReadOnlyAdmin`. Each registered model is mapped to its s
 modules in tests/test_admin_service_rules.py (`SERVICE_MODULES`), whose walk fails on any
 delete or change path around them.
 """
+
+from django.contrib import admin
+
+from config.admin import ReadOnlyAdmin, ServiceDeleteAdmin
+
+from . import services
+from .models import CustomerProfile, Representative, SlaPolicy
+
+
+@admin.register(CustomerProfile)
+class CustomerProfileAdmin(ServiceDeleteAdmin, ReadOnlyAdmin):
+    """The organizations' own customers: shown, and deleted through the service (audited)."""
+
+    list_display = ("name", "email", "tenant", "tier", "standing", "lifetime_value_cents")
+    list_select_related = ("tenant",)
+    list_filter = ("tier", "standing", "billing_cycle")
+    search_fields = ("name", "email", "external_id", "tenant__slug")
+
+    def has_delete_permission(self, request, obj=None):
+        return request.user.has_perm("support.delete_customerprofile")
+
+    def delete_through_service(self, request, obj) -> None:
+        services.customer_profile_delete(customer_profile=obj, actor=request.user)
+
+
+@admin.register(Representative)
+class RepresentativeAdmin(ServiceDeleteAdmin, ReadOnlyAdmin):
+    """Representatives with their load (active_chats of max_chats)."""
+
+    list_display = ("user", "tenant", "role", "status", "load", "last_active_at")
+    list_select_related = ("tenant", "user")
+    list_filter = ("role", "status")
+    search_fields = ("user__email", "tenant__slug")
+
+    @admin.display(description="load", ordering="active_chats")
+    def load(self, representative) -> str:
+        return f"{representative.active_chats} / {representative.max_chats}"
+
+    def has_delete_permission(self, request, obj=None):
+        return request.user.has_perm("support.delete_representative")
+
+    def delete_through_service(self, request, obj) -> None:
+        services.representative_delete(representative=obj, actor=request.user)
+
+
+@admin.register(SlaPolicy)
+class SlaPolicyAdmin(ServiceDeleteAdmin, ReadOnlyAdmin):
+    list_display = (
+        "name",
+        "tenant",
+        "priority",
+        "first_response_minutes",
+        "resolution_minutes",
+        "business_hours",
+    )
+    list_select_related = ("tenant",)
+    list_filter = ("priority",)
+    search_fields = ("name", "tenant__slug")
+
+    def has_delete_permission(self, request, obj=None):
+        return request.user.has_perm("support.delete_slapolicy")
+
+    def delete_through_service(self, request, obj) -> None:
+        services.sla_policy_delete(sla_policy=obj, actor=request.user)

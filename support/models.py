@@ -1,4 +1,5 @@
-"""Models of the support app (the support desk); none yet.
+"""Models of the support app (the support desk): the organization's own end customers, its
+representatives, and the SLA policies its tickets are held to.
 
 A tenant's data builds on `tenants.models.TenantOwned` (UUID `id`, `tenant`, `created_at`,
 `updated_at`), anything outside a tenant on `config.models.TimestampedModel`. Every unique
@@ -6,3 +7,179 @@ constraint of a tenant-owned model includes `tenant` (tests/test_citus_readiness
 hold fields, constraints and read-only properties; their state changes are the services', and
 each model's factory lives in tests/support/factories.py.
 """
+
+from django.conf import settings
+from django.db import models
+from django.db.models.functions import Lower
+
+from tenants.models import Tenant, TenantOwned
+
+# Customer profiles -------------------------------------------------------------------------------
+
+
+class CustomerTier(models.TextChoices):
+    FREE = "FREE", "Free"
+    STARTER = "STARTER", "Starter"
+    PRO = "PRO", "Pro"
+    ENTERPRISE = "ENTERPRISE", "Enterprise"
+
+
+class CustomerStanding(models.TextChoices):
+    GOOD = "GOOD", "Good"
+    WARNING = "WARNING", "Warning"
+    SUSPENDED = "SUSPENDED", "Suspended"
+    CLOSED = "CLOSED", "Closed"
+
+
+class BillingCycle(models.TextChoices):
+    MONTHLY = "MONTHLY", "Monthly"
+    QUARTERLY = "QUARTERLY", "Quarterly"
+    YEARLY = "YEARLY", "Yearly"
+
+
+class CustomerProfile(TenantOwned):
+    """One of the organization's own end customers (not a member): who they are, what they
+    pay and use, and the context its support team sees beside their tickets."""
+
+    tenant = models.ForeignKey(
+        Tenant, on_delete=models.CASCADE, related_name="customer_profiles", editable=False
+    )
+    name = models.CharField(max_length=200)
+    # Unique in the organization whatever its case (stored as given).
+    email = models.EmailField(max_length=254)
+    tier = models.CharField(max_length=16, choices=CustomerTier.choices, default=CustomerTier.FREE)
+    standing = models.CharField(
+        max_length=16, choices=CustomerStanding.choices, default=CustomerStanding.GOOD
+    )
+    lifetime_value_cents = models.PositiveBigIntegerField(default=0)
+    currency = models.CharField(max_length=3, default="USD")
+    token_balance = models.PositiveBigIntegerField(default=0)
+    token_limit = models.PositiveBigIntegerField(default=0)
+    active_sites = models.PositiveIntegerField(default=0)
+    sites_limit = models.PositiveIntegerField(default=0)
+    billing_cycle = models.CharField(
+        max_length=16, choices=BillingCycle.choices, default=BillingCycle.MONTHLY
+    )
+    # What the support team sees of the customer's setup ({"browser": ..., "os": ...}): a JSON
+    # object of at most CONTEXT_MAX_BYTES.
+    context = models.JSONField(default=dict, blank=True)
+    # The customer's id in the organization's own systems; unique in it when given.
+    external_id = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["name", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                models.F("tenant"), Lower("email"), name="customer_profile_email"
+            ),
+            models.UniqueConstraint(
+                fields=["tenant", "external_id"],
+                condition=~models.Q(external_id=""),
+                name="customer_profile_external_id",
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.name} <{self.email}>"
+
+
+# Representatives ---------------------------------------------------------------------------------
+
+
+class RepresentativeRole(models.TextChoices):
+    JUNIOR_SUPPORT = "JUNIOR_SUPPORT", "Junior support"
+    SENIOR_SUPPORT = "SENIOR_SUPPORT", "Senior support"
+    TEAM_LEAD = "TEAM_LEAD", "Team lead"
+    ADMIN = "ADMIN", "Admin"
+
+
+class RepresentativeStatus(models.TextChoices):
+    ONLINE = "ONLINE", "Online"
+    AWAY = "AWAY", "Away"
+    OFFLINE = "OFFLINE", "Offline"
+
+
+# Setting a representative to one of these (creation included) stamps last_active_at.
+ACTIVE_STATUSES = (RepresentativeStatus.ONLINE, RepresentativeStatus.AWAY)
+
+
+class Representative(TenantOwned):
+    """A member of the organization who answers its customers: their support role, presence
+    and capacity (the tickets they may hold at once)."""
+
+    tenant = models.ForeignKey(
+        Tenant, on_delete=models.CASCADE, related_name="representatives", editable=False
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="representatives"
+    )
+    role = models.CharField(
+        max_length=16, choices=RepresentativeRole.choices, default=RepresentativeRole.JUNIOR_SUPPORT
+    )
+    status = models.CharField(
+        max_length=16, choices=RepresentativeStatus.choices, default=RepresentativeStatus.OFFLINE
+    )
+    last_active_at = models.DateTimeField(null=True, blank=True, editable=False)
+    max_chats = models.PositiveSmallIntegerField(default=10)
+    # The open tickets assigned to them: kept by the ticket services in the transaction that
+    # assigns or releases a ticket, never written from a request.
+    active_chats = models.PositiveSmallIntegerField(default=0, editable=False)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "user"], name="representative_user"),
+            models.CheckConstraint(
+                condition=models.Q(max_chats__gte=1), name="representative_capacity"
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.user} ({self.get_role_display()})"
+
+    @property
+    def free_capacity(self) -> int:
+        return max(self.max_chats - self.active_chats, 0)
+
+
+# SLA policies -------------------------------------------------------------------------------------
+
+
+class TicketPriority(models.TextChoices):
+    LOW = "LOW", "Low"
+    NORMAL = "NORMAL", "Normal"
+    HIGH = "HIGH", "High"
+    URGENT = "URGENT", "Urgent"
+
+
+class SlaPolicy(TenantOwned):
+    """The targets a ticket of one priority is held to: the first public reply within
+    `first_response_minutes`, the resolution within `resolution_minutes`, counted in business
+    hours when the policy has them, else around the clock."""
+
+    tenant = models.ForeignKey(
+        Tenant, on_delete=models.CASCADE, related_name="sla_policies", editable=False
+    )
+    name = models.CharField(max_length=200)
+    priority = models.CharField(max_length=16, choices=TicketPriority.choices)
+    first_response_minutes = models.PositiveIntegerField()
+    resolution_minutes = models.PositiveIntegerField()
+    # {"weekdays": [0, 1, 2, 3, 4] (Monday is 0), "start": "09:00", "end": "17:00",
+    #  "time_zone": "Europe/Paris"}, or null for around the clock.
+    business_hours = models.JSONField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["priority", "id"]
+        verbose_name = "SLA policy"
+        verbose_name_plural = "SLA policies"
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "priority"], name="sla_policy_priority"),
+            models.CheckConstraint(
+                condition=models.Q(first_response_minutes__gte=1)
+                & models.Q(resolution_minutes__gte=models.F("first_response_minutes")),
+                name="sla_policy_targets",
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.name} ({self.priority})"

@@ -6,4 +6,10 @@ permission (tests/api walks them all), and each tenant-owned resource joins the 
 tests/support/test_api.py.
 """
 
-routes: list = []
+from .views import CustomerProfileViewSet, RepresentativeViewSet, SlaPolicyViewSet
+
+routes: list = [
+    ("support/customer-profiles", CustomerProfileViewSet, "customer-profile"),
+    ("support/representatives", RepresentativeViewSet, "representative"),
+    ("support/sla-policies", SlaPolicyViewSet, "sla-policy"),
+]

@@ -332,6 +332,19 @@ class ServiceWriteMixin:
         return self.refreshed(updated)
 
 
+class AcceptsShownDocumentMixin:
+    """For a viewset whose update body has its own serializer (`update_serializer_class`): the
+    document a GET showed may be sent back, its read-only keys unchanged being accepted
+    (config.serializers.RefusesUnwritableFieldsMixin), because the update serializer is handed
+    the object's shown representation. First in the bases."""
+
+    def get_serializer_context(self):
+        context = super().get_serializer_context()
+        if getattr(self, "action", None) in ("update", "partial_update"):
+            context["representation"] = lambda: self.get_serializer(self.get_object()).data
+        return context
+
+
 class ServiceCreateMixin(ServiceWriteMixin):
     """POST: the body through `create_serializer_class` (default: `serializer_class`), then
     `create_service(tenant=, actor=, **data)`; answers `create_output_serializer_class`

@@ -83,6 +83,9 @@ EXTRA_MODULES: dict[str, dict[str, str]] = {
     "security": {
         "demo": "the quick start's incidents, breaches, audits and GDPR register",
     },
+    "support": {
+        "demo": "the quick start's support desk: customers, representatives, SLA policies",
+    },
     "playground": {
         "providers": "the LLM provider interface and its local, OpenAI and Anthropic adapters",
         "tokens": "the documented token counting rule and the cost arithmetic",

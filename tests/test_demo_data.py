@@ -235,3 +235,21 @@ def test_acme_has_security_records_and_a_dashboard_worth_looking_at(demo_data):
     stats = client.get("/api/v1/security/incidents/stats").json()
     assert stats["summary"]["total_incidents"] == incidents.count()
     assert stats["summary"]["avg_resolution_hours"] == 18.0
+
+
+def test_acme_has_a_support_desk_set_up(demo_data):
+    from support.models import CustomerProfile, Representative, SlaPolicy
+
+    acme = Tenant.objects.get(slug="acme")
+    customers = CustomerProfile.objects.filter(tenant=acme)
+    assert customers.count() == 5
+    assert set(customers.values_list("standing", flat=True)) == {"GOOD", "WARNING", "SUSPENDED"}
+    representatives = Representative.objects.filter(tenant=acme)
+    assert set(representatives.values_list("status", flat=True)) == {"ONLINE", "AWAY", "OFFLINE"}
+    assert representatives.get(status="ONLINE").last_active_at is not None
+    assert sorted(SlaPolicy.objects.filter(tenant=acme).values_list("priority", flat=True)) == [
+        "HIGH",
+        "LOW",
+        "NORMAL",
+        "URGENT",
+    ]

@@ -391,6 +391,8 @@ SPECTACULAR_SETTINGS = {
         "ProcessingActivityStatusEnum": "security.models.ActivityStatus",
         "TimelineKindEnum": "security.models.TimelineKind",
         "CreditNoteKindEnum": "billing.models.CreditNoteKind",
+        "RepresentativeStatusEnum": "support.models.RepresentativeStatus",
+        "RepresentativeRoleEnum": "support.models.RepresentativeRole",
     },
 }
 

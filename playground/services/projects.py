@@ -9,7 +9,7 @@ from django.db import transaction
 
 from audit.services import record
 from config.exceptions import Conflict
-from config.services import model_update, person
+from config.services import UNSET, given, model_update, person
 from tenants.models import Tenant
 
 from ..models import ACTIVE_JOB_STATUSES, Artifact, OrchestrationTemplate, Project
@@ -29,14 +29,6 @@ def _checked(fields: dict, allowed: tuple[str, ...]) -> dict:
     if "template_data" in fields:
         fields["template_data"] = check_template_data(fields["template_data"])
     return fields
-
-
-# An update's "not given": None is a value some fields may take.
-UNSET = object()
-
-
-def _given(**fields) -> dict:
-    return {name: value for name, value in fields.items() if value is not UNSET}
 
 
 def _record(tenant, event_type: str, actor, obj, **payload) -> None:
@@ -107,7 +99,7 @@ def project_update(
         Project,
         project,
         actor=actor,
-        fields=_given(
+        fields=given(
             name=name,
             description=description,
             topic=topic,
@@ -186,7 +178,7 @@ def orchestration_template_update(
         OrchestrationTemplate,
         orchestration_template,
         actor=actor,
-        fields=_given(
+        fields=given(
             name=name,
             description=description,
             category=category,

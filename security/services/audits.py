@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from audit.services import record
 from config.exceptions import ApplicationError, Conflict
-from config.services import model_update, person
+from config.services import UNSET, given, model_update, person
 from tenants.models import Tenant
 
 from ..models import (
@@ -32,13 +32,6 @@ _FINDING_FACTS = ("category", "severity", "description", "recommendation")
 
 def _finding_facts(findings) -> list:
     return [tuple(finding.get(key, "") for key in _FINDING_FACTS) for finding in findings or []]
-
-
-UNSET = object()
-
-
-def _given(**fields) -> dict:
-    return {name: value for name, value in fields.items() if value is not UNSET}
 
 
 def _payload(audit: ComplianceAudit, **extra) -> dict:
@@ -146,7 +139,7 @@ def compliance_audit_update(
 ) -> ComplianceAudit:
     """Change the fields given; a status move must be legal (security.models.AUDIT_TRANSITIONS)
     and a concluded audit only takes new findings and recommendations."""
-    changes = _given(
+    changes = given(
         audit_type=audit_type,
         framework=framework,
         title=title,

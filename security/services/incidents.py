@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from audit.services import record
 from config.exceptions import ApplicationError, Conflict
-from config.services import model_update, person
+from config.services import UNSET, given, model_update, person
 from tenants.models import Membership, MembershipStatus, Tenant
 
 from ..models import (
@@ -29,8 +29,6 @@ from ..models import (
     TimelineKind,
 )
 
-# An update's "not given": None is a value some fields take (no assignee).
-UNSET = object()
 # Changes the timeline lists by name (an "updated" entry); the status, the assignment and the
 # breach fields have entries of their own.
 DESCRIBED_FIELDS = (
@@ -44,10 +42,6 @@ DESCRIBED_FIELDS = (
     "resolution_notes",
     "authority_reference",
 )
-
-
-def _given(**fields) -> dict:
-    return {name: value for name, value in fields.items() if value is not UNSET}
 
 
 # How many breaches one run of the deadline job handles per stage; the next run takes the rest.
@@ -390,7 +384,7 @@ def incident_update(
 ) -> Incident:
     """Change the fields given. A status move must be legal (else 409 CONFLICT): see
     security.models.INCIDENT_TRANSITIONS; resolving needs resolution notes."""
-    changes = _given(
+    changes = given(
         title=title,
         description=description,
         severity=severity,
@@ -426,8 +420,8 @@ def incident_update(
             details={"resolution_notes": ["Say how it was resolved."]},
         )
     if old_status == IncidentStatus.CLOSED:
-        given = fields if assigned_to is UNSET else {**fields, "assigned_to": assigned_to}
-        _check_closed(incident, given)
+        sent = fields if assigned_to is UNSET else {**fields, "assigned_to": assigned_to}
+        _check_closed(incident, sent)
     if assigned_to is not UNSET and getattr(assigned_to, "pk", assigned_to) != (
         incident.assigned_to_id
     ):

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from audit.services import record
 from config.exceptions import Conflict
-from config.services import model_update, person
+from config.services import UNSET, given, model_update, person
 from tenants.models import Tenant
 
 from ..models import ACTIVITY_TRANSITIONS, ActivityStatus, ProcessingActivity, dpia_required
@@ -22,11 +22,6 @@ _DPIA_INPUTS = (
     "automated_processing",
     "special_categories",
 )
-UNSET = object()
-
-
-def _given(**fields) -> dict:
-    return {name: value for name, value in fields.items() if value is not UNSET}
 
 
 def _payload(activity: ProcessingActivity, **extra) -> dict:
@@ -141,7 +136,7 @@ def processing_activity_update(
 ) -> ProcessingActivity:
     """Change the fields given; a status move must be legal (ACTIVITY_TRANSITIONS, else 409).
     Approving records who approved it and when."""
-    changes = _given(
+    changes = given(
         name=name,
         description=description,
         purpose=purpose,

@@ -59,6 +59,17 @@ STAFF_ONLY_NAMES = frozenset(
 
 # (serializer, field) -> the rule that makes it safe, and the test that proves the rule.
 REVIEWED = {
+    ("support.serializers.RepresentativeUpdateSerializer", "status"): (
+        "a representative's presence (ONLINE, AWAY, OFFLINE), set by holders of support.write; "
+        "it stamps last_active_at: tests/support/test_desk_setup.py"
+    ),
+    ("support.serializers.RepresentativeCreateSerializer", "status"): (
+        "as RepresentativeUpdateSerializer.status"
+    ),
+    ("support.serializers.RepresentativeCreateSerializer", "user_id"): (
+        "the member made a representative: representative_create refuses anyone but an active "
+        "member of the organization: tests/support/test_desk_setup.py"
+    ),
     ("security.serializers.IncidentUpdateSerializer", "status"): (
         "an incident's own lifecycle, set by holders of security.write along the legal moves "
         "only (incident_update: 409 otherwise): tests/security/test_incidents.py"

@@ -32,6 +32,7 @@ from playground import services as playground_services
 from playground.models import LanguageModel
 from playground.services import catalogue as playground_catalogue
 from security import services as security_services
+from support import services as support_services
 from tenants import services as tenants_services
 from tenants.models import Role, TenantStatus
 from tenants.permissions import ALL_PERMISSIONS
@@ -372,6 +373,12 @@ def _dunning_settled():
 
 
 # service -> (how to call it, the event type it must record)
+def _support(factory_name: str):
+    from tests.support import factories
+
+    return getattr(factories, factory_name)()
+
+
 # Security ------------------------------------------------------------------------------------
 
 
@@ -422,6 +429,65 @@ def _activity(**fields):
 
 
 INVOCATIONS = {
+    "support.services.customers.customer_profile_create": (
+        lambda: support_services.customer_profile_create(
+            tenant=TenantFactory(), actor=None, name="Ada", email="ada@example.org"
+        ),
+        "customer_profile.created",
+    ),
+    "support.services.customers.customer_profile_update": (
+        lambda: support_services.customer_profile_update(
+            customer_profile=_support("CustomerProfileFactory"), actor=None, tier="ENTERPRISE"
+        ),
+        "customer_profile.updated",
+    ),
+    "support.services.customers.customer_profile_delete": (
+        lambda: support_services.customer_profile_delete(
+            customer_profile=_support("CustomerProfileFactory"), actor=None
+        ),
+        "customer_profile.deleted",
+    ),
+    "support.services.representatives.representative_create": (
+        lambda: support_services.representative_create(
+            tenant=(membership := MembershipFactory()).tenant, actor=None, user=membership.user
+        ),
+        "representative.created",
+    ),
+    "support.services.representatives.representative_update": (
+        lambda: support_services.representative_update(
+            representative=_support("RepresentativeFactory"), actor=None, status="AWAY"
+        ),
+        "representative.updated",
+    ),
+    "support.services.representatives.representative_delete": (
+        lambda: support_services.representative_delete(
+            representative=_support("RepresentativeFactory"), actor=None
+        ),
+        "representative.deleted",
+    ),
+    "support.services.sla.sla_policy_create": (
+        lambda: support_services.sla_policy_create(
+            tenant=TenantFactory(),
+            actor=None,
+            name="Urgent",
+            priority="URGENT",
+            first_response_minutes=15,
+            resolution_minutes=240,
+        ),
+        "sla_policy.created",
+    ),
+    "support.services.sla.sla_policy_update": (
+        lambda: support_services.sla_policy_update(
+            sla_policy=_support("SlaPolicyFactory"), actor=None, resolution_minutes=600
+        ),
+        "sla_policy.updated",
+    ),
+    "support.services.sla.sla_policy_delete": (
+        lambda: support_services.sla_policy_delete(
+            sla_policy=_support("SlaPolicyFactory"), actor=None
+        ),
+        "sla_policy.deleted",
+    ),
     "security.services.incidents.incident_create": (
         lambda: security_services.incident_create(
             tenant=TenantFactory(), actor=None, title="Leak", severity="high", category="other"

@@ -1,1 +1,57 @@
 """Factories of the support app's models (registered with tests.factories.factory_for)."""
+
+import factory
+
+from support.models import CustomerProfile, Representative, SlaPolicy
+
+
+class CustomerProfileFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = CustomerProfile
+
+    tenant = factory.SubFactory("tests.tenants.factories.TenantFactory")
+    name = factory.Sequence(lambda n: f"Customer {n}")
+    email = factory.Sequence(lambda n: f"customer{n}@example.org")
+    tier = "PRO"
+    token_balance = 8_400
+    token_limit = 10_000
+    active_sites = 3
+    sites_limit = 10
+    context = factory.LazyFunction(lambda: {"browser": "Chrome 122", "os": "macOS 14.3"})
+
+
+def _member_user(tenant):
+    from tests.factories import MembershipFactory
+
+    return MembershipFactory(tenant=tenant, role="member").user
+
+
+class RepresentativeFactory(factory.django.DjangoModelFactory):
+    """A representative who is an active member of their tenant."""
+
+    class Meta:
+        model = Representative
+
+    tenant = factory.SubFactory("tests.tenants.factories.TenantFactory")
+    user = factory.LazyAttribute(
+        lambda representative: (
+            __import__("tests.factories", fromlist=["MembershipFactory"])
+            .MembershipFactory(tenant=representative.tenant, role="member")
+            .user
+        )
+    )
+    role = "SENIOR_SUPPORT"
+    status = "ONLINE"
+    max_chats = 10
+
+
+class SlaPolicyFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = SlaPolicy
+        django_get_or_create = ("tenant", "priority")
+
+    tenant = factory.SubFactory("tests.tenants.factories.TenantFactory")
+    name = factory.LazyAttribute(lambda policy: f"{policy.priority.title()} tickets")
+    priority = factory.Iterator(["LOW", "NORMAL", "HIGH", "URGENT"])
+    first_response_minutes = 60
+    resolution_minutes = 480

@@ -1,0 +1,103 @@
+"""SLA policies: one per ticket priority in an organization, created, changed and deleted, each
+audited (`sla_policy.*`). The resolution target is never shorter than the first-response one.
+"""
+
+from django.db import transaction
+
+from audit.services import record
+from config.db import create_or_conflict, update_or_conflict
+from config.exceptions import ApplicationError
+from config.services import UNSET, given
+from tenants.models import Tenant
+
+from ..models import SlaPolicy
+
+
+def _record(event_type: str, actor, policy: SlaPolicy, **payload) -> None:
+    record(
+        tenant=policy.tenant,
+        event_type=event_type,
+        actor=actor,
+        payload={"sla_policy_id": str(policy.pk), "priority": policy.priority, **payload},
+    )
+
+
+def _check_targets(first_response_minutes: int, resolution_minutes: int) -> None:
+    if resolution_minutes < first_response_minutes:
+        raise ApplicationError(
+            "Invalid resolution_minutes.",
+            details={"resolution_minutes": ["At least first_response_minutes."]},
+        )
+
+
+def _taken(priority: str) -> dict:
+    return {
+        "conflict_message": f"The organization already has an SLA policy for {priority}.",
+        "conflict_details": {"priority": ["One policy per priority."]},
+    }
+
+
+@transaction.atomic
+def sla_policy_create(
+    *,
+    tenant: Tenant,
+    actor,
+    name: str,
+    priority: str,
+    first_response_minutes: int,
+    resolution_minutes: int,
+    business_hours: dict | None = None,
+) -> SlaPolicy:
+    _check_targets(first_response_minutes, resolution_minutes)
+    policy = create_or_conflict(
+        SlaPolicy,
+        **_taken(priority),
+        tenant=tenant,
+        name=name,
+        priority=priority,
+        first_response_minutes=first_response_minutes,
+        resolution_minutes=resolution_minutes,
+        business_hours=business_hours,
+    )
+    _record("sla_policy.created", actor, policy)
+    return policy
+
+
+@transaction.atomic
+def sla_policy_update(
+    *,
+    sla_policy: SlaPolicy,
+    actor,
+    name=UNSET,
+    priority=UNSET,
+    first_response_minutes=UNSET,
+    resolution_minutes=UNSET,
+    business_hours=UNSET,
+) -> SlaPolicy:
+    """Change the fields given. Tickets keep the due times they were given (a policy change
+    applies to tickets created after it)."""
+    policy = SlaPolicy.objects.select_for_update().get(pk=sla_policy.pk)
+    changes = given(
+        name=name,
+        priority=priority,
+        first_response_minutes=first_response_minutes,
+        resolution_minutes=resolution_minutes,
+        business_hours=business_hours,
+    )
+    _check_targets(
+        changes.get("first_response_minutes", policy.first_response_minutes),
+        changes.get("resolution_minutes", policy.resolution_minutes),
+    )
+    changed = update_or_conflict(
+        policy, changes, **_taken(changes.get("priority", policy.priority))
+    )
+    if changed:
+        _record("sla_policy.updated", actor, policy, changed=sorted(changed))
+    return policy
+
+
+@transaction.atomic
+def sla_policy_delete(*, sla_policy: SlaPolicy, actor) -> None:
+    policy = SlaPolicy.objects.select_for_update().get(pk=sla_policy.pk)
+    _record("sla_policy.deleted", actor, policy)
+    policy.delete()
