@@ -286,6 +286,35 @@ _INCIDENT_EXAMPLE = {
 _SECURITY_ROLES = (Role.OWNER, Role.ADMIN, Role.DPO)
 
 
+# Support desk tickets (support.services.tickets): never the customer's email.
+_TICKET = dict(
+    ticket_id=_UUID,
+    ticket_number=_TEXT,
+    subject=_TEXT,
+    status={
+        "type": "string",
+        "enum": ["OPEN", "IN_PROGRESS", "WAITING", "RESOLVED", "CLOSED"],
+    },
+    priority={"type": "string", "enum": ["LOW", "NORMAL", "HIGH", "URGENT"]},
+    category={
+        "type": "string",
+        "enum": ["TECHNICAL_ISSUE", "BILLING_PAYMENT", "ACCOUNT", "FEATURE_REQUEST", "OTHER"],
+    },
+    customer_id=_NULLABLE_UUID,
+    assignee_id=_NULLABLE_UUID,
+)
+_TICKET_EXAMPLE = {
+    "ticket_id": "2b3c4d5e-6f7a-4b8c-9d0e-1f2a3b4c5d6e",
+    "ticket_number": "TICKET-1001",
+    "subject": "SSO integration failure",
+    "status": "OPEN",
+    "priority": "HIGH",
+    "category": "TECHNICAL_ISSUE",
+    "customer_id": "3c4d5e6f-7a8b-4c9d-8e0f-2a3b4c5d6e7f",
+    "assignee_id": None,
+}
+
+
 CATALOG: tuple[EventType, ...] = (
     EventType(
         type="organization.member.invited",
@@ -752,6 +781,41 @@ CATALOG: tuple[EventType, ...] = (
             message="The {framework} audit scored {score} with {open_findings} open finding(s).",
             type="success",
         ),
+    ),
+    EventType(
+        type="support.ticket.created",
+        description="A support ticket was opened, with its number (TICKET-1001, ...).",
+        sources=("support.ticket.created",),
+        permission="support.read",
+        schema=_schema(**_TICKET, created_at=_TIME),
+        example={**_TICKET_EXAMPLE, "created_at": "2026-03-02T09:00:00+00:00"},
+    ),
+    EventType(
+        type="support.ticket.assigned",
+        description=(
+            "A ticket was given to a representative (`assignee_id`); the representative is "
+            "notified."
+        ),
+        sources=("support.ticket.assigned",),
+        permission="support.read",
+        schema=_schema(**_TICKET, previous_assignee_id=_NULLABLE_UUID),
+        example={
+            **_TICKET_EXAMPLE,
+            "assignee_id": "4d5e6f7a-8b9c-4d0e-9f1a-3b4c5d6e7f8a",
+            "previous_assignee_id": None,
+        },
+    ),
+    EventType(
+        type="support.ticket.resolved",
+        description="A ticket was resolved (`resolved_at`).",
+        sources=("support.ticket.resolved",),
+        permission="support.read",
+        schema=_schema(**_TICKET, resolved_at=_TIME),
+        example={
+            **_TICKET_EXAMPLE,
+            "status": "RESOLVED",
+            "resolved_at": "2026-03-02T11:30:00+00:00",
+        },
     ),
     _run_event("started", _RUN_STARTED_EXAMPLE),
     _run_event("completed", _RUN_EXAMPLE),

@@ -10,10 +10,10 @@ delete or change path around them.
 
 from django.contrib import admin
 
-from config.admin import ReadOnlyAdmin, ServiceDeleteAdmin
+from config.admin import ReadOnlyAdmin, ServiceActionsMixin, ServiceDeleteAdmin
 
 from . import services
-from .models import CustomerProfile, Representative, SlaPolicy
+from .models import CustomerProfile, Representative, SlaPolicy, Ticket
 
 
 @admin.register(CustomerProfile)
@@ -71,3 +71,46 @@ class SlaPolicyAdmin(ServiceDeleteAdmin, ReadOnlyAdmin):
 
     def delete_through_service(self, request, obj) -> None:
         services.sla_policy_delete(sla_policy=obj, actor=request.user)
+
+
+@admin.register(Ticket)
+class TicketAdmin(ServiceDeleteAdmin, ServiceActionsMixin, ReadOnlyAdmin):
+    """Tickets: filters, deletion and automatic assignment through the services (audited)."""
+
+    list_display = (
+        "ticket_number",
+        "subject",
+        "tenant",
+        "status",
+        "priority",
+        "category",
+        "assignee",
+        "created_at",
+    )
+    list_select_related = ("tenant", "assignee__user")
+    list_filter = ("status", "priority", "category", "ai_handled")
+    search_fields = ("subject", "tenant__slug", "customer__email")
+    actions = ("assign_automatically",)
+
+    def has_delete_permission(self, request, obj=None):
+        return request.user.has_perm("support.delete_ticket")
+
+    def has_assign_permission(self, request):
+        return request.user.has_perm("support.change_ticket")
+
+    def delete_through_service(self, request, obj) -> None:
+        services.ticket_delete(ticket=obj, actor=request.user)
+
+    @admin.action(
+        description="Assign to the online representative with the most free capacity",
+        permissions=["assign"],
+    )
+    def assign_automatically(self, request, queryset):
+        self.each(
+            request,
+            queryset,
+            lambda ticket: services.ticket_assign(
+                ticket=ticket, actor=request.user, representative=services.AUTO
+            ),
+            "assigned",
+        )

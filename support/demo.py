@@ -10,7 +10,14 @@ Runs once: an organization that already has customers keeps them.
 from tenants.models import Membership, Role, Tenant
 
 from .models import CustomerProfile
-from .services import customer_profile_create, representative_create, sla_policy_create
+from .services import (
+    AUTO,
+    customer_profile_create,
+    representative_create,
+    sla_policy_create,
+    ticket_create,
+    ticket_update,
+)
 
 DEMO_SLUG = "acme"
 CUSTOMERS = (
@@ -81,4 +88,60 @@ def load(*, stdout, staff) -> None:
             resolution_minutes=resolution,
             business_hours=hours,
         )
-    stdout.write("Support: customers, representatives and SLA policies in acme.")
+    _tickets(tenant, owner)
+    stdout.write("Support: customers, representatives, SLA policies and tickets in acme.")
+
+
+TICKETS = (
+    # subject, customer, priority, category, assigned automatically, moves, satisfaction
+    (
+        "SSO integration failure",
+        "Initech",
+        "URGENT",
+        "TECHNICAL_ISSUE",
+        True,
+        ["IN_PROGRESS"],
+        None,
+    ),
+    ("Invoice shows the wrong VAT number", "Hooli", "NORMAL", "BILLING_PAYMENT", True, [], None),
+    ("Cannot add a fourth site", "Pied Piper", "HIGH", "ACCOUNT", True, ["WAITING"], None),
+    (
+        "Dark mode for the dashboard",
+        "Vandelay Industries",
+        "LOW",
+        "FEATURE_REQUEST",
+        False,
+        [],
+        None,
+    ),
+    ("Password reset email never arrives", "Hooli", "HIGH", "ACCOUNT", True, ["RESOLVED"], 5),
+    (
+        "Refund for a double charge",
+        "Initech",
+        "NORMAL",
+        "BILLING_PAYMENT",
+        True,
+        ["RESOLVED", "CLOSED"],
+        4,
+    ),
+)
+
+
+def _tickets(tenant, owner) -> None:
+    """Tickets in every status, assigned within the representatives' capacity."""
+    customers = {c.name: c for c in CustomerProfile.objects.filter(tenant=tenant)}
+    for subject, customer, priority, category, assign, moves, score in TICKETS:
+        ticket = ticket_create(
+            tenant=tenant,
+            actor=owner,
+            subject=subject,
+            description=f"{customer} wrote in: {subject.lower()}.",
+            priority=priority,
+            category=category,
+            customer=customers[customer],
+            assignee=AUTO if assign else None,
+        )
+        for status in moves:
+            ticket = ticket_update(ticket=ticket, actor=owner, status=status)
+        if score is not None:
+            ticket_update(ticket=ticket, actor=owner, customer_satisfaction_score=score)

@@ -10,7 +10,7 @@ listed or matched. Timestamps use `config.filters.UTCDateTimeFilter`; text filte
 
 import django_filters
 
-from config.filters import ChoiceInFilter
+from config.filters import ChoiceInFilter, UTCDateTimeFilter
 
 from .models import (
     CustomerProfile,
@@ -19,6 +19,10 @@ from .models import (
     Representative,
     RepresentativeRole,
     RepresentativeStatus,
+    Ticket,
+    TicketCategory,
+    TicketPriority,
+    TicketStatus,
 )
 
 
@@ -41,3 +45,29 @@ class RepresentativeFilter(django_filters.FilterSet):
     class Meta:
         model = Representative
         fields = ["role", "status", "user_id"]
+
+
+class TicketFilter(django_filters.FilterSet):
+    """One value or several (`?status=OPEN,WAITING`), the assignee, the customer, and a creation
+    range."""
+
+    status = ChoiceInFilter(choices=TicketStatus.choices)
+    priority = ChoiceInFilter(choices=TicketPriority.choices)
+    category = ChoiceInFilter(choices=TicketCategory.choices)
+    assignee = django_filters.UUIDFilter(field_name="assignee_id")
+    customer = django_filters.UUIDFilter(field_name="customer_id")
+    unassigned = django_filters.BooleanFilter(field_name="assignee", lookup_expr="isnull")
+    created_after = UTCDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = UTCDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    ticket_number = django_filters.CharFilter(method="filter_ticket_number", max_length=40)
+
+    class Meta:
+        model = Ticket
+        fields = ["status", "priority", "category", "assignee", "customer"]
+
+    def filter_ticket_number(self, queryset, name, value):
+        """`TICKET-1001` (or `1001`): that ticket, or none."""
+        digits = value.strip().upper().removeprefix("TICKET-")
+        if not digits.isdigit() or len(digits) > 18:
+            return queryset.none()
+        return queryset.filter(number=int(digits))

@@ -183,3 +183,142 @@ class SlaPolicy(TenantOwned):
 
     def __str__(self):
         return f"{self.name} ({self.priority})"
+
+
+# Tickets ------------------------------------------------------------------------------------------
+
+
+class TicketStatus(models.TextChoices):
+    OPEN = "OPEN", "Open"
+    IN_PROGRESS = "IN_PROGRESS", "In progress"
+    WAITING = "WAITING", "Waiting on the customer"
+    RESOLVED = "RESOLVED", "Resolved"
+    CLOSED = "CLOSED", "Closed"
+
+
+# Not yet resolved: these hold their assignee's capacity (active_chats).
+OPEN_TICKET_STATUSES = (TicketStatus.OPEN, TicketStatus.IN_PROGRESS, TicketStatus.WAITING)
+# The legal moves: the open statuses move among themselves or resolve; a resolved ticket is
+# closed or reopened (to OPEN or IN_PROGRESS, recorded); CLOSED is final.
+TICKET_TRANSITIONS: dict[str, frozenset[str]] = {
+    TicketStatus.OPEN: frozenset(
+        {TicketStatus.IN_PROGRESS, TicketStatus.WAITING, TicketStatus.RESOLVED}
+    ),
+    TicketStatus.IN_PROGRESS: frozenset(
+        {TicketStatus.OPEN, TicketStatus.WAITING, TicketStatus.RESOLVED}
+    ),
+    TicketStatus.WAITING: frozenset(
+        {TicketStatus.OPEN, TicketStatus.IN_PROGRESS, TicketStatus.RESOLVED}
+    ),
+    TicketStatus.RESOLVED: frozenset(
+        {TicketStatus.CLOSED, TicketStatus.OPEN, TicketStatus.IN_PROGRESS}
+    ),
+    TicketStatus.CLOSED: frozenset(),
+}
+
+
+class TicketCategory(models.TextChoices):
+    TECHNICAL_ISSUE = "TECHNICAL_ISSUE", "Technical issue"
+    BILLING_PAYMENT = "BILLING_PAYMENT", "Billing and payment"
+    ACCOUNT = "ACCOUNT", "Account"
+    FEATURE_REQUEST = "FEATURE_REQUEST", "Feature request"
+    OTHER = "OTHER", "Other"
+
+
+# Ticket numbers start here: TICKET-1001 is an organization's first.
+FIRST_TICKET_NUMBER = 1001
+
+
+class TicketSequence(TenantOwned):
+    """The organization's last ticket number, allocated under this row's lock in the creating
+    transaction: numbers are gapless (a rolled-back creation takes none) and never collide."""
+
+    tenant = models.OneToOneField(
+        Tenant, on_delete=models.CASCADE, related_name="+", editable=False
+    )
+    last_number = models.PositiveBigIntegerField(default=FIRST_TICKET_NUMBER - 1)
+
+    def __str__(self):
+        return f"{self.tenant_id}: {self.last_number}"
+
+
+class Ticket(TenantOwned):
+    """A customer's request to the desk: numbered, prioritised, assigned within capacity, moved
+    along its legal statuses."""
+
+    tenant = models.ForeignKey(
+        Tenant, on_delete=models.CASCADE, related_name="tickets", editable=False
+    )
+    number = models.PositiveBigIntegerField(editable=False)
+    subject = models.CharField(max_length=300)
+    description = models.TextField(blank=True, max_length=20_000)
+    status = models.CharField(
+        max_length=16, choices=TicketStatus.choices, default=TicketStatus.OPEN
+    )
+    priority = models.CharField(
+        max_length=16, choices=TicketPriority.choices, default=TicketPriority.NORMAL
+    )
+    category = models.CharField(
+        max_length=20, choices=TicketCategory.choices, default=TicketCategory.OTHER
+    )
+    customer = models.ForeignKey(
+        CustomerProfile, on_delete=models.PROTECT, related_name="tickets", null=True, blank=True
+    )
+    # Holds one of the representative's max_chats while the ticket is open.
+    assignee = models.ForeignKey(
+        Representative,
+        on_delete=models.SET_NULL,
+        related_name="tickets",
+        null=True,
+        blank=True,
+        editable=False,
+    )
+    conversation_id = models.UUIDField(null=True, blank=True)
+    ai_handled = models.BooleanField(default=False)
+    # The customer's mood as an AI read it: -1 (negative) to 1 (positive).
+    sentiment = models.DecimalField(max_digits=3, decimal_places=2, null=True, blank=True)
+    # 1 to 5, given once the ticket is resolved.
+    customer_satisfaction_score = models.PositiveSmallIntegerField(null=True, blank=True)
+    assigned_at = models.DateTimeField(null=True, blank=True, editable=False)
+    resolved_at = models.DateTimeField(null=True, blank=True, editable=False)
+    closed_at = models.DateTimeField(null=True, blank=True, editable=False)
+    reopened_count = models.PositiveSmallIntegerField(default=0, editable=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        editable=False,
+    )
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["tenant", "status", "priority"], name="ticket_status"),
+            models.Index(fields=["tenant", "assignee", "status"], name="ticket_assignee"),
+        ]
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "number"], name="ticket_number"),
+            models.CheckConstraint(
+                condition=models.Q(sentiment__isnull=True)
+                | models.Q(sentiment__gte=-1, sentiment__lte=1),
+                name="ticket_sentiment_range",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(customer_satisfaction_score__isnull=True)
+                | models.Q(customer_satisfaction_score__gte=1, customer_satisfaction_score__lte=5),
+                name="ticket_csat_range",
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.ticket_number}: {self.subject}"
+
+    @property
+    def ticket_number(self) -> str:
+        return f"TICKET-{self.number}"
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in OPEN_TICKET_STATUSES

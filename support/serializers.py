@@ -9,9 +9,11 @@ sets it), and a reference to another tenant-owned object is a
 refused like a random one. Serializers check shapes; rules are the services'.
 """
 
+import uuid
 import zoneinfo
 
 import pycountry
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from config.serializers import (
@@ -21,16 +23,21 @@ from config.serializers import (
     JSONObjectField,
     ModelSerializer,
     PersonSerializer,
+    ResponseSerializer,
     Serializer,
     WholeObjectField,
 )
+from tenants.serializers.fields import StrictBooleanField
 
 from .models import (
+    OPEN_TICKET_STATUSES,
     CustomerProfile,
     Representative,
     RepresentativeRole,
     RepresentativeStatus,
     SlaPolicy,
+    Ticket,
+    TicketStatus,
 )
 
 # A customer's `context`, once encoded.
@@ -200,3 +207,169 @@ class SlaPolicySerializer(ModelSerializer):
         extra_kwargs = {"name": {"validators": []}}
 
     live_fields = ("updated_at",)
+
+
+class _CustomerRef(ResponseSerializer):
+    id = serializers.UUIDField()
+    name = serializers.CharField()
+    email = serializers.EmailField()
+    tier = serializers.CharField()
+
+
+class _AssigneeRef(ResponseSerializer):
+    id = serializers.UUIDField()
+    user = PersonSerializer()
+    role = serializers.CharField()
+    status = serializers.CharField()
+
+
+class RepresentativeChoiceField(CharField):
+    """A representative's id, "auto" (the online one with the most free capacity, ties to the
+    longest idle), or null (nobody)."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("allow_null", True)
+        kwargs.setdefault("max_length", 64)
+        kwargs.setdefault(
+            "help_text",
+            "A representative's id, 'auto' (the online one with the most free capacity, ties "
+            "to the longest idle), or null.",
+        )
+        super().__init__(**kwargs)
+
+    def run_validation(self, data=serializers.empty):
+        # The text's validators (max_length, control characters) run on the string; the UUID
+        # comes after them (len() of a UUID is a TypeError).
+        value = super().run_validation(data)
+        if value is None or value == "auto":
+            return value
+        try:
+            return uuid.UUID(value)
+        except ValueError:
+            raise serializers.ValidationError(
+                "A representative's id, 'auto' or null.", code="invalid"
+            ) from None
+
+
+TICKET_FIELDS = [
+    "id",
+    "ticket_number",
+    "subject",
+    "description",
+    "status",
+    "priority",
+    "category",
+    "customer_id",
+    "customer",
+    "assignee_id",
+    "assignee",
+    "conversation_id",
+    "ai_handled",
+    "sentiment",
+    "customer_satisfaction_score",
+    "assigned_at",
+    "resolved_at",
+    "closed_at",
+    "reopened_count",
+    "created_by",
+    "created_at",
+    "updated_at",
+]
+
+
+class TicketSerializer(ModelSerializer):
+    """A ticket as every answer shows it, with its customer and assignee."""
+
+    ticket_number = serializers.CharField(read_only=True, help_text="TICKET-1001, ...")
+    customer_id = serializers.UUIDField(read_only=True, allow_null=True)
+    customer = _CustomerRef(read_only=True, allow_null=True)
+    assignee_id = serializers.UUIDField(read_only=True, allow_null=True)
+    assignee = _AssigneeRef(read_only=True, allow_null=True)
+    created_by = PersonSerializer(read_only=True, allow_null=True)
+    sentiment = serializers.FloatField(read_only=True, allow_null=True)
+
+    class Meta:
+        model = Ticket
+        fields = TICKET_FIELDS
+        read_only_fields = fields
+
+
+class _TicketInput(ModelSerializer):
+    customer_id = serializers.UUIDField(
+        required=False, allow_null=True, help_text="A customer profile of the organization."
+    )
+    ai_handled = StrictBooleanField(required=False)
+    sentiment = serializers.DecimalField(
+        max_digits=3,
+        decimal_places=2,
+        min_value=-1,
+        max_value=1,
+        required=False,
+        allow_null=True,
+        coerce_to_string=False,
+        help_text="-1 (negative) to 1 (positive).",
+    )
+
+    class Meta:
+        model = Ticket
+        fields = [
+            "subject",
+            "description",
+            "priority",
+            "category",
+            "customer_id",
+            "conversation_id",
+            "ai_handled",
+            "sentiment",
+        ]
+        extra_kwargs = {"conversation_id": {"allow_null": True}}
+
+    def validate(self, attrs):
+        if "customer_id" in attrs:
+            attrs["customer"] = attrs.pop("customer_id")
+        return attrs
+
+
+class TicketCreateSerializer(_TicketInput):
+    assignee = RepresentativeChoiceField(required=False)
+
+    class Meta(_TicketInput.Meta):
+        fields = [*_TicketInput.Meta.fields, "assignee"]
+
+
+class TicketUpdateSerializer(_TicketInput):
+    """The status moves along the legal transitions; the satisfaction score once resolved."""
+
+    status = ChoiceField(choices=TicketStatus.choices, required=False)
+    customer_satisfaction_score = serializers.IntegerField(
+        min_value=1, max_value=5, required=False, allow_null=True
+    )
+    live_fields = ("updated_at", "assigned_at", "assignee", "assignee_id", "customer")
+
+    class Meta(_TicketInput.Meta):
+        fields = [*_TicketInput.Meta.fields, "status", "customer_satisfaction_score"]
+        extra_kwargs = {
+            **_TicketInput.Meta.extra_kwargs,
+            "subject": {"required": False},
+        }
+
+
+class TicketAssignSerializer(Serializer):
+    representative = RepresentativeChoiceField()
+
+
+class CustomerProfileDetailSerializer(CustomerProfileSerializer):
+    """A customer with their open tickets (newest first)."""
+
+    open_tickets = serializers.SerializerMethodField()
+
+    class Meta(CustomerProfileSerializer.Meta):
+        fields = [*CustomerProfileSerializer.Meta.fields, "open_tickets"]
+        read_only_fields = fields
+
+    @extend_schema_field(TicketSerializer(many=True))
+    def get_open_tickets(self, customer) -> list:
+        tickets = customer.tickets.filter(status__in=OPEN_TICKET_STATUSES).select_related(
+            "customer", "assignee__user", "created_by"
+        )
+        return TicketSerializer(tickets, many=True).data

@@ -70,6 +70,7 @@ SERVICE_MODULES = {
     "support.CustomerProfile": ("support.services.customers",),
     "support.Representative": ("support.services.representatives",),
     "support.SlaPolicy": ("support.services.sla",),
+    "support.Ticket": ("support.services.tickets",),
     "security.IncidentTimelineEntry": ("security.services.incidents",),
     "security.ComplianceAudit": ("security.services.audits",),
     "security.ProcessingActivity": ("security.services.processing",),

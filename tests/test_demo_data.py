@@ -253,3 +253,19 @@ def test_acme_has_a_support_desk_set_up(demo_data):
         "NORMAL",
         "URGENT",
     ]
+    from support.models import Ticket
+
+    tickets = Ticket.objects.filter(tenant=acme)
+    assert set(tickets.values_list("status", flat=True)) == {
+        "OPEN",
+        "IN_PROGRESS",
+        "WAITING",
+        "RESOLVED",
+        "CLOSED",
+    }
+    assert sorted(tickets.values_list("number", flat=True)) == list(range(1001, 1007))
+    online = representatives.get(status="ONLINE")
+    assert (
+        online.active_chats
+        == tickets.filter(assignee=online, status__in=["OPEN", "IN_PROGRESS", "WAITING"]).count()
+    )

@@ -393,6 +393,11 @@ SPECTACULAR_SETTINGS = {
         "CreditNoteKindEnum": "billing.models.CreditNoteKind",
         "RepresentativeStatusEnum": "support.models.RepresentativeStatus",
         "RepresentativeRoleEnum": "support.models.RepresentativeRole",
+        "TicketStatusEnum": "support.models.TicketStatus",
+        "TicketPriorityEnum": "support.models.TicketPriority",
+        "TicketCategoryEnum": "support.models.TicketCategory",
+        "CustomerTierEnum": "support.models.CustomerTier",
+        "IncidentCategoryEnum": "security.models.IncidentCategory",
     },
 }
 

@@ -151,5 +151,11 @@ def customer_profile_update(
 @transaction.atomic
 def customer_profile_delete(*, customer_profile: CustomerProfile, actor) -> None:
     customer = CustomerProfile.objects.select_for_update().get(pk=customer_profile.pk)
+    if customer.tickets.exists():
+        raise Conflict(
+            "The customer has tickets: they keep their customer (close the account with "
+            "standing CLOSED instead).",
+            details={"tickets": customer.tickets.count()},
+        )
     _record("customer_profile.deleted", actor, customer)
     customer.delete()

@@ -59,6 +59,10 @@ STAFF_ONLY_NAMES = frozenset(
 
 # (serializer, field) -> the rule that makes it safe, and the test that proves the rule.
 REVIEWED = {
+    ("support.serializers.TicketUpdateSerializer", "status"): (
+        "a ticket's lifecycle, set by holders of support.write along the legal moves only "
+        "(ticket_update: 409 otherwise): tests/support/test_tickets.py"
+    ),
     ("support.serializers.RepresentativeUpdateSerializer", "status"): (
         "a representative's presence (ONLINE, AWAY, OFFLINE), set by holders of support.write; "
         "it stamps last_active_at: tests/support/test_desk_setup.py"

@@ -379,6 +379,12 @@ def _support(factory_name: str):
     return getattr(factories, factory_name)()
 
 
+def _support_in(factory_name: str, tenant):
+    from tests.support import factories
+
+    return getattr(factories, factory_name)(tenant=tenant)
+
+
 # Security ------------------------------------------------------------------------------------
 
 
@@ -429,6 +435,28 @@ def _activity(**fields):
 
 
 INVOCATIONS = {
+    "support.services.tickets.ticket_create": (
+        lambda: support_services.ticket_create(tenant=TenantFactory(), actor=None, subject="SSO"),
+        "support.ticket.created",
+    ),
+    "support.services.tickets.ticket_update": (
+        lambda: support_services.ticket_update(
+            ticket=_support("TicketFactory"), actor=None, status="RESOLVED"
+        ),
+        "support.ticket.resolved",
+    ),
+    "support.services.tickets.ticket_assign": (
+        lambda: support_services.ticket_assign(
+            ticket=(ticket := _support("TicketFactory")),
+            actor=None,
+            representative=_support_in("RepresentativeFactory", ticket.tenant),
+        ),
+        "support.ticket.assigned",
+    ),
+    "support.services.tickets.ticket_delete": (
+        lambda: support_services.ticket_delete(ticket=_support("TicketFactory"), actor=None),
+        "support.ticket.deleted",
+    ),
     "support.services.customers.customer_profile_create": (
         lambda: support_services.customer_profile_create(
             tenant=TenantFactory(), actor=None, name="Ada", email="ada@example.org"

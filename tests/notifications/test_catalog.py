@@ -341,6 +341,29 @@ def _complete_audit(tenant):
     )
 
 
+def _open_ticket(tenant):
+    from support.services import ticket_create
+
+    return ticket_create(tenant=tenant, actor=_owner(tenant), subject="SSO integration failure")
+
+
+def _assign_ticket(tenant):
+    from support.services import ticket_assign
+    from tests.support.factories import RepresentativeFactory
+
+    ticket_assign(
+        ticket=_open_ticket(tenant),
+        actor=_owner(tenant),
+        representative=RepresentativeFactory(tenant=tenant),
+    )
+
+
+def _resolve_ticket(tenant):
+    from support.services import ticket_update
+
+    ticket_update(ticket=_open_ticket(tenant), actor=_owner(tenant), status="RESOLVED")
+
+
 # Catalogue type -> a producer of it. A new catalogue entry fails test_every_type_has_a_producer
 # until it is added here.
 PRODUCERS = {
@@ -374,6 +397,9 @@ PRODUCERS = {
     "security.incident.resolved": _resolve_incident,
     "security.breach.notification_due": _breach_notification_due,
     "compliance.audit.completed": _complete_audit,
+    "support.ticket.created": _open_ticket,
+    "support.ticket.assigned": _assign_ticket,
+    "support.ticket.resolved": _resolve_ticket,
 }
 
 # Audit event type -> a producer of it: every source of every entry, the ones PRODUCERS does
@@ -415,6 +441,9 @@ SOURCE_PRODUCERS = {
     "security.incident.resolved": _resolve_incident,
     "security.breach.notification_due": _breach_notification_due,
     "compliance.audit.completed": _complete_audit,
+    "support.ticket.created": _open_ticket,
+    "support.ticket.assigned": _assign_ticket,
+    "support.ticket.resolved": _resolve_ticket,
 }
 
 

@@ -2,7 +2,7 @@
 
 import factory
 
-from support.models import CustomerProfile, Representative, SlaPolicy
+from support.models import CustomerProfile, Representative, SlaPolicy, Ticket
 
 
 class CustomerProfileFactory(factory.django.DjangoModelFactory):
@@ -55,3 +55,19 @@ class SlaPolicyFactory(factory.django.DjangoModelFactory):
     priority = factory.Iterator(["LOW", "NORMAL", "HIGH", "URGENT"])
     first_response_minutes = 60
     resolution_minutes = 480
+
+
+class TicketFactory(factory.django.DjangoModelFactory):
+    """An open, unassigned ticket of a customer of the same tenant, numbered from a counter of
+    the tests' own (the services number real ones)."""
+
+    class Meta:
+        model = Ticket
+
+    tenant = factory.SubFactory("tests.tenants.factories.TenantFactory")
+    number = factory.Sequence(lambda n: 900_000 + n)
+    subject = factory.Sequence(lambda n: f"Ticket {n}")
+    description = "The SSO login loops back to the sign-in page."
+    priority = "NORMAL"
+    category = "TECHNICAL_ISSUE"
+    customer = factory.SubFactory(CustomerProfileFactory, tenant=factory.SelfAttribute("..tenant"))

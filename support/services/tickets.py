@@ -1,0 +1,365 @@
+"""Tickets: numbered on creation, moved along their legal statuses, assigned within their
+representatives' capacity, deleted; each change audited (`support.ticket.*`).
+
+Capacity is one counter per representative (`active_chats`), moved only here, in the
+transaction that changes a ticket: taking a slot is one conditional UPDATE
+(`active_chats < max_chats`), so however many assignments race, nobody is given more tickets
+than `max_chats`. An open ticket (OPEN, IN_PROGRESS, WAITING) holds its assignee's slot; resolving
+or closing it, unassigning it, or deleting it gives the slot back; reopening takes it again, or
+leaves the ticket unassigned when the assignee has no room.
+"""
+
+from datetime import datetime
+
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from audit.services import record
+from config.exceptions import ApplicationError, Conflict
+from config.services import UNSET, given, model_update, person
+from tenants.models import Tenant
+
+from ..models import (
+    OPEN_TICKET_STATUSES,
+    TICKET_TRANSITIONS,
+    CustomerProfile,
+    Representative,
+    RepresentativeStatus,
+    Ticket,
+    TicketSequence,
+    TicketStatus,
+)
+
+# The value of `representative` that picks one (ticket_assign).
+AUTO = "auto"
+
+
+def _payload(ticket: Ticket, **extra) -> dict:
+    return {
+        "ticket_id": str(ticket.pk),
+        "ticket_number": ticket.ticket_number,
+        "subject": ticket.subject,
+        "status": ticket.status,
+        "priority": ticket.priority,
+        "category": ticket.category,
+        "customer_id": str(ticket.customer_id) if ticket.customer_id else None,
+        "assignee_id": str(ticket.assignee_id) if ticket.assignee_id else None,
+        **extra,
+    }
+
+
+def _next_number(tenant: Tenant) -> int:
+    """The organization's next ticket number, under its sequence row's lock."""
+    if not TicketSequence.objects.filter(tenant=tenant).exists():
+        try:
+            with transaction.atomic():
+                TicketSequence.objects.create(tenant=tenant)
+        except IntegrityError:
+            pass  # created by a concurrent first ticket: locked below like any other time
+    sequence = TicketSequence.objects.select_for_update().get(tenant=tenant)
+    sequence.last_number += 1
+    TicketSequence.objects.filter(pk=sequence.pk).update(
+        last_number=F("last_number") + 1, updated_at=timezone.now()
+    )
+    return sequence.last_number
+
+
+def _customer(tenant: Tenant, customer):
+    if customer is None:
+        return None
+    customer_id = getattr(customer, "pk", customer)
+    found = CustomerProfile.objects.filter(tenant=tenant, pk=customer_id).first()
+    if found is None:
+        raise ApplicationError(
+            "Invalid customer.",
+            details={"customer_id": ["No customer of the organization has this id."]},
+        )
+    return found
+
+
+def _representative(
+    tenant: Tenant, representative, field: str = "representative"
+) -> Representative:
+    representative_id = getattr(representative, "pk", representative)
+    found = Representative.objects.filter(tenant=tenant, pk=representative_id).first()
+    if found is None:
+        raise ApplicationError(
+            "Invalid representative.",
+            details={field: ["No representative of the organization has this id."]},
+        )
+    return found
+
+
+def _take_slot(representative: Representative) -> bool:
+    """One of the representative's slots, if one is free: one conditional UPDATE."""
+    return bool(
+        Representative.objects.filter(pk=representative.pk, active_chats__lt=F("max_chats")).update(
+            active_chats=F("active_chats") + 1, updated_at=timezone.now()
+        )
+    )
+
+
+def _release_slot(representative_id) -> None:
+    Representative.objects.filter(pk=representative_id, active_chats__gt=0).update(
+        active_chats=F("active_chats") - 1, updated_at=timezone.now()
+    )
+
+
+def _pick(tenant: Tenant, *, exclude=None) -> Representative | None:
+    """The ONLINE representative with the most free capacity, ties going to the longest idle
+    (the oldest last_active_at), whose slot could be taken; None when nobody has room."""
+    candidates = (
+        Representative.objects.filter(
+            tenant=tenant, status=RepresentativeStatus.ONLINE, active_chats__lt=F("max_chats")
+        )
+        .annotate(free=F("max_chats") - F("active_chats"))
+        .order_by("-free", F("last_active_at").asc(nulls_first=True), "created_at", "id")
+    )
+    if exclude is not None:
+        candidates = candidates.exclude(pk=exclude)
+    tried: list = []
+    while True:
+        # Twenty at a time: a racing assignment may fill one between the read and the update,
+        # and the next twenty are read only when all of these filled up.
+        batch = list(candidates.exclude(pk__in=tried)[:20])
+        if not batch:
+            return None
+        for candidate in batch:
+            if _take_slot(candidate):
+                return candidate
+            tried.append(candidate.pk)
+
+
+def _assign(
+    ticket: Ticket, representative, now: datetime, field: str = "representative"
+) -> Representative:
+    """Take a slot of `representative` (or of the one `_pick` finds for AUTO) for `ticket`;
+    409 when there is no room."""
+    if representative == AUTO:
+        chosen = _pick(ticket.tenant, exclude=ticket.assignee_id)
+        if chosen is None:
+            raise Conflict(
+                "No online representative has free capacity.",
+                details={"representative": AUTO},
+            )
+        return chosen
+    chosen = _representative(ticket.tenant, representative, field)
+    if not _take_slot(chosen):
+        raise Conflict(
+            "The representative is at capacity (max_chats).",
+            details={"representative": str(chosen.pk), "max_chats": chosen.max_chats},
+        )
+    return chosen
+
+
+@transaction.atomic
+def ticket_create(
+    *,
+    tenant: Tenant,
+    actor,
+    subject: str,
+    description: str = "",
+    priority: str = "NORMAL",
+    category: str = "OTHER",
+    customer=None,
+    assignee=None,
+    conversation_id=None,
+    ai_handled: bool = False,
+    sentiment=None,
+) -> Ticket:
+    """Open a ticket with the organization's next number; `assignee` (a representative's id or
+    "auto") takes a slot of their capacity, else 409 and nothing is created."""
+    now = timezone.now()
+    ticket = Ticket(
+        tenant=tenant,
+        number=_next_number(tenant),
+        subject=subject,
+        description=description,
+        priority=priority,
+        category=category,
+        customer=_customer(tenant, customer),
+        conversation_id=conversation_id,
+        ai_handled=ai_handled,
+        sentiment=sentiment,
+        created_by=person(actor),
+    )
+    if assignee is not None:
+        ticket.assignee = _assign(ticket, assignee, now, field="assignee")
+        ticket.assigned_at = now
+    ticket.save(force_insert=True)
+    record(
+        tenant=tenant,
+        event_type="support.ticket.created",
+        actor=actor,
+        payload=_payload(ticket, created_at=ticket.created_at),
+    )
+    if ticket.assignee_id:
+        _record_assignment(ticket, actor, previous=None)
+    return ticket
+
+
+def _record_assignment(ticket: Ticket, actor, *, previous) -> None:
+    record(
+        tenant=ticket.tenant,
+        event_type="support.ticket.assigned",
+        actor=actor,
+        payload=_payload(
+            ticket,
+            assignee_user_id=str(ticket.assignee.user_id),
+            previous_assignee_id=str(previous) if previous else None,
+        ),
+    )
+
+
+def _locked(ticket: Ticket) -> Ticket:
+    return (
+        Ticket.objects.select_for_update(of=("self",))
+        .select_related("tenant", "assignee")
+        .get(pk=ticket.pk)
+    )
+
+
+@transaction.atomic
+def ticket_assign(*, ticket: Ticket, actor, representative) -> Ticket:
+    """Give the ticket to `representative` (an id, or "auto": the ONLINE representative with
+    the most free capacity, ties by longest idle), or take it from its assignee (None). Only an
+    open ticket is assigned (409 otherwise); a representative at max_chats is never given
+    another (409)."""
+    ticket = _locked(ticket)
+    if not ticket.is_open:
+        raise Conflict(
+            f"A {ticket.status} ticket is not assigned.", details={"status": ticket.status}
+        )
+    previous = ticket.assignee_id
+    now = timezone.now()
+    if representative is None:
+        if previous is None:
+            return ticket
+        _release_slot(previous)
+        model_update(instance=ticket, data={"assignee": None, "assigned_at": None})
+        record(
+            tenant=ticket.tenant,
+            event_type="support.ticket.unassigned",
+            actor=actor,
+            payload=_payload(ticket, previous_assignee_id=str(previous)),
+        )
+        return ticket
+    if representative != AUTO and str(getattr(representative, "pk", representative)) == str(
+        previous
+    ):
+        return ticket
+    chosen = _assign(ticket, representative, now)
+    if previous is not None:
+        _release_slot(previous)
+    model_update(instance=ticket, data={"assignee": chosen, "assigned_at": now})
+    _record_assignment(ticket, actor, previous=previous)
+    return ticket
+
+
+def _status_fields(ticket: Ticket, status: str, now: datetime) -> dict:
+    if status not in TICKET_TRANSITIONS[ticket.status]:
+        allowed = sorted(TICKET_TRANSITIONS[ticket.status])
+        raise Conflict(
+            f"A ticket cannot go from {ticket.status} to {status}"
+            + (f" (allowed: {', '.join(allowed)})." if allowed else " (CLOSED is final)."),
+            details={"status": ticket.status, "allowed": allowed},
+        )
+    fields = {"status": status}
+    if status == TicketStatus.RESOLVED:
+        fields["resolved_at"] = now
+    elif status == TicketStatus.CLOSED:
+        fields["closed_at"] = now
+    elif ticket.status == TicketStatus.RESOLVED:
+        fields["resolved_at"] = None
+        fields["reopened_count"] = ticket.reopened_count + 1
+    return fields
+
+
+def _capacity_follows(ticket: Ticket, old_status: str, fields: dict) -> dict:
+    """An assignee's slot follows the ticket: given back when it leaves the open statuses,
+    taken again when it comes back (or the ticket comes back unassigned when they have no
+    room)."""
+    was_open = old_status in OPEN_TICKET_STATUSES
+    is_open = fields.get("status", old_status) in OPEN_TICKET_STATUSES
+    if ticket.assignee_id is None or was_open == is_open:
+        return fields
+    if was_open:
+        _release_slot(ticket.assignee_id)
+        return fields
+    if _take_slot(ticket.assignee):
+        return fields
+    return {**fields, "assignee": None, "assigned_at": None}
+
+
+@transaction.atomic
+def ticket_update(
+    *,
+    ticket: Ticket,
+    actor,
+    subject=UNSET,
+    description=UNSET,
+    status=UNSET,
+    priority=UNSET,
+    category=UNSET,
+    customer=UNSET,
+    conversation_id=UNSET,
+    ai_handled=UNSET,
+    sentiment=UNSET,
+    customer_satisfaction_score=UNSET,
+) -> Ticket:
+    """Change the fields given. A status move must be legal (TICKET_TRANSITIONS, else 409) and
+    sets resolved_at / closed_at; reopening a resolved ticket clears resolved_at and counts.
+    The satisfaction score is given once the ticket is resolved (or closed)."""
+    ticket = _locked(ticket)
+    fields = given(
+        subject=subject,
+        description=description,
+        priority=priority,
+        category=category,
+        conversation_id=conversation_id,
+        ai_handled=ai_handled,
+        sentiment=sentiment,
+        customer_satisfaction_score=customer_satisfaction_score,
+    )
+    if customer is not UNSET:
+        fields["customer"] = _customer(ticket.tenant, customer)
+    old_status = ticket.status
+    if status is not UNSET and status != old_status:
+        fields.update(_status_fields(ticket, status, timezone.now()))
+    settled = fields.get("status", old_status) in (TicketStatus.RESOLVED, TicketStatus.CLOSED)
+    if fields.get("customer_satisfaction_score") is not None and not settled:
+        raise ApplicationError(
+            "A satisfaction score is given once the ticket is resolved.",
+            details={"customer_satisfaction_score": ["Only on a RESOLVED or CLOSED ticket."]},
+        )
+    fields = _capacity_follows(ticket, old_status, fields)
+    changed = model_update(instance=ticket, data=fields)
+    if not changed:
+        return ticket
+    event_type = {
+        TicketStatus.RESOLVED: "support.ticket.resolved",
+        TicketStatus.CLOSED: "support.ticket.closed",
+    }.get(ticket.status if ticket.status != old_status else "", "support.ticket.updated")
+    if ticket.status != old_status and old_status == TicketStatus.RESOLVED and ticket.is_open:
+        event_type = "support.ticket.reopened"
+    payload = _payload(ticket, changed=sorted(changed))
+    if ticket.status != old_status:
+        payload.update(previous_status=old_status, resolved_at=ticket.resolved_at)
+    record(tenant=ticket.tenant, event_type=event_type, actor=actor, payload=payload)
+    return ticket
+
+
+@transaction.atomic
+def ticket_delete(*, ticket: Ticket, actor) -> None:
+    """Delete a ticket (audited); an open ticket's assignee gets their slot back."""
+    ticket = _locked(ticket)
+    if ticket.is_open and ticket.assignee_id:
+        _release_slot(ticket.assignee_id)
+    record(
+        tenant=ticket.tenant,
+        event_type="support.ticket.deleted",
+        actor=actor,
+        payload=_payload(ticket),
+    )
+    ticket.delete()
