@@ -792,10 +792,7 @@ CATALOG: tuple[EventType, ...] = (
     ),
     EventType(
         type="support.ticket.assigned",
-        description=(
-            "A ticket was given to a representative (`assignee_id`); the representative is "
-            "notified."
-        ),
+        description="A ticket was given to a representative (`assignee_id`).",
         sources=("support.ticket.assigned",),
         permission="support.read",
         schema=_schema(**_TICKET, previous_assignee_id=_NULLABLE_UUID),

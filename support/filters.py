@@ -68,6 +68,6 @@ class TicketFilter(django_filters.FilterSet):
     def filter_ticket_number(self, queryset, name, value):
         """`TICKET-1001` (or `1001`): that ticket, or none."""
         digits = value.strip().upper().removeprefix("TICKET-")
-        if not digits.isdigit() or len(digits) > 18:
+        if not (digits.isascii() and digits.isdigit()) or len(digits) > 18:
             return queryset.none()
         return queryset.filter(number=int(digits))

@@ -262,7 +262,13 @@ class Ticket(TenantOwned):
         max_length=20, choices=TicketCategory.choices, default=TicketCategory.OTHER
     )
     customer = models.ForeignKey(
-        CustomerProfile, on_delete=models.PROTECT, related_name="tickets", null=True, blank=True
+        # RESTRICT, not PROTECT: a customer with tickets is not deleted on its own (the service
+        # answers 409), but the organization's deletion removes both.
+        CustomerProfile,
+        on_delete=models.RESTRICT,
+        related_name="tickets",
+        null=True,
+        blank=True,
     )
     # Holds one of the representative's max_chats while the ticket is open.
     assignee = models.ForeignKey(

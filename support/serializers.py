@@ -88,7 +88,7 @@ class CustomerProfileSerializer(ModelSerializer):
         read_only_fields = ["id", "created_at", "updated_at"]
         extra_kwargs = {"name": {"validators": []}, "external_id": {"validators": []}}
 
-    live_fields = ("updated_at",)
+    live_fields = ("updated_at", "open_tickets")
 
     def validate_currency(self, value):
         value = value.upper()
@@ -168,7 +168,7 @@ class BusinessHoursSerializer(Serializer):
     def validate_time_zone(self, value):
         try:
             zoneinfo.ZoneInfo(value)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
             raise serializers.ValidationError("Not an IANA time zone.") from None
         return value
 

@@ -35,7 +35,7 @@ from .serializers import (
 PRIORITY_RANK = {"LOW": 1, "NORMAL": 2, "HIGH": 3, "URGENT": 4}
 
 
-class CustomerProfileViewSet(TenantCrudViewSet):
+class CustomerProfileViewSet(AcceptsShownDocumentMixin, TenantCrudViewSet):
     """The organization's customers: filters `tier`, `standing` (comma lists), `email`,
     `external_id`; `search` (name, email, external id); `ordering`."""
 
@@ -45,12 +45,13 @@ class CustomerProfileViewSet(TenantCrudViewSet):
     permission_area = "support"
     search_fields = ("name", "email", "external_id")
     ordering_fields = ("name", "email", "created_at", "lifetime_value_cents", "tier")
+    update_serializer_class = CustomerProfileSerializer
     create_service = services.customer_profile_create
     update_service = services.customer_profile_update
     destroy_service = services.customer_profile_delete
 
     def get_serializer_class(self):
-        if self.action == "retrieve":
+        if self.action in ("retrieve", "update", "partial_update"):
             return CustomerProfileDetailSerializer
         return CustomerProfileSerializer
 

@@ -16,7 +16,7 @@ from config.exceptions import ApplicationError
 from config.services import UNSET, given, model_update
 from tenants.models import Membership, MembershipStatus, Tenant
 
-from ..models import ACTIVE_STATUSES, Representative
+from ..models import ACTIVE_STATUSES, Representative, Ticket
 
 
 def _record(event_type: str, actor, representative: Representative, **payload) -> None:
@@ -97,5 +97,9 @@ def representative_update(
 @transaction.atomic
 def representative_delete(*, representative: Representative, actor) -> None:
     representative = Representative.objects.select_for_update().get(pk=representative.pk)
-    _record("representative.deleted", actor, representative)
+    # Their tickets go back to the queue, unassigned (the slots go with the representative).
+    released = Ticket.objects.filter(assignee=representative).update(
+        assignee=None, assigned_at=None, updated_at=timezone.now()
+    )
+    _record("representative.deleted", actor, representative, released_tickets=released)
     representative.delete()

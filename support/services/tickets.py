@@ -12,13 +12,13 @@ leaves the ticket unassigned when the assignee has no room.
 from datetime import datetime
 
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
 
 from audit.services import record
 from config.exceptions import ApplicationError, Conflict
 from config.services import UNSET, given, model_update, person
-from tenants.models import Tenant
+from tenants.models import Membership, MembershipStatus, Tenant
 
 from ..models import (
     OPEN_TICKET_STATUSES,
@@ -65,6 +65,19 @@ def _next_number(tenant: Tenant) -> int:
     return sequence.last_number
 
 
+def _serving():
+    """The representative is still an active member of their organization: one who left (or was
+    suspended) is given no ticket."""
+    return Exists(
+        Membership.objects.filter(
+            tenant=OuterRef("tenant"),
+            user=OuterRef("user"),
+            status=MembershipStatus.ACTIVE,
+            user__is_active=True,
+        )
+    )
+
+
 def _customer(tenant: Tenant, customer):
     if customer is None:
         return None
@@ -82,7 +95,8 @@ def _representative(
     tenant: Tenant, representative, field: str = "representative"
 ) -> Representative:
     representative_id = getattr(representative, "pk", representative)
-    found = Representative.objects.filter(tenant=tenant, pk=representative_id).first()
+    found = Representative.objects.filter(tenant=tenant, pk=representative_id).filter(_serving())
+    found = found.first()
     if found is None:
         raise ApplicationError(
             "Invalid representative.",
@@ -113,6 +127,7 @@ def _pick(tenant: Tenant, *, exclude=None) -> Representative | None:
         Representative.objects.filter(
             tenant=tenant, status=RepresentativeStatus.ONLINE, active_chats__lt=F("max_chats")
         )
+        .filter(_serving())
         .annotate(free=F("max_chats") - F("active_chats"))
         .order_by("-free", F("last_active_at").asc(nulls_first=True), "created_at", "id")
     )
@@ -273,6 +288,8 @@ def _status_fields(ticket: Ticket, status: str, now: datetime) -> dict:
     elif ticket.status == TicketStatus.RESOLVED:
         fields["resolved_at"] = None
         fields["reopened_count"] = ticket.reopened_count + 1
+        # Satisfaction is given on a resolution: a reopened ticket waits for its next one.
+        fields["customer_satisfaction_score"] = None
     return fields
 
 
@@ -328,7 +345,7 @@ def ticket_update(
     if status is not UNSET and status != old_status:
         fields.update(_status_fields(ticket, status, timezone.now()))
     settled = fields.get("status", old_status) in (TicketStatus.RESOLVED, TicketStatus.CLOSED)
-    if fields.get("customer_satisfaction_score") is not None and not settled:
+    if customer_satisfaction_score not in (UNSET, None) and not settled:
         raise ApplicationError(
             "A satisfaction score is given once the ticket is resolved.",
             details={"customer_satisfaction_score": ["Only on a RESOLVED or CLOSED ticket."]},
