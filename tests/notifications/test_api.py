@@ -198,7 +198,13 @@ def test_subscribing_needs_the_permission_each_event_type_names(make_caller):
         "missing_permissions": ["members.read"]
     }
     assert assert_envelope(everything, 403, "INSUFFICIENT_PERMISSIONS")["details"] == {
-        "missing_permissions": ["keys.read", "members.read", "playground.read", "security.read"]
+        "missing_permissions": [
+            "keys.read",
+            "members.read",
+            "playground.read",
+            "security.read",
+            "support.read",
+        ]
     }
     assert status_changed.status_code == 201, status_changed.content
     assert WebhookEndpoint.objects.filter(tenant=caller.tenant).count() == 1
@@ -206,7 +212,8 @@ def test_subscribing_needs_the_permission_each_event_type_names(make_caller):
 
 def test_star_needs_every_permission_the_subscribable_types_need(make_caller):
     # billing with settings.write still holds members.read: it lacks only keys.read,
-    # playground.read (the prompt template events) and security.read (incidents) for "*".
+    # playground.read (the prompt template events), security.read (incidents) and support.read
+    # (tickets) for "*".
     caller = make_caller(Role.BILLING, permissions={"settings": {"write": True}})
 
     everything = create(caller, events=["*"])
@@ -214,7 +221,7 @@ def test_star_needs_every_permission_the_subscribable_types_need(make_caller):
 
     error = assert_envelope(everything, 403, "INSUFFICIENT_PERMISSIONS")
     assert error["details"] == {
-        "missing_permissions": ["keys.read", "playground.read", "security.read"]
+        "missing_permissions": ["keys.read", "playground.read", "security.read", "support.read"]
     }
     assert joined.status_code == 201, joined.content
 
