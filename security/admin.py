@@ -48,8 +48,22 @@ class _TransitionsAdmin(ServiceActionsMixin, ReadOnlyAdmin):
     """Read-only pages whose changes are actions through the services (audited): staff with
     the model's change permission may run them."""
 
+    # The update service the status moves go through, and the keyword it takes the object by.
+    update_service = None
+    object_kwarg = ""
+
     def has_transition_permission(self, request):
         return request.user.has_perm(f"security.change_{self.model._meta.model_name}")
+
+    def _move(self, request, queryset, status: str, done: str) -> None:
+        """Move each selected object to `status` through the update service."""
+        update = type(self).update_service
+        self.each(
+            request,
+            queryset,
+            lambda obj: update(**{self.object_kwarg: obj}, actor=request.user, status=status),
+            done,
+        )
 
 
 class TimelineInline(admin.TabularInline):
@@ -86,20 +100,12 @@ class IncidentAdmin(_TransitionsAdmin):
     search_fields = ("title", "tenant__slug", "tenant__name")
     date_hierarchy = "detected_at"
     actions = ("investigate", "resolve", "close", "reopen", "record_authority_notification")
+    update_service = services.incident_update
+    object_kwarg = "incident"
 
     @admin.display(boolean=True, description="notification overdue")
     def overdue(self, incident) -> bool:
         return incident.notification_overdue
-
-    def _move(self, request, queryset, status: str, done: str) -> None:
-        self.each(
-            request,
-            queryset,
-            lambda incident: services.incident_update(
-                incident=incident, actor=request.user, status=status
-            ),
-            done,
-        )
 
     @admin.action(description="Start investigating", permissions=["transition"])
     def investigate(self, request, queryset):
@@ -179,16 +185,8 @@ class ComplianceAuditAdmin(_TransitionsAdmin):
     list_filter = ("framework", "status", "audit_type")
     search_fields = ("title", "auditor_name", "tenant__slug")
     actions = ("start", "complete", "fail")
-
-    def _move(self, request, queryset, status: str, done: str, **data) -> None:
-        self.each(
-            request,
-            queryset,
-            lambda audit: services.compliance_audit_update(
-                compliance_audit=audit, actor=request.user, status=status, **data
-            ),
-            done,
-        )
+    update_service = services.compliance_audit_update
+    object_kwarg = "compliance_audit"
 
     @admin.action(description="Start (in progress)", permissions=["transition"])
     def start(self, request, queryset):
@@ -234,22 +232,14 @@ class ProcessingActivityAdmin(ServiceDeleteAdmin, _TransitionsAdmin):
     list_filter = ("status", "legal_basis", "dpia_required", "automated_processing")
     search_fields = ("name", "purpose", "tenant__slug")
     actions = ("approve", "deprecate")
+    update_service = services.processing_activity_update
+    object_kwarg = "processing_activity"
 
     def has_delete_permission(self, request, obj=None):
         return request.user.has_perm("security.delete_processingactivity")
 
     def delete_through_service(self, request, obj) -> None:
         services.processing_activity_delete(processing_activity=obj, actor=request.user)
-
-    def _move(self, request, queryset, status: str, done: str) -> None:
-        self.each(
-            request,
-            queryset,
-            lambda activity: services.processing_activity_update(
-                processing_activity=activity, actor=request.user, status=status
-            ),
-            done,
-        )
 
     @admin.action(description="Approve", permissions=["transition"])
     def approve(self, request, queryset):
