@@ -556,9 +556,13 @@ class RedisBufferedCounts:
         return self._buffer.peek(owner)
 
     def pending(self, owner: str) -> Counter:
-        """What is counted for `owner` and not yet claimed (Redis and this process)."""
-        counted = _hash_counts(_flatten(self.client.hgetall(self._hash_prefix + owner)))
-        merge_counts(counted, self._buffer.peek(owner), self._max_fields)
+        """What is counted for `owner` and not yet claimed (Redis and this process).
+
+        Read under the push lock: a push takes the buffer before writing it to Redis, so
+        without the lock a push running in between the two reads hides its counts from both."""
+        with self._push_lock:
+            counted = _hash_counts(_flatten(self.client.hgetall(self._hash_prefix + owner)))
+            merge_counts(counted, self._buffer.peek(owner), self._max_fields)
         return counted
 
     def reset(self) -> None:

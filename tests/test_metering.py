@@ -84,6 +84,33 @@ def test_buffered_counts_sum_fields_keep_maxima_and_land_in_exactly_one_batch():
     assert counts.claim().counts == {}
 
 
+@needs_redis
+def test_pending_counts_every_event_while_a_push_runs_concurrently():
+    # The background pusher takes the buffer and then writes it to Redis; a read in between
+    # must still see those counts (the API-key usage endpoint reads pending counts).
+    import threading
+
+    counts = _redis_counts()
+    stop = threading.Event()
+
+    def push_continuously():
+        while not stop.is_set():
+            counts.push()
+
+    pusher = threading.Thread(target=push_continuously)
+    pusher.start()
+    seen = []
+    try:
+        for recorded in range(1, 301):
+            counts.record("a", {"n": 1})
+            seen.append((recorded, counts.pending("a")["n"]))
+    finally:
+        stop.set()
+        pusher.join()
+
+    assert [pair for pair in seen if pair[0] != pair[1]] == []
+
+
 def test_local_buffered_counts_put_back_what_the_database_refused():
     counts = metering.LocalBufferedCounts(max_fields=("last",))
     counts.record("a", {"n": 1, "last": 5})
