@@ -66,6 +66,9 @@ class EventType:
     example: dict
     # Roles whose active members are notified (in-app, email, SMS, per their preferences).
     notify_roles: tuple[str, ...] = ()
+    # A field of the event's data naming a user notified too (the assignee of a ticket), when
+    # they are an active member of the organization.
+    notify_user_field: str = ""
     notice: Notice | None = None
     # audit payload -> data; default: the schema's properties, read off the payload.
     build: Callable[[Mapping], dict] | None = None
@@ -77,6 +80,10 @@ class EventType:
         if self.build is not None:
             return self.build(payload)
         return {name: payload.get(name) for name in self.schema["properties"]}
+
+    @property
+    def notifies(self) -> bool:
+        return bool(self.notify_roles or self.notify_user_field) and self.notice is not None
 
     @property
     def roles(self) -> list[str]:
@@ -302,6 +309,28 @@ _TICKET = dict(
     },
     customer_id=_NULLABLE_UUID,
     assignee_id=_NULLABLE_UUID,
+)
+_PRIORITIES = ["LOW", "NORMAL", "HIGH", "URGENT"]
+_ESCALATION = _schema(
+    escalation_id=_UUID,
+    reason={
+        "type": "string",
+        "enum": [
+            "AI_UNABLE_TO_RESOLVE",
+            "CUSTOMER_REQUEST",
+            "SLA_BREACH",
+            "NEGATIVE_SENTIMENT",
+            "OTHER",
+        ],
+    },
+    priority={"type": "string", "enum": [*_PRIORITIES, "CRITICAL"]},
+    status={"type": "string", "enum": ["PENDING", "ASSIGNED", "IN_PROGRESS", "RESOLVED"]},
+    ticket_id=_NULLABLE_UUID,
+    customer_id=_NULLABLE_UUID,
+    conversation_id=_NULLABLE_UUID,
+    assignee_id=_NULLABLE_UUID,
+    assignee_user_id=_NULLABLE_UUID,
+    created_at=_TIME,
 )
 _TICKET_EXAMPLE = {
     "ticket_id": "2b3c4d5e-6f7a-4b8c-9d0e-1f2a3b4c5d6e",
@@ -792,15 +821,24 @@ CATALOG: tuple[EventType, ...] = (
     ),
     EventType(
         type="support.ticket.assigned",
-        description="A ticket was given to a representative (`assignee_id`).",
+        description="A ticket was given to a representative (`assignee_id`, whose user "
+        "`assignee_user_id` is notified).",
         sources=("support.ticket.assigned",),
         permission="support.read",
-        schema=_schema(**_TICKET, previous_assignee_id=_NULLABLE_UUID),
+        schema=_schema(
+            **_TICKET, assignee_user_id=_NULLABLE_UUID, previous_assignee_id=_NULLABLE_UUID
+        ),
         example={
             **_TICKET_EXAMPLE,
             "assignee_id": "4d5e6f7a-8b9c-4d0e-9f1a-3b4c5d6e7f8a",
+            "assignee_user_id": "0d6c2f8e-7b1a-4c55-8a3e-61b2f4d9a7c2",
             "previous_assignee_id": None,
         },
+        notify_user_field="assignee_user_id",
+        notice=Notice(
+            title="Ticket assigned: {ticket_number}",
+            message="{ticket_number} ({priority}) is yours: {subject}",
+        ),
     ),
     EventType(
         type="support.ticket.resolved",
@@ -813,6 +851,68 @@ CATALOG: tuple[EventType, ...] = (
             "status": "RESOLVED",
             "resolved_at": "2026-03-02T11:30:00+00:00",
         },
+    ),
+    EventType(
+        type="support.sla.breached",
+        description="A ticket missed an SLA target (`target`: first_response or resolution, "
+        "due at `due_at`); recorded once per ticket. Its assignee is notified.",
+        sources=("support.sla.breached",),
+        permission="support.read",
+        schema=_schema(
+            ticket_id=_UUID,
+            ticket_number=_TEXT,
+            subject=_TEXT,
+            priority={"type": "string", "enum": _PRIORITIES},
+            status=_TICKET["status"],
+            target={"type": "string", "enum": ["first_response", "resolution"]},
+            due_at=_TIME,
+            assignee_id=_NULLABLE_UUID,
+            assignee_user_id=_NULLABLE_UUID,
+        ),
+        example={
+            "ticket_id": _TICKET_EXAMPLE["ticket_id"],
+            "ticket_number": "TICKET-1001",
+            "subject": "SSO integration failure",
+            "priority": "URGENT",
+            "status": "OPEN",
+            "target": "first_response",
+            "due_at": "2026-03-02T09:15:00+00:00",
+            "assignee_id": "4d5e6f7a-8b9c-4d0e-9f1a-3b4c5d6e7f8a",
+            "assignee_user_id": "0d6c2f8e-7b1a-4c55-8a3e-61b2f4d9a7c2",
+        },
+        notify_user_field="assignee_user_id",
+        notice=Notice(
+            title="SLA breached: {ticket_number}",
+            message="{ticket_number} ({priority}) missed its {target} target, due {due_at}.",
+            type="warning",
+        ),
+    ),
+    EventType(
+        type="support.escalation.created",
+        description="A conversation or ticket was escalated to a person (by a member, or by "
+        "the desk for a breached URGENT or HIGH ticket). Admins and the assignee are notified.",
+        sources=("support.escalation.created",),
+        permission="support.read",
+        schema=_ESCALATION,
+        example={
+            "escalation_id": "5e6f7a8b-9c0d-4e1f-8a2b-4c5d6e7f8a9b",
+            "reason": "SLA_BREACH",
+            "priority": "CRITICAL",
+            "status": "PENDING",
+            "ticket_id": _TICKET_EXAMPLE["ticket_id"],
+            "customer_id": _TICKET_EXAMPLE["customer_id"],
+            "conversation_id": None,
+            "assignee_id": None,
+            "assignee_user_id": None,
+            "created_at": "2026-03-02T09:16:00+00:00",
+        },
+        notify_roles=(Role.ADMIN,),
+        notify_user_field="assignee_user_id",
+        notice=Notice(
+            title="Escalation: {reason} ({priority})",
+            message="A {priority} escalation is waiting for a person ({reason}).",
+            type="warning",
+        ),
     ),
     _run_event("started", _RUN_STARTED_EXAMPLE),
     _run_event("completed", _RUN_EXAMPLE),

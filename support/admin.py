@@ -9,11 +9,68 @@ delete or change path around them.
 """
 
 from django.contrib import admin
+from django.utils import timezone
+from django.utils.html import format_html
 
 from config.admin import ReadOnlyAdmin, ServiceActionsMixin, ServiceDeleteAdmin
 
 from . import services
-from .models import CustomerProfile, Representative, SlaPolicy, Ticket
+from .models import (
+    CustomerProfile,
+    Escalation,
+    Representative,
+    SlaPolicy,
+    SlaStatus,
+    Ticket,
+    TicketAttachment,
+    TicketComment,
+    TicketSlaPause,
+)
+from .selectors import sla_status_q
+
+
+class _ShownInline(admin.TabularInline):
+    """Rows shown under their ticket, never added or edited here."""
+
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+class CommentInline(_ShownInline):
+    model = TicketComment
+    fields = ("created_at", "author", "is_internal", "comment")
+    readonly_fields = fields
+
+
+class AttachmentInline(_ShownInline):
+    model = TicketAttachment
+    fields = ("created_at", "name", "content_type", "size_bytes", "uploaded_by")
+    readonly_fields = fields
+
+
+class SlaPauseInline(_ShownInline):
+    model = TicketSlaPause
+    fields = ("reason", "started_at", "ended_at")
+    readonly_fields = fields
+
+
+class SlaStatusFilter(admin.SimpleListFilter):
+    title = "SLA"
+    parameter_name = "sla_status"
+
+    def lookups(self, request, model_admin):
+        return SlaStatus.choices
+
+    def queryset(self, request, queryset):
+        if self.value() in SlaStatus.values:
+            return queryset.filter(sla_status_q(self.value(), timezone.now()))
+        return queryset
 
 
 @admin.register(CustomerProfile)
@@ -75,8 +132,10 @@ class SlaPolicyAdmin(ServiceDeleteAdmin, ReadOnlyAdmin):
 
 @admin.register(Ticket)
 class TicketAdmin(ServiceDeleteAdmin, ServiceActionsMixin, ReadOnlyAdmin):
-    """Tickets: filters, deletion and automatic assignment through the services (audited)."""
+    """Tickets with their comments, attachments and SLA pauses: filters (the SLA state among
+    them), deletion and automatic assignment through the services (audited)."""
 
+    inlines = (CommentInline, AttachmentInline, SlaPauseInline)
     list_display = (
         "ticket_number",
         "subject",
@@ -85,10 +144,12 @@ class TicketAdmin(ServiceDeleteAdmin, ServiceActionsMixin, ReadOnlyAdmin):
         "priority",
         "category",
         "assignee",
+        "sla",
+        "resolution_due_at",
         "created_at",
     )
     list_select_related = ("tenant", "assignee__user")
-    list_filter = ("status", "priority", "category", "ai_handled")
+    list_filter = ("status", "priority", SlaStatusFilter, "category", "ai_handled")
     search_fields = ("subject", "tenant__slug", "customer__email")
     actions = ("assign_automatically",)
 
@@ -97,6 +158,15 @@ class TicketAdmin(ServiceDeleteAdmin, ServiceActionsMixin, ReadOnlyAdmin):
 
     def has_assign_permission(self, request):
         return request.user.has_perm("support.change_ticket")
+
+    @admin.display(description="SLA")
+    def sla(self, ticket) -> str:
+        status = ticket.sla_status_at(timezone.now())
+        if status is None:
+            return "-"
+        colour = {"breached": "#ba2121", "at_risk": "#b8860b", "met": "#447e36"}.get(status)
+        label = SlaStatus(status).label
+        return format_html('<span style="color:{}">{}</span>', colour, label) if colour else label
 
     def delete_through_service(self, request, obj) -> None:
         services.ticket_delete(ticket=obj, actor=request.user)
@@ -114,3 +184,19 @@ class TicketAdmin(ServiceDeleteAdmin, ServiceActionsMixin, ReadOnlyAdmin):
             ),
             "assigned",
         )
+
+
+@admin.register(Escalation)
+class EscalationAdmin(ServiceDeleteAdmin, ReadOnlyAdmin):
+    """Escalations: shown, and deleted through the service (audited)."""
+
+    list_display = ("reason", "priority", "status", "tenant", "ticket", "assignee", "created_at")
+    list_select_related = ("tenant", "ticket", "assignee__user")
+    list_filter = ("status", "priority", "reason")
+    search_fields = ("issue_description", "tenant__slug")
+
+    def has_delete_permission(self, request, obj=None):
+        return request.user.has_perm("support.delete_escalation")
+
+    def delete_through_service(self, request, obj) -> None:
+        services.escalation_delete(escalation=obj, actor=request.user)

@@ -9,6 +9,8 @@ listed or matched. Timestamps use `config.filters.UTCDateTimeFilter`; text filte
 """
 
 import django_filters
+from django.db.models import Q
+from django.utils import timezone
 
 from config.filters import ChoiceInFilter, UTCDateTimeFilter
 
@@ -16,14 +18,21 @@ from .models import (
     CustomerProfile,
     CustomerStanding,
     CustomerTier,
+    Escalation,
+    EscalationPriority,
+    EscalationReason,
+    EscalationStatus,
     Representative,
     RepresentativeRole,
     RepresentativeStatus,
+    SlaStatus,
     Ticket,
+    TicketAttachment,
     TicketCategory,
     TicketPriority,
     TicketStatus,
 )
+from .selectors import sla_status_q
 
 
 class CustomerProfileFilter(django_filters.FilterSet):
@@ -60,10 +69,24 @@ class TicketFilter(django_filters.FilterSet):
     created_after = UTCDateTimeFilter(field_name="created_at", lookup_expr="gte")
     created_before = UTCDateTimeFilter(field_name="created_at", lookup_expr="lt")
     ticket_number = django_filters.CharFilter(method="filter_ticket_number", max_length=40)
+    sla_status = ChoiceInFilter(choices=SlaStatus.choices, method="filter_sla_status")
+    sla_breached = django_filters.BooleanFilter(
+        field_name="sla_breached_at", lookup_expr="isnull", exclude=True
+    )
 
     class Meta:
         model = Ticket
         fields = ["status", "priority", "category", "assignee", "customer"]
+
+    def filter_sla_status(self, queryset, name, values):
+        """The tickets whose `sla_status` is one of `values` now (the rule of
+        Ticket.sla_status_at, in SQL)."""
+        if not values:
+            return queryset
+        matched = Q()
+        for value in values:
+            matched |= sla_status_q(value, timezone.now())
+        return queryset.filter(matched)
 
     def filter_ticket_number(self, queryset, name, value):
         """`TICKET-1001` (or `1001`): that ticket, or none."""
@@ -71,3 +94,26 @@ class TicketFilter(django_filters.FilterSet):
         if not (digits.isascii() and digits.isdigit()) or len(digits) > 18:
             return queryset.none()
         return queryset.filter(number=int(digits))
+
+
+class EscalationFilter(django_filters.FilterSet):
+    status = ChoiceInFilter(choices=EscalationStatus.choices)
+    priority = ChoiceInFilter(choices=EscalationPriority.choices)
+    reason = ChoiceInFilter(choices=EscalationReason.choices)
+    assignee = django_filters.UUIDFilter(field_name="assignee_id")
+    customer = django_filters.UUIDFilter(field_name="customer_id")
+    ticket = django_filters.UUIDFilter(field_name="ticket_id")
+    created_after = UTCDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = UTCDateTimeFilter(field_name="created_at", lookup_expr="lt")
+
+    class Meta:
+        model = Escalation
+        fields = ["status", "priority", "reason", "assignee", "customer", "ticket"]
+
+
+class AttachmentFilter(django_filters.FilterSet):
+    ticket = django_filters.UUIDFilter(field_name="ticket_id")
+
+    class Meta:
+        model = TicketAttachment
+        fields = ["ticket"]

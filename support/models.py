@@ -1,5 +1,6 @@
 """Models of the support app (the support desk): the organization's own end customers, its
-representatives, and the SLA policies its tickets are held to.
+representatives, the SLA policies its tickets are held to, the tickets with their comments,
+attachments and SLA pauses, and escalations.
 
 A tenant's data builds on `tenants.models.TenantOwned` (UUID `id`, `tenant`, `created_at`,
 `updated_at`), anything outside a tenant on `config.models.TimestampedModel`. Every unique
@@ -8,7 +9,11 @@ hold fields, constraints and read-only properties; their state changes are the s
 each model's factory lives in tests/support/factories.py.
 """
 
+import uuid
+from datetime import datetime
+
 from django.conf import settings
+from django.core.files.storage import storages
 from django.db import models
 from django.db.models.functions import Lower
 
@@ -185,6 +190,25 @@ class SlaPolicy(TenantOwned):
         return f"{self.name} ({self.priority})"
 
 
+class SlaTarget(models.TextChoices):
+    FIRST_RESPONSE = "first_response", "First response"
+    RESOLUTION = "resolution", "Resolution"
+
+
+class SlaStatus(models.TextChoices):
+    """Where a ticket stands against its SLA (computed, never stored)."""
+
+    OK = "ok", "On track"
+    AT_RISK = "at_risk", "At risk"
+    BREACHED = "breached", "Breached"
+    PAUSED = "paused", "Paused (waiting on the customer)"
+    MET = "met", "Met"
+
+
+# A running target is at risk when less than this share of its minutes is left before it is due.
+AT_RISK_FRACTION = 0.25
+
+
 # Tickets ------------------------------------------------------------------------------------------
 
 
@@ -297,12 +321,51 @@ class Ticket(TenantOwned):
         related_name="+",
         editable=False,
     )
+    # SLA (support.services.sla_clock): the policy of the ticket's priority when it was
+    # created or re-prioritised, and its terms as they were then (a later policy change
+    # applies to later tickets): {"first_response_minutes", "resolution_minutes",
+    # "business_hours"}. Null when the organization has no policy for the priority.
+    sla_policy = models.ForeignKey(
+        SlaPolicy,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="tickets",
+        editable=False,
+    )
+    sla_terms = models.JSONField(null=True, blank=True, editable=False)
+    first_response_due_at = models.DateTimeField(null=True, blank=True, editable=False)
+    resolution_due_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # When each running target turns at risk: a quarter of its minutes (AT_RISK_FRACTION,
+    # wall-clock) before it is due.
+    first_response_risk_at = models.DateTimeField(null=True, blank=True, editable=False)
+    resolution_risk_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # The first public comment of a representative: it stops the first-response clock.
+    first_responded_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # Set while the clocks are paused (the ticket is WAITING on the customer).
+    sla_paused_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # Set once, when a target was first missed; `sla_breach` names which.
+    sla_breached_at = models.DateTimeField(null=True, blank=True, editable=False)
+    sla_breach = models.CharField(
+        max_length=16, choices=SlaTarget.choices, blank=True, editable=False
+    )
 
     class Meta:
         ordering = ["-created_at", "-id"]
         indexes = [
             models.Index(fields=["tenant", "status", "priority"], name="ticket_status"),
             models.Index(fields=["tenant", "assignee", "status"], name="ticket_assignee"),
+            # The breach sweep reads unbreached tickets by due time, across organizations.
+            models.Index(
+                fields=["resolution_due_at"],
+                condition=models.Q(sla_breached_at__isnull=True),
+                name="ticket_sla_resolution_due",
+            ),
+            models.Index(
+                fields=["first_response_due_at"],
+                condition=models.Q(sla_breached_at__isnull=True, first_responded_at__isnull=True),
+                name="ticket_sla_response_due",
+            ),
         ]
         constraints = [
             models.UniqueConstraint(fields=["tenant", "number"], name="ticket_number"),
@@ -328,3 +391,242 @@ class Ticket(TenantOwned):
     @property
     def is_open(self) -> bool:
         return self.status in OPEN_TICKET_STATUSES
+
+    def pending_targets(self) -> list[tuple[datetime, datetime | None]]:
+        """The SLA targets still running: (due, at risk from) each."""
+        if not self.is_open:
+            return []
+        pending = []
+        if self.first_responded_at is None and self.first_response_due_at is not None:
+            pending.append((self.first_response_due_at, self.first_response_risk_at))
+        if self.resolution_due_at is not None:
+            pending.append((self.resolution_due_at, self.resolution_risk_at))
+        return pending
+
+    def sla_status_at(self, now: datetime) -> str | None:
+        """ok, at_risk, breached, paused or met (see SlaStatus); None without a policy. The
+        same rule in SQL: support.selectors.sla_status_q."""
+        if not self.sla_terms:
+            return None
+        if self.sla_breached_at is not None:
+            return SlaStatus.BREACHED
+        if not self.is_open:
+            return SlaStatus.MET
+        if self.status == TicketStatus.WAITING:
+            return SlaStatus.PAUSED
+        status = SlaStatus.OK
+        for due, risk in self.pending_targets():
+            if due <= now:
+                return SlaStatus.BREACHED
+            if risk is not None and risk <= now:
+                status = SlaStatus.AT_RISK
+        return status
+
+
+class SlaPauseReason(models.TextChoices):
+    WAITING = "waiting", "Waiting on the customer"
+    RESOLVED = "resolved", "Resolved, then reopened"
+
+
+class TicketSlaPause(TenantOwned):
+    """A stretch of time the ticket's SLA clocks did not run: while it waited on the customer,
+    or between its resolution and its reopening. `ended_at` is null while it lasts."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+", editable=False)
+    ticket = models.ForeignKey(
+        Ticket, on_delete=models.CASCADE, related_name="sla_pauses", editable=False
+    )
+    reason = models.CharField(max_length=16, choices=SlaPauseReason.choices, editable=False)
+    started_at = models.DateTimeField(editable=False)
+    ended_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["started_at", "id"]
+        verbose_name = "SLA pause"
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(ended_at__isnull=True)
+                | models.Q(ended_at__gte=models.F("started_at")),
+                name="ticket_sla_pause_order",
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.ticket_id}: {self.started_at} - {self.ended_at or '...'}"
+
+
+# Comments and attachments -------------------------------------------------------------------------
+
+
+class TicketComment(TenantOwned):
+    """A reply on a ticket: public (the customer sees it) or internal (the team's note)."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+", editable=False)
+    ticket = models.ForeignKey(
+        Ticket, on_delete=models.CASCADE, related_name="comments", editable=False
+    )
+    comment = models.TextField(max_length=20_000)
+    is_internal = models.BooleanField(default=False)
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        editable=False,
+    )
+    # The author's representative record when they wrote it as one (else null).
+    representative = models.ForeignKey(
+        Representative,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="comments",
+        editable=False,
+    )
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self):
+        return f"{self.ticket_id}: {self.comment[:40]}"
+
+
+def _attachment_storage():
+    return storages["attachments"]
+
+
+def _attachment_path(attachment, filename: str) -> str:
+    # Never the uploaded name: the stored path is ids only, so no name can reach another
+    # folder or overwrite a file.
+    return f"support/{attachment.tenant_id}/{attachment.ticket_id}/{uuid.uuid4().hex}"
+
+
+class TicketAttachment(TenantOwned):
+    """A file on a ticket, in STORAGES["attachments"] (private: downloaded through the API
+    only, as an attachment), counted against the organization's `storage` quota while it
+    exists. Its type is what its content is, from an allow-list (support.attachments)."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+", editable=False)
+    ticket = models.ForeignKey(
+        Ticket, on_delete=models.CASCADE, related_name="attachments", editable=False
+    )
+    # The uploaded name, cleaned (no folders, no control characters): for display and
+    # the download's filename only.
+    name = models.CharField(max_length=200, editable=False)
+    content_type = models.CharField(max_length=100, editable=False)
+    size_bytes = models.PositiveBigIntegerField(editable=False)
+    sha256 = models.CharField(max_length=64, editable=False)
+    file = models.FileField(
+        upload_to=_attachment_path, max_length=300, storage=_attachment_storage, editable=False
+    )
+    uploaded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        editable=False,
+    )
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self):
+        return self.name
+
+
+# Escalations --------------------------------------------------------------------------------------
+
+
+class EscalationReason(models.TextChoices):
+    AI_UNABLE_TO_RESOLVE = "AI_UNABLE_TO_RESOLVE", "The AI could not resolve it"
+    CUSTOMER_REQUEST = "CUSTOMER_REQUEST", "The customer asked for a person"
+    SLA_BREACH = "SLA_BREACH", "SLA breached"
+    NEGATIVE_SENTIMENT = "NEGATIVE_SENTIMENT", "Negative sentiment"
+    OTHER = "OTHER", "Other"
+
+
+class EscalationPriority(models.TextChoices):
+    LOW = "LOW", "Low"
+    NORMAL = "NORMAL", "Normal"
+    HIGH = "HIGH", "High"
+    URGENT = "URGENT", "Urgent"
+    CRITICAL = "CRITICAL", "Critical"
+
+
+class EscalationStatus(models.TextChoices):
+    PENDING = "PENDING", "Pending"
+    ASSIGNED = "ASSIGNED", "Assigned"
+    IN_PROGRESS = "IN_PROGRESS", "In progress"
+    RESOLVED = "RESOLVED", "Resolved"
+
+
+# Forward moves only: an escalation is taken, worked and resolved; RESOLVED is final.
+ESCALATION_TRANSITIONS: dict[str, frozenset[str]] = {
+    EscalationStatus.PENDING: frozenset(
+        {EscalationStatus.ASSIGNED, EscalationStatus.IN_PROGRESS, EscalationStatus.RESOLVED}
+    ),
+    EscalationStatus.ASSIGNED: frozenset({EscalationStatus.IN_PROGRESS, EscalationStatus.RESOLVED}),
+    EscalationStatus.IN_PROGRESS: frozenset({EscalationStatus.RESOLVED}),
+    EscalationStatus.RESOLVED: frozenset(),
+}
+
+
+class Escalation(TenantOwned):
+    """A conversation or ticket handed to a person: why, how urgent, who took it and when.
+    `wait_time` is the seconds it waited for someone (computed)."""
+
+    tenant = models.ForeignKey(
+        Tenant, on_delete=models.CASCADE, related_name="escalations", editable=False
+    )
+    conversation_id = models.UUIDField(null=True, blank=True)
+    customer = models.ForeignKey(
+        CustomerProfile,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="escalations",
+    )
+    ticket = models.ForeignKey(
+        Ticket, on_delete=models.SET_NULL, null=True, blank=True, related_name="escalations"
+    )
+    reason = models.CharField(max_length=24, choices=EscalationReason.choices)
+    issue_description = models.TextField(max_length=20_000)
+    priority = models.CharField(
+        max_length=16, choices=EscalationPriority.choices, default=EscalationPriority.NORMAL
+    )
+    status = models.CharField(
+        max_length=16, choices=EscalationStatus.choices, default=EscalationStatus.PENDING
+    )
+    ai_summary = models.TextField(max_length=20_000, blank=True)
+    assignee = models.ForeignKey(
+        Representative,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="escalations",
+        editable=False,
+    )
+    assigned_at = models.DateTimeField(null=True, blank=True, editable=False)
+    resolved_at = models.DateTimeField(null=True, blank=True, editable=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        editable=False,
+    )
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["tenant", "status", "priority"], name="escalation_status")]
+
+    def __str__(self):
+        return f"{self.get_reason_display()} ({self.priority})"
+
+    def wait_time_at(self, now: datetime) -> int:
+        """Seconds from creation until someone took it (assigned or worked), or until now."""
+        taken = self.assigned_at or self.resolved_at or now
+        return max(int((taken - self.created_at).total_seconds()), 0)

@@ -6,11 +6,20 @@ permission (tests/api walks them all), and each tenant-owned resource joins the 
 tests/support/test_api.py.
 """
 
-from .views import CustomerProfileViewSet, RepresentativeViewSet, SlaPolicyViewSet, TicketViewSet
+from .views import (
+    AttachmentViewSet,
+    CustomerProfileViewSet,
+    EscalationViewSet,
+    RepresentativeViewSet,
+    SlaPolicyViewSet,
+    TicketViewSet,
+)
 
 routes: list = [
     ("support/customer-profiles", CustomerProfileViewSet, "customer-profile"),
     ("support/representatives", RepresentativeViewSet, "representative"),
     ("support/sla-policies", SlaPolicyViewSet, "sla-policy"),
     ("support/tickets", TicketViewSet, "ticket"),
+    ("support/escalations", EscalationViewSet, "escalation"),
+    ("support/attachments", AttachmentViewSet, "attachment"),
 ]

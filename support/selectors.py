@@ -6,3 +6,135 @@ A selector takes keyword arguments, changes nothing and records nothing; one ove
 tenant-owned rows takes the tenant and filters by it. A read only one view makes stays in that
 view's `scope_queryset()`.
 """
+
+from datetime import datetime, timedelta
+
+from django.db.models import Avg, Count, DurationField, ExpressionWrapper, F, OuterRef, Q, Subquery
+from django.db.models.functions import TruncDate
+from django.utils import timezone
+
+from .models import Representative, SlaStatus, Ticket, TicketStatus
+
+# A trend is UP or DOWN when the second half of the window resolved this share more or fewer
+# tickets than the first half; else STABLE.
+TREND_THRESHOLD = 0.10
+SETTLED = (TicketStatus.RESOLVED, TicketStatus.CLOSED)
+
+
+def representative_rating():
+    """The representative's rating: the average satisfaction score (1-5) of their tickets, null
+    before the first score (a subquery to annotate representatives with)."""
+    return Subquery(
+        Ticket.objects.filter(assignee=OuterRef("pk"), customer_satisfaction_score__isnull=False)
+        .values("assignee")
+        .annotate(rating=Avg("customer_satisfaction_score"))
+        .values("rating")[:1]
+    )
+
+
+def _rate(part: int, whole: int) -> float | None:
+    return round(100 * part / whole, 2) if whole else None
+
+
+def _trend(first: int, second: int) -> str:
+    if first == second or (first and abs(second - first) / first <= TREND_THRESHOLD):
+        return "STABLE"
+    return "UP" if second > first else "DOWN"
+
+
+def representative_performance(
+    *, representative: Representative, days: int = 30, now: datetime | None = None
+) -> dict:
+    """A representative's performance over the last `days` days, from the facts of the tickets
+    they hold (assigned in the window): handled, resolved and the resolution rate, the average
+    first response time, CSAT, the SLA kept, and the daily series with its trend. Two queries
+    whatever the volume."""
+    now = now or timezone.now()
+    since = now - timedelta(days=days)
+    tickets = Ticket.objects.filter(
+        tenant_id=representative.tenant_id, assignee=representative, assigned_at__gte=since
+    )
+    first_response = ExpressionWrapper(
+        F("first_responded_at") - F("created_at"), output_field=DurationField()
+    )
+    totals = tickets.aggregate(
+        handled=Count("pk"),
+        resolved=Count("pk", filter=Q(status__in=SETTLED)),
+        open=Count("pk", filter=~Q(status__in=SETTLED)),
+        avg_first_response=Avg(first_response, filter=Q(first_responded_at__isnull=False)),
+        csat=Avg("customer_satisfaction_score"),
+        rated=Count("customer_satisfaction_score"),
+        breached=Count("pk", filter=Q(sla_breached_at__isnull=False)),
+        with_sla=Count("pk", filter=Q(sla_terms__isnull=False)),
+    )
+    daily_rows = (
+        tickets.annotate(day=TruncDate("assigned_at"))
+        .values("day")
+        .annotate(
+            handled=Count("pk"),
+            resolved=Count("pk", filter=Q(status__in=SETTLED)),
+            csat=Avg("customer_satisfaction_score"),
+        )
+        .order_by("day")
+    )
+    by_day = {row["day"]: row for row in daily_rows}
+    series = []
+    for offset in range(days, -1, -1):
+        day = (now - timedelta(days=offset)).date()
+        row = by_day.get(day, {})
+        csat = row.get("csat")
+        series.append(
+            {
+                "date": day,
+                "handled": row.get("handled", 0),
+                "resolved": row.get("resolved", 0),
+                "customer_satisfaction": round(float(csat), 2) if csat is not None else None,
+            }
+        )
+    half = len(series) // 2
+    first_half = sum(point["resolved"] for point in series[:half])
+    second_half = sum(point["resolved"] for point in series[half:])
+    average = totals["avg_first_response"]
+    return {
+        "representative_id": representative.pk,
+        "period_days": days,
+        "period_start": since,
+        "period_end": now,
+        "tickets_handled": totals["handled"],
+        "tickets_resolved": totals["resolved"],
+        "tickets_open": totals["open"],
+        "resolution_rate": _rate(totals["resolved"], totals["handled"]),
+        "avg_first_response_seconds": (
+            round(average.total_seconds()) if average is not None else None
+        ),
+        "customer_satisfaction": (
+            round(float(totals["csat"]), 2) if totals["csat"] is not None else None
+        ),
+        "ratings": totals["rated"],
+        "sla_met_rate": _rate(totals["with_sla"] - totals["breached"], totals["with_sla"]),
+        "trend": _trend(first_half, second_half),
+        "daily": series,
+    }
+
+
+def sla_status_q(value: str, now: datetime) -> Q:
+    """The tickets whose sla_status is `value` at `now` (Ticket.sla_status_at, in SQL)."""
+    has_terms = Q(sla_terms__isnull=False) & ~Q(sla_terms={})
+    running = Q(status__in=(TicketStatus.OPEN, TicketStatus.IN_PROGRESS))
+    response_pending = Q(first_responded_at__isnull=True, first_response_due_at__isnull=False)
+    overdue = running & (
+        (response_pending & Q(first_response_due_at__lte=now)) | Q(resolution_due_at__lte=now)
+    )
+    at_risk = running & (
+        (response_pending & Q(first_response_risk_at__lte=now)) | Q(resolution_risk_at__lte=now)
+    )
+    marked = Q(sla_breached_at__isnull=False)
+    breached = marked | overdue
+    conditions = {
+        SlaStatus.BREACHED: breached,
+        SlaStatus.MET: ~marked & Q(status__in=SETTLED),
+        SlaStatus.PAUSED: ~marked & Q(status=TicketStatus.WAITING),
+        SlaStatus.AT_RISK: ~breached & at_risk,
+        SlaStatus.OK: ~breached & running & ~at_risk,
+    }
+    return has_terms & conditions[value]

@@ -13,6 +13,7 @@ import uuid
 import zoneinfo
 
 import pycountry
+from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -32,11 +33,19 @@ from tenants.serializers.fields import StrictBooleanField
 from .models import (
     OPEN_TICKET_STATUSES,
     CustomerProfile,
+    Escalation,
+    EscalationPriority,
+    EscalationReason,
+    EscalationStatus,
     Representative,
     RepresentativeRole,
     RepresentativeStatus,
     SlaPolicy,
+    SlaStatus,
     Ticket,
+    TicketAttachment,
+    TicketComment,
+    TicketSlaPause,
     TicketStatus,
 )
 
@@ -105,6 +114,12 @@ class RepresentativeSerializer(ModelSerializer):
     free_capacity = serializers.IntegerField(
         read_only=True, help_text="max_chats - active_chats, never below 0."
     )
+    rating = serializers.FloatField(
+        read_only=True,
+        allow_null=True,
+        default=None,
+        help_text="The average satisfaction score (1-5) of their tickets; null before the first.",
+    )
 
     class Meta:
         model = Representative
@@ -118,6 +133,7 @@ class RepresentativeSerializer(ModelSerializer):
             "max_chats",
             "active_chats",
             "free_capacity",
+            "rating",
             "created_at",
             "updated_at",
         ]
@@ -135,7 +151,7 @@ class RepresentativeUpdateSerializer(ModelSerializer):
         model = Representative
         fields = ["role", "status", "max_chats"]
 
-    live_fields = ("updated_at", "last_active_at", "active_chats", "free_capacity")
+    live_fields = ("updated_at", "last_active_at", "active_chats", "free_capacity", "rating")
 
 
 class RepresentativeCreateSerializer(RepresentativeUpdateSerializer):
@@ -271,10 +287,37 @@ TICKET_FIELDS = [
     "resolved_at",
     "closed_at",
     "reopened_count",
+    "sla_policy_id",
+    "sla_status",
+    "first_response_due_at",
+    "resolution_due_at",
+    "first_responded_at",
+    "sla_paused_at",
+    "sla_breached_at",
+    "sla_breach",
     "created_by",
     "created_at",
     "updated_at",
 ]
+# Computed or set by the desk: a ticket's GET document sent back ignores them.
+TICKET_LIVE_FIELDS = (
+    "updated_at",
+    "assigned_at",
+    "assignee",
+    "assignee_id",
+    "customer",
+    "sla_status",
+    "first_response_due_at",
+    "resolution_due_at",
+    "first_responded_at",
+    "sla_paused_at",
+    "sla_breached_at",
+    "sla_breach",
+    "sla_policy_id",
+    "comments",
+    "attachments",
+    "sla_pauses",
+)
 
 
 class TicketSerializer(ModelSerializer):
@@ -287,10 +330,78 @@ class TicketSerializer(ModelSerializer):
     assignee = _AssigneeRef(read_only=True, allow_null=True)
     created_by = PersonSerializer(read_only=True, allow_null=True)
     sentiment = serializers.FloatField(read_only=True, allow_null=True)
+    sla_policy_id = serializers.UUIDField(read_only=True, allow_null=True)
+    sla_status = serializers.SerializerMethodField(
+        help_text="ok, at_risk (under a quarter of a running target left), breached, paused "
+        "(WAITING on the customer) or met; null when no SLA policy applies."
+    )
 
     class Meta:
         model = Ticket
         fields = TICKET_FIELDS
+        read_only_fields = fields
+
+    @extend_schema_field(ChoiceField(choices=SlaStatus.choices, allow_null=True))
+    def get_sla_status(self, ticket) -> str | None:
+        if "now" not in self.context:
+            self.context["now"] = timezone.now()
+        return ticket.sla_status_at(self.context["now"])
+
+
+class TicketCommentSerializer(ModelSerializer):
+    author = PersonSerializer(read_only=True, allow_null=True)
+    representative_id = serializers.UUIDField(read_only=True, allow_null=True)
+
+    class Meta:
+        model = TicketComment
+        fields = ["id", "comment", "is_internal", "author", "representative_id", "created_at"]
+        read_only_fields = fields
+
+
+class TicketCommentCreateSerializer(ModelSerializer):
+    """A reply (`is_internal` false: the customer sees it) or an internal note."""
+
+    comment = CharField(max_length=20_000)
+    is_internal = StrictBooleanField(required=False, default=False)
+
+    class Meta:
+        model = TicketComment
+        fields = ["comment", "is_internal"]
+
+
+class TicketAttachmentSerializer(ModelSerializer):
+    uploaded_by = PersonSerializer(read_only=True, allow_null=True)
+
+    class Meta:
+        model = TicketAttachment
+        fields = ["id", "name", "content_type", "size_bytes", "sha256", "uploaded_by", "created_at"]
+        read_only_fields = fields
+
+
+class TicketAttachmentUploadSerializer(Serializer):
+    file = serializers.FileField(
+        allow_empty_file=False,
+        help_text="PNG, JPEG, GIF, WebP, PDF or UTF-8 plain text, recognised by content; at most "
+        "SUPPORT_ATTACHMENT_MAX_BYTES.",
+    )
+
+
+class TicketSlaPauseSerializer(ModelSerializer):
+    class Meta:
+        model = TicketSlaPause
+        fields = ["reason", "started_at", "ended_at"]
+        read_only_fields = fields
+
+
+class TicketDetailSerializer(TicketSerializer):
+    """A ticket with its conversation (comments, oldest first), attachments and SLA pauses."""
+
+    comments = TicketCommentSerializer(many=True, read_only=True)
+    attachments = TicketAttachmentSerializer(many=True, read_only=True)
+    sla_pauses = TicketSlaPauseSerializer(many=True, read_only=True)
+
+    class Meta(TicketSerializer.Meta):
+        fields = [*TICKET_FIELDS, "comments", "attachments", "sla_pauses"]
         read_only_fields = fields
 
 
@@ -344,7 +455,7 @@ class TicketUpdateSerializer(_TicketInput):
     customer_satisfaction_score = serializers.IntegerField(
         min_value=1, max_value=5, required=False, allow_null=True
     )
-    live_fields = ("updated_at", "assigned_at", "assignee", "assignee_id", "customer")
+    live_fields = TICKET_LIVE_FIELDS
 
     class Meta(_TicketInput.Meta):
         fields = [*_TicketInput.Meta.fields, "status", "customer_satisfaction_score"]
@@ -373,3 +484,149 @@ class CustomerProfileDetailSerializer(CustomerProfileSerializer):
             "customer", "assignee__user", "created_by"
         )
         return TicketSerializer(tickets, many=True).data
+
+
+class EscalationSerializer(ModelSerializer):
+    """An escalation with its customer, ticket and assignee; `wait_time` in seconds."""
+
+    customer_id = serializers.UUIDField(read_only=True, allow_null=True)
+    customer = _CustomerRef(read_only=True, allow_null=True)
+    ticket_id = serializers.UUIDField(read_only=True, allow_null=True)
+    ticket_number = serializers.SerializerMethodField()
+    assignee_id = serializers.UUIDField(read_only=True, allow_null=True)
+    assignee = _AssigneeRef(read_only=True, allow_null=True)
+    created_by = PersonSerializer(read_only=True, allow_null=True)
+    wait_time = serializers.SerializerMethodField(
+        help_text="Seconds from creation until someone took it (or until now)."
+    )
+
+    class Meta:
+        model = Escalation
+        fields = [
+            "id",
+            "conversation_id",
+            "customer_id",
+            "customer",
+            "ticket_id",
+            "ticket_number",
+            "reason",
+            "issue_description",
+            "priority",
+            "status",
+            "wait_time",
+            "ai_summary",
+            "assignee_id",
+            "assignee",
+            "assigned_at",
+            "resolved_at",
+            "created_by",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+    def get_ticket_number(self, escalation) -> str | None:
+        return escalation.ticket.ticket_number if escalation.ticket_id else None
+
+    def get_wait_time(self, escalation) -> int:
+        if "now" not in self.context:
+            self.context["now"] = timezone.now()
+        return escalation.wait_time_at(self.context["now"])
+
+
+class _EscalationInput(ModelSerializer):
+    customer_id = serializers.UUIDField(
+        required=False, allow_null=True, help_text="A customer profile of the organization."
+    )
+    ticket_id = serializers.UUIDField(
+        required=False, allow_null=True, help_text="A ticket of the organization."
+    )
+    assignee_id = serializers.UUIDField(
+        required=False, allow_null=True, help_text="A representative of the organization."
+    )
+    reason = ChoiceField(choices=EscalationReason.choices)
+    priority = ChoiceField(choices=EscalationPriority.choices, required=False)
+    issue_description = CharField(max_length=20_000)
+    ai_summary = CharField(max_length=20_000, required=False, allow_blank=True)
+
+    class Meta:
+        model = Escalation
+        fields = [
+            "conversation_id",
+            "customer_id",
+            "ticket_id",
+            "reason",
+            "issue_description",
+            "priority",
+            "ai_summary",
+            "assignee_id",
+        ]
+        extra_kwargs = {"conversation_id": {"allow_null": True}}
+
+    def validate(self, attrs):
+        for field, name in (("customer_id", "customer"), ("ticket_id", "ticket")):
+            if field in attrs:
+                attrs[name] = attrs.pop(field)
+        if "assignee_id" in attrs:
+            attrs["assignee"] = attrs.pop("assignee_id")
+        return attrs
+
+
+class EscalationCreateSerializer(_EscalationInput):
+    pass
+
+
+class EscalationUpdateSerializer(_EscalationInput):
+    """Forward moves only (PENDING -> ASSIGNED -> IN_PROGRESS -> RESOLVED)."""
+
+    reason = ChoiceField(choices=EscalationReason.choices, required=False)
+    issue_description = CharField(max_length=20_000, required=False)
+    status = ChoiceField(choices=EscalationStatus.choices, required=False)
+    live_fields = (
+        "updated_at",
+        "wait_time",
+        "assigned_at",
+        "resolved_at",
+        "assignee",
+        "customer",
+        "ticket_number",
+    )
+
+    class Meta(_EscalationInput.Meta):
+        fields = [*_EscalationInput.Meta.fields, "status"]
+
+
+class PerformanceQuerySerializer(Serializer):
+    days = serializers.IntegerField(min_value=1, max_value=365, required=False, default=30)
+
+
+class PerformanceDaySerializer(ResponseSerializer):
+    date = serializers.DateField()
+    handled = serializers.IntegerField()
+    resolved = serializers.IntegerField()
+    customer_satisfaction = serializers.FloatField(allow_null=True)
+
+
+class RepresentativePerformanceSerializer(ResponseSerializer):
+    """A representative's performance over the last `period_days` days, from their tickets
+    assigned in it."""
+
+    representative_id = serializers.UUIDField()
+    period_days = serializers.IntegerField()
+    period_start = serializers.DateTimeField()
+    period_end = serializers.DateTimeField()
+    tickets_handled = serializers.IntegerField()
+    tickets_resolved = serializers.IntegerField()
+    tickets_open = serializers.IntegerField()
+    resolution_rate = serializers.FloatField(allow_null=True, help_text="Percent resolved.")
+    avg_first_response_seconds = serializers.IntegerField(allow_null=True)
+    customer_satisfaction = serializers.FloatField(allow_null=True, help_text="1-5.")
+    ratings = serializers.IntegerField(help_text="Tickets with a satisfaction score.")
+    sla_met_rate = serializers.FloatField(
+        allow_null=True, help_text="Percent of their tickets under an SLA never breached."
+    )
+    trend = ChoiceField(
+        choices=["UP", "DOWN", "STABLE"],
+        help_text="Resolved in the second half of the period against the first (10% band).",
+    )
+    daily = PerformanceDaySerializer(many=True)

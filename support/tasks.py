@@ -6,3 +6,13 @@ arguments (ids, never model instances), is safe to run twice (a broker may deliv
 and is queued with `transaction.on_commit`, so it never acts on a change that rolled back.
 Periodic jobs are listed in `CELERY_BEAT_SCHEDULE` (config/settings/base.py).
 """
+
+from celery import shared_task
+
+from . import services
+
+
+@shared_task(name="support.tasks.mark_sla_breaches")
+def mark_sla_breaches() -> int:
+    """Mark the tickets whose SLA target fell due (each once), escalating urgent ones."""
+    return services.sla_breaches_mark()

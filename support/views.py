@@ -8,31 +8,74 @@ parses, calls a service or a selector and answers; it holds no rule. A custom ac
 permission in `required_permissions`; an action without one is refused.
 """
 
-from django.db.models import Case, IntegerField, Value, When
-from drf_spectacular.utils import extend_schema
+from django.conf import settings
+from django.db.models import Case, IntegerField, Prefetch, Value, When
+from django.http import FileResponse
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import mixins, status
 from rest_framework.decorators import action
+from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 
-from tenants.api import AcceptsShownDocumentMixin, TenantCrudViewSet
+from config.exceptions import PayloadTooLarge
+from tenants.api import (
+    AcceptsShownDocumentMixin,
+    ServiceWriteMixin,
+    TenantCrudViewSet,
+    TenantScopedViewSet,
+)
 
-from . import services
-from .filters import CustomerProfileFilter, RepresentativeFilter, TicketFilter
-from .models import CustomerProfile, Representative, SlaPolicy, Ticket
+from . import selectors, services
+from .filters import (
+    AttachmentFilter,
+    CustomerProfileFilter,
+    EscalationFilter,
+    RepresentativeFilter,
+    TicketFilter,
+)
+from .models import (
+    CustomerProfile,
+    Escalation,
+    Representative,
+    SlaPolicy,
+    Ticket,
+    TicketAttachment,
+    TicketComment,
+)
 from .serializers import (
     CustomerProfileDetailSerializer,
     CustomerProfileSerializer,
+    EscalationCreateSerializer,
+    EscalationSerializer,
+    EscalationUpdateSerializer,
+    PerformanceQuerySerializer,
     RepresentativeCreateSerializer,
+    RepresentativePerformanceSerializer,
     RepresentativeSerializer,
     RepresentativeUpdateSerializer,
     SlaPolicySerializer,
     TicketAssignSerializer,
+    TicketAttachmentSerializer,
+    TicketAttachmentUploadSerializer,
+    TicketCommentCreateSerializer,
+    TicketCommentSerializer,
     TicketCreateSerializer,
+    TicketDetailSerializer,
     TicketSerializer,
     TicketUpdateSerializer,
 )
 
-# Priorities sort LOW < NORMAL < HIGH < URGENT, not alphabetically.
-PRIORITY_RANK = {"LOW": 1, "NORMAL": 2, "HIGH": 3, "URGENT": 4}
+# Priorities sort LOW < NORMAL < HIGH < URGENT (< CRITICAL), not alphabetically.
+PRIORITY_RANK = {"LOW": 1, "NORMAL": 2, "HIGH": 3, "URGENT": 4, "CRITICAL": 5}
+# Room for the multipart envelope around the file when refusing an oversized body up front.
+MULTIPART_OVERHEAD_BYTES = 64 * 1024
+
+
+def _priority_rank():
+    return Case(
+        *(When(priority=value, then=Value(rank)) for value, rank in PRIORITY_RANK.items()),
+        output_field=IntegerField(),
+    )
 
 
 class CustomerProfileViewSet(AcceptsShownDocumentMixin, TenantCrudViewSet):
@@ -58,7 +101,8 @@ class CustomerProfileViewSet(AcceptsShownDocumentMixin, TenantCrudViewSet):
 
 class RepresentativeViewSet(AcceptsShownDocumentMixin, TenantCrudViewSet):
     """The organization's representatives, with their load (`active_chats`,
-    `free_capacity`)."""
+    `free_capacity`) and `rating`; `GET {id}/performance` their performance from their
+    tickets."""
 
     queryset = Representative.objects.select_related("user")
     serializer_class = RepresentativeSerializer
@@ -67,10 +111,37 @@ class RepresentativeViewSet(AcceptsShownDocumentMixin, TenantCrudViewSet):
     filterset_class = RepresentativeFilter
     permission_area = "support"
     search_fields = ("user__email", "user__name")
-    ordering_fields = ("created_at", "last_active_at", "active_chats", "max_chats", "role")
+    ordering_fields = (
+        "created_at",
+        "last_active_at",
+        "active_chats",
+        "max_chats",
+        "role",
+        "rating",
+    )
+    required_permissions = {"performance": "support.read"}
     create_service = services.representative_create
     update_service = services.representative_update
     destroy_service = services.representative_delete
+
+    def scope_queryset(self, queryset):
+        return queryset.annotate(rating=selectors.representative_rating())
+
+    @extend_schema(
+        parameters=[PerformanceQuerySerializer],
+        responses={200: RepresentativePerformanceSerializer},
+    )
+    @action(detail=True, methods=["get"], url_path="performance")
+    def performance(self, request, pk=None):
+        """Tickets handled and resolved, resolution rate, average first response, CSAT, SLA
+        kept and the daily trend, over the last `days` days (default 30, at most 365)."""
+        representative = self.get_object()
+        query = PerformanceQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        report = selectors.representative_performance(
+            representative=representative, days=query.validated_data["days"]
+        )
+        return Response(RepresentativePerformanceSerializer(report).data)
 
 
 class SlaPolicyViewSet(TenantCrudViewSet):
@@ -87,9 +158,10 @@ class SlaPolicyViewSet(TenantCrudViewSet):
 
 class TicketViewSet(AcceptsShownDocumentMixin, TenantCrudViewSet):
     """Tickets: filters `status`, `priority`, `category` (comma lists), `assignee`, `customer`,
-    `unassigned`, `created_after` / `created_before`; `search` (number, subject, description);
-    `ordering` (`priority` by rank). `POST {id}/assign` gives one to a representative, within
-    their capacity."""
+    `unassigned`, `sla_status`, `created_after` / `created_before`; `search` (subject,
+    description, customer); `ordering` (`priority` by rank). `POST {id}/assign` gives one to a
+    representative within their capacity; `GET`/`POST {id}/comments` lists or adds comments;
+    `POST {id}/attachments` uploads a file (then served by `support/attachments`)."""
 
     queryset = Ticket.objects.select_related("customer", "assignee__user", "created_by")
     serializer_class = TicketSerializer
@@ -97,21 +169,41 @@ class TicketViewSet(AcceptsShownDocumentMixin, TenantCrudViewSet):
     update_serializer_class = TicketUpdateSerializer
     filterset_class = TicketFilter
     permission_area = "support"
-    required_permissions = {"assign": "support.write"}
+    required_permissions = {
+        "assign": "support.write",
+        "comments": "support.write",
+        "list_comments": "support.read",
+        "attachments": "support.write",
+    }
     search_fields = ("subject", "description", "customer__name", "customer__email")
-    ordering_fields = ("created_at", "updated_at", "priority", "status", "number")
+    ordering_fields = (
+        "created_at",
+        "updated_at",
+        "priority",
+        "status",
+        "number",
+        "resolution_due_at",
+        "first_response_due_at",
+    )
     ordering_aliases = {"priority": "priority_rank"}
     create_service = services.ticket_create
     update_service = services.ticket_update
     destroy_service = services.ticket_delete
 
     def scope_queryset(self, queryset):
-        return queryset.annotate(
-            priority_rank=Case(
-                *(When(priority=value, then=Value(rank)) for value, rank in PRIORITY_RANK.items()),
-                output_field=IntegerField(),
+        queryset = queryset.annotate(priority_rank=_priority_rank())
+        if self.action in ("retrieve", "update", "partial_update"):
+            queryset = queryset.prefetch_related(
+                Prefetch("comments", TicketComment.objects.select_related("author")),
+                Prefetch("attachments", TicketAttachment.objects.select_related("uploaded_by")),
+                "sla_pauses",
             )
-        )
+        return queryset
+
+    def get_serializer_class(self):
+        if self.action in ("retrieve", "update", "partial_update"):
+            return TicketDetailSerializer
+        return super().get_serializer_class()
 
     @extend_schema(request=TicketAssignSerializer, responses={200: TicketSerializer})
     @action(detail=True, methods=["post"], url_path="assign")
@@ -123,3 +215,116 @@ class TicketViewSet(AcceptsShownDocumentMixin, TenantCrudViewSet):
             services.ticket_assign, ticket=ticket, representative=data["representative"]
         )
         return Response(TicketSerializer(self.refreshed(ticket)).data)
+
+    @extend_schema(responses={200: TicketCommentSerializer(many=True)})
+    @action(detail=True, methods=["get"], url_path="comments")
+    def list_comments(self, request, pk=None):
+        """The ticket's comments, oldest first (paginated)."""
+        ticket = self.get_object()
+        comments = TicketComment.objects.filter(ticket=ticket).select_related("author")
+        page = self.paginate_queryset(comments)
+        return self.get_paginated_response(TicketCommentSerializer(page, many=True).data)
+
+    @extend_schema(request=TicketCommentCreateSerializer, responses={201: TicketCommentSerializer})
+    @list_comments.mapping.post
+    def comments(self, request, pk=None):
+        """Reply (`is_internal` false) or add an internal note; a representative's first
+        public reply stops the first-response clock."""
+        ticket = self.get_object()
+        data = self.validated_input(TicketCommentCreateSerializer)
+        comment = self.call_service(services.ticket_comment_add, ticket=ticket, **data)
+        return Response(TicketCommentSerializer(comment).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        request={"multipart/form-data": TicketAttachmentUploadSerializer},
+        responses={201: TicketAttachmentSerializer},
+    )
+    @action(
+        detail=True,
+        methods=["post"],
+        url_path="attachments",
+        parser_classes=(MultiPartParser,),
+    )
+    def attachments(self, request, pk=None):
+        """Upload a file (multipart field `file`): its type is recognised from its content
+        and must be allowed; counted against the storage quota."""
+        ticket = self.get_object()
+        declared = request.META.get("CONTENT_LENGTH") or "0"
+        limit = settings.SUPPORT_ATTACHMENT_MAX_BYTES
+        if declared.isdigit() and int(declared) > limit + MULTIPART_OVERHEAD_BYTES:
+            # Refused before the body is read and spooled to disk.
+            raise PayloadTooLarge(
+                f"Attachments are at most {limit} bytes.",
+                details={"file": [f"At most {limit} bytes."], "limit_bytes": limit},
+            )
+        data = self.validated_input(TicketAttachmentUploadSerializer)
+        attachment = self.call_service(
+            services.ticket_attachment_add, ticket=ticket, file=data["file"]
+        )
+        return Response(TicketAttachmentSerializer(attachment).data, status=status.HTTP_201_CREATED)
+
+
+class AttachmentViewSet(
+    ServiceWriteMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScopedViewSet
+):
+    """Tickets' attachments (uploaded with `POST support/tickets/{id}/attachments`): list
+    (filter `ticket`), retrieve, `GET {id}/download`, delete (frees the storage quota)."""
+
+    queryset = TicketAttachment.objects.select_related("uploaded_by")
+    serializer_class = TicketAttachmentSerializer
+    filterset_class = AttachmentFilter
+    permission_area = "support"
+    required_permissions = {"download": "support.read", "destroy": "support.write"}
+    ordering_fields = ("created_at", "size_bytes", "name")
+
+    @extend_schema(
+        responses={
+            (200, "application/octet-stream"): OpenApiResponse(
+                description="The file, as an attachment."
+            )
+        }
+    )
+    @action(detail=True, methods=["get"], url_path="download")
+    def download(self, request, pk=None):
+        """The file: always `Content-Disposition: attachment`, with
+        `X-Content-Type-Options: nosniff` and a sandboxing Content-Security-Policy, so a browser
+        never renders it in the page."""
+        attachment = self.get_object()
+        response = FileResponse(
+            attachment.file.open("rb"),
+            content_type=attachment.content_type,
+            as_attachment=True,
+            filename=attachment.name,
+        )
+        response["X-Content-Type-Options"] = "nosniff"
+        response["Content-Security-Policy"] = "default-src 'none'; sandbox"
+        response["Cache-Control"] = "private, no-store"
+        return response
+
+    def destroy(self, request, *args, **kwargs):
+        self.call_service(services.ticket_attachment_delete, attachment=self.get_object())
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class EscalationViewSet(AcceptsShownDocumentMixin, TenantCrudViewSet):
+    """Escalations: filters `status`, `priority`, `reason` (comma lists), `assignee`,
+    `customer`, `ticket`, `created_after` / `created_before`; `search` (description, AI
+    summary); `ordering` (`priority` by rank, `created_at`)."""
+
+    queryset = Escalation.objects.select_related(
+        "customer", "ticket", "assignee__user", "created_by"
+    )
+    serializer_class = EscalationSerializer
+    create_serializer_class = EscalationCreateSerializer
+    update_serializer_class = EscalationUpdateSerializer
+    filterset_class = EscalationFilter
+    permission_area = "support"
+    search_fields = ("issue_description", "ai_summary")
+    ordering_fields = ("created_at", "updated_at", "priority", "status", "assigned_at")
+    ordering_aliases = {"priority": "priority_rank"}
+    create_service = services.escalation_create
+    update_service = services.escalation_update
+    destroy_service = services.escalation_delete
+
+    def scope_queryset(self, queryset):
+        return queryset.annotate(priority_rank=_priority_rank())

@@ -85,6 +85,8 @@ EXTRA_MODULES: dict[str, dict[str, str]] = {
     },
     "support": {
         "demo": "the quick start's support desk: customers, representatives, SLA policies",
+        "clock": "working-time arithmetic of SLA clocks (business hours), pure functions",
+        "attachments": "the attachment policy: a file's type from its content, names cleaned",
     },
     "playground": {
         "providers": "the LLM provider interface and its local, OpenAI and Anthropic adapters",

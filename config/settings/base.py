@@ -222,6 +222,8 @@ STATIC_ROOT = env("STATIC_ROOT", default=str(BASE_DIR / "staticfiles"))
 # to the tenant's members only, never from MEDIA_URL. Production may point this at object
 # storage (any Django storage backend).
 ARTIFACTS_ROOT = env("ARTIFACTS_ROOT", default=str(VAR_DIR / "artifacts"))
+# Support ticket attachments are private in the same way: downloaded through the API only.
+ATTACHMENTS_ROOT = env("ATTACHMENTS_ROOT", default=str(VAR_DIR / "attachments"))
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
@@ -229,7 +231,13 @@ STORAGES = {
         "BACKEND": "django.core.files.storage.FileSystemStorage",
         "OPTIONS": {"location": ARTIFACTS_ROOT, "base_url": None},
     },
+    "attachments": {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": ATTACHMENTS_ROOT, "base_url": None},
+    },
 }
+# Support: the largest ticket attachment accepted (bytes; also counted in the storage quota).
+SUPPORT_ATTACHMENT_MAX_BYTES = env.int("SUPPORT_ATTACHMENT_MAX_BYTES", default=10 * 1024 * 1024)
 
 # Dev settings turn on DRF's browsable API and its login pages.
 BROWSABLE_API = False
@@ -397,6 +405,12 @@ SPECTACULAR_SETTINGS = {
         "TicketPriorityEnum": "support.models.TicketPriority",
         "TicketCategoryEnum": "support.models.TicketCategory",
         "CustomerTierEnum": "support.models.CustomerTier",
+        "EscalationStatusEnum": "support.models.EscalationStatus",
+        "EscalationPriorityEnum": "support.models.EscalationPriority",
+        "EscalationReasonEnum": "support.models.EscalationReason",
+        "SlaStatusEnum": "support.models.SlaStatus",
+        "SlaBreachEnum": "support.models.SlaTarget",
+        "SlaPauseReasonEnum": "support.models.SlaPauseReason",
         "IncidentCategoryEnum": "security.models.IncidentCategory",
     },
 }
@@ -592,6 +606,11 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": timedelta(minutes=1),
     },
     # Personal data breaches: reminders 24 h before the 72-hour deadline and once it passed.
+    # Tickets' SLA breaches are marked (and urgent ones escalated) within a minute.
+    "support.mark-sla-breaches": {
+        "task": "support.tasks.mark_sla_breaches",
+        "schedule": crontab(minute="*"),
+    },
     "security.remind-breach-deadlines": {
         "task": "security.tasks.remind_breach_deadlines",
         "schedule": crontab(minute="*/10"),

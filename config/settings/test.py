@@ -61,10 +61,16 @@ if not REDIS_URL:
 ARTIFACTS_ROOT = os.environ.get("ARTIFACTS_ROOT") or tempfile.mkdtemp(prefix="artifacts-")
 if "ARTIFACTS_ROOT" not in os.environ:
     atexit.register(shutil.rmtree, ARTIFACTS_ROOT, ignore_errors=True)
+ATTACHMENTS_ROOT = tempfile.mkdtemp(prefix="attachments-")
+atexit.register(shutil.rmtree, ATTACHMENTS_ROOT, ignore_errors=True)
 STORAGES = {
     **STORAGES,
     "artifacts": {
         **STORAGES["artifacts"],
         "OPTIONS": {"location": ARTIFACTS_ROOT, "base_url": None},
+    },
+    "attachments": {
+        **STORAGES["attachments"],
+        "OPTIONS": {"location": ATTACHMENTS_ROOT, "base_url": None},
     },
 }

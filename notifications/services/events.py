@@ -41,7 +41,7 @@ def publish(event: AuditEvent) -> None:
         delivered = _create_event_and_deliveries(event, entry, body)
     if delivered and entry.broadcast:
         relay_after_commit()
-    if entry.notify_roles and entry.notice is not None:
+    if entry.notifies:
         notify_roles(tenant_id=event.tenant_id, entry=entry, data=data)
 
 

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Iterable, Mapping
 
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from audit.services import record
@@ -82,16 +83,21 @@ def notify_roles_many(*, items: Iterable[tuple]) -> list[Notification]:
     """notify_roles for many public events, `(tenant_id, entry, data)` each (a batch job's,
     billing's invoice run), in three queries whatever their number: the members, their
     preferences, the notifications."""
-    items = [item for item in items if item[1].notify_roles and item[1].notice is not None]
+    items = [item for item in items if item[1].notifies]
     if not items:
         return []
     tenant_ids = {tenant_id for tenant_id, _, _ in items}
     roles = {role for _, entry, _ in items for role in entry.notify_roles}
+    named = {
+        str(named_user)
+        for _, entry, data in items
+        if entry.notify_user_field and (named_user := data.get(entry.notify_user_field))
+    }
     members: dict = {}
     for tenant_id, user_id, role in Membership.objects.filter(
+        Q(role__in=list(roles)) | Q(user_id__in=list(named)),
         tenant_id__in=tenant_ids,
         status=MembershipStatus.ACTIVE,
-        role__in=list(roles),
         user__isnull=False,
         user__is_active=True,
     ).values_list("tenant_id", "user_id", "role"):
@@ -108,9 +114,14 @@ def notify_roles_many(*, items: Iterable[tuple]) -> list[Notification]:
     now = timezone.now()
     rows = []
     for tenant_id, entry, data in items:
-        recipients = [
-            user for user, role in members.get(tenant_id, []) if role in entry.notify_roles
-        ]
+        named_user = str(data.get(entry.notify_user_field) or "") if entry.notify_user_field else ""
+        recipients = list(
+            dict.fromkeys(
+                user
+                for user, role in members.get(tenant_id, [])
+                if role in entry.notify_roles or str(user) == named_user
+            )
+        )
         if not recipients:
             continue
         fields = _SafeFormat(data)

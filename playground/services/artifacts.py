@@ -10,7 +10,6 @@ a file behind or the quota counting it.
 """
 
 import hashlib
-import logging
 
 from django.core.files.base import ContentFile
 from django.core.files.storage import storages
@@ -18,12 +17,11 @@ from django.db import transaction
 from django.db.models import Sum
 
 from audit.services import record
+from config.files import remove_files_on_commit
 from tenants.models import QuotaResource, Tenant
 from tenants.services.quotas import quota_consume, quota_release
 
 from ..models import Artifact
-
-logger = logging.getLogger(__name__)
 
 
 def _storage():
@@ -63,18 +61,6 @@ def artifact_write(
     return artifact
 
 
-def _remove_files_on_commit(names: list[str]) -> None:
-    def remove():
-        storage = _storage()
-        for name in names:
-            try:
-                storage.delete(name)
-            except OSError:
-                logger.exception("Removing artifact file %s failed", name)
-
-    transaction.on_commit(remove, robust=True)
-
-
 @transaction.atomic
 def artifacts_delete(*, tenant: Tenant, artifacts) -> int:
     """Delete the artifacts of queryset `artifacts` (the tenant's), giving their bytes back;
@@ -87,7 +73,7 @@ def artifacts_delete(*, tenant: Tenant, artifacts) -> int:
     )["total"]
     Artifact.objects.filter(pk__in=[pk for pk, _ in rows]).delete()
     quota_release(tenant=tenant, resource=QuotaResource.STORAGE, amount=freed or 0)
-    _remove_files_on_commit([name for _, name in rows if name])
+    remove_files_on_commit("artifacts", [name for _, name in rows])
     return len(rows)
 
 

@@ -4,18 +4,25 @@
     representatives  the members who answer them: role, presence, capacity
     sla              SLA policies: the targets per ticket priority, in business hours or not
     tickets          tickets: numbered, moved along their statuses, assigned within capacity
+    sla_clock        tickets' SLA clocks: due times, pauses, breaches and their escalation
+    conversation     a ticket's comments and attachments
+    escalations      escalations: handed to a person, moved forward
+    common           the lookups they share (another organization's id is a 400)
 
 Services are keyword-only, run in a transaction and record their audit event;
 tests/audit/test_service_coverage.py holds each to it.
 """
 
+from .conversation import ticket_attachment_add, ticket_attachment_delete, ticket_comment_add
 from .customers import customer_profile_create, customer_profile_delete, customer_profile_update
+from .escalations import escalation_create, escalation_delete, escalation_update
 from .representatives import (
     representative_create,
     representative_delete,
     representative_update,
 )
 from .sla import sla_policy_create, sla_policy_delete, sla_policy_update
+from .sla_clock import sla_breaches_mark
 from .tickets import AUTO, ticket_assign, ticket_create, ticket_delete, ticket_update
 
 __all__ = [
@@ -23,13 +30,20 @@ __all__ = [
     "customer_profile_create",
     "customer_profile_delete",
     "customer_profile_update",
+    "escalation_create",
+    "escalation_delete",
+    "escalation_update",
     "representative_create",
     "representative_delete",
     "representative_update",
+    "sla_breaches_mark",
     "sla_policy_create",
     "sla_policy_delete",
     "sla_policy_update",
     "ticket_assign",
+    "ticket_attachment_add",
+    "ticket_attachment_delete",
+    "ticket_comment_add",
     "ticket_create",
     "ticket_delete",
     "ticket_update",

@@ -10,6 +10,7 @@ from config.exceptions import ApplicationError
 from config.services import UNSET, given
 from tenants.models import Tenant
 
+from ..clock import weekly_minutes
 from ..models import SlaPolicy
 
 
@@ -22,11 +23,25 @@ def _record(event_type: str, actor, policy: SlaPolicy, **payload) -> None:
     )
 
 
-def _check_targets(first_response_minutes: int, resolution_minutes: int) -> None:
+# A target must be reachable within this many weeks of the policy's business hours.
+REACHABLE_WEEKS = 52
+
+
+def _check_targets(first_response_minutes: int, resolution_minutes: int, business_hours) -> None:
     if resolution_minutes < first_response_minutes:
         raise ApplicationError(
             "Invalid resolution_minutes.",
             details={"resolution_minutes": ["At least first_response_minutes."]},
+        )
+    if business_hours and resolution_minutes > weekly_minutes(business_hours) * REACHABLE_WEEKS:
+        raise ApplicationError(
+            "Invalid resolution_minutes.",
+            details={
+                "resolution_minutes": [
+                    f"More than {REACHABLE_WEEKS} weeks of these business hours "
+                    f"({weekly_minutes(business_hours)} minutes a week)."
+                ]
+            },
         )
 
 
@@ -48,7 +63,7 @@ def sla_policy_create(
     resolution_minutes: int,
     business_hours: dict | None = None,
 ) -> SlaPolicy:
-    _check_targets(first_response_minutes, resolution_minutes)
+    _check_targets(first_response_minutes, resolution_minutes, business_hours)
     policy = create_or_conflict(
         SlaPolicy,
         **_taken(priority),
@@ -74,8 +89,8 @@ def sla_policy_update(
     resolution_minutes=UNSET,
     business_hours=UNSET,
 ) -> SlaPolicy:
-    """Change the fields given. Tickets keep the due times they were given (a policy change
-    applies to tickets created after it)."""
+    """Change the fields given. Tickets keep the terms they were given (a policy change applies
+    to tickets created or re-prioritised after it)."""
     policy = SlaPolicy.objects.select_for_update().get(pk=sla_policy.pk)
     changes = given(
         name=name,
@@ -87,6 +102,7 @@ def sla_policy_update(
     _check_targets(
         changes.get("first_response_minutes", policy.first_response_minutes),
         changes.get("resolution_minutes", policy.resolution_minutes),
+        changes.get("business_hours", policy.business_hours),
     )
     changed = update_or_conflict(
         policy, changes, **_taken(changes.get("priority", policy.priority))

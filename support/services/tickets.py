@@ -12,24 +12,31 @@ leaves the ticket unassigned when the assignee has no room.
 from datetime import datetime
 
 from django.db import IntegrityError, transaction
-from django.db.models import Exists, F, OuterRef
+from django.db.models import F
 from django.utils import timezone
 
 from audit.services import record
 from config.exceptions import ApplicationError, Conflict
 from config.services import UNSET, given, model_update, person
-from tenants.models import Membership, MembershipStatus, Tenant
+from tenants.models import Tenant
 
 from ..models import (
     OPEN_TICKET_STATUSES,
     TICKET_TRANSITIONS,
-    CustomerProfile,
     Representative,
     RepresentativeStatus,
     Ticket,
+    TicketAttachment,
     TicketSequence,
     TicketStatus,
 )
+from .common import customer_of, locked_ticket, representative_of, serving
+from .conversation import attachments_release
+from .sla_clock import sla_retarget, sla_start, sla_status_move
+
+# The organization setting that gives every new ticket without an assignee to the online
+# representative with the most free capacity (nobody free: it stays in the queue).
+AUTO_ASSIGN_SETTING = "support_auto_assign"
 
 # The value of `representative` that picks one (ticket_assign).
 AUTO = "auto"
@@ -65,46 +72,6 @@ def _next_number(tenant: Tenant) -> int:
     return sequence.last_number
 
 
-def _serving():
-    """The representative is still an active member of their organization: one who left (or was
-    suspended) is given no ticket."""
-    return Exists(
-        Membership.objects.filter(
-            tenant=OuterRef("tenant"),
-            user=OuterRef("user"),
-            status=MembershipStatus.ACTIVE,
-            user__is_active=True,
-        )
-    )
-
-
-def _customer(tenant: Tenant, customer):
-    if customer is None:
-        return None
-    customer_id = getattr(customer, "pk", customer)
-    found = CustomerProfile.objects.filter(tenant=tenant, pk=customer_id).first()
-    if found is None:
-        raise ApplicationError(
-            "Invalid customer.",
-            details={"customer_id": ["No customer of the organization has this id."]},
-        )
-    return found
-
-
-def _representative(
-    tenant: Tenant, representative, field: str = "representative"
-) -> Representative:
-    representative_id = getattr(representative, "pk", representative)
-    found = Representative.objects.filter(tenant=tenant, pk=representative_id).filter(_serving())
-    found = found.first()
-    if found is None:
-        raise ApplicationError(
-            "Invalid representative.",
-            details={field: ["No representative of the organization has this id."]},
-        )
-    return found
-
-
 def _take_slot(representative: Representative) -> bool:
     """One of the representative's slots, if one is free: one conditional UPDATE."""
     return bool(
@@ -127,7 +94,7 @@ def _pick(tenant: Tenant, *, exclude=None) -> Representative | None:
         Representative.objects.filter(
             tenant=tenant, status=RepresentativeStatus.ONLINE, active_chats__lt=F("max_chats")
         )
-        .filter(_serving())
+        .filter(serving())
         .annotate(free=F("max_chats") - F("active_chats"))
         .order_by("-free", F("last_active_at").asc(nulls_first=True), "created_at", "id")
     )
@@ -159,7 +126,7 @@ def _assign(
                 details={"representative": AUTO},
             )
         return chosen
-    chosen = _representative(ticket.tenant, representative, field)
+    chosen = representative_of(ticket.tenant, representative, field)
     if not _take_slot(chosen):
         raise Conflict(
             "The representative is at capacity (max_chats).",
@@ -183,8 +150,10 @@ def ticket_create(
     ai_handled: bool = False,
     sentiment=None,
 ) -> Ticket:
-    """Open a ticket with the organization's next number; `assignee` (a representative's id or
-    "auto") takes a slot of their capacity, else 409 and nothing is created."""
+    """Open a ticket with the organization's next number and the SLA due times of its
+    priority's policy; `assignee` (a representative's id or "auto") takes a slot of their
+    capacity, else 409 and nothing is created. Without one, the organization's
+    `support_auto_assign` setting picks as "auto" does, leaving it queued when nobody is free."""
     now = timezone.now()
     ticket = Ticket(
         tenant=tenant,
@@ -193,15 +162,19 @@ def ticket_create(
         description=description,
         priority=priority,
         category=category,
-        customer=_customer(tenant, customer),
+        customer=customer_of(tenant, customer),
         conversation_id=conversation_id,
         ai_handled=ai_handled,
         sentiment=sentiment,
         created_by=person(actor),
     )
+    sla_start(ticket, now=now)
     if assignee is not None:
         ticket.assignee = _assign(ticket, assignee, now, field="assignee")
         ticket.assigned_at = now
+    elif (tenant.settings or {}).get(AUTO_ASSIGN_SETTING) is True:
+        ticket.assignee = _pick(tenant)
+        ticket.assigned_at = now if ticket.assignee is not None else None
     ticket.save(force_insert=True)
     record(
         tenant=tenant,
@@ -227,21 +200,13 @@ def _record_assignment(ticket: Ticket, actor, *, previous) -> None:
     )
 
 
-def _locked(ticket: Ticket) -> Ticket:
-    return (
-        Ticket.objects.select_for_update(of=("self",))
-        .select_related("tenant", "assignee")
-        .get(pk=ticket.pk)
-    )
-
-
 @transaction.atomic
 def ticket_assign(*, ticket: Ticket, actor, representative) -> Ticket:
     """Give the ticket to `representative` (an id, or "auto": the ONLINE representative with
     the most free capacity, ties by longest idle), or take it from its assignee (None). Only an
     open ticket is assigned (409 otherwise); a representative at max_chats is never given
     another (409)."""
-    ticket = _locked(ticket)
+    ticket = locked_ticket(ticket)
     if not ticket.is_open:
         raise Conflict(
             f"A {ticket.status} ticket is not assigned.", details={"status": ticket.status}
@@ -328,7 +293,7 @@ def ticket_update(
     """Change the fields given. A status move must be legal (TICKET_TRANSITIONS, else 409) and
     sets resolved_at / closed_at; reopening a resolved ticket clears resolved_at and counts.
     The satisfaction score is given once the ticket is resolved (or closed)."""
-    ticket = _locked(ticket)
+    ticket = locked_ticket(ticket)
     fields = given(
         subject=subject,
         description=description,
@@ -340,10 +305,14 @@ def ticket_update(
         customer_satisfaction_score=customer_satisfaction_score,
     )
     if customer is not UNSET:
-        fields["customer"] = _customer(ticket.tenant, customer)
+        fields["customer"] = customer_of(ticket.tenant, customer)
     old_status = ticket.status
+    now = timezone.now()
+    if priority is not UNSET and priority != ticket.priority and ticket.is_open:
+        fields.update(sla_retarget(ticket, priority))
     if status is not UNSET and status != old_status:
-        fields.update(_status_fields(ticket, status, timezone.now()))
+        fields.update(_status_fields(ticket, status, now))
+        fields.update(sla_status_move(ticket, old_status, status, now, fields))
     settled = fields.get("status", old_status) in (TicketStatus.RESOLVED, TicketStatus.CLOSED)
     if customer_satisfaction_score not in (UNSET, None) and not settled:
         raise ApplicationError(
@@ -369,10 +338,14 @@ def ticket_update(
 
 @transaction.atomic
 def ticket_delete(*, ticket: Ticket, actor) -> None:
-    """Delete a ticket (audited); an open ticket's assignee gets their slot back."""
-    ticket = _locked(ticket)
+    """Delete a ticket (audited); an open ticket's assignee gets their slot back, and its
+    attachments' storage is freed."""
+    ticket = locked_ticket(ticket)
     if ticket.is_open and ticket.assignee_id:
         _release_slot(ticket.assignee_id)
+    attachments_release(
+        tenant=ticket.tenant, attachments=TicketAttachment.objects.filter(ticket=ticket)
+    )
     record(
         tenant=ticket.tenant,
         event_type="support.ticket.deleted",

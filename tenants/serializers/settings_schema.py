@@ -53,6 +53,9 @@ class OrganizationSettingsSerializer(Serializer):
     rateLimitPerHour = StrictPositiveIntegerField(required=False)
     default_ai_model = ChoiceField(choices=SUPPORTED_AI_MODELS, required=False)
     integration_enabled = StrictBooleanField(required=False)
+    # Support desk: a new ticket without an assignee goes to the online representative with the
+    # most free capacity (support.services.tickets).
+    support_auto_assign = StrictBooleanField(required=False)
 
     def to_internal_value(self, data):
         if not isinstance(data, dict):

@@ -63,6 +63,10 @@ REVIEWED = {
         "a ticket's lifecycle, set by holders of support.write along the legal moves only "
         "(ticket_update: 409 otherwise): tests/support/test_tickets.py"
     ),
+    ("support.serializers.EscalationUpdateSerializer", "status"): (
+        "an escalation's progress, set by holders of support.write along the forward moves only "
+        "(escalation_update: 409 otherwise): tests/support/test_escalations.py"
+    ),
     ("support.serializers.RepresentativeUpdateSerializer", "status"): (
         "a representative's presence (ONLINE, AWAY, OFFLINE), set by holders of support.write; "
         "it stamps last_active_at: tests/support/test_desk_setup.py"

@@ -46,6 +46,31 @@ from tests.factories import (
 )
 
 EXEMPT = {
+    "support.services.sla_clock.terms_of": ("reads a policy's terms (no change)"),
+    "support.services.sla_clock.due_fields": ("computes due times (no change)"),
+    "support.services.sla_clock.late_target": ("computes which target is late (no change)"),
+    "support.services.sla_clock.sla_start": (
+        "a step of the ticket services (ticket_create, ticket_update, ticket_comment_add), inside their transaction, which record their events"
+    ),
+    "support.services.sla_clock.sla_retarget": (
+        "a step of the ticket services (ticket_create, ticket_update, ticket_comment_add), inside their transaction, which record their events"
+    ),
+    "support.services.sla_clock.sla_status_move": (
+        "a step of the ticket services (ticket_create, ticket_update, ticket_comment_add), inside their transaction, which record their events"
+    ),
+    "support.services.sla_clock.sla_first_response": (
+        "a step of the ticket services (ticket_create, ticket_update, ticket_comment_add), inside their transaction, which record their events"
+    ),
+    "support.services.sla_clock.sla_mark_breach_if_late": (
+        "a step of the ticket services and the breach sweep; records support.sla.breached itself (tests/support)"
+    ),
+    "support.services.common.customer_of": ("a lookup (no change)"),
+    "support.services.common.representative_of": ("a lookup (no change)"),
+    "support.services.common.serving": ("a query expression (no change)"),
+    "support.services.common.locked_ticket": ("a locked read (no change)"),
+    "support.services.conversation.attachments_release": (
+        "a step of ticket_delete and ticket_attachment_delete, which record their events"
+    ),
     "playground.services.artifacts.artifact_write": (
         "a step of a run's phase or a workflow job, whose events name the artifact"
     ),
@@ -385,6 +410,12 @@ def _support_in(factory_name: str, tenant):
     return getattr(factories, factory_name)(tenant=tenant)
 
 
+def _text_upload():
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    return SimpleUploadedFile("notes.txt", b"The customer's log excerpt.", "text/plain")
+
+
 # Security ------------------------------------------------------------------------------------
 
 
@@ -509,6 +540,61 @@ INVOCATIONS = {
             sla_policy=_support("SlaPolicyFactory"), actor=None, resolution_minutes=600
         ),
         "sla_policy.updated",
+    ),
+    "support.services.escalations.escalation_create": (
+        lambda: support_services.escalation_create(
+            tenant=TenantFactory(),
+            actor=None,
+            reason="CUSTOMER_REQUEST",
+            issue_description="The customer asked for a person.",
+        ),
+        "support.escalation.created",
+    ),
+    "support.services.escalations.escalation_update": (
+        lambda: support_services.escalation_update(
+            escalation=_support("EscalationFactory"), actor=None, status="RESOLVED"
+        ),
+        "support.escalation.resolved",
+    ),
+    "support.services.escalations.escalation_delete": (
+        lambda: support_services.escalation_delete(
+            escalation=_support("EscalationFactory"), actor=None
+        ),
+        "support.escalation.deleted",
+    ),
+    "support.services.conversation.ticket_comment_add": (
+        lambda: support_services.ticket_comment_add(
+            ticket=_support("TicketFactory"), actor=None, comment="On it."
+        ),
+        "support.ticket.commented",
+    ),
+    "support.services.conversation.ticket_attachment_add": (
+        lambda: support_services.ticket_attachment_add(
+            ticket=_support("TicketFactory"), actor=None, file=_text_upload()
+        ),
+        "support.ticket.attachment_added",
+    ),
+    "support.services.conversation.ticket_attachment_delete": (
+        lambda: support_services.ticket_attachment_delete(
+            attachment=support_services.ticket_attachment_add(
+                ticket=_support("TicketFactory"), actor=None, file=_text_upload()
+            ),
+            actor=None,
+        ),
+        "support.ticket.attachment_deleted",
+    ),
+    "support.services.sla_clock.sla_breaches_mark": (
+        lambda: (
+            _support_in("SlaPolicyFactory", tenant := TenantFactory()),
+            support_services.ticket_create(
+                tenant=tenant,
+                actor=None,
+                subject="Down",
+                priority=(tenant.sla_policies.get().priority),
+            ),
+            support_services.sla_breaches_mark(now=timezone.now() + timedelta(days=30)),
+        ),
+        "support.sla.breached",
     ),
     "support.services.sla.sla_policy_delete": (
         lambda: support_services.sla_policy_delete(

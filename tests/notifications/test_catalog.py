@@ -364,6 +364,35 @@ def _resolve_ticket(tenant):
     ticket_update(ticket=_open_ticket(tenant), actor=_owner(tenant), status="RESOLVED")
 
 
+def _breach_sla(tenant):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from support.services import sla_breaches_mark
+    from tests.support.factories import SlaPolicyFactory
+
+    SlaPolicyFactory(tenant=tenant, priority="URGENT", first_response_minutes=15)
+    from support.services import ticket_create
+
+    ticket_create(
+        tenant=tenant, actor=_owner(tenant), subject="Checkout is down", priority="URGENT"
+    )
+    sla_breaches_mark(now=timezone.now() + timedelta(minutes=16))
+
+
+def _escalate(tenant):
+    from support.services import escalation_create
+
+    escalation_create(
+        tenant=tenant,
+        actor=_owner(tenant),
+        reason="CUSTOMER_REQUEST",
+        issue_description="The customer asked for a person.",
+        priority="HIGH",
+    )
+
+
 # Catalogue type -> a producer of it. A new catalogue entry fails test_every_type_has_a_producer
 # until it is added here.
 PRODUCERS = {
@@ -400,6 +429,8 @@ PRODUCERS = {
     "support.ticket.created": _open_ticket,
     "support.ticket.assigned": _assign_ticket,
     "support.ticket.resolved": _resolve_ticket,
+    "support.sla.breached": _breach_sla,
+    "support.escalation.created": _escalate,
 }
 
 # Audit event type -> a producer of it: every source of every entry, the ones PRODUCERS does
@@ -444,6 +475,8 @@ SOURCE_PRODUCERS = {
     "support.ticket.created": _open_ticket,
     "support.ticket.assigned": _assign_ticket,
     "support.ticket.resolved": _resolve_ticket,
+    "support.sla.breached": _breach_sla,
+    "support.escalation.created": _escalate,
 }
 
 
@@ -547,7 +580,9 @@ def test_each_entry_is_consistent(entry):
     assert entry.sources and len(set(entry.sources)) == len(entry.sources)
     assert entry.description
     assert set(entry.notify_roles) <= {role.value for role in Role}
-    assert bool(entry.notify_roles) == (entry.notice is not None)
+    assert bool(entry.notify_roles or entry.notify_user_field) == (entry.notice is not None)
+    if entry.notify_user_field:
+        assert entry.notify_user_field in entry.schema["properties"]
     if entry.notice is not None:
         # The notice formats over `data`: every field it names is in the schema.
         entry.notice.title.format(**entry.example)

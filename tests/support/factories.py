@@ -2,7 +2,14 @@
 
 import factory
 
-from support.models import CustomerProfile, Representative, SlaPolicy, Ticket
+from support.models import (
+    CustomerProfile,
+    Escalation,
+    Representative,
+    SlaPolicy,
+    Ticket,
+    TicketAttachment,
+)
 
 
 class CustomerProfileFactory(factory.django.DjangoModelFactory):
@@ -71,3 +78,32 @@ class TicketFactory(factory.django.DjangoModelFactory):
     priority = "NORMAL"
     category = "TECHNICAL_ISSUE"
     customer = factory.SubFactory(CustomerProfileFactory, tenant=factory.SelfAttribute("..tenant"))
+
+
+class EscalationFactory(factory.django.DjangoModelFactory):
+    """A pending escalation of a customer of the same tenant."""
+
+    class Meta:
+        model = Escalation
+
+    tenant = factory.SubFactory("tests.tenants.factories.TenantFactory")
+    reason = "CUSTOMER_REQUEST"
+    issue_description = factory.Sequence(lambda n: f"The customer asked for a person ({n}).")
+    priority = "HIGH"
+    customer = factory.SubFactory(CustomerProfileFactory, tenant=factory.SelfAttribute("..tenant"))
+
+
+class TicketAttachmentFactory(factory.django.DjangoModelFactory):
+    """A small text file on a ticket of the same tenant (stored, not counted in the quota: the
+    service counts real uploads)."""
+
+    class Meta:
+        model = TicketAttachment
+
+    tenant = factory.SubFactory("tests.tenants.factories.TenantFactory")
+    ticket = factory.SubFactory(TicketFactory, tenant=factory.SelfAttribute("..tenant"))
+    name = "notes.txt"
+    content_type = "text/plain"
+    size_bytes = 12
+    sha256 = "0" * 64
+    file = factory.django.FileField(filename="upload", data=b"hello, desk\n")

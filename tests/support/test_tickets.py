@@ -112,6 +112,8 @@ class TestTickets(ResourceBattery):
         "created_after": lambda ticket: (ticket.created_at - timedelta(minutes=1)).isoformat(),
         "created_before": lambda ticket: (ticket.created_at + timedelta(minutes=1)).isoformat(),
         "ticket_number": lambda ticket: ticket.ticket_number,
+        "sla_status": lambda ticket: "ok,met,paused,at_risk,breached",
+        "sla_breached": lambda ticket: "false",
     }
 
 
