@@ -15,7 +15,13 @@ from django import forms
 from django.contrib import admin, messages
 from django.template.response import TemplateResponse
 
-from config.admin import ReadOnlyAdmin, ServiceActionsMixin, ServiceSaveAdmin, apply_each
+from config.admin import (
+    ReadOnlyAdmin,
+    ServiceActionsMixin,
+    ServiceSaveAdmin,
+    ShownInline,
+    apply_each,
+)
 
 from . import services
 from .catalogue import features_errors
@@ -145,18 +151,10 @@ class SubscriptionAdmin(ReadOnlyAdmin):
         self.message_user(request, f"{done} subscription(s) resumed.", messages.SUCCESS)
 
 
-class InvoiceLineInline(admin.TabularInline):
+class InvoiceLineInline(ShownInline):
     model = InvoiceLine
     fields = ("position", "type", "description", "quantity", "unit_amount_micros", "amount_cents")
     readonly_fields = fields
-    extra = 0
-    can_delete = False
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(Invoice)

@@ -61,6 +61,20 @@ class ServiceActionsMixin:
         return TemplateResponse(request, "admin/service_action_form.html", context)
 
 
+class ShownInline(admin.TabularInline):
+    """Rows shown under their parent's page (a timeline, invoice lines, comments), never added,
+    changed or deleted there."""
+
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
 class ReadOnlyAdmin(admin.ModelAdmin):
     """Records nobody edits by hand (the audit log, credentials): no add, change or delete for
     anyone, superusers included; state changes go through the apps' services and actions."""

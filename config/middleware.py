@@ -7,6 +7,7 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_asy
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_ipv46_address
+from django.urls import Resolver404, resolve
 
 from . import request_context
 from .views import envelope_for_status, payload_too_large, server_error
@@ -121,7 +122,8 @@ class JSONErrorMiddleware(DualModeMiddleware):
     """Outside the pages made for people, every error is the JSON envelope.
 
     - A body declared larger than `DATA_UPLOAD_MAX_MEMORY_SIZE` is refused (413) before any
-      middleware or view reads it.
+      middleware or view reads it; a multipart body to an upload endpoint may carry its file
+      on top (`upload_allowance`), which the view then limits exactly.
     - An error answered in another format (Django's DEBUG pages for a missing upload or a
       malformed request, a library's HTML) becomes the envelope with the same status.
     - An exception that escapes Django's own error handling (a DEBUG page or handler that fails
@@ -194,9 +196,29 @@ class StaticFilesMiddleware(DualModeMiddleware):
         return await get_response(request)
 
 
+def upload_allowance(request) -> int:
+    """The file bytes the view routed for `request` accepts in a multipart body on top of
+    DATA_UPLOAD_MAX_MEMORY_SIZE: the setting its handler names in `upload_limit_setting`
+    (`config.views.accepts_uploads`), else 0. Resolved only for a body over the limit."""
+    if not request.META.get("CONTENT_TYPE", "").startswith("multipart/form-data"):
+        return 0
+    try:
+        match = resolve(request.path_info)
+    except Resolver404:
+        return 0
+    view_class = getattr(match.func, "cls", None)
+    action = (getattr(match.func, "actions", None) or {}).get(request.method.lower())
+    handler = getattr(view_class, action, None) if view_class and action else None
+    setting = getattr(handler, "upload_limit_setting", None)
+    return int(getattr(settings, setting)) if setting else 0
+
+
 def _declared_too_large(request) -> bool:
     limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
     try:
-        return limit is not None and int(request.META.get("CONTENT_LENGTH") or 0) > limit
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
     except ValueError:
         return False
+    if limit is None or declared <= limit:
+        return False
+    return declared > limit + upload_allowance(request)

@@ -1,9 +1,11 @@
 """Helpers the apps' services share."""
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from django.db import models
+
+from .exceptions import Conflict
 
 
 def model_update(*, instance: models.Model, data: Mapping[str, Any]) -> dict[str, dict]:
@@ -43,3 +45,17 @@ UNSET = object()
 def given(**fields) -> dict:
     """The keyword arguments of an update that were given (not UNSET)."""
     return {name: value for name, value in fields.items() if value is not UNSET}
+
+
+def check_move(transitions: Mapping[str, Iterable[str]], current: str, new: str, *, noun: str):
+    """409 Conflict unless `new` is a legal move from `current` in `transitions` (status ->
+    the statuses it may move to), naming the allowed moves: "A ticket cannot go from OPEN to
+    CLOSED (allowed: ...)." `noun` is the subject of that sentence."""
+    if new in transitions[current]:
+        return
+    allowed = sorted(transitions[current])
+    raise Conflict(
+        f"{noun} cannot go from {current} to {new}"
+        + (f" (allowed: {', '.join(allowed)})." if allowed else f" ({current} is final)."),
+        details={"status": current, "allowed": allowed},
+    )

@@ -61,3 +61,15 @@ def page_not_found(request, exception=None):
 
 def server_error(request):
     return _envelope(500, "INTERNAL_ERROR", "An unexpected error occurred.")
+
+
+def accepts_uploads(setting: str):
+    """Mark a view handler that takes a multipart file of up to `settings.<setting>` bytes: the
+    request body limit (config.middleware) lets such a body through, and the handler checks the
+    file's own limit."""
+
+    def mark(handler):
+        handler.upload_limit_setting = setting
+        return handler
+
+    return mark

@@ -12,7 +12,7 @@ from django import forms
 from django.contrib import admin
 from django.utils import timezone
 
-from config.admin import ReadOnlyAdmin, ServiceActionsMixin, ServiceDeleteAdmin
+from config.admin import ReadOnlyAdmin, ServiceActionsMixin, ServiceDeleteAdmin, ShownInline
 from config.exceptions import Conflict
 
 from . import services
@@ -66,18 +66,10 @@ class _TransitionsAdmin(ServiceActionsMixin, ReadOnlyAdmin):
         )
 
 
-class TimelineInline(admin.TabularInline):
+class TimelineInline(ShownInline):
     model = IncidentTimelineEntry
     fields = ("created_at", "kind", "from_status", "to_status", "note", "actor")
     readonly_fields = fields
-    extra = 0
-    can_delete = False
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(Incident)

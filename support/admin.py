@@ -12,7 +12,7 @@ from django.contrib import admin
 from django.utils import timezone
 from django.utils.html import format_html
 
-from config.admin import ReadOnlyAdmin, ServiceActionsMixin, ServiceDeleteAdmin
+from config.admin import ReadOnlyAdmin, ServiceActionsMixin, ServiceDeleteAdmin, ShownInline
 
 from . import services
 from .models import (
@@ -29,32 +29,19 @@ from .models import (
 from .selectors import sla_status_q
 
 
-class _ShownInline(admin.TabularInline):
-    """Rows shown under their ticket, never added or edited here."""
-
-    extra = 0
-    can_delete = False
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-
-class CommentInline(_ShownInline):
+class CommentInline(ShownInline):
     model = TicketComment
     fields = ("created_at", "author", "is_internal", "comment")
     readonly_fields = fields
 
 
-class AttachmentInline(_ShownInline):
+class AttachmentInline(ShownInline):
     model = TicketAttachment
     fields = ("created_at", "name", "content_type", "size_bytes", "uploaded_by")
     readonly_fields = fields
 
 
-class SlaPauseInline(_ShownInline):
+class SlaPauseInline(ShownInline):
     model = TicketSlaPause
     fields = ("reason", "started_at", "ended_at")
     readonly_fields = fields

@@ -1,23 +1,36 @@
 """The quick start's support desk setup (called by `manage.py load_demo_data` after the
 tenants), in the `acme` organization, through the real services: five customers across the
 tiers and standings, three representatives (the admin online as team lead, the owner away, the
-viewer offline as a junior), and an SLA policy for each ticket priority, the urgent one around
-the clock and the others in business hours (Monday to Friday, 09:00-18:00 Europe/Paris).
+viewer offline as a junior), an SLA policy for each ticket priority (the urgent one around the
+clock, the others in business hours, Monday to Friday, 09:00-18:00 Europe/Paris), tickets in
+every status with replies, an internal note and an attachment, one urgent ticket opened two
+hours ago that breached its first-response target (and was escalated by the breach sweep),
+and an escalation handed over by the AI assistant.
 
 Runs once: an organization that already has customers keeps them.
 """
 
+from datetime import timedelta
+
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.utils import timezone
+
 from tenants.models import Membership, Role, Tenant
 
-from .models import CustomerProfile
+from .models import CustomerProfile, Ticket
 from .services import (
     AUTO,
     customer_profile_create,
+    escalation_create,
     representative_create,
+    sla_breaches_mark,
     sla_policy_create,
+    ticket_attachment_add,
+    ticket_comment_add,
     ticket_create,
     ticket_update,
 )
+from .services.sla_clock import due_fields
 
 DEMO_SLUG = "acme"
 CUSTOMERS = (
@@ -89,7 +102,10 @@ def load(*, stdout, staff) -> None:
             business_hours=hours,
         )
     _tickets(tenant, owner)
-    stdout.write("Support: customers, representatives, SLA policies and tickets in acme.")
+    _history(tenant, owner)
+    stdout.write(
+        "Support: customers, representatives, SLA policies, tickets and escalations in acme."
+    )
 
 
 TICKETS = (
@@ -128,8 +144,11 @@ TICKETS = (
 
 
 def _tickets(tenant, owner) -> None:
-    """Tickets in every status, assigned within the representatives' capacity."""
+    """Tickets in every status, assigned within the representatives' capacity; the lead
+    replies to those that moved (their first response), and notes and attaches on some."""
     customers = {c.name: c for c in CustomerProfile.objects.filter(tenant=tenant)}
+    lead = Membership.objects.filter(tenant=tenant, role=Role.ADMIN).first()
+    lead = lead.user if lead is not None else owner
     for subject, customer, priority, category, assign, moves, score in TICKETS:
         ticket = ticket_create(
             tenant=tenant,
@@ -141,7 +160,58 @@ def _tickets(tenant, owner) -> None:
             customer=customers[customer],
             assignee=AUTO if assign else None,
         )
+        if moves:
+            ticket_comment_add(
+                ticket=ticket,
+                actor=lead,
+                comment="Thanks for reaching out about this. We're looking into it now.",
+            )
+        if "WAITING" in moves:
+            ticket_comment_add(
+                ticket=ticket,
+                actor=lead,
+                comment="Asked the customer which plan they are on; waiting for their answer.",
+                is_internal=True,
+            )
+        if category == "BILLING_PAYMENT" and not moves:
+            ticket_attachment_add(
+                ticket=ticket,
+                actor=owner,
+                file=SimpleUploadedFile(
+                    "invoice-2026-03.txt",
+                    b"Invoice INV-2026-0042\nVAT number shown: FR00000000000\n"
+                    b"VAT number expected: FR40303265045\n",
+                ),
+            )
         for status in moves:
             ticket = ticket_update(ticket=ticket, actor=owner, status=status)
         if score is not None:
             ticket_update(ticket=ticket, actor=owner, customer_satisfaction_score=score)
+
+
+def _history(tenant, owner) -> None:
+    """An urgent ticket opened two hours ago that nobody answered (so its SLA is breached and
+    the sweep escalates it), and an escalation the AI assistant handed over."""
+    customers = {c.name: c for c in CustomerProfile.objects.filter(tenant=tenant)}
+    ticket = ticket_create(
+        tenant=tenant,
+        actor=owner,
+        subject="Checkout returns 502 for every customer",
+        description="Soylent Corp reports that the checkout page fails since this morning.",
+        priority="URGENT",
+        category="TECHNICAL_ISSUE",
+        customer=customers["Soylent Corp"],
+    )
+    # Opened two hours ago: its due times are those it had then.
+    ticket.created_at = timezone.now() - timedelta(hours=2)
+    Ticket.objects.filter(pk=ticket.pk).update(created_at=ticket.created_at, **due_fields(ticket))
+    sla_breaches_mark()
+    escalation_create(
+        tenant=tenant,
+        actor=owner,
+        reason="AI_UNABLE_TO_RESOLVE",
+        priority="HIGH",
+        customer=customers["Hooli"],
+        issue_description="The customer asks why their token balance dropped by half overnight.",
+        ai_summary="Usage spike on 2 sites; the assistant could not match it to a deploy.",
+    )

@@ -332,7 +332,7 @@ class TicketSerializer(ModelSerializer):
     sentiment = serializers.FloatField(read_only=True, allow_null=True)
     sla_policy_id = serializers.UUIDField(read_only=True, allow_null=True)
     sla_status = serializers.SerializerMethodField(
-        help_text="ok, at_risk (under a quarter of a running target left), breached, paused "
+        help_text="ok, at_risk (a quarter of a running target or less left), breached, paused "
         "(WAITING on the customer) or met; null when no SLA policy applies."
     )
 

@@ -18,6 +18,7 @@ from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 
 from config.exceptions import PayloadTooLarge
+from config.views import accepts_uploads
 from tenants.api import (
     AcceptsShownDocumentMixin,
     ServiceWriteMixin,
@@ -245,6 +246,7 @@ class TicketViewSet(AcceptsShownDocumentMixin, TenantCrudViewSet):
         url_path="attachments",
         parser_classes=(MultiPartParser,),
     )
+    @accepts_uploads("SUPPORT_ATTACHMENT_MAX_BYTES")
     def attachments(self, request, pk=None):
         """Upload a file (multipart field `file`): its type is recognised from its content
         and must be allowed; counted against the storage quota."""

@@ -263,9 +263,26 @@ def test_acme_has_a_support_desk_set_up(demo_data):
         "RESOLVED",
         "CLOSED",
     }
-    assert sorted(tickets.values_list("number", flat=True)) == list(range(1001, 1007))
+    assert sorted(tickets.values_list("number", flat=True)) == list(range(1001, 1008))
     online = representatives.get(status="ONLINE")
     assert (
         online.active_chats
         == tickets.filter(assignee=online, status__in=["OPEN", "IN_PROGRESS", "WAITING"]).count()
     )
+    # Every SLA state worth a look: running, paused, met, and one breached and escalated.
+    from django.utils import timezone
+
+    from support.models import Escalation
+
+    now = timezone.now()
+    states = {ticket.sla_status_at(now) for ticket in tickets}
+    assert {"paused", "met", "breached"} <= states
+    breached = tickets.get(sla_breached_at__isnull=False)
+    assert breached.priority == "URGENT" and breached.sla_breach == "first_response"
+    assert Escalation.objects.filter(
+        tenant=acme, ticket=breached, reason="SLA_BREACH", priority="CRITICAL"
+    ).exists()
+    assert Escalation.objects.filter(tenant=acme, reason="AI_UNABLE_TO_RESOLVE").exists()
+    assert tickets.filter(first_responded_at__isnull=False).exists()
+    assert tickets.filter(comments__is_internal=True).exists()
+    assert tickets.filter(attachments__isnull=False).exists()

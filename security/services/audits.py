@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from audit.services import record
 from config.exceptions import ApplicationError, Conflict
-from config.services import UNSET, given, model_update, person
+from config.services import UNSET, check_move, given, model_update, person
 from tenants.models import Tenant
 
 from ..models import (
@@ -93,13 +93,7 @@ def _status_fields(audit: ComplianceAudit, status: str, fields: dict, now: datet
     concluding sets completed_at (the one given, else now); completing needs a score."""
     if status == audit.status:
         return fields
-    if status not in AUDIT_TRANSITIONS[audit.status]:
-        allowed = sorted(AUDIT_TRANSITIONS[audit.status])
-        raise Conflict(
-            f"An audit cannot go from {audit.status} to {status}"
-            + (f" (allowed: {', '.join(allowed)})." if allowed else f" ({audit.status} is final)."),
-            details={"status": audit.status, "allowed": allowed},
-        )
+    check_move(AUDIT_TRANSITIONS, audit.status, status, noun="An audit")
     fields = {**fields, "status": status}
     if status == AuditStatus.IN_PROGRESS:
         fields["started_at"] = audit.started_at or now

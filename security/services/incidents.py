@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from audit.services import record
 from config.exceptions import ApplicationError, Conflict
-from config.services import UNSET, given, model_update, person
+from config.services import UNSET, check_move, given, model_update, person
 from tenants.models import Membership, MembershipStatus, Tenant
 
 from ..models import (
@@ -268,13 +268,7 @@ def _event_type(old_status: str, new_status: str) -> str:
 def _check_transition(incident: Incident, status: str, resolution_notes: str) -> None:
     if status == incident.status:
         return
-    if status not in INCIDENT_TRANSITIONS[incident.status]:
-        allowed = sorted(INCIDENT_TRANSITIONS[incident.status])
-        raise Conflict(
-            f"An incident cannot go from {incident.status} to {status}"
-            + (f" (allowed: {', '.join(allowed)})." if allowed else " (closed is final)."),
-            details={"status": incident.status, "allowed": allowed},
-        )
+    check_move(INCIDENT_TRANSITIONS, incident.status, status, noun="An incident")
     if status == IncidentStatus.RESOLVED and not resolution_notes.strip():
         raise ApplicationError(
             "Resolving an incident needs resolution notes.",

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from audit.services import record
 from config.exceptions import Conflict
-from config.services import UNSET, given, model_update, person
+from config.services import UNSET, check_move, given, model_update, person
 from tenants.models import Tenant
 
 from ..models import ACTIVITY_TRANSITIONS, ActivityStatus, ProcessingActivity, dpia_required
@@ -179,13 +179,7 @@ def processing_activity_update(
             details={"status": old_status, "fields": revised},
         )
     if status is not UNSET and status != old_status:
-        if status not in ACTIVITY_TRANSITIONS[old_status]:
-            allowed = sorted(ACTIVITY_TRANSITIONS[old_status])
-            raise Conflict(
-                f"An activity cannot go from {old_status} to {status}"
-                + (f" (allowed: {', '.join(allowed)})." if allowed else " (deprecated is final)."),
-                details={"status": old_status, "allowed": allowed},
-            )
+        check_move(ACTIVITY_TRANSITIONS, old_status, status, noun="An activity")
         fields["status"] = status
         if status == ActivityStatus.APPROVED:
             fields.update(approved_at=timezone.now(), approved_by=person(actor))

@@ -135,21 +135,22 @@ def ticket_attachment_add(*, ticket: Ticket, actor, file) -> TicketAttachment:
     attachment.file.save("upload", file, save=False)
     try:
         attachment.save(force_insert=True)
+        record(
+            tenant=ticket.tenant,
+            event_type="support.ticket.attachment_added",
+            actor=actor,
+            payload={
+                "ticket_id": str(ticket.pk),
+                "ticket_number": ticket.ticket_number,
+                "attachment_id": str(attachment.pk),
+                "content_type": content_type,
+                "size_bytes": size,
+            },
+        )
     except BaseException:
+        # The row and the quota roll back with the transaction; the file must go with them.
         attachment.file.storage.delete(attachment.file.name)
         raise
-    record(
-        tenant=ticket.tenant,
-        event_type="support.ticket.attachment_added",
-        actor=actor,
-        payload={
-            "ticket_id": str(ticket.pk),
-            "ticket_number": ticket.ticket_number,
-            "attachment_id": str(attachment.pk),
-            "content_type": content_type,
-            "size_bytes": size,
-        },
-    )
     return attachment
 
 

@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from audit.services import record
 from config.exceptions import ApplicationError, Conflict
-from config.services import UNSET, given, model_update, person
+from config.services import UNSET, check_move, given, model_update, person
 from tenants.models import Tenant
 
 from ..models import ESCALATION_TRANSITIONS, Escalation, EscalationStatus, Ticket
@@ -90,13 +90,7 @@ def escalation_create(
 
 
 def _status_fields(escalation: Escalation, status: str, now) -> dict:
-    if status not in ESCALATION_TRANSITIONS[escalation.status]:
-        allowed = sorted(ESCALATION_TRANSITIONS[escalation.status])
-        raise Conflict(
-            f"An escalation cannot go from {escalation.status} to {status}"
-            + (f" (allowed: {', '.join(allowed)})." if allowed else " (RESOLVED is final)."),
-            details={"status": escalation.status, "allowed": allowed},
-        )
+    check_move(ESCALATION_TRANSITIONS, escalation.status, status, noun="An escalation")
     fields = {"status": status}
     if escalation.assigned_at is None:
         fields["assigned_at"] = now
@@ -142,11 +136,14 @@ def escalation_update(
         fields["customer"] = customer_of(tenant, customer)
     if ticket is not UNSET:
         fields["ticket"] = _ticket(tenant, ticket)
-    if assignee is not UNSET:
+    unchanged = str(getattr(assignee, "pk", assignee)) == str(escalation.assignee_id)
+    if assignee is not UNSET and not unchanged:
+        # Looked up only when it changes: the shown document sent back keeps an assignee who
+        # has since left.
         fields["assignee"] = (
             None if assignee is None else representative_of(tenant, assignee, "assignee_id")
         )
-        taken = fields["assignee"] is not None and status is UNSET
+        taken = fields["assignee"] is not None and status in (UNSET, escalation.status)
         if taken and escalation.status == EscalationStatus.PENDING:
             status = EscalationStatus.ASSIGNED
     if status is not UNSET and status != escalation.status:

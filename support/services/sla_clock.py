@@ -160,10 +160,17 @@ def sla_status_move(
     """The SLA side of a status move of a locked ticket (ticket_update), given the `changes`
     already decided (a new priority's terms): a breach that has happened is marked first,
     then a pause starts or ends, and the due times follow."""
+    fields: dict = {}
+    leaves_waiting = old_status == TicketStatus.WAITING and new_status != TicketStatus.WAITING
+    if leaves_waiting:
+        # Closed even when the ticket lost its clock meanwhile, so no pause is left running.
+        TicketSlaPause.objects.filter(ticket=ticket, ended_at__isnull=True).update(
+            ended_at=now, updated_at=now
+        )
+        fields["sla_paused_at"] = None
     terms = changes.get("sla_terms", ticket.sla_terms)
     if not terms:
-        return {}
-    fields: dict = {}
+        return fields
     if new_status == TicketStatus.WAITING:
         sla_mark_breach_if_late(ticket, now, changes)
         TicketSlaPause.objects.create(
@@ -173,11 +180,7 @@ def sla_status_move(
             started_at=now,
         )
         fields["sla_paused_at"] = now
-    elif old_status == TicketStatus.WAITING:
-        TicketSlaPause.objects.filter(ticket=ticket, ended_at__isnull=True).update(
-            ended_at=now, updated_at=now
-        )
-        fields["sla_paused_at"] = None
+    elif leaves_waiting:
         fields.update(due_fields(ticket, terms=terms))
     elif old_status == TicketStatus.RESOLVED and new_status != TicketStatus.CLOSED:
         TicketSlaPause.objects.create(

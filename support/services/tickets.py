@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from audit.services import record
 from config.exceptions import ApplicationError, Conflict
-from config.services import UNSET, given, model_update, person
+from config.services import UNSET, check_move, given, model_update, person
 from tenants.models import Tenant
 
 from ..models import (
@@ -145,15 +145,16 @@ def ticket_create(
     priority: str = "NORMAL",
     category: str = "OTHER",
     customer=None,
-    assignee=None,
+    assignee=UNSET,
     conversation_id=None,
     ai_handled: bool = False,
     sentiment=None,
 ) -> Ticket:
     """Open a ticket with the organization's next number and the SLA due times of its
     priority's policy; `assignee` (a representative's id or "auto") takes a slot of their
-    capacity, else 409 and nothing is created. Without one, the organization's
-    `support_auto_assign` setting picks as "auto" does, leaving it queued when nobody is free."""
+    capacity, else 409 and nothing is created; null leaves it queued. Not given, the
+    organization's `support_auto_assign` setting picks as "auto" does, leaving it queued when
+    nobody is free."""
     now = timezone.now()
     ticket = Ticket(
         tenant=tenant,
@@ -169,13 +170,17 @@ def ticket_create(
         created_by=person(actor),
     )
     sla_start(ticket, now=now)
-    if assignee is not None:
+    if assignee is UNSET:
+        if (tenant.settings or {}).get(AUTO_ASSIGN_SETTING) is True:
+            ticket.assignee = _pick(tenant)
+            ticket.assigned_at = now if ticket.assignee is not None else None
+    elif assignee is not None:
         ticket.assignee = _assign(ticket, assignee, now, field="assignee")
         ticket.assigned_at = now
-    elif (tenant.settings or {}).get(AUTO_ASSIGN_SETTING) is True:
-        ticket.assignee = _pick(tenant)
-        ticket.assigned_at = now if ticket.assignee is not None else None
     ticket.save(force_insert=True)
+    # created_at is stamped on insert; the due times count from `now`, so it must be `now`.
+    Ticket.objects.filter(pk=ticket.pk).update(created_at=now)
+    ticket.created_at = now
     record(
         tenant=tenant,
         event_type="support.ticket.created",
@@ -238,13 +243,7 @@ def ticket_assign(*, ticket: Ticket, actor, representative) -> Ticket:
 
 
 def _status_fields(ticket: Ticket, status: str, now: datetime) -> dict:
-    if status not in TICKET_TRANSITIONS[ticket.status]:
-        allowed = sorted(TICKET_TRANSITIONS[ticket.status])
-        raise Conflict(
-            f"A ticket cannot go from {ticket.status} to {status}"
-            + (f" (allowed: {', '.join(allowed)})." if allowed else " (CLOSED is final)."),
-            details={"status": ticket.status, "allowed": allowed},
-        )
+    check_move(TICKET_TRANSITIONS, ticket.status, status, noun="A ticket")
     fields = {"status": status}
     if status == TicketStatus.RESOLVED:
         fields["resolved_at"] = now

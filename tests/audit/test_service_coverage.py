@@ -45,24 +45,21 @@ from tests.factories import (
     UserFactory,
 )
 
+_TICKET_STEP = (
+    "a step of the ticket services (ticket_create, ticket_update, ticket_comment_add), inside "
+    "their transaction, which record their events"
+)
 EXEMPT = {
     "support.services.sla_clock.terms_of": ("reads a policy's terms (no change)"),
     "support.services.sla_clock.due_fields": ("computes due times (no change)"),
     "support.services.sla_clock.late_target": ("computes which target is late (no change)"),
-    "support.services.sla_clock.sla_start": (
-        "a step of the ticket services (ticket_create, ticket_update, ticket_comment_add), inside their transaction, which record their events"
-    ),
-    "support.services.sla_clock.sla_retarget": (
-        "a step of the ticket services (ticket_create, ticket_update, ticket_comment_add), inside their transaction, which record their events"
-    ),
-    "support.services.sla_clock.sla_status_move": (
-        "a step of the ticket services (ticket_create, ticket_update, ticket_comment_add), inside their transaction, which record their events"
-    ),
-    "support.services.sla_clock.sla_first_response": (
-        "a step of the ticket services (ticket_create, ticket_update, ticket_comment_add), inside their transaction, which record their events"
-    ),
+    "support.services.sla_clock.sla_start": (_TICKET_STEP),
+    "support.services.sla_clock.sla_retarget": (_TICKET_STEP),
+    "support.services.sla_clock.sla_status_move": (_TICKET_STEP),
+    "support.services.sla_clock.sla_first_response": (_TICKET_STEP),
     "support.services.sla_clock.sla_mark_breach_if_late": (
-        "a step of the ticket services and the breach sweep; records support.sla.breached itself (tests/support)"
+        "a step of the ticket services and the breach sweep; records support.sla.breached "
+        "itself (tests/support)"
     ),
     "support.services.common.customer_of": ("a lookup (no change)"),
     "support.services.common.representative_of": ("a lookup (no change)"),
