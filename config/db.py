@@ -4,6 +4,7 @@ import time
 import uuid
 
 from django.db import IntegrityError, connection, connections, router, transaction
+from django.http import Http404
 
 from .exceptions import Conflict
 from .services import model_update
@@ -68,3 +69,12 @@ def update_or_conflict(
             return model_update(instance=instance, data=data)
     except IntegrityError:
         raise Conflict(conflict_message, details=conflict_details) from None
+
+
+def locked_or_404(queryset, **lookup):
+    """The row of `queryset` matching `lookup`, locked FOR UPDATE; 404 when it is gone (a
+    deletion that committed between the view's read and the service's lock)."""
+    try:
+        return queryset.select_for_update(of=("self",)).get(**lookup)
+    except queryset.model.DoesNotExist:
+        raise Http404 from None

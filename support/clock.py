@@ -7,13 +7,14 @@ daylight-saving change moves it with the local day. Pure functions, no database:
 services compute due times with them, the tests call them directly.
 
 A policy's targets are reachable within a year of its business hours (the SLA policy service
-checks it), so a computation walks at most a year of days.
+checks it); a walk covers the working time asked for, pauses included, so a ticket that waited
+for years still gets the right instant.
 """
 
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-# A walk never goes further than this many days (the policy check keeps targets well within).
+# Business hours without a working minute (never accepted): the walk stops here.
 MAX_DAYS = 800
 
 
@@ -43,7 +44,12 @@ def add_working_time(start: datetime, seconds: float, hours: dict | None) -> dat
     start = start.astimezone(UTC)
     day = start.astimezone(zone).date()
     remaining = seconds
-    for _ in range(MAX_DAYS):
+    # Enough days for `seconds` of working time (pauses included), with room for the week
+    # being walked into and for the daylight-saving days (two a year) that may shorten or skip
+    # a window.
+    weekly = weekly_minutes(hours) * 60
+    weeks = int(seconds // weekly) if weekly > 0 else MAX_DAYS
+    for _ in range(7 * (weeks + 3 + weeks // 20)):
         window = _window(day, hours, zone)
         if window is not None:
             begin = max(window[0], start)
@@ -53,8 +59,8 @@ def add_working_time(start: datetime, seconds: float, hours: dict | None) -> dat
                     return begin + timedelta(seconds=remaining)
                 remaining -= available
         day += timedelta(days=1)
-    # Unreachable for a policy the service accepted; never loop for ever on bad data.
-    return start + timedelta(days=MAX_DAYS)
+    # Unreachable for business hours the service accepted; never loop for ever on bad data.
+    raise ValueError("Business hours without working time.")
 
 
 def working_seconds(start: datetime, end: datetime, hours: dict | None) -> float:

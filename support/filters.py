@@ -81,6 +81,7 @@ class TicketFilter(django_filters.FilterSet):
     def filter_sla_status(self, queryset, name, values):
         """The tickets whose `sla_status` is one of `values` now (the rule of
         Ticket.sla_status_at, in SQL)."""
+        values = [value for value in values if value]
         if not values:
             return queryset
         matched = Q()

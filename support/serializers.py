@@ -42,6 +42,7 @@ from .models import (
     RepresentativeStatus,
     SlaPolicy,
     SlaStatus,
+    SlaTarget,
     Ticket,
     TicketAttachment,
     TicketComment,
@@ -303,8 +304,9 @@ TICKET_FIELDS = [
 TICKET_LIVE_FIELDS = (
     "updated_at",
     "assigned_at",
+    # The nested objects show the assignee's presence and the customer's profile, which change
+    # on their own; `assignee_id` is compared (change it with POST {id}/assign).
     "assignee",
-    "assignee_id",
     "customer",
     "sla_status",
     "first_response_due_at",
@@ -331,6 +333,9 @@ class TicketSerializer(ModelSerializer):
     created_by = PersonSerializer(read_only=True, allow_null=True)
     sentiment = serializers.FloatField(read_only=True, allow_null=True)
     sla_policy_id = serializers.UUIDField(read_only=True, allow_null=True)
+    sla_breach = serializers.SerializerMethodField(
+        help_text="The target first missed: first_response or resolution; null while none is."
+    )
     sla_status = serializers.SerializerMethodField(
         help_text="ok, at_risk (a quarter of a running target or less left), breached, paused "
         "(WAITING on the customer) or met; null when no SLA policy applies."
@@ -340,6 +345,10 @@ class TicketSerializer(ModelSerializer):
         model = Ticket
         fields = TICKET_FIELDS
         read_only_fields = fields
+
+    @extend_schema_field(ChoiceField(choices=SlaTarget.choices, allow_null=True))
+    def get_sla_breach(self, ticket) -> str | None:
+        return ticket.sla_breach or None
 
     @extend_schema_field(ChoiceField(choices=SlaStatus.choices, allow_null=True))
     def get_sla_status(self, ticket) -> str | None:

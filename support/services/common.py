@@ -3,6 +3,7 @@
 
 from django.db.models import Exists, OuterRef
 
+from config.db import locked_or_404
 from config.exceptions import ApplicationError
 from tenants.models import Membership, MembershipStatus, Tenant
 
@@ -55,8 +56,4 @@ def representative_of(
 
 def locked_ticket(ticket: Ticket) -> Ticket:
     """The ticket again, locked for the change (its tenant and assignee loaded)."""
-    return (
-        Ticket.objects.select_for_update(of=("self",))
-        .select_related("tenant", "assignee")
-        .get(pk=ticket.pk)
-    )
+    return locked_or_404(Ticket.objects.select_related("tenant", "assignee"), pk=ticket.pk)

@@ -58,8 +58,12 @@ def ticket_comment_add(
         author=person(actor),
         representative=representative,
     )
+    # A reply to a resolved ticket is not a first response: the ticket was settled without one.
     first_response = (
-        representative is not None and not is_internal and ticket.first_responded_at is None
+        representative is not None
+        and not is_internal
+        and ticket.is_open
+        and ticket.first_responded_at is None
     )
     if first_response:
         sla_first_response(ticket, created.created_at)
@@ -171,7 +175,7 @@ def attachments_release(*, tenant: Tenant, attachments) -> int:
 @transaction.atomic
 def ticket_attachment_delete(*, attachment: TicketAttachment, actor) -> None:
     """Delete one attachment (audited), freeing its storage."""
-    ticket = locked_ticket(attachment.ticket)
+    ticket = locked_ticket(Ticket(pk=attachment.ticket_id))
     freed = attachments_release(
         tenant=ticket.tenant, attachments=TicketAttachment.objects.filter(pk=attachment.pk)
     )

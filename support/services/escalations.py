@@ -12,6 +12,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from audit.services import record
+from config.db import locked_or_404
 from config.exceptions import ApplicationError, Conflict
 from config.services import UNSET, check_move, given, model_update, person
 from tenants.models import Tenant
@@ -116,10 +117,8 @@ def escalation_update(
 ) -> Escalation:
     """Change the fields given; status moves forward only (409 otherwise) and a resolved
     escalation changes no more (409). ASSIGNED needs an assignee."""
-    escalation = (
-        Escalation.objects.select_for_update(of=("self",))
-        .select_related("tenant", "assignee")
-        .get(pk=escalation.pk)
+    escalation = locked_or_404(
+        Escalation.objects.select_related("tenant", "assignee"), pk=escalation.pk
     )
     if escalation.status == EscalationStatus.RESOLVED:
         raise Conflict("A resolved escalation changes no more.", details={"status": "RESOLVED"})
@@ -152,7 +151,8 @@ def escalation_update(
         fields["assigned_at"] = now
     final_status = fields.get("status", escalation.status)
     final_assignee = fields.get("assignee", escalation.assignee)
-    if final_status == EscalationStatus.ASSIGNED and final_assignee is None:
+    moved = "status" in fields or "assignee" in fields
+    if moved and final_status == EscalationStatus.ASSIGNED and final_assignee is None:
         raise ApplicationError(
             "An ASSIGNED escalation needs an assignee.",
             details={"assignee_id": ["Give the representative who takes it."]},
@@ -175,7 +175,7 @@ def escalation_update(
 
 @transaction.atomic
 def escalation_delete(*, escalation: Escalation, actor) -> None:
-    escalation = Escalation.objects.select_for_update(of=("self",)).get(pk=escalation.pk)
+    escalation = locked_or_404(Escalation.objects.all(), pk=escalation.pk)
     record(
         tenant=escalation.tenant,
         event_type="support.escalation.deleted",

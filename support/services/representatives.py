@@ -11,12 +11,12 @@ from django.db import transaction
 from django.utils import timezone
 
 from audit.services import record
-from config.db import create_or_conflict
+from config.db import create_or_conflict, locked_or_404
 from config.exceptions import ApplicationError
 from config.services import UNSET, given, model_update
 from tenants.models import Membership, MembershipStatus, Tenant
 
-from ..models import ACTIVE_STATUSES, Representative, Ticket
+from ..models import ACTIVE_STATUSES, Escalation, EscalationStatus, Representative, Ticket
 
 
 def _record(event_type: str, actor, representative: Representative, **payload) -> None:
@@ -96,10 +96,29 @@ def representative_update(
 
 @transaction.atomic
 def representative_delete(*, representative: Representative, actor) -> None:
-    representative = Representative.objects.select_for_update().get(pk=representative.pk)
-    # Their tickets go back to the queue, unassigned (the slots go with the representative).
-    released = Ticket.objects.filter(assignee=representative).update(
-        assignee=None, assigned_at=None, updated_at=timezone.now()
+    # Their tickets first, then the representative: the order the ticket services lock them
+    # in (a ticket, then its assignee's slot), so a concurrent ticket change never deadlocks.
+    tickets = list(
+        Ticket.objects.select_for_update()
+        .filter(assignee_id=representative.pk)
+        .order_by("pk")
+        .values_list("pk", flat=True)
     )
-    _record("representative.deleted", actor, representative, released_tickets=released)
+    representative = locked_or_404(Representative.objects.all(), pk=representative.pk)
+    now = timezone.now()
+    # Their tickets go back to the queue, unassigned (the slots go with the representative),
+    # and the escalations they had taken wait for someone again.
+    released = Ticket.objects.filter(pk__in=tickets, assignee=representative).update(
+        assignee=None, assigned_at=None, updated_at=now
+    )
+    requeued = Escalation.objects.filter(
+        assignee=representative, status=EscalationStatus.ASSIGNED
+    ).update(status=EscalationStatus.PENDING, assigned_at=None, updated_at=now)
+    _record(
+        "representative.deleted",
+        actor,
+        representative,
+        released_tickets=released,
+        requeued_escalations=requeued,
+    )
     representative.delete()

@@ -117,12 +117,23 @@ def sla_start(ticket: Ticket, *, now: datetime) -> None:
         setattr(ticket, name, value)
 
 
-def sla_retarget(ticket: Ticket, priority: str) -> dict:
+def sla_retarget(ticket: Ticket, priority: str, now: datetime) -> dict:
     """The fields that hold a ticket to the policy of its new `priority` (counted from its
-    creation, pauses excluded); a priority without a policy clears them."""
+    creation, pauses excluded); a priority without a policy clears them. A WAITING ticket that
+    gains a clock starts it paused."""
     policy = SlaPolicy.objects.filter(tenant=ticket.tenant, priority=priority).first()
     terms = terms_of(policy)
-    return {"sla_policy": policy, "sla_terms": terms, **due_fields(ticket, terms=terms or {})}
+    fields = {"sla_policy": policy, "sla_terms": terms, **due_fields(ticket, terms=terms or {})}
+    waiting = ticket.status == TicketStatus.WAITING
+    if terms and waiting and not ticket.sla_pauses.filter(ended_at__isnull=True).exists():
+        TicketSlaPause.objects.create(
+            tenant_id=ticket.tenant_id,
+            ticket=ticket,
+            reason=SlaPauseReason.WAITING,
+            started_at=now,
+        )
+        fields["sla_paused_at"] = now
+    return fields
 
 
 def late_target(

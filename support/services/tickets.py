@@ -73,11 +73,14 @@ def _next_number(tenant: Tenant) -> int:
 
 
 def _take_slot(representative: Representative) -> bool:
-    """One of the representative's slots, if one is free: one conditional UPDATE."""
+    """One of the representative's slots, if one is free and they still serve the organization:
+    one conditional UPDATE."""
+    # Only someone still serving the organization: a ticket reopened for a representative who
+    # left comes back unassigned (_capacity_follows).
     return bool(
-        Representative.objects.filter(pk=representative.pk, active_chats__lt=F("max_chats")).update(
-            active_chats=F("active_chats") + 1, updated_at=timezone.now()
-        )
+        Representative.objects.filter(pk=representative.pk, active_chats__lt=F("max_chats"))
+        .filter(serving())
+        .update(active_chats=F("active_chats") + 1, updated_at=timezone.now())
     )
 
 
@@ -307,8 +310,8 @@ def ticket_update(
         fields["customer"] = customer_of(ticket.tenant, customer)
     old_status = ticket.status
     now = timezone.now()
-    if priority is not UNSET and priority != ticket.priority and ticket.is_open:
-        fields.update(sla_retarget(ticket, priority))
+    if priority is not UNSET and priority != ticket.priority and old_status != TicketStatus.CLOSED:
+        fields.update(sla_retarget(ticket, priority, now))
     if status is not UNSET and status != old_status:
         fields.update(_status_fields(ticket, status, now))
         fields.update(sla_status_move(ticket, old_status, status, now, fields))

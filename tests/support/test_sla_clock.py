@@ -302,7 +302,7 @@ def test_a_ticket_with_a_policy_gets_its_due_times(owner):
     assert body["sla_policy_id"] == str(normal.pk)
     assert body["sla_status"] == "ok"
     assert body["sla_breached_at"] is None
-    assert body["sla_breach"] == ""
+    assert body["sla_breach"] is None
     assert body["sla_paused_at"] is None
     assert body["first_responded_at"] is None
     ticket = Ticket.objects.get(pk=body["id"])
@@ -931,7 +931,7 @@ def test_an_in_time_reply_and_resolution_meet_the_sla(owner, representative):
 
     assert resolved["sla_status"] == "met"
     assert resolved["sla_breached_at"] is None
-    assert resolved["sla_breach"] == ""
+    assert resolved["sla_breach"] is None
     # Met for good: the sweep long after leaves it alone.
     with at(T0 + 48 * HOUR):
         assert sla_breaches_mark(now=T0 + 48 * HOUR) == 0
@@ -1036,17 +1036,22 @@ def test_a_pause_left_open_by_clearing_the_sla_is_not_counted_twice(owner):
     assert parse(back["resolution_due_at"]) <= T0 + 510 * MINUTE
 
 
-def test_a_priority_change_of_a_resolved_ticket_keeps_its_sla(owner):
-    normal = policy(owner.tenant, "NORMAL", first=60, resolution=480)
-    policy(owner.tenant, "URGENT", first=15, resolution=120)
+def test_a_priority_change_of_a_resolved_ticket_holds_its_reopening_to_the_new_policy(owner):
+    policy(owner.tenant, "NORMAL", first=60, resolution=480)
+    urgent = policy(owner.tenant, "URGENT", first=15, resolution=120)
     body = api_create(owner, T0)
     api_patch(owner, body["id"], T0 + 10 * MINUTE, status="RESOLVED")
 
     changed = api_patch(owner, body["id"], T0 + 20 * MINUTE, priority="URGENT")
+    reopened = api_patch(owner, body["id"], T0 + 30 * MINUTE, status="OPEN")
 
+    # Settled, it stays met; reopened, it runs on the urgent terms, the resolved stretch
+    # (20 minutes) not counted.
     assert changed["priority"] == "URGENT"
-    assert changed["sla_policy_id"] == str(normal.pk)
-    assert parse(changed["resolution_due_at"]) == T0 + 8 * HOUR
+    assert changed["sla_policy_id"] == str(urgent.pk)
+    assert changed["sla_status"] == "met"
+    assert reopened["sla_policy_id"] == str(urgent.pk)
+    assert parse(reopened["resolution_due_at"]) == T0 + 2 * HOUR + 20 * MINUTE
 
 
 # A race -----------------------------------------------------------------------------------------
