@@ -11,7 +11,7 @@ from .services import model_update
 
 
 def create_or_conflict(
-    model, *, conflict_message: str, conflict_details: dict | None = None, **fields
+    model, /, *, conflict_message: str, conflict_details: dict | None = None, **fields
 ):
     """Create a row; a unique-constraint violation (including a lost race) is 409 CONFLICT."""
     try:

@@ -16,9 +16,12 @@ from config.admin import ReadOnlyAdmin, ServiceActionsMixin, ServiceDeleteAdmin,
 
 from . import services
 from .models import (
+    AiAgent,
     CustomerProfile,
+    DecisionRule,
     Escalation,
     Representative,
+    RuleApplication,
     SlaPolicy,
     SlaStatus,
     Ticket,
@@ -44,6 +47,12 @@ class AttachmentInline(ShownInline):
 class SlaPauseInline(ShownInline):
     model = TicketSlaPause
     fields = ("reason", "started_at", "ended_at")
+    readonly_fields = fields
+
+
+class RuleApplicationInline(ShownInline):
+    model = RuleApplication
+    fields = ("created_at", "rule_name", "action", "outcome", "detail")
     readonly_fields = fields
 
 
@@ -122,7 +131,7 @@ class TicketAdmin(ServiceDeleteAdmin, ServiceActionsMixin, ReadOnlyAdmin):
     """Tickets with their comments, attachments and SLA pauses: filters (the SLA state among
     them), deletion and automatic assignment through the services (audited)."""
 
-    inlines = (CommentInline, AttachmentInline, SlaPauseInline)
+    inlines = (CommentInline, AttachmentInline, SlaPauseInline, RuleApplicationInline)
     list_display = (
         "ticket_number",
         "subject",
@@ -187,3 +196,41 @@ class EscalationAdmin(ServiceDeleteAdmin, ReadOnlyAdmin):
 
     def delete_through_service(self, request, obj) -> None:
         services.escalation_delete(escalation=obj, actor=request.user)
+
+
+@admin.register(AiAgent)
+class AiAgentAdmin(ServiceDeleteAdmin, ReadOnlyAdmin):
+    """AI agents with their record (counted from the recorded outcomes)."""
+
+    list_display = ("name", "tenant", "type", "status", "enabled", "model", "accuracy_shown")
+    list_select_related = ("tenant",)
+    list_filter = ("type", "status", "enabled")
+    search_fields = ("name", "tenant__slug")
+
+    @admin.display(description="accuracy")
+    def accuracy_shown(self, agent) -> str:
+        if agent.accuracy is None:
+            return "-"
+        return f"{agent.accuracy}% of {agent.assertions_count}"
+
+    def has_delete_permission(self, request, obj=None):
+        return request.user.has_perm("support.delete_aiagent")
+
+    def delete_through_service(self, request, obj) -> None:
+        services.ai_agent_delete(ai_agent=obj, actor=request.user)
+
+
+@admin.register(DecisionRule)
+class DecisionRuleAdmin(ServiceDeleteAdmin, ReadOnlyAdmin):
+    """Decision rules in the order they are tried; deleted through the service (audited)."""
+
+    list_display = ("priority", "name", "tenant", "enabled", "action")
+    list_select_related = ("tenant",)
+    list_filter = ("enabled", "action")
+    search_fields = ("name", "tenant__slug")
+
+    def has_delete_permission(self, request, obj=None):
+        return request.user.has_perm("support.delete_decisionrule")
+
+    def delete_through_service(self, request, obj) -> None:
+        services.decision_rule_delete(decision_rule=obj, actor=request.user)

@@ -15,9 +15,13 @@ from django.utils import timezone
 from config.filters import ChoiceInFilter, UTCDateTimeFilter
 
 from .models import (
+    AgentStatus,
+    AgentType,
+    AiAgent,
     CustomerProfile,
     CustomerStanding,
     CustomerTier,
+    DecisionRule,
     Escalation,
     EscalationPriority,
     EscalationReason,
@@ -32,6 +36,7 @@ from .models import (
     TicketPriority,
     TicketStatus,
 )
+from .rules import ACTIONS
 from .selectors import sla_status_q
 
 
@@ -118,3 +123,22 @@ class AttachmentFilter(django_filters.FilterSet):
     class Meta:
         model = TicketAttachment
         fields = ["ticket"]
+
+
+class AiAgentFilter(django_filters.FilterSet):
+    type = ChoiceInFilter(choices=AgentType.choices)
+    status = ChoiceInFilter(choices=AgentStatus.choices)
+    enabled = django_filters.BooleanFilter()
+
+    class Meta:
+        model = AiAgent
+        fields = ["type", "status", "enabled"]
+
+
+class DecisionRuleFilter(django_filters.FilterSet):
+    enabled = django_filters.BooleanFilter()
+    action = ChoiceInFilter(choices=[(action, action) for action in ACTIONS])
+
+    class Meta:
+        model = DecisionRule
+        fields = ["enabled", "action"]

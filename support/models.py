@@ -630,3 +630,163 @@ class Escalation(TenantOwned):
         """Seconds from creation until someone took it (assigned or worked), or until now."""
         taken = self.assigned_at or self.resolved_at or now
         return max(int((taken - self.created_at).total_seconds()), 0)
+
+
+# Automation: AI agents and decision rules ---------------------------------------------------------
+
+
+class AgentType(models.TextChoices):
+    RESPONSE_RECOMMENDATION = "RESPONSE_RECOMMENDATION", "Response recommendation"
+    CUSTOMER_SPEND = "CUSTOMER_SPEND", "Customer spend"
+    SENTIMENT_ANALYSIS = "SENTIMENT_ANALYSIS", "Sentiment analysis"
+    TICKET_ROUTING = "TICKET_ROUTING", "Ticket routing"
+    CUSTOM = "CUSTOM", "Custom"
+
+
+class AgentStatus(models.TextChoices):
+    ACTIVE = "ACTIVE", "Active"
+    PAUSED = "PAUSED", "Paused"
+    DISABLED = "DISABLED", "Disabled"
+
+
+class AiAgent(TenantOwned):
+    """An AI agent the desk runs (its configuration: model, data sources, thresholds), with
+    its track record counted from the outcomes recorded against it (AgentAssertion), never
+    typed in."""
+
+    tenant = models.ForeignKey(
+        Tenant, on_delete=models.CASCADE, related_name="ai_agents", editable=False
+    )
+    name = models.CharField(max_length=200)
+    type = models.CharField(max_length=32, choices=AgentType.choices)
+    description = models.TextField(blank=True, max_length=2_000)
+    enabled = models.BooleanField(default=True)
+    status = models.CharField(
+        max_length=16, choices=AgentStatus.choices, default=AgentStatus.ACTIVE
+    )
+    # The gateway catalogue's public model name (playground.LanguageModel.name).
+    model = models.CharField(max_length=100)
+    # ["Conversation History", "Customer Profile"]: names, at most 20.
+    data_sources = models.JSONField(default=list, blank=True)
+    # {"confidence": 0.85, "max_tokens": 500}.
+    thresholds = models.JSONField(default=dict, blank=True)
+    # The record, kept by support.services.agents.agent_assertion_record (atomic increments).
+    assertions_count = models.PositiveIntegerField(default=0, editable=False)
+    correct_count = models.PositiveIntegerField(default=0, editable=False)
+    latency_ms_total = models.PositiveBigIntegerField(default=0, editable=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        editable=False,
+    )
+
+    class Meta:
+        ordering = ["name", "id"]
+        verbose_name = "AI agent"
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "name"], name="ai_agent_name"),
+        ]
+
+    def __str__(self):
+        return self.name
+
+    @property
+    def accuracy(self) -> float | None:
+        """Percent of the recorded outcomes that were correct; None before the first."""
+        if not self.assertions_count:
+            return None
+        return round(100 * self.correct_count / self.assertions_count, 2)
+
+    @property
+    def avg_latency(self) -> int | None:
+        """Average latency of the recorded outcomes, in milliseconds."""
+        if not self.assertions_count:
+            return None
+        return round(self.latency_ms_total / self.assertions_count)
+
+
+class AgentAssertion(TenantOwned):
+    """One outcome of an agent: whether its answer was right, and how long it took."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+", editable=False)
+    agent = models.ForeignKey(
+        AiAgent, on_delete=models.CASCADE, related_name="assertions", editable=False
+    )
+    correct = models.BooleanField()
+    latency_ms = models.PositiveIntegerField()
+    ticket = models.ForeignKey(
+        Ticket, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    note = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+
+class DecisionRule(TenantOwned):
+    """A rule of the desk's automation: when all `conditions` hold (support.rules), take
+    `action` with `action_params`. Enabled rules are tried by `priority`, the lowest first;
+    two enabled rules never share one."""
+
+    tenant = models.ForeignKey(
+        Tenant, on_delete=models.CASCADE, related_name="decision_rules", editable=False
+    )
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True, max_length=2_000)
+    enabled = models.BooleanField(default=False)
+    priority = models.PositiveIntegerField()
+    conditions = models.JSONField(default=list, blank=True)
+    action = models.CharField(max_length=24)
+    action_params = models.JSONField(default=dict, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        editable=False,
+    )
+
+    class Meta:
+        ordering = ["priority", "created_at", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "priority"],
+                condition=models.Q(enabled=True),
+                name="decision_rule_enabled_priority",
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.priority}: {self.name}"
+
+
+class RuleApplication(TenantOwned):
+    """A decision rule applied to a ticket automatically (the organization's
+    `support_apply_rules` setting): which rule, what it did, and the outcome."""
+
+    class Outcome(models.TextChoices):
+        APPLIED = "applied", "Applied"
+        SKIPPED = "skipped", "Skipped"
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+", editable=False)
+    ticket = models.ForeignKey(
+        Ticket, on_delete=models.CASCADE, related_name="rule_applications", editable=False
+    )
+    rule = models.ForeignKey(
+        DecisionRule, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    rule_name = models.CharField(max_length=200)
+    action = models.CharField(max_length=24)
+    action_params = models.JSONField(default=dict, blank=True)
+    outcome = models.CharField(max_length=16, choices=Outcome.choices)
+    detail = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self):
+        return f"{self.rule_name} -> {self.action} ({self.outcome})"

@@ -7,8 +7,10 @@ tests/support/test_api.py.
 """
 
 from .views import (
+    AiAgentViewSet,
     AttachmentViewSet,
     CustomerProfileViewSet,
+    DecisionRuleViewSet,
     EscalationViewSet,
     RepresentativeViewSet,
     SlaPolicyViewSet,
@@ -22,4 +24,6 @@ routes: list = [
     ("support/tickets", TicketViewSet, "ticket"),
     ("support/escalations", EscalationViewSet, "escalation"),
     ("support/attachments", AttachmentViewSet, "attachment"),
+    ("support/agents", AiAgentViewSet, "ai-agent"),
+    ("support/decision-rules", DecisionRuleViewSet, "decision-rule"),
 ]

@@ -13,7 +13,8 @@ from django.db.models import Avg, Count, DurationField, ExpressionWrapper, F, Ou
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
-from .models import Representative, SlaStatus, Ticket, TicketStatus
+from .models import DecisionRule, Representative, SlaStatus, Ticket, TicketStatus
+from .rules import clean_facts, evaluate
 
 # A trend is UP or DOWN when the second half of the window resolved this share more or fewer
 # tickets than the first half; else STABLE.
@@ -138,3 +139,48 @@ def sla_status_q(value: str, now: datetime) -> Q:
         SlaStatus.OK: ~breached & running & ~at_risk,
     }
     return has_terms & conditions[value]
+
+
+def ticket_facts(*, ticket: Ticket, now: datetime | None = None) -> dict:
+    """What the rule language knows of a ticket (support.rules.FIELDS): its own fields, its
+    customer's tier and standing, its age."""
+    now = now or timezone.now()
+    customer = ticket.customer
+    return {
+        "sentiment": float(ticket.sentiment) if ticket.sentiment is not None else None,
+        "priority": ticket.priority,
+        "category": ticket.category,
+        "status": ticket.status,
+        "customer_tier": customer.tier if customer else None,
+        "customer_standing": customer.standing if customer else None,
+        "ticket_age_minutes": max(int((now - ticket.created_at).total_seconds() // 60), 0),
+        "ai_handled": ticket.ai_handled,
+        "subject": ticket.subject,
+    }
+
+
+def rules_in_order(*, tenant, include_disabled: bool = False, rule_ids=None):
+    """The organization's decision rules in the order they are tried."""
+    rules = DecisionRule.objects.filter(tenant=tenant)
+    if not include_disabled:
+        rules = rules.filter(enabled=True)
+    if rule_ids is not None:
+        rules = rules.filter(pk__in=list(rule_ids))
+    return rules.order_by("priority", "created_at", "id")
+
+
+def rules_evaluate(*, tenant, facts: dict, include_disabled: bool = False, rule_ids=None) -> dict:
+    """The first rule whose conditions hold for `facts`, its action, and the trace of every
+    rule tried (support.rules.evaluate). Changes nothing."""
+    rule, trace = evaluate(
+        rules_in_order(tenant=tenant, include_disabled=include_disabled, rule_ids=rule_ids),
+        clean_facts(facts),
+    )
+    return {
+        "matched": rule is not None,
+        "rule": rule,
+        "action": rule.action if rule else None,
+        "action_params": rule.action_params if rule else None,
+        "facts": clean_facts(facts),
+        "trace": trace,
+    }

@@ -23,6 +23,7 @@ from config.serializers import (
     EmailField,
     JSONObjectField,
     ModelSerializer,
+    NameField,
     PersonSerializer,
     ResponseSerializer,
     Serializer,
@@ -32,7 +33,12 @@ from tenants.serializers.fields import StrictBooleanField
 
 from .models import (
     OPEN_TICKET_STATUSES,
+    AgentAssertion,
+    AgentStatus,
+    AgentType,
+    AiAgent,
     CustomerProfile,
+    DecisionRule,
     Escalation,
     EscalationPriority,
     EscalationReason,
@@ -40,6 +46,7 @@ from .models import (
     Representative,
     RepresentativeRole,
     RepresentativeStatus,
+    RuleApplication,
     SlaPolicy,
     SlaStatus,
     SlaTarget,
@@ -49,6 +56,7 @@ from .models import (
     TicketSlaPause,
     TicketStatus,
 )
+from .rules import ACTIONS, action_params_errors, conditions_errors
 
 # A customer's `context`, once encoded.
 CONTEXT_MAX_BYTES = 16_384
@@ -319,6 +327,7 @@ TICKET_LIVE_FIELDS = (
     "comments",
     "attachments",
     "sla_pauses",
+    "rule_applications",
 )
 
 
@@ -402,15 +411,35 @@ class TicketSlaPauseSerializer(ModelSerializer):
         read_only_fields = fields
 
 
+class RuleApplicationSerializer(ModelSerializer):
+    rule_id = serializers.UUIDField(read_only=True, allow_null=True)
+
+    class Meta:
+        model = RuleApplication
+        fields = [
+            "id",
+            "rule_id",
+            "rule_name",
+            "action",
+            "action_params",
+            "outcome",
+            "detail",
+            "created_at",
+        ]
+        read_only_fields = fields
+
+
 class TicketDetailSerializer(TicketSerializer):
-    """A ticket with its conversation (comments, oldest first), attachments and SLA pauses."""
+    """A ticket with its conversation (comments, oldest first), attachments, SLA pauses and
+    the decision rules applied to it."""
 
     comments = TicketCommentSerializer(many=True, read_only=True)
     attachments = TicketAttachmentSerializer(many=True, read_only=True)
     sla_pauses = TicketSlaPauseSerializer(many=True, read_only=True)
+    rule_applications = RuleApplicationSerializer(many=True, read_only=True)
 
     class Meta(TicketSerializer.Meta):
-        fields = [*TICKET_FIELDS, "comments", "attachments", "sla_pauses"]
+        fields = [*TICKET_FIELDS, "comments", "attachments", "sla_pauses", "rule_applications"]
         read_only_fields = fields
 
 
@@ -639,3 +668,245 @@ class RepresentativePerformanceSerializer(ResponseSerializer):
         help_text="Resolved in the second half of the period against the first (10% band).",
     )
     daily = PerformanceDaySerializer(many=True)
+
+
+# Automation ---------------------------------------------------------------------------------------
+
+
+class AgentThresholdsSerializer(Serializer):
+    confidence = serializers.FloatField(
+        min_value=0, max_value=1, required=False, help_text="0 to 1."
+    )
+    max_tokens = serializers.IntegerField(
+        min_value=1,
+        max_value=1_000_000,
+        required=False,
+        help_text="At most the model's output limit.",
+    )
+
+
+class AiAgentSerializer(ModelSerializer):
+    """An AI agent's configuration and its record, counted from the recorded outcomes."""
+
+    assertions = serializers.IntegerField(source="assertions_count", read_only=True)
+    accuracy = serializers.FloatField(
+        read_only=True, allow_null=True, help_text="Percent of outcomes correct."
+    )
+    avg_latency = serializers.IntegerField(
+        read_only=True, allow_null=True, help_text="Milliseconds."
+    )
+    created_by = PersonSerializer(read_only=True, allow_null=True)
+
+    class Meta:
+        model = AiAgent
+        fields = [
+            "id",
+            "name",
+            "type",
+            "description",
+            "enabled",
+            "status",
+            "model",
+            "data_sources",
+            "thresholds",
+            "assertions",
+            "accuracy",
+            "avg_latency",
+            "created_by",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+
+class AiAgentInputSerializer(ModelSerializer):
+    name = NameField()
+    type = ChoiceField(choices=AgentType.choices)
+    status = ChoiceField(choices=AgentStatus.choices, required=False)
+    enabled = StrictBooleanField(required=False)
+    description = CharField(max_length=2_000, required=False, allow_blank=True)
+    model = CharField(max_length=100, help_text="A model of the gateway's catalogue.")
+    data_sources = serializers.ListField(
+        child=NameField(max_length=100), max_length=20, required=False
+    )
+    thresholds = WholeObjectField(
+        AgentThresholdsSerializer,
+        required=False,
+        help_text='{"confidence": 0.85, "max_tokens": 500}',
+    )
+    live_fields = ("updated_at", "assertions", "accuracy", "avg_latency")
+
+    class Meta:
+        model = AiAgent
+        fields = [
+            "name",
+            "type",
+            "description",
+            "enabled",
+            "status",
+            "model",
+            "data_sources",
+            "thresholds",
+        ]
+
+
+class AiAgentUpdateSerializer(AiAgentInputSerializer):
+    name = NameField(required=False)
+    type = ChoiceField(choices=AgentType.choices, required=False)
+    model = CharField(max_length=100, required=False)
+
+
+class AgentAssertionSerializer(ModelSerializer):
+    agent_id = serializers.UUIDField(read_only=True)
+    ticket_id = serializers.UUIDField(read_only=True, allow_null=True)
+
+    class Meta:
+        model = AgentAssertion
+        fields = ["id", "agent_id", "correct", "latency_ms", "ticket_id", "note", "created_at"]
+        read_only_fields = fields
+
+
+class AgentAssertionInputSerializer(Serializer):
+    correct = StrictBooleanField(help_text="Whether the agent's answer was right.")
+    latency_ms = serializers.IntegerField(min_value=0, max_value=3_600_000)
+    ticket_id = serializers.UUIDField(required=False, allow_null=True)
+    note = CharField(max_length=500, required=False, allow_blank=True)
+
+    def validate(self, attrs):
+        if "ticket_id" in attrs:
+            attrs["ticket"] = attrs.pop("ticket_id")
+        return attrs
+
+
+class DecisionRuleSerializer(ModelSerializer):
+    """A decision rule: when all `conditions` hold, `action` with `action_params`."""
+
+    created_by = PersonSerializer(read_only=True, allow_null=True)
+
+    class Meta:
+        model = DecisionRule
+        fields = [
+            "id",
+            "name",
+            "description",
+            "enabled",
+            "priority",
+            "conditions",
+            "action",
+            "action_params",
+            "created_by",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+
+class DecisionRuleInputSerializer(ModelSerializer):
+    name = NameField()
+    description = CharField(max_length=2_000, required=False, allow_blank=True)
+    enabled = StrictBooleanField(required=False)
+    priority = serializers.IntegerField(
+        min_value=0, max_value=1_000_000, help_text="Tried lowest first; unique among enabled."
+    )
+    conditions = serializers.JSONField(
+        required=False,
+        help_text='[{"field": "confidence", "operator": "gt", "value": 0.95}], all must hold.',
+    )
+    action = ChoiceField(choices=[(action, action) for action in ACTIONS])
+    action_params = JSONObjectField(max_bytes=4_096, required=False)
+    live_fields = ("updated_at",)
+
+    class Meta:
+        model = DecisionRule
+        fields = [
+            "name",
+            "description",
+            "enabled",
+            "priority",
+            "conditions",
+            "action",
+            "action_params",
+        ]
+
+    def validate_conditions(self, value):
+        errors = conditions_errors(value)
+        if errors:
+            raise serializers.ValidationError(errors)
+        return value
+
+    def validate(self, attrs):
+        action = attrs.get("action", getattr(self.instance, "action", None))
+        if action in ACTIONS and ("action_params" in attrs or "action" in attrs):
+            params = attrs.get("action_params")
+            if params is None:
+                keep = self.instance is not None and action == self.instance.action
+                params = self.instance.action_params if keep else {}
+            errors = action_params_errors(action, params)
+            if errors:
+                raise serializers.ValidationError({"action_params": errors})
+        return attrs
+
+
+class DecisionRuleUpdateSerializer(DecisionRuleInputSerializer):
+    name = NameField(required=False)
+    priority = serializers.IntegerField(min_value=0, max_value=1_000_000, required=False)
+    action = ChoiceField(choices=[(action, action) for action in ACTIONS], required=False)
+
+
+class RuleEvaluateSerializer(Serializer):
+    """What to evaluate: a payload of facts, or a ticket of the organization."""
+
+    payload = JSONObjectField(
+        max_bytes=16_384,
+        required=False,
+        help_text="Facts by field name (confidence, sentiment, priority, ...); others ignored.",
+    )
+    ticket_id = serializers.UUIDField(required=False)
+    include_disabled = StrictBooleanField(
+        required=False, default=False, help_text="Try disabled rules too (to test them)."
+    )
+    rule_ids = serializers.ListField(
+        child=serializers.UUIDField(), required=False, max_length=100, help_text="Only these."
+    )
+
+    def validate(self, attrs):
+        if ("payload" in attrs) == ("ticket_id" in attrs):
+            raise serializers.ValidationError(
+                {"non_field_errors": ["Give either payload or ticket_id."]}
+            )
+        return attrs
+
+
+class _RuleRef(ResponseSerializer):
+    id = serializers.UUIDField()
+    name = serializers.CharField()
+    priority = serializers.IntegerField()
+
+
+class _ConditionResult(ResponseSerializer):
+    field = serializers.CharField()
+    operator = serializers.CharField()
+    value = serializers.JSONField()
+    actual = serializers.JSONField(allow_null=True)
+    holds = serializers.BooleanField()
+    reason = serializers.CharField(help_text="holds, does not hold, missing, ...")
+
+
+class _RuleTrace(ResponseSerializer):
+    rule_id = serializers.UUIDField()
+    name = serializers.CharField()
+    priority = serializers.IntegerField()
+    enabled = serializers.BooleanField()
+    matched = serializers.BooleanField()
+    conditions = _ConditionResult(many=True)
+
+
+class RuleEvaluationSerializer(ResponseSerializer):
+    """The first rule that holds, its action, and why each rule tried held or not."""
+
+    matched = serializers.BooleanField()
+    rule = _RuleRef(allow_null=True)
+    action = serializers.CharField(allow_null=True)
+    action_params = serializers.JSONField(allow_null=True)
+    facts = serializers.JSONField(help_text="The facts used (the allow-listed fields).")
+    trace = _RuleTrace(many=True)

@@ -17,7 +17,7 @@ from rest_framework.decorators import action
 from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 
-from config.exceptions import PayloadTooLarge
+from config.exceptions import ApplicationError, PayloadTooLarge
 from config.views import accepts_uploads
 from tenants.api import (
     AcceptsShownDocumentMixin,
@@ -28,14 +28,18 @@ from tenants.api import (
 
 from . import selectors, services
 from .filters import (
+    AiAgentFilter,
     AttachmentFilter,
     CustomerProfileFilter,
+    DecisionRuleFilter,
     EscalationFilter,
     RepresentativeFilter,
     TicketFilter,
 )
 from .models import (
+    AiAgent,
     CustomerProfile,
+    DecisionRule,
     Escalation,
     Representative,
     SlaPolicy,
@@ -44,8 +48,16 @@ from .models import (
     TicketComment,
 )
 from .serializers import (
+    AgentAssertionInputSerializer,
+    AgentAssertionSerializer,
+    AiAgentInputSerializer,
+    AiAgentSerializer,
+    AiAgentUpdateSerializer,
     CustomerProfileDetailSerializer,
     CustomerProfileSerializer,
+    DecisionRuleInputSerializer,
+    DecisionRuleSerializer,
+    DecisionRuleUpdateSerializer,
     EscalationCreateSerializer,
     EscalationSerializer,
     EscalationUpdateSerializer,
@@ -54,6 +66,8 @@ from .serializers import (
     RepresentativePerformanceSerializer,
     RepresentativeSerializer,
     RepresentativeUpdateSerializer,
+    RuleEvaluateSerializer,
+    RuleEvaluationSerializer,
     SlaPolicySerializer,
     TicketAssignSerializer,
     TicketAttachmentSerializer,
@@ -198,6 +212,7 @@ class TicketViewSet(AcceptsShownDocumentMixin, TenantCrudViewSet):
                 Prefetch("comments", TicketComment.objects.select_related("author")),
                 Prefetch("attachments", TicketAttachment.objects.select_related("uploaded_by")),
                 "sla_pauses",
+                "rule_applications",
             )
         return queryset
 
@@ -330,3 +345,74 @@ class EscalationViewSet(AcceptsShownDocumentMixin, TenantCrudViewSet):
 
     def scope_queryset(self, queryset):
         return queryset.annotate(priority_rank=_priority_rank())
+
+
+class AiAgentViewSet(AcceptsShownDocumentMixin, TenantCrudViewSet):
+    """AI agents: filters `type`, `status`, `enabled`; `search` (name, description).
+    `POST {id}/assertions` records an outcome (its record follows)."""
+
+    queryset = AiAgent.objects.select_related("created_by")
+    serializer_class = AiAgentSerializer
+    create_serializer_class = AiAgentInputSerializer
+    update_serializer_class = AiAgentUpdateSerializer
+    filterset_class = AiAgentFilter
+    permission_area = "support"
+    required_permissions = {"assertions": "support.write"}
+    search_fields = ("name", "description")
+    ordering_fields = ("name", "created_at", "assertions_count")
+    create_service = services.ai_agent_create
+    update_service = services.ai_agent_update
+    destroy_service = services.ai_agent_delete
+
+    @extend_schema(request=AgentAssertionInputSerializer, responses={201: AgentAssertionSerializer})
+    @action(detail=True, methods=["post"], url_path="assertions")
+    def assertions(self, request, pk=None):
+        """Record one outcome: `correct` and `latency_ms` (optionally the `ticket_id`)."""
+        agent = self.get_object()
+        data = self.validated_input(AgentAssertionInputSerializer)
+        assertion = self.call_service(services.agent_assertion_record, ai_agent=agent, **data)
+        return Response(AgentAssertionSerializer(assertion).data, status=status.HTTP_201_CREATED)
+
+
+class DecisionRuleViewSet(AcceptsShownDocumentMixin, TenantCrudViewSet):
+    """Decision rules, in the order they are tried (priority, then creation): filters
+    `enabled`, `action`; `search` (name, description). `POST evaluate` tries them on a payload
+    or a ticket and says which holds and why, changing nothing."""
+
+    queryset = DecisionRule.objects.select_related("created_by")
+    serializer_class = DecisionRuleSerializer
+    create_serializer_class = DecisionRuleInputSerializer
+    update_serializer_class = DecisionRuleUpdateSerializer
+    filterset_class = DecisionRuleFilter
+    permission_area = "support"
+    required_permissions = {"evaluate": "support.read"}
+    search_fields = ("name", "description")
+    ordering_fields = ("priority", "created_at", "name")
+    create_service = services.decision_rule_create
+    update_service = services.decision_rule_update
+    destroy_service = services.decision_rule_delete
+
+    @extend_schema(request=RuleEvaluateSerializer, responses={200: RuleEvaluationSerializer})
+    @action(detail=False, methods=["post"], url_path="evaluate")
+    def evaluate(self, request):
+        """The first enabled rule (or any, with `include_disabled`) whose conditions hold for
+        `payload` or for the ticket `ticket_id`, its action, and the trace of the rules
+        tried."""
+        data = self.validated_input(RuleEvaluateSerializer)
+        if "ticket_id" in data:
+            ticket = Ticket.objects.filter(tenant=request.tenant, pk=data["ticket_id"]).first()
+            if ticket is None:
+                raise ApplicationError(
+                    "Invalid ticket.",
+                    details={"ticket_id": ["No ticket of the organization has this id."]},
+                )
+            facts = selectors.ticket_facts(ticket=ticket)
+        else:
+            facts = data["payload"]
+        result = selectors.rules_evaluate(
+            tenant=request.tenant,
+            facts=facts,
+            include_disabled=data["include_disabled"],
+            rule_ids=data.get("rule_ids"),
+        )
+        return Response(RuleEvaluationSerializer(result).data)

@@ -411,6 +411,10 @@ SPECTACULAR_SETTINGS = {
         "SlaStatusEnum": "support.models.SlaStatus",
         "SlaBreachEnum": "support.models.SlaTarget",
         "SlaPauseReasonEnum": "support.models.SlaPauseReason",
+        "AgentTypeEnum": "support.models.AgentType",
+        "AgentStatusEnum": "support.models.AgentStatus",
+        "DecisionRuleActionEnum": "support.rules.ACTIONS",
+        "RuleApplicationOutcomeEnum": "support.models.RuleApplication.Outcome",
         "IncidentCategoryEnum": "security.models.IncidentCategory",
     },
 }

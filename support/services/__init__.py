@@ -8,13 +8,23 @@
     conversation     a ticket's comments and attachments
     escalations      escalations: handed to a person, moved forward
     common           the lookups they share (another organization's id is a 400)
+    agents           AI agents: configurations on the gateway's models, outcomes recorded
+    decision_rules   decision rules (support.rules is their language); tickets.rules_apply
+                     applies them to tickets when the organization turns it on
 
 Services are keyword-only, run in a transaction and record their audit event;
 tests/audit/test_service_coverage.py holds each to it.
 """
 
+from .agents import (
+    agent_assertion_record,
+    ai_agent_create,
+    ai_agent_delete,
+    ai_agent_update,
+)
 from .conversation import ticket_attachment_add, ticket_attachment_delete, ticket_comment_add
 from .customers import customer_profile_create, customer_profile_delete, customer_profile_update
+from .decision_rules import decision_rule_create, decision_rule_delete, decision_rule_update
 from .escalations import escalation_create, escalation_delete, escalation_update
 from .representatives import (
     representative_create,
@@ -23,19 +33,34 @@ from .representatives import (
 )
 from .sla import sla_policy_create, sla_policy_delete, sla_policy_update
 from .sla_clock import sla_breaches_mark
-from .tickets import AUTO, ticket_assign, ticket_create, ticket_delete, ticket_update
+from .tickets import (
+    AUTO,
+    rules_apply,
+    ticket_assign,
+    ticket_create,
+    ticket_delete,
+    ticket_update,
+)
 
 __all__ = [
     "AUTO",
+    "agent_assertion_record",
+    "ai_agent_create",
+    "ai_agent_delete",
+    "ai_agent_update",
     "customer_profile_create",
     "customer_profile_delete",
     "customer_profile_update",
+    "decision_rule_create",
+    "decision_rule_delete",
+    "decision_rule_update",
     "escalation_create",
     "escalation_delete",
     "escalation_update",
     "representative_create",
     "representative_delete",
     "representative_update",
+    "rules_apply",
     "sla_breaches_mark",
     "sla_policy_create",
     "sla_policy_delete",

@@ -25,13 +25,17 @@ from ..models import (
     TICKET_TRANSITIONS,
     Representative,
     RepresentativeStatus,
+    RuleApplication,
     Ticket,
     TicketAttachment,
     TicketSequence,
     TicketStatus,
 )
+from ..rules import Action, evaluate
+from ..selectors import rules_in_order, ticket_facts
 from .common import customer_of, locked_ticket, representative_of, serving
-from .conversation import attachments_release
+from .conversation import attachments_release, ticket_comment_add
+from .escalations import escalation_create
 from .sla_clock import sla_retarget, sla_start, sla_status_move
 
 # The organization setting that gives every new ticket without an assignee to the online
@@ -90,7 +94,7 @@ def _release_slot(representative_id) -> None:
     )
 
 
-def _pick(tenant: Tenant, *, exclude=None) -> Representative | None:
+def _pick(tenant: Tenant, *, exclude=None, role: str | None = None) -> Representative | None:
     """The ONLINE representative with the most free capacity, ties going to the longest idle
     (the oldest last_active_at), whose slot could be taken; None when nobody has room."""
     candidates = (
@@ -103,6 +107,8 @@ def _pick(tenant: Tenant, *, exclude=None) -> Representative | None:
     )
     if exclude is not None:
         candidates = candidates.exclude(pk=exclude)
+    if role is not None:
+        candidates = candidates.filter(role=role)
     tried: list = []
     while True:
         # Twenty at a time: a racing assignment may fill one between the read and the update,
@@ -152,6 +158,7 @@ def ticket_create(
     conversation_id=None,
     ai_handled: bool = False,
     sentiment=None,
+    apply_rules: bool = True,
 ) -> Ticket:
     """Open a ticket with the organization's next number and the SLA due times of its
     priority's policy; `assignee` (a representative's id or "auto") takes a slot of their
@@ -192,6 +199,8 @@ def ticket_create(
     )
     if ticket.assignee_id:
         _record_assignment(ticket, actor, previous=None)
+    if apply_rules:
+        rules_apply(ticket=ticket, actor=actor)
     return ticket
 
 
@@ -291,6 +300,7 @@ def ticket_update(
     ai_handled=UNSET,
     sentiment=UNSET,
     customer_satisfaction_score=UNSET,
+    apply_rules: bool = True,
 ) -> Ticket:
     """Change the fields given. A status move must be legal (TICKET_TRANSITIONS, else 409) and
     sets resolved_at / closed_at; reopening a resolved ticket clears resolved_at and counts.
@@ -335,6 +345,8 @@ def ticket_update(
     if ticket.status != old_status:
         payload.update(previous_status=old_status, resolved_at=ticket.resolved_at)
     record(tenant=ticket.tenant, event_type=event_type, actor=actor, payload=payload)
+    if apply_rules and ticket.status != TicketStatus.CLOSED:
+        rules_apply(ticket=ticket, actor=actor)
     return ticket
 
 
@@ -355,3 +367,93 @@ def ticket_delete(*, ticket: Ticket, actor) -> None:
         payload=_payload(ticket),
     )
     ticket.delete()
+
+
+# Decision rules applied to tickets -----------------------------------------------------------
+
+# The organization setting that applies its enabled decision rules to every ticket created or
+# changed (by a person or a client: a rule's own change applies none).
+APPLY_RULES_SETTING = "support_apply_rules"
+
+
+def rules_apply(*, ticket: Ticket, actor) -> RuleApplication | None:
+    """With the organization's `support_apply_rules` on: the first enabled rule whose
+    conditions hold for the ticket takes its action, recorded on the ticket (RuleApplication)
+    and audited (`decision_rule.applied`). The action's own changes apply no rules again.
+    Refund actions concern refunds and are recorded as skipped."""
+    tenant = ticket.tenant
+    if (tenant.settings or {}).get(APPLY_RULES_SETTING) is not True:
+        return None
+    ticket = locked_ticket(ticket)
+    rule, _ = evaluate(rules_in_order(tenant=tenant), ticket_facts(ticket=ticket))
+    if rule is None:
+        return None
+    outcome, detail = _take_action(ticket, rule, actor)
+    application = RuleApplication.objects.create(
+        tenant=tenant,
+        ticket=ticket,
+        rule=rule,
+        rule_name=rule.name,
+        action=rule.action,
+        action_params=rule.action_params,
+        outcome=outcome,
+        detail=detail[:500],
+    )
+    record(
+        tenant=tenant,
+        event_type="decision_rule.applied",
+        actor=actor,
+        payload={
+            "decision_rule_id": str(rule.pk),
+            "rule_name": rule.name,
+            "action": rule.action,
+            "outcome": outcome,
+            "detail": detail[:500],
+            "ticket_id": str(ticket.pk),
+            "ticket_number": ticket.ticket_number,
+            "message": str(rule.action_params.get("message", "")),
+        },
+    )
+    return application
+
+
+def _take_action(ticket: Ticket, rule, actor) -> tuple[str, str]:
+    """Do what the rule says to the ticket; (outcome, what happened)."""
+    params = rule.action_params or {}
+    applied, skipped = RuleApplication.Outcome.APPLIED, RuleApplication.Outcome.SKIPPED
+    if rule.action == Action.AUTO_RESOLVE:
+        if TicketStatus.RESOLVED not in TICKET_TRANSITIONS[ticket.status]:
+            return skipped, f"A {ticket.status} ticket is not resolved."
+        if params.get("comment"):
+            ticket_comment_add(ticket=ticket, actor=None, comment=params["comment"])
+        ticket_update(ticket=ticket, actor=actor, status=TicketStatus.RESOLVED, apply_rules=False)
+        return applied, "Resolved."
+    if rule.action == Action.SET_PRIORITY:
+        if ticket.priority == params["priority"]:
+            return skipped, f"Already {ticket.priority}."
+        ticket_update(ticket=ticket, actor=actor, priority=params["priority"], apply_rules=False)
+        return applied, f"Priority set to {params['priority']}."
+    if rule.action == Action.ASSIGN_TO_TEAM:
+        if ticket.assignee_id is not None or not ticket.is_open:
+            return skipped, "Already assigned." if ticket.assignee_id else "Not open."
+        chosen = _pick(ticket.tenant, role=params["role"])
+        if chosen is None:
+            return skipped, f"No online {params['role']} has free capacity."
+        model_update(instance=ticket, data={"assignee": chosen, "assigned_at": timezone.now()})
+        _record_assignment(ticket, actor, previous=None)
+        return applied, f"Assigned to representative {chosen.pk}."
+    if rule.action == Action.ESCALATE_TO_HUMAN:
+        escalation = escalation_create(
+            tenant=ticket.tenant,
+            actor=actor,
+            reason=params.get("reason", "OTHER"),
+            priority=params.get("priority", "HIGH"),
+            ticket=ticket,
+            customer=ticket.customer_id,
+            conversation_id=ticket.conversation_id,
+            issue_description=f"{ticket.ticket_number}: escalated by the rule {rule.name!r}.",
+        )
+        return applied, f"Escalation {escalation.pk} opened."
+    if rule.action == Action.NOTIFY:
+        return applied, "The organization's admins were notified."
+    return skipped, f"{rule.action} applies to refunds, not tickets."

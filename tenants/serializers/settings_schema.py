@@ -56,6 +56,8 @@ class OrganizationSettingsSerializer(Serializer):
     # Support desk: a new ticket without an assignee goes to the online representative with the
     # most free capacity (support.services.tickets).
     support_auto_assign = StrictBooleanField(required=False)
+    # Support desk: apply the enabled decision rules to tickets as they are created and changed.
+    support_apply_rules = StrictBooleanField(required=False)
 
     def to_internal_value(self, data):
         if not isinstance(data, dict):

@@ -67,6 +67,13 @@ REVIEWED = {
         "an escalation's progress, set by holders of support.write along the forward moves only "
         "(escalation_update: 409 otherwise): tests/support/test_escalations.py"
     ),
+    ("support.serializers.AiAgentInputSerializer", "status"): (
+        "an AI agent's operating state (ACTIVE, PAUSED, DISABLED), the organization's own "
+        "configuration, set by holders of support.write: tests/support/test_automation.py"
+    ),
+    ("support.serializers.AiAgentUpdateSerializer", "status"): (
+        "the same field on update: tests/support/test_automation.py"
+    ),
     ("support.serializers.RepresentativeUpdateSerializer", "status"): (
         "a representative's presence (ONLINE, AWAY, OFFLINE), set by holders of support.write; "
         "it stamps last_active_at: tests/support/test_desk_setup.py"

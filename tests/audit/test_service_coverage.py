@@ -407,6 +407,28 @@ def _support_in(factory_name: str, tenant):
     return getattr(factories, factory_name)(tenant=tenant)
 
 
+def _model() -> str:
+    from tests.playground.factories import LanguageModelFactory
+
+    return LanguageModelFactory().name
+
+
+def _apply_rule_to_ticket():
+    from tests.support import factories
+
+    ticket = factories.TicketFactory(priority="URGENT")
+    ticket.tenant.settings = {"support_apply_rules": True}
+    ticket.tenant.save(update_fields=["settings"])
+    factories.DecisionRuleFactory(
+        tenant=ticket.tenant,
+        enabled=True,
+        conditions=[{"field": "priority", "operator": "eq", "value": "URGENT"}],
+        action="NOTIFY",
+        action_params={"message": "Urgent."},
+    )
+    return support_services.rules_apply(ticket=ticket, actor=None)
+
+
 def _text_upload():
     from django.core.files.uploadedfile import SimpleUploadedFile
 
@@ -592,6 +614,50 @@ INVOCATIONS = {
             support_services.sla_breaches_mark(now=timezone.now() + timedelta(days=30)),
         ),
         "support.sla.breached",
+    ),
+    "support.services.agents.ai_agent_create": (
+        lambda: support_services.ai_agent_create(
+            tenant=TenantFactory(), actor=None, name="Router", type="TICKET_ROUTING", model=_model()
+        ),
+        "ai_agent.created",
+    ),
+    "support.services.agents.ai_agent_update": (
+        lambda: support_services.ai_agent_update(
+            ai_agent=_support("AiAgentFactory"), actor=None, status="PAUSED"
+        ),
+        "ai_agent.updated",
+    ),
+    "support.services.agents.ai_agent_delete": (
+        lambda: support_services.ai_agent_delete(ai_agent=_support("AiAgentFactory"), actor=None),
+        "ai_agent.deleted",
+    ),
+    "support.services.agents.agent_assertion_record": (
+        lambda: support_services.agent_assertion_record(
+            ai_agent=_support("AiAgentFactory"), actor=None, correct=True, latency_ms=900
+        ),
+        "ai_agent.assertion_recorded",
+    ),
+    "support.services.decision_rules.decision_rule_create": (
+        lambda: support_services.decision_rule_create(
+            tenant=TenantFactory(), actor=None, name="Hot", priority=1, action="AUTO_RESOLVE"
+        ),
+        "decision_rule.created",
+    ),
+    "support.services.decision_rules.decision_rule_update": (
+        lambda: support_services.decision_rule_update(
+            decision_rule=_support("DecisionRuleFactory"), actor=None, enabled=True
+        ),
+        "decision_rule.updated",
+    ),
+    "support.services.decision_rules.decision_rule_delete": (
+        lambda: support_services.decision_rule_delete(
+            decision_rule=_support("DecisionRuleFactory"), actor=None
+        ),
+        "decision_rule.deleted",
+    ),
+    "support.services.tickets.rules_apply": (
+        lambda: _apply_rule_to_ticket(),
+        "decision_rule.applied",
     ),
     "support.services.sla.sla_policy_delete": (
         lambda: support_services.sla_policy_delete(

@@ -393,6 +393,23 @@ def _escalate(tenant):
     )
 
 
+def _apply_rule(tenant):
+    from support.services import decision_rule_create, ticket_create
+
+    tenant.settings = {**(tenant.settings or {}), "support_apply_rules": True}
+    tenant.save(update_fields=["settings"])
+    decision_rule_create(
+        tenant=tenant,
+        actor=_owner(tenant),
+        name="Tell the admins",
+        priority=1,
+        enabled=True,
+        action="NOTIFY",
+        action_params={"message": "A new ticket."},
+    )
+    ticket_create(tenant=tenant, actor=_owner(tenant), subject="Anything")
+
+
 # Catalogue type -> a producer of it. A new catalogue entry fails test_every_type_has_a_producer
 # until it is added here.
 PRODUCERS = {
@@ -431,6 +448,7 @@ PRODUCERS = {
     "support.ticket.resolved": _resolve_ticket,
     "support.sla.breached": _breach_sla,
     "support.escalation.created": _escalate,
+    "decision_rule.applied": _apply_rule,
 }
 
 # Audit event type -> a producer of it: every source of every entry, the ones PRODUCERS does
@@ -477,6 +495,7 @@ SOURCE_PRODUCERS = {
     "support.ticket.resolved": _resolve_ticket,
     "support.sla.breached": _breach_sla,
     "support.escalation.created": _escalate,
+    "decision_rule.applied": _apply_rule,
 }
 
 

@@ -3,7 +3,9 @@
 import factory
 
 from support.models import (
+    AiAgent,
     CustomerProfile,
+    DecisionRule,
     Escalation,
     Representative,
     SlaPolicy,
@@ -107,3 +109,40 @@ class TicketAttachmentFactory(factory.django.DjangoModelFactory):
     size_bytes = 12
     sha256 = "0" * 64
     file = factory.django.FileField(filename="upload", data=b"hello, desk\n")
+
+
+class AiAgentFactory(factory.django.DjangoModelFactory):
+    """An agent on a model of the gateway catalogue (one of its own: a transactional test's
+    flush empties the seeded catalogue)."""
+
+    class Meta:
+        model = AiAgent
+
+    tenant = factory.SubFactory("tests.tenants.factories.TenantFactory")
+    name = factory.Sequence(lambda n: f"Agent {n}")
+    type = "RESPONSE_RECOMMENDATION"
+    model = factory.LazyFunction(
+        lambda: (
+            __import__("tests.playground.factories", fromlist=["LanguageModelFactory"])
+            .LanguageModelFactory()
+            .name
+        )
+    )
+    data_sources = factory.LazyFunction(lambda: ["Conversation History", "Customer Profile"])
+    thresholds = factory.LazyFunction(lambda: {"confidence": 0.85, "max_tokens": 500})
+
+
+class DecisionRuleFactory(factory.django.DjangoModelFactory):
+    """A disabled rule (its priority unique anyway) escalating confident-but-unhappy cases."""
+
+    class Meta:
+        model = DecisionRule
+
+    tenant = factory.SubFactory("tests.tenants.factories.TenantFactory")
+    name = factory.Sequence(lambda n: f"Rule {n}")
+    priority = factory.Sequence(lambda n: 100 + n)
+    conditions = factory.LazyFunction(
+        lambda: [{"field": "sentiment", "operator": "lt", "value": -0.5}]
+    )
+    action = "ESCALATE_TO_HUMAN"
+    action_params = factory.LazyFunction(lambda: {"priority": "HIGH"})
