@@ -8,7 +8,8 @@ modules in tests/test_admin_service_rules.py (`SERVICE_MODULES`), whose walk fai
 delete or change path around them.
 """
 
-from django.contrib import admin
+from django import forms
+from django.contrib import admin, messages
 from django.utils import timezone
 from django.utils.html import format_html
 
@@ -29,7 +30,7 @@ from .models import (
     TicketComment,
     TicketSlaPause,
 )
-from .selectors import sla_status_q
+from .selectors import rules_evaluate, sla_status_q
 
 
 class CommentInline(ShownInline):
@@ -220,14 +221,57 @@ class AiAgentAdmin(ServiceDeleteAdmin, ReadOnlyAdmin):
         services.ai_agent_delete(ai_agent=obj, actor=request.user)
 
 
+class EvaluateForm(forms.Form):
+    payload = forms.JSONField(
+        help_text='The facts to try, e.g. {"confidence": 0.97, "category": "ACCOUNT"}.'
+    )
+
+    def clean_payload(self):
+        payload = self.cleaned_data["payload"]
+        if not isinstance(payload, dict):
+            raise forms.ValidationError("A JSON object.")
+        return payload
+
+
 @admin.register(DecisionRule)
-class DecisionRuleAdmin(ServiceDeleteAdmin, ReadOnlyAdmin):
-    """Decision rules in the order they are tried; deleted through the service (audited)."""
+class DecisionRuleAdmin(ServiceDeleteAdmin, ServiceActionsMixin, ReadOnlyAdmin):
+    """Decision rules in the order they are tried; an "evaluate" action tries the selected
+    ones on a payload (enabled or not, changing nothing); deleted through the service."""
 
     list_display = ("priority", "name", "tenant", "enabled", "action")
     list_select_related = ("tenant",)
     list_filter = ("enabled", "action")
     search_fields = ("name", "tenant__slug")
+    actions = ("evaluate_payload",)
+
+    @admin.action(description="Evaluate on a payload (a test: changes nothing)")
+    def evaluate_payload(self, request, queryset):
+        return self.each_with_form(
+            request,
+            queryset,
+            EvaluateForm,
+            action="evaluate_payload",
+            title="Evaluate the selected rules on a payload",
+            change=lambda rule, data: self._report(request, rule, data["payload"]),
+            done="evaluated",
+        )
+
+    def _report(self, request, rule, payload) -> None:
+        result = rules_evaluate(
+            tenant=rule.tenant, facts=payload, include_disabled=True, rule_ids=[rule.pk]
+        )
+        if result["matched"]:
+            message = f"{rule.name}: holds, so {rule.action} {rule.action_params or ''}"
+            self.message_user(request, message, messages.SUCCESS)
+            return
+        failed = [
+            f"{c['field']} {c['operator']} {c['value']!r} ({c['reason']})"
+            for c in result["trace"][0].conditions
+            if not c["holds"]
+        ]
+        self.message_user(
+            request, f"{rule.name}: does not hold: {'; '.join(failed)}", messages.WARNING
+        )
 
     def has_delete_permission(self, request, obj=None):
         return request.user.has_perm("support.delete_decisionrule")

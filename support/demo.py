@@ -5,7 +5,8 @@ viewer offline as a junior), an SLA policy for each ticket priority (the urgent 
 clock, the others in business hours, Monday to Friday, 09:00-18:00 Europe/Paris), tickets in
 every status with replies, an internal note and an attachment, one urgent ticket opened two
 hours ago that breached its first-response target (and was escalated by the breach sweep),
-and an escalation handed over by the AI assistant.
+an escalation handed over by the AI assistant, two AI agents with their record, and three
+decision rules (one a draft).
 
 Runs once: an organization that already has customers keeps them.
 """
@@ -20,7 +21,10 @@ from tenants.models import Membership, Role, Tenant
 from .models import CustomerProfile, Ticket
 from .services import (
     AUTO,
+    agent_assertion_record,
+    ai_agent_create,
     customer_profile_create,
+    decision_rule_create,
     escalation_create,
     representative_create,
     sla_breaches_mark,
@@ -103,6 +107,7 @@ def load(*, stdout, staff) -> None:
         )
     _tickets(tenant, owner)
     _history(tenant, owner)
+    _automation(tenant, owner)
     stdout.write(
         "Support: customers, representatives, SLA policies, tickets and escalations in acme."
     )
@@ -215,3 +220,82 @@ def _history(tenant, owner) -> None:
         issue_description="The customer asks why their token balance dropped by half overnight.",
         ai_summary="Usage spike on 2 sites; the assistant could not match it to a deploy.",
     )
+
+
+AGENTS = (
+    # name, type, model, thresholds, outcomes (correct, latency ms)
+    (
+        "Response recommendation",
+        "RESPONSE_RECOMMENDATION",
+        "gpt-4",
+        {"confidence": 0.85, "max_tokens": 500},
+        [(True, 1100), (True, 1300), (False, 1500), (True, 900)],
+    ),
+    (
+        "Sentiment analysis",
+        "SENTIMENT_ANALYSIS",
+        "claude-3-haiku",
+        {"confidence": 0.7},
+        [(True, 300), (True, 250)],
+    ),
+)
+RULES = (
+    (
+        "Auto-resolve confident answers",
+        1,
+        True,
+        [
+            {"field": "confidence", "operator": "gt", "value": 0.95},
+            {"field": "category", "operator": "in", "value": ["ACCOUNT", "OTHER"]},
+        ],
+        "AUTO_RESOLVE",
+        {"comment": "Answered by our assistant."},
+    ),
+    (
+        "Unhappy enterprise customers to a lead",
+        2,
+        True,
+        [
+            {"field": "customer_tier", "operator": "eq", "value": "ENTERPRISE"},
+            {"field": "sentiment", "operator": "lt", "value": -0.3},
+        ],
+        "ASSIGN_TO_TEAM",
+        {"role": "TEAM_LEAD"},
+    ),
+    (
+        "Large refunds to a person (draft)",
+        3,
+        False,
+        [{"field": "refund_amount_cents", "operator": "gt", "value": 10_000}],
+        "ESCALATE_TO_HUMAN",
+        {"priority": "HIGH", "reason": "OTHER"},
+    ),
+)
+
+
+def _automation(tenant, owner) -> None:
+    """Two AI agents with a few recorded outcomes, and three decision rules (one a draft);
+    the organization does not apply them to tickets until it turns support_apply_rules on."""
+    for name, kind, model, thresholds, outcomes in AGENTS:
+        agent = ai_agent_create(
+            tenant=tenant,
+            actor=owner,
+            name=name,
+            type=kind,
+            model=model,
+            data_sources=["Conversation History", "Customer Profile"],
+            thresholds=thresholds,
+        )
+        for correct, latency in outcomes:
+            agent_assertion_record(ai_agent=agent, actor=owner, correct=correct, latency_ms=latency)
+    for name, priority, enabled, conditions, action, params in RULES:
+        decision_rule_create(
+            tenant=tenant,
+            actor=owner,
+            name=name,
+            priority=priority,
+            enabled=enabled,
+            conditions=conditions,
+            action=action,
+            action_params=params,
+        )

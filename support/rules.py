@@ -8,6 +8,7 @@ priority order (the lowest number first; ties, possible among disabled rules onl
 and the first that holds decides; the trace says for each rule tried why it held or not.
 """
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -148,7 +149,10 @@ def _value_error(spec: Field, value) -> str | None:
         return "A whole number."
     if spec.type == NUMBER and not _is_number(value):
         return "A number."
-    if value != value or value in (float("inf"), float("-inf")):  # NaN, infinities
+    if isinstance(value, Decimal):
+        if not value.is_finite():  # NaN, sNaN, infinities (comparing an sNaN raises)
+            return "A finite number."
+    elif isinstance(value, float) and not math.isfinite(value):
         return "A finite number."
     if spec.minimum is not None and value < spec.minimum:
         return f"At least {spec.minimum}."
@@ -169,7 +173,7 @@ def condition_errors(condition) -> dict[str, str]:
         return {"field": f"One of {', '.join(FIELDS)}."}
     spec = FIELDS[name]
     allowed = OPERATORS_BY_TYPE[spec.type]
-    if operator not in allowed:
+    if not isinstance(operator, str) or operator not in allowed:
         return {"operator": f"For {name}: one of {', '.join(sorted(allowed))}."}
     if "value" not in condition:
         return {"value": "Required."}
@@ -273,3 +277,9 @@ def evaluate(rules, facts: Mapping) -> tuple[object | None, list[RuleTrace]]:
 def clean_facts(payload: Mapping) -> dict:
     """The allow-listed fields of a payload (anything else is dropped, never looked at)."""
     return {name: payload[name] for name in FIELDS if name in payload}
+
+
+def shown(value):
+    """A fact as an answer shows it: a number too large for JSON (1e400 reads as infinity) is
+    null."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value

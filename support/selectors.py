@@ -14,7 +14,7 @@ from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from .models import DecisionRule, Representative, SlaStatus, Ticket, TicketStatus
-from .rules import clean_facts, evaluate
+from .rules import clean_facts, evaluate, shown
 
 # A trend is UP or DOWN when the second half of the window resolved this share more or fewer
 # tickets than the first half; else STABLE.
@@ -172,15 +172,19 @@ def rules_in_order(*, tenant, include_disabled: bool = False, rule_ids=None):
 def rules_evaluate(*, tenant, facts: dict, include_disabled: bool = False, rule_ids=None) -> dict:
     """The first rule whose conditions hold for `facts`, its action, and the trace of every
     rule tried (support.rules.evaluate). Changes nothing."""
+    facts = clean_facts(facts)
     rule, trace = evaluate(
         rules_in_order(tenant=tenant, include_disabled=include_disabled, rule_ids=rule_ids),
-        clean_facts(facts),
+        facts,
     )
+    for step in trace:
+        for condition in step.conditions:
+            condition["actual"] = shown(condition.get("actual"))
     return {
         "matched": rule is not None,
         "rule": rule,
         "action": rule.action if rule else None,
         "action_params": rule.action_params if rule else None,
-        "facts": clean_facts(facts),
+        "facts": {name: shown(value) for name, value in facts.items()},
         "trace": trace,
     }

@@ -286,3 +286,9 @@ def test_acme_has_a_support_desk_set_up(demo_data):
     assert tickets.filter(first_responded_at__isnull=False).exists()
     assert tickets.filter(comments__is_internal=True).exists()
     assert tickets.filter(attachments__isnull=False).exists()
+    from support.models import AiAgent, DecisionRule
+
+    agents = AiAgent.objects.filter(tenant=acme)
+    assert agents.count() == 2 and all(agent.accuracy is not None for agent in agents)
+    rules = DecisionRule.objects.filter(tenant=acme)
+    assert rules.filter(enabled=True).count() == 2 and rules.filter(enabled=False).count() == 1

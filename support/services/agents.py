@@ -112,8 +112,11 @@ def ai_agent_update(
         data_sources=data_sources,
         thresholds=thresholds,
     )
-    if "model" in changes or "thresholds" in changes:
-        _check_model(changes.get("model", agent.model), changes.get("thresholds", agent.thresholds))
+    new_model = changes.get("model", agent.model)
+    new_thresholds = changes.get("thresholds", agent.thresholds)
+    # Checked only when they change: an agent whose model was retired can still be paused.
+    if new_model != agent.model or new_thresholds != agent.thresholds:
+        _check_model(new_model, new_thresholds)
     changed = update_or_conflict(agent, changes, **_name_taken(changes.get("name", agent.name)))
     if changed:
         _record("ai_agent.updated", actor, agent, changed=sorted(changed))

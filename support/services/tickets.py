@@ -23,6 +23,7 @@ from tenants.models import Tenant
 from ..models import (
     OPEN_TICKET_STATUSES,
     TICKET_TRANSITIONS,
+    EscalationStatus,
     Representative,
     RepresentativeStatus,
     RuleApplication,
@@ -389,6 +390,15 @@ def rules_apply(*, ticket: Ticket, actor) -> RuleApplication | None:
     if rule is None:
         return None
     outcome, detail = _take_action(ticket, rule, actor)
+    last = RuleApplication.objects.filter(ticket=ticket).order_by("-created_at", "-id").first()
+    repeated = last is not None and (last.rule_id, last.outcome, last.detail) == (
+        rule.pk,
+        outcome,
+        detail[:500],
+    )
+    if outcome == RuleApplication.Outcome.SKIPPED and repeated:
+        # Each change of a ticket that still matches would say the same again.
+        return None
     application = RuleApplication.objects.create(
         tenant=tenant,
         ticket=ticket,
@@ -443,6 +453,8 @@ def _take_action(ticket: Ticket, rule, actor) -> tuple[str, str]:
         _record_assignment(ticket, actor, previous=None)
         return applied, f"Assigned to representative {chosen.pk}."
     if rule.action == Action.ESCALATE_TO_HUMAN:
+        if ticket.escalations.exclude(status=EscalationStatus.RESOLVED).exists():
+            return skipped, "An escalation of this ticket is already open."
         escalation = escalation_create(
             tenant=ticket.tenant,
             actor=actor,
