@@ -17,6 +17,7 @@ from django.core.files.storage import storages
 from django.db import models
 from django.db.models.functions import Lower
 
+from config.models import creator_field
 from tenants.models import Tenant, TenantOwned
 
 # Customer profiles -------------------------------------------------------------------------------
@@ -313,14 +314,7 @@ class Ticket(TenantOwned):
     resolved_at = models.DateTimeField(null=True, blank=True, editable=False)
     closed_at = models.DateTimeField(null=True, blank=True, editable=False)
     reopened_count = models.PositiveSmallIntegerField(default=0, editable=False)
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL,
-        on_delete=models.SET_NULL,
-        null=True,
-        blank=True,
-        related_name="+",
-        editable=False,
-    )
+    created_by = creator_field()
     # SLA (support.services.sla_clock): the policy of the ticket's priority when it was
     # created or re-prioritised, and its terms as they were then (a later policy change
     # applies to later tickets): {"first_response_minutes", "resolution_minutes",
@@ -467,14 +461,7 @@ class TicketComment(TenantOwned):
     )
     comment = models.TextField(max_length=20_000)
     is_internal = models.BooleanField(default=False)
-    author = models.ForeignKey(
-        settings.AUTH_USER_MODEL,
-        on_delete=models.SET_NULL,
-        null=True,
-        blank=True,
-        related_name="+",
-        editable=False,
-    )
+    author = creator_field()
     # The author's representative record when they wrote it as one (else null).
     representative = models.ForeignKey(
         Representative,
@@ -520,14 +507,7 @@ class TicketAttachment(TenantOwned):
     file = models.FileField(
         upload_to=_attachment_path, max_length=300, storage=_attachment_storage, editable=False
     )
-    uploaded_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL,
-        on_delete=models.SET_NULL,
-        null=True,
-        blank=True,
-        related_name="+",
-        editable=False,
-    )
+    uploaded_by = creator_field()
 
     class Meta:
         ordering = ["created_at", "id"]
@@ -610,14 +590,7 @@ class Escalation(TenantOwned):
     )
     assigned_at = models.DateTimeField(null=True, blank=True, editable=False)
     resolved_at = models.DateTimeField(null=True, blank=True, editable=False)
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL,
-        on_delete=models.SET_NULL,
-        null=True,
-        blank=True,
-        related_name="+",
-        editable=False,
-    )
+    created_by = creator_field()
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -674,14 +647,7 @@ class AiAgent(TenantOwned):
     assertions_count = models.PositiveIntegerField(default=0, editable=False)
     correct_count = models.PositiveIntegerField(default=0, editable=False)
     latency_ms_total = models.PositiveBigIntegerField(default=0, editable=False)
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL,
-        on_delete=models.SET_NULL,
-        null=True,
-        blank=True,
-        related_name="+",
-        editable=False,
-    )
+    created_by = creator_field()
 
     class Meta:
         ordering = ["name", "id"]
@@ -741,14 +707,7 @@ class DecisionRule(TenantOwned):
     conditions = models.JSONField(default=list, blank=True)
     action = models.CharField(max_length=24)
     action_params = models.JSONField(default=dict, blank=True)
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL,
-        on_delete=models.SET_NULL,
-        null=True,
-        blank=True,
-        related_name="+",
-        editable=False,
-    )
+    created_by = creator_field()
 
     class Meta:
         ordering = ["priority", "created_at", "id"]

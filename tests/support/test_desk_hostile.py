@@ -2,6 +2,7 @@
 and a deletion, clocks moved across priorities and long waits, departed representatives,
 strange uploads and the admin pages. Each test asserts what the desk promises."""
 
+import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -9,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import time_machine
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import connection
 
 from audit.models import AuditEvent
 from support.models import (
@@ -24,6 +26,7 @@ from support.services import (
     ticket_delete,
     ticket_update,
 )
+from support.services import tickets as ticket_services
 from tenants.models import QuotaCounter
 from tenants.services.members import member_remove
 from tests.conftest import assert_envelope
@@ -674,12 +677,6 @@ def test_status_priority_and_a_foreign_customer_in_one_body_change_nothing(owner
 
 
 # Races through the API (PostgreSQL, real transactions) ------------------------------------------
-
-import threading  # noqa: E402
-
-from django.db import connection  # noqa: E402
-
-from support.services import tickets as ticket_services  # noqa: E402
 
 
 def _in_thread(function, results, key):
