@@ -344,6 +344,111 @@ _TICKET_EXAMPLE = {
 }
 
 
+# Budgets and refunds (support): the organization's money towards its own customers.
+_AMOUNT = {"type": "integer", "minimum": 0}
+_BUDGET = {
+    "budget_id": _UUID,
+    "type": {"type": "string", "enum": ["REFUND", "COMPENSATION", "DISCOUNT", "CREDIT"]},
+    "period": {"type": "string", "enum": ["MONTHLY", "QUARTERLY", "YEARLY"]},
+    "currency": _TEXT,
+    "limit_cents": _AMOUNT,
+    "spent_cents": _AMOUNT,
+    "remaining_cents": _AMOUNT,
+    "period_start": _TIME,
+    "period_end": _TIME,
+}
+_BUDGET_EXAMPLE = {
+    "budget_id": "2b3c4d5e-6f7a-4b8c-9d0e-1f2a3b4c5d6e",
+    "type": "REFUND",
+    "period": "MONTHLY",
+    "currency": "USD",
+    "limit_cents": 1_000_000,
+    "spent_cents": 812_500,
+    "remaining_cents": 187_500,
+    "period_start": "2026-03-01T00:00:00+00:00",
+    "period_end": "2026-04-01T00:00:00+00:00",
+}
+_REFUND = {
+    "refund_id": _UUID,
+    "order_id": _TEXT,
+    "customer_id": _UUID,
+    "amount_cents": _AMOUNT,
+    "currency": _TEXT,
+    "reason": {
+        "type": "string",
+        "enum": ["AI_BUG", "SERVICE_DOWNTIME", "UX_ISSUE", "BILLING_ERROR", "OTHER"],
+    },
+    "status": {"type": "string", "enum": ["PENDING", "APPROVED", "REJECTED", "COMPLETED"]},
+    "ticket_id": _NULLABLE_UUID,
+    "requested_by_id": _NULLABLE_UUID,
+}
+_REFUND_EXAMPLE = {
+    "refund_id": "3c4d5e6f-7a8b-4c9d-8e0f-2a3b4c5d6e7f",
+    "order_id": "48292",
+    "customer_id": "8c9d0e1f-2a3b-4c4d-9e5f-6a7b8c9d0e1f",
+    "amount_cents": 5_000,
+    "currency": "USD",
+    "reason": "AI_BUG",
+    "status": "PENDING",
+    "ticket_id": None,
+    "requested_by_id": "0d6c2f8e-7b1a-4c55-8a3e-61b2f4d9a7c2",
+}
+_REFUND_EVENTS = (
+    EventType(
+        type="refund.requested",
+        description="A refund was requested for a customer (PENDING). Billing and admins, who "
+        "may approve it, are notified.",
+        sources=("refund.requested",),
+        permission="support.read",
+        schema=_schema(**_REFUND),
+        example=_REFUND_EXAMPLE,
+        notify_roles=(Role.BILLING, Role.ADMIN),
+        notice=Notice(
+            title="Refund requested: order {order_id}",
+            message="{amount_cents} cents ({currency}) for {reason}, awaiting approval.",
+        ),
+    ),
+    EventType(
+        type="refund.approved",
+        description="A refund was approved and drawn from the refund budget `budget_id` (null "
+        "when none covers its currency); `decision_rule_id` when a rule approved it. Its "
+        "requester is notified.",
+        sources=("refund.approved",),
+        permission="support.read",
+        schema=_schema(**_REFUND, budget_id=_NULLABLE_UUID, decision_rule_id=_NULLABLE_UUID),
+        example={
+            **_REFUND_EXAMPLE,
+            "status": "APPROVED",
+            "budget_id": _BUDGET_EXAMPLE["budget_id"],
+            "decision_rule_id": None,
+        },
+        notify_user_field="requested_by_id",
+        notice=Notice(
+            title="Refund approved: order {order_id}",
+            message="{amount_cents} cents ({currency}) approved.",
+        ),
+    ),
+    EventType(
+        type="refund.rejected",
+        description="A refund was rejected (`rejection_reason`); `decision_rule_id` when a "
+        "rule rejected it. Its requester is notified.",
+        sources=("refund.rejected",),
+        permission="support.read",
+        schema=_schema(**_REFUND, rejection_reason=_TEXT, decision_rule_id=_NULLABLE_UUID),
+        example={
+            **_REFUND_EXAMPLE,
+            "status": "REJECTED",
+            "rejection_reason": "The order was already credited.",
+            "decision_rule_id": None,
+        },
+        notify_user_field="requested_by_id",
+        notice=Notice(
+            title="Refund rejected: order {order_id}",
+            message="{rejection_reason}",
+        ),
+    ),
+)
+
 CATALOG: tuple[EventType, ...] = (
     EventType(
         type="organization.member.invited",
@@ -916,9 +1021,9 @@ CATALOG: tuple[EventType, ...] = (
     ),
     EventType(
         type="decision_rule.applied",
-        description="An enabled decision rule was applied to a ticket automatically (the "
-        "organization's support_apply_rules setting): its action and the outcome. Admins are "
-        "notified.",
+        description="An enabled decision rule was applied automatically (the organization's "
+        "support_apply_rules setting) to a ticket or a refund (`subject`): its action and the "
+        "outcome. Admins are notified.",
         sources=("decision_rule.applied",),
         permission="support.read",
         schema=_schema(
@@ -938,8 +1043,10 @@ CATALOG: tuple[EventType, ...] = (
             },
             outcome={"type": "string", "enum": ["applied", "skipped"]},
             detail=_TEXT,
-            ticket_id=_UUID,
-            ticket_number=_TEXT,
+            ticket_id=_NULLABLE_UUID,
+            ticket_number={"type": ["string", "null"]},
+            refund_id=_NULLABLE_UUID,
+            subject={"type": "string", "description": "What it was applied to."},
             message=_TEXT,
         ),
         example={
@@ -950,12 +1057,34 @@ CATALOG: tuple[EventType, ...] = (
             "detail": "The organization's admins were notified.",
             "ticket_id": _TICKET_EXAMPLE["ticket_id"],
             "ticket_number": "TICKET-1001",
+            "refund_id": None,
+            "subject": "TICKET-1001",
             "message": "An enterprise customer has a billing problem.",
         },
         notify_roles=(Role.ADMIN,),
         notice=Notice(
             title="Rule applied: {rule_name}",
-            message="{rule_name} took {action} on {ticket_number} ({outcome}). {message}",
+            message="{rule_name} took {action} on {subject} ({outcome}). {message}",
+        ),
+    ),
+    *_REFUND_EVENTS,
+    EventType(
+        type="budget.threshold_reached",
+        description="A budget's spending reached one of its alert thresholds (`percentage` "
+        "of `limit_cents`); sent once per threshold and period. Billing and admins are "
+        "notified.",
+        sources=("budget.threshold_reached",),
+        permission="billing.read",
+        schema=_schema(
+            **_BUDGET,
+            percentage={"type": "integer", "minimum": 1, "maximum": 100},
+        ),
+        example={**_BUDGET_EXAMPLE, "percentage": 80},
+        notify_roles=(Role.BILLING, Role.ADMIN),
+        notice=Notice(
+            title="{type} budget at {percentage}%",
+            message="{spent_cents} of {limit_cents} cents ({currency}) spent this period; "
+            "{remaining_cents} left until {period_end}.",
         ),
     ),
     _run_event("started", _RUN_STARTED_EXAMPLE),

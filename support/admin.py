@@ -18,9 +18,12 @@ from config.admin import ReadOnlyAdmin, ServiceActionsMixin, ServiceDeleteAdmin,
 from . import services
 from .models import (
     AiAgent,
+    Budget,
+    BudgetUsageRecord,
     CustomerProfile,
     DecisionRule,
     Escalation,
+    Refund,
     Representative,
     RuleApplication,
     SlaPolicy,
@@ -278,3 +281,109 @@ class DecisionRuleAdmin(ServiceDeleteAdmin, ServiceActionsMixin, ReadOnlyAdmin):
 
     def delete_through_service(self, request, obj) -> None:
         services.decision_rule_delete(decision_rule=obj, actor=request.user)
+
+
+class UsageRecordInline(ShownInline):
+    model = BudgetUsageRecord
+    fk_name = "budget"
+    fields = ("created_at", "period_start", "amount_cents", "customer", "refund", "description")
+    readonly_fields = fields
+    ordering = ("-created_at",)
+
+
+@admin.register(Budget)
+class BudgetAdmin(ServiceDeleteAdmin, ReadOnlyAdmin):
+    """Budgets in their current period, with every amount drawn from them (all periods);
+    deleted through the service."""
+
+    list_display = (
+        "tenant",
+        "type",
+        "currency",
+        "period",
+        "limit_cents",
+        "spent_cents",
+        "remaining_shown",
+        "period_end",
+    )
+    list_select_related = ("tenant",)
+    list_filter = ("type", "period", "currency")
+    search_fields = ("tenant__slug",)
+    inlines = (UsageRecordInline,)
+
+    @admin.display(description="remaining cents")
+    def remaining_shown(self, budget) -> int:
+        return budget.remaining_cents
+
+    def has_delete_permission(self, request, obj=None):
+        return request.user.has_perm("support.delete_budget")
+
+    def delete_through_service(self, request, obj) -> None:
+        services.budget_delete(budget=obj, actor=request.user)
+
+
+class RejectForm(forms.Form):
+    reason = forms.CharField(max_length=500, help_text="Why: the requester sees it.")
+
+
+# Staff act as billing does: any amount, within the budget.
+_STAFF_AUTHORITY = frozenset({"billing.write"})
+
+
+@admin.register(Refund)
+class RefundAdmin(ServiceActionsMixin, ReadOnlyAdmin):
+    """Refunds (records of money: never deleted). Actions approve (drawn from the refund
+    budget, refused beyond it), reject (with a reason) and complete, through the services."""
+
+    list_display = (
+        "order_id",
+        "tenant",
+        "customer",
+        "amount_cents",
+        "currency",
+        "reason",
+        "status",
+        "created_at",
+    )
+    list_select_related = ("tenant", "customer")
+    list_filter = ("status", "reason", "currency")
+    search_fields = ("order_id", "customer__email", "tenant__slug")
+    inlines = (RuleApplicationInline,)
+    actions = ("approve", "reject", "complete")
+
+    @admin.action(description="Approve (drawn from the refund budget)")
+    def approve(self, request, queryset):
+        self.each(
+            request,
+            queryset,
+            lambda refund: services.refund_approve(
+                refund=refund, actor=request.user, actor_permissions=_STAFF_AUTHORITY
+            ),
+            "approved",
+        )
+
+    @admin.action(description="Reject (asks for the reason)")
+    def reject(self, request, queryset):
+        return self.each_with_form(
+            request,
+            queryset,
+            RejectForm,
+            action="reject",
+            title="Reject the selected refunds",
+            change=lambda refund, data: services.refund_reject(
+                refund=refund,
+                actor=request.user,
+                actor_permissions=_STAFF_AUTHORITY,
+                reason=data["reason"],
+            ),
+            done="rejected",
+        )
+
+    @admin.action(description="Mark completed (paid out)")
+    def complete(self, request, queryset):
+        self.each(
+            request,
+            queryset,
+            lambda refund: services.refund_complete(refund=refund, actor=request.user),
+            "completed",
+        )

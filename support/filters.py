@@ -18,6 +18,9 @@ from .models import (
     AgentStatus,
     AgentType,
     AiAgent,
+    Budget,
+    BudgetPeriod,
+    BudgetType,
     CustomerProfile,
     CustomerStanding,
     CustomerTier,
@@ -26,6 +29,9 @@ from .models import (
     EscalationPriority,
     EscalationReason,
     EscalationStatus,
+    Refund,
+    RefundReason,
+    RefundStatus,
     Representative,
     RepresentativeRole,
     RepresentativeStatus,
@@ -142,3 +148,28 @@ class DecisionRuleFilter(django_filters.FilterSet):
     class Meta:
         model = DecisionRule
         fields = ["enabled", "action"]
+
+
+class BudgetFilter(django_filters.FilterSet):
+    type = ChoiceInFilter(choices=BudgetType.choices)
+    period = ChoiceInFilter(choices=BudgetPeriod.choices)
+    currency = django_filters.CharFilter(lookup_expr="iexact", max_length=3)
+
+    class Meta:
+        model = Budget
+        fields = ["type", "period", "currency"]
+
+
+class RefundFilter(django_filters.FilterSet):
+    status = ChoiceInFilter(choices=RefundStatus.choices)
+    reason = ChoiceInFilter(choices=RefundReason.choices)
+    customer = django_filters.UUIDFilter(field_name="customer_id")
+    ticket = django_filters.UUIDFilter(field_name="ticket_id")
+    order_id = django_filters.CharFilter(max_length=100)
+    currency = django_filters.CharFilter(lookup_expr="iexact", max_length=3)
+    created_after = UTCDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = UTCDateTimeFilter(field_name="created_at", lookup_expr="lt")
+
+    class Meta:
+        model = Refund
+        fields = ["status", "reason", "customer", "ticket", "order_id", "currency"]

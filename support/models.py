@@ -58,6 +58,8 @@ class CustomerProfile(TenantOwned):
         max_length=16, choices=CustomerStanding.choices, default=CustomerStanding.GOOD
     )
     lifetime_value_cents = models.PositiveBigIntegerField(default=0)
+    # What its completed refunds gave back, in total: kept by the refund services.
+    lifetime_refunds_cents = models.PositiveBigIntegerField(default=0, editable=False)
     currency = models.CharField(max_length=3, default="USD")
     token_balance = models.PositiveBigIntegerField(default=0)
     token_limit = models.PositiveBigIntegerField(default=0)
@@ -724,8 +726,8 @@ class DecisionRule(TenantOwned):
 
 
 class RuleApplication(TenantOwned):
-    """A decision rule applied to a ticket automatically (the organization's
-    `support_apply_rules` setting): which rule, what it did, and the outcome."""
+    """A decision rule applied automatically (the organization's `support_apply_rules`
+    setting) to a ticket or to a refund: which rule, what it did, and the outcome."""
 
     class Outcome(models.TextChoices):
         APPLIED = "applied", "Applied"
@@ -733,7 +735,20 @@ class RuleApplication(TenantOwned):
 
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+", editable=False)
     ticket = models.ForeignKey(
-        Ticket, on_delete=models.CASCADE, related_name="rule_applications", editable=False
+        Ticket,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="rule_applications",
+        editable=False,
+    )
+    refund = models.ForeignKey(
+        "Refund",
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="rule_applications",
+        editable=False,
     )
     rule = models.ForeignKey(
         DecisionRule, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
@@ -746,6 +761,196 @@ class RuleApplication(TenantOwned):
 
     class Meta:
         ordering = ["created_at", "id"]
+        constraints = [
+            # Applied to exactly one subject: a ticket or a refund.
+            models.CheckConstraint(
+                condition=models.Q(ticket__isnull=False, refund__isnull=True)
+                | models.Q(ticket__isnull=True, refund__isnull=False),
+                name="rule_application_one_subject",
+            ),
+        ]
 
     def __str__(self):
         return f"{self.rule_name} -> {self.action} ({self.outcome})"
+
+
+# Budgets and refunds ---------------------------------------------------------------------------
+
+
+class BudgetType(models.TextChoices):
+    REFUND = "REFUND", "Refund"
+    COMPENSATION = "COMPENSATION", "Compensation"
+    DISCOUNT = "DISCOUNT", "Discount"
+    CREDIT = "CREDIT", "Credit"
+
+
+class BudgetPeriod(models.TextChoices):
+    MONTHLY = "MONTHLY", "Monthly"
+    QUARTERLY = "QUARTERLY", "Quarterly"
+    YEARLY = "YEARLY", "Yearly"
+
+
+PERIOD_MONTHS = {BudgetPeriod.MONTHLY: 1, BudgetPeriod.QUARTERLY: 3, BudgetPeriod.YEARLY: 12}
+
+
+class Budget(TenantOwned):
+    """What the organization lets its support team give back to its customers in a period:
+    refunds, compensation, discounts or credit, in one currency. One budget per type and
+    currency; it rolls into its next period by itself (support.services.budgets), and each
+    amount drawn from it is a BudgetUsageRecord."""
+
+    tenant = models.ForeignKey(
+        Tenant, on_delete=models.CASCADE, related_name="budgets", editable=False
+    )
+    type = models.CharField(max_length=16, choices=BudgetType.choices)
+    period = models.CharField(max_length=16, choices=BudgetPeriod.choices)
+    limit_cents = models.PositiveBigIntegerField()
+    currency = models.CharField(max_length=3, default="USD")
+    # Drawn in the current period: kept by the draw (under the budget's row lock) and reset by
+    # the roll, never written from a request.
+    spent_cents = models.PositiveBigIntegerField(default=0, editable=False)
+    # [{"percentage": 80, "enabled": true}, ...]: each reached once per period.
+    alert_thresholds = models.JSONField(default=list, blank=True)
+    # The percentages already alerted in the current period (reset by the roll).
+    alerted_percentages = models.JSONField(default=list, blank=True, editable=False)
+    # At most this much to one customer in a period; null: no per-customer limit.
+    refund_limit_per_customer_cents = models.PositiveBigIntegerField(null=True, blank=True)
+    # The current period, [period_start, period_end): period_end is the next period's start.
+    period_start = models.DateTimeField()
+    period_end = models.DateTimeField()
+    created_by = creator_field()
+
+    class Meta:
+        ordering = ["type", "currency", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "type", "currency"], name="budget_type_currency"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(period_end__gt=models.F("period_start")),
+                name="budget_period_order",
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.get_type_display()} budget ({self.currency}, {self.get_period_display()})"
+
+    @property
+    def remaining_cents(self) -> int:
+        return max(self.limit_cents - self.spent_cents, 0)
+
+
+class BudgetUsageRecord(TenantOwned):
+    """One amount drawn from a budget in one of its periods: a refund approved, or a
+    compensation, discount or credit given."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+", editable=False)
+    budget = models.ForeignKey(
+        Budget, on_delete=models.CASCADE, related_name="usage_records", editable=False
+    )
+    # The start of the budget period it counts in.
+    period_start = models.DateTimeField(editable=False)
+    amount_cents = models.PositiveBigIntegerField()
+    customer = models.ForeignKey(
+        CustomerProfile,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="budget_usage_records",
+    )
+    refund = models.OneToOneField(
+        "Refund", on_delete=models.SET_NULL, null=True, blank=True, related_name="usage_record"
+    )
+    description = models.CharField(max_length=500, blank=True)
+    created_by = creator_field()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(
+                fields=["budget", "period_start", "customer"], name="budget_usage_period_customer"
+            )
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(amount_cents__gt=0), name="budget_usage_positive"
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.amount_cents} from {self.budget}"
+
+
+class RefundReason(models.TextChoices):
+    AI_BUG = "AI_BUG", "AI bug"
+    SERVICE_DOWNTIME = "SERVICE_DOWNTIME", "Service downtime"
+    UX_ISSUE = "UX_ISSUE", "UX issue"
+    BILLING_ERROR = "BILLING_ERROR", "Billing error"
+    OTHER = "OTHER", "Other"
+
+
+class RefundStatus(models.TextChoices):
+    PENDING = "PENDING", "Pending"
+    APPROVED = "APPROVED", "Approved"
+    REJECTED = "REJECTED", "Rejected"
+    COMPLETED = "COMPLETED", "Completed"
+
+
+class Refund(TenantOwned):
+    """Money the organization gives back to one of its customers for an order: requested,
+    then approved (drawn from the refund budget) or rejected, and completed once paid out. A
+    record of money: never deleted."""
+
+    tenant = models.ForeignKey(
+        Tenant, on_delete=models.CASCADE, related_name="refunds", editable=False
+    )
+    order_id = models.CharField(max_length=100)
+    customer = models.ForeignKey(CustomerProfile, on_delete=models.PROTECT, related_name="refunds")
+    amount_cents = models.PositiveBigIntegerField()
+    currency = models.CharField(max_length=3)
+    reason = models.CharField(max_length=24, choices=RefundReason.choices)
+    notes = models.TextField(blank=True, max_length=5_000)
+    ticket = models.ForeignKey(
+        Ticket, on_delete=models.SET_NULL, null=True, blank=True, related_name="refunds"
+    )
+    status = models.CharField(
+        max_length=16, choices=RefundStatus.choices, default=RefundStatus.PENDING
+    )
+    # Set by the moves: approval or rejection, then completion.
+    processed_at = models.DateTimeField(null=True, blank=True, editable=False)
+    completed_at = models.DateTimeField(null=True, blank=True, editable=False)
+    approved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        editable=False,
+    )
+    # The decision rule that approved or rejected it, when one did.
+    decided_by_rule = models.ForeignKey(
+        DecisionRule,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        editable=False,
+    )
+    rejection_reason = models.CharField(max_length=500, blank=True, editable=False)
+    # The budget it was drawn from when approved (none when no budget covered it).
+    budget = models.ForeignKey(
+        Budget, on_delete=models.SET_NULL, null=True, blank=True, related_name="+", editable=False
+    )
+    created_by = creator_field()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(amount_cents__gt=0), name="refund_amount_positive"
+            ),
+        ]
+        indexes = [models.Index(fields=["tenant", "status"], name="refund_tenant_status")]
+
+    def __str__(self):
+        return f"Refund {self.amount_cents} {self.currency} for order {self.order_id}"

@@ -9,9 +9,11 @@ tests/support/test_api.py.
 from .views import (
     AiAgentViewSet,
     AttachmentViewSet,
+    BudgetViewSet,
     CustomerProfileViewSet,
     DecisionRuleViewSet,
     EscalationViewSet,
+    RefundViewSet,
     RepresentativeViewSet,
     SlaPolicyViewSet,
     TicketViewSet,
@@ -26,4 +28,7 @@ routes: list = [
     ("support/attachments", AttachmentViewSet, "attachment"),
     ("support/agents", AiAgentViewSet, "ai-agent"),
     ("support/decision-rules", DecisionRuleViewSet, "decision-rule"),
+    # The organization's money towards its customers: top-level paths.
+    ("budgets", BudgetViewSet, "budget"),
+    ("refunds", RefundViewSet, "refund"),
 ]

@@ -159,6 +159,19 @@ def ticket_facts(*, ticket: Ticket, now: datetime | None = None) -> dict:
     }
 
 
+def refund_facts(*, refund, now: datetime | None = None) -> dict:
+    """What the rule language knows of a refund: its amount and customer, and the facts of
+    its ticket when it has one."""
+    facts = ticket_facts(ticket=refund.ticket, now=now) if refund.ticket_id else {}
+    customer = refund.customer
+    return {
+        **facts,
+        "customer_tier": customer.tier,
+        "customer_standing": customer.standing,
+        "refund_amount_cents": refund.amount_cents,
+    }
+
+
 def rules_in_order(*, tenant, include_disabled: bool = False, rule_ids=None):
     """The organization's decision rules in the order they are tried."""
     rules = DecisionRule.objects.filter(tenant=tenant)
@@ -188,3 +201,15 @@ def rules_evaluate(*, tenant, facts: dict, include_disabled: bool = False, rule_
         "facts": {name: shown(value) for name, value in facts.items()},
         "trace": trace,
     }
+
+
+# The usage records a budget's detail shows: its current period's, newest first.
+USAGE_RECORDS_SHOWN = 100
+
+
+def budget_usage_records(*, budget):
+    """The usage records of the budget's current period, newest first (at most
+    USAGE_RECORDS_SHOWN)."""
+    return budget.usage_records.filter(period_start=budget.period_start).select_related(
+        "customer", "created_by"
+    )[:USAGE_RECORDS_SHOWN]

@@ -27,6 +27,7 @@ from config.serializers import (
     PersonSerializer,
     ResponseSerializer,
     Serializer,
+    WholeItemsField,
     WholeObjectField,
 )
 from tenants.serializers.fields import StrictBooleanField
@@ -37,12 +38,19 @@ from .models import (
     AgentStatus,
     AgentType,
     AiAgent,
+    Budget,
+    BudgetPeriod,
+    BudgetType,
+    BudgetUsageRecord,
     CustomerProfile,
     DecisionRule,
     Escalation,
     EscalationPriority,
     EscalationReason,
     EscalationStatus,
+    Refund,
+    RefundReason,
+    RefundStatus,
     Representative,
     RepresentativeRole,
     RepresentativeStatus,
@@ -68,6 +76,20 @@ MAX_CHATS_LIMIT = 100
 MINUTES_MAX = 525_600
 
 
+class CurrencyField(CharField):
+    """An ISO 4217 code, upper-cased ("usd" is USD)."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("help_text", "ISO 4217.")
+        super().__init__(min_length=3, max_length=3, **kwargs)
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data).upper()
+        if pycountry.currencies.get(alpha_3=value) is None:
+            raise serializers.ValidationError("Not an ISO 4217 currency code.")
+        return value
+
+
 class CustomerProfileSerializer(ModelSerializer):
     """A customer of the organization: who they are, their plan with it, their usage and the
     context its support team sees."""
@@ -81,7 +103,7 @@ class CustomerProfileSerializer(ModelSerializer):
     active_sites = serializers.IntegerField(min_value=0, max_value=2**31 - 1, required=False)
     sites_limit = serializers.IntegerField(min_value=0, max_value=2**31 - 1, required=False)
     context = JSONObjectField(max_bytes=CONTEXT_MAX_BYTES, required=False)
-    currency = CharField(min_length=3, max_length=3, required=False, help_text="ISO 4217.")
+    currency = CurrencyField(required=False)
 
     class Meta:
         model = CustomerProfile
@@ -107,12 +129,6 @@ class CustomerProfileSerializer(ModelSerializer):
         extra_kwargs = {"name": {"validators": []}, "external_id": {"validators": []}}
 
     live_fields = ("updated_at", "open_tickets")
-
-    def validate_currency(self, value):
-        value = value.upper()
-        if pycountry.currencies.get(alpha_3=value) is None:
-            raise serializers.ValidationError("Not an ISO 4217 currency code.")
-        return value
 
 
 class RepresentativeSerializer(ModelSerializer):
@@ -910,3 +926,280 @@ class RuleEvaluationSerializer(ResponseSerializer):
     action_params = serializers.JSONField(allow_null=True)
     facts = serializers.JSONField(help_text="The facts used (the allow-listed fields).")
     trace = _RuleTrace(many=True)
+
+
+# Budgets and refunds ---------------------------------------------------------------------------
+
+# Amounts fit PostgreSQL's bigint; a threshold list stays short.
+ALERT_THRESHOLDS_MAX = 10
+
+
+class AlertThresholdSerializer(Serializer):
+    percentage = serializers.IntegerField(
+        min_value=1, max_value=100, help_text="Of the limit, 1 to 100."
+    )
+    enabled = StrictBooleanField(required=False, default=True)
+
+
+class BudgetUsageRecordSerializer(ModelSerializer):
+    """One amount drawn from a budget."""
+
+    budget_id = serializers.UUIDField(read_only=True)
+    customer_id = serializers.UUIDField(read_only=True, allow_null=True)
+    customer = _CustomerRef(read_only=True, allow_null=True)
+    refund_id = serializers.UUIDField(read_only=True, allow_null=True)
+    created_by = PersonSerializer(read_only=True, allow_null=True)
+
+    class Meta:
+        model = BudgetUsageRecord
+        fields = [
+            "id",
+            "budget_id",
+            "period_start",
+            "amount_cents",
+            "customer_id",
+            "customer",
+            "refund_id",
+            "description",
+            "created_by",
+            "created_at",
+        ]
+        read_only_fields = fields
+
+
+BUDGET_FIELDS = [
+    "id",
+    "type",
+    "period",
+    "limit_cents",
+    "currency",
+    "spent_cents",
+    "remaining_cents",
+    "alert_thresholds",
+    "alerted_percentages",
+    "refund_limit_per_customer_cents",
+    "period_start",
+    "period_end",
+    "created_by",
+    "created_at",
+    "updated_at",
+]
+
+
+class BudgetSerializer(ModelSerializer):
+    """A budget in its current period: `spent_cents` and `remaining_cents` come from what was
+    drawn; `alerted_percentages` are the thresholds already reached in the period."""
+
+    remaining_cents = serializers.IntegerField(read_only=True)
+    created_by = PersonSerializer(read_only=True, allow_null=True)
+
+    class Meta:
+        model = Budget
+        fields = BUDGET_FIELDS
+        read_only_fields = fields
+
+
+class BudgetDetailSerializer(BudgetSerializer):
+    """A budget with the usage records of its current period, newest first."""
+
+    usage_records = serializers.SerializerMethodField()
+
+    class Meta(BudgetSerializer.Meta):
+        fields = [*BUDGET_FIELDS, "usage_records"]
+        read_only_fields = fields
+
+    @extend_schema_field(BudgetUsageRecordSerializer(many=True))
+    def get_usage_records(self, budget) -> list:
+        from .selectors import budget_usage_records
+
+        return BudgetUsageRecordSerializer(budget_usage_records(budget=budget), many=True).data
+
+
+class BudgetInputSerializer(ModelSerializer):
+    type = ChoiceField(choices=BudgetType.choices)
+    period = ChoiceField(choices=BudgetPeriod.choices)
+    limit_cents = serializers.IntegerField(min_value=0, max_value=BIGINT_MAX)
+    currency = CurrencyField(required=False)
+    alert_thresholds = WholeItemsField(
+        child=AlertThresholdSerializer(),
+        max_length=ALERT_THRESHOLDS_MAX,
+        required=False,
+        help_text='[{"percentage": 80, "enabled": true}]; each percentage once.',
+    )
+    refund_limit_per_customer_cents = serializers.IntegerField(
+        min_value=0,
+        max_value=BIGINT_MAX,
+        required=False,
+        allow_null=True,
+        help_text="The most one customer may receive in a period; null: no limit.",
+    )
+    period_start = serializers.DateTimeField(
+        required=False,
+        help_text="Day 1 to 28 of a month; default: the start of the current calendar period.",
+    )
+    period_end = serializers.DateTimeField(
+        required=False, help_text="Computed (the next period's start); if given, must match."
+    )
+    live_fields = ("updated_at", "spent_cents", "remaining_cents", "alerted_percentages")
+
+    class Meta:
+        model = Budget
+        fields = [
+            "type",
+            "period",
+            "limit_cents",
+            "currency",
+            "alert_thresholds",
+            "refund_limit_per_customer_cents",
+            "period_start",
+            "period_end",
+        ]
+
+    def validate_alert_thresholds(self, value):
+        percentages = [threshold["percentage"] for threshold in value]
+        if len(set(percentages)) != len(percentages):
+            raise serializers.ValidationError("Each percentage once.")
+        return sorted(value, key=lambda threshold: threshold["percentage"])
+
+
+class BudgetUpdateSerializer(BudgetInputSerializer):
+    """The limits, thresholds and period length; a budget's type and currency are fixed
+    (another type or currency is another budget)."""
+
+    period = ChoiceField(choices=BudgetPeriod.choices, required=False)
+    limit_cents = serializers.IntegerField(min_value=0, max_value=BIGINT_MAX, required=False)
+    live_fields = (*BudgetInputSerializer.live_fields, "period_end")
+
+    class Meta(BudgetInputSerializer.Meta):
+        fields = ["period", "limit_cents", "alert_thresholds", "refund_limit_per_customer_cents"]
+
+
+class BudgetUsageInputSerializer(Serializer):
+    amount_cents = serializers.IntegerField(min_value=1, max_value=BIGINT_MAX)
+    customer_id = serializers.UUIDField(
+        required=False, allow_null=True, help_text="A customer profile of the organization."
+    )
+    description = CharField(max_length=500, required=False, allow_blank=True)
+
+    def validate(self, attrs):
+        if "customer_id" in attrs:
+            attrs["customer"] = attrs.pop("customer_id")
+        return attrs
+
+
+REFUND_FIELDS = [
+    "id",
+    "order_id",
+    "customer_id",
+    "customer",
+    "amount_cents",
+    "currency",
+    "reason",
+    "notes",
+    "ticket_id",
+    "ticket_number",
+    "status",
+    "processed_at",
+    "completed_at",
+    "approved_by",
+    "decided_by_rule_id",
+    "rejection_reason",
+    "budget_id",
+    "created_by",
+    "created_at",
+    "updated_at",
+]
+
+
+class RefundSerializer(ModelSerializer):
+    """A refund with its customer, ticket and who decided it."""
+
+    customer_id = serializers.UUIDField(read_only=True)
+    customer = _CustomerRef(read_only=True)
+    ticket_id = serializers.UUIDField(read_only=True, allow_null=True)
+    ticket_number = serializers.SerializerMethodField()
+    approved_by = PersonSerializer(read_only=True, allow_null=True)
+    decided_by_rule_id = serializers.UUIDField(read_only=True, allow_null=True)
+    budget_id = serializers.UUIDField(read_only=True, allow_null=True)
+    created_by = PersonSerializer(read_only=True, allow_null=True)
+
+    class Meta:
+        model = Refund
+        fields = REFUND_FIELDS
+        read_only_fields = fields
+
+    def get_ticket_number(self, refund) -> str | None:
+        return refund.ticket.ticket_number if refund.ticket_id else None
+
+
+class RefundDetailSerializer(RefundSerializer):
+    """A refund with the decision rules applied to it."""
+
+    rule_applications = RuleApplicationSerializer(many=True, read_only=True)
+
+    class Meta(RefundSerializer.Meta):
+        fields = [*REFUND_FIELDS, "rule_applications"]
+        read_only_fields = fields
+
+
+class _RefundInput(ModelSerializer):
+    customer_id = serializers.UUIDField(help_text="A customer profile of the organization.")
+    ticket_id = serializers.UUIDField(
+        required=False, allow_null=True, help_text="A ticket of the organization."
+    )
+    order_id = NameField(max_length=100, help_text="The order in the organization's systems.")
+    amount_cents = serializers.IntegerField(min_value=1, max_value=BIGINT_MAX)
+    currency = CurrencyField(required=False, help_text="ISO 4217; default: the customer's.")
+    reason = ChoiceField(choices=RefundReason.choices)
+    notes = CharField(max_length=5_000, required=False, allow_blank=True)
+
+    class Meta:
+        model = Refund
+        fields = [
+            "order_id",
+            "customer_id",
+            "amount_cents",
+            "currency",
+            "reason",
+            "notes",
+            "ticket_id",
+        ]
+
+    def validate(self, attrs):
+        for field, name in (("customer_id", "customer"), ("ticket_id", "ticket")):
+            if field in attrs:
+                attrs[name] = attrs.pop(field)
+        return attrs
+
+
+class RefundCreateSerializer(_RefundInput):
+    pass
+
+
+class RefundUpdateSerializer(_RefundInput):
+    """The order, amount, currency, reason and ticket while PENDING; the notes always. A new
+    `status` is a move (APPROVED, REJECTED with `rejection_reason`, COMPLETED)."""
+
+    customer_id = None
+    order_id = NameField(max_length=100, required=False)
+    amount_cents = serializers.IntegerField(min_value=1, max_value=BIGINT_MAX, required=False)
+    reason = ChoiceField(choices=RefundReason.choices, required=False)
+    status = ChoiceField(choices=RefundStatus.choices, required=False)
+    rejection_reason = CharField(max_length=500, required=False)
+    live_fields = ("updated_at", "processed_at", "completed_at", "approved_by", "budget_id")
+
+    class Meta(_RefundInput.Meta):
+        fields = [
+            "order_id",
+            "amount_cents",
+            "currency",
+            "reason",
+            "notes",
+            "ticket_id",
+            "status",
+            "rejection_reason",
+        ]
+
+
+class RefundRejectSerializer(Serializer):
+    rejection_reason = CharField(max_length=500, help_text="Why it is rejected.")

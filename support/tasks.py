@@ -16,3 +16,9 @@ from . import services
 def mark_sla_breaches() -> int:
     """Mark the tickets whose SLA target fell due (each once), escalating urgent ones."""
     return services.sla_breaches_mark()
+
+
+@shared_task(name="support.tasks.roll_budgets")
+def roll_budgets() -> int:
+    """Move each budget whose period has ended into its next period (each once)."""
+    return services.budgets_roll()

@@ -21,26 +21,34 @@ from config.exceptions import ApplicationError, PayloadTooLarge
 from config.views import accepts_uploads
 from tenants.api import (
     AcceptsShownDocumentMixin,
+    ServiceCreateMixin,
+    ServiceUpdateMixin,
     ServiceWriteMixin,
     TenantCrudViewSet,
     TenantScopedViewSet,
 )
+from tenants.idempotency import idempotent
+from tenants.permissions import AnyOf
 
 from . import selectors, services
 from .filters import (
     AiAgentFilter,
     AttachmentFilter,
+    BudgetFilter,
     CustomerProfileFilter,
     DecisionRuleFilter,
     EscalationFilter,
+    RefundFilter,
     RepresentativeFilter,
     TicketFilter,
 )
 from .models import (
     AiAgent,
+    Budget,
     CustomerProfile,
     DecisionRule,
     Escalation,
+    Refund,
     Representative,
     SlaPolicy,
     Ticket,
@@ -53,6 +61,12 @@ from .serializers import (
     AiAgentInputSerializer,
     AiAgentSerializer,
     AiAgentUpdateSerializer,
+    BudgetDetailSerializer,
+    BudgetInputSerializer,
+    BudgetSerializer,
+    BudgetUpdateSerializer,
+    BudgetUsageInputSerializer,
+    BudgetUsageRecordSerializer,
     CustomerProfileDetailSerializer,
     CustomerProfileSerializer,
     DecisionRuleInputSerializer,
@@ -62,6 +76,11 @@ from .serializers import (
     EscalationSerializer,
     EscalationUpdateSerializer,
     PerformanceQuerySerializer,
+    RefundCreateSerializer,
+    RefundDetailSerializer,
+    RefundRejectSerializer,
+    RefundSerializer,
+    RefundUpdateSerializer,
     RepresentativeCreateSerializer,
     RepresentativePerformanceSerializer,
     RepresentativeSerializer,
@@ -416,3 +435,113 @@ class DecisionRuleViewSet(AcceptsShownDocumentMixin, TenantCrudViewSet):
             rule_ids=data.get("rule_ids"),
         )
         return Response(RuleEvaluationSerializer(result).data)
+
+
+class BudgetViewSet(AcceptsShownDocumentMixin, TenantCrudViewSet):
+    """Budgets, one per type and currency, in their current period: filters `type`, `period`
+    (comma lists), `currency`. The detail adds the period's usage records. `POST
+    {id}/usage-records` draws a compensation, discount or credit given (a refund budget is
+    drawn by approving refunds). The support team reads them; billing sets them."""
+
+    queryset = Budget.objects.select_related("created_by")
+    serializer_class = BudgetSerializer
+    create_serializer_class = BudgetInputSerializer
+    update_serializer_class = BudgetUpdateSerializer
+    filterset_class = BudgetFilter
+    permission_area = "billing"
+    required_permissions = {
+        "list": AnyOf("billing.read", "support.read"),
+        "retrieve": AnyOf("billing.read", "support.read"),
+        "usage_records": "billing.write",
+    }
+    ordering_fields = ("created_at", "type", "limit_cents", "spent_cents", "period_end")
+    create_service = services.budget_create
+    update_service = services.budget_update
+    destroy_service = services.budget_delete
+
+    def get_serializer_class(self):
+        if self.action in ("retrieve", "create", "update", "partial_update"):
+            return BudgetDetailSerializer
+        return super().get_serializer_class()
+
+    @extend_schema(request=BudgetUsageInputSerializer, responses={201: BudgetUsageRecordSerializer})
+    @action(detail=True, methods=["post"], url_path="usage-records")
+    @idempotent
+    def usage_records(self, request, pk=None):
+        """Draw `amount_cents` (for `customer_id`, within the per-customer limit): 409 with
+        what remains when it does not fit."""
+        budget = self.get_object()
+        data = self.validated_input(BudgetUsageInputSerializer)
+        usage = self.call_service(services.budget_usage_add, budget=budget, **data)
+        return Response(BudgetUsageRecordSerializer(usage).data, status=status.HTTP_201_CREATED)
+
+
+class RefundViewSet(
+    AcceptsShownDocumentMixin,
+    ServiceCreateMixin,
+    ServiceUpdateMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    TenantScopedViewSet,
+):
+    """Refunds to the organization's customers (never deleted: a record of money): filters
+    `status`, `reason` (comma lists), `customer`, `ticket`, `order_id`, `currency`,
+    `created_after` / `created_before`; `search` (order, notes, customer). `POST
+    {id}/approve` draws the amount from the refund budget; `POST {id}/reject` says why. Both
+    need billing.write or a representative's refund authority covering the amount.
+    Creation and approval honour `Idempotency-Key`."""
+
+    queryset = Refund.objects.select_related("customer", "ticket", "approved_by", "created_by")
+    serializer_class = RefundSerializer
+    create_serializer_class = RefundCreateSerializer
+    update_serializer_class = RefundUpdateSerializer
+    filterset_class = RefundFilter
+    permission_area = "support"
+    required_permissions = {
+        "list": AnyOf("support.read", "billing.read"),
+        "retrieve": AnyOf("support.read", "billing.read"),
+        "update": AnyOf("support.write", "billing.write"),
+        "partial_update": AnyOf("support.write", "billing.write"),
+        "approve": AnyOf("support.write", "billing.write"),
+        "reject": AnyOf("support.write", "billing.write"),
+    }
+    search_fields = ("order_id", "notes", "customer__name", "customer__email")
+    ordering_fields = ("created_at", "updated_at", "amount_cents", "status", "processed_at")
+    create_service = services.refund_create
+    update_service = services.refund_update
+
+    def scope_queryset(self, queryset):
+        if self.action in ("retrieve", "update", "partial_update", "approve", "reject"):
+            queryset = queryset.prefetch_related("rule_applications")
+        return queryset
+
+    def get_serializer_class(self):
+        if self.action in ("retrieve", "create", "update", "partial_update"):
+            return RefundDetailSerializer
+        return super().get_serializer_class()
+
+    @extend_schema(request=RefundCreateSerializer, responses={201: RefundDetailSerializer})
+    @idempotent
+    def create(self, request, *args, **kwargs):
+        return super().create(request, *args, **kwargs)
+
+    @extend_schema(request=None, responses={200: RefundDetailSerializer})
+    @action(detail=True, methods=["post"], url_path="approve")
+    @idempotent
+    def approve(self, request, pk=None):
+        """Approve a PENDING refund, drawing it from the refund budget: 409 with the budget's
+        (or the customer's) remaining amount when it does not fit, 403 beyond the caller's
+        authority."""
+        refund = self.call_service(services.refund_approve, refund=self.get_object())
+        return Response(RefundDetailSerializer(self.refreshed(refund)).data)
+
+    @extend_schema(request=RefundRejectSerializer, responses={200: RefundDetailSerializer})
+    @action(detail=True, methods=["post"], url_path="reject")
+    def reject(self, request, pk=None):
+        """Reject a PENDING refund with a `rejection_reason`."""
+        refund = self.get_object()
+        data = self.validated_input(RefundRejectSerializer)
+        refund = self.call_service(
+            services.refund_reject, refund=refund, reason=data["rejection_reason"]
+        )
+        return Response(RefundDetailSerializer(self.refreshed(refund)).data)

@@ -38,7 +38,7 @@ from config.exceptions import TenantSuspended
 from config.renderers import JSONRenderer
 from config.throttling import rate_limit_headers
 
-from .permissions import PERMISSIONS_BY_AREA, HasRequiredPermission
+from .permissions import PERMISSIONS_BY_AREA, AnyOf, HasRequiredPermission
 from .resolution import TenantMode, resolve_tenant
 from .services.quotas import quota_consume
 from .throttling import TenantThrottle
@@ -70,8 +70,9 @@ class ControlPlaneAPIMixin:
 
     permission_classes = (HasRequiredPermission,)
     throttle_classes = (TenantThrottle,)
-    # action (or lowercase HTTP method for plain views) -> permission string or access level.
-    required_permissions: Mapping[str, str] = {}
+    # action (or lowercase HTTP method for plain views) -> permission string, AnyOf(...) of
+    # several, or access level.
+    required_permissions: Mapping[str, str | AnyOf] = {}
     # The permission area of the standard actions the view has (see STANDARD_ACTIONS); entries
     # in required_permissions win over the derived ones.
     permission_area: str | None = None

@@ -4,8 +4,10 @@ Permissions are `area.action` strings. A view declares, per action, what it need
 
     required_permissions = {"list": "security.read", "create": "security.write"}
 
-Besides permission strings an entry may be one of the access levels below. An action with no
-entry is refused (deny by default); tests/api checks that every routed action has one.
+Besides permission strings an entry may be one of the access levels below, or `AnyOf(...)`
+several permissions of which any one is enough (a refund is approved by the support team or by
+finance). An action with no entry is refused (deny by default); tests/api checks that every
+routed action has one.
 """
 
 from collections.abc import Mapping
@@ -44,6 +46,29 @@ SCOPE_GROUPS: Mapping[str, frozenset[str]] = {
     "read": READ_PERMISSIONS,
     "write": ALL_PERMISSIONS - READ_PERMISSIONS,
 }
+
+
+class AnyOf(tuple):
+    """A requirement met by any one of its permissions:
+    `{"approve": AnyOf("support.write", "billing.write")}`."""
+
+    def __new__(cls, *names: str):
+        unknown = set(names) - ALL_PERMISSIONS
+        if len(names) < 2 or unknown:
+            raise ValueError(f"AnyOf needs two or more known permissions: {names!r}")
+        return super().__new__(cls, names)
+
+    def __repr__(self):
+        return " | ".join(self)
+
+
+def permissions_in(requirement) -> tuple[str, ...]:
+    """The permission strings a requirement names: none for an access level."""
+    if isinstance(requirement, AnyOf):
+        return tuple(requirement)
+    if requirement in ACCESS_LEVELS or requirement is None:
+        return ()
+    return (requirement,)
 
 
 def _perms(*names: str) -> frozenset[str]:
@@ -175,7 +200,7 @@ class HasRequiredPermission(BasePermission):
             return bool(getattr(view, "staff_cross_tenant", False) and request.user.is_staff)
         if required == TENANT_MEMBER:
             return True
-        return required in request.permissions
+        return any(name in request.permissions for name in permissions_in(required))
 
 
 def unknown_overrides(overrides: Mapping) -> list[str]:

@@ -415,6 +415,11 @@ SPECTACULAR_SETTINGS = {
         "AgentStatusEnum": "support.models.AgentStatus",
         "DecisionRuleActionEnum": "support.rules.ACTIONS",
         "RuleApplicationOutcomeEnum": "support.models.RuleApplication.Outcome",
+        # A budget's period takes the same three values as a customer's billing cycle.
+        "BillingCycleEnum": "support.models.BillingCycle",
+        "BudgetTypeEnum": "support.models.BudgetType",
+        "RefundStatusEnum": "support.models.RefundStatus",
+        "RefundReasonEnum": "support.models.RefundReason",
         "IncidentCategoryEnum": "security.models.IncidentCategory",
     },
 }
@@ -614,6 +619,11 @@ CELERY_BEAT_SCHEDULE = {
     "support.mark-sla-breaches": {
         "task": "support.tasks.mark_sla_breaches",
         "schedule": crontab(minute="*"),
+    },
+    # A draw rolls its own budget first; this keeps idle budgets' periods current.
+    "support.roll-budgets": {
+        "task": "support.tasks.roll_budgets",
+        "schedule": crontab(minute="*/5"),
     },
     "security.remind-breach-deadlines": {
         "task": "security.tasks.remind_breach_deadlines",

@@ -10,7 +10,10 @@
     common           the lookups they share (another organization's id is a 400)
     agents           AI agents: configurations on the gateway's models, outcomes recorded
     decision_rules   decision rules (support.rules is their language); tickets.rules_apply
-                     applies them to tickets when the organization turns it on
+                     and refunds.refund_rules_apply apply them when the organization turns
+                     it on
+    budgets          budgets: what may be given back per period, drawn atomically, alerts
+    refunds          refunds: requested, approved within authority and budget, completed
 
 Services are keyword-only, run in a transaction and record their audit event;
 tests/audit/test_service_coverage.py holds each to it.
@@ -22,10 +25,26 @@ from .agents import (
     ai_agent_delete,
     ai_agent_update,
 )
+from .budgets import (
+    budget_create,
+    budget_delete,
+    budget_draw,
+    budget_update,
+    budget_usage_add,
+    budgets_roll,
+)
 from .conversation import ticket_attachment_add, ticket_attachment_delete, ticket_comment_add
 from .customers import customer_profile_create, customer_profile_delete, customer_profile_update
 from .decision_rules import decision_rule_create, decision_rule_delete, decision_rule_update
 from .escalations import escalation_create, escalation_delete, escalation_update
+from .refunds import (
+    refund_approve,
+    refund_complete,
+    refund_create,
+    refund_reject,
+    refund_rules_apply,
+    refund_update,
+)
 from .representatives import (
     representative_create,
     representative_delete,
@@ -48,6 +67,12 @@ __all__ = [
     "ai_agent_create",
     "ai_agent_delete",
     "ai_agent_update",
+    "budget_create",
+    "budget_delete",
+    "budget_draw",
+    "budget_update",
+    "budget_usage_add",
+    "budgets_roll",
     "customer_profile_create",
     "customer_profile_delete",
     "customer_profile_update",
@@ -57,6 +82,12 @@ __all__ = [
     "escalation_create",
     "escalation_delete",
     "escalation_update",
+    "refund_approve",
+    "refund_complete",
+    "refund_create",
+    "refund_reject",
+    "refund_rules_apply",
+    "refund_update",
     "representative_create",
     "representative_delete",
     "representative_update",

@@ -36,6 +36,7 @@ from ..rules import Action, evaluate
 from ..selectors import rules_in_order, ticket_facts
 from .common import customer_of, locked_ticket, representative_of, serving
 from .conversation import attachments_release, ticket_comment_add
+from .decision_rules import REFUND_ACTIONS, applies_rules, rule_application_record
 from .escalations import escalation_create
 from .sla_clock import sla_retarget, sla_start, sla_status_move
 
@@ -372,59 +373,24 @@ def ticket_delete(*, ticket: Ticket, actor) -> None:
 
 # Decision rules applied to tickets -----------------------------------------------------------
 
-# The organization setting that applies its enabled decision rules to every ticket created or
-# changed (by a person or a client: a rule's own change applies none).
-APPLY_RULES_SETTING = "support_apply_rules"
-
 
 def rules_apply(*, ticket: Ticket, actor) -> RuleApplication | None:
-    """With the organization's `support_apply_rules` on: the first enabled rule whose
-    conditions hold for the ticket takes its action, recorded on the ticket (RuleApplication)
-    and audited (`decision_rule.applied`). The action's own changes apply no rules again.
-    Refund actions concern refunds and are recorded as skipped."""
+    """With the organization's `support_apply_rules` on: the first enabled ticket rule (one
+    whose action concerns tickets) that holds for the ticket takes its action, recorded on the
+    ticket and audited (decision_rules.rule_application_record). The action's own changes
+    apply no rules again."""
     tenant = ticket.tenant
-    if (tenant.settings or {}).get(APPLY_RULES_SETTING) is not True:
+    if not applies_rules(tenant):
         return None
     ticket = locked_ticket(ticket)
-    rule, _ = evaluate(rules_in_order(tenant=tenant), ticket_facts(ticket=ticket))
+    rules = rules_in_order(tenant=tenant).exclude(action__in=REFUND_ACTIONS)
+    rule, _ = evaluate(rules, ticket_facts(ticket=ticket))
     if rule is None:
         return None
     outcome, detail = _take_action(ticket, rule, actor)
-    last = RuleApplication.objects.filter(ticket=ticket).order_by("-created_at", "-id").first()
-    repeated = last is not None and (last.rule_id, last.outcome, last.detail) == (
-        rule.pk,
-        outcome,
-        detail[:500],
+    return rule_application_record(
+        rule=rule, actor=actor, outcome=outcome, detail=detail, ticket=ticket
     )
-    if outcome == RuleApplication.Outcome.SKIPPED and repeated:
-        # Each change of a ticket that still matches would say the same again.
-        return None
-    application = RuleApplication.objects.create(
-        tenant=tenant,
-        ticket=ticket,
-        rule=rule,
-        rule_name=rule.name,
-        action=rule.action,
-        action_params=rule.action_params,
-        outcome=outcome,
-        detail=detail[:500],
-    )
-    record(
-        tenant=tenant,
-        event_type="decision_rule.applied",
-        actor=actor,
-        payload={
-            "decision_rule_id": str(rule.pk),
-            "rule_name": rule.name,
-            "action": rule.action,
-            "outcome": outcome,
-            "detail": detail[:500],
-            "ticket_id": str(ticket.pk),
-            "ticket_number": ticket.ticket_number,
-            "message": str(rule.action_params.get("message", "")),
-        },
-    )
-    return application
 
 
 def _take_action(ticket: Ticket, rule, actor) -> tuple[str, str]:
@@ -466,6 +432,4 @@ def _take_action(ticket: Ticket, rule, actor) -> tuple[str, str]:
             issue_description=f"{ticket.ticket_number}: escalated by the rule {rule.name!r}.",
         )
         return applied, f"Escalation {escalation.pk} opened."
-    if rule.action == Action.NOTIFY:
-        return applied, "The organization's admins were notified."
-    return skipped, f"{rule.action} applies to refunds, not tickets."
+    return applied, "The organization's admins were notified."  # NOTIFY

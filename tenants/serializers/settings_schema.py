@@ -25,6 +25,9 @@ SUPPORTED_AI_MODELS = (
     "claude-3-haiku",
 )
 MAX_LIMIT = 10**12
+# The support desk's representative roles (support.models.RepresentativeRole; a test keeps
+# them equal): the keys of support_refund_authority_cents.
+REPRESENTATIVE_ROLES = ("JUNIOR_SUPPORT", "SENIOR_SUPPORT", "TEAM_LEAD", "ADMIN")
 
 
 class StrictPositiveIntegerField(serializers.IntegerField):
@@ -36,6 +39,36 @@ class StrictPositiveIntegerField(serializers.IntegerField):
     def to_internal_value(self, data):
         if isinstance(data, bool) or not isinstance(data, int):
             self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictAmountField(serializers.IntegerField):
+    default_error_messages = {"invalid": "Must be a whole number of cents (a JSON integer)."}
+
+    def __init__(self, **kwargs):
+        super().__init__(min_value=0, max_value=MAX_LIMIT, **kwargs)
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class RefundAuthorityField(serializers.DictField):
+    """{representative role: the most, in cents, a representative of that role may approve
+    as a refund}; a role not named has no authority."""
+
+    def __init__(self, **kwargs):
+        super().__init__(child=StrictAmountField(), **kwargs)
+
+    def to_internal_value(self, data):
+        if isinstance(data, dict):
+            unknown = sorted(str(key) for key in data if key not in REPRESENTATIVE_ROLES)
+            if unknown:
+                allowed = ", ".join(REPRESENTATIVE_ROLES)
+                raise serializers.ValidationError(
+                    {key: [f"Not a role. One of {allowed}."] for key in unknown}
+                )
         return super().to_internal_value(data)
 
 
@@ -58,6 +91,9 @@ class OrganizationSettingsSerializer(Serializer):
     support_auto_assign = StrictBooleanField(required=False)
     # Support desk: apply the enabled decision rules to tickets as they are created and changed.
     support_apply_rules = StrictBooleanField(required=False)
+    # Support: the most each representative role may approve as one refund, in cents
+    # ({"SENIOR_SUPPORT": 5000, "TEAM_LEAD": 50000}); billing.write approves any amount.
+    support_refund_authority_cents = RefundAuthorityField(required=False)
 
     def to_internal_value(self, data):
         if not isinstance(data, dict):

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from django.urls import URLPattern, URLResolver, get_resolver
 
 from tenants.api import TenantScopedViewSet
-from tenants.permissions import ACCESS_LEVELS, AUTHENTICATED, PUBLIC, STAFF
+from tenants.permissions import AUTHENTICATED, PUBLIC, STAFF, permissions_in
 from tenants.resolution import TenantMode
 
 _GROUP = re.compile(r"\(\?P<(?P<name>\w+)>[^)]*\)")
@@ -34,10 +34,9 @@ class Endpoint:
         return self.view_class.required_permissions.get(self.action)
 
     @property
-    def permission(self) -> str | None:
-        """The permission string required, when it is one (not an access level)."""
-        requirement = self.requirement
-        return None if requirement in ACCESS_LEVELS else requirement
+    def permissions(self) -> tuple[str, ...]:
+        """The permission strings of which the action needs one (none for an access level)."""
+        return permissions_in(self.requirement)
 
     @property
     def needs_tenant(self) -> bool:

@@ -8,7 +8,7 @@ from rest_framework.test import APIClient
 from accounts.services import api_key_revoke
 from tenants.api import ControlPlaneAPIMixin
 from tenants.models import Role
-from tenants.permissions import ACCESS_LEVELS, ALL_PERMISSIONS, PUBLIC
+from tenants.permissions import ACCESS_LEVELS, ALL_PERMISSIONS, PUBLIC, AnyOf
 from tests.conftest import assert_envelope
 from tests.factories import TenantFactory, factory_for, issue_api_key
 
@@ -17,7 +17,7 @@ from .endpoints import ENDPOINTS
 pytestmark = [pytest.mark.django_db, pytest.mark.smoke]
 
 PROTECTED = [e for e in ENDPOINTS if e.requirement != PUBLIC]
-WITH_PERMISSION = [e for e in ENDPOINTS if e.permission]
+WITH_PERMISSION = [e for e in ENDPOINTS if e.permissions]
 IN_TENANT = [e for e in ENDPOINTS if e.needs_tenant]
 TENANT_DETAIL = [e for e in ENDPOINTS if e.is_tenant_scoped and e.is_detail]
 TENANT_LISTS = [e for e in ENDPOINTS if e.is_tenant_scoped and e.action == "list"]
@@ -36,7 +36,11 @@ def test_the_router_serves_endpoints():
 def test_every_action_declares_a_known_requirement(endpoint):
     assert issubclass(endpoint.view_class, ControlPlaneAPIMixin), endpoint
     assert endpoint.requirement is not None, f"{endpoint} has no required_permissions entry"
-    assert endpoint.requirement in ACCESS_LEVELS | ALL_PERMISSIONS, endpoint.requirement
+    requirement = endpoint.requirement
+    if isinstance(requirement, AnyOf):
+        assert set(requirement) <= ALL_PERMISSIONS, requirement
+    else:
+        assert requirement in ACCESS_LEVELS | ALL_PERMISSIONS, requirement
 
 
 @pytest.mark.parametrize("endpoint", PROTECTED, ids=str)
@@ -73,17 +77,28 @@ def test_revoked_api_key_gets_401(endpoint, make_caller):
 
 @pytest.mark.parametrize("endpoint", WITH_PERMISSION, ids=str)
 def test_member_lacking_the_permission_gets_403(endpoint, make_caller):
-    area, action = endpoint.permission.split(".")
-    caller = make_caller(Role.OWNER, permissions={area: {action: False}})
+    # An owner holds everything; without the permission (every one an AnyOf names) it is refused.
+    caller = make_caller(Role.OWNER, permissions=_overrides(endpoint.permissions, granted=None))
     assert_envelope(_call(caller.client, endpoint), 403, "INSUFFICIENT_PERMISSIONS")
 
 
 @pytest.mark.parametrize("endpoint", WITH_PERMISSION, ids=str)
 def test_member_with_the_permission_is_not_refused(endpoint, make_caller):
-    area, action = endpoint.permission.split(".")
-    caller = make_caller(Role.VIEWER, permissions={area: {action: True}})
-    response = _call(caller.client, endpoint)
-    assert response.status_code not in (401, 403), (endpoint, response.content)
+    # Each permission of an AnyOf is enough alone: the others are withdrawn.
+    for granted in endpoint.permissions:
+        overrides = _overrides(endpoint.permissions, granted=granted)
+        caller = make_caller(Role.VIEWER, permissions=overrides)
+        response = _call(caller.client, endpoint)
+        assert response.status_code not in (401, 403), (endpoint, granted, response.content)
+
+
+def _overrides(names, *, granted):
+    """A permission object granting `granted` and withdrawing the other `names`."""
+    overrides: dict[str, dict[str, bool]] = {}
+    for name in names:
+        area, action = name.split(".")
+        overrides.setdefault(area, {})[action] = name == granted
+    return overrides
 
 
 @pytest.mark.parametrize("endpoint", IN_TENANT, ids=str)

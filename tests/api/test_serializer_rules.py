@@ -63,6 +63,11 @@ REVIEWED = {
         "a ticket's lifecycle, set by holders of support.write along the legal moves only "
         "(ticket_update: 409 otherwise): tests/support/test_tickets.py"
     ),
+    ("support.serializers.RefundUpdateSerializer", "status"): (
+        "a refund's moves: approval and rejection need billing.write or a representative's "
+        "refund authority covering the amount, then the budget (refund_approve: 403/409), "
+        "completion only once approved: tests/support/test_refunds.py"
+    ),
     ("support.serializers.EscalationUpdateSerializer", "status"): (
         "an escalation's progress, set by holders of support.write along the forward moves only "
         "(escalation_update: 409 otherwise): tests/support/test_escalations.py"

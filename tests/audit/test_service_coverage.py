@@ -62,6 +62,11 @@ EXEMPT = {
         "itself (tests/support)"
     ),
     "support.services.common.customer_of": ("a lookup (no change)"),
+    "support.services.budgets.add_months": ("date arithmetic (no change)"),
+    "support.services.budgets.calendar_period_start": ("date arithmetic (no change)"),
+    "support.services.budgets.customer_spent_cents": ("a sum (no change)"),
+    "support.services.refunds.refund_authority_cents": ("a lookup (no change)"),
+    "support.services.decision_rules.applies_rules": ("reads a setting (no change)"),
     "support.services.common.representative_of": ("a lookup (no change)"),
     "support.services.common.serving": ("a query expression (no change)"),
     "support.services.common.locked_ticket": ("a locked read (no change)"),
@@ -407,6 +412,30 @@ def _support_in(factory_name: str, tenant):
     return getattr(factories, factory_name)(tenant=tenant)
 
 
+def _support_budget(**fields):
+    from tests.support.factories import BudgetFactory
+
+    return BudgetFactory(**fields)
+
+
+def _support_refund(**fields):
+    from tests.support.factories import RefundFactory
+
+    return RefundFactory(**fields)
+
+
+def _apply_rule_to_refund():
+    from tests.support.factories import DecisionRuleFactory
+
+    refund = _support_refund()
+    refund.tenant.settings = {"support_apply_rules": True}
+    refund.tenant.save(update_fields=["settings"])
+    DecisionRuleFactory(
+        tenant=refund.tenant, enabled=True, priority=1, action="REJECT_REFUND", conditions=[]
+    )
+    return support_services.refund_rules_apply(refund=refund, actor=None)
+
+
 def _model() -> str:
     from tests.playground.factories import LanguageModelFactory
 
@@ -657,6 +686,90 @@ INVOCATIONS = {
     ),
     "support.services.tickets.rules_apply": (
         lambda: _apply_rule_to_ticket(),
+        "decision_rule.applied",
+    ),
+    "support.services.budgets.budget_create": (
+        lambda: support_services.budget_create(
+            tenant=TenantFactory(), actor=None, type="REFUND", period="MONTHLY", limit_cents=100
+        ),
+        "budget.created",
+    ),
+    "support.services.budgets.budget_update": (
+        lambda: support_services.budget_update(
+            budget=_support("BudgetFactory"), actor=None, limit_cents=5
+        ),
+        "budget.updated",
+    ),
+    "support.services.budgets.budget_delete": (
+        lambda: support_services.budget_delete(budget=_support("BudgetFactory"), actor=None),
+        "budget.deleted",
+    ),
+    "support.services.budgets.budget_draw": (
+        lambda: support_services.budget_draw(
+            budget=_support("BudgetFactory"), actor=None, amount_cents=100
+        ),
+        "budget.usage_recorded",
+    ),
+    "support.services.budgets.budget_usage_add": (
+        lambda: support_services.budget_usage_add(
+            budget=_support_budget(type="COMPENSATION"), actor=None, amount_cents=100
+        ),
+        "budget.usage_recorded",
+    ),
+    "support.services.budgets.budgets_roll": (
+        lambda: (
+            _support_budget(
+                period_start=timezone.now() - timedelta(days=90),
+                period_end=timezone.now() - timedelta(days=60),
+            ),
+            support_services.budgets_roll(),
+        ),
+        "budget.period_rolled",
+    ),
+    "support.services.refunds.refund_create": (
+        lambda: support_services.refund_create(
+            tenant=(tenant := TenantFactory()),
+            actor=None,
+            order_id="1",
+            customer=_support_in("CustomerProfileFactory", tenant),
+            amount_cents=100,
+            reason="OTHER",
+        ),
+        "refund.requested",
+    ),
+    "support.services.refunds.refund_update": (
+        lambda: support_services.refund_update(
+            refund=_support("RefundFactory"), actor=None, notes="Called back."
+        ),
+        "refund.updated",
+    ),
+    "support.services.refunds.refund_approve": (
+        lambda: support_services.refund_approve(
+            refund=_support("RefundFactory"), actor=None, actor_permissions={"billing.write"}
+        ),
+        "refund.approved",
+    ),
+    "support.services.refunds.refund_reject": (
+        lambda: support_services.refund_reject(
+            refund=_support("RefundFactory"),
+            actor=None,
+            actor_permissions={"billing.write"},
+            reason="Duplicate.",
+        ),
+        "refund.rejected",
+    ),
+    "support.services.refunds.refund_complete": (
+        lambda: support_services.refund_complete(
+            refund=_support_refund(status="APPROVED"), actor=None
+        ),
+        "refund.completed",
+    ),
+    "support.services.refunds.refund_rules_apply": (
+        lambda: _apply_rule_to_refund(),
+        "decision_rule.applied",
+    ),
+    "support.services.decision_rules.rule_application_record": (
+        lambda: _apply_rule_to_refund(),
         "decision_rule.applied",
     ),
     "support.services.sla.sla_policy_delete": (

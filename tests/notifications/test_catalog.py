@@ -410,6 +410,47 @@ def _apply_rule(tenant):
     ticket_create(tenant=tenant, actor=_owner(tenant), subject="Anything")
 
 
+def _request_refund(tenant):
+    from support.services import refund_create
+    from tests.support.factories import CustomerProfileFactory
+
+    return refund_create(
+        tenant=tenant,
+        actor=_owner(tenant),
+        order_id="48292",
+        customer=CustomerProfileFactory(tenant=tenant),
+        amount_cents=5_000,
+        reason="AI_BUG",
+    )
+
+
+def _approve_refund(tenant):
+    from support.services import budget_create, refund_approve
+
+    budget_create(
+        tenant=tenant,
+        actor=_owner(tenant),
+        type="REFUND",
+        period="MONTHLY",
+        limit_cents=6_000,
+        alert_thresholds=[{"percentage": 80, "enabled": True}],
+    )
+    refund_approve(
+        refund=_request_refund(tenant), actor=_owner(tenant), actor_permissions={"billing.write"}
+    )
+
+
+def _reject_refund(tenant):
+    from support.services import refund_reject
+
+    refund_reject(
+        refund=_request_refund(tenant),
+        actor=_owner(tenant),
+        actor_permissions={"billing.write"},
+        reason="Already credited.",
+    )
+
+
 # Catalogue type -> a producer of it. A new catalogue entry fails test_every_type_has_a_producer
 # until it is added here.
 PRODUCERS = {
@@ -449,6 +490,10 @@ PRODUCERS = {
     "support.sla.breached": _breach_sla,
     "support.escalation.created": _escalate,
     "decision_rule.applied": _apply_rule,
+    "refund.requested": _request_refund,
+    "refund.approved": _approve_refund,
+    "refund.rejected": _reject_refund,
+    "budget.threshold_reached": _approve_refund,
 }
 
 # Audit event type -> a producer of it: every source of every entry, the ones PRODUCERS does
@@ -496,6 +541,10 @@ SOURCE_PRODUCERS = {
     "support.sla.breached": _breach_sla,
     "support.escalation.created": _escalate,
     "decision_rule.applied": _apply_rule,
+    "refund.requested": _request_refund,
+    "refund.approved": _approve_refund,
+    "refund.rejected": _reject_refund,
+    "budget.threshold_reached": _approve_refund,
 }
 
 

@@ -1,17 +1,22 @@
 """Factories of the support app's models (registered with tests.factories.factory_for)."""
 
 import factory
+import pycountry
+from django.utils import timezone
 
 from support.models import (
     AiAgent,
+    Budget,
     CustomerProfile,
     DecisionRule,
     Escalation,
+    Refund,
     Representative,
     SlaPolicy,
     Ticket,
     TicketAttachment,
 )
+from support.services.budgets import add_months, calendar_period_start
 
 
 class CustomerProfileFactory(factory.django.DjangoModelFactory):
@@ -146,3 +151,43 @@ class DecisionRuleFactory(factory.django.DjangoModelFactory):
     )
     action = "ESCALATE_TO_HUMAN"
     action_params = factory.LazyFunction(lambda: {"priority": "HIGH"})
+
+
+def _this_month():
+    return calendar_period_start("MONTHLY", timezone.now())
+
+
+# One budget per type and currency in a tenant: each factory budget gets another currency.
+_CURRENCIES = sorted(currency.alpha_3 for currency in pycountry.currencies)
+
+
+class BudgetFactory(factory.django.DjangoModelFactory):
+    """A refund budget covering the current calendar month, in a currency of its own (pass
+    `currency="USD"` for the one a USD refund draws from)."""
+
+    class Meta:
+        model = Budget
+
+    tenant = factory.SubFactory("tests.tenants.factories.TenantFactory")
+    type = "REFUND"
+    period = "MONTHLY"
+    limit_cents = 100_000
+    currency = factory.Sequence(lambda n: _CURRENCIES[n % len(_CURRENCIES)])
+    alert_thresholds = factory.LazyFunction(lambda: [{"percentage": 80, "enabled": True}])
+    period_start = factory.LazyFunction(_this_month)
+    period_end = factory.LazyAttribute(lambda budget: add_months(budget.period_start, 1))
+
+
+class RefundFactory(factory.django.DjangoModelFactory):
+    """A pending refund of one of its tenant's customers."""
+
+    class Meta:
+        model = Refund
+
+    tenant = factory.SubFactory("tests.tenants.factories.TenantFactory")
+    customer = factory.LazyAttribute(lambda refund: CustomerProfileFactory(tenant=refund.tenant))
+    order_id = factory.Sequence(lambda n: f"ORD-{n}")
+    amount_cents = 2_500
+    currency = "USD"
+    reason = "AI_BUG"
+    notes = "Charged twice."

@@ -1386,17 +1386,18 @@ def test_notify_notifies_the_organizations_admins(owner):
 
 
 @pytest.mark.parametrize("action", ["APPROVE_REFUND", "REJECT_REFUND"])
-def test_refund_actions_are_recorded_as_skipped(owner, action):
+def test_refund_rules_are_not_given_tickets(owner, action):
+    # A refund rule first in priority does not hide the ticket rule after it.
     rules_on(owner.tenant)
     rule_of(owner.tenant, 1, [cond("category", "eq", "BILLING_PAYMENT")], action)
+    ticket_rule = rule_of(owner.tenant, 2, [], "SET_PRIORITY", {"priority": "HIGH"})
 
     created = open_ticket(owner, category="BILLING_PAYMENT")
 
     (application,) = applications(created["id"])
-    assert application.outcome == RuleApplication.Outcome.SKIPPED
-    assert application.detail == f"{action} applies to refunds, not tickets."
+    assert application.rule_id == ticket_rule.pk
     assert created["status"] == "OPEN"
-    assert applied_events(owner.tenant).get().payload["outcome"] == "skipped"
+    assert created["priority"] == "HIGH"
 
 
 @pytest.mark.parametrize("setting", [None, False])
