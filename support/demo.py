@@ -5,8 +5,9 @@ viewer offline as a junior), an SLA policy for each ticket priority (the urgent 
 clock, the others in business hours, Monday to Friday, 09:00-18:00 Europe/Paris), tickets in
 every status with replies, an internal note and an attachment, one urgent ticket opened two
 hours ago that breached its first-response target (and was escalated by the breach sweep),
-an escalation handed over by the AI assistant, two AI agents with their record, and three
-decision rules (one a draft).
+an escalation handed over by the AI assistant, two AI agents with their record, five decision
+rules (two drafts), refund authority per representative role, refund, compensation and
+discount budgets (the refund budget past its 50 % alert), and refunds in every status.
 
 Runs once: an organization that already has customers keeps them.
 """
@@ -17,15 +18,22 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.utils import timezone
 
 from tenants.models import Membership, Role, Tenant
+from tenants.services.lifecycle import organization_update
 
 from .models import CustomerProfile, Ticket
 from .services import (
     AUTO,
     agent_assertion_record,
     ai_agent_create,
+    budget_create,
+    budget_usage_add,
     customer_profile_create,
     decision_rule_create,
     escalation_create,
+    refund_approve,
+    refund_complete,
+    refund_create,
+    refund_reject,
     representative_create,
     sla_breaches_mark,
     sla_policy_create,
@@ -34,6 +42,7 @@ from .services import (
     ticket_create,
     ticket_update,
 )
+from .services.refunds import REFUND_AUTHORITY_SETTING
 from .services.sla_clock import due_fields
 
 DEMO_SLUG = "acme"
@@ -108,8 +117,10 @@ def load(*, stdout, staff) -> None:
     _tickets(tenant, owner)
     _history(tenant, owner)
     _automation(tenant, owner)
+    _money(tenant, owner)
     stdout.write(
-        "Support: customers, representatives, SLA policies, tickets and escalations in acme."
+        "Support: customers, representatives, SLA policies, tickets, escalations, automation, "
+        "budgets and refunds in acme."
     )
 
 
@@ -263,13 +274,73 @@ RULES = (
         {"role": "TEAM_LEAD"},
     ),
     (
-        "Large refunds to a person (draft)",
+        "Billing tickets to a lead (draft)",
         3,
         False,
-        [{"field": "refund_amount_cents", "operator": "gt", "value": 10_000}],
+        [{"field": "category", "operator": "eq", "value": "BILLING_PAYMENT"}],
         "ESCALATE_TO_HUMAN",
         {"priority": "HIGH", "reason": "OTHER"},
     ),
+    (
+        "Small refunds for customers in good standing",
+        4,
+        True,
+        [
+            {"field": "refund_amount_cents", "operator": "lte", "value": 2_000},
+            {"field": "customer_standing", "operator": "eq", "value": "GOOD"},
+        ],
+        "APPROVE_REFUND",
+        {},
+    ),
+    (
+        "No refunds to suspended accounts (draft)",
+        5,
+        False,
+        [{"field": "customer_standing", "operator": "eq", "value": "SUSPENDED"}],
+        "REJECT_REFUND",
+        {"reason": "The account is suspended: billing reviews it first."},
+    ),
+)
+
+# The most one refund a representative of each role may approve (billing approves any).
+REFUND_AUTHORITY = {"JUNIOR_SUPPORT": 0, "SENIOR_SUPPORT": 5_000, "TEAM_LEAD": 50_000}
+BUDGETS = (
+    # type, period, currency, limit, thresholds, per-customer limit
+    ("REFUND", "MONTHLY", "USD", 55_000, (50, 80, 95), 30_000),
+    ("COMPENSATION", "QUARTERLY", "USD", 200_000, (80,), None),
+    ("DISCOUNT", "YEARLY", "EUR", 500_000, (75, 90), 100_000),
+)
+REFUNDS = (
+    # customer, order, amount, reason, ticket subject, moves, notes
+    (
+        "Initech",
+        "INV-2026-0412",
+        25_000,
+        "BILLING_ERROR",
+        "Refund for a double charge",
+        ["APPROVED", "COMPLETED"],
+        "Charged twice for the annual plan.",
+    ),
+    (
+        "Hooli",
+        "INV-2026-0388",
+        4_900,
+        "AI_BUG",
+        None,
+        ["APPROVED"],
+        "The assistant answered in the wrong language for a week.",
+    ),
+    (
+        "Pied Piper",
+        "INV-2026-0455",
+        12_000,
+        "SERVICE_DOWNTIME",
+        None,
+        [],
+        "Four hours of downtime during their launch.",
+    ),
+    ("Soylent Corp", "INV-2026-0301", 8_000, "UX_ISSUE", None, ["REJECTED"], ""),
+    ("Vandelay Industries", "INV-2026-0467", 1_500, "OTHER", None, [], "Goodwill gesture."),
 )
 
 
@@ -299,3 +370,58 @@ def _automation(tenant, owner) -> None:
             action=action,
             action_params=params,
         )
+
+
+def _money(tenant, owner) -> None:
+    """Refund authority per role, three budgets and five refunds, through the services (the
+    rules are not applied: the organization has not turned support_apply_rules on)."""
+    tenant = organization_update(
+        tenant=tenant,
+        actor=owner,
+        data={"settings": {**tenant.settings, REFUND_AUTHORITY_SETTING: REFUND_AUTHORITY}},
+    )
+    for kind, period, currency, limit, thresholds, per_customer in BUDGETS:
+        budget = budget_create(
+            tenant=tenant,
+            actor=owner,
+            type=kind,
+            period=period,
+            currency=currency,
+            limit_cents=limit,
+            alert_thresholds=[{"percentage": p, "enabled": True} for p in thresholds],
+            refund_limit_per_customer_cents=per_customer,
+        )
+        if kind == "COMPENSATION":
+            budget_usage_add(
+                budget=budget,
+                actor=owner,
+                amount_cents=5_000,
+                customer=CustomerProfile.objects.get(tenant=tenant, name="Pied Piper"),
+                description="Service credit for the launch-day outage.",
+            )
+    billing = frozenset({"billing.write"})
+    for name, order, amount, reason, subject, moves, notes in REFUNDS:
+        customer = CustomerProfile.objects.get(tenant=tenant, name=name)
+        ticket = Ticket.objects.filter(tenant=tenant, subject=subject).first() if subject else None
+        refund = refund_create(
+            tenant=tenant,
+            actor=owner,
+            order_id=order,
+            customer=customer,
+            amount_cents=amount,
+            reason=reason,
+            notes=notes,
+            ticket=ticket,
+        )
+        for move in moves:
+            if move == "APPROVED":
+                refund_approve(refund=refund, actor=owner, actor_permissions=billing)
+            elif move == "REJECTED":
+                refund_reject(
+                    refund=refund,
+                    actor=owner,
+                    actor_permissions=billing,
+                    reason="The account is suspended: billing reviews it first.",
+                )
+            else:
+                refund_complete(refund=refund, actor=owner)

@@ -905,7 +905,9 @@ class Refund(TenantOwned):
         Tenant, on_delete=models.CASCADE, related_name="refunds", editable=False
     )
     order_id = models.CharField(max_length=100)
-    customer = models.ForeignKey(CustomerProfile, on_delete=models.PROTECT, related_name="refunds")
+    # RESTRICT: a customer with refunds is not deleted alone (the service answers 409), but
+    # goes with its whole organization.
+    customer = models.ForeignKey(CustomerProfile, on_delete=models.RESTRICT, related_name="refunds")
     amount_cents = models.PositiveBigIntegerField()
     currency = models.CharField(max_length=3)
     reason = models.CharField(max_length=24, choices=RefundReason.choices)

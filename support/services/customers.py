@@ -157,5 +157,11 @@ def customer_profile_delete(*, customer_profile: CustomerProfile, actor) -> None
             "standing CLOSED instead).",
             details={"tickets": customer.tickets.count()},
         )
+    if customer.refunds.exists():
+        raise Conflict(
+            "The customer has refunds, records of money that keep their customer (close the "
+            "account with standing CLOSED instead).",
+            details={"refunds": customer.refunds.count()},
+        )
     _record("customer_profile.deleted", actor, customer)
     customer.delete()

@@ -5,15 +5,20 @@ zone values are answered, never a 500."""
 
 import pytest
 
-from support.models import Ticket
-from support.services import ticket_create, ticket_update
+from support.models import Budget, Refund, Ticket
+from support.services import refund_approve, refund_create, ticket_create, ticket_update
 from tenants.models import Tenant
 from tenants.services.lifecycle import tenant_delete
 from tenants.services.members import member_remove
 from tests.conftest import assert_envelope
 from tests.factories import UserFactory
 
-from .factories import CustomerProfileFactory, RepresentativeFactory
+from .factories import (
+    BudgetFactory,
+    CustomerProfileFactory,
+    RefundFactory,
+    RepresentativeFactory,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -37,6 +42,46 @@ def test_a_customer_with_tickets_is_still_not_deleted_alone(owner):
     response = owner.client.delete(f"/api/v1/support/customer-profiles/{customer.pk}/")
 
     assert_envelope(response, 409, "CONFLICT")
+
+
+def test_an_organization_with_budgets_and_refunds_can_be_deleted(owner):
+    customer = CustomerProfileFactory(tenant=owner.tenant)
+    budget = BudgetFactory(tenant=owner.tenant, currency="USD")
+    refund = refund_create(
+        tenant=owner.tenant,
+        actor=owner.user,
+        order_id="1",
+        customer=customer,
+        amount_cents=500,
+        reason="OTHER",
+    )
+    refund_approve(refund=refund, actor=owner.user, actor_permissions={"billing.write"})
+
+    tenant_delete(tenant=owner.tenant, actor=UserFactory(is_staff=True))
+
+    assert not Refund.objects.filter(pk=refund.pk).exists()
+    assert not Budget.objects.filter(pk=budget.pk).exists()
+
+
+def test_a_customer_with_refunds_is_not_deleted_alone(owner):
+    refund = RefundFactory(tenant=owner.tenant)
+
+    response = owner.client.delete(f"/api/v1/support/customer-profiles/{refund.customer_id}/")
+
+    assert assert_envelope(response, 409, "CONFLICT")["details"] == {"refunds": 1}
+    assert Refund.objects.filter(pk=refund.pk).exists()
+
+
+def test_a_deleted_ticket_leaves_its_refund_without_a_ticket(owner):
+    customer = CustomerProfileFactory(tenant=owner.tenant)
+    ticket = ticket_create(tenant=owner.tenant, actor=owner.user, subject="SSO", customer=customer)
+    refund = RefundFactory(tenant=owner.tenant, customer=customer, ticket=ticket)
+
+    response = owner.client.delete(f"{TICKETS}{ticket.pk}/")
+
+    assert response.status_code == 204
+    refund.refresh_from_db()
+    assert refund.ticket_id is None
 
 
 def test_a_representative_who_left_the_organization_is_given_no_ticket(owner):

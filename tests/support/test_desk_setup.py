@@ -454,3 +454,11 @@ def test_timestamps_are_utc(owner):
     body = owner.client.get(detail(CUSTOMERS, customer)).json()
     assert body["created_at"].endswith("Z")
     assert timezone.now() >= customer.created_at
+
+
+def test_the_refund_authority_setting_names_the_representative_roles():
+    # The tenants layer cannot import support: its settings schema keeps the roles' names.
+    from support.models import RepresentativeRole
+    from tenants.serializers.settings_schema import REPRESENTATIVE_ROLES
+
+    assert set(REPRESENTATIVE_ROLES) == set(RepresentativeRole.values)

@@ -14,9 +14,11 @@ from tenants.permissions import (
     ROLE_PERMISSIONS,
     STAFF,
     TENANT_MEMBER,
+    AnyOf,
     HasRequiredPermission,
     effective_permissions,
     permissions_as_object,
+    permissions_in,
 )
 from tests.factories import TenantFactory, UserFactory
 
@@ -301,3 +303,44 @@ def test_metadata_action_needs_only_authentication(plain_user):
 
     assert allowed(view, request_for(plain_user))
     assert not allowed(view, request_for(AnonymousUser()))
+
+
+# AnyOf -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "granted, expected",
+    [
+        (frozenset({"support.write"}), True),
+        (frozenset({"billing.write"}), True),
+        (frozenset({"support.write", "billing.write"}), True),
+        (frozenset({"support.read", "billing.read"}), False),
+        (frozenset(), False),
+    ],
+    ids=["first", "second", "both", "neither", "none"],
+)
+def test_any_of_is_met_by_any_one_of_its_permissions(plain_user, tenant, granted, expected):
+    view = view_for({"list": AnyOf("support.write", "billing.write")})
+    request = request_for(plain_user, tenant=tenant, permissions=granted)
+
+    assert allowed(view, request) is expected
+
+
+@pytest.mark.parametrize(
+    "names",
+    [("support.write",), ("support.write", "support.print"), ("@public", "support.read")],
+    ids=["one", "unknown", "access-level"],
+)
+def test_any_of_needs_two_known_permissions(names):
+    with pytest.raises(ValueError):
+        AnyOf(*names)
+
+
+def test_permissions_in_names_the_strings_of_each_kind_of_requirement():
+    assert permissions_in(AnyOf("support.read", "billing.read")) == (
+        "support.read",
+        "billing.read",
+    )
+    assert permissions_in("audit.read") == ("audit.read",)
+    assert permissions_in(PUBLIC) == ()
+    assert permissions_in(None) == ()
