@@ -930,7 +930,10 @@ class RuleEvaluationSerializer(ResponseSerializer):
 
 # Budgets and refunds ---------------------------------------------------------------------------
 
-# Amounts fit PostgreSQL's bigint; a threshold list stays short.
+# Amounts of money stay JSON-safe integers (2**53 - 1): they travel in audit payloads and
+# webhooks, whose canonical JSON (RFC 8785) takes no larger integer.
+MONEY_MAX = 2**53 - 1
+# A threshold list stays short.
 ALERT_THRESHOLDS_MAX = 10
 
 
@@ -1018,7 +1021,7 @@ class BudgetDetailSerializer(BudgetSerializer):
 class BudgetInputSerializer(ModelSerializer):
     type = ChoiceField(choices=BudgetType.choices)
     period = ChoiceField(choices=BudgetPeriod.choices)
-    limit_cents = serializers.IntegerField(min_value=0, max_value=BIGINT_MAX)
+    limit_cents = serializers.IntegerField(min_value=0, max_value=MONEY_MAX)
     currency = CurrencyField(required=False)
     alert_thresholds = WholeItemsField(
         child=AlertThresholdSerializer(),
@@ -1028,7 +1031,7 @@ class BudgetInputSerializer(ModelSerializer):
     )
     refund_limit_per_customer_cents = serializers.IntegerField(
         min_value=0,
-        max_value=BIGINT_MAX,
+        max_value=MONEY_MAX,
         required=False,
         allow_null=True,
         help_text="The most one customer may receive in a period; null: no limit.",
@@ -1067,7 +1070,7 @@ class BudgetUpdateSerializer(BudgetInputSerializer):
     (another type or currency is another budget)."""
 
     period = ChoiceField(choices=BudgetPeriod.choices, required=False)
-    limit_cents = serializers.IntegerField(min_value=0, max_value=BIGINT_MAX, required=False)
+    limit_cents = serializers.IntegerField(min_value=0, max_value=MONEY_MAX, required=False)
     live_fields = (*BudgetInputSerializer.live_fields, "period_end")
 
     class Meta(BudgetInputSerializer.Meta):
@@ -1075,7 +1078,7 @@ class BudgetUpdateSerializer(BudgetInputSerializer):
 
 
 class BudgetUsageInputSerializer(Serializer):
-    amount_cents = serializers.IntegerField(min_value=1, max_value=BIGINT_MAX)
+    amount_cents = serializers.IntegerField(min_value=1, max_value=MONEY_MAX)
     customer_id = serializers.UUIDField(
         required=False, allow_null=True, help_text="A customer profile of the organization."
     )
@@ -1148,7 +1151,7 @@ class _RefundInput(ModelSerializer):
         required=False, allow_null=True, help_text="A ticket of the organization."
     )
     order_id = NameField(max_length=100, help_text="The order in the organization's systems.")
-    amount_cents = serializers.IntegerField(min_value=1, max_value=BIGINT_MAX)
+    amount_cents = serializers.IntegerField(min_value=1, max_value=MONEY_MAX)
     currency = CurrencyField(required=False, help_text="ISO 4217; default: the customer's.")
     reason = ChoiceField(choices=RefundReason.choices)
     notes = CharField(max_length=5_000, required=False, allow_blank=True)
@@ -1182,10 +1185,11 @@ class RefundUpdateSerializer(_RefundInput):
 
     customer_id = None
     order_id = NameField(max_length=100, required=False)
-    amount_cents = serializers.IntegerField(min_value=1, max_value=BIGINT_MAX, required=False)
+    amount_cents = serializers.IntegerField(min_value=1, max_value=MONEY_MAX, required=False)
     reason = ChoiceField(choices=RefundReason.choices, required=False)
     status = ChoiceField(choices=RefundStatus.choices, required=False)
-    rejection_reason = CharField(max_length=500, required=False)
+    # Read with a move to REJECTED (blank otherwise, as the refund shows it).
+    rejection_reason = CharField(max_length=500, required=False, allow_blank=True)
     live_fields = ("updated_at", "processed_at", "completed_at", "approved_by", "budget_id")
 
     class Meta(_RefundInput.Meta):

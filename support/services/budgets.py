@@ -209,8 +209,9 @@ def budget_update(
     refund_limit_per_customer_cents=UNSET,
 ) -> Budget:
     """Change the limits, thresholds or period length. A new period length keeps the current
-    period's start (its end follows); a threshold already alerted in the period stays
-    alerted, and one newly reached (a lower limit, a new threshold) alerts now."""
+    period's start (its end follows; 409 if that end has already passed, which would forget
+    what the period drew); a threshold already alerted in the period stays alerted, and one
+    newly reached (a lower limit, a new threshold) alerts now."""
     budget = _locked(budget)
     now = timezone.now()
     _roll(budget, now=now, actor=actor)
@@ -221,7 +222,16 @@ def budget_update(
         refund_limit_per_customer_cents=refund_limit_per_customer_cents,
     )
     if changes.get("period", budget.period) != budget.period:
-        changes["period_end"] = add_months(budget.period_start, PERIOD_MONTHS[changes["period"]])
+        new_end = add_months(budget.period_start, PERIOD_MONTHS[changes["period"]])
+        if new_end <= now:
+            # Rolling at once would forget what this period has drawn, and give it again.
+            raise Conflict(
+                f"A {changes['period'].lower()} period starting "
+                f"{budget.period_start.isoformat()} would have ended {new_end.isoformat()}: "
+                f"change the period once this one ends ({budget.period_end.isoformat()}).",
+                details={"period": [f"The current period ends {budget.period_end.isoformat()}."]},
+            )
+        changes["period_end"] = new_end
     changed = model_update(instance=budget, data=changes)
     if changed:
         record(
@@ -230,7 +240,6 @@ def budget_update(
             actor=actor,
             payload=_payload(budget, changed=sorted(changed)),
         )
-        _roll(budget, now=now, actor=actor)
         _alert(budget, actor)
     return budget
 
@@ -359,8 +368,8 @@ def budgets_roll(*, now: datetime | None = None) -> int:
     due = Budget.objects.filter(period_end__lte=now).values_list("pk", flat=True)
     for pk in list(due.iterator()):
         with transaction.atomic():
-            budget = Budget.objects.select_related("tenant").select_for_update().filter(pk=pk)
-            budget = budget.first()
+            budget = Budget.objects.select_related("tenant").select_for_update(of=("self",))
+            budget = budget.filter(pk=pk).first()
             if budget is not None and _roll(budget, now=now):
                 rolled += 1
     return rolled
