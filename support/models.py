@@ -858,8 +858,9 @@ class BudgetUsageRecord(TenantOwned):
         blank=True,
         related_name="budget_usage_records",
     )
-    refund = models.OneToOneField(
-        "Refund", on_delete=models.SET_NULL, null=True, blank=True, related_name="usage_record"
+    # The refund whose approval drew it (one record per refund: it is approved once).
+    refund = models.ForeignKey(
+        "Refund", on_delete=models.SET_NULL, null=True, blank=True, related_name="usage_records"
     )
     description = models.CharField(max_length=500, blank=True)
     created_by = creator_field()
@@ -874,6 +875,11 @@ class BudgetUsageRecord(TenantOwned):
         constraints = [
             models.CheckConstraint(
                 condition=models.Q(amount_cents__gt=0), name="budget_usage_positive"
+            ),
+            models.UniqueConstraint(
+                fields=["tenant", "refund"],
+                condition=models.Q(refund__isnull=False),
+                name="budget_usage_one_per_refund",
             ),
         ]
 

@@ -291,4 +291,24 @@ def test_acme_has_a_support_desk_set_up(demo_data):
     agents = AiAgent.objects.filter(tenant=acme)
     assert agents.count() == 2 and all(agent.accuracy is not None for agent in agents)
     rules = DecisionRule.objects.filter(tenant=acme)
-    assert rules.filter(enabled=True).count() == 2 and rules.filter(enabled=False).count() == 1
+    assert rules.filter(enabled=True).count() == 3 and rules.filter(enabled=False).count() == 2
+    assert rules.filter(action="APPROVE_REFUND", enabled=True).exists()
+    # Money: every refund status, a refund budget past an alert, authority per role.
+    from support.models import Budget, Refund
+
+    refunds = Refund.objects.filter(tenant=acme)
+    assert set(refunds.values_list("status", flat=True)) == {
+        "PENDING",
+        "APPROVED",
+        "REJECTED",
+        "COMPLETED",
+    }
+    refund_budget = Budget.objects.get(tenant=acme, type="REFUND", currency="USD")
+    assert refund_budget.spent_cents == sum(
+        refunds.filter(status__in=["APPROVED", "COMPLETED"]).values_list("amount_cents", flat=True)
+    )
+    assert refund_budget.alerted_percentages == [50]
+    assert Budget.objects.filter(tenant=acme).count() == 3
+    assert acme.settings["support_refund_authority_cents"]["TEAM_LEAD"] > 0
+    completed = refunds.get(status="COMPLETED")
+    assert completed.customer.lifetime_refunds_cents == completed.amount_cents
