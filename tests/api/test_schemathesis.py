@@ -1,8 +1,27 @@
 """Property-based checks of the whole API against its own OpenAPI schema (Schemathesis).
 
-Bounded examples per operation; an authenticated owner of a tenant. No 5xx, and every response
-(status, content type, body, headers) conforms to the schema.
+Every operation, as an authenticated owner of a tenant: no 5xx, every response (status, content
+type, body, headers) conforms to the schema, and every error is exactly the JSON envelope.
+
+The cost is the number of requests times the application's own work for one (the fixtures run
+once per operation, not per example: Hypothesis calls the test with the same values). Each
+operation is sent:
+
+- the coverage phase, Schemathesis' deterministic cases (built at collection): each documented
+  value, boundary and violation of every parameter and body field, once. Some 100 to 600
+  requests for an operation with a body, 10 to 200 without; most of the time, and the heart of
+  this run: kept whole. (test_hostile_input.py leaves these cases to this run.)
+- the fuzzing phase, random requests, bounded per kind of operation. One with a body (JSON or
+  multipart) has combinations of fields, lengths and nesting to explore that the one-at-a-time
+  coverage cases do not reach: FUZZ_EXAMPLES_WITH_BODY. One without (list, retrieve, delete, an
+  action with no body) only has its path and query parameters, which the coverage phase already
+  walks one by one: FUZZ_EXAMPLES_WITHOUT_BODY random combinations of them are enough.
+
+So a new route costs its coverage cases plus its kind's examples. Shrinking only runs after a
+failure, and stays: it is what makes a failure readable.
 """
+
+import json
 
 import schemathesis
 from django.core.handlers.wsgi import WSGIHandler
@@ -16,7 +35,18 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-MAX_EXAMPLES = 30
+FUZZ_EXAMPLES_WITH_BODY = 30
+FUZZ_EXAMPLES_WITHOUT_BODY = 10
+
+SUPPRESSED_HEALTH_CHECKS = [
+    # The fixtures (an owner, a test connection kept open) are built once per operation and are
+    # the same for every example, by design.
+    HealthCheck.function_scoped_fixture,
+    HealthCheck.too_slow,
+    HealthCheck.filter_too_much,
+]
+
+ERROR_KEYS = {"code", "message", "details", "request_id"}
 
 
 # Loaded at collection (pytest-django has set Django up by then); fetching the schema needs no
@@ -24,23 +54,34 @@ MAX_EXAMPLES = 30
 schema = schemathesis.openapi.from_wsgi("/api/schema/", WSGIHandler())
 
 
-@schema.parametrize()
-@hypothesis_settings(
-    max_examples=MAX_EXAMPLES,
-    deadline=None,
-    suppress_health_check=[
-        HealthCheck.function_scoped_fixture,
-        HealthCheck.too_slow,
-        HealthCheck.filter_too_much,
-    ],
-)
-def test_api_conforms_to_its_schema(case, owner_headers, keep_test_connection):
+def has_a_body(context) -> bool:
+    """Whether the operation documents a request body. (A schema filter is given the operation's
+    definition as the schema writes it, not the parsed operation.)"""
+    return "requestBody" in context.operation.definition.raw
+
+
+def prepare(case, owner_headers) -> None:
+    """The owner's credentials on every case."""
+    case.headers = {**(case.headers or {}), **owner_headers}
     # Keep generated tenant selectors from drowning every case in 404s; they are fuzzed by
     # the contract tests instead.
-    case.headers = {**(case.headers or {}), **owner_headers}
     if case.query:
         case.query.pop("organization_id", None)
-    case.call_and_validate(
+
+
+def assert_an_error_is_the_envelope(case, response) -> None:
+    """An error is JSON with exactly the four keys (the schema's ErrorDetail would allow more)."""
+    if response.status_code < 400:
+        return
+    content_type = response.headers.get("content-type", [""])[0]
+    assert content_type.startswith("application/json"), (case.method, case.path, content_type)
+    error = json.loads(response.content)["error"]
+    assert set(error) == ERROR_KEYS, (case.method, case.path, error)
+
+
+def _conforms(case, owner_headers) -> None:
+    prepare(case, owner_headers)
+    response = case.call_and_validate(
         checks=[
             not_a_server_error,
             status_code_conformance,
@@ -49,3 +90,24 @@ def test_api_conforms_to_its_schema(case, owner_headers, keep_test_connection):
             response_headers_conformance,
         ]
     )
+    assert_an_error_is_the_envelope(case, response)
+
+
+@schema.include(has_a_body).parametrize()
+@hypothesis_settings(
+    max_examples=FUZZ_EXAMPLES_WITH_BODY,
+    deadline=None,
+    suppress_health_check=SUPPRESSED_HEALTH_CHECKS,
+)
+def test_operations_with_a_body_conform_to_the_schema(case, owner_headers, keep_test_connection):
+    _conforms(case, owner_headers)
+
+
+@schema.exclude(has_a_body).parametrize()
+@hypothesis_settings(
+    max_examples=FUZZ_EXAMPLES_WITHOUT_BODY,
+    deadline=None,
+    suppress_health_check=SUPPRESSED_HEALTH_CHECKS,
+)
+def test_operations_without_a_body_conform_to_the_schema(case, owner_headers, keep_test_connection):
+    _conforms(case, owner_headers)
