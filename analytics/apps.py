@@ -14,3 +14,12 @@ class AnalyticsConfig(AppConfig):
     # take their UUID `id` from config.models.UUIDModel (see ExplicitPrimaryKeyRequired).
     default_auto_field = "config.models.ExplicitPrimaryKeyRequired"
     name = "analytics"
+
+    def ready(self):
+        # The request path cannot import analytics (it sits below it): it calls the response
+        # observers registered here (config.observers).
+        from config import observers
+
+        from .capture import observe_request
+
+        observers.register(observe_request)

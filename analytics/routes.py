@@ -1,9 +1,12 @@
 """The (prefix, viewset, basename) triples this app registers on the one API router.
 
-config/urls.py, the composition root, registers them under /api/v1/: the prefix is the
-resource's plural path (`invoices`), the basename its singular. Every routed action needs a
-permission (tests/api walks them all), and each tenant-owned resource joins the battery in
-tests/analytics/test_api.py.
+config/urls.py, the composition root, registers them under /api/v1/. Every routed action
+needs a permission (tests/api walks them all).
 """
 
-routes: list = []
+from .views import AnalyticsReportViewSet, QueryEventViewSet
+
+routes: list = [
+    ("analytics/events", QueryEventViewSet, "analytics-event"),
+    ("analytics", AnalyticsReportViewSet, "analytics"),
+]

@@ -1,8 +1,741 @@
-"""Reads of the analytics app that more than one caller needs (views,
-services, tasks, the admin): the queryset with its joins and annotations, or one object, built
-in one place.
+"""Reads of the analytics app: every endpoint's figures, merged from roll-up rows.
 
-A selector takes keyword arguments, changes nothing and records nothing; one over
-tenant-owned rows takes the tenant and filters by it. A read only one view makes stays in that
-view's `scope_queryset()`.
+A range is read as stored rows (UTC day rows for the whole days inside it when the grouping
+allows, hour rows for the rest) plus the current hour aggregated from its raw facts at read
+time, so a figure is never more than a request old for the streams stored as rows (queries,
+gateway, support) and one flush old for requests. The number of SQL statements of a read
+depends on the number of streams it shows, never on the range or the data.
+
+Time zones: `tz` (an IANA name, default UTC) sets where days, weeks and months begin. Roll-ups
+are hourly, so a zone whose offset from UTC is not a whole number of hours (Asia/Kolkata) is
+refused with a clear error rather than answered with days that begin at the wrong hour.
 """
+
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from django.db.models import Avg, Count, Q
+from django.utils import timezone
+
+from .aggregates import Aggregate, merged
+from .models import Granularity, QueryEvent, Rollup, Stream
+from .streams import HOUR, aggregate_hour, hour_of
+
+UTC = ZoneInfo("UTC")
+DAY = timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class Window:
+    """[start, end) in UTC, hour-aligned, read in the zone `tz`."""
+
+    start: datetime
+    end: datetime
+    tz: ZoneInfo
+
+    @property
+    def days(self) -> int:
+        """The local days the window touches (the current day counts, though it has not ended)."""
+        first = self.start.astimezone(self.tz).date()
+        last = (self.end - timedelta(microseconds=1)).astimezone(self.tz).date()
+        return (last - first).days + 1
+
+    def previous(self) -> "Window":
+        return Window(self.start - (self.end - self.start), self.start, self.tz)
+
+
+def local_midnight(day: date, tz: ZoneInfo) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=tz).astimezone(UTC)
+
+
+def last_days(days: int, tz: ZoneInfo, now: datetime | None = None) -> Window:
+    """The last `days` local days, today included, up to the end of the current hour."""
+    now = now or timezone.now()
+    today = now.astimezone(tz).date()
+    return Window(local_midnight(today - timedelta(days=days - 1), tz), hour_of(now) + HOUR, tz)
+
+
+# Grouping keys of an hour's start, in the window's zone.
+def by_hour(moment: datetime, tz: ZoneInfo):
+    return moment.astimezone(tz)
+
+
+def by_day(moment: datetime, tz: ZoneInfo):
+    return moment.astimezone(tz).date()
+
+
+def by_week(moment: datetime, tz: ZoneInfo):
+    day = moment.astimezone(tz).date()
+    return day - timedelta(days=day.weekday())
+
+
+def by_month(moment: datetime, tz: ZoneInfo):
+    return moment.astimezone(tz).date().replace(day=1)
+
+
+def by_total(moment: datetime, tz: ZoneInfo):
+    return None
+
+
+GROUPINGS = {"hourly": by_hour, "daily": by_day, "weekly": by_week, "monthly": by_month}
+
+
+def _dimension_filter(dimension: str) -> Q:
+    """ "" is the total; "kind:" every dimension of that kind; anything else exactly one."""
+    if dimension.endswith(":"):
+        return Q(dimension__startswith=dimension)
+    return Q(dimension=dimension)
+
+
+def _wanted(dimension: str, candidate: str) -> bool:
+    return candidate.startswith(dimension) if dimension.endswith(":") else candidate == dimension
+
+
+def read(
+    tenant, stream: str, window: Window, *, dimension: str = "", group=by_total, now=None
+) -> dict:
+    """{group key: {dimension: Aggregate}} over the window (see the module docstring)."""
+    now = now or timezone.now()
+    current = hour_of(now)
+    stored_end = min(window.end, current)
+    spans: list[tuple[str, datetime, datetime]] = []
+    # Day rows are UTC days: usable only when the grouping's boundaries are UTC midnights.
+    if window.tz.key in ("UTC", "Etc/UTC") and group is not by_hour:
+        first_day = _ceil_day(window.start)
+        last_day = stored_end.replace(hour=0, minute=0, second=0, microsecond=0)
+        if first_day < last_day:
+            spans = [
+                (Granularity.HOUR, window.start, first_day),
+                (Granularity.DAY, first_day, last_day),
+                (Granularity.HOUR, last_day, stored_end),
+            ]
+    if not spans:
+        spans = [(Granularity.HOUR, window.start, stored_end)]
+    query = Q()
+    for granularity, start, end in spans:
+        if start < end:
+            query |= Q(granularity=granularity, bucket_start__gte=start, bucket_start__lt=end)
+    result: dict = defaultdict(dict)
+    if query:
+        rows = Rollup.objects.filter(
+            query, _dimension_filter(dimension), tenant=tenant, stream=stream
+        )
+        for row in rows.iterator(chunk_size=2000):
+            _add(result, group(row.bucket_start, window.tz), row.dimension, Aggregate.of_row(row))
+    if window.start <= current < window.end:
+        for name, aggregate in aggregate_hour(stream, tenant.pk, current).items():
+            if _wanted(dimension, name):
+                _add(result, group(current, window.tz), name, aggregate)
+    return result
+
+
+def _ceil_day(moment: datetime) -> datetime:
+    day = moment.replace(hour=0, minute=0, second=0, microsecond=0)
+    return day if day == moment else day + DAY
+
+
+def _add(result, key, dimension, aggregate) -> None:
+    found = result[key].get(dimension)
+    if found is None:
+        result[key][dimension] = aggregate
+    else:
+        found.merge(aggregate)
+
+
+def total(tenant, stream, window, *, dimension="", now=None) -> Aggregate:
+    return (
+        read(tenant, stream, window, dimension=dimension, now=now)
+        .get(None, {})
+        .get(dimension, Aggregate())
+    )
+
+
+def per_dimension(tenant, stream, window, prefix: str, now=None) -> dict[str, Aggregate]:
+    """{value: Aggregate} of every dimension of one kind (the prefix stripped)."""
+    found = read(tenant, stream, window, dimension=prefix, now=now).get(None, {})
+    return {name[len(prefix) :]: aggregate for name, aggregate in found.items()}
+
+
+def series(tenant, stream, window, group, now=None) -> dict:
+    """{group key: Aggregate} of the stream's total."""
+    found = read(tenant, stream, window, group=group, now=now)
+    return {key: dimensions.get("", Aggregate()) for key, dimensions in found.items()}
+
+
+def buckets(window: Window, group) -> list:
+    """Every group key of the window in order, so a series shows its empty buckets too."""
+    keys, seen = [], set()
+    moment = window.start
+    while moment < window.end:
+        key = group(moment, window.tz)
+        if key not in seen:
+            seen.add(key)
+            keys.append(key)
+        moment += HOUR
+    return keys
+
+
+# Figures ---------------------------------------------------------------------------------------
+
+
+def rounded(value, digits=2):
+    return None if value is None else round(value, digits)
+
+
+def micros_to_cents(micros: int) -> int:
+    """Rounded half-up once, where money is shown."""
+    return (micros + 5_000) // 10_000
+
+
+def percent_change(current: float | None, previous: float | None) -> float | None:
+    if current is None or previous in (None, 0):
+        return None
+    return round((current - previous) / previous * 100, 1)
+
+
+def avg_seconds(aggregate: Aggregate, total_us="response_us", count="response_count"):
+    ratio = aggregate.ratio(total_us, count)
+    return None if ratio is None else round(ratio / 1e6, 3)
+
+
+def avg_satisfaction(aggregate: Aggregate):
+    return rounded(aggregate.ratio("satisfaction_sum", "satisfaction_count"))
+
+
+def trend_word(current, previous, *, threshold, words=("improving", "stable", "declining")):
+    if current is None or previous is None:
+        return "insufficient_data"
+    if current - previous > threshold:
+        return words[0]
+    if previous - current > threshold:
+        return words[2]
+    return words[1]
+
+
+def usage_point(queries: Aggregate) -> dict:
+    return {
+        "total_queries": queries.count,
+        "unique_users": queries.distinct_users,
+        "avg_response_time": avg_seconds(queries),
+        "successful_queries": queries.m("succeeded"),
+        "failed_queries": queries.m("failed"),
+        "avg_satisfaction": avg_satisfaction(queries),
+    }
+
+
+def query_rows(aggregates: dict[str, Aggregate], limit: int) -> list[dict]:
+    ranked = sorted(aggregates.items(), key=lambda item: (-item[1].count, item[0]))[:limit]
+    return [
+        {
+            "query_text": text,
+            "execution_count": aggregate.count,
+            "avg_response_time": avg_seconds(aggregate),
+            "avg_satisfaction": avg_satisfaction(aggregate),
+            "last_executed": datetime.fromtimestamp(aggregate.m("max_last_at"), tz=UTC)
+            if aggregate.m("max_last_at")
+            else None,
+        }
+        for text, aggregate in ranked
+    ]
+
+
+def _categories_of(tenant, texts, window) -> dict[str, str]:
+    """The category each normalized query text was last asked in (one query)."""
+    found = {}
+    events = (
+        QueryEvent.objects.filter(
+            tenant=tenant,
+            normalized_text__in=list(texts),
+            occurred_at__gte=window.start,
+            occurred_at__lt=window.end,
+        )
+        .order_by("normalized_text", "-occurred_at")
+        .values_list("normalized_text", "query_category")
+    )
+    for text, category in events.iterator(chunk_size=2000):
+        found.setdefault(text, category)
+    return found
+
+
+def top_queries(tenant, window, *, limit: int, include_failed: bool, now=None) -> list[dict]:
+    queries = per_dimension(tenant, Stream.QUERIES, window, "query:", now=now)
+    if include_failed:
+        failed = per_dimension(tenant, Stream.QUERIES, window, "query-failed:", now=now)
+        for text, aggregate in failed.items():
+            queries.setdefault(text, Aggregate()).merge(aggregate)
+    rows = query_rows(queries, limit)
+    categories = _categories_of(tenant, [row["query_text"] for row in rows], window)
+    for row in rows:
+        row["query_category"] = categories.get(row["query_text"], "")
+    return rows
+
+
+def dashboard(tenant, *, days: int, period: str, tz: ZoneInfo, now=None) -> dict:
+    now = now or timezone.now()
+    window = last_days(days, tz, now)
+    daily_queries = series(tenant, Stream.QUERIES, window, by_day, now=now)
+    daily_gateway = series(tenant, Stream.GATEWAY, window, by_day, now=now)
+    queries = total(tenant, Stream.QUERIES, window, now=now)
+    gateway = total(tenant, Stream.GATEWAY, window, now=now)
+    previous_queries = total(tenant, Stream.QUERIES, window.previous(), now=now)
+    models = per_dimension(tenant, Stream.GATEWAY, window, "model:", now=now)
+    daily_data = []
+    for day in buckets(window, by_day):
+        day_queries = daily_queries.get(day, Aggregate())
+        day_gateway = daily_gateway.get(day, Aggregate())
+        gateway_cents = micros_to_cents(day_gateway.m("cost_micros"))
+        product_cents = micros_to_cents(day_queries.m("cost_micros"))
+        daily_data.append(
+            {
+                "date": day,
+                "usage": usage_point(day_queries),
+                "costs": {
+                    "total_cost_cents": gateway_cents + product_cents,
+                    "gateway_cost_cents": gateway_cents,
+                    "query_cost_cents": product_cents,
+                },
+                "quality": {
+                    "avg_relevance_score": rounded(
+                        _scaled(day_queries.ratio("relevance_e6", "relevance_count")), 3
+                    ),
+                    "avg_confidence_score": rounded(
+                        _scaled(day_queries.ratio("confidence_e6", "confidence_count")), 3
+                    ),
+                },
+            }
+        )
+    gateway_cents = micros_to_cents(gateway.m("cost_micros"))
+    product_cents = micros_to_cents(queries.m("cost_micros"))
+    rating, previous_rating = avg_satisfaction(queries), avg_satisfaction(previous_queries)
+    return {
+        "organization_id": tenant.pk,
+        "period": period,
+        "time_zone": tz.key,
+        "summary": {
+            "total_queries": queries.count,
+            "unique_users": queries.distinct_users,
+            "avg_response_time": avg_seconds(queries),
+            "total_cost_cents": gateway_cents + product_cents,
+            "gateway_calls": gateway.count,
+            "gateway_tokens": gateway.m("total_tokens"),
+        },
+        "daily_data": daily_data,
+        "top_queries": top_queries(tenant, window, limit=10, include_failed=False, now=now),
+        "user_satisfaction": {
+            "average_rating": rating,
+            "previous_rating": previous_rating,
+            "trend": trend_word(rating, previous_rating, threshold=0.1),
+        },
+        "cost_breakdown": {
+            "total_cents": gateway_cents + product_cents,
+            "breakdown": {"gateway": gateway_cents, "queries": product_cents},
+            "by_model": {
+                name: micros_to_cents(aggregate.m("cost_micros"))
+                for name, aggregate in sorted(models.items())
+            },
+        },
+        "generated_at": now,
+    }
+
+
+def _scaled(value):
+    return None if value is None else value / 1e6
+
+
+def usage(tenant, *, days: int, granularity: str, tz: ZoneInfo, now=None) -> dict:
+    from playground.models import IntegrationOperation, JobStatus, OrchestrationRun
+
+    now = now or timezone.now()
+    window = last_days(days, tz, now)
+    group = GROUPINGS[granularity]
+    per_bucket = {
+        stream: series(tenant, stream, window, group, now=now)
+        for stream in (Stream.QUERIES, Stream.REQUESTS, Stream.GATEWAY)
+    }
+    data = []
+    for key in buckets(window, group):
+        queries = per_bucket[Stream.QUERIES].get(key, Aggregate())
+        requests = per_bucket[Stream.REQUESTS].get(key, Aggregate())
+        gateway = per_bucket[Stream.GATEWAY].get(key, Aggregate())
+        data.append(
+            {
+                "date": key.isoformat(),
+                "total_queries": queries.count,
+                "unique_users": queries.distinct_users,
+                "avg_response_time": avg_seconds(queries),
+                "requests": requests.count,
+                "avg_request_time_ms": _avg_ms(requests),
+                "gateway_calls": gateway.count,
+                "tokens": gateway.m("total_tokens"),
+                "cost_cents": micros_to_cents(gateway.m("cost_micros") + queries.m("cost_micros")),
+            }
+        )
+    now_totals = {s: merged(per_bucket[s].values()) for s in per_bucket}
+    before = {s: total(tenant, s, window.previous(), now=now) for s in per_bucket}
+    runs = OrchestrationRun.objects.filter(
+        tenant=tenant, created_at__gte=window.start, created_at__lt=window.end
+    )
+    summary = runs.aggregate(
+        total=Count("id"),
+        completed=Count("id", filter=Q(status=JobStatus.COMPLETED)),
+        failed=Count("id", filter=Q(status=JobStatus.FAILED)),
+        avg_time=Avg("execution_time_ms", filter=Q(status=JobStatus.COMPLETED)),
+    )
+    finished = summary["completed"] + summary["failed"]
+    projects = (
+        runs.values("project_id", "project__name")
+        .annotate(
+            run_count=Count("id"),
+            completed=Count("id", filter=Q(status=JobStatus.COMPLETED)),
+            finished=Count("id", filter=Q(status__in=[JobStatus.COMPLETED, JobStatus.FAILED])),
+        )
+        .order_by("-run_count", "project__name")[:5]
+    )
+    operations = (
+        IntegrationOperation.objects.filter(
+            tenant=tenant, created_at__gte=window.start, created_at__lt=window.end
+        )
+        .values("operation_type")
+        .annotate(n=Count("id"))
+    )
+    return {
+        "organization_id": tenant.pk,
+        "period": _period(window),
+        "granularity": granularity,
+        "time_zone": tz.key,
+        "data": data,
+        "trends": {
+            "queries": percent_change(
+                now_totals[Stream.QUERIES].count, before[Stream.QUERIES].count
+            ),
+            "users": percent_change(
+                now_totals[Stream.QUERIES].distinct_users, before[Stream.QUERIES].distinct_users
+            ),
+            "response_time": percent_change(
+                avg_seconds(now_totals[Stream.QUERIES]), avg_seconds(before[Stream.QUERIES])
+            ),
+            "requests": percent_change(
+                now_totals[Stream.REQUESTS].count, before[Stream.REQUESTS].count
+            ),
+            "tokens": percent_change(
+                now_totals[Stream.GATEWAY].m("total_tokens"),
+                before[Stream.GATEWAY].m("total_tokens"),
+            ),
+        },
+        "runs_summary": {
+            "total_runs": summary["total"],
+            "completed_runs": summary["completed"],
+            "failed_runs": summary["failed"],
+            "avg_execution_time": round(summary["avg_time"]) if summary["avg_time"] else None,
+            "success_rate": rounded(summary["completed"] / finished * 100, 1) if finished else None,
+        },
+        "top_projects": [
+            {
+                "project_id": row["project_id"],
+                "project_name": row["project__name"],
+                "run_count": row["run_count"],
+                "success_rate": rounded(row["completed"] / row["finished"] * 100, 1)
+                if row["finished"]
+                else None,
+            }
+            for row in projects
+        ],
+        "integration_usage": {row["operation_type"]: row["n"] for row in operations},
+        "generated_at": now,
+    }
+
+
+def _avg_ms(aggregate: Aggregate):
+    return round(aggregate.m("latency_us") / aggregate.count / 1000, 2) if aggregate.count else None
+
+
+def _period(window: Window) -> dict:
+    return {
+        "start": window.start.astimezone(window.tz).date(),
+        "end": (window.end - timedelta(seconds=1)).astimezone(window.tz).date(),
+        "days": window.days,
+    }
+
+
+def queries_report(tenant, *, days: int, limit: int, include_failed: bool, tz, now=None) -> dict:
+    now = now or timezone.now()
+    window = last_days(days, tz, now)
+    daily = series(tenant, Stream.QUERIES, window, by_day, now=now)
+    categories = per_dimension(tenant, Stream.QUERIES, window, "category:", now=now)
+    errors = per_dimension(tenant, Stream.QUERIES, window, "error:", now=now)
+    recent = QueryEvent.objects.filter(
+        tenant=tenant, success=False, occurred_at__gte=window.start, occurred_at__lt=window.end
+    ).order_by("-occurred_at", "id")[:10]
+    return {
+        "organization_id": tenant.pk,
+        "period": _period(window),
+        "time_zone": tz.key,
+        "top_queries": top_queries(
+            tenant, window, limit=limit, include_failed=include_failed, now=now
+        ),
+        "categories": {
+            (name or "uncategorised"): aggregate.count
+            for name, aggregate in sorted(categories.items(), key=lambda i: (-i[1].count, i[0]))
+        },
+        "performance_trends": {
+            "daily_trends": [
+                {
+                    "date": day,
+                    "avg_response_time": avg_seconds(daily.get(day, Aggregate())),
+                    "avg_rating": avg_satisfaction(daily.get(day, Aggregate())),
+                    "query_count": daily.get(day, Aggregate()).count,
+                }
+                for day in buckets(window, by_day)
+            ]
+        },
+        "failure_analysis": {
+            "total_failures": sum(aggregate.count for aggregate in errors.values()),
+            "error_categories": {
+                name: aggregate.count
+                for name, aggregate in sorted(errors.items(), key=lambda i: (-i[1].count, i[0]))
+            },
+            "recent_failures": [
+                {
+                    "id": event.event_id,
+                    "query_text": event.query_text,
+                    "query_category": event.query_category,
+                    "error_category": event.error_category or "other",
+                    "timestamp": event.occurred_at,
+                }
+                for event in recent
+            ],
+        },
+        "generated_at": now,
+    }
+
+
+def performance(tenant, *, days: int, tz, include_resources: bool, now=None) -> dict:
+    now = now or timezone.now()
+    window = last_days(days, tz, now)
+    requests = total(tenant, Stream.REQUESTS, window, now=now)
+    gateway = total(tenant, Stream.GATEWAY, window, now=now)
+    elapsed = max((min(now, window.end) - window.start).total_seconds(), 1)
+
+    def percent(part):
+        return round(part / requests.count * 100, 2) if requests.count else 0.0
+
+    def times(aggregate):
+        quantiles = {q: aggregate.percentile_ms(q) for q in (0.5, 0.95, 0.99)}
+        return {
+            "p50": rounded(quantiles[0.5]),
+            "p95": rounded(quantiles[0.95]),
+            "p99": rounded(quantiles[0.99]),
+        }
+
+    answer = {
+        "organization_id": tenant.pk,
+        "period": _period(window),
+        "time_zone": tz.key,
+        "requests": requests.count,
+        "response_times": times(requests),
+        "error_rates": {
+            "4xx": percent(requests.m("errors_4xx")),
+            "5xx": percent(requests.m("errors_5xx")),
+        },
+        "throughput": {
+            "requests_per_second": round(requests.count / elapsed, 3),
+            "peak_rps": round(requests.m("max_minute_requests") / 60, 3),
+        },
+        "gateway": {
+            "calls": gateway.count,
+            "response_times": times(gateway),
+            "error_rate": round(gateway.m("failed") / gateway.count * 100, 2)
+            if gateway.count
+            else 0.0,
+            "avg_time_to_first_token_ms": rounded(
+                None
+                if not gateway.m("ttft_count")
+                else gateway.m("ttft_us") / gateway.m("ttft_count") / 1000
+            ),
+        },
+        "resource_usage": resource_usage() if include_resources else None,
+        "generated_at": now,
+    }
+    return answer
+
+
+def resource_usage() -> dict:
+    """This web host's CPU load (1-minute load average over CPUs), memory and disk in use, in
+    percent: for platform staff (a tenant's figures never include them)."""
+    import os
+    import shutil
+
+    from django.conf import settings
+
+    cpus = os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0] / cpus * 100
+    except OSError:
+        load = None
+    memory = None
+    try:
+        with open("/proc/meminfo") as meminfo:
+            fields = {line.split(":")[0]: int(line.split()[1]) for line in meminfo}
+        memory = (1 - fields["MemAvailable"] / fields["MemTotal"]) * 100
+    except (OSError, KeyError, ValueError, ZeroDivisionError):
+        pass
+    disk = shutil.disk_usage(settings.BASE_DIR)
+    return {
+        "cpu_utilization": rounded(load, 1),
+        "memory_usage": rounded(memory, 1),
+        "disk_usage": rounded(disk.used / disk.total * 100, 1),
+    }
+
+
+# Support-centre metrics ------------------------------------------------------------------------
+
+PERIODS = ("DAY", "WEEK", "MONTH", "QUARTER", "YEAR")
+
+
+def period_start(day: date, period: str) -> date:
+    if period == "DAY":
+        return day
+    if period == "WEEK":
+        return day - timedelta(days=day.weekday())
+    if period == "MONTH":
+        return day.replace(day=1)
+    if period == "QUARTER":
+        return day.replace(month=(day.month - 1) // 3 * 3 + 1, day=1)
+    return day.replace(month=1, day=1)
+
+
+def period_after(start: date, period: str) -> date:
+    if period == "DAY":
+        return start + timedelta(days=1)
+    if period == "WEEK":
+        return start + timedelta(days=7)
+    months = {"MONTH": 1, "QUARTER": 3, "YEAR": 12}[period]
+    month = start.month - 1 + months
+    return start.replace(year=start.year + month // 12, month=month % 12 + 1, day=1)
+
+
+def period_before(start: date, period: str) -> date:
+    return period_start(start - timedelta(days=1), period)
+
+
+def _support_figures(aggregate: Aggregate) -> dict:
+    resolved = aggregate.m("tickets_resolved")
+
+    def pct(part, whole):
+        return f"{part / whole * 100:.2f}" if whole else None
+
+    csat = aggregate.ratio("csat_sum", "csat_count")
+    responses = aggregate.m("first_responses")
+    return {
+        "avg_response_time": round(aggregate.m("first_response_us") / responses / 1e6)
+        if responses
+        else None,
+        "first_contact_resolution": pct(aggregate.m("first_contact_resolved"), resolved),
+        "customer_satisfaction": None if csat is None else f"{csat:.2f}",
+        "ai_resolution_rate": pct(aggregate.m("ai_resolved"), resolved),
+        "tickets_resolved": resolved,
+    }
+
+
+def performance_metrics(tenant, *, period: str, limit: int, offset: int, tz, now=None) -> dict:
+    """Support-centre figures for the latest `limit` periods (after skipping `offset`)."""
+    from support.models import OPEN_TICKET_STATUSES, Ticket
+
+    now = now or timezone.now()
+    starts = [period_start(now.astimezone(tz).date(), period)]
+    for _ in range(offset + limit - 1):
+        starts.append(period_before(starts[-1], period))
+    starts = starts[offset : offset + limit]
+    if not starts:
+        return {"period": period, "time_zone": tz.key, "limit": limit, "offset": offset, "data": []}
+    window = Window(
+        local_midnight(starts[-1], tz), local_midnight(period_after(starts[0], period), tz), tz
+    )
+
+    def group(moment, zone):
+        return period_start(moment.astimezone(zone).date(), period)
+
+    found = read(tenant, Stream.SUPPORT, window, group=group, now=now)
+    open_now = Ticket.objects.filter(
+        tenant=tenant,
+        status__in=OPEN_TICKET_STATUSES,
+        created_at__gte=window.start,
+        created_at__lt=window.end,
+    ).values_list("created_at", flat=True)
+    still_open: dict = defaultdict(int)
+    for created in open_now:
+        still_open[group(created, tz)] += 1
+    data = []
+    for start in starts:
+        aggregate = found.get(start, {}).get("", Aggregate())
+        created = aggregate.m("tickets_created")
+        data.append(
+            {
+                "id": uuid.uuid5(uuid.NAMESPACE_URL, f"{tenant.pk}/{period}/{start}/{tz.key}"),
+                "period": period,
+                "period_start": local_midnight(start, tz),
+                "period_end": local_midnight(period_after(start, period), tz)
+                - timedelta(seconds=1),
+                "total_chats": created,
+                "active_chats": still_open.get(start, 0),
+                "escalations": aggregate.m("escalations"),
+                "escalation_rate": f"{aggregate.m('escalations') / created * 100:.2f}"
+                if created
+                else None,
+                **_support_figures(aggregate),
+            }
+        )
+    return {"period": period, "time_zone": tz.key, "limit": limit, "offset": offset, "data": data}
+
+
+def team_performance(tenant, *, period: str, tz, now=None) -> dict:
+    """Each representative's figures over the current period, with the trend of the tickets
+    they resolved against the previous period (UP or DOWN beyond 5 %, else STABLE)."""
+    from support.models import Representative
+
+    now = now or timezone.now()
+    start = period_start(now.astimezone(tz).date(), period)
+    before = period_before(start, period)
+    window = Window(local_midnight(before, tz), local_midnight(period_after(start, period), tz), tz)
+
+    def group(moment, zone):
+        return period_start(moment.astimezone(zone).date(), period)
+
+    found = read(tenant, Stream.SUPPORT, window, dimension="representative:", group=group, now=now)
+    representatives = Representative.objects.filter(tenant=tenant).select_related("user")
+    data = []
+    for representative in representatives.order_by("user__email"):
+        name = f"representative:{representative.pk}"
+        current = found.get(start, {}).get(name, Aggregate())
+        previous = found.get(before, {}).get(name, Aggregate())
+        figures = _support_figures(current)
+        handled, handled_before = current.m("tickets_resolved"), previous.m("tickets_resolved")
+        if handled_before == 0:
+            trend = "UP" if handled else "STABLE"
+        else:
+            change = (handled - handled_before) / handled_before
+            trend = "UP" if change > 0.05 else "DOWN" if change < -0.05 else "STABLE"
+        data.append(
+            {
+                "id": uuid.uuid5(uuid.NAMESPACE_URL, f"{representative.pk}/{period}/{start}"),
+                "representative_id": representative.pk,
+                "period": period,
+                "period_start": local_midnight(start, tz),
+                "tickets_handled": handled,
+                "avg_response_time": figures["avg_response_time"],
+                "resolution_rate": figures["first_contact_resolution"],
+                "customer_satisfaction": figures["customer_satisfaction"],
+                "trend": trend,
+                "representative": {
+                    "id": representative.pk,
+                    "user": {
+                        "name": representative.user.name or representative.user.email,
+                        "email": representative.user.email,
+                    },
+                },
+            }
+        )
+    return {"period": period, "time_zone": tz.key, "data": data}

@@ -1,11 +1,185 @@
-"""State changes of the analytics app: the one place their rules live, for
-every caller (API, admin, management commands, tasks).
+"""State changes of the analytics app: ingestion, the roll-up job, rebuilds and pruning.
 
-A service is named `<entity>_<action>` (`invoice_create`, `invoice_void`) and takes keyword
-arguments only: `tenant` and `actor` to create, the object (`invoice=`) and `actor` to change,
-`actor_permissions` when its rules depend on them. It runs under `@transaction.atomic`, locks
-the rows its checks read (`select_for_update`), refuses with `config.exceptions`
-ApplicationError subclasses, updates through `config.services.model_update`, and records its
-event with `audit.services.record` in the same transaction. tests/audit/test_service_coverage.py
-fails until each new service is exercised there (with its event) or exempt with a reason.
+None of them is audited: they record facts about usage and derive figures from them, and the
+audit chain is for changes people make (tests/audit/test_service_coverage.py lists them as
+exempt). Each is safe to run twice at once:
+
+- `query_events_ingest` inserts with ON CONFLICT DO NOTHING on (tenant, event_id), so a resent
+  batch, or two copies of one racing, store each event once;
+- `rollups_build` (beat, every minute) rebuilds the hours that facts recorded since its last
+  run touched, each under its tenant's RollupState row lock, by replacing the hour's rows
+  with a fresh aggregate of its raw facts and the day's row with the merge of its hours: a
+  doubled run computes the same rows twice.
 """
+
+import hashlib
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from .aggregates import Aggregate
+from .models import Granularity, QueryEvent, RequestFact, Rollup, RollupState, Stream, StreamCursor
+from .streams import HOUR, PRUNED_STREAMS, aggregate_hour, hour_of, retained_from, touched_hours
+
+# Facts committed up to this long after their row's timestamp are still picked up: the job
+# looks back this far behind its cursor (rebuilding twice is harmless).
+CURSOR_OVERLAP = timedelta(minutes=5)
+DAY = timedelta(days=1)
+
+
+def request_facts_write(*, facts: list[dict]) -> int:
+    """Store flushed request counts as RequestFact rows; returns how many requests."""
+    rows = [RequestFact(**fact) for fact in facts if fact["count"]]
+    RequestFact.objects.bulk_create(rows, batch_size=1000)
+    return sum(row.count for row in rows)
+
+
+def query_events_ingest(*, tenant, events: list[dict]) -> list[str]:
+    """Store validated query events, each once; returns the ids that were new."""
+    if not events:
+        return []
+    ids = [event["event_id"] for event in events]
+    with transaction.atomic():
+        _serialize_ingestion(tenant)
+        existing = set(
+            QueryEvent.objects.filter(tenant=tenant, event_id__in=ids).values_list(
+                "event_id", flat=True
+            )
+        )
+        fresh = [QueryEvent(tenant=tenant, **e) for e in events if e["event_id"] not in existing]
+        QueryEvent.objects.bulk_create(fresh, ignore_conflicts=True, batch_size=1000)
+    return [row.event_id for row in fresh]
+
+
+def _serialize_ingestion(tenant) -> None:
+    """One batch of a tenant at a time (a transaction-scoped advisory lock on PostgreSQL;
+    SQLite has one writer anyway): so which events were new, and the counts a batch answers,
+    are exact when copies of a batch race."""
+    if connection.vendor != "postgresql":
+        return
+    key = int.from_bytes(
+        hashlib.blake2b(f"analytics-ingest:{tenant.pk}".encode(), digest_size=8).digest(),
+        "big",
+        signed=True,
+    )
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [key])
+
+
+def _state_locked(tenant_id) -> RollupState:
+    RollupState.objects.bulk_create([RollupState(tenant_id=tenant_id)], ignore_conflicts=True)
+    return RollupState.objects.select_for_update().get(tenant_id=tenant_id)
+
+
+def _replace_rows(tenant_id, stream, granularity, bucket_start, aggregates: dict) -> None:
+    Rollup.objects.filter(
+        tenant_id=tenant_id, stream=stream, granularity=granularity, bucket_start=bucket_start
+    ).delete()
+    Rollup.objects.bulk_create(
+        [
+            Rollup(
+                tenant_id=tenant_id,
+                stream=stream,
+                granularity=granularity,
+                bucket_start=bucket_start,
+                dimension=dimension[:255],
+                count=aggregate.count,
+                measures=aggregate.measures,
+                latency_histogram=aggregate.latency_histogram,
+                users=aggregate.users,
+            )
+            for dimension, aggregate in aggregates.items()
+        ],
+        batch_size=1000,
+    )
+
+
+def _day_start(moment: datetime) -> datetime:
+    return moment.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def _rebuild_day(tenant_id, stream, day: datetime) -> None:
+    per_dimension: dict[str, Aggregate] = {}
+    hours = Rollup.objects.filter(
+        tenant_id=tenant_id,
+        stream=stream,
+        granularity=Granularity.HOUR,
+        bucket_start__gte=day,
+        bucket_start__lt=day + DAY,
+    )
+    for row in hours.iterator(chunk_size=2000):
+        per_dimension.setdefault(row.dimension, Aggregate()).merge(Aggregate.of_row(row))
+    _replace_rows(tenant_id, stream, Granularity.DAY, day, per_dimension)
+
+
+def rollup_hours_rebuild(*, tenant_id, stream: str, hours) -> int:
+    """Rebuild the given hours of one tenant's stream from its raw facts, then their days."""
+    hours = sorted({hour_of(hour) for hour in hours})
+    if not hours:
+        return 0
+    with transaction.atomic():
+        state = _state_locked(tenant_id)
+        for hour in hours:
+            _replace_rows(
+                tenant_id, stream, Granularity.HOUR, hour, aggregate_hour(stream, tenant_id, hour)
+            )
+        for day in sorted({_day_start(hour) for hour in hours}):
+            _rebuild_day(tenant_id, stream, day)
+        state.last_built_hour = max(hours[-1], state.last_built_hour or hours[-1])
+        state.last_built_at = timezone.now()
+        state.hours_built += len(hours)
+        state.save(update_fields=["last_built_hour", "last_built_at", "hours_built", "updated_at"])
+    return len(hours)
+
+
+def rollups_build(*, now: datetime | None = None) -> int:
+    """The roll-up job: fold in every fact recorded since the last run; returns hours built."""
+    now = now or timezone.now()
+    built = 0
+    for stream in Stream.values:
+        cursor = StreamCursor.objects.filter(stream=stream).first()
+        since = (cursor.position if cursor else now - DAY) - CURSOR_OVERLAP
+        oldest = retained_from(now) if stream in PRUNED_STREAMS else None
+        per_tenant: dict[str, set] = {}
+        for tenant_id, hour in touched_hours(stream, since):
+            if oldest is not None and hour < oldest:
+                continue  # its raw facts are (being) pruned: its roll-up is the record
+            per_tenant.setdefault(tenant_id, set()).add(hour)
+        for tenant_id, hours in sorted(per_tenant.items()):
+            built += rollup_hours_rebuild(tenant_id=tenant_id, stream=stream, hours=hours)
+        StreamCursor.objects.update_or_create(stream=stream, defaults={"position": now})
+    return built
+
+
+def rollups_rebuild(*, since: datetime, tenant=None, now: datetime | None = None) -> int:
+    """Rebuild every hour from `since` (all tenants, or one) from the raw facts. Hours older
+    than the raw retention keep their roll-ups for the streams whose raw facts are pruned."""
+    from tenants.models import Tenant
+
+    now = now or timezone.now()
+    oldest = retained_from(now)
+    tenants = [tenant] if tenant is not None else list(Tenant.objects.only("pk"))
+    built = 0
+    for stream in Stream.values:
+        start = hour_of(since)
+        if stream in PRUNED_STREAMS:
+            start = max(start, oldest)
+        hours = []
+        hour = start
+        while hour <= now:
+            hours.append(hour)
+            hour += HOUR
+        for each in tenants:
+            built += rollup_hours_rebuild(tenant_id=str(each.pk), stream=stream, hours=hours)
+    return built
+
+
+def raw_facts_prune(*, now: datetime | None = None) -> int:
+    """Delete the raw facts older than ANALYTICS_RAW_RETENTION_DAYS (their roll-ups stay)."""
+    now = now or timezone.now()
+    cutoff = hour_of(now - timedelta(days=settings.ANALYTICS_RAW_RETENTION_DAYS))
+    deleted, _ = RequestFact.objects.filter(minute__lt=cutoff).delete()
+    events, _ = QueryEvent.objects.filter(occurred_at__lt=cutoff).delete()
+    return deleted + events

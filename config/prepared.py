@@ -135,9 +135,7 @@ class CompiledQuery:
         select, klass_info = compiler.select, compiler.klass_info
         start, end = klass_info["select_fields"][0], klass_info["select_fields"][-1] + 1
         return _Compiled(
-            converters=tuple(
-                compiler.get_converters([column[0] for column in select]).items()
-            ),
+            converters=tuple(compiler.get_converters([column[0] for column in select]).items()),
             sql=sql,
             params=tuple(params),
             value_slot=slots[0],

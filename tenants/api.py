@@ -34,6 +34,7 @@ from rest_framework.response import Response
 
 from accounts.authentication import refuse_conflicting_credentials
 from accounts.usage import observe_api_key_request
+from config import observers
 from config.exceptions import TenantSuspended
 from config.renderers import JSONRenderer
 from config.throttling import rate_limit_headers
@@ -199,6 +200,7 @@ class ControlPlaneAPIMixin:
         # its real status is known.
         if not getattr(response, "completes_later", False):
             observe_api_key_request(request, response)
+            observers.observe(request, response)
         return response
 
     def get_serializer_context(self):

@@ -25,7 +25,7 @@ ACCESS_LEVELS = frozenset({PUBLIC, AUTHENTICATED, TENANT_MEMBER, STAFF})
 PERMISSIONS_BY_AREA: dict[str, tuple[str, ...]] = {
     "documents": ("read", "write", "delete"),
     "conversations": ("read", "moderate"),
-    "analytics": ("read",),
+    "analytics": ("read", "write"),
     "settings": ("read", "write"),
     "billing": ("read", "write"),
     "security": ("read", "write"),

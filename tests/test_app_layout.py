@@ -101,6 +101,13 @@ EXTRA_MODULES: dict[str, dict[str, str]] = {
         "jobs": "the job engine under runs and workflows: claims, leases, priorities, reaper",
         "workflows": "the workflow registry: each job type's input check and runner",
     },
+    "analytics": {
+        "sketches": "the mergeable latency histogram and distinct-count sketch, pure functions",
+        "aggregates": "what a roll-up row holds in memory, and merging two of them",
+        "streams": "the four fact streams: which hours new facts touch, one hour's aggregate",
+        "capture": "request capture off the request path (a response observer) and its flush",
+        "demo": "the quick start's query events, request facts and built roll-ups",
+    },
 }
 PROBE_APP = "sample"
 

@@ -312,3 +312,14 @@ def test_acme_has_a_support_desk_set_up(demo_data):
     assert acme.settings["support_refund_authority_cents"]["TEAM_LEAD"] > 0
     completed = refunds.get(status="COMPLETED")
     assert completed.customer.lifetime_refunds_cents == completed.amount_cents
+
+
+def test_every_demo_tenant_has_analytics_worth_looking_at(demo_data):
+    from analytics.models import QueryEvent, RequestFact, Rollup
+
+    for tenant in Tenant.objects.filter(slug__in=["acme", "globex"]):
+        assert QueryEvent.objects.filter(tenant=tenant).count() == 700
+        assert QueryEvent.objects.filter(tenant=tenant, success=False).exists()
+        assert RequestFact.objects.filter(tenant=tenant).exists()
+        streams = set(Rollup.objects.filter(tenant=tenant).values_list("stream", flat=True))
+        assert {"queries", "requests"} <= streams

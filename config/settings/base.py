@@ -194,6 +194,16 @@ API_KEY_USAGE_FLUSH_SECONDS = env.int("API_KEY_USAGE_FLUSH_SECONDS", default=60)
 # every request, one more Redis round trip each); a killed process loses at most that much.
 API_KEY_USAGE_BUFFER_SECONDS = env.float("API_KEY_USAGE_BUFFER_SECONDS", default=1.0)
 
+# Analytics (docs/analytics.md): API requests are counted off the request path and flushed as
+# facts every ANALYTICS_FLUSH_SECONDS; beat folds new facts into hourly and daily roll-ups every
+# minute; raw facts (requests, query events) older than the retention are pruned nightly, their
+# roll-ups kept.
+ANALYTICS_CAPTURE_REQUESTS = env.bool("ANALYTICS_CAPTURE_REQUESTS", default=True)
+ANALYTICS_FLUSH_SECONDS = env.int("ANALYTICS_FLUSH_SECONDS", default=60)
+ANALYTICS_RAW_RETENTION_DAYS = env.int("ANALYTICS_RAW_RETENTION_DAYS", default=90)
+# The most events one POST analytics/events may carry.
+ANALYTICS_EVENTS_PER_BATCH = 1000
+
 # Brute-force protection (django-axes): this many failed logins from one address for one account
 # lock that pair for the cool-off; while locked even the right password answers 429.
 AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
@@ -377,6 +387,8 @@ SPECTACULAR_SETTINGS = {
         "config.schema.request_bodies_refuse_unknown_fields",
     ],
     "ENUM_NAME_OVERRIDES": {
+        "PerformanceTrendEnum": ["UP", "DOWN", "STABLE"],
+        "SatisfactionTrendEnum": ["improving", "stable", "declining", "insufficient_data"],
         "TenantStatusEnum": "tenants.models.TenantStatus",
         "MembershipStatusEnum": "tenants.models.MembershipStatus",
         "PlanTierEnum": "tenants.models.PlanTier",
@@ -619,6 +631,18 @@ CELERY_BEAT_SCHEDULE = {
     "support.mark-sla-breaches": {
         "task": "support.tasks.mark_sla_breaches",
         "schedule": crontab(minute="*"),
+    },
+    "analytics.flush-request-facts": {
+        "task": "analytics.tasks.flush_request_facts",
+        "schedule": timedelta(seconds=ANALYTICS_FLUSH_SECONDS),
+    },
+    "analytics.build-rollups": {
+        "task": "analytics.tasks.build_rollups",
+        "schedule": crontab(minute="*"),
+    },
+    "analytics.prune-raw-facts": {
+        "task": "analytics.tasks.prune_raw_facts",
+        "schedule": crontab(minute=17, hour=3),
     },
     # A draw rolls its own budget first; this keeps idle budgets' periods current.
     "support.roll-budgets": {

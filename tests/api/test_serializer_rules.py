@@ -59,6 +59,16 @@ STAFF_ONLY_NAMES = frozenset(
 
 # (serializer, field) -> the rule that makes it safe, and the test that proves the rule.
 REVIEWED = {
+    ("analytics.serializers.QueryEventSerializer", "id"): (
+        "the event's id in the product's own system, stored as event_id (unique per tenant, "
+        "never a primary key): a resent id changes nothing (tests/analytics/test_api.py)"
+    ),
+    ("analytics.serializers.QueriesQuerySerializer", "limit"): (
+        "how many top queries a report lists (1 to 100), not a quota"
+    ),
+    ("analytics.serializers.PerformanceMetricsQuerySerializer", "limit"): (
+        "how many periods a report lists (1 to 100), not a quota"
+    ),
     ("support.serializers.TicketUpdateSerializer", "status"): (
         "a ticket's lifecycle, set by holders of support.write along the legal moves only "
         "(ticket_update: 409 otherwise): tests/support/test_tickets.py"

@@ -49,7 +49,17 @@ _TICKET_STEP = (
     "a step of the ticket services (ticket_create, ticket_update, ticket_comment_add), inside "
     "their transaction, which record their events"
 )
+_ANALYTICS = (
+    "records or derives usage facts (no change a person makes): analytics is not audited; "
+    "tests/analytics"
+)
 EXEMPT = {
+    "analytics.services.request_facts_write": _ANALYTICS,
+    "analytics.services.query_events_ingest": _ANALYTICS,
+    "analytics.services.rollup_hours_rebuild": _ANALYTICS,
+    "analytics.services.rollups_build": _ANALYTICS,
+    "analytics.services.rollups_rebuild": _ANALYTICS,
+    "analytics.services.raw_facts_prune": _ANALYTICS,
     "support.services.sla_clock.terms_of": ("reads a policy's terms (no change)"),
     "support.services.sla_clock.due_fields": ("computes due times (no change)"),
     "support.services.sla_clock.late_target": ("computes which target is late (no change)"),

@@ -264,7 +264,7 @@ def test_an_area_without_read_and_write_is_refused_at_class_creation():
 
         class Wrong(TenantCrudViewSet):
             queryset = Membership.objects.all()
-            permission_area = "analytics"  # read only
+            permission_area = "audit"  # read only
 
 
 def test_a_subclass_keeps_its_parents_explicit_entries_over_a_new_area():

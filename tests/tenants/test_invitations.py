@@ -273,7 +273,7 @@ def test_invite_applies_custom_permissions(owner):
     assert response.status_code == 201, response.content
     member = response.json()["member"]
     assert member["permissions"]["documents"] == {"read": True, "write": True, "delete": False}
-    assert member["permissions"]["analytics"] == {"read": False}
+    assert member["permissions"]["analytics"] == {"read": False, "write": False}
     assert member["custom_permissions"]["analytics"] == {"read": False}
 
 

@@ -26,7 +26,7 @@ from tests.factories import TenantFactory, UserFactory
 DESIGNED_PERMISSIONS = {
     "documents.read", "documents.write", "documents.delete",
     "conversations.read", "conversations.moderate",
-    "analytics.read",
+    "analytics.read", "analytics.write",
     "settings.read", "settings.write",
     "billing.read", "billing.write",
     "security.read", "security.write",

@@ -1,0 +1,75 @@
+"""`Aggregate`: what a roll-up row holds, in memory, with its one operation: merge.
+
+A stream's facts over an hour become one Aggregate per dimension (analytics.streams); the hour
+is stored as Rollup rows; a day row is the merge of its hours; an endpoint merges the rows of
+its range and groups. Every part merges exactly: counts and sums add, "max_" measures keep the
+largest, histograms add per bucket, distinct sketches unite (analytics.sketches).
+"""
+
+from dataclasses import dataclass, field
+
+from . import sketches
+
+
+@dataclass
+class Aggregate:
+    count: int = 0
+    measures: dict[str, int] = field(default_factory=dict)
+    latency_histogram: dict[str, int] = field(default_factory=dict)
+    users: dict = field(default_factory=dict)
+
+    def add(self, **measures: int) -> None:
+        """Add one fact's measures (None values are skipped)."""
+        for name, value in measures.items():
+            if value is None:
+                continue
+            value = int(value)
+            if name.startswith("max_"):
+                if value > self.measures.get(name, value - 1):
+                    self.measures[name] = value
+            else:
+                self.measures[name] = self.measures.get(name, 0) + value
+
+    def merge(self, other: "Aggregate") -> "Aggregate":
+        self.count += other.count
+        for name, value in other.measures.items():
+            if name.startswith("max_"):
+                if name not in self.measures or value > self.measures[name]:
+                    self.measures[name] = value
+            else:
+                self.measures[name] = self.measures.get(name, 0) + value
+        sketches.histogram_merge(self.latency_histogram, other.latency_histogram)
+        if other.users:
+            self.users = sketches.sketch_merge(self.users, other.users)
+        return self
+
+    def m(self, name: str) -> int:
+        return self.measures.get(name, 0)
+
+    @property
+    def distinct_users(self) -> int:
+        return sketches.sketch_count(self.users)
+
+    def percentile_ms(self, q: float) -> float | None:
+        return sketches.percentile_ms(self.latency_histogram, q)
+
+    def ratio(self, numerator: str, denominator: str) -> float | None:
+        """measures[numerator] / measures[denominator], None when there is nothing to divide."""
+        below = self.m(denominator)
+        return self.m(numerator) / below if below else None
+
+    @classmethod
+    def of_row(cls, row) -> "Aggregate":
+        return cls(
+            count=row.count,
+            measures=dict(row.measures or {}),
+            latency_histogram=dict(row.latency_histogram or {}),
+            users=dict(row.users or {}),
+        )
+
+
+def merged(aggregates) -> Aggregate:
+    total = Aggregate()
+    for aggregate in aggregates:
+        total.merge(aggregate)
+    return total

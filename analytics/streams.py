@@ -1,0 +1,288 @@
+"""The four fact streams: for each, which hours new facts touched, and one hour's aggregates.
+
+`aggregate_hour(stream, tenant_id, hour)` reads the stream's raw facts of one hour and answers
+{dimension: Aggregate} (the total under ""). It is the one definition of every figure: the
+roll-up job stores it, and the endpoints call it for the current, still partial hour.
+
+`touched_hours(stream, since)` answers the (tenant, hour) pairs that facts recorded since a
+moment belong to: the hours the roll-up job rebuilds. A fact arriving late (an event with an
+old timestamp) touches its own hour, which is rebuilt from scratch: re-aggregation is
+idempotent.
+
+Measures (integer sums; "max_" keeps the largest) per stream, documented in docs/analytics.md:
+
+- requests: count = requests; errors_4xx, errors_5xx, latency_us, max_minute_requests (the
+  busiest minute, on the total); latency histogram; users =
+  principals (API keys and users). Dimensions: route:<METHOD> <route>, credential:<type>.
+- gateway: count = calls; failed, prompt_tokens, completion_tokens, total_tokens, cost_micros,
+  latency_us, ttft_us, ttft_count; users = callers. Dimension: model:<name>.
+- queries: count = queries; succeeded, failed, response_us, response_count, satisfaction_sum,
+  satisfaction_count, tokens, cost_micros, relevance_e6, relevance_count, confidence_e6,
+  confidence_count, max_last_at (epoch seconds); users = user_ref. Dimensions:
+  category:<category>, query:<normalized text> (succeeded), query-failed:<normalized text>
+  and error:<error category> (failed).
+- support: count = tickets created; tickets_created, first_responses, first_response_us,
+  tickets_resolved, first_contact_resolved, ai_resolved, csat_sum, csat_count, escalations.
+  Dimension: representative:<id> (the ticket's assignee).
+"""
+
+from collections import defaultdict
+from datetime import datetime, timedelta
+
+from django.db.models import Q
+
+from . import sketches
+from .aggregates import Aggregate
+from .models import QueryEvent, RequestFact, Stream
+
+HOUR = timedelta(hours=1)
+
+
+def hour_of(moment: datetime) -> datetime:
+    return moment.replace(minute=0, second=0, microsecond=0)
+
+
+def retained_from(now: datetime) -> datetime:
+    """The first hour whose raw facts are all still kept (ANALYTICS_RAW_RETENTION_DAYS): older
+    hours are served by their roll-ups alone, and facts for them are refused."""
+    from django.conf import settings
+
+    return hour_of(now - timedelta(days=settings.ANALYTICS_RAW_RETENTION_DAYS)) + HOUR
+
+
+class _Hour:
+    """Aggregates of one hour under construction: per dimension, plus the users seen."""
+
+    def __init__(self):
+        self.aggregates: dict[str, Aggregate] = defaultdict(Aggregate)
+        self.users: dict[str, set] = defaultdict(set)
+
+    def fact(self, dimensions, *, count=1, latency_ms=None, histogram=None, user="", **measures):
+        for dimension in dimensions:
+            aggregate = self.aggregates[dimension]
+            aggregate.count += count
+            aggregate.add(**measures)
+            if histogram:
+                sketches.histogram_merge(aggregate.latency_histogram, histogram)
+            elif latency_ms is not None:
+                sketches.histogram_merge(
+                    aggregate.latency_histogram, {sketches.bucket_of(latency_ms): count}
+                )
+            if user:
+                self.users[dimension].add(user)
+
+    def done(self) -> dict[str, Aggregate]:
+        for dimension, users in self.users.items():
+            self.aggregates[dimension].users = sketches.sketch_of(users)
+        return dict(self.aggregates)
+
+
+# requests ---------------------------------------------------------------------------------------
+
+
+def _requests_hour(tenant_id, start, end) -> dict[str, Aggregate]:
+    hour = _Hour()
+    per_minute: dict = defaultdict(int)
+    facts = RequestFact.objects.filter(tenant_id=tenant_id, minute__gte=start, minute__lt=end)
+    for fact in facts.iterator(chunk_size=2000):
+        per_minute[fact.minute] += fact.count
+        status = fact.status_code
+        hour.fact(
+            ("", f"route:{fact.method} {fact.route}", f"credential:{fact.credential_type}"),
+            count=fact.count,
+            histogram=fact.latency_histogram,
+            user=fact.principal,
+            latency_us=fact.latency_us_total,
+            errors_4xx=fact.count if 400 <= status < 500 else 0,
+            errors_5xx=fact.count if status >= 500 else 0,
+        )
+    aggregates = hour.done()
+    if per_minute:
+        aggregates[""].add(max_minute_requests=max(per_minute.values()))
+    return aggregates
+
+
+def _requests_touched(since):
+    return RequestFact.objects.filter(created_at__gte=since).values_list("tenant_id", "minute")
+
+
+# gateway ----------------------------------------------------------------------------------------
+
+
+def _gateway_calls():
+    from playground.models import GatewayCall
+
+    return GatewayCall.objects
+
+
+def _gateway_hour(tenant_id, start, end) -> dict[str, Aggregate]:
+    from playground.models import CallStatus
+
+    hour = _Hour()
+    calls = _gateway_calls().filter(tenant_id=tenant_id, created_at__gte=start, created_at__lt=end)
+    for call in calls.iterator(chunk_size=2000):
+        caller = f"key:{call.api_key_id}" if call.api_key_id else f"user:{call.user_id or ''}"
+        hour.fact(
+            ("", f"model:{call.model}"),
+            latency_ms=call.latency_ms,
+            user=caller if (call.api_key_id or call.user_id) else "",
+            failed=int(call.status == CallStatus.FAILED),
+            prompt_tokens=call.prompt_tokens,
+            completion_tokens=call.completion_tokens,
+            total_tokens=call.total_tokens,
+            cost_micros=call.cost_micros,
+            latency_us=call.latency_ms * 1000,
+            ttft_us=None
+            if call.time_to_first_token_ms is None
+            else call.time_to_first_token_ms * 1000,
+            ttft_count=None if call.time_to_first_token_ms is None else 1,
+        )
+    return hour.done()
+
+
+def _gateway_touched(since):
+    return _gateway_calls().filter(created_at__gte=since).values_list("tenant_id", "created_at")
+
+
+# queries ----------------------------------------------------------------------------------------
+
+
+def _queries_hour(tenant_id, start, end) -> dict[str, Aggregate]:
+    hour = _Hour()
+    events = QueryEvent.objects.filter(
+        tenant_id=tenant_id, occurred_at__gte=start, occurred_at__lt=end
+    )
+    for event in events.iterator(chunk_size=2000):
+        dimensions = ["", f"category:{event.query_category}"]
+        if event.success:
+            dimensions.append(f"query:{event.normalized_text}")
+        else:
+            dimensions += [
+                f"query-failed:{event.normalized_text}",
+                f"error:{event.error_category or 'other'}",
+            ]
+        has_time = event.response_time_us is not None
+        hour.fact(
+            dimensions,
+            latency_ms=event.response_time_us / 1000 if has_time else None,
+            user=event.user_ref,
+            succeeded=int(event.success),
+            failed=int(not event.success),
+            response_us=event.response_time_us,
+            response_count=int(has_time),
+            satisfaction_sum=event.satisfaction,
+            satisfaction_count=None if event.satisfaction is None else 1,
+            tokens=event.tokens,
+            cost_micros=event.cost_micros,
+            relevance_e6=_e6(event.relevance_score),
+            relevance_count=None if event.relevance_score is None else 1,
+            confidence_e6=_e6(event.confidence_score),
+            confidence_count=None if event.confidence_score is None else 1,
+            max_last_at=int(event.occurred_at.timestamp()),
+        )
+    return hour.done()
+
+
+def _e6(score):
+    return None if score is None else round(score * 1_000_000)
+
+
+def _queries_touched(since):
+    return QueryEvent.objects.filter(created_at__gte=since).values_list("tenant_id", "occurred_at")
+
+
+# support ----------------------------------------------------------------------------------------
+
+
+def _support_hour(tenant_id, start, end) -> dict[str, Aggregate]:
+    from support.models import Escalation, Ticket
+
+    hour = _Hour()
+    window = {"gte": start, "lt": end}
+
+    def within(field):
+        return Q(**{f"{field}__{op}": moment for op, moment in window.items()})
+
+    tickets = Ticket.objects.filter(tenant_id=tenant_id).filter(
+        within("created_at") | within("first_responded_at") | within("resolved_at")
+    )
+    for ticket in tickets.only(
+        "created_at",
+        "first_responded_at",
+        "resolved_at",
+        "assignee_id",
+        "reopened_count",
+        "ai_handled",
+        "customer_satisfaction_score",
+    ).iterator(chunk_size=2000):
+        dimensions = ["", f"representative:{ticket.assignee_id}"] if ticket.assignee_id else [""]
+        if start <= ticket.created_at < end:
+            hour.fact([""], tickets_created=1)
+        responded = ticket.first_responded_at
+        if responded is not None and start <= responded < end:
+            waited_us = max(int((responded - ticket.created_at).total_seconds() * 1e6), 0)
+            hour.fact(
+                dimensions,
+                count=0,
+                latency_ms=waited_us / 1000,
+                first_responses=1,
+                first_response_us=waited_us,
+            )
+        if ticket.resolved_at is not None and start <= ticket.resolved_at < end:
+            score = ticket.customer_satisfaction_score
+            hour.fact(
+                dimensions,
+                count=0,
+                tickets_resolved=1,
+                first_contact_resolved=int(ticket.reopened_count == 0),
+                ai_resolved=int(ticket.ai_handled),
+                csat_sum=score,
+                csat_count=None if score is None else 1,
+            )
+    escalations = Escalation.objects.filter(tenant_id=tenant_id).filter(within("created_at"))
+    escalated = escalations.count()
+    if escalated:
+        hour.fact([""], count=0, escalations=escalated)
+    aggregates = hour.done()
+    if "" in aggregates:
+        aggregates[""].count = aggregates[""].m("tickets_created")
+    return aggregates
+
+
+def _support_touched(since):
+    from support.models import Escalation, Ticket
+
+    for created, responded, resolved, tenant_id in Ticket.objects.filter(
+        updated_at__gte=since
+    ).values_list("created_at", "first_responded_at", "resolved_at", "tenant_id"):
+        for moment in (created, responded, resolved):
+            if moment is not None:
+                yield tenant_id, moment
+    yield from Escalation.objects.filter(updated_at__gte=since).values_list(
+        "tenant_id", "created_at"
+    )
+
+
+_BUILDERS = {
+    Stream.REQUESTS: (_requests_hour, _requests_touched),
+    Stream.GATEWAY: (_gateway_hour, _gateway_touched),
+    Stream.QUERIES: (_queries_hour, _queries_touched),
+    Stream.SUPPORT: (_support_hour, _support_touched),
+}
+
+# Streams whose raw facts this app prunes (the others are the gateway's and the desk's records).
+PRUNED_STREAMS = (Stream.REQUESTS, Stream.QUERIES)
+
+
+def aggregate_hour(stream: str, tenant_id, hour: datetime) -> dict[str, Aggregate]:
+    build, _ = _BUILDERS[stream]
+    return {
+        dimension: aggregate
+        for dimension, aggregate in build(tenant_id, hour, hour + HOUR).items()
+        if aggregate.count or aggregate.measures
+    }
+
+
+def touched_hours(stream: str, since: datetime) -> set[tuple]:
+    _, touched = _BUILDERS[stream]
+    return {(str(tenant_id), hour_of(moment)) for tenant_id, moment in touched(since)}
