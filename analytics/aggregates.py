@@ -11,12 +11,42 @@ from dataclasses import dataclass, field
 from . import sketches
 
 
-@dataclass
+@dataclass(eq=False)
 class Aggregate:
     count: int = 0
     measures: dict[str, int] = field(default_factory=dict)
     latency_histogram: dict[str, int] = field(default_factory=dict)
-    users: dict = field(default_factory=dict)
+    # The distinct-users sketches merged so far, united only when read (`users`): one pass
+    # over a range's sketches instead of one per merge.
+    user_sketches: list = field(default_factory=list)
+
+    def __init__(self, count=0, measures=None, latency_histogram=None, users=None):
+        self.count = count
+        self.measures = measures if measures is not None else {}
+        self.latency_histogram = latency_histogram if latency_histogram is not None else {}
+        self.user_sketches = [users] if users else []
+
+    def __eq__(self, other):
+        if not isinstance(other, Aggregate):
+            return NotImplemented
+        return (self.count, self.measures, self.latency_histogram, self.users) == (
+            other.count,
+            other.measures,
+            other.latency_histogram,
+            other.users,
+        )
+
+    __hash__ = None
+
+    @property
+    def users(self) -> dict:
+        if len(self.user_sketches) != 1:
+            self.user_sketches = [sketches.sketch_union(self.user_sketches)]
+        return self.user_sketches[0]
+
+    @users.setter
+    def users(self, sketch: dict) -> None:
+        self.user_sketches = [sketch] if sketch else []
 
     def add(self, **measures: int) -> None:
         """Add one fact's measures (None values are skipped)."""
@@ -39,8 +69,7 @@ class Aggregate:
             else:
                 self.measures[name] = self.measures.get(name, 0) + value
         sketches.histogram_merge(self.latency_histogram, other.latency_histogram)
-        if other.users:
-            self.users = sketches.sketch_merge(self.users, other.users)
+        self.user_sketches.extend(other.user_sketches)
         return self
 
     def m(self, name: str) -> int:
@@ -48,7 +77,7 @@ class Aggregate:
 
     @property
     def distinct_users(self) -> int:
-        return sketches.sketch_count(self.users)
+        return sketches.sketch_count(self.users) if self.user_sketches else 0
 
     def percentile_ms(self, q: float) -> float | None:
         return sketches.percentile_ms(self.latency_histogram, q)
@@ -59,12 +88,13 @@ class Aggregate:
         return self.m(numerator) / below if below else None
 
     @classmethod
-    def of_row(cls, row) -> "Aggregate":
+    def of_row(cls, row, *, users=True) -> "Aggregate":
+        """A roll-up row's aggregate (`users=False`: the row was read without its sketch)."""
         return cls(
             count=row.count,
             measures=dict(row.measures or {}),
             latency_histogram=dict(row.latency_histogram or {}),
-            users=dict(row.users or {}),
+            users=dict(row.users or {}) if users else None,
         )
 
 

@@ -17,12 +17,14 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from django.db.models import Avg, Count, Q
+from django.db.models import Avg, BigIntegerField, Count, Max, Q, Sum
+from django.db.models.fields.json import KT
+from django.db.models.functions import Cast
 from django.utils import timezone
 
 from .aggregates import Aggregate, merged
 from .models import Granularity, QueryEvent, Rollup, Stream
-from .streams import HOUR, aggregate_hour, hour_of
+from .streams import HOUR, QUERY_SEPARATOR, aggregate_hour, hour_of
 
 UTC = ZoneInfo("UTC")
 DAY = timedelta(days=1)
@@ -83,26 +85,27 @@ def by_total(moment: datetime, tz: ZoneInfo):
 GROUPINGS = {"hourly": by_hour, "daily": by_day, "weekly": by_week, "monthly": by_month}
 
 
-def _dimension_filter(dimension: str) -> Q:
-    """ "" is the total; "kind:" every dimension of that kind; anything else exactly one."""
+def _dimension_filter(dimension) -> Q:
+    """The total is ""; "kind:" is every dimension of that kind; a tuple, those names;
+    anything else, exactly that one."""
+    if isinstance(dimension, tuple):
+        return Q(dimension__in=dimension)
     if dimension.endswith(":"):
         return Q(dimension__startswith=dimension)
     return Q(dimension=dimension)
 
 
-def _wanted(dimension: str, candidate: str) -> bool:
+def _wanted(dimension, candidate: str) -> bool:
+    if isinstance(dimension, tuple):
+        return candidate in dimension
     return candidate.startswith(dimension) if dimension.endswith(":") else candidate == dimension
 
 
-def read(
-    tenant, stream: str, window: Window, *, dimension: str = "", group=by_total, now=None
-) -> dict:
-    """{group key: {dimension: Aggregate}} over the window (see the module docstring)."""
-    now = now or timezone.now()
-    current = hour_of(now)
+def _stored(window: Window, group, current: datetime) -> Q:
+    """The stored rows of the window before the current hour: UTC day rows for the whole days
+    inside it when the grouping's boundaries are UTC midnights, hour rows for the rest."""
     stored_end = min(window.end, current)
     spans: list[tuple[str, datetime, datetime]] = []
-    # Day rows are UTC days: usable only when the grouping's boundaries are UTC midnights.
     if window.tz.key in ("UTC", "Etc/UTC") and group is not by_hour:
         first_day = _ceil_day(window.start)
         last_day = stored_end.replace(hour=0, minute=0, second=0, microsecond=0)
@@ -114,21 +117,57 @@ def read(
             ]
     if not spans:
         spans = [(Granularity.HOUR, window.start, stored_end)]
-    query = Q()
+    query = Q(pk__in=[])
     for granularity, start, end in spans:
         if start < end:
             query |= Q(granularity=granularity, bucket_start__gte=start, bucket_start__lt=end)
+    return query
+
+
+def _live(tenant, stream, window, current, dimension, memo=None) -> dict[str, Aggregate]:
+    """The current hour's aggregates from its raw facts, when the window holds it; `memo`
+    (a dict one report shares among its reads) aggregates each stream's hour once."""
+    if not window.start <= current < window.end:
+        return {}
+    memo = {} if memo is None else memo
+    if (stream, current) not in memo:
+        memo[stream, current] = aggregate_hour(stream, tenant.pk, current)
+    return {
+        name: Aggregate().merge(aggregate)
+        for name, aggregate in memo[stream, current].items()
+        if _wanted(dimension, name)
+    }
+
+
+def read(
+    tenant,
+    stream: str,
+    window: Window,
+    *,
+    dimension="",
+    group=by_total,
+    users=True,
+    now=None,
+    memo=None,
+) -> dict:
+    """{group key: {dimension: Aggregate}} over the window (see the module docstring).
+    `users=False` leaves the distinct-users sketches unread (a report that shows none)."""
+    current = hour_of(now or timezone.now())
     result: dict = defaultdict(dict)
-    if query:
-        rows = Rollup.objects.filter(
-            query, _dimension_filter(dimension), tenant=tenant, stream=stream
+    rows = Rollup.objects.filter(
+        _stored(window, group, current), _dimension_filter(dimension), tenant=tenant, stream=stream
+    )
+    if not users:
+        rows = rows.defer("users")
+    for row in rows:
+        _add(
+            result,
+            group(row.bucket_start, window.tz),
+            row.dimension,
+            Aggregate.of_row(row, users=users),
         )
-        for row in rows.iterator(chunk_size=2000):
-            _add(result, group(row.bucket_start, window.tz), row.dimension, Aggregate.of_row(row))
-    if window.start <= current < window.end:
-        for name, aggregate in aggregate_hour(stream, tenant.pk, current).items():
-            if _wanted(dimension, name):
-                _add(result, group(current, window.tz), name, aggregate)
+    for name, aggregate in _live(tenant, stream, window, current, dimension, memo).items():
+        _add(result, group(current, window.tz), name, aggregate)
     return result
 
 
@@ -145,23 +184,56 @@ def _add(result, key, dimension, aggregate) -> None:
         found.merge(aggregate)
 
 
-def total(tenant, stream, window, *, dimension="", now=None) -> Aggregate:
+def total(tenant, stream, window, *, dimension="", users=True, now=None, memo=None) -> Aggregate:
     return (
-        read(tenant, stream, window, dimension=dimension, now=now)
+        read(tenant, stream, window, dimension=dimension, users=users, now=now, memo=memo)
         .get(None, {})
         .get(dimension, Aggregate())
     )
 
 
-def per_dimension(tenant, stream, window, prefix: str, now=None) -> dict[str, Aggregate]:
-    """{value: Aggregate} of every dimension of one kind (the prefix stripped)."""
-    found = read(tenant, stream, window, dimension=prefix, now=now).get(None, {})
-    return {name[len(prefix) :]: aggregate for name, aggregate in found.items()}
+def per_dimension(
+    tenant, stream, window, prefix: str, *, measures=(), now=None, memo=None
+) -> dict[str, Aggregate]:
+    """{value: Aggregate with its count and `measures`} of every dimension of one kind (the
+    prefix stripped), added up by the database: a range holds one row per value and hour or
+    day, which is never read into Python (no histograms or sketches: see streams)."""
+    current = hour_of(now or timezone.now())
+    sums = {
+        name: (Max if name.startswith("max_") else Sum)(
+            Cast(KT(f"measures__{name}"), BigIntegerField())
+        )
+        for name in measures
+    }
+    grouped = (
+        Rollup.objects.filter(
+            _stored(window, by_total, current),
+            tenant=tenant,
+            stream=stream,
+            dimension__startswith=prefix,
+        )
+        .values("dimension")
+        .annotate(_count=Sum("count"), **sums)
+        .order_by()
+    )
+    found: dict[str, Aggregate] = {}
+    for row in grouped:
+        found[row["dimension"][len(prefix) :]] = Aggregate(
+            count=row["_count"] or 0,
+            measures={name: row[name] for name in measures if row[name] is not None},
+        )
+    for name, aggregate in _live(tenant, stream, window, current, prefix, memo).items():
+        live = Aggregate(
+            count=aggregate.count,
+            measures={m: aggregate.measures[m] for m in measures if m in aggregate.measures},
+        )
+        found.setdefault(name[len(prefix) :], Aggregate()).merge(live)
+    return found
 
 
-def series(tenant, stream, window, group, now=None) -> dict:
+def series(tenant, stream, window, group, *, users=True, now=None, memo=None) -> dict:
     """{group key: Aggregate} of the stream's total."""
-    found = read(tenant, stream, window, group=group, now=now)
+    found = read(tenant, stream, window, group=group, users=users, now=now, memo=memo)
     return {key: dimensions.get("", Aggregate()) for key, dimensions in found.items()}
 
 
@@ -242,46 +314,62 @@ def query_rows(aggregates: dict[str, Aggregate], limit: int) -> list[dict]:
     ]
 
 
-def _categories_of(tenant, texts, window) -> dict[str, str]:
-    """The category each normalized query text was last asked in (one query)."""
-    found = {}
-    events = (
-        QueryEvent.objects.filter(
-            tenant=tenant,
-            normalized_text__in=list(texts),
-            occurred_at__gte=window.start,
-            occurred_at__lt=window.end,
-        )
-        .order_by("normalized_text", "-occurred_at")
-        .values_list("normalized_text", "query_category")
+QUERY_MEASURES = (
+    "response_us",
+    "response_count",
+    "satisfaction_sum",
+    "satisfaction_count",
+    "max_last_at",
+)
+
+
+def top_queries(
+    tenant, window, *, limit: int, include_failed: bool, now=None, memo=None
+) -> list[dict]:
+    queries = per_dimension(
+        tenant, Stream.QUERIES, window, "query:", measures=QUERY_MEASURES, now=now, memo=memo
     )
-    for text, category in events.iterator(chunk_size=2000):
-        found.setdefault(text, category)
-    return found
-
-
-def top_queries(tenant, window, *, limit: int, include_failed: bool, now=None) -> list[dict]:
-    queries = per_dimension(tenant, Stream.QUERIES, window, "query:", now=now)
     if include_failed:
-        failed = per_dimension(tenant, Stream.QUERIES, window, "query-failed:", now=now)
+        failed = per_dimension(
+            tenant,
+            Stream.QUERIES,
+            window,
+            "query-failed:",
+            measures=QUERY_MEASURES,
+            now=now,
+            memo=memo,
+        )
         for text, aggregate in failed.items():
             queries.setdefault(text, Aggregate()).merge(aggregate)
-    rows = query_rows(queries, limit)
-    categories = _categories_of(tenant, [row["query_text"] for row in rows], window)
+    # Each text's aggregate over its categories, named after the one it was asked in most.
+    texts: dict[str, Aggregate] = {}
+    asked_in: dict[str, tuple[int, str]] = {}
+    for key, aggregate in queries.items():
+        category, _, text = key.partition(QUERY_SEPARATOR)
+        texts.setdefault(text, Aggregate()).merge(aggregate)
+        best = asked_in.get(text)
+        if best is None or (-aggregate.count, category) < (-best[0], best[1]):
+            asked_in[text] = (aggregate.count, category)
+    rows = query_rows(texts, limit)
     for row in rows:
-        row["query_category"] = categories.get(row["query_text"], "")
+        row["query_category"] = asked_in[row["query_text"]][1]
     return rows
 
 
 def dashboard(tenant, *, days: int, period: str, tz: ZoneInfo, now=None) -> dict:
     now = now or timezone.now()
     window = last_days(days, tz, now)
-    daily_queries = series(tenant, Stream.QUERIES, window, by_day, now=now)
-    daily_gateway = series(tenant, Stream.GATEWAY, window, by_day, now=now)
-    queries = total(tenant, Stream.QUERIES, window, now=now)
-    gateway = total(tenant, Stream.GATEWAY, window, now=now)
-    previous_queries = total(tenant, Stream.QUERIES, window.previous(), now=now)
-    models = per_dimension(tenant, Stream.GATEWAY, window, "model:", now=now)
+    memo: dict = {}
+    daily_queries = series(tenant, Stream.QUERIES, window, by_day, now=now, memo=memo)
+    daily_gateway = series(tenant, Stream.GATEWAY, window, by_day, users=False, now=now, memo=memo)
+    # The range's totals are the merge of its days (the same rows, read once).
+    queries, gateway = merged(daily_queries.values()), merged(daily_gateway.values())
+    previous_queries = total(
+        tenant, Stream.QUERIES, window.previous(), users=False, now=now, memo=memo
+    )
+    models = per_dimension(
+        tenant, Stream.GATEWAY, window, "model:", measures=("cost_micros",), now=now
+    )
     daily_data = []
     for day in buckets(window, by_day):
         day_queries = daily_queries.get(day, Aggregate())
@@ -323,7 +411,9 @@ def dashboard(tenant, *, days: int, period: str, tz: ZoneInfo, now=None) -> dict
             "gateway_tokens": gateway.m("total_tokens"),
         },
         "daily_data": daily_data,
-        "top_queries": top_queries(tenant, window, limit=10, include_failed=False, now=now),
+        "top_queries": top_queries(
+            tenant, window, limit=10, include_failed=False, now=now, memo=memo
+        ),
         "user_satisfaction": {
             "average_rating": rating,
             "previous_rating": previous_rating,
@@ -349,10 +439,13 @@ def usage(tenant, *, days: int, granularity: str, tz: ZoneInfo, now=None) -> dic
     from playground.models import IntegrationOperation, JobStatus, OrchestrationRun
 
     now = now or timezone.now()
+    memo: dict = {}
     window = last_days(days, tz, now)
     group = GROUPINGS[granularity]
     per_bucket = {
-        stream: series(tenant, stream, window, group, now=now)
+        stream: series(
+            tenant, stream, window, group, users=stream == Stream.QUERIES, now=now, memo=memo
+        )
         for stream in (Stream.QUERIES, Stream.REQUESTS, Stream.GATEWAY)
     }
     data = []
@@ -374,7 +467,10 @@ def usage(tenant, *, days: int, granularity: str, tz: ZoneInfo, now=None) -> dic
             }
         )
     now_totals = {s: merged(per_bucket[s].values()) for s in per_bucket}
-    before = {s: total(tenant, s, window.previous(), now=now) for s in per_bucket}
+    before = {
+        s: total(tenant, s, window.previous(), users=s == Stream.QUERIES, now=now, memo=memo)
+        for s in per_bucket
+    }
     runs = OrchestrationRun.objects.filter(
         tenant=tenant, created_at__gte=window.start, created_at__lt=window.end
     )
@@ -462,10 +558,11 @@ def _period(window: Window) -> dict:
 
 def queries_report(tenant, *, days: int, limit: int, include_failed: bool, tz, now=None) -> dict:
     now = now or timezone.now()
+    memo: dict = {}
     window = last_days(days, tz, now)
-    daily = series(tenant, Stream.QUERIES, window, by_day, now=now)
-    categories = per_dimension(tenant, Stream.QUERIES, window, "category:", now=now)
-    errors = per_dimension(tenant, Stream.QUERIES, window, "error:", now=now)
+    daily = series(tenant, Stream.QUERIES, window, by_day, now=now, memo=memo)
+    categories = per_dimension(tenant, Stream.QUERIES, window, "category:", now=now, memo=memo)
+    errors = per_dimension(tenant, Stream.QUERIES, window, "error:", now=now, memo=memo)
     recent = QueryEvent.objects.filter(
         tenant=tenant, success=False, occurred_at__gte=window.start, occurred_at__lt=window.end
     ).order_by("-occurred_at", "id")[:10]
@@ -514,9 +611,10 @@ def queries_report(tenant, *, days: int, limit: int, include_failed: bool, tz, n
 
 def performance(tenant, *, days: int, tz, include_resources: bool, now=None) -> dict:
     now = now or timezone.now()
+    memo: dict = {}
     window = last_days(days, tz, now)
-    requests = total(tenant, Stream.REQUESTS, window, now=now)
-    gateway = total(tenant, Stream.GATEWAY, window, now=now)
+    requests = total(tenant, Stream.REQUESTS, window, users=False, now=now, memo=memo)
+    gateway = total(tenant, Stream.GATEWAY, window, users=False, now=now, memo=memo)
     elapsed = max((min(now, window.end) - window.start).total_seconds(), 1)
 
     def percent(part):
@@ -530,6 +628,28 @@ def performance(tenant, *, days: int, tz, include_resources: bool, now=None) -> 
             "p99": rounded(quantiles[0.99]),
         }
 
+    routes = per_dimension(
+        tenant,
+        Stream.REQUESTS,
+        window,
+        "route:",
+        measures=("errors_4xx", "errors_5xx"),
+        now=now,
+        memo=memo,
+    )
+    busiest = sorted(routes.items(), key=lambda item: (-item[1].count, item[0]))[:10]
+    # The busiest routes' histograms, merged over the range (their rows only).
+    histograms = read(
+        tenant,
+        Stream.REQUESTS,
+        window,
+        dimension=tuple(f"route:{name}" for name, _ in busiest),
+        users=False,
+        now=now,
+        memo=memo,
+    ).get(None, {})
+    for name, aggregate in busiest:
+        aggregate.latency_histogram = histograms.get(f"route:{name}", Aggregate()).latency_histogram
     answer = {
         "organization_id": tenant.pk,
         "period": _period(window),
@@ -556,6 +676,18 @@ def performance(tenant, *, days: int, tz, include_resources: bool, now=None) -> 
                 else gateway.m("ttft_us") / gateway.m("ttft_count") / 1000
             ),
         },
+        "routes": [
+            {
+                "route": name,
+                "requests": aggregate.count,
+                "response_times": times(aggregate),
+                "error_rate": round(
+                    (aggregate.m("errors_4xx") + aggregate.m("errors_5xx")) / aggregate.count * 100,
+                    2,
+                ),
+            }
+            for name, aggregate in busiest
+        ],
         "resource_usage": resource_usage() if include_resources else None,
         "generated_at": now,
     }
@@ -645,6 +777,7 @@ def performance_metrics(tenant, *, period: str, limit: int, offset: int, tz, now
     from support.models import OPEN_TICKET_STATUSES, Ticket
 
     now = now or timezone.now()
+    memo: dict = {}
     starts = [period_start(now.astimezone(tz).date(), period)]
     for _ in range(offset + limit - 1):
         starts.append(period_before(starts[-1], period))
@@ -658,7 +791,7 @@ def performance_metrics(tenant, *, period: str, limit: int, offset: int, tz, now
     def group(moment, zone):
         return period_start(moment.astimezone(zone).date(), period)
 
-    found = read(tenant, Stream.SUPPORT, window, group=group, now=now)
+    found = read(tenant, Stream.SUPPORT, window, group=group, users=False, now=now, memo=memo)
     open_now = Ticket.objects.filter(
         tenant=tenant,
         status__in=OPEN_TICKET_STATUSES,
@@ -697,6 +830,7 @@ def team_performance(tenant, *, period: str, tz, now=None) -> dict:
     from support.models import Representative
 
     now = now or timezone.now()
+    memo: dict = {}
     start = period_start(now.astimezone(tz).date(), period)
     before = period_before(start, period)
     window = Window(local_midnight(before, tz), local_midnight(period_after(start, period), tz), tz)
@@ -704,7 +838,16 @@ def team_performance(tenant, *, period: str, tz, now=None) -> dict:
     def group(moment, zone):
         return period_start(moment.astimezone(zone).date(), period)
 
-    found = read(tenant, Stream.SUPPORT, window, dimension="representative:", group=group, now=now)
+    found = read(
+        tenant,
+        Stream.SUPPORT,
+        window,
+        dimension="representative:",
+        group=group,
+        users=False,
+        now=now,
+        memo=memo,
+    )
     representatives = Representative.objects.filter(tenant=tenant).select_related("user")
     data = []
     for representative in representatives.order_by("user__email"):

@@ -83,9 +83,9 @@ class QueryEventSerializer(Serializer):
             )
         return attrs
 
-    def to_event(self) -> dict:
-        """The QueryEvent fields of the validated event."""
-        data = self.validated_data
+    @staticmethod
+    def event_fields(data) -> dict:
+        """The QueryEvent fields of a validated event."""
         seconds = data["response_time"]
         return {
             "event_id": data["id"],
@@ -393,6 +393,13 @@ class GatewayPerformanceSerializer(ResponseSerializer):
     avg_time_to_first_token_ms = _float()
 
 
+class RoutePerformanceSerializer(ResponseSerializer):
+    route = serializers.CharField(help_text="METHOD and route template.")
+    requests = serializers.IntegerField()
+    response_times = PercentilesSerializer()
+    error_rate = serializers.FloatField(help_text="Percent of 4xx and 5xx answers.")
+
+
 class ResourceUsageSerializer(ResponseSerializer):
     cpu_utilization = _float()
     memory_usage = _float()
@@ -408,6 +415,7 @@ class PerformanceSerializer(ResponseSerializer):
     error_rates = ErrorRatesSerializer()
     throughput = ThroughputSerializer()
     gateway = GatewayPerformanceSerializer()
+    routes = RoutePerformanceSerializer(many=True, help_text="The 10 busiest routes.")
     resource_usage = ResourceUsageSerializer(
         allow_null=True, help_text="This host's figures: for platform staff only, else null."
     )

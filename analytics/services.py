@@ -21,7 +21,14 @@ from django.utils import timezone
 
 from .aggregates import Aggregate
 from .models import Granularity, QueryEvent, RequestFact, Rollup, RollupState, Stream, StreamCursor
-from .streams import HOUR, PRUNED_STREAMS, aggregate_hour, hour_of, retained_from, touched_hours
+from .streams import (
+    PRUNED_STREAMS,
+    aggregate_hour,
+    hour_of,
+    occurrence_hours,
+    retained_from,
+    touched_hours,
+)
 
 # Facts committed up to this long after their row's timestamp are still picked up: the job
 # looks back this far behind its cursor (rebuilding twice is harmless).
@@ -154,8 +161,9 @@ def rollups_build(*, now: datetime | None = None) -> int:
 
 
 def rollups_rebuild(*, since: datetime, tenant=None, now: datetime | None = None) -> int:
-    """Rebuild every hour from `since` (all tenants, or one) from the raw facts. Hours older
-    than the raw retention keep their roll-ups for the streams whose raw facts are pruned."""
+    """Rebuild every hour from `since` (all tenants, or one) from the raw facts: the rows of
+    the range are replaced by those of the hours that hold facts. Hours older than the raw
+    retention keep their roll-ups for the streams whose raw facts are pruned."""
     from tenants.models import Tenant
 
     now = now or timezone.now()
@@ -166,13 +174,21 @@ def rollups_rebuild(*, since: datetime, tenant=None, now: datetime | None = None
         start = hour_of(since)
         if stream in PRUNED_STREAMS:
             start = max(start, oldest)
-        hours = []
-        hour = start
-        while hour <= now:
-            hours.append(hour)
-            hour += HOUR
         for each in tenants:
-            built += rollup_hours_rebuild(tenant_id=str(each.pk), stream=stream, hours=hours)
+            with transaction.atomic():
+                _state_locked(each.pk)
+                stale = Rollup.objects.filter(
+                    tenant_id=each.pk, stream=stream, bucket_start__gte=start
+                )
+                days = {
+                    _day_start(moment) for moment in stale.values_list("bucket_start", flat=True)
+                }
+                stale.filter(granularity=Granularity.HOUR).delete()
+                hours = {hour for hour in occurrence_hours(stream, each.pk, start) if hour <= now}
+                built += rollup_hours_rebuild(tenant_id=str(each.pk), stream=stream, hours=hours)
+                # Days whose every hour lost its facts: their day rows go too.
+                for day in days - {_day_start(hour) for hour in hours}:
+                    _rebuild_day(each.pk, stream, day)
     return built
 
 

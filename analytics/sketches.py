@@ -135,12 +135,26 @@ def _registers(sketch: Mapping) -> bytearray:
 
 def sketch_merge(target: dict | None, other: Mapping | None) -> dict:
     """The sketch of the union of two sketches' identifiers (a new dict)."""
-    target = target or {"exact": []}
-    other = other or {"exact": []}
-    if "hll" not in target and "hll" not in other:
-        return _from_hashes({}, {*map(int, target["exact"]), *map(int, other["exact"])})
-    left, right = _registers(target), _registers(other)
-    merged = bytes(max(a, b) for a, b in zip(left, right, strict=True))
+    return sketch_union([target, other])
+
+
+def sketch_union(parts: Iterable[Mapping | None]) -> dict:
+    """The sketch of the union of many sketches, in one pass: exact sets unite; once any part
+    is a HyperLogLog, or the union passes EXACT_LIMIT, each register is the largest of the
+    parts' (one C-level max per register over all parts)."""
+    parts = [part for part in parts if part]
+    exact: set[int] = set()
+    logs = []
+    for part in parts:
+        if "hll" in part:
+            logs.append(base64.b64decode(part["hll"]))
+        else:
+            exact.update(map(int, part.get("exact", ())))
+    if not logs:
+        return _from_hashes({}, exact)
+    if exact:
+        logs.append(bytes(_registers({"exact": list(exact)})))
+    merged = logs[0] if len(logs) == 1 else bytes(map(max, *logs))
     return {"hll": base64.b64encode(merged).decode()}
 
 

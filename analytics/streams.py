@@ -15,27 +15,34 @@ Measures (integer sums; "max_" keeps the largest) per stream, documented in docs
   busiest minute, on the total); latency histogram; users =
   principals (API keys and users). Dimensions: route:<METHOD> <route>, credential:<type>.
 - gateway: count = calls; failed, prompt_tokens, completion_tokens, total_tokens, cost_micros,
-  latency_us, ttft_us, ttft_count; users = callers. Dimension: model:<name>.
+  latency_us, ttft_us, ttft_count; users = callers. Dimensions: model:<name>,
+  source:<api|playground|orchestration|workflow>, template:<prompt template id>.
 - queries: count = queries; succeeded, failed, response_us, response_count, satisfaction_sum,
   satisfaction_count, tokens, cost_micros, relevance_e6, relevance_count, confidence_e6,
   confidence_count, max_last_at (epoch seconds); users = user_ref. Dimensions:
-  category:<category>, query:<normalized text> (succeeded), query-failed:<normalized text>
-  and error:<error category> (failed).
+  category:<category>, query:<category>\x1f<normalized text> (succeeded),
+  query-failed:<category>\x1f<normalized text> and error:<error category> (failed).
 - support: count = tickets created; tickets_created, first_responses, first_response_us,
   tickets_resolved, first_contact_resolved, ai_resolved, csat_sum, csat_count, escalations.
   Dimension: representative:<id> (the ticket's assignee).
 """
 
 from collections import defaultdict
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.db.models import Q
+from django.db.models.functions import TruncHour
 
 from . import sketches
 from .aggregates import Aggregate
 from .models import QueryEvent, RequestFact, Stream
 
 HOUR = timedelta(hours=1)
+# Rows that carry a latency histogram: the totals (""), routes and models, what percentiles are
+# shown for. Distinct users are kept on the totals only. The other dimensions (queries,
+# categories, errors, representatives) hold counts and sums, which the database adds up.
+LATENCY_KINDS = ("route:", "model:")
+QUERY_SEPARATOR = "\x1f"
 
 
 def hour_of(moment: datetime) -> datetime:
@@ -59,16 +66,21 @@ class _Hour:
 
     def fact(self, dimensions, *, count=1, latency_ms=None, histogram=None, user="", **measures):
         for dimension in dimensions:
+            # Cut to the column's length here, so two long names that share their first 255
+            # characters merge into one row instead of colliding on the unique constraint.
+            dimension = dimension[:255]
             aggregate = self.aggregates[dimension]
             aggregate.count += count
             aggregate.add(**measures)
+            if dimension and not dimension.startswith(LATENCY_KINDS):
+                continue
             if histogram:
                 sketches.histogram_merge(aggregate.latency_histogram, histogram)
             elif latency_ms is not None:
                 sketches.histogram_merge(
                     aggregate.latency_histogram, {sketches.bucket_of(latency_ms): count}
                 )
-            if user:
+            if user and dimension == "":
                 self.users[dimension].add(user)
 
     def done(self) -> dict[str, Aggregate]:
@@ -116,14 +128,25 @@ def _gateway_calls():
 
 
 def _gateway_hour(tenant_id, start, end) -> dict[str, Aggregate]:
-    from playground.models import CallStatus
+    from playground.models import CallStatus, PromptExecution
 
     hour = _Hour()
     calls = _gateway_calls().filter(tenant_id=tenant_id, created_at__gte=start, created_at__lt=end)
+    # The prompt template behind each call that executed one (one query for the hour).
+    templates = dict(
+        PromptExecution.objects.filter(
+            tenant_id=tenant_id,
+            gateway_call__created_at__gte=start,
+            gateway_call__created_at__lt=end,
+        ).values_list("gateway_call_id", "template_id")
+    )
     for call in calls.iterator(chunk_size=2000):
         caller = f"key:{call.api_key_id}" if call.api_key_id else f"user:{call.user_id or ''}"
+        dimensions = ["", f"model:{call.model}", f"source:{call.source}"]
+        if templates.get(call.pk):
+            dimensions.append(f"template:{templates[call.pk]}")
         hour.fact(
-            ("", f"model:{call.model}"),
+            dimensions,
             latency_ms=call.latency_ms,
             user=caller if (call.api_key_id or call.user_id) else "",
             failed=int(call.status == CallStatus.FAILED),
@@ -154,11 +177,14 @@ def _queries_hour(tenant_id, start, end) -> dict[str, Aggregate]:
     )
     for event in events.iterator(chunk_size=2000):
         dimensions = ["", f"category:{event.query_category}"]
+        # The query's text with the category it was asked in, so the top queries name their
+        # category without reading raw events (categories are cut to 48 characters here).
+        asked = f"{event.query_category[:48]}{QUERY_SEPARATOR}{event.normalized_text}"
         if event.success:
-            dimensions.append(f"query:{event.normalized_text}")
+            dimensions.append(f"query:{asked}")
         else:
             dimensions += [
-                f"query-failed:{event.normalized_text}",
+                f"query-failed:{asked}",
                 f"error:{event.error_category or 'other'}",
             ]
         has_time = event.response_time_us is not None
@@ -260,6 +286,36 @@ def _support_touched(since):
                 yield tenant_id, moment
     yield from Escalation.objects.filter(updated_at__gte=since).values_list(
         "tenant_id", "created_at"
+    )
+
+
+def _hours(queryset, field: str, since) -> set:
+    """The distinct hours of `field` from `since`, computed by the database."""
+    return set(
+        queryset.filter(**{f"{field}__gte": since})
+        .annotate(_hour=TruncHour(field, tzinfo=UTC))
+        .values_list("_hour", flat=True)
+        .distinct()
+        .order_by()
+    )
+
+
+def occurrence_hours(stream: str, tenant_id, since: datetime) -> set[datetime]:
+    """The hours from `since` that hold any of the stream's raw facts for a tenant."""
+    if stream == Stream.REQUESTS:
+        return _hours(RequestFact.objects.filter(tenant_id=tenant_id), "minute", since)
+    if stream == Stream.QUERIES:
+        return _hours(QueryEvent.objects.filter(tenant_id=tenant_id), "occurred_at", since)
+    if stream == Stream.GATEWAY:
+        return _hours(_gateway_calls().filter(tenant_id=tenant_id), "created_at", since)
+    from support.models import Escalation, Ticket
+
+    tickets = Ticket.objects.filter(tenant_id=tenant_id)
+    return (
+        _hours(tickets, "created_at", since)
+        | _hours(tickets, "first_responded_at", since)
+        | _hours(tickets, "resolved_at", since)
+        | _hours(Escalation.objects.filter(tenant_id=tenant_id), "created_at", since)
     )
 
 

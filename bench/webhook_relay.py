@@ -118,9 +118,7 @@ def relay_throughput(url: str, deliveries: int, rounds: int) -> None:
     now = timezone.now()
     events = []
     for number in range(deliveries):
-        audit = AuditEvent(
-            tenant=tenant, event_type="member.joined", payload={}, created_at=now
-        )
+        audit = AuditEvent(tenant=tenant, event_type="member.joined", payload={}, created_at=now)
         data = {**entry.example, "email": f"member{number}@example.com"}
         events.append(
             WebhookEvent(

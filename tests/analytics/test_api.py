@@ -747,6 +747,11 @@ def test_captured_requests_show_in_performance_after_the_roll_up(owner, clock):
     assert body["error_rates"] == {"4xx": 25.0, "5xx": 0.0}
     assert body["throughput"]["peak_rps"] == round(4 / 60, 3)
     assert body["response_times"]["p50"] is not None
+    routes = {route["route"]: route for route in body["routes"]}
+    assert routes[f"GET {ORG}"]["requests"] == 3
+    assert routes[f"GET {ORG}"]["error_rate"] == 0.0
+    assert routes["GET /api/v1/budgets/{id}/"]["error_rate"] == 100.0
+    assert [route["requests"] for route in body["routes"]] == [3, 1]
     hour = Rollup.objects.get(
         tenant=owner.tenant,
         stream=Stream.REQUESTS,
@@ -933,11 +938,13 @@ def test_a_rebuild_restores_identical_rows(owner, make_caller, clock):
     Rollup.objects.all().delete()
     built = services.rollups_rebuild(since=utc(2026, 11, 17, 9, 45))
 
-    assert built == 2 * 4 * 26  # two tenants, four streams, 17 Nov 09:00 to 18 Nov 10:00
+    # Only the hours holding facts: the owner's three of queries, one of requests and one of
+    # the desk (the ticket), the other tenant's three of queries.
+    assert built == 8
     assert rows_of() == everything
 
     Rollup.objects.filter(tenant=owner.tenant).delete()
-    assert services.rollups_rebuild(since=utc(2026, 11, 17, 9), tenant=owner.tenant) == 4 * 26
+    assert services.rollups_rebuild(since=utc(2026, 11, 17, 9), tenant=owner.tenant) == 5
     assert rows_of() == everything
 
 
@@ -978,13 +985,14 @@ def test_the_command_since_a_date_rebuilds_every_hour(january):
 
     output = run("--since", "2026-01-01")
 
-    assert "32 hour(s) rebuilt since 2026-01-01T00:00:00+00:00." in output  # 2 x 4 x 4 hours
+    # The two hours holding the tenant's queries; the other tenant has no facts.
+    assert "2 hour(s) rebuilt since 2026-01-01T00:00:00+00:00." in output
     rows = rows_of(tenant)
     Rollup.objects.all().delete()
-    assert "16 hour(s) rebuilt" in run("--tenant", "acme", "--since", "2026-01-01T00:00")
+    assert "2 hour(s) rebuilt" in run("--tenant", "acme", "--since", "2026-01-01T00:00")
     assert rows_of(tenant) == rows
     assert not Rollup.objects.filter(tenant=other).exists()
-    assert "16 hour(s) rebuilt" in run("--tenant", str(tenant.pk), "--since", "2026-01-01")
+    assert "2 hour(s) rebuilt" in run("--tenant", str(tenant.pk), "--since", "2026-01-01")
 
 
 def test_the_command_flushes_counted_requests(january, owner):
@@ -1018,7 +1026,7 @@ def test_the_tasks_do_what_the_services_do(january, owner):
     assert tasks.build_rollups() == 3  # two hours of queries, one of requests
     rows = rows_of(tenant)
     Rollup.objects.filter(tenant=tenant).delete()
-    assert tasks.rebuild_rollups(str(tenant.pk), "2026-01-01T00:00:00+00:00") == 16
+    assert tasks.rebuild_rollups(str(tenant.pk), "2026-01-01T00:00:00+00:00") == 2
     assert rows_of(tenant) == rows
     assert tasks.rebuild_rollups("00000000-0000-0000-0000-000000000000", "2026-01-01") == 0
 
@@ -1223,3 +1231,53 @@ def test_the_analytics_admin_is_read_only(admin_client, owner, clock, model):
     assert changelist.status_code == 200
     assert f"/admin/analytics/{model}/add/" not in changelist.content.decode()
     assert admin_client.get(f"/admin/analytics/{model}/add/").status_code == 403
+
+
+def test_dimensions_that_share_their_first_255_characters_merge_into_one_row(owner, clock):
+    long_route = "/api/v1/" + "x" * 300
+    services.request_facts_write(
+        facts=[
+            {
+                "tenant_id": owner.tenant.pk,
+                "minute": utc(2026, 11, 18, 9, 5),
+                "route": (long_route + suffix)[:255],
+                "method": "GET",
+                "status_code": 200,
+                "credential_type": "token",
+                "principal": "user:1",
+                "count": 2,
+                "latency_us_total": 4000,
+                "latency_histogram": {"50": 2},
+            }
+            for suffix in ("a", "b")
+        ]
+    )
+
+    assert services.rollups_build() == 1
+
+    routes = Rollup.objects.filter(
+        tenant=owner.tenant, granularity=Granularity.HOUR, dimension__startswith="route:"
+    )
+    assert [(len(row.dimension), row.count) for row in routes] == [(255, 4)]
+
+
+def test_a_rebuild_drops_the_rows_of_hours_whose_facts_are_gone(owner, clock):
+    services.query_events_ingest(
+        tenant=owner.tenant,
+        events=[fact("gone", utc(2026, 11, 16, 7, 5)), fact("kept", utc(2026, 11, 17, 8, 5))],
+    )
+    services.rollups_build()
+    assert Rollup.objects.filter(tenant=owner.tenant, stream=Stream.QUERIES).count() > 0
+    QueryEvent.objects.filter(tenant=owner.tenant, event_id="gone").delete()
+
+    assert services.rollups_rebuild(since=utc(2026, 11, 16), tenant=owner.tenant) == 1
+
+    starts = set(
+        Rollup.objects.filter(tenant=owner.tenant, stream=Stream.QUERIES, dimension="").values_list(
+            "granularity", "bucket_start"
+        )
+    )
+    assert starts == {
+        (Granularity.HOUR, utc(2026, 11, 17, 8)),
+        (Granularity.DAY, utc(2026, 11, 17)),
+    }

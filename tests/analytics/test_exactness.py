@@ -512,11 +512,16 @@ def top_queries(queries, limit, include_failed):
     ranked = sorted(counted.items(), key=lambda item: (-len(item[1]), item[0]))[:limit]
     rows = []
     for text, asked in ranked:
-        latest = max((q for q in queries if q.text == text), key=lambda q: q.at)
+        # The category the text was asked in most among the counted queries (ties: the
+        # alphabetically first).
+        per_category = defaultdict(int)
+        for q in asked:
+            per_category[q.category] += 1
+        category = min(per_category, key=lambda name: (-per_category[name], name))
         rows.append(
             {
                 "query_text": text,
-                "query_category": latest.category,
+                "query_category": category,
                 "execution_count": len(asked),
                 "avg_response_time": avg_seconds(asked),
                 "avg_satisfaction": avg_rating(asked),
