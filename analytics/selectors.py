@@ -193,41 +193,63 @@ def total(tenant, stream, window, *, dimension="", users=True, now=None, memo=No
 
 
 def per_dimension(
-    tenant, stream, window, prefix: str, *, measures=(), now=None, memo=None
+    tenant, stream, window, prefix: str, *, measures=(), select=None, now=None, memo=None
 ) -> dict[str, Aggregate]:
     """{value: Aggregate with its count and `measures`} of every dimension of one kind (the
     prefix stripped), added up by the database: a range holds one row per value and hour or
-    day, which is never read into Python (no histograms or sketches: see streams)."""
+    day, which is never read into Python (no histograms or sketches: see streams).
+
+    `select({value: count})` may name the values whose measures are wanted (the top ten of
+    hundreds): the counts are a plain column, summed first, and the JSON measures are then
+    summed for those values' rows only."""
     current = hour_of(now or timezone.now())
+    stored = Rollup.objects.filter(
+        _stored(window, by_total, current),
+        tenant=tenant,
+        stream=stream,
+        dimension__startswith=prefix,
+    )
     sums = {
         name: (Max if name.startswith("max_") else Sum)(
             Cast(KT(f"measures__{name}"), BigIntegerField())
         )
         for name in measures
     }
-    grouped = (
-        Rollup.objects.filter(
-            _stored(window, by_total, current),
-            tenant=tenant,
-            stream=stream,
-            dimension__startswith=prefix,
-        )
-        .values("dimension")
-        .annotate(_count=Sum("count"), **sums)
-        .order_by()
-    )
+    live = _live(tenant, stream, window, current, prefix, memo)
     found: dict[str, Aggregate] = {}
+    if select is not None and measures:
+        counted = stored.values("dimension").annotate(_count=Sum("count")).order_by()
+        for row in counted:
+            found[row["dimension"][len(prefix) :]] = Aggregate(count=row["_count"] or 0)
+        for name, aggregate in live.items():
+            found.setdefault(name[len(prefix) :], Aggregate()).count += aggregate.count
+        chosen = set(select({name: aggregate.count for name, aggregate in found.items()}))
+        stored = stored.filter(dimension__in=[prefix + name for name in chosen])
+        grouped = stored.values("dimension").annotate(**sums).order_by()
+        for row in grouped:
+            found[row["dimension"][len(prefix) :]].measures = {
+                name: row[name] for name in measures if row[name] is not None
+            }
+        live = {
+            name: aggregate for name, aggregate in live.items() if name[len(prefix) :] in chosen
+        }
+        for name, aggregate in live.items():
+            for measure in measures:
+                if measure in aggregate.measures:
+                    found[name[len(prefix) :]].add(**{measure: aggregate.measures[measure]})
+        return found
+    grouped = stored.values("dimension").annotate(_count=Sum("count"), **sums).order_by()
     for row in grouped:
         found[row["dimension"][len(prefix) :]] = Aggregate(
             count=row["_count"] or 0,
             measures={name: row[name] for name in measures if row[name] is not None},
         )
-    for name, aggregate in _live(tenant, stream, window, current, prefix, memo).items():
-        live = Aggregate(
+    for name, aggregate in live.items():
+        kept = Aggregate(
             count=aggregate.count,
             measures={m: aggregate.measures[m] for m in measures if m in aggregate.measures},
         )
-        found.setdefault(name[len(prefix) :], Aggregate()).merge(live)
+        found.setdefault(name[len(prefix) :], Aggregate()).merge(kept)
     return found
 
 
@@ -326,33 +348,51 @@ QUERY_MEASURES = (
 def top_queries(
     tenant, window, *, limit: int, include_failed: bool, now=None, memo=None
 ) -> list[dict]:
-    queries = per_dimension(
-        tenant, Stream.QUERIES, window, "query:", measures=QUERY_MEASURES, now=now, memo=memo
-    )
-    if include_failed:
-        failed = per_dimension(
+    kinds = ["query:", "query-failed:"] if include_failed else ["query:"]
+
+    def text_of(key: str) -> str:
+        return key.partition(QUERY_SEPARATOR)[2]
+
+    # The top texts by count over their categories (and, with failures, both kinds) come
+    # from the counts alone; the measures are summed for their rows only.
+    counts: dict[str, int] = defaultdict(int)
+    asked: dict[tuple[str, str], int] = defaultdict(int)
+    for kind in kinds:
+        for key, aggregate in per_dimension(
+            tenant, Stream.QUERIES, window, kind, now=now, memo=memo
+        ).items():
+            category, _, text = key.partition(QUERY_SEPARATOR)
+            counts[text] += aggregate.count
+            asked[text, category] += aggregate.count
+    top = set(sorted(counts, key=lambda text: (-counts[text], text))[:limit])
+    # Each text is named after the category it was asked in most (ties: alphabetically first).
+    asked_in: dict[str, str] = {}
+    ranked = sorted(asked.items(), key=lambda item: (-item[1], item[0][1]))
+    for (text, category), _ in ranked:
+        if text in top:
+            asked_in.setdefault(text, category)
+
+    def select(found):
+        return [key for key in found if text_of(key) in top]
+
+    texts: dict[str, Aggregate] = {}
+    for kind in kinds:
+        measured = per_dimension(
             tenant,
             Stream.QUERIES,
             window,
-            "query-failed:",
+            kind,
             measures=QUERY_MEASURES,
+            select=select,
             now=now,
             memo=memo,
         )
-        for text, aggregate in failed.items():
-            queries.setdefault(text, Aggregate()).merge(aggregate)
-    # Each text's aggregate over its categories, named after the one it was asked in most.
-    texts: dict[str, Aggregate] = {}
-    asked_in: dict[str, tuple[int, str]] = {}
-    for key, aggregate in queries.items():
-        category, _, text = key.partition(QUERY_SEPARATOR)
-        texts.setdefault(text, Aggregate()).merge(aggregate)
-        best = asked_in.get(text)
-        if best is None or (-aggregate.count, category) < (-best[0], best[1]):
-            asked_in[text] = (aggregate.count, category)
+        for key, aggregate in measured.items():
+            if text_of(key) in top:
+                texts.setdefault(text_of(key), Aggregate()).merge(aggregate)
     rows = query_rows(texts, limit)
     for row in rows:
-        row["query_category"] = asked_in[row["query_text"]][1]
+        row["query_category"] = asked_in[row["query_text"]]
     return rows
 
 
