@@ -22,6 +22,8 @@ from django.db.models.fields.json import KT
 from django.db.models.functions import Cast
 from django.utils import timezone
 
+from support.services.budgets import add_months
+
 from .aggregates import Aggregate, merged
 from .models import Granularity, QueryEvent, Rollup, Stream
 from .streams import HOUR, QUERY_SEPARATOR, aggregate_hour, hour_of
@@ -784,9 +786,7 @@ def period_after(start: date, period: str) -> date:
         return start + timedelta(days=1)
     if period == "WEEK":
         return start + timedelta(days=7)
-    months = {"MONTH": 1, "QUARTER": 3, "YEAR": 12}[period]
-    month = start.month - 1 + months
-    return start.replace(year=start.year + month // 12, month=month % 12 + 1, day=1)
+    return add_months(start, {"MONTH": 1, "QUARTER": 3, "YEAR": 12}[period])
 
 
 def period_before(start: date, period: str) -> date:

@@ -9,6 +9,7 @@ from django.conf import settings
 from django.utils import timezone
 from rest_framework import serializers
 
+from analytics.selectors import PERIODS
 from analytics.streams import retained_from
 from config.serializers import (
     CharField,
@@ -186,7 +187,7 @@ class PerformanceQuerySerializer(TimeZoneQuerySerializer):
     days = serializers.IntegerField(min_value=1, max_value=365, default=7, required=False)
 
 
-SUPPORT_PERIODS = ["DAY", "WEEK", "MONTH", "QUARTER", "YEAR"]
+SUPPORT_PERIODS = list(PERIODS)
 
 
 class PerformanceMetricsQuerySerializer(TimeZoneQuerySerializer):
