@@ -103,11 +103,10 @@ def _wanted(dimension, candidate: str) -> bool:
     return candidate.startswith(dimension) if dimension.endswith(":") else candidate == dimension
 
 
-def _stored(window: Window, group, current: datetime) -> Q:
+def _spans(window: Window, group, current: datetime) -> list[tuple[str, datetime, datetime]]:
     """The stored rows of the window before the current hour: UTC day rows for the whole days
     inside it when the grouping's boundaries are UTC midnights, hour rows for the rest."""
     stored_end = min(window.end, current)
-    spans: list[tuple[str, datetime, datetime]] = []
     if window.tz.key in ("UTC", "Etc/UTC") and group is not by_hour:
         first_day = _ceil_day(window.start)
         last_day = stored_end.replace(hour=0, minute=0, second=0, microsecond=0)
@@ -117,13 +116,21 @@ def _stored(window: Window, group, current: datetime) -> Q:
                 (Granularity.DAY, first_day, last_day),
                 (Granularity.HOUR, last_day, stored_end),
             ]
-    if not spans:
-        spans = [(Granularity.HOUR, window.start, stored_end)]
-    query = Q(pk__in=[])
-    for granularity, start, end in spans:
-        if start < end:
-            query |= Q(granularity=granularity, bucket_start__gte=start, bucket_start__lt=end)
-    return query
+            return [span for span in spans if span[1] < span[2]]
+    return [(Granularity.HOUR, window.start, stored_end)] if window.start < stored_end else []
+
+
+def _stored(rows, window: Window, group, current: datetime, shape=None):
+    """`rows` (a Rollup queryset) within the window's stored spans, `shape` applied to each
+    span's queryset: one statement, a UNION ALL of one index range per span (an OR of the
+    spans would make PostgreSQL read the tenant's whole stream)."""
+    parts = []
+    for granularity, start, end in _spans(window, group, current):
+        part = rows.filter(granularity=granularity, bucket_start__gte=start, bucket_start__lt=end)
+        parts.append(shape(part) if shape else part)
+    if not parts:
+        return rows.none()
+    return parts[0].union(*parts[1:], all=True) if len(parts) > 1 else parts[0]
 
 
 def _live(tenant, stream, window, current, dimension, memo=None) -> dict[str, Aggregate]:
@@ -156,17 +163,16 @@ def read(
     `users=False` leaves the distinct-users sketches unread (a report that shows none)."""
     current = hour_of(now or timezone.now())
     result: dict = defaultdict(dict)
-    rows = Rollup.objects.filter(
-        _stored(window, group, current), _dimension_filter(dimension), tenant=tenant, stream=stream
-    )
-    if not users:
-        rows = rows.defer("users")
-    for row in rows:
+    rows = Rollup.objects.filter(_dimension_filter(dimension), tenant=tenant, stream=stream)
+    # Plain tuples, not model instances: a 90-day report reads some hundreds of rows.
+    columns = ["bucket_start", "dimension", "count", "measures", "latency_histogram"]
+    rows = rows.values_list(*columns, *(["users"] if users else []))
+    for start, name, count, measures, histogram, *sketch in _stored(rows, window, group, current):
         _add(
             result,
-            group(row.bucket_start, window.tz),
-            row.dimension,
-            Aggregate.of_row(row, users=users),
+            group(start, window.tz),
+            name,
+            Aggregate(count, measures, histogram, sketch[0] if sketch else None),
         )
     for name, aggregate in _live(tenant, stream, window, current, dimension, memo).items():
         _add(result, group(current, window.tz), name, aggregate)
@@ -195,56 +201,39 @@ def total(tenant, stream, window, *, dimension="", users=True, now=None, memo=No
 
 
 def per_dimension(
-    tenant, stream, window, prefix: str, *, measures=(), select=None, now=None, memo=None
+    tenant, stream, window, prefix: str, *, measures=(), names=None, now=None, memo=None
 ) -> dict[str, Aggregate]:
     """{value: Aggregate with its count and `measures`} of every dimension of one kind (the
     prefix stripped), added up by the database: a range holds one row per value and hour or
-    day, which is never read into Python (no histograms or sketches: see streams).
-
-    `select({value: count})` may name the values whose measures are wanted (the top ten of
-    hundreds): the counts are a plain column, summed first, and the JSON measures are then
-    summed for those values' rows only."""
+    day, which is never read into Python (no histograms or sketches: see streams). `names`
+    limits it to those values (the measures of the top ten of hundreds)."""
     current = hour_of(now or timezone.now())
-    stored = Rollup.objects.filter(
-        _stored(window, by_total, current),
-        tenant=tenant,
-        stream=stream,
-        dimension__startswith=prefix,
-    )
+    rows = Rollup.objects.filter(tenant=tenant, stream=stream)
+    if names is None:
+        rows = rows.filter(dimension__startswith=prefix)
+        live = _live(tenant, stream, window, current, prefix, memo)
+    else:
+        wanted = tuple(prefix + name for name in names)
+        rows = rows.filter(dimension__in=wanted)
+        live = _live(tenant, stream, window, current, wanted, memo)
     sums = {
         name: (Max if name.startswith("max_") else Sum)(
             Cast(KT(f"measures__{name}"), BigIntegerField())
         )
         for name in measures
     }
-    live = _live(tenant, stream, window, current, prefix, memo)
+
+    def grouped(part):
+        return part.values("dimension").annotate(_count=Sum("count"), **sums).order_by()
+
     found: dict[str, Aggregate] = {}
-    if select is not None and measures:
-        counted = stored.values("dimension").annotate(_count=Sum("count")).order_by()
-        for row in counted:
-            found[row["dimension"][len(prefix) :]] = Aggregate(count=row["_count"] or 0)
-        for name, aggregate in live.items():
-            found.setdefault(name[len(prefix) :], Aggregate()).count += aggregate.count
-        chosen = set(select({name: aggregate.count for name, aggregate in found.items()}))
-        stored = stored.filter(dimension__in=[prefix + name for name in chosen])
-        grouped = stored.values("dimension").annotate(**sums).order_by()
-        for row in grouped:
-            found[row["dimension"][len(prefix) :]].measures = {
-                name: row[name] for name in measures if row[name] is not None
-            }
-        live = {
-            name: aggregate for name, aggregate in live.items() if name[len(prefix) :] in chosen
-        }
-        for name, aggregate in live.items():
-            for measure in measures:
-                if measure in aggregate.measures:
-                    found[name[len(prefix) :]].add(**{measure: aggregate.measures[measure]})
-        return found
-    grouped = stored.values("dimension").annotate(_count=Sum("count"), **sums).order_by()
-    for row in grouped:
-        found[row["dimension"][len(prefix) :]] = Aggregate(
-            count=row["_count"] or 0,
-            measures={name: row[name] for name in measures if row[name] is not None},
+    # One row per span and value: the spans' figures are merged here.
+    for row in _stored(rows, window, by_total, current, shape=grouped):
+        found.setdefault(row["dimension"][len(prefix) :], Aggregate()).merge(
+            Aggregate(
+                count=row["_count"] or 0,
+                measures={name: row[name] for name in measures if row[name] is not None},
+            )
         )
     for name, aggregate in live.items():
         kept = Aggregate(
@@ -359,10 +348,12 @@ def top_queries(
     # from the counts alone; the measures are summed for their rows only.
     counts: dict[str, int] = defaultdict(int)
     asked: dict[tuple[str, str], int] = defaultdict(int)
+    counted = {
+        kind: per_dimension(tenant, Stream.QUERIES, window, kind, now=now, memo=memo)
+        for kind in kinds
+    }
     for kind in kinds:
-        for key, aggregate in per_dimension(
-            tenant, Stream.QUERIES, window, kind, now=now, memo=memo
-        ).items():
+        for key, aggregate in counted[kind].items():
             category, _, text = key.partition(QUERY_SEPARATOR)
             counts[text] += aggregate.count
             asked[text, category] += aggregate.count
@@ -374,9 +365,7 @@ def top_queries(
         if text in top:
             asked_in.setdefault(text, category)
 
-    def select(found):
-        return [key for key in found if text_of(key) in top]
-
+    # The measures are summed for the chosen texts' rows only.
     texts: dict[str, Aggregate] = {}
     for kind in kinds:
         measured = per_dimension(
@@ -385,13 +374,12 @@ def top_queries(
             window,
             kind,
             measures=QUERY_MEASURES,
-            select=select,
+            names=[key for key in counted[kind] if text_of(key) in top],
             now=now,
             memo=memo,
         )
         for key, aggregate in measured.items():
-            if text_of(key) in top:
-                texts.setdefault(text_of(key), Aggregate()).merge(aggregate)
+            texts.setdefault(text_of(key), Aggregate()).merge(aggregate)
     rows = query_rows(texts, limit)
     for row in rows:
         row["query_category"] = asked_in[row["query_text"]]

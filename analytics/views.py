@@ -11,7 +11,6 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.decorators import action
-from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
 from config.renderers import CSVRenderer, JSONRenderer
@@ -30,11 +29,11 @@ from .serializers import (
     PerformanceSerializer,
     QueriesQuerySerializer,
     QueriesReportSerializer,
-    QueryEventSerializer,
     TeamPerformanceQuerySerializer,
     TeamPerformanceSerializer,
     UsageQuerySerializer,
     UsageReportSerializer,
+    validated_events,
 )
 
 USAGE_COLUMNS = (
@@ -197,39 +196,12 @@ class QueryEventViewSet(TenantContextViewSet):
         nothing and is counted in `duplicates`, so a batch can be resent safely."""
         batch = EventBatchSerializer(data=request.data)
         batch.is_valid(raise_exception=True)
-        events, errors, seen = [], [], set()
-        duplicates_in_batch = 0
-        # One serializer validates every event: building its fields once, not per event, is
-        # most of what a batch costs.
-        validator = QueryEventSerializer()
-        for index, raw in enumerate(batch.validated_data["events"]):
-            if not isinstance(raw, dict):
-                errors.append(
-                    {"index": index, "id": None, "errors": {"event": ["Must be an object."]}}
-                )
-                continue
-            try:
-                fields = validator.event_fields(validator.run_validation(raw))
-            except ValidationError as error:
-                identifier = raw.get("id")
-                errors.append(
-                    {
-                        "index": index,
-                        "id": identifier if isinstance(identifier, str) else None,
-                        "errors": error.detail,
-                    }
-                )
-                continue
-            if fields["event_id"] in seen:
-                duplicates_in_batch += 1
-                continue
-            seen.add(fields["event_id"])
-            events.append(fields)
+        events, errors, repeated = validated_events(batch.validated_data["events"])
         stored = services.query_events_ingest(tenant=request.tenant, events=events)
         result = {
             "received": len(batch.validated_data["events"]),
             "accepted": len(stored),
-            "duplicates": duplicates_in_batch + len(events) - len(stored),
+            "duplicates": repeated + len(events) - len(stored),
             "rejected": len(errors),
             "errors": errors,
         }
