@@ -31,6 +31,7 @@ class Stream(models.TextChoices):
 class Granularity(models.TextChoices):
     HOUR = "hour", "Hour"
     DAY = "day", "Day (UTC)"
+    MONTH = "month", "Month (UTC)"
 
 
 class CredentialType(models.TextChoices):

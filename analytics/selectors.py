@@ -104,20 +104,35 @@ def _wanted(dimension, candidate: str) -> bool:
 
 
 def _spans(window: Window, group, current: datetime) -> list[tuple[str, datetime, datetime]]:
-    """The stored rows of the window before the current hour: UTC day rows for the whole days
-    inside it when the grouping's boundaries are UTC midnights, hour rows for the rest."""
+    """The stored rows of the window before the current hour: UTC month rows for the whole
+    months inside it when the grouping is the total or by month, UTC day rows for the whole
+    days around them when the grouping's boundaries are UTC midnights, hour rows for the rest.
+    (A month is used once it has ended: the current month is never whole inside a window.)"""
     stored_end = min(window.end, current)
     if window.tz.key in ("UTC", "Etc/UTC") and group is not by_hour:
         first_day = _ceil_day(window.start)
         last_day = stored_end.replace(hour=0, minute=0, second=0, microsecond=0)
         if first_day < last_day:
+            first_month, last_month = _ceil_month(first_day), last_day.replace(day=1)
+            if group in (by_total, by_month) and first_month < last_month:
+                days = [
+                    (Granularity.DAY, first_day, first_month),
+                    (Granularity.MONTH, first_month, last_month),
+                    (Granularity.DAY, last_month, last_day),
+                ]
+            else:
+                days = [(Granularity.DAY, first_day, last_day)]
             spans = [
                 (Granularity.HOUR, window.start, first_day),
-                (Granularity.DAY, first_day, last_day),
+                *days,
                 (Granularity.HOUR, last_day, stored_end),
             ]
             return [span for span in spans if span[1] < span[2]]
     return [(Granularity.HOUR, window.start, stored_end)] if window.start < stored_end else []
+
+
+def _ceil_month(day: datetime) -> datetime:
+    return day if day.day == 1 else add_months(day.replace(day=1), 1)
 
 
 def _stored(rows, window: Window, group, current: datetime, shape=None):
@@ -156,24 +171,25 @@ def read(
     dimension="",
     group=by_total,
     users=True,
+    histograms=False,
     now=None,
     memo=None,
 ) -> dict:
     """{group key: {dimension: Aggregate}} over the window (see the module docstring).
-    `users=False` leaves the distinct-users sketches unread (a report that shows none)."""
+    `users=False` leaves the distinct-users sketches unread (a report that shows none), and
+    the latency histograms are read only with `histograms=True` (percentiles are shown)."""
     current = hour_of(now or timezone.now())
     result: dict = defaultdict(dict)
     rows = Rollup.objects.filter(_dimension_filter(dimension), tenant=tenant, stream=stream)
     # Plain tuples, not model instances: a 90-day report reads some hundreds of rows.
-    columns = ["bucket_start", "dimension", "count", "measures", "latency_histogram"]
-    rows = rows.values_list(*columns, *(["users"] if users else []))
-    for start, name, count, measures, histogram, *sketch in _stored(rows, window, group, current):
-        _add(
-            result,
-            group(start, window.tz),
-            name,
-            Aggregate(count, measures, histogram, sketch[0] if sketch else None),
-        )
+    columns = ["bucket_start", "dimension", "count", "measures"]
+    columns += ["latency_histogram"] * histograms + ["users"] * users
+    for start, name, count, measures, *rest in _stored(
+        rows.values_list(*columns), window, group, current
+    ):
+        histogram = rest.pop(0) if histograms else None
+        sketch = rest.pop(0) if users else None
+        _add(result, group(start, window.tz), name, Aggregate(count, measures, histogram, sketch))
     for name, aggregate in _live(tenant, stream, window, current, dimension, memo).items():
         _add(result, group(current, window.tz), name, aggregate)
     return result
@@ -192,9 +208,20 @@ def _add(result, key, dimension, aggregate) -> None:
         found.merge(aggregate)
 
 
-def total(tenant, stream, window, *, dimension="", users=True, now=None, memo=None) -> Aggregate:
+def total(
+    tenant, stream, window, *, dimension="", users=True, histograms=False, now=None, memo=None
+) -> Aggregate:
     return (
-        read(tenant, stream, window, dimension=dimension, users=users, now=now, memo=memo)
+        read(
+            tenant,
+            stream,
+            window,
+            dimension=dimension,
+            users=users,
+            histograms=histograms,
+            now=now,
+            memo=memo,
+        )
         .get(None, {})
         .get(dimension, Aggregate())
     )
@@ -643,8 +670,12 @@ def performance(tenant, *, days: int, tz, include_resources: bool, now=None) -> 
     now = now or timezone.now()
     memo: dict = {}
     window = last_days(days, tz, now)
-    requests = total(tenant, Stream.REQUESTS, window, users=False, now=now, memo=memo)
-    gateway = total(tenant, Stream.GATEWAY, window, users=False, now=now, memo=memo)
+    requests = total(
+        tenant, Stream.REQUESTS, window, users=False, histograms=True, now=now, memo=memo
+    )
+    gateway = total(
+        tenant, Stream.GATEWAY, window, users=False, histograms=True, now=now, memo=memo
+    )
     elapsed = max((min(now, window.end) - window.start).total_seconds(), 1)
 
     def percent(part):
@@ -675,6 +706,7 @@ def performance(tenant, *, days: int, tz, include_resources: bool, now=None) -> 
         window,
         dimension=tuple(f"route:{name}" for name, _ in busiest),
         users=False,
+        histograms=True,
         now=now,
         memo=memo,
     ).get(None, {})

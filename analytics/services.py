@@ -19,6 +19,8 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from support.services.budgets import add_months
+
 from .aggregates import Aggregate
 from .models import Granularity, QueryEvent, RequestFact, Rollup, RollupState, Stream, StreamCursor
 from .streams import (
@@ -107,18 +109,37 @@ def _day_start(moment: datetime) -> datetime:
     return moment.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
-def _rebuild_day(tenant_id, stream, day: datetime) -> None:
+def _month_start(moment: datetime) -> datetime:
+    return _day_start(moment).replace(day=1)
+
+
+def _merge_rows(tenant_id, stream, granularity, start, end, into) -> None:
+    """The rows of `granularity` in [start, end), merged into one row per dimension stored as
+    the `into` bucket at `start` (a day from its hours, a month from its days)."""
     per_dimension: dict[str, Aggregate] = {}
-    hours = Rollup.objects.filter(
+    rows = Rollup.objects.filter(
         tenant_id=tenant_id,
         stream=stream,
-        granularity=Granularity.HOUR,
-        bucket_start__gte=day,
-        bucket_start__lt=day + DAY,
-    )
-    for row in hours.iterator(chunk_size=2000):
-        per_dimension.setdefault(row.dimension, Aggregate()).merge(Aggregate.of_row(row))
-    _replace_rows(tenant_id, stream, Granularity.DAY, day, per_dimension)
+        granularity=granularity,
+        bucket_start__gte=start,
+        bucket_start__lt=end,
+    ).values_list("dimension", "count", "measures", "latency_histogram", "users")
+    for dimension, count, measures, histogram, users in rows.iterator(chunk_size=2000):
+        per_dimension.setdefault(dimension, Aggregate()).merge(
+            Aggregate(count, measures, histogram, users)
+        )
+    _replace_rows(tenant_id, stream, into, start, per_dimension)
+
+
+def _rebuild_day(tenant_id, stream, day: datetime) -> None:
+    _merge_rows(tenant_id, stream, Granularity.HOUR, day, day + DAY, Granularity.DAY)
+
+
+def _rebuild_month(tenant_id, stream, month: datetime) -> None:
+    """Month rows let a long range read a dozen rows per value instead of one per day; like a
+    day, a month is rebuilt whenever one of its days is, so it is exact once it has ended
+    (reads use only months that have)."""
+    _merge_rows(tenant_id, stream, Granularity.DAY, month, add_months(month, 1), Granularity.MONTH)
 
 
 def rollup_hours_rebuild(*, tenant_id, stream: str, hours) -> int:
@@ -134,6 +155,8 @@ def rollup_hours_rebuild(*, tenant_id, stream: str, hours) -> int:
             )
         for day in sorted({_day_start(hour) for hour in hours}):
             _rebuild_day(tenant_id, stream, day)
+        for month in sorted({_month_start(hour) for hour in hours}):
+            _rebuild_month(tenant_id, stream, month)
         state.last_built_hour = max(hours[-1], state.last_built_hour or hours[-1])
         state.last_built_at = timezone.now()
         state.hours_built += len(hours)
@@ -186,9 +209,13 @@ def rollups_rebuild(*, since: datetime, tenant=None, now: datetime | None = None
                 stale.filter(granularity=Granularity.HOUR).delete()
                 hours = {hour for hour in occurrence_hours(stream, each.pk, start) if hour <= now}
                 built += rollup_hours_rebuild(tenant_id=str(each.pk), stream=stream, hours=hours)
-                # Days whose every hour lost its facts: their day rows go too.
-                for day in days - {_day_start(hour) for hour in hours}:
+                # Days whose every hour lost its facts: their day rows go too, and their
+                # months are rebuilt without them.
+                emptied = days - {_day_start(hour) for hour in hours}
+                for day in emptied:
                     _rebuild_day(each.pk, stream, day)
+                for month in {_month_start(day) for day in emptied}:
+                    _rebuild_month(each.pk, stream, month)
     return built
 
 

@@ -114,7 +114,15 @@ def _from_hashes(sketch: dict, hashes: set[int]) -> dict:
     registers = bytearray(REGISTERS)
     for value in hashes:
         _register_add(registers, value)
-    return {"hll": base64.b64encode(bytes(registers)).decode()}
+    return _counted({"hll": base64.b64encode(bytes(registers)).decode()})
+
+
+def _counted(sketch: dict) -> dict:
+    """A HyperLogLog with its estimate kept in it (`n`, a function of the registers alone):
+    a stored row's distinct count is read, not recomputed from 4,096 registers by every
+    report. (Sketches stored without one are counted when read.)"""
+    sketch["n"] = sketch_count(sketch)
+    return sketch
 
 
 def _register_add(registers: bytearray, value: int) -> None:
@@ -156,7 +164,7 @@ def sketch_union(parts: Iterable[Mapping | None]) -> dict:
     if exact:
         logs.append(bytes(_registers({"exact": list(exact)})))
     merged = logs[0] if len(logs) == 1 else bytes(map(max, *logs))
-    return {"hll": base64.b64encode(merged).decode()}
+    return _counted({"hll": base64.b64encode(merged).decode()})
 
 
 def sketch_count(sketch: Mapping | None) -> int:
@@ -166,6 +174,8 @@ def sketch_count(sketch: Mapping | None) -> int:
         return 0
     if "hll" not in sketch:
         return len(sketch.get("exact", ()))
+    if "n" in sketch:
+        return sketch["n"]
     registers = _registers(sketch)
     # Registers hold small ranks: summing 2^-rank per distinct rank (counted in C) is the
     # same harmonic sum as per register, some fifty terms instead of 4,096.

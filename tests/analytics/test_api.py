@@ -17,7 +17,7 @@ from django.db import connection
 from django.test import override_settings
 from rest_framework.test import APIClient
 
-from analytics import capture, services, tasks
+from analytics import capture, services, sketches, tasks
 from analytics.models import (
     Granularity,
     QueryEvent,
@@ -1280,4 +1280,53 @@ def test_a_rebuild_drops_the_rows_of_hours_whose_facts_are_gone(owner, clock):
     assert starts == {
         (Granularity.HOUR, utc(2026, 11, 17, 8)),
         (Granularity.DAY, utc(2026, 11, 17)),
+        (Granularity.MONTH, utc(2026, 11, 1)),
     }
+    month = Rollup.objects.get(
+        tenant=owner.tenant, stream=Stream.QUERIES, dimension="", granularity=Granularity.MONTH
+    )
+    assert month.count == 1
+
+
+def test_a_month_row_is_the_merge_of_its_days_and_follows_a_late_fact(owner, clock):
+    """Month rows serve the whole months of a long range: each is rebuilt with its days, so
+    a late fact in an ended month reaches it."""
+    services.query_events_ingest(
+        tenant=owner.tenant,
+        events=[
+            fact("oct-a", utc(2026, 10, 30, 7, 5), user_ref="u1"),
+            fact("oct-b", utc(2026, 10, 31, 23, 59), user_ref="u2"),
+            fact("nov-a", utc(2026, 11, 1, 0, 0), user_ref="u1"),
+        ],
+    )
+    services.rollups_build()
+
+    def month_and_days(month_start, next_month):
+        rows = Rollup.objects.filter(tenant=owner.tenant, stream=Stream.QUERIES)
+        month = {
+            r.dimension: r
+            for r in rows.filter(granularity=Granularity.MONTH, bucket_start=month_start)
+        }
+        days: dict = {}
+        for row in rows.filter(
+            granularity=Granularity.DAY,
+            bucket_start__gte=month_start,
+            bucket_start__lt=next_month,
+        ):
+            days.setdefault(row.dimension, []).append(row)
+        return month, days
+
+    month, days = month_and_days(utc(2026, 10, 1), utc(2026, 11, 1))
+    assert set(month) == set(days)
+    for dimension, row in month.items():
+        assert row.count == sum(day.count for day in days[dimension])
+    assert month[""].count == 2
+    assert sketches.sketch_count(month[""].users) == 2
+
+    services.query_events_ingest(
+        tenant=owner.tenant, events=[fact("oct-late", utc(2026, 10, 2, 9, 0), user_ref="u9")]
+    )
+    services.rollups_build()
+    month, _ = month_and_days(utc(2026, 10, 1), utc(2026, 11, 1))
+    assert month[""].count == 3
+    assert sketches.sketch_count(month[""].users) == 3

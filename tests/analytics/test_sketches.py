@@ -231,8 +231,21 @@ def test_empty_sketches_count_zero():
 
 def test_past_the_limit_the_sketch_becomes_a_hyperloglog():
     sketch = sketches.sketch_of(ids("user", sketches.EXACT_LIMIT + 1))
-    assert set(sketch) == {"hll"}
+    assert set(sketch) == {"hll", "n"}
     assert abs(sketches.sketch_count(sketch) - 257) <= 257 * 0.05
+
+
+def test_a_hyperloglog_keeps_the_estimate_of_its_registers():
+    """`n` is read instead of recomputed: it must be what the registers give, and a sketch
+    stored without it (older rows) is counted the same."""
+    for sketch in (
+        sketches.sketch_of(ids("k", 5_000)),
+        sketches.sketch_merge(sketches.sketch_of(ids("k", 300)), sketches.sketch_of(ids("j", 900))),
+    ):
+        bare = {"hll": sketch["hll"]}
+        assert sketch["n"] == sketches.sketch_count(bare)
+        assert sketches.sketch_count(sketch) == sketches.sketch_count(bare)
+        assert sketches.sketch_merge(bare, bare) == sketch
 
 
 def test_union_counts_each_identifier_once():
@@ -249,7 +262,7 @@ def test_a_union_of_exact_sketches_past_the_limit_is_the_sketch_of_the_union():
     left = sketches.sketch_of(ids("u", 200))
     right = sketches.sketch_of(ids("u", 200, start=100))  # overlap of 100: union of 300
     union = sketches.sketch_merge(left, right)
-    assert set(union) == {"hll"}
+    assert set(union) == {"hll", "n"}
     assert union == sketches.sketch_of(ids("u", 300))
     assert abs(sketches.sketch_count(union) - 300) <= 300 * 0.05
 
