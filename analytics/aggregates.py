@@ -68,8 +68,10 @@ class Aggregate:
                     self.measures[name] = value
             else:
                 self.measures[name] = self.measures.get(name, 0) + value
-        sketches.histogram_merge(self.latency_histogram, other.latency_histogram)
-        self.user_sketches.extend(other.user_sketches)
+        if other.latency_histogram:
+            sketches.histogram_merge(self.latency_histogram, other.latency_histogram)
+        if other.user_sketches:
+            self.user_sketches.extend(other.user_sketches)
         return self
 
     def m(self, name: str) -> int:

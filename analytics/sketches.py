@@ -163,8 +163,26 @@ def sketch_union(parts: Iterable[Mapping | None]) -> dict:
         return _from_hashes({}, exact)
     if exact:
         logs.append(bytes(_registers({"exact": list(exact)})))
-    merged = logs[0] if len(logs) == 1 else bytes(map(max, *logs))
-    return _counted({"hll": base64.b64encode(merged).decode()})
+    return _counted({"hll": base64.b64encode(_registers_max(logs)).decode()})
+
+
+# Each byte's high bit, over a whole register array.
+_HIGH_BITS = int.from_bytes(b"\x80" * REGISTERS, "big")
+_ALL_BITS = (1 << (8 * REGISTERS)) - 1
+
+
+def _registers_max(logs: list[bytes]) -> bytes:
+    """The register-wise maximum of register arrays, each taken as one integer: a rank is at
+    most 64 - PRECISION + 1 < 128, so (a | 0x80) - b never borrows from the next byte and
+    keeps each byte's high bit exactly where a >= b. A handful of big-integer operations per
+    array instead of a Python call per register (a 90-day range unites 90 days' sketches)."""
+    best = int.from_bytes(logs[0], "big")
+    for log in logs[1:]:
+        other = int.from_bytes(log, "big")
+        at_least = (((best | _HIGH_BITS) - other) & _HIGH_BITS) >> 7
+        keep = at_least * 0xFF  # 0xFF in each byte where best >= other
+        best = (best & keep) | (other & (keep ^ _ALL_BITS))
+    return best.to_bytes(REGISTERS, "big")
 
 
 def sketch_count(sketch: Mapping | None) -> int:

@@ -68,6 +68,6 @@ echo "==> test suite on PostgreSQL and Redis"
 echo "==> smoke part on the embedded SQLite default"
 # VAR_DIR: the embedded defaults' folders go to the throw-away directory, not the checkout.
 DATABASE_URL="sqlite:///$RUN_DIR/smoke.sqlite3" REDIS_URL="" CELERY_BROKER_URL="" VAR_DIR="$RUN_DIR/var" \
-  "$VENV/bin/pytest" -p no:cacheprovider -m smoke -q
+  "$VENV/bin/pytest" -p no:cacheprovider -n "${TEST_WORKERS:-2}" -m smoke -q
 
 echo "==> test command finished in $(( $(date +%s) - started ))s"

@@ -344,3 +344,20 @@ def test_aggregate_users_are_the_union_of_the_merged_aggregates():
     assert total.distinct_users == 100 + 4 * 30
     # An aggregate without users leaves the union alone.
     assert merged([*hours, Aggregate(count=3)]).distinct_users == 220
+
+
+def test_the_register_wise_maximum_equals_a_plain_per_register_max():
+    """The union's big-integer maximum against max() per register, with the extreme ranks
+    (0 and the largest a 64-bit hash can give) side by side in neighbouring registers."""
+    rng = random.Random(7)
+    top = 64 - sketches.PRECISION + 1
+    for _ in range(200):
+        logs = [
+            bytes(
+                rng.choice((0, 1, top, top - 1, rng.randint(0, top)))
+                for _ in range(sketches.REGISTERS)
+            )
+            for _ in range(rng.randint(1, 6))
+        ]
+        expected = logs[0] if len(logs) == 1 else bytes(map(max, *logs))
+        assert sketches._registers_max(logs) == expected

@@ -35,8 +35,8 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-FUZZ_EXAMPLES_WITH_BODY = 30
-FUZZ_EXAMPLES_WITHOUT_BODY = 10
+FUZZ_EXAMPLES_WITH_BODY = 20
+FUZZ_EXAMPLES_WITHOUT_BODY = 5
 
 SUPPRESSED_HEALTH_CHECKS = [
     # The fixtures (an owner, a test connection kept open) are built once per operation and are
