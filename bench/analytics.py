@@ -114,8 +114,9 @@ def _vacuum() -> None:
             cursor.execute(f"VACUUM ANALYZE {table}")
 
 
-def _naive(tenant, start):
-    """The dashboard's and performance's figures straight from the raw rows."""
+def _naive(tenant, start, now):
+    """The dashboard's and performance's figures straight from the raw rows: every figure
+    the two reports show (the gateway's too, though the benchmark has no calls)."""
     from django.db import connection
 
     with connection.cursor() as cursor:
@@ -158,7 +159,43 @@ def _naive(tenant, start):
             [tenant.pk, start],
         )
         top = cursor.fetchall()
-    return performance, peak, daily, summary, top
+        # The category each top query was asked in most.
+        cursor.execute(
+            """SELECT DISTINCT ON (normalized_text) normalized_text, query_category
+               FROM analytics_queryevent
+               WHERE tenant_id = %s AND occurred_at >= %s AND success
+                 AND normalized_text = ANY(%s)
+               GROUP BY 1, 2 ORDER BY 1, count(*) DESC, 2""",
+            [tenant.pk, start, [row[0] for row in top]],
+        )
+        cursor.fetchall()
+        # The previous period's satisfaction (the trend).
+        cursor.execute(
+            """SELECT avg(satisfaction) FROM analytics_queryevent
+               WHERE tenant_id = %s AND occurred_at >= %s - (%s - %s) AND occurred_at < %s""",
+            [tenant.pk, start, now, start, start],
+        )
+        cursor.fetchone()
+        # The busiest routes' percentiles and error rates.
+        cursor.execute(
+            """SELECT method, route, count(*), percentile_cont(ARRAY[0.5, 0.95, 0.99])
+                   WITHIN GROUP (ORDER BY latency_us_total),
+                   count(*) FILTER (WHERE status_code >= 400)
+               FROM analytics_requestfact WHERE tenant_id = %s AND minute >= %s
+               GROUP BY 1, 2 ORDER BY 3 DESC, 2 LIMIT 10""",
+            [tenant.pk, start],
+        )
+        routes = cursor.fetchall()
+        # The gateway's calls: counts, tokens, cost per model, percentiles.
+        cursor.execute(
+            """SELECT model, count(*), sum(total_tokens), sum(cost_micros),
+                   percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY latency_ms)
+               FROM playground_gatewaycall WHERE tenant_id = %s AND created_at >= %s
+               GROUP BY 1""",
+            [tenant.pk, start],
+        )
+        cursor.fetchall()
+    return performance, peak, daily, summary, top, routes
 
 
 def reports(requests: int, queries: int, rounds: int) -> None:
@@ -193,12 +230,15 @@ def reports(requests: int, queries: int, rounds: int) -> None:
             )
 
         def from_raw():
-            return _naive(tenant, window.start)
+            return _naive(tenant, window.start, now)
 
         rolled, (dashboard, performance) = _timed(from_rollups, rounds)
-        raw, (naive_performance, *_rest, naive_summary, _top) = _timed(from_raw, rounds)
+        raw, (naive_performance, _, _, naive_summary, _, naive_routes) = _timed(from_raw, rounds)
         assert dashboard["summary"]["total_queries"] == naive_summary[0], "same queries"
         assert performance["requests"] == naive_performance[0], "same requests"
+        assert [route["requests"] for route in performance["routes"]] == [
+            row[2] for row in naive_routes
+        ], "same busiest routes"
         exact_p95 = naive_performance[1][1] / 1000
         results[label] = rolled
         print(

@@ -3,6 +3,46 @@
 from django.db import migrations, models
 
 
+def build_month_rows(apps, schema_editor):
+    """Month rows for the day rows already stored: reads of a range's whole months use them."""
+    from analytics.aggregates import Aggregate
+
+    Rollup = apps.get_model("analytics", "Rollup")
+    months: dict = {}
+    days = Rollup.objects.filter(granularity="day").order_by().values_list(
+        "tenant_id", "stream", "bucket_start", "dimension", "count", "measures",
+        "latency_histogram", "users",
+    )
+    for tenant_id, stream, start, dimension, count, measures, histogram, users in days.iterator(
+        chunk_size=2000
+    ):
+        month = start.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        months.setdefault((tenant_id, stream, month), {}).setdefault(
+            dimension, Aggregate()
+        ).merge(Aggregate(count, measures, histogram, users))
+    for (tenant_id, stream, month), per_dimension in months.items():
+        Rollup.objects.filter(
+            tenant_id=tenant_id, stream=stream, granularity="month", bucket_start=month
+        ).delete()
+        Rollup.objects.bulk_create(
+            [
+                Rollup(
+                    tenant_id=tenant_id,
+                    stream=stream,
+                    granularity="month",
+                    bucket_start=month,
+                    dimension=dimension,
+                    count=aggregate.count,
+                    measures=aggregate.measures,
+                    latency_histogram=aggregate.latency_histogram,
+                    users=aggregate.users,
+                )
+                for dimension, aggregate in per_dimension.items()
+            ],
+            batch_size=1000,
+        )
+
+
 class Migration(migrations.Migration):
 
     dependencies = [
@@ -15,4 +55,5 @@ class Migration(migrations.Migration):
             name='granularity',
             field=models.CharField(choices=[('hour', 'Hour'), ('day', 'Day (UTC)'), ('month', 'Month (UTC)')], editable=False, max_length=8),
         ),
+        migrations.RunPython(build_month_rows, migrations.RunPython.noop),
     ]

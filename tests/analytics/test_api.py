@@ -1330,3 +1330,45 @@ def test_a_month_row_is_the_merge_of_its_days_and_follows_a_late_fact(owner, clo
     month, _ = month_and_days(utc(2026, 10, 1), utc(2026, 11, 1))
     assert month[""].count == 3
     assert sketches.sketch_count(month[""].users) == 3
+
+
+def test_the_month_migration_builds_the_month_rows_the_job_builds(owner, clock):
+    """Roll-ups stored before month rows existed get them from their day rows (analytics
+    0003), the same rows the job builds."""
+    from importlib import import_module
+
+    from django.apps import apps
+
+    migration = import_module("analytics.migrations.0003_rollup_months")
+    services.query_events_ingest(
+        tenant=owner.tenant,
+        events=[
+            fact("a", utc(2026, 10, 30, 7, 5), user_ref="u1"),
+            fact("b", utc(2026, 10, 31, 23, 59), user_ref="u2", success=False),
+            fact("c", utc(2026, 11, 1, 0, 0), user_ref="u1"),
+        ],
+    )
+    services.rollups_build()
+    months = Rollup.objects.filter(granularity=Granularity.MONTH)
+
+    def rows():
+        return sorted(
+            (
+                r.stream,
+                r.bucket_start,
+                r.dimension,
+                r.count,
+                repr(sorted(r.measures.items())),
+                repr(sorted(r.latency_histogram.items())),
+                sketches.sketch_count(r.users),
+            )
+            for r in months
+        )
+
+    built = rows()
+    assert len(built) > 4
+    months.delete()
+
+    migration.build_month_rows(apps, None)
+
+    assert rows() == built
