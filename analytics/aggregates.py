@@ -90,14 +90,9 @@ class Aggregate:
         return self.m(numerator) / below if below else None
 
     @classmethod
-    def of_row(cls, row, *, users=True) -> "Aggregate":
-        """A roll-up row's aggregate (`users=False`: the row was read without its sketch)."""
-        return cls(
-            count=row.count,
-            measures=dict(row.measures or {}),
-            latency_histogram=dict(row.latency_histogram or {}),
-            users=dict(row.users or {}) if users else None,
-        )
+    def of_row(cls, row) -> "Aggregate":
+        """A roll-up row's aggregate (reads and builds take the columns as tuples instead)."""
+        return cls(row.count, dict(row.measures), dict(row.latency_histogram), dict(row.users))
 
 
 def merged(aggregates) -> Aggregate:
