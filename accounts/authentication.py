@@ -4,11 +4,24 @@ import hmac
 import re
 from typing import NamedTuple
 
+from django.conf import settings
+from django.contrib import auth
+from django.contrib.auth.backends import ModelBackend
+from django.contrib.auth.models import AnonymousUser
+from django.core.exceptions import ImproperlyConfigured
 from django.db.models import F, FilteredRelation, Q
 from django.utils import timezone
+from django.utils.crypto import constant_time_compare
 from rest_framework import exceptions
-from rest_framework.authentication import BaseAuthentication, TokenAuthentication
+from rest_framework.authentication import (
+    BaseAuthentication,
+    SessionAuthentication,
+    TokenAuthentication,
+)
 from rest_framework_simplejwt.authentication import JWTAuthentication
+from rest_framework_simplejwt.exceptions import InvalidToken
+from rest_framework_simplejwt.settings import api_settings as jwt_settings
+from rest_framework_simplejwt.utils import get_md5_hash_password
 
 from config.exceptions import ApplicationError
 from config.prepared import CompiledQuery
@@ -16,6 +29,7 @@ from tenants.models import Membership, MembershipStatus, Tenant
 from tenants.permissions import effective_permissions, expand_scopes
 
 from .models import APIKey, AuthToken, hash_secret
+from .principals import token_principal, user_principal
 
 API_KEY_HEADER = "X-API-Key"
 API_KEY_KEYWORD = "Api-Key"
@@ -55,16 +69,22 @@ def _names_api_key(keyword: str, value: str = API_KEY_PREFIX) -> bool:
 class HashedTokenAuthentication(TokenAuthentication):
     """`Authorization: Token <key>`, looked up by the key's SHA-256 digest; expired keys fail.
 
-    Unlike DRF's stock token, the database never holds a usable credential.
+    Unlike DRF's stock token, the database never holds a usable credential. The token, its
+    user and their memberships for tenant resolution are one statement (accounts.principals).
     """
 
     model = AuthToken
 
+    def authenticate(self, request):
+        # DRF makes an authenticator per request: the request is this one's for its lookup.
+        self.request = request
+        return super().authenticate(request)
+
     def authenticate_credentials(self, key):
-        try:
-            token = AuthToken.objects.select_related("user").get(digest=hash_secret(key))
-        except AuthToken.DoesNotExist:
-            raise exceptions.AuthenticationFailed("Invalid token.") from None
+        principal = token_principal(self.request, hash_secret(key))
+        if principal is None:
+            raise exceptions.AuthenticationFailed("Invalid token.")
+        token = principal.credential
         if token.expires_at <= timezone.now():
             raise exceptions.AuthenticationFailed("Token has expired.")
         if not token.user.is_active:
@@ -187,10 +207,14 @@ class APIKeyAuthentication(BaseAuthentication):
 class BearerJWTAuthentication(JWTAuthentication):
     """`Authorization: Bearer <access JWT>` from POST /api/v1/auth/login (simplejwt).
 
-    Errors are the envelope's plain message, never simplejwt's nested detail.
+    The user and their memberships for tenant resolution are one statement
+    (accounts.principals); simplejwt's checks on the user (active, password unchanged since
+    the token) are applied to it as simplejwt applies them. Errors are the envelope's plain
+    message, never simplejwt's nested detail.
     """
 
     def authenticate(self, request):
+        self.request = request
         try:
             return super().authenticate(request)
         except exceptions.AuthenticationFailed as exc:
@@ -199,3 +223,85 @@ class BearerJWTAuthentication(JWTAuthentication):
                     "The token was issued before a password change."
                 ) from None
             raise exceptions.AuthenticationFailed("Invalid or expired token.") from None
+
+    def get_user(self, validated_token):
+        try:
+            user_id = validated_token[jwt_settings.USER_ID_CLAIM]
+        except KeyError:
+            raise InvalidToken("Token contained no recognizable user identification") from None
+        if jwt_settings.USER_ID_FIELD != "id":
+            raise ImproperlyConfigured("SIMPLE_JWT['USER_ID_FIELD'] must be the user's id.")
+        principal = user_principal(self.request, user_id)
+        if principal is None:
+            raise exceptions.AuthenticationFailed("User not found", code="user_not_found")
+        user = principal.user
+        if jwt_settings.CHECK_USER_IS_ACTIVE and not user.is_active:
+            raise exceptions.AuthenticationFailed("User is inactive", code="user_inactive")
+        if jwt_settings.CHECK_REVOKE_TOKEN and validated_token.get(
+            jwt_settings.REVOKE_TOKEN_CLAIM
+        ) != get_md5_hash_password(user.password):
+            raise exceptions.AuthenticationFailed(
+                "The user's password has been changed.", code="password_changed"
+            )
+        return user
+
+
+class PrincipalSessionAuthentication(SessionAuthentication):
+    """The signed-in session of the admin and the browsable API, CSRF-checked as DRF's.
+
+    Reads the session's user and their memberships for tenant resolution in one statement
+    (accounts.principals) instead of Django's user query, and verifies the session exactly as
+    `django.contrib.auth.get_user` does: the backend it was signed in with must still be
+    configured, and the password hash it was signed in under must still be the user's (the
+    secret key's fallbacks accepted, the session then moved to the current one); otherwise the
+    session is flushed and the request is anonymous.
+    """
+
+    def authenticate(self, request):
+        django_request = request._request
+        cached = getattr(django_request, "_cached_user", None)
+        if cached is not None:
+            # Something before the view already read the session's user: trust that reading.
+            return super().authenticate(request)
+        session = getattr(django_request, "session", None)
+        if session is None:
+            return None
+        try:
+            user_id = session[auth.SESSION_KEY]
+            backend_path = session[auth.BACKEND_SESSION_KEY]
+        except KeyError:
+            return None
+        if backend_path not in settings.AUTHENTICATION_BACKENDS:
+            return None
+        backend = auth.load_backend(backend_path)
+        if not isinstance(backend, ModelBackend):
+            return super().authenticate(request)  # a backend of its own: Django's reading
+        principal = user_principal(request, user_id)
+        user = principal.user if principal is not None else None
+        if user is not None and not backend.user_can_authenticate(user):
+            user = None  # what ModelBackend.get_user answers for an inactive user
+        if user is not None and not _session_verified(session, user):
+            user = None
+        # What django.contrib.auth's middleware would have read, so request.user agrees.
+        django_request._cached_user = user or AnonymousUser()
+        if user is None:
+            return None
+        self.enforce_csrf(request)
+        return (user, None)
+
+
+def _session_verified(session, user) -> bool:
+    """django.contrib.auth.get_user's check of a session against its user's password hash."""
+    session_hash = session.get(auth.HASH_SESSION_KEY)
+    current = user.get_session_auth_hash()
+    if session_hash and constant_time_compare(session_hash, current):
+        return True
+    if session_hash and any(
+        constant_time_compare(session_hash, fallback)
+        for fallback in user.get_session_auth_fallback_hash()
+    ):
+        session.cycle_key()
+        session[auth.HASH_SESSION_KEY] = current
+        return True
+    session.flush()
+    return False

@@ -1,5 +1,6 @@
 """The OpenAPI security schemes of the API's credentials (registered when the app is ready)."""
 
+from drf_spectacular.authentication import SessionScheme
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 
 from tenants.schema import API_KEY_SCHEME
@@ -46,3 +47,9 @@ class BearerJWTAuthenticationScheme(OpenApiAuthenticationExtension):
             "bearerFormat": "JWT",
             "description": "Access token from POST /api/v1/auth/login (refresh: auth/refresh).",
         }
+
+
+class PrincipalSessionAuthenticationScheme(SessionScheme):
+    """The signed-in session, as drf-spectacular describes DRF's (cookieAuth)."""
+
+    target_class = "accounts.authentication.PrincipalSessionAuthentication"

@@ -33,6 +33,7 @@ _CREDENTIALS = {
     "APIKeyAuthentication": "api_key",
     "BearerJWTAuthentication": "jwt",
     "JWTAuthentication": "jwt",
+    "PrincipalSessionAuthentication": "session",
     "SessionAuthentication": "session",
 }
 _last_local_flush = [time.monotonic()]

@@ -41,7 +41,6 @@ every ratio towards 1.
 
 import argparse
 import asyncio
-import contextlib
 import json
 import math
 import os
@@ -51,15 +50,14 @@ import shutil
 import signal
 import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from common import describe_environment, setup_django
+from serving import Processes, free_port, gunicorn, interrupted
 
 from tests.playground.upstream import DEFAULT_REPLY
 
@@ -78,80 +76,6 @@ REQUEST_TIMEOUT = 60  # seconds; an answer later than this counts as lost
 
 
 # Processes -----------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Processes:
-    """The subprocesses of the run, each in its own process group, logging to a file."""
-
-    def __init__(self):
-        self.log_dir = Path(tempfile.mkdtemp(prefix="bench-gateway-"))
-        self.running: dict[str, subprocess.Popen] = {}
-
-    def start(self, name: str, args: list[str], env: dict) -> subprocess.Popen:
-        with (self.log_dir / f"{name}.log").open("wb") as log:
-            process = subprocess.Popen(  # noqa: S603
-                args,
-                cwd=REPO,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        self.running[name] = process
-        return process
-
-    def log_tail(self, name: str, lines: int = 30) -> str:
-        path = self.log_dir / f"{name}.log"
-        text = path.read_text(errors="replace") if path.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
-
-    def wait_ready(self, name: str, url: str, timeout: float = 60) -> None:
-        import httpx
-
-        process = self.running[name]
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"{name} exited {process.returncode}:\n{self.log_tail(name)}")
-            try:
-                if httpx.get(f"{url}/health", timeout=2, trust_env=False).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"{name} not ready after {timeout:.0f} s:\n{self.log_tail(name)}")
-
-    def stop(self) -> None:
-        """SIGTERM to each process group; whatever is left after 15 s is killed."""
-        for process in self.running.values():
-            if process.poll() is None:
-                _signal_group(process, signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        for process in self.running.values():
-            try:
-                process.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                _signal_group(process, signal.SIGKILL)
-                process.wait()
-        # Workers the master could not stop (it was killed) are in its group.
-        for process in self.running.values():
-            _signal_group(process, signal.SIGKILL)
-        self.running.clear()
-
-
-def _signal_group(process: subprocess.Popen, signum: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signum)
-
-
-def _interrupted(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 # CPU accounting (/proc) ----------------------------------------------------------------------
@@ -676,14 +600,6 @@ def served_environment(database_url: str, upstream_url: str) -> dict[str, str]:
     return env
 
 
-def gunicorn(app: str, port: int, workers: int) -> list[str]:
-    return [
-        *(sys.executable, "-m", "gunicorn", app),
-        *("-k", "uvicorn_worker.UvicornWorker", "--workers", str(workers)),
-        *("--bind", f"127.0.0.1:{port}"),
-    ]
-
-
 # The run -------------------------------------------------------------------------------------
 
 
@@ -875,7 +791,7 @@ def main():
             "bench/gateway.py serves the gateway as in production: set DATABASE_URL "
             "(postgres://...) and REDIS_URL (redis://...)"
         )
-    signal.signal(signal.SIGTERM, _interrupted)
+    signal.signal(signal.SIGTERM, interrupted)
     # This run's cache keys (rate windows, cooldowns) are its own.
     os.environ["CACHE_KEY_PREFIX"] = f"bench-gateway-{secrets.token_hex(4)}"
     teardown = setup_django()

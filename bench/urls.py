@@ -9,6 +9,7 @@ from django.urls import include, path, re_path
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from config.routers import grouped_by_first_segment
 from config.throttling import PrincipalRateThrottle
 from config.urls import router
 from config.urls import urlpatterns as project_urlpatterns
@@ -39,7 +40,7 @@ class UncountedOrganizationViewSet(OrganizationViewSet):
 
 
 urlpatterns = [path("bench/bare/<uuid:pk>", BareOrganizationView.as_view())]
-api_patterns = list(router.urls)
+api_patterns = router.flat_urls()
 
 
 def _mount_before_ours(pattern) -> None:
@@ -103,5 +104,8 @@ if "bench.peer" in settings.INSTALLED_APPS:
         re_path(r"^peer-bare/organizations/current/?$", BarePeerOrganizationView.as_view())
     )
 
-# The project's URLs, with its /api/v1/ include replaced by the copy above.
-urlpatterns += [path("api/v1/", include(api_patterns)), *project_urlpatterns[1:]]
+# The project's URLs, with its /api/v1/ include replaced by the copy above (nested the same way).
+urlpatterns += [
+    path("api/v1/", include(grouped_by_first_segment(api_patterns))),
+    *project_urlpatterns[1:],
+]

@@ -2,10 +2,19 @@
 
 import os
 
-from celery import Celery
+from celery import Celery, signals
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.dev")
 
 app = Celery("control_plane")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@signals.task_prerun.connect
+def _drop_closed_connections(**_):
+    """Workers keep their connections between tasks (CELERY_DB_REUSE_MAX): one the server has
+    closed since is replaced before the task queries (config.connections)."""
+    from .connections import drop_closed_connections
+
+    drop_closed_connections()

@@ -10,6 +10,7 @@ from django.core.validators import validate_ipv46_address
 from django.urls import Resolver404, resolve
 
 from . import request_context
+from .connections import drop_closed_connections
 from .views import envelope_for_status, payload_too_large, server_error
 
 logger = logging.getLogger("config.middleware")
@@ -75,7 +76,8 @@ def request_context_of(request) -> request_context.RequestContext:
 
 class RequestIDMiddleware(DualModeMiddleware):
     """Gives every request an id (X-Request-ID echoed when valid, else generated), and every
-    response the header."""
+    response the header. First in MIDDLEWARE, it also drops the kept database connections the
+    server has closed since the last request (config.connections), before anything queries."""
 
     @staticmethod
     def _activate(request):
@@ -92,6 +94,7 @@ class RequestIDMiddleware(DualModeMiddleware):
         return request_context.activate(request.request_context)
 
     def handle(self, request, get_response):
+        drop_closed_connections()
         token = self._activate(request)
         try:
             response = get_response(request)

@@ -180,3 +180,51 @@ def _converted(rows, converters, connection):
                 value = function(value, expression, connection)
             row[position] = value
         yield row
+
+
+class SelectedModel:
+    """A model's concrete columns in a hand-written SELECT under a table alias, and the
+    instance the ORM would build from them (`from_db`, each field's database converters).
+
+    For the few hot statements the ORM cannot express as one query (accounts.principals: a
+    credential, its user and a LIMIT on a filtered join); the column lists come from the
+    model's fields, so a field added to the model is selected without touching the SQL."""
+
+    def __init__(self, model: type[Model], alias: str):
+        self.model = model
+        self.alias = alias
+        self.fields = tuple(model._meta.concrete_fields)
+        self.attnames = [field.attname for field in self.fields]
+        self.width = len(self.fields)
+        self._pk_position = self.fields.index(model._meta.pk)
+        self._converters: dict[str, tuple] = {}
+
+    def columns(self, connection) -> str:
+        quote = connection.ops.quote_name
+        return ", ".join(f"{quote(self.alias)}.{quote(field.column)}" for field in self.fields)
+
+    def _converters_for(self, connection) -> tuple:
+        converters = self._converters.get(connection.alias)
+        if converters is None:
+            found = []
+            for position, field in enumerate(self.fields):
+                column = field.get_col(self.alias)
+                functions = connection.ops.get_db_converters(column)
+                functions += column.get_db_converters(connection)
+                if functions:
+                    found.append((position, tuple(functions), column))
+            converters = self._converters[connection.alias] = tuple(found)
+        return converters
+
+    def load(self, row, start: int, connection) -> Model | None:
+        """The instance in `row` from column `start`; None for a LEFT JOIN that found none."""
+        values = row[start : start + self.width]
+        if values[self._pk_position] is None:
+            return None
+        values = list(values)
+        for position, functions, column in self._converters_for(connection):
+            value = values[position]
+            for function in functions:
+                value = function(value, column, connection)
+            values[position] = value
+        return self.model.from_db(connection.alias, self.attnames, values)

@@ -13,6 +13,7 @@
 that does not derive from these bases or declares a text field that is not strict.
 """
 
+import copy
 import json
 from collections.abc import Mapping
 
@@ -257,3 +258,17 @@ class ModelSerializer(RefusesUnwritableFieldsMixin, serializers.ModelSerializer)
         models.URLField: URLField,
     }
     serializer_choice_field = ChoiceField
+
+    def get_fields(self):
+        # DRF builds a model serializer's fields from the model's metadata every time one is
+        # made, walking every relation of the model (an organization has one from nearly every
+        # table): most of what a read endpoint spent serializing. They depend on the class alone
+        # (its declarations and Meta), so they are built once per class and each serializer gets
+        # copies, made the way DRF copies declared fields (each re-created from its arguments).
+        # A subclass that adapts its fields per request does it in its own get_fields, on those.
+        built = type(self).__dict__.get("_fields_built_once")
+        if built is None:
+            built = super().get_fields()
+            # Set on this class only: a subclass builds (and keeps) its own.
+            type(self)._fields_built_once = built
+        return copy.deepcopy(built)

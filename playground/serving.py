@@ -22,6 +22,16 @@ probe under it answers about a fifth as many requests per second as under WSGI o
 machine); the gateway's throughput is bounded by exactly that. The request path itself is the
 same code, so the answer, its headers and its errors are the same as through Django's handler
 (tests/playground/test_gateway_serving.py runs both).
+
+Every other HTTP request is served the same way, minus the event loop part: the body read and
+the request built by Django's handler, then the whole request (MIDDLEWARE, URL resolution, the
+view) and the sending of its answer in one hop to the same long-lived threads, through a
+handler loaded in sync mode, as a WSGI server runs it. The answer is sent from that thread,
+piece by piece for a streamed one (the audit export, static files), each piece handed to the
+loop, and the response is closed there, so a streamed answer reads the database on the thread
+that holds its connection, and `request_finished` returns that connection to the pool
+(`close_old_connections`) on the same thread. Websockets and lifespan events go to Django's
+handler unchanged.
 """
 
 import asyncio
@@ -57,9 +67,18 @@ class _RequestPathHandler(BaseHandler):
         return self.match
 
 
+class _SyncHandler(BaseHandler):
+    """MIDDLEWARE in sync mode around URL resolution and the view: Django's WSGI handler
+    without WSGI."""
+
+    def __init__(self):
+        super().__init__()
+        self.load_middleware(is_async=False)
+
+
 class GatewayFront:
-    """The ASGI application: the gateway's path served as the module docstring says, every
-    other request by Django's ASGI handler."""
+    """The ASGI application: the gateway's path and every other HTTP request served as the
+    module docstring says; websockets and lifespan events by Django's ASGI handler."""
 
     def __init__(self, django: ASGIHandler, *, threads: int | None = None):
         self.django = django
@@ -79,9 +98,10 @@ class GatewayFront:
                 route=match.route,
             )
         )
+        self.sync_handler = _SyncHandler()
         self.threads = ThreadPoolExecutor(
             max_workers=threads or settings.GATEWAY_REQUEST_THREADS,
-            thread_name_prefix="gateway-request",
+            thread_name_prefix="request",
         )
 
     def takes(self, scope) -> bool:
@@ -94,16 +114,45 @@ class GatewayFront:
         return path in self.paths
 
     async def __call__(self, scope, receive, send):
-        if not self.takes(scope):
+        if scope["type"] != "http":
             return await self.django(scope, receive, send)
         try:
             body = await self.django.read_body(receive)
         except RequestAborted:
             return
         try:
-            await self._serve(scope, receive, send, body)
+            if self.takes(scope):
+                await self._serve(scope, receive, send, body)
+            else:
+                await self._serve_on_thread(scope, send, body)
         finally:
             body.close()
+
+    async def _serve_on_thread(self, scope, send, body) -> None:
+        request, error_response = self.django.create_request(scope, body)
+        if request is None:
+            await self.django.send_response(error_response, send)
+            return
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(
+            self.threads,
+            contextvars.copy_context().run,
+            self._respond,
+            scope,
+            request,
+            _Sender(send, loop),
+        )
+
+    def _respond(self, scope, request, sender: "_Sender") -> None:
+        """On a request thread: the request through MIDDLEWARE and its view, its answer sent,
+        the response closed (request_finished: the connection back to the pool)."""
+        set_script_prefix(get_script_prefix(scope))
+        signals.request_started.send(sender=self.__class__, scope=scope)
+        response = self.sync_handler.get_response(request)
+        try:
+            sender.response(response)
+        finally:
+            response.close()
 
     async def _serve(self, scope, receive, send, body) -> None:
         request, error_response = self.django.create_request(scope, body)
@@ -165,3 +214,62 @@ class GatewayFront:
             # before the upstream call: held for the call, the pool would cap the calls in
             # flight.
             close_old_connections()
+
+
+class _Sender:
+    """Sends a response from a request thread through the event loop's `send`, waiting for
+    the messages to be taken, as a WSGI server writes to its socket. A whole answer goes in one
+    hand-over to the loop; a streamed one, piece by piece."""
+
+    def __init__(self, send, loop):
+        self._send = send
+        self._loop = loop
+
+    def _put(self, *messages) -> None:
+        asyncio.run_coroutine_threadsafe(self._send_all(messages), self._loop).result()
+
+    async def _send_all(self, messages) -> None:
+        for message in messages:
+            await self._send(message)
+
+    def response(self, response) -> None:
+        headers = [
+            (_latin1(header, "ascii"), _latin1(value, "latin1"))
+            for header, value in response.items()
+        ]
+        headers += [
+            (b"Set-Cookie", cookie.output(header="").encode("ascii").strip())
+            for cookie in response.cookies.values()
+        ]
+        start = {"type": "http.response.start", "status": response.status_code, "headers": headers}
+        try:
+            if not response.streaming:
+                self._put(
+                    start,
+                    *(
+                        {"type": "http.response.body", "body": chunk, "more_body": not last}
+                        for chunk, last in ASGIHandler.chunk_bytes(response.content)
+                    ),
+                )
+                return
+            self._put(start)
+            if response.is_async:
+                # An async iterator is consumed on the loop, as Django's handler does.
+                asyncio.run_coroutine_threadsafe(self._stream_async(response), self._loop).result()
+            else:
+                for part in response.streaming_content:
+                    for chunk, _ in ASGIHandler.chunk_bytes(part):
+                        self._put({"type": "http.response.body", "body": chunk, "more_body": True})
+            self._put({"type": "http.response.body"})
+        except OSError:
+            # The client went away (uvicorn's ClientDisconnected): nothing more to send.
+            return
+
+    async def _stream_async(self, response) -> None:
+        async for part in response.streaming_content:
+            for chunk, _ in ASGIHandler.chunk_bytes(part):
+                await self._send({"type": "http.response.body", "body": chunk, "more_body": True})
+
+
+def _latin1(value, encoding: str) -> bytes:
+    return bytes(value.encode(encoding) if isinstance(value, str) else value)

@@ -42,14 +42,34 @@ class TenantContext:
     permissions: frozenset[str] = frozenset()
 
 
-def _tenant_filter(identifier: str) -> dict:
+@dataclass(frozen=True)
+class MembershipCandidates:
+    """What authentication already read for tenant resolution (accounts.principals): the
+    user's active memberships, with their tenants, in the organization `named` (or up to two
+    of them when `named` is None)."""
+
+    user_id: object
+    named: str | None
+    memberships: tuple[Membership, ...]
+
+
+def tenant_lookup(identifier: str) -> dict:
+    """The tenant filter an organization's name stands for: {"pk": UUID} or {"slug": slug};
+    {} when it cannot be any organization's."""
     try:
         return {"pk": uuid.UUID(identifier)}
     except ValueError:
         pass
     if _SLUG.match(identifier):
         return {"slug": identifier.lower()}
-    raise NotFound("Organization not found.")
+    return {}
+
+
+def _tenant_filter(identifier: str) -> dict:
+    lookup = tenant_lookup(identifier)
+    if not lookup:
+        raise NotFound("Organization not found.")
+    return lookup
 
 
 def _membership_context(user, membership: Membership) -> TenantContext:
@@ -65,13 +85,29 @@ def _active_memberships(user):
     )
 
 
-def _context_for(user, tenant_lookup: dict) -> TenantContext:
-    tenant_filter = {f"tenant__{key}": value for key, value in tenant_lookup.items()}
-    membership = _active_memberships(user).filter(**tenant_filter).first()
+def _preloaded(request, named: str | None) -> tuple[Membership, ...] | None:
+    """The memberships authentication read for this user and this name, if it did."""
+    candidates = getattr(getattr(request, "_request", request), "membership_candidates", None)
+    if candidates is None or candidates.named != named or candidates.user_id != request.user.pk:
+        return None
+    return candidates.memberships
+
+
+def _context_for(request, identifier: str) -> TenantContext:
+    user = request.user
+    lookup = _tenant_filter(identifier)
+    preloaded = _preloaded(request, identifier)
+    if preloaded is not None:
+        membership = preloaded[0] if preloaded else None
+    else:
+        tenant_filter = {f"tenant__{key}": value for key, value in lookup.items()}
+        membership = _active_memberships(user).filter(**tenant_filter).first()
     if membership is not None:
         return _membership_context(user, membership)
     if user.is_staff:
-        tenant = Tenant.objects.filter(**tenant_lookup).first()
+        # An operator acting in an organization they are not a member of: a rarer path, read
+        # on its own.
+        tenant = Tenant.objects.filter(**lookup).first()
         if tenant is not None:
             return TenantContext(tenant, None, ALL_PERMISSIONS)
     raise NotFound("Organization not found.")
@@ -93,7 +129,7 @@ def _bound_context(bound, identifiers: list[str]) -> TenantContext:
     return TenantContext(bound.tenant, bound.membership, bound.permissions)
 
 
-def _named(request) -> list[str]:
+def named_organizations(request) -> list[str]:
     """The organizations the request names: header first, then query parameter."""
     values = (request.headers.get(TENANT_HEADER), request.query_params.get(TENANT_QUERY_PARAM))
     return [value.strip() for value in values if value and value.strip()]
@@ -112,17 +148,19 @@ def _check_same_tenant(context: TenantContext, identifiers: list[str]) -> Tenant
 def resolve_tenant(request, mode: TenantMode) -> TenantContext:
     if mode is TenantMode.NONE or not request.user.is_authenticated:
         return TenantContext()
-    identifiers = _named(request)
+    identifiers = named_organizations(request)
     bound = getattr(request.auth, "tenant_context", None)
     if bound is not None:
         return _bound_context(bound, identifiers)
     if identifiers:
-        context = _context_for(request.user, _tenant_filter(identifiers[0]))
+        context = _context_for(request, identifiers[0])
         return _check_same_tenant(context, identifiers)
 
     if mode is TenantMode.EXPLICIT:
         return TenantContext()
-    memberships = list(_active_memberships(request.user)[:2])
+    memberships = _preloaded(request, None)
+    if memberships is None:
+        memberships = list(_active_memberships(request.user)[:2])
     if len(memberships) == 1:
         return _membership_context(request.user, memberships[0])
     if mode is TenantMode.REQUIRED:

@@ -112,7 +112,10 @@ DATABASES["default"]["ATOMIC_REQUESTS"] = False
 # Persistent connections (checked before reuse): a new PostgreSQL connection per request costs
 # more than the whole API stack.
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
-DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# No `SELECT 1` before each request's first query (Django's CONN_HEALTH_CHECKS, a round trip per
+# request): the first middleware and every task poll each kept connection's socket instead and
+# replace one the server has closed (config.connections).
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = False
 # Connection pool (psycopg_pool): what the ASGI server uses (config/asgi.py turns it on), since
 # ASGI runs each request's sync code on a thread of its own, where a persistent connection would
 # be opened per request and left behind. Connections return to the pool when Django closes them.
@@ -120,7 +123,6 @@ DATABASE_POOL = env.bool("DATABASE_POOL", default=False)
 if DATABASE_POOL:
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     if DATABASES["default"]["ENGINE"].endswith("postgresql"):
-        DATABASES["default"]["CONN_HEALTH_CHECKS"] = False
         DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
             "min_size": env.int("DATABASE_POOL_MIN_SIZE", default=2),
             "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=20),
@@ -148,6 +150,10 @@ if REDIS_URL:
     }
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+# Sessions (the admin, the browsable API) are read from the cache and written through to the
+# database: a signed-in request reads its session without a SQL statement, and a session outlives
+# a cache flush or restart (a miss reads the database row).
+SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
 
 AUTH_USER_MODEL = "accounts.User"
 # django-axes first: it refuses a locked account+address pair before any password is checked.
@@ -293,7 +299,7 @@ REST_FRAMEWORK = {
         "accounts.authentication.HashedTokenAuthentication",
         "accounts.authentication.APIKeyAuthentication",
         "accounts.authentication.BearerJWTAuthentication",
-        "rest_framework.authentication.SessionAuthentication",
+        "accounts.authentication.PrincipalSessionAuthentication",
     ],
     # Our base views set their own permission class; anything else is denied by default.
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
@@ -562,7 +568,8 @@ if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
     }
 # Celery's Django fix-up closes the database connections around every task unless this is set:
 # a reconnection per task (about 6 ms here, more over a network). Workers keep theirs as the
-# web processes do (CONN_MAX_AGE, with health checks), closing them every 2 x this many tasks.
+# web processes do (CONN_MAX_AGE, a closed one replaced before the task: config.connections),
+# closing them every 2 x this many tasks.
 CELERY_DB_REUSE_MAX = env.int("CELERY_DB_REUSE_MAX", default=500)
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_RESULT_BACKEND = None

@@ -1,8 +1,9 @@
 """playground.serving.GatewayFront, what config/asgi.py serves, driven in-process over ASGI: the
 gateway's path answers exactly as Django's ASGI handler answers it (status, headers, body,
 errors, every credential type), the request's id reaches the recorded call and the audit
-events of its settlement, every other request goes to Django's handler unchanged, a client
-that goes away is settled as cancelled, and the request path runs on the front's own threads.
+events of its settlement, every other request is answered as Django's handler answers it
+(tests/test_asgi_serving.py), a client that goes away is settled as cancelled, and the request
+path runs on the front's own threads.
 """
 
 import asyncio
@@ -434,7 +435,7 @@ def test_what_the_front_takes(front, method, path, root_path):
     assert not front.takes({"type": "websocket", "path": URL})
 
 
-def test_the_health_probe_goes_to_django_through_the_front(front):
+def test_the_health_probe_is_answered_through_the_front(front):
     scope = _scope("GET", "/health/")
 
     answer = request(front, "GET", "/health/")
@@ -567,6 +568,6 @@ def test_the_request_path_runs_on_the_fronts_threads(front, monkeypatch):
 
     assert [answer.status for answer in answers] == [200, 200, 200]
     assert len(threads) == 3
-    assert all(name.startswith("gateway-request") for name in threads), threads
+    assert all(name.startswith("request") for name in threads), threads
     # A pool of long-lived threads (two here), not a thread per request.
     assert len(set(threads)) <= 2

@@ -1,0 +1,67 @@
+"""Persistent database connections the server has closed, found without a round trip.
+
+Web processes and workers keep their connections between requests (CONN_MAX_AGE). A kept
+connection can be closed by the server in the meantime: a PostgreSQL restart or failover,
+`idle_session_timeout`, `pg_terminate_backend`, a pooler recycling its server connections.
+Django's answer, CONN_HEALTH_CHECKS, sends `SELECT 1` before the first query of every request:
+a round trip per request, as much as the request's own lookup on a loopback connection.
+
+Here each kept connection's socket is polled instead, at the start of every request (the first
+middleware) and task (config.celery), which costs a system call: a server that closed the
+connection has left data to read on it (its FATAL message, then end of file), an idle healthy
+connection has none. Anything found there is read (libpq's `consume_input`); a connection that
+is then not OK is closed, and Django opens a new one at the request's first query.
+
+What a poll cannot see, a network path that silently dropped (no FIN ever arrives), `SELECT 1`
+would only see after the TCP retransmission timeout too; TCP keepalives (the `keepalives_*`
+connection options) are the remedy for both. Connections given out by a pool (ASGI,
+DATABASE_POOL) are checked out per request and are not touched here.
+"""
+
+import select
+
+from django.db import connections
+
+try:
+    import psycopg
+    from psycopg import pq
+except ImportError:  # pragma: no cover - psycopg is a requirement; SQLite-only installs skip
+    psycopg = None
+
+
+def _closed_by_server(raw) -> bool:
+    """Whether a psycopg connection idle between requests has been closed by the server."""
+    if raw.closed or raw.broken:
+        return True
+    pgconn = raw.pgconn
+    try:
+        poller = select.poll()
+        poller.register(pgconn.socket, select.POLLIN | select.POLLERR | select.POLLHUP)
+        # A terminated connection holds the server's FATAL message, then its end of file:
+        # the first read takes the message, the next one fails on the end of file.
+        for _ in range(3):
+            if not poller.poll(0):
+                return False
+            pgconn.consume_input()
+            if pgconn.status != pq.ConnStatus.OK:
+                return True
+    except (OSError, psycopg.OperationalError):
+        return True
+    return True  # still more to read while idle: not a connection to reuse
+
+
+def drop_closed_connections() -> None:
+    """Close every kept PostgreSQL connection outside a transaction that the server closed."""
+    if psycopg is None:
+        return
+    for connection in connections.all(initialized_only=True):
+        raw = connection.connection
+        if (
+            raw is None
+            or connection.vendor != "postgresql"
+            or connection.in_atomic_block
+            or not isinstance(raw, psycopg.Connection)
+        ):
+            continue
+        if _closed_by_server(raw):
+            connection.close()

@@ -1,0 +1,77 @@
+"""config.serializers.ModelSerializer builds a class's fields once and gives each serializer
+copies: the fields are DRF's own (same names, same kinds, same options), never shared between two
+serializers, and a serializer that adapts its fields per request still does."""
+
+import pytest
+from rest_framework import serializers
+
+from config import serializers as base
+from tenants.serializers.organizations import OrganizationSerializer
+from tests.project import import_project_modules, is_project_code, subclasses
+
+import_project_modules()
+MODEL_SERIALIZERS = sorted(
+    (
+        cls
+        for cls in subclasses(base.ModelSerializer)
+        if is_project_code(cls) and getattr(getattr(cls, "Meta", None), "model", None)
+    ),
+    key=lambda cls: f"{cls.__module__}.{cls.__qualname__}",
+)
+
+
+def _described(fields) -> dict:
+    return {
+        name: (type(field), field.read_only, field.required, getattr(field, "max_length", None))
+        for name, field in fields.items()
+    }
+
+
+@pytest.mark.parametrize("serializer_class", MODEL_SERIALIZERS, ids=lambda cls: cls.__qualname__)
+def test_the_fields_are_the_ones_drf_builds(serializer_class):
+    built_once = base.ModelSerializer.get_fields(serializer_class())
+    built_by_drf = serializers.ModelSerializer.get_fields(serializer_class())
+
+    assert _described(built_once) == _described(built_by_drf)
+
+
+def test_two_serializers_never_share_a_field():
+    first, second = OrganizationSerializer(), OrganizationSerializer()
+
+    assert first.fields.keys() == second.fields.keys()
+    for name in first.fields:
+        assert first.fields[name] is not second.fields[name]
+        assert first.fields[name].parent is first
+        assert second.fields[name].parent is second
+
+
+def test_a_change_to_one_serializers_field_stays_in_it():
+    first = OrganizationSerializer()
+    first.fields["name"].read_only = True
+    first.fields["name"].help_text = "changed here only"
+
+    second = OrganizationSerializer()
+
+    assert second.fields["name"].help_text != "changed here only"
+
+
+def test_a_subclass_builds_its_own_fields():
+    class Narrower(OrganizationSerializer):
+        class Meta(OrganizationSerializer.Meta):
+            fields = ["id", "name"]
+
+    assert "slug" in OrganizationSerializer().fields  # the parent's are built first
+    assert set(Narrower().fields) == {"id", "name"}
+    assert set(OrganizationSerializer().fields) > {"id", "name", "slug"}
+
+
+def test_fields_adapted_per_serializer_are_adapted_on_the_copies():
+    class PerRequest(OrganizationSerializer):
+        def get_fields(self):
+            fields = super().get_fields()
+            if self.context.get("narrow"):
+                fields = {"id": fields["id"]}
+            return fields
+
+    assert set(PerRequest(context={"narrow": True}).fields) == {"id"}
+    assert "name" in PerRequest().fields
