@@ -66,7 +66,10 @@ class _Statement:
         # Identifiers come from the models' metadata, quoted by the database's own rule; every
         # value is a parameter (hence the noqa: S608 below).
         quote = connection.ops.quote_name
-        table = lambda model: quote(model._meta.db_table)  # noqa: E731
+
+        def table(model) -> str:
+            return quote(model._meta.db_table)
+
         selected = [_USER, _MEMBERSHIP, _TENANT]
         if self._credential is not None:
             selected.insert(0, self._credential)

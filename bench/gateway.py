@@ -45,9 +45,6 @@ import json
 import math
 import os
 import re
-import secrets
-import shutil
-import signal
 import socket
 import statistics
 import sys
@@ -56,8 +53,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from common import describe_environment, setup_django
-from serving import Processes, free_port, gunicorn, interrupted
+from common import describe_environment
+from serving import Processes, free_port, gunicorn, production_environment, run_with_servers
 
 from tests.playground.upstream import DEFAULT_REPLY
 
@@ -580,24 +577,15 @@ def redis_pid() -> int | None:
 
 
 def served_environment(database_url: str, upstream_url: str) -> dict[str, str]:
-    redis_url = os.environ["REDIS_URL"]
-    env = dict(os.environ)
-    env.update(
-        DJANGO_SETTINGS_MODULE="config.settings.production",
-        SECRET_KEY=secrets.token_urlsafe(64),
-        ALLOWED_HOSTS="127.0.0.1,localhost",
-        DATABASE_URL=database_url,
-        REDIS_URL=redis_url,
-        CELERY_BROKER_URL=redis_url,
-        # Rates the run never reaches; the free tier's scope rates are these defaults.
+    # Rates the run never reaches; the free tier's scope rates are these defaults.
+    return production_environment(
+        database_url,
         API_RATE_USER=UNLIMITED_RATE,
         API_RATE_GATEWAY=UNLIMITED_RATE,
         API_RATE_GATEWAY_TOKENS=UNLIMITED_RATE,
         API_RATE_PLAN_FREE="1000000000/hour",
         BENCH_UPSTREAM_URL=upstream_url,
-        PYTHONUNBUFFERED="1",
     )
-    return env
 
 
 # The run -------------------------------------------------------------------------------------
@@ -783,33 +771,7 @@ def main():
     if not 1 <= args.chunks <= MAX_TOKENS:
         parser.error(f"--chunks: from 1 to {MAX_TOKENS} (the requests' max_tokens)")
 
-    database_url = os.environ.get("DATABASE_URL", "")
-    if not database_url.startswith(("postgres://", "postgresql://")) or not os.environ.get(
-        "REDIS_URL"
-    ):
-        raise SystemExit(
-            "bench/gateway.py serves the gateway as in production: set DATABASE_URL "
-            "(postgres://...) and REDIS_URL (redis://...)"
-        )
-    signal.signal(signal.SIGTERM, interrupted)
-    # This run's cache keys (rate windows, cooldowns) are its own.
-    os.environ["CACHE_KEY_PREFIX"] = f"bench-gateway-{secrets.token_hex(4)}"
-    teardown = setup_django()
-    processes = Processes()
-    passed = False
-    try:
-        passed = run(args, processes)
-    except KeyboardInterrupt:
-        print("interrupted: stopping the servers")
-    finally:
-        processes.stop()
-        teardown()
-        if passed:
-            shutil.rmtree(processes.log_dir, ignore_errors=True)
-        else:
-            print(f"server logs: {processes.log_dir}")
-    if not passed:
-        sys.exit(1)
+    run_with_servers("gateway", run, args)
 
 
 if __name__ == "__main__":

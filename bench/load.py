@@ -31,17 +31,15 @@ import argparse
 import io
 import os
 import re
-import secrets
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from common import describe_environment, setup_django
-from serving import Processes, free_port, gunicorn, interrupted
+from common import describe_environment
+from serving import Processes, free_port, gunicorn, production_environment, run_with_servers
 
 UNLIMITED_RATE = "1000000000/min"
 UNLIMITED_HOURLY = "1000000000/hour"
@@ -139,24 +137,15 @@ def create_caller() -> tuple[str, str, str]:
 
 
 def served_environment(database_url: str) -> dict[str, str]:
-    redis_url = os.environ["REDIS_URL"]
-    env = dict(os.environ)
-    env.update(
-        DJANGO_SETTINGS_MODULE="config.settings.production",
-        SECRET_KEY=secrets.token_urlsafe(64),
-        ALLOWED_HOSTS="127.0.0.1,localhost",
-        DATABASE_URL=database_url,
-        REDIS_URL=redis_url,
-        CELERY_BROKER_URL=redis_url,
+    return production_environment(
+        database_url,
         API_RATE_USER=UNLIMITED_RATE,
         API_RATE_ANON=UNLIMITED_RATE,
         API_RATE_PLAN_FREE=UNLIMITED_HOURLY,
         API_RATE_PLAN_PRO=UNLIMITED_HOURLY,
         API_RATE_PLAN_ENTERPRISE=UNLIMITED_HOURLY,
         API_RATE_PLAN_CUSTOM=UNLIMITED_HOURLY,
-        PYTHONUNBUFFERED="1",
     )
-    return env
 
 
 def server_command(server: str, port: int, workers: int) -> list[str]:
@@ -246,31 +235,9 @@ def main():
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--server", choices=("asgi", "wsgi"), default="asgi")
     args = parser.parse_args()
-    database_url = os.environ.get("DATABASE_URL", "")
-    if not database_url.startswith(("postgres://", "postgresql://")) or not os.environ.get(
-        "REDIS_URL"
-    ):
-        raise SystemExit("bench/load.py serves as production does: set DATABASE_URL and REDIS_URL")
     if shutil.which("wrk") is None:
         raise SystemExit("bench/load.py drives the server with wrk: apt-get install wrk")
-    signal.signal(signal.SIGTERM, interrupted)
-    os.environ["CACHE_KEY_PREFIX"] = f"bench-load-{secrets.token_hex(4)}"
-    teardown = setup_django()
-    processes = Processes()
-    passed = False
-    try:
-        passed = run(args, processes)
-    except KeyboardInterrupt:
-        print("interrupted: stopping the server")
-    finally:
-        processes.stop()
-        teardown()
-        if passed:
-            shutil.rmtree(processes.log_dir, ignore_errors=True)
-        else:
-            print(f"server log: {processes.log_dir}")
-    if not passed:
-        sys.exit(1)
+    run_with_servers("load", run, args)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@ a file, stopped with SIGTERM (then SIGKILL) at the end (bench/gateway.py, bench/
 
 import contextlib
 import os
+import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -95,3 +97,55 @@ def gunicorn(app: str, port: int, workers: int) -> list[str]:
         *("-k", "uvicorn_worker.UvicornWorker", "--workers", str(workers)),
         *("--bind", f"127.0.0.1:{port}"),
     ]
+
+
+def production_environment(database_url: str, **overrides: str) -> dict[str, str]:
+    """This process's environment with production settings against `database_url` and REDIS_URL
+    (a random secret key, loopback hosts), and `overrides` (raised rates, say)."""
+    redis_url = os.environ["REDIS_URL"]
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings.production",
+        "SECRET_KEY": secrets.token_urlsafe(64),
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "CELERY_BROKER_URL": redis_url,
+        "PYTHONUNBUFFERED": "1",
+        **overrides,
+    }
+
+
+def run_with_servers(name: str, run, args) -> None:
+    """`run(args, processes)` on a throw-away database, with this run's own cache keys; every
+    server it starts is stopped at the end, on errors and on Ctrl-C / SIGTERM, and their logs
+    are kept when the run fails (`run` returns False). Exits 1 then."""
+    from common import setup_django
+
+    database_url = os.environ.get("DATABASE_URL", "")
+    if not database_url.startswith(("postgres://", "postgresql://")) or not os.environ.get(
+        "REDIS_URL"
+    ):
+        raise SystemExit(
+            f"bench/{name}.py serves as production does: set DATABASE_URL (postgres://...) "
+            "and REDIS_URL (redis://...)"
+        )
+    signal.signal(signal.SIGTERM, interrupted)
+    # This run's cache keys (rate windows, cooldowns) are its own.
+    os.environ["CACHE_KEY_PREFIX"] = f"bench-{name}-{secrets.token_hex(4)}"
+    teardown = setup_django()
+    processes = Processes()
+    passed = False
+    try:
+        passed = run(args, processes)
+    except KeyboardInterrupt:
+        print("interrupted: stopping the servers")
+    finally:
+        processes.stop()
+        teardown()
+        if passed:
+            shutil.rmtree(processes.log_dir, ignore_errors=True)
+        else:
+            print(f"server logs: {processes.log_dir}")
+    if not passed:
+        sys.exit(1)

@@ -204,6 +204,8 @@ class SelectedModel:
         return ", ".join(f"{quote(self.alias)}.{quote(field.column)}" for field in self.fields)
 
     def _converters_for(self, connection) -> tuple:
+        """Each converted column's (position, (functions, expression)): the shape the ORM's
+        compiler gives its converters, which `_converted` applies."""
         converters = self._converters.get(connection.alias)
         if converters is None:
             found = []
@@ -212,7 +214,7 @@ class SelectedModel:
                 functions = connection.ops.get_db_converters(column)
                 functions += column.get_db_converters(connection)
                 if functions:
-                    found.append((position, tuple(functions), column))
+                    found.append((position, (tuple(functions), column)))
             converters = self._converters[connection.alias] = tuple(found)
         return converters
 
@@ -221,10 +223,7 @@ class SelectedModel:
         values = row[start : start + self.width]
         if values[self._pk_position] is None:
             return None
-        values = list(values)
-        for position, functions, column in self._converters_for(connection):
-            value = values[position]
-            for function in functions:
-                value = function(value, column, connection)
-            values[position] = value
+        converters = self._converters_for(connection)
+        if converters:
+            values = next(_converted([values], converters, connection))
         return self.model.from_db(connection.alias, self.attnames, values)

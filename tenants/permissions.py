@@ -10,6 +10,7 @@ finance). An action with no entry is refused (deny by default); tests/api checks
 routed action has one.
 """
 
+import functools
 from collections.abc import Mapping
 
 from rest_framework.permissions import BasePermission
@@ -107,6 +108,9 @@ ROLE_PERMISSIONS: Mapping[str, frozenset[str]] = {
 
 def effective_permissions(role: str, overrides: Mapping | None = None) -> frozenset[str]:
     """The role's set with a membership's per-area overrides applied ({area: {action: bool}})."""
+    if not overrides:
+        # Most memberships: the role's own set, built once (runs on every request).
+        return ROLE_PERMISSIONS.get(role, frozenset())
     granted = set(ROLE_PERMISSIONS.get(role, frozenset()))
     for area, actions in (overrides or {}).items():
         if not isinstance(actions, Mapping):
@@ -128,7 +132,13 @@ def unknown_scopes(scopes) -> list[str]:
 
 
 def expand_scopes(scopes) -> frozenset[str]:
-    """The permissions a list of scopes names (unknown entries grant nothing)."""
+    """The permissions a list of scopes names (unknown entries grant nothing). An API key's
+    scopes are expanded on each of its requests: a key's few lists are expanded once."""
+    return _expanded_scopes(tuple(scopes))
+
+
+@functools.lru_cache(maxsize=1024)
+def _expanded_scopes(scopes: tuple[str, ...]) -> frozenset[str]:
     granted: set[str] = set()
     for scope in scopes:
         if scope in SCOPE_GROUPS:

@@ -157,3 +157,32 @@ def assert_envelope(response, status: int, code: str | None = None) -> dict:
     if code is not None:
         assert error["code"] == code, error
     return error
+
+
+# What config/asgi.py serves, driven in-process (tests/playground/test_gateway_serving.py has the
+# helpers; tests/test_asgi_serving.py uses them too).
+
+
+@pytest.fixture
+def front():
+    """The ASGI front (playground.serving.GatewayFront) before Django's handler, two threads."""
+    from django.core.asgi import get_asgi_application
+
+    from playground.serving import GatewayFront
+
+    application = GatewayFront(get_asgi_application(), threads=2)
+    yield application
+    application.threads.shutdown(wait=True)
+
+
+@pytest.fixture
+def django_application():
+    """Django's ASGI handler alone, the reference the front must answer like."""
+    from django.core.asgi import get_asgi_application
+
+    return get_asgi_application()
+
+
+@pytest.fixture
+def applications(front, django_application) -> dict:
+    return {"front": front, "django": django_application}

@@ -7,10 +7,8 @@ import json
 import threading
 
 import pytest
-from django.core.asgi import get_asgi_application
 from django.db import connections
 
-from playground.serving import GatewayFront
 from tests.factories import issue_api_key
 from tests.playground.test_gateway_serving import assert_same_answer, both, error_of, request
 
@@ -23,20 +21,6 @@ ORG_URL = "/api/v1/organizations/current"
 def _close_connections_per_request(monkeypatch):
     # As under config/asgi.py (DATABASE_POOL sets CONN_MAX_AGE to 0).
     monkeypatch.setitem(connections.settings["default"], "CONN_MAX_AGE", 0)
-
-
-@pytest.fixture
-def front():
-    """What config/asgi.py serves (with two request threads)."""
-    application = GatewayFront(get_asgi_application(), threads=2)
-    yield application
-    application.threads.shutdown(wait=True)
-
-
-@pytest.fixture
-def applications(front) -> dict:
-    """The front, and Django's ASGI handler alone, the reference it must answer like."""
-    return {"front": front, "django": get_asgi_application()}
 
 
 def _token(caller) -> dict[str, str]:

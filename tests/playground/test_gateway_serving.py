@@ -13,13 +13,11 @@ import time
 from dataclasses import dataclass
 
 import pytest
-from django.core.asgi import get_asgi_application
 
 from accounts.services import jwt_login
 from audit.models import AuditEvent
 from playground import services
 from playground.models import CallStatus, GatewayCall
-from playground.serving import GatewayFront
 from tenants.models import QuotaCounter
 from tests.factories import MembershipFactory, issue_api_key
 
@@ -58,25 +56,6 @@ def _close_connections_per_request(monkeypatch):
 @pytest.fixture(autouse=True)
 def _fast_gateway(settings):
     settings.GATEWAY_RETRY_BACKOFF_SECONDS = 0.01
-
-
-@pytest.fixture
-def front():
-    """What config/asgi.py serves: the gateway front before Django's ASGI handler."""
-    application = GatewayFront(get_asgi_application(), threads=2)
-    yield application
-    application.threads.shutdown(wait=True)
-
-
-@pytest.fixture
-def django_application():
-    """Django's ASGI handler alone, the reference the front must answer like."""
-    return get_asgi_application()
-
-
-@pytest.fixture
-def applications(front, django_application) -> dict:
-    return {"front": front, "django": django_application}
 
 
 @pytest.fixture(params=["front", "django"])
