@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from django.core.cache import caches
 from django.core.exceptions import ImproperlyConfigured
 from redis.commands.core import Script
-from redis.exceptions import ResponseError
+from redis.exceptions import NoScriptError, ResponseError
 
 from .redis import per_cache, redis_cache, redis_client
 
@@ -154,6 +154,18 @@ return result
 _admit_script = Script(None, _ADMIT_LUA.encode())
 
 
+def run_script(script: Script, *, keys, args=(), client):
+    """Run one of this module's scripts: what `script(keys=, args=, client=)` does, without
+    redis-py's wrapper around `evalsha`, which inspects its arguments for deprecated ones on
+    every call (a tenth of the throttle's CPU on the request path). EVALSHA; on NOSCRIPT (a
+    restarted or flushed Redis) the script is loaded, then run again."""
+    try:
+        return client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+    except NoScriptError:
+        client.script_load(script.script)
+        return client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+
+
 def _bucket(window: Window, now: float) -> tuple[str, int]:
     index = int(now // window.seconds)
     return f"rl:{window.key}:{window.seconds}:{index}", (index + 1) * window.seconds
@@ -179,8 +191,8 @@ def admit(
         if meter is not None:
             keys += [meter.key, meter.mark_set]
             args += [meter.amount, meter.limit, meter.mark]
-        refused, status, meter_value, *counts = _admit_script(
-            keys=keys, args=args, client=redis_client(cache)
+        refused, status, meter_value, *counts = run_script(
+            _admit_script, keys=keys, args=args, client=redis_client(cache)
         )
         meter_status = None if status == -1 else int(status)
     elif meter is not None:
@@ -280,7 +292,7 @@ class MeterStore:
 
     def claim_dirty(self) -> list[tuple[str, int, int]]:
         """(owner, period, value) of every counter changed since the last claim."""
-        marks = _claim_marks_script(keys=[self._dirty], client=self.client)
+        marks = run_script(_claim_marks_script, keys=[self._dirty], client=self.client)
         pairs = [mark.decode().rsplit(":", 1) for mark in marks]
         if not pairs:
             return []
@@ -478,7 +490,7 @@ class RedisBufferedCounts:
             args += [owner, len(counted)]
             for name, value in counted.items():
                 args += [name, value]
-        return _push_script(keys=keys, args=args, client=self.client)
+        return run_script(_push_script, keys=keys, args=args, client=self.client)
 
     def _start_pusher(self) -> None:
         with _pusher_start_lock:
@@ -513,8 +525,8 @@ class RedisBufferedCounts:
         batch."""
         self.push()
         prefix = f"{self._batch_prefix}{int(time.time())}:{uuid.uuid4().hex}:"
-        raw = _claim_script(
-            keys=[self._dirty], args=[self._hash_prefix, prefix], client=self.client
+        raw = run_script(
+            _claim_script, keys=[self._dirty], args=[self._hash_prefix, prefix], client=self.client
         )
         batch = Batch(counts={})
         for index in range(0, len(raw), 2):

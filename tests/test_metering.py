@@ -31,6 +31,19 @@ def test_a_window_refusal_counts_nothing_in_the_other_windows():
 
 
 @needs_redis
+def test_admission_loads_its_script_again_after_redis_forgot_it():
+    """A restarted or flushed Redis has no scripts: the first admission loads it (NOSCRIPT)."""
+    from config.redis import redis_client
+
+    redis_client(redis_cache()).script_flush()
+    window = metering.Window(f"flushed:{uuid.uuid4().hex}", 2, 60)
+
+    assert metering.admit([window]).admitted
+    assert metering.admit([window]).admitted
+    assert not metering.admit([window]).admitted
+
+
+@needs_redis
 def test_a_meter_counts_to_its_limit_exactly_and_marks_what_it_counted():
     store = metering.meter_store(_namespace())
     store.seed("owner", 7, 8, ttl_seconds=60)
