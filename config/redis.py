@@ -21,6 +21,5 @@ def per_cache(cache, name: str, build):
 
 
 def redis_client(cache: RedisCache):
-    """The cache's writer client. Django builds a new client object on every get_client()
-    call (about 0.1 ms here); the connection pool is shared, so one per cache object is kept."""
-    return per_cache(cache, "client", lambda c: c._cache.get_client(write=True))
+    """The cache's writer client (one per process and pool: config.cache.RedisCacheClient)."""
+    return cache._cache.get_client(write=True)

@@ -346,9 +346,33 @@ def _event(payload) -> bytes:
     return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
 
 
+_PIECE = "\x00piece\x00"  # stands for a content piece in a chunk made once per stream
+
+
+def _content_events(completion_id: str, created: int, model: str):
+    """A function from content pieces to their chunk events, all in one bytes: each is what
+    `_event` makes of OpenAI's content chunk, with only the piece's JSON made per piece."""
+    chunk = {
+        "id": completion_id,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "choices": [
+            {"index": 0, "delta": {"content": _PIECE}, "finish_reason": None, "logprobs": None}
+        ],
+    }
+    head, tail = _event(chunk).split(json.dumps(_PIECE).encode())
+
+    def events(pieces) -> bytes:
+        return b"".join(head + json.dumps(piece).encode() + tail for piece in pieces)
+
+    return events
+
+
 async def _sse(stream, completion_id: str, created: int):
     """OpenAI's chunk stream: the role, the content pieces, the finish reason, the usage,
-    `[DONE]`. A failure after the first chunk is an `error` event (what OpenAI's SDKs raise)."""
+    `[DONE]`. A failure after the first chunk is an `error` event (what OpenAI's SDKs raise).
+    The pieces that arrived from the upstream together go out together, in one write."""
 
     def chunk(delta, finish_reason=None):
         return {
@@ -361,33 +385,33 @@ async def _sse(stream, completion_id: str, created: int):
             ],
         }
 
+    content_events = _content_events(completion_id, created, stream.model.name)
     relay = aiter(stream)
     try:
-        yield _event(chunk({"role": "assistant", "content": ""}))
-        async for delta in relay:
-            if delta.content:
-                yield _event(chunk({"content": delta.content}))
+        role = _event(chunk({"role": "assistant", "content": ""}))
+        async for batch in relay:
+            events = content_events(delta.content for delta in batch if delta.content)
+            if role or events:
+                yield role + events
+                role = b""
     finally:
         # The client may go away mid-stream (this generator is closed): close the relay now,
         # which settles the call at what was sent, rather than whenever it is collected.
         await relay.aclose()
     if stream.error is not None:
         error = services.gateway._ai_error(stream.error)
-        yield _event(error_body(error.code, error.message, error.details))
+        yield role + _event(error_body(error.code, error.message, error.details))
         return
-    yield _event(chunk({}, stream.finish_reason))
     call = stream.call
-    yield _event(
-        {
-            "id": completion_id,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": stream.model.name,
-            "choices": [],
-            "usage": _usage(call),
-        }
-    )
-    yield b"data: [DONE]\n\n"
+    usage = {
+        "id": completion_id,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": stream.model.name,
+        "choices": [],
+        "usage": _usage(call),
+    }
+    yield role + _event(chunk({}, stream.finish_reason)) + _event(usage) + b"data: [DONE]\n\n"
 
 
 class LanguageModelViewSet(mixins.ListModelMixin, TenantContextViewSet):

@@ -7,7 +7,6 @@ translation and `AnthropicProvider.stream` for the events it reads.
 
 import json
 from collections.abc import AsyncIterator
-from contextlib import aclosing
 from typing import Any
 
 from .base import (
@@ -110,7 +109,7 @@ class AnthropicProvider(HTTPProvider):
     async def complete(self, request: ChatRequest) -> ChatResult:
         return await self._post(to_messages_body(request))
 
-    async def stream(self, request: ChatRequest) -> AsyncIterator[StreamDelta]:
+    def stream_batches(self, request: ChatRequest) -> AsyncIterator[list[StreamDelta]]:
         """The answer as it comes: a delta per `text_delta`, then, at `message_stop`, one with
         the finish reason and the usage.
 
@@ -127,16 +126,12 @@ class AnthropicProvider(HTTPProvider):
             delta = state.read(data)
             return ([delta] if delta is not None else []), state.stopped
 
-        async with aclosing(
-            self._stream(
-                body,
-                read,
-                unfinished="Upstream stream ended without its end event (message_stop).",
-                partial_usage=state.partial_usage,
-            )
-        ) as deltas:
-            async for delta in deltas:
-                yield delta
+        return self._stream(
+            body,
+            read,
+            unfinished="Upstream stream ended without its end event (message_stop).",
+            partial_usage=state.partial_usage,
+        )
 
     def _endpoint(self) -> tuple[str, dict[str, str]]:
         """The URL and headers of a call; NOT_CONFIGURED without an API key."""

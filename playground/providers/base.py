@@ -15,6 +15,7 @@ import asyncio
 import weakref
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -131,6 +132,14 @@ class Provider(ABC):
     def stream(self, request: ChatRequest) -> AsyncIterator[StreamDelta]:
         """The answer as it comes (an async generator), or an UpstreamError; the last deltas
         carry the finish reason and, when the upstream reports it, the usage."""
+
+    async def stream_batches(self, request: ChatRequest) -> AsyncIterator[list[StreamDelta]]:
+        """`stream()`'s deltas in lists of those that arrived together, never empty: what the
+        gateway relays, one write per list. The HTTP adapters group each read's; here, one
+        delta per list."""
+        async with aclosing(self.stream(request)) as deltas:
+            async for delta in deltas:
+                yield [delta]
 
     def client(self):
         """This event loop's HTTP client for the upstream (created on first use): httpx's API

@@ -1,7 +1,7 @@
 """What the HTTP adapters (openai, anthropic) share: the base class that posts a call and
-maps what can go wrong to `UpstreamError`, `Retry-After` parsing, and a small server-sent
-events parser. None of it ever puts an upstream's body, a transport exception's text or a key
-into an error message.
+maps what can go wrong to `UpstreamError`, `Retry-After` parsing, and a small incremental
+server-sent events parser. None of it ever puts an upstream's body, a transport exception's
+text or a key into an error message.
 """
 
 import asyncio
@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 
 from .base import (
+    ChatRequest,
     ChatResult,
     ErrorKind,
     Provider,
@@ -187,38 +188,84 @@ class SSEEvent:
     data: str
 
 
-async def sse_events(lines: AsyncIterator[str]) -> AsyncIterator[SSEEvent]:
-    """The events of a server-sent event stream, given its lines without line endings.
+_LINE_END = re.compile(r"\r\n|\r|\n")
 
-    Events are separated by blank lines; `:` comments and fields other than `event` and
-    `data` (`id`, `retry`) are ignored, as are events without data."""
-    event, data = "", []
-    async for line in lines:
+
+class SSEDecoder:
+    """The events of a server-sent event stream, fed its text as it arrives in pieces.
+
+    Lines end with CRLF, LF or CR (a CR at the end of one piece and the LF starting the next
+    are one line end). Events are separated by blank lines; `:` comments and fields other
+    than `event` and `data` (`id`, `retry`) are ignored, as are events without data."""
+
+    def __init__(self):
+        self._line = ""  # the unfinished last line of what was fed
+        self._after_cr = False  # what was fed ended with CR: a LF starting the next is its end
+        self._event = ""
+        self._data: list[str] = []
+
+    def feed(self, text: str) -> list[SSEEvent]:
+        """The events `text` completes, in order."""
+        if self._after_cr and text.startswith("\n"):
+            text = text[1:]
+        if not text:
+            return []
+        self._after_cr = text.endswith("\r")
+        *lines, self._line = _LINE_END.split(self._line + text)
+        events: list[SSEEvent] = []
+        for line in lines:
+            self._read_line(line, events)
+        return events
+
+    def close(self) -> list[SSEEvent]:
+        """The event left when the stream ends without the blank line after it: dispatched all
+        the same, since some servers end the body right after the end marker's line."""
+        events: list[SSEEvent] = []
+        if self._line:
+            self._read_line(self._line, events)
+            self._line = ""
+        self._read_line("", events)
+        return events
+
+    def _read_line(self, line: str, events: list[SSEEvent]) -> None:
         if not line:
-            if data:
-                yield SSEEvent(event or "message", "\n".join(data))
-            event, data = "", []
-            continue
+            if self._data:
+                events.append(SSEEvent(self._event or "message", "\n".join(self._data)))
+            self._event, self._data = "", []
+            return
         if line.startswith(":"):
-            continue
+            return
         name, _, value = line.partition(":")
         value = value.removeprefix(" ")
         if name == "data":
-            data.append(value)
+            self._data.append(value)
         elif name == "event":
-            event = value
-    # The stream ended without the blank line after its last event: dispatched all the same,
-    # since some servers end the body right after the end marker's line.
-    if data:
-        yield SSEEvent(event or "message", "\n".join(data))
+            self._event = value
 
 
-async def drain(lines: AsyncIterator[str]) -> None:
+def _read_events(
+    events: list[SSEEvent], read: Callable[[str], tuple[list[StreamDelta], bool]]
+) -> tuple[list[StreamDelta], bool, UpstreamError | None]:
+    """The deltas of `events` up to the last one (`read` says which), whether it came, and the
+    error of an event that could not be read: the deltas before it are still relayed."""
+    batch: list[StreamDelta] = []
+    for event in events:
+        try:
+            deltas, last = read(event.data)
+        except UpstreamError as error:
+            return batch, False, error
+        batch += deltas
+        if last:
+            return batch, True, None
+    return batch, False, None
+
+
+async def drain(chunks: AsyncIterator) -> None:
     """Read what is left of a stream after its end marker (so that the connection can go back
     to the pool), briefly and ignoring errors: everything the caller needs is already in."""
     try:
         async with asyncio.timeout(_DRAIN_SECONDS):
-            async for _ in lines:
+            async for _ in chunks:
                 pass
     except (TimeoutError, httpx.HTTPError):
         pass
@@ -252,6 +299,17 @@ class HTTPProvider(Provider):
             raise await error_for_status(response, api_key=self.config.api_key)
         return self._result(json_payload(response))
 
+    async def stream(self, request: ChatRequest) -> AsyncIterator[StreamDelta]:
+        """The answer as it comes, delta by delta (`stream_batches`, one at a time)."""
+        async with aclosing(self.stream_batches(request)) as batches:
+            async for batch in batches:
+                for delta in batch:
+                    yield delta
+
+    @abstractmethod
+    def stream_batches(self, request: ChatRequest) -> AsyncIterator[list[StreamDelta]]:
+        """The answer as it comes, in the groups the upstream's bytes arrived in."""
+
     async def _stream(
         self,
         body: dict[str, Any],
@@ -259,11 +317,13 @@ class HTTPProvider(Provider):
         *,
         unfinished: str,
         partial_usage: Callable[[], Usage | None] = lambda: None,
-    ) -> AsyncIterator[StreamDelta]:
+    ) -> AsyncIterator[list[StreamDelta]]:
         """One streamed call: each server-sent event's data becomes deltas through
-        `read(data)`, which also says whether it was the stream's last event. A stream that
-        ends before that is BAD_RESPONSE (`unfinished`); transport failures are mapped as in
-        `transport_error`, with the usage reported so far (`partial_usage()`)."""
+        `read(data)`, which also says whether it was the stream's last event. The deltas of
+        the events that arrived together come as one list (none when there are none), so
+        what relays them pays per read from the upstream, not per event. A stream that ends
+        before its last event is BAD_RESPONSE (`unfinished`); transport failures are mapped
+        as in `transport_error`, with the usage reported so far (`partial_usage()`)."""
         url, headers = self._endpoint()
         headers["Accept"] = "text/event-stream"
         started = False
@@ -272,15 +332,24 @@ class HTTPProvider(Provider):
                 if response.status_code != 200:
                     raise await error_for_status(response, api_key=self.config.api_key)
                 started = True
-                lines = response.aiter_lines()
-                async with aclosing(sse_events(lines)) as events:
-                    async for event in events:
-                        deltas, last = read(event.data)
-                        for delta in deltas:
-                            yield delta
-                        if last:
-                            await drain(lines)
-                            return
+                chunks = response.aiter_text()
+                decoder = SSEDecoder()
+                async for text in chunks:
+                    batch, last, error = _read_events(decoder.feed(text), read)
+                    if batch:
+                        yield batch
+                    if error is not None:
+                        raise error
+                    if last:
+                        await drain(chunks)
+                        return
+                batch, last, error = _read_events(decoder.close(), read)
+                if batch:
+                    yield batch
+                if error is not None:
+                    raise error
+                if last:
+                    return
         except httpx.HTTPError as error:
             raise transport_error(error, streaming=started, partial_usage=partial_usage()) from None
         except httpx.InvalidURL:

@@ -10,7 +10,6 @@ The HTTP plumbing it shares with the Anthropic adapter is in `http.py`.
 
 import json
 from collections.abc import AsyncIterator
-from contextlib import aclosing
 from typing import Any
 
 from .base import ChatRequest, ChatResult, ErrorKind, StreamDelta, UpstreamError
@@ -38,7 +37,7 @@ class OpenAIProvider(HTTPProvider):
     async def complete(self, request: ChatRequest) -> ChatResult:
         return await self._post(self._body(request))
 
-    async def stream(self, request: ChatRequest) -> AsyncIterator[StreamDelta]:
+    def stream_batches(self, request: ChatRequest) -> AsyncIterator[list[StreamDelta]]:
         """The answer as it comes: content pieces, then the finish reason, then (when the
         upstream sends it) the usage. BAD_RESPONSE if the stream ends without `[DONE]`."""
         body = {**self._body(request), "stream": True, "stream_options": {"include_usage": True}}
@@ -48,13 +47,9 @@ class OpenAIProvider(HTTPProvider):
                 return [], True
             return self._deltas(data), False
 
-        async with aclosing(
-            self._stream(
-                body, read, unfinished="Upstream stream ended without its end marker ([DONE])."
-            )
-        ) as deltas:
-            async for delta in deltas:
-                yield delta
+        return self._stream(
+            body, read, unfinished="Upstream stream ended without its end marker ([DONE])."
+        )
 
     def _endpoint(self) -> tuple[str, dict[str, str]]:
         """The URL and headers of a call; NOT_CONFIGURED without a base URL."""

@@ -378,7 +378,8 @@ async def gateway_complete(reservation: Reservation) -> tuple[ChatResult, Gatewa
 class GatewayStream:
     """Step 2 streaming: `await stream.start()` picks a route (retries and fallbacks happen
     before the first chunk; a failure there raises AIServiceError, so the client still gets a
-    proper error response), then `async for delta in stream` relays the deltas. Step 3 runs
+    proper error response), then `async for batch in stream` relays the deltas, in the lists
+    they arrived in from the upstream (Provider.stream_batches). Step 3 runs
     when the stream ends, breaks, or is closed because the client went away; `call` then holds
     the recorded GatewayCall and `error` the failure, if any."""
 
@@ -388,7 +389,7 @@ class GatewayStream:
         self.call: GatewayCall | None = None
         self.error: UpstreamError | None = None
         self._iterator = None
-        self._first: StreamDelta | None = None
+        self._first: list[StreamDelta] | None = None
         self._text: list[str] = []
         self._finish_reason: str | None = None
         self._settled = False
@@ -400,11 +401,11 @@ class GatewayStream:
 
     async def start(self) -> None:
         async def attempt(route, request):
-            iterator = aiter(route.adapter.stream(request))
+            iterator = aiter(route.adapter.stream_batches(request))
             try:
                 first = await anext(iterator)
             except StopAsyncIteration:
-                first = StreamDelta(finish_reason="stop")
+                first = [StreamDelta(finish_reason="stop")]
             except BaseException:
                 await _close(iterator)
                 raise
@@ -428,23 +429,24 @@ class GatewayStream:
     def __aiter__(self):
         return self._relay()
 
-    async def _relay(self) -> AsyncIterator[StreamDelta]:
+    async def _relay(self) -> AsyncIterator[list[StreamDelta]]:
         usage = None
         status = CallStatus.CANCELLED  # unless the stream ends or breaks below
         try:
-            delta = self._first
-            while delta is not None:
-                if delta.usage is not None:
-                    usage = delta.usage
-                if delta.finish_reason:
-                    self._finish_reason = delta.finish_reason
-                if delta.content:
-                    self._text.append(delta.content)
-                yield delta
+            batch = self._first
+            while batch is not None:
+                for delta in batch:
+                    if delta.usage is not None:
+                        usage = delta.usage
+                    if delta.finish_reason:
+                        self._finish_reason = delta.finish_reason
+                    if delta.content:
+                        self._text.append(delta.content)
+                yield batch
                 try:
-                    delta = await anext(self._iterator)
+                    batch = await anext(self._iterator)
                 except StopAsyncIteration:
-                    delta = None
+                    batch = None
             status = CallStatus.SUCCEEDED
         except UpstreamError as error:
             self.error = self.outcome.error = error

@@ -616,6 +616,61 @@ def test_openai_stream_passes_on_the_pieces_before_the_break(upstream):
     assert text_of(received) == "".join(split_reply(REPLY, 5)[:2])
 
 
+def test_the_pieces_before_an_unreadable_event_of_the_same_read_are_passed_on(upstream):
+    # One body, read at once: two good chunks, then one that is not JSON.
+    good = [json.dumps({"choices": [{"delta": {"content": piece}}]}) for piece in ("A", "B")]
+    events = "".join(f"data: {data}\n\n" for data in good) + "data: {not json\n\n"
+    upstream.script(Raw(events, content_type="text/event-stream"))
+    provider = openai(upstream)
+    received = []
+
+    async def consume():
+        async for delta in provider.stream(HELLO):
+            received.append(delta)
+
+    with pytest.raises(UpstreamError) as caught:
+        run(provider, consume)
+    assert caught.value.kind == ErrorKind.BAD_RESPONSE
+    assert text_of(received) == "AB"
+
+
+async def _collect(iterator) -> list:
+    return [item async for item in iterator]
+
+
+def _batches(provider: Provider, request: ChatRequest = HELLO) -> list[list[StreamDelta]]:
+    return run(provider, lambda: _collect(provider.stream_batches(request)))
+
+
+def test_events_that_arrive_together_come_as_one_batch(upstream):
+    pieces = [json.dumps({"choices": [{"delta": {"content": p}}]}) for p in ("a", "b", "c")]
+    events = "".join(f"data: {data}\n\n" for data in pieces) + "data: [DONE]\n\n"
+    upstream.script(Raw(events, content_type="text/event-stream"))
+
+    assert _batches(openai(upstream)) == [[StreamDelta(content=p) for p in "abc"]]
+
+
+def test_events_sent_apart_come_in_batches_that_join_to_the_whole_stream(upstream):
+    upstream.chunk_delay = 0.02  # each piece in its own read
+    provider = openai(upstream)
+
+    batches = _batches(provider)
+
+    assert len(batches) > 3
+    assert all(batches)
+    assert [delta for batch in batches for delta in batch] == stream(openai(upstream))
+
+
+def test_the_local_provider_streams_one_delta_per_batch():
+    request = ChatRequest(model="m", messages=({"role": "user", "content": "Hi"},), max_tokens=9)
+    provider = LocalProvider(ProviderConfig(name="local", kind="local"))
+
+    batches = _batches(provider, request)
+
+    assert all(len(batch) == 1 for batch in batches)
+    assert [batch[0] for batch in batches] == stream(provider, request)
+
+
 @pytest.mark.parametrize("abrupt", [True, False], ids=["connection-cut", "no-message-stop"])
 def test_anthropic_broken_stream_is_a_bad_response_with_partial_usage(upstream, abrupt):
     upstream.prompt_tokens = 8
