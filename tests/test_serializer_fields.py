@@ -75,3 +75,51 @@ def test_fields_adapted_per_serializer_are_adapted_on_the_copies():
 
     assert set(PerRequest(context={"narrow": True}).fields) == {"id"}
     assert "name" in PerRequest().fields
+
+
+class _Kinds(base.ModelSerializer):
+    """A serializer with a field of each kind the copies treat apart."""
+
+    tags = serializers.ListField(child=serializers.CharField(), required=False)
+    options = serializers.JSONField(default={"shared": ["no"]})
+    owner = OrganizationSerializer(read_only=True)
+
+    class Meta(OrganizationSerializer.Meta):
+        fields = ["id", "name", "status", "tags", "options", "owner"]
+        read_only_fields = ["id"]
+
+
+def test_a_fields_containers_are_its_own():
+    first, second = _Kinds(), _Kinds()
+
+    first.fields["name"].error_messages["blank"] = "changed here only"
+    first.fields["name"].validators.append(lambda value: None)
+    first.fields["options"].default["shared"].append("changed")
+
+    assert second.fields["name"].error_messages["blank"] != "changed here only"
+    assert len(second.fields["name"].validators) == len(_Kinds().fields["name"].validators)
+    assert second.fields["options"].default == {"shared": ["no"]}
+    assert first.fields["status"].choices == second.fields["status"].choices
+
+
+def test_fields_holding_fields_are_copied_with_them():
+    first, second = _Kinds(), _Kinds()
+
+    for serializer in (first, second):
+        tags, owner = serializer.fields["tags"], serializer.fields["owner"]
+        assert tags.child.parent is tags
+        assert owner.parent is serializer
+        assert owner.fields["name"].parent is owner
+    assert first.fields["tags"].child is not second.fields["tags"].child
+    assert first.fields["owner"].fields["name"] is not second.fields["owner"].fields["name"]
+
+
+def test_copies_validate_and_show_as_drfs_do():
+    data = {"name": "Acme", "tags": ["a"], "options": {"k": 1}}
+    serializer = _Kinds(data=data)
+
+    assert serializer.is_valid(), serializer.errors
+    assert serializer.validated_data["tags"] == ["a"]
+    refused = _Kinds(data={"name": "", "tags": "not a list"})
+    assert not refused.is_valid()
+    assert set(refused.errors) == {"name", "tags"}
