@@ -158,7 +158,64 @@ class RefusesUnwritableFieldsMixin:
         return self.to_representation(self.instance)
 
 
-class Serializer(RefusesUnwritableFieldsMixin, serializers.Serializer):
+class _FieldCopier:
+    """Copies of one unbound field, each its own, as `copy.deepcopy` makes them, faster.
+
+    DRF copies a field by making it again from the arguments it was made with (about 40 µs a
+    field, a millisecond for a large serializer). A field that holds no other field is copied
+    here by its attributes instead: the same values, with its own lists, dicts and sets (its
+    error messages, validators, choices), and its own copy of a mutable default or initial
+    value, so a change to one serializer's field stays in it. A field holding others (a nested
+    serializer, a list or dict field's child, a many-related field's child relation) binds
+    them to itself when made, so it is still copied DRF's way."""
+
+    _DEEP = frozenset({"default", "initial"})
+
+    def __init__(self, field: serializers.Field):
+        self.field = field
+        state = field.__dict__
+        self.by_attributes = not isinstance(field, serializers.BaseSerializer) and not any(
+            isinstance(value, serializers.Field) for value in state.values()
+        )
+        self.containers = tuple(
+            key
+            for key, value in state.items()
+            if isinstance(value, dict | list | set) and key not in ("_args", "_kwargs")
+        )
+
+    def copy(self) -> serializers.Field:
+        if not self.by_attributes:
+            return copy.deepcopy(self.field)
+        clone = object.__new__(type(self.field))
+        state = clone.__dict__
+        state.update(self.field.__dict__)
+        for key in self.containers:
+            value = state[key]
+            state[key] = copy.deepcopy(value) if key in self._DEEP else copy.copy(value)
+        return clone
+
+
+class FieldsMadeOnceMixin:
+    """A serializer's fields made once per class, each serializer getting copies.
+
+    DRF makes a serializer's fields every time one is made: a model serializer's from the
+    model's metadata, walking every relation of the model (an organization has one from nearly
+    every table: most of what a read endpoint spent serializing), a plain one by copying its
+    declared fields DRF's way (most of what validating a chat completion's body cost). Both
+    depend on the class alone (its declarations and Meta), so they are made once per class and
+    each serializer gets copies (`_FieldCopier`). A subclass that adapts its fields per request
+    does it in its own get_fields, on those."""
+
+    def get_fields(self):
+        copiers = type(self).__dict__.get("_field_copiers")
+        if copiers is None:
+            copiers = [(name, _FieldCopier(field)) for name, field in super().get_fields().items()]
+            # Set on this class only: a subclass makes (and keeps) its own.
+            type(self)._field_copiers = copiers
+        return {name: copier.copy() for name, copier in copiers}
+
+
+class Serializer(FieldsMadeOnceMixin, RefusesUnwritableFieldsMixin, serializers.Serializer):
     """Base of every request and response serializer."""
 
 
@@ -241,49 +298,14 @@ class WholeObjectField(serializers.JSONField):
         return self.serializer_class().to_representation(value)
 
 
-class QuerySerializer(serializers.Serializer):
+class QuerySerializer(FieldsMadeOnceMixin, serializers.Serializer):
     """Query parameters: other parameters (filters, pagination, the organization) share the
     query string, so unknown keys are not refused here."""
 
 
-class _FieldCopier:
-    """Copies of one unbound field, each its own, as `copy.deepcopy` makes them, faster.
-
-    DRF copies a field by making it again from the arguments it was made with (about 40 µs a
-    field, a millisecond for a large serializer). A field that holds no other field is copied
-    here by its attributes instead: the same values, with its own lists, dicts and sets (its
-    error messages, validators, choices), and its own copy of a mutable default or initial
-    value, so a change to one serializer's field stays in it. A field holding others (a nested
-    serializer, a list or dict field's child, a many-related field's child relation) binds
-    them to itself when made, so it is still copied DRF's way."""
-
-    _DEEP = frozenset({"default", "initial"})
-
-    def __init__(self, field: serializers.Field):
-        self.field = field
-        state = field.__dict__
-        self.by_attributes = not isinstance(field, serializers.BaseSerializer) and not any(
-            isinstance(value, serializers.Field) for value in state.values()
-        )
-        self.containers = tuple(
-            key
-            for key, value in state.items()
-            if isinstance(value, dict | list | set) and key not in ("_args", "_kwargs")
-        )
-
-    def copy(self) -> serializers.Field:
-        if not self.by_attributes:
-            return copy.deepcopy(self.field)
-        clone = object.__new__(type(self.field))
-        state = clone.__dict__
-        state.update(self.field.__dict__)
-        for key in self.containers:
-            value = state[key]
-            state[key] = copy.deepcopy(value) if key in self._DEEP else copy.copy(value)
-        return clone
-
-
-class ModelSerializer(RefusesUnwritableFieldsMixin, serializers.ModelSerializer):
+class ModelSerializer(
+    FieldsMadeOnceMixin, RefusesUnwritableFieldsMixin, serializers.ModelSerializer
+):
     """Base of every model serializer: model text fields become the strict fields above."""
 
     serializer_field_mapping = {
@@ -295,17 +317,3 @@ class ModelSerializer(RefusesUnwritableFieldsMixin, serializers.ModelSerializer)
         models.URLField: URLField,
     }
     serializer_choice_field = ChoiceField
-
-    def get_fields(self):
-        # DRF builds a model serializer's fields from the model's metadata every time one is
-        # made, walking every relation of the model (an organization has one from nearly every
-        # table): most of what a read endpoint spent serializing. They depend on the class alone
-        # (its declarations and Meta), so they are built once per class and each serializer gets
-        # copies (`_field_copies`). A subclass that adapts its fields per request does it in its
-        # own get_fields, on those.
-        built = type(self).__dict__.get("_fields_built_once")
-        if built is None:
-            built = [(name, _FieldCopier(field)) for name, field in super().get_fields().items()]
-            # Set on this class only: a subclass builds (and keeps) its own.
-            type(self)._fields_built_once = built
-        return {name: copier.copy() for name, copier in built}

@@ -1,5 +1,5 @@
-"""config.serializers.ModelSerializer builds a class's fields once and gives each serializer
-copies: the fields are DRF's own (same names, same kinds, same options), never shared between two
+"""config.serializers' bases make a class's fields once and give each serializer copies: the
+fields are DRF's own (same names, same kinds, same options), never shared between two
 serializers, and a serializer that adapts its fields per request still does."""
 
 import pytest
@@ -20,6 +20,18 @@ MODEL_SERIALIZERS = sorted(
 )
 
 
+PLAIN_SERIALIZERS = sorted(
+    (
+        cls
+        for cls in subclasses(serializers.Serializer)
+        if is_project_code(cls)
+        and issubclass(cls, base.FieldsMadeOnceMixin)
+        and not issubclass(cls, serializers.ModelSerializer)
+    ),
+    key=lambda cls: f"{cls.__module__}.{cls.__qualname__}",
+)
+
+
 def _described(fields) -> dict:
     return {
         name: (type(field), field.read_only, field.required, getattr(field, "max_length", None))
@@ -33,6 +45,38 @@ def test_the_fields_are_the_ones_drf_builds(serializer_class):
     built_by_drf = serializers.ModelSerializer.get_fields(serializer_class())
 
     assert _described(built_once) == _described(built_by_drf)
+
+
+def test_every_plain_serializer_of_the_project_makes_its_fields_once():
+    from playground.serializers import ChatCompletionSerializer
+
+    assert len(PLAIN_SERIALIZERS) > 50
+    assert ChatCompletionSerializer in PLAIN_SERIALIZERS
+
+
+@pytest.mark.parametrize("serializer_class", PLAIN_SERIALIZERS, ids=lambda cls: cls.__qualname__)
+def test_the_declared_fields_are_the_ones_drf_copies(serializer_class):
+    try:
+        made_once = base.FieldsMadeOnceMixin.get_fields(serializer_class())
+        copied_by_drf = serializers.Serializer.get_fields(serializer_class())
+    except TypeError:  # a serializer made with required arguments
+        pytest.skip("needs arguments")
+
+    assert _described(made_once) == _described(copied_by_drf)
+    for name, field in made_once.items():
+        assert field is not serializer_class._declared_fields.get(name)
+
+
+def test_a_nested_serializers_fields_are_its_own_copies():
+    from playground.serializers import ChatCompletionSerializer
+
+    first, second = ChatCompletionSerializer(), ChatCompletionSerializer()
+    first_message = first.fields["messages"].child
+    second_message = second.fields["messages"].child
+
+    assert first_message is not second_message
+    assert first_message.fields["role"] is not second_message.fields["role"]
+    assert first_message.fields["role"].parent is first_message
 
 
 def test_two_serializers_never_share_a_field():
