@@ -380,6 +380,31 @@ def test_settling_inserts_the_call_as_given(path, tenant, key):
     assert GatewayCall.objects.get(pk=call.pk).latency_ms == 999
 
 
+@pytest.mark.postgres
+def test_the_insert_written_once_is_the_orms_for_every_call(tenant, key, monkeypatch, time_machine):
+    from django.db.models.sql import InsertQuery
+
+    def orms(call):
+        query = InsertQuery(GatewayCall)
+        query.insert_values(GatewayCall._meta.local_concrete_fields, [call])
+        [(sql, params)] = query.get_compiler(using="default").as_sql()
+        return sql, list(params)
+
+    time_machine.move_to("2026-05-04 10:00:00+00:00", tick=False)  # auto_now_add alike
+    monkeypatch.setattr(ledger, "_insert_sql", None)
+    first = unsaved_call(tenant, key, total=15)
+    second = unsaved_call(tenant, total=19, status=CallStatus.FAILED, error_type="timeout")
+
+    assert ledger._insert(first) == orms(first)  # compiled by the ORM, its text kept
+    assert ledger._insert_sql is not None
+    assert ledger._insert(second) == orms(second)  # the kept text, values converted alike
+
+    gateway_tokens_settle(tenant=tenant, api_key=key, delta=0, call=first)
+    gateway_tokens_settle(tenant=tenant, api_key=None, delta=0, call=second)
+    assert GatewayCall.objects.get(pk=second.pk).error_type == "timeout"
+    assert GatewayCall.objects.get(pk=first.pk).api_key_id == key.pk
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_call_that_cannot_be_inserted_moves_neither(path, tenant, key):
     # All or nothing: the counters move with the call's row or not at all.
