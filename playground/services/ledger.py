@@ -25,7 +25,7 @@ The rules are the services' own:
 Elsewhere (SQLite) the same services run in a transaction, as they always did.
 """
 
-from django.db import DEFAULT_DB_ALIAS, connection, transaction
+from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 from django.db.models.sql import InsertQuery
 from django.utils import timezone
 from rest_framework.exceptions import AuthenticationFailed
@@ -185,9 +185,11 @@ def _insert(call: GatewayCall) -> tuple[str, list]:
     if _insert_sql is not None:
         values = [field.pre_save(call, True) for field in fields]
         if not any(hasattr(value, "resolve_expression") for value in values):
+            # The connection itself, not Django's proxy to it, which looks the connection up
+            # again on each of the many attribute reads of 23 conversions.
+            db = connections[DEFAULT_DB_ALIAS]
             params = [
-                field.get_db_prep_save(v, connection)
-                for field, v in zip(fields, values, strict=True)
+                field.get_db_prep_save(v, db) for field, v in zip(fields, values, strict=True)
             ]
             return _insert_sql, params
     query = InsertQuery(GatewayCall)
