@@ -349,19 +349,11 @@ def _event(payload) -> bytes:
 _PIECE = "\x00piece\x00"  # stands for a content piece in a chunk made once per stream
 
 
-def _content_events(completion_id: str, created: int, model: str):
+def _content_events(content_chunk: dict):
     """A function from content pieces to their chunk events, all in one bytes: each is what
-    `_event` makes of OpenAI's content chunk, with only the piece's JSON made per piece."""
-    chunk = {
-        "id": completion_id,
-        "object": "chat.completion.chunk",
-        "created": created,
-        "model": model,
-        "choices": [
-            {"index": 0, "delta": {"content": _PIECE}, "finish_reason": None, "logprobs": None}
-        ],
-    }
-    head, tail = _event(chunk).split(json.dumps(_PIECE).encode())
+    `_event` makes of `content_chunk` with the piece as its content (given as `_PIECE`), with
+    only the piece's JSON made per piece."""
+    head, tail = _event(content_chunk).split(json.dumps(_PIECE).encode())
 
     def events(pieces) -> bytes:
         return b"".join(head + json.dumps(piece).encode() + tail for piece in pieces)
@@ -385,7 +377,7 @@ async def _sse(stream, completion_id: str, created: int):
             ],
         }
 
-    content_events = _content_events(completion_id, created, stream.model.name)
+    content_events = _content_events(chunk({"content": _PIECE}))
     relay = aiter(stream)
     try:
         role = _event(chunk({"role": "assistant", "content": ""}))

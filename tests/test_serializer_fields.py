@@ -47,7 +47,7 @@ def test_the_fields_are_the_ones_drf_builds(serializer_class):
     assert _described(built_once) == _described(built_by_drf)
 
 
-def test_every_plain_serializer_of_the_project_makes_its_fields_once():
+def test_the_plain_serializers_checked_below_are_the_projects():
     from playground.serializers import ChatCompletionSerializer
 
     assert len(PLAIN_SERIALIZERS) > 50
@@ -56,11 +56,8 @@ def test_every_plain_serializer_of_the_project_makes_its_fields_once():
 
 @pytest.mark.parametrize("serializer_class", PLAIN_SERIALIZERS, ids=lambda cls: cls.__qualname__)
 def test_the_declared_fields_are_the_ones_drf_copies(serializer_class):
-    try:
-        made_once = base.FieldsMadeOnceMixin.get_fields(serializer_class())
-        copied_by_drf = serializers.Serializer.get_fields(serializer_class())
-    except TypeError:  # a serializer made with required arguments
-        pytest.skip("needs arguments")
+    made_once = base.FieldsMadeOnceMixin.get_fields(serializer_class())
+    copied_by_drf = serializers.Serializer.get_fields(serializer_class())
 
     assert _described(made_once) == _described(copied_by_drf)
     for name, field in made_once.items():

@@ -243,6 +243,14 @@ class SSEDecoder:
             self._event = value
 
 
+async def _event_lists(texts: AsyncIterator[str]) -> AsyncIterator[list[SSEEvent]]:
+    """The events each piece of a body's text completes, then those its end completes."""
+    decoder = SSEDecoder()
+    async for text in texts:
+        yield decoder.feed(text)
+    yield decoder.close()
+
+
 def _read_events(
     events: list[SSEEvent], read: Callable[[str], tuple[list[StreamDelta], bool]]
 ) -> tuple[list[StreamDelta], bool, UpstreamError | None]:
@@ -333,23 +341,16 @@ class HTTPProvider(Provider):
                     raise await error_for_status(response, api_key=self.config.api_key)
                 started = True
                 chunks = response.aiter_text()
-                decoder = SSEDecoder()
-                async for text in chunks:
-                    batch, last, error = _read_events(decoder.feed(text), read)
-                    if batch:
-                        yield batch
-                    if error is not None:
-                        raise error
-                    if last:
-                        await drain(chunks)
-                        return
-                batch, last, error = _read_events(decoder.close(), read)
-                if batch:
-                    yield batch
-                if error is not None:
-                    raise error
-                if last:
-                    return
+                async with aclosing(_event_lists(chunks)) as event_lists:
+                    async for events in event_lists:
+                        batch, last, error = _read_events(events, read)
+                        if batch:
+                            yield batch
+                        if error is not None:
+                            raise error
+                        if last:
+                            await drain(chunks)
+                            return
         except httpx.HTTPError as error:
             raise transport_error(error, streaming=started, partial_usage=partial_usage()) from None
         except httpx.InvalidURL:

@@ -25,6 +25,8 @@ The rules are the services' own:
 Elsewhere (SQLite) the same services run in a transaction, as they always did.
 """
 
+import functools
+
 from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 from django.db.models.sql import InsertQuery
 from django.utils import timezone
@@ -171,35 +173,27 @@ def gateway_tokens_settle(
     return call
 
 
-# The text of the call's INSERT, as the ORM writes it: the same for every call (one placeholder
-# per column; no column has a database default or a placeholder of its own), so written once.
-_insert_sql: str | None = None
+@functools.cache
+def _insert_sql() -> str:
+    """The text of a call's INSERT, as the ORM writes it: the same for every call (one
+    placeholder per column; no column has a database default or a placeholder of its own)."""
+    query = InsertQuery(GatewayCall)
+    query.insert_values(GatewayCall._meta.local_concrete_fields, [GatewayCall()])
+    [(sql, _)] = query.get_compiler(using=DEFAULT_DB_ALIAS).as_sql()
+    return sql
 
 
 def _insert(call: GatewayCall) -> tuple[str, list]:
     """The ORM's own INSERT of `call` (defaults, auto_now_add, conversions), as SQL: the text
-    compiled once, the values converted per call as the ORM's compiler converts them
-    (`pre_save`, then `get_db_prep_save`)."""
-    global _insert_sql
-    fields = GatewayCall._meta.local_concrete_fields
-    if _insert_sql is not None:
-        values = [field.pre_save(call, True) for field in fields]
-        if not any(hasattr(value, "resolve_expression") for value in values):
-            # The connection itself, not Django's proxy to it, which looks the connection up
-            # again on each of the many attribute reads of 23 conversions.
-            db = connections[DEFAULT_DB_ALIAS]
-            params = [
-                field.get_db_prep_save(v, db) for field, v in zip(fields, values, strict=True)
-            ]
-            return _insert_sql, params
-    query = InsertQuery(GatewayCall)
-    query.insert_values(fields, [call])
-    [(sql, params)] = query.get_compiler(using=DEFAULT_DB_ALIAS).as_sql()
-    if len(params) == len(fields) and all(
-        not hasattr(getattr(call, field.attname), "resolve_expression") for field in fields
-    ):
-        _insert_sql = sql
-    return sql, list(params)
+    written once, the values converted per call as the ORM's compiler converts them
+    (`pre_save`, then `get_db_prep_save`), against the connection itself rather than Django's
+    proxy to it, which looks the connection up again on each attribute read."""
+    db = connections[DEFAULT_DB_ALIAS]
+    params = [
+        field.get_db_prep_save(field.pre_save(call, True), db)
+        for field in GatewayCall._meta.local_concrete_fields
+    ]
+    return _insert_sql(), params
 
 
 def _fetch(sql: str, params: list):
