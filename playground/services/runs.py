@@ -33,6 +33,7 @@ from rest_framework.exceptions import Throttled
 from audit.services import record
 from config.db import raw_uuid
 from config.exceptions import ApplicationError, Conflict, QuotaExceeded
+from config.prepared import CompiledQuery, fetch_prepared
 from tenants.models import BLOCKED_STATUSES, Tenant
 
 from .. import jobs, tokens
@@ -56,7 +57,13 @@ from ..orchestration import (
     check_settings,
 )
 from .artifacts import artifact_write
-from .gateway import ChatInput, gateway_abandon, gateway_call_reserved, gateway_reserve
+from .gateway import (
+    ChatInput,
+    catalogue_cache,
+    gateway_abandon,
+    gateway_call_reserved,
+    gateway_reserve,
+)
 from .ledger import gateway_tokens_release
 
 logger = logging.getLogger(__name__)
@@ -247,7 +254,7 @@ def _request_id(run_pk, phase_pk, claim) -> str:
 
 _NOTE_SQL = (
     f"UPDATE {_PHASES} SET reserved_tokens = %s "  # noqa: S608
-    "WHERE id = %s AND claim = %s AND status = 'running'"
+    "WHERE id = %s AND claim = %s AND status = 'running' RETURNING id"
 )
 
 
@@ -264,9 +271,9 @@ def _reserve(run: OrchestrationRun, phase_pk, claim, chat: ChatInput):
         source=CallSource.ORCHESTRATION,
         request_id=_request_id(run.pk, phase_pk, claim),
     )
-    with connection.cursor() as cursor:
-        cursor.execute(_NOTE_SQL, [reservation.tokens, raw_uuid(phase_pk), raw_uuid(claim)])
-        noted = cursor.rowcount
+    noted = fetch_prepared(
+        connection.alias, _NOTE_SQL, [reservation.tokens, raw_uuid(phase_pk), raw_uuid(claim)]
+    )
     if not noted:
         # Cancelled since the phase was claimed: give the reservation back (recorded as a
         # cancelled call with no usage) and call nothing.
@@ -445,9 +452,7 @@ def _record_outcome(held: jobs.Claim, phase, token, fields: dict, next_phase):
             next_token, fields["completed_at"], fields["completed_at"],
             next_phase.pk if next_phase is not None else None,
         ]  # fmt: skip
-        with connection.cursor() as cursor:
-            cursor.execute(_FINISH_SQL, params)
-            finished, claimed = cursor.fetchone()
+        [(finished, claimed)] = fetch_prepared(connection.alias, _FINISH_SQL, params)
         return bool(finished), next_token if claimed else None
     # Elsewhere (SQLite): the same steps in a transaction, the run row first.
     counter = "completed_phases" if succeeded else "failed_phases"
@@ -526,12 +531,34 @@ def _skip_rest(run_id, reason: str) -> None:
     ).update(status=PhaseStatus.SKIPPED, error=reason[:500], updated_at=timezone.now())
 
 
+# Read once per run by every worker: compiled once per process and prepared on PostgreSQL
+# (config.prepared), where building these joins anew cost more than running them.
+_run_with_owner = CompiledQuery(
+    lambda pk: OrchestrationRun.objects.select_related("tenant", "created_by").filter(pk=pk),
+    OrchestrationRun._meta.pk,
+)
+_phases_in_order = CompiledQuery(
+    lambda run_id: OrchestrationPhase.objects.filter(run_id=run_id).order_by("position"),
+    OrchestrationPhase._meta.get_field("run"),
+)
+
+# The run's row locked (not its tenant's: the lock orders the run's end with a cancellation).
+_run_locked = CompiledQuery(
+    lambda pk: (
+        OrchestrationRun.objects.select_for_update(of=("self",))
+        .select_related("tenant")
+        .filter(pk=pk)
+    ),
+    OrchestrationRun._meta.pk,
+)
+
+
 def _end(held: jobs.Claim, run_id, *, status: str | None = None, error: str = "") -> str | None:
     """Release the run as completed (a phase completed) or failed, with its event; the status
     it ended in, or None when it was no longer ours."""
     with transaction.atomic():
-        run = held.rows().select_for_update().select_related("tenant").first()
-        if run is None:
+        run = next(iter(_run_locked(run_id)), None)
+        if run is None or run.status != JobStatus.RUNNING or run.lease_token != held.token:
             return None
         status = status or (JobStatus.COMPLETED if run.completed_phases else JobStatus.FAILED)
         if status == JobStatus.FAILED:
@@ -555,11 +582,12 @@ def orchestration_run_execute(*, run_id) -> str | None:
     held = jobs.claim(OrchestrationRun, run_id)
     if held is None:
         return None
-    run = OrchestrationRun.objects.select_related("tenant", "created_by").get(pk=run_id)
+    [run] = _run_with_owner(run_id)
     if run.tenant.status in BLOCKED_STATUSES:
         return _end(held, run_id, status=JobStatus.FAILED, error="The organization is suspended.")
-    model = LanguageModel.objects.filter(name=run.ai_model, active=True).first()
-    phases = list(run.phases.order_by("position"))
+    # The gateway's own view of the catalogue (what gateway_reserve will resolve the model in).
+    model = catalogue_cache.models().get(run.ai_model)
+    phases = _phases_in_order(run_id)
     done = [(p.name, p.response_text) for p in phases if p.status == PhaseStatus.COMPLETED]
     if run.integration_enabled and run.attempts > 1:
         for phase in phases:

@@ -25,7 +25,7 @@ import pytest
 from django.conf import settings as django_settings
 from django.core.files.storage import storages
 from django.core.management import call_command
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -545,6 +545,41 @@ def test_each_prompt_carries_the_topic_and_the_earlier_outputs(owner, project, u
     assert {request["json"]["model"] for request in upstream.requests} == {model.upstream_model}
     texts = [p.response_text for p in phases_of(run)]
     assert texts == ["ALPHA ideas output", "BETA design output", "Upstream says hello."]
+
+
+def _loaded(instance) -> dict:
+    """An instance's fields and the related instances it carries, as plain dicts."""
+    cached = instance._state.fields_cache
+    return {
+        "fields": instance.__dict__ | {"_state": None},
+        "related": {name: _loaded(other) for name, other in cached.items() if other is not None},
+        "db": instance._state.db,
+        "adding": instance._state.adding,
+    }
+
+
+def test_the_workers_compiled_reads_build_what_the_orm_builds(owner, project):
+    """The run with its organization and creator, its phases in order and the run locked at
+    its end are compiled once and prepared (config.prepared): the instances are the ORM's."""
+    run = start_run(owner, project)
+    other = start_run(owner, project)
+
+    [compiled] = runs._run_with_owner(run.pk)
+    orm = OrchestrationRun.objects.select_related("tenant", "created_by").get(pk=run.pk)
+    assert _loaded(compiled) == _loaded(orm)
+    assert set(compiled._state.fields_cache) == {"tenant", "created_by"}
+
+    phases = runs._phases_in_order(run.pk)
+    orm_phases = OrchestrationPhase.objects.filter(run_id=run.pk).order_by("position")
+    assert [_loaded(p) for p in phases] == [_loaded(p) for p in orm_phases]
+    assert [p.position for p in phases] == list(range(7))
+    assert {p.pk for p in runs._phases_in_order(other.pk)}.isdisjoint({p.pk for p in phases})
+
+    with transaction.atomic():
+        [locked] = runs._run_locked(run.pk)
+        orm = OrchestrationRun.objects.select_related("tenant").get(pk=run.pk)
+    assert _loaded(locked) == _loaded(orm)
+    assert runs._run_with_owner(uuid.uuid4()) == []
 
 
 def test_a_suspended_organization_fails_its_run_without_calling_the_gateway(owner, project):
