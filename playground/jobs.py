@@ -68,6 +68,12 @@ class Claim:
             pk=self.pk, status=JobStatus.RUNNING, lease_token=self.token
         )
 
+    def holds(self, job: BackgroundJob | None) -> bool:
+        """Whether `job` (this claim's job, read under its row lock) is still ours: what
+        `rows()` selects. The lease token is this claim's alone, so the id needs no check (a
+        task gives it as a string, the row as a UUID)."""
+        return job is not None and job.status == JobStatus.RUNNING and job.lease_token == self.token
+
 
 def claim(model: type[BackgroundJob], pk) -> Claim | None:
     """Take job `pk` to run it, or None when it is not ours to run (finished, cancelled, held

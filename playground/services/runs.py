@@ -532,7 +532,7 @@ def _skip_rest(run_id, reason: str) -> None:
 
 
 # Read once per run by every worker: compiled once per process and prepared on PostgreSQL
-# (config.prepared), where building these joins anew cost more than running them.
+# (config.prepared), where compiling and planning them anew cost more than running them.
 _run_with_owner = CompiledQuery(
     lambda pk: OrchestrationRun.objects.select_related("tenant", "created_by").filter(pk=pk),
     OrchestrationRun._meta.pk,
@@ -557,8 +557,8 @@ def _end(held: jobs.Claim, run_id, *, status: str | None = None, error: str = ""
     """Release the run as completed (a phase completed) or failed, with its event; the status
     it ended in, or None when it was no longer ours."""
     with transaction.atomic():
-        run = next(iter(_run_locked(run_id)), None)
-        if run is None or run.status != JobStatus.RUNNING or run.lease_token != held.token:
+        [run] = _run_locked(run_id) or [None]
+        if not held.holds(run):
             return None
         status = status or (JobStatus.COMPLETED if run.completed_phases else JobStatus.FAILED)
         if status == JobStatus.FAILED:

@@ -6,6 +6,7 @@ artifact files."""
 
 import threading
 import time
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -479,3 +480,27 @@ def test_a_worker_waits_out_the_tokens_per_minute_window_then_gives_up(monkeypat
         jobs.waiting_out_throttles(always_refused)
     assert len(attempts) == jobs.THROTTLE_RETRIES + 1
     assert slept == [1] * jobs.THROTTLE_RETRIES
+
+
+def test_a_claim_holds_the_run_its_rows_select_and_no_other(owner, sent):
+    """Claim.holds, read on a locked row, agrees with Claim.rows(), the writes' condition."""
+    project = ProjectFactory(tenant=owner.tenant, topic="t")
+    run = orchestration_start(tenant=owner.tenant, actor=owner.user, project_id=project.pk)
+    other = orchestration_start(tenant=owner.tenant, actor=owner.user, project_id=project.pk)
+    held = jobs.claim(OrchestrationRun, str(run.pk))  # as the task gives it
+    jobs.claim(OrchestrationRun, other.pk)
+
+    def agree(job) -> bool:
+        assert held.holds(job) is held.rows().filter(pk=job.pk).exists()
+        return held.holds(job)
+
+    assert agree(OrchestrationRun.objects.get(pk=run.pk))
+    assert not agree(OrchestrationRun.objects.get(pk=other.pk))
+    assert not held.holds(None)
+
+    OrchestrationRun.objects.filter(pk=run.pk).update(lease_token=uuid.uuid4())
+    assert not agree(OrchestrationRun.objects.get(pk=run.pk))
+    OrchestrationRun.objects.filter(pk=run.pk).update(
+        lease_token=held.token, status=JobStatus.CANCELLED
+    )
+    assert not agree(OrchestrationRun.objects.get(pk=run.pk))
