@@ -320,23 +320,43 @@ def _release_unsettled(phase: OrchestrationPhase) -> None:
         gateway_tokens_release(tenant=phase.tenant, api_key=None, amount=phase.reserved_tokens)
 
 
+# The first phase's claim (the next ones are claimed in _FINISH_SQL): prepared on PostgreSQL,
+# where the ORM's UPDATE with a join was compiled and planned anew for every run.
+_CLAIM_PENDING_SQL = (
+    f"UPDATE {_PHASES} SET status = 'running', claim = %s, attempts = attempts + 1, "  # noqa: S608
+    "started_at = %s, updated_at = %s WHERE id = %s AND status = 'pending' AND EXISTS "
+    f"(SELECT 1 FROM {_RUNS} WHERE {_RUNS}.id = {_PHASES}.run_id AND {_RUNS}.status = 'running' "
+    f"AND {_RUNS}.lease_token = %s) RETURNING id"
+)
+
+
 def _claim_pending(held: jobs.Claim, phase_pk, token) -> bool:
     """The common claim, one UPDATE: a pending phase of a run we hold."""
     now = timezone.now()
-    return bool(
-        OrchestrationPhase.objects.filter(
-            pk=phase_pk,
-            status=PhaseStatus.PENDING,
-            run__status=JobStatus.RUNNING,
-            run__lease_token=held.token,
-        ).update(
-            status=PhaseStatus.RUNNING,
-            claim=token,
-            attempts=F("attempts") + 1,
-            started_at=now,
-            updated_at=now,
-        )
+    if connection.vendor == "postgresql":
+        params = [token, now, now, raw_uuid(phase_pk), held.token]
+        return bool(fetch_prepared(connection.alias, _CLAIM_PENDING_SQL, params))
+    return bool(_claim_pending_rows(held, phase_pk).update(**_claimed(token, now)))
+
+
+def _claim_pending_rows(held: jobs.Claim, phase_pk):
+    """What _CLAIM_PENDING_SQL updates, as a queryset (SQLite, and the test comparing them)."""
+    return OrchestrationPhase.objects.filter(
+        pk=phase_pk,
+        status=PhaseStatus.PENDING,
+        run__status=JobStatus.RUNNING,
+        run__lease_token=held.token,
     )
+
+
+def _claimed(token, now) -> dict:
+    return {
+        "status": PhaseStatus.RUNNING,
+        "claim": token,
+        "attempts": F("attempts") + 1,
+        "started_at": now,
+        "updated_at": now,
+    }
 
 
 def _claim_phase(held: jobs.Claim, phase) -> uuid.UUID | None:
@@ -542,30 +562,23 @@ _phases_in_order = CompiledQuery(
     OrchestrationPhase._meta.get_field("run"),
 )
 
-# The run's row locked (not its tenant's: the lock orders the run's end with a cancellation).
-_run_locked = CompiledQuery(
-    lambda pk: (
-        OrchestrationRun.objects.select_for_update(of=("self",))
-        .select_related("tenant")
-        .filter(pk=pk)
-    ),
-    OrchestrationRun._meta.pk,
-)
 
-
-def _end(held: jobs.Claim, run_id, *, status: str | None = None, error: str = "") -> str | None:
-    """Release the run as completed (a phase completed) or failed, with its event; the status
-    it ended in, or None when it was no longer ours."""
+def _end(held: jobs.Claim, run, *, status: str | None = None, error: str = "") -> str | None:
+    """Release `run` as completed (a phase completed) or failed, with its event; the status
+    it ended in, or None when it was no longer ours. `run` is the worker's copy, its phase
+    counters kept in step with the row's (while the run is ours, only its worker moves them);
+    the release, conditional on the claim, locks the row, which orders it with a
+    cancellation."""
+    status = status or (JobStatus.COMPLETED if run.completed_phases else JobStatus.FAILED)
+    if status == JobStatus.FAILED:
+        error = error or "No phase completed."
     with transaction.atomic():
-        [run] = _run_locked(run_id) or [None]
-        if not held.holds(run):
-            return None
-        status = status or (JobStatus.COMPLETED if run.completed_phases else JobStatus.FAILED)
-        if status == JobStatus.FAILED:
-            error = error or "No phase completed."
-            _release_dead_calls(run_id)
-            _skip_rest(run_id, error)
         ended = jobs.release(held, status=status, error=error, started_at=run.started_at)
+        if not ended:
+            return None
+        if status == JobStatus.FAILED:
+            _release_dead_calls(run.pk)
+            _skip_rest(run.pk, error)
         for name, value in {**ended, "status": status, "error": error[:500]}.items():
             setattr(run, name, value)
         record(
@@ -584,7 +597,7 @@ def orchestration_run_execute(*, run_id) -> str | None:
         return None
     [run] = _run_with_owner(run_id)
     if run.tenant.status in BLOCKED_STATUSES:
-        return _end(held, run_id, status=JobStatus.FAILED, error="The organization is suspended.")
+        return _end(held, run, status=JobStatus.FAILED, error="The organization is suspended.")
     # The gateway's own view of the catalogue (what gateway_reserve will resolve the model in).
     model = catalogue_cache.models().get(run.ai_model)
     phases = _phases_in_order(run_id)
@@ -612,13 +625,17 @@ def orchestration_run_execute(*, run_id) -> str | None:
                 held, run, phase, token, result=result, call=call, error=error,
                 started=started, next_phase=following,
             )  # fmt: skip
+            # Counted on the row too, by _finish_phase's statement.
             if succeeded:
+                run.completed_phases += 1
                 done.append((phase.name, result.content))
+            else:
+                run.failed_phases += 1
             if fatal:
-                return _end(held, run_id, status=JobStatus.FAILED, error=error)
+                return _end(held, run, status=JobStatus.FAILED, error=error)
     except _Stop:
         return None
-    return _end(held, run_id)
+    return _end(held, run)
 
 
 # Cancel and fail ------------------------------------------------------------------------------

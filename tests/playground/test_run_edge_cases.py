@@ -11,6 +11,7 @@ from datetime import timedelta
 
 import pytest
 from django.db import connection
+from django.db.models import F
 from django.utils import timezone
 
 from playground import jobs
@@ -504,3 +505,109 @@ def test_a_claim_holds_the_run_its_rows_select_and_no_other(owner, sent):
         lease_token=held.token, status=JobStatus.CANCELLED
     )
     assert not agree(OrchestrationRun.objects.get(pk=run.pk))
+
+
+def _job_state(job, token, started_before) -> dict:
+    """What a claim or a held write leaves on a job, the same whichever statement wrote it
+    (its start kept as it was, or set then)."""
+    job.refresh_from_db()
+    started = job.started_at
+    return {
+        "status": job.status,
+        "attempts": job.attempts,
+        "ours": job.lease_token == token,
+        "leased": job.lease_expires_at is not None,
+        "started_at": "kept" if started == started_before else "set" if started else None,
+        "error": job.error,
+        "execution_time_ms": job.execution_time_ms,
+    }
+
+
+@pytest.mark.parametrize(
+    "before",
+    [
+        {},
+        {"status": JobStatus.RUNNING, "lease": -1, "attempts": 1, "started": -60},
+        {"status": JobStatus.RUNNING, "lease": 60, "attempts": 1, "started": -60},
+        {"status": JobStatus.PENDING, "attempts": 3},
+        {"status": JobStatus.COMPLETED, "attempts": 1, "started": -60},
+        {"status": JobStatus.CANCELLED},
+    ],
+    ids=["pending", "lease-expired", "lease-live", "out-of-attempts", "completed", "cancelled"],
+)
+def test_the_job_engines_statements_write_what_the_orms_updates_write(owner, sent, before):
+    """A claim, a held write and a phase's first claim are prepared statements on PostgreSQL
+    (elsewhere the ORM's updates): on twin jobs, each leaves what the ORM's update leaves."""
+    project = ProjectFactory(tenant=owner.tenant, topic="t")
+    now = timezone.now()
+    lease = now + timedelta(seconds=before["lease"]) if "lease" in before else None
+    started = now + timedelta(seconds=before["started"]) if "started" in before else None
+    twins = []
+    for _ in range(2):
+        run = orchestration_start(tenant=owner.tenant, actor=owner.user, project_id=project.pk)
+        OrchestrationRun.objects.filter(pk=run.pk).update(
+            status=before.get("status", JobStatus.PENDING),
+            attempts=before.get("attempts", 0),
+            lease_token=uuid.uuid4() if lease else None,
+            lease_expires_at=lease,
+            started_at=started,
+        )
+        twins.append(run)
+    prepared, orm = twins
+
+    # The claim: jobs.claim (prepared on PostgreSQL) against the ORM's update.
+    held = jobs.claim(OrchestrationRun, str(prepared.pk))  # as the task gives it
+    orm_token = uuid.uuid4()
+    orm_taken = jobs._take(OrchestrationRun, orm.pk, orm_token, timezone.now())
+    assert (held is not None) == bool(orm_taken)
+    token = held.token if held else uuid.uuid4()
+    assert _job_state(prepared, token, started) == _job_state(orm, orm_token, started)
+    orm_held = jobs.Claim(OrchestrationRun, orm.pk, orm_token)
+    held = held or jobs.Claim(OrchestrationRun, prepared.pk, token)
+
+    # The first phase's claim, under the run's claim.
+    first, orm_first = phases_of(prepared)[0], phases_of(orm)[0]
+    phase_token = uuid.uuid4()
+    claimed = runs._claim_pending(held, first.pk, phase_token)
+    orm_claimed = runs._claim_pending_rows(orm_held, orm_first.pk).update(
+        **runs._claimed(phase_token, timezone.now())
+    )
+    assert claimed == bool(orm_claimed)
+    first.refresh_from_db()
+    orm_first.refresh_from_db()
+    assert (first.status, first.claim, first.attempts) == (
+        orm_first.status,
+        orm_first.claim,
+        orm_first.attempts,
+    )
+
+    # A held write (the end's release): only while the job is ours.
+    written = jobs.release(held, status=JobStatus.FAILED, error="x" * 600, started_at=now)
+    orm_written = orm_held.rows().update(
+        status=JobStatus.FAILED, error="x" * 500, **jobs._ended(now, timezone.now())
+    )
+    assert bool(written) == bool(orm_written)
+    assert _job_state(prepared, token, started) == {
+        **_job_state(orm, orm_token, started),
+        "execution_time_ms": prepared.execution_time_ms,  # measured apart
+    }
+
+
+def test_a_held_write_of_json_and_of_a_relation_lands_as_the_orms(owner, sent):
+    """Claim.update writes a JSON value through the prepared statement, and hands an
+    expression or a relation to the ORM: each as the ORM writes it."""
+    job = WorkflowJob.objects.create(
+        tenant=owner.tenant, workflow_type="usage_report", input_data={}, created_by=owner.user
+    )
+    held = jobs.claim(WorkflowJob, job.pk)
+    output = {"rows": 3, "nested": {"ok": True, "text": "é \u2028"}, "list": [1, None]}
+    assert held.update(output_data=output, progress_done=2) == 1
+    assert held.update(progress_done=F("progress_done") + 1, created_by=None) == 1
+    job.refresh_from_db()
+    assert (job.output_data, job.progress_done, job.created_by) == (output, 3, None)
+
+    stale = jobs.Claim(WorkflowJob, job.pk, uuid.uuid4())
+    assert stale.update(progress_done=9) == 0
+    assert not jobs.renew(stale)
+    job.refresh_from_db()
+    assert job.progress_done == 3
