@@ -475,8 +475,12 @@ class OrchestrationRun(BackgroundJob):
         indexes = [
             models.Index(fields=["tenant", "status"], name="orch_run_status"),
             models.Index(fields=["tenant", "project", "-created_at"], name="orch_run_project"),
+            # The reaper's scan, oldest first. Not on lease_expires_at: a column of an index
+            # that changes makes every lease renewal (a run's phase end, a batch's checkpoint)
+            # write a new entry in each of the table's indexes (PostgreSQL's HOT updates need
+            # no indexed column to change).
             models.Index(
-                fields=["status", "lease_expires_at"],
+                fields=["created_at"],
                 condition=models.Q(status__in=["pending", "running"]),
                 name="orch_run_active",
             ),
@@ -659,8 +663,12 @@ class WorkflowJob(BackgroundJob):
         indexes = [
             models.Index(fields=["tenant", "status"], name="workflow_job_status"),
             models.Index(fields=["tenant", "workflow_type"], name="workflow_job_type"),
+            # The reaper's scan, oldest first. Not on lease_expires_at: a column of an index
+            # that changes makes every lease renewal (a run's phase end, a batch's checkpoint)
+            # write a new entry in each of the table's indexes (PostgreSQL's HOT updates need
+            # no indexed column to change).
             models.Index(
-                fields=["status", "lease_expires_at"],
+                fields=["created_at"],
                 condition=models.Q(status__in=["pending", "running"]),
                 name="workflow_job_active",
             ),

@@ -43,6 +43,7 @@ from playground.models import (
     OrchestrationTemplate,
     PhaseStatus,
     Project,
+    WorkflowJob,
 )
 from playground.services import runs
 from playground.services.reaper import stalled_jobs_reap
@@ -576,6 +577,30 @@ def test_the_workers_compiled_reads_build_what_the_orm_builds(owner, project):
     assert {p.pk for p in runs._phases_in_order(other.pk)}.isdisjoint({p.pk for p in phases})
 
     assert runs._run_with_owner(uuid.uuid4()) == []
+
+
+@pytest.mark.parametrize(
+    "model, renewed",
+    [
+        (OrchestrationRun, {"completed_phases", "failed_phases", "lease_expires_at", "updated_at"}),
+        (WorkflowJob, {"progress_done", "lease_expires_at", "updated_at"}),
+    ],
+)
+def test_a_lease_renewal_changes_no_indexed_column(model, renewed):
+    """What a phase's end writes on its run (and a batch's checkpoint on its job) is in no
+    index, so PostgreSQL updates the row in place (a HOT update) instead of adding an entry to
+    each of the table's indexes, at every phase."""
+    columns = {model._meta.get_field(name).column for name in renewed}
+    with connection.cursor() as cursor:
+        indexes = connection.introspection.get_constraints(cursor, model._meta.db_table)
+    indexed = {
+        column
+        for index in indexes.values()
+        if index["index"] or index["unique"] or index["primary_key"]
+        for column in index["columns"] or ()
+    }
+    assert "status" in indexed  # the introspection sees the indexes
+    assert not columns & indexed
 
 
 def test_a_suspended_organization_fails_its_run_without_calling_the_gateway(owner, project):
