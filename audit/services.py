@@ -223,10 +223,12 @@ def _seal_after_commit() -> None:
 
 
 def _request_seal() -> None:
+    """Queue a seal unless one is queued: due AUDIT_SEAL_DELAY_SECONDS later, so a stream of
+    commits is sealed in batches, a task per delay at most, not a task per commit."""
     from .tasks import seal_audit_chains
 
-    if cache.add(SEAL_REQUESTED_KEY, 1, timeout=60):
-        seal_audit_chains.delay()
+    if cache.add(SEAL_REQUESTED_KEY, 1, timeout=60 + settings.AUDIT_SEAL_DELAY_SECONDS):
+        seal_audit_chains.apply_async(countdown=settings.AUDIT_SEAL_DELAY_SECONDS)
 
 
 # Sealing ---------------------------------------------------------------------------------------

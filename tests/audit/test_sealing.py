@@ -32,11 +32,11 @@ from .chain_helpers import (
 
 @pytest.fixture
 def queued_seals(monkeypatch):
-    """Seal requests sent after commit: seal_audit_chains.delay() records its arguments
-    instead of sending a message to the broker."""
+    """Seal requests sent after commit: seal_audit_chains.apply_async() records its
+    arguments instead of sending a message to the broker."""
     queued = []
     monkeypatch.setattr(
-        tasks.seal_audit_chains, "delay", lambda *args, **kwargs: queued.append(args)
+        tasks.seal_audit_chains, "apply_async", lambda *args, **kwargs: queued.append(args)
     )
     return queued
 
@@ -304,6 +304,23 @@ def test_commits_while_a_seal_is_queued_queue_no_second_one(transactional_db, qu
     assert queued_seals == [(), ()]
 
 
+@pytest.mark.parametrize("delay", [0.0, 2.5])
+def test_the_seal_is_queued_due_after_the_configured_delay(
+    transactional_db, monkeypatch, settings, delay
+):
+    """Commits within the delay share one seal task, queued due AUDIT_SEAL_DELAY_SECONDS
+    after the first of them (0: at once)."""
+    settings.AUDIT_SEAL_DELAY_SECONDS = delay
+    sent = []
+    monkeypatch.setattr(
+        tasks.seal_audit_chains, "apply_async", lambda *args, **kwargs: sent.append(kwargs)
+    )
+    for _ in range(3):
+        with transaction.atomic():
+            record(tenant=None, event_type="platform.thing")
+    assert sent == [{"countdown": delay}]
+
+
 def test_a_broker_failure_after_commit_neither_raises_nor_loses_the_event(
     transactional_db, monkeypatch
 ):
@@ -313,7 +330,7 @@ def test_a_broker_failure_after_commit_neither_raises_nor_loses_the_event(
     def broker_down(*args, **kwargs):
         raise ConnectionError("broker unreachable")
 
-    monkeypatch.setattr(tasks.seal_audit_chains, "delay", broker_down)
+    monkeypatch.setattr(tasks.seal_audit_chains, "apply_async", broker_down)
 
     with transaction.atomic():
         event = record(tenant=None, event_type="platform.thing")

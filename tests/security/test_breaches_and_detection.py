@@ -56,7 +56,7 @@ WINDOW = timedelta(minutes=15)
 def _no_broker(monkeypatch):
     """What commits queue after the change (sealing, webhook relay, email notifications) never
     reaches a broker from these tests."""
-    monkeypatch.setattr(audit_tasks.seal_audit_chains, "delay", lambda *a, **k: None)
+    monkeypatch.setattr(audit_tasks.seal_audit_chains, "apply_async", lambda *a, **k: None)
     monkeypatch.setattr(notification_tasks.send_webhooks, "delay", lambda *a, **k: None)
     monkeypatch.setattr(notification_tasks.deliver_notifications, "delay", lambda *a, **k: None)
 

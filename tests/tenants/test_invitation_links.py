@@ -39,7 +39,7 @@ NO_SETTINGS = {"INVITATION_ACCEPT_URL": "", "PUBLIC_BASE_URL": ""}
 @pytest.fixture(autouse=True)
 def _no_broker(monkeypatch):
     """Committed audit events ask for a seal task; keep those off the broker."""
-    monkeypatch.setattr(audit_tasks.seal_audit_chains, "delay", lambda *a, **k: None)
+    monkeypatch.setattr(audit_tasks.seal_audit_chains, "apply_async", lambda *a, **k: None)
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ NEW_PASSWORD = "a-long-and-unusual-passphrase-42"
 @pytest.fixture(autouse=True)
 def _no_broker(monkeypatch):
     """Committed audit events ask for a seal task; keep those off the broker."""
-    monkeypatch.setattr(audit_tasks.seal_audit_chains, "delay", lambda *a, **k: None)
+    monkeypatch.setattr(audit_tasks.seal_audit_chains, "apply_async", lambda *a, **k: None)
 
 
 def form_token(html: str) -> str | None:

@@ -53,7 +53,7 @@ NEW_PASSWORD = "a-long-and-unusual-passphrase-42"
 @pytest.fixture(autouse=True)
 def _no_broker(monkeypatch):
     """Committed audit events ask for a seal task; keep those off the broker."""
-    monkeypatch.setattr(audit_tasks.seal_audit_chains, "delay", lambda *a, **k: None)
+    monkeypatch.setattr(audit_tasks.seal_audit_chains, "apply_async", lambda *a, **k: None)
 
 
 @pytest.fixture
@@ -627,7 +627,7 @@ def test_accepting_is_throttled_with_the_auth_rate():
 
 @pytest.mark.postgres
 def test_two_concurrent_accepts_of_one_token_succeed_once(transactional_db, monkeypatch):
-    monkeypatch.setattr(audit_tasks.seal_audit_chains, "delay", lambda *a, **k: None)
+    monkeypatch.setattr(audit_tasks.seal_audit_chains, "apply_async", lambda *a, **k: None)
     invitation = InvitationFactory(tenant=TenantFactory(plan=PlanTier.ENTERPRISE))
     outcomes = race(
         2, lambda: invitation_accept(token=invitation.token, name="Racer", password=NEW_PASSWORD)
@@ -641,7 +641,7 @@ def test_two_concurrent_accepts_of_one_token_succeed_once(transactional_db, monk
 
 @pytest.mark.postgres
 def test_concurrent_accepts_cannot_overfill_the_seats(transactional_db, monkeypatch):
-    monkeypatch.setattr(audit_tasks.seal_audit_chains, "delay", lambda *a, **k: None)
+    monkeypatch.setattr(audit_tasks.seal_audit_chains, "apply_async", lambda *a, **k: None)
     tenant = TenantFactory(settings={"maxUsers": 3})
     MembershipFactory(tenant=tenant, role=Role.OWNER)
     first, second = InvitationFactory(tenant=tenant), InvitationFactory(tenant=tenant)
