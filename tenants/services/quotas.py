@@ -32,6 +32,7 @@ from audit.services import record
 from config.db import raw_uuid
 from config.exceptions import QuotaExceeded
 from config.metering import METER_COUNTED, METER_MISSING, METER_OVER_LIMIT, Admission, admit
+from config.prepared import fetch_prepared
 
 from .. import api_call_store
 from ..models import (
@@ -122,9 +123,10 @@ def quota_consume(*, tenant: Tenant, resource: str, amount: int = 1) -> int:
     limit = tenant_limits(tenant)[resource]
     params = [amount, timezone.now(), raw_uuid(tenant.pk), resource, amount, limit]
     for attempt in range(2):
-        with connection.cursor() as cursor:
-            cursor.execute(_CONSUME_SQL, params)
-            row = cursor.fetchone()
+        # A fixed text, prepared on the server once per connection (config.prepared): every
+        # gateway call without an API key counts its tokens here, as does each counted resource.
+        rows = fetch_prepared(connection.alias, _CONSUME_SQL, params)
+        row = rows[0] if rows else None
         if row is not None:
             break
         if attempt == 0:
