@@ -67,6 +67,11 @@ def _database(model: type[BackgroundJob]):
     return connections[router.db_for_write(model)]
 
 
+def _pk_value(model: type[BackgroundJob], pk, database):
+    """A job's id as a raw statement's parameter (a task gives it as a string)."""
+    return model._meta.pk.get_db_prep_value(model._meta.pk.to_python(pk), database)
+
+
 @functools.cache
 def _claim_sql(model: type[BackgroundJob]) -> str:
     """claim()'s UPDATE; its parameters: token, lease end, now, now, id, max attempts, now."""
@@ -105,12 +110,6 @@ class Claim:
             pk=self.pk, status=JobStatus.RUNNING, lease_token=self.token
         )
 
-    def holds(self, job: BackgroundJob | None) -> bool:
-        """Whether `job` (this claim's job, read under its row lock) is still ours: what
-        `rows()` selects. The lease token is this claim's alone, so the id needs no check (a
-        task gives it as a string, the row as a UUID)."""
-        return job is not None and job.status == JobStatus.RUNNING and job.lease_token == self.token
-
     def update(self, **fields) -> int:
         """`rows().update(**fields)`: the rows written, 1 while the job is ours, else 0. Plain
         values of the job's own columns (a lease, progress, an outcome) are written by a
@@ -125,9 +124,8 @@ class Claim:
             return self.rows().update(**fields)
         names = tuple(sorted(fields))
         values = [meta.get_field(name).get_db_prep_save(fields[name], database) for name in names]
-        pk = meta.pk.get_db_prep_value(meta.pk.to_python(self.pk), database)
-        sql = _held_update_sql(self.model, names)
-        return len(fetch_prepared(database.alias, sql, [*values, pk, self.token]))
+        params = [*values, _pk_value(self.model, self.pk, database), self.token]
+        return len(fetch_prepared(database.alias, _held_update_sql(self.model, names), params))
 
 
 def claim(model: type[BackgroundJob], pk) -> Claim | None:
@@ -157,7 +155,7 @@ def _take(model: type[BackgroundJob], pk, token: uuid.UUID, now) -> int:
 def _take_prepared(model: type[BackgroundJob], pk, token: uuid.UUID, now) -> int:
     """_take as a prepared statement (PostgreSQL)."""
     database = _database(model)
-    pk = model._meta.pk.get_db_prep_value(model._meta.pk.to_python(pk), database)
+    pk = _pk_value(model, pk, database)
     params = [token, lease_until(), now, now, pk, settings.JOBS_MAX_ATTEMPTS, now]
     return len(fetch_prepared(database.alias, _claim_sql(model), params))
 

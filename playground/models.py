@@ -407,6 +407,16 @@ FINISHED_JOB_STATUSES = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCEL
 ACTIVE_JOB_STATUSES = (JobStatus.PENDING, JobStatus.RUNNING)
 
 
+def active_jobs_index(name: str) -> models.Index:
+    """A job table's index for the reaper's scan: its pending and running jobs, oldest first.
+    Not on `lease_expires_at`: with a changing column in an index, every lease renewal (a
+    run's phase end, a batch's checkpoint) would write a new entry in each of the table's
+    indexes, where PostgreSQL otherwise updates the row in place (a HOT update)."""
+    return models.Index(
+        fields=["created_at"], condition=models.Q(status__in=["pending", "running"]), name=name
+    )
+
+
 class BackgroundJob(TenantOwned):
     """What the job engine (playground.jobs) keeps of a job run by Celery: its status, its
     queue priority, and the lease of the worker running it.
@@ -475,15 +485,7 @@ class OrchestrationRun(BackgroundJob):
         indexes = [
             models.Index(fields=["tenant", "status"], name="orch_run_status"),
             models.Index(fields=["tenant", "project", "-created_at"], name="orch_run_project"),
-            # The reaper's scan, oldest first. Not on lease_expires_at: a column of an index
-            # that changes makes every lease renewal (a run's phase end, a batch's checkpoint)
-            # write a new entry in each of the table's indexes (PostgreSQL's HOT updates need
-            # no indexed column to change).
-            models.Index(
-                fields=["created_at"],
-                condition=models.Q(status__in=["pending", "running"]),
-                name="orch_run_active",
-            ),
+            active_jobs_index("orch_run_active"),
         ]
 
     def __str__(self):
@@ -663,15 +665,7 @@ class WorkflowJob(BackgroundJob):
         indexes = [
             models.Index(fields=["tenant", "status"], name="workflow_job_status"),
             models.Index(fields=["tenant", "workflow_type"], name="workflow_job_type"),
-            # The reaper's scan, oldest first. Not on lease_expires_at: a column of an index
-            # that changes makes every lease renewal (a run's phase end, a batch's checkpoint)
-            # write a new entry in each of the table's indexes (PostgreSQL's HOT updates need
-            # no indexed column to change).
-            models.Index(
-                fields=["created_at"],
-                condition=models.Q(status__in=["pending", "running"]),
-                name="workflow_job_active",
-            ),
+            active_jobs_index("workflow_job_active"),
         ]
 
     def __str__(self):

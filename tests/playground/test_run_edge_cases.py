@@ -483,28 +483,30 @@ def test_a_worker_waits_out_the_tokens_per_minute_window_then_gives_up(monkeypat
     assert slept == [1] * jobs.THROTTLE_RETRIES
 
 
-def test_a_claim_holds_the_run_its_rows_select_and_no_other(owner, sent):
-    """Claim.holds, read on a locked row, agrees with Claim.rows(), the writes' condition."""
+def test_a_claims_writes_land_on_its_run_while_it_holds_it_and_no_other(owner, sent):
+    """Claim.rows() (the writes' condition) and Claim.update select the claimed run, by the id
+    as the task gives it, and no other; nothing once its token or status moved on."""
     project = ProjectFactory(tenant=owner.tenant, topic="t")
     run = orchestration_start(tenant=owner.tenant, actor=owner.user, project_id=project.pk)
     other = orchestration_start(tenant=owner.tenant, actor=owner.user, project_id=project.pk)
     held = jobs.claim(OrchestrationRun, str(run.pk))  # as the task gives it
     jobs.claim(OrchestrationRun, other.pk)
 
-    def agree(job) -> bool:
-        assert held.holds(job) is held.rows().filter(pk=job.pk).exists()
-        return held.holds(job)
+    def holds(job) -> bool:
+        selected = held.rows().filter(pk=job.pk).exists()
+        if job.pk == run.pk:
+            assert bool(held.update(error="")) is selected  # the write agrees with the rows
+        return selected
 
-    assert agree(OrchestrationRun.objects.get(pk=run.pk))
-    assert not agree(OrchestrationRun.objects.get(pk=other.pk))
-    assert not held.holds(None)
+    assert holds(run)
+    assert not holds(other)
 
     OrchestrationRun.objects.filter(pk=run.pk).update(lease_token=uuid.uuid4())
-    assert not agree(OrchestrationRun.objects.get(pk=run.pk))
+    assert not holds(run)
     OrchestrationRun.objects.filter(pk=run.pk).update(
         lease_token=held.token, status=JobStatus.CANCELLED
     )
-    assert not agree(OrchestrationRun.objects.get(pk=run.pk))
+    assert not holds(run)
 
 
 def _job_state(job, token, started_before) -> dict:
