@@ -17,10 +17,15 @@ memberships with their tenants:
     WHERE c.digest = <digest> LIMIT 2
 
 The authentication classes (accounts.authentication) run it and hand the memberships to tenant
-resolution (tenants.resolution.MembershipCandidates), which uses them instead of querying. Nothing
-is cached: a revoked token, a suspended member or a suspended tenant is read as it is now, on
-every request. An API key's own lookup (accounts.authentication._find_keys) already brings its
-tenant and its creator's membership in one statement.
+resolution (tenants.resolution.MembershipCandidates), which uses them instead of querying.
+
+A process keeps the rows of recent lookups (config.epoch): a request may act on them only
+where its admission confirms, in the same Redis step that counts it, that no user, token,
+membership or tenant has been written since they were read; else it is authenticated again
+from the database. A revoked token, a suspended member or a suspended tenant is therefore
+refused on the next request, as without them. An API key's own lookup
+(accounts.authentication._find_keys) brings its tenant and its creator's membership in one
+statement, and is not kept.
 """
 
 import threading
@@ -30,6 +35,7 @@ from django.core.exceptions import ValidationError
 from django.db import connections, router
 from django.db.models import Model
 
+from config import epoch
 from config.prepared import SelectedModel, fetch_prepared
 from tenants.models import Membership, MembershipStatus, Tenant
 from tenants.resolution import MembershipCandidates, named_organizations, tenant_lookup
@@ -109,7 +115,7 @@ class _Statement:
                 sql = self._sql.setdefault(cache_key, self._build(connection, named_by))
         return sql
 
-    def __call__(self, value, lookup: dict | None) -> Principal | None:
+    def __call__(self, value, lookup: dict | None, request=None) -> Principal | None:
         alias = router.db_for_read(User)
         connection = connections[alias]
         named_by, named = next(iter(lookup.items())) if lookup else (None, None)
@@ -119,7 +125,7 @@ class _Statement:
         elif named_by == "slug":
             params.append(named)
         params.append(_prepared(self._key_field, value, connection))
-        rows = fetch_prepared(alias, self.sql(connection, named_by), params)
+        rows = _rows(request, alias, self.sql(connection, named_by), params)
         if not rows:
             return None
         first, start = rows[0], 0
@@ -142,6 +148,25 @@ class _Statement:
         return Principal(credential, user, tuple(memberships))
 
 
+def _rows(request, alias: str, sql: str, params: list) -> list[tuple]:
+    """The statement's rows: kept ones if this request may act on them (config.epoch), which
+    its admission then confirms; else read, and kept (in place of any older) when found
+    outside a transaction."""
+    if request is None or not epoch.keeping_allowed(request):
+        return fetch_prepared(alias, sql, params)
+    key = (alias, sql, *params)
+    kept = epoch.recent_rows.get(key) if epoch.reuse_allowed(request) else None
+    if kept is not None:
+        kept_at, rows = kept
+        epoch.acted_on_kept(request, kept_at)
+        return rows
+    read_at = epoch.observed()  # before the read: a write committed after it moves past this
+    rows = fetch_prepared(alias, sql, params)
+    if rows and read_at is not None and not connections[alias].in_atomic_block:
+        epoch.recent_rows.put(key, read_at, rows)
+    return rows
+
+
 def _prepared(field, value, connection):
     return field.get_db_prep_value(field.to_python(value), connection)
 
@@ -157,7 +182,7 @@ def _looked_up(request, statement: _Statement, value) -> Principal | None:
     identifier = named[0] if named else None
     lookup = tenant_lookup(identifier) if identifier is not None else None
     # A name that cannot be an organization's: resolution answers it (not found).
-    principal = statement(value, lookup if lookup != {} else None)
+    principal = statement(value, lookup if lookup != {} else None, request)
     if principal is not None and lookup != {}:
         request._request.membership_candidates = MembershipCandidates(
             user_id=principal.user.pk, named=identifier, memberships=principal.memberships

@@ -42,6 +42,8 @@ from django.core.exceptions import ImproperlyConfigured
 from redis.commands.core import Script
 from redis.exceptions import NoScriptError, ResponseError
 
+from . import epoch as principals_epoch
+from .epoch import EPOCH_LUA
 from .redis import per_cache, redis_cache, redis_client
 
 logger = logging.getLogger(__name__)
@@ -110,28 +112,45 @@ class Admission:
     states: list  # a RateLimitState per window
     meter_status: int | None = None  # METER_*, None without a meter or when a window refused
     meter_value: int = 0  # the meter's total after counting, or its current value
+    # The principals' epoch had moved past the one the caller gave: nothing was counted, and
+    # the caller's kept lookup must be read again (config.epoch).
+    stale: bool = False
 
     @property
     def admitted(self) -> bool:
-        return self.refused_window is None and self.meter_status in (None, METER_COUNTED)
+        return (
+            not self.stale
+            and self.refused_window is None
+            and self.meter_status in (None, METER_COUNTED)
+        )
 
 
-# KEYS: window buckets, then [meter, meter mark set]. ARGV: window count n, then limit_i, ttl_i
-# and cost_i per window, then [amount, meter limit, mark]. Returns {refused window index or 0,
-# meter status or -1, meter value, count_1, ..., count_n}. Counts in nothing unless every
-# window has room and the meter (if any) too.
-_ADMIT_LUA = """
+# KEYS: window buckets, then [meter, meter mark set], then the principals' epoch (config.epoch).
+# ARGV: window count n, then limit_i, ttl_i and cost_i per window, then [amount, meter limit,
+# mark], then the epoch the caller's kept lookup was read at, or "". Returns {refused window
+# index, 0, or -1 when the epoch has moved past the caller's; meter status or -1; meter value;
+# the epoch; count_1, ..., count_n}. Counts in nothing unless the epoch is the caller's (if
+# given), every window has room, and the meter (if any) too.
+_ADMIT_LUA = (
+    EPOCH_LUA
+    + """
 local n = tonumber(ARGV[1])
-local result = {0, -1, 0}
+local epoch = current_epoch(KEYS[#KEYS])
+local result = {0, -1, 0, epoch}
+local expected = ARGV[#ARGV]
+if expected ~= '' and expected ~= epoch then
+  result[1] = -1
+  return result
+end
 for i = 1, n do
   local count = tonumber(redis.call('GET', KEYS[i]) or '0')
-  result[i + 3] = count
+  result[i + 4] = count
   if count + tonumber(ARGV[3 * i + 1]) > tonumber(ARGV[3 * i - 1]) and result[1] == 0 then
     result[1] = i
   end
 end
 if result[1] ~= 0 then return result end
-if #KEYS > n then
+if #KEYS > n + 1 then
   local current = redis.call('GET', KEYS[n + 1])
   if not current then result[2] = 2 return result end
   current = tonumber(current)
@@ -146,11 +165,12 @@ if #KEYS > n then
   redis.call('SADD', KEYS[n + 2], ARGV[3 * n + 4])
 end
 for i = 1, n do
-  result[i + 3] = redis.call('INCRBY', KEYS[i], ARGV[3 * i + 1])
-  if result[i + 3] == tonumber(ARGV[3 * i + 1]) then redis.call('EXPIRE', KEYS[i], ARGV[3 * i]) end
+  result[i + 4] = redis.call('INCRBY', KEYS[i], ARGV[3 * i + 1])
+  if result[i + 4] == tonumber(ARGV[3 * i + 1]) then redis.call('EXPIRE', KEYS[i], ARGV[3 * i]) end
 end
 return result
 """
+)
 _admit_script = Script(None, _ADMIT_LUA.encode())
 
 
@@ -172,10 +192,16 @@ def _bucket(window: Window, now: float) -> tuple[str, int]:
 
 
 def admit(
-    windows: Sequence[Window], meter: Meter | None = None, now: float | None = None
+    windows: Sequence[Window],
+    meter: Meter | None = None,
+    now: float | None = None,
+    *,
+    epoch: int | None = None,
 ) -> Admission:
     """Count one request in every window, and `meter.amount` in the meter, if all have room:
-    one round trip on Redis."""
+    one round trip on Redis. With `epoch` (the one a kept lookup of the caller was read at;
+    config.epoch), nothing is counted if the principals' epoch has moved since: the admission
+    is then `stale`."""
     now = time.time() if now is None else now
     buckets = [_bucket(window, now) for window in windows]
     cache = redis_cache()
@@ -191,9 +217,14 @@ def admit(
         if meter is not None:
             keys += [meter.key, meter.mark_set]
             args += [meter.amount, meter.limit, meter.mark]
-        refused, status, meter_value, *counts = run_script(
+        keys.append(principals_epoch.epoch_key(cache))
+        args.append("" if epoch is None else str(epoch))
+        refused, status, meter_value, current_epoch, *counts = run_script(
             _admit_script, keys=keys, args=args, client=redis_client(cache)
         )
+        principals_epoch.observe(current_epoch)
+        if refused == -1:
+            return Admission(None, [], stale=True)
         meter_status = None if status == -1 else int(status)
     elif meter is not None:
         raise ImproperlyConfigured("A Meter needs the Redis cache.")

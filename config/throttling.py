@@ -9,6 +9,7 @@ from django.core.exceptions import ImproperlyConfigured
 from rest_framework.settings import api_settings
 from rest_framework.throttling import BaseThrottle
 
+from . import epoch as principals_epoch
 from .metering import Admission, Window, admit, window_headers
 
 
@@ -43,14 +44,19 @@ class WindowThrottle(BaseThrottle, metaclass=ABCMeta):
                     *refused_admission.states,
                 ]
             raise
+        if admission.stale:
+            raise principals_epoch.StaleLookup()
+        if principals_epoch.kept_epoch(request) is not None:
+            principals_epoch.confirm(request)
         states, refused = admission.states, admission.refused_window
         request._rate_limit_states = [*getattr(request, "_rate_limit_states", []), *states]
         self._wait = max(states[refused].reset_at - time.time(), 1) if refused is not None else 0
         return refused is None
 
     def admit(self, request, view, windows) -> Admission:
-        """Count the request in `windows`; subclasses may add a meter to the same step."""
-        return admit(windows)
+        """Count the request in `windows`, confirming the epoch of the kept lookup it acts on
+        (config.epoch); subclasses may add a meter to the same step."""
+        return admit(windows, epoch=principals_epoch.kept_epoch(request))
 
     def wait(self):
         return self._wait

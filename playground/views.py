@@ -111,6 +111,8 @@ class GatewayThrottle(TenantThrottle):
 
     def admit(self, request, view, windows):
         admission = super().admit(request, view, windows)
+        if admission.stale:
+            return admission  # counted nothing: the request is authenticated again
         scope_key = f"{view.throttle_scope}:"
         for window, state in zip(windows, admission.states, strict=True):
             if window.key.startswith(scope_key):

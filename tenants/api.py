@@ -34,6 +34,7 @@ from rest_framework.response import Response
 
 from accounts.authentication import refuse_conflicting_credentials
 from accounts.usage import observe_api_key_request
+from config import epoch as principals_epoch
 from config import observers
 from config.exceptions import TenantSuspended
 from config.renderers import JSONRenderer
@@ -144,9 +145,33 @@ class ControlPlaneAPIMixin:
 
     def initial(self, request, *args, **kwargs):
         """DRF's: negotiation, authentication (with the tenant, below), permission, throttles;
-        then the tenant's api_calls quota."""
-        super().initial(request, *args, **kwargs)
+        then the tenant's api_calls quota.
+
+        Authentication may act on a process's kept lookup (config.epoch). It stands only if
+        the throttle's admission confirmed it, in the step that counted the request; if the
+        admission found it stale, no admission confirmed it, or anything refused the request,
+        the request is authenticated again from the database, and everything decided on the
+        kept rows is decided again. A refusal is thus never made on kept rows."""
+        principals_epoch.allow_keeping(request)
+        try:
+            super().initial(request, *args, **kwargs)
+            if principals_epoch.unconfirmed(request):
+                raise principals_epoch.StaleLookup()
+        except Exception:
+            if principals_epoch.kept_epoch(request) is None:
+                raise
+            self._forget_authentication(request)
+            super().initial(request, *args, **kwargs)
         self.count_api_call(request)
+
+    @staticmethod
+    def _forget_authentication(request) -> None:
+        """What the first pass of `initial` set, so the second reads it afresh."""
+        principals_epoch.allow_keeping(request, reuse=False)
+        for attribute in ("_user", "_auth"):
+            request.__dict__.pop(attribute, None)
+        request._authenticator = None
+        request._rate_limit_states = []
 
     def perform_authentication(self, request):
         """The credential, then the tenant it acts in: the permission check needs both."""

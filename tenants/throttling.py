@@ -16,6 +16,7 @@ by the same Lua script as the windows: one round trip, and a request refused by 
 neither. Without Redis the windows are counted here and the quota by a conditional UPDATE.
 """
 
+from config.epoch import kept_epoch
 from config.metering import Window, admit
 from config.throttling import WindowThrottle, configured_rate
 
@@ -39,9 +40,10 @@ class TenantThrottle(WindowThrottle):
 
     def admit(self, request, view, windows):
         counts_call = getattr(view, "counts_api_call", None)
+        epoch = kept_epoch(request)
         if counts_call is None or not counts_call(request) or api_call_store.store() is None:
-            return admit(windows)
-        admission = api_calls_admit(tenant=request.tenant, windows=windows)
+            return admit(windows, epoch=epoch)
+        admission = api_calls_admit(tenant=request.tenant, windows=windows, epoch=epoch)
         request.api_call_counted = admission.admitted
         request.api_calls_known = counted_reading(request.tenant, admission)
         return admission

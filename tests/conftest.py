@@ -8,6 +8,7 @@ from django.test import override_settings
 from rest_framework.test import APIClient
 
 from accounts.services import auth_token_issue
+from config.epoch import recent_rows
 from tenants.models import Role
 
 from .factories import MembershipFactory, TenantFactory, UserFactory
@@ -70,10 +71,13 @@ def _throwaway_media_root(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def _clear_cache():
-    """Throttle counters live in the cache; each test starts from zero."""
+    """Throttle counters live in the cache; each test starts from zero, and from no kept
+    caller lookup (config.epoch)."""
     cache.clear()
+    recent_rows.clear()
     yield
     cache.clear()
+    recent_rows.clear()
 
 
 @pytest.fixture

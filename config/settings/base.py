@@ -268,6 +268,11 @@ AUDIT_SEAL_BATCH_SIZE = env.int("AUDIT_SEAL_BATCH_SIZE", default=1000)
 # commit cost a tenth of a busy worker's time. 0 seals at once.
 AUDIT_SEAL_DELAY_SECONDS = env.float("AUDIT_SEAL_DELAY_SECONDS", default=1.0)
 
+# How long a process may keep a caller's lookup (user, token, membership, tenant; config.epoch)
+# at most. Every write through the application makes the next request read it again anyway;
+# this bounds what it cannot see (a write made with psql). 0 keeps nothing. Needs Redis.
+PRINCIPAL_CACHE_SECONDS = env.float("PRINCIPAL_CACHE_SECONDS", default=30.0)
+
 # Tenancy
 TENANT_TRIAL_DAYS = env.int("TENANT_TRIAL_DAYS", default=14)
 # Invitations to join a tenant expire after this many days. The emailed link: when set,

@@ -153,17 +153,20 @@ def quota_warn_if_due(
         _warn_once(tenant=tenant, resource=resource, used=used, limit=limit)
 
 
-def api_calls_admit(*, tenant: Tenant, windows, amount: int = 1) -> Admission:
+def api_calls_admit(
+    *, tenant: Tenant, windows, amount: int = 1, epoch: int | None = None
+) -> Admission:
     """Count `amount` api_calls (Redis) together with rate-limit `windows`, in one atomic step:
-    nothing is counted unless every window and the quota have room. Refuses with
-    QuotaExceeded; a refusing window is the caller's to report (see `refused_window`)."""
+    nothing is counted unless every window and the quota have room (and the principals' epoch
+    is still `epoch`, when given: config.metering.admit). Refuses with QuotaExceeded; a
+    refusing window is the caller's to report (see `refused_window`), a stale admission too."""
     store = api_call_store.store()
     limit = tenant_limits(tenant)[QuotaResource.API_CALLS]
     meter = store.meter(tenant, amount, limit)
-    admission = admit(windows, meter)
+    admission = admit(windows, meter, epoch=epoch)
     if admission.meter_status == METER_MISSING:
         store.seed(tenant, _ensure_counter(tenant, QuotaResource.API_CALLS).used)
-        admission = admit(windows, meter)
+        admission = admit(windows, meter, epoch=epoch)
     if admission.meter_status == METER_OVER_LIMIT:
         refused = quota_exceeded_error(
             tenant, QuotaResource.API_CALLS, limit, amount, admission.meter_value

@@ -1,0 +1,246 @@
+"""Who-is-calling lookups kept between requests, and the epoch that says whether they still hold.
+
+Every authenticated request looks up its credential, its user, their membership and the
+tenant (accounts.principals): a database round trip and four rows made into instances, about
+half of what the platform adds to a trivial read. The rows change rarely; a request must still
+never act on a revoked token, a suspended member, a deactivated user or a suspended tenant.
+
+So each process keeps the rows of recent lookups (`RecentRows`), each stamped with the
+**principals' epoch** it was read at: a number in Redis that moves forward whenever a row of a
+watched table (users, tokens, memberships, tenants) is written. The request's admission, the
+one Redis call every request already makes (config.metering.admit), takes the stamp and, in the
+same atomic step, refuses to count anything if the epoch has moved since: the request is then
+authenticated again from the database (tenants.api.ControlPlaneAPIMixin.initial). A kept row is
+thus acted on only if nothing it was read from has been written since, as of the moment the
+request is counted.
+
+- **What moves the epoch.** An execute wrapper on every database connection (`watch_writes`)
+  sees each statement; an INSERT, UPDATE, DELETE or TRUNCATE naming a watched table moves the
+  epoch when its transaction commits (`transaction.on_commit`, before the write's own response
+  is sent). This covers the ORM's saves, queryset updates and deletes, cascades, the admin,
+  commands and raw SQL through Django; it cannot see writes made outside the application
+  (psql), which is what `PRINCIPAL_CACHE_SECONDS` bounds, and what `manage.py
+  invalidate_principals` is for.
+- **Stamps are taken before the read.** A lookup is stamped with the epoch this process last
+  saw, read before the query runs: a write that commits after the query moves the epoch past
+  the stamp. A process that has seen no epoch yet keeps nothing.
+- **Never reused across a restart.** A missing epoch (a new or flushed Redis) starts at the
+  current time in microseconds, past any value the old one reached, so no stamp taken before
+  can match it.
+- **What is not kept:** lookups that found nothing, and reads made inside a transaction (they
+  may see that transaction's own uncommitted writes).
+
+Without Redis there is no epoch and nothing is kept.
+"""
+
+import logging
+import re
+import threading
+import time
+from collections import OrderedDict
+
+from django.conf import settings
+from django.db import transaction
+from redis.commands.core import Script
+
+from .redis import redis_cache, redis_client
+
+logger = logging.getLogger(__name__)
+
+EPOCH_KEY = "principals:epoch"
+
+# The Lua that reads the epoch, starting it (as above) when it is missing. Shared by the
+# admission's script (config.metering) and `advance`.
+EPOCH_LUA = """
+local function current_epoch(key)
+  local value = redis.call('GET', key)
+  if not value then
+    local now = redis.call('TIME')
+    value = string.format('%.0f', tonumber(now[1]) * 1000000 + tonumber(now[2]))
+    redis.call('SET', key, value)
+  end
+  return value
+end
+"""
+
+_ADVANCE_LUA = (
+    EPOCH_LUA
+    + """
+current_epoch(KEYS[1])
+return redis.call('INCR', KEYS[1])
+"""
+)
+_advance_script = Script(None, _ADVANCE_LUA.encode())
+
+
+def epoch_key(cache) -> str:
+    return cache.make_key(EPOCH_KEY)
+
+
+# The epoch this process last saw (any thread's admission), or None before the first.
+_observed: int | None = None
+
+
+def observe(value) -> None:
+    """Record the epoch an admission returned."""
+    global _observed
+    _observed = int(value)
+
+
+def observed() -> int | None:
+    return _observed
+
+
+def advance() -> None:
+    """Move the epoch forward: every kept lookup in every process is read again. A Redis
+    failure is logged, not raised: the write that asked has committed, and the kept lookups
+    then expire by age (PRINCIPAL_CACHE_SECONDS)."""
+    cache = redis_cache()
+    if cache is None:
+        return
+    from .metering import run_script
+
+    try:
+        run_script(_advance_script, keys=[epoch_key(cache)], client=redis_client(cache))
+    except Exception:
+        logger.exception("Could not advance the principals' epoch; kept lookups expire by age.")
+    recent_rows.clear()
+
+
+# Watched writes --------------------------------------------------------------------------------
+
+_watched_tables: set[str] = set()
+_WRITE = re.compile(r"\b(?:UPDATE|INSERT\s+INTO|DELETE\s+FROM)\s+\"?(\w+)\"?", re.IGNORECASE)
+
+
+def watch(*tables: str) -> None:
+    """Writes to these tables move the epoch."""
+    _watched_tables.update(tables)
+
+
+def writes_watched_table(sql) -> bool:
+    if not isinstance(sql, str):
+        sql = str(sql)
+    head = sql.lstrip()[:8].upper()
+    if head.startswith("SELECT"):
+        return False  # the hot path's reads, SELECT ... FOR UPDATE included
+    if head.startswith("TRUNCATE"):
+        return any(f'"{table}"' in sql or f" {table}" in sql for table in _watched_tables)
+    return any(match in _watched_tables for match in _WRITE.findall(sql))
+
+
+def watch_writes(execute, sql, params, many, context):
+    """Execute wrapper (installed on every connection by `install`)."""
+    result = execute(sql, params, many, context)
+    if _watched_tables and writes_watched_table(sql):
+        transaction.on_commit(advance, using=context["connection"].alias)
+    return result
+
+
+def install(connection, **_) -> None:
+    """A `connection_created` receiver: the connection's statements are watched."""
+    if watch_writes not in connection.execute_wrappers:
+        connection.execute_wrappers.append(watch_writes)
+
+
+# Kept lookups ----------------------------------------------------------------------------------
+
+# Lookups kept per process at most; the least recently kept goes first.
+RECENT_ROWS_MAX = 10_000
+
+
+class RecentRows:
+    """The rows of recent lookups by key, each with the epoch it was read at and its age."""
+
+    def __init__(self, max_entries: int = RECENT_ROWS_MAX):
+        self._entries: OrderedDict = OrderedDict()
+        self._max = max_entries
+        self._lock = threading.Lock()
+
+    def get(self, key) -> tuple[int, tuple[tuple, ...]] | None:
+        """(epoch, rows) kept for `key`, unless absent or older than the setting."""
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        epoch, kept_at, rows = entry
+        if time.monotonic() - kept_at > settings.PRINCIPAL_CACHE_SECONDS:
+            self._entries.pop(key, None)
+            return None
+        return epoch, rows
+
+    def put(self, key, epoch: int, rows: list[tuple]) -> None:
+        """Keep `rows`, which every request then shares: their values are immutable (Django
+        reads JSON columns as text, and each request's instances are built from them)."""
+        with self._lock:
+            self._entries[key] = (epoch, time.monotonic(), tuple(rows))
+            self._entries.move_to_end(key)
+            while len(self._entries) > self._max:
+                self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+recent_rows = RecentRows()
+
+
+def keeping_enabled() -> bool:
+    return settings.PRINCIPAL_CACHE_SECONDS > 0 and redis_cache() is not None
+
+
+# The request's side ------------------------------------------------------------------------------
+
+
+class StaleLookup(Exception):
+    """The request acted on a kept lookup the epoch has since moved past: the admission
+    counted nothing, and the request is authenticated again from the database."""
+
+
+def _http(request):
+    return getattr(request, "_request", request)
+
+
+def allow_keeping(request, *, reuse: bool = True) -> None:
+    """This request's lookups are kept, and (`reuse`) may act on kept rows: only where its view
+    confirms them by its admission, or authenticates again without them (`reuse=False`, which
+    then keeps what it reads in their place; tenants.api.ControlPlaneAPIMixin.initial)."""
+    http = _http(request)
+    http.principal_lookups_keepable = True
+    http.principal_lookups_reused = reuse
+    http.principal_epoch = None
+
+
+def keeping_allowed(request) -> bool:
+    return getattr(_http(request), "principal_lookups_keepable", False) and keeping_enabled()
+
+
+def reuse_allowed(request) -> bool:
+    return getattr(_http(request), "principal_lookups_reused", False)
+
+
+def acted_on_kept(request, epoch: int) -> None:
+    """The request's lookup came from rows kept at `epoch`, not yet confirmed."""
+    http = _http(request)
+    http.principal_epoch = epoch
+    http.principal_epoch_confirmed = False
+
+
+def kept_epoch(request) -> int | None:
+    """The epoch of the kept rows the request acts on, for its admission to confirm."""
+    return getattr(_http(request), "principal_epoch", None)
+
+
+def confirm(request) -> None:
+    _http(request).principal_epoch_confirmed = True
+
+
+def unconfirmed(request) -> bool:
+    """Whether the request acts on kept rows no admission has confirmed."""
+    http = _http(request)
+    return getattr(http, "principal_epoch", None) is not None and not getattr(
+        http, "principal_epoch_confirmed", False
+    )

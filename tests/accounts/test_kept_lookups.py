@@ -1,0 +1,271 @@
+"""A process keeps its callers' lookups (config.epoch): a request acts on kept rows only when
+its admission confirms, in the Redis step that counts it, that no user, token, membership or
+tenant was written since they were read; every change to access is still refused on the very
+next request, whatever wrote it.
+
+Transactional: rows read inside a transaction (every other test's) are never kept."""
+
+import datetime
+import decimal
+import uuid
+
+import psycopg
+import pytest
+from django.core.management import call_command
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
+
+from accounts.models import AuthToken, User
+from config import epoch
+from config.redis import redis_cache, redis_client
+from tenants.models import Membership, MembershipStatus, Tenant, TenantStatus
+from tests.accounts.test_request_path import MEMBERS_URL, ORG_URL, client_for
+from tests.conftest import assert_envelope
+
+pytestmark = [pytest.mark.django_db(transaction=True)]
+
+KEPT = ("token", "jwt", "session")
+
+
+@pytest.fixture(autouse=True)
+def _needs_redis():
+    if redis_cache() is None:
+        pytest.skip("kept lookups need Redis (without it nothing is kept)")
+
+
+def warmed(client, url=ORG_URL):
+    """Two reads: the first reads the caller from the database and keeps the rows (its
+    admission has shown the process the epoch), the second acts on them."""
+    for _ in range(2):
+        assert client.get(url).status_code == 200
+    return client
+
+
+def statements(client, url=ORG_URL) -> list[str]:
+    with CaptureQueriesContext(connection) as captured:
+        response = client.get(url)
+    assert response.status_code == 200, response.content
+    return [query["sql"] for query in captured]
+
+
+@pytest.mark.parametrize("credential", KEPT)
+def test_a_kept_caller_costs_no_statement(owner, credential):
+    client = warmed(client_for(owner, credential))
+
+    read = statements(client)
+
+    assert len(read) == 1, read  # the view's own
+    assert len(epoch.recent_rows) >= 1
+
+
+def test_nothing_is_kept_without_the_setting(owner, settings):
+    settings.PRINCIPAL_CACHE_SECONDS = 0
+    client = warmed(owner.client)
+
+    assert len(statements(client)) == 2
+    assert len(epoch.recent_rows) == 0
+
+
+def test_rows_read_inside_a_transaction_are_not_kept(owner):
+    client = owner.client
+    assert client.get(ORG_URL).status_code == 200  # the process has seen the epoch
+    epoch.recent_rows.clear()
+
+    with transaction.atomic():
+        assert client.get(ORG_URL).status_code == 200
+
+    assert len(epoch.recent_rows) == 0
+
+
+# --- Every change is seen on the very next request ---------------------------------------------
+
+
+@pytest.mark.parametrize("credential", KEPT)
+def test_a_suspended_member_is_refused_on_the_next_request(owner, credential):
+    client = warmed(client_for(owner, credential), MEMBERS_URL)
+
+    owner.membership.status = MembershipStatus.SUSPENDED
+    owner.membership.save(update_fields=["status"])
+
+    assert client.get(MEMBERS_URL).status_code in (401, 404)
+
+
+@pytest.mark.parametrize("credential", KEPT)
+def test_a_suspended_organization_is_refused_on_the_next_request(owner, credential):
+    client = warmed(client_for(owner, credential), MEMBERS_URL)
+
+    Tenant.objects.filter(pk=owner.tenant.pk).update(status=TenantStatus.SUSPENDED)
+
+    assert client.get(MEMBERS_URL).status_code in (401, 403)
+
+
+@pytest.mark.parametrize("credential", KEPT)
+def test_a_deactivated_user_is_refused_on_the_next_request(owner, credential):
+    client = warmed(client_for(owner, credential))
+
+    User.objects.filter(pk=owner.user.pk).update(is_active=False)
+
+    assert client.get(ORG_URL).status_code in (401, 403)
+
+
+def test_a_deleted_token_is_refused_on_the_next_request(owner):
+    client = warmed(owner.client)
+
+    AuthToken.objects.filter(user=owner.user).delete()
+
+    assert_envelope(client.get(ORG_URL), 401)
+
+
+def test_a_revoked_token_is_refused_on_the_next_request(owner):
+    client = warmed(owner.client)
+
+    assert client.post("/api/v1/auth/logout").status_code == 200
+
+    assert_envelope(client.get(ORG_URL), 401)
+
+
+def test_a_role_change_applies_on_the_next_request(owner):
+    client = warmed(owner.client, MEMBERS_URL)
+
+    Membership.objects.filter(pk=owner.membership.pk).update(
+        permissions={"members": {"read": False}}
+    )
+
+    assert client.get(MEMBERS_URL).status_code == 403
+
+
+def test_a_raw_sql_write_through_django_is_seen(owner):
+    client = warmed(owner.client)
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f'UPDATE "{Membership._meta.db_table}" SET status = %s WHERE id = %s',  # noqa: S608
+            [MembershipStatus.SUSPENDED.value, owner.membership.pk],
+        )
+
+    assert client.get(ORG_URL).status_code in (401, 404)
+
+
+def test_a_write_outside_the_application_is_seen_after_invalidate_principals(owner):
+    client = warmed(owner.client)
+    settings_dict = connection.settings_dict
+    with psycopg.connect(
+        dbname=settings_dict["NAME"],
+        user=settings_dict["USER"],
+        password=settings_dict["PASSWORD"],
+        host=settings_dict["HOST"],
+        port=settings_dict["PORT"],
+        autocommit=True,
+    ) as outside:
+        outside.execute(
+            f'UPDATE "{User._meta.db_table}" SET is_active = false WHERE id = %s',  # noqa: S608
+            [owner.user.pk],
+        )
+
+    # Not seen by the application: kept until PRINCIPAL_CACHE_SECONDS, or until told.
+    assert client.get(ORG_URL).status_code == 200
+    call_command("invalidate_principals", verbosity=0)
+
+    assert client.get(ORG_URL).status_code in (401, 403)
+
+
+def test_a_kept_caller_is_read_again_after_redis_loses_the_epoch(owner):
+    client = warmed(owner.client)
+    before = epoch.observed()
+    redis_client(redis_cache()).delete(epoch.epoch_key(redis_cache()))
+
+    assert len(statements(client)) == 2  # read again: the epoch restarted past the old one
+    assert epoch.observed() > before
+
+
+# --- What a stale admission leaves --------------------------------------------------------------
+
+
+def test_a_stale_admission_counts_the_request_once(owner):
+    client = warmed(owner.client)
+    remaining = int(client.get(ORG_URL)["X-RateLimit-Remaining"])
+
+    key, rows = _only_kept_entry()
+    epoch.advance()
+    epoch.recent_rows.put(key, epoch.observed(), rows)  # kept before the epoch moved: stale
+    response = client.get(ORG_URL)
+
+    assert response.status_code == 200
+    assert int(response["X-RateLimit-Remaining"]) == remaining - 1
+    assert response.json()["api_quota_used"] == client.get(ORG_URL).json()["api_quota_used"] - 1
+
+
+def _only_kept_entry():
+    (key,) = list(epoch.recent_rows._entries)
+    _, rows = epoch.recent_rows.get(key)
+    return key, rows
+
+
+def test_a_refusal_is_never_made_on_kept_rows(owner):
+    """Kept rows saying the member is suspended (as a stale kept read would) are read again
+    before the request is refused: it is served."""
+    client = warmed(owner.client)
+    key, _ = _only_kept_entry()
+    epoch.recent_rows.clear()
+    epoch.recent_rows.put(key, epoch.observed(), [])  # a lookup that found nothing
+
+    assert client.get(ORG_URL).status_code == 200
+
+
+def test_kept_rows_hold_only_immutable_values(owner):
+    """Every request builds its own instances from the shared rows, JSON columns included
+    (Django reads them as text): nothing one request changes reaches another."""
+    owner.tenant.settings = {"theme": "dark"}
+    owner.tenant.save(update_fields=["settings"])
+    warmed(owner.client)
+    _, rows = _only_kept_entry()
+
+    values = [value for row in rows for value in row]
+    assert '{"theme": "dark"}' in values
+    assert all(isinstance(value, IMMUTABLE) for value in values), {type(v) for v in values}
+
+
+IMMUTABLE = (str, int, float, bool, type(None), datetime.datetime, uuid.UUID, decimal.Decimal)
+
+
+# --- What moves the epoch -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("sql", "moves"),
+    [
+        ('UPDATE "tenants_tenant" SET "name" = %s WHERE "id" = %s', True),
+        ('INSERT INTO "accounts_authtoken" ("id") VALUES (%s)', True),
+        ('DELETE FROM "tenants_membership" WHERE "id" IN (%s)', True),
+        ('WITH x AS (UPDATE "accounts_user" SET "is_active" = false RETURNING 1) SELECT 1', True),
+        ('TRUNCATE "audit_auditevent", "tenants_tenant"', True),
+        ('SELECT "id" FROM "tenants_tenant" WHERE "id" = %s FOR UPDATE', False),
+        ('UPDATE "tenants_quotacounter" SET "used" = 1', False),
+        ('WITH t AS (SELECT 1 FROM "tenants_tenant") UPDATE "tenants_quotacounter" SET x=1', False),
+        ('INSERT INTO "playground_gatewaycall" ("id") VALUES (%s)', False),
+    ],
+)
+def test_which_statements_move_the_epoch(sql, moves):
+    assert epoch.writes_watched_table(sql) is moves
+
+
+def test_a_write_moves_the_epoch_when_it_commits_not_before(owner):
+    owner.client.get(ORG_URL)
+    before = epoch.observed()
+    current = lambda: int(redis_client(redis_cache()).get(epoch.epoch_key(redis_cache())))  # noqa: E731
+
+    with transaction.atomic():
+        Tenant.objects.filter(pk=owner.tenant.pk).update(description="changed")
+        assert current() == before
+    assert current() > before
+
+
+def test_a_rolled_back_write_leaves_the_epoch(owner):
+    owner.client.get(ORG_URL)
+    before = epoch.observed()
+
+    with pytest.raises(RuntimeError), transaction.atomic():
+        Tenant.objects.filter(pk=owner.tenant.pk).update(description="changed")
+        raise RuntimeError
+
+    assert int(redis_client(redis_cache()).get(epoch.epoch_key(redis_cache()))) == before
