@@ -121,12 +121,18 @@ def watch(*tables: str) -> None:
 def writes_watched_table(sql) -> bool:
     if not isinstance(sql, str):
         sql = str(sql)
-    head = sql.lstrip()[:8].upper()
+    sql = sql.lstrip()
+    head = sql[:8].upper()
     if head.startswith("SELECT"):
         return False  # the hot path's reads, SELECT ... FOR UPDATE included
     if head.startswith("TRUNCATE"):
         return any(f'"{table}"' in sql or f" {table}" in sql for table in _watched_tables)
-    return any(match in _watched_tables for match in _WRITE.findall(sql))
+    if head.startswith("WITH"):
+        # A data-modifying CTE writes wherever in the statement it is.
+        return any(table in _watched_tables for table in _WRITE.findall(sql))
+    # INSERT, UPDATE, DELETE name their table first: a bulk INSERT is not scanned whole.
+    match = _WRITE.match(sql)
+    return match is not None and match[1] in _watched_tables
 
 
 def watch_writes(execute, sql, params, many, context):

@@ -1,3 +1,4 @@
+import psycopg
 import pytest
 from django.core.cache import cache
 from django.db import connection, connections
@@ -83,6 +84,20 @@ def _clear_cache():
 @pytest.fixture
 def api_client():
     return APIClient()
+
+
+def outside_connection() -> psycopg.Connection:
+    """A connection to the test database that is not Django's (autocommit): what an operator's
+    psql would be."""
+    database = connection.settings_dict
+    return psycopg.connect(
+        dbname=database["NAME"],
+        user=database["USER"],
+        password=database["PASSWORD"],
+        host=database["HOST"],
+        port=database["PORT"],
+        autocommit=True,
+    )
 
 
 def token_for(user) -> str:

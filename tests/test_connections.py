@@ -5,12 +5,12 @@ a `SELECT 1` per request, is off)."""
 import tempfile
 import time
 
-import psycopg
 import pytest
 from django.conf import settings
 from django.db import connection
 
 from config.connections import drop_closed_connections
+from tests.conftest import outside_connection
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -26,15 +26,7 @@ def _backend_pid() -> int:
 
 def _terminate(pid: int) -> None:
     """The server ends the backend, as a restart or pg_terminate_backend from an operator."""
-    database = connection.settings_dict
-    with psycopg.connect(
-        dbname=database["NAME"],
-        user=database["USER"],
-        password=database["PASSWORD"],
-        host=database["HOST"],
-        port=database["PORT"],
-        autocommit=True,
-    ) as admin:
+    with outside_connection() as admin:
         admin.execute("SELECT pg_terminate_backend(%s)", [pid])
         for _ in range(100):
             alive = admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", [pid]).fetchone()

@@ -7,9 +7,10 @@ Transactional: rows read inside a transaction (every other test's) are never kep
 
 import datetime
 import decimal
+import threading
+import time
 import uuid
 
-import psycopg
 import pytest
 from django.core.management import call_command
 from django.db import connection, transaction
@@ -19,8 +20,8 @@ from accounts.models import AuthToken, User
 from config import epoch
 from config.redis import redis_cache, redis_client
 from tenants.models import Membership, MembershipStatus, Tenant, TenantStatus
-from tests.accounts.test_request_path import MEMBERS_URL, ORG_URL, client_for
-from tests.conftest import assert_envelope
+from tests.accounts.test_request_path import MEMBERS_URL, ORG_URL, client_for, statements_of
+from tests.conftest import assert_envelope, outside_connection
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -41,18 +42,11 @@ def warmed(client, url=ORG_URL):
     return client
 
 
-def statements(client, url=ORG_URL) -> list[str]:
-    with CaptureQueriesContext(connection) as captured:
-        response = client.get(url)
-    assert response.status_code == 200, response.content
-    return [query["sql"] for query in captured]
-
-
 @pytest.mark.parametrize("credential", KEPT)
 def test_a_kept_caller_costs_no_statement(owner, credential):
     client = warmed(client_for(owner, credential))
 
-    read = statements(client)
+    read = statements_of(client)
 
     assert len(read) == 1, read  # the view's own
     assert len(epoch.recent_rows) >= 1
@@ -62,7 +56,7 @@ def test_nothing_is_kept_without_the_setting(owner, settings):
     settings.PRINCIPAL_CACHE_SECONDS = 0
     client = warmed(owner.client)
 
-    assert len(statements(client)) == 2
+    assert len(statements_of(client)) == 2
     assert len(epoch.recent_rows) == 0
 
 
@@ -148,15 +142,7 @@ def test_a_raw_sql_write_through_django_is_seen(owner):
 
 def test_a_write_outside_the_application_is_seen_after_invalidate_principals(owner):
     client = warmed(owner.client)
-    settings_dict = connection.settings_dict
-    with psycopg.connect(
-        dbname=settings_dict["NAME"],
-        user=settings_dict["USER"],
-        password=settings_dict["PASSWORD"],
-        host=settings_dict["HOST"],
-        port=settings_dict["PORT"],
-        autocommit=True,
-    ) as outside:
+    with outside_connection() as outside:
         outside.execute(
             f'UPDATE "{User._meta.db_table}" SET is_active = false WHERE id = %s',  # noqa: S608
             [owner.user.pk],
@@ -174,7 +160,10 @@ def test_a_kept_caller_is_read_again_after_redis_loses_the_epoch(owner):
     before = epoch.observed()
     redis_client(redis_cache()).delete(epoch.epoch_key(redis_cache()))
 
-    assert len(statements(client)) == 2  # read again: the epoch restarted past the old one
+    with CaptureQueriesContext(connection) as captured:
+        assert client.get(ORG_URL).status_code == 200
+
+    assert len(captured) == 2  # read again: the epoch restarted past the old one
     assert epoch.observed() > before
 
 
@@ -269,3 +258,51 @@ def test_a_rolled_back_write_leaves_the_epoch(owner):
         raise RuntimeError
 
     assert int(redis_client(redis_cache()).get(epoch.epoch_key(redis_cache()))) == before
+
+
+# --- Under concurrent requests ------------------------------------------------------------------
+
+
+def test_no_request_started_after_a_revocation_is_served_while_others_race_it(owner):
+    """Four threads read as fast as they can, each request keeping or re-reading the caller,
+    while the token is deleted: every request started after the deletion returned is refused,
+    whatever the others kept, read or were stamped with meanwhile."""
+    results: list[tuple[float, int]] = []
+    stop = threading.Event()
+
+    def read_until_stopped():
+        client = owner.client_for(owner.tenant.pk)
+        try:
+            while not stop.is_set():
+                started = time.monotonic()
+                results.append((started, client.get(ORG_URL).status_code))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=read_until_stopped) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        _wait_for(lambda: len(results) >= 40)
+        assert len(epoch.recent_rows) >= 1
+        deleting = time.monotonic()
+        AuthToken.objects.filter(user=owner.user).delete()
+        deleted = time.monotonic()
+        _wait_for(lambda: sum(started > deleted for started, _ in list(results)) >= 40)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+
+    before = [status for started, status in results if started < deleting]
+    after = [status for started, status in results if started > deleted]
+    assert set(before) == {200}
+    assert len(after) >= 40
+    assert set(after) == {401}
+
+
+def _wait_for(condition, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "the readers did not get there"
+        time.sleep(0.01)

@@ -1,7 +1,9 @@
 """The request path of an authenticated read: one statement for the caller (credential, user,
 membership and tenant; accounts.principals), one for the view, whatever the credential; tenant
-resolution from what authentication read; every change to access seen on the very next request,
-since nothing on the path is cached.
+resolution from what authentication read; every change to access seen on the very next request.
+
+These tests run in a transaction, where a process keeps no caller's lookup; what is kept
+between requests, and that changes are still seen at once, is in test_kept_lookups.py.
 """
 
 import pytest
