@@ -34,6 +34,7 @@ Without Redis there is no epoch and nothing is kept.
 """
 
 import logging
+import os
 import re
 import threading
 import time
@@ -192,6 +193,17 @@ class RecentRows:
 
 
 recent_rows = RecentRows()
+
+
+def _after_fork_in_child() -> None:
+    # A forked child (a Celery pool process, a server started with --preload) starts with
+    # nothing kept, a lock no parent thread can be holding, and no epoch seen.
+    global _observed
+    recent_rows.__init__(recent_rows._max)
+    _observed = None
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def keeping_enabled() -> bool:

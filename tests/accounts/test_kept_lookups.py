@@ -7,6 +7,7 @@ Transactional: rows read inside a transaction (every other test's) are never kep
 
 import datetime
 import decimal
+import os
 import threading
 import time
 import uuid
@@ -267,7 +268,7 @@ def test_no_request_started_after_a_revocation_is_served_while_others_race_it(ow
     """Four threads read as fast as they can, each request keeping or re-reading the caller,
     while the token is deleted: every request started after the deletion returned is refused,
     whatever the others kept, read or were stamped with meanwhile."""
-    results: list[tuple[float, int]] = []
+    results: list[tuple[float, float, int]] = []  # (started, finished, status)
     stop = threading.Event()
 
     def read_until_stopped():
@@ -275,7 +276,8 @@ def test_no_request_started_after_a_revocation_is_served_while_others_race_it(ow
         try:
             while not stop.is_set():
                 started = time.monotonic()
-                results.append((started, client.get(ORG_URL).status_code))
+                status = client.get(ORG_URL).status_code
+                results.append((started, time.monotonic(), status))
         finally:
             connection.close()
 
@@ -288,14 +290,16 @@ def test_no_request_started_after_a_revocation_is_served_while_others_race_it(ow
         deleting = time.monotonic()
         AuthToken.objects.filter(user=owner.user).delete()
         deleted = time.monotonic()
-        _wait_for(lambda: sum(started > deleted for started, _ in list(results)) >= 40)
+        _wait_for(lambda: sum(started > deleted for started, _, _ in list(results)) >= 40)
     finally:
         stop.set()
         for thread in threads:
             thread.join()
 
-    before = [status for started, status in results if started < deleting]
-    after = [status for started, status in results if started > deleted]
+    # A request overlapping the deletion may go either way; one that ended before it was
+    # served, one that started after it returned is refused.
+    before = [status for _, finished, status in results if finished < deleting]
+    after = [status for started, _, status in results if started > deleted]
     assert set(before) == {200}
     assert len(after) >= 40
     assert set(after) == {401}
@@ -306,3 +310,17 @@ def _wait_for(condition, seconds: float = 60) -> None:
     while not condition():
         assert time.monotonic() < deadline, "the readers did not get there"
         time.sleep(0.01)
+
+
+def test_a_forked_child_starts_with_nothing_kept(owner):
+    warmed(owner.client)
+    read_end, write_end = os.pipe()
+
+    pid = os.fork()
+    if pid == 0:  # the child: report what it inherited, then leave without cleaning up
+        os.write(write_end, f"{len(epoch.recent_rows)} {epoch.observed()}".encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+
+    assert os.read(read_end, 100).decode() == "0 None"
+    assert len(epoch.recent_rows) >= 1  # the parent's are its own
