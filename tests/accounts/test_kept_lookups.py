@@ -317,9 +317,11 @@ def test_a_forked_child_starts_with_nothing_kept(owner):
     read_end, write_end = os.pipe()
 
     pid = os.fork()
-    if pid == 0:  # the child: report what it inherited, then leave without cleaning up
-        os.write(write_end, f"{len(epoch.recent_rows)} {epoch.observed()}".encode())
-        os._exit(0)
+    if pid == 0:  # the child: report what it inherited, then leave, whatever happens
+        try:
+            os.write(write_end, f"{len(epoch.recent_rows)} {epoch.observed()}".encode())
+        finally:
+            os._exit(0)
     os.waitpid(pid, 0)
 
     assert os.read(read_end, 100).decode() == "0 None"
