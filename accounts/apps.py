@@ -15,9 +15,12 @@ class AccountsConfig(AppConfig):
 
         # Registers the OpenAPI extensions for our authentication classes.
         from . import schema  # noqa: F401
-        from .models import AuthToken, User
+        from .models import APIKey, AuthToken, User
 
-        # What a kept principal lookup is read from (accounts.principals): a write to any of
-        # these tables moves the principals' epoch, and every kept lookup is read again.
-        epoch.watch(*(model._meta.db_table for model in (User, AuthToken, Membership, Tenant)))
+        # What a kept principal lookup is read from (accounts.principals, and the API-key
+        # lookup of accounts.authentication): a write to any of these tables moves the
+        # principals' epoch, and every kept lookup is read again. An API key's counters are
+        # the exception (accounts.usage.key_counter_writes).
+        principal_models = (User, AuthToken, APIKey, Membership, Tenant)
+        epoch.watch(*(model._meta.db_table for model in principal_models))
         connection_created.connect(epoch.install, dispatch_uid="config.epoch.install")

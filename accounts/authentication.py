@@ -2,6 +2,7 @@
 
 import hmac
 import re
+from functools import partial
 from typing import NamedTuple
 
 from django.conf import settings
@@ -23,6 +24,7 @@ from rest_framework_simplejwt.exceptions import InvalidToken
 from rest_framework_simplejwt.settings import api_settings as jwt_settings
 from rest_framework_simplejwt.utils import get_md5_hash_password
 
+from config import epoch
 from config.exceptions import ApplicationError
 from config.prepared import CompiledQuery
 from tenants.models import Membership, MembershipStatus, Tenant
@@ -130,6 +132,8 @@ def _key_candidates(key_id: str):
             "response_time_us_total",
             "requests_by_endpoint",
             "last_used_at",
+            "budget_tokens_used",
+            "budget_period",
             "created_at",
             "updated_at",
             "created_by__password",
@@ -169,10 +173,10 @@ class APIKeyAuthentication(BaseAuthentication):
             raise exceptions.AuthenticationFailed("Invalid API key.")
         key_id, secret = parsed
         digest = hash_secret(secret)
-        key = next(
-            (k for k in _find_keys(key_id) if hmac.compare_digest(k.secret_hash, digest)),
-            None,
-        )
+        # The key's rows may be a kept lookup (config.epoch), which the request's admission
+        # confirms; the secret is compared on every request all the same.
+        candidates = _find_keys(key_id, fetch=partial(epoch.fetch_kept, request))
+        key = next((k for k in candidates if hmac.compare_digest(k.secret_hash, digest)), None)
         if key is None:
             raise exceptions.AuthenticationFailed("Invalid API key.")
         return self._accept(request, key)

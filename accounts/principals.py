@@ -21,11 +21,12 @@ resolution (tenants.resolution.MembershipCandidates), which uses them instead of
 
 A process keeps the rows of recent lookups (config.epoch): a request may act on them only
 where its admission confirms, in the same Redis step that counts it, that no user, token,
-membership or tenant has been written since they were read; else it is authenticated again
+API key, membership or tenant has been written since they were read; else it is authenticated again
 from the database. A revoked token, a suspended member or a suspended tenant is therefore
 refused on the next request, as without them. An API key's own lookup
 (accounts.authentication._find_keys) brings its tenant and its creator's membership in one
-statement, and is not kept.
+statement, and is kept the same way (config.epoch.fetch_kept); its secret is compared on every
+request.
 """
 
 import threading
@@ -36,7 +37,7 @@ from django.db import connections, router
 from django.db.models import Model
 
 from config import epoch
-from config.prepared import SelectedModel, fetch_prepared
+from config.prepared import SelectedModel
 from tenants.models import Membership, MembershipStatus, Tenant
 from tenants.resolution import MembershipCandidates, named_organizations, tenant_lookup
 
@@ -125,7 +126,7 @@ class _Statement:
         elif named_by == "slug":
             params.append(named)
         params.append(_prepared(self._key_field, value, connection))
-        rows = _rows(request, alias, self.sql(connection, named_by), params)
+        rows = epoch.fetch_kept(request, alias, self.sql(connection, named_by), params)
         if not rows:
             return None
         first, start = rows[0], 0
@@ -146,25 +147,6 @@ class _Statement:
                 )
                 memberships.append(membership)
         return Principal(credential, user, tuple(memberships))
-
-
-def _rows(request, alias: str, sql: str, params: list) -> list[tuple]:
-    """The statement's rows: kept ones if this request may act on them (config.epoch), which
-    its admission then confirms; else read, and kept (in place of any older) when found
-    outside a transaction."""
-    if request is None or not epoch.keeping_allowed(request):
-        return fetch_prepared(alias, sql, params)
-    key = (alias, sql, *params)
-    kept = epoch.recent_rows.get(key) if epoch.reuse_allowed(request) else None
-    if kept is not None:
-        kept_at, rows = kept
-        epoch.acted_on_kept(request, kept_at)
-        return rows
-    read_at = epoch.observed()  # before the read: a write committed after it moves past this
-    rows = fetch_prepared(alias, sql, params)
-    if rows and read_at is not None and not connections[alias].in_atomic_block:
-        epoch.recent_rows.put(key, read_at, rows)
-    return rows
 
 
 def _prepared(field, value, connection):

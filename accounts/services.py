@@ -21,7 +21,7 @@ from tenants.permissions import effective_permissions, expand_scopes, unknown_sc
 from tenants.plans import first_of_next_month
 
 from .models import APIKey, AuthToken, User, generate_api_key, hash_secret
-from .usage import flush_api_key_usage, usage_store
+from .usage import flush_api_key_usage, key_counter_writes, usage_store
 
 
 class LoginLocked(ApplicationError):
@@ -387,7 +387,7 @@ def api_key_tokens_reserve(*, api_key: APIKey, amount: int) -> None:
     if amount < 0:
         raise ValueError("amount must not be negative")
     month = budget_month()
-    with connection.cursor() as cursor:
+    with key_counter_writes(), connection.cursor() as cursor:
         cursor.execute(
             _BUDGET_RESERVE_SQL, [month, amount, month, raw_uuid(api_key.pk), month, amount]
         )
@@ -422,7 +422,7 @@ def api_key_tokens_adjust(*, api_key: APIKey, delta: int) -> None:
     if delta == 0:
         return
     month = budget_month()
-    with connection.cursor() as cursor:
+    with key_counter_writes(), connection.cursor() as cursor:
         cursor.execute(
             _BUDGET_ADJUST_SQL, [month, delta, month, delta, month, raw_uuid(api_key.pk)]
         )

@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from django.conf import settings
 from django.db import transaction
 
-from config import metering
+from config import epoch, metering
 from config.metering import STALE_BATCH_SECONDS
 from config.redis import redis_cache
 
@@ -241,12 +241,23 @@ def flush_api_key_usage() -> int:
     return written
 
 
+def key_counter_writes():
+    """A block whose writes to API keys touch only their counters: the usage flushed here and
+    the monthly token budget (accounts.services, playground.services.ledger), written by every
+    flush and gateway call. No kept principal lookup reads those columns (the API-key lookup,
+    accounts.authentication, defers them), so these writes do not move the principals' epoch
+    (config.epoch); every other write to a key does."""
+    from .models import APIKey
+
+    return epoch.unwatched(APIKey._meta.db_table)
+
+
 def _apply(usage: dict[str, "Usage"]) -> int:
     """Add one chunk of counters to the rows, in one transaction, under ordered row locks."""
     from .models import APIKey
 
     written = 0
-    with transaction.atomic():
+    with key_counter_writes(), transaction.atomic():
         keys = list(APIKey.objects.select_for_update().filter(pk__in=list(usage)).order_by("pk"))
         for key in keys:
             counted = usage[str(key.pk)]

@@ -1,26 +1,30 @@
 """Who-is-calling lookups kept between requests, and the epoch that says whether they still hold.
 
-Every authenticated request looks up its credential, its user, their membership and the
-tenant (accounts.principals): a database round trip and four rows made into instances, about
-half of what the platform adds to a trivial read. The rows change rarely; a request must still
-never act on a revoked token, a suspended member, a deactivated user or a suspended tenant.
+Every authenticated request looks up its credential (a token, an API key, a JWT's or a
+session's user), its user, their membership and the tenant (accounts.principals, and
+accounts.authentication for API keys): a database round trip and four rows made into
+instances, about half of what the platform adds to a trivial read. The rows change rarely; a
+request must still never act on a revoked token or key, a suspended member, a deactivated user
+or a suspended tenant.
 
 So each process keeps the rows of recent lookups (`RecentRows`), each stamped with the
 **principals' epoch** it was read at: a number in Redis that moves forward whenever a row of a
-watched table (users, tokens, memberships, tenants) is written. The request's admission, the
-one Redis call every request already makes (config.metering.admit), takes the stamp and, in the
-same atomic step, refuses to count anything if the epoch has moved since: the request is then
-authenticated again from the database (tenants.api.ControlPlaneAPIMixin.initial). A kept row is
-thus acted on only if nothing it was read from has been written since, as of the moment the
-request is counted.
+watched table (users, tokens, API keys, memberships, tenants) is written. The request's
+admission, the one Redis call every request already makes (config.metering.admit), takes the
+stamp and, in the same atomic step, refuses to count anything if the epoch has moved since: the
+request is then authenticated again from the database (tenants.api.ControlPlaneAPIMixin.initial).
+A kept row is thus acted on only if nothing it was read from has been written since, as of the
+moment the request is counted.
 
 - **What moves the epoch.** An execute wrapper on every database connection (`watch_writes`)
   sees each statement; an INSERT, UPDATE, DELETE or TRUNCATE naming a watched table moves the
   epoch when its transaction commits (`transaction.on_commit`, before the write's own response
   is sent). This covers the ORM's saves, queryset updates and deletes, cascades, the admin,
-  commands and raw SQL through Django; it cannot see writes made outside the application
-  (psql), which is what `PRINCIPAL_CACHE_SECONDS` bounds, and what `manage.py
-  invalidate_principals` is for.
+  commands and raw SQL through Django. Writes made inside an `unwatched` block are the one
+  exception: an API key's counters, which no kept lookup reads and every gateway call and
+  usage flush writes (accounts.usage.key_counter_writes). The wrapper cannot see writes made
+  outside the application (psql), which is what `PRINCIPAL_CACHE_SECONDS` bounds, and what
+  `manage.py invalidate_principals` is for.
 - **Stamps are taken before the read.** A lookup is stamped with the epoch this process last
   saw, read before the query runs: a write that commits after the query moves the epoch past
   the stamp. A process that has seen no epoch yet keeps nothing.
@@ -33,17 +37,20 @@ request is counted.
 Without Redis there is no epoch and nothing is kept.
 """
 
+import contextvars
 import logging
 import os
 import re
 import threading
 import time
 from collections import OrderedDict
+from contextlib import contextmanager
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connections, transaction
 from redis.commands.core import Script
 
+from .prepared import fetch_prepared
 from .redis import redis_cache, redis_client
 
 logger = logging.getLogger(__name__)
@@ -114,12 +121,34 @@ _watched_tables: set[str] = set()
 _WRITE = re.compile(r"\b(?:UPDATE|INSERT\s+INTO|DELETE\s+FROM)\s+\"?(\w+)\"?", re.IGNORECASE)
 
 
+# Tables whose writes in the current context move nothing (`unwatched`).
+_unwatched: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar(
+    "principals_unwatched", default=frozenset()
+)
+
+
 def watch(*tables: str) -> None:
     """Writes to these tables move the epoch."""
     _watched_tables.update(tables)
 
 
-def writes_watched_table(sql) -> bool:
+@contextmanager
+def unwatched(*tables: str):
+    """Writes to these tables, made inside the block, move nothing. Only for writes to columns
+    no kept lookup reads: an API key's usage counters and monthly budget, written by every
+    gateway call and usage flush, which would otherwise make every kept lookup read again
+    (accounts.usage, the budget statements of accounts.services and playground.services)."""
+    token = _unwatched.set(_unwatched.get() | frozenset(tables))
+    try:
+        yield
+    finally:
+        _unwatched.reset(token)
+
+
+def writes_watched_table(sql, watched: set[str] | frozenset[str] | None = None) -> bool:
+    """Whether `sql` writes one of the `watched` tables (by default, every watched table)."""
+    if watched is None:
+        watched = _watched_tables
     if not isinstance(sql, str):
         sql = str(sql)
     sql = sql.lstrip()
@@ -127,20 +156,23 @@ def writes_watched_table(sql) -> bool:
     if head.startswith("SELECT"):
         return False  # the hot path's reads, SELECT ... FOR UPDATE included
     if head.startswith("TRUNCATE"):
-        return any(f'"{table}"' in sql or f" {table}" in sql for table in _watched_tables)
+        return any(f'"{table}"' in sql or f" {table}" in sql for table in watched)
     if head.startswith("WITH"):
         # A data-modifying CTE writes wherever in the statement it is.
-        return any(table in _watched_tables for table in _WRITE.findall(sql))
+        return any(table in watched for table in _WRITE.findall(sql))
     # INSERT, UPDATE, DELETE name their table first: a bulk INSERT is not scanned whole.
     match = _WRITE.match(sql)
-    return match is not None and match[1] in _watched_tables
+    return match is not None and match[1] in watched
 
 
 def watch_writes(execute, sql, params, many, context):
     """Execute wrapper (installed on every connection by `install`)."""
     result = execute(sql, params, many, context)
-    if _watched_tables and writes_watched_table(sql):
-        transaction.on_commit(advance, using=context["connection"].alias)
+    if _watched_tables:
+        ignored = _unwatched.get()
+        watched = _watched_tables - ignored if ignored else _watched_tables
+        if writes_watched_table(sql, watched):
+            transaction.on_commit(advance, using=context["connection"].alias)
     return result
 
 
@@ -262,3 +294,22 @@ def unconfirmed(request) -> bool:
     return getattr(http, "principal_epoch", None) is not None and not getattr(
         http, "principal_epoch_confirmed", False
     )
+
+
+def fetch_kept(request, alias: str, sql: str, params: list) -> list[tuple]:
+    """A principal lookup's rows (`sql` with `params` on `alias`): kept ones if this request may
+    act on them, which its admission then confirms; else read, and kept (in place of any
+    older) when found outside a transaction. Without a request, always read."""
+    if request is None or not keeping_allowed(request):
+        return fetch_prepared(alias, sql, params)
+    key = (alias, sql, *params)
+    kept = recent_rows.get(key) if reuse_allowed(request) else None
+    if kept is not None:
+        kept_at, rows = kept
+        acted_on_kept(request, kept_at)
+        return rows
+    read_at = observed()  # before the read: a write committed after it moves past this
+    rows = fetch_prepared(alias, sql, params)
+    if rows and read_at is not None and not connections[alias].in_atomic_block:
+        recent_rows.put(key, read_at, rows)
+    return rows

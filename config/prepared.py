@@ -145,7 +145,9 @@ class CompiledQuery:
             annotation_columns=tuple(compiler.annotation_col_map.items()),
         )
 
-    def __call__(self, value) -> list[Model]:
+    def __call__(self, value, *, fetch: Callable[[str, str, list], list] | None = None):
+        """The instances the query finds for `value`; its rows from `fetch(alias, sql, params)`
+        if given (config.epoch.fetch_kept), else from the database."""
         model = self._field.model
         alias = router.db_for_read(model)
         compiled = self._compiled.get(alias)
@@ -156,7 +158,7 @@ class CompiledQuery:
                     compiled = self._compiled[alias] = self._compile(alias)
         params = list(compiled.params)
         params[compiled.value_slot] = self._db_value(value, alias)
-        rows = fetch_prepared(alias, compiled.sql, params)
+        rows = (fetch or fetch_prepared)(alias, compiled.sql, params)
         if compiled.converters:
             rows = _converted(rows, compiled.converters, connections[alias])
         found = []

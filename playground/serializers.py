@@ -969,4 +969,3 @@ class WorkflowTypeSerializer(ResponseSerializer):
     name = serializers.CharField()
     description = serializers.CharField()
     permission = serializers.CharField()
-

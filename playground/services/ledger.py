@@ -39,6 +39,7 @@ from accounts.services import (
     api_key_tokens_adjust,
     api_key_tokens_reserve,
     budget_month,
+    key_counter_writes,
 )
 from config.db import raw_uuid
 from config.prepared import fetch_prepared
@@ -200,5 +201,7 @@ def _fetch(sql: str, params: list):
     # The reservation's and the settlement's texts are fixed (the INSERT's too, above), so they
     # are prepared on the server once per connection: a call's two statements are then neither
     # quoted into SQL on the client nor parsed and planned by PostgreSQL every time.
-    rows = fetch_prepared(DEFAULT_DB_ALIAS, sql, params)
+    # They write the key's budget only, which moves no kept principal lookup.
+    with key_counter_writes():
+        rows = fetch_prepared(DEFAULT_DB_ALIAS, sql, params)
     return rows[0] if rows else None

@@ -1,7 +1,7 @@
 """A process keeps its callers' lookups (config.epoch): a request acts on kept rows only when
-its admission confirms, in the Redis step that counts it, that no user, token, membership or
-tenant was written since they were read; every change to access is still refused on the very
-next request, whatever wrote it.
+its admission confirms, in the Redis step that counts it, that no user, token, API key,
+membership or tenant was written since they were read; every change to access is still refused
+on the very next request, whatever wrote it.
 
 Transactional: rows read inside a transaction (every other test's) are never kept."""
 
@@ -13,21 +13,29 @@ import time
 import uuid
 
 import pytest
+import time_machine
 from django.core.management import call_command
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+from rest_framework.test import APIClient
 
-from accounts.models import AuthToken, User
+from accounts.models import APIKey, AuthToken, User
+from accounts.services import api_key_revoke, api_key_tokens_reserve, api_key_update
+from accounts.usage import flush_api_key_usage
 from config import epoch
 from config.redis import redis_cache, redis_client
+from playground.services.ledger import gateway_tokens_reserve
 from tenants.models import Membership, MembershipStatus, Tenant, TenantStatus
+from tenants.permissions import effective_permissions
 from tests.accounts.test_request_path import MEMBERS_URL, ORG_URL, client_for, statements_of
 from tests.conftest import assert_envelope, outside_connection
+from tests.factories import issue_api_key
 
 # The PostgreSQL run has Redis; the SQLite smoke run has neither, and keeps nothing.
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.postgres]
 
-KEPT = ("token", "jwt", "session")
+KEPT = ("token", "jwt", "api_key", "session")
 
 
 def warmed(client, url=ORG_URL):
@@ -163,6 +171,91 @@ def test_a_kept_caller_is_read_again_after_redis_loses_the_epoch(owner):
     assert epoch.observed() > before
 
 
+# --- API keys: every write moves the epoch but their counters' --------------------------------
+
+
+def _key_client(owner, **fields):
+    key, raw = issue_api_key(owner.membership, scopes=("read",), **fields)
+    client = APIClient()
+    client.credentials(HTTP_X_API_KEY=raw)
+    return key, warmed(client, MEMBERS_URL)
+
+
+def test_a_revoked_key_is_refused_on_the_next_request(owner):
+    key, client = _key_client(owner)
+
+    with transaction.atomic():
+        api_key_revoke(api_key=key, actor=owner.user)
+
+    assert_envelope(client.get(MEMBERS_URL), 401)
+
+
+def test_a_deactivated_key_is_refused_on_the_next_request(owner):
+    key, client = _key_client(owner)
+
+    with transaction.atomic():
+        api_key_update(
+            api_key=key,
+            actor=owner.user,
+            actor_permissions=effective_permissions(owner.membership.role, {}),
+            is_active=False,
+        )
+
+    assert_envelope(client.get(MEMBERS_URL), 401)
+
+
+def test_a_deleted_key_is_refused_on_the_next_request(owner):
+    key, client = _key_client(owner)
+
+    APIKey.objects.filter(pk=key.pk).delete()
+
+    assert_envelope(client.get(MEMBERS_URL), 401)
+
+
+def test_a_narrowed_key_is_refused_on_the_next_request(owner):
+    key, client = _key_client(owner)
+
+    APIKey.objects.filter(pk=key.pk).update(scopes=[])
+
+    assert_envelope(client.get(MEMBERS_URL), 403)
+
+
+def test_a_key_that_expires_is_refused_without_any_write(owner):
+    _, client = _key_client(owner, expires_at=timezone.now() + datetime.timedelta(hours=1))
+
+    with time_machine.travel(timezone.now() + datetime.timedelta(hours=2), tick=False):
+        assert_envelope(client.get(MEMBERS_URL), 401)
+
+
+def test_a_keys_counters_move_nothing_and_its_kept_lookup_stays(owner):
+    """Every gateway call writes the key's budget and every flush its usage: were they to move
+    the epoch, no API-key lookup would stay kept for long."""
+    key, client = _key_client(owner, monthly_token_budget=1_000)
+    before = _current_epoch()
+
+    assert flush_api_key_usage() >= 2
+    api_key_tokens_reserve(api_key=key, amount=10)  # the budget alone
+    gateway_tokens_reserve(tenant=owner.tenant, api_key=key, amount=5)  # with the quota
+
+    assert _current_epoch() == before
+    assert len(statements_of(client, MEMBERS_URL)) == 2  # the view's own: count and page
+    key.refresh_from_db()
+    assert key.usage_count >= 2
+    assert key.budget_tokens_used == 15
+
+
+def test_an_unwatched_block_ignores_only_the_tables_it_names(owner):
+    owner.client.get(ORG_URL)
+    before = _current_epoch()
+
+    with epoch.unwatched(APIKey._meta.db_table):
+        APIKey.objects.filter(tenant=owner.tenant).update(usage_count=1)
+        assert _current_epoch() == before
+        Tenant.objects.filter(pk=owner.tenant.pk).update(description="changed")
+
+    assert _current_epoch() > before
+
+
 # --- What a stale admission leaves --------------------------------------------------------------
 
 
@@ -221,6 +314,7 @@ IMMUTABLE = (str, int, float, bool, type(None), datetime.datetime, uuid.UUID, de
     [
         ('UPDATE "tenants_tenant" SET "name" = %s WHERE "id" = %s', True),
         ('INSERT INTO "accounts_authtoken" ("id") VALUES (%s)', True),
+        ('UPDATE "accounts_apikey" SET "is_active" = false WHERE "id" = %s', True),
         ('DELETE FROM "tenants_membership" WHERE "id" IN (%s)', True),
         ('WITH x AS (UPDATE "accounts_user" SET "is_active" = false RETURNING 1) SELECT 1', True),
         ('TRUNCATE "audit_auditevent", "tenants_tenant"', True),
