@@ -356,15 +356,38 @@ def _current_epoch() -> int:
 # --- Under concurrent requests ------------------------------------------------------------------
 
 
-def test_no_request_started_after_a_revocation_is_served_while_others_race_it(owner):
+def _revocable_client(owner, credential):
+    """(a client factory, the revocation) for a token or an API key of `owner`."""
+    if credential == "token":
+        return (
+            lambda: owner.client_for(owner.tenant.pk),
+            lambda: AuthToken.objects.filter(user=owner.user).delete(),
+        )
+    key, raw = issue_api_key(owner.membership)
+
+    def client():
+        api_client = APIClient()
+        api_client.credentials(HTTP_X_API_KEY=raw)
+        return api_client
+
+    def revoke():
+        with transaction.atomic():
+            api_key_revoke(api_key=key, actor=owner.user)
+
+    return client, revoke
+
+
+@pytest.mark.parametrize("credential", ["token", "api_key"])
+def test_no_request_started_after_a_revocation_is_served_while_others_race_it(owner, credential):
     """Four threads read as fast as they can, each request keeping or re-reading the caller,
-    while the token is deleted: every request started after the deletion returned is refused,
-    whatever the others kept, read or were stamped with meanwhile."""
+    while the token is deleted or the key revoked: every request started after the revocation
+    returned is refused, whatever the others kept, read or were stamped with meanwhile."""
     results: list[tuple[float, float, int]] = []  # (started, finished, status)
     stop = threading.Event()
+    make_client, revoke = _revocable_client(owner, credential)
 
     def read_until_stopped():
-        client = owner.client_for(owner.tenant.pk)
+        client = make_client()
         try:
             while not stop.is_set():
                 started = time.monotonic()
@@ -380,7 +403,7 @@ def test_no_request_started_after_a_revocation_is_served_while_others_race_it(ow
         _wait_for(lambda: len(results) >= 40)
         assert len(epoch.recent_rows) >= 1
         deleting = time.monotonic()
-        AuthToken.objects.filter(user=owner.user).delete()
+        revoke()
         deleted = time.monotonic()
         _wait_for(lambda: sum(started > deleted for started, _, _ in list(results)) >= 40)
     finally:
