@@ -659,6 +659,11 @@ class WorkflowJob(BackgroundJob):
     # Units of work done and to do (rows, events), for progress while it runs.
     progress_done = models.PositiveIntegerField(default=0, editable=False)
     progress_total = models.PositiveIntegerField(default=0, editable=False)
+    # The gateway reservation of the call the job made last (template_batch rows), noted
+    # before the call: a worker that dies before settling it leaves the amount to give back,
+    # which whoever takes the job over does unless a call was recorded under that request id.
+    reserved_tokens = models.PositiveIntegerField(default=0, editable=False)
+    reserved_call = models.CharField(max_length=128, blank=True, editable=False)
 
     class Meta:
         ordering = ["-created_at"]

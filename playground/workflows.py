@@ -60,6 +60,23 @@ class JobContext:
         if not jobs.renew(self.held, **progress):
             raise JobStopped
 
+    def note_reservation(self, reservation) -> None:
+        """Note a gateway reservation on the job before its call (the gateway's
+        `on_reserved`): a worker that dies before settling it leaves it to give back
+        (playground.services.workflows). Raises JobStopped when the job is no longer ours; the
+        gateway then gives the reservation back and calls nothing."""
+        noted = self.held.update(
+            reserved_tokens=reservation.tokens, reserved_call=reservation.request_id
+        )
+        if not noted:
+            raise JobStopped
+
+    def request_id(self, unit) -> str:
+        """The request id of the gateway call for one unit of work under this claim
+        (`job:<id>:<unit>:<claim>`): recovery tells a settled call (one is recorded under it)
+        from one whose worker died first."""
+        return f"job:{self.job.pk}:{unit}:{self.held.token}"
+
 
 @dataclass(frozen=True)
 class WorkflowType:
@@ -144,7 +161,7 @@ def check_template_batch(tenant, data: Mapping) -> tuple[dict, int]:
     return checked, len(rows)
 
 
-def _execute_row(template, version, actor, row: dict):
+def _execute_row(context: JobContext, template, version, actor, index: int, row: dict):
     from .services.templates import prompt_template_execute
 
     return jobs.waiting_out_throttles(
@@ -156,6 +173,8 @@ def _execute_row(template, version, actor, row: dict):
             variables=row,
             save_execution=False,
             source=CallSource.WORKFLOW,
+            request_id=context.request_id(f"row:{index}"),
+            on_reserved=context.note_reservation,
         )
     )
 
@@ -177,7 +196,7 @@ def run_template_batch(context: JobContext, tenant, actor):
         if index in answered:
             continue
         context.checkpoint(done=len(answered))
-        execution = _execute_row(template, version, actor, row)
+        execution = _execute_row(context, template, version, actor, index, row)
         execution.workflow_job = job
         execution.batch_row = index
         execution.save()

@@ -21,7 +21,7 @@ import contextvars
 import logging
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
@@ -584,10 +584,15 @@ def gateway_call(
     chat: ChatInput,
     source: str,
     request_id: str = "",
+    on_reserved: Callable[[Reservation], None] | None = None,
 ) -> tuple[ChatResult | None, GatewayCall, UpstreamError | None]:
     """Steps 1 to 3 from sync code (template executions): the result, the recorded call, and
     the upstream's error when every route failed (the call is then metered and recorded as
-    failed). Reservation refusals (400, 429) raise as usual."""
+    failed). Reservation refusals (400, 429) raise as usual.
+
+    `on_reserved(reservation)` runs between the reservation and the call (a workflow job notes
+    the reservation there, to be given back if its worker dies mid-call); if it raises, the
+    reservation is given back, nothing is called, and the exception propagates."""
     reservation = gateway_reserve(
         tenant=tenant,
         user_id=user_id,
@@ -596,6 +601,12 @@ def gateway_call(
         source=source,
         request_id=request_id,
     )
+    if on_reserved is not None:
+        try:
+            on_reserved(reservation)
+        except BaseException:
+            async_to_sync(gateway_abandon)(reservation)
+            raise
     return gateway_call_reserved(reservation)
 
 

@@ -14,9 +14,10 @@ from config.exceptions import ApplicationError, InsufficientPermissions
 from tenants.models import BLOCKED_STATUSES, Tenant
 
 from .. import jobs
-from ..models import JobStatus, WorkflowJob
+from ..models import GatewayCall, JobStatus, WorkflowJob
 from ..workflows import REGISTRY, JobContext, JobStopped
 from .artifacts import artifact_write
+from .ledger import gateway_tokens_release
 
 logger = logging.getLogger(__name__)
 
@@ -76,8 +77,37 @@ def workflow_execute(
     return job
 
 
+def _release_unsettled_call(job: WorkflowJob) -> None:
+    """Give back the gateway reservation noted on `job` (JobContext.note_reservation) if its
+    call was never settled, that is, no call is recorded under its request id: its worker died
+    or failed between the two. Then clear the note. The caller holds the job's row lock, and
+    the job is no longer a live worker's (leases are far longer than a call)."""
+    if not job.reserved_call:
+        return
+    settled = GatewayCall.objects.filter(
+        tenant_id=job.tenant_id, request_id=job.reserved_call
+    ).exists()
+    if not settled and job.reserved_tokens:
+        gateway_tokens_release(tenant=job.tenant, api_key=None, amount=job.reserved_tokens)
+    WorkflowJob.objects.filter(pk=job.pk).update(reserved_tokens=0, reserved_call="")
+
+
+def _take_over_noted_call(held: jobs.Claim) -> bool:
+    """Settle what the job's previous worker left noted, under our new claim; False when the
+    job is no longer ours."""
+    with transaction.atomic():
+        job = held.rows().select_for_update().select_related("tenant").first()
+        if job is None:
+            return False
+        _release_unsettled_call(job)
+    return True
+
+
 def _fail(held: jobs.Claim, job: WorkflowJob, error: str) -> None:
     with transaction.atomic():
+        locked = held.rows().select_for_update().select_related("tenant").first()
+        if locked is not None:
+            _release_unsettled_call(locked)  # an error between a reservation and its call
         if jobs.release(held, status=JobStatus.FAILED, error=error):
             job.refresh_from_db()
             record(
@@ -95,6 +125,8 @@ def workflow_job_execute(*, job_id) -> str | None:
     if held is None:
         return None
     job = WorkflowJob.objects.select_related("tenant", "created_by").get(pk=job_id)
+    if job.reserved_call and not _take_over_noted_call(held):
+        return None
     if job.tenant.status in BLOCKED_STATUSES:
         _fail(held, job, "The organization is suspended.")
         return JobStatus.FAILED
@@ -115,7 +147,14 @@ def workflow_job_execute(*, job_id) -> str | None:
                 workflow_job=job,
             )
             output = {**output, "artifact_id": str(artifact.pk), "size_bytes": artifact.size_bytes}
-            jobs.release(held, status=JobStatus.COMPLETED, output_data=output)
+            # Every row's call was settled: the last note has nothing left to give back.
+            jobs.release(
+                held,
+                status=JobStatus.COMPLETED,
+                output_data=output,
+                reserved_tokens=0,
+                reserved_call="",
+            )
             job.refresh_from_db()
             record(
                 tenant=job.tenant,
@@ -141,6 +180,8 @@ def workflow_job_cancel(*, workflow_job: WorkflowJob, actor) -> WorkflowJob:
     """Cancel a pending or running job at once (a running one stops at its next checkpoint);
     a finished job is 409."""
     job = jobs.cancel(workflow_job, noun="job", id_field="job_id")
+    if job.status == JobStatus.RUNNING and jobs.is_stalled(job):
+        _release_unsettled_call(job)  # its worker died mid-call: nobody else will
     jobs.stop(job, status=JobStatus.CANCELLED)
     record(tenant=job.tenant, event_type="workflow.cancelled", actor=actor, payload=_payload(job))
     return job
@@ -153,6 +194,7 @@ def workflow_job_fail(*, job: WorkflowJob, reason: str) -> bool:
     job = WorkflowJob.objects.select_for_update().get(pk=job.pk)
     if not jobs.is_stalled(job):
         return False
+    _release_unsettled_call(job)
     jobs.stop(job, status=JobStatus.FAILED, error=reason)
     record(
         tenant=job.tenant,

@@ -1,5 +1,6 @@
-"""Orchestration runs at their edges: reservations of calls whose worker died (given back on
-cancel, on the reaper giving up, on a suspended organization's resume), a NUL in a model's
+"""Orchestration runs and workflow jobs at their edges: reservations of calls whose worker died
+(given back on resume, on cancel, on the reaper giving up, on a suspended organization's
+resume), a NUL in a model's
 answer, a cancel racing a phase's outcome, odd bodies, workflow types hidden from members
 without their permission, a deactivated model, and an organization's deletion removing its
 artifact files."""
@@ -210,13 +211,9 @@ class Killed(BaseException):
     """SIGKILL, as far as the worker's code can tell."""
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Known limit (docs/orchestration.md): a template_batch row's call is reserved by "
-    "the gateway like any call, without the note runs keep, so a worker killed mid-call "
-    "leaves that reservation counted (an over-count).",
-)
-def test_a_batch_worker_killed_mid_call_gives_its_reservation_back(owner, sent, monkeypatch):
+def _batch_killed_on_its_second_call(owner, monkeypatch) -> WorkflowJob:
+    """A two-row template_batch whose worker dies in the middle of its second row's call:
+    the row's reservation is counted and noted on the job, and no call is recorded for it."""
     from playground.services import gateway
     from playground.services.workflows import workflow_execute
 
@@ -244,14 +241,82 @@ def test_a_batch_worker_killed_mid_call_gives_its_reservation_back(owner, sent, 
     with pytest.raises(Killed):
         workflow_job_execute(job_id=job.pk)
     monkeypatch.setattr(gateway, "gateway_call_reserved", real)
+    job.refresh_from_db()
+    assert job.reserved_tokens == calls[1].tokens > 0
+    assert job.reserved_call == calls[1].request_id
+    assert used(owner.tenant) == _metered(owner.tenant) + calls[1].tokens
     WorkflowJob.objects.filter(pk=job.pk).update(lease_expires_at=timezone.now() - timedelta(1))
+    return job
+
+
+def _metered(tenant) -> int:
+    return sum(GatewayCall.objects.filter(tenant=tenant).values_list("total_tokens", flat=True))
+
+
+def test_a_batch_worker_killed_mid_call_gives_its_reservation_back(owner, sent, monkeypatch):
+    job = _batch_killed_on_its_second_call(owner, monkeypatch)
+
     assert stalled_jobs_reap()["workflows"].requeued == 1
     assert workflow_job_execute(job_id=job.pk) == JobStatus.COMPLETED
 
-    metered = sum(
-        GatewayCall.objects.filter(tenant=owner.tenant).values_list("total_tokens", flat=True)
+    assert used(owner.tenant) == _metered(owner.tenant)
+    assert GatewayCall.objects.filter(tenant=owner.tenant).count() == 2  # one per row
+    job.refresh_from_db()
+    assert (job.reserved_tokens, job.reserved_call) == (0, "")
+
+
+def test_a_killed_batch_the_reaper_gives_up_on_gives_its_reservation_back(
+    owner, sent, monkeypatch, settings
+):
+    settings.JOBS_MAX_ATTEMPTS = 1
+    job = _batch_killed_on_its_second_call(owner, monkeypatch)
+
+    assert stalled_jobs_reap()["workflows"].failed == 1
+
+    assert used(owner.tenant) == _metered(owner.tenant)
+    job.refresh_from_db()
+    assert job.status == JobStatus.FAILED
+    assert (job.reserved_tokens, job.reserved_call) == (0, "")
+
+
+def test_cancelling_a_killed_batch_gives_its_reservation_back(owner, sent, monkeypatch):
+    job = _batch_killed_on_its_second_call(owner, monkeypatch)
+
+    response = owner.client.delete(f"/api/v1/workflows/{job.pk}/")
+
+    assert response.status_code == 200, response.content
+    assert used(owner.tenant) == _metered(owner.tenant)
+
+
+def test_a_settled_call_noted_on_a_resumed_batch_is_not_given_back_twice(owner, sent):
+    """A worker that died after its row's call was settled (its call is recorded) leaves a
+    note that must give nothing back: the call's tokens stay counted."""
+    from playground.services.workflows import workflow_execute
+
+    template = PromptTemplateFactory(tenant=owner.tenant)
+    job = workflow_execute(
+        tenant=owner.tenant,
+        actor=owner.user,
+        actor_permissions=frozenset({"playground.execute"}),
+        workflow_type="template_batch",
+        input_data={"template_id": str(template.pk), "rows": [{"question": "a"}]},
     )
-    assert used(owner.tenant) == metered
+    assert workflow_job_execute(job_id=job.pk) == JobStatus.COMPLETED
+    call = GatewayCall.objects.get(tenant=owner.tenant)
+    # As if the worker had died after settling and before completing the job.
+    WorkflowJob.objects.filter(pk=job.pk).update(
+        status=JobStatus.RUNNING,
+        lease_token=uuid.uuid4(),
+        lease_expires_at=timezone.now() - timedelta(1),
+        reserved_tokens=call.total_tokens + 100,
+        reserved_call=call.request_id,
+    )
+    before = used(owner.tenant)
+
+    assert stalled_jobs_reap()["workflows"].requeued == 1
+    assert workflow_job_execute(job_id=job.pk) == JobStatus.COMPLETED
+
+    assert used(owner.tenant) == before == _metered(owner.tenant)
 
 
 ODD_ORCHESTRATE = [

@@ -793,8 +793,8 @@ def test_a_batch_cancelled_while_running_stops_at_its_next_row(owner, queued, mo
     job_id = queued(owner, "template_batch", {"template_id": str(template.pk), "rows": rows})
     execute_row = workflows._execute_row
 
-    def cancelled_during_row_2(template, version, actor, row):
-        execution = execute_row(template, version, actor, row)
+    def cancelled_during_row_2(context, template, version, actor, index, row):
+        execution = execute_row(context, template, version, actor, index, row)
         if row == rows[1]:
             assert owner.client.delete(job_url(job_id)).status_code == 200
         return execution
@@ -870,8 +870,8 @@ def test_a_tokens_quota_exhausted_during_a_batch_fails_it(owner, queued, monkeyp
     job_id = queued(owner, "template_batch", {"template_id": str(template.pk), "rows": rows})
     execute_row = workflows._execute_row
 
-    def quota_gone_after_the_first_row(template, version, actor, row):
-        execution = execute_row(template, version, actor, row)
+    def quota_gone_after_the_first_row(context, template, version, actor, index, row):
+        execution = execute_row(context, template, version, actor, index, row)
         QuotaCounter.objects.filter(tenant=owner.tenant, resource="tokens").update(
             used=tenant_limits(owner.tenant)["tokens"]
         )
