@@ -211,23 +211,25 @@ class Killed(BaseException):
     """SIGKILL, as far as the worker's code can tell."""
 
 
-def _batch_killed_on_its_second_call(owner, monkeypatch) -> WorkflowJob:
-    """A two-row template_batch whose worker dies in the middle of its second row's call:
-    the row's reservation is counted and noted on the job, and no call is recorded for it."""
-    from playground.services import gateway
+def _batch(owner, rows: list[dict]) -> WorkflowJob:
     from playground.services.workflows import workflow_execute
 
     template = PromptTemplateFactory(tenant=owner.tenant)
-    job = workflow_execute(
+    return workflow_execute(
         tenant=owner.tenant,
         actor=owner.user,
         actor_permissions=frozenset({"playground.execute"}),
         workflow_type="template_batch",
-        input_data={
-            "template_id": str(template.pk),
-            "rows": [{"question": "a"}, {"question": "b"}],
-        },
+        input_data={"template_id": str(template.pk), "rows": rows},
     )
+
+
+def _batch_killed_on_its_second_call(owner, monkeypatch) -> WorkflowJob:
+    """A two-row template_batch whose worker dies in the middle of its second row's call:
+    the row's reservation is counted and noted on the job, and no call is recorded for it."""
+    from playground.services import gateway
+
+    job = _batch(owner, [{"question": "a"}, {"question": "b"}])
     real = gateway.gateway_call_reserved
     calls = []
 
@@ -291,16 +293,7 @@ def test_cancelling_a_killed_batch_gives_its_reservation_back(owner, sent, monke
 def test_a_settled_call_noted_on_a_resumed_batch_is_not_given_back_twice(owner, sent):
     """A worker that died after its row's call was settled (its call is recorded) leaves a
     note that must give nothing back: the call's tokens stay counted."""
-    from playground.services.workflows import workflow_execute
-
-    template = PromptTemplateFactory(tenant=owner.tenant)
-    job = workflow_execute(
-        tenant=owner.tenant,
-        actor=owner.user,
-        actor_permissions=frozenset({"playground.execute"}),
-        workflow_type="template_batch",
-        input_data={"template_id": str(template.pk), "rows": [{"question": "a"}]},
-    )
+    job = _batch(owner, [{"question": "a"}])
     assert workflow_job_execute(job_id=job.pk) == JobStatus.COMPLETED
     call = GatewayCall.objects.get(tenant=owner.tenant)
     # As if the worker had died after settling and before completing the job.
