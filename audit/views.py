@@ -98,6 +98,7 @@ class AuditChainViewSet(TenantContextViewSet):
         }
         return Response(ChainVerificationSerializer(data).data)
 
+
 class AuditPublicKeyViewSet(PlatformViewSet):
     """The key that verifies every chain's signed checkpoints: one for the whole platform, and
     public, as a verifying key is meant to be (no credentials are read, so an auditor without

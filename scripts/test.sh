@@ -57,6 +57,7 @@ fi
 export DJANGO_SETTINGS_MODULE=config.settings.test
 echo "==> ruff"
 "$VENV/bin/ruff" check .
+"$VENV/bin/ruff" format --check .
 echo "==> import layers (.importlinter)"
 "$VENV/bin/lint-imports" --no-cache
 echo "==> migrations are in step with the models"
