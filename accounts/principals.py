@@ -20,10 +20,10 @@ The authentication classes (accounts.authentication) run it and hand the members
 resolution (tenants.resolution.MembershipCandidates), which uses them instead of querying.
 
 A process keeps the rows of recent lookups (config.epoch): a request may act on them only
-where its admission confirms, in the same Redis step that counts it, that no user, token,
-API key, membership or tenant has been written since they were read; else it is authenticated again
-from the database. A revoked token, a suspended member or a suspended tenant is therefore
-refused on the next request, as without them. An API key's own lookup
+where its admission confirms, in the same Redis step that counts it, that no user, token, API
+key, membership or tenant has been written since they were read; else it is authenticated
+again from the database. A revoked token, a suspended member or a suspended tenant is
+therefore refused on the next request, as without them. An API key's own lookup
 (accounts.authentication._find_keys) brings its tenant and its creator's membership in one
 statement, and is kept the same way (config.epoch.fetch_kept); its secret is compared on every
 request.

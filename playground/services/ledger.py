@@ -143,6 +143,16 @@ def gateway_tokens_release(*, tenant: Tenant, api_key: APIKey | None, amount: in
         api_key_tokens_adjust(api_key=api_key, delta=-amount)
 
 
+def gateway_tokens_release_unsettled(*, tenant: Tenant, request_id: str, amount: int) -> bool:
+    """Give back a reservation a worker noted before its call (an orchestration phase's, a
+    batch row's) unless the call was settled, that is, a call is recorded under its
+    `request_id`: the worker died or failed between the two. Returns whether it gave back."""
+    if not amount or GatewayCall.objects.filter(tenant=tenant, request_id=request_id).exists():
+        return False
+    gateway_tokens_release(tenant=tenant, api_key=None, amount=amount)
+    return True
+
+
 def gateway_tokens_settle(
     *, tenant: Tenant, api_key: APIKey | None, delta: int, call: GatewayCall
 ) -> GatewayCall:

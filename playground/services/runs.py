@@ -39,7 +39,6 @@ from tenants.models import BLOCKED_STATUSES, Tenant
 from .. import jobs, tokens
 from ..models import (
     CallSource,
-    GatewayCall,
     IntegrationOperation,
     JobStatus,
     LanguageModel,
@@ -64,7 +63,7 @@ from .gateway import (
     gateway_call_reserved,
     gateway_reserve,
 )
-from .ledger import gateway_tokens_release
+from .ledger import gateway_tokens_release_unsettled
 
 logger = logging.getLogger(__name__)
 
@@ -312,12 +311,11 @@ def _release_unsettled(phase: OrchestrationPhase) -> None:
     still settles would then be given it back twice: leases are far longer than a call."""
     if not (phase.status == PhaseStatus.RUNNING and phase.claim and phase.reserved_tokens):
         return
-    settled = GatewayCall.objects.filter(
-        tenant_id=phase.tenant_id,
+    gateway_tokens_release_unsettled(
+        tenant=phase.tenant,
         request_id=_request_id(phase.run_id, phase.pk, phase.claim),
-    ).exists()
-    if not settled:
-        gateway_tokens_release(tenant=phase.tenant, api_key=None, amount=phase.reserved_tokens)
+        amount=phase.reserved_tokens,
+    )
 
 
 # The first phase's claim (the next ones are claimed in _FINISH_SQL): prepared on PostgreSQL,

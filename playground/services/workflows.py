@@ -14,10 +14,10 @@ from config.exceptions import ApplicationError, InsufficientPermissions
 from tenants.models import BLOCKED_STATUSES, Tenant
 
 from .. import jobs
-from ..models import GatewayCall, JobStatus, WorkflowJob
+from ..models import JobStatus, WorkflowJob
 from ..workflows import REGISTRY, JobContext, JobStopped
 from .artifacts import artifact_write
-from .ledger import gateway_tokens_release
+from .ledger import gateway_tokens_release_unsettled
 
 logger = logging.getLogger(__name__)
 
@@ -78,36 +78,32 @@ def workflow_execute(
 
 
 def _release_unsettled_call(job: WorkflowJob) -> None:
-    """Give back the gateway reservation noted on `job` (JobContext.note_reservation) if its
-    call was never settled, that is, no call is recorded under its request id: its worker died
-    or failed between the two. Then clear the note. The caller holds the job's row lock, and
-    the job is no longer a live worker's (leases are far longer than a call)."""
+    """Give back the gateway reservation noted on `job` (JobContext.note_reservation) unless
+    its call was settled, then clear the note. The caller holds the job's row lock, and the
+    job is no longer a live worker's (leases are far longer than a call)."""
     if not job.reserved_call:
         return
-    settled = GatewayCall.objects.filter(
-        tenant_id=job.tenant_id, request_id=job.reserved_call
-    ).exists()
-    if not settled and job.reserved_tokens:
-        gateway_tokens_release(tenant=job.tenant, api_key=None, amount=job.reserved_tokens)
+    gateway_tokens_release_unsettled(
+        tenant=job.tenant, request_id=job.reserved_call, amount=job.reserved_tokens
+    )
     WorkflowJob.objects.filter(pk=job.pk).update(reserved_tokens=0, reserved_call="")
 
 
+@transaction.atomic
 def _take_over_noted_call(held: jobs.Claim) -> bool:
-    """Settle what the job's previous worker left noted, under our new claim; False when the
-    job is no longer ours."""
-    with transaction.atomic():
-        job = held.rows().select_for_update().select_related("tenant").first()
-        if job is None:
-            return False
-        _release_unsettled_call(job)
+    """Settle, under our claim and the job's row lock, what a previous worker (or this one,
+    failing between a reservation and its call) left noted; False when the job is no longer
+    ours."""
+    job = held.rows().select_for_update().select_related("tenant").first()
+    if job is None:
+        return False
+    _release_unsettled_call(job)
     return True
 
 
 def _fail(held: jobs.Claim, job: WorkflowJob, error: str) -> None:
     with transaction.atomic():
-        locked = held.rows().select_for_update().select_related("tenant").first()
-        if locked is not None:
-            _release_unsettled_call(locked)  # an error between a reservation and its call
+        _take_over_noted_call(held)  # an error between a reservation and its call
         if jobs.release(held, status=JobStatus.FAILED, error=error):
             job.refresh_from_db()
             record(
