@@ -86,6 +86,41 @@ def fetch_prepared(alias: str, sql: str, params) -> list[tuple]:
         return cursor.fetchall()
 
 
+@dataclass
+class Rider:
+    """A caller's own write carried by another service's statement (the host), so that both
+    are one round trip and one atomic step on PostgreSQL: an orchestration phase notes the
+    gateway reservation made for it in the reservation's statement, and records its outcome in
+    the call's settlement.
+
+    - `ctes`: data-modifying CTEs appended to the host's (`name AS (...)`, comma-separated).
+      They may read the CTE the host documents (the gateway's ledger: `quota_update`, one row
+      when the host's write happened) to write only then.
+    - `answer`: SQL expressions over them, selected beside the host's own columns; `params`:
+      the CTEs' parameters (the answer takes none).
+    - `apart()`: the same write made apart, returning the same answer, where a statement
+      cannot carry it (SQLite, or a host's path with no statement to carry it): the host runs
+      it after its write, in its transaction.
+    - `undo()`: optional; undoes the write, in the transaction in which the host gives its own
+      write back when its caller refuses after it (the gateway's tokens-per-minute window).
+
+    The host leaves the answer (a tuple) in `answered`; None while it has not run."""
+
+    ctes: str
+    answer: str
+    params: list
+    apart: Callable[[], tuple]
+    undo: Callable[[], None] | None = None
+    answered: tuple | None = None
+
+    def carried_by(self, *, ctes: str, columns: str, tail: str, params: list) -> tuple[str, list]:
+        """The host's statement (`WITH {ctes} SELECT {columns} {tail}`, its parameters all in
+        its CTEs) carrying this rider: its CTEs after the host's, its answer after the host's
+        columns. The answer's values are the last in the row."""
+        sql = f"WITH {ctes}, {self.ctes} SELECT {columns}, {self.answer} {tail}"
+        return sql, [*params, *self.params]
+
+
 @dataclass(frozen=True)
 class _Compiled:
     converters: tuple

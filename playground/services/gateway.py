@@ -27,12 +27,13 @@ from dataclasses import dataclass, field, replace
 
 from asgiref.sync import async_to_sync, sync_to_async
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 from rest_framework.exceptions import Throttled
 
 from accounts.models import APIKey
 from config.exceptions import AIServiceError, ApplicationError
 from config.metering import Window, admit
+from config.prepared import Rider
 from tenants.models import Tenant
 from tenants.plans import plan_rates
 from tenants.throttling import configured_rate
@@ -102,6 +103,9 @@ class Reservation:
     asgi: bool = False
     started: float = field(default_factory=time.perf_counter)
     tokens_window: object = None  # the TPM window's RateLimitState, for the response headers
+    # The caller's write to carry in the settlement's statement (an orchestration phase's
+    # outcome): made from the call and the outcome when settling; None for none.
+    settle_rider: Callable[[GatewayCall, "Outcome"], Rider | None] | None = None
 
 
 @dataclass
@@ -117,6 +121,7 @@ class Outcome:
     failed_models: list[str] = field(default_factory=list)
     first_token_at: float | None = None
     last_route: Route | None = None  # the last route tried, when none answered
+    result: ChatResult | None = None  # the answer of a call that succeeded (not streamed)
 
 
 def _adapter_for(provider: Provider | None):
@@ -213,8 +218,11 @@ def gateway_reserve(
     source: str = CallSource.API,
     request_id: str = "",
     streamed: bool = False,
+    note: Callable[[int], Rider] | None = None,
 ) -> Reservation:
-    """Step 1: resolve, check and reserve the call's worst case (see the module docstring)."""
+    """Step 1: resolve, check and reserve the call's worst case (see the module docstring).
+    `note(amount)`: the caller's write noting the reservation (an orchestration phase's), made
+    with it in its statement and undone with it if the tokens window refuses."""
     models = catalogue_cache.models()
     model = _resolve_model(chat.model, models)
     max_tokens = chat.max_tokens or model.max_output_tokens
@@ -240,12 +248,16 @@ def gateway_reserve(
             details={"model": model.name, "retry_after": settings.GATEWAY_COOLDOWN_SECONDS},
             unavailable=True,
         )
-    gateway_tokens_reserve(tenant=tenant, api_key=api_key, amount=reserved)
+    rider = note(reserved) if note is not None else None
+    gateway_tokens_reserve(tenant=tenant, api_key=api_key, amount=reserved, rider=rider)
     # Last: the window is counted in Redis, which a refusal above could not take back. If the
-    # window refuses, the reservation is given back.
+    # window refuses, the reservation is given back (and the rider's write undone with it).
     admission = admit([_tokens_window(tenant, reserved)])
     if admission.refused_window is not None:
-        gateway_tokens_release(tenant=tenant, api_key=api_key, amount=reserved)
+        with transaction.atomic():
+            gateway_tokens_release(tenant=tenant, api_key=api_key, amount=reserved)
+            if rider is not None and rider.undo is not None:
+                rider.undo()
         _refuse_tokens_window(admission.states[0])
     request = ChatRequest(
         model=model.upstream_model,
@@ -352,6 +364,7 @@ async def gateway_run(
         await asyncio.shield(_settle_async(reservation, outcome))
         raise
     outcome.status = CallStatus.SUCCEEDED
+    outcome.result = result
     outcome.first_token_at = time.perf_counter()
     if result.usage is None:
         outcome.usage = Usage(reservation.prompt_tokens_rule, tokens.count_tokens(result.content))
@@ -569,6 +582,7 @@ def gateway_settle(*, reservation: Reservation, outcome: Outcome) -> GatewayCall
         api_key=reservation.api_key,
         delta=used - reservation.tokens,
         call=call,
+        rider=reservation.settle_rider(call, outcome) if reservation.settle_rider else None,
     )
 
 

@@ -42,7 +42,7 @@ from accounts.services import (
     key_counter_writes,
 )
 from config.db import raw_uuid
-from config.prepared import fetch_prepared
+from config.prepared import Rider, fetch_prepared
 from tenants.models import QuotaCounter, QuotaResource, Tenant
 from tenants.plans import tenant_limits
 from tenants.services.quotas import (
@@ -67,68 +67,89 @@ _LOCKED = (
     f"AND {_QUOTAS}.tenant_id = %s AND {_QUOTAS}.resource = %s FOR NO KEY UPDATE)"
 )
 # Parameters: the _LOCKED ones; amount, limit, amount; amount, month; amount, now.
-_RESERVE_SQL = (
-    f"WITH {_LOCKED}, "  # noqa: S608
-    "decision AS MATERIALIZED (SELECT *, quota_used + %s <= %s AS quota_fits, "
-    "(budget IS NULL OR key_used + %s <= budget) AS key_fits FROM locked), "
-    f"key_update AS (UPDATE {_KEYS} SET budget_tokens_used = decision.key_used + %s, "
-    f"budget_period = %s FROM decision WHERE {_KEYS}.id = decision.key_id "
-    "AND decision.quota_fits AND decision.key_fits RETURNING 1), "
-    f"quota_update AS (UPDATE {_QUOTAS} SET used = decision.quota_used + %s, updated_at = %s "
-    f"FROM decision WHERE {_QUOTAS}.id = decision.quota_id "
-    f"AND decision.quota_fits AND decision.key_fits RETURNING {_QUOTAS}.used, "
-    f"{_QUOTAS}.warned_at) "
-    "SELECT decision.quota_fits, decision.key_fits, decision.quota_used, decision.key_used, "
-    "decision.budget, quota_update.used, quota_update.warned_at "
-    "FROM decision LEFT JOIN quota_update ON true"
-)
+_RESERVE = {
+    "ctes": (
+        f"{_LOCKED}, "  # noqa: S608
+        "decision AS MATERIALIZED (SELECT *, quota_used + %s <= %s AS quota_fits, "
+        "(budget IS NULL OR key_used + %s <= budget) AS key_fits FROM locked), "
+        f"key_update AS (UPDATE {_KEYS} SET budget_tokens_used = decision.key_used + %s, "
+        f"budget_period = %s FROM decision WHERE {_KEYS}.id = decision.key_id "
+        "AND decision.quota_fits AND decision.key_fits RETURNING 1), "
+        f"quota_update AS (UPDATE {_QUOTAS} SET used = decision.quota_used + %s, updated_at = %s "
+        f"FROM decision WHERE {_QUOTAS}.id = decision.quota_id "
+        f"AND decision.quota_fits AND decision.key_fits RETURNING {_QUOTAS}.used, "
+        f"{_QUOTAS}.warned_at)"
+    ),
+    "columns": (
+        "decision.quota_fits, decision.key_fits, decision.quota_used, decision.key_used, "
+        "decision.budget, quota_update.used, quota_update.warned_at"
+    ),
+    "tail": "FROM decision LEFT JOIN quota_update ON true",
+}
+_RESERVE_SQL = f"WITH {_RESERVE['ctes']} SELECT {_RESERVE['columns']} {_RESERVE['tail']}"
 # Parameters: the _LOCKED ones; delta, month; delta, now; then the call's INSERT.
-_SETTLE_WITH_KEY_SQL = (
-    f"WITH {_LOCKED}, "  # noqa: S608
+_SETTLE_WITH_KEY_CTES = (
+    f"{_LOCKED}, "  # noqa: S608
     f"key_update AS (UPDATE {_KEYS} SET budget_tokens_used = GREATEST(locked.key_used + %s, 0), "
     f"budget_period = %s FROM locked WHERE {_KEYS}.id = locked.key_id RETURNING 1), "
     f"quota_update AS (UPDATE {_QUOTAS} SET used = GREATEST(locked.quota_used + %s, 0), "
     f"updated_at = %s FROM locked WHERE {_QUOTAS}.id = locked.quota_id "
     f"RETURNING {_QUOTAS}.used, {_QUOTAS}.warned_at), "
-    "call AS ({insert}) SELECT used, warned_at FROM quota_update"
+    "call AS ({insert})"
 )
 # Parameters: delta, now, tenant id, resource; then the call's INSERT.
-_SETTLE_SQL = (
-    f"WITH quota_update AS (UPDATE {_QUOTAS} SET used = GREATEST(used + %s, 0), "  # noqa: S608
+_SETTLE_CTES = (
+    f"quota_update AS (UPDATE {_QUOTAS} SET used = GREATEST(used + %s, 0), "  # noqa: S608
     "updated_at = %s WHERE tenant_id = %s AND resource = %s RETURNING used, warned_at), "
-    "call AS ({insert}) SELECT used, warned_at FROM quota_update"
+    "call AS ({insert})"
 )
+_SETTLE_COLUMNS = "quota_update.used, quota_update.warned_at"
+# Without a rider (config.prepared.Rider) the statement answers quota_update's row; with one,
+# one row whatever happened, the rider's answer after the counter's.
+_SETTLE_TAIL = "FROM quota_update"
+_SETTLE_RIDDEN_TAIL = "FROM (SELECT 1) AS one LEFT JOIN quota_update ON true"
 
 
 def _one_statement() -> bool:
     return connection.vendor == "postgresql"
 
 
-def gateway_tokens_reserve(*, tenant: Tenant, api_key: APIKey | None, amount: int) -> None:
+def gateway_tokens_reserve(
+    *, tenant: Tenant, api_key: APIKey | None, amount: int, rider: Rider | None = None
+) -> None:
     """Count `amount` tokens against the organization's quota and the key's budget, or refuse
-    (QuotaExceeded, 429) counting nothing."""
+    (QuotaExceeded, 429) counting nothing. `rider`: the caller's write, made only when the
+    tokens were counted (its CTEs read `quota_update`), in the same statement on PostgreSQL."""
     if api_key is None:
-        quota_consume(tenant=tenant, resource=TOKENS, amount=amount)  # one statement already
+        # One statement already.
+        quota_consume(tenant=tenant, resource=TOKENS, amount=amount, rider=rider)
         return
     if not _one_statement():
         with transaction.atomic():
             quota_consume(tenant=tenant, resource=TOKENS, amount=amount)
             api_key_tokens_reserve(api_key=api_key, amount=amount)
+            if rider is not None:
+                rider.answered = rider.apart()
         return
     limit = tenant_limits(tenant)[TOKENS]
     month = budget_month()
     params = [month, raw_uuid(api_key.pk), raw_uuid(tenant.pk), TOKENS]
     params += [amount, limit, amount, amount, month, amount, timezone.now()]
-    row = _fetch(_RESERVE_SQL, params)
+    sql = _RESERVE_SQL
+    if rider is not None:
+        sql, params = rider.carried_by(**_RESERVE, params=params)
+    row = _fetch(sql, params)
     if row is None:
         # No counter yet (an organization's first call): make it (or find the one a
         # concurrent call made) and decide again. Not through quota_consume in a transaction:
         # that would lock the counter before the key, the other way round.
         QuotaCounter.objects.get_or_create(tenant=tenant, resource=TOKENS)
-        row = _fetch(_RESERVE_SQL, params)
+        row = _fetch(sql, params)
         if row is None:
             raise AuthenticationFailed("This API key no longer exists.")
-    quota_fits, key_fits, quota_used, key_used, budget, used, warned_at = row
+    quota_fits, key_fits, quota_used, key_used, budget, used, warned_at = row[:7]
+    if rider is not None:
+        rider.answered = row[7:]
     if not quota_fits:
         raise quota_exceeded_error(tenant, TOKENS, limit, amount, quota_used)
     if not key_fits:
@@ -154,28 +175,43 @@ def gateway_tokens_release_unsettled(*, tenant: Tenant, request_id: str, amount:
 
 
 def gateway_tokens_settle(
-    *, tenant: Tenant, api_key: APIKey | None, delta: int, call: GatewayCall
+    *,
+    tenant: Tenant,
+    api_key: APIKey | None,
+    delta: int,
+    call: GatewayCall,
+    rider: Rider | None = None,
 ) -> GatewayCall:
     """Move the quota and the key's budget by `delta` (the usage minus the reservation) and
-    insert `call`, an unsaved GatewayCall, all or nothing. Returns the call, saved."""
+    insert `call`, an unsaved GatewayCall, all or nothing. Returns the call, saved. `rider`:
+    the caller's write, in the same statement on PostgreSQL (else the same transaction)."""
     if not _one_statement():
         with transaction.atomic():
             quota_adjust(tenant=tenant, resource=TOKENS, delta=delta)
             if api_key is not None:
                 api_key_tokens_adjust(api_key=api_key, delta=delta)
             call.save(force_insert=True)
+            if rider is not None:
+                rider.answered = rider.apart()
         return call
     insert_sql, insert_params = _insert(call)
     now = timezone.now()
     if api_key is not None:
         month = budget_month()
-        sql = _SETTLE_WITH_KEY_SQL.format(insert=insert_sql)
+        ctes = _SETTLE_WITH_KEY_CTES.format(insert=insert_sql)
         params = [month, raw_uuid(api_key.pk), raw_uuid(tenant.pk), TOKENS]
         params += [delta, month, delta, now]
     else:
-        sql = _SETTLE_SQL.format(insert=insert_sql)
+        ctes = _SETTLE_CTES.format(insert=insert_sql)
         params = [delta, now, raw_uuid(tenant.pk), TOKENS]
-    row = _fetch(sql, [*params, *insert_params])
+    params += insert_params
+    if rider is None:
+        row = _fetch(f"WITH {ctes} SELECT {_SETTLE_COLUMNS} {_SETTLE_TAIL}", params)
+    else:
+        host = {"ctes": ctes, "columns": _SETTLE_COLUMNS, "tail": _SETTLE_RIDDEN_TAIL}
+        row = _fetch(*rider.carried_by(**host, params=params))
+        rider.answered = row[2:]
+        row = row[:2] if row[0] is not None else None
     call._state.adding = False
     call._state.db = DEFAULT_DB_ALIAS
     if row is not None and delta > 0:

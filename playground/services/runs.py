@@ -33,12 +33,13 @@ from rest_framework.exceptions import Throttled
 from audit.services import record
 from config.db import raw_uuid
 from config.exceptions import ApplicationError, Conflict, QuotaExceeded
-from config.prepared import CompiledQuery, fetch_prepared
+from config.prepared import CompiledQuery, Rider, fetch_prepared
 from tenants.models import BLOCKED_STATUSES, Tenant
 
 from .. import jobs, tokens
 from ..models import (
     CallSource,
+    CallStatus,
     IntegrationOperation,
     JobStatus,
     LanguageModel,
@@ -251,17 +252,44 @@ def _request_id(run_pk, phase_pk, claim) -> str:
     return f"run:{run_pk}:phase:{phase_pk}:{claim}"
 
 
+# The phase's note of its call's reservation: what recovery gives back if the call is never
+# settled. Carried by the reservation's statement (config.prepared.Rider; written only when the
+# tokens were counted), so the two are one atomic step; apart (SQLite) after it, in its
+# transaction.
 _NOTE_SQL = (
     f"UPDATE {_PHASES} SET reserved_tokens = %s "  # noqa: S608
     "WHERE id = %s AND claim = %s AND status = 'running' RETURNING id"
 )
+_NOTE_CTES = (
+    f"note AS (UPDATE {_PHASES} SET reserved_tokens = %s "  # noqa: S608
+    "WHERE id = %s AND claim = %s AND status = 'running' "
+    "AND EXISTS (SELECT 1 FROM quota_update) RETURNING id)"
+)
+
+
+def _note(phase_pk, claim, amount: int) -> Rider:
+    params = [amount, raw_uuid(phase_pk), raw_uuid(claim)]
+    return Rider(
+        ctes=_NOTE_CTES,
+        answer="(SELECT count(*) FROM note)",
+        params=params,
+        apart=lambda: (len(fetch_prepared(connection.alias, _NOTE_SQL, params)),),
+        undo=lambda: OrchestrationPhase.objects.filter(pk=phase_pk, claim=claim).update(
+            reserved_tokens=0
+        ),
+    )
 
 
 def _reserve(run: OrchestrationRun, phase_pk, claim, chat: ChatInput):
-    """The gateway's reservation (one statement, as for any call), then the phase's note of
-    it: a worker that dies before the call is settled leaves the amount to give back on the
-    phase. Dying between the two statements leaves it counted: the quota may over-count by one
-    reservation, never under-count."""
+    """The gateway's reservation (one statement, as for any call) with the phase's note of it
+    in the same statement: a worker that dies before the call is settled leaves the amount to
+    give back on the phase, and none dies between the two."""
+    notes = []
+
+    def note(amount: int) -> Rider:
+        notes.append(_note(phase_pk, claim, amount))
+        return notes[-1]
+
     reservation = gateway_reserve(
         tenant=run.tenant,
         user_id=run.created_by_id,
@@ -269,11 +297,9 @@ def _reserve(run: OrchestrationRun, phase_pk, claim, chat: ChatInput):
         chat=chat,
         source=CallSource.ORCHESTRATION,
         request_id=_request_id(run.pk, phase_pk, claim),
+        note=note,
     )
-    noted = fetch_prepared(
-        connection.alias, _NOTE_SQL, [reservation.tokens, raw_uuid(phase_pk), raw_uuid(claim)]
-    )
-    if not noted:
+    if not notes[-1].answered[0]:
         # Cancelled since the phase was claimed: give the reservation back (recorded as a
         # cancelled call with no usage) and call nothing.
         async_to_sync(gateway_abandon)(reservation)
@@ -281,10 +307,15 @@ def _reserve(run: OrchestrationRun, phase_pk, claim, chat: ChatInput):
     return reservation
 
 
-def _call_gateway(run: OrchestrationRun, phase_pk, claim, messages: list):
+def _failure(error) -> str:
+    return f"The AI provider could not answer ({error.kind})."
+
+
+def _call_gateway(run: OrchestrationRun, phase_pk, claim, messages: list, outcome=None):
     """One gateway call for a phase (metered exactly as chat/completions): (result, call,
     error, fatal). A tokens-per-minute refusal waits and retries; an exhausted quota is fatal
-    to the run; any other refusal fails the phase only."""
+    to the run; any other refusal fails the phase only. `outcome`, a _PhaseOutcome, records
+    the phase's outcome in the call's settlement."""
     chat = ChatInput(
         model=run.ai_model,
         messages=tuple(messages),
@@ -300,9 +331,9 @@ def _call_gateway(run: OrchestrationRun, phase_pk, claim, messages: list):
     except ApplicationError as refused:
         # The model left the catalogue meanwhile: every later phase would fail alike.
         return None, None, str(refused.detail), "model" in refused.details
+    reservation.settle_rider = outcome
     result, call, error = gateway_call_reserved(reservation)
-    message = f"The AI provider could not answer ({error.kind})." if error else ""
-    return result, call, message, False
+    return result, call, _failure(error) if error else "", False
 
 
 def _release_unsettled(phase: OrchestrationPhase) -> None:
@@ -431,12 +462,14 @@ def _write_integration(run, phase, text: str) -> None:
     )
 
 
-# A phase's outcome in one statement (PostgreSQL, autocommit: atomic by itself): the phase
-# under its claim, while its run is running under our lease (the phase's row lock orders it
-# with a cancellation, which changes the phase too); then the run's counter and lease; then the
-# next phase's claim when it is pending. Only the models' table names are interpolated.
-_FINISH_SQL = (
-    f"WITH held AS (SELECT id FROM {_RUNS} WHERE id = %s AND status = 'running' "  # noqa: S608
+# A phase's outcome in one statement (PostgreSQL): the phase under its claim, while its run is
+# running under our lease (the run's row lock orders it with a cancellation, which changes the
+# phase too); then the run's counter and lease; then the next phase's claim when it is
+# pending. Carried by the settlement of the phase's call (config.prepared.Rider), so the call's
+# record, its tokens and the phase's outcome are one atomic step; on its own when the phase
+# had no call to settle. Only the models' table names are interpolated.
+_FINISH_CTES = (
+    f"held AS (SELECT id FROM {_RUNS} WHERE id = %s AND status = 'running' "  # noqa: S608
     "AND lease_token = %s FOR UPDATE), "
     f"phase AS (UPDATE {_PHASES} SET status = %s, response_text = %s, error = %s, "
     "gateway_call_id = %s, prompt_tokens = %s, completion_tokens = %s, total_tokens = %s, "
@@ -448,32 +481,53 @@ _FINISH_SQL = (
     "WHERE id IN (SELECT id FROM held) AND EXISTS (SELECT 1 FROM phase) RETURNING id), "
     f"next AS (UPDATE {_PHASES} SET status = 'running', claim = %s, attempts = attempts + 1, "
     "started_at = %s, updated_at = %s WHERE id = %s AND status = 'pending' "
-    "AND EXISTS (SELECT 1 FROM phase) RETURNING id) "
-    "SELECT (SELECT count(*) FROM phase), (SELECT count(*) FROM next)"
+    "AND EXISTS (SELECT 1 FROM phase) RETURNING id)"
 )
+_FINISH_ANSWER = "(SELECT count(*) FROM phase), (SELECT count(*) FROM next)"
+_FINISH_SQL = f"WITH {_FINISH_CTES} SELECT {_FINISH_ANSWER}"
 
 
-def _record_outcome(held: jobs.Claim, phase, token, fields: dict, next_phase):
-    """Write the phase's outcome (see _FINISH_SQL); (ours, the next phase's claim or None)."""
-    next_token = uuid.uuid4() if next_phase is not None else None
+def _outcome_fields(result, call, error: str, started: float) -> dict:
+    """The phase's columns for its outcome: completed with the answer, or failed with `error`."""
+    succeeded = result is not None and not error
+    # PostgreSQL text cannot hold NUL, and a model may answer one: keep the rest.
+    text = result.content.replace("\x00", "\ufffd") if result is not None else ""
+    return {
+        "status": PhaseStatus.COMPLETED if succeeded else PhaseStatus.FAILED,
+        "response_text": text if succeeded else "",
+        "error": error[:500],
+        "gateway_call": call,
+        "prompt_tokens": call.prompt_tokens if call else 0,
+        "completion_tokens": call.completion_tokens if call else 0,
+        "total_tokens": call.total_tokens if call else 0,
+        "cost_micros": call.cost_micros if call else 0,
+        "execution_time_ms": int((time.perf_counter() - started) * 1000),
+        "completed_at": timezone.now(),
+    }
+
+
+def _finish_params(held: jobs.Claim, phase, token, fields: dict, next_phase, next_token) -> list:
+    """_FINISH_CTES's parameters."""
+    call = fields["gateway_call"]
     succeeded = fields["status"] == PhaseStatus.COMPLETED
-    if connection.vendor == "postgresql":
-        call = fields["gateway_call"]
-        params = [
-            held.pk, held.token,
-            fields["status"], fields["response_text"], fields["error"],
-            call.pk if call is not None else None,
-            fields["prompt_tokens"], fields["completion_tokens"], fields["total_tokens"],
-            fields["cost_micros"], fields["execution_time_ms"], fields["completed_at"],
-            fields["completed_at"], phase.pk, token,
-            int(succeeded), int(not succeeded), jobs.lease_until(), fields["completed_at"],
-            next_token, fields["completed_at"], fields["completed_at"],
-            next_phase.pk if next_phase is not None else None,
-        ]  # fmt: skip
-        [(finished, claimed)] = fetch_prepared(connection.alias, _FINISH_SQL, params)
-        return bool(finished), next_token if claimed else None
-    # Elsewhere (SQLite): the same steps in a transaction, the run row first.
-    counter = "completed_phases" if succeeded else "failed_phases"
+    return [
+        held.pk, held.token,
+        fields["status"], fields["response_text"], fields["error"],
+        call.pk if call is not None else None,
+        fields["prompt_tokens"], fields["completion_tokens"], fields["total_tokens"],
+        fields["cost_micros"], fields["execution_time_ms"], fields["completed_at"],
+        fields["completed_at"], phase.pk, token,
+        int(succeeded), int(not succeeded), jobs.lease_until(), fields["completed_at"],
+        next_token, fields["completed_at"], fields["completed_at"],
+        next_phase.pk if next_phase is not None else None,
+    ]  # fmt: skip
+
+
+def _record_outcome_apart(held: jobs.Claim, phase, token, fields: dict, next_phase, next_token):
+    """_FINISH_CTES's steps through the ORM (SQLite), in a transaction, the run row first:
+    (1 if the outcome was ours to write else 0, 1 if the next phase was claimed else 0)."""
+    counter = "completed_phases" if fields["status"] == PhaseStatus.COMPLETED else "failed_phases"
+    claimed = False
     with transaction.atomic():
         ours = held.rows().update(
             **{counter: F(counter) + 1},
@@ -486,51 +540,85 @@ def _record_outcome(held: jobs.Claim, phase, token, fields: dict, next_phase):
             transaction.set_rollback(True)
             ours = 0
         if ours and next_phase is not None:
-            next_token = next_token if _claim_pending(held, next_phase.pk, next_token) else None
-    return bool(ours), next_token if ours else None
+            claimed = _claim_pending(held, next_phase.pk, next_token)
+    return int(bool(ours)), int(claimed)
+
+
+class _PhaseOutcome:
+    """A phase's outcome, to be written (_FINISH_CTES): by its call's settlement, as the rider
+    the gateway asks for when settling (`reservation.settle_rider`), or on its own (`write`)
+    when the phase had no call or its call was cancelled."""
+
+    def __init__(self, held: jobs.Claim, phase, token, started: float, next_phase):
+        self.held, self.phase, self.token, self.started = held, phase, token, started
+        if next_phase is not None and next_phase.status != PhaseStatus.PENDING:
+            next_phase = None
+        self.next_phase = next_phase
+        self.next_token = uuid.uuid4() if next_phase is not None else None
+        self.fields: dict | None = None
+        self._rider: Rider | None = None
+
+    def _rider_for(self, fields: dict) -> Rider:
+        self.fields = fields
+        args = (self.held, self.phase, self.token, fields, self.next_phase, self.next_token)
+        self._rider = Rider(
+            ctes=_FINISH_CTES,
+            answer=_FINISH_ANSWER,
+            params=_finish_params(*args),
+            apart=lambda: _record_outcome_apart(*args),
+        )
+        return self._rider
+
+    def __call__(self, call, outcome) -> Rider | None:
+        """The settlement's rider for `call`; none for a cancelled call (the worker is being
+        stopped: the phase stays claimed, for recovery to resume)."""
+        if outcome.status == CallStatus.CANCELLED:
+            return None
+        error = ""
+        if outcome.status != CallStatus.SUCCEEDED:
+            error = _failure(outcome.error) if outcome.error else "The AI provider failed."
+        return self._rider_for(_outcome_fields(outcome.result, call, error, self.started))
+
+    def written(self) -> tuple[bool, uuid.UUID | None] | None:
+        """(ours, the next phase's claim or None) once written; None before."""
+        if self._rider is None or self._rider.answered is None:
+            return None
+        finished, claimed = self._rider.answered
+        return bool(finished), self.next_token if claimed else None
+
+    def write(self, *, result, call, error: str) -> tuple[bool, uuid.UUID | None]:
+        """Write the outcome in a statement of its own: (ours, the next phase's claim)."""
+        rider = self._rider_for(_outcome_fields(result, call, error, self.started))
+        if connection.vendor == "postgresql":
+            rider.answered = tuple(fetch_prepared(connection.alias, _FINISH_SQL, rider.params)[0])
+        else:
+            rider.answered = rider.apart()
+        return self.written()
 
 
 def _finish_phase(
-    held: jobs.Claim, run, phase, token, *, result, call, error, started, next_phase=None
+    held: jobs.Claim, run, phase, token, outcome: _PhaseOutcome, *, result, call, error
 ) -> tuple[bool, uuid.UUID | None]:
     """Record the phase's outcome under its claim, renew the run's lease, count the phase on
-    the run and claim `next_phase` if it is pending, in one atomic step; then write its
-    artifact when the run has integrations. Returns (whether it succeeded, the next phase's
-    claim or None); raises _Stop when the run is no longer ours (a cancelled run's phase
-    keeps its usage)."""
-    succeeded = result is not None and not error
-    # PostgreSQL text cannot hold NUL, and a model may answer one: keep the rest.
-    text = result.content.replace("\x00", "\ufffd") if result is not None else ""
-    fields = {
-        "status": PhaseStatus.COMPLETED if succeeded else PhaseStatus.FAILED,
-        "response_text": text if succeeded else "",
-        "error": error[:500],
-        "gateway_call": call,
-        "prompt_tokens": call.prompt_tokens if call else 0,
-        "completion_tokens": call.completion_tokens if call else 0,
-        "total_tokens": call.total_tokens if call else 0,
-        "cost_micros": call.cost_micros if call else 0,
-        "execution_time_ms": int((time.perf_counter() - started) * 1000),
-        "completed_at": timezone.now(),
-    }
-    if next_phase is not None and next_phase.status != PhaseStatus.PENDING:
-        next_phase = None
-    ours, next_token = _record_outcome(held, phase, token, fields, next_phase)
+    the run and claim the next phase if it is pending, in one atomic step (done by the call's
+    settlement when it had one); then write its artifact when the run has integrations.
+    Returns (whether it succeeded, the next phase's claim or None); raises _Stop when the run
+    is no longer ours (a cancelled run's phase keeps its usage)."""
+    written = outcome.written()
+    ours, next_token = written or outcome.write(result=result, call=call, error=error)
+    fields = outcome.fields
+    succeeded = fields["status"] == PhaseStatus.COMPLETED
     if ours:
         if succeeded and run.integration_enabled:
-            _write_integration(run, phase, text)
+            _write_integration(run, phase, fields["response_text"])
         return succeeded, next_token
     # Cancelled (or taken over) while the gateway answered: a cancelled run's phase keeps
     # what it used and said, marked cancelled.
+    text = result.content.replace("\x00", "\ufffd") if result is not None else ""
     OrchestrationPhase.objects.filter(
         pk=phase.pk, claim=token, run__status=JobStatus.CANCELLED
     ).update(
-        **{
-            **fields,
-            "status": PhaseStatus.CANCELLED,
-            "error": "",
-            "response_text": text,
-        },
+        **{**fields, "status": PhaseStatus.CANCELLED, "error": "", "response_text": text},
         updated_at=fields["completed_at"],
     )
     raise _Stop
@@ -612,17 +700,18 @@ def orchestration_run_execute(*, run_id) -> str | None:
                 token = _claim_phase(held, phase)
                 if token is None:
                     continue
-            started = time.perf_counter()
+            following = todo[index + 1] if index + 1 < len(todo) else None
+            outcome = _PhaseOutcome(held, phase, token, time.perf_counter(), following)
             if model is None:
                 result, call, error, fatal = None, None, f"{run.ai_model} left the catalogue.", True
             else:
                 messages = _phase_messages(run, phase, done, model)
-                result, call, error, fatal = _call_gateway(run, phase.pk, token, messages)
-            following = todo[index + 1] if index + 1 < len(todo) and not fatal else None
+                result, call, error, fatal = _call_gateway(run, phase.pk, token, messages, outcome)
+            if fatal:
+                outcome.next_phase = outcome.next_token = None
             succeeded, token = _finish_phase(
-                held, run, phase, token, result=result, call=call, error=error,
-                started=started, next_phase=following,
-            )  # fmt: skip
+                held, run, phase, token, outcome, result=result, call=call, error=error
+            )
             # Counted on the row too, by _finish_phase's statement.
             if succeeded:
                 run.completed_phases += 1

@@ -32,7 +32,7 @@ from audit.services import record
 from config.db import raw_uuid
 from config.exceptions import QuotaExceeded
 from config.metering import METER_COUNTED, METER_MISSING, METER_OVER_LIMIT, Admission, admit
-from config.prepared import fetch_prepared
+from config.prepared import Rider, fetch_prepared
 
 from .. import api_call_store
 from ..models import (
@@ -52,6 +52,13 @@ _CONSUME_SQL = (
     f"UPDATE {_TABLE} SET used = used + %s, updated_at = %s "  # noqa: S608
     "WHERE tenant_id = %s AND resource = %s AND used + %s <= %s RETURNING used, warned_at"
 )
+# quota_consume carrying a caller's write (config.prepared.Rider): the UPDATE as the CTE
+# `quota_update`, one row when the amount was counted; the row is there either way.
+_CONSUME_HOST = {
+    "ctes": f"quota_update AS ({_CONSUME_SQL})",
+    "columns": "quota_update.used, quota_update.warned_at",
+    "tail": "FROM (SELECT 1) AS one LEFT JOIN quota_update ON true",
+}
 _ADJUST_SQL = (
     f"UPDATE {_TABLE} SET used = used + %s, updated_at = %s "  # noqa: S608
     "WHERE tenant_id = %s AND resource = %s RETURNING used, warned_at"
@@ -112,21 +119,37 @@ def _used(tenant: Tenant, resource: str) -> int | None:
     )
 
 
-def quota_consume(*, tenant: Tenant, resource: str, amount: int = 1) -> int:
+def quota_consume(
+    *, tenant: Tenant, resource: str, amount: int = 1, rider: Rider | None = None
+) -> int:
     """Count `amount` of `resource` for `tenant` and return the new total, or refuse with
-    `QuotaExceeded` (429) when it would pass the limit, counting nothing."""
+    `QuotaExceeded` (429) when it would pass the limit, counting nothing.
+
+    `rider`, for a resource counted in the database: the caller's write made with the count,
+    in its statement on PostgreSQL (the CTE `quota_update` has one row when the amount was
+    counted), else after it in one transaction; its answer is left in `rider.answered`."""
     _check_resource(resource)
     if amount < 0:
         raise ValueError("amount must not be negative; use quota_release to give back")
     if resource == QuotaResource.API_CALLS and api_call_store.store() is not None:
+        if rider is not None:
+            raise ValueError("api_calls is counted in Redis: no statement carries a rider")
         return api_calls_admit(tenant=tenant, windows=(), amount=amount).meter_value
+    if rider is not None and connection.vendor != "postgresql":
+        with transaction.atomic():
+            used = quota_consume(tenant=tenant, resource=resource, amount=amount)
+            rider.answered = rider.apart()
+        return used
     limit = tenant_limits(tenant)[resource]
     params = [amount, timezone.now(), raw_uuid(tenant.pk), resource, amount, limit]
+    sql = _CONSUME_SQL
+    if rider is not None:
+        sql, params = rider.carried_by(**_CONSUME_HOST, params=params)
     for attempt in range(2):
         # A fixed text, prepared on the server once per connection (config.prepared): every
         # gateway call without an API key counts its tokens here, as does each counted resource.
-        rows = fetch_prepared(connection.alias, _CONSUME_SQL, params)
-        row = rows[0] if rows else None
+        rows = fetch_prepared(connection.alias, sql, params)
+        row = rows[0] if rows and rows[0][0] is not None else None
         if row is not None:
             break
         if attempt == 0:
@@ -135,7 +158,9 @@ def quota_consume(*, tenant: Tenant, resource: str, amount: int = 1) -> int:
             _ensure_counter(tenant, resource)
             continue
         raise quota_exceeded_error(tenant, resource, limit, amount, _used(tenant, resource))
-    used, warned_at = row
+    used, warned_at = row[:2]
+    if rider is not None:
+        rider.answered = row[2:]
     quota_warn_if_due(tenant=tenant, resource=resource, used=used, warned_at=warned_at, limit=limit)
     return used
 

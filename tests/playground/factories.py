@@ -3,6 +3,7 @@
 import factory
 from django.core.files.base import ContentFile
 
+from playground import jobs
 from playground.models import (
     Artifact,
     CallStatus,
@@ -19,6 +20,9 @@ from playground.models import (
     Provider,
     WorkflowJob,
 )
+from playground.services import runs
+from playground.services.gateway import ChatInput
+from playground.services.runs import orchestration_start
 
 
 class ProviderFactory(factory.django.DjangoModelFactory):
@@ -190,3 +194,21 @@ class ArtifactFactory(factory.django.DjangoModelFactory):
     size_bytes = 12
     sha256 = "0" * 64
     file = factory.LazyAttribute(lambda artifact: ContentFile(b"hello world\n", artifact.name))
+
+
+def claimed_phase(owner, phases=("ideation", "design")):
+    """Not a factory: a run we hold, its first phase claimed: (run, held, phase, claim, chat)."""
+    project = ProjectFactory(tenant=owner.tenant, topic="riders")
+    run = orchestration_start(
+        tenant=owner.tenant, actor=owner.user, project_id=project.pk, custom_phases=list(phases)
+    )
+    held = jobs.claim(OrchestrationRun, run.pk)
+    run = OrchestrationRun.objects.select_related("tenant", "created_by").get(pk=run.pk)
+    phase = OrchestrationPhase.objects.filter(run_id=run.pk).order_by("position").first()
+    token = runs._claim_phase(held, phase)
+    chat = ChatInput(
+        model=run.ai_model,
+        messages=({"role": "user", "content": "hello"},),
+        max_tokens=run.max_tokens,
+    )
+    return run, held, phase, token, chat

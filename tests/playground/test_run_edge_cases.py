@@ -22,11 +22,10 @@ from playground.models import (
     JobStatus,
     OrchestrationPhase,
     OrchestrationRun,
-    PhaseStatus,
     WorkflowJob,
 )
+from playground.providers import ChatResult
 from playground.services import runs
-from playground.services.gateway import ChatInput
 from playground.services.reaper import stalled_jobs_reap
 from playground.services.runs import orchestration_run_execute, orchestration_start
 from playground.services.workflows import workflow_job_execute
@@ -40,6 +39,7 @@ from .factories import (
     ProjectFactory,
     PromptTemplateFactory,
     ProviderFactory,
+    claimed_phase,
 )
 from .upstream import FakeUpstream, Reply
 
@@ -72,23 +72,7 @@ def phases_of(run):
 
 def dead_worker_mid_call(owner):
     """A run whose worker reserved a phase's call and died before it settled."""
-    project = ProjectFactory(tenant=owner.tenant, topic="t")
-    run = orchestration_start(
-        tenant=owner.tenant,
-        actor=owner.user,
-        project_id=project.pk,
-        custom_phases=["ideation", "design"],
-    )
-    held = jobs.claim(OrchestrationRun, run.pk)
-    run = OrchestrationRun.objects.select_related("tenant", "created_by").get(pk=run.pk)
-    phase = phases_of(run)[0]
-    token = runs._claim_phase(held, phase)
-    chat = ChatInput(
-        model=run.ai_model,
-        messages=({"role": "user", "content": "hi"},),
-        max_tokens=run.max_tokens,
-        temperature=None,
-    )
+    run, _held, phase, token, chat = claimed_phase(owner)
     runs._reserve(run, phase.pk, token, chat)  # ... and the worker is SIGKILLed here
     OrchestrationRun.objects.filter(pk=run.pk).update(
         lease_expires_at=timezone.now() - timedelta(seconds=1)
@@ -149,7 +133,7 @@ def test_a_nul_in_a_models_answer_is_kept_as_a_replacement_character(owner, sent
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_a_cancel_racing_a_phases_outcome_never_deadlocks(owner, monkeypatch):
-    """Cancel locks run -> phases; _FINISH_SQL locks phase -> run."""
+    """Cancel locks run -> phases; a phase's outcome (_FINISH_CTES) locks phase -> run."""
     project = ProjectFactory(tenant=owner.tenant, topic="t")
     run = orchestration_start(
         tenant=owner.tenant,
@@ -181,19 +165,9 @@ def test_a_cancel_racing_a_phases_outcome_never_deadlocks(owner, monkeypatch):
     def finish():
         try:
             run_locked.wait(5)
-            fields = {
-                "status": PhaseStatus.COMPLETED,
-                "response_text": "x",
-                "error": "",
-                "gateway_call": None,
-                "prompt_tokens": 0,
-                "completion_tokens": 0,
-                "total_tokens": 0,
-                "cost_micros": 0,
-                "execution_time_ms": 1,
-                "completed_at": timezone.now(),
-            }
-            results["finish"] = runs._record_outcome(held, first, token, fields, second)
+            outcome = runs._PhaseOutcome(held, first, token, time.perf_counter(), second)
+            answer = ChatResult(content="x", finish_reason="stop", usage=None)
+            results["finish"] = outcome.write(result=answer, call=None, error="")
         except Exception as error:
             errors["finish"] = repr(error)
         finally:

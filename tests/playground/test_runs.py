@@ -45,7 +45,7 @@ from playground.models import (
     Project,
     WorkflowJob,
 )
-from playground.services import runs
+from playground.services import gateway, runs
 from playground.services.reaper import stalled_jobs_reap
 from playground.services.runs import (
     SYSTEM_PROMPT,
@@ -856,18 +856,24 @@ def test_only_members_who_execute_cancel_and_only_their_tenants_runs(owner, proj
 
 def cancel_during_second_call(monkeypatch, run, actor) -> list:
     """Have the member cancel `run` while its second phase's gateway call is out (after the
-    upstream answered, before the worker records it); returns the calls' (result, call, error)."""
+    upstream answered, before the call's settlement records it and the phase's outcome);
+    returns the calls' (result, call, error)."""
+    real_settle = gateway.gateway_settle
     real_gateway_call = runs.gateway_call_reserved
-    answered = []
+    settling, answered = [], []
 
-    def gateway_call_cancelled_meanwhile(reservation):
-        outcome = real_gateway_call(reservation)
-        answered.append(outcome)
-        if len(answered) == 2:
+    def settled_after_a_cancel(*, reservation, outcome):
+        settling.append(reservation)
+        if len(settling) == 2:
             orchestration_run_cancel(run=run, actor=actor)
-        return outcome
+        return real_settle(reservation=reservation, outcome=outcome)
 
-    monkeypatch.setattr(runs, "gateway_call_reserved", gateway_call_cancelled_meanwhile)
+    def gateway_call_answered(reservation):
+        answered.append(real_gateway_call(reservation))
+        return answered[-1]
+
+    monkeypatch.setattr(gateway, "gateway_settle", settled_after_a_cancel)
+    monkeypatch.setattr(runs, "gateway_call_reserved", gateway_call_answered)
     return answered
 
 
