@@ -19,6 +19,7 @@ A new type is a `WorkflowType` added to REGISTRY: its check, its runner, its per
 """
 
 import csv
+import functools
 import io
 import json
 import uuid
@@ -32,7 +33,9 @@ from django.db.models import Count, Sum
 
 from audit.export import export_lines
 from audit.services import chain_seal
+from config.db import raw_uuid
 from config.exceptions import ApplicationError
+from config.prepared import Rider
 
 from . import jobs, rendering
 from .models import CallSource, GatewayCall, PromptExecution, PromptTemplate, WorkflowJob
@@ -60,16 +63,26 @@ class JobContext:
         if not jobs.renew(self.held, **progress):
             raise JobStopped
 
-    def note_reservation(self, reservation) -> None:
-        """Note a gateway reservation on the job before its call (the gateway's
-        `on_reserved`): a worker that dies before settling it leaves it to give back
-        (playground.services.workflows). Raises JobStopped when the job is no longer ours; the
-        gateway then gives the reservation back and calls nothing."""
-        noted = self.held.update(
-            reserved_tokens=reservation.tokens, reserved_call=reservation.request_id
+    def note(self, request_id: str, amount: int) -> Rider:
+        """The note of the gateway reservation for call `request_id` on the job (the gateway's
+        `note`, made in the reservation's statement): a worker that dies before settling it
+        leaves it to give back (playground.services.workflows). When the job is no longer
+        ours it notes nothing, and the gateway gives the reservation back and calls nothing
+        (ReservationNotNoted, which the runner turns into JobStopped)."""
+        held = self.held
+        table = WorkflowJob._meta.db_table
+        params = [amount, request_id, raw_uuid(held.pk), held.token]
+        return Rider(
+            ctes=(
+                f"note AS (UPDATE {table} SET reserved_tokens = %s, reserved_call = %s "  # noqa: S608
+                "WHERE id = %s AND status = 'running' AND lease_token = %s "
+                "AND EXISTS (SELECT 1 FROM quota_update) RETURNING id)"
+            ),
+            answer="(SELECT count(*) FROM note)",
+            params=params,
+            apart=lambda: (held.update(reserved_tokens=amount, reserved_call=request_id),),
+            undo=lambda: held.update(reserved_tokens=0, reserved_call=""),
         )
-        if not noted:
-            raise JobStopped
 
     def request_id(self, unit) -> str:
         """The request id of the gateway call for one unit of work under this claim
@@ -162,21 +175,26 @@ def check_template_batch(tenant, data: Mapping) -> tuple[dict, int]:
 
 
 def _execute_row(context: JobContext, template, version, actor, index: int, row: dict):
+    from .services.gateway import ReservationNotNoted
     from .services.templates import prompt_template_execute
 
-    return jobs.waiting_out_throttles(
-        lambda: prompt_template_execute(
-            template=template,
-            version=version,
-            actor=actor,
-            api_key=None,
-            variables=row,
-            save_execution=False,
-            source=CallSource.WORKFLOW,
-            request_id=context.request_id(f"row:{index}"),
-            on_reserved=context.note_reservation,
+    request_id = context.request_id(f"row:{index}")
+    try:
+        return jobs.waiting_out_throttles(
+            lambda: prompt_template_execute(
+                template=template,
+                version=version,
+                actor=actor,
+                api_key=None,
+                variables=row,
+                save_execution=False,
+                source=CallSource.WORKFLOW,
+                request_id=request_id,
+                note=functools.partial(context.note, request_id),
+            )
         )
-    )
+    except ReservationNotNoted:
+        raise JobStopped from None
 
 
 def run_template_batch(context: JobContext, tenant, actor):

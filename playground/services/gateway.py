@@ -221,8 +221,14 @@ def gateway_reserve(
     note: Callable[[int], Rider] | None = None,
 ) -> Reservation:
     """Step 1: resolve, check and reserve the call's worst case (see the module docstring).
-    `note(amount)`: the caller's write noting the reservation (an orchestration phase's), made
-    with it in its statement and undone with it if the tokens window refuses."""
+
+    `note(amount)`: the caller's write noting the reservation on the work it is for (an
+    orchestration phase, a batch job), so that whoever takes the work over after its worker
+    died gives back a reservation that was never settled. A Rider made with the reservation
+    in its statement (written only when the tokens were counted), undone with it if the
+    tokens window refuses; its answer's first value counts the rows it wrote. None written
+    (the work is no longer the caller's): the reservation is given back, recorded as a
+    cancelled call, and ReservationNotNoted raised."""
     models = catalogue_cache.models()
     model = _resolve_model(chat.model, models)
     max_tokens = chat.max_tokens or model.max_output_tokens
@@ -268,7 +274,7 @@ def gateway_reserve(
         stop=tuple(chat.stop),
         user=chat.user,
     )
-    return Reservation(
+    reservation = Reservation(
         tenant=tenant,
         user_id=user_id,
         api_key=api_key,
@@ -282,6 +288,15 @@ def gateway_reserve(
         streamed=streamed,
         tokens_window=admission.states[0],
     )
+    if rider is not None and not rider.answered[0]:
+        async_to_sync(gateway_abandon)(reservation)
+        raise ReservationNotNoted
+    return reservation
+
+
+class ReservationNotNoted(Exception):
+    """A reservation's note wrote nothing: the work it was for is no longer the caller's
+    (cancelled, or taken over). The reservation was given back and nothing was called."""
 
 
 def _request_for(reservation: Reservation, route: Route) -> ChatRequest:
@@ -598,15 +613,11 @@ def gateway_call(
     chat: ChatInput,
     source: str,
     request_id: str = "",
-    on_reserved: Callable[[Reservation], None] | None = None,
+    note: Callable[[int], Rider] | None = None,
 ) -> tuple[ChatResult | None, GatewayCall, UpstreamError | None]:
     """Steps 1 to 3 from sync code (template executions): the result, the recorded call, and
     the upstream's error when every route failed (the call is then metered and recorded as
-    failed). Reservation refusals (400, 429) raise as usual.
-
-    `on_reserved(reservation)` runs between the reservation and the call (a workflow job notes
-    the reservation there, to be given back if its worker dies mid-call); if it raises, the
-    reservation is given back, nothing is called, and the exception propagates."""
+    failed). Reservation refusals (400, 429) raise as usual; `note` as gateway_reserve's."""
     reservation = gateway_reserve(
         tenant=tenant,
         user_id=user_id,
@@ -614,13 +625,8 @@ def gateway_call(
         chat=chat,
         source=source,
         request_id=request_id,
+        note=note,
     )
-    if on_reserved is not None:
-        try:
-            on_reserved(reservation)
-        except BaseException:
-            async_to_sync(gateway_abandon)(reservation)
-            raise
     return gateway_call_reserved(reservation)
 
 

@@ -19,11 +19,11 @@ With `integration_enabled`, each completed phase's output is written as a Markdo
 integration operation, in the phase's transaction.
 """
 
+import functools
 import logging
 import time
 import uuid
 
-from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F
@@ -59,8 +59,8 @@ from ..orchestration import (
 from .artifacts import artifact_write
 from .gateway import (
     ChatInput,
+    ReservationNotNoted,
     catalogue_cache,
-    gateway_abandon,
     gateway_call_reserved,
     gateway_reserve,
 )
@@ -284,27 +284,20 @@ def _reserve(run: OrchestrationRun, phase_pk, claim, chat: ChatInput):
     """The gateway's reservation (one statement, as for any call) with the phase's note of it
     in the same statement: a worker that dies before the call is settled leaves the amount to
     give back on the phase, and none dies between the two."""
-    notes = []
-
-    def note(amount: int) -> Rider:
-        notes.append(_note(phase_pk, claim, amount))
-        return notes[-1]
-
-    reservation = gateway_reserve(
-        tenant=run.tenant,
-        user_id=run.created_by_id,
-        api_key=None,
-        chat=chat,
-        source=CallSource.ORCHESTRATION,
-        request_id=_request_id(run.pk, phase_pk, claim),
-        note=note,
-    )
-    if not notes[-1].answered[0]:
-        # Cancelled since the phase was claimed: give the reservation back (recorded as a
-        # cancelled call with no usage) and call nothing.
-        async_to_sync(gateway_abandon)(reservation)
-        raise _Stop
-    return reservation
+    try:
+        return gateway_reserve(
+            tenant=run.tenant,
+            user_id=run.created_by_id,
+            api_key=None,
+            chat=chat,
+            source=CallSource.ORCHESTRATION,
+            request_id=_request_id(run.pk, phase_pk, claim),
+            note=functools.partial(_note, phase_pk, claim),
+        )
+    except ReservationNotNoted:
+        # Cancelled since the phase was claimed: the gateway gave the reservation back
+        # (recorded as a cancelled call with no usage) and called nothing.
+        raise _Stop from None
 
 
 def _failure(error) -> str:

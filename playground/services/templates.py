@@ -386,12 +386,12 @@ def prompt_template_execute(
     save_execution: bool = True,
     request_id: str = "",
     source: str = CallSource.PLAYGROUND,
-    on_reserved=None,
+    note=None,
 ) -> PromptExecution:
     """Render `version` with `variables` and run it through the gateway (same reservation,
     metering and call record as chat/completions). Returns the execution, saved unless
     `save_execution` is false; a failed upstream is a failed execution, not an error.
-    `request_id` and `on_reserved` go to the gateway (gateway_call)."""
+    `request_id` and `note` go to the gateway (gateway_call)."""
     try:
         values = rendering.resolve_values(version.variables, variables)
     except rendering.TemplateError as error:
@@ -415,7 +415,7 @@ def prompt_template_execute(
         ),
         source=source,
         request_id=request_id,
-        on_reserved=on_reserved,
+        note=note,
     )
     execution = PromptExecution(
         tenant=template.tenant,

@@ -13,6 +13,7 @@ from datetime import timedelta
 import pytest
 from django.db import connection
 from django.db.models import F
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from playground import jobs
@@ -30,7 +31,7 @@ from playground.services.reaper import stalled_jobs_reap
 from playground.services.runs import orchestration_run_execute, orchestration_start
 from playground.services.workflows import workflow_job_execute
 from playground.tasks import execute_orchestration_run, execute_workflow_job
-from tenants.models import Role, Tenant
+from tenants.models import QuotaCounter, Role, Tenant
 from tenants.services.quotas import quota_states
 
 from .factories import (
@@ -284,6 +285,49 @@ def test_a_settled_call_noted_on_a_resumed_batch_is_not_given_back_twice(owner, 
     assert workflow_job_execute(job_id=job.pk) == JobStatus.COMPLETED
 
     assert used(owner.tenant) == before == _metered(owner.tenant)
+
+
+@pytest.mark.postgres
+def test_a_batch_rows_reservation_and_its_note_are_one_statement(owner, sent):
+    job = _batch(owner, [{"question": "a"}])
+    QuotaCounter.objects.get_or_create(tenant=owner.tenant, resource="tokens")  # not the first
+
+    with CaptureQueriesContext(connection) as queries:
+        assert workflow_job_execute(job_id=job.pk) == JobStatus.COMPLETED
+
+    table = WorkflowJob._meta.db_table
+    statements = [q["sql"] for q in queries.captured_queries]
+    # The row's reservation notes itself on the job; the only other write of the note is the
+    # job's end, clearing it.
+    noting = [sql for sql in statements if "reserved_call = %s" in sql]
+    assert len(noting) == 2 and table in noting[0]
+    assert "quota_update AS (UPDATE" in noting[0] and "quota_update" not in noting[1]
+    job.refresh_from_db()
+    assert (job.reserved_tokens, job.reserved_call) == (0, "")  # cleared at the end
+    assert used(owner.tenant) == _metered(owner.tenant) > 0
+
+
+def test_a_batch_row_reserved_after_its_job_was_cancelled_calls_nothing(owner, sent, monkeypatch):
+    """The cancel lands between the job's checkpoint and its row's reservation: the row's
+    note writes nothing, the reservation is given back, and the runner stops."""
+    from playground.workflows import JobContext
+
+    job = _batch(owner, [{"question": "a"}, {"question": "b"}])
+    real_note = JobContext.note
+
+    def note_after_a_cancel(context, request_id, amount):
+        WorkflowJob.objects.filter(pk=context.job.pk).update(status=JobStatus.CANCELLED)
+        return real_note(context, request_id, amount)
+
+    monkeypatch.setattr(JobContext, "note", note_after_a_cancel)
+
+    assert workflow_job_execute(job_id=job.pk) is None
+
+    [call] = GatewayCall.objects.filter(tenant=owner.tenant)
+    assert call.status == "cancelled" and call.total_tokens == 0
+    assert used(owner.tenant) == 0
+    job.refresh_from_db()
+    assert job.reserved_tokens == 0 and job.status == JobStatus.CANCELLED
 
 
 ODD_ORCHESTRATE = [
