@@ -256,15 +256,12 @@ def _request_id(run_pk, phase_pk, claim) -> str:
 # settled. Carried by the reservation's statement (config.prepared.Rider; written only when the
 # tokens were counted), so the two are one atomic step; apart (SQLite) after it, in its
 # transaction.
-_NOTE_SQL = (
+_NOTE_UPDATE = (
     f"UPDATE {_PHASES} SET reserved_tokens = %s "  # noqa: S608
-    "WHERE id = %s AND claim = %s AND status = 'running' RETURNING id"
+    "WHERE id = %s AND claim = %s AND status = 'running'"
 )
-_NOTE_CTES = (
-    f"note AS (UPDATE {_PHASES} SET reserved_tokens = %s "  # noqa: S608
-    "WHERE id = %s AND claim = %s AND status = 'running' "
-    "AND EXISTS (SELECT 1 FROM quota_update) RETURNING id)"
-)
+_NOTE_SQL = f"{_NOTE_UPDATE} RETURNING id"
+_NOTE_CTES = f"note AS ({_NOTE_UPDATE} AND EXISTS (SELECT 1 FROM quota_update) RETURNING id)"  # noqa: S608
 
 
 def _note(phase_pk, claim, amount: int) -> Rider:
