@@ -113,12 +113,23 @@ class Rider:
     undo: Callable[[], None] | None = None
     answered: tuple | None = None
 
+    def made_apart(self) -> tuple:
+        """Make the write apart (`apart()`) and keep its answer."""
+        self.answered = self.apart()
+        return self.answered
+
     def carried_by(self, *, ctes: str, columns: str, tail: str, params: list) -> tuple[str, list]:
         """The host's statement (`WITH {ctes} SELECT {columns} {tail}`, its parameters all in
         its CTEs) carrying this rider: its CTEs after the host's, its answer after the host's
         columns. The answer's values are the last in the row."""
         sql = f"WITH {ctes}, {self.ctes} SELECT {columns}, {self.answer} {tail}"
         return sql, [*params, *self.params]
+
+
+def one_row_from(cte: str) -> str:
+    """A host statement's FROM that answers one row whether or not its CTE `cte` wrote one
+    (its columns then NULL), so a rider's answer comes back either way."""
+    return f"FROM (SELECT 1) AS one LEFT JOIN {cte} ON true"
 
 
 @dataclass(frozen=True)

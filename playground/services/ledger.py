@@ -42,7 +42,7 @@ from accounts.services import (
     key_counter_writes,
 )
 from config.db import raw_uuid
-from config.prepared import Rider, fetch_prepared
+from config.prepared import Rider, fetch_prepared, one_row_from
 from tenants.models import QuotaCounter, QuotaResource, Tenant
 from tenants.plans import tenant_limits
 from tenants.services.quotas import (
@@ -107,7 +107,7 @@ _SETTLE_COLUMNS = "quota_update.used, quota_update.warned_at"
 # Without a rider (config.prepared.Rider) the statement answers quota_update's row; with one,
 # one row whatever happened, the rider's answer after the counter's.
 _SETTLE_TAIL = "FROM quota_update"
-_SETTLE_RIDDEN_TAIL = "FROM (SELECT 1) AS one LEFT JOIN quota_update ON true"
+_SETTLE_RIDDEN_TAIL = one_row_from("quota_update")
 
 
 def _one_statement() -> bool:
@@ -129,7 +129,7 @@ def gateway_tokens_reserve(
             quota_consume(tenant=tenant, resource=TOKENS, amount=amount)
             api_key_tokens_reserve(api_key=api_key, amount=amount)
             if rider is not None:
-                rider.answered = rider.apart()
+                rider.made_apart()
         return
     limit = tenant_limits(tenant)[TOKENS]
     month = budget_month()
@@ -192,7 +192,7 @@ def gateway_tokens_settle(
                 api_key_tokens_adjust(api_key=api_key, delta=delta)
             call.save(force_insert=True)
             if rider is not None:
-                rider.answered = rider.apart()
+                rider.made_apart()
         return call
     insert_sql, insert_params = _insert(call)
     now = timezone.now()

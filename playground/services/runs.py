@@ -301,7 +301,7 @@ def _failure(error) -> str:
     return f"The AI provider could not answer ({error.kind})."
 
 
-def _call_gateway(run: OrchestrationRun, phase_pk, claim, messages: list, outcome=None):
+def _call_gateway(run: OrchestrationRun, phase_pk, claim, messages: list, outcome):
     """One gateway call for a phase (metered exactly as chat/completions): (result, call,
     error, fatal). A tokens-per-minute refusal waits and retries; an exhausted quota is fatal
     to the run; any other refusal fails the phase only. `outcome`, a _PhaseOutcome, records
@@ -477,11 +477,16 @@ _FINISH_ANSWER = "(SELECT count(*) FROM phase), (SELECT count(*) FROM next)"
 _FINISH_SQL = f"WITH {_FINISH_CTES} SELECT {_FINISH_ANSWER}"
 
 
+def _storable(result) -> str:
+    """The answer's text as PostgreSQL can hold it: text cannot hold NUL, and a model may
+    answer one; the rest is kept."""
+    return result.content.replace("\x00", "\ufffd") if result is not None else ""
+
+
 def _outcome_fields(result, call, error: str, started: float) -> dict:
     """The phase's columns for its outcome: completed with the answer, or failed with `error`."""
     succeeded = result is not None and not error
-    # PostgreSQL text cannot hold NUL, and a model may answer one: keep the rest.
-    text = result.content.replace("\x00", "\ufffd") if result is not None else ""
+    text = _storable(result)
     return {
         "status": PhaseStatus.COMPLETED if succeeded else PhaseStatus.FAILED,
         "response_text": text if succeeded else "",
@@ -564,9 +569,8 @@ class _PhaseOutcome:
         stopped: the phase stays claimed, for recovery to resume)."""
         if outcome.status == CallStatus.CANCELLED:
             return None
-        error = ""
-        if outcome.status != CallStatus.SUCCEEDED:
-            error = _failure(outcome.error) if outcome.error else "The AI provider failed."
+        # A call that did not succeed failed on an upstream error (gateway_run).
+        error = "" if outcome.status == CallStatus.SUCCEEDED else _failure(outcome.error)
         return self._rider_for(_outcome_fields(outcome.result, call, error, self.started))
 
     def written(self) -> tuple[bool, uuid.UUID | None] | None:
@@ -582,7 +586,7 @@ class _PhaseOutcome:
         if connection.vendor == "postgresql":
             rider.answered = tuple(fetch_prepared(connection.alias, _FINISH_SQL, rider.params)[0])
         else:
-            rider.answered = rider.apart()
+            rider.made_apart()
         return self.written()
 
 
@@ -604,7 +608,7 @@ def _finish_phase(
         return succeeded, next_token
     # Cancelled (or taken over) while the gateway answered: a cancelled run's phase keeps
     # what it used and said, marked cancelled.
-    text = result.content.replace("\x00", "\ufffd") if result is not None else ""
+    text = _storable(result)
     OrchestrationPhase.objects.filter(
         pk=phase.pk, claim=token, run__status=JobStatus.CANCELLED
     ).update(

@@ -78,7 +78,7 @@ def workflow_execute(
 
 
 def _release_unsettled_call(job: WorkflowJob) -> None:
-    """Give back the gateway reservation noted on `job` (JobContext.note_reservation) unless
+    """Give back the gateway reservation noted on `job` (JobContext.note) unless
     its call was settled, then clear the note. The caller holds the job's row lock, and the
     job is no longer a live worker's (leases are far longer than a call)."""
     if not job.reserved_call:

@@ -32,7 +32,7 @@ from audit.services import record
 from config.db import raw_uuid
 from config.exceptions import QuotaExceeded
 from config.metering import METER_COUNTED, METER_MISSING, METER_OVER_LIMIT, Admission, admit
-from config.prepared import Rider, fetch_prepared
+from config.prepared import Rider, fetch_prepared, one_row_from
 
 from .. import api_call_store
 from ..models import (
@@ -57,7 +57,7 @@ _CONSUME_SQL = (
 _CONSUME_HOST = {
     "ctes": f"quota_update AS ({_CONSUME_SQL})",
     "columns": "quota_update.used, quota_update.warned_at",
-    "tail": "FROM (SELECT 1) AS one LEFT JOIN quota_update ON true",
+    "tail": one_row_from("quota_update"),
 }
 _ADJUST_SQL = (
     f"UPDATE {_TABLE} SET used = used + %s, updated_at = %s "  # noqa: S608
@@ -138,7 +138,7 @@ def quota_consume(
     if rider is not None and connection.vendor != "postgresql":
         with transaction.atomic():
             used = quota_consume(tenant=tenant, resource=resource, amount=amount)
-            rider.answered = rider.apart()
+            rider.made_apart()
         return used
     limit = tenant_limits(tenant)[resource]
     params = [amount, timezone.now(), raw_uuid(tenant.pk), resource, amount, limit]
