@@ -164,6 +164,17 @@ def gateway_tokens_release(*, tenant: Tenant, api_key: APIKey | None, amount: in
         api_key_tokens_adjust(api_key=api_key, delta=-amount)
 
 
+def gateway_tokens_lock(*, tenant_id) -> None:
+    """Lock the organization's tokens counter until the transaction ends. The first lock of a
+    change that goes on to lock a job whose worker may still be reserving or settling a call
+    (a cancel or the reaper's failure, which give back the reservation a dead call left):
+    those statements lock the counter first and the job second (the job's own write rides on
+    them, config.prepared.Rider), and a change taking the two the other way round would
+    deadlock with a worker that outlived its lease."""
+    counters = QuotaCounter.objects.select_for_update(no_key=True)
+    list(counters.filter(tenant_id=tenant_id, resource=TOKENS).values_list("pk", flat=True))
+
+
 def gateway_tokens_release_unsettled(*, tenant: Tenant, request_id: str, amount: int) -> bool:
     """Give back a reservation a worker noted before its call (an orchestration phase's, a
     batch row's) unless the call was settled, that is, a call is recorded under its

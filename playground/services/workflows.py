@@ -17,7 +17,7 @@ from .. import jobs
 from ..models import JobStatus, WorkflowJob
 from ..workflows import REGISTRY, JobContext, JobStopped
 from .artifacts import artifact_write
-from .ledger import gateway_tokens_release_unsettled
+from .ledger import gateway_tokens_lock, gateway_tokens_release_unsettled
 
 logger = logging.getLogger(__name__)
 
@@ -90,10 +90,11 @@ def _release_unsettled_call(job: WorkflowJob) -> None:
 
 
 @transaction.atomic
-def _take_over_noted_call(held: jobs.Claim) -> bool:
+def _take_over_noted_call(held: jobs.Claim, tenant_id) -> bool:
     """Settle, under our claim and the job's row lock, what a previous worker (or this one,
     failing between a reservation and its call) left noted; False when the job is no longer
     ours."""
+    gateway_tokens_lock(tenant_id=tenant_id)  # before the job: see its docstring
     job = held.rows().select_for_update().select_related("tenant").first()
     if job is None:
         return False
@@ -103,7 +104,7 @@ def _take_over_noted_call(held: jobs.Claim) -> bool:
 
 def _fail(held: jobs.Claim, job: WorkflowJob, error: str) -> None:
     with transaction.atomic():
-        _take_over_noted_call(held)  # an error between a reservation and its call
+        _take_over_noted_call(held, job.tenant_id)  # an error between a reservation and its call
         if jobs.release(held, status=JobStatus.FAILED, error=error):
             job.refresh_from_db()
             record(
@@ -121,7 +122,7 @@ def workflow_job_execute(*, job_id) -> str | None:
     if held is None:
         return None
     job = WorkflowJob.objects.select_related("tenant", "created_by").get(pk=job_id)
-    if job.reserved_call and not _take_over_noted_call(held):
+    if job.reserved_call and not _take_over_noted_call(held, job.tenant_id):
         return None
     if job.tenant.status in BLOCKED_STATUSES:
         _fail(held, job, "The organization is suspended.")
@@ -175,6 +176,7 @@ def workflow_job_execute(*, job_id) -> str | None:
 def workflow_job_cancel(*, workflow_job: WorkflowJob, actor) -> WorkflowJob:
     """Cancel a pending or running job at once (a running one stops at its next checkpoint);
     a finished job is 409."""
+    gateway_tokens_lock(tenant_id=workflow_job.tenant_id)  # before the job: see its docstring
     job = jobs.cancel(workflow_job, noun="job", id_field="job_id")
     if job.status == JobStatus.RUNNING and jobs.is_stalled(job):
         _release_unsettled_call(job)  # its worker died mid-call: nobody else will
@@ -187,6 +189,7 @@ def workflow_job_cancel(*, workflow_job: WorkflowJob, actor) -> WorkflowJob:
 def workflow_job_fail(*, job: WorkflowJob, reason: str) -> bool:
     """Fail a job whose worker stopped too often (the reaper's last resort), unless it moved on
     meanwhile."""
+    gateway_tokens_lock(tenant_id=job.tenant_id)  # before the job: see its docstring
     job = WorkflowJob.objects.select_for_update().get(pk=job.pk)
     if not jobs.is_stalled(job):
         return False

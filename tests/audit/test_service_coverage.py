@@ -179,6 +179,7 @@ EXEMPT = {
     "playground.services.ledger.gateway_tokens_settle": "writes the GatewayCall record itself",
     "playground.services.ledger.gateway_tokens_release": "metering, as gateway_reserve",
     "playground.services.ledger.gateway_tokens_release_unsettled": "metering, as gateway_reserve",
+    "playground.services.ledger.gateway_tokens_lock": "takes a row lock: changes nothing",
     "accounts.services.api_key_budget_exceeded_error": "builds an exception: changes nothing",
     "accounts.services.budget_month": "pure function",
     "tenants.services.quotas.quota_exceeded_error": "builds an exception: changes nothing",

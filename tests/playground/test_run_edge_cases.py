@@ -182,6 +182,92 @@ def test_a_cancel_racing_a_phases_outcome_never_deadlocks(owner, monkeypatch):
     assert not errors, errors
 
 
+def _another_backend_waits_on_a_lock(timeout: float = 5.0) -> bool:
+    """Whether another session of this database waits on a row lock, polled until `timeout`."""
+    deadline = time.monotonic() + timeout
+    with connection.cursor() as cursor:
+        while time.monotonic() < deadline:
+            # Within a transaction the activity view is a snapshot, unless cleared.
+            cursor.execute("SELECT pg_stat_clear_snapshot()")
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+            )
+            if cursor.fetchone()[0]:
+                return True
+            time.sleep(0.02)
+    return False
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("stop", ["cancel", "reaper"])
+def test_a_worker_settling_after_its_lease_expired_never_deadlocks_with_a_stop(
+    owner, monkeypatch, stop
+):
+    """The settlement's statement locks the tokens counter, then the run (the phase's outcome
+    rides on it). A cancel or the reaper's failure of a run whose lease expired locks the run
+    and gives back the dead call's reservation on the counter: taken in that order, the two
+    deadlocked and PostgreSQL aborted one (a 500 on the cancel, or an unrecorded call). Both
+    now take the counter first."""
+    run, held, phase, token, chat = claimed_phase(owner)
+    second = phases_of(run)[1]
+    reservation = runs._reserve(run, phase.pk, token, chat)
+    reservation.settle_rider = runs._PhaseOutcome(held, phase, token, time.perf_counter(), second)
+    OrchestrationRun.objects.filter(pk=run.pk).update(
+        lease_expires_at=timezone.now() - timedelta(seconds=1)  # the worker outlived its lease
+    )
+    stopping, errors, results = threading.Event(), {}, {}
+    real_is_stalled = jobs.is_stalled
+
+    def is_stalled_once_the_worker_waits(job):
+        stopping.set()  # the stop holds its locks; the worker's settlement starts now
+        results["the worker waited"] = _another_backend_waits_on_a_lock()
+        return real_is_stalled(job)
+
+    monkeypatch.setattr(jobs, "is_stalled", is_stalled_once_the_worker_waits)
+
+    def stop_the_run():
+        try:
+            job = OrchestrationRun.objects.get(pk=run.pk)
+            if stop == "cancel":
+                runs.orchestration_run_cancel(run=job, actor=owner.user)
+            else:
+                runs.orchestration_run_fail(job=job, reason="Its worker stopped too often.")
+        except Exception as error:
+            errors["stop"] = repr(error)
+        finally:
+            connection.close()
+
+    def settle_late():
+        try:
+            stopping.wait(5)
+            results["settled"] = runs.gateway_call_reserved(reservation)
+        except Exception as error:
+            errors["settlement"] = repr(error)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=stop_the_run), threading.Thread(target=settle_late)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)
+
+    assert not errors, errors
+    assert results["the worker waited"]  # the two did meet
+    call = GatewayCall.objects.get(request_id=reservation.request_id)
+    run.refresh_from_db()
+    phase.refresh_from_db()
+    ended = JobStatus.CANCELLED if stop == "cancel" else JobStatus.FAILED
+    assert run.status == ended
+    assert phase.status == ended and phase.gateway_call_id is None  # its outcome came too late
+    # The stop gave the reservation back before the late settlement moved the counter by its
+    # usage minus the reservation: given back twice, the documented limit of a worker that
+    # outlives its lease (leases are far longer than a call).
+    assert used(owner.tenant) == max(call.total_tokens - reservation.tokens, 0)
+
+
 class Killed(BaseException):
     """SIGKILL, as far as the worker's code can tell."""
 
