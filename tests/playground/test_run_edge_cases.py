@@ -132,6 +132,27 @@ def test_a_nul_in_a_models_answer_is_kept_as_a_replacement_character(owner, sent
 
 
 @pytest.mark.postgres
+def run_side_by_side(**work) -> tuple[dict, dict]:
+    """Each of `work`'s functions on a thread of its own, with its own database connection:
+    ({name: what it returned}, {name: the exception it raised, as text})."""
+    results, errors = {}, {}
+
+    def running(name, function):
+        try:
+            results[name] = function()
+        except Exception as error:
+            errors[name] = repr(error)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=running, args=item) for item in work.items()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)
+    return results, errors
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_cancel_racing_a_phases_outcome_never_deadlocks(owner, monkeypatch):
     """Cancel locks run -> phases; a phase's outcome (_FINISH_CTES) locks phase -> run."""
@@ -145,7 +166,7 @@ def test_a_cancel_racing_a_phases_outcome_never_deadlocks(owner, monkeypatch):
     held = jobs.claim(OrchestrationRun, run.pk)
     first, second = phases_of(run)
     token = runs._claim_phase(held, first)
-    run_locked, errors, results = threading.Event(), {}, {}
+    run_locked = threading.Event()
     real_stop = jobs.stop
 
     def slow_stop(job, **kwargs):
@@ -156,29 +177,15 @@ def test_a_cancel_racing_a_phases_outcome_never_deadlocks(owner, monkeypatch):
     monkeypatch.setattr(jobs, "stop", slow_stop)
 
     def cancel():
-        try:
-            results["cancel"] = owner.client.post(f"{RUNS}{run.pk}/cancel").status_code
-        except Exception as error:
-            errors["cancel"] = repr(error)
-        finally:
-            connection.close()
+        return owner.client.post(f"{RUNS}{run.pk}/cancel").status_code
 
     def finish():
-        try:
-            run_locked.wait(5)
-            outcome = runs._PhaseOutcome(held, first, token, time.perf_counter(), second)
-            answer = ChatResult(content="x", finish_reason="stop", usage=None)
-            results["finish"] = outcome.write(result=answer, call=None, error="")
-        except Exception as error:
-            errors["finish"] = repr(error)
-        finally:
-            connection.close()
+        run_locked.wait(5)
+        outcome = runs._PhaseOutcome(held, first, token, time.perf_counter(), second)
+        answer = ChatResult(content="x", finish_reason="stop", usage=None)
+        return outcome.write(result=answer, call=None, error="")
 
-    threads = [threading.Thread(target=cancel), threading.Thread(target=finish)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(20)
+    _, errors = run_side_by_side(cancel=cancel, finish=finish)
     assert not errors, errors
 
 
@@ -217,45 +224,30 @@ def test_a_worker_settling_after_its_lease_expired_never_deadlocks_with_a_stop(
     OrchestrationRun.objects.filter(pk=run.pk).update(
         lease_expires_at=timezone.now() - timedelta(seconds=1)  # the worker outlived its lease
     )
-    stopping, errors, results = threading.Event(), {}, {}
+    stopping, met = threading.Event(), []
     real_is_stalled = jobs.is_stalled
 
     def is_stalled_once_the_worker_waits(job):
         stopping.set()  # the stop holds its locks; the worker's settlement starts now
-        results["the worker waited"] = _another_backend_waits_on_a_lock()
+        met.append(_another_backend_waits_on_a_lock())
         return real_is_stalled(job)
 
     monkeypatch.setattr(jobs, "is_stalled", is_stalled_once_the_worker_waits)
 
     def stop_the_run():
-        try:
-            job = OrchestrationRun.objects.get(pk=run.pk)
-            if stop == "cancel":
-                runs.orchestration_run_cancel(run=job, actor=owner.user)
-            else:
-                runs.orchestration_run_fail(job=job, reason="Its worker stopped too often.")
-        except Exception as error:
-            errors["stop"] = repr(error)
-        finally:
-            connection.close()
+        job = OrchestrationRun.objects.get(pk=run.pk)
+        if stop == "cancel":
+            return runs.orchestration_run_cancel(run=job, actor=owner.user)
+        return runs.orchestration_run_fail(job=job, reason="Its worker stopped too often.")
 
     def settle_late():
-        try:
-            stopping.wait(5)
-            results["settled"] = runs.gateway_call_reserved(reservation)
-        except Exception as error:
-            errors["settlement"] = repr(error)
-        finally:
-            connection.close()
+        stopping.wait(5)
+        return runs.gateway_call_reserved(reservation)
 
-    threads = [threading.Thread(target=stop_the_run), threading.Thread(target=settle_late)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(20)
+    _, errors = run_side_by_side(stop=stop_the_run, settlement=settle_late)
 
     assert not errors, errors
-    assert results["the worker waited"]  # the two did meet
+    assert met == [True]  # the two did meet
     call = GatewayCall.objects.get(request_id=reservation.request_id)
     run.refresh_from_db()
     phase.refresh_from_db()
