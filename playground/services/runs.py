@@ -386,7 +386,7 @@ def _claim_phase(held: jobs.Claim, phase) -> uuid.UUID | None:
     if phase.status == PhaseStatus.PENDING:
         return token if _claim_pending(held, phase.pk, token) else None
     with transaction.atomic():
-        gateway_tokens_lock(tenant_id=phase.tenant_id)  # before the phase: the lock order
+        gateway_tokens_lock(tenant_id=phase.tenant_id)  # first: see gateway_tokens_lock
         stale = (
             OrchestrationPhase.objects.select_for_update(of=("self",))
             .select_related("tenant")
@@ -654,8 +654,8 @@ def _end(held: jobs.Claim, run, *, status: str | None = None, error: str = "") -
     if status == JobStatus.FAILED:
         error = error or "No phase completed."
     with transaction.atomic():
-        if status == JobStatus.FAILED:  # it gives dead calls' reservations back: the lock order
-            gateway_tokens_lock(tenant_id=run.tenant_id)
+        if status == JobStatus.FAILED:  # it gives dead calls' reservations back
+            gateway_tokens_lock(tenant_id=run.tenant_id)  # first: see gateway_tokens_lock
         ended = jobs.release(held, status=status, error=error, started_at=run.started_at)
         if not ended:
             return None
@@ -730,7 +730,7 @@ def orchestration_run_cancel(*, run: OrchestrationRun, actor) -> OrchestrationRu
     """Cancel a pending or running run at once: its pending phases and the one running are
     marked cancelled; the worker stops when its gateway call returns (that phase keeps its
     usage). A finished run is 409."""
-    gateway_tokens_lock(tenant_id=run.tenant_id)  # before the run: see gateway_tokens_lock
+    gateway_tokens_lock(tenant_id=run.tenant_id)  # first: see gateway_tokens_lock
     run = jobs.cancel(run, noun="run", id_field="run_id")
     if run.status == JobStatus.RUNNING and jobs.is_stalled(run):
         _release_dead_calls(run.pk)  # its worker died mid-call: nobody else will
@@ -749,7 +749,7 @@ def orchestration_run_cancel(*, run: OrchestrationRun, actor) -> OrchestrationRu
 def orchestration_run_fail(*, job: OrchestrationRun, reason: str) -> bool:
     """Fail a run whose worker stopped too often (the reaper's last resort), unless it moved
     on meanwhile. Its running phase fails with `reason`; the pending ones are skipped."""
-    gateway_tokens_lock(tenant_id=job.tenant_id)  # before the run: see gateway_tokens_lock
+    gateway_tokens_lock(tenant_id=job.tenant_id)  # first: see gateway_tokens_lock
     run = OrchestrationRun.objects.select_for_update().get(pk=job.pk)
     if not jobs.is_stalled(run):
         return False

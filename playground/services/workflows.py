@@ -94,7 +94,7 @@ def _take_over_noted_call(held: jobs.Claim, tenant_id) -> bool:
     """Settle, under our claim and the job's row lock, what a previous worker (or this one,
     failing between a reservation and its call) left noted; False when the job is no longer
     ours."""
-    gateway_tokens_lock(tenant_id=tenant_id)  # before the job: see its docstring
+    gateway_tokens_lock(tenant_id=tenant_id)  # first: see gateway_tokens_lock
     job = held.rows().select_for_update().select_related("tenant").first()
     if job is None:
         return False
@@ -176,7 +176,7 @@ def workflow_job_execute(*, job_id) -> str | None:
 def workflow_job_cancel(*, workflow_job: WorkflowJob, actor) -> WorkflowJob:
     """Cancel a pending or running job at once (a running one stops at its next checkpoint);
     a finished job is 409."""
-    gateway_tokens_lock(tenant_id=workflow_job.tenant_id)  # before the job: see its docstring
+    gateway_tokens_lock(tenant_id=workflow_job.tenant_id)  # first: see gateway_tokens_lock
     job = jobs.cancel(workflow_job, noun="job", id_field="job_id")
     if job.status == JobStatus.RUNNING and jobs.is_stalled(job):
         _release_unsettled_call(job)  # its worker died mid-call: nobody else will
@@ -189,7 +189,7 @@ def workflow_job_cancel(*, workflow_job: WorkflowJob, actor) -> WorkflowJob:
 def workflow_job_fail(*, job: WorkflowJob, reason: str) -> bool:
     """Fail a job whose worker stopped too often (the reaper's last resort), unless it moved on
     meanwhile."""
-    gateway_tokens_lock(tenant_id=job.tenant_id)  # before the job: see its docstring
+    gateway_tokens_lock(tenant_id=job.tenant_id)  # first: see gateway_tokens_lock
     job = WorkflowJob.objects.select_for_update().get(pk=job.pk)
     if not jobs.is_stalled(job):
         return False

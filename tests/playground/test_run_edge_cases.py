@@ -131,7 +131,6 @@ def test_a_nul_in_a_models_answer_is_kept_as_a_replacement_character(owner, sent
     assert run.status != JobStatus.RUNNING, (outcome, run.status)
 
 
-@pytest.mark.postgres
 def run_side_by_side(**work) -> tuple[dict, dict]:
     """Each of `work`'s functions on a thread of its own, with its own database connection:
     ({name: what it returned}, {name: the exception it raised, as text})."""
@@ -153,9 +152,11 @@ def run_side_by_side(**work) -> tuple[dict, dict]:
     return results, errors
 
 
+@pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_a_cancel_racing_a_phases_outcome_never_deadlocks(owner, monkeypatch):
-    """Cancel locks run -> phases; a phase's outcome (_FINISH_CTES) locks phase -> run."""
+    """Cancel locks the counter, the run, then its phases; a phase's outcome written on its own
+    (_FINISH_SQL) locks the run, then the phase: the same order."""
     project = ProjectFactory(tenant=owner.tenant, topic="t")
     run = orchestration_start(
         tenant=owner.tenant,
