@@ -25,13 +25,13 @@ same code, so the answer, its headers and its errors are the same as through Dja
 
 Every other HTTP request is served the same way, minus the event loop part: the body read and
 the request built by Django's handler, then the whole request (MIDDLEWARE, URL resolution, the
-view) and the sending of its answer in one hop to the same long-lived threads, through a
-handler loaded in sync mode, as a WSGI server runs it. The answer is sent from that thread,
-piece by piece for a streamed one (the audit export, static files), each piece handed to the
-loop, and the response is closed there, so a streamed answer reads the database on the thread
-that holds its connection, and `request_finished` returns that connection to the pool
-(`close_old_connections`) on the same thread. Websockets and lifespan events go to Django's
-handler unchanged.
+view) in one hop to the same long-lived threads, through a handler loaded in sync mode, as a
+WSGI server runs it. The response is closed on that thread, so `request_finished` returns the
+thread's connection to the pool (`close_old_connections`) where it was used. A whole answer
+comes back to the loop with the thread's result and is sent from there; a streamed one (the
+audit export, static files) is sent from the thread, piece by piece, each piece handed to the
+loop, so it reads the database on the thread that holds its connection. Websockets and
+lifespan events go to Django's handler unchanged.
 """
 
 import asyncio
@@ -134,7 +134,7 @@ class GatewayFront:
             await self.django.send_response(error_response, send)
             return
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(
+        messages = await loop.run_in_executor(
             self.threads,
             contextvars.copy_context().run,
             self._respond,
@@ -142,15 +142,25 @@ class GatewayFront:
             request,
             _Sender(send, loop),
         )
+        # A whole answer comes back with the thread's result and is sent here: one hop
+        # between the loop and the thread per request, not one more to hand it over.
+        with contextlib.suppress(OSError):  # the client went away (uvicorn's ClientDisconnected)
+            for message in messages:
+                await send(message)
 
-    def _respond(self, scope, request, sender: "_Sender") -> None:
-        """On a request thread: the request through MIDDLEWARE and its view, its answer sent,
-        the response closed (request_finished: the connection back to the pool)."""
+    def _respond(self, scope, request, sender: "_Sender") -> list[dict]:
+        """On a request thread: the request through MIDDLEWARE and its view, the response
+        closed (request_finished: the connection back to the pool). A whole answer is returned
+        as its ASGI messages, for the loop to send; a streamed one is sent from here, piece by
+        piece (it reads as it goes, on this thread's connection), and nothing is returned."""
         set_script_prefix(get_script_prefix(scope))
         signals.request_started.send(sender=self.__class__, scope=scope)
         response = self.sync_handler.get_response(request)
         try:
-            sender.response(response)
+            if not response.streaming:
+                return _messages(response)
+            sender.stream(response)
+            return []
         finally:
             response.close()
 
@@ -216,10 +226,31 @@ class GatewayFront:
             close_old_connections()
 
 
+def _messages(response) -> list[dict]:
+    """A whole response as its ASGI messages: the start, then the body in chunks."""
+    return [
+        _start(response),
+        *(
+            {"type": "http.response.body", "body": chunk, "more_body": not last}
+            for chunk, last in ASGIHandler.chunk_bytes(response.content)
+        ),
+    ]
+
+
+def _start(response) -> dict:
+    headers = [
+        (_latin1(header, "ascii"), _latin1(value, "latin1")) for header, value in response.items()
+    ]
+    headers += [
+        (b"Set-Cookie", cookie.output(header="").encode("ascii").strip())
+        for cookie in response.cookies.values()
+    ]
+    return {"type": "http.response.start", "status": response.status_code, "headers": headers}
+
+
 class _Sender:
-    """Sends a response from a request thread through the event loop's `send`, waiting for
-    the messages to be taken, as a WSGI server writes to its socket. A whole answer goes in one
-    hand-over to the loop; a streamed one, piece by piece."""
+    """Sends a streamed response from a request thread through the event loop's `send`, piece
+    by piece, waiting for each to be taken, as a WSGI server writes to its socket."""
 
     def __init__(self, send, loop):
         self._send = send
@@ -232,27 +263,9 @@ class _Sender:
         for message in messages:
             await self._send(message)
 
-    def response(self, response) -> None:
-        headers = [
-            (_latin1(header, "ascii"), _latin1(value, "latin1"))
-            for header, value in response.items()
-        ]
-        headers += [
-            (b"Set-Cookie", cookie.output(header="").encode("ascii").strip())
-            for cookie in response.cookies.values()
-        ]
-        start = {"type": "http.response.start", "status": response.status_code, "headers": headers}
+    def stream(self, response) -> None:
         try:
-            if not response.streaming:
-                self._put(
-                    start,
-                    *(
-                        {"type": "http.response.body", "body": chunk, "more_body": not last}
-                        for chunk, last in ASGIHandler.chunk_bytes(response.content)
-                    ),
-                )
-                return
-            self._put(start)
+            self._put(_start(response))
             if response.is_async:
                 # An async iterator is consumed on the loop, as Django's handler does.
                 asyncio.run_coroutine_threadsafe(self._stream_async(response), self._loop).result()
