@@ -256,12 +256,12 @@ class _Sender:
         self._send = send
         self._loop = loop
 
-    def _put(self, *messages) -> None:
-        asyncio.run_coroutine_threadsafe(self._send_all(messages), self._loop).result()
+    def _put(self, message) -> None:
+        asyncio.run_coroutine_threadsafe(self._send_one(message), self._loop).result()
 
-    async def _send_all(self, messages) -> None:
-        for message in messages:
-            await self._send(message)
+    async def _send_one(self, message) -> None:
+        # A coroutine of our own: ASGI's `send` need only return an awaitable.
+        await self._send(message)
 
     def stream(self, response) -> None:
         try:
