@@ -56,11 +56,13 @@ MIDDLEWARE = [
     # Every error outside the HTML pages is the JSON envelope; oversized bodies refused first.
     "config.middleware.JSONErrorMiddleware",
     "django.middleware.security.SecurityMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
+    # Django's session and message middleware, making the store on first use (API requests
+    # rarely use either).
+    "config.middleware.LazySessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
+    "config.middleware.LazyMessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Last: turns a lockout flagged during authentication into the error envelope (429).
     "accounts.lockout.LockoutMiddleware",
