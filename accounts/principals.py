@@ -30,6 +30,7 @@ request.
 """
 
 import threading
+from functools import partial
 from typing import NamedTuple
 
 from django.core.exceptions import ValidationError
@@ -37,7 +38,7 @@ from django.db import connections, router
 from django.db.models import Model
 
 from config import epoch
-from config.prepared import SelectedModel
+from config.prepared import SelectedModel, built_from
 from tenants.models import Membership, MembershipStatus, Tenant
 from tenants.resolution import MembershipCandidates, named_organizations, tenant_lookup
 
@@ -129,6 +130,9 @@ class _Statement:
         rows = epoch.fetch_kept(request, alias, self.sql(connection, named_by), params)
         if not rows:
             return None
+        return built_from(rows, partial(self._principal, connection=connection))
+
+    def _principal(self, rows, *, connection) -> Principal:
         first, start = rows[0], 0
         credential = None
         if self._credential is not None:

@@ -50,7 +50,7 @@ from django.conf import settings
 from django.db import connections, transaction
 from redis.commands.core import Script
 
-from .prepared import fetch_prepared
+from .prepared import KeptRows, fetch_prepared
 from .redis import redis_cache, redis_client
 
 logger = logging.getLogger(__name__)
@@ -209,9 +209,10 @@ class RecentRows:
 
     def put(self, key, epoch: int, rows: list[tuple]) -> None:
         """Keep `rows`, which every request then shares: their values are immutable (Django
-        reads JSON columns as text, and each request's instances are built from them)."""
+        reads JSON columns as text), and each request gets its own copy of the instances built
+        from them (config.prepared.built_from)."""
         with self._lock:
-            self._entries[key] = (epoch, time.monotonic(), tuple(rows))
+            self._entries[key] = (epoch, time.monotonic(), KeptRows(rows))
             self._entries.move_to_end(key)
             while len(self._entries) > self._max:
                 self._entries.popitem(last=False)
@@ -297,9 +298,10 @@ def unconfirmed(request) -> bool:
 
 
 def fetch_kept(request, alias: str, sql: str, params: list) -> list[tuple]:
-    """A principal lookup's rows (`sql` with `params` on `alias`): kept ones if this request may
-    act on them, which its admission then confirms; else read, and kept (in place of any
-    older) when found outside a transaction. Without a request, always read."""
+    """A principal lookup's rows (`sql` with `params` on `alias`): kept ones (`KeptRows`, whose
+    instances config.prepared.built_from copies) if this request may act on them, which its
+    admission then confirms; else read, and kept (in place of any older) when found outside a
+    transaction. Without a request, always read."""
     if request is None or not keeping_allowed(request):
         return fetch_prepared(alias, sql, params)
     key = (alias, sql, *params)

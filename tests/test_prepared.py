@@ -10,7 +10,7 @@ from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, connections, 
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 
-from config.prepared import EXPLICIT_ONLY, CompiledQuery, fetch_prepared
+from config.prepared import EXPLICIT_ONLY, CompiledQuery, KeptRows, built_from, fetch_prepared
 from tenants import queries as queries_module
 from tenants.models import MembershipStatus, Tenant, Theme
 from tenants.queries import organization_detail
@@ -216,3 +216,24 @@ def test_a_query_that_does_not_compare_its_value_once_is_refused():
 
     with pytest.raises(ValueError, match="exactly once"):
         ignoring(uuid.uuid4())
+
+
+@pytest.mark.smoke
+def test_instances_are_built_from_kept_rows_once_and_from_other_rows_every_time():
+    tenant = TenantFactory(settings={"theme": "dark"})
+    calls = []
+
+    def build(rows):
+        calls.append(rows)
+        return [Tenant.objects.get(pk=pk) for (pk,) in rows]
+
+    read = [(tenant.pk,)]
+    assert built_from(read, build) is not built_from(read, build)
+    assert len(calls) == 2
+
+    kept = KeptRows(read)
+    first, second = built_from(kept, build), built_from(kept, build)
+    assert len(calls) == 3
+    assert first[0] is not second[0] is not kept.built[0]
+    first[0].settings["theme"] = "light"
+    assert second[0].settings == kept.built[0].settings == {"theme": "dark"}

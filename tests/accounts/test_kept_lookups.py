@@ -20,6 +20,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from accounts.authentication import _find_keys, parse_api_key
 from accounts.models import APIKey, AuthToken, User
 from accounts.services import api_key_revoke, api_key_tokens_reserve, api_key_update
 from accounts.usage import flush_api_key_usage
@@ -304,6 +305,67 @@ def test_kept_rows_hold_only_immutable_values(owner):
 
 
 IMMUTABLE = (str, int, float, bool, type(None), datetime.datetime, uuid.UUID, decimal.Decimal)
+
+
+@pytest.mark.parametrize("credential", KEPT)
+def test_instances_are_built_once_per_kept_lookup_and_copied_for_each_request(owner, credential):
+    client = warmed(client_for(owner, credential))
+    assert client.get(ORG_URL).status_code == 200
+    _, rows = _only_kept_entry()
+    built = rows.built
+    assert built is not None  # by the first request that acted on the kept rows
+
+    assert client.get(ORG_URL).status_code == 200
+
+    assert _only_kept_entry()[1].built is built
+
+
+def test_each_use_of_kept_rows_gets_instances_of_its_own(owner):
+    """What one request changes on its caller's instances (attributes, relations, JSON values)
+    reaches neither the instances kept nor another request's."""
+    owner.tenant.settings = {"theme": "dark", "limits": {"seats": [1, 2]}}
+    owner.tenant.save(update_fields=["settings"])
+    _, raw = issue_api_key(owner.membership)
+    key_id, _ = parse_api_key(raw)
+    client = warmed(APIClient(HTTP_X_API_KEY=raw))
+    assert client.get(ORG_URL).status_code == 200
+    _, rows = _only_kept_entry()
+
+    (first,) = _find_keys(key_id, fetch=lambda *args: rows)
+    (second,) = _find_keys(key_id, fetch=lambda *args: rows)
+    (kept,) = rows.built
+
+    for copy in (first, second):
+        assert copy is not kept and copy.tenant is not kept.tenant
+        assert copy.creator_membership is not kept.creator_membership
+        assert _values(copy) == _values(kept)
+        assert _values(copy.tenant) == _values(kept.tenant)
+        assert _values(copy.created_by) == _values(kept.created_by)
+    first.tenant.settings["limits"]["seats"].append(3)
+    first.tenant.name = "Changed"
+    first.creator_membership.tenant = first.tenant
+    first.scopes.append("admin")
+
+    assert (
+        kept.tenant.settings
+        == second.tenant.settings
+        == {
+            "theme": "dark",
+            "limits": {"seats": [1, 2]},
+        }
+    )
+    assert kept.tenant.name == second.tenant.name == owner.tenant.name
+    assert "tenant" not in kept.creator_membership._state.fields_cache
+    assert "admin" not in kept.scopes and "admin" not in second.scopes
+
+
+def _values(instance) -> dict:
+    """The instance's loaded field values."""
+    return {
+        field.attname: instance.__dict__[field.attname]
+        for field in instance._meta.concrete_fields
+        if field.attname in instance.__dict__
+    }
 
 
 # --- What moves the epoch -----------------------------------------------------------------------
