@@ -76,12 +76,46 @@ def test_branding_needs_settings_write(make_caller):
     assert_envelope(response, 403, "INSUFFICIENT_PERMISSIONS")
 
 
+def _new_themes_branding() -> dict:
+    theme = Theme()
+    return {
+        "logo": theme.logo_in_use(),
+        "primaryColor": theme.primary_color,
+        "secondaryColor": theme.secondary_color,
+        "accentColor": theme.accent_color,
+    }
+
+
 def test_an_inactive_theme_shows_the_default_branding(owner):
-    Theme.objects.create(tenant=owner.tenant, primary_color="#111111", is_active=False)
+    Theme.objects.create(
+        tenant=owner.tenant,
+        primary_color="#111111",
+        logo_url="https://x.test/l.png",
+        is_active=False,
+    )
 
     branding = owner.client.get(ORG_URL).json()["branding"]
 
-    assert branding["primaryColor"] == Theme().primary_color
+    assert branding == _new_themes_branding()
+
+
+def test_an_organization_without_a_theme_shows_a_new_themes_branding(owner):
+    assert not Theme.objects.filter(tenant=owner.tenant).exists()
+
+    first = owner.client.get(ORG_URL).json()["branding"]
+    first["primaryColor"] = "#000000"  # each answer its own
+    second = owner.client.get(ORG_URL).json()["branding"]
+
+    assert (
+        second
+        == _new_themes_branding()
+        == {
+            "logo": "",
+            "primaryColor": "#2563eb",
+            "secondaryColor": "#64748b",
+            "accentColor": "#f59e0b",
+        }
+    )
 
 
 def test_cancelling_a_suspended_tenant_does_not_repeat_the_suspension_reason():
