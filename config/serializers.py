@@ -191,8 +191,16 @@ class _FieldCopier:
         state.update(self.field.__dict__)
         for key in self.containers:
             value = state[key]
-            state[key] = copy.deepcopy(value) if key in self._DEEP else copy.copy(value)
+            if key in self._DEEP:
+                state[key] = copy.deepcopy(value)
+            elif type(value) in _PLAIN_CONTAINERS:
+                state[key] = value.copy()  # what copy.copy does for these, without its dispatch
+            else:
+                state[key] = copy.copy(value)
         return clone
+
+
+_PLAIN_CONTAINERS = frozenset({dict, list, set})
 
 
 class FieldsMadeOnceMixin:
