@@ -2,10 +2,10 @@
 
 `POST /api/v1/chat/completions` is served by playground.serving.GatewayFront: the platform's
 request path in one hop to a long-lived thread, then the LLM call, which takes seconds, waits on
-the event loop, holding no worker and no thread. Every other request goes to Django's ASGI
-handler, where sync views run on a thread of their own per request, which is why database
-connections come from a pool here (DATABASE_POOL; a persistent connection per thread would be
-opened per request).
+the event loop, holding no worker and no thread. Every other HTTP request runs in one hop on the
+same long-lived threads; database connections come from a pool here (DATABASE_POOL), shared by
+those threads and the gateway's settlement threads. Once the application is built, what it
+loaded is frozen out of the garbage collector's walks (config.memory).
 
     gunicorn config.asgi:application -k uvicorn_worker.UvicornWorker --workers 4
 """
@@ -14,9 +14,11 @@ import os
 
 from django.core.asgi import get_asgi_application
 
+from config.memory import freeze_loaded_objects
 from playground.serving import GatewayFront
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.production")
 os.environ.setdefault("DATABASE_POOL", "true")
 
 application = GatewayFront(get_asgi_application())
+freeze_loaded_objects()

@@ -1,7 +1,13 @@
+"""The WSGI application (gunicorn's sync workers, `manage.py runserver`). Once it is built,
+what it loaded is frozen out of the garbage collector's walks (config.memory)."""
+
 import os
 
 from django.core.wsgi import get_wsgi_application
 
+from config.memory import freeze_loaded_objects
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.production")
 
 application = get_wsgi_application()
+freeze_loaded_objects()

@@ -275,6 +275,10 @@ AUDIT_SEAL_DELAY_SECONDS = env.float("AUDIT_SEAL_DELAY_SECONDS", default=1.0)
 # this bounds what it cannot see (a write made with psql). 0 keeps nothing. Needs Redis.
 PRINCIPAL_CACHE_SECONDS = env.float("PRINCIPAL_CACHE_SECONDS", default=30.0)
 
+# Web processes freeze the objects loaded at start-up out of the garbage collector's walks
+# (config.memory): shorter and fewer collection pauses.
+GC_FREEZE_AT_STARTUP = env.bool("GC_FREEZE_AT_STARTUP", default=True)
+
 # Tenancy
 TENANT_TRIAL_DAYS = env.int("TENANT_TRIAL_DAYS", default=14)
 # Invitations to join a tenant expire after this many days. The emailed link: when set,

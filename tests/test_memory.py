@@ -1,0 +1,46 @@
+"""config.memory: the web application freezes what it loaded at start-up out of the garbage
+collector's walks, unless turned off."""
+
+import gc
+import os
+import subprocess
+import sys
+
+import pytest
+from django.conf import settings
+
+from config.memory import freeze_loaded_objects
+
+
+@pytest.fixture
+def unfrozen():
+    gc.unfreeze()
+    yield
+    gc.unfreeze()
+
+
+def test_freezes_what_is_loaded(unfrozen):
+    frozen = freeze_loaded_objects()
+
+    assert frozen == gc.get_freeze_count() > 10_000
+    assert not any(obj is settings for obj in gc.get_objects())  # frozen, no longer walked
+
+
+def test_turned_off_freezes_nothing(unfrozen, settings):
+    settings.GC_FREEZE_AT_STARTUP = False
+
+    assert freeze_loaded_objects() == 0
+    assert gc.get_freeze_count() == 0
+
+
+@pytest.mark.parametrize("module", ["config.wsgi", "config.asgi"])
+@pytest.mark.parametrize("setting", ["true", "false"])
+def test_the_served_applications_freeze_once_built(module, setting):
+    env = {**os.environ, "GC_FREEZE_AT_STARTUP": setting}
+    code = f"import gc, {module}; print(gc.get_freeze_count())"
+    result = subprocess.run(  # noqa: S603
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+
+    frozen = int(result.stdout.split()[-1])
+    assert (frozen > 10_000) if setting == "true" else (frozen == 0)
