@@ -178,6 +178,7 @@ def _bare_calls(tenant_id, owner_id, runs: int, ready, go, done) -> None:
     django.setup()
     from django.db import connections
 
+    from config.memory import freeze_loaded_objects
     from playground.models import (
         CallSource,
         LanguageModel,
@@ -189,6 +190,8 @@ def _bare_calls(tenant_id, owner_id, runs: int, ready, go, done) -> None:
     from playground.services.runs import _phase_messages
     from tenants.models import Tenant
 
+    # What it loaded is frozen out of the garbage collector's walks, as in the workers.
+    freeze_loaded_objects()
     tenant = Tenant.objects.get(pk=tenant_id)
     run = OrchestrationRun(
         tenant=tenant,

@@ -18,3 +18,12 @@ def _drop_closed_connections(**_):
     from .connections import drop_closed_connections
 
     drop_closed_connections()
+
+
+@signals.worker_process_init.connect
+def _freeze_loaded_objects(**_):
+    """Each prefork worker process freezes what it loaded out of the garbage collector's walks,
+    as the web processes do (config.memory)."""
+    from .memory import freeze_loaded_objects
+
+    freeze_loaded_objects()

@@ -1,4 +1,5 @@
-"""Garbage collection in the web processes: what the application loaded at start-up is frozen.
+"""Garbage collection in long-lived processes: what the application loaded at start-up is
+frozen (web processes once the application is built, Celery worker processes when they start).
 
 A web process holds some 200,000 objects that live as long as it does: modules, models' and
 URL patterns' metadata, serializer fields kept per class, compiled queries. Python's cyclic
@@ -26,7 +27,8 @@ from django.conf import settings
 def freeze_loaded_objects() -> int:
     """Load the URL configuration (every view, serializer and service module), collect what is
     already garbage, and freeze the rest; returns how many objects are frozen (0 when turned
-    off). Called once the application is built (config.asgi, config.wsgi)."""
+    off). Called once the application is built (config.asgi, config.wsgi) and in each Celery
+    worker process (config.celery)."""
     if not settings.GC_FREEZE_AT_STARTUP:
         return 0
     from django.urls import get_resolver

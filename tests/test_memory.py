@@ -1,5 +1,5 @@
-"""config.memory: the web application freezes what it loaded at start-up out of the garbage
-collector's walks, unless turned off."""
+"""config.memory: the web application and the Celery worker processes freeze what they loaded
+at start-up out of the garbage collector's walks, unless turned off."""
 
 import gc
 import os
@@ -44,3 +44,13 @@ def test_the_served_applications_freeze_once_built(module, setting):
 
     frozen = int(result.stdout.split()[-1])
     assert (frozen > 10_000) if setting == "true" else (frozen == 0)
+
+
+def test_a_celery_worker_process_freezes_when_it_starts(unfrozen):
+    from celery import signals
+
+    import config.celery  # noqa: F401 (connects the handler)
+
+    signals.worker_process_init.send(sender=None)
+
+    assert gc.get_freeze_count() > 10_000
