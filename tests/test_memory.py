@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from celery import signals
 from django.conf import settings
 
 from config.memory import freeze_loaded_objects
@@ -47,10 +48,7 @@ def test_the_served_applications_freeze_once_built(module, setting):
 
 
 def test_a_celery_worker_process_freezes_when_it_starts(unfrozen):
-    from celery import signals
-
-    import config.celery  # noqa: F401 (connects the handler)
-
+    # The config package loads the Celery app (config/__init__.py), which connects the handler.
     signals.worker_process_init.send(sender=None)
 
     assert gc.get_freeze_count() > 10_000
