@@ -10,7 +10,7 @@ class AccountsConfig(AppConfig):
     def ready(self):
         from django.db.backends.signals import connection_created
 
-        from config import epoch
+        from config import epoch, pgtypes
         from tenants.models import Membership, Tenant
 
         # Registers the OpenAPI extensions for our authentication classes.
@@ -24,3 +24,5 @@ class AccountsConfig(AppConfig):
         principal_models = (User, AuthToken, APIKey, Membership, Tenant)
         epoch.watch(*(model._meta.db_table for model in principal_models))
         connection_created.connect(epoch.install, dispatch_uid="config.epoch.install")
+        # Not an accounts matter, but where the platform's connection receivers are connected.
+        connection_created.connect(pgtypes.use_c_loader, dispatch_uid="config.pgtypes.use_c_loader")
