@@ -5,6 +5,8 @@
 - **Safe text.** Single-line names refuse control, invisible and bidirectional formatting
   characters; other text refuses control characters but tab and line breaks
   (config.validators).
+- **Times in UTC.** Date-times are given as ISO 8601 in UTC (`...Z`), and a time given without
+  an offset is read as UTC, whatever timezone is active (`FieldsMadeOnceMixin`).
 - **Nothing ignored.** A request body naming a field the serializer does not write (a
   read-only field such as `status`, or a misspelt one) is a 400 naming each such key, rather
   than a 200 that silently changed nothing.
@@ -14,6 +16,7 @@ that does not derive from these bases or declares a text field that is not stric
 """
 
 import copy
+import datetime
 import json
 from collections.abc import Mapping
 
@@ -203,6 +206,16 @@ class _FieldCopier:
 _PLAIN_CONTAINERS = frozenset({dict, list, set})
 
 
+def _in_utc(field: serializers.Field) -> None:
+    """A date-time field (or a list or dict field's date-time child) without a timezone of its
+    own reads and gives its values in UTC."""
+    for candidate in (field, getattr(field, "child", None)):
+        if isinstance(candidate, serializers.DateTimeField) and not hasattr(candidate, "timezone"):
+            candidate.timezone = datetime.UTC
+            # What DRF makes a copy again from (a list or dict field's copy copies its child so).
+            candidate._kwargs["default_timezone"] = datetime.UTC
+
+
 class FieldsMadeOnceMixin:
     """A serializer's fields made once per class, each serializer getting copies.
 
@@ -212,12 +225,20 @@ class FieldsMadeOnceMixin:
     declared fields DRF's way (most of what validating a chat completion's body cost). Both
     depend on the class alone (its declarations and Meta), so they are made once per class and
     each serializer gets copies (`_FieldCopier`). A subclass that adapts its fields per request
-    does it in its own get_fields, on those."""
+    does it in its own get_fields, on those.
+
+    Date-time fields are given UTC as their timezone (DRF's `default_timezone`) unless they
+    name one: the API's times are UTC, which is Django's only timezone here (TIME_ZONE, and
+    none is ever activated), and DRF otherwise looks the active one up for every value it
+    reads or gives (8.7 µs against 2.5 µs a value: a page of audit events gives a hundred)."""
 
     def get_fields(self):
         copiers = type(self).__dict__.get("_field_copiers")
         if copiers is None:
-            copiers = [(name, _FieldCopier(field)) for name, field in super().get_fields().items()]
+            fields = super().get_fields()
+            for field in fields.values():
+                _in_utc(field)
+            copiers = [(name, _FieldCopier(field)) for name, field in fields.items()]
             # Set on this class only: a subclass makes (and keeps) its own.
             type(self)._field_copiers = copiers
         return {name: copier.copy() for name, copier in copiers}

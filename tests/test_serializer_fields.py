@@ -1,8 +1,13 @@
 """config.serializers' bases make a class's fields once and give each serializer copies: the
 fields are DRF's own (same names, same kinds, same options), never shared between two
-serializers, and a serializer that adapts its fields per request still does."""
+serializers, and a serializer that adapts its fields per request still does. Their date-times
+are read and given in UTC."""
+
+import datetime
+from zoneinfo import ZoneInfo
 
 import pytest
+from django.utils import timezone
 from rest_framework import serializers
 
 from config import serializers as base
@@ -164,3 +169,72 @@ def test_copies_validate_and_show_as_drfs_do():
     refused = _Kinds(data={"name": "", "tags": "not a list"})
     assert not refused.is_valid()
     assert set(refused.errors) == {"name", "tags"}
+
+
+# Times in UTC ---------------------------------------------------------------------------------
+
+
+class _Times(base.Serializer):
+    at = serializers.DateTimeField()
+    history = serializers.ListField(child=serializers.DateTimeField(), required=False)
+    local = serializers.DateTimeField(default_timezone=ZoneInfo("Europe/Paris"), required=False)
+
+
+def _date_time_fields(serializer):
+    for name, field in serializer.fields.items():
+        for candidate in (field, getattr(field, "child", None)):
+            if isinstance(candidate, serializers.DateTimeField):
+                yield name, candidate
+
+
+@pytest.mark.parametrize(
+    "serializer_class",
+    MODEL_SERIALIZERS + PLAIN_SERIALIZERS,
+    ids=lambda cls: f"{cls.__module__}.{cls.__qualname__}",
+)
+def test_every_date_time_field_is_in_utc(serializer_class):
+    for name, field in _date_time_fields(serializer_class()):
+        assert field.timezone is datetime.UTC, name
+
+
+def test_the_walk_finds_date_time_fields():
+    found = [cls for cls in MODEL_SERIALIZERS + PLAIN_SERIALIZERS if any(_date_time_fields(cls()))]
+
+    assert len(found) > 30
+    assert OrganizationSerializer in found
+
+
+def test_times_are_given_in_utc_whatever_timezone_is_active():
+    paris = ZoneInfo("Europe/Paris")
+    instant = datetime.datetime(2026, 7, 1, 14, 30, 5, 123456, tzinfo=paris)
+    value = {"at": instant, "history": [instant, instant.astimezone(datetime.UTC)]}
+
+    with timezone.override(paris):
+        given = _Times(value).data
+    expected = serializers.DateTimeField(default_timezone=ZoneInfo("UTC")).to_representation(
+        instant
+    )
+
+    assert given["at"] == expected == "2026-07-01T12:30:05.123456Z"
+    assert given["history"] == [expected, expected]
+
+
+def test_times_read_without_an_offset_are_utc():
+    with timezone.override(ZoneInfo("America/New_York")):
+        serializer = _Times(
+            data={"at": "2026-07-01T12:30:00", "history": ["2026-07-01T14:30:00+02:00"]}
+        )
+        assert serializer.is_valid(), serializer.errors
+
+    noon_thirty = datetime.datetime(2026, 7, 1, 12, 30, tzinfo=datetime.UTC)
+    assert serializer.validated_data["at"] == noon_thirty
+    assert serializer.validated_data["at"].tzinfo is datetime.UTC
+    assert serializer.validated_data["history"] == [noon_thirty]
+
+
+def test_a_field_naming_its_timezone_keeps_it():
+    serializer = _Times()
+    instant = datetime.datetime(2026, 1, 15, 9, 0, tzinfo=datetime.UTC)
+
+    assert serializer.fields["local"].timezone == ZoneInfo("Europe/Paris")
+    assert serializer.fields["local"].to_representation(instant) == "2026-01-15T10:00:00+01:00"
