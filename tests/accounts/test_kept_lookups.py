@@ -390,6 +390,26 @@ def test_which_statements_move_the_epoch(sql, moves):
     assert epoch.writes_watched_table(sql) is moves
 
 
+def test_a_with_statement_is_scanned_once_and_the_scans_kept_are_bounded(monkeypatch):
+    monkeypatch.setattr(epoch, "_cte_writes", {})
+    monkeypatch.setattr(epoch, "CTE_WRITES_MAX", 3)
+    writes = 'WITH a AS (UPDATE "tenants_quotacounter" SET x=1), b AS (INSERT INTO "accounts_user"'
+    sql = writes + ' ("id") VALUES (1)) SELECT 1'
+
+    assert epoch.writes_watched_table(sql) is True
+    assert epoch.tables_written_by_ctes(sql) == {"tenants_quotacounter", "accounts_user"}
+    # The same text, made again (as an f-string is per call), is not scanned again.
+    assert (
+        epoch.tables_written_by_ctes("".join([writes, sql[len(writes) :]]))
+        is (epoch._cte_writes[sql])
+    )
+    others = [f'WITH x AS (DELETE FROM "t{n}") SELECT 1' for n in range(5)]  # noqa: S608 - no input
+    for other in others:
+        epoch.writes_watched_table(other)
+    assert len(epoch._cte_writes) <= 3
+    assert epoch.writes_watched_table(sql) is True
+
+
 def test_a_write_moves_the_epoch_when_it_commits_not_before(owner):
     owner.client.get(ORG_URL)
     before = epoch.observed()
