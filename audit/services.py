@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from config import request_context
 from config.db import bulk_insert
+from config.prepared import insert_row
 from tenants.models import Tenant
 
 from . import signing
@@ -92,7 +93,8 @@ def record(
         context=request_context.current(),
         created_at=timezone.now(),
     )
-    event.save(force_insert=True)
+    # The ORM's INSERT, compiled once (no receiver listens to AuditEvent's save signals).
+    insert_row(event)
     _seal_after_commit()
     for hook in _RECORDED_HOOKS:
         hook(event)

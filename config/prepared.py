@@ -28,6 +28,7 @@ Both were measured on the same machine, one run after the other (PostgreSQL + Re
 import copy
 import datetime
 import decimal
+import functools
 import threading
 import uuid
 from collections.abc import Callable
@@ -36,10 +37,11 @@ from typing import NamedTuple
 
 import psycopg
 from django.conf import settings
-from django.db import connections, router
+from django.db import DEFAULT_DB_ALIAS, connections, router
 from django.db.models import Field, Model, QuerySet
 from django.db.models.base import ModelState
 from django.db.models.query import get_related_populators
+from django.db.models.sql import InsertQuery
 
 # psycopg prepares a statement run this many times by itself; with a count no query reaches,
 # only the statements run here with `prepare=True` are prepared. The settings pass it as the
@@ -88,6 +90,50 @@ def fetch_prepared(alias: str, sql: str, params) -> list[tuple]:
     with cursor:
         cursor.execute(sql, params)
         return cursor.fetchall()
+
+
+def execute_prepared(alias: str, sql: str, params) -> int:
+    """`fetch_prepared` for a statement that returns no rows (an INSERT): its row count."""
+    db = connections[alias]
+    cursor = _server_prepared_cursor(db) or db.cursor()
+    with cursor:
+        cursor.execute(sql, params)
+        return cursor.rowcount
+
+
+@functools.cache
+def insert_statement(model: type[Model], alias: str = DEFAULT_DB_ALIAS) -> str:
+    """The text of `model`'s one-row INSERT as the ORM writes it, compiled once: one
+    placeholder per local concrete field, in their order. A model whose INSERT is not that (a
+    database default, a field with a placeholder of its own) is refused here, not written
+    wrong."""
+    fields = model._meta.local_concrete_fields
+    query = InsertQuery(model)
+    query.insert_values(fields, [model()])
+    [(sql, params)] = query.get_compiler(using=alias).as_sql()
+    if len(params) != len(fields) or sql.count("%s") != len(fields):
+        raise ValueError(f"{model.__name__}'s INSERT is not one plain placeholder per field")
+    return sql
+
+
+def insert_values(instance: Model, alias: str = DEFAULT_DB_ALIAS) -> list:
+    """`instance`'s values for `insert_statement`, converted as the ORM's compiler converts
+    them (`pre_save`, which sets auto_now_add, then `get_db_prep_save`)."""
+    db = connections[alias]
+    return [
+        field.get_db_prep_save(field.pre_save(instance, True), db)
+        for field in instance._meta.local_concrete_fields
+    ]
+
+
+def insert_row(instance: Model, *, using: str = DEFAULT_DB_ALIAS) -> None:
+    """Insert `instance` as `save(force_insert=True)` does, without compiling the INSERT each
+    time (compiled once per model, prepared on PostgreSQL): about 100 µs less per row for an
+    audit event. Sends no `pre_save` / `post_save` signal, so only for models no receiver
+    listens to, with their primary key set in Python (UUID keys), and no parents."""
+    execute_prepared(using, insert_statement(type(instance), using), insert_values(instance, using))
+    instance._state.adding = False
+    instance._state.db = using
 
 
 class KeptRows(tuple):

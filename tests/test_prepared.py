@@ -1,16 +1,27 @@
 """config.prepared: hot fixed queries prepared on the PostgreSQL server (fetch_prepared), visible
 to Django like any query and run as usual elsewhere or when turned off, and hot querysets
-compiled by the ORM once (CompiledQuery)."""
+compiled by the ORM once (CompiledQuery); one-row INSERTs compiled once (insert_row)."""
 
 import threading
 import uuid
 
 import pytest
-from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, connections, transaction
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, connections, models, transaction
+from django.db.models.functions import Now
 from django.test import override_settings
-from django.test.utils import CaptureQueriesContext
+from django.test.utils import CaptureQueriesContext, isolate_apps
+from django.utils import timezone
 
-from config.prepared import EXPLICIT_ONLY, CompiledQuery, KeptRows, built_from, fetch_prepared
+from audit.models import AuditEvent
+from config.prepared import (
+    EXPLICIT_ONLY,
+    CompiledQuery,
+    KeptRows,
+    built_from,
+    fetch_prepared,
+    insert_row,
+    insert_statement,
+)
 from tenants import queries as queries_module
 from tenants.models import MembershipStatus, Tenant, Theme
 from tenants.queries import organization_detail
@@ -237,3 +248,76 @@ def test_instances_are_built_from_kept_rows_once_and_from_other_rows_every_time(
     assert first[0] is not second[0] is not kept.built[0]
     first[0].settings["theme"] = "light"
     assert second[0].settings == kept.built[0].settings == {"theme": "dark"}
+
+
+# One-row INSERTs compiled once ------------------------------------------------------------------
+
+
+def _stored(event_id) -> dict:
+    row = AuditEvent.objects.filter(pk=event_id).values().get()
+    row.pop("id")
+    return row
+
+
+def _event(tenant, **fields):
+    values = {
+        "event_type": "tenant.updated",
+        "actor_type": "user",
+        "actor_label": "owner@example.com",
+        "payload": {"changes": {"name": ["Old", "New"]}, "tags": ["a", None, 3]},
+        "request_id": "req-1",
+        "ip_address": "2001:db8::7",
+        "user_agent": "curl/8",
+        "created_at": timezone.now(),
+    }
+    return AuditEvent(tenant=tenant, **{**values, **fields})
+
+
+@pytest.mark.smoke
+def test_an_inserted_row_is_what_saving_inserts():
+    tenant = TenantFactory()
+    by_orm, by_insert = _event(tenant), _event(tenant)
+    by_insert.created_at = by_orm.created_at
+    by_orm.save(force_insert=True)
+
+    insert_row(by_insert)
+
+    assert _stored(by_insert.pk) == _stored(by_orm.pk)
+    # A saved row, as after save(): saving it again would update it, not insert another.
+    assert (by_insert._state.adding, by_insert._state.db) == (False, DEFAULT_DB_ALIAS)
+
+
+@pytest.mark.smoke
+def test_empty_values_are_inserted_as_saving_inserts_them():
+    by_orm, by_insert = _event(None, ip_address=None), _event(None, ip_address=None)
+    by_orm.payload = by_insert.payload = {}
+    by_insert.created_at = by_orm.created_at
+    by_orm.save(force_insert=True)
+
+    insert_row(by_insert)
+
+    assert _stored(by_insert.pk) == _stored(by_orm.pk)
+
+
+@pytest.mark.postgres
+def test_the_insert_is_compiled_once_and_prepared_on_the_server():
+    insert_row(_event(TenantFactory()))
+
+    assert insert_statement(AuditEvent) is insert_statement(AuditEvent)
+    assert server_prepared('INSERT INTO "audit_auditevent"')
+
+
+@isolate_apps("tests")
+def test_a_model_whose_insert_is_not_a_placeholder_per_field_is_refused():
+    class Stamped(models.Model):
+        id = models.UUIDField(primary_key=True, default=uuid.uuid4)
+        stamped_at = models.DateTimeField(db_default=Now())
+
+        class Meta:
+            app_label = "tests"
+
+        def __str__(self):
+            return str(self.id)
+
+    with pytest.raises(ValueError, match="one plain placeholder per field"):
+        insert_statement(Stamped)

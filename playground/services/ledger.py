@@ -25,10 +25,7 @@ The rules are the services' own:
 Elsewhere (SQLite) the same services run in a transaction, as they always did.
 """
 
-import functools
-
-from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
-from django.db.models.sql import InsertQuery
+from django.db import DEFAULT_DB_ALIAS, connection, transaction
 from django.utils import timezone
 from rest_framework.exceptions import AuthenticationFailed
 
@@ -42,7 +39,7 @@ from accounts.services import (
     key_counter_writes,
 )
 from config.db import raw_uuid
-from config.prepared import Rider, fetch_prepared, one_row_from
+from config.prepared import Rider, fetch_prepared, insert_statement, insert_values, one_row_from
 from tenants.models import QuotaCounter, QuotaResource, Tenant
 from tenants.plans import tenant_limits
 from tenants.services.quotas import (
@@ -231,27 +228,11 @@ def gateway_tokens_settle(
     return call
 
 
-@functools.cache
-def _insert_sql() -> str:
-    """The text of a call's INSERT, as the ORM writes it: the same for every call (one
-    placeholder per column; no column has a database default or a placeholder of its own)."""
-    query = InsertQuery(GatewayCall)
-    query.insert_values(GatewayCall._meta.local_concrete_fields, [GatewayCall()])
-    [(sql, _)] = query.get_compiler(using=DEFAULT_DB_ALIAS).as_sql()
-    return sql
-
-
 def _insert(call: GatewayCall) -> tuple[str, list]:
     """The ORM's own INSERT of `call` (defaults, auto_now_add, conversions), as SQL: the text
     written once, the values converted per call as the ORM's compiler converts them
-    (`pre_save`, then `get_db_prep_save`), against the connection itself rather than Django's
-    proxy to it, which looks the connection up again on each attribute read."""
-    db = connections[DEFAULT_DB_ALIAS]
-    params = [
-        field.get_db_prep_save(field.pre_save(call, True), db)
-        for field in GatewayCall._meta.local_concrete_fields
-    ]
-    return _insert_sql(), params
+    (config.prepared.insert_statement and insert_values)."""
+    return insert_statement(GatewayCall), insert_values(call)
 
 
 def _fetch(sql: str, params: list):
