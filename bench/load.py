@@ -25,6 +25,11 @@ round so that no endpoint always runs first. Endpoints:
 Prints each round's req/s, p50 and p99 (wrk's latency distribution), each endpoint's req/s over
 /health/'s in that round, and the medians over the rounds (targets: token 0.25, API key 0.35).
 A response other than 200 fails the run (exit 1). The server's log is kept when it fails.
+
+Each measurement also reads the workers' CPU time (Linux /proc): when one worker did at least
+`ONE_WORKER_SHARE` of it, the line says so. The worker that wakes first can take every
+connection wrk opens at once and keep them (docs/performance.md), and such a round runs at
+about half the rate: compare rounds in the same mode.
 """
 
 import argparse
@@ -35,7 +40,7 @@ import shutil
 import statistics
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
 
 from common import describe_environment
@@ -44,6 +49,8 @@ from serving import Processes, free_port, gunicorn, production_environment, run_
 UNLIMITED_RATE = "1000000000/min"
 UNLIMITED_HOURLY = "1000000000/hour"
 TARGETS = {"current (token)": 0.25, "current (API key)": 0.35}
+# A measurement in which one worker used this share of the workers' CPU time was served by it.
+ONE_WORKER_SHARE = 0.8
 
 
 @dataclass(frozen=True)
@@ -59,6 +66,8 @@ class Result:
     p50_ms: float
     p99_ms: float
     errors: int
+    # The busiest worker's share of the workers' CPU time while it was measured.
+    busiest_worker_share: float | None = None
 
 
 def endpoints(token: str, api_key: str, tenant_id: str) -> list[Endpoint]:
@@ -97,6 +106,38 @@ def wrk(base_url: str, endpoint: Endpoint, *, seconds: int, connections: int) ->
     if socket_errors:
         errors += sum(int(n) for n in socket_errors.groups())
     return Result(float(rate[1]), percentiles.get("50", 0.0), percentiles.get("99", 0.0), errors)
+
+
+def worker_pids(server_pid: int) -> list[int]:
+    """The server's worker processes: gunicorn's children (Linux /proc; none elsewhere)."""
+    try:
+        with open(f"/proc/{server_pid}/task/{server_pid}/children") as children:
+            return [int(pid) for pid in children.read().split()]
+    except OSError:
+        return []
+
+
+def cpu_ticks(pids: list[int]) -> list[int]:
+    """Each process's user + system CPU time so far, in clock ticks."""
+    ticks = []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+            ticks.append(int(fields[11]) + int(fields[12]))
+        except OSError:
+            ticks.append(0)
+    return ticks
+
+
+def measure(base_url: str, endpoint: Endpoint, pids: list[int], **load) -> Result:
+    """wrk's result, with the busiest worker's share of the workers' CPU time."""
+    before = cpu_ticks(pids)
+    result = wrk(base_url, endpoint, **load)
+    used = [after - was for was, after in zip(before, cpu_ticks(pids), strict=True)]
+    if len(used) < 2 or sum(used) <= 0:
+        return result
+    return replace(result, busiest_worker_share=max(used) / sum(used))
 
 
 # Set-up ---------------------------------------------------------------------------------------
@@ -169,10 +210,11 @@ def run(args, processes: Processes) -> bool:
     connection.close()  # the server's connections only, while it is measured
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
-    processes.start(
+    server = processes.start(
         "server", server_command(args.server, port, args.workers), served_environment(database_url)
     )
     processes.wait_ready("server", base_url)
+    pids = worker_pids(server.pid)
 
     targets = endpoints(token, api_key, tenant_id)
     print(
@@ -189,8 +231,8 @@ def run(args, processes: Processes) -> bool:
     for number in range(args.rounds):
         order = targets if number % 2 == 0 else list(reversed(targets))
         measured = {
-            endpoint.name: wrk(
-                base_url, endpoint, seconds=args.seconds, connections=args.connections
+            endpoint.name: measure(
+                base_url, endpoint, pids, seconds=args.seconds, connections=args.connections
             )
             for endpoint in order
         }
@@ -207,6 +249,7 @@ def run(args, processes: Processes) -> bool:
                 f"p50 {result.p50_ms:6.2f} ms  p99 {result.p99_ms:6.2f} ms  "
                 f"x{ratio:5.2f} of /health/"
                 + (f"  ERRORS {result.errors}" if result.errors else "")
+                + (f"  one worker ({share:.0%})" if (share := _one_worker(result)) else "")
             )
 
     print("median over the rounds:")
@@ -221,9 +264,23 @@ def run(args, processes: Processes) -> bool:
             f"x{statistics.median(ratios[endpoint.name]):5.2f} of /health/"
             + (f"  (target {target})" if target else "")
         )
+    by_one = {
+        name: sum(1 for result in rows if _one_worker(result)) for name, rows in results.items()
+    }
+    if any(by_one.values()):
+        print(
+            "served by one worker: "
+            + ", ".join(f"{name} {n} of {args.rounds}" for name, n in by_one.items() if n)
+        )
     if failed:
         print("FAILED: some responses were not 200 (or sockets failed); see the server log")
     return not failed
+
+
+def _one_worker(result: Result) -> float | None:
+    """The busiest worker's share, when it served the measurement alone (near enough)."""
+    share = result.busiest_worker_share
+    return share if share is not None and share >= ONE_WORKER_SHARE else None
 
 
 def main():
