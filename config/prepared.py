@@ -105,8 +105,11 @@ def execute_prepared(alias: str, sql: str, params) -> int:
 def insert_statement(model: type[Model], alias: str = DEFAULT_DB_ALIAS) -> str:
     """The text of `model`'s one-row INSERT as the ORM writes it, compiled once: one
     placeholder per local concrete field, in their order. A model whose INSERT is not that (a
-    database default, a field with a placeholder of its own) is refused here, not written
+    database default, a field with a placeholder of its own), whose key the database assigns
+    (an auto field) or whose rows start in a parent's table is refused here, not written
     wrong."""
+    if model._meta.parents or model._meta.auto_field is not None:
+        raise ValueError(f"{model.__name__}'s rows are not one INSERT with its key set in Python")
     fields = model._meta.local_concrete_fields
     query = InsertQuery(model)
     query.insert_values(fields, [model()])

@@ -321,3 +321,23 @@ def test_a_model_whose_insert_is_not_a_placeholder_per_field_is_refused():
 
     with pytest.raises(ValueError, match="one plain placeholder per field"):
         insert_statement(Stamped)
+
+
+@isolate_apps("tests")
+def test_a_model_whose_key_the_database_assigns_or_with_a_parent_is_refused():
+    class Counted(models.Model):
+        name = models.CharField(max_length=10)
+
+        class Meta:
+            app_label = "tests"
+
+        def __str__(self):
+            return self.name
+
+    class Child(Counted):
+        class Meta:
+            app_label = "tests"
+
+    for model in (Counted, Child):
+        with pytest.raises(ValueError, match="key set in Python"):
+            insert_statement(model)
