@@ -7,6 +7,7 @@ from django.db import IntegrityError, connection, connections, router, transacti
 from django.http import Http404
 
 from .exceptions import Conflict
+from .prepared import insert_values
 from .services import model_update
 
 
@@ -39,16 +40,14 @@ def bulk_insert(model, objs: list) -> list:
     connection = connections[router.db_for_write(model)]
     if connection.vendor != "postgresql":
         return model.objects.bulk_create(objs)
-    fields = [field for field in model._meta.concrete_fields if field.column]
+    fields = model._meta.local_concrete_fields  # insert_values' order
     table = connection.ops.quote_name(model._meta.db_table)
     columns = ", ".join(connection.ops.quote_name(field.column) for field in fields)
     sql = f"COPY {table} ({columns}) FROM STDIN"
     started = time.monotonic()
     with connection.cursor() as cursor, cursor.cursor.copy(sql) as copy:
         for obj in objs:
-            copy.write_row(
-                [field.get_db_prep_save(field.pre_save(obj, True), connection) for field in fields]
-            )
+            copy.write_row(insert_values(obj, connection.alias))
     for obj in objs:
         obj._state.adding = False
         obj._state.db = connection.alias

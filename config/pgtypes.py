@@ -27,11 +27,10 @@ except ImportError:  # pragma: no cover - psycopg is a requirement; SQLite-only 
     Loader = object
 
 _C_LOADER = None
-if psycopg is not None and psycopg.pq.__impl__ in ("c", "binary"):
-    if psycopg.pq.__impl__ == "binary":
-        from psycopg_binary._psycopg import TimestamptzLoader as _C_LOADER
-    else:  # pragma: no cover - the local build of the C extension
-        from psycopg_c._psycopg import TimestamptzLoader as _C_LOADER
+if psycopg is not None and psycopg.pq.__impl__ == "binary":
+    from psycopg_binary._psycopg import TimestamptzLoader as _C_LOADER
+elif psycopg is not None and psycopg.pq.__impl__ == "c":  # pragma: no cover - a local build
+    from psycopg_c._psycopg import TimestamptzLoader as _C_LOADER
 
 
 class UTCTimestamptzLoader(Loader):

@@ -85,20 +85,21 @@ def fetch_prepared(alias: str, sql: str, params) -> list[tuple]:
     once per connection: parsing and planning a join can cost more than running it. Elsewhere,
     or with DATABASE_PREPARED_STATEMENTS off (a pooler that cannot keep prepared statements),
     it runs as any query does."""
-    db = connections[alias]
-    cursor = _server_prepared_cursor(db) or db.cursor()
-    with cursor:
+    with _preparing_or_plain_cursor(alias) as cursor:
         cursor.execute(sql, params)
         return cursor.fetchall()
 
 
 def execute_prepared(alias: str, sql: str, params) -> int:
     """`fetch_prepared` for a statement that returns no rows (an INSERT): its row count."""
-    db = connections[alias]
-    cursor = _server_prepared_cursor(db) or db.cursor()
-    with cursor:
+    with _preparing_or_plain_cursor(alias) as cursor:
         cursor.execute(sql, params)
         return cursor.rowcount
+
+
+def _preparing_or_plain_cursor(alias: str):
+    db = connections[alias]
+    return _server_prepared_cursor(db) or db.cursor()
 
 
 @functools.cache
