@@ -27,9 +27,10 @@ Prints each round's req/s, p50 and p99 (wrk's latency distribution), each endpoi
 A response other than 200 fails the run (exit 1). The server's log is kept when it fails.
 
 Each measurement also reads the workers' CPU time (Linux /proc): when one worker did at least
-`ONE_WORKER_SHARE` of it, the line says so. The worker that wakes first can take every
-connection wrk opens at once and keep them (docs/performance.md), and such a round runs at
-about half the rate: compare rounds in the same mode.
+`ONE_WORKER_SHARE` of it, the line says so. Under uvicorn's own worker class the worker that
+wakes first could take every connection wrk opens at once and keep them, and such a round ran
+at about half the rate; the production worker class (config.workers) shares them, so the mark
+should not appear (docs/performance.md).
 """
 
 import argparse

@@ -1,7 +1,7 @@
 """The baseline of bench/gateway.py: a minimal async pass-through proxy, as an ASGI app.
 
     BENCH_UPSTREAM_URL=http://127.0.0.1:PORT \\
-        gunicorn bench.passthrough_proxy:app -k uvicorn_worker.UvicornWorker --workers 2
+        gunicorn bench.passthrough_proxy:app -k config.workers.BalancedUvicornWorker --workers 2
 
 Every request is forwarded as it came (method, path, body, content type) with the httpx clients
 the gateway's provider adapters use (the same limits, a few clients per process taken in turn), and

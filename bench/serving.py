@@ -94,7 +94,7 @@ def interrupted(signum, frame):
 def gunicorn(app: str, port: int, workers: int) -> list[str]:
     return [
         *(sys.executable, "-m", "gunicorn", app),
-        *("-k", "uvicorn_worker.UvicornWorker", "--workers", str(workers)),
+        *("-k", "config.workers.BalancedUvicornWorker", "--workers", str(workers)),
         *("--bind", f"127.0.0.1:{port}"),
     ]
 

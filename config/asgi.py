@@ -7,7 +7,7 @@ same long-lived threads; database connections come from a pool here (DATABASE_PO
 those threads and the gateway's settlement threads. Once the application is built, what it
 loaded is frozen out of the garbage collector's walks (config.memory).
 
-    gunicorn config.asgi:application -k uvicorn_worker.UvicornWorker --workers 4
+    gunicorn config.asgi:application -k config.workers.BalancedUvicornWorker --workers 4
 """
 
 import os
