@@ -249,3 +249,18 @@ def test_the_server_stops_cleanly(gunicorn):
     assert serving_pids(server.port, 2).total() == 2
     assert server.stop() == 0
     assert "Traceback" not in server.log()
+
+
+def test_after_a_reload_the_new_workers_share_the_connections(gunicorn):
+    server = gunicorn(workers=2)
+    old = set(server.workers())
+    server.process.send_signal(signal.SIGHUP)
+    server.wait_for(r"\[(\d+)\] \[INFO\] Accepting connections balanced", count=4)
+    deadline = time.monotonic() + 30
+    while old & set(server.workers()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    workers = server.workers()
+    assert not old & set(workers) and len(workers) == 2
+    answered = serving_pids(server.port, 16)
+    assert set(answered) == set(workers), answered
+    assert min(answered.values()) >= 6, answered
