@@ -4,6 +4,8 @@ from datetime import timedelta
 from django.conf import settings
 from django.db import models
 from django.db.models.functions import Coalesce
+from django.db.models.signals import class_prepared
+from django.dispatch import receiver
 from django.utils import timezone
 
 from config.models import TimestampedModel
@@ -145,6 +147,8 @@ class TenantOwned(TimestampedModel):
     its own related_name (or as a OneToOneField); it keeps the rest.
 
     Every unique constraint on a subclass must include `tenant` (tests/test_citus_readiness.py).
+    The `tenant` column gets an index of its own only when no index or unique constraint of the
+    model already starts with it (index_the_tenant_column_once, below).
     """
 
     tenant = models.ForeignKey(
@@ -153,6 +157,41 @@ class TenantOwned(TimestampedModel):
 
     class Meta:
         abstract = True
+
+
+def tenant_column_led_by_an_index(model) -> bool:
+    """Whether an index or unique constraint over all of `model`'s rows starts with its tenant
+    column, so that it serves the lookups by tenant (a tenant's deletion, the tenant filter)."""
+    meta = model._meta
+    firsts = [index.fields[0] for index in meta.indexes if index.fields and not index.condition]
+    firsts += [
+        constraint.fields[0]
+        for constraint in meta.constraints
+        if isinstance(constraint, models.UniqueConstraint)
+        and constraint.fields
+        and not constraint.condition
+    ]
+    firsts += [fields[0] for fields in meta.unique_together]
+    return "tenant" in firsts
+
+
+@receiver(class_prepared)
+def index_the_tenant_column_once(sender, **kwargs):
+    """A model's `tenant` foreign key gets no index of its own when one of the model's indexes
+    or unique constraints already starts with it: that one serves the same lookups, and a second
+    index on the column would only be one more write on every insert. Models rebuilt from
+    migration files (module `__fake__`) are left as their files say."""
+    if sender.__module__ == "__fake__":
+        return
+    field = next((f for f in sender._meta.local_fields if f.name == "tenant"), None)
+    if (
+        isinstance(field, models.ForeignKey)
+        and not isinstance(field, models.OneToOneField)
+        and field.remote_field.model in (Tenant, "tenants.Tenant")
+        and field.db_index
+        and tenant_column_led_by_an_index(sender)
+    ):
+        field.db_index = False
 
 
 class Role(models.TextChoices):

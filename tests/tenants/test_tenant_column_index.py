@@ -1,0 +1,145 @@
+"""The tenant column is indexed once: a model's `tenant` foreign key has no index of its own
+when one of the model's indexes or unique constraints already starts with it
+(tenants.models.index_the_tenant_column_once), and every tenant-owned table keeps an index
+that starts with it."""
+
+import pytest
+from django.apps import apps
+from django.db import connection, models
+from django.test.utils import isolate_apps
+
+from tenants.models import Tenant, TenantOwned
+
+
+def _tenant_field(model):
+    return model._meta.get_field("tenant")
+
+
+@isolate_apps("tests")
+def test_a_composite_index_leading_with_the_tenant_replaces_its_own():
+    class Led(TenantOwned):
+        code = models.CharField(max_length=10)
+
+        class Meta:
+            app_label = "tests"
+            indexes = [models.Index(fields=["tenant", "-created_at"], name="led_tenant_time")]
+
+    assert _tenant_field(Led).db_index is False
+
+
+@isolate_apps("tests")
+def test_a_unique_constraint_or_unique_together_leading_with_the_tenant_replaces_it():
+    class Unique(TenantOwned):
+        code = models.CharField(max_length=10)
+
+        class Meta:
+            app_label = "tests"
+            constraints = [models.UniqueConstraint(fields=["tenant", "code"], name="unique_code")]
+
+    class Together(TenantOwned):
+        code = models.CharField(max_length=10)
+
+        class Meta:
+            app_label = "tests"
+            unique_together = [("tenant", "code")]
+
+    assert _tenant_field(Unique).db_index is False
+    assert _tenant_field(Together).db_index is False
+
+
+@isolate_apps("tests")
+def test_the_tenant_keeps_its_own_index_when_nothing_else_serves_lookups_by_tenant():
+    class Plain(TenantOwned):
+        class Meta:
+            app_label = "tests"
+
+    class Partial(TenantOwned):
+        code = models.CharField(max_length=10)
+
+        class Meta:
+            app_label = "tests"
+            indexes = [
+                models.Index(
+                    fields=["tenant", "code"], condition=~models.Q(code=""), name="partial_code"
+                )
+            ]
+            constraints = [
+                models.UniqueConstraint(
+                    fields=["tenant", "code"], condition=~models.Q(code=""), name="partial_unique"
+                )
+            ]
+
+    class Second(TenantOwned):
+        code = models.CharField(max_length=10)
+
+        class Meta:
+            app_label = "tests"
+            indexes = [models.Index(fields=["code", "tenant"], name="code_first")]
+
+    for model in (Plain, Partial, Second):
+        assert _tenant_field(model).db_index is True, model
+
+
+@isolate_apps("tests")
+def test_a_one_to_one_tenant_and_other_foreign_keys_are_left_alone():
+    class Single(TenantOwned):
+        tenant = models.OneToOneField(Tenant, on_delete=models.CASCADE, related_name="+")
+
+        class Meta:
+            app_label = "tests"
+            indexes = [models.Index(fields=["tenant", "created_at"], name="single_tenant")]
+
+    class Other(models.Model):
+        tenant = models.ForeignKey("tests.Single", on_delete=models.CASCADE, related_name="+")
+
+        class Meta:
+            app_label = "tests"
+            indexes = [models.Index(fields=["tenant", "id"], name="other_tenant")]
+
+        def __str__(self):
+            return str(self.pk)
+
+    assert _tenant_field(Single).unique
+    assert _tenant_field(Other).db_index is True
+
+
+def _tenant_models():
+    for model in apps.get_models():
+        field = next((f for f in model._meta.local_fields if f.name == "tenant"), None)
+        if field is not None and field.remote_field and field.remote_field.model is Tenant:
+            yield model
+
+
+def test_every_project_model_whose_tenant_lookups_are_served_otherwise_drops_the_own_index():
+    dropped = [m for m in _tenant_models() if not _tenant_field(m).db_index]
+    assert len(dropped) >= 39
+    from audit.models import AuditEvent
+    from playground.models import GatewayCall
+
+    assert AuditEvent in dropped and GatewayCall in dropped
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db
+def test_every_tenant_table_keeps_one_full_index_starting_with_the_tenant_and_no_spare():
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT t.relname,
+                   array_agg(i.indnkeyatts ORDER BY i.indexrelid)
+                       FILTER (WHERE NOT i.indisunique)
+            FROM pg_index i
+            JOIN pg_class t ON t.oid = i.indrelid
+            JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = i.indkey[0]
+            WHERE a.attname = 'tenant_id' AND i.indpred IS NULL AND i.indexprs IS NULL
+            GROUP BY t.relname
+            """
+        )
+        # Each table with a full index starting with tenant_id: its plain indexes' widths.
+        leading = {table: plain or [] for table, plain in cursor.fetchall()}
+    for model in _tenant_models():
+        table = model._meta.db_table
+        assert table in leading, f"{table}: no full index starts with tenant_id"
+        plain_widths = leading[table]
+        if not _tenant_field(model).db_index:
+            assert 1 not in plain_widths, f"{table}: tenant_id indexed alone, {plain_widths}"
