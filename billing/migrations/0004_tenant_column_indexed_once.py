@@ -3,6 +3,8 @@
 import django.db.models.deletion
 from django.db import migrations, models
 
+from config.migration_operations import DropForeignKeyIndex
+
 
 class Migration(migrations.Migration):
 
@@ -12,12 +14,12 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
-        migrations.AlterField(
+        DropForeignKeyIndex(
             model_name='checkoutsession',
             name='tenant',
             field=models.ForeignKey(db_index=False, editable=False, on_delete=django.db.models.deletion.CASCADE, related_name='checkout_sessions', to='tenants.tenant'),
         ),
-        migrations.AlterField(
+        DropForeignKeyIndex(
             model_name='creditnote',
             name='tenant',
             field=models.ForeignKey(db_index=False, editable=False, on_delete=django.db.models.deletion.CASCADE, related_name='credit_notes', to='tenants.tenant'),

@@ -3,6 +3,8 @@
 import django.db.models.deletion
 from django.db import migrations, models
 
+from config.migration_operations import DropForeignKeyIndex
+
 
 class Migration(migrations.Migration):
 
@@ -12,32 +14,32 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
-        migrations.AlterField(
+        DropForeignKeyIndex(
             model_name='notification',
             name='tenant',
             field=models.ForeignKey(db_index=False, editable=False, on_delete=django.db.models.deletion.CASCADE, related_name='notifications', to='tenants.tenant'),
         ),
-        migrations.AlterField(
+        DropForeignKeyIndex(
             model_name='notificationpreference',
             name='tenant',
             field=models.ForeignKey(db_index=False, editable=False, on_delete=django.db.models.deletion.CASCADE, related_name='notification_preferences', to='tenants.tenant'),
         ),
-        migrations.AlterField(
+        DropForeignKeyIndex(
             model_name='webhookattempt',
             name='tenant',
             field=models.ForeignKey(db_index=False, editable=False, on_delete=django.db.models.deletion.CASCADE, related_name='webhook_attempts', to='tenants.tenant'),
         ),
-        migrations.AlterField(
+        DropForeignKeyIndex(
             model_name='webhookdelivery',
             name='tenant',
             field=models.ForeignKey(db_index=False, editable=False, on_delete=django.db.models.deletion.CASCADE, related_name='webhook_deliveries', to='tenants.tenant'),
         ),
-        migrations.AlterField(
+        DropForeignKeyIndex(
             model_name='webhookendpoint',
             name='tenant',
             field=models.ForeignKey(db_index=False, editable=False, on_delete=django.db.models.deletion.CASCADE, related_name='webhook_endpoints', to='tenants.tenant'),
         ),
-        migrations.AlterField(
+        DropForeignKeyIndex(
             model_name='webhookevent',
             name='tenant',
             field=models.ForeignKey(db_index=False, editable=False, on_delete=django.db.models.deletion.CASCADE, related_name='webhook_events', to='tenants.tenant'),

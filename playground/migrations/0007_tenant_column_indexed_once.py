@@ -3,6 +3,8 @@
 import django.db.models.deletion
 from django.db import migrations, models
 
+from config.migration_operations import DropForeignKeyIndex
+
 
 class Migration(migrations.Migration):
 
@@ -12,52 +14,52 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
-        migrations.AlterField(
+        DropForeignKeyIndex(
             model_name='gatewaycall',
             name='tenant',
             field=models.ForeignKey(db_index=False, editable=False, on_delete=django.db.models.deletion.CASCADE, related_name='gateway_calls', to='tenants.tenant'),
         ),
-        migrations.AlterField(
+        DropForeignKeyIndex(
             model_name='integrationoperation',
             name='tenant',
             field=models.ForeignKey(db_index=False, editable=False, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='tenants.tenant'),
         ),
-        migrations.AlterField(
+        DropForeignKeyIndex(
             model_name='orchestrationphase',
             name='tenant',
             field=models.ForeignKey(db_index=False, editable=False, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='tenants.tenant'),
         ),
-        migrations.AlterField(
+        DropForeignKeyIndex(
             model_name='orchestrationrun',
             name='tenant',
             field=models.ForeignKey(db_index=False, editable=False, on_delete=django.db.models.deletion.CASCADE, related_name='orchestration_runs', to='tenants.tenant'),
         ),
-        migrations.AlterField(
+        DropForeignKeyIndex(
             model_name='orchestrationtemplate',
             name='tenant',
             field=models.ForeignKey(db_index=False, editable=False, on_delete=django.db.models.deletion.CASCADE, related_name='orchestration_templates', to='tenants.tenant'),
         ),
-        migrations.AlterField(
+        DropForeignKeyIndex(
             model_name='project',
             name='tenant',
             field=models.ForeignKey(db_index=False, editable=False, on_delete=django.db.models.deletion.CASCADE, related_name='projects', to='tenants.tenant'),
         ),
-        migrations.AlterField(
+        DropForeignKeyIndex(
             model_name='promptexecution',
             name='tenant',
             field=models.ForeignKey(db_index=False, editable=False, on_delete=django.db.models.deletion.CASCADE, related_name='prompt_executions', to='tenants.tenant'),
         ),
-        migrations.AlterField(
+        DropForeignKeyIndex(
             model_name='prompttemplate',
             name='tenant',
             field=models.ForeignKey(db_index=False, editable=False, on_delete=django.db.models.deletion.CASCADE, related_name='prompt_templates', to='tenants.tenant'),
         ),
-        migrations.AlterField(
+        DropForeignKeyIndex(
             model_name='prompttemplateversion',
             name='tenant',
             field=models.ForeignKey(db_index=False, editable=False, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='tenants.tenant'),
         ),
-        migrations.AlterField(
+        DropForeignKeyIndex(
             model_name='workflowjob',
             name='tenant',
             field=models.ForeignKey(db_index=False, editable=False, on_delete=django.db.models.deletion.CASCADE, related_name='workflow_jobs', to='tenants.tenant'),

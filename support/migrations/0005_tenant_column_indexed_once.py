@@ -3,6 +3,8 @@
 import django.db.models.deletion
 from django.db import migrations, models
 
+from config.migration_operations import DropForeignKeyIndex
+
 
 class Migration(migrations.Migration):
 
@@ -12,37 +14,37 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
-        migrations.AlterField(
+        DropForeignKeyIndex(
             model_name='aiagent',
             name='tenant',
             field=models.ForeignKey(db_index=False, editable=False, on_delete=django.db.models.deletion.CASCADE, related_name='ai_agents', to='tenants.tenant'),
         ),
-        migrations.AlterField(
+        DropForeignKeyIndex(
             model_name='budget',
             name='tenant',
             field=models.ForeignKey(db_index=False, editable=False, on_delete=django.db.models.deletion.CASCADE, related_name='budgets', to='tenants.tenant'),
         ),
-        migrations.AlterField(
+        DropForeignKeyIndex(
             model_name='escalation',
             name='tenant',
             field=models.ForeignKey(db_index=False, editable=False, on_delete=django.db.models.deletion.CASCADE, related_name='escalations', to='tenants.tenant'),
         ),
-        migrations.AlterField(
+        DropForeignKeyIndex(
             model_name='refund',
             name='tenant',
             field=models.ForeignKey(db_index=False, editable=False, on_delete=django.db.models.deletion.CASCADE, related_name='refunds', to='tenants.tenant'),
         ),
-        migrations.AlterField(
+        DropForeignKeyIndex(
             model_name='representative',
             name='tenant',
             field=models.ForeignKey(db_index=False, editable=False, on_delete=django.db.models.deletion.CASCADE, related_name='representatives', to='tenants.tenant'),
         ),
-        migrations.AlterField(
+        DropForeignKeyIndex(
             model_name='slapolicy',
             name='tenant',
             field=models.ForeignKey(db_index=False, editable=False, on_delete=django.db.models.deletion.CASCADE, related_name='sla_policies', to='tenants.tenant'),
         ),
-        migrations.AlterField(
+        DropForeignKeyIndex(
             model_name='ticket',
             name='tenant',
             field=models.ForeignKey(db_index=False, editable=False, on_delete=django.db.models.deletion.CASCADE, related_name='tickets', to='tenants.tenant'),

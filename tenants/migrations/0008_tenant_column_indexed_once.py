@@ -3,6 +3,8 @@
 import django.db.models.deletion
 from django.db import migrations, models
 
+from config.migration_operations import DropForeignKeyIndex
+
 
 class Migration(migrations.Migration):
 
@@ -11,27 +13,27 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
-        migrations.AlterField(
+        DropForeignKeyIndex(
             model_name='idempotencykey',
             name='tenant',
             field=models.ForeignKey(db_index=False, editable=False, on_delete=django.db.models.deletion.CASCADE, related_name='idempotency_keys', to='tenants.tenant'),
         ),
-        migrations.AlterField(
+        DropForeignKeyIndex(
             model_name='invitation',
             name='tenant',
             field=models.ForeignKey(db_index=False, editable=False, on_delete=django.db.models.deletion.CASCADE, related_name='invitations', to='tenants.tenant'),
         ),
-        migrations.AlterField(
+        DropForeignKeyIndex(
             model_name='membership',
             name='tenant',
             field=models.ForeignKey(db_index=False, editable=False, on_delete=django.db.models.deletion.CASCADE, related_name='memberships', to='tenants.tenant'),
         ),
-        migrations.AlterField(
+        DropForeignKeyIndex(
             model_name='quotacounter',
             name='tenant',
             field=models.ForeignKey(db_index=False, editable=False, on_delete=django.db.models.deletion.CASCADE, related_name='quota_counters', to='tenants.tenant'),
         ),
-        migrations.AlterField(
+        DropForeignKeyIndex(
             model_name='usagerecord',
             name='tenant',
             field=models.ForeignKey(db_index=False, editable=False, on_delete=django.db.models.deletion.CASCADE, related_name='usage_records', to='tenants.tenant'),

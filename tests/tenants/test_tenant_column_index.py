@@ -6,7 +6,8 @@ that starts with it."""
 import pytest
 from django.apps import apps
 from django.db import connection, models
-from django.test.utils import isolate_apps
+from django.db.migrations.executor import MigrationExecutor
+from django.test.utils import CaptureQueriesContext, isolate_apps
 
 from tenants.models import Tenant, TenantOwned
 
@@ -143,3 +144,56 @@ def test_every_tenant_table_keeps_one_full_index_starting_with_the_tenant_and_no
         plain_widths = leading[table]
         if not _tenant_field(model).db_index:
             assert 1 not in plain_widths, f"{table}: tenant_id indexed alone, {plain_widths}"
+
+
+# The migrations that drop the indexes --------------------------------------------------------
+
+BEFORE = ("playground", "0006_workflow_job_reservation_note")
+AFTER = ("playground", "0007_tenant_column_indexed_once")
+DDL = {"ALTER", "CREATE", "DROP"}
+
+
+def _migrate(target):
+    executor = MigrationExecutor(connection)
+    with CaptureQueriesContext(connection) as queries:
+        executor.migrate([target])
+    return [query["sql"] for query in queries.captured_queries]
+
+
+def _tenant_indexes(table):
+    with connection.cursor() as cursor:
+        constraints = connection.introspection.get_constraints(cursor, table)
+    return {
+        name: info
+        for name, info in constraints.items()
+        if info["columns"] == ["tenant_id"] and (info["index"] or info["foreign_key"])
+    }
+
+
+@pytest.fixture
+def playground_before_the_drop():
+    _migrate(BEFORE)
+    yield
+    executor = MigrationExecutor(connection)
+    executor.migrate(executor.loader.graph.leaf_nodes())
+
+
+@pytest.mark.smoke
+@pytest.mark.django_db(transaction=True)
+def test_the_migration_drops_only_the_index_and_keeps_the_foreign_key(
+    playground_before_the_drop,
+):
+    before = _tenant_indexes("playground_gatewaycall")
+    own = [name for name, info in before.items() if info["index"] and not info["foreign_key"]]
+    assert len(own) == 1, before
+
+    statements = _migrate(AFTER)
+
+    after = _tenant_indexes("playground_gatewaycall")
+    assert set(before) - set(after) == set(own), "only the own index is gone"
+    assert all(after[name] == before[name] for name in after), "the foreign key is as it was"
+    schema = [sql for sql in statements if sql.split(None, 1)[0].upper() in DDL]
+    assert schema and all(sql.startswith("DROP INDEX") for sql in schema), schema
+
+    _migrate(BEFORE)
+    assert set(_tenant_indexes("playground_gatewaycall")) == set(before)
