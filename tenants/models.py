@@ -172,7 +172,7 @@ def tenant_column_led_by_an_index(model) -> bool:
         and not constraint.condition
     ]
     firsts += [fields[0] for fields in meta.unique_together]
-    return "tenant" in firsts
+    return "tenant" in firsts or "tenant_id" in firsts
 
 
 @receiver(class_prepared)

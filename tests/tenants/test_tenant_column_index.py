@@ -44,6 +44,14 @@ def test_a_unique_constraint_or_unique_together_leading_with_the_tenant_replaces
             app_label = "tests"
             unique_together = [("tenant", "code")]
 
+    class ByColumn(TenantOwned):
+        code = models.CharField(max_length=10)
+
+        class Meta:
+            app_label = "tests"
+            indexes = [models.Index(fields=["tenant_id", "code"], name="by_column")]
+
+    assert _tenant_field(ByColumn).db_index is False
     assert _tenant_field(Unique).db_index is False
     assert _tenant_field(Together).db_index is False
 
