@@ -164,13 +164,14 @@ def tenant_column_led_by_an_index(model) -> bool:
     column, so that it serves the lookups by tenant (a tenant's deletion, the tenant filter)."""
     meta = model._meta
     firsts = [index.fields[0] for index in meta.indexes if index.fields and not index.condition]
-    firsts += [
-        constraint.fields[0]
-        for constraint in meta.constraints
-        if isinstance(constraint, models.UniqueConstraint)
-        and constraint.fields
-        and not constraint.condition
-    ]
+    for constraint in meta.constraints:
+        if not isinstance(constraint, models.UniqueConstraint) or constraint.condition:
+            continue
+        if constraint.fields:
+            firsts.append(constraint.fields[0])
+        elif isinstance(constraint.expressions[0], models.F):
+            # UniqueConstraint(F("tenant"), Lower("email")): the index starts with the column.
+            firsts.append(constraint.expressions[0].name)
     firsts += [fields[0] for fields in meta.unique_together]
     return "tenant" in firsts or "tenant_id" in firsts
 
