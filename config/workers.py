@@ -54,11 +54,11 @@ RESOURCE_PAUSE_SECONDS = 1.0
 
 def _alive(pid: int) -> bool:
     try:
-        os.kill(pid, 0)
+        os.kill(pid, 0)  # PermissionError would mean alive, another user's
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass
     return True
 
 
@@ -71,7 +71,6 @@ class ConnectionTable:
     SLOT = struct.Struct("=ii")
 
     def __init__(self, slots: int = 64):
-        self.slots = slots
         # Open for the life of the arbiter and its workers: the mapping and the lock need it.
         self._file = tempfile.TemporaryFile()  # noqa: SIM115
         self._file.truncate(slots * self.SLOT.size)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from config.workers import ConnectionTable
+from config.workers import ConnectionTable, _alive
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -161,8 +161,10 @@ class Gunicorn:
         raise AssertionError(f"{pattern!r} not logged {count} times:\n{self.log()}")
 
     def workers(self) -> list[int]:
-        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
-        return [int(pid) for pid in children.read_text().split()]
+        """The live workers, from gunicorn's log (the arbiter reaps a dead one before it boots
+        its replacement)."""
+        booted = [int(pid) for pid in re.findall(r"Booting worker with pid: (\d+)", self.log())]
+        return [pid for pid in booted if _alive(pid)]
 
     def stop(self) -> int:
         self.process.send_signal(signal.SIGTERM)
@@ -175,8 +177,6 @@ class Gunicorn:
 
 @pytest.fixture
 def gunicorn(tmp_path):
-    if not Path("/proc/self/task").exists():
-        pytest.skip("reads gunicorn's worker processes from Linux /proc")
     servers = []
 
     def start(workers: int = 2) -> Gunicorn:
