@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
-from asgiref.sync import async_to_sync, sync_to_async
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import connection, transaction
 from rest_framework.exceptions import Throttled
@@ -51,6 +51,7 @@ from ..providers import (
     build_provider,
 )
 from ..providers.local import LocalProvider
+from ..providers.loop import background_loop, run_sync
 from .ledger import gateway_tokens_release, gateway_tokens_reserve, gateway_tokens_settle
 
 logger = logging.getLogger(__name__)
@@ -59,6 +60,15 @@ LOCAL_PROVIDER_NAME = "local"
 _local = LocalProvider(ProviderConfig(name=LOCAL_PROVIDER_NAME, kind="local"))
 # Adapters by provider row and version, so each keeps its HTTP connections between calls.
 _adapters: dict[tuple, object] = {}
+
+
+async def _close_adapter_clients() -> None:
+    for adapter in list(_adapters.values()):
+        await adapter.aclose()
+
+
+# The clients kept on the loop of sync calls are closed when the process exits.
+background_loop.on_close(_close_adapter_clients)
 
 
 @dataclass(frozen=True)
@@ -289,7 +299,7 @@ def gateway_reserve(
         tokens_window=admission.states[0],
     )
     if rider is not None and not rider.answered[0]:
-        async_to_sync(gateway_abandon)(reservation)
+        run_sync(gateway_abandon, reservation)
         raise ReservationNotNoted
     return reservation
 
@@ -636,18 +646,14 @@ def gateway_call_reserved(
     """Steps 2 and 3 from sync code, for a reservation the caller made (orchestration
     phases note theirs first): as gateway_call."""
 
-    async def run_on_this_loop():
-        try:
-            return await gateway_run(reservation)
-        finally:
-            await gateway_clients_close(reservation=reservation)
-
-    return async_to_sync(run_on_this_loop)()
+    # On the process's long-lived loop, where the adapters keep their HTTP clients (and
+    # connections) from one call to the next (providers/loop.py).
+    return run_sync(gateway_run, reservation)
 
 
 async def gateway_clients_close(*, reservation: Reservation) -> None:
     """Close the HTTP clients the call's adapters keep for this event loop: for a loop that
-    ends with the call (sync callers, a WSGI request), whose clients nothing would reuse."""
+    ends with the call (a request served under WSGI), whose clients nothing would reuse."""
     adapters = {id(route.adapter): route.adapter for route in reservation.routes}
     for adapter in adapters.values():
         await adapter.aclose()

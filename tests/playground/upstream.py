@@ -224,7 +224,8 @@ class FakeUpstream:
     @property
     def requests(self) -> list[dict[str, Any]]:
         """The requests received so far (a copy): dicts with `method`, `path`, `headers`
-        (lowercased names) and `json` (the parsed body, None when not JSON)."""
+        (lowercased names), `json` (the parsed body, None when not JSON) and `client_port`
+        (the connection's port on the client's side: one per connection)."""
         with self._lock:
             return list(self._requests)
 
@@ -595,7 +596,13 @@ class _Handler(BaseHTTPRequestHandler):
         headers = {name.lower(): value for name, value in self.headers.items()}
         path = self.path.split("?", 1)[0]
         step, number = upstream._take(
-            {"method": "POST", "path": path, "headers": headers, "json": body}
+            {
+                "method": "POST",
+                "path": path,
+                "headers": headers,
+                "json": body,
+                "client_port": self.client_address[1],
+            }
         )
         wire = _FORMATS.get(path)
         if wire is None:
