@@ -47,6 +47,21 @@ def test_the_served_applications_freeze_once_built(module, setting):
     assert (frozen > 10_000) if setting == "true" else (frozen == 0)
 
 
+def test_the_asgi_application_loads_the_upstream_transport_and_freezes_it():
+    """The first call to an upstream in a worker does not load aiohttp (about 150 ms): the
+    application did, before freezing what it loaded."""
+    code = (
+        "import gc, sys, config.asgi; aiohttp = sys.modules.get('aiohttp'); "
+        "print(aiohttp is not None, any(o is aiohttp.ClientSession for o in gc.get_objects()))"
+    )
+    result = subprocess.run(  # noqa: S603
+        [sys.executable, "-c", code], env=dict(os.environ), capture_output=True, text=True
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[-2:] == ["True", "False"]
+
+
 def test_a_celery_worker_process_freezes_when_it_starts(unfrozen):
     # The config package loads the Celery app (config/__init__.py), which connects the handler.
     signals.worker_process_init.send(sender=None)
