@@ -42,8 +42,6 @@ class _BackgroundLoop:
     def get(self) -> asyncio.AbstractEventLoop:
         with self._lock:
             if self._loop is None or self._pid != os.getpid():
-                # After a fork the parent's loop object is copied but its thread is not:
-                # this process starts a loop of its own.
                 self._loop = self._start()
                 self._pid = os.getpid()
             return self._loop
@@ -56,11 +54,20 @@ class _BackgroundLoop:
         def run():
             asyncio.set_event_loop(loop)
             loop.call_soon(running.set)
-            loop.run_forever()
+            try:
+                loop.run_forever()
+            finally:
+                loop.close()
 
         threading.Thread(target=run, name="gateway-sync-loop", daemon=True).start()
         running.wait()
         return loop
+
+    def after_fork_in_child(self) -> None:
+        # The parent's lock may have been held by one of its threads at the fork, and its
+        # loop's thread did not come along: the child starts afresh.
+        self._lock = threading.Lock()
+        self._loop = self._pid = None
 
     def on_close(self, coroutine_function) -> None:
         """`coroutine_function()` is awaited on the loop when the process exits."""
@@ -89,6 +96,7 @@ class _BackgroundLoop:
 
 background_loop = _BackgroundLoop()
 atexit.register(background_loop.close)
+os.register_at_fork(after_in_child=background_loop.after_fork_in_child)
 
 
 def run_sync(coroutine_function, *args, **kwargs):

@@ -114,16 +114,20 @@ def _in_a_child(results):
 
 
 def test_a_forked_process_starts_a_loop_of_its_own():
-    """A Celery prefork child, say: the parent's loop thread does not survive the fork."""
+    """A Celery prefork child, say: the parent's loop thread does not survive the fork, and
+    neither does a lock some other thread of the parent held at that moment (held here)."""
     parent_loop, _thread = run_sync(_where)
     context = multiprocessing.get_context("fork")
     results = context.Queue()
     child = context.Process(target=_in_a_child, args=(results,))
-    child.start()
+    with background_loop._lock:
+        child.start()
     try:
         pid, _loop_id, running, other_thread = results.get(timeout=30)
     finally:
         child.join(timeout=30)
+        if child.is_alive():
+            child.kill()
 
     assert child.exitcode == 0
     assert pid != os.getpid() and running and other_thread
