@@ -3,8 +3,8 @@
     BENCH_UPSTREAM_URL=http://127.0.0.1:PORT \\
         gunicorn bench.passthrough_proxy:app -k config.workers.BalancedUvicornWorker --workers 2
 
-Every request is forwarded as it came (method, path, body, content type) with the httpx clients
-the gateway's provider adapters use (the same limits, a few clients per process taken in turn), and
+Every request is forwarded as it came (method, path, body, content type) the way the gateway's
+provider adapters send theirs (httpx requests through aiohttp's pool, one per process), and
 the answer is sent back as it comes: status, content type, and the body's bytes in the chunks
 the upstream sent them, so a server-sent event stream goes through event by event. No
 authentication, no accounting, no parsing: the floor any gateway on this stack pays.
@@ -17,22 +17,17 @@ import httpx
 
 from playground.providers.transport import AiohttpTransport
 
-_clients: list[httpx.AsyncClient] = []
+_transports: list[AiohttpTransport] = []
+_TIMEOUTS = httpx.Timeout(60, connect=10).as_dict()
+_UPSTREAM = os.environ.get("BENCH_UPSTREAM_URL", "").rstrip("/")
 
 
-def _client() -> httpx.AsyncClient:
-    # As the gateway's adapters (playground.providers.base): httpx over aiohttp's pool.
-    if not _clients:
-        _clients.append(
-            httpx.AsyncClient(
-                transport=AiohttpTransport(),
-                base_url=os.environ["BENCH_UPSTREAM_URL"],
-                timeout=httpx.Timeout(60, connect=10),
-                follow_redirects=False,
-                trust_env=False,
-            )
-        )
-    return _clients[0]
+def _transport() -> AiohttpTransport:
+    # As the gateway's adapters (playground.providers.http): httpx requests sent through
+    # aiohttp's pool by the transport itself.
+    if not _transports:
+        _transports.append(AiohttpTransport())
+    return _transports[0]
 
 
 async def _lifespan(receive, send) -> None:
@@ -41,8 +36,8 @@ async def _lifespan(receive, send) -> None:
         if message["type"] == "lifespan.startup":
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
-            while _clients:
-                await _clients.pop().aclose()
+            while _transports:
+                await _transports.pop().aclose()
             await send({"type": "lifespan.shutdown.complete"})
             return
 
@@ -64,9 +59,14 @@ async def app(scope, receive, send) -> None:
         if not message.get("more_body"):
             break
     headers = [(k, v) for k, v in scope["headers"] if k in (b"content-type", b"accept")]
-    client = _client()
-    request = client.build_request(scope["method"], scope["path"], content=body, headers=headers)
-    response = await client.send(request, stream=True)
+    request = httpx.Request(
+        scope["method"],
+        _UPSTREAM + scope["path"],
+        content=body,
+        headers=headers,
+        extensions={"timeout": _TIMEOUTS},
+    )
+    response = await _transport().handle_async_request(request)
     try:
         answer_headers = [
             (name.encode(), response.headers[name].encode())

@@ -7,8 +7,8 @@ transport exception, an upstream's raw body or its key escape: the message of an
 UpstreamError is ours, safe to log and to show.
 
 Adapters are async (one event loop serves many in-flight calls; see docs/gateway.md, "Serving
-model") and keep one HTTP client per event loop, since an httpx.AsyncClient is bound to the
-loop it was first used on.
+model") and keep one HTTP transport (a connection pool) per event loop, since a pool is bound
+to the loop it was first used on.
 """
 
 import asyncio
@@ -122,7 +122,7 @@ class Provider(ABC):
 
     def __init__(self, config: ProviderConfig):
         self.config = config
-        self._clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._transports: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     @abstractmethod
     async def complete(self, request: ChatRequest) -> ChatResult:
@@ -141,32 +141,20 @@ class Provider(ABC):
             async for delta in deltas:
                 yield [delta]
 
-    def client(self):
-        """This event loop's HTTP client for the upstream (created on first use): httpx's API
-        over aiohttp's connection pool (providers/transport.py)."""
+    def transport(self):
+        """This event loop's HTTP transport to the upstream (made on first use): aiohttp's
+        connection pool behind httpx's requests, responses and exceptions
+        (providers/transport.py)."""
         loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
-        if client is None:
-            client = self._clients[loop] = self._new_client()
-        return client
+        transport = self._transports.get(loop)
+        if transport is None:
+            from .transport import AiohttpTransport
+
+            transport = self._transports[loop] = AiohttpTransport()
+        return transport
 
     async def aclose(self) -> None:
-        """Close this event loop's clients (a loop that ends closes them first)."""
-        client = self._clients.pop(asyncio.get_running_loop(), None)
-        if client is not None:
-            await client.aclose()
-
-    def _new_client(self):
-        import httpx
-
-        from .transport import AiohttpTransport
-
-        return httpx.AsyncClient(
-            transport=AiohttpTransport(),
-            base_url=self.config.base_url.rstrip("/"),
-            timeout=httpx.Timeout(
-                self.config.timeout_seconds, connect=self.config.connect_timeout_seconds
-            ),
-            follow_redirects=False,
-            trust_env=False,
-        )
+        """Close this event loop's transport (a loop that ends closes it first)."""
+        transport = self._transports.pop(asyncio.get_running_loop(), None)
+        if transport is not None:
+            await transport.aclose()

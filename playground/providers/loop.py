@@ -2,9 +2,9 @@
 
 Orchestration phases (Celery), template executions and workflows call the gateway from sync
 code. asgiref's `async_to_sync` would run each call on an event loop of its own, on a new
-thread, made for the call and closed after it. The adapters keep their HTTP clients per event
-loop (`Provider.client`), so every such call had to close its clients and the next one opened
-a new TCP (and TLS) connection to the provider.
+thread, made for the call and closed after it. The adapters keep their HTTP connection pools
+per event loop (`Provider.transport`), so every such call had to close its pools and the next
+one opened a new TCP (and TLS) connection to the provider.
 
 Here the process keeps one loop on a daemon thread, started on first use and again after a
 fork (a Celery prefork child, say, gets its own). `run_sync` schedules the coroutine there the
@@ -12,7 +12,7 @@ way asgiref does for a sync thread under an async server: the calling thread wai
 the coroutine's thread-sensitive sync work itself (`sync_to_async` with its default
 `thread_sensitive=True`: the settlement's database writes), so that work stays on the caller's
 database connection and inside its transaction. Context variables set by the coroutine come
-back to the caller, as with `async_to_sync`. The clients stay open on the loop between calls,
+back to the caller, as with `async_to_sync`. The pools stay open on the loop between calls,
 so a phase reuses the connection the previous one opened; they are closed when the process
 exits.
 """
@@ -85,7 +85,7 @@ class _BackgroundLoop:
                 try:
                     await coroutine_function()
                 except Exception:
-                    logger.debug("Closing the gateway's sync-call clients failed", exc_info=True)
+                    logger.debug("Closing the sync-call connection pools failed", exc_info=True)
 
         try:
             asyncio.run_coroutine_threadsafe(close_all(), loop).result(_CLOSE_TIMEOUT_SECONDS)

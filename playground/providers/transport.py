@@ -10,8 +10,9 @@ moved its proxy to aiohttp for the same reason.
 aiohttp's exceptions become httpx's, the two kinds the adapters tell apart
 (providers/http.py, `transport_error`): timeouts (`httpx.TimeoutException`) and every other
 transport failure (`httpx.TransportError`: the upstream unreachable, the connection lost, a
-malformed answer). A transport belongs to one event loop, as its client does
-(Provider.client).
+malformed answer). The adapters send their requests through it directly (httpx's client would
+add only layers they do not use: providers/http.py, `HTTPProvider._request`). A transport
+belongs to one event loop (Provider.transport).
 """
 
 import contextlib

@@ -234,6 +234,29 @@ def test_openai_sends_the_bearer_key_and_the_chat_completions_body(upstream):
     }
 
 
+@ADAPTERS
+def test_a_call_goes_out_as_httpx_client_sends_one(upstream, adapter):
+    """The adapters send their requests through the transport, without httpx's client: the
+    headers and the JSON encoding the upstream sees are still the client's (compact JSON,
+    UTF-8 as is), Accept naming the event stream when streaming."""
+    request = ChatRequest(
+        model="test-model", messages=({"role": "user", "content": "Grüße, 東京"},), max_tokens=20
+    )
+    complete(adapter(upstream), request)
+    stream(adapter(upstream), request)
+
+    raw_body = json.dumps(upstream.requests[0]["json"], ensure_ascii=False, separators=(",", ":"))
+    for sent, accept in zip(upstream.requests, ("*/*", "text/event-stream"), strict=True):
+        headers = sent["headers"]
+        assert headers["content-type"] == "application/json"
+        assert headers["accept"] == accept
+        assert headers["accept-encoding"] == "gzip, deflate"
+        assert headers["user-agent"].startswith("python-httpx/")
+        assert headers["host"] == upstream.url.removeprefix("http://")
+    assert upstream.requests[0]["headers"]["content-length"] == str(len(raw_body.encode()))
+    assert "Grüße, 東京" in json.dumps(upstream.requests[0]["json"], ensure_ascii=False)
+
+
 def test_openai_leaves_unset_options_out_of_the_body(upstream):
     complete(openai(upstream))
     assert upstream.requests[0]["json"] == {

@@ -179,12 +179,13 @@ def test_closing_the_loop_closes_the_kept_clients_and_a_later_call_starts_again(
         call()
         loop = background_loop.get()
         adapter = gateway_services._adapter_for(model.provider)[1]
-        client = adapter._clients[loop]
+        transport = adapter._transports[loop]
+        assert transport._session is not None and not transport._session.closed
 
         background_loop.close()
 
-        assert client.is_closed
-        assert loop not in adapter._clients
+        assert transport._session is None  # closed
+        assert loop not in adapter._transports
         result, _call, error = call()
         assert error is None and result.content == "Closed at exit."
         assert background_loop.get() is not loop
