@@ -31,19 +31,18 @@ _CLOSE_TIMEOUT_SECONDS = 5
 
 
 class _BackgroundLoop:
-    """The process's loop and its thread, made on first use and after a fork."""
+    """The process's loop and its thread, made on first use, and again in a forked child
+    (after_fork_in_child, registered below, forgets the parent's)."""
 
     def __init__(self):
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._pid: int | None = None
         self._on_close = []
 
     def get(self) -> asyncio.AbstractEventLoop:
         with self._lock:
-            if self._loop is None or self._pid != os.getpid():
+            if self._loop is None:
                 self._loop = self._start()
-                self._pid = os.getpid()
             return self._loop
 
     @staticmethod
@@ -67,7 +66,7 @@ class _BackgroundLoop:
         # The parent's lock may have been held by one of its threads at the fork, and its
         # loop's thread did not come along: the child starts afresh.
         self._lock = threading.Lock()
-        self._loop = self._pid = None
+        self._loop = None
 
     def on_close(self, coroutine_function) -> None:
         """`coroutine_function()` is awaited on the loop when the process exits."""
@@ -75,9 +74,8 @@ class _BackgroundLoop:
 
     def close(self) -> None:
         with self._lock:
-            loop, pid = self._loop, self._pid
-            self._loop = self._pid = None
-        if loop is None or pid != os.getpid() or not loop.is_running():
+            loop, self._loop = self._loop, None
+        if loop is None or not loop.is_running():
             return
 
         async def close_all():

@@ -11,5 +11,4 @@ async def finish_like_a_server() -> None:
     the upstream clients kept for this loop are closed, since unlike a server's it ends here."""
     others = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
     await asyncio.gather(*others)
-    for adapter in list(gateway_services._adapters.values()):
-        await adapter.aclose()
+    await gateway_services._close_adapter_clients()

@@ -11,102 +11,84 @@ from django.db.models.functions import Lower
 from django.test.utils import CaptureQueriesContext, isolate_apps
 
 from tenants.models import Tenant, TenantOwned
+from tests.test_citus_readiness import tenant_fk
 
 
 def _tenant_field(model):
     return model._meta.get_field("tenant")
 
 
+def _owned(name: str, **meta):
+    """A TenantOwned model of the test app with a `code` column and these Meta options."""
+    return type(
+        name,
+        (TenantOwned,),
+        {
+            "__module__": __name__,
+            "code": models.CharField(max_length=10),
+            "Meta": type("Meta", (), {"app_label": "tests", **meta}),
+        },
+    )
+
+
 @isolate_apps("tests")
 def test_a_composite_index_leading_with_the_tenant_replaces_its_own():
-    class Led(TenantOwned):
-        code = models.CharField(max_length=10)
+    led = _owned(
+        "Led", indexes=[models.Index(fields=["tenant", "-created_at"], name="led_tenant_time")]
+    )
 
-        class Meta:
-            app_label = "tests"
-            indexes = [models.Index(fields=["tenant", "-created_at"], name="led_tenant_time")]
-
-    assert _tenant_field(Led).db_index is False
+    assert _tenant_field(led).db_index is False
 
 
 @isolate_apps("tests")
 def test_a_unique_constraint_or_unique_together_leading_with_the_tenant_replaces_it():
-    class Unique(TenantOwned):
-        code = models.CharField(max_length=10)
+    unique = _owned(
+        "Unique",
+        constraints=[models.UniqueConstraint(fields=["tenant", "code"], name="unique_code")],
+    )
+    together = _owned("Together", unique_together=[("tenant", "code")])
+    by_column = _owned(
+        "ByColumn", indexes=[models.Index(fields=["tenant_id", "code"], name="by_column")]
+    )
+    by_expression = _owned(
+        "ByExpression",
+        constraints=[
+            models.UniqueConstraint(models.F("tenant"), Lower("code"), name="by_expression")
+        ],
+    )
+    expression_first = _owned(
+        "ExpressionFirst",
+        constraints=[
+            models.UniqueConstraint(Lower("code"), models.F("tenant"), name="lower_first")
+        ],
+    )
 
-        class Meta:
-            app_label = "tests"
-            constraints = [models.UniqueConstraint(fields=["tenant", "code"], name="unique_code")]
-
-    class Together(TenantOwned):
-        code = models.CharField(max_length=10)
-
-        class Meta:
-            app_label = "tests"
-            unique_together = [("tenant", "code")]
-
-    class ByColumn(TenantOwned):
-        code = models.CharField(max_length=10)
-
-        class Meta:
-            app_label = "tests"
-            indexes = [models.Index(fields=["tenant_id", "code"], name="by_column")]
-
-    class ByExpression(TenantOwned):
-        email = models.CharField(max_length=10)
-
-        class Meta:
-            app_label = "tests"
-            constraints = [
-                models.UniqueConstraint(models.F("tenant"), Lower("email"), name="by_expression")
-            ]
-
-    class ExpressionFirst(TenantOwned):
-        email = models.CharField(max_length=10)
-
-        class Meta:
-            app_label = "tests"
-            constraints = [
-                models.UniqueConstraint(Lower("email"), models.F("tenant"), name="lower_first")
-            ]
-
-    assert _tenant_field(ByColumn).db_index is False
-    assert _tenant_field(ByExpression).db_index is False
-    assert _tenant_field(ExpressionFirst).db_index is True
-    assert _tenant_field(Unique).db_index is False
-    assert _tenant_field(Together).db_index is False
+    assert _tenant_field(by_column).db_index is False
+    assert _tenant_field(by_expression).db_index is False
+    assert _tenant_field(expression_first).db_index is True
+    assert _tenant_field(unique).db_index is False
+    assert _tenant_field(together).db_index is False
 
 
 @isolate_apps("tests")
 def test_the_tenant_keeps_its_own_index_when_nothing_else_serves_lookups_by_tenant():
-    class Plain(TenantOwned):
-        class Meta:
-            app_label = "tests"
+    plain = _owned("Plain")
+    partial = _owned(
+        "Partial",
+        indexes=[
+            models.Index(
+                fields=["tenant", "code"], condition=~models.Q(code=""), name="partial_code"
+            )
+        ],
+        constraints=[
+            models.UniqueConstraint(
+                fields=["tenant", "code"], condition=~models.Q(code=""), name="partial_unique"
+            )
+        ],
+    )
+    second = _owned("Second", indexes=[models.Index(fields=["code", "tenant"], name="code_first")])
 
-    class Partial(TenantOwned):
-        code = models.CharField(max_length=10)
-
-        class Meta:
-            app_label = "tests"
-            indexes = [
-                models.Index(
-                    fields=["tenant", "code"], condition=~models.Q(code=""), name="partial_code"
-                )
-            ]
-            constraints = [
-                models.UniqueConstraint(
-                    fields=["tenant", "code"], condition=~models.Q(code=""), name="partial_unique"
-                )
-            ]
-
-    class Second(TenantOwned):
-        code = models.CharField(max_length=10)
-
-        class Meta:
-            app_label = "tests"
-            indexes = [models.Index(fields=["code", "tenant"], name="code_first")]
-
-    for model in (Plain, Partial, Second):
+    for model in (plain, partial, second):
         assert _tenant_field(model).db_index is True, model
 
 
@@ -134,10 +116,7 @@ def test_a_one_to_one_tenant_and_other_foreign_keys_are_left_alone():
 
 
 def _tenant_models():
-    for model in apps.get_models():
-        field = next((f for f in model._meta.local_fields if f.name == "tenant"), None)
-        if field is not None and field.remote_field and field.remote_field.model is Tenant:
-            yield model
+    return [model for model in apps.get_models() if tenant_fk(model) is not None]
 
 
 def test_every_project_model_whose_tenant_lookups_are_served_otherwise_drops_the_own_index():
