@@ -15,7 +15,7 @@ import asyncio
 import weakref
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
-from contextlib import aclosing
+from contextlib import aclosing, suppress
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -152,6 +152,15 @@ class Provider(ABC):
 
             transport = self._transports[loop] = AiohttpTransport()
         return transport
+
+    def retire(self) -> None:
+        """From any thread: close each event loop's transport once the calls in flight on it
+        have ended (the adapter of a provider that was edited or removed; a new adapter
+        serves the provider's next calls)."""
+        for loop, transport in list(self._transports.items()):
+            if not loop.is_closed():
+                with suppress(RuntimeError):  # the loop closed meanwhile
+                    loop.call_soon_threadsafe(transport.close_when_idle)
 
     async def aclose(self) -> None:
         """Close this event loop's transport (a loop that ends closes it first)."""

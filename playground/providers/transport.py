@@ -15,6 +15,7 @@ add only layers they do not use: providers/http.py, `HTTPProvider._request`). A 
 belongs to one event loop (Provider.transport).
 """
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator
 
@@ -44,9 +45,16 @@ def _as_httpx_errors(request: httpx.Request) -> Iterator[None]:
 
 
 class _ResponseBody(httpx.AsyncByteStream):
-    def __init__(self, response: aiohttp.ClientResponse, request: httpx.Request):
+    def __init__(
+        self,
+        response: aiohttp.ClientResponse,
+        request: httpx.Request,
+        transport: "AiohttpTransport",
+    ):
         self._response = response
         self._request = request
+        self._transport = transport
+        self._closed = False
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         with _as_httpx_errors(self._request):
@@ -56,14 +64,24 @@ class _ResponseBody(httpx.AsyncByteStream):
     async def aclose(self) -> None:
         # Read to the end, the connection goes back to the pool; otherwise it is closed.
         self._response.release()
+        if not self._closed:
+            self._closed = True
+            self._transport._finished()
 
 
 class AiohttpTransport(httpx.AsyncBaseTransport):
     """httpx requests sent by one aiohttp session (its connection pool, no limit on the
-    connections: the gateway's calls in flight are bounded by the clients it serves)."""
+    connections: the gateway's calls in flight are bounded by the clients it serves).
+
+    It counts its requests in flight (from sending to the answer's body closed), so that a
+    transport being retired (`close_when_idle`: its provider was edited or removed) is closed
+    once the calls it carries have ended, never under them."""
 
     def __init__(self):
         self._session: aiohttp.ClientSession | None = None
+        self._in_flight = 0
+        self._retiring = False
+        self._closing: asyncio.Task | None = None
 
     def _open_session(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -78,31 +96,56 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         timeout = request.extensions.get("timeout", {})
-        with _as_httpx_errors(request):
-            response = await self._open_session().request(
-                request.method,
-                str(request.url),
-                headers=[
-                    (name.decode("latin-1"), value.decode("latin-1"))
-                    for name, value in request.headers.raw
-                ],
-                data=request.content or None,
-                allow_redirects=False,
-                timeout=aiohttp.ClientTimeout(
-                    total=None,
-                    sock_connect=timeout.get("connect"),
-                    sock_read=timeout.get("read"),
-                ),
-            )
+        session = self._open_session()
+        self._in_flight += 1
+        try:
+            with _as_httpx_errors(request):
+                response = await session.request(
+                    request.method,
+                    str(request.url),
+                    headers=[
+                        (name.decode("latin-1"), value.decode("latin-1"))
+                        for name, value in request.headers.raw
+                    ],
+                    data=request.content or None,
+                    allow_redirects=False,
+                    timeout=aiohttp.ClientTimeout(
+                        total=None,
+                        sock_connect=timeout.get("connect"),
+                        sock_read=timeout.get("read"),
+                    ),
+                )
+        except BaseException:
+            self._finished()
+            raise
         return httpx.Response(
             response.status,
             headers=response.raw_headers,
-            stream=_ResponseBody(response, request),
+            stream=_ResponseBody(response, request, self),
             request=request,
             extensions={"http_version": b"HTTP/1.1"},
         )
 
+    def _finished(self) -> None:
+        self._in_flight -= 1
+        if self._retiring and self._in_flight == 0:
+            self._close_soon()
+
+    def close_when_idle(self) -> None:
+        """On the transport's event loop: close it now if no request is in flight, else when
+        the last one ends. A retired provider's adapter is no longer handed out, but a call
+        that took its route before may still send a request (a retry): it goes out on a new
+        session, closed again when it ends."""
+        self._retiring = True
+        if self._in_flight == 0:
+            self._close_soon()
+
+    def _close_soon(self) -> None:
+        if self._closing is None or self._closing.done():
+            # Kept on the transport: the loop holds only a weak reference to its tasks.
+            self._closing = asyncio.get_running_loop().create_task(self.aclose())
+
     async def aclose(self) -> None:
         if self._session is not None:
-            await self._session.close()
-            self._session = None
+            session, self._session = self._session, None
+            await session.close()

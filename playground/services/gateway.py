@@ -20,6 +20,7 @@ import asyncio
 import contextvars
 import logging
 import random
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -58,13 +59,25 @@ logger = logging.getLogger(__name__)
 
 LOCAL_PROVIDER_NAME = "local"
 _local = LocalProvider(ProviderConfig(name=LOCAL_PROVIDER_NAME, kind="local"))
-# Adapters by provider row and version, so each keeps its HTTP connections between calls.
-_adapters: dict[tuple, object] = {}
+# One adapter per provider row, with the row's version it was built from, so that it keeps its
+# HTTP connections between calls; a new version replaces it and retires the old one.
+_adapters: dict[object, tuple[tuple, object]] = {}
+_adapters_lock = threading.Lock()
 
 
 async def _close_adapter_clients() -> None:
-    for adapter in list(_adapters.values()):
+    for _version, adapter in list(_adapters.values()):
         await adapter.aclose()
+
+
+def _retire_adapters(keep) -> None:
+    """Retire the adapters of the provider rows not in `keep` (removed, or no longer serving
+    an active model): their connections are closed once their calls in flight end."""
+    with _adapters_lock:
+        gone = [pk for pk in _adapters if pk not in keep]
+        retired = [_adapters.pop(pk)[1] for pk in gone]
+    for adapter in retired:
+        adapter.retire()
 
 
 # The clients kept on the loop of sync calls are closed when the process exits.
@@ -138,9 +151,14 @@ def _adapter_for(provider: Provider | None):
     """The adapter serving `provider`, or the local one when it is missing or unconfigured."""
     if provider is None or not provider.is_configured:
         return LOCAL_PROVIDER_NAME, _local
-    key = (provider.pk, provider.updated_at, provider.api_key_env)
-    adapter = _adapters.get(key)
-    if adapter is None:
+    version = (provider.updated_at, provider.api_key_env)
+    kept = _adapters.get(provider.pk)
+    if kept is not None and kept[0] == version:
+        return provider.name, kept[1]
+    with _adapters_lock:
+        kept = _adapters.get(provider.pk)
+        if kept is not None and kept[0] == version:
+            return provider.name, kept[1]
         adapter = build_provider(
             ProviderConfig(
                 name=provider.name,
@@ -150,7 +168,11 @@ def _adapter_for(provider: Provider | None):
                 timeout_seconds=float(provider.timeout_seconds),
             )
         )
-        _adapters[key] = adapter
+        _adapters[provider.pk] = (version, adapter)
+    if kept is not None:
+        # The row was edited (its upstream, key or timeouts): the old adapter's connections
+        # are closed once the calls still using them end.
+        kept[1].retire()
     return provider.name, adapter
 
 
@@ -172,6 +194,7 @@ class _Catalogue:
                 for model in LanguageModel.objects.select_related("provider").filter(active=True)
             }
             self._loaded_at = time.monotonic()
+            _retire_adapters({model.provider_id for model in self._models.values()})
         return self._models
 
     def clear(self) -> None:

@@ -134,25 +134,34 @@ def test_a_forked_process_starts_a_loop_of_its_own():
     assert parent_loop.is_running()
 
 
+def _upstream_model(upstream: FakeUpstream):
+    """A catalogue model served by an OpenAI-compatible provider at `upstream`."""
+    provider = ProviderFactory(kind="openai", base_url=upstream.url + "/v1", max_retries=0)
+    return LanguageModelFactory(provider=provider)
+
+
+def _call_model(owner, model):
+    """A sync gateway call to `model`, as a template execution makes it."""
+    return gateway_call(
+        tenant=owner.tenant,
+        user_id=owner.user.pk,
+        api_key=None,
+        chat=ChatInput(model=model.name, messages=({"role": "user", "content": "Hello"},)),
+        source=CallSource.PLAYGROUND,
+    )
+
+
 @pytest.mark.django_db
 def test_sync_gateway_calls_reuse_the_upstreams_connection(owner):
     """Orchestration phases and template executions call the gateway from sync code: the
     second call goes over the connection the first opened, not a new one."""
     with FakeUpstream(reply="Kept connection.", chunks=2) as upstream:
-        provider = ProviderFactory(kind="openai", base_url=upstream.url + "/v1", max_retries=0)
-        model = LanguageModelFactory(provider=provider)
-        chat = ChatInput(model=model.name, messages=({"role": "user", "content": "Hello"},))
+        model = _upstream_model(upstream)
 
         for _ in range(3):
-            result, call, error = gateway_call(
-                tenant=owner.tenant,
-                user_id=owner.user.pk,
-                api_key=None,
-                chat=chat,
-                source=CallSource.PLAYGROUND,
-            )
+            result, call, error = _call_model(owner, model)
             assert error is None and result.content == "Kept connection."
-            assert call.status == "succeeded" and call.provider == provider.name
+            assert call.status == "succeeded" and call.provider == model.provider.name
 
         assert len(upstream.requests) == 3
         assert len({request["client_port"] for request in upstream.requests}) == 1
@@ -163,18 +172,10 @@ def test_sync_gateway_calls_reuse_the_upstreams_connection(owner):
 def test_closing_the_loop_closes_the_kept_clients_and_a_later_call_starts_again(owner):
     """What happens when the process exits (atexit); a call after it gets a new loop."""
     with FakeUpstream(reply="Closed at exit.", chunks=2) as upstream:
-        provider = ProviderFactory(kind="openai", base_url=upstream.url + "/v1", max_retries=0)
-        model = LanguageModelFactory(provider=provider)
-        chat = ChatInput(model=model.name, messages=({"role": "user", "content": "Hello"},))
+        model = _upstream_model(upstream)
 
         def call():
-            return gateway_call(
-                tenant=owner.tenant,
-                user_id=owner.user.pk,
-                api_key=None,
-                chat=chat,
-                source=CallSource.PLAYGROUND,
-            )
+            return _call_model(owner, model)
 
         call()
         loop = background_loop.get()
@@ -189,3 +190,60 @@ def test_closing_the_loop_closes_the_kept_clients_and_a_later_call_starts_again(
         result, _call, error = call()
         assert error is None and result.content == "Closed at exit."
         assert background_loop.get() is not loop
+
+
+def _closed_on_the_loop(transport) -> bool:
+    """Whether the transport's session is closed, once the loop ran its retirement."""
+    for _ in range(100):
+        if transport._session is None:
+            return True
+        run_sync(asyncio.sleep, 0.01)
+    return False
+
+
+@pytest.mark.django_db
+def test_editing_a_provider_retires_its_adapter_and_closes_its_connections(owner):
+    """One adapter per provider row: an edit (a new upstream, key or timeout) builds a new one
+    for the next call, and the old one's kept connections are closed, not left open."""
+    from playground.services.catalogue import provider_update
+
+    with FakeUpstream(reply="Edited.", chunks=2) as upstream:
+        model = _upstream_model(upstream)
+        provider = model.provider
+
+        def call():
+            result, _call, error = _call_model(owner, model)
+            assert error is None and result.content == "Edited."
+
+        call()
+        before = gateway_services._adapters[provider.pk][1]
+        old_transport = before._transports[background_loop.get()]
+
+        with transaction.atomic():
+            provider_update(provider=provider, actor=None, timeout_seconds=30)
+        call()
+
+        after = gateway_services._adapters[provider.pk][1]
+        assert after is not before
+        assert after.config.timeout_seconds == 30
+        assert _closed_on_the_loop(old_transport)
+        # The second call went out on a connection of its own: the first one was closed.
+        assert len({request["client_port"] for request in upstream.requests}) == 2
+
+
+@pytest.mark.django_db
+def test_a_provider_that_serves_no_active_model_is_retired_when_the_catalogue_reloads(owner):
+    with FakeUpstream(reply="Retired.", chunks=2) as upstream:
+        model = _upstream_model(upstream)
+        provider = model.provider
+        _call_model(owner, model)
+        adapter = gateway_services._adapters[provider.pk][1]
+        transport = adapter._transports[background_loop.get()]
+
+        model.active = False
+        model.save(update_fields=["active"])
+        gateway_services.catalogue_cache.clear()
+        gateway_services.catalogue_cache.models()
+
+        assert provider.pk not in gateway_services._adapters
+        assert _closed_on_the_loop(transport)
