@@ -65,9 +65,13 @@ _adapters: dict[object, tuple[tuple, object]] = {}
 _adapters_lock = threading.Lock()
 
 
-async def _close_adapter_clients() -> None:
+async def _close_adapter_transports() -> None:
     for _version, adapter in list(_adapters.values()):
         await adapter.aclose()
+
+
+# The connection pools kept on the loop of sync calls are closed when the process exits.
+background_loop.on_close(_close_adapter_transports)
 
 
 def _retire_adapters(keep) -> None:
@@ -78,10 +82,6 @@ def _retire_adapters(keep) -> None:
         retired = [_adapters.pop(pk)[1] for pk in gone]
     for adapter in retired:
         adapter.retire()
-
-
-# The clients kept on the loop of sync calls are closed when the process exits.
-background_loop.on_close(_close_adapter_clients)
 
 
 @dataclass(frozen=True)

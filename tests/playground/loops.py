@@ -11,4 +11,4 @@ async def finish_like_a_server() -> None:
     the upstream clients kept for this loop are closed, since unlike a server's it ends here."""
     others = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
     await asyncio.gather(*others)
-    await gateway_services._close_adapter_clients()
+    await gateway_services._close_adapter_transports()
