@@ -11,6 +11,7 @@ actions that call them.
 
 from django import forms
 from django.contrib import admin, messages
+from django.utils import timezone
 from django.utils.html import format_html
 
 from config.admin import ReadOnlyAdmin, ServiceDeleteAdmin, ServiceSaveAdmin, apply_each
@@ -19,6 +20,7 @@ from config.exceptions import ApplicationError
 from .models import (
     Artifact,
     GatewayCall,
+    GatewayReservation,
     IntegrationOperation,
     LanguageModel,
     OrchestrationPhase,
@@ -145,6 +147,22 @@ class GatewayCallAdmin(ReadOnlyAdmin):
     @admin.display(description="cost", ordering="cost_micros")
     def cost(self, call) -> str:
         return _money(call.cost_micros)
+
+
+@admin.register(GatewayReservation)
+class GatewayReservationAdmin(ReadOnlyAdmin):
+    """Reservations of calls in flight, and of calls whose process died before settling (past
+    their lease: beat gives them back within a minute, `manage.py
+    release_expired_reservations` at once)."""
+
+    list_display = ("created_at", "tenant", "source", "tokens", "api_key", "expires_at", "expired")
+    list_select_related = ("tenant", "api_key")
+    list_filter = ("source",)
+    search_fields = ("tenant__slug", "request_id")
+
+    @admin.display(boolean=True, description="past its lease")
+    def expired(self, reservation) -> bool:
+        return reservation.expires_at <= timezone.now()
 
 
 class VersionInline(admin.TabularInline):

@@ -166,6 +166,31 @@ class GatewayCall(TenantOwned):
         return f"{self.model} {self.status} {self.total_tokens} tokens"
 
 
+class GatewayReservation(TenantOwned):
+    """A gateway call's reservation that is not settled yet: written by the reservation's own
+    statement and deleted by the settlement's, for calls that no work of the platform notes
+    (`chat/completions`, template executions; an orchestration phase or a batch row notes its
+    own). A row whose lease has run out belongs to a call whose process died before settling:
+    the release of expired reservations (beat, every minute) gives its tokens back to the quota
+    and the key's budget. Whichever of the release and the settlement deletes the row is the
+    one that gives the reservation back (services.ledger)."""
+
+    api_key = models.ForeignKey(
+        "accounts.APIKey", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    source = models.CharField(max_length=16, choices=CallSource.choices, default=CallSource.API)
+    tokens = models.PositiveIntegerField()
+    request_id = models.CharField(max_length=128, blank=True)
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["expires_at"]
+        indexes = [models.Index(fields=["expires_at"], name="gateway_reservation_expiry")]
+
+    def __str__(self):
+        return f"{self.tokens} tokens reserved until {self.expires_at:%Y-%m-%d %H:%M:%S}"
+
+
 class TemplateStatus(models.TextChoices):
     DRAFT = "draft", "Draft"
     ACTIVE = "active", "Active"

@@ -12,6 +12,7 @@ claim makes a second delivery of its message a no-op.
 
 from celery import shared_task
 
+from .services.ledger import gateway_reservations_release_expired
 from .services.reaper import stalled_jobs_reap
 from .services.runs import orchestration_run_execute
 from .services.workflows import workflow_job_execute
@@ -30,3 +31,8 @@ def execute_workflow_job(job_id: str) -> str | None:
 @shared_task(name="playground.tasks.reap_stalled_jobs")
 def reap_stalled_jobs() -> dict:
     return {name: vars(reaped) for name, reaped in stalled_jobs_reap().items()}
+
+
+@shared_task(name="playground.tasks.release_expired_reservations")
+def release_expired_reservations() -> int:
+    return gateway_reservations_release_expired()

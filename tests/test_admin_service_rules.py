@@ -65,6 +65,7 @@ SERVICE_MODULES = {
     "playground.Provider": ("playground.services.catalogue",),
     "playground.LanguageModel": ("playground.services.catalogue",),
     "playground.GatewayCall": ("playground.services.gateway", "playground.services.ledger"),
+    "playground.GatewayReservation": ("playground.services.ledger",),
     "playground.PromptTemplate": ("playground.services.templates",),
     "playground.PromptTemplateVersion": ("playground.services.templates",),
     "playground.PromptExecution": ("playground.services.templates",),

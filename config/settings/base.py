@@ -509,6 +509,10 @@ GATEWAY_MAX_MESSAGES = env.int("GATEWAY_MAX_MESSAGES", default=256)
 # the changing process's copy at once; 0: read on every call).
 GATEWAY_CATALOGUE_CACHE_SECONDS = env.float("GATEWAY_CATALOGUE_CACHE_SECONDS", default=5.0)
 GATEWAY_MAX_STOP_SEQUENCES = 4
+# A call's reservation not settled this many seconds after it was made is taken for a call
+# whose process died (a web worker killed mid-call): beat gives its tokens back. A call that
+# outlives it is counted again when it settles, so a short lease never loses tokens.
+GATEWAY_RESERVATION_LEASE_SECONDS = env.int("GATEWAY_RESERVATION_LEASE_SECONDS", default=900)
 # Under ASGI (playground.serving.GatewayFront) the gateway's request path (auth, tenant,
 # throttle, validation, reservation) runs on this many long-lived threads per process; the
 # upstream calls wait on the event loop, not on these.
@@ -646,6 +650,11 @@ CELERY_BEAT_SCHEDULE = {
     # Jobs whose worker died (an expired lease) are resumed or failed; lost messages resent.
     "playground.reap-stalled-jobs": {
         "task": "playground.tasks.reap_stalled_jobs",
+        "schedule": timedelta(minutes=1),
+    },
+    # Reservations of gateway calls whose process died before settling are given back.
+    "playground.release-expired-reservations": {
+        "task": "playground.tasks.release_expired_reservations",
         "schedule": timedelta(minutes=1),
     },
     # Personal data breaches: reminders 24 h before the 72-hour deadline and once it passed.

@@ -14,6 +14,11 @@ model"):
    the key's budget move from the reservation to the usage the upstream reported (estimated,
    and flagged, when a stream ended without it; what was consumed when the call failed or the
    client went away), and one GatewayCall row records the call.
+
+A reservation that no work of the platform notes (`note`, below) is noted by the gateway in a
+GatewayReservation row, written by step 1's statement and deleted by step 3's; if the process
+dies between the two, the row's lease runs out and beat gives the tokens back
+(services.ledger).
 """
 
 import asyncio
@@ -25,10 +30,12 @@ import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from datetime import timedelta
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import connection, transaction
+from django.utils import timezone
 from rest_framework.exceptions import Throttled
 
 from accounts.models import APIKey
@@ -40,7 +47,14 @@ from tenants.plans import plan_rates
 from tenants.throttling import configured_rate
 
 from .. import cooldown, tokens
-from ..models import CallSource, CallStatus, GatewayCall, LanguageModel, Provider
+from ..models import (
+    CallSource,
+    CallStatus,
+    GatewayCall,
+    GatewayReservation,
+    LanguageModel,
+    Provider,
+)
 from ..providers import (
     ChatRequest,
     ChatResult,
@@ -53,7 +67,12 @@ from ..providers import (
 )
 from ..providers.local import LocalProvider
 from ..providers.loop import background_loop, run_sync
-from .ledger import gateway_tokens_release, gateway_tokens_reserve, gateway_tokens_settle
+from .ledger import (
+    gateway_tokens_release,
+    gateway_tokens_reserve,
+    gateway_tokens_settle,
+    reservation_note,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -129,6 +148,9 @@ class Reservation:
     # The caller's write to carry in the settlement's statement (an orchestration phase's
     # outcome): made from the call and the outcome when settling; None for none.
     settle_rider: Callable[[GatewayCall, "Outcome"], Rider | None] | None = None
+    # The id of the GatewayReservation row the gateway noted the reservation in (a call no
+    # work notes); the settlement deletes it.
+    noted_as: object = None
 
 
 @dataclass
@@ -261,7 +283,8 @@ def gateway_reserve(
     in its statement (written only when the tokens were counted), undone with it if the
     tokens window refuses; its answer's first value counts the rows it wrote. None written
     (the work is no longer the caller's): the reservation is given back, recorded as a
-    cancelled call, and ReservationNotNoted raised."""
+    cancelled call, and ReservationNotNoted raised. Without a `note`, the gateway notes the
+    reservation itself (a GatewayReservation row, given back if its lease runs out)."""
     models = catalogue_cache.models()
     model = _resolve_model(chat.model, models)
     max_tokens = chat.max_tokens or model.max_output_tokens
@@ -287,7 +310,19 @@ def gateway_reserve(
             details={"model": model.name, "retry_after": settings.GATEWAY_COOLDOWN_SECONDS},
             unavailable=True,
         )
-    rider = note(reserved) if note is not None else None
+    if note is not None:
+        rider, noted_as = note(reserved), None
+    else:
+        noted = GatewayReservation(
+            tenant=tenant,
+            api_key=api_key,
+            source=source,
+            tokens=reserved,
+            request_id=request_id[:128],
+            expires_at=timezone.now()
+            + timedelta(seconds=settings.GATEWAY_RESERVATION_LEASE_SECONDS),
+        )
+        rider, noted_as = reservation_note(noted), noted.pk
     gateway_tokens_reserve(tenant=tenant, api_key=api_key, amount=reserved, rider=rider)
     # Last: the window is counted in Redis, which a refusal above could not take back. If the
     # window refuses, the reservation is given back (and the rider's write undone with it).
@@ -295,7 +330,7 @@ def gateway_reserve(
     if admission.refused_window is not None:
         with transaction.atomic():
             gateway_tokens_release(tenant=tenant, api_key=api_key, amount=reserved)
-            if rider is not None and rider.undo is not None:
+            if rider.undo is not None:
                 rider.undo()
         _refuse_tokens_window(admission.states[0])
     request = ChatRequest(
@@ -320,8 +355,9 @@ def gateway_reserve(
         prompt_tokens_rule=tokens.prompt_tokens(chat.messages),
         streamed=streamed,
         tokens_window=admission.states[0],
+        noted_as=noted_as,
     )
-    if rider is not None and not rider.answered[0]:
+    if not rider.answered[0]:
         run_sync(gateway_abandon, reservation)
         raise ReservationNotNoted
     return reservation
@@ -631,6 +667,8 @@ def gateway_settle(*, reservation: Reservation, outcome: Outcome) -> GatewayCall
         delta=used - reservation.tokens,
         call=call,
         rider=reservation.settle_rider(call, outcome) if reservation.settle_rider else None,
+        noted_as=reservation.noted_as,
+        reserved=reservation.tokens,
     )
 
 

@@ -22,8 +22,19 @@ The rules are the services' own:
 - **release**: what a refused reservation gives back (the tokens-per-minute window refused
   after the database counted).
 
+A call that no work of the platform notes (`chat/completions`, a template execution) is noted
+by the gateway itself: its reservation's statement inserts a GatewayReservation row
+(`reservation_note`, a rider) and its settlement's deletes it (`noted_as`). A row left past its
+lease is a call whose process died before settling, and `gateway_reservations_release_expired`
+gives its tokens back. Both lock the key, then the counter, then the row, and the one that
+deletes the row is the one that gives the reservation back: a settlement that finds it gone
+(its call outlived the lease) moves the counters by the usage alone.
+
 Elsewhere (SQLite) the same services run in a transaction, as they always did.
 """
+
+import functools
+import logging
 
 from django.db import DEFAULT_DB_ALIAS, connection, transaction
 from django.utils import timezone
@@ -39,7 +50,14 @@ from accounts.services import (
     key_counter_writes,
 )
 from config.db import raw_uuid
-from config.prepared import Rider, fetch_prepared, insert_statement, insert_values, one_row_from
+from config.prepared import (
+    Rider,
+    fetch_prepared,
+    insert_row,
+    insert_statement,
+    insert_values,
+    one_row_from,
+)
 from tenants.models import QuotaCounter, QuotaResource, Tenant
 from tenants.plans import tenant_limits
 from tenants.services.quotas import (
@@ -49,7 +67,9 @@ from tenants.services.quotas import (
     quota_warn_if_due,
 )
 
-from ..models import GatewayCall
+from ..models import GatewayCall, GatewayReservation
+
+logger = logging.getLogger(__name__)
 
 TOKENS = QuotaResource.TOKENS
 _KEYS = APIKey._meta.db_table
@@ -100,7 +120,38 @@ _SETTLE_CTES = (
     "updated_at = %s WHERE tenant_id = %s AND resource = %s RETURNING used, warned_at), "
     "call AS ({insert})"
 )
+# A call the gateway noted (GatewayReservation) settles deleting its note, once the counter
+# (and the key) are locked. If the note is gone, the release of expired reservations gave the
+# reservation back meanwhile: the reservation is then not taken off a second time.
+_RESERVATIONS = GatewayReservation._meta.db_table
+_NOTE_CLEARED = (
+    f"gateway_note_cleared AS (DELETE FROM {_RESERVATIONS} WHERE id = %s "  # noqa: S608
+    "AND EXISTS (SELECT 1 FROM locked) RETURNING 1)"
+)
+_UNLESS_GIVEN_BACK = "CASE WHEN EXISTS (SELECT 1 FROM gateway_note_cleared) THEN 0 ELSE %s END"
+# Parameters: the _LOCKED ones; note id; delta, reservation, month; delta, reservation, now;
+# then the call's INSERT.
+_SETTLE_NOTED_WITH_KEY_CTES = (
+    f"{_LOCKED}, {_NOTE_CLEARED}, "  # noqa: S608
+    f"key_update AS (UPDATE {_KEYS} SET budget_tokens_used = GREATEST(locked.key_used + %s + "
+    f"{_UNLESS_GIVEN_BACK}, 0), budget_period = %s FROM locked WHERE {_KEYS}.id = locked.key_id "
+    "RETURNING 1), "
+    f"quota_update AS (UPDATE {_QUOTAS} SET used = GREATEST(locked.quota_used + %s + "
+    f"{_UNLESS_GIVEN_BACK}, 0), updated_at = %s FROM locked WHERE {_QUOTAS}.id = locked.quota_id "
+    f"RETURNING {_QUOTAS}.used, {_QUOTAS}.warned_at), "
+    "call AS ({insert})"
+)
+# Parameters: tenant id, resource; note id; delta, reservation, now; then the call's INSERT.
+_SETTLE_NOTED_CTES = (
+    f"locked AS MATERIALIZED (SELECT id AS quota_id, used AS quota_used FROM {_QUOTAS} "  # noqa: S608
+    f"WHERE tenant_id = %s AND resource = %s FOR NO KEY UPDATE), {_NOTE_CLEARED}, "
+    f"quota_update AS (UPDATE {_QUOTAS} SET used = GREATEST(locked.quota_used + %s + "
+    f"{_UNLESS_GIVEN_BACK}, 0), updated_at = %s FROM locked WHERE {_QUOTAS}.id = locked.quota_id "
+    f"RETURNING {_QUOTAS}.used, {_QUOTAS}.warned_at), "
+    "call AS ({insert})"
+)
 _SETTLE_COLUMNS = "quota_update.used, quota_update.warned_at"
+_NOTE_CLEARED_COUNT = "(SELECT count(*) FROM gateway_note_cleared)"
 # Without a rider (config.prepared.Rider) the statement answers quota_update's row; with one,
 # one row whatever happened, the rider's answer after the counter's.
 _SETTLE_TAIL = "FROM quota_update"
@@ -156,9 +207,7 @@ def gateway_tokens_reserve(
 
 def gateway_tokens_release(*, tenant: Tenant, api_key: APIKey | None, amount: int) -> None:
     """Give back a whole reservation that was refused after it was counted."""
-    quota_adjust(tenant=tenant, resource=TOKENS, delta=-amount)
-    if api_key is not None:
-        api_key_tokens_adjust(api_key=api_key, delta=-amount)
+    gateway_tokens_adjust(tenant=tenant, api_key=api_key, delta=-amount)
 
 
 def gateway_tokens_lock(*, tenant_id) -> None:
@@ -189,12 +238,20 @@ def gateway_tokens_settle(
     delta: int,
     call: GatewayCall,
     rider: Rider | None = None,
+    noted_as=None,
+    reserved: int = 0,
 ) -> GatewayCall:
     """Move the quota and the key's budget by `delta` (the usage minus the reservation) and
     insert `call`, an unsaved GatewayCall, all or nothing. Returns the call, saved. `rider`:
-    the caller's write, in the same statement on PostgreSQL (else the same transaction)."""
+    the caller's write, in the same statement on PostgreSQL (else the same transaction).
+
+    `noted_as`: the id of the gateway's note of the reservation (`reserved` tokens), deleted in
+    the same step. If it is gone, the release of expired reservations gave the reservation back
+    while the call ran, and the counters move by the usage alone."""
     if not _one_statement():
         with transaction.atomic():
+            if noted_as is not None and not _note_deleted(noted_as):
+                delta += reserved
             quota_adjust(tenant=tenant, resource=TOKENS, delta=delta)
             if api_key is not None:
                 api_key_tokens_adjust(api_key=api_key, delta=delta)
@@ -204,28 +261,111 @@ def gateway_tokens_settle(
         return call
     insert_sql, insert_params = _insert(call)
     now = timezone.now()
+    columns, width = _SETTLE_COLUMNS, 2
     if api_key is not None:
         month = budget_month()
-        ctes = _SETTLE_WITH_KEY_CTES.format(insert=insert_sql)
         params = [month, raw_uuid(api_key.pk), raw_uuid(tenant.pk), TOKENS]
-        params += [delta, month, delta, now]
-    else:
+        if noted_as is None:
+            ctes = _SETTLE_WITH_KEY_CTES.format(insert=insert_sql)
+            params += [delta, month, delta, now]
+        else:
+            ctes = _SETTLE_NOTED_WITH_KEY_CTES.format(insert=insert_sql)
+            params += [raw_uuid(noted_as), delta, reserved, month, delta, reserved, now]
+    elif noted_as is None:
         ctes = _SETTLE_CTES.format(insert=insert_sql)
         params = [delta, now, raw_uuid(tenant.pk), TOKENS]
+    else:
+        ctes = _SETTLE_NOTED_CTES.format(insert=insert_sql)
+        params = [raw_uuid(tenant.pk), TOKENS, raw_uuid(noted_as), delta, reserved, now]
+    if noted_as is not None:
+        columns, width = f"{columns}, {_NOTE_CLEARED_COUNT}", 3
     params += insert_params
     if rider is None:
-        row = _fetch(f"WITH {ctes} SELECT {_SETTLE_COLUMNS} {_SETTLE_TAIL}", params)
+        row = _fetch(f"WITH {ctes} SELECT {columns} {_SETTLE_TAIL}", params)
     else:
-        host = {"ctes": ctes, "columns": _SETTLE_COLUMNS, "tail": _SETTLE_RIDDEN_TAIL}
+        host = {"ctes": ctes, "columns": columns, "tail": _SETTLE_RIDDEN_TAIL}
         row = _fetch(*rider.carried_by(**host, params=params))
-        rider.answered = row[2:]
-        row = row[:2] if row[0] is not None else None
+        rider.answered = row[width:]
+        row = row if row[0] is not None else None
     call._state.adding = False
     call._state.db = DEFAULT_DB_ALIAS
+    if row is not None and noted_as is not None and not row[2]:
+        delta += reserved  # the note was gone: the counters moved by the usage alone
     if row is not None and delta > 0:
-        used, warned_at = row
+        used, warned_at = row[:2]
         quota_warn_if_due(tenant=tenant, resource=TOKENS, used=used, warned_at=warned_at)
     return call
+
+
+def _note_deleted(noted_as) -> bool:
+    return bool(GatewayReservation.objects.filter(pk=noted_as).delete()[0])
+
+
+def gateway_tokens_adjust(*, tenant: Tenant, api_key: APIKey | None, delta: int) -> None:
+    """Move the quota and the key's budget by `delta`, never below zero, never refused."""
+    quota_adjust(tenant=tenant, resource=TOKENS, delta=delta)
+    if api_key is not None:
+        api_key_tokens_adjust(api_key=api_key, delta=delta)
+
+
+@functools.cache
+def _note_insert_sql() -> str:
+    # The ORM's INSERT of the row, made conditional on the tokens having been counted (the
+    # reservation's `quota_update` CTE has its row then): INSERT ... SELECT ... WHERE EXISTS.
+    head, values = insert_statement(GatewayReservation).split(" VALUES (")
+    return (
+        f"gateway_note AS ({head} SELECT {values.removesuffix(')')} "  # noqa: S608
+        "WHERE EXISTS (SELECT 1 FROM quota_update) RETURNING 1)"
+    )
+
+
+def reservation_note(reservation: GatewayReservation) -> Rider:
+    """The gateway's note of a call's reservation (`reservation`, an unsaved row), written by
+    the reservation's statement when the tokens were counted; its answer counts the rows
+    written (one)."""
+
+    def apart() -> tuple:
+        insert_row(reservation)
+        return (1,)
+
+    return Rider(
+        ctes=_note_insert_sql(),
+        answer="(SELECT count(*) FROM gateway_note)",
+        params=insert_values(reservation),
+        apart=apart,
+        undo=lambda: GatewayReservation.objects.filter(pk=reservation.pk).delete(),
+    )
+
+
+def gateway_reservations_release_expired(*, now=None, limit: int = 1000) -> int:
+    """Give back the tokens of reservations past their lease (calls whose process died before
+    settling), oldest first, at most `limit`; returns how many were given back.
+
+    Each in its own transaction, locking the key, then the organization's counter, then the
+    row, the order in which the settlement's statement takes them: a settlement running at the
+    same moment waits, or is waited for, and exactly one of the two deletes the row."""
+    now = now or timezone.now()
+    expired = GatewayReservation.objects.filter(expires_at__lte=now).order_by("expires_at")
+    released = 0
+    for note in expired.select_related("tenant", "api_key")[:limit]:
+        with transaction.atomic():
+            if note.api_key_id is not None:
+                keys = APIKey.objects.select_for_update(no_key=True).filter(pk=note.api_key_id)
+                list(keys.values_list("pk", flat=True))
+            gateway_tokens_lock(tenant_id=note.tenant_id)
+            deleted, _ = GatewayReservation.objects.filter(pk=note.pk).delete()
+            if deleted:
+                gateway_tokens_adjust(tenant=note.tenant, api_key=note.api_key, delta=-note.tokens)
+                released += 1
+                logger.warning(
+                    "Gave back %s tokens reserved by a gateway call never settled "
+                    "(organization %s, request %s, reserved at %s): its process died mid-call",
+                    note.tokens,
+                    note.tenant.slug,
+                    note.request_id or "-",
+                    note.created_at.isoformat(),
+                )
+    return released
 
 
 def _insert(call: GatewayCall) -> tuple[str, list]:

@@ -180,6 +180,12 @@ EXEMPT = {
     "playground.services.ledger.gateway_tokens_release": "metering, as gateway_reserve",
     "playground.services.ledger.gateway_tokens_release_unsettled": "metering, as gateway_reserve",
     "playground.services.ledger.gateway_tokens_lock": "takes a row lock: changes nothing",
+    "playground.services.ledger.gateway_tokens_adjust": "metering, as gateway_reserve",
+    "playground.services.ledger.reservation_note": "builds the reservation's rider",
+    "playground.services.ledger.gateway_reservations_release_expired": (
+        "metering: gives back a dead call's reservation, as the reaper does for a phase's; "
+        "logged as a warning"
+    ),
     "accounts.services.api_key_budget_exceeded_error": "builds an exception: changes nothing",
     "accounts.services.budget_month": "pure function",
     "tenants.services.quotas.quota_exceeded_error": "builds an exception: changes nothing",
