@@ -175,8 +175,21 @@ class GatewayReservation(TenantOwned):
     and the key's budget. Whichever of the release and the settlement deletes the row is the
     one that gives the reservation back (services.ledger)."""
 
+    # No database constraints: a foreign key's check locks the referenced row (FOR KEY SHARE)
+    # inside the reservation's statement, and every call of an organization would lock its
+    # organization's row there while holding its tokens counter. The ORM still cascades (a
+    # deleted organization takes its notes, a deleted key leaves its notes without one).
+    tenant = models.ForeignKey(
+        Tenant, on_delete=models.CASCADE, related_name="+", editable=False, db_constraint=False
+    )
     api_key = models.ForeignKey(
-        "accounts.APIKey", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+        "accounts.APIKey",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_constraint=False,
+        db_index=False,
     )
     source = models.CharField(max_length=16, choices=CallSource.choices, default=CallSource.API)
     tokens = models.PositiveIntegerField()
@@ -184,8 +197,9 @@ class GatewayReservation(TenantOwned):
     expires_at = models.DateTimeField()
 
     class Meta:
+        # No index but the key and the tenant's: every call inserts and deletes a row, and the
+        # table holds only the calls in flight, which the release reads whole once a minute.
         ordering = ["expires_at"]
-        indexes = [models.Index(fields=["expires_at"], name="gateway_reservation_expiry")]
 
     def __str__(self):
         return f"{self.tokens} tokens reserved until {self.expires_at:%Y-%m-%d %H:%M:%S}"
