@@ -511,7 +511,7 @@ GATEWAY_CATALOGUE_CACHE_SECONDS = env.float("GATEWAY_CATALOGUE_CACHE_SECONDS", d
 GATEWAY_MAX_STOP_SEQUENCES = 4
 # A call's reservation not settled this many seconds after it was made is taken for a call
 # whose process died (a web worker killed mid-call): beat gives its tokens back. A call that
-# outlives it is counted again when it settles, so a short lease never loses tokens.
+# outlives it settles by its usage alone, so a short lease never miscounts.
 GATEWAY_RESERVATION_LEASE_SECONDS = env.int("GATEWAY_RESERVATION_LEASE_SECONDS", default=900)
 # Under ASGI (playground.serving.GatewayFront) the gateway's request path (auth, tenant,
 # throttle, validation, reservation) runs on this many long-lived threads per process; the
