@@ -200,9 +200,7 @@ class ChatCompletionViewSet(TenantContextViewSet):
         summary="Chat completion (OpenAI-compatible)",
     )
     def create(self, request, *args, **kwargs):
-        serializer = ChatCompletionSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
+        data = ChatCompletionSerializer.validated(request.data)
         credential = request.auth if isinstance(request.auth, APIKey) else None
         reservation = services.gateway_reserve(
             tenant=request.tenant,

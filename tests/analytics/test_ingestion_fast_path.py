@@ -24,38 +24,11 @@ from analytics.serializers import (
     validated_events,
 )
 from analytics.streams import retained_from
+from tests.strategies import OTHER_JSON, awkward_text
 
 NOW = timezone.now()
-AWKWARD_TEXT = st.sampled_from(
-    [
-        "",
-        " ",
-        "  padded  ",
-        "tab\there",
-        "line\nbreak",
-        "nul\x00",
-        "bidi\u202e",
-        "zero\u200bwidth",
-        "sep\u2028",
-        "\ud800",
-        "é ü 中文 🙂",
-        "x" * 64,
-        "x" * 65,
-        "x" * 128,
-        "x" * 129,
-        "x" * 2000,
-        "x" * 2001,
-    ]
-)
+AWKWARD_TEXT = awkward_text(64, 65, 128, 129, 2000, 2001)
 TEXT = st.one_of(st.text(max_size=40), AWKWARD_TEXT)
-OTHER_JSON = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(-10, 10),
-    st.floats(allow_nan=True),
-    st.just([]),
-    st.just({}),
-)
 INTEGER = st.one_of(
     st.integers(-2, 7),
     st.sampled_from([2**31 - 1, 2**31, 2**53 - 1, 2**53]),
