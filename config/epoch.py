@@ -25,6 +25,8 @@ moment the request is counted.
   usage flush writes (accounts.usage.key_counter_writes). The wrapper cannot see writes made
   outside the application (psql), which is what `PRINCIPAL_CACHE_SECONDS` bounds, and what
   `manage.py invalidate_principals` is for.
+- **Other state kept by the same rule.** The gateway's upstream cooldowns
+  (playground.cooldown): a cooldown's start and its clearing advance the epoch.
 - **Stamps are taken before the read.** A lookup is stamped with the epoch this process last
   saw, read before the query runs: a write that commits after the query moves the epoch past
   the stamp. A process that has seen no epoch yet keeps nothing.

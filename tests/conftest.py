@@ -10,6 +10,7 @@ from rest_framework.test import APIClient
 
 from accounts.services import auth_token_issue
 from config.epoch import recent_rows
+from playground import cooldown
 from tenants.models import Role
 
 from .factories import MembershipFactory, TenantFactory, UserFactory
@@ -73,12 +74,14 @@ def _throwaway_media_root(tmp_path_factory):
 @pytest.fixture(autouse=True)
 def _clear_cache():
     """Throttle counters live in the cache; each test starts from zero, and from no kept
-    caller lookup (config.epoch)."""
+    caller lookup or cooldown state (config.epoch, playground.cooldown)."""
     cache.clear()
     recent_rows.clear()
+    cooldown.forget()
     yield
     cache.clear()
     recent_rows.clear()
+    cooldown.forget()
 
 
 @pytest.fixture

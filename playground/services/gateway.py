@@ -301,15 +301,9 @@ def gateway_reserve(
         )
     reserved = estimate + max_tokens
     routes = _routes(model, models)
-    cooling = cooldown.cooling_down(r.model.name for r in routes if r.adapter is not _local)
-    available = [r for r in routes if r.model.name not in cooling]
-    if not available:
-        raise AIServiceError(
-            f"Every upstream of {model.name} is cooling down after repeated failures; retry "
-            "shortly.",
-            details={"model": model.name, "retry_after": settings.GATEWAY_COOLDOWN_SECONDS},
-            unavailable=True,
-        )
+    upstreams = [r.model.name for r in routes if r.adapter is not _local]
+    cooling = cooldown.cooling_down(upstreams)
+    available = _not_cooling(model, routes, cooling)
     if note is not None:
         rider, noted_as = note(reserved), None
     else:
@@ -328,11 +322,16 @@ def gateway_reserve(
     # window refuses, the reservation is given back (and the rider's write undone with it).
     admission = admit([_tokens_window(tenant, reserved)])
     if admission.refused_window is not None:
-        with transaction.atomic():
-            gateway_tokens_release(tenant=tenant, api_key=api_key, amount=reserved)
-            if rider.undo is not None:
-                rider.undo()
+        _give_back(tenant, api_key, reserved, rider)
         _refuse_tokens_window(admission.states[0])
+    if not cooling.confirmed():
+        # The cooldowns came from what this process kept, and the admission saw the epoch
+        # move since (playground.cooldown): read them again before calling anyone.
+        try:
+            available = _not_cooling(model, routes, cooldown.cooling_down(upstreams, read=True))
+        except AIServiceError:
+            _give_back(tenant, api_key, reserved, rider)
+            raise
     request = ChatRequest(
         model=model.upstream_model,
         messages=tuple(chat.messages),
@@ -361,6 +360,28 @@ def gateway_reserve(
         run_sync(gateway_abandon, reservation)
         raise ReservationNotNoted
     return reservation
+
+
+def _not_cooling(
+    model: LanguageModel, routes: list[Route], cooling: cooldown.Cooling
+) -> list[Route]:
+    available = [r for r in routes if r.model.name not in cooling]
+    if not available:
+        raise AIServiceError(
+            f"Every upstream of {model.name} is cooling down after repeated failures; retry "
+            "shortly.",
+            details={"model": model.name, "retry_after": settings.GATEWAY_COOLDOWN_SECONDS},
+            unavailable=True,
+        )
+    return available
+
+
+def _give_back(tenant: Tenant, api_key: APIKey | None, reserved: int, rider: Rider) -> None:
+    """A reservation refused after its statement: its tokens and the rider's write undone."""
+    with transaction.atomic():
+        gateway_tokens_release(tenant=tenant, api_key=api_key, amount=reserved)
+        if rider.undo is not None:
+            rider.undo()
 
 
 class ReservationNotNoted(Exception):

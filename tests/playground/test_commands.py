@@ -40,7 +40,7 @@ def test_cooling_down_models_are_flagged_and_clear_ends_it(settings):
     call_command("gateway_status", clear="gpt-4", stdout=StringIO())
 
     assert "COOLING DOWN" not in status()["gpt-4"]
-    assert cooldown.cooling_down(["gpt-4"]) == set()
+    assert cooldown.cooling_down(["gpt-4"]).names == set()
 
 
 def test_clearing_an_unknown_model_is_an_error():

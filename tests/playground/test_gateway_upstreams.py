@@ -441,7 +441,7 @@ def test_a_failing_model_cools_down_then_clear_ends_it(owner, upstream, settings
     failed = owner.client.post(URL, chat(model), format="json")
     assert_envelope(failed, 502, "AI_SERVICE_ERROR")
     assert len(upstream.requests) == 2
-    assert cooldown.cooling_down([model.name]) == {model.name}
+    assert cooldown.cooling_down([model.name]).names == {model.name}
 
     skipped = owner.client.post(URL, chat(model), format="json")
 
@@ -465,7 +465,7 @@ def test_a_cooling_model_is_skipped_for_its_fallback(owner, upstream, settings):
     upstream.script(Status(500), Status(500))
     first = owner.client.post(URL, chat(model), format="json")
     assert first.status_code == 200, first.content  # the fallback answered the third attempt
-    assert cooldown.cooling_down([model.name, fallback.name]) == {model.name}
+    assert cooldown.cooling_down([model.name, fallback.name]).names == {model.name}
     upstream.reset()
 
     response = owner.client.post(URL, chat(model), format="json")

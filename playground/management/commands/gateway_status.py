@@ -22,7 +22,7 @@ class Command(BaseCommand):
             cooldown.clear(clear)
             self.stdout.write(self.style.SUCCESS(f"Cooldown of {clear} cleared."))
             return
-        cooling = cooldown.cooling_down(model.name for model in models)
+        cooling = cooldown.cooling_down((model.name for model in models), read=True)
         for model in models:
             provider = model.provider
             if provider is not None and provider.is_configured:
