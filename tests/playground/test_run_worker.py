@@ -726,7 +726,11 @@ def test_a_worker_takes_queued_jobs_highest_priority_first(
     ids = [job.pk for job in created]
 
     def all_finished():
-        return WorkflowJob.objects.filter(pk__in=ids, completed_at__isnull=False).count() == 3
+        # A job's row is complete before Celery acknowledges its message (late acknowledgement):
+        # a worker stopped in between puts the message back on its queue. So the worker is
+        # stopped only once no message is left unacknowledged.
+        finished = WorkflowJob.objects.filter(pk__in=ids, completed_at__isnull=False).count()
+        return finished == 3 and not broker().hlen("unacked")
 
     def state():
         rows = WorkflowJob.objects.filter(pk__in=ids).values_list(
@@ -744,7 +748,7 @@ def test_a_worker_takes_queued_jobs_highest_priority_first(
             worker.start()
             wait_for(
                 lambda: worker.assert_running() or all_finished(),
-                "the three jobs to finish",
+                "the three jobs to finish and be acknowledged",
                 timeout=WORKER_START_SECONDS,
                 details=lambda: f"{state()}\n{worker.log()}",
             )
