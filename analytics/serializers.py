@@ -17,6 +17,7 @@ from config.serializers import (
     QuerySerializer,
     ResponseSerializer,
     Serializer,
+    plain_text,
 )
 
 MAX_BIGINT = 2**53 - 1
@@ -156,13 +157,8 @@ def _plain_event_fields(raw: dict, timestamp_field, earliest, latest) -> dict | 
     data = {**_DEFAULTS}
     for name, (max_length, blank) in _TEXT_FIELDS.items():
         if name in raw:
-            value = raw[name]
-            # str.isprintable() refuses every control, format, separator (but the space),
-            # surrogate and unassigned character: stricter than the text rule.
-            if type(value) is not str or not value.isprintable():
-                return None
-            value = value.strip()  # as the serializer trims
-            if len(value) > max_length or not (value or blank):
+            value = plain_text(raw[name], max_length, blank)
+            if value is None:
                 return None
             data[name] = value
     if "id" not in raw:

@@ -52,6 +52,20 @@ class CharField(StrictTextMixin, serializers.CharField):
         self.validators.append(validate_text)
 
 
+def plain_text(value, max_length: int, blank: bool) -> str | None:
+    """For a validation fast path: `value` as a CharField (`max_length`, `allow_blank=blank`)
+    gives it when it is plainly valid text, None otherwise (the field's to judge).
+    str.isprintable() refuses every control, format, separator (but the space), surrogate and
+    unassigned character: stricter than the text rule, so None never hides a value the field
+    would refuse."""
+    if type(value) is not str or not value.isprintable():
+        return None
+    value = value.strip()  # as the field trims
+    if len(value) > max_length or not (value or blank):
+        return None
+    return value
+
+
 class NameField(StrictTextMixin, serializers.CharField):
     """A one-line name shown to people: no control, invisible or bidi-override characters."""
 

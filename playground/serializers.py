@@ -20,6 +20,7 @@ from config.serializers import (
     ResponseSerializer,
     Serializer,
     StrictTextMixin,
+    plain_text,
 )
 from tenants.serializers.fields import StrictBooleanField
 
@@ -231,17 +232,6 @@ _PLAIN_INTEGERS = ("max_tokens", "max_completion_tokens")  # at least 1, null al
 _PLAIN_INTEGER_MAX = 2**63 - 1  # beyond, the serializer decides
 
 
-def _plain_text(value, max_length: int, blank: bool) -> str | None:
-    # str.isprintable() refuses every control, format, surrogate and separator character but
-    # the space: stricter than the text rule (config.validators.validate_text).
-    if type(value) is not str or not value.isprintable():
-        return None
-    value = value.strip()  # as the serializer trims
-    if len(value) > max_length or not (value or blank):
-        return None
-    return value
-
-
 def _plain_messages(messages) -> list[dict] | None:
     if type(messages) is not list or not 1 <= len(messages) <= settings.GATEWAY_MAX_MESSAGES:
         return None
@@ -252,7 +242,7 @@ def _plain_messages(messages) -> list[dict] | None:
         role, content = message.get("role"), message.get("content")
         if type(role) is not str or role not in _ROLES or type(content) is not str:
             return None
-        if "name" in message and _plain_text(message["name"], 64, blank=False) is None:
+        if "name" in message and plain_text(message["name"], 64, blank=False) is None:
             return None
         plain.append({"role": "system" if role == "developer" else role, "content": content})
     return plain
@@ -263,7 +253,7 @@ def plain_chat_completion(raw) -> dict | None:
     other body (the serializer's to judge)."""
     if type(raw) is not dict or not _PLAIN_KEYS.issuperset(raw):
         return None
-    model = _plain_text(raw.get("model"), 100, blank=False)
+    model = plain_text(raw.get("model"), 100, blank=False)
     messages = _plain_messages(raw.get("messages"))
     if model is None or messages is None:
         return None
@@ -298,7 +288,7 @@ def plain_chat_completion(raw) -> dict | None:
             return None
         data["stream"] = raw["stream"]
     if "user" in raw:
-        value = _plain_text(raw["user"], 256, blank=True)
+        value = plain_text(raw["user"], 256, blank=True)
         if value is None:
             return None
         data["user"] = value

@@ -740,8 +740,8 @@ def test_a_worker_takes_queued_jobs_highest_priority_first(
 
     if where == "in-process":
         with in_process_worker():
-            wait_for(all_finished, "the three jobs to finish", timeout=RUN_DEADLINE_SECONDS,
-                     details=state)  # fmt: skip
+            wait_for(all_finished, "the three jobs to finish and be acknowledged",
+                     timeout=RUN_DEADLINE_SECONDS, details=state)  # fmt: skip
     else:
         worker = SubprocessWorker(tmp_path / "worker.log")
         try:
