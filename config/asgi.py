@@ -3,8 +3,9 @@
 `POST /api/v1/chat/completions` is served by playground.serving.GatewayFront: the platform's
 request path in one hop to a long-lived thread, then the LLM call, which takes seconds, waits on
 the event loop, holding no worker and no thread. Every other HTTP request runs in one hop on the
-same long-lived threads; database connections come from a pool here (DATABASE_POOL), shared by
-those threads and the gateway's settlement threads. Once the application is built, what it
+same long-lived threads. Each of those threads, and each of the gateway's settlement threads,
+keeps its database connection between requests (CONN_MAX_AGE), as a WSGI server's threads do
+(docs/performance.md, "Kept connections under ASGI"). Once the application is built, what it
 loaded is frozen out of the garbage collector's walks (config.memory).
 
     gunicorn config.asgi:application -k config.workers.BalancedUvicornWorker --workers 4
@@ -18,7 +19,6 @@ from config.memory import freeze_loaded_objects
 from playground.serving import GatewayFront
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.production")
-os.environ.setdefault("DATABASE_POOL", "true")
 
 application = GatewayFront(get_asgi_application())
 freeze_loaded_objects()

@@ -14,8 +14,8 @@ is then not OK is closed, and Django opens a new one at the request's first quer
 
 What a poll cannot see, a network path that silently dropped (no FIN ever arrives), `SELECT 1`
 would only see after the TCP retransmission timeout too; TCP keepalives (the `keepalives_*`
-connection options) are the remedy for both. Connections given out by a pool (ASGI,
-DATABASE_POOL) are checked out per request and are not touched here.
+connection options) are the remedy for both. Connections given out by a pool (DATABASE_POOL)
+are checked out per request and are not touched here.
 """
 
 import select

@@ -26,8 +26,10 @@ same code, so the answer, its headers and its errors are the same as through Dja
 Every other HTTP request is served the same way, minus the event loop part: the body read and
 the request built by Django's handler, then the whole request (MIDDLEWARE, URL resolution, the
 view) in one hop to the same long-lived threads, through a handler loaded in sync mode, as a
-WSGI server runs it. The response is closed on that thread, so `request_finished` returns the
-thread's connection to the pool (`close_old_connections`) where it was used. A whole answer
+WSGI server runs it. The response is closed on that thread, so `request_finished`
+(`close_old_connections`) sees to the thread's connection where it was used: kept for the
+thread's next request, closed if it failed or outlived CONN_MAX_AGE (with DATABASE_POOL, given
+back to the pool). A whole answer
 comes back to the loop with the thread's result and is sent from there; a streamed one (the
 audit export, static files) is sent from the thread, piece by piece, each piece handed to the
 loop, so it reads the database on the thread that holds its connection. Websockets and
@@ -155,7 +157,7 @@ class GatewayFront:
 
     def _respond(self, scope, request, sender: "_Sender") -> list[dict]:
         """On a request thread: the request through MIDDLEWARE and its view, the response
-        closed (request_finished: the connection back to the pool). A whole answer is returned
+        closed (request_finished: the thread's connection seen to). A whole answer is returned
         as its ASGI messages, for the loop to send; a streamed one is sent from here, piece by
         piece (it reads as it goes, on this thread's connection), and nothing is returned."""
         set_script_prefix(get_script_prefix(scope))
@@ -225,9 +227,10 @@ class GatewayFront:
         try:
             return self.handler.get_response(request)
         finally:
-            # The thread's connection goes back to the pool (DATABASE_POOL, on under ASGI)
-            # before the upstream call: held for the call, the pool would cap the calls in
-            # flight.
+            # The thread's connection seen to as at a request's end, before the upstream
+            # call, while the thread goes on to other requests. (With DATABASE_POOL it goes
+            # back to the pool here: held for the call, the pool would cap the calls in
+            # flight.)
             close_old_connections()
 
 

@@ -168,9 +168,10 @@ class ChatCompletionViewSet(TenantContextViewSet):
                 return sync_view(request, *args, **kwargs)
             finally:
                 if hasattr(request, "scope"):
-                    # ASGI: the thread's connection goes back to the pool before the upstream
-                    # call; held for the whole call, the pool would cap the calls in flight,
-                    # and the settlement (another thread) would wait for one forever.
+                    # ASGI: the thread's connection is seen to before the upstream call. Under
+                    # Django's own handler (a thread per request: DATABASE_POOL), it goes back
+                    # to the pool here; held for the whole call, the pool would cap the calls
+                    # in flight, and the settlement (another thread) would wait for one forever.
                     close_old_connections()
 
         run_request_path = sync_to_async(request_path)

@@ -1,3 +1,6 @@
+import threading
+import time
+
 import psycopg
 import pytest
 from django.core.cache import cache
@@ -69,6 +72,47 @@ def _throwaway_media_root(tmp_path_factory):
     test session, never to the project's var/media."""
     with override_settings(MEDIA_ROOT=str(tmp_path_factory.mktemp("media"))):
         yield
+
+
+def on_each_thread(executor, threads: int, work) -> None:
+    """Run `work` once on each of `threads` threads of `executor` (a ThreadPoolExecutor):
+    each task waits for the others, so no thread can take two."""
+    barrier = threading.Barrier(threads)
+
+    def task():
+        barrier.wait(timeout=10)
+        work()
+
+    for future in [executor.submit(task) for _ in range(threads)]:
+        future.result(timeout=20)
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup):
+    """pytest-django's. Before it drops a PostgreSQL test database, every other session on it
+    is ended: connections that threads of in-process workers and servers kept (as production
+    keeps them) and did not close, and the last ones of a stopped subprocess, which the server
+    ends a moment after the process. A session left there would fail the drop."""
+    yield
+    if connection.vendor == "postgresql":
+        end_other_sessions()
+
+
+def end_other_sessions() -> None:
+    """End every session on the PostgreSQL test database but this thread's, as a restart or a
+    failover would, and wait until they are gone."""
+    own = connection.connection.info.backend_pid if connection.connection else 0
+    with outside_connection() as admin:
+        others = [own, admin.info.backend_pid]
+        for _ in range(250):
+            left = admin.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> ALL(%s)",
+                [others],
+            ).fetchone()[0]
+            if left == 0:
+                return
+            time.sleep(0.02)
 
 
 @pytest.fixture(autouse=True)

@@ -19,7 +19,9 @@ ORG_URL = "/api/v1/organizations/current"
 
 @pytest.fixture(autouse=True)
 def _close_connections_per_request(monkeypatch):
-    # As under config/asgi.py (DATABASE_POOL sets CONN_MAX_AGE to 0).
+    # Django's handler (the reference here) runs each request on a thread of its own, and the
+    # front's threads are made per test: each request closes its connection, so that none is
+    # left open behind a finished thread. (Kept connections: tests/test_asgi_connections.py.)
     monkeypatch.setitem(connections.settings["default"], "CONN_MAX_AGE", 0)
 
 

@@ -64,13 +64,24 @@ def test_the_asgi_handler_adapts_no_middleware_to_sync(stack, caplog):
     assert adapted == []
 
 
-def test_the_asgi_entry_point_pools_database_connections():
-    script = (
-        "import os; os.environ['DATABASE_URL'] = 'postgres://u@127.0.0.1:5/db';"
-        "import config.asgi; from django.conf import settings;"
-        "db = settings.DATABASES['default'];"
-        "print(db['CONN_MAX_AGE'], 'pool' in db.get('OPTIONS', {}))"
+_ASGI_DATABASE = (
+    "import os; os.environ['DATABASE_URL'] = 'postgres://u@127.0.0.1:5/db';"
+    "import config.asgi; from django.conf import settings;"
+    "db = settings.DATABASES['default'];"
+    "print(db['CONN_MAX_AGE'], 'pool' in db.get('OPTIONS', {}))"
+)
+
+
+def test_the_asgi_entry_point_keeps_each_threads_connection():
+    # Requests run on the front's long-lived threads, each keeping its connection.
+    printed = _python(_ASGI_DATABASE, DJANGO_SETTINGS_MODULE="config.settings.test")
+
+    assert printed.split() == ["60", "False"]
+
+
+def test_a_pool_is_still_one_setting_away():
+    printed = _python(
+        _ASGI_DATABASE, DJANGO_SETTINGS_MODULE="config.settings.test", DATABASE_POOL="true"
     )
-    printed = _python(script, DJANGO_SETTINGS_MODULE="config.settings.test")
 
     assert printed.split() == ["0", "True"]

@@ -118,9 +118,12 @@ DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
 # request): the first middleware and every task poll each kept connection's socket instead and
 # replace one the server has closed (config.connections).
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = False
-# Connection pool (psycopg_pool): what the ASGI server uses (config/asgi.py turns it on), since
-# ASGI runs each request's sync code on a thread of its own, where a persistent connection would
-# be opened per request and left behind. Connections return to the pool when Django closes them.
+# Connection pool (psycopg_pool), off by default. Under a WSGI server and under config.asgi alike
+# (playground.serving), requests run on long-lived threads, each keeping its connection between
+# requests (CONN_MAX_AGE): a process holds at most one per thread. A pool checks a connection out
+# and back in around every request instead; under config.asgi that cost the API's reads up to a
+# fifth of their throughput (docs/performance.md). It stays available: Django's own ASGI handler,
+# which runs each request on a new thread, needs it.
 DATABASE_POOL = env.bool("DATABASE_POOL", default=False)
 if DATABASE_POOL:
     DATABASES["default"]["CONN_MAX_AGE"] = 0

@@ -34,11 +34,12 @@ from datetime import timedelta
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import close_old_connections, transaction
 from django.utils import timezone
 from rest_framework.exceptions import Throttled
 
 from accounts.models import APIKey
+from config.connections import drop_closed_connections
 from config.exceptions import AIServiceError, ApplicationError
 from config.metering import Window, admit
 from config.prepared import Rider
@@ -618,11 +619,16 @@ _settle_threads = ThreadPoolExecutor(
 
 
 def _settle_and_release(reservation: Reservation, outcome: Outcome) -> GatewayCall:
+    # A settlement thread keeps its connection between calls, as a request thread does, and
+    # checks it the way a request does at its start: one the server closed meanwhile (a
+    # restart, a failover) is dropped here, not found by the settlement's statement.
+    drop_closed_connections()
     try:
         return gateway_settle(reservation=reservation, outcome=outcome)
     finally:
-        if connection.settings_dict.get("CONN_MAX_AGE") == 0:
-            connection.close()  # back to the pool (DATABASE_POOL, on under ASGI)
+        # As at a request's end: closed if it failed or outlived CONN_MAX_AGE (or, with
+        # DATABASE_POOL, given back to the pool).
+        close_old_connections()
 
 
 async def _settle_async(reservation: Reservation, outcome: Outcome) -> GatewayCall:

@@ -21,8 +21,9 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 @pytest.fixture(autouse=True)
 def _close_connections_per_request(monkeypatch):
-    # As under config/asgi.py (DATABASE_POOL sets CONN_MAX_AGE to 0): each request's thread
-    # closes its connection when the request ends, instead of leaving it open behind it.
+    # Django's handler (the reference here) runs each request on a thread of its own, and the
+    # front's threads are made per test: each request closes its connection, so that none is
+    # left open behind a finished thread. (Kept connections: tests/test_asgi_connections.py.)
     from django.db import connections
 
     monkeypatch.setitem(connections.settings["default"], "CONN_MAX_AGE", 0)
