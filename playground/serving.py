@@ -29,11 +29,10 @@ view) in one hop to the same long-lived threads, through a handler loaded in syn
 WSGI server runs it. The response is closed on that thread, so `request_finished`
 (`close_old_connections`) sees to the thread's connection where it was used: kept for the
 thread's next request, closed if it failed or outlived CONN_MAX_AGE (with DATABASE_POOL, given
-back to the pool). A whole answer
-comes back to the loop with the thread's result and is sent from there; a streamed one (the
-audit export, static files) is sent from the thread, piece by piece, each piece handed to the
-loop, so it reads the database on the thread that holds its connection. Websockets and
-lifespan events go to Django's handler unchanged.
+back to the pool). A whole answer comes back to the loop with the thread's result and is sent
+from there; a streamed one (the audit export, static files) is sent from the thread, piece by
+piece, each piece handed to the loop, so it reads the database on the thread that holds its
+connection. Websockets and lifespan events go to Django's handler unchanged.
 """
 
 import asyncio
