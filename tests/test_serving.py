@@ -79,6 +79,21 @@ def test_the_asgi_entry_point_keeps_each_threads_connection():
     assert printed.split() == ["60", "False"]
 
 
+@pytest.mark.parametrize(
+    ("environment", "threads"),
+    [({}, "4"), ({"GATEWAY_SETTLE_THREADS": "3"}, "3"), ({"SETTLE_THREADS": "5"}, "5")],
+)
+def test_the_settlement_threads_are_a_setting(environment, threads):
+    script = (
+        "import os; os.environ['DATABASE_URL'] = 'postgres://u@127.0.0.1:5/db';"
+        "import config.asgi; from playground.services import gateway;"
+        "print(gateway._settle_threads._max_workers)"
+    )
+    printed = _python(script, DJANGO_SETTINGS_MODULE="config.settings.test", **environment)
+
+    assert printed == threads
+
+
 def test_a_pool_is_still_one_setting_away():
     printed = _python(
         _ASGI_DATABASE, DJANGO_SETTINGS_MODULE="config.settings.test", DATABASE_POOL="true"

@@ -520,6 +520,13 @@ GATEWAY_RESERVATION_LEASE_SECONDS = env.int("GATEWAY_RESERVATION_LEASE_SECONDS",
 # throttle, validation, reservation) runs on this many long-lived threads per process; the
 # upstream calls wait on the event loop, not on these.
 GATEWAY_REQUEST_THREADS = env.int("GATEWAY_REQUEST_THREADS", default=8)
+# Under ASGI the gateway's settlements (the call's statement, after the upstream answered) run on
+# this many long-lived threads per process. Each of these threads and of the request threads
+# keeps a database connection: a web process holds up to their sum. (Read from SETTLE_THREADS
+# before this setting had its name.)
+GATEWAY_SETTLE_THREADS = env.int(
+    "GATEWAY_SETTLE_THREADS", default=env.int("SETTLE_THREADS", default=4)
+)
 
 # Billing (billing/; docs/billing.md). Plans are priced in BILLING_CURRENCY (the seeded
 # catalogue's); a plan billing the gateway's costs needs it equal to GATEWAY_CURRENCY.

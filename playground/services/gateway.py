@@ -613,7 +613,7 @@ async def _close(iterator) -> None:
 # Under ASGI, settlements run on these threads, not on the request's: a client that went away
 # has cancelled the request (and its thread) by the time its call is settled.
 _settle_threads = ThreadPoolExecutor(
-    max_workers=int(__import__("os").environ.get("SETTLE_THREADS", "4")),
+    max_workers=settings.GATEWAY_SETTLE_THREADS,
     thread_name_prefix="gateway-settle",
 )
 
