@@ -102,15 +102,14 @@ def cooling_down(names, *, read: bool = False) -> Cooling:
             return kept
     # The stamp is the epoch seen before the read: a cooldown that starts after the read
     # moves the epoch past it.
-    found = cache.get_many([_COOLING.format(name) for name in names])
-    ends = {name: found.get(_COOLING.format(name), 0.0) for name in names}
+    keys = {name: _COOLING.format(name) for name in names}
+    found = cache.get_many(list(keys.values()))
+    ends = {name: found.get(key, 0.0) for name, key in keys.items()}
     # A value is the cooldown's end. Any other (a cooldown set before ends were stored) says
     # only that the model is cooling now: nothing is kept then.
     if epoch is not None and all(isinstance(end, float) for end in ends.values()):
         _kept.keep(epoch, ends)
-    return Cooling(
-        frozenset(name for name in names if _COOLING.format(name) in found),
-    )
+    return Cooling(frozenset(name for name, key in keys.items() if key in found))
 
 
 def record_failures(names) -> list[str]:

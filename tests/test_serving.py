@@ -64,17 +64,25 @@ def test_the_asgi_handler_adapts_no_middleware_to_sync(stack, caplog):
     assert adapted == []
 
 
-_ASGI_DATABASE = (
-    "import os; os.environ['DATABASE_URL'] = 'postgres://u@127.0.0.1:5/db';"
-    "import config.asgi; from django.conf import settings;"
-    "db = settings.DATABASES['default'];"
+def _under_asgi(script: str, **environment) -> str:
+    """What `script` prints once config.asgi is loaded (against PostgreSQL, never reached)."""
+    return _python(
+        "import os; os.environ['DATABASE_URL'] = 'postgres://u@127.0.0.1:5/db';"
+        f"import config.asgi; {script}",
+        DJANGO_SETTINGS_MODULE="config.settings.test",
+        **environment,
+    )
+
+
+_DATABASE = (
+    "from django.conf import settings; db = settings.DATABASES['default'];"
     "print(db['CONN_MAX_AGE'], 'pool' in db.get('OPTIONS', {}))"
 )
 
 
 def test_the_asgi_entry_point_keeps_each_threads_connection():
     # Requests run on the front's long-lived threads, each keeping its connection.
-    printed = _python(_ASGI_DATABASE, DJANGO_SETTINGS_MODULE="config.settings.test")
+    printed = _under_asgi(_DATABASE)
 
     assert printed.split() == ["60", "False"]
 
@@ -84,19 +92,15 @@ def test_the_asgi_entry_point_keeps_each_threads_connection():
     [({}, "4"), ({"GATEWAY_SETTLE_THREADS": "3"}, "3"), ({"SETTLE_THREADS": "5"}, "5")],
 )
 def test_the_settlement_threads_are_a_setting(environment, threads):
-    script = (
-        "import os; os.environ['DATABASE_URL'] = 'postgres://u@127.0.0.1:5/db';"
-        "import config.asgi; from playground.services import gateway;"
-        "print(gateway._settle_threads._max_workers)"
+    printed = _under_asgi(
+        "from playground.services import gateway; print(gateway._settle_threads._max_workers)",
+        **environment,
     )
-    printed = _python(script, DJANGO_SETTINGS_MODULE="config.settings.test", **environment)
 
     assert printed == threads
 
 
 def test_a_pool_is_still_one_setting_away():
-    printed = _python(
-        _ASGI_DATABASE, DJANGO_SETTINGS_MODULE="config.settings.test", DATABASE_POOL="true"
-    )
+    printed = _under_asgi(_DATABASE, DATABASE_POOL="true")
 
     assert printed.split() == ["0", "True"]
