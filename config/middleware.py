@@ -21,6 +21,9 @@ from .views import envelope_for_status, payload_too_large, server_error
 logger = logging.getLogger("config.middleware")
 
 REQUEST_ID_HEADER = "X-Request-ID"
+# Read from META: `request.headers.get` raises and catches a KeyError for every header a
+# request does not send, on every request.
+_REQUEST_ID_META = "HTTP_X_REQUEST_ID"
 # A client-supplied id is echoed only when it is short and safe to log and to put in a header.
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -86,7 +89,7 @@ class RequestIDMiddleware(DualModeMiddleware):
 
     @staticmethod
     def _activate(request):
-        incoming = request.headers.get(REQUEST_ID_HEADER, "")
+        incoming = request.META.get(_REQUEST_ID_META, "")
         request_id = incoming if _SAFE_REQUEST_ID.match(incoming) else uuid.uuid4().hex
         request.request_id = request_id
         # Kept on the request for work that outlives this middleware's call (the gateway's
@@ -94,7 +97,7 @@ class RequestIDMiddleware(DualModeMiddleware):
         request.request_context = request_context.RequestContext(
             request_id=request_id,
             ip_address=client_ip(request),
-            user_agent=request.headers.get("User-Agent", "")[:512],
+            user_agent=request.META.get("HTTP_USER_AGENT", "")[:512],
         )
         return request_context.activate(request.request_context)
 

@@ -13,6 +13,13 @@ class JSONRenderer(renderers.JSONRenderer):
     refuse but a library message could still carry) is written as a `\\u` escape instead of
     failing the response."""
 
+    def get_indent(self, accepted_media_type, renderer_context):
+        # DRF's looks up an `indent` parameter even when the accepted type has none, raising
+        # and catching a KeyError on every response; the same answer without it.
+        if accepted_media_type and ";" in accepted_media_type:
+            return super().get_indent(accepted_media_type, renderer_context)
+        return renderer_context.get("indent", None)
+
     def render(self, data, accepted_media_type=None, renderer_context=None):
         try:
             return super().render(data, accepted_media_type, renderer_context)

@@ -40,7 +40,7 @@ class WindowThrottle(BaseThrottle, metaclass=ABCMeta):
             refused_admission = getattr(error, "admission", None)
             if refused_admission is not None:
                 request._rate_limit_states = [
-                    *getattr(request, "_rate_limit_states", []),
+                    *_rate_limit_states(request),
                     *refused_admission.states,
                 ]
             raise
@@ -49,7 +49,7 @@ class WindowThrottle(BaseThrottle, metaclass=ABCMeta):
         if principals_epoch.kept_epoch(request) is not None:
             principals_epoch.confirm(request)
         states, refused = admission.states, admission.refused_window
-        request._rate_limit_states = [*getattr(request, "_rate_limit_states", []), *states]
+        request._rate_limit_states = [*_rate_limit_states(request), *states]
         self._wait = max(states[refused].reset_at - time.time(), 1) if refused is not None else 0
         return refused is None
 
@@ -80,6 +80,11 @@ def rate_limit_headers(request, response=None) -> dict[str, str]:
     no request remains, until at least its Retry-After."""
     refused = response is not None and response.status_code == 429
     retry_after = response.get("Retry-After", "") if refused else ""
-    return window_headers(
-        getattr(request, "_rate_limit_states", []), refused=refused, retry_after=retry_after
-    )
+    return window_headers(_rate_limit_states(request), refused=refused, retry_after=retry_after)
+
+
+def _rate_limit_states(request) -> list:
+    """The states the request's admissions noted so far. Read from the request's own
+    attributes: a DRF request falls back to the Django request's for a name it lacks, raising
+    and catching two AttributeErrors on the way."""
+    return vars(request).get("_rate_limit_states", [])

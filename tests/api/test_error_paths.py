@@ -133,6 +133,35 @@ def test_the_json_renderer_still_writes_utf8_when_it_can():
     assert JSONRenderer().render({"name": "Café"}) == '{"name":"Café"}'.encode()
 
 
+@pytest.mark.parametrize(
+    ("accepted", "context", "expected"),
+    [
+        ("application/json", {}, b'{"a":[1,2]}'),
+        (None, {}, b'{"a":[1,2]}'),
+        ("application/json; indent=2", {}, b'{\n  "a": [\n    1,\n    2\n  ]\n}'),
+        ("application/json; indent=0", {}, b'{"a":[1,2]}'),
+        ("application/json; indent=x", {}, b'{"a":[1,2]}'),
+        ("application/json; charset=utf-8", {}, b'{"a":[1,2]}'),
+        # The browsable API asks for an indent through the context.
+        ("application/json", {"indent": 4}, b'{\n    "a": [\n        1,\n        2\n    ]\n}'),
+    ],
+)
+def test_the_json_renderer_indents_only_when_asked(accepted, context, expected):
+    """Without parameters in the accepted type, the indent comes from the context alone
+    (no header parsing); with them, as DRF reads them."""
+    assert JSONRenderer().render({"a": [1, 2]}, accepted, context) == expected
+
+
+def test_an_accept_header_asking_for_an_indent_gets_one(owner):
+    url = "/api/v1/organizations/current"
+    compact = owner.client.get(url, HTTP_ACCEPT="application/json")
+    indented = owner.client.get(url, HTTP_ACCEPT="application/json; indent=2")
+
+    assert b"\n" not in compact.content
+    assert indented.content.startswith(b"{\n  ")
+    assert json.loads(indented.content).keys() == json.loads(compact.content).keys()
+
+
 class _SurrogateProbe(PlatformViewSet):
     """A view whose answer carries text UTF-8 cannot encode (as a library's message might)."""
 
