@@ -23,7 +23,7 @@ logger = logging.getLogger("config.middleware")
 REQUEST_ID_HEADER = "X-Request-ID"
 # Read from META: `request.headers.get` raises and catches a KeyError for every header a
 # request does not send, on every request.
-_REQUEST_ID_META = "HTTP_X_REQUEST_ID"
+_REQUEST_ID_META = "HTTP_" + REQUEST_ID_HEADER.upper().replace("-", "_")
 # A client-supplied id is echoed only when it is short and safe to log and to put in a header.
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 

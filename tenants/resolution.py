@@ -132,8 +132,8 @@ def _bound_context(bound, identifiers: list[str]) -> TenantContext:
 
 def named_organizations(request) -> list[str]:
     """The organizations the request names: header first, then query parameter. (Read so that
-    a header or parameter left out costs no exception: `headers.get` and `QueryDict.get`
-    raise and catch one or two KeyErrors for each, and most requests name no organization.)"""
+    the one left out, usually the parameter, costs no exception: `headers.get` raises and
+    catches a KeyError for a missing header, `QueryDict.get` two for a missing parameter.)"""
     query = request.query_params
     values = (
         request.META.get(_TENANT_META),
