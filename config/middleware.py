@@ -11,6 +11,7 @@ from django.contrib.messages.storage import default_storage
 from django.contrib.sessions.middleware import SessionMiddleware
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_ipv46_address
+from django.http.request import HttpHeaders
 from django.urls import Resolver404, resolve
 from django.utils.functional import SimpleLazyObject, empty
 
@@ -23,7 +24,7 @@ logger = logging.getLogger("config.middleware")
 REQUEST_ID_HEADER = "X-Request-ID"
 # Read from META: `request.headers.get` raises and catches a KeyError for every header a
 # request does not send, on every request.
-_REQUEST_ID_META = "HTTP_" + REQUEST_ID_HEADER.upper().replace("-", "_")
+_REQUEST_ID_META = HttpHeaders.to_wsgi_name(REQUEST_ID_HEADER)
 # A client-supplied id is echoed only when it is short and safe to log and to put in a header.
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 

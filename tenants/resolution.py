@@ -16,6 +16,7 @@ import re
 import uuid
 from dataclasses import dataclass
 
+from django.http.request import HttpHeaders
 from rest_framework.exceptions import NotFound, PermissionDenied
 
 from config.exceptions import ApplicationError, TenantRequired
@@ -25,7 +26,7 @@ from .permissions import ALL_PERMISSIONS, effective_permissions
 
 TENANT_HEADER = "X-Organization-ID"
 TENANT_QUERY_PARAM = "organization_id"
-_TENANT_META = "HTTP_" + TENANT_HEADER.upper().replace("-", "_")
+_TENANT_META = HttpHeaders.to_wsgi_name(TENANT_HEADER)
 _SLUG = re.compile(r"^[-a-zA-Z0-9_]{1,63}$")
 
 

@@ -87,6 +87,15 @@ def on_each_thread(executor, threads: int, work) -> None:
         future.result(timeout=20)
 
 
+@pytest.fixture
+def connections_closed_per_request(monkeypatch):
+    """Each request closes its database connection when it ends (CONN_MAX_AGE 0). For tests
+    that serve through Django's ASGI handler (a thread per request) or through a front whose
+    threads are made per test: no connection is left open behind a finished thread. (Kept
+    connections under the front: tests/test_asgi_connections.py.)"""
+    monkeypatch.setitem(connections.settings["default"], "CONN_MAX_AGE", 0)
+
+
 @pytest.fixture(scope="session")
 def django_db_setup(django_db_setup):
     """pytest-django's. Before it drops a PostgreSQL test database, every other session on it

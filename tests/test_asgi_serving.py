@@ -12,17 +12,12 @@ from django.db import connections
 from tests.factories import issue_api_key
 from tests.playground.test_gateway_serving import assert_same_answer, both, error_of, request
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("connections_closed_per_request"),
+]
 
 ORG_URL = "/api/v1/organizations/current"
-
-
-@pytest.fixture(autouse=True)
-def _close_connections_per_request(monkeypatch):
-    # Django's handler (the reference here) runs each request on a thread of its own, and the
-    # front's threads are made per test: each request closes its connection, so that none is
-    # left open behind a finished thread. (Kept connections: tests/test_asgi_connections.py.)
-    monkeypatch.setitem(connections.settings["default"], "CONN_MAX_AGE", 0)
 
 
 def _token(caller) -> dict[str, str]:

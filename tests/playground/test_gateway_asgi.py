@@ -16,17 +16,10 @@ from tests.factories import MembershipFactory, issue_api_key
 
 from .loops import finish_like_a_server
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def _close_connections_per_request(monkeypatch):
-    # Django's handler (the reference here) runs each request on a thread of its own, and the
-    # front's threads are made per test: each request closes its connection, so that none is
-    # left open behind a finished thread. (Kept connections: tests/test_asgi_connections.py.)
-    from django.db import connections
-
-    monkeypatch.setitem(connections.settings["default"], "CONN_MAX_AGE", 0)
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("connections_closed_per_request"),
+]
 
 
 LONG_PROMPT = " ".join(f"word{index}" for index in range(40))

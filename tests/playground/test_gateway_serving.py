@@ -25,7 +25,10 @@ from .factories import LanguageModelFactory, ProviderFactory
 from .loops import finish_like_a_server
 from .upstream import FakeUpstream
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("connections_closed_per_request"),
+]
 
 URL = "/api/v1/chat/completions"
 MESSAGES = [{"role": "user", "content": "Hello there, gateway."}]
@@ -42,16 +45,6 @@ VARYING_HEADERS = {
     "x-ratelimit-reset-requests",
     "x-ratelimit-reset-tokens",
 }
-
-
-@pytest.fixture(autouse=True)
-def _close_connections_per_request(monkeypatch):
-    # Django's handler (the reference here) runs each request on a thread of its own, and the
-    # front's threads are made per test: each request closes its connection, so that none is
-    # left open behind a finished thread. (Kept connections: tests/test_asgi_connections.py.)
-    from django.db import connections
-
-    monkeypatch.setitem(connections.settings["default"], "CONN_MAX_AGE", 0)
 
 
 @pytest.fixture(autouse=True)
