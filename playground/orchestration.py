@@ -74,12 +74,19 @@ def check_phase_names(value, *, field: str = "custom_phases") -> list[str]:
 
 def check_settings(value, *, field: str = "settings") -> dict:
     """A run's (or template's) settings: known keys, a catalogue model, numbers in range."""
+    return checked_settings(value, field=field)[0]
+
+
+def checked_settings(value, *, field: str = "settings") -> tuple[dict, LanguageModel | None]:
+    """`check_settings`, with the catalogue model the settings name (None if they name none),
+    read once for the check and for whoever needs its limits next."""
     if not isinstance(value, Mapping):
         raise ApplicationError("Invalid settings.", details={field: ["An object."]})
     problems = [f"{key}: unknown (known: {', '.join(sorted(_SETTINGS_KEYS))})." for key in value
                 if key not in _SETTINGS_KEYS]  # fmt: skip
     limit = 100_000
     model_name = value.get("ai_model")
+    model = None
     if model_name is not None:
         model = LanguageModel.objects.filter(name=model_name, active=True).first()
         if not isinstance(model_name, str) or model is None:
@@ -105,7 +112,7 @@ def check_settings(value, *, field: str = "settings") -> dict:
         problems.append("integration_enabled: true or false.")
     if problems:
         raise ApplicationError("Invalid settings.", details={field: problems})
-    return dict(value)
+    return dict(value), model
 
 
 def check_template_data(value) -> dict:

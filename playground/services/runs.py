@@ -42,7 +42,6 @@ from ..models import (
     CallStatus,
     IntegrationOperation,
     JobStatus,
-    LanguageModel,
     OrchestrationPhase,
     OrchestrationRun,
     OrchestrationTemplate,
@@ -54,7 +53,7 @@ from ..orchestration import (
     DEFAULT_PHASES,
     INTEGRATIONS_PERFORMED,
     check_phase_names,
-    check_settings,
+    checked_settings,
 )
 from .artifacts import artifact_write
 from .gateway import (
@@ -113,8 +112,7 @@ def _run_settings(template: OrchestrationTemplate | None, given: dict | None) ->
     merged = {**(template.template_data.get("settings", {}) if template else {}), **(given or {})}
     # The default model is named before the check, so max_tokens is held to its limit too.
     merged["ai_model"] = merged.get("ai_model") or settings.GATEWAY_DEFAULT_MODEL
-    merged = check_settings(merged)
-    model = LanguageModel.objects.get(name=merged["ai_model"], active=True)
+    merged, model = checked_settings(merged)
     merged.setdefault("max_tokens", min(DEFAULT_MAX_TOKENS, model.max_output_tokens))
     return merged
 

@@ -26,6 +26,7 @@ from django.conf import settings as django_settings
 from django.core.files.storage import storages
 from django.core.management import call_command
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -430,6 +431,21 @@ def test_max_tokens_over_the_default_models_limit_is_refused(owner, project, giv
     error = assert_envelope(response, 400, "VALIDATION_ERROR")
     assert "settings" in error["details"]
     assert not OrchestrationRun.objects.exists()
+
+
+def test_a_runs_model_is_read_once_and_its_limit_caps_the_default_max_tokens(owner, project):
+    small = LanguageModel.objects.get(name=django_settings.GATEWAY_DEFAULT_MODEL)
+    LanguageModel.objects.filter(pk=small.pk).update(max_output_tokens=100)
+
+    with CaptureQueriesContext(connection) as queries:
+        run = start_run(owner, project)
+
+    model_reads = [
+        q["sql"] for q in queries.captured_queries if "playground_languagemodel" in q["sql"]
+    ]
+    assert len(model_reads) == 1, model_reads
+    assert run.ai_model == small.name
+    assert run.max_tokens == 100
 
 
 @pytest.mark.parametrize(
