@@ -138,10 +138,13 @@ def _ceil_month(day: datetime) -> datetime:
 def _stored(rows, window: Window, group, current: datetime, shape=None):
     """`rows` (a Rollup queryset) within the window's stored spans, `shape` applied to each
     span's queryset: one statement, a UNION ALL of one index range per span (an OR of the
-    spans would make PostgreSQL read the tenant's whole stream)."""
+    spans would make PostgreSQL read the tenant's whole stream). Unordered: the callers merge
+    the rows, and SQLite refuses an ORDER BY (the model's default) inside a UNION's parts."""
     parts = []
     for granularity, start, end in _spans(window, group, current):
-        part = rows.filter(granularity=granularity, bucket_start__gte=start, bucket_start__lt=end)
+        part = rows.filter(
+            granularity=granularity, bucket_start__gte=start, bucket_start__lt=end
+        ).order_by()
         parts.append(shape(part) if shape else part)
     if not parts:
         return rows.none()
