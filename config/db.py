@@ -22,9 +22,12 @@ def create_or_conflict(
         raise Conflict(conflict_message, details=conflict_details) from None
 
 
-def raw_uuid(value: uuid.UUID):
-    """A UUID as a parameter of raw SQL, which bypasses the field's conversion: PostgreSQL
-    takes the UUID, SQLite stores it as 32 hex characters."""
+def raw_uuid(value: uuid.UUID | str):
+    """A UUID (or its text, as a task's argument gives an id) as a parameter of raw SQL, which
+    bypasses the field's conversion: PostgreSQL takes the UUID, SQLite stores it as 32 hex
+    characters."""
+    if not isinstance(value, uuid.UUID):
+        value = uuid.UUID(str(value))
     return value if connection.vendor == "postgresql" else value.hex
 
 
