@@ -3,7 +3,7 @@
 import time
 import uuid
 
-from django.db import IntegrityError, connection, connections, router, transaction
+from django.db import IntegrityError, connection, connections, models, router, transaction
 from django.http import Http404
 
 from .exceptions import Conflict
@@ -22,13 +22,15 @@ def create_or_conflict(
         raise Conflict(conflict_message, details=conflict_details) from None
 
 
+# Raw SQL bypasses the fields' conversion; this does it as a UUIDField column's would.
+_UUID_FIELD = models.UUIDField()
+
+
 def raw_uuid(value: uuid.UUID | str):
-    """A UUID (or its text, as a task's argument gives an id) as a parameter of raw SQL, which
-    bypasses the field's conversion: PostgreSQL takes the UUID, SQLite stores it as 32 hex
-    characters."""
-    if not isinstance(value, uuid.UUID):
-        value = uuid.UUID(str(value))
-    return value if connection.vendor == "postgresql" else value.hex
+    """A UUID (or its text, as a task's argument gives an id) as a parameter of raw SQL, as
+    Django's UUIDField converts it: PostgreSQL takes the UUID, SQLite stores 32 hex
+    characters. Text that is not a UUID raises ValidationError."""
+    return _UUID_FIELD.get_db_prep_value(value, connection)
 
 
 def bulk_insert(model, objs: list) -> list:

@@ -300,16 +300,15 @@ def _screens() -> list[str]:
 
 def _object_screens(client) -> list[str]:
     """Every API route a GET reads naming one object, for the first object its list shows."""
-    from tests.api.endpoints import _GROUP, ENDPOINTS
+    from tests.api.endpoints import ENDPOINTS
 
     paths = set()
     for endpoint in ENDPOINTS:
-        groups = _GROUP.findall(endpoint.regex)
-        if endpoint.method != "get" or len(groups) != 1:
+        if endpoint.method != "get" or len(endpoint.lookups) != 1:
             continue
-        listing = client.get("/" + endpoint.regex.split("(?P<")[0])
+        listing = client.get(endpoint.list_url)
         results = listing.json().get("results") if listing.status_code == 200 else None
-        key = "slug" if groups[0] == "slug" else "id"
+        key = "slug" if endpoint.lookups == ["slug"] else "id"
         if results and isinstance(results[0], dict) and results[0].get(key):
             paths.add(endpoint.url(str(results[0][key])))
     return sorted(paths)

@@ -1,6 +1,7 @@
 """config.db.raw_uuid: an id as raw SQL takes it on each database, from a UUID or its text."""
 
 import pytest
+from django.core.exceptions import ValidationError
 from django.db import connection
 
 from config.db import raw_uuid
@@ -22,5 +23,5 @@ def test_a_uuid_or_its_text_finds_the_row_in_raw_sql(given):
 
 
 def test_text_that_is_not_a_uuid_is_refused():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValidationError):
         raw_uuid("not-a-uuid")

@@ -27,7 +27,17 @@ class Endpoint:
 
     @property
     def is_detail(self) -> bool:
-        return bool(_GROUP.search(self.regex))
+        return bool(self.lookups)
+
+    @property
+    def lookups(self) -> list[str]:
+        """The names of the URL's lookups (`pk`, `slug`), in order."""
+        return _GROUP.findall(self.regex)
+
+    @property
+    def list_url(self) -> str:
+        """The URL of the collection a detail route names one object of."""
+        return "/" + self.regex.split("(?P<")[0]
 
     @property
     def requirement(self) -> str | None:
