@@ -42,7 +42,7 @@ _last_local_flush = [time.monotonic()]
 def _flush_when_due() -> None:
     if time.monotonic() - _last_local_flush[0] >= settings.ANALYTICS_FLUSH_SECONDS:
         _last_local_flush[0] = time.monotonic()
-        flush_request_facts()
+        metering.flush_beside_request(flush_request_facts)
 
 
 def request_counts():

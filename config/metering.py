@@ -25,6 +25,7 @@ Each count field is summed, except the fields named in `max_fields`, which keep 
 value (a "last used" time).
 """
 
+import asyncio
 import atexit
 import logging
 import math
@@ -37,6 +38,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from django import db
 from django.core.cache import caches
 from django.core.exceptions import ImproperlyConfigured
 from redis.commands.core import Script
@@ -622,9 +624,42 @@ def _flatten(mapping: Mapping) -> list:
     return [item for pair in mapping.items() for item in pair]
 
 
+def flush_beside_request(flush: Callable[[], object]) -> threading.Thread | None:
+    """Run a due flush of a process-local buffer (database writes) from the request that found
+    it due, without failing that request: a failed flush is logged and its counts stay
+    buffered for the next (each flush restores what it could not write).
+
+    Called on a running event loop (the gateway counts its answers there), where Django refuses
+    database access, the flush runs on a thread of its own, which closes its connections when
+    done; that thread is returned."""
+
+    def run():
+        try:
+            flush()
+        except Exception:
+            logger.exception("flushing buffered counts failed; they stay buffered for the next")
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        run()
+        return None
+
+    def run_on_thread():
+        try:
+            run()
+        finally:
+            db.connections.close_all()
+
+    thread = threading.Thread(target=run_on_thread, name="buffered-counts-flush", daemon=True)
+    thread.start()
+    return thread
+
+
 class LocalBufferedCounts:
     """Counts inside this process, for the process-local cache (see the module docstring).
-    `on_record` runs after each event (the owner may flush from the request itself)."""
+    `on_record` runs after each event (the owner may flush from the request itself, through
+    `flush_beside_request`)."""
 
     def __init__(self, *, max_fields=(), on_record: Callable[[], None] | None = None):
         self._buffer = CountBuffer(frozenset(max_fields))

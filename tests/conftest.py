@@ -55,15 +55,19 @@ def _keep_the_seeded_catalogue(sender, app_config=None, **kwargs):
 
 
 def pytest_collection_modifyitems(config, items):
-    """Tests marked `postgres` are skipped on the SQLite smoke run."""
+    """Tests marked `postgres` are skipped on SQLite (the smoke run), tests marked `redis`
+    without Redis (the embedded defaults count in the process and the database instead)."""
     from django.conf import settings
 
-    if settings.DATABASES["default"]["ENGINE"].endswith("postgresql"):
-        return
-    skip = pytest.mark.skip(reason="needs PostgreSQL")
+    skips = {}
+    if not settings.DATABASES["default"]["ENGINE"].endswith("postgresql"):
+        skips["postgres"] = pytest.mark.skip(reason="needs PostgreSQL")
+    if not settings.REDIS_URL:
+        skips["redis"] = pytest.mark.skip(reason="needs Redis")
     for item in items:
-        if "postgres" in item.keywords:
-            item.add_marker(skip)
+        for marker, skip in skips.items():
+            if marker in item.keywords:
+                item.add_marker(skip)
 
 
 @pytest.fixture(scope="session", autouse=True)

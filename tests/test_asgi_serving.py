@@ -88,6 +88,7 @@ def test_a_streamed_answer_arrives_whole(applications, owner):
     assert front_answer.body == django_answer.body
 
 
+@pytest.mark.postgres
 def test_the_request_runs_on_the_fronts_threads_and_gives_its_connection_back(
     front, owner, monkeypatch
 ):

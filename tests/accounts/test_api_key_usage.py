@@ -1,6 +1,7 @@
 """API-key usage statistics: counted in the cache on the request path, written to the
 database in batches by a flush, exact whatever runs concurrently."""
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -107,6 +108,7 @@ def test_a_refused_key_is_not_counted(owner):
     assert key.usage_count == 0
 
 
+@pytest.mark.redis
 def test_usage_recording_writes_nothing_to_the_database(keyed):
     _, _, client = keyed
     client.get(ORG_URL)  # creates the tenant's api_calls counter
@@ -270,6 +272,45 @@ def test_local_store_flushes_itself_once_the_interval_passed(keyed, monkeypatch)
 
     key.refresh_from_db()
     assert (key.usage_count, key.success_count, key.failed_count) == (2, 1, 1)
+
+
+@pytest.mark.smoke
+@pytest.mark.django_db(transaction=True)
+def test_local_store_flushes_on_a_thread_when_due_on_an_event_loop(keyed, monkeypatch):
+    _, key, _ = keyed
+    store = usage.LocalUsageStore()
+    monkeypatch.setattr(usage, "usage_store", lambda: store)
+
+    async def record_on_the_loop():
+        store.record(str(key.pk), ok=True, response_time_us=10, route=ORG_ROUTE, at_ms=5)
+
+    with override_settings(API_KEY_USAGE_FLUSH_SECONDS=0):
+        asyncio.run(record_on_the_loop())
+
+    assert store.flushing is not None
+    store.flushing.join(timeout=30)
+    key.refresh_from_db()
+    assert key.usage_count == 1
+
+
+@pytest.mark.smoke
+def test_a_failed_flush_fails_no_request_and_keeps_its_counts(keyed, monkeypatch, caplog):
+    _, key, _ = keyed
+    store = usage.LocalUsageStore()
+    monkeypatch.setattr(usage, "usage_store", lambda: store)
+
+    def refuse(_usage):
+        raise RuntimeError("database unavailable")
+
+    monkeypatch.setattr(usage, "_apply", refuse)
+    with override_settings(API_KEY_USAGE_FLUSH_SECONDS=0):
+        store.record(str(key.pk), ok=True, response_time_us=10, route=ORG_ROUTE, at_ms=5)
+
+    assert "flushing buffered counts failed" in caplog.text
+    assert store.pending(str(key.pk)).requests == 1
+    monkeypatch.undo()
+    monkeypatch.setattr(usage, "usage_store", lambda: store)
+    assert usage.flush_api_key_usage() == 1
 
 
 def redis_store() -> usage.RedisUsageStore:

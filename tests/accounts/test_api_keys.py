@@ -379,6 +379,7 @@ def test_a_staff_creators_key_carries_no_staff_powers(make_caller):
     assert_envelope(directory, 403, "INSUFFICIENT_PERMISSIONS")
 
 
+@pytest.mark.redis
 def test_key_authentication_is_one_query(owner):
     """Key, tenant, creator and membership in one query, reused by tenant resolution: the key
     path runs the view's query plus one, as the token path does (accounts.principals)."""

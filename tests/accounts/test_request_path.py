@@ -52,6 +52,7 @@ def statements_of(client, url=ORG_URL) -> list[str]:
 
 
 @pytest.mark.parametrize("credential", CREDENTIALS)
+@pytest.mark.redis
 def test_a_trivial_read_is_two_statements_for_every_credential(owner, credential):
     statements = statements_of(client_for(owner, credential))
 
@@ -60,12 +61,14 @@ def test_a_trivial_read_is_two_statements_for_every_credential(owner, credential
 
 
 @pytest.mark.parametrize("credential", ["token", "jwt", "session"])
+@pytest.mark.redis
 def test_the_only_organization_is_resolved_without_another_statement(owner, credential):
     statements = statements_of(client_for(owner, credential, named=False))
 
     assert len(statements) == 2, statements
 
 
+@pytest.mark.redis
 def test_an_organization_named_by_slug_is_resolved_in_the_same_statement(owner):
     client = owner.client_for(owner.tenant.slug.upper())
 

@@ -424,6 +424,7 @@ def _fire_in_parallel(caller, batch, threads):
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.postgres
 def test_a_batch_sent_in_parallel_stores_each_event_once(make_caller):
     caller = make_caller(Role.OWNER)
     batch = [event(f"p-{n}", timestamp=shown(datetime.now(UTC))) for n in range(20)]
@@ -439,6 +440,7 @@ def test_a_batch_sent_in_parallel_stores_each_event_once(make_caller):
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.postgres
 def test_racing_copies_of_a_batch_accept_each_event_once_in_total(make_caller, monkeypatch):
     caller = make_caller(Role.OWNER)
     batch = [event(f"p-{n}", timestamp=shown(datetime.now(UTC))) for n in range(10)]

@@ -136,6 +136,7 @@ def test_credit_is_used_up_by_the_next_invoices_oldest_first():
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.postgres
 def test_notes_issued_at_once_never_give_back_more_than_was_paid():
     invoice = paid_invoice(TenantFactory())
 

@@ -151,6 +151,7 @@ def test_a_batchs_events_keep_their_order():
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.postgres
 def test_dunning_never_suspends_an_organization_whose_payment_is_committing(monkeypatch):
     import threading
     import time

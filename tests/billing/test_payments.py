@@ -164,6 +164,7 @@ def _parallel_pays(caller, invoice, *, key: str | None, attempts: int = 20) -> l
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.postgres
 def test_twenty_parallel_pays_with_one_key_charge_once(make_caller):
     caller = make_caller("billing")
     invoice = invoice_of(caller.tenant)
@@ -178,6 +179,7 @@ def test_twenty_parallel_pays_with_one_key_charge_once(make_caller):
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.postgres
 def test_twenty_parallel_pays_without_a_key_charge_once(make_caller):
     caller = make_caller("billing")
     invoice = invoice_of(caller.tenant)

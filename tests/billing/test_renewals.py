@@ -763,6 +763,7 @@ def _renew_in_thread(now: datetime, start: threading.Barrier) -> services.Renewa
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.postgres
 def test_runs_at_once_issue_exactly_one_invoice_per_subscription_and_period():
     runs = 4
     subscriptions = [

@@ -24,6 +24,7 @@ REPO = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
 HEALTH_TIMEOUT_SECONDS = 60
 STOP_TIMEOUT_SECONDS = 10
+API_KEY_USAGE_FLUSH_SECONDS = 2
 # Settings the test process may carry (test.sh exports some, a developer's shell others) that
 # would make the subprocess something other than the quick start.
 _INHERITED_SETTINGS_TO_DROP = (
@@ -87,6 +88,9 @@ def _environment(var_dir: Path) -> dict[str, str]:
         # celery -A config runs from var_dir, not from the repository.
         PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
         PYTHONUNBUFFERED="1",
+        # The web process writes its API keys' usage itself (no Redis): often, so that the
+        # tests' calls cross such flushes.
+        API_KEY_USAGE_FLUSH_SECONDS=str(API_KEY_USAGE_FLUSH_SECONDS),
     )
     return environment
 

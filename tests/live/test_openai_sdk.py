@@ -3,16 +3,19 @@
 how users call the gateway."""
 
 import asyncio
+import time
 
 import pytest
 
 from .client import DEMO_PASSWORD, call
+from .conftest import API_KEY_USAGE_FLUSH_SECONDS
 
 openai = pytest.importorskip("openai")
 
 
 @pytest.fixture(scope="module")
-def api_key(quick_start) -> str:
+def created_key(quick_start) -> tuple[str, dict]:
+    """(the owner's token, the created key's answer)."""
     login = call(
         quick_start.url,
         "POST",
@@ -29,7 +32,12 @@ def api_key(quick_start) -> str:
         body={"name": "OpenAI SDK test", "scopes": ["write"]},
     )
     assert created.status == 201, created.body
-    return created.body["key"]
+    return login.body["token"], created.body
+
+
+@pytest.fixture(scope="module")
+def api_key(created_key) -> str:
+    return created_key[1]["key"]
 
 
 def _client(quick_start, api_key):
@@ -105,3 +113,38 @@ def test_the_sdk_raises_our_errors_as_its_own(quick_start, api_key):
 
     assert unknown.value.body["code"] == "VALIDATION_ERROR"
     assert "model" in unknown.value.body["details"]
+
+
+def test_calls_across_the_keys_usage_flushes_answer_and_are_counted(quick_start, created_key):
+    """Without Redis the web process writes its keys' usage itself, from the answer that finds
+    the flush due; the gateway's answers are made on the event loop, where the database is
+    refused, and each call across a flush must still answer."""
+    token, key = created_key
+    client = _client(quick_start, key["key"])
+    before = call(
+        quick_start.url, "GET", f"/api/v1/api-keys/{key['id']}/usage/", token=token,
+        organization="acme",
+    )  # fmt: skip
+    assert before.status == 200, before.body
+
+    for streamed in (False, True, False):
+        time.sleep(API_KEY_USAGE_FLUSH_SECONDS + 0.2)
+        answer = client.chat.completions.create(
+            model="gpt-4", messages=MESSAGES, max_tokens=5, stream=streamed
+        )
+        if streamed:
+            assert list(answer)[-1].usage.total_tokens > 0
+
+    # A flush running on its thread holds what it claimed until it has written it: read again
+    # until it is done.
+    for _ in range(50):
+        after = call(
+            quick_start.url, "GET", f"/api/v1/api-keys/{key['id']}/usage/", token=token,
+            organization="acme",
+        )  # fmt: skip
+        assert after.status == 200, after.body
+        if after.body["total_requests"] - before.body["total_requests"] == 3:
+            break
+        time.sleep(0.2)
+    assert after.body["total_requests"] - before.body["total_requests"] == 3
+    quick_start.assert_healthy()

@@ -5,8 +5,10 @@ and budget refusals, validation, and streaming."""
 import json
 
 import pytest
+from django.test import override_settings
 from rest_framework.test import APIClient
 
+from accounts import usage
 from playground import tokens
 from playground.models import CallStatus, GatewayCall
 from tenants.models import QuotaCounter
@@ -74,6 +76,28 @@ def test_an_api_key_works_as_bearer_and_is_recorded(owner):
 
     assert response.status_code == 200, response.content
     assert GatewayCall.objects.get(tenant=owner.tenant).api_key_id == key.pk
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_api_keys_usage_flush_due_at_the_answer_runs_beside_it(owner, monkeypatch, stream):
+    """Without Redis each process flushes its own API-key usage from the request that finds
+    the flush due. The gateway counts its answer on the event loop, where the database is
+    refused: the flush goes to a thread, and the answer is the call's."""
+    store = usage.LocalUsageStore()
+    monkeypatch.setattr(usage, "usage_store", lambda: store)
+    key, raw = issue_api_key(owner.membership, scopes=["write"])
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
+
+    with override_settings(API_KEY_USAGE_FLUSH_SECONDS=0):
+        response = client.post(URL, {**BODY, "stream": stream}, format="json")
+
+    assert response.status_code == 200, response.content
+    assert store.flushing is not None
+    store.flushing.join(timeout=30)
+    key.refresh_from_db()
+    assert (key.usage_count, key.success_count) == (1, 1)
 
 
 def test_streaming_ends_with_usage_and_done(owner):

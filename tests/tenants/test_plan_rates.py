@@ -358,7 +358,7 @@ LOCMEM = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"
 T0 = 1_000_000.5  # 16666 minutes and 40.5 s: the minute window ends at 1_000_020
 
 
-@pytest.fixture(params=["redis", "locmem"])
+@pytest.fixture(params=[pytest.param("redis", marks=pytest.mark.redis), "locmem"])
 def backend(request):
     if request.param == "redis":
         assert isinstance(caches["default"], RedisCache)
@@ -427,6 +427,7 @@ def test_windows_with_other_keys_or_lengths_are_counted_apart(backend):
     assert hit([Window("user:a", 1, 60)], now=T0)[0] == 0
 
 
+@pytest.mark.redis
 def test_hit_uses_the_configured_default_cache(backend):
     """Counts made on one backend are invisible to the other: hit() follows caches["default"]."""
     window = Window("user:shared", 1, 60)
@@ -453,6 +454,7 @@ def _redis_caches() -> dict:
     return test_settings.CACHES
 
 
+@pytest.mark.redis
 def test_redis_buckets_expire_after_their_window():
     assert isinstance(caches["default"], RedisCache)
     cache = caches["default"]

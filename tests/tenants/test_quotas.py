@@ -125,6 +125,7 @@ def test_a_tenant_without_counters_gets_them_on_first_use(owner):
     assert used(owner.tenant) == 1
 
 
+@pytest.mark.redis
 def test_counting_api_calls_writes_nothing_to_the_database_on_redis(owner):
     assert api_call_store.store() is not None
     owner.client.get(ORG_URL)
@@ -136,6 +137,7 @@ def test_counting_api_calls_writes_nothing_to_the_database_on_redis(owner):
     assert used(owner.tenant) == 2
 
 
+@pytest.mark.redis
 def test_the_organization_shows_the_count_its_request_made_without_reading_it_again(
     owner, monkeypatch
 ):
@@ -155,6 +157,7 @@ def test_the_organization_shows_the_count_its_request_made_without_reading_it_ag
     assert reads == [[], []]
 
 
+@pytest.mark.redis
 def test_a_reading_of_another_period_is_not_used(owner):
     api_call_store.store().seed(owner.tenant, 5)
     tenant = Tenant.objects.with_quota_usage().get(pk=owner.tenant.pk)
@@ -180,6 +183,7 @@ def test_without_redis_api_calls_are_one_conditional_update(owner, settings):
     assert stored(owner.tenant) == 2
 
 
+@pytest.mark.redis
 def test_live_counters_are_copied_to_the_database_by_the_sync(owner):
     for _ in range(3):
         owner.client.get(ORG_URL)
@@ -191,6 +195,7 @@ def test_live_counters_are_copied_to_the_database_by_the_sync(owner):
     assert sync_api_call_counters() == 0  # nothing changed since
 
 
+@pytest.mark.redis
 def test_the_sync_command_copies_the_live_counters(owner):
     owner.client.get(ORG_URL)
     out = StringIO()
