@@ -31,6 +31,7 @@ def auth_token(user, *, expires_in: timedelta) -> AuthToken:
 
 
 @pytest.mark.postgres
+@pytest.mark.redis
 def test_real_worker_purges_expired_tokens_through_redis(transactional_db):
     assert app.conf.broker_url.startswith("redis://"), app.conf.broker_url
     user = UserFactory()
@@ -48,6 +49,7 @@ def test_real_worker_purges_expired_tokens_through_redis(transactional_db):
 
 
 @pytest.mark.postgres
+@pytest.mark.redis
 def test_real_worker_resets_a_due_quota_through_redis(transactional_db):
     assert app.conf.broker_url.startswith("redis://"), app.conf.broker_url
     due = TenantFactory(quota_reset_at=timezone.now() - timedelta(seconds=1))

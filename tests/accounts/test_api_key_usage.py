@@ -343,6 +343,7 @@ def count_one(store, key_pk: str, *, ok=True, route=ORG_ROUTE) -> None:
 
 @pytest.mark.postgres  # the full run, on Redis
 @override_settings(API_KEY_USAGE_BUFFER_SECONDS=3600)
+@pytest.mark.redis
 def test_redis_counting_makes_no_round_trip_on_the_request_path(keyed, monkeypatch):
     _, key, client = keyed
     store = redis_store()
@@ -365,6 +366,7 @@ def test_redis_counting_makes_no_round_trip_on_the_request_path(keyed, monkeypat
 
 @pytest.mark.postgres  # the full run, on Redis
 @override_settings(API_KEY_USAGE_BUFFER_SECONDS=0)
+@pytest.mark.redis
 def test_without_a_buffer_each_request_is_written_through(monkeypatch):
     store = redis_store()
     key_pk = str(uuid.uuid4())
@@ -380,6 +382,7 @@ def test_without_a_buffer_each_request_is_written_through(monkeypatch):
 
 @pytest.mark.postgres  # the full run, on Redis
 @override_settings(API_KEY_USAGE_BUFFER_SECONDS=0.05)
+@pytest.mark.redis
 def test_the_buffer_reaches_redis_within_the_interval_by_itself():
     store = redis_store()
     key_pk = str(uuid.uuid4())
@@ -395,6 +398,7 @@ def test_the_buffer_reaches_redis_within_the_interval_by_itself():
 
 @pytest.mark.postgres  # the full run, on Redis
 @override_settings(API_KEY_USAGE_BUFFER_SECONDS=3600)
+@pytest.mark.redis
 def test_a_failed_push_keeps_the_counts_for_the_next(keyed, monkeypatch):
     owner, key, client = keyed
     store = redis_store()
@@ -416,6 +420,7 @@ def test_a_failed_push_keeps_the_counts_for_the_next(keyed, monkeypatch):
 
 @pytest.mark.postgres  # the full run, on Redis
 @override_settings(API_KEY_USAGE_BUFFER_SECONDS=3600)
+@pytest.mark.redis
 def test_a_forked_child_leaves_the_parents_counts_to_the_parent():
     store = redis_store()
     key_pk = str(uuid.uuid4())
@@ -434,6 +439,7 @@ def test_a_forked_child_leaves_the_parents_counts_to_the_parent():
 
 
 @pytest.mark.postgres  # the full run, on Redis
+@pytest.mark.redis
 def test_a_process_pushes_its_buffer_when_it_exits():
     key_pk = str(uuid.uuid4())
     script = (
@@ -458,6 +464,7 @@ def test_a_process_pushes_its_buffer_when_it_exits():
 
 
 @pytest.mark.postgres  # the full run, on Redis
+@pytest.mark.redis
 def test_redis_batch_left_by_a_crashed_flush_is_recovered_once_stale(keyed):
     owner, key, client = keyed
     store = usage.usage_store()

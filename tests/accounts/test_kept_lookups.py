@@ -48,6 +48,7 @@ def warmed(client, url=ORG_URL):
 
 
 @pytest.mark.parametrize("credential", KEPT)
+@pytest.mark.redis
 def test_a_kept_caller_costs_no_statement(owner, credential):
     client = warmed(client_for(owner, credential))
 
@@ -57,6 +58,7 @@ def test_a_kept_caller_costs_no_statement(owner, credential):
     assert len(epoch.recent_rows) >= 1
 
 
+@pytest.mark.redis
 def test_nothing_is_kept_without_the_setting(owner, settings):
     settings.PRINCIPAL_CACHE_SECONDS = 0
     client = warmed(owner.client)
@@ -145,6 +147,7 @@ def test_a_raw_sql_write_through_django_is_seen(owner):
     assert client.get(ORG_URL).status_code in (401, 404)
 
 
+@pytest.mark.redis
 def test_a_write_outside_the_application_is_seen_after_invalidate_principals(owner):
     client = warmed(owner.client)
     with outside_connection() as outside:
@@ -160,6 +163,7 @@ def test_a_write_outside_the_application_is_seen_after_invalidate_principals(own
     assert client.get(ORG_URL).status_code in (401, 403)
 
 
+@pytest.mark.redis
 def test_a_kept_caller_is_read_again_after_redis_loses_the_epoch(owner):
     client = warmed(owner.client)
     before = epoch.observed()
@@ -228,6 +232,7 @@ def test_a_key_that_expires_is_refused_without_any_write(owner):
         assert_envelope(client.get(MEMBERS_URL), 401)
 
 
+@pytest.mark.redis
 def test_a_keys_counters_move_nothing_and_its_kept_lookup_stays(owner):
     """Every gateway call writes the key's budget and every flush its usage: were they to move
     the epoch, no API-key lookup would stay kept for long."""
@@ -245,6 +250,7 @@ def test_a_keys_counters_move_nothing_and_its_kept_lookup_stays(owner):
     assert key.budget_tokens_used == 15
 
 
+@pytest.mark.redis
 def test_an_unwatched_block_ignores_only_the_tables_it_names(owner):
     owner.client.get(ORG_URL)
     before = _current_epoch()
@@ -260,6 +266,7 @@ def test_an_unwatched_block_ignores_only_the_tables_it_names(owner):
 # --- What a stale admission leaves --------------------------------------------------------------
 
 
+@pytest.mark.redis
 def test_a_stale_admission_counts_the_request_once(owner):
     client = warmed(owner.client)
     remaining = int(client.get(ORG_URL)["X-RateLimit-Remaining"])
@@ -280,6 +287,7 @@ def _only_kept_entry():
     return key, rows
 
 
+@pytest.mark.redis
 def test_a_refusal_is_never_made_on_kept_rows(owner):
     """Kept rows saying the member is suspended (as a stale kept read would) are read again
     before the request is refused: it is served."""
@@ -291,6 +299,7 @@ def test_a_refusal_is_never_made_on_kept_rows(owner):
     assert client.get(ORG_URL).status_code == 200
 
 
+@pytest.mark.redis
 def test_kept_rows_hold_only_immutable_values(owner):
     """Every request builds its own instances from the shared rows, JSON columns included
     (Django reads them as text): nothing one request changes reaches another."""
@@ -308,6 +317,7 @@ IMMUTABLE = (str, int, float, bool, type(None), datetime.datetime, uuid.UUID, de
 
 
 @pytest.mark.parametrize("credential", KEPT)
+@pytest.mark.redis
 def test_instances_are_built_once_per_kept_lookup_and_copied_for_each_request(owner, credential):
     client = warmed(client_for(owner, credential))
     assert client.get(ORG_URL).status_code == 200
@@ -320,6 +330,7 @@ def test_instances_are_built_once_per_kept_lookup_and_copied_for_each_request(ow
     assert _only_kept_entry()[1].built is built
 
 
+@pytest.mark.redis
 def test_each_use_of_kept_rows_gets_instances_of_its_own(owner):
     """What one request changes on its caller's instances (attributes, relations, JSON values)
     reaches neither the instances kept nor another request's."""
@@ -410,6 +421,7 @@ def test_a_with_statement_is_scanned_once_and_the_scans_kept_are_bounded(monkeyp
     assert epoch.writes_watched_table(sql) is True
 
 
+@pytest.mark.redis
 def test_a_write_moves_the_epoch_when_it_commits_not_before(owner):
     owner.client.get(ORG_URL)
     before = epoch.observed()
@@ -419,6 +431,7 @@ def test_a_write_moves_the_epoch_when_it_commits_not_before(owner):
     assert _current_epoch() > before
 
 
+@pytest.mark.redis
 def test_a_rolled_back_write_leaves_the_epoch(owner):
     owner.client.get(ORG_URL)
     before = epoch.observed()
@@ -460,6 +473,7 @@ def _revocable_client(owner, credential):
 
 
 @pytest.mark.parametrize("credential", ["token", "api_key"])
+@pytest.mark.redis
 def test_no_request_started_after_a_revocation_is_served_while_others_race_it(owner, credential):
     """Four threads read as fast as they can, each request keeping or re-reading the caller,
     while the token is deleted or the key revoked: every request started after the revocation
@@ -509,6 +523,7 @@ def _wait_for(condition, seconds: float = 60) -> None:
         time.sleep(0.01)
 
 
+@pytest.mark.redis
 def test_a_forked_child_starts_with_nothing_kept(owner):
     warmed(owner.client)
     read_end, write_end = os.pipe()

@@ -23,6 +23,7 @@ WORKER_DEADLINE_SECONDS = 20
 
 
 @pytest.mark.postgres
+@pytest.mark.redis
 def test_a_committed_change_is_delivered_by_a_real_worker(
     transactional_db, make_caller, monkeypatch
 ):

@@ -68,6 +68,7 @@ def started_elsewhere(name, seconds=30):
     redis_client(cache).incr(epoch.epoch_key(cache))
 
 
+@pytest.mark.redis
 def test_a_kept_state_answers_until_the_epoch_moves(reads):
     seen = an_admission()
 
@@ -90,6 +91,7 @@ def test_a_kept_state_answers_until_the_epoch_moves(reads):
     assert len(reads) == 2
 
 
+@pytest.mark.redis
 def test_a_model_not_read_yet_is_read(reads):
     an_admission()
     cooldown.cooling_down(["model-a"])
@@ -99,6 +101,7 @@ def test_a_model_not_read_yet_is_read(reads):
     assert len(reads) == 2
 
 
+@pytest.mark.redis
 def test_a_kept_cooldown_ends_when_its_time_is_up(reads, settings):
     an_admission()
     settings.GATEWAY_COOLDOWN_FAILURES = 1
@@ -114,6 +117,7 @@ def test_a_kept_cooldown_ends_when_its_time_is_up(reads, settings):
     assert len(reads) == 1
 
 
+@pytest.mark.redis
 def test_a_kept_state_is_read_again_after_the_principals_age(reads, settings):
     settings.PRINCIPAL_CACHE_SECONDS = 0.05
     an_admission()
@@ -125,6 +129,7 @@ def test_a_kept_state_is_read_again_after_the_principals_age(reads, settings):
     assert len(reads) == 2
 
 
+@pytest.mark.redis
 def test_a_start_and_a_clear_move_the_epoch(settings):
     settings.GATEWAY_COOLDOWN_FAILURES = 1
     before = an_admission()
@@ -153,6 +158,7 @@ def test_without_keeping_every_check_reads(reads, settings):
     assert len(reads) == 3
 
 
+@pytest.mark.redis
 def test_the_next_call_sees_a_cooldown_another_process_started(owner, upstream, reads):
     model = openai_model(upstream)
     served = owner.client.post(URL, chat(model), format="json")
@@ -173,6 +179,7 @@ def test_the_next_call_sees_a_cooldown_another_process_started(owner, upstream, 
     )
 
 
+@pytest.mark.redis
 def test_a_call_whose_admission_sees_the_epoch_move_reads_again_and_gives_back(owner, upstream):
     """A call made where nothing was admitted just before (a Celery worker's phase): the kept
     state answers, and the call's own tokens-window admission is what confirms it."""

@@ -299,6 +299,7 @@ class SubprocessWorker:
 
 
 @pytest.mark.postgres
+@pytest.mark.redis
 def test_a_run_is_queued_by_its_commit_and_run_by_a_real_worker(transactional_db, make_caller):
     assert app.conf.broker_url.startswith("redis://"), app.conf.broker_url
     member = make_caller(Role.MEMBER)
@@ -452,6 +453,7 @@ def test_the_phase_in_flight_when_cancelled_keeps_its_usage(transactional_db, ma
 
 
 @pytest.mark.postgres
+@pytest.mark.redis
 def test_a_run_whose_worker_is_killed_mid_phase_is_reaped_and_resumed_once(
     transactional_db, make_caller, tmp_path
 ):
@@ -583,6 +585,7 @@ def test_a_run_whose_worker_is_killed_mid_phase_is_reaped_and_resumed_once(
 
 
 @pytest.mark.postgres
+@pytest.mark.redis
 def test_a_killed_workers_reservation_is_not_left_on_the_quota(
     transactional_db, make_caller, tmp_path
 ):
@@ -639,6 +642,7 @@ def test_a_killed_workers_reservation_is_not_left_on_the_quota(
 
 
 @pytest.mark.postgres
+@pytest.mark.redis
 def test_the_reaper_fails_a_stalled_run_out_of_attempts(transactional_db, make_caller):
     member = make_caller(Role.MEMBER)
     now = timezone.now()
@@ -699,6 +703,7 @@ def test_the_reaper_fails_a_stalled_run_out_of_attempts(transactional_db, make_c
 
 @pytest.mark.postgres
 @pytest.mark.parametrize("where", ["in-process", "subprocess"])
+@pytest.mark.redis
 def test_a_worker_takes_queued_jobs_highest_priority_first(
     transactional_db, make_caller, tmp_path, where
 ):

@@ -482,6 +482,7 @@ def test_two_resets_at_once_reset_each_tenant_once():
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.redis
 def test_a_sync_waiting_on_a_reset_does_not_copy_the_ended_period():
     tenant = TenantFactory()
     for _ in range(4):
