@@ -6,6 +6,7 @@ import threading
 import uuid
 
 import pytest
+from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, connections, models, transaction
 from django.db.models.functions import Now
 from django.test import override_settings
@@ -29,6 +30,12 @@ from tenants.queries import organization_detail
 from .factories import MembershipFactory, TenantFactory, ThemeFactory
 
 pytestmark = pytest.mark.django_db
+
+# What preparing on the server does, where it is on (the default; turned off behind a pooler
+# that cannot keep prepared statements, where the rest of the suite runs unprepared).
+preparing = pytest.mark.skipif(
+    not settings.DATABASE_PREPARED_STATEMENTS, reason="DATABASE_PREPARED_STATEMENTS is off"
+)
 
 
 QUERY = "SELECT id, slug FROM tenants_tenant WHERE slug = %s"
@@ -91,6 +98,7 @@ def test_database_errors_are_django_errors():
 
 
 @pytest.mark.postgres
+@preparing
 def test_is_prepared_on_the_server_once_per_connection():
     TenantFactory(slug="server-org")
     sql = unique_sql()
@@ -103,6 +111,7 @@ def test_is_prepared_on_the_server_once_per_connection():
 
 
 @pytest.mark.postgres
+@preparing
 def test_django_cursors_stay_unprepared():
     """Enabling explicit preparation on the connection prepares nothing Django runs itself."""
     fetch_prepared(DEFAULT_DB_ALIAS, unique_sql(), ["any"])
@@ -116,6 +125,7 @@ def test_django_cursors_stay_unprepared():
 
 
 @pytest.mark.postgres
+@preparing
 def test_a_rollback_on_the_connection_is_survived():
     """psycopg forgets its prepared statements on a rollback; the next run prepares again."""
     TenantFactory(slug="rolled-org")
@@ -185,6 +195,7 @@ def test_compiled_organization_of_no_tenant_is_does_not_exist():
 
 
 @pytest.mark.postgres
+@preparing
 def test_compiled_query_is_compiled_once_and_prepared_on_the_server():
     first, second = TenantFactory(), TenantFactory()
     query = CompiledQuery(lambda pk: Tenant.objects.filter(pk=pk).order_by(), Tenant._meta.pk)
@@ -300,6 +311,7 @@ def test_empty_values_are_inserted_as_saving_inserts_them():
 
 
 @pytest.mark.postgres
+@preparing
 def test_the_insert_is_compiled_once_and_prepared_on_the_server():
     insert_row(_event(TenantFactory()))
 

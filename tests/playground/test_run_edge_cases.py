@@ -378,7 +378,7 @@ def test_a_batch_rows_reservation_and_its_note_are_one_statement(owner, sent):
     statements = [q["sql"] for q in queries.captured_queries]
     # The row's reservation notes itself on the job; the only other write of the note is the
     # job's end, clearing it.
-    noting = [sql for sql in statements if "reserved_call = %s" in sql]
+    noting = [sql for sql in statements if "reserved_call = " in sql]
     assert len(noting) == 2 and table in noting[0]
     assert "quota_update AS (UPDATE" in noting[0] and "quota_update" not in noting[1]
     job.refresh_from_db()
