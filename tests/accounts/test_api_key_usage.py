@@ -341,9 +341,8 @@ def count_one(store, key_pk: str, *, ok=True, route=ORG_ROUTE) -> None:
     store.record(key_pk, ok=ok, response_time_us=1000, route=route, at_ms=7)
 
 
-@pytest.mark.postgres  # the full run, on Redis
-@override_settings(API_KEY_USAGE_BUFFER_SECONDS=3600)
 @pytest.mark.redis
+@override_settings(API_KEY_USAGE_BUFFER_SECONDS=3600)
 def test_redis_counting_makes_no_round_trip_on_the_request_path(keyed, monkeypatch):
     _, key, client = keyed
     store = redis_store()
@@ -364,9 +363,8 @@ def test_redis_counting_makes_no_round_trip_on_the_request_path(keyed, monkeypat
     assert store.push() == 0
 
 
-@pytest.mark.postgres  # the full run, on Redis
-@override_settings(API_KEY_USAGE_BUFFER_SECONDS=0)
 @pytest.mark.redis
+@override_settings(API_KEY_USAGE_BUFFER_SECONDS=0)
 def test_without_a_buffer_each_request_is_written_through(monkeypatch):
     store = redis_store()
     key_pk = str(uuid.uuid4())
@@ -380,9 +378,8 @@ def test_without_a_buffer_each_request_is_written_through(monkeypatch):
     assert (counted.requests, counted.success, counted.failed) == (2, 1, 1)
 
 
-@pytest.mark.postgres  # the full run, on Redis
-@override_settings(API_KEY_USAGE_BUFFER_SECONDS=0.05)
 @pytest.mark.redis
+@override_settings(API_KEY_USAGE_BUFFER_SECONDS=0.05)
 def test_the_buffer_reaches_redis_within_the_interval_by_itself():
     store = redis_store()
     key_pk = str(uuid.uuid4())
@@ -396,9 +393,8 @@ def test_the_buffer_reaches_redis_within_the_interval_by_itself():
     assert store.buffered(key_pk).requests == 0
 
 
-@pytest.mark.postgres  # the full run, on Redis
-@override_settings(API_KEY_USAGE_BUFFER_SECONDS=3600)
 @pytest.mark.redis
+@override_settings(API_KEY_USAGE_BUFFER_SECONDS=3600)
 def test_a_failed_push_keeps_the_counts_for_the_next(keyed, monkeypatch):
     owner, key, client = keyed
     store = redis_store()
@@ -418,9 +414,8 @@ def test_a_failed_push_keeps_the_counts_for_the_next(keyed, monkeypatch):
     assert api_key_usage_flush() == 3
 
 
-@pytest.mark.postgres  # the full run, on Redis
-@override_settings(API_KEY_USAGE_BUFFER_SECONDS=3600)
 @pytest.mark.redis
+@override_settings(API_KEY_USAGE_BUFFER_SECONDS=3600)
 def test_a_forked_child_leaves_the_parents_counts_to_the_parent():
     store = redis_store()
     key_pk = str(uuid.uuid4())
@@ -438,7 +433,6 @@ def test_a_forked_child_leaves_the_parents_counts_to_the_parent():
     assert store.buffered(key_pk).requests == 1
 
 
-@pytest.mark.postgres  # the full run, on Redis
 @pytest.mark.redis
 def test_a_process_pushes_its_buffer_when_it_exits():
     key_pk = str(uuid.uuid4())
@@ -463,7 +457,6 @@ def test_a_process_pushes_its_buffer_when_it_exits():
     assert in_redis(redis_store(), key_pk).requests == 1
 
 
-@pytest.mark.postgres  # the full run, on Redis
 @pytest.mark.redis
 def test_redis_batch_left_by_a_crashed_flush_is_recovered_once_stale(keyed):
     owner, key, client = keyed
