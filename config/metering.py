@@ -632,28 +632,30 @@ def flush_beside_request(flush: Callable[[], object]) -> threading.Thread | None
     Called on a running event loop (the gateway counts its answers there), where Django refuses
     database access, the flush runs on a thread of its own, which closes its connections when
     done; that thread is returned."""
-
-    def run():
-        try:
-            flush()
-        except Exception:
-            logger.exception("flushing buffered counts failed; they stay buffered for the next")
-
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        run()
+        _flush_logged(flush)
         return None
-
-    def run_on_thread():
-        try:
-            run()
-        finally:
-            db.connections.close_all()
-
-    thread = threading.Thread(target=run_on_thread, name="buffered-counts-flush", daemon=True)
+    thread = threading.Thread(
+        target=_flush_and_close, args=(flush,), name="buffered-counts-flush", daemon=True
+    )
     thread.start()
     return thread
+
+
+def _flush_logged(flush: Callable[[], object]) -> None:
+    try:
+        flush()
+    except Exception:
+        logger.exception("flushing buffered counts failed; they stay buffered for the next")
+
+
+def _flush_and_close(flush: Callable[[], object]) -> None:
+    try:
+        _flush_logged(flush)
+    finally:
+        db.connections.close_all()
 
 
 class LocalBufferedCounts:
