@@ -11,6 +11,14 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
 
+@signals.worker_init.connect
+def _no_connection_pool(**_):
+    """A worker serves its connections without psycopg's pool (config.connections)."""
+    from .connections import leave_connection_pool
+
+    leave_connection_pool()
+
+
 @signals.task_prerun.connect
 def _drop_closed_connections(**_):
     """Workers keep their connections between tasks (CELERY_DB_REUSE_MAX): one the server has

@@ -15,7 +15,8 @@ is then not OK is closed, and Django opens a new one at the request's first quer
 What a poll cannot see, a network path that silently dropped (no FIN ever arrives), `SELECT 1`
 would only see after the TCP retransmission timeout too; TCP keepalives (the `keepalives_*`
 connection options) are the remedy for both. Connections given out by a pool (DATABASE_POOL)
-are checked out per request and are not touched here.
+are checked out per request and are not touched here; Celery workers do not use the pool
+(`leave_connection_pool`).
 """
 
 import select
@@ -65,3 +66,27 @@ def drop_closed_connections() -> None:
             continue
         if _closed_by_server(raw):
             connection.close()
+
+
+def leave_connection_pool() -> None:
+    """Serve this process's connections without psycopg's pool (DATABASE_POOL), from now on.
+
+    For Celery workers (config.celery, at `worker_init`, before the worker makes its pool of
+    processes or its solo pool). Django's Celery fixup, at `worker_process_init`, closes the
+    file descriptor of each connection the process holds (for a forked child, whose
+    connections are its parent's), then closes the connection, which a pool takes back: the
+    pool then holds a connection whose descriptor is closed, and the next query given it writes
+    to a closed descriptor or one already reused (a socket, an event loop's), and waits there
+    for ever. A forked child would also inherit the parent's pool and its idle connections,
+    sockets the parent still uses. A worker keeps its connections between tasks instead
+    (CELERY_DB_REUSE_MAX), as it does without the pool."""
+    for alias in connections:
+        options = connections.settings[alias].get("OPTIONS", {})
+        if not options.get("pool"):
+            continue
+        wrapper = connections[alias]
+        wrapper.close()  # this thread's connection back to the pool, which closes it below
+        options.pop("pool")
+        pool = type(wrapper)._connection_pools.pop(alias, None)
+        if pool is not None:
+            pool.close()

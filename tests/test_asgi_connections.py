@@ -20,6 +20,10 @@ from tests.playground.test_gateway_serving import bearer, completion, request
 pytestmark = [
     pytest.mark.django_db(transaction=True),
     pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL connections"),
+    pytest.mark.skipif(
+        bool(connection.settings_dict["OPTIONS"].get("pool")),
+        reason="kept connections; DATABASE_POOL hands out a connection per request instead",
+    ),
 ]
 
 ORG_URL = "/api/v1/organizations/current"

@@ -9,6 +9,7 @@ import pytest
 from celery.contrib.testing.worker import start_worker
 from celery.utils.imports import symbol_by_name
 from django.conf import settings
+from django.db import connection, connections
 from django.utils import timezone
 from django_celery_beat.schedulers import DatabaseScheduler
 
@@ -69,6 +70,49 @@ def test_real_worker_resets_a_due_quota_through_redis(transactional_db):
     }
     assert live == {due.pk: 0, not_due.pk: 9}
     assert AuditEvent.objects.filter(tenant=due, event_type="quota.reset").count() == 1
+
+
+@pytest.fixture
+def pooled_connections():
+    """psycopg's pool turned on in this process, as DATABASE_POOL=true does; off again after."""
+    settings_dict = connections.settings["default"]
+    assert connection.settings_dict is settings_dict
+    connection.close()
+    kept_age = settings_dict["CONN_MAX_AGE"]
+    settings_dict["CONN_MAX_AGE"] = 0
+    settings_dict["OPTIONS"]["pool"] = {"min_size": 1, "max_size": 4, "timeout": 10.0}
+    yield
+    connection.close()
+    if settings_dict["OPTIONS"].pop("pool", None):
+        type(connections["default"])._connection_pools.pop("default").close()
+    settings_dict["CONN_MAX_AGE"] = kept_age
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+def test_a_worker_started_with_the_pool_on_leaves_it_and_keeps_working(
+    transactional_db, pooled_connections
+):
+    """As its solo pool (or a forked child) starts, Django's Celery fixup closes the file
+    descriptor of the connection the process holds, then the connection, which a pool would
+    take back with its descriptor closed: the next query given it waited for ever (or wrote to
+    whatever reused the descriptor). A worker serves its connections without the pool."""
+    user = UserFactory()
+    expired = auth_token(user, expires_in=-timedelta(minutes=1))
+    assert connection.pool is not None and connection.connection is not None
+
+    with start_worker(app, perform_ping_check=False):
+        assert connection.pool is None
+        assert "default" not in type(connections["default"])._connection_pools
+        purge_expired_auth_tokens.delay()
+        deadline = time.monotonic() + WORKER_DEADLINE_SECONDS
+        while AuthToken.objects.filter(pk=expired.pk).exists():
+            assert time.monotonic() < deadline, "the worker did not purge the expired token"
+            time.sleep(0.1)
+
+    for _ in range(3):  # new connections, each working
+        connection.close()
+        assert AuthToken.objects.filter(user=user).count() == 0
 
 
 def test_quota_reset_is_scheduled():

@@ -92,6 +92,10 @@ def test_registered_once_on_a_connection_handed_out_again():
     assert text_loader(adapters) is UTCTimestamptzLoader
 
 
+@pytest.mark.skipif(
+    bool(connection.settings_dict["OPTIONS"].get("pool")),
+    reason="with DATABASE_POOL every connection of the alias comes configured by its pool",
+)
 def test_a_database_time_zone_of_its_own_keeps_djangos_loader():
     other = connections.create_connection("default")
     other.settings_dict = {**other.settings_dict, "TIME_ZONE": "Europe/Paris"}
