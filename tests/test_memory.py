@@ -23,7 +23,9 @@ def unfrozen():
 def test_freezes_what_is_loaded(unfrozen):
     frozen = freeze_loaded_objects()
 
-    assert frozen == gc.get_freeze_count() > 10_000
+    # Not `==`: a thread an earlier test left running in this process (a settlement or loop
+    # thread) may free frozen objects meanwhile, which leave the count; nothing adds to it.
+    assert frozen >= gc.get_freeze_count() > 10_000
     assert not any(obj is settings for obj in gc.get_objects())  # frozen, no longer walked
 
 
