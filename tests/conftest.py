@@ -87,6 +87,14 @@ def _give_each_test_its_own_node_id(items) -> None:
         raise pytest.UsageError(f"tests sharing a node id: {', '.join(shared[:5])}")
 
 
+# Tests of what holds only when each thread keeps its own connection, skipped under
+# DATABASE_POOL=true, where the pool hands out a connection per request and configures every
+# connection of the alias itself.
+without_connection_pool = pytest.mark.skipif(
+    bool(connection.settings_dict["OPTIONS"].get("pool")), reason="DATABASE_POOL is on"
+)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _throwaway_media_root(tmp_path_factory):
     """Uploaded files (theme logos, also those Schemathesis generates) go to a folder of this

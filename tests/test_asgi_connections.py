@@ -13,17 +13,14 @@ from django.db.backends.signals import connection_created
 
 from playground.models import CallStatus, GatewayCall
 from playground.services import gateway as gateway_services
-from tests.conftest import end_other_sessions, on_each_thread
+from tests.conftest import end_other_sessions, on_each_thread, without_connection_pool
 from tests.factories import MembershipFactory, issue_api_key
 from tests.playground.test_gateway_serving import bearer, completion, request
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
     pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL connections"),
-    pytest.mark.skipif(
-        bool(connection.settings_dict["OPTIONS"].get("pool")),
-        reason="kept connections; DATABASE_POOL hands out a connection per request instead",
-    ),
+    without_connection_pool,
 ]
 
 ORG_URL = "/api/v1/organizations/current"

@@ -17,6 +17,7 @@ from accounts.models import AuthToken
 from accounts.tasks import purge_expired_auth_tokens
 from audit.models import AuditEvent
 from config.celery import app
+from config.connections import leave_connection_pool
 from tenants.models import Tenant
 from tenants.services.quotas import quota_consume, quota_states
 from tenants.tasks import reset_due_quotas
@@ -82,9 +83,7 @@ def pooled_connections():
     settings_dict["CONN_MAX_AGE"] = 0
     settings_dict["OPTIONS"]["pool"] = {"min_size": 1, "max_size": 4, "timeout": 10.0}
     yield
-    connection.close()
-    if settings_dict["OPTIONS"].pop("pool", None):
-        type(connections["default"])._connection_pools.pop("default").close()
+    leave_connection_pool()  # when the worker did not already
     settings_dict["CONN_MAX_AGE"] = kept_age
 
 

@@ -11,6 +11,7 @@ from psycopg.pq import Format
 from config.pgtypes import UTCTimestamptzLoader, use_c_loader
 from tenants.models import Tenant
 
+from .conftest import without_connection_pool
 from .factories import TenantFactory
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db]
@@ -92,10 +93,7 @@ def test_registered_once_on_a_connection_handed_out_again():
     assert text_loader(adapters) is UTCTimestamptzLoader
 
 
-@pytest.mark.skipif(
-    bool(connection.settings_dict["OPTIONS"].get("pool")),
-    reason="with DATABASE_POOL every connection of the alias comes configured by its pool",
-)
+@without_connection_pool  # the pool configures every connection of the alias
 def test_a_database_time_zone_of_its_own_keeps_djangos_loader():
     other = connections.create_connection("default")
     other.settings_dict = {**other.settings_dict, "TIME_ZONE": "Europe/Paris"}
