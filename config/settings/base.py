@@ -284,6 +284,9 @@ GC_FREEZE_AT_STARTUP = env.bool("GC_FREEZE_AT_STARTUP", default=True)
 
 # Tenancy
 TENANT_TRIAL_DAYS = env.int("TENANT_TRIAL_DAYS", default=14)
+# Organizations a user who is not staff may own (not cancelled) and still create another
+# through POST tenants/: each new one brings its plan's free quotas. 0: only staff create them.
+ORGANIZATIONS_PER_USER = env.int("ORGANIZATIONS_PER_USER", default=10)
 # Invitations to join a tenant expire after this many days. The emailed link: when set,
 # INVITATION_ACCEPT_URL with the token appended (a front end's page, which posts it to
 # /api/v1/invitations/accept); else the control plane's accept page on PUBLIC_BASE_URL, else

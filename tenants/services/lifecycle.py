@@ -17,6 +17,7 @@ from config.services import model_update
 from ..models import (
     COUNTED_QUOTA_RESOURCES,
     Membership,
+    MembershipStatus,
     PlanTier,
     QuotaCounter,
     Role,
@@ -63,8 +64,9 @@ def tenant_create(
     """Create a tenant in trial; `owner` (default: the actor) becomes its first owner, unless
     `add_owner` is false (staff creating a tenant in the admin, then inviting its owner).
 
-    Anyone may create a free tenant; a higher plan tier, or limits above the tier, are what
-    the platform sells, so they need staff (or the system: `actor` None, e.g. a command)."""
+    Anyone may create a free tenant, up to ORGANIZATIONS_PER_USER owned (see
+    `check_organizations_owned`); a higher plan tier, or limits above the tier, are what the
+    platform sells, so they need staff (or the system: `actor` None, e.g. a command)."""
     if actor is not None and not _is_staff(actor):
         if plan != PlanTier.FREE:
             raise InsufficientPermissions(
@@ -74,6 +76,8 @@ def tenant_create(
         check_limit_settings(
             plan=plan, new_settings=fields.get("settings", {}), old_settings={}, actor=actor
         )
+        if add_owner:
+            check_organizations_owned(owner or actor)
     tenant = create_or_conflict(
         Tenant,
         conflict_message=SLUG_TAKEN,
@@ -97,6 +101,34 @@ def tenant_create(
     if add_owner and owner is not None and owner.is_authenticated:
         membership_add(tenant=tenant, user=owner, role=Role.OWNER, actor=actor)
     return tenant
+
+
+def check_organizations_owned(user) -> None:
+    """Refuse (409) a user who already owns ORGANIZATIONS_PER_USER organizations that are not
+    cancelled another one made through self-service.
+
+    Every new organization comes with its plan's free quotas (tokens for the gateway among
+    them), so without a ceiling one account could multiply them by creating organizations.
+    Suspended organizations count (they still exist and can be restored); cancelled ones and
+    organizations the user is only a member of do not. 0 leaves creating organizations to
+    staff. Parallel creations by one user wait for each other on the user's row, so the
+    ceiling holds under concurrency (the caller's transaction holds the lock until it
+    commits)."""
+    limit = max(settings.ORGANIZATIONS_PER_USER, 0)
+    list(type(user).objects.select_for_update(no_key=True).filter(pk=user.pk).values_list("pk"))
+    owned = (
+        Membership.objects.filter(user=user, role=Role.OWNER, status=MembershipStatus.ACTIVE)
+        .exclude(tenant__status=TenantStatus.CANCELLED)
+        .count()
+    )
+    if owned >= limit:
+        message = (
+            f"You already own {owned} organization{'s' if owned != 1 else ''}, the most one "
+            "user may own. Cancel one, or ask the platform's staff to create this one."
+            if limit
+            else "Organizations are created by the platform's staff here."
+        )
+        raise Conflict(message, details={"organizations_owned": owned, "limit": limit})
 
 
 def _is_staff(actor) -> bool:

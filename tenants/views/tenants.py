@@ -94,6 +94,10 @@ class TenantViewSet(
         return Response(self.get_serializer(self._fresh(tenant)).data, status=status_code)
 
     def create(self, request, *args, **kwargs):
+        """Create a tenant in trial; the caller becomes its owner. Callers who are not staff
+        create free-tier tenants only (403 otherwise), and may own at most
+        ORGANIZATIONS_PER_USER tenants that are not cancelled to create another (409 CONFLICT
+        past it, `details`: `organizations_owned`, `limit`)."""
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         tenant = lifecycle.tenant_create(actor=request.user, **serializer.validated_data)
