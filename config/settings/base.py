@@ -490,6 +490,9 @@ WEBHOOK_RELAY_CONCURRENCY = env.int("WEBHOOK_RELAY_CONCURRENCY", default=4)
 WEBHOOK_RELAY_BATCH_SIZE = env.int("WEBHOOK_RELAY_BATCH_SIZE", default=100)
 WEBHOOK_RELAY_INTERVAL_SECONDS = env.int("WEBHOOK_RELAY_INTERVAL_SECONDS", default=5)
 WEBHOOK_REPLAY_MAX_EVENTS = env.int("WEBHOOK_REPLAY_MAX_EVENTS", default=10000)
+# Endpoints one organization may have (active or not): each event goes to every endpoint
+# subscribed to it, so this bounds the outbound requests one event can cause.
+WEBHOOK_ENDPOINTS_PER_TENANT = env.int("WEBHOOK_ENDPOINTS_PER_TENANT", default=20)
 # Notifications: SMS goes through this provider ("local" writes each message to the log).
 SMS_PROVIDER = env("SMS_PROVIDER", default="local")
 

@@ -69,6 +69,23 @@ def _check_events(events: list[str], *, actor_permissions) -> list[str]:
     return events
 
 
+def _check_room(tenant: Tenant) -> None:
+    """409 when the organization already has WEBHOOK_ENDPOINTS_PER_TENANT endpoints, active or
+    not (a disabled one may be enabled again). Every event is delivered to each endpoint
+    subscribed to it, by the platform's workers and from its addresses: without a ceiling one
+    organization could turn each of its events into any number of outbound requests. Runs
+    under the organization's row lock, so parallel creations cannot pass it together."""
+    limit = settings.WEBHOOK_ENDPOINTS_PER_TENANT
+    Tenant.objects.locked(tenant.pk)
+    endpoints = WebhookEndpoint.objects.filter(tenant=tenant).count()
+    if endpoints >= limit:
+        raise Conflict(
+            f"The organization already has {endpoints} webhook endpoints, the most it may "
+            "have. Delete one it no longer uses, or subscribe an existing one to more events.",
+            details={"webhook_endpoints": endpoints, "limit": limit},
+        )
+
+
 def _endpoint_payload(endpoint: WebhookEndpoint) -> dict:
     return {
         "endpoint_id": str(endpoint.pk),
@@ -92,9 +109,11 @@ def webhook_endpoint_create(
     actor_permissions=None,
 ) -> tuple[WebhookEndpoint, str]:
     """A new endpoint and its signing secret (generated unless a valid `whsec_` one is given);
-    the secret is returned here and on rotation only."""
+    the secret is returned here and on rotation only. At most WEBHOOK_ENDPOINTS_PER_TENANT
+    endpoints per organization (`_check_room`)."""
     _check_url(url)
     events = _check_events(events, actor_permissions=actor_permissions)
+    _check_room(tenant)
     if secret_key:
         try:
             signing.secret_key_bytes(secret_key)

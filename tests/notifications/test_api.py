@@ -3,10 +3,11 @@ URL and subscription checks, API keys refused, another tenant's endpoint invisib
 catalogue, and deliveries with their attempts."""
 
 import json
+import threading
 from dataclasses import asdict
 
 import pytest
-from django.db import connection
+from django.db import connection, connections
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -512,3 +513,60 @@ def test_every_endpoint_change_is_audited_without_its_secret(owner):
         assert created["secret"] not in text and rotated["secret"] not in text
         assert "secret" not in event.payload
     assert events[2].payload["changed"] == ["name"]
+
+
+# The ceiling on endpoints ---------------------------------------------------------------------
+
+
+def test_an_organization_has_at_most_the_ceiling_of_endpoints(owner, settings):
+    settings.WEBHOOK_ENDPOINTS_PER_TENANT = 3
+    WebhookEndpointFactory.create_batch(2, tenant=owner.tenant, is_active=False)
+    WebhookEndpointFactory(tenant=TenantFactory())  # another organization's does not count
+    assert create(owner, name="Third").status_code == 201
+    events = AuditEvent.objects.count()
+
+    error = assert_envelope(create(owner, name="Fourth"), 409, "CONFLICT")
+
+    assert error["details"] == {"webhook_endpoints": 3, "limit": 3}
+    assert WebhookEndpoint.objects.filter(tenant=owner.tenant).count() == 3
+    assert not WebhookEndpoint.objects.filter(name="Fourth").exists()
+    assert AuditEvent.objects.count() == events
+    assert "secret" not in json.dumps(error).lower()
+
+
+def test_deleting_an_endpoint_makes_room(owner, settings):
+    settings.WEBHOOK_ENDPOINTS_PER_TENANT = 1
+    first = WebhookEndpointFactory(tenant=owner.tenant)
+    assert_envelope(create(owner), 409, "CONFLICT")
+
+    assert owner.client.delete(detail(first)).status_code == 204
+
+    assert create(owner).status_code == 201
+
+
+@pytest.mark.postgres
+def test_parallel_creations_stop_at_the_ceiling(transactional_db, make_caller, settings):
+    """Six creations at once with room for two: two are made, four answer 409."""
+    settings.WEBHOOK_ENDPOINTS_PER_TENANT = 3
+    caller = make_caller(Role.OWNER)
+    WebhookEndpointFactory(tenant=caller.tenant)
+    clients = [caller.client_for(caller.tenant.pk) for _ in range(6)]
+    barrier = threading.Barrier(len(clients))
+    statuses = []
+
+    def post(index, client):
+        barrier.wait()
+        try:
+            body = {**BODY, "name": f"Racer {index}"}
+            statuses.append(client.post(URL, body, format="json").status_code)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=post, args=pair) for pair in enumerate(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sorted(statuses) == [201, 201, 409, 409, 409, 409]
+    assert WebhookEndpoint.objects.filter(tenant=caller.tenant).count() == 3
