@@ -80,8 +80,8 @@ def _check_room(tenant: Tenant) -> None:
     endpoints = WebhookEndpoint.objects.filter(tenant=tenant).count()
     if endpoints >= limit:
         raise Conflict(
-            f"The organization already has {endpoints} webhook endpoints, the most it may "
-            "have. Delete one it no longer uses, or subscribe an existing one to more events.",
+            f"The organization already has {endpoints} webhook endpoints; it may have at most "
+            f"{limit}. Delete one it no longer uses, or subscribe one to more event types.",
             details={"webhook_endpoints": endpoints, "limit": limit},
         )
 

@@ -65,7 +65,7 @@ def tenant_create(
     `add_owner` is false (staff creating a tenant in the admin, then inviting its owner).
 
     Anyone may create a free tenant, up to ORGANIZATIONS_PER_USER owned (see
-    `check_organizations_owned`); a higher plan tier, or limits above the tier, are what the
+    `_check_organizations_owned`); a higher plan tier, or limits above the tier, are what the
     platform sells, so they need staff (or the system: `actor` None, e.g. a command)."""
     if actor is not None and not _is_staff(actor):
         if plan != PlanTier.FREE:
@@ -77,7 +77,7 @@ def tenant_create(
             plan=plan, new_settings=fields.get("settings", {}), old_settings={}, actor=actor
         )
         if add_owner:
-            check_organizations_owned(owner or actor)
+            _check_organizations_owned(owner or actor)
     tenant = create_or_conflict(
         Tenant,
         conflict_message=SLUG_TAKEN,
@@ -103,7 +103,7 @@ def tenant_create(
     return tenant
 
 
-def check_organizations_owned(user) -> None:
+def _check_organizations_owned(user) -> None:
     """Refuse (409) a user who already owns ORGANIZATIONS_PER_USER organizations that are not
     cancelled another one made through self-service.
 
@@ -115,7 +115,9 @@ def check_organizations_owned(user) -> None:
     ceiling holds under concurrency (the caller's transaction holds the lock until it
     commits)."""
     limit = max(settings.ORGANIZATIONS_PER_USER, 0)
-    list(type(user).objects.select_for_update(no_key=True).filter(pk=user.pk).values_list("pk"))
+    # The user's row, locked until the transaction ends: parallel creations by one user wait
+    # here for each other, so each counts what the others made.
+    type(user).objects.select_for_update(no_key=True).values_list("pk").get(pk=user.pk)
     owned = (
         Membership.objects.filter(user=user, role=Role.OWNER, status=MembershipStatus.ACTIVE)
         .exclude(tenant__status=TenantStatus.CANCELLED)
@@ -123,8 +125,8 @@ def check_organizations_owned(user) -> None:
     )
     if owned >= limit:
         message = (
-            f"You already own {owned} organization{'s' if owned != 1 else ''}, the most one "
-            "user may own. Cancel one, or ask the platform's staff to create this one."
+            f"You already own {owned} organization{'s' if owned != 1 else ''}; one user may "
+            f"own at most {limit}. Cancel one, or ask the platform's staff to create this one."
             if limit
             else "Organizations are created by the platform's staff here."
         )

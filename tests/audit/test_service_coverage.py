@@ -130,7 +130,6 @@ EXEMPT = {
     "tenants.services.lifecycle.unique_slug": "read-only helper",
     "tenants.services.lifecycle.slug_in_use": "read-only helper",
     "tenants.services.lifecycle.check_limit_settings": "validation: changes nothing",
-    "tenants.services.lifecycle.check_organizations_owned": "validation: changes nothing",
     "tenants.services.lifecycle.settings_keeping_staff_limits": "pure function",
     "tenants.services.quotas.seats_taken": "read-only",
     "tenants.services.quotas.quota_release": (

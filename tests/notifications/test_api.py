@@ -528,6 +528,7 @@ def test_an_organization_has_at_most_the_ceiling_of_endpoints(owner, settings):
     error = assert_envelope(create(owner, name="Fourth"), 409, "CONFLICT")
 
     assert error["details"] == {"webhook_endpoints": 3, "limit": 3}
+    assert "may have at most 3" in error["message"]
     assert WebhookEndpoint.objects.filter(tenant=owner.tenant).count() == 3
     assert not WebhookEndpoint.objects.filter(name="Fourth").exists()
     assert AuditEvent.objects.count() == events
