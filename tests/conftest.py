@@ -1,6 +1,7 @@
 import threading
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
 import pytest
@@ -183,6 +184,24 @@ def outside_connection() -> psycopg.Connection:
         port=database["PORT"],
         autocommit=True,
     )
+
+
+def race(runs: int, work) -> list:
+    """`work()` in `runs` threads released together: the concurrency tests' parallel requests.
+    Their results in the threads' order (an exception in one is raised here); each thread
+    closes its database connections when done."""
+    start = threading.Barrier(runs)
+
+    def run():
+        try:
+            start.wait(timeout=30)
+            return work()
+        finally:
+            connections.close_all()
+
+    with ThreadPoolExecutor(max_workers=runs) as pool:
+        futures = [pool.submit(run) for _ in range(runs)]
+        return [future.result(timeout=120) for future in futures]
 
 
 def token_for(user) -> str:

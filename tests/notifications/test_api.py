@@ -2,12 +2,12 @@
 URL and subscription checks, API keys refused, another tenant's endpoint invisible), the event
 catalogue, and deliveries with their attempts."""
 
+import itertools
 import json
-import threading
 from dataclasses import asdict
 
 import pytest
-from django.db import connection, connections
+from django.db import connection
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -19,7 +19,7 @@ from notifications.models import DeliveryStatus, WebhookDelivery, WebhookEndpoin
 from tenants.models import Role
 from tenants.permissions import ROLE_PERMISSIONS
 from tests.api.battery import ResourceBattery
-from tests.conftest import assert_envelope
+from tests.conftest import assert_envelope, race
 from tests.factories import TenantFactory, issue_api_key
 
 from .factories import (
@@ -551,23 +551,13 @@ def test_parallel_creations_stop_at_the_ceiling(transactional_db, make_caller, s
     settings.WEBHOOK_ENDPOINTS_PER_TENANT = 3
     caller = make_caller(Role.OWNER)
     WebhookEndpointFactory(tenant=caller.tenant)
-    clients = [caller.client_for(caller.tenant.pk) for _ in range(6)]
-    barrier = threading.Barrier(len(clients))
-    statuses = []
+    numbers = itertools.count()
 
-    def post(index, client):
-        barrier.wait()
-        try:
-            body = {**BODY, "name": f"Racer {index}"}
-            statuses.append(client.post(URL, body, format="json").status_code)
-        finally:
-            connections.close_all()
+    def post():
+        body = {**BODY, "name": f"Racer {next(numbers)}"}
+        return caller.client_for(caller.tenant.pk).post(URL, body, format="json")
 
-    threads = [threading.Thread(target=post, args=pair) for pair in enumerate(clients)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    statuses = [response.status_code for response in race(6, post)]
 
     assert sorted(statuses) == [201, 201, 409, 409, 409, 409]
     assert WebhookEndpoint.objects.filter(tenant=caller.tenant).count() == 3

@@ -3,8 +3,6 @@ the platform raises itself (a broken audit chain, a burst of locked-out logins),
 opened once however often (or concurrently) the jobs run."""
 
 import json
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from io import StringIO
 
@@ -12,7 +10,7 @@ import pytest
 import time_machine
 from django.conf import settings
 from django.core.management import CommandError, call_command
-from django.db import connection, transaction
+from django.db import transaction
 from django.test import override_settings
 from rest_framework.test import APIClient
 
@@ -39,6 +37,7 @@ from security.services import (
 )
 from tenants.models import Role, Tenant
 from tests.audit.chain_helpers import protections_off, run_sql, sealed_chain
+from tests.conftest import race
 from tests.factories import TEST_PASSWORD, MembershipFactory, TenantFactory, UserFactory
 from tests.notifications.factories import WebhookEndpointFactory
 from tests.security.factories import IncidentFactory
@@ -323,22 +322,6 @@ def test_the_task_and_the_command_send_the_due_reminders():
 
 
 # Concurrency --------------------------------------------------------------------------------
-
-
-def _in_thread(start: threading.Barrier, work):
-    try:
-        start.wait(timeout=30)
-        return work()
-    finally:
-        connection.close()
-
-
-def race(runs: int, work) -> list:
-    """`work` in `runs` threads released together; their results."""
-    start = threading.Barrier(runs)
-    with ThreadPoolExecutor(max_workers=runs) as pool:
-        futures = [pool.submit(_in_thread, start, work) for _ in range(runs)]
-        return [future.result(timeout=120) for future in futures]
 
 
 @pytest.mark.postgres

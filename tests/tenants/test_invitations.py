@@ -11,7 +11,7 @@ import pytest
 import time_machine
 from django.conf import settings
 from django.core import mail
-from django.db import connection, connections
+from django.db import connection
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
@@ -34,6 +34,7 @@ from tenants.models import (
 )
 from tenants.services import invitation_accept
 from tests.conftest import assert_envelope, token_for
+from tests.conftest import race as race_together
 from tests.factories import (
     TEST_PASSWORD,
     InvitationFactory,
@@ -662,27 +663,17 @@ def test_concurrent_accepts_cannot_overfill_the_seats(transactional_db, monkeypa
 
 
 def race(count: int, work) -> list[str]:
-    """Run `work` in `count` threads released together; each outcome is "ok" or the name of
-    the exception it raised."""
-    barrier = threading.Barrier(count)
-    outcomes = []
+    """`work` in `count` threads released together (tests.conftest.race); each outcome is "ok"
+    or the name of the exception it raised."""
 
-    def run():
-        barrier.wait()
+    def outcome():
         try:
             work()
-            outcomes.append("ok")
         except Exception as exc:
-            outcomes.append(type(exc).__name__)
-        finally:
-            connections.close_all()
+            return type(exc).__name__
+        return "ok"
 
-    threads = [threading.Thread(target=run) for _ in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return outcomes
+    return race_together(count, outcome)
 
 
 # POST organizations/members/{id}/resend ----------------------------------------------------
