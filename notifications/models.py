@@ -125,9 +125,10 @@ class WebhookDelivery(TenantOwned):
             ),
         ]
         indexes = [
-            # The relay's claim: due rows across tenants, oldest first.
+            # The relay's claim: the organizations with rows due (a skip scan), and each
+            # one's oldest due rows.
             models.Index(
-                fields=["next_attempt_at"],
+                fields=["tenant", "next_attempt_at"],
                 name="webhook_delivery_due",
                 condition=models.Q(status__in=["pending", "retrying"]),
             ),

@@ -1,7 +1,8 @@
 """The outbox relay: claims due deliveries, sends them, records every attempt.
 
 A run claims up to WEBHOOK_RELAY_BATCH_SIZE due rows at a time (`SELECT ... FOR UPDATE SKIP
-LOCKED`, oldest `next_attempt_at` first) and leases them: `next_attempt_at` moves past the time
+LOCKED`), shared between the organizations with deliveries due (each gets an equal share of the
+claim, its oldest rows first), and leases them: `next_attempt_at` moves past the time
 the batch can take and `claim` names the run. Two relays never take the same row, and a relay
 that dies mid-batch only delays its rows until the lease ends (then they are sent again:
 delivery is at least once, and receivers de-duplicate on `webhook-id`). The requests go out
@@ -25,8 +26,8 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import connections, router, transaction
-from django.db.models import F, Subquery
-from django.db.models.functions import Coalesce
+from django.db.models import F, Min, Window
+from django.db.models.functions import Coalesce, RowNumber
 from django.utils import timezone
 
 from audit.services import record
@@ -77,11 +78,8 @@ def webhook_deliveries_send(
                 time_budget_seconds is not None and time.monotonic() - started > time_budget_seconds
             )
             if (left is None or left > 0) and not out_of_time:
-                # After a full batch more are likely due: claim without looking first.
                 claim, batch = _claim(
-                    look_first=in_flight is None or len(in_flight[1]) < per_claim,
-                    limit=min(per_claim, left or per_claim),
-                    concurrency=concurrency,
+                    limit=min(per_claim, left or per_claim), concurrency=concurrency
                 )
                 report.claimed += len(batch)
             sending = (claim, batch, _dispatch(batch, http)) if batch else None
@@ -122,32 +120,127 @@ def _lease(count: int, concurrency: int) -> timedelta:
     return timedelta(seconds=settings.WEBHOOK_TIMEOUT_SECONDS * rounds + 60)
 
 
-def _claim(*, limit: int, concurrency: int, look_first: bool = True) -> tuple[str, list["Claimed"]]:
-    """Lease up to `limit` due deliveries to a new claim: one UPDATE whose subquery picks the
-    due rows with FOR UPDATE SKIP LOCKED (rows another relay is claiming are skipped, not
-    waited for); SQLite, which has no row locks, runs the statement under its write lock."""
+def _claim(*, limit: int, concurrency: int) -> tuple[str, list["Claimed"]]:
+    """Lease up to `limit` due deliveries to a new claim, shared fairly between the
+    organizations that have some due: each gets at most ceil(limit / organizations) of the
+    claim, its oldest, and when more organizations wait than the claim holds, those waiting
+    longest go first. A claim that took everything due by age would let one organization's
+    backlog (a replay of thousands of events, or an endpoint that takes the whole timeout to
+    fail) hold back every other organization's deliveries until it drains."""
     claim = _new_claim()
     now = timezone.now()
-    due = (
-        WebhookDelivery.objects.select_for_update(skip_locked=True)
-        .filter(status__in=DUE_STATUSES, next_attempt_at__lte=now)
-        .order_by("next_attempt_at")
-        .values("pk")[:limit]
-    )
-    if (
-        look_first
-        and not WebhookDelivery.objects.filter(
-            status__in=DUE_STATUSES, next_attempt_at__lte=now
-        ).exists()
-    ):
+    waiting = _organizations_waiting(now=now, limit=limit)
+    if not waiting:
         return claim, []  # idle: no write transaction (SQLite would take its write lock)
+    share = math.ceil(limit / len(waiting))
+    lease_ends = now + _lease(2 * limit, concurrency)
     with transaction.atomic():
-        claimed = WebhookDelivery.objects.filter(pk__in=Subquery(due)).update(
-            claim=claim, next_attempt_at=now + _lease(2 * limit, concurrency), updated_at=now
-        )
+        if _deliveries_db().vendor == "postgresql":
+            claimed = _claim_shares_locked(
+                waiting, share=share, limit=limit, now=now, claim=claim, lease_ends=lease_ends
+            )
+        else:
+            claimed = _claim_shares(
+                waiting, share=share, limit=limit, now=now, claim=claim, lease_ends=lease_ends
+            )
     if not claimed:
         return claim, []
     return claim, _claimed_rows(claim)
+
+
+def _deliveries_db():
+    return connections[router.db_for_write(WebhookDelivery)]
+
+
+def _due_sql(alias: str) -> str:
+    """The due statuses as SQL literals (constants, not input): a bound parameter would hide
+    them from the planner, which then could not use the partial index on due rows."""
+    statuses = ", ".join(f"'{status}'" for status in DUE_STATUSES)
+    return f"{alias}.status IN ({statuses})"
+
+
+def _organizations_waiting(*, now, limit: int) -> list:
+    """The organizations with a delivery due now, longest waiting first (at most `limit`)."""
+    db = _deliveries_db()
+    if db.vendor != "postgresql":
+        return list(
+            WebhookDelivery.objects.filter(status__in=DUE_STATUSES, next_attempt_at__lte=now)
+            .values("tenant_id")
+            .annotate(oldest=Min("next_attempt_at"))
+            .order_by("oldest", "tenant_id")
+            .values_list("tenant_id", flat=True)[:limit]
+        )
+    # PostgreSQL: a skip scan of the partial index on due rows, (tenant, next_attempt_at): one
+    # descent per organization with deliveries pending, then one for its oldest due one.
+    # Reading every due row instead would cost the claim the size of the backlog.
+    table = db.ops.quote_name(WebhookDelivery._meta.db_table)
+    sql = f"""
+        WITH RECURSIVE pending(tenant_id) AS (
+            (SELECT d.tenant_id FROM {table} d WHERE {_due_sql("d")}
+             ORDER BY d.tenant_id LIMIT 1)
+            UNION ALL
+            SELECT (SELECT d.tenant_id FROM {table} d
+                    WHERE {_due_sql("d")} AND d.tenant_id > p.tenant_id
+                    ORDER BY d.tenant_id LIMIT 1)
+            FROM pending p WHERE p.tenant_id IS NOT NULL
+        )
+        SELECT p.tenant_id FROM pending p
+        CROSS JOIN LATERAL (
+            SELECT d.next_attempt_at FROM {table} d
+            WHERE {_due_sql("d")} AND d.tenant_id = p.tenant_id AND d.next_attempt_at <= %s
+            ORDER BY d.next_attempt_at LIMIT 1
+        ) oldest
+        ORDER BY oldest.next_attempt_at, p.tenant_id
+        LIMIT %s
+    """  # noqa: S608 (names from the model, values bound)
+    with db.cursor() as cursor:
+        cursor.execute(sql, [now, limit])
+        return [row[0] for row in cursor.fetchall()]
+
+
+def _claim_shares_locked(waiting, *, share, limit, now, claim, lease_ends) -> int:
+    """PostgreSQL: one UPDATE whose subquery takes each organization's oldest `share` due rows
+    with FOR UPDATE SKIP LOCKED (rows another relay is claiming are skipped, not waited for)."""
+    db = _deliveries_db()
+    table = db.ops.quote_name(WebhookDelivery._meta.db_table)
+    sql = f"""
+        UPDATE {table} SET claim = %s, next_attempt_at = %s, updated_at = %s
+        WHERE id IN (
+            SELECT taken.id FROM unnest(%s::uuid[]) AS waiting(tenant_id)
+            CROSS JOIN LATERAL (
+                SELECT d.id, d.next_attempt_at FROM {table} d
+                WHERE d.tenant_id = waiting.tenant_id AND {_due_sql("d")}
+                    AND d.next_attempt_at <= %s
+                ORDER BY d.next_attempt_at LIMIT %s
+                FOR UPDATE SKIP LOCKED
+            ) taken
+            ORDER BY taken.next_attempt_at LIMIT %s
+        )
+    """  # noqa: S608 (names from the model, values bound)
+    with db.cursor() as cursor:
+        cursor.execute(sql, [claim, lease_ends, now, list(waiting), now, share, limit])
+        return cursor.rowcount
+
+
+def _claim_shares(waiting, *, share, limit, now, claim, lease_ends) -> int:
+    """Other databases (SQLite: one writer at a time, no row locks): each organization's
+    oldest `share` due rows by rank; the UPDATE checks again that each row is still due and
+    unclaimed, so a relay that read the same rows first keeps them."""
+    due = WebhookDelivery.objects.filter(status__in=DUE_STATUSES, next_attempt_at__lte=now)
+    ranked = (
+        due.filter(tenant_id__in=waiting)
+        .annotate(
+            rank=Window(
+                RowNumber(), partition_by=[F("tenant_id")], order_by=F("next_attempt_at").asc()
+            )
+        )
+        .filter(rank__lte=share)
+        .order_by("next_attempt_at")
+        .values_list("pk", flat=True)[:limit]
+    )
+    return due.filter(pk__in=list(ranked)).update(
+        claim=claim, next_attempt_at=lease_ends, updated_at=now
+    )
 
 
 @dataclass(frozen=True)
@@ -165,15 +258,30 @@ class Claimed:
 
 def _claimed_rows(claim: str) -> list[Claimed]:
     rows = list(
-        WebhookDelivery.objects.filter(claim=claim).values_list(
-            "pk", "tenant_id", "event_id", "attempt_count", "event__body", "endpoint_id"
-        )
+        WebhookDelivery.objects.filter(claim=claim)
+        .order_by("created_at", "id")
+        .values_list("pk", "tenant_id", "event_id", "attempt_count", "event__body", "endpoint_id")
     )
     endpoints = WebhookEndpoint.objects.in_bulk({row[5] for row in rows})
     return [
         Claimed(pk, tenant_id, event_id, attempts, body.encode(), endpoints[endpoint_id])
-        for pk, tenant_id, event_id, attempts, body, endpoint_id in rows
+        for pk, tenant_id, event_id, attempts, body, endpoint_id in _taking_turns(rows)
     ]
+
+
+def _taking_turns(rows: list[tuple]) -> list[tuple]:
+    """The batch in the order its requests start: each organization's oldest delivery, then
+    each one's second, and so on. In the order of creation, the requests of one organization
+    whose endpoint takes the whole timeout to fail would take every sender before the others'
+    started."""
+    turn_of = {}
+    turns = []
+    for position, row in enumerate(rows):
+        tenant_id = row[1]
+        turn = turn_of.get(tenant_id, 0)
+        turn_of[tenant_id] = turn + 1
+        turns.append((turn, position))
+    return [rows[position] for _, position in sorted(turns)]
 
 
 # Sending -------------------------------------------------------------------------------------
@@ -371,27 +479,35 @@ def _insert_attempts(rows: list[tuple]) -> None:
 
 def _update_endpoints(outcomes: dict, now) -> list:
     """Each endpoint's last trigger, last success and run of failures; returns the ids of
-    those whose latest attempt failed."""
+    those whose latest attempt failed. One UPDATE per distinct change, not per endpoint: a
+    batch shared between many organizations touches as many endpoints, and usually every
+    attempt succeeded, which is one change for all of them."""
     failing = []
+    changes: dict[tuple[bool, int], list] = {}  # (any success?, count) -> endpoint ids
     for endpoint_id, results in outcomes.items():
-        endpoint = WebhookEndpoint.objects.filter(pk=endpoint_id)
         if True in results:
             failures_after = results[::-1].index(True)  # failed attempts after the last success
-            endpoint.update(
-                last_triggered_at=now,
-                last_success_at=now,
-                failure_count=failures_after,
-                failing_since=now if failures_after else None,
-            )
+            changes.setdefault((True, failures_after), []).append(endpoint_id)
             if failures_after:
                 failing.append(endpoint_id)
         else:
-            endpoint.update(
+            changes.setdefault((False, len(results)), []).append(endpoint_id)
+            failing.append(endpoint_id)
+    for (succeeded, count), endpoint_ids in changes.items():
+        endpoints = WebhookEndpoint.objects.filter(pk__in=sorted(endpoint_ids))
+        if succeeded:
+            endpoints.update(
                 last_triggered_at=now,
-                failure_count=F("failure_count") + len(results),
+                last_success_at=now,
+                failure_count=count,
+                failing_since=now if count else None,
+            )
+        else:
+            endpoints.update(
+                last_triggered_at=now,
+                failure_count=F("failure_count") + count,
                 failing_since=Coalesce(F("failing_since"), now),
             )
-            failing.append(endpoint_id)
     return failing
 
 

@@ -33,7 +33,7 @@ from notifications.services.relay import retry_delay
 from notifications.tasks import prune_webhook_deliveries
 from tenants.models import MembershipStatus, Role
 from tenants.services import member_invite, member_update
-from tests.conftest import assert_envelope
+from tests.conftest import assert_envelope, race
 from tests.factories import MembershipFactory, TenantFactory
 
 from .factories import WebhookAttemptFactory, WebhookDeliveryFactory, WebhookEndpointFactory
@@ -174,6 +174,30 @@ def _deliveries_to(url: str, count: int, **fields) -> list[WebhookDelivery]:
     )
 
 
+def _due_since(url: str, count: int, *, seconds_ago: float, tenant=None) -> list[WebhookDelivery]:
+    """`count` deliveries of one organization (a new one unless given), created and due
+    `seconds_ago` seconds ago, the first the oldest (also when the test froze time)."""
+    endpoint = WebhookEndpointFactory(url=url, **({"tenant": tenant} if tenant else {}))
+    now = timezone.now()
+    deliveries = []
+    for number in range(count):
+        due = now - timedelta(seconds=seconds_ago - number / 1000)
+        delivery = WebhookDeliveryFactory(
+            tenant=endpoint.tenant, endpoint=endpoint, next_attempt_at=due
+        )
+        WebhookDelivery.objects.filter(pk=delivery.pk).update(created_at=due)
+        deliveries.append(delivery)
+    return deliveries
+
+
+def _sent_ids(receiver) -> list[str]:
+    return [request.headers["webhook-id"] for request in receiver.requests]
+
+
+def _event_ids(deliveries) -> set[str]:
+    return {str(delivery.event_id) for delivery in deliveries}
+
+
 @pytest.mark.django_db
 @pytest.mark.parametrize(
     ("answers", "failures"),
@@ -196,6 +220,34 @@ def test_a_batch_counts_only_the_failures_after_its_last_success(
     assert endpoint.last_success_at == frozen
     assert endpoint.failure_count == failures
     assert endpoint.failing_since == (frozen if failures else None)
+
+
+@pytest.mark.django_db
+def test_a_batch_of_many_endpoints_records_each_ones_own_outcome(frozen, receiver):
+    earlier = frozen - timedelta(hours=3)
+    deliveries = [_due_since(receiver.url, 2, seconds_ago=60 - n) for n in range(4)]
+    endpoints = [pair[0].endpoint for pair in deliveries]
+    WebhookEndpoint.objects.filter(pk=endpoints[1].pk).update(
+        failure_count=3, failing_since=earlier
+    )
+    WebhookEndpoint.objects.filter(pk=endpoints[3].pk).update(
+        failure_count=7, failing_since=earlier
+    )
+    # Taking turns: each endpoint's first delivery, then each one's second.
+    receiver.answer(*(Answer(status) for status in [200, 503, 200, 200, 200, 503, 503, 200]))
+
+    report = webhook_deliveries_send(concurrency=1)
+
+    assert (report.claimed, report.succeeded, report.failed) == (8, 5, 3)
+    state = {
+        endpoint.pk: (endpoint.last_success_at, endpoint.failure_count, endpoint.failing_since)
+        for endpoint in WebhookEndpoint.objects.all()
+    }
+    assert state[endpoints[0].pk] == (frozen, 0, None)  # both succeeded
+    assert state[endpoints[1].pk] == (None, 5, earlier)  # both failed: the run goes on
+    assert state[endpoints[2].pk] == (frozen, 1, frozen)  # failed after a success
+    assert state[endpoints[3].pk] == (frozen, 0, None)  # a success ends the earlier run
+    assert all(endpoint.last_triggered_at == frozen for endpoint in WebhookEndpoint.objects.all())
 
 
 # Retry-After -------------------------------------------------------------------------------
@@ -542,6 +594,77 @@ def test_two_relays_at_once_send_each_delivery_exactly_once(transactional_db, re
     assert len(attempts) == 200
     assert {delivery_id for delivery_id, _ in attempts} == {d.pk for d in deliveries}
     assert {number for _, number in attempts} == {1}
+
+
+# Fairness between organizations ----------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_an_organizations_backlog_does_not_hold_back_the_others(receiver):
+    """A replay of thousands of events, or an endpoint that takes the whole timeout to fail,
+    used to be sent first because it was due first: every other organization waited for it."""
+    backlog = _due_since(receiver.url, 30, seconds_ago=600)
+    later = _due_since(receiver.url, 2, seconds_ago=5)
+    latest = _due_since(receiver.url, 1, seconds_ago=1)
+
+    report = webhook_deliveries_send(concurrency=1, batch_size=10, max_deliveries=10)
+
+    # The first claim: an equal share each (ceil(10 / 3) = 4), each one's oldest, sent taking
+    # turns (one each, then a second each...) so the backlog cannot take every sender first.
+    turns = [backlog[0], later[0], latest[0], backlog[1], later[1], backlog[2], backlog[3]]
+    assert _sent_ids(receiver)[:7] == [str(d.event_id) for d in turns]
+    # Then the rest of the ten from the only organization still waiting, in order.
+    assert report.claimed == 10
+    assert _sent_ids(receiver)[7:] == [str(d.event_id) for d in backlog[4:7]]
+    sent = WebhookDelivery.objects.filter(status=DeliveryStatus.SUCCEEDED)
+    assert set(sent.values_list("pk", flat=True)) == {d.pk for d in later + latest + backlog[:7]}
+
+
+@pytest.mark.django_db
+def test_when_more_organizations_wait_than_a_claim_holds_the_longest_waiting_go_first(
+    receiver,
+):
+    waiting = [_due_since(receiver.url, 2, seconds_ago=100 - 10 * n)[0] for n in range(5)]
+
+    report = webhook_deliveries_send(concurrency=1, batch_size=3, max_deliveries=3)
+
+    assert report.claimed == 3
+    assert set(_sent_ids(receiver)) == _event_ids(waiting[:3])
+
+
+@pytest.mark.django_db
+def test_deliveries_not_yet_due_take_no_share_of_a_claim(receiver):
+    due = _due_since(receiver.url, 12, seconds_ago=60)
+    later = _due_since(receiver.url, 5, seconds_ago=-300)  # due in five minutes
+    leased = _due_since(receiver.url, 1, seconds_ago=30, tenant=later[0].tenant)[0]
+    WebhookDelivery.objects.filter(pk=leased.pk).update(
+        claim="another-relay", next_attempt_at=timezone.now() + timedelta(minutes=5)
+    )
+
+    report = webhook_deliveries_send(concurrency=1, batch_size=10, max_deliveries=10)
+
+    assert report.claimed == 10
+    assert _sent_ids(receiver) == [str(d.event_id) for d in due[:10]]
+
+
+@pytest.mark.postgres
+def test_two_relays_at_once_share_many_organizations_and_send_each_delivery_once(
+    transactional_db, receiver
+):
+    deliveries = [
+        delivery
+        for number in range(8)
+        for delivery in _due_since(receiver.url, 10 + 5 * number, seconds_ago=60 - number)
+    ]
+
+    reports = race(2, lambda: webhook_deliveries_send(concurrency=2, batch_size=7))
+
+    assert sum(report.claimed for report in reports) == len(deliveries) == 220
+    ids = _sent_ids(receiver)
+    assert len(ids) == 220
+    assert set(ids) == _event_ids(deliveries)
+    assert WebhookDelivery.objects.filter(status=DeliveryStatus.SUCCEEDED).count() == 220
+    assert set(WebhookAttempt.objects.values_list("number", flat=True)) == {1}
 
 
 @pytest.mark.django_db
