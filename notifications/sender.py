@@ -10,6 +10,7 @@ connection is only reused for the host whose certificate it checked.
 """
 
 import asyncio
+import collections
 import concurrent.futures
 import email.utils
 import logging
@@ -45,11 +46,11 @@ Request = tuple[str, bytes, dict[str, str]]
 
 
 class Sender:
-    """Sends batches of requests, at most `concurrency` at a time in all, on one event loop
-    in a thread of its own that lives as long as the sender (a relay run). The caller submits
-    a batch and goes on (recording the previous one, claiming the next) while it is in
-    flight; the HTTP clients, one per host, and their connections are reused from one batch
-    to the next.
+    """Sends batches of requests, at most `concurrency` at a time in all (shared between
+    organizations: FairSlots), on one event loop in a thread of its own that lives as long as
+    the sender (a relay run). The caller submits a batch and goes on (recording the previous
+    one, claiming the next) while it is in flight; the HTTP clients, one per host, and their
+    connections are reused from one batch to the next.
 
         with Sender(concurrency=4) as sender:
             future = sender.submit(requests)
@@ -61,7 +62,7 @@ class Sender:
         self.concurrency = max(1, concurrency)
         self.clients: dict[tuple[str, str], httpx.AsyncClient] = {}
         self.loop = asyncio.new_event_loop()
-        self.slots = asyncio.Semaphore(self.concurrency)
+        self.slots = FairSlots(self.concurrency)
         self.thread = threading.Thread(
             target=self.loop.run_forever, name="webhook-sender", daemon=True
         )
@@ -83,15 +84,20 @@ class Sender:
             await client.aclose()
         self.clients.clear()
 
-    def submit(self, requests: list[Request]) -> concurrent.futures.Future:
-        """Start sending; the future's result is each request's outcome, in order."""
-        return asyncio.run_coroutine_threadsafe(self._send_all(requests), self.loop)
+    def submit(
+        self, requests: list[Request], owners: list | None = None
+    ) -> concurrent.futures.Future:
+        """Start sending; the future's result is each request's outcome, in order. `owners`
+        names whose each request is (the organization): the senders are shared fairly between
+        owners (FairSlots)."""
+        owners = owners if owners is not None else [None] * len(requests)
+        return asyncio.run_coroutine_threadsafe(self._send_all(requests, owners), self.loop)
 
     def send(self, requests: list[Request]) -> list[AttemptResult]:
         """Each request's outcome, in order; never an exception."""
         return self.submit(requests).result() if requests else []
 
-    async def _send_all(self, requests: list[Request]) -> list[AttemptResult]:
+    async def _send_all(self, requests: list[Request], owners: list) -> list[AttemptResult]:
         # Each URL is resolved and checked once per batch, at send time: every request of the
         # batch to it connects to the address checked.
         targets: dict[str, asyncio.Task] = {}
@@ -99,11 +105,76 @@ class Sender:
             if url not in targets:
                 targets[url] = asyncio.ensure_future(_checked(url))
 
-        async def one(request: Request) -> AttemptResult:
-            async with self.slots:
+        async def one(request: Request, owner) -> AttemptResult:
+            await self.slots.acquire(owner)
+            try:
                 return await _post(request, targets[request[0]], self.clients)
+            finally:
+                self.slots.release(owner)
 
-        return list(await asyncio.gather(*(one(request) for request in requests)))
+        return list(
+            await asyncio.gather(
+                *(one(r, owner) for r, owner in zip(requests, owners, strict=True))
+            )
+        )
+
+
+class FairSlots:
+    """The sender's `concurrency` slots, shared between owners (organizations). A slot that
+    frees goes to the waiting owner with the fewest requests in flight (owners take turns on
+    a tie), and with two slots or more no owner holds them all. So an organization whose
+    endpoint never answers holds at most all slots but one, each for up to the timeout, while
+    the others' requests go through the slot left; alone, it still gets all but one.
+
+    Used only from the sender's event loop (no locks needed)."""
+
+    def __init__(self, concurrency: int):
+        self.free = concurrency
+        self.cap = max(1, concurrency - 1)  # the most one owner holds at once
+        self.in_flight: collections.Counter = collections.Counter()
+        # owner -> its requests waiting, in order; the owners in turn order.
+        self.waiting: dict[object, collections.deque[asyncio.Future]] = {}
+
+    async def acquire(self, owner) -> None:
+        granted = asyncio.get_running_loop().create_future()
+        self.waiting.setdefault(owner, collections.deque()).append(granted)
+        self._grant()  # at once when a slot is free and nobody with a better claim waits
+        try:
+            await granted
+        except asyncio.CancelledError:
+            if granted.done() and not granted.cancelled():
+                self.release(owner)  # granted as it was cancelled: give the slot on
+            else:
+                queue = self.waiting.get(owner)
+                if queue is not None and granted in queue:
+                    queue.remove(granted)
+                    if not queue:
+                        del self.waiting[owner]
+            raise
+
+    def release(self, owner) -> None:
+        self.in_flight[owner] -= 1
+        if not self.in_flight[owner]:
+            del self.in_flight[owner]
+        self.free += 1
+        self._grant()
+
+    def _take(self, owner) -> None:
+        self.free -= 1
+        self.in_flight[owner] += 1
+
+    def _grant(self) -> None:
+        while self.free:
+            eligible = [owner for owner in self.waiting if self.in_flight[owner] < self.cap]
+            if not eligible:
+                return
+            owner = min(eligible, key=lambda candidate: self.in_flight[candidate])
+            queue = self.waiting.pop(owner)
+            granted = queue.popleft()
+            if queue:
+                self.waiting[owner] = queue  # to the back: owners take turns on a tie
+            self._take(owner)
+            granted.set_result(None)
 
 
 async def _checked(url: str) -> Target:

@@ -329,8 +329,13 @@ def _requests(batch: list[Claimed]) -> list[sender.Request | AttemptResult]:
 def _dispatch(batch: list[Claimed], http: sender.Sender):
     """Start sending the batch; returns a function that waits for each delivery's outcome."""
     requests = _requests(batch)
+    sending = [
+        (request, delivery.tenant_id)
+        for request, delivery in zip(requests, batch, strict=True)
+        if not isinstance(request, AttemptResult)
+    ]
     future = http.submit(
-        [request for request in requests if not isinstance(request, AttemptResult)]
+        [request for request, _ in sending], owners=[owner for _, owner in sending]
     )
 
     def results() -> list[AttemptResult]:

@@ -3,10 +3,12 @@ delivery, the attempt rows, disabling an endpoint that keeps failing, two relays
 expired leases, retry and replay through the API, retention, and the commands and tasks that
 run it. Every request goes over real HTTP to a loopback receiver."""
 
+import contextlib
 import email.utils
 import json
 import socket
 import threading
+import time
 from contextlib import contextmanager
 from datetime import timedelta
 from io import StringIO
@@ -15,6 +17,7 @@ import pytest
 from django.conf import settings as django_settings
 from django.core.management import call_command
 from django.db import connection
+from django.db.models import Count
 from django.utils import timezone
 
 from audit.models import AuditEvent
@@ -618,6 +621,73 @@ def test_an_organizations_backlog_does_not_hold_back_the_others(receiver):
     assert _sent_ids(receiver)[7:] == [str(d.event_id) for d in backlog[4:7]]
     sent = WebhookDelivery.objects.filter(status=DeliveryStatus.SUCCEEDED)
     assert set(sent.values_list("pk", flat=True)) == {d.pk for d in later + latest + backlog[:7]}
+
+
+class _Unanswering:
+    """An address that accepts connections and never answers, until release(): then its
+    connections close, and later ones are refused."""
+
+    def __init__(self):
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(100)
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}/hooks"
+        self.held = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                self.held.append(self.listener.accept()[0])
+            except OSError:
+                return
+
+    def release(self):
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread
+        self.listener.close()
+        for connection_held in self.held:
+            connection_held.close()
+
+
+@pytest.mark.django_db
+def test_an_endpoint_that_never_answers_does_not_take_every_sender(settings, receiver):
+    """Its requests hold at most all senders but one (each until the timeout); the other
+    organization's go through the one left. Before, they waited for its timeouts."""
+    settings.WEBHOOK_TIMEOUT_SECONDS = 120  # it does not answer while the test watches
+    silent_endpoint = _Unanswering()
+    silent = _due_since(silent_endpoint.url, 10, seconds_ago=60)
+    others = _due_since(receiver.url, 5, seconds_ago=30)
+    sent_while_held = threading.Event()
+
+    def watch():
+        # The others' requests arrive while the silent endpoint holds its senders; then its
+        # requests fail (connection closed or refused) and the relay ends.
+        deadline = time.monotonic() + 60
+        while len(receiver.requests) < len(others) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if len(receiver.requests) == len(others):
+            sent_while_held.set()
+        silent_endpoint.release()
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        report = webhook_deliveries_send(concurrency=4)
+    finally:
+        silent_endpoint.release()
+        watcher.join(timeout=90)
+
+    assert sent_while_held.is_set()
+    assert (report.claimed, report.succeeded, report.failed) == (15, 5, 10)
+    assert set(_sent_ids(receiver)) == _event_ids(others)
+    by_status = dict(
+        WebhookDelivery.objects.values_list("status").annotate(count=Count("pk")).order_by()
+    )
+    assert by_status == {
+        DeliveryStatus.SUCCEEDED: len(others),
+        DeliveryStatus.RETRYING: len(silent),
+    }
 
 
 @pytest.mark.django_db
