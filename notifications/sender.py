@@ -136,6 +136,9 @@ class FairSlots:
         self.waiting: dict[object, collections.deque[asyncio.Future]] = {}
 
     async def acquire(self, owner) -> None:
+        if not self.waiting and self.free and self.in_flight[owner] < self.cap:
+            self._take(owner)  # nobody waits, so nobody has a better claim
+            return
         granted = asyncio.get_running_loop().create_future()
         self.waiting.setdefault(owner, collections.deque()).append(granted)
         self._grant()  # at once when a slot is free and nobody with a better claim waits
