@@ -129,7 +129,7 @@ class WebhookDelivery(TenantOwned):
             # one's oldest due rows.
             models.Index(
                 fields=["tenant", "next_attempt_at"],
-                name="webhook_delivery_due",
+                name="webhook_delivery_due_tenant",
                 condition=models.Q(status__in=["pending", "retrying"]),
             ),
             # The rows a relay run holds.

@@ -2,15 +2,18 @@ import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import psycopg
 import pytest
 from django.core.cache import cache
 from django.db import connection, connections
 from django.db.backends.signals import connection_created
+from django.db.migrations.executor import MigrationExecutor
 from django.db.models.signals import post_migrate
 from django.dispatch import receiver
 from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
 from accounts.services import auth_token_issue
@@ -202,6 +205,25 @@ def race(runs: int, work) -> list:
     with ThreadPoolExecutor(max_workers=runs) as pool:
         futures = [pool.submit(run) for _ in range(runs)]
         return [future.result(timeout=120) for future in futures]
+
+
+def migrate_to(target: tuple[str, str]) -> list[str]:
+    """Migrate the test database to `target` (app, migration); the SQL it ran."""
+    executor = MigrationExecutor(connection)
+    with CaptureQueriesContext(connection) as queries:
+        executor.migrate([target])
+    return [query["sql"] for query in queries.captured_queries]
+
+
+@contextmanager
+def migrated_back_to(target: tuple[str, str]):
+    """The test database at `target` for the block, then at the latest migrations again."""
+    migrate_to(target)
+    try:
+        yield
+    finally:
+        executor = MigrationExecutor(connection)
+        executor.migrate(executor.loader.graph.leaf_nodes())
 
 
 def token_for(user) -> str:

@@ -6,11 +6,11 @@ that starts with it."""
 import pytest
 from django.apps import apps
 from django.db import connection, models
-from django.db.migrations.executor import MigrationExecutor
 from django.db.models.functions import Lower
-from django.test.utils import CaptureQueriesContext, isolate_apps
+from django.test.utils import isolate_apps
 
 from tenants.models import Tenant, TenantOwned
+from tests.conftest import migrate_to, migrated_back_to
 from tests.test_citus_readiness import tenant_fk
 
 
@@ -161,13 +161,6 @@ AFTER = ("playground", "0007_tenant_column_indexed_once")
 DDL = {"ALTER", "CREATE", "DROP"}
 
 
-def _migrate(target):
-    executor = MigrationExecutor(connection)
-    with CaptureQueriesContext(connection) as queries:
-        executor.migrate([target])
-    return [query["sql"] for query in queries.captured_queries]
-
-
 def _tenant_indexes(table):
     with connection.cursor() as cursor:
         constraints = connection.introspection.get_constraints(cursor, table)
@@ -180,10 +173,8 @@ def _tenant_indexes(table):
 
 @pytest.fixture
 def playground_before_the_drop():
-    _migrate(BEFORE)
-    yield
-    executor = MigrationExecutor(connection)
-    executor.migrate(executor.loader.graph.leaf_nodes())
+    with migrated_back_to(BEFORE):
+        yield
 
 
 @pytest.mark.smoke
@@ -195,7 +186,7 @@ def test_the_migration_drops_only_the_index_and_keeps_the_foreign_key(
     own = [name for name, info in before.items() if info["index"] and not info["foreign_key"]]
     assert len(own) == 1, before
 
-    statements = _migrate(AFTER)
+    statements = migrate_to(AFTER)
 
     after = _tenant_indexes("playground_gatewaycall")
     assert set(before) - set(after) == set(own), "only the own index is gone"
@@ -203,5 +194,5 @@ def test_the_migration_drops_only_the_index_and_keeps_the_foreign_key(
     schema = [sql for sql in statements if sql.split(None, 1)[0].upper() in DDL]
     assert schema and all(sql.startswith("DROP INDEX") for sql in schema), schema
 
-    _migrate(BEFORE)
+    migrate_to(BEFORE)
     assert set(_tenant_indexes("playground_gatewaycall")) == set(before)
