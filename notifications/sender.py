@@ -130,10 +130,15 @@ class FairSlots:
 
     def __init__(self, concurrency: int):
         self.free = concurrency
-        self.cap = max(1, concurrency - 1)  # the most one owner holds at once
+        self.cap = self.most_held(concurrency)
         self.in_flight: collections.Counter = collections.Counter()
         # owner -> its requests waiting, in order; the owners in turn order.
         self.waiting: dict[object, collections.deque[asyncio.Future]] = {}
+
+    @staticmethod
+    def most_held(concurrency: int) -> int:
+        """The most slots one owner holds at once."""
+        return max(1, concurrency - 1)
 
     async def acquire(self, owner) -> None:
         if not self.waiting and self.free and self.in_flight[owner] < self.cap:

@@ -484,8 +484,9 @@ WEBHOOK_DISABLE_AFTER_DAYS = env.int("WEBHOOK_DISABLE_AFTER_DAYS", default=5)
 WEBHOOK_DELIVERY_RETENTION_DAYS = env.int("WEBHOOK_DELIVERY_RETENTION_DAYS", default=30)
 WEBHOOK_SECRET_ROTATION_OVERLAP_HOURS = env.int("WEBHOOK_SECRET_ROTATION_OVERLAP_HOURS", default=24)
 # Concurrent HTTP requests of one relay run, and deliveries it claims at a time. A claim is
-# leased for WEBHOOK_TIMEOUT_SECONDS x 2 x batch / concurrency + 60 s (the batch waits behind
-# the one in flight): how long the rows of a relay that died wait before another sends them.
+# leased for WEBHOOK_TIMEOUT_SECONDS x 2 x batch / (concurrency - 1) + 60 s (the batch waits
+# behind the one in flight; one organization holds all senders but one): how long the rows of
+# a relay that died wait before another sends them.
 WEBHOOK_RELAY_CONCURRENCY = env.int("WEBHOOK_RELAY_CONCURRENCY", default=4)
 WEBHOOK_RELAY_BATCH_SIZE = env.int("WEBHOOK_RELAY_BATCH_SIZE", default=100)
 WEBHOOK_RELAY_INTERVAL_SECONDS = env.int("WEBHOOK_RELAY_INTERVAL_SECONDS", default=5)

@@ -114,9 +114,10 @@ def _new_claim() -> str:
 
 
 def _lease(count: int, concurrency: int) -> timedelta:
-    """Long enough for `count` deliveries to time out one after another on each sender. A
-    claimed batch waits behind the one in flight, so a run leases for both (see _claim)."""
-    rounds = math.ceil(count / concurrency)
+    """Long enough for `count` deliveries of one organization to time out one after another
+    on each sender it may hold: all but one (sender.FairSlots). A claimed batch waits behind
+    the one in flight, so a run leases for both (see _claim)."""
+    rounds = math.ceil(count / sender.FairSlots.most_held(concurrency))
     return timedelta(seconds=settings.WEBHOOK_TIMEOUT_SECONDS * rounds + 60)
 
 

@@ -32,7 +32,7 @@ from notifications.models import (
 )
 from notifications.sender import AttemptResult
 from notifications.services import webhook_deliveries_send
-from notifications.services.relay import retry_delay
+from notifications.services.relay import _claim, retry_delay
 from notifications.tasks import prune_webhook_deliveries
 from tenants.models import MembershipStatus, Role
 from tenants.services import member_invite, member_update
@@ -735,6 +735,30 @@ def test_two_relays_at_once_share_many_organizations_and_send_each_delivery_once
     assert set(ids) == _event_ids(deliveries)
     assert WebhookDelivery.objects.filter(status=DeliveryStatus.SUCCEEDED).count() == 220
     assert set(WebhookAttempt.objects.values_list("number", flat=True)) == {1}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("concurrency", "rounds"),
+    [
+        # 2 x 10 rows (the batch and the one claimed behind it) over the 3 senders one
+        # organization may hold: 7 timeouts one after another.
+        pytest.param(4, 7, id="all-senders-but-one"),
+        pytest.param(1, 20, id="one-sender"),
+    ],
+)
+def test_a_claim_is_leased_for_its_rows_timing_out_on_the_senders_one_organization_holds(
+    settings, frozen, receiver, concurrency, rounds
+):
+    due = _due_since(receiver.url, 3, seconds_ago=10)
+
+    _, claimed = _claim(limit=10, concurrency=concurrency)
+
+    assert {row.pk for row in claimed} == {delivery.pk for delivery in due}
+    lease = timedelta(seconds=settings.WEBHOOK_TIMEOUT_SECONDS * rounds + 60)
+    assert set(WebhookDelivery.objects.values_list("next_attempt_at", flat=True)) == {
+        frozen + lease
+    }
 
 
 @pytest.mark.django_db
