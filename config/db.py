@@ -33,6 +33,12 @@ def raw_uuid(value: uuid.UUID | str):
     return _UUID_FIELD.get_db_prep_value(value, connection)
 
 
+def write_connection(model):
+    """The connection `model`'s writes go to (the database router's choice): for raw SQL, and
+    for choosing a statement by `vendor`."""
+    return connections[router.db_for_write(model)]
+
+
 def bulk_insert(model, objs: list) -> list:
     """Insert `objs` (unsaved instances of `model`, their primary keys set in Python, as UUID
     keys are) like `bulk_create`; on PostgreSQL with COPY, several times faster for the
@@ -42,7 +48,7 @@ def bulk_insert(model, objs: list) -> list:
     bulk_create."""
     if not objs:
         return objs
-    connection = connections[router.db_for_write(model)]
+    connection = write_connection(model)
     if connection.vendor != "postgresql":
         return model.objects.bulk_create(objs)
     fields = model._meta.local_concrete_fields  # insert_values' order

@@ -1,5 +1,6 @@
 """Migration operations the apps share."""
 
+from django.contrib.postgres import operations as postgres_operations
 from django.db import migrations
 from django.db.models import Index
 
@@ -38,44 +39,33 @@ class DropForeignKeyIndex(migrations.AlterField):
         return f"Drop the own index of {self.model_name}.{self.name}"
 
 
-class AddIndexConcurrently(migrations.AddIndex):
-    """AddIndex that, on PostgreSQL, builds the index with CREATE INDEX CONCURRENTLY: a plain
-    CREATE INDEX reads the whole table while every write to it waits, which on a large table
-    (webhook deliveries: every audited change writes some) stalls the requests that write.
-    Elsewhere (SQLite) a plain CREATE INDEX. The migration must be `atomic = False`."""
+class _ConcurrentlyOnPostgreSQL:
+    """Django's concurrent index operation on PostgreSQL (django.contrib.postgres: CREATE or
+    DROP INDEX CONCURRENTLY, in a migration with `atomic = False`), the plain one it extends
+    elsewhere: Django's own refuses other databases, and the quick start migrates SQLite.
+
+    A plain CREATE INDEX reads the whole table while every write to it waits; on a large
+    table (webhook deliveries: every audited change writes some) that stalls the requests
+    that write."""
+
+    plain: type[migrations.AddIndex | migrations.RemoveIndex]
 
     def database_forwards(self, app_label, schema_editor, from_state, to_state):
-        if schema_editor.connection.vendor != "postgresql":
+        if schema_editor.connection.vendor == "postgresql":
             return super().database_forwards(app_label, schema_editor, from_state, to_state)
-        model = to_state.apps.get_model(app_label, self.model_name)
-        if self.allow_migrate_model(schema_editor.connection.alias, model):
-            schema_editor.add_index(model, self.index, concurrently=True)
+        return self.plain.database_forwards(self, app_label, schema_editor, from_state, to_state)
 
     def database_backwards(self, app_label, schema_editor, from_state, to_state):
-        if schema_editor.connection.vendor != "postgresql":
+        if schema_editor.connection.vendor == "postgresql":
             return super().database_backwards(app_label, schema_editor, from_state, to_state)
-        model = from_state.apps.get_model(app_label, self.model_name)
-        if self.allow_migrate_model(schema_editor.connection.alias, model):
-            schema_editor.remove_index(model, self.index, concurrently=True)
+        return self.plain.database_backwards(self, app_label, schema_editor, from_state, to_state)
 
 
-class RemoveIndexConcurrently(migrations.RemoveIndex):
-    """RemoveIndex that, on PostgreSQL, drops the index with DROP INDEX CONCURRENTLY (no wait
-    for the table's exclusive lock behind running queries). The migration must be
-    `atomic = False`."""
+class AddIndexConcurrently(_ConcurrentlyOnPostgreSQL, postgres_operations.AddIndexConcurrently):
+    plain = migrations.AddIndex
 
-    def database_forwards(self, app_label, schema_editor, from_state, to_state):
-        if schema_editor.connection.vendor != "postgresql":
-            return super().database_forwards(app_label, schema_editor, from_state, to_state)
-        model = from_state.apps.get_model(app_label, self.model_name)
-        if self.allow_migrate_model(schema_editor.connection.alias, model):
-            index = from_state.models[app_label, self.model_name_lower].get_index_by_name(self.name)
-            schema_editor.remove_index(model, index, concurrently=True)
 
-    def database_backwards(self, app_label, schema_editor, from_state, to_state):
-        if schema_editor.connection.vendor != "postgresql":
-            return super().database_backwards(app_label, schema_editor, from_state, to_state)
-        model = to_state.apps.get_model(app_label, self.model_name)
-        if self.allow_migrate_model(schema_editor.connection.alias, model):
-            index = to_state.models[app_label, self.model_name_lower].get_index_by_name(self.name)
-            schema_editor.add_index(model, index, concurrently=True)
+class RemoveIndexConcurrently(
+    _ConcurrentlyOnPostgreSQL, postgres_operations.RemoveIndexConcurrently
+):
+    plain = migrations.RemoveIndex

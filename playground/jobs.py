@@ -25,12 +25,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import connections, router, transaction
+from django.db import transaction
 from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 from rest_framework.exceptions import Throttled
 
+from config.db import write_connection
 from config.exceptions import Conflict
 from config.prepared import fetch_prepared
 
@@ -61,10 +62,6 @@ def lease_until():
 # PostgreSQL they are prepared statements (config.prepared), as the ORM compiled them anew and
 # the server planned them anew each time, for more than it took to run them. Elsewhere they
 # are the ORM's updates, which the tests compare them with.
-
-
-def _database(model: type[BackgroundJob]):
-    return connections[router.db_for_write(model)]
 
 
 def _pk_value(model: type[BackgroundJob], pk, database):
@@ -114,7 +111,7 @@ class Claim:
         """`rows().update(**fields)`: the rows written, 1 while the job is ours, else 0. Plain
         values of the job's own columns (a lease, progress, an outcome) are written by a
         prepared statement on PostgreSQL; an expression or a relation by the ORM."""
-        database = _database(self.model)
+        database = write_connection(self.model)
         meta = self.model._meta
         plain = not any(
             hasattr(value, "resolve_expression") or meta.get_field(name).is_relation
@@ -132,7 +129,7 @@ def claim(model: type[BackgroundJob], pk) -> Claim | None:
     """Take job `pk` to run it, or None when it is not ours to run (finished, cancelled, held
     by a live worker, or out of attempts)."""
     token = uuid.uuid4()
-    take = _take_prepared if _database(model).vendor == "postgresql" else _take
+    take = _take_prepared if write_connection(model).vendor == "postgresql" else _take
     return Claim(model, pk, token) if take(model, pk, token, timezone.now()) else None
 
 
@@ -154,7 +151,7 @@ def _take(model: type[BackgroundJob], pk, token: uuid.UUID, now) -> int:
 
 def _take_prepared(model: type[BackgroundJob], pk, token: uuid.UUID, now) -> int:
     """_take as a prepared statement (PostgreSQL)."""
-    database = _database(model)
+    database = write_connection(model)
     pk = _pk_value(model, pk, database)
     params = [token, lease_until(), now, now, pk, settings.JOBS_MAX_ATTEMPTS, now]
     return len(fetch_prepared(database.alias, _claim_sql(model), params))

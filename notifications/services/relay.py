@@ -25,12 +25,13 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import connections, router, transaction
+from django.db import transaction
 from django.db.models import F, Min, Window
 from django.db.models.functions import Coalesce, RowNumber
 from django.utils import timezone
 
 from audit.services import record
+from config.db import write_connection
 
 from .. import sender, signing
 from ..models import (
@@ -130,27 +131,24 @@ def _claim(*, limit: int, concurrency: int) -> tuple[str, list["Claimed"]]:
     fail) hold back every other organization's deliveries until it drains."""
     claim = _new_claim()
     now = timezone.now()
-    waiting = _organizations_waiting(now=now, limit=limit)
+    db = write_connection(WebhookDelivery)
+    waiting = _organizations_waiting(db, now=now, limit=limit)
     if not waiting:
         return claim, []  # idle: no write transaction (SQLite would take its write lock)
-    share = math.ceil(limit / len(waiting))
-    lease_ends = now + _lease(2 * limit, concurrency)
+    take_shares = _claim_shares_locked if db.vendor == "postgresql" else _claim_shares
     with transaction.atomic():
-        if _deliveries_db().vendor == "postgresql":
-            claimed = _claim_shares_locked(
-                waiting, share=share, limit=limit, now=now, claim=claim, lease_ends=lease_ends
-            )
-        else:
-            claimed = _claim_shares(
-                waiting, share=share, limit=limit, now=now, claim=claim, lease_ends=lease_ends
-            )
+        claimed = take_shares(
+            db,
+            waiting,
+            share=math.ceil(limit / len(waiting)),
+            limit=limit,
+            now=now,
+            claim=claim,
+            lease_ends=now + _lease(2 * limit, concurrency),
+        )
     if not claimed:
         return claim, []
     return claim, _claimed_rows(claim)
-
-
-def _deliveries_db():
-    return connections[router.db_for_write(WebhookDelivery)]
 
 
 def _due_sql(alias: str) -> str:
@@ -160,9 +158,8 @@ def _due_sql(alias: str) -> str:
     return f"{alias}.status IN ({statuses})"
 
 
-def _organizations_waiting(*, now, limit: int) -> list:
+def _organizations_waiting(db, *, now, limit: int) -> list:
     """The organizations with a delivery due now, longest waiting first (at most `limit`)."""
-    db = _deliveries_db()
     if db.vendor != "postgresql":
         return list(
             WebhookDelivery.objects.filter(status__in=DUE_STATUSES, next_attempt_at__lte=now)
@@ -199,10 +196,9 @@ def _organizations_waiting(*, now, limit: int) -> list:
         return [row[0] for row in cursor.fetchall()]
 
 
-def _claim_shares_locked(waiting, *, share, limit, now, claim, lease_ends) -> int:
+def _claim_shares_locked(db, waiting, *, share, limit, now, claim, lease_ends) -> int:
     """PostgreSQL: one UPDATE whose subquery takes each organization's oldest `share` due rows
     with FOR UPDATE SKIP LOCKED (rows another relay is claiming are skipped, not waited for)."""
-    db = _deliveries_db()
     table = db.ops.quote_name(WebhookDelivery._meta.db_table)
     sql = f"""
         UPDATE {table} SET claim = %s, next_attempt_at = %s, updated_at = %s
@@ -223,11 +219,13 @@ def _claim_shares_locked(waiting, *, share, limit, now, claim, lease_ends) -> in
         return cursor.rowcount
 
 
-def _claim_shares(waiting, *, share, limit, now, claim, lease_ends) -> int:
+def _claim_shares(db, waiting, *, share, limit, now, claim, lease_ends) -> int:
     """Other databases (SQLite: one writer at a time, no row locks): each organization's
     oldest `share` due rows by rank; the UPDATE checks again that each row is still due and
     unclaimed, so a relay that read the same rows first keeps them."""
-    due = WebhookDelivery.objects.filter(status__in=DUE_STATUSES, next_attempt_at__lte=now)
+    due = WebhookDelivery.objects.using(db.alias).filter(
+        status__in=DUE_STATUSES, next_attempt_at__lte=now
+    )
     ranked = (
         due.filter(tenant_id__in=waiting)
         .annotate(
@@ -459,7 +457,7 @@ def _insert_attempts(rows: list[tuple]) -> None:
     numbers too: the first one recorded stands."""
     if not rows:
         return
-    db = connections[router.db_for_write(WebhookAttempt)]
+    db = write_connection(WebhookAttempt)
     fields = [WebhookAttempt._meta.get_field(name) for name in _ATTEMPT_FIELDS]
     table = db.ops.quote_name(WebhookAttempt._meta.db_table)
     columns = ", ".join(db.ops.quote_name(field.column) for field in fields)
