@@ -13,6 +13,7 @@ import asyncio
 import collections
 import concurrent.futures
 import email.utils
+import functools
 import logging
 import threading
 import time
@@ -46,16 +47,20 @@ Request = tuple[str, bytes, dict[str, str]]
 
 
 class Sender:
-    """Sends batches of requests, at most `concurrency` at a time in all (shared between
-    organizations: FairSlots), on one event loop in a thread of its own that lives as long as
-    the sender (a relay run). The caller submits a batch and goes on (recording the previous
-    one, claiming the next) while it is in flight; the HTTP clients, one per host, and their
-    connections are reused from one batch to the next.
+    """Sends requests, at most `concurrency` at a time in all (shared between organizations:
+    FairSlots), on one event loop in a thread of its own that lives as long as the sender (a
+    relay run). The caller submits a batch and goes on (recording what has answered, claiming
+    the next batch) while it is in flight; each request has its own future, so what answers
+    can be recorded while a slow request of the same batch is still out. The HTTP clients,
+    one per host, and their connections are reused from one batch to the next.
 
         with Sender(concurrency=4) as sender:
-            future = sender.submit(requests)
+            futures = sender.submit(requests)
             ...
-            results = future.result()
+            results = [future.result() for future in futures]
+
+    `withdraw()` takes back every request still waiting for a slot: its future's result is
+    None (not sent).
     """
 
     def __init__(self, *, concurrency: int):
@@ -63,6 +68,11 @@ class Sender:
         self.clients: dict[tuple[str, str], httpx.AsyncClient] = {}
         self.loop = asyncio.new_event_loop()
         self.slots = FairSlots(self.concurrency)
+        # The tasks of requests that have not taken a slot yet (withdraw() cancels these), and
+        # how many each owner has (read from the caller's thread, hence the lock).
+        self.waiting: set[asyncio.Task] = set()
+        self._waiting_by_owner: collections.Counter = collections.Counter()
+        self._lock = threading.Lock()
         self.thread = threading.Thread(
             target=self.loop.run_forever, name="webhook-sender", daemon=True
         )
@@ -80,43 +90,85 @@ class Sender:
             self.loop.close()
 
     async def _close(self):
+        for task in list(self.waiting):
+            task.cancel()
         for client in self.clients.values():
             await client.aclose()
         self.clients.clear()
 
     def submit(
         self, requests: list[Request], owners: list | None = None
-    ) -> concurrent.futures.Future:
-        """Start sending; the future's result is each request's outcome, in order. `owners`
-        names whose each request is (the organization): the senders are shared fairly between
-        owners (FairSlots)."""
+    ) -> list[concurrent.futures.Future]:
+        """Start sending; one future per request, in order, whose result is its outcome (None
+        if withdrawn before it started). `owners` names whose each request is (the
+        organization): the senders are shared fairly between owners (FairSlots)."""
         owners = owners if owners is not None else [None] * len(requests)
-        return asyncio.run_coroutine_threadsafe(self._send_all(requests, owners), self.loop)
+        futures = [concurrent.futures.Future() for _ in requests]
+        if requests:
+            self.loop.call_soon_threadsafe(self._start, requests, owners, futures)
+        return futures
 
     def send(self, requests: list[Request]) -> list[AttemptResult]:
         """Each request's outcome, in order; never an exception."""
-        return self.submit(requests).result() if requests else []
+        return [future.result() for future in self.submit(requests)]
 
-    async def _send_all(self, requests: list[Request], owners: list) -> list[AttemptResult]:
+    def owners_waiting(self) -> set:
+        """The owners with requests waiting for a slot."""
+        with self._lock:
+            return set(self._waiting_by_owner)
+
+    def _started(self, owner) -> None:
+        with self._lock:
+            self._waiting_by_owner[owner] -= 1
+            if not self._waiting_by_owner[owner]:
+                del self._waiting_by_owner[owner]
+
+    def withdraw(self) -> None:
+        """Take back the requests that have not started: their results become None."""
+        self.loop.call_soon_threadsafe(self._withdraw)
+
+    def _withdraw(self) -> None:
+        for task in list(self.waiting):
+            task.cancel()
+
+    def _start(self, requests: list[Request], owners: list, futures: list) -> None:
         # Each URL is resolved and checked once per batch, at send time: every request of the
         # batch to it connects to the address checked.
         targets: dict[str, asyncio.Task] = {}
         for url, _, _ in requests:
             if url not in targets:
                 targets[url] = asyncio.ensure_future(_checked(url))
+                # Its failure is each request's answer; when every request to it was
+                # withdrawn first, nobody else reads it (and asyncio would log it).
+                targets[url].add_done_callback(_read_outcome)
+        with self._lock:
+            self._waiting_by_owner.update(owners)
+        for request, owner, future in zip(requests, owners, futures, strict=True):
+            task = self.loop.create_task(self._one(request, owner, targets[request[0]]))
+            # Waiting from its creation: withdraw() may run before the task's first step.
+            self.waiting.add(task)
+            task.add_done_callback(functools.partial(self._settle, future, owner))
 
-        async def one(request: Request, owner) -> AttemptResult:
-            await self.slots.acquire(owner)
-            try:
-                return await _post(request, targets[request[0]], self.clients)
-            finally:
-                self.slots.release(owner)
+    async def _one(self, request: Request, owner, target: asyncio.Future) -> AttemptResult:
+        await self.slots.acquire(owner)
+        # No await between taking the slot and leaving `waiting`: a started request is never
+        # withdrawn.
+        self.waiting.discard(asyncio.current_task())
+        self._started(owner)
+        try:
+            return await _post(request, target, self.clients)
+        finally:
+            self.slots.release(owner)
 
-        return list(
-            await asyncio.gather(
-                *(one(r, owner) for r, owner in zip(requests, owners, strict=True))
-            )
-        )
+    def _settle(self, future: concurrent.futures.Future, owner, task: asyncio.Task) -> None:
+        if task.cancelled():  # withdrawn before it started: not sent
+            self.waiting.discard(task)
+            self._started(owner)  # (it never will)
+            future.set_result(None)
+        elif task.exception() is not None:
+            future.set_exception(task.exception())
+        else:
+            future.set_result(task.result())
 
 
 class FairSlots:
@@ -183,6 +235,11 @@ class FairSlots:
                 self.waiting[owner] = queue  # to the back: owners take turns on a tie
             self._take(owner)
             granted.set_result(None)
+
+
+def _read_outcome(task: asyncio.Task) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 async def _checked(url: str) -> Target:

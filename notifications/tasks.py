@@ -26,6 +26,7 @@ def send_webhooks() -> dict:
         "claimed": report.claimed,
         "succeeded": report.succeeded,
         "failed": report.failed,
+        "given_back": report.given_back,
         "disabled_endpoints": len(report.disabled_endpoints),
     }
 

@@ -7,7 +7,10 @@ the batch can take and `claim` names the run. Two relays never take the same row
 that dies mid-batch only delays its rows until the lease ends (then they are sent again:
 delivery is at least once, and receivers de-duplicate on `webhook-id`). The requests go out
 `concurrency` at a time on asyncio (notifications.sender; HTTP only: signing happens before,
-recording after, in the run's own thread and a single transaction per batch).
+recording after, in the run's own thread). A batch that answers promptly is recorded in one
+transaction; when some of its requests are slow, what has answered is recorded without them,
+the slow organization takes no share of the next claims while they are out, and at the end of
+the run's time budget its requests that have not started are given back to the queue.
 
 After a failed attempt the delivery waits WEBHOOK_RETRY_SCHEDULE_SECONDS[n] (with jitter; a
 longer Retry-After is honoured up to WEBHOOK_RETRY_AFTER_MAX_SECONDS), when the failure is one
@@ -16,6 +19,7 @@ attempt, fail it for good (`failed`, which `retry` and `replay` can re-queue). A
 whose attempts have failed for WEBHOOK_DISABLE_AFTER_DAYS with no success is disabled.
 """
 
+import concurrent.futures
 import math
 import random
 import secrets
@@ -48,11 +52,20 @@ from .endpoints import webhook_endpoint_disable
 _ENDPOINT_DISABLED = "Not sent: the endpoint is disabled."
 
 
+# A request not answered this long after the relay began waiting for it is slow: what else
+# has answered is recorded without it, and while its organization has requests waiting for a
+# sender behind it, it takes no share of a claim (so an endpoint that never answers cannot
+# keep a run claiming its rows).
+SLOW_AFTER_SECONDS = 1.0
+
+
 @dataclass
 class RelayReport:
     claimed: int = 0
     succeeded: int = 0
     failed: int = 0
+    # Claimed but not sent: still waiting for a sender when the run's time was up.
+    given_back: int = 0
     disabled_endpoints: list[str] = field(default_factory=list)
 
 
@@ -64,32 +77,43 @@ def webhook_deliveries_send(
     time_budget_seconds: float | None = None,
 ) -> RelayReport:
     """Send due deliveries until none is due (or `max_deliveries` / the time budget is
-    reached); safe to run in several processes at once."""
+    reached); safe to run in several processes at once.
+
+    When the time budget is up the run claims no more, and if some of its requests are slow
+    (an endpoint that takes the whole timeout), it gives back those that have not started
+    instead of waiting for them: a run then ends within about the budget plus one timeout,
+    however many rows of a silent endpoint it holds."""
     concurrency = max(1, concurrency or settings.WEBHOOK_RELAY_CONCURRENCY)
     per_claim = max(1, batch_size or settings.WEBHOOK_RELAY_BATCH_SIZE)
     started = time.monotonic()
     report = RelayReport()
     with sender.Sender(concurrency=concurrency) as http:
-        # One batch in flight while the previous one is recorded and the next one claimed.
-        in_flight = None
+        # Usually one batch in flight while the previous one is recorded and the next one
+        # claimed; a slow request stays out while what answered around it is recorded.
+        on_the_way: list[_Sending] = []
         while True:
-            batch = None
             left = None if max_deliveries is None else max_deliveries - report.claimed
             out_of_time = (
                 time_budget_seconds is not None and time.monotonic() - started > time_budget_seconds
             )
+            if out_of_time and any(sending.slow for sending in on_the_way):
+                http.withdraw()
+            new = []
             if (left is None or left > 0) and not out_of_time:
                 claim, batch = _claim(
-                    limit=min(per_claim, left or per_claim), concurrency=concurrency
+                    limit=min(per_claim, left or per_claim),
+                    concurrency=concurrency,
+                    skipping=_held_up(on_the_way, http),
                 )
                 report.claimed += len(batch)
-            sending = (claim, batch, _dispatch(batch, http)) if batch else None
-            if in_flight is not None:
-                done_claim, done_batch, results = in_flight
-                _record(done_batch, results(), claim=done_claim, report=report)
-            if sending is None:
+                new = _dispatch(claim, batch, http)
+            if on_the_way:
+                answered, on_the_way = _answered(on_the_way, more_coming=bool(new))
+                if answered:
+                    _record(answered, whole=_claims_done(answered, on_the_way), report=report)
+            elif not new:
                 break
-            in_flight = sending
+            on_the_way += new
     return report
 
 
@@ -102,9 +126,10 @@ def webhook_delivery_send_now(*, delivery: WebhookDelivery) -> WebhookDelivery:
         pk=delivery.pk, claim="", status__in=DUE_STATUSES
     ).update(claim=claim, next_attempt_at=now + _lease(1, 1), updated_at=now)
     if taken:
-        batch = _claimed_rows(claim)
         with sender.Sender(concurrency=1) as http:
-            _record(batch, _dispatch(batch, http)(), claim=claim, report=RelayReport())
+            sending = _dispatch(claim, _claimed_rows(claim), http)
+            concurrent.futures.wait([one.outcome for one in sending])
+        _record(sending, whole=True, report=RelayReport())
     delivery = WebhookDelivery.objects.select_related("endpoint").get(pk=delivery.pk)
     delivery.last_attempt = delivery.attempts.order_by("-number").first() if taken else None
     return delivery
@@ -122,17 +147,20 @@ def _lease(count: int, concurrency: int) -> timedelta:
     return timedelta(seconds=settings.WEBHOOK_TIMEOUT_SECONDS * rounds + 60)
 
 
-def _claim(*, limit: int, concurrency: int) -> tuple[str, list["Claimed"]]:
+def _claim(
+    *, limit: int, concurrency: int, skipping: set = frozenset()
+) -> tuple[str, list["Claimed"]]:
     """Lease up to `limit` due deliveries to a new claim, shared fairly between the
-    organizations that have some due: each gets at most ceil(limit / organizations) of the
-    claim, its oldest, and when more organizations wait than the claim holds, those waiting
-    longest go first. A claim that took everything due by age would let one organization's
-    backlog (a replay of thousands of events, or an endpoint that takes the whole timeout to
-    fail) hold back every other organization's deliveries until it drains."""
+    organizations that have some due (less those `skipping`): each gets at most
+    ceil(limit / organizations) of the claim, its oldest, and when more organizations wait
+    than the claim holds, those waiting longest go first. A claim that took everything due by
+    age would let one organization's backlog (a replay of thousands of events, or an endpoint
+    that takes the whole timeout to fail) hold back every other organization's deliveries
+    until it drains."""
     claim = _new_claim()
     now = timezone.now()
     db = write_connection(WebhookDelivery)
-    waiting = _organizations_waiting(db, now=now, limit=limit)
+    waiting = _organizations_waiting(db, now=now, limit=limit, skipping=skipping)
     if not waiting:
         return claim, []  # idle: no write transaction (SQLite would take its write lock)
     take_shares = _claim_shares_locked if db.vendor == "postgresql" else _claim_shares
@@ -158,11 +186,13 @@ def _due_sql(alias: str) -> str:
     return f"{alias}.status IN ({statuses})"
 
 
-def _organizations_waiting(db, *, now, limit: int) -> list:
-    """The organizations with a delivery due now, longest waiting first (at most `limit`)."""
+def _organizations_waiting(db, *, now, limit: int, skipping=frozenset()) -> list:
+    """The organizations with a delivery due now, longest waiting first (at most `limit`),
+    less those `skipping`."""
     if db.vendor != "postgresql":
         return list(
             WebhookDelivery.objects.filter(status__in=DUE_STATUSES, next_attempt_at__lte=now)
+            .exclude(tenant_id__in=skipping)
             .values("tenant_id")
             .annotate(oldest=Min("next_attempt_at"))
             .order_by("oldest", "tenant_id")
@@ -188,11 +218,12 @@ def _organizations_waiting(db, *, now, limit: int) -> list:
             WHERE {_due_sql("d")} AND d.tenant_id = p.tenant_id AND d.next_attempt_at <= %s
             ORDER BY d.next_attempt_at LIMIT 1
         ) oldest
+        WHERE p.tenant_id <> ALL(%s::uuid[])
         ORDER BY oldest.next_attempt_at, p.tenant_id
         LIMIT %s
     """  # noqa: S608 (names from the model, values bound)
     with db.cursor() as cursor:
-        cursor.execute(sql, [now, limit])
+        cursor.execute(sql, [now, list(skipping), limit])
         return [row[0] for row in cursor.fetchall()]
 
 
@@ -325,25 +356,86 @@ def _requests(batch: list[Claimed]) -> list[sender.Request | AttemptResult]:
     return requests
 
 
-def _dispatch(batch: list[Claimed], http: sender.Sender):
-    """Start sending the batch; returns a function that waits for each delivery's outcome."""
+@dataclass(eq=False)
+class _Sending:
+    """A claimed delivery on its way: its outcome is a future until it answers (None: given
+    back unsent)."""
+
+    claim: str
+    delivery: Claimed
+    outcome: concurrent.futures.Future
+    slow: bool = False
+
+    @property
+    def tenant_id(self):
+        return self.delivery.tenant_id
+
+
+def _dispatch(claim: str, batch: list[Claimed], http: sender.Sender) -> list[_Sending]:
+    """Start sending the batch."""
     requests = _requests(batch)
-    sending = [
-        (request, delivery.tenant_id)
-        for request, delivery in zip(requests, batch, strict=True)
-        if not isinstance(request, AttemptResult)
-    ]
-    future = http.submit(
-        [request for request, _ in sending], owners=[owner for _, owner in sending]
+    sent = iter(
+        http.submit(
+            [request for request in requests if not isinstance(request, AttemptResult)],
+            owners=[
+                delivery.tenant_id
+                for request, delivery in zip(requests, batch, strict=True)
+                if not isinstance(request, AttemptResult)
+            ],
+        )
     )
+    sending = []
+    for request, delivery in zip(requests, batch, strict=True):
+        if isinstance(request, AttemptResult):  # not sent: its outcome is known now
+            outcome = concurrent.futures.Future()
+            outcome.set_result(request)
+        else:
+            outcome = next(sent)
+        sending.append(_Sending(claim, delivery, outcome))
+    return sending
 
-    def results() -> list[AttemptResult]:
-        sent = iter(future.result())
-        return [
-            request if isinstance(request, AttemptResult) else next(sent) for request in requests
-        ]
 
-    return results
+def _answered(
+    on_the_way: list[_Sending], *, more_coming: bool
+) -> tuple[list[_Sending], list[_Sending]]:
+    """Wait until the requests on the way that are not yet slow have all answered, or for
+    SLOW_AFTER_SECONDS; those that have not are slow from then on. Only slow ones on the way
+    and nothing new sent: wait for the first of them (at most as long), not in a busy loop.
+    Returns (answered, still on the way)."""
+    not_slow = [sending.outcome for sending in on_the_way if not sending.slow]
+    if not_slow:
+        concurrent.futures.wait(not_slow, timeout=SLOW_AFTER_SECONDS)
+    elif not more_coming:
+        concurrent.futures.wait(
+            [sending.outcome for sending in on_the_way],
+            timeout=SLOW_AFTER_SECONDS,
+            return_when=concurrent.futures.FIRST_COMPLETED,
+        )
+    answered, still = [], []
+    for sending in on_the_way:
+        if sending.outcome.done():
+            answered.append(sending)
+        else:
+            sending.slow = True
+            still.append(sending)
+    return answered, still
+
+
+def _held_up(on_the_way: list[_Sending], http: sender.Sender) -> set:
+    """The organizations that take no share of the next claim: those with slow requests and
+    others waiting for a sender behind them. More of their rows would only wait in this run
+    (an endpoint that takes the whole timeout to fail drains 3 requests in 15 s). One whose
+    requests have all started may take a share: it waits only for those in flight."""
+    slow = {sending.tenant_id for sending in on_the_way if sending.slow}
+    return slow & http.owners_waiting() if slow else set()
+
+
+def _claims_done(answered: list[_Sending], still: list[_Sending]) -> bool:
+    """Whether none of the claims answered has a delivery still on the way."""
+    if not still:
+        return True
+    out = {sending.claim for sending in still}
+    return not any(sending.claim in out for sending in answered)
 
 
 # Recording -----------------------------------------------------------------------------------
@@ -363,13 +455,20 @@ def retry_delay(attempt_number: int, result: AttemptResult) -> timedelta | None:
 
 
 @transaction.atomic
-def _record(batch: list[Claimed], results, *, claim: str, report: RelayReport) -> None:
-    """Each attempt, and each delivery's new state. The updates name the claim: a delivery
-    whose lease ran out and that another relay claimed since is left to that relay."""
+def _record(answered: list[_Sending], *, whole: bool, report: RelayReport) -> None:
+    """Each attempt, and each delivery's new state; the deliveries given back unsent are due
+    again at once. `whole`: no other delivery of these claims is still on the way. The
+    updates name the claims: a delivery whose lease ran out and that another relay claimed
+    since is left to that relay."""
     now = timezone.now()
-    attempts, succeeded, changed = [], [], []
+    ours = WebhookDelivery.objects.filter(claim__in=sorted({one.claim for one in answered}))
+    attempts, succeeded, changed, given_back = [], [], [], []
     outcomes: dict = {}  # endpoint id -> [succeeded?, ...] in order
-    for delivery, result in zip(batch, results, strict=True):
+    for sending in answered:
+        delivery, result = sending.delivery, sending.outcome.result()
+        if result is None:
+            given_back.append(delivery.pk)
+            continue
         number = delivery.attempt_count + 1
         attempts.append(
             (
@@ -405,12 +504,20 @@ def _record(batch: list[Claimed], results, *, claim: str, report: RelayReport) -
                 updated_at=now,
             )
         )
+    if given_back:
+        ours.filter(pk__in=given_back).update(claim="", next_attempt_at=now, updated_at=now)
+        report.given_back += len(given_back)
     _insert_attempts(attempts)
-    ours = WebhookDelivery.objects.filter(claim=claim)
     if succeeded:
-        # The batch's rows by their claim, less the few that failed: no list of ids to send
-        # and parse when (as usually) every delivery succeeded.
-        ours.exclude(pk__in=[delivery.pk for delivery in changed]).update(
+        # Usually every delivery of the claim answered, most of them successes: its rows by
+        # the claim, less the few that failed (those given back no longer name it), with no
+        # list of ids to send and parse.
+        succeeded_rows = (
+            ours.exclude(pk__in=[delivery.pk for delivery in changed])
+            if whole
+            else ours.filter(pk__in=succeeded)
+        )
+        succeeded_rows.update(
             status=DeliveryStatus.SUCCEEDED,
             attempt_count=F("attempt_count") + 1,
             next_attempt_at=None,

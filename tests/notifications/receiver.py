@@ -1,6 +1,9 @@
 """A real HTTP server on loopback that receives webhooks in tests: it records every request
-(headers and body) and answers what the test scripted (default 200)."""
+(headers and body) and answers what the test scripted (default 200); and an address that
+accepts connections and never answers."""
 
+import contextlib
+import socket
 import threading
 from collections import deque
 from dataclasses import dataclass, field
@@ -72,3 +75,30 @@ class Receiver:
     def __exit__(self, *exc):
         self.server.shutdown()
         self.server.server_close()
+
+
+class Unanswering:
+    """An address that accepts connections and never answers, until release(): then its
+    connections close, and later ones are refused."""
+
+    def __init__(self):
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(100)
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}/hooks"
+        self.held = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                self.held.append(self.listener.accept()[0])
+            except OSError:
+                return
+
+    def release(self):
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread
+        self.listener.close()
+        for connection_held in self.held:
+            connection_held.close()

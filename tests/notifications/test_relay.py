@@ -3,7 +3,6 @@ delivery, the attempt rows, disabling an endpoint that keeps failing, two relays
 expired leases, retry and replay through the API, retention, and the commands and tasks that
 run it. Every request goes over real HTTP to a loopback receiver."""
 
-import contextlib
 import email.utils
 import json
 import socket
@@ -31,7 +30,7 @@ from notifications.models import (
     WebhookEvent,
 )
 from notifications.sender import AttemptResult
-from notifications.services import webhook_deliveries_send
+from notifications.services import relay, webhook_deliveries_send
 from notifications.services.relay import _claim, retry_delay
 from notifications.tasks import prune_webhook_deliveries
 from tenants.models import MembershipStatus, Role
@@ -40,7 +39,7 @@ from tests.conftest import assert_envelope, race
 from tests.factories import MembershipFactory, TenantFactory
 
 from .factories import WebhookAttemptFactory, WebhookDeliveryFactory, WebhookEndpointFactory
-from .receiver import Answer, Receiver
+from .receiver import Answer, Receiver, Unanswering
 
 DEFAULT_SCHEDULE = [5, 300, 1800, 7200, 18000, 36000, 36000]
 
@@ -623,39 +622,12 @@ def test_an_organizations_backlog_does_not_hold_back_the_others(receiver):
     assert set(sent.values_list("pk", flat=True)) == {d.pk for d in later + latest + backlog[:7]}
 
 
-class _Unanswering:
-    """An address that accepts connections and never answers, until release(): then its
-    connections close, and later ones are refused."""
-
-    def __init__(self):
-        self.listener = socket.socket()
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(100)
-        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}/hooks"
-        self.held = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                self.held.append(self.listener.accept()[0])
-            except OSError:
-                return
-
-    def release(self):
-        with contextlib.suppress(OSError):
-            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread
-        self.listener.close()
-        for connection_held in self.held:
-            connection_held.close()
-
-
 @pytest.mark.django_db
 def test_an_endpoint_that_never_answers_does_not_take_every_sender(settings, receiver):
     """Its requests hold at most all senders but one (each until the timeout); the other
     organization's go through the one left. Before, they waited for its timeouts."""
     settings.WEBHOOK_TIMEOUT_SECONDS = 120  # it does not answer while the test watches
-    silent_endpoint = _Unanswering()
+    silent_endpoint = Unanswering()
     silent = _due_since(silent_endpoint.url, 10, seconds_ago=60)
     others = _due_since(receiver.url, 5, seconds_ago=30)
     sent_while_held = threading.Event()
@@ -688,6 +660,127 @@ def test_an_endpoint_that_never_answers_does_not_take_every_sender(settings, rec
         DeliveryStatus.SUCCEEDED: len(others),
         DeliveryStatus.RETRYING: len(silent),
     }
+
+
+@pytest.fixture
+def slow_soon(monkeypatch):
+    """Requests count as slow after 0.2 s instead of a second: the tests wait less."""
+    monkeypatch.setattr(relay, "SLOW_AFTER_SECONDS", 0.2)
+
+
+@pytest.mark.django_db
+def test_what_answered_is_recorded_while_a_silent_endpoints_requests_are_still_out(
+    settings, monkeypatch, slow_soon, receiver
+):
+    """Before, a batch was recorded once all of it had answered, so the others' deliveries
+    sent with a silent endpoint's waited for its timeouts to be recorded; and each claim gave
+    the silent organization a share again, which its requests then held."""
+    settings.WEBHOOK_TIMEOUT_SECONDS = 120  # it does not answer while the test watches
+    silent_endpoint = Unanswering()
+    silent = _due_since(silent_endpoint.url, 30, seconds_ago=60)
+    others = _due_since(receiver.url, 20, seconds_ago=30)
+    silent_tenant = silent[0].tenant_id
+    recorded, silent_claimed_while_held = set(), []
+    others_recorded = threading.Event()
+    held = threading.Event()
+    held.set()
+
+    def recording(answered, **kwargs):
+        real_record(answered, **kwargs)
+        recorded.update(sending.delivery.pk for sending in answered)
+        if {delivery.pk for delivery in others} <= recorded:
+            others_recorded.set()
+
+    def claiming(**kwargs):
+        claim, batch = real_claim(**kwargs)
+        if held.is_set():
+            silent_claimed_while_held.extend(
+                row.pk for row in batch if row.tenant_id == silent_tenant
+            )
+        return claim, batch
+
+    real_record, real_claim = relay._record, relay._claim
+    monkeypatch.setattr(relay, "_record", recording)
+    monkeypatch.setattr(relay, "_claim", claiming)
+
+    def watch():
+        others_recorded.wait(timeout=60)
+        held.clear()
+        silent_endpoint.release()
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        report = webhook_deliveries_send(concurrency=4, batch_size=10)
+    finally:
+        silent_endpoint.release()
+        watcher.join(timeout=90)
+
+    # The others' 20 were recorded while every silent request was still out. The silent
+    # organization had a share of the two claims made before its first requests were found
+    # slow (5 + 5 of 10), and none while they were out; once they had failed (released), it
+    # was claimed again, and its endpoint refused the rest.
+    assert others_recorded.is_set()
+    assert len(silent_claimed_while_held) == 10
+    assert (report.claimed, report.succeeded, report.failed, report.given_back) == (50, 20, 30, 0)
+    assert set(_sent_ids(receiver)) == _event_ids(others)
+    statuses = dict(WebhookDelivery.objects.values_list("pk", "status"))
+    assert {statuses[delivery.pk] for delivery in others} == {DeliveryStatus.SUCCEEDED}
+    assert {statuses[delivery.pk] for delivery in silent} == {DeliveryStatus.RETRYING}
+    # Recording the others' successes by id, not by claim, left the silent rows of the same
+    # claims alone.
+    assert not WebhookDelivery.objects.filter(
+        tenant_id=silent_tenant, succeeded_at__isnull=False
+    ).exists()
+
+
+@pytest.mark.django_db
+def test_when_its_time_is_up_a_run_gives_back_what_waits_behind_a_silent_endpoint(
+    settings, slow_soon, receiver
+):
+    """The run claims no more, and the silent organization's requests that have not started
+    go back to the queue (due again, not attempted) instead of holding the run until each
+    has timed out: 3 at a time, 15 s each, with the default timeout."""
+    settings.WEBHOOK_TIMEOUT_SECONDS = 2
+    silent_endpoint = Unanswering()
+    silent = _due_since(silent_endpoint.url, 20, seconds_ago=60)
+    others = _due_since(receiver.url, 5, seconds_ago=30)
+    try:
+        report = webhook_deliveries_send(concurrency=4, time_budget_seconds=0.1)
+    finally:
+        silent_endpoint.release()
+
+    # 3 silent requests started (all the senders but one) and timed out; 17 never started.
+    assert (report.claimed, report.succeeded, report.failed, report.given_back) == (25, 5, 3, 17)
+    assert set(_sent_ids(receiver)) == _event_ids(others)
+    attempted = WebhookDelivery.objects.filter(pk__in=[delivery.pk for delivery in silent])
+    assert attempted.filter(status=DeliveryStatus.RETRYING, attempt_count=1).count() == 3
+    given_back = attempted.filter(status=DeliveryStatus.PENDING)
+    assert given_back.count() == 17
+    assert not given_back.exclude(claim="").exists()
+    assert not given_back.filter(next_attempt_at__gt=timezone.now()).exists()
+    assert not given_back.exclude(attempt_count=0).exists()
+    assert not WebhookAttempt.objects.filter(delivery__in=given_back).exists()
+
+
+@pytest.mark.django_db
+def test_a_run_out_of_time_with_nothing_slow_finishes_what_it_sent(monkeypatch, receiver):
+    """Giving back is for requests held up behind a slow endpoint: a batch that answers
+    promptly is sent whole even when the time is up while it is in flight."""
+    deliveries = _due_since(receiver.url, 30, seconds_ago=10)
+    real_claim = relay._claim
+
+    def claim_taking_the_time_left(**kwargs):
+        claimed = real_claim(**kwargs)
+        time.sleep(0.1)
+        return claimed
+
+    monkeypatch.setattr(relay, "_claim", claim_taking_the_time_left)
+
+    report = webhook_deliveries_send(concurrency=4, batch_size=10, time_budget_seconds=0.05)
+
+    assert (report.claimed, report.succeeded, report.given_back) == (10, 10, 0)
+    assert set(_sent_ids(receiver)) == _event_ids(deliveries[:10])
 
 
 @pytest.mark.django_db
