@@ -443,6 +443,42 @@ def test_attempt_rows_record_status_duration_excerpt_and_error(settings, receive
     assert 0 <= succeeded.duration_ms < 5000
 
 
+@pytest.mark.django_db
+def test_an_answer_of_any_text_is_recorded_as_it_came(receiver):
+    """The attempts of a batch are written as one array per column: text that array syntax
+    must quote comes back unchanged, and a batch mixes answers with and without a status."""
+    awkward = '{"a": "b,c"} \\ "quoted" {braces} NULL, é 漢字\nline'
+    receiver.answer(Answer(200, body=awkward.encode()))
+    (answered,) = _deliveries_to(receiver.url, 1)
+    (refused,) = _deliveries_to(_closed_port_url(), 1)
+
+    report = webhook_deliveries_send(concurrency=2)
+
+    assert (report.succeeded, report.failed) == (1, 1)
+    (attempt,) = _attempts(answered)
+    assert (attempt.status_code, attempt.response_excerpt) == (200, awkward)
+    (failure,) = _attempts(refused)
+    assert (failure.status_code, failure.response_excerpt) == (None, "")
+    assert failure.error.startswith("Connection failed")
+
+
+@pytest.mark.django_db
+def test_an_attempt_another_relay_numbered_first_stands(receiver):
+    """A relay whose lease ran out may number an attempt that the next relay has numbered:
+    the first recorded stands, and the late one is not an error."""
+    (delivery,) = _deliveries_to(receiver.url, 1)
+    first = WebhookAttemptFactory(
+        tenant=delivery.tenant, delivery=delivery, number=1, error="recorded first"
+    )
+
+    report = _send_one()
+
+    assert report.succeeded == 1
+    assert [(a.pk, a.error) for a in _attempts(delivery)] == [(first.pk, "recorded first")]
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.attempt_count) == (DeliveryStatus.SUCCEEDED, 1)
+
+
 # Disabling an endpoint that keeps failing --------------------------------------------------
 
 
