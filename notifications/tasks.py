@@ -15,8 +15,9 @@ from .services.events import RELAY_REQUESTED_KEY
 
 @shared_task(name="notifications.tasks.send_webhooks")
 def send_webhooks() -> dict:
-    """Send the due deliveries; stops claiming after a beat interval's worth of work, so
-    runs do not pile up (the next run goes on where this one stopped)."""
+    """Send the due deliveries; stops claiming after a beat interval's worth of work, and
+    then gives back what still waits behind a slow endpoint, so runs do not pile up (the next
+    run goes on where this one stopped)."""
     # Cleared first: a delivery committed from now on queues a new run.
     cache.delete(RELAY_REQUESTED_KEY)
     report = services.webhook_deliveries_send(
