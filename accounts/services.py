@@ -281,7 +281,8 @@ def api_key_create(
     """Create a key acting for `actor`; returns it and the key string, which is never stored.
 
     The actor must be an active member (the key holds at most the creator's current rights),
-    and may grant explicit permissions only among those they hold.
+    and may grant explicit permissions only among those they hold. At most
+    API_KEYS_PER_TENANT keys that are not revoked per organization (409 past it).
     """
     grantable = _member_permissions(tenant=tenant, user=actor)
     scopes = _check_scopes(scopes, grantable=grantable)
@@ -289,6 +290,18 @@ def api_key_create(
         raise ApplicationError(
             "The expiry must be in the future.", details={"expires_at": ["Must be in the future."]}
         )
+    # Revoked keys stay (with their usage figures) and do not count; deactivated ones may be
+    # reactivated, so they do.
+    Tenant.objects.ensure_room(
+        tenant.pk,
+        APIKey.objects.filter(tenant=tenant, revoked_at__isnull=True),
+        limit=settings.API_KEYS_PER_TENANT,
+        counted="api_keys",
+        message=(
+            "The organization already has {count} API keys that are not revoked; it may have "
+            "at most {limit}. Revoke one it no longer uses."
+        ),
+    )
     raw, secret_fields = generate_api_key()
     api_key = APIKey.objects.create(
         tenant=tenant,

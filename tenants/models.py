@@ -8,6 +8,7 @@ from django.db.models.signals import class_prepared
 from django.dispatch import receiver
 from django.utils import timezone
 
+from config.exceptions import Conflict
 from config.models import TimestampedModel
 from config.validators import (
     DESCRIPTION_MAX_LENGTH,
@@ -48,6 +49,20 @@ class TenantQuerySet(models.QuerySet):
         wait for each other, but rows that merely reference the tenant (audit events, counters)
         can still be inserted meanwhile, so no lock cycle forms with a request doing that."""
         return self.select_for_update(no_key=True).get(pk=pk)
+
+    def ensure_room(self, pk, rows: models.QuerySet, *, limit: int, counted: str, message: str):
+        """409 CONFLICT when the organization already has `limit` of `rows` (its own rows of
+        something it creates, `counted` in the error's details), else nothing. A ceiling keeps
+        one organization from filling the platform's tables (or, for webhook endpoints,
+        multiplying its outbound requests). Checked under the organization's row lock, so
+        parallel creations cannot pass it together. `message` may name {count} and {limit}."""
+        self.locked(pk)
+        count = rows.count()
+        if count >= limit:
+            raise Conflict(
+                message.format(count=count, limit=limit),
+                details={counted: count, "limit": limit},
+            )
 
     def with_member_count(self):
         """Annotate `member_count` (active members) with a subquery, keeping Meta.ordering."""

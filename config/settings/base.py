@@ -204,6 +204,9 @@ API_KEY_USAGE_FLUSH_SECONDS = env.int("API_KEY_USAGE_FLUSH_SECONDS", default=60)
 # On Redis each web process buffers its counts and pushes them every this many seconds (0: on
 # every request, one more Redis round trip each); a killed process loses at most that much.
 API_KEY_USAGE_BUFFER_SECONDS = env.float("API_KEY_USAGE_BUFFER_SECONDS", default=1.0)
+# API keys that are not revoked an organization may have (409 CONFLICT past it); revoked keys
+# are kept with their usage and do not count.
+API_KEYS_PER_TENANT = env.int("API_KEYS_PER_TENANT", default=100)
 
 # Analytics (docs/analytics.md): API requests are counted off the request path and flushed as
 # facts every ANALYTICS_FLUSH_SECONDS; beat folds new facts into hourly and daily roll-ups every

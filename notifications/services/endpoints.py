@@ -70,20 +70,20 @@ def _check_events(events: list[str], *, actor_permissions) -> list[str]:
 
 
 def _check_room(tenant: Tenant) -> None:
-    """409 when the organization already has WEBHOOK_ENDPOINTS_PER_TENANT endpoints, active or
-    not (a disabled one may be enabled again). Every event is delivered to each endpoint
-    subscribed to it, by the platform's workers and from its addresses: without a ceiling one
-    organization could turn each of its events into any number of outbound requests. Runs
-    under the organization's row lock, so parallel creations cannot pass it together."""
-    limit = settings.WEBHOOK_ENDPOINTS_PER_TENANT
-    Tenant.objects.locked(tenant.pk)
-    endpoints = WebhookEndpoint.objects.filter(tenant=tenant).count()
-    if endpoints >= limit:
-        raise Conflict(
-            f"The organization already has {endpoints} webhook endpoints; it may have at most "
-            f"{limit}. Delete one it no longer uses, or subscribe one to more event types.",
-            details={"webhook_endpoints": endpoints, "limit": limit},
-        )
+    """At most WEBHOOK_ENDPOINTS_PER_TENANT endpoints, active or not (a disabled one may be
+    enabled again): every event is delivered to each endpoint subscribed to it, by the
+    platform's workers and from its addresses, so without a ceiling one organization could
+    turn each of its events into any number of outbound requests."""
+    Tenant.objects.ensure_room(
+        tenant.pk,
+        WebhookEndpoint.objects.filter(tenant=tenant),
+        limit=settings.WEBHOOK_ENDPOINTS_PER_TENANT,
+        counted="webhook_endpoints",
+        message=(
+            "The organization already has {count} webhook endpoints; it may have at most "
+            "{limit}. Delete one it no longer uses, or subscribe one to more event types."
+        ),
+    )
 
 
 def _endpoint_payload(endpoint: WebhookEndpoint) -> dict:

@@ -17,7 +17,7 @@ from accounts.models import APIKey
 from audit.models import AuditEvent
 from tenants.models import MembershipStatus, Role, TenantStatus
 from tenants.permissions import ALL_PERMISSIONS, READ_PERMISSIONS, ROLE_PERMISSIONS
-from tests.conftest import assert_envelope
+from tests.conftest import assert_envelope, race
 from tests.factories import MembershipFactory, TenantFactory, UserFactory, issue_api_key
 
 from .conftest import key_client
@@ -519,6 +519,63 @@ def test_a_revoked_key_cannot_be_reactivated(owner):
 
     assert_envelope(response, 409, "CONFLICT")
     assert_envelope(key_client(raw).get(ORG_URL), 401, "AUTHENTICATION_REQUIRED")
+
+
+# The ceiling on keys ---------------------------------------------------------------------
+
+
+def test_an_organization_has_at_most_the_ceiling_of_keys_not_revoked(owner, settings):
+    settings.API_KEYS_PER_TENANT = 3
+    issue_api_key(owner.membership, name="Active")
+    deactivated, _ = issue_api_key(owner.membership, name="Deactivated")
+    APIKey.objects.filter(pk=deactivated.pk).update(is_active=False)  # may be reactivated
+    revoked, _ = issue_api_key(owner.membership, name="Revoked")
+    owner.client.post(key_url(revoked, "revoke/"))  # kept, not counted
+    other = MembershipFactory(tenant=TenantFactory(), role=Role.OWNER)
+    issue_api_key(other)  # another organization's does not count
+    create_key(owner, name="Third")
+    events = AuditEvent.objects.count()
+
+    response = owner.client.post(KEYS_URL, {"name": "Fourth", "scopes": ["read"]}, format="json")
+
+    error = assert_envelope(response, 409, "CONFLICT")
+    assert error["details"] == {"api_keys": 3, "limit": 3}
+    assert "may have at most 3" in error["message"]
+    assert not APIKey.objects.filter(name="Fourth").exists()
+    assert AuditEvent.objects.count() == events
+    assert "cp_" not in json.dumps(error)
+
+
+def test_revoking_a_key_makes_room(owner, settings):
+    settings.API_KEYS_PER_TENANT = 1
+    key, _ = issue_api_key(owner.membership)
+    assert_envelope(
+        owner.client.post(KEYS_URL, {"name": "Second", "scopes": ["read"]}, format="json"),
+        409,
+        "CONFLICT",
+    )
+
+    assert owner.client.delete(key_url(key)).status_code == 204
+
+    create_key(owner, name="Second")
+
+
+@pytest.mark.postgres
+def test_parallel_creations_stop_at_the_ceiling(transactional_db, make_caller, settings):
+    """Six creations at once with room for two: two are made, four answer 409."""
+    settings.API_KEYS_PER_TENANT = 3
+    caller = make_caller(Role.OWNER)
+    issue_api_key(caller.membership)
+
+    def post():
+        return caller.client_for(caller.tenant.pk).post(
+            KEYS_URL, {"name": "Racer", "scopes": ["read"]}, format="json"
+        )
+
+    statuses = [response.status_code for response in race(6, post)]
+
+    assert sorted(statuses) == [201, 201, 409, 409, 409, 409]
+    assert APIKey.objects.filter(tenant=caller.tenant).count() == 3
 
 
 def test_list_filters_by_active_and_searches_by_name(owner):
