@@ -297,10 +297,8 @@ def api_key_create(
         APIKey.objects.filter(tenant=tenant, revoked_at__isnull=True),
         limit=settings.API_KEYS_PER_TENANT,
         counted="api_keys",
-        message=(
-            "The organization already has {count} API keys that are not revoked; it may have "
-            "at most {limit}. Revoke one it no longer uses."
-        ),
+        noun="API keys that are not revoked",
+        advice="Revoke one it no longer uses.",
     )
     raw, secret_fields = generate_api_key()
     api_key = APIKey.objects.create(

@@ -50,17 +50,28 @@ class TenantQuerySet(models.QuerySet):
         can still be inserted meanwhile, so no lock cycle forms with a request doing that."""
         return self.select_for_update(no_key=True).get(pk=pk)
 
-    def ensure_room(self, pk, rows: models.QuerySet, *, limit: int, counted: str, message: str):
+    def ensure_room(
+        self,
+        pk,
+        rows: models.QuerySet,
+        *,
+        limit: int,
+        counted: str,
+        noun: str = "",
+        advice: str = "Delete one it no longer needs.",
+    ) -> None:
         """409 CONFLICT when the organization already has `limit` of `rows` (its own rows of
-        something it creates, `counted` in the error's details), else nothing. A ceiling keeps
-        one organization from filling the platform's tables (or, for webhook endpoints,
-        multiplying its outbound requests). Checked under the organization's row lock, so
-        parallel creations cannot pass it together. `message` may name {count} and {limit}."""
+        something it creates: `counted` in the error's details, `noun` in its message, by
+        default `counted` in words), else nothing. A ceiling keeps one organization from
+        filling the platform's tables (or, for webhook endpoints, multiplying its outbound
+        requests). Checked under the organization's row lock, so parallel creations cannot
+        pass it together."""
         self.locked(pk)
         count = rows.count()
         if count >= limit:
             raise Conflict(
-                message.format(count=count, limit=limit),
+                f"The organization already has {count} {noun or counted.replace('_', ' ')}; it "
+                f"may have at most {limit}. {advice}",
                 details={counted: count, "limit": limit},
             )
 

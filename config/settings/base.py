@@ -507,6 +507,11 @@ SMS_PROVIDER = env("SMS_PROVIDER", default="local")
 GATEWAY_UPSTREAMS_ENABLED = env.bool("GATEWAY_UPSTREAMS_ENABLED", default=True)
 GATEWAY_CURRENCY = env("GATEWAY_CURRENCY", default="USD")
 GATEWAY_DEFAULT_MODEL = env("GATEWAY_DEFAULT_MODEL", default="gpt-3.5-turbo")
+# What one organization may keep of prompt templates, projects and orchestration templates
+# (409 CONFLICT past it; deleting makes room): each is rows in the platform's database.
+PROMPT_TEMPLATES_PER_TENANT = env.int("PROMPT_TEMPLATES_PER_TENANT", default=1000)
+PROJECTS_PER_TENANT = env.int("PROJECTS_PER_TENANT", default=1000)
+ORCHESTRATION_TEMPLATES_PER_TENANT = env.int("ORCHESTRATION_TEMPLATES_PER_TENANT", default=1000)
 # Back-off before retry n (seconds, doubled each time, with up to 25 % jitter); an upstream's
 # Retry-After is honoured up to GATEWAY_RETRY_AFTER_MAX_SECONDS.
 GATEWAY_RETRY_BACKOFF_SECONDS = env.float("GATEWAY_RETRY_BACKOFF_SECONDS", default=0.5)

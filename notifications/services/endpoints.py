@@ -79,10 +79,7 @@ def _check_room(tenant: Tenant) -> None:
         WebhookEndpoint.objects.filter(tenant=tenant),
         limit=settings.WEBHOOK_ENDPOINTS_PER_TENANT,
         counted="webhook_endpoints",
-        message=(
-            "The organization already has {count} webhook endpoints; it may have at most "
-            "{limit}. Delete one it no longer uses, or subscribe one to more event types."
-        ),
+        advice="Delete one it no longer uses, or subscribe one to more event types.",
     )
 
 

@@ -5,6 +5,7 @@ template's `usage_count` is the runs' (advanced with an F expression when a run 
 never set here.
 """
 
+from django.conf import settings
 from django.db import transaction
 
 from audit.services import record
@@ -77,6 +78,12 @@ def project_create(
         },
         PROJECT_FIELDS,
     )
+    Tenant.objects.ensure_room(
+        tenant.pk,
+        Project.objects.filter(tenant=tenant),
+        limit=settings.PROJECTS_PER_TENANT,
+        counted="projects",
+    )
     project = Project.objects.create(tenant=tenant, created_by=person(actor), **fields)
     _record(tenant, "project.created", actor, project, name=project.name, status=project.status)
     return project
@@ -147,6 +154,12 @@ def orchestration_template_create(
             "template_data": template_data,
         },
         TEMPLATE_FIELDS,
+    )
+    Tenant.objects.ensure_room(
+        tenant.pk,
+        OrchestrationTemplate.objects.filter(tenant=tenant),
+        limit=settings.ORCHESTRATION_TEMPLATES_PER_TENANT,
+        counted="orchestration_templates",
     )
     template = OrchestrationTemplate.objects.create(
         tenant=tenant, created_by=person(actor), **fields

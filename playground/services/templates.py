@@ -190,6 +190,12 @@ def prompt_template_create(
             "model_config": model_config or {},
         }
     )
+    Tenant.objects.ensure_room(
+        tenant.pk,
+        PromptTemplate.objects.filter(tenant=tenant),
+        limit=settings.PROMPT_TEMPLATES_PER_TENANT,
+        counted="prompt_templates",
+    )
     template = create_or_conflict(
         PromptTemplate,
         conflict_message=_NAME_TAKEN.format(name=name),
