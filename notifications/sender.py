@@ -90,8 +90,7 @@ class Sender:
             self.loop.close()
 
     async def _close(self):
-        for task in list(self.waiting):
-            task.cancel()
+        self._withdraw()
         for client in self.clients.values():
             await client.aclose()
         self.clients.clear()
@@ -108,16 +107,16 @@ class Sender:
             self.loop.call_soon_threadsafe(self._start, requests, owners, futures)
         return futures
 
-    def send(self, requests: list[Request]) -> list[AttemptResult]:
-        """Each request's outcome, in order; never an exception."""
-        return [future.result() for future in self.submit(requests)]
-
     def owners_waiting(self) -> set:
         """The owners with requests waiting for a slot."""
         with self._lock:
             return set(self._waiting_by_owner)
 
-    def _started(self, owner) -> None:
+    def _stop_waiting(self, task: asyncio.Task, owner) -> None:
+        """The request no longer waits for a slot: it took one, or it ended without."""
+        if task not in self.waiting:
+            return
+        self.waiting.discard(task)
         with self._lock:
             self._waiting_by_owner[owner] -= 1
             if not self._waiting_by_owner[owner]:
@@ -153,17 +152,15 @@ class Sender:
         await self.slots.acquire(owner)
         # No await between taking the slot and leaving `waiting`: a started request is never
         # withdrawn.
-        self.waiting.discard(asyncio.current_task())
-        self._started(owner)
+        self._stop_waiting(asyncio.current_task(), owner)
         try:
             return await _post(request, target, self.clients)
         finally:
             self.slots.release(owner)
 
     def _settle(self, future: concurrent.futures.Future, owner, task: asyncio.Task) -> None:
+        self._stop_waiting(task, owner)  # when it ended before taking a slot
         if task.cancelled():  # withdrawn before it started: not sent
-            self.waiting.discard(task)
-            self._started(owner)  # (it never will)
             future.set_result(None)
         elif task.exception() is not None:
             future.set_exception(task.exception())
