@@ -262,6 +262,11 @@ STORAGES = {
 }
 # Support: the largest ticket attachment accepted (bytes; also counted in the storage quota).
 SUPPORT_ATTACHMENT_MAX_BYTES = env.int("SUPPORT_ATTACHMENT_MAX_BYTES", default=10 * 1024 * 1024)
+# Decision rules and AI agents one organization may keep (409 CONFLICT past it; deleting makes
+# room). They are configuration, not data: every ticket and refund is tried against the rules in
+# order, and evaluating the rules traces each rule tried.
+DECISION_RULES_PER_TENANT = env.int("DECISION_RULES_PER_TENANT", default=500)
+AI_AGENTS_PER_TENANT = env.int("AI_AGENTS_PER_TENANT", default=100)
 
 # Dev settings turn on DRF's browsable API and its login pages.
 BROWSABLE_API = False
@@ -512,6 +517,11 @@ GATEWAY_DEFAULT_MODEL = env("GATEWAY_DEFAULT_MODEL", default="gpt-3.5-turbo")
 PROMPT_TEMPLATES_PER_TENANT = env.int("PROMPT_TEMPLATES_PER_TENANT", default=1000)
 PROJECTS_PER_TENANT = env.int("PROJECTS_PER_TENANT", default=1000)
 ORCHESTRATION_TEMPLATES_PER_TENANT = env.int("ORCHESTRATION_TEMPLATES_PER_TENANT", default=1000)
+# Versions one prompt template may have (409 CONFLICT past it): versions are immutable and
+# never deleted, so a template that needs more is copied into a new one.
+PROMPT_TEMPLATE_VERSIONS_PER_TEMPLATE = env.int(
+    "PROMPT_TEMPLATE_VERSIONS_PER_TEMPLATE", default=1000
+)
 # Back-off before retry n (seconds, doubled each time, with up to 25 % jitter); an upstream's
 # Retry-After is honoured up to GATEWAY_RETRY_AFTER_MAX_SECONDS.
 GATEWAY_RETRY_BACKOFF_SECONDS = env.float("GATEWAY_RETRY_BACKOFF_SECONDS", default=0.5)

@@ -238,6 +238,8 @@ def prompt_template_update(
     if unknown:
         raise ValueError(f"prompt_template_update cannot change {sorted(unknown)}")
     template = PromptTemplate.objects.select_for_update().get(pk=template.pk)
+    if create_new_version:
+        _ensure_version_room(template)
     latest = template.versions.get(version=template.latest_version)
     content_changes = {
         key: value
@@ -285,6 +287,19 @@ def prompt_template_update(
             payload=_payload(template, version=version, change_note=change_note),
         )
     return template
+
+
+def _ensure_version_room(template: PromptTemplate) -> None:
+    """409 CONFLICT when the (locked) template already has PROMPT_TEMPLATE_VERSIONS_PER_TEMPLATE
+    versions. Versions are never deleted (executions and labels refer to them), so they are
+    numbered 1 to latest_version."""
+    limit = settings.PROMPT_TEMPLATE_VERSIONS_PER_TEMPLATE
+    if template.latest_version >= limit:
+        raise Conflict(
+            f"The template already has {template.latest_version} versions; it may have at most "
+            f"{limit}. Create a new template from its latest version.",
+            details={"versions": template.latest_version, "limit": limit},
+        )
 
 
 @transaction.atomic

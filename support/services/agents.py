@@ -7,6 +7,7 @@ threshold stays within that model's output limit. Its record (`assertions`, `acc
 atomic UPDATE, so concurrent outcomes are all counted.
 """
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
@@ -69,6 +70,13 @@ def ai_agent_create(
     thresholds: dict | None = None,
 ) -> AiAgent:
     _check_model(model, thresholds or {})
+    Tenant.objects.ensure_room(
+        tenant.pk,
+        AiAgent.objects.filter(tenant=tenant),
+        limit=settings.AI_AGENTS_PER_TENANT,
+        counted="ai_agents",
+        noun="AI agents",
+    )
     agent = create_or_conflict(
         AiAgent,
         **_name_taken(name),

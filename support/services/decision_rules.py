@@ -7,6 +7,7 @@ What a rule did when applied (to a ticket by tickets.rules_apply, to a refund by
 refunds.refund_rules_apply) is recorded by `rule_application_record`.
 """
 
+from django.conf import settings
 from django.db import transaction
 
 from audit.services import record
@@ -74,6 +75,14 @@ def decision_rule_create(
     conditions = list(conditions or [])
     action_params = dict(action_params or {})
     _check(conditions, action, action_params)
+    # Every ticket and refund is tried against the enabled rules in order, and evaluate's
+    # trace lists each rule tried: the ceiling bounds both.
+    Tenant.objects.ensure_room(
+        tenant.pk,
+        DecisionRule.objects.filter(tenant=tenant),
+        limit=settings.DECISION_RULES_PER_TENANT,
+        counted="decision_rules",
+    )
     rule = create_or_conflict(
         DecisionRule,
         **_priority_taken(priority),
