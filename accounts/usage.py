@@ -12,8 +12,9 @@ On Redis (production, the test suite) each web process pushes its buffer every
 outright (SIGKILL, out of memory) had not pushed yet is lost: at most that interval of usage
 statistics, never an API call of the tenant's quota, which the throttle counts in Redis at
 once (tenants.throttling). `API_KEY_USAGE_BUFFER_SECONDS=0` writes every request through
-instead, at one more round trip per request. Every count lands in exactly one flush; a batch
-a crashed flusher left behind is taken over once stale (see config.metering).
+instead, at one more round trip per request. Every count is written by exactly one flush: a
+batch a crashed flusher left behind is taken over once stale, unless the flusher's transaction
+committed (config.metering.flush_batches).
 
 With the local-memory cache (development on embedded defaults) the counts live in the web
 process, which the Celery worker cannot see: the web process flushes its own counts, at most
@@ -28,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from django.conf import settings
-from django.db import transaction
+from django.db import router, transaction
 
 from config import epoch, metering
 from config.metering import STALE_BATCH_SECONDS
@@ -123,14 +124,14 @@ class UsageStore:
     def claim(self) -> Batch:
         return _batch(self._counts.claim())
 
-    def claim_stale(self) -> list[Batch]:
-        return [_batch(batch) for batch in self._counts.claim_stale()]
+    def flush(self) -> int:
+        """Write every counted request to its key's row, each once (metering.flush_batches);
+        returns how many requests were written."""
+        from .models import APIKey
 
-    def release(self, batch: Batch, pks: list[str]) -> None:
-        self._counts.release(batch.counts, pks)
-
-    def restore(self, batch: Batch, pks: list[str]) -> None:
-        self._counts.restore(batch.counts, pks)
+        return metering.flush_batches(
+            self._counts, _apply_counts, chunk=FLUSH_CHUNK, using=router.db_for_write(APIKey)
+        )
 
     def pending(self, key_pk: str) -> Usage:
         return Usage.from_hash(self._counts.pending(key_pk))
@@ -227,22 +228,10 @@ def observe_api_key_request(request, response) -> None:
 def flush_api_key_usage() -> int:
     """Add every counted request to its key's row; returns how many requests were written.
 
-    Safe to run concurrently and while requests are being counted: each counter is claimed by
+    Safe to run concurrently and while requests are being counted: each count is written by
     exactly one flush (see the module docstring).
     """
-    store = usage_store()
-    written = 0
-    for batch in [*store.claim_stale(), store.claim()]:
-        pks = sorted(batch.usage)
-        for start in range(0, len(pks), FLUSH_CHUNK):
-            chunk = pks[start : start + FLUSH_CHUNK]
-            try:
-                written += _apply({pk: batch.usage[pk] for pk in chunk})
-            except Exception:
-                store.restore(batch, pks[start:])
-                raise
-            store.release(batch, chunk)
-    return written
+    return usage_store().flush()
 
 
 def key_counter_writes():
@@ -254,6 +243,10 @@ def key_counter_writes():
     from .models import APIKey
 
     return epoch.unwatched(APIKey._meta.db_table)
+
+
+def _apply_counts(counts: dict[str, Counter]) -> int:
+    return _apply({pk: Usage.from_hash(counted) for pk, counted in counts.items()})
 
 
 def _apply(usage: dict[str, "Usage"]) -> int:

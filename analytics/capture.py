@@ -20,6 +20,7 @@ from collections import Counter
 from datetime import UTC, datetime
 
 from django.conf import settings
+from django.db import router
 
 from accounts.usage import route_template
 from config import metering
@@ -37,6 +38,8 @@ _CREDENTIALS = {
     "SessionAuthentication": "session",
 }
 _last_local_flush = [time.monotonic()]
+# Counts (one per minute and request shape) written per transaction by a flush.
+FLUSH_CHUNK = 5_000
 
 
 def _flush_when_due() -> None:
@@ -118,18 +121,14 @@ def facts_of(owner: str, counts: Counter) -> dict:
 
 
 def flush_request_facts() -> int:
-    """Write every counted request as RequestFact rows; returns how many requests. Safe to
-    run concurrently (each count is claimed by exactly one flush)."""
+    """Write every counted request as RequestFact rows, each once (metering.flush_batches);
+    returns how many requests. Safe to run concurrently."""
+    from .models import RequestFact
     from .services import request_facts_write
 
-    counts = request_counts()
-    written = 0
-    for batch in [*counts.claim_stale(), counts.claim()]:
-        owners = sorted(batch.counts)
-        try:
-            written += request_facts_write(facts=[facts_of(o, batch.counts[o]) for o in owners])
-        except Exception:
-            counts.restore(batch, owners)
-            raise
-        counts.release(batch, owners)
-    return written
+    def write(counts) -> int:
+        return request_facts_write(facts=[facts_of(owner, counts[owner]) for owner in counts])
+
+    return metering.flush_batches(
+        request_counts(), write, chunk=FLUSH_CHUNK, using=router.db_for_write(RequestFact)
+    )

@@ -3,7 +3,16 @@
 import time
 import uuid
 
-from django.db import IntegrityError, connection, connections, models, router, transaction
+from django.db import (
+    DEFAULT_DB_ALIAS,
+    DatabaseError,
+    IntegrityError,
+    connection,
+    connections,
+    models,
+    router,
+    transaction,
+)
 from django.http import Http404
 
 from .exceptions import Conflict
@@ -37,6 +46,35 @@ def write_connection(model):
     """The connection `model`'s writes go to (the database router's choice): for raw SQL, and
     for choosing a statement by `vendor`."""
     return connections[router.db_for_write(model)]
+
+
+def transaction_id(using: str = DEFAULT_DB_ALIAS) -> int | None:
+    """The id of the transaction running on `using` (PostgreSQL assigns one now if it has none
+    yet), or None on other databases. Noted beside a write made in another store (Redis), it
+    lets a later reader ask `transaction_committed` whether the database's part committed: how
+    config.metering's flush writes each count once."""
+    conn = connections[using]
+    if conn.vendor != "postgresql":
+        return None
+    with conn.cursor() as cursor:
+        cursor.execute("SELECT pg_current_xact_id()::text::bigint")
+        return cursor.fetchone()[0]
+
+
+def transaction_committed(xid: int, using: str = DEFAULT_DB_ALIAS) -> bool | None:
+    """Whether the PostgreSQL transaction `xid` (from `transaction_id`) committed: True; False
+    when it rolled back, or when the database does not know it (a failover lost its commit:
+    "in the future") or no longer remembers it (older than its commit log keeps); None while it
+    is still running."""
+    try:
+        with transaction.atomic(using=using), connections[using].cursor() as cursor:
+            cursor.execute("SELECT pg_xact_status(%s::text::xid8)", [str(xid)])
+            status = cursor.fetchone()[0]
+    except DatabaseError:
+        return False
+    if status == "in progress":
+        return None
+    return status == "committed"
 
 
 def bulk_insert(model, objs: list) -> list:

@@ -17,9 +17,10 @@ embedded default (the local-memory cache, no Redis) uses:
   own buffer under a lock (no round trip); a thread pushes the buffer to Redis hashes every
   `push_seconds`, all owners in one script; a flush `claim`s everything counted so far as a
   batch (one script renames each dirty hash, so counts arriving meanwhile start fresh hashes
-  and every count lands in exactly one batch), writes it to the database and `release`s it.
-  A batch a crashed flusher left behind is re-claimed once stale. Without Redis the buffer is
-  the store (one process).
+  and every count lands in exactly one batch), writes it to the database and `release`s it
+  (`flush_batches`). A batch a crashed flusher left behind is re-claimed once stale, and written
+  only if its writer's transaction did not commit, so each count is written once. Without Redis
+  the buffer is the store (one process).
 
 Each count field is summed, except the fields named in `max_fields`, which keep the largest
 value (a "last used" time).
@@ -41,10 +42,12 @@ from dataclasses import dataclass, field
 from django import db
 from django.core.cache import caches
 from django.core.exceptions import ImproperlyConfigured
+from django.db import DEFAULT_DB_ALIAS, transaction
 from redis.commands.core import Script
 from redis.exceptions import NoScriptError, ResponseError
 
 from . import epoch as principals_epoch
+from .db import transaction_committed, transaction_id
 from .epoch import EPOCH_LUA
 from .redis import per_cache, redis_cache, redis_client
 
@@ -459,16 +462,38 @@ for _, owner in ipairs(members) do
 end
 return out
 """
+# KEYS: a flusher's batch keys. ARGV: its transaction's id ('' when the database has none), the
+# field to note it in. Returns 0 once noted on every key, or the position of a key another
+# flusher took over (then nothing is noted).
+_WRITING_LUA = """
+for i, key in ipairs(KEYS) do
+  if redis.call('EXISTS', key) == 0 then return i end
+end
+if ARGV[1] ~= '' then
+  for _, key in ipairs(KEYS) do redis.call('HSET', key, ARGV[2], ARGV[1]) end
+end
+return 0
+"""
 _push_script = Script(None, _PUSH_LUA.encode())
 _claim_script = Script(None, _CLAIM_LUA.encode())
+_writing_script = Script(None, _WRITING_LUA.encode())
+
+# The field of a batch hash naming the database transaction writing it (not a count).
+_WRITER = "_writer"
 
 
 def _hash_counts(flat: list) -> Counter:
     counts = Counter()
     for raw_name, raw_value in zip(flat[::2], flat[1::2], strict=True):
         name = raw_name.decode() if isinstance(raw_name, bytes) else raw_name
-        counts[name] = int(raw_value)
+        if name != _WRITER:
+            counts[name] = int(raw_value)
     return counts
+
+
+class BatchTakenOver(Exception):
+    """Another flusher took over some of a flusher's batch keys (it held them longer than
+    STALE_BATCH_SECONDS): the other one writes them."""
 
 
 class RedisBufferedCounts:
@@ -568,8 +593,12 @@ class RedisBufferedCounts:
             batch.keys[owner] = prefix + owner
         return batch
 
-    def claim_stale(self) -> list[Batch]:
-        """Batches a crashed flusher left behind, each re-claimed under a new name first."""
+    def claim_stale(self, using: str = DEFAULT_DB_ALIAS) -> list[Batch]:
+        """Batches a crashed flusher left behind, each re-claimed under a new name first.
+
+        One whose writer's transaction (noted by `writing`) committed was written, and its
+        flusher died or lost Redis before releasing it: it is deleted, not claimed. One whose
+        writer is still running is left for a later flush."""
         client = self.client
         cutoff = time.time() - STALE_BATCH_SECONDS
         batches = []
@@ -584,9 +613,39 @@ class RedisBufferedCounts:
                 client.rename(name, target)
             except ResponseError:
                 continue  # another flusher claimed it first
-            counts = _hash_counts(_flatten(client.hgetall(target)))
-            batches.append(Batch(counts={owner: counts}, keys={owner: target}))
+            fields = _flatten(client.hgetall(target))
+            if not self._unwritten(target, fields, using):
+                continue
+            batches.append(Batch(counts={owner: _hash_counts(fields)}, keys={owner: target}))
         return batches
+
+    def _unwritten(self, name: str, fields: list, using: str) -> bool:
+        """Whether a stale batch key's counts still need writing; deletes it when they were."""
+        noted = dict(zip(fields[::2], fields[1::2], strict=True))
+        writer = noted.get(_WRITER.encode(), noted.get(_WRITER))
+        if writer is None:
+            return True
+        committed = transaction_committed(int(writer), using)
+        if committed:
+            self.client.delete(name)
+            logger.info("A batch written by transaction %s was left behind; dropped.", int(writer))
+            return False
+        return committed is False
+
+    def writing(self, batch: Batch, owners: list[str], xid: int | None) -> None:
+        """Note the transaction writing `owners`' counts of `batch` (before it commits), or raise
+        BatchTakenOver, noting nothing, if another flusher took any of them over."""
+        names = [batch.keys[owner] for owner in owners if owner in batch.keys]
+        if not names:
+            return
+        taken = run_script(
+            _writing_script,
+            keys=names,
+            args=["" if xid is None else str(xid), _WRITER],
+            client=self.client,
+        )
+        if taken:
+            raise BatchTakenOver(names[int(taken) - 1])
 
     def release(self, batch: Batch, owners: list[str]) -> None:
         names = [batch.keys[owner] for owner in owners if owner in batch.keys]
@@ -622,6 +681,44 @@ class RedisBufferedCounts:
 
 def _flatten(mapping: Mapping) -> list:
     return [item for pair in mapping.items() for item in pair]
+
+
+def flush_batches(
+    counts,
+    write: Callable[[dict[str, Counter]], int],
+    *,
+    chunk: int,
+    using: str = DEFAULT_DB_ALIAS,
+) -> int:
+    """Claim every count so far, and the batches crashed flushers left behind, and write each
+    count once with `write(counts by owner)` (which returns how many it wrote), `chunk` owners
+    per transaction on `using`; returns how many were written. Safe to run concurrently.
+
+    Each chunk's transaction notes its id on the chunk's batch keys in Redis before it commits
+    (`writing`), and the keys are deleted after the commit (`release`). So a batch re-claimed
+    once stale says whether it was written (its flusher died, or lost Redis, between the commit
+    and the deletion: it is dropped), and a flusher so slow that another took its keys over
+    notes nothing and rolls its chunk back. (Exact with PostgreSQL, which answers for its
+    transactions; elsewhere, a flusher dying between its commit and the deletion leaves its
+    batch to be written again.) A chunk that fails puts back what is left of its batch."""
+    written = 0
+    for batch in [*counts.claim_stale(using), counts.claim()]:
+        owners = sorted(batch.counts)
+        for start in range(0, len(owners), chunk):
+            part = owners[start : start + chunk]
+            try:
+                with transaction.atomic(using=using):
+                    wrote = write({owner: batch.counts[owner] for owner in part})
+                    counts.writing(batch, part, transaction_id(using))
+            except BatchTakenOver as taken:
+                logger.warning("Batch key %s was taken over by another flush; not written.", taken)
+                continue
+            except Exception:
+                counts.restore(batch, owners[start:])
+                raise
+            written += wrote
+            counts.release(batch, part)
+    return written
 
 
 def flush_beside_request(flush: Callable[[], object]) -> threading.Thread | None:
@@ -678,8 +775,12 @@ class LocalBufferedCounts:
     def claim(self) -> Batch:
         return Batch(counts=self._buffer.take())
 
-    def claim_stale(self) -> list[Batch]:
+    def claim_stale(self, using: str = DEFAULT_DB_ALIAS) -> list[Batch]:
         return []
+
+    def writing(self, batch: Batch, owners: list[str], xid: int | None) -> None:
+        """Nothing to note: a batch lives only in this process, and a failed write puts it
+        back (`restore`)."""
 
     def release(self, batch: Batch, owners: list[str]) -> None:
         pass

@@ -1,12 +1,18 @@
 """config.metering: the one primitive for windows, meters and buffered counts."""
 
+import threading
+import time
 import uuid
 from collections import Counter
 
 import pytest
+import time_machine
 from django.conf import settings
+from django.contrib.auth.models import Group
+from django.db import DatabaseError, connection, transaction
 
 from config import metering
+from config.db import transaction_committed, transaction_id
 from config.redis import redis_cache
 
 pytestmark = pytest.mark.django_db
@@ -133,3 +139,151 @@ def test_local_buffered_counts_put_back_what_the_database_refused():
     counts.restore(batch, ["a"])
 
     assert counts.pending("a") == Counter({"n": 2, "last": 5})
+
+
+# Flushing buffered counts: each count written once ------------------------------------------------
+
+
+def _group_writer(prefix: str):
+    """A `write` for flush_batches that writes each owner's count as a Group row (a table
+    nothing else in these tests writes), named `prefix:owner:n:<unique>`."""
+
+    def write(counts) -> int:
+        Group.objects.bulk_create(
+            Group(name=f"{prefix}:{owner}:{counted['n']}:{uuid.uuid4().hex[:8]}")
+            for owner, counted in counts.items()
+        )
+        return sum(counted["n"] for counted in counts.values())
+
+    return write
+
+
+def _written(prefix: str) -> list[tuple[str, int]]:
+    names = Group.objects.filter(name__startswith=f"{prefix}:").values_list("name", flat=True)
+    return sorted((name.split(":")[1], int(name.split(":")[2])) for name in names)
+
+
+def _stale_soon():
+    return time_machine.travel(time.time() + metering.STALE_BATCH_SECONDS + 5)
+
+
+def _batch_keys(counts) -> list:
+    return list(counts.client.scan_iter(match=f"{counts._batch_prefix}*"))
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+@pytest.mark.django_db(transaction=True)
+def test_transaction_committed_answers_for_each_state_of_a_transaction():
+    with transaction.atomic():
+        committed = transaction_id()
+    with pytest.raises(RuntimeError), transaction.atomic():
+        rolled_back = transaction_id()
+        raise RuntimeError
+    with transaction.atomic():
+        running = transaction_id()
+        assert transaction_committed(running) is None
+
+    assert transaction_committed(committed) is True
+    assert transaction_committed(rolled_back) is False
+    # Unknown to the database (a failover lost its commit): not committed.
+    assert transaction_committed(running + 10**9) is False
+    assert len({committed, rolled_back, running}) == 3
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_written_but_not_released_is_dropped_not_written_again(monkeypatch):
+    """The flusher committed, then lost Redis before deleting its batch keys: once stale, the
+    batch is deleted, not written a second time."""
+    counts = _redis_counts()
+    write = _group_writer("released")
+    counts.record("a", {"n": 2})
+    counts.record("b", {"n": 3})
+
+    def redis_gone(batch, owners):
+        raise ConnectionError("Redis went away after the commit")
+
+    monkeypatch.setattr(counts, "release", redis_gone)
+    with pytest.raises(ConnectionError):
+        metering.flush_batches(counts, write, chunk=10)
+    monkeypatch.undo()
+    assert _written("released") == [("a", 2), ("b", 3)]
+    counts.record("a", {"n": 1})
+
+    with _stale_soon():
+        assert metering.flush_batches(counts, write, chunk=10) == 1
+
+    assert _written("released") == [("a", 1), ("a", 2), ("b", 3)]
+    assert _batch_keys(counts) == []
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_whose_transaction_rolled_back_is_written_once_stale(monkeypatch):
+    """The flusher noted its transaction, which then failed to commit: once stale, the batch is
+    written, once."""
+    counts = _redis_counts()
+    write = _group_writer("rolled-back")
+    counts.record("a", {"n": 2})
+    noted = counts.writing
+
+    def commit_fails(*args):
+        noted(*args)
+        raise DatabaseError("the commit failed")
+
+    monkeypatch.setattr(counts, "writing", commit_fails)
+    with pytest.raises(DatabaseError):
+        metering.flush_batches(counts, write, chunk=10)
+    monkeypatch.undo()
+    assert _written("rolled-back") == []
+    assert metering.flush_batches(counts, write, chunk=10) == 0  # not stale yet
+
+    with _stale_soon():
+        assert metering.flush_batches(counts, write, chunk=10) == 2
+        assert metering.flush_batches(counts, write, chunk=10) == 0
+
+    assert _written("rolled-back") == [("a", 2)]
+    assert _batch_keys(counts) == []
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+@pytest.mark.django_db(transaction=True)
+def test_a_flusher_whose_batch_was_taken_over_rolls_its_write_back():
+    """A flusher holding its batch longer than the stale age: another flush takes the batch
+    over and writes it; the first one's chunk is rolled back, so the counts are written once."""
+    counts = _redis_counts()
+    other = metering.RedisBufferedCounts(
+        counts._hash_prefix.removesuffix(":k:"), push_seconds=lambda: 3600
+    )
+    counts.record("a", {"n": 2})
+    counts.record("b", {"n": 1})
+    write_here = _group_writer("slow")
+    taken_over = []
+
+    def slow_write(chunk) -> int:
+        written = write_here(chunk)
+        if not taken_over:
+            # Meanwhile, on another connection, a flush after the stale age.
+            def later_flush():
+                try:
+                    with _stale_soon():
+                        taken_over.append(
+                            metering.flush_batches(other, _group_writer("slow"), chunk=10)
+                        )
+                finally:
+                    connection.close()
+
+            thread = threading.Thread(target=later_flush)
+            thread.start()
+            thread.join()
+        return written
+
+    assert metering.flush_batches(counts, slow_write, chunk=1) == 0
+
+    assert taken_over == [3]
+    assert _written("slow") == [("a", 2), ("b", 1)]
+    assert _batch_keys(counts) == []

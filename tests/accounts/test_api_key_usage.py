@@ -476,3 +476,35 @@ def test_redis_batch_left_by_a_crashed_flush_is_recovered_once_stale(keyed):
     key.refresh_from_db()
     assert key.usage_count == 3
     assert usage_of(owner, key)["total_requests"] == 3
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+@pytest.mark.django_db(transaction=True)
+def test_a_flush_that_lost_redis_after_its_commit_is_not_counted_twice(make_caller, monkeypatch):
+    """The flush committed the keys' counts, then could not delete its batch from Redis: the
+    flush that takes the batch over once it is stale drops it, and the figures stay exact."""
+    owner = make_caller()
+    key, raw = issue_api_key(owner.membership, scopes=["read"])
+    client = key_client(raw)
+    client.get(ORG_URL)
+    client.get(ORG_URL)
+    counts = usage.usage_store()._counts
+
+    def redis_gone(batch, owners):
+        raise ConnectionError("Redis went away after the commit")
+
+    monkeypatch.setattr(counts, "release", redis_gone)
+    with pytest.raises(ConnectionError):
+        api_key_usage_flush()
+    monkeypatch.undo()
+    key.refresh_from_db()
+    assert key.usage_count == 2
+    client.get(ORG_URL)
+
+    with time_machine.travel(timezone.now() + timedelta(seconds=usage.STALE_BATCH_SECONDS + 5)):
+        assert api_key_usage_flush() == 1
+
+    key.refresh_from_db()
+    assert key.usage_count == 3
+    assert usage_of(owner, key)["total_requests"] == 3
