@@ -36,6 +36,7 @@ from playground import tokens
 from playground.models import GatewayCall, GatewayReservation, OrchestrationPhase
 from playground.services import ChatInput, gateway_call_reserved, gateway_reserve, runs
 from playground.services.ledger import gateway_reservations_release_expired
+from tests.conftest import migrate_to, migrated_back_to
 from tests.factories import APIKeyFactory, MembershipFactory, TenantFactory, issue_api_key
 
 from .factories import LanguageModelFactory, ProviderFactory, claimed_phase
@@ -381,3 +382,32 @@ def _call(base: str, raw: str, model: str) -> None:
     headers = {"Authorization": f"Bearer {raw}"}
     with contextlib.suppress(httpx.HTTPError):  # the server is killed under it
         httpx.post(f"{base}/api/v1/chat/completions", json=body, headers=headers, timeout=60)
+
+
+def _persistence() -> str:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT relpersistence FROM pg_class WHERE oid = %s::regclass",
+            [GatewayReservation._meta.db_table],
+        )
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_the_notes_are_written_to_the_wal_so_a_crash_or_a_failover_keeps_them():
+    """An UNLOGGED table is emptied by PostgreSQL's crash recovery and not copied to replicas:
+    the notes of the calls in flight would be lost, and their worst cases counted until the
+    month's end. The notes' table is a permanent one, and a database migrated while it was
+    UNLOGGED gets a permanent one, its notes kept."""
+    assert _persistence() == "p"  # "p": permanent, "u": unlogged
+
+    with migrated_back_to(("playground", "0008_gateway_reservations")):
+        assert _persistence() == "u"
+        GatewayReservation.objects.create(
+            tenant=TenantFactory(), tokens=64, expires_at=timezone.now()
+        )
+        migrate_to(("playground", "0009_gateway_reservations_logged"))
+
+        assert _persistence() == "p"
+        assert GatewayReservation.objects.get().tokens == 64
