@@ -45,7 +45,10 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
         422,
         "The Idempotency-Key was already used with another request (method, path or body).",
     ),
-    "RATE_LIMIT_EXCEEDED": (429, "Too many requests, or too many failed logins; see Retry-After."),
+    "RATE_LIMIT_EXCEEDED": (
+        429,
+        "Too many requests, failed logins or invitations; see Retry-After.",
+    ),
     "QUOTA_EXCEEDED": (429, "The organization's quota for a resource is used up."),
     "INTERNAL_ERROR": (500, "An unexpected error; the request id finds it in the logs."),
     "SERVICE_UNAVAILABLE": (503, "A dependency (database, cache, broker) is unavailable."),
@@ -108,6 +111,21 @@ class IdempotencyKeyReused(ApplicationError):
         "This Idempotency-Key was already used with a different request; use a new key for a "
         "new request."
     )
+
+
+class RateLimitExceeded(ApplicationError):
+    """How often something may be done, counted by a service (the request rate is DRF's
+    Throttled): 429 RATE_LIMIT_EXCEEDED, with Retry-After and `retry_after_seconds`."""
+
+    status_code = status.HTTP_429_TOO_MANY_REQUESTS
+    code = "RATE_LIMIT_EXCEEDED"
+    default_detail = "Too many requests."
+
+    def __init__(self, message: str, *, wait: float, details: dict | None = None):
+        self.wait = max(wait, 1)
+        super().__init__(
+            message, details={**(details or {}), "retry_after_seconds": int(self.wait + 0.999)}
+        )
 
 
 class QuotaExceeded(ApplicationError):

@@ -300,6 +300,10 @@ ORGANIZATIONS_PER_USER = env.int("ORGANIZATIONS_PER_USER", default=10)
 # /api/v1/invitations/accept); else the control plane's accept page on PUBLIC_BASE_URL, else
 # on the host the inviting request came in on (tenants/emails.py).
 INVITATION_TTL_DAYS = env.int("INVITATION_TTL_DAYS", default=7)
+# Invitations (each may email a link) one organization may issue in 24 hours, to one address
+# and in all: 429 RATE_LIMIT_EXCEEDED past either, with Retry-After.
+INVITATIONS_PER_ADDRESS_PER_DAY = env.int("INVITATIONS_PER_ADDRESS_PER_DAY", default=5)
+INVITATIONS_PER_TENANT_PER_DAY = env.int("INVITATIONS_PER_TENANT_PER_DAY", default=500)
 INVITATION_ACCEPT_URL = env("INVITATION_ACCEPT_URL", default="")
 # The public address of this control plane (https://cp.example.com), for links in emails.
 PUBLIC_BASE_URL = env("PUBLIC_BASE_URL", default="")

@@ -26,7 +26,7 @@ from django.conf import settings
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import Count, Min, Q
 from django.utils import timezone
 from rest_framework.exceptions import NotFound
 
@@ -39,6 +39,7 @@ from config.exceptions import (
     Conflict,
     InsufficientPermissions,
     QuotaExceeded,
+    RateLimitExceeded,
     TenantSuspended,
 )
 from config.services import person
@@ -633,12 +634,56 @@ def _supersede_pending(membership: Membership) -> None:
     )
 
 
+def _check_invitations_allowed(tenant: Tenant, email: str, *, now) -> None:
+    """429 RATE_LIMIT_EXCEEDED when the organization issued INVITATIONS_PER_ADDRESS_PER_DAY
+    invitations to `email`, or INVITATIONS_PER_TENANT_PER_DAY in all, in the last 24 hours.
+    Each invitation may email a link: without these, inviting, removing and inviting again, or
+    resending, would send mail from the platform to any address as fast as the API answers.
+    Counted under the organization's lock, which every invitation takes first."""
+    since = now - timedelta(days=1)
+    to_address = Q(email__iexact=email)
+    issued = Invitation.objects.filter(tenant=tenant, created_at__gt=since).aggregate(
+        total=Count("pk"),
+        first=Min("created_at"),
+        to_address=Count("pk", filter=to_address),
+        first_to_address=Min("created_at", filter=to_address),
+    )
+    limits = [
+        (
+            "invitations_to_address",
+            issued["to_address"],
+            issued["first_to_address"],
+            settings.INVITATIONS_PER_ADDRESS_PER_DAY,
+            "This address was sent {n} invitations in the last 24 hours; an organization may "
+            "send one address at most {limit} a day.",
+        ),
+        (
+            "invitations",
+            issued["total"],
+            issued["first"],
+            settings.INVITATIONS_PER_TENANT_PER_DAY,
+            "The organization issued {n} invitations in the last 24 hours; it may issue at "
+            "most {limit} a day.",
+        ),
+    ]
+    for counted, n, first, limit, message in limits:
+        if n >= limit:
+            raise RateLimitExceeded(
+                message.format(n=n, limit=limit),
+                # When the oldest counted invitation leaves the 24 hours.
+                wait=(first + timedelta(days=1) - now).total_seconds(),
+                details={counted: n, "limit": limit},
+            )
+
+
 def _new_invitation(membership: Membership, *, actor, now) -> tuple[Invitation, str]:
+    email = membership.invited_email or membership.user.email
+    _check_invitations_allowed(membership.tenant, email, now=now)
     token = secrets.token_urlsafe(32)
     invitation = Invitation.objects.create(
         tenant=membership.tenant,
         membership=membership,
-        email=membership.invited_email or membership.user.email,
+        email=email,
         token_digest=hash_secret(token),
         invited_by=person(actor),
         expires_at=now + timedelta(days=settings.INVITATION_TTL_DAYS),

@@ -32,7 +32,7 @@ from tenants.models import (
     Role,
     TenantStatus,
 )
-from tenants.services import invitation_accept
+from tenants.services import invitation_accept, member_invite
 from tests.conftest import assert_envelope, token_for
 from tests.conftest import race as race_together
 from tests.factories import (
@@ -674,6 +674,74 @@ def race(count: int, work) -> list[str]:
         return "ok"
 
     return race_together(count, outcome)
+
+
+# How many invitations an organization may issue -------------------------------------------------
+
+
+def test_an_address_is_sent_at_most_the_daily_invitations(
+    owner, settings, django_capture_on_commit_callbacks
+):
+    """Inviting and resending count alike: past INVITATIONS_PER_ADDRESS_PER_DAY in 24 hours,
+    429 with Retry-After, no email and no event; a day after the first, one more may go."""
+    settings.INVITATIONS_PER_ADDRESS_PER_DAY = 2
+    invite_and_get_token(owner, django_capture_on_commit_callbacks)
+    member_id = Membership.objects.get(invited_email="newcomer@example.com").pk
+    with django_capture_on_commit_callbacks(execute=True):
+        assert owner.client.post(f"{MEMBERS}/{member_id}/resend").status_code == 200
+    sent, events = len(mail.outbox), AuditEvent.objects.count()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = owner.client.post(f"{MEMBERS}/{member_id}/resend")
+
+    error = assert_envelope(response, 429, "RATE_LIMIT_EXCEEDED")
+    assert error["details"]["invitations_to_address"] == 2
+    assert error["details"]["limit"] == 2
+    assert 86_000 < error["details"]["retry_after_seconds"] <= 86_400
+    assert response["Retry-After"] == str(error["details"]["retry_after_seconds"])
+    assert "at most 2 a day" in error["message"]
+    assert (len(mail.outbox), AuditEvent.objects.count()) == (sent, events)
+    assert Invitation.objects.filter(email="newcomer@example.com").count() == 2
+
+    with time_machine.travel(timezone.now() + timedelta(days=1, seconds=5)):
+        log_in_again(owner)
+        assert owner.client.post(f"{MEMBERS}/{member_id}/resend").status_code == 200
+
+
+def test_an_organization_issues_at_most_the_daily_invitations(owner, settings, make_caller):
+    settings.INVITATIONS_PER_TENANT_PER_DAY = 2
+    other = make_caller(Role.OWNER, tenant=TenantFactory(plan=PlanTier.ENTERPRISE))
+    assert invite(owner, "first@example.com").status_code == 201
+    assert invite(owner, "second@example.com").status_code == 201
+    assert invite(other, "third@example.com").status_code == 201  # another organization's
+
+    response = invite(owner, "third@example.com")
+
+    error = assert_envelope(response, 429, "RATE_LIMIT_EXCEEDED")
+    assert error["details"]["invitations"] == 2 and error["details"]["limit"] == 2
+    assert "Retry-After" in response
+    assert not Membership.objects.filter(tenant=owner.tenant, invited_email="third@example.com")
+
+
+@pytest.mark.postgres
+def test_parallel_invitations_stop_at_the_daily_limit(transactional_db, monkeypatch, make_caller):
+    """Six invitations at once with room for two (the count is taken under the organization's
+    lock): two are issued, four refused."""
+    monkeypatch.setattr(audit_tasks.seal_audit_chains, "apply_async", lambda *a, **k: None)
+    caller = make_caller(Role.OWNER, tenant=TenantFactory(plan=PlanTier.ENTERPRISE))
+    addresses = iter(f"racer{n}@example.com" for n in range(6))
+    lock = threading.Lock()
+
+    def invite_next():
+        with lock:
+            email = next(addresses)
+        member_invite(tenant=caller.tenant, actor=caller.user, email=email, send_email=False)
+
+    with override_settings(INVITATIONS_PER_TENANT_PER_DAY=2):
+        outcomes = race(6, invite_next)
+
+    assert sorted(outcomes) == ["RateLimitExceeded"] * 4 + ["ok"] * 2
+    assert Invitation.objects.filter(tenant=caller.tenant).count() == 2
 
 
 # POST organizations/members/{id}/resend ----------------------------------------------------
