@@ -92,7 +92,7 @@ KINDS = [
             DecisionRule,
             DecisionRuleFactory,
             # Created disabled: priorities may repeat, but each has its own anyway.
-            lambda: rule_body(name=f"Rule {next(_numbers)}", priority=next(_numbers)),
+            lambda: rule_body(name=f"Ceiling rule {next(_numbers)}", priority=next(_numbers)),
         ),
         id="decision-rules",
     ),
@@ -104,7 +104,7 @@ KINDS = [
             "AI agents",
             AiAgent,
             AiAgentFactory,
-            lambda: agent_body(name=f"Agent {next(_numbers)}"),
+            lambda: agent_body(name=f"Ceiling agent {next(_numbers)}"),
         ),
         id="ai-agents",
     ),
