@@ -12,13 +12,13 @@ exempt). Each is safe to run twice at once:
   doubled run computes the same rows twice.
 """
 
-import hashlib
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
+from config.db import advisory_xact_lock
 from support.services.budgets import add_months
 
 from .aggregates import Aggregate
@@ -66,15 +66,7 @@ def _serialize_ingestion(tenant) -> None:
     """One batch of a tenant at a time (a transaction-scoped advisory lock on PostgreSQL;
     SQLite has one writer anyway): so which events were new, and the counts a batch answers,
     are exact when copies of a batch race."""
-    if connection.vendor != "postgresql":
-        return
-    key = int.from_bytes(
-        hashlib.blake2b(f"analytics-ingest:{tenant.pk}".encode(), digest_size=8).digest(),
-        "big",
-        signed=True,
-    )
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [key])
+    advisory_xact_lock(f"analytics-ingest:{tenant.pk}")
 
 
 def _state_locked(tenant_id) -> RollupState:

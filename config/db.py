@@ -1,5 +1,6 @@
 """Database helpers shared by services."""
 
+import hashlib
 import time
 import uuid
 
@@ -46,6 +47,18 @@ def write_connection(model):
     """The connection `model`'s writes go to (the database router's choice): for raw SQL, and
     for choosing a statement by `vendor`."""
     return connections[router.db_for_write(model)]
+
+
+def advisory_xact_lock(name: str, using: str = DEFAULT_DB_ALIAS) -> None:
+    """Hold PostgreSQL's transaction-scoped advisory lock named `name` until the transaction
+    ends: serializes work on something that has no row to lock. Elsewhere nothing (SQLite has
+    one writer anyway)."""
+    conn = connections[using]
+    if conn.vendor != "postgresql":
+        return
+    key = int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big", signed=True)
+    with conn.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [key])
 
 
 def transaction_id(using: str = DEFAULT_DB_ALIAS) -> int | None:

@@ -508,6 +508,9 @@ WEBHOOK_REPLAY_MAX_EVENTS = env.int("WEBHOOK_REPLAY_MAX_EVENTS", default=10000)
 WEBHOOK_ENDPOINTS_PER_TENANT = env.int("WEBHOOK_ENDPOINTS_PER_TENANT", default=20)
 # Notifications: SMS goes through this provider ("local" writes each message to the log).
 SMS_PROVIDER = env("SMS_PROVIDER", default="local")
+# Email and SMS messages one organization may send one member per channel in 24 hours; past it,
+# a notification on that channel is kept `suppressed` and not sent (the in-app inbox has none).
+NOTIFICATIONS_PER_RECIPIENT_PER_DAY = env.int("NOTIFICATIONS_PER_RECIPIENT_PER_DAY", default=50)
 
 # LLM gateway (playground.gateway; docs/gateway.md). Upstream keys are never settings: each
 # provider names the environment variable holding its key (Provider.api_key_env): setting

@@ -4,13 +4,15 @@ preferences allow."""
 
 import logging
 from collections.abc import Iterable, Mapping
+from datetime import timedelta
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from audit.services import record
-from config.db import bulk_insert
+from config.db import advisory_xact_lock, bulk_insert
 from config.services import model_update
 from tenants.models import Membership, MembershipStatus, Tenant
 
@@ -178,16 +180,13 @@ def _deliver_after_commit(notifications: Iterable[Notification]) -> None:
 
 def notifications_deliver(*, notification_ids: Iterable) -> int:
     """Send the pending email and SMS notifications among `notification_ids`; each is claimed
-    (pending -> sent) before it goes, so a task delivered twice sends once. Returns how many
-    were sent."""
+    (pending -> sent) before it goes, so a task delivered twice sends once, and none past the
+    recipient's daily allowance (`_claim`). Returns how many were sent."""
     sent = 0
     for notification in Notification.objects.filter(
         pk__in=list(notification_ids), status=NotificationStatus.PENDING
     ).select_related("recipient"):
-        claimed = Notification.objects.filter(
-            pk=notification.pk, status=NotificationStatus.PENDING
-        ).update(status=NotificationStatus.SENT, sent_at=timezone.now(), updated_at=timezone.now())
-        if not claimed:
+        if not _claim(notification):
             continue
         try:
             channels.send(notification)
@@ -201,6 +200,46 @@ def notifications_deliver(*, notification_ids: Iterable) -> int:
             continue
         sent += 1
     return sent
+
+
+@transaction.atomic
+def _claim(notification: Notification) -> bool:
+    """pending -> sent, unless the organization already sent the recipient
+    NOTIFICATIONS_PER_RECIPIENT_PER_DAY messages on this channel in the last 24 hours: then
+    pending -> suppressed, the reason in `error`. Email and SMS leave from here alone, whether a
+    person or an event raised them, so this bounds what an organization can send one member's
+    address or phone number (a number its member typed in, which nobody confirmed). Counted
+    under a lock on (organization, recipient, channel): parallel deliveries cannot pass it
+    together."""
+    advisory_xact_lock(
+        f"notifications:{notification.tenant_id}:{notification.recipient_id}:{notification.channel}"
+    )
+    now = timezone.now()
+    limit = settings.NOTIFICATIONS_PER_RECIPIENT_PER_DAY
+    sent_today = Notification.objects.filter(
+        tenant_id=notification.tenant_id,
+        recipient_id=notification.recipient_id,
+        channel=notification.channel,
+        status=NotificationStatus.SENT,
+        sent_at__gt=now - timedelta(days=1),
+    ).count()
+    pending = Notification.objects.filter(pk=notification.pk, status=NotificationStatus.PENDING)
+    if sent_today >= limit:
+        suppressed = pending.update(
+            status=NotificationStatus.SUPPRESSED,
+            error=f"The member was sent {sent_today} {notification.channel} messages by the "
+            f"organization in the last 24 hours; at most {limit} a day.",
+            updated_at=now,
+        )
+        if suppressed:
+            logger.warning(
+                "notification %s suppressed: %s %s messages to its recipient in 24 hours",
+                notification.pk,
+                sent_today,
+                notification.channel,
+            )
+        return False
+    return bool(pending.update(status=NotificationStatus.SENT, sent_at=now, updated_at=now))
 
 
 @transaction.atomic

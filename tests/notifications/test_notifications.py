@@ -5,18 +5,26 @@ catalogue's events notify the roles it names."""
 import json
 import logging
 import uuid
+from datetime import timedelta
 
 import pytest
+import time_machine
 from django.core import mail
+from django.db import connection
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from audit.models import AuditEvent
 from notifications.models import Notification, NotificationPreference
-from notifications.services import notifications_deliver, webhook_endpoint_disable
+from notifications.services import (
+    notification_send,
+    notifications_deliver,
+    webhook_endpoint_disable,
+)
 from tenants.models import MembershipStatus, Role, Tenant
 from tenants.services import invitation_accept, membership_add
 from tenants.services.quotas import quota_consume
-from tests.conftest import assert_envelope
+from tests.conftest import assert_envelope, race
 from tests.factories import (
     TEST_PASSWORD,
     InvitationFactory,
@@ -245,6 +253,69 @@ def test_an_sms_goes_through_the_local_provider_to_the_log(make_caller, caplog):
     assert "+14155550100" in logged.getMessage()
     assert "Maintenance: Tonight at 22:00." in logged.getMessage()
     assert Notification.objects.get(pk=response.json()["id"]).status == "sent"
+
+
+def test_a_member_is_sent_at_most_the_days_messages_on_each_channel(make_caller, settings):
+    """Past NOTIFICATIONS_PER_RECIPIENT_PER_DAY on a channel in 24 hours, a notification stays
+    `suppressed` with the reason and is not sent; the other channel, another member and, a day
+    later, the same member are not held back."""
+    settings.NOTIFICATIONS_PER_RECIPIENT_PER_DAY = 2
+    owner = make_caller(Role.OWNER)
+    member = make_caller(Role.MEMBER, tenant=owner.tenant)
+    other = make_caller(Role.MEMBER, tenant=owner.tenant)
+    NotificationPreferenceFactory(
+        tenant=owner.tenant, user=member.user, sms_enabled=True, phone_number="+14155550100"
+    )
+    emails = [send(owner, member.user, channel="email").json()["id"] for _ in range(3)]
+    sms = send(owner, member.user, channel="sms").json()["id"]
+    to_other = send(owner, other.user, channel="email").json()["id"]
+
+    assert notifications_deliver(notification_ids=[*emails, sms, to_other]) == 4
+
+    assert sorted(message.to[0] for message in mail.outbox) == sorted(
+        [member.user.email, member.user.email, other.user.email]
+    )
+    statuses = {pk: Notification.objects.get(pk=pk).status for pk in [*emails, sms, to_other]}
+    assert sorted(statuses.values()) == ["sent", "sent", "sent", "sent", "suppressed"]
+    (held_back,) = Notification.objects.filter(status="suppressed")
+    assert held_back.channel == "email" and held_back.recipient == member.user
+    assert "at most 2 a day" in held_back.error
+
+    with time_machine.travel(timezone.now() + timedelta(days=1, seconds=5)):
+        later = notification_send(
+            tenant=owner.tenant,
+            actor=owner.user,
+            recipient=member.user,
+            title="Later",
+            message="A day on.",
+            channel="email",
+        )
+        assert notifications_deliver(notification_ids=[later.pk]) == 1
+
+
+@pytest.mark.postgres
+def test_parallel_deliveries_stop_at_the_days_messages(transactional_db, make_caller, settings):
+    """Six deliveries at once to one member with room for two: two are sent."""
+    settings.NOTIFICATIONS_PER_RECIPIENT_PER_DAY = 2
+    owner = make_caller(Role.OWNER)
+    member = make_caller(Role.MEMBER, tenant=owner.tenant)
+    pending = [
+        NotificationFactory(
+            tenant=owner.tenant, recipient=member.user, channel="email", status="pending"
+        ).pk
+        for _ in range(6)
+    ]
+
+    def deliver():
+        try:
+            return notifications_deliver(notification_ids=[pending.pop()])
+        finally:
+            connection.close()
+
+    assert sorted(race(6, deliver)) == [0, 0, 0, 0, 1, 1]
+    assert Notification.objects.filter(status="sent").count() == 2
+    assert Notification.objects.filter(status="suppressed").count() == 4
+    assert len(mail.outbox) == 2
 
 
 def test_an_sms_to_a_member_without_sms_is_suppressed(make_caller):
