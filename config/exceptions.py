@@ -113,6 +113,11 @@ class IdempotencyKeyReused(ApplicationError):
     )
 
 
+def retry_after_seconds(wait: float) -> int:
+    """A wait as the whole seconds of Retry-After and `retry_after_seconds` (rounded up)."""
+    return int(wait + 0.999)
+
+
 class RateLimitExceeded(ApplicationError):
     """How often something may be done, counted by a service (the request rate is DRF's
     Throttled): 429 RATE_LIMIT_EXCEEDED, with Retry-After and `retry_after_seconds`."""
@@ -124,7 +129,8 @@ class RateLimitExceeded(ApplicationError):
     def __init__(self, message: str, *, wait: float, details: dict | None = None):
         self.wait = max(wait, 1)
         super().__init__(
-            message, details={**(details or {}), "retry_after_seconds": int(self.wait + 0.999)}
+            message,
+            details={**(details or {}), "retry_after_seconds": retry_after_seconds(self.wait)},
         )
 
 
@@ -211,7 +217,7 @@ def _message_and_details(exc: exceptions.APIException) -> tuple[str, dict]:
             return "Invalid input.", detail
         return "Invalid input.", {"non_field_errors": detail}
     if isinstance(exc, exceptions.Throttled) and exc.wait is not None:
-        return "Request was throttled.", {"retry_after_seconds": int(exc.wait + 0.999)}
+        return "Request was throttled.", {"retry_after_seconds": retry_after_seconds(exc.wait)}
     return str(exc.detail), {}
 
 
@@ -292,6 +298,6 @@ def _handle(exc, context):
     if getattr(exc, "auth_header", None):
         headers["WWW-Authenticate"] = exc.auth_header
     if getattr(exc, "wait", None) is not None:
-        headers["Retry-After"] = str(int(exc.wait + 0.999))
+        headers["Retry-After"] = str(retry_after_seconds(exc.wait))
     set_rollback()
     return Response(error_body(code, message, details), status=exc.status_code, headers=headers)

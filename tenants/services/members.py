@@ -634,7 +634,7 @@ def _supersede_pending(membership: Membership) -> None:
     )
 
 
-def _check_invitations_allowed(tenant: Tenant, email: str, *, now) -> None:
+def _check_invitations_allowed(tenant_id, email: str, *, now) -> None:
     """429 RATE_LIMIT_EXCEEDED when the organization issued INVITATIONS_PER_ADDRESS_PER_DAY
     invitations to `email`, or INVITATIONS_PER_TENANT_PER_DAY in all, in the last 24 hours.
     Each invitation may email a link: without these, inviting, removing and inviting again, or
@@ -642,7 +642,7 @@ def _check_invitations_allowed(tenant: Tenant, email: str, *, now) -> None:
     Counted under the organization's lock, which every invitation takes first."""
     since = now - timedelta(days=1)
     to_address = Q(email__iexact=email)
-    issued = Invitation.objects.filter(tenant=tenant, created_at__gt=since).aggregate(
+    issued = Invitation.objects.filter(tenant_id=tenant_id, created_at__gt=since).aggregate(
         total=Count("pk"),
         first=Min("created_at"),
         to_address=Count("pk", filter=to_address),
@@ -678,7 +678,7 @@ def _check_invitations_allowed(tenant: Tenant, email: str, *, now) -> None:
 
 def _new_invitation(membership: Membership, *, actor, now) -> tuple[Invitation, str]:
     email = membership.invited_email or membership.user.email
-    _check_invitations_allowed(membership.tenant, email, now=now)
+    _check_invitations_allowed(membership.tenant_id, email, now=now)
     token = secrets.token_urlsafe(32)
     invitation = Invitation.objects.create(
         tenant=membership.tenant,
