@@ -126,8 +126,12 @@ class RateLimitExceeded(ApplicationError):
     code = "RATE_LIMIT_EXCEEDED"
     default_detail = "Too many requests."
 
-    def __init__(self, message: str, *, wait: float, details: dict | None = None):
+    def __init__(
+        self, message: str, *, wait: float, details: dict | None = None, retryable: bool = True
+    ):
         self.wait = max(wait, 1)
+        # False when waiting cannot help: the request alone is larger than the limit.
+        self.retryable = retryable
         super().__init__(
             message,
             details={**(details or {}), "retry_after_seconds": retry_after_seconds(self.wait)},

@@ -29,10 +29,9 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
-from rest_framework.exceptions import Throttled
 
 from config.db import write_connection
-from config.exceptions import Conflict
+from config.exceptions import Conflict, RateLimitExceeded
 from config.prepared import fetch_prepared
 
 from .models import ACTIVE_JOB_STATUSES, BackgroundJob, JobStatus, Priority
@@ -176,14 +175,15 @@ def cancel(job: BackgroundJob, *, noun: str, id_field: str) -> BackgroundJob:
 
 
 def waiting_out_throttles(call: Callable):
-    """`call()`, waiting out the tokens-per-minute window when it refuses (Throttled: at most
-    THROTTLE_WAIT_MAX_SECONDS each time, THROTTLE_RETRIES times), then refusing as it does.
-    A worker may wait; a request would answer 429."""
+    """`call()`, waiting out the tokens-per-minute window when it refuses (RateLimitExceeded:
+    at most THROTTLE_WAIT_MAX_SECONDS each time, THROTTLE_RETRIES times), then refusing as it
+    does. A worker may wait; a request would answer 429. A call larger than the whole window
+    is refused at once: no wait would let it through."""
     for attempt in range(THROTTLE_RETRIES + 1):
         try:
             return call()
-        except Throttled as refused:
-            if attempt == THROTTLE_RETRIES:
+        except RateLimitExceeded as refused:
+            if attempt == THROTTLE_RETRIES or not refused.retryable:
                 raise
             time.sleep(min(refused.wait or 1, THROTTLE_WAIT_MAX_SECONDS))
     raise AssertionError("unreachable: the last attempt returns or raises")

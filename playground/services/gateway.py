@@ -36,11 +36,10 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import close_old_connections, transaction
 from django.utils import timezone
-from rest_framework.exceptions import Throttled
 
 from accounts.models import APIKey
 from config.connections import drop_closed_connections
-from config.exceptions import AIServiceError, ApplicationError
+from config.exceptions import AIServiceError, ApplicationError, RateLimitExceeded
 from config.metering import Window, admit
 from config.prepared import Rider
 from tenants.models import Tenant
@@ -258,10 +257,20 @@ def _tokens_window(tenant: Tenant, amount: int) -> Window:
     return replace(window, cost=amount)
 
 
-def _refuse_tokens_window(state) -> None:
-    raise Throttled(
-        wait=max(state.reset_at - time.time(), 1),
-        detail="The organization's tokens-per-minute limit is reached.",
+def _refuse_tokens_window(window: Window, state) -> None:
+    fits = window.cost <= window.limit
+    if fits:
+        message = "The organization's tokens-per-minute limit is reached."
+    else:
+        message = (
+            f"This call may use up to {window.cost} tokens, more than the organization's "
+            f"tokens-per-minute limit ({window.limit}); lower max_tokens or shorten the prompt."
+        )
+    raise RateLimitExceeded(
+        message,
+        wait=state.reset_at - time.time(),
+        details={"limit_tokens": window.limit, "requested_tokens": window.cost},
+        retryable=fits,
     )
 
 
@@ -321,10 +330,11 @@ def gateway_reserve(
     gateway_tokens_reserve(tenant=tenant, api_key=api_key, amount=reserved, rider=rider)
     # Last: the window is counted in Redis, which a refusal above could not take back. If the
     # window refuses, the reservation is given back (and the rider's write undone with it).
-    admission = admit([_tokens_window(tenant, reserved)])
+    window = _tokens_window(tenant, reserved)
+    admission = admit([window])
     if admission.refused_window is not None:
         _give_back(tenant, api_key, reserved, rider)
-        _refuse_tokens_window(admission.states[0])
+        _refuse_tokens_window(window, admission.states[0])
     if not cooling.confirmed():
         # The cooldowns came from what this process kept, and the admission saw the epoch
         # move since (playground.cooldown): read them again before calling anyone.

@@ -28,11 +28,10 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
-from rest_framework.exceptions import Throttled
 
 from audit.services import record
 from config.db import raw_uuid
-from config.exceptions import ApplicationError, Conflict, QuotaExceeded
+from config.exceptions import ApplicationError, Conflict, QuotaExceeded, RateLimitExceeded
 from config.prepared import CompiledQuery, Rider, fetch_prepared
 from tenants.models import BLOCKED_STATUSES, Tenant
 
@@ -312,8 +311,8 @@ def _call_gateway(run: OrchestrationRun, phase_pk, claim, messages: list, outcom
     )
     try:
         reservation = jobs.waiting_out_throttles(lambda: _reserve(run, phase_pk, claim, chat))
-    except Throttled:
-        return None, None, "The organization's tokens-per-minute limit is reached.", False
+    except RateLimitExceeded as refused:
+        return None, None, refused.message, False
     except QuotaExceeded as refused:
         return None, None, str(refused.detail), True
     except ApplicationError as refused:

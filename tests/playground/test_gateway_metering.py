@@ -241,6 +241,8 @@ def test_the_tokens_per_minute_window_refuses_with_429_and_retry_after(owner, mo
     assert first["x-ratelimit-limit-tokens"] == str(RESERVATION * 3 // 2)
     assert first["x-ratelimit-remaining-tokens"] == str(RESERVATION * 3 // 2 - RESERVATION)
     error = assert_envelope(second, 429, "RATE_LIMIT_EXCEEDED")
+    assert error["message"] == "The organization's tokens-per-minute limit is reached."
+    assert error["details"]["requested_tokens"] == RESERVATION
     assert 1 <= int(second["Retry-After"]) <= 60
     assert error["details"]["retry_after_seconds"] == int(second["Retry-After"])
     # The refused call reserved nothing and was not recorded.
@@ -260,7 +262,10 @@ def test_a_call_larger_than_the_tokens_per_minute_window_is_refused_counting_not
 
     response = owner.client.post(URL, body(model), format="json")
 
-    assert_envelope(response, 429, "RATE_LIMIT_EXCEEDED")
+    error = assert_envelope(response, 429, "RATE_LIMIT_EXCEEDED")
+    assert "more than the organization's tokens-per-minute limit" in error["message"]
+    assert error["details"]["limit_tokens"] == RESERVATION - 1
+    assert error["details"]["requested_tokens"] == RESERVATION
     assert response["Retry-After"]
     assert tokens_used(owner.tenant) == 0
     assert not upstream.requests

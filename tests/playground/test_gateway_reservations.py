@@ -28,10 +28,9 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
-from rest_framework.exceptions import Throttled
 
 from config.celery import app
-from config.exceptions import QuotaExceeded
+from config.exceptions import QuotaExceeded, RateLimitExceeded
 from playground import tokens
 from playground.models import GatewayCall, GatewayReservation, OrchestrationPhase
 from playground.services import ChatInput, gateway_call_reserved, gateway_reserve, runs
@@ -152,7 +151,7 @@ def test_a_reservation_refused_by_the_tokens_window_takes_its_note_back(path, te
         "DEFAULT_THROTTLE_RATES": {**rates, "gateway_tokens": f"{RESERVED - 1}/min"},
     }
 
-    with pytest.raises(Throttled):
+    with pytest.raises(RateLimitExceeded):
         reserve(tenant)
 
     assert not GatewayReservation.objects.exists()

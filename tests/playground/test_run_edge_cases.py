@@ -610,11 +610,13 @@ def test_a_cancel_between_phases_is_seen_before_the_next_call(owner, sent, monke
 
 
 def test_a_worker_waits_out_the_tokens_per_minute_window_then_gives_up(monkeypatch):
-    from rest_framework.exceptions import Throttled
+    from config.exceptions import RateLimitExceeded
 
     slept = []
     monkeypatch.setattr(jobs.time, "sleep", slept.append)
-    answers = iter([Throttled(wait=5), Throttled(wait=90), "answered"])
+    answers = iter(
+        [RateLimitExceeded("Full.", wait=5), RateLimitExceeded("Full.", wait=90), "answered"]
+    )
 
     def call():
         answer = next(answers)
@@ -630,12 +632,24 @@ def test_a_worker_waits_out_the_tokens_per_minute_window_then_gives_up(monkeypat
 
     def always_refused():
         attempts.append(1)
-        raise Throttled(wait=1)
+        raise RateLimitExceeded("Full.", wait=1)
 
-    with pytest.raises(Throttled):
+    with pytest.raises(RateLimitExceeded):
         jobs.waiting_out_throttles(always_refused)
     assert len(attempts) == jobs.THROTTLE_RETRIES + 1
     assert slept == [1] * jobs.THROTTLE_RETRIES
+
+    # A call larger than the whole window is refused at once: no wait would let it through.
+    slept.clear()
+    attempts.clear()
+
+    def too_large():
+        attempts.append(1)
+        raise RateLimitExceeded("Larger than the window.", wait=30, retryable=False)
+
+    with pytest.raises(RateLimitExceeded):
+        jobs.waiting_out_throttles(too_large)
+    assert attempts == [1] and slept == []
 
 
 def test_a_claims_writes_land_on_its_run_while_it_holds_it_and_no_other(owner, sent):

@@ -8,9 +8,8 @@ import time_machine
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
-from rest_framework.exceptions import Throttled
 
-from config.exceptions import QuotaExceeded
+from config.exceptions import QuotaExceeded, RateLimitExceeded
 from playground.models import (
     GatewayCall,
     JobStatus,
@@ -158,7 +157,7 @@ def test_a_refused_tokens_window_gives_back_the_reservation_and_its_note(owner, 
         "DEFAULT_THROTTLE_RATES": {**rates, "gateway_tokens": "1/min"},
     }
 
-    with time_machine.travel(timezone.now(), tick=True), pytest.raises(Throttled):
+    with time_machine.travel(timezone.now(), tick=True), pytest.raises(RateLimitExceeded):
         runs._reserve(run, phase.pk, token, chat)
 
     phase.refresh_from_db()
