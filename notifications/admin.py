@@ -12,6 +12,7 @@ from . import services
 from .models import (
     Notification,
     NotificationPreference,
+    PhoneConfirmation,
     WebhookAttempt,
     WebhookDelivery,
     WebhookEndpoint,
@@ -184,6 +185,26 @@ class NotificationAdmin(ReadOnlyAdmin):
 
 @admin.register(NotificationPreference)
 class NotificationPreferenceAdmin(ReadOnlyAdmin):
-    list_display = ("user", "tenant", "email_enabled", "in_app_enabled", "sms_enabled")
+    list_display = (
+        "user",
+        "tenant",
+        "email_enabled",
+        "in_app_enabled",
+        "sms_enabled",
+        "phone_confirmed_at",
+    )
     list_select_related = ("user", "tenant")
     search_fields = ("user__email", "tenant__slug")
+
+
+@admin.register(PhoneConfirmation)
+class PhoneConfirmationAdmin(ReadOnlyAdmin):
+    """Codes sent to confirm phone numbers (the code itself is not kept): what support needs
+    to answer "I never got the code"."""
+
+    list_display = ("user", "tenant", "phone_number", "created_at", "expires_at", "attempts")
+    list_select_related = ("user", "tenant")
+    list_filter = (("confirmed_at", admin.EmptyFieldListFilter),)
+    search_fields = ("user__email", "tenant__slug", "number_key")
+    exclude = ("code_hash",)
+    date_hierarchy = "created_at"

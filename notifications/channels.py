@@ -28,9 +28,13 @@ class LocalSMSProvider:
         logger.info("SMS to %s: %s", to, text)
 
 
+def sms_provider() -> SMSProvider:
+    """The provider SMS_PROVIDER names (read at each call, so that a changed setting counts)."""
+    return _provider(settings.SMS_PROVIDER)
+
+
 @cache
-def sms_provider(name: str | None = None) -> SMSProvider:
-    name = name or settings.SMS_PROVIDER
+def _provider(name: str) -> SMSProvider:
     if name == "local":
         return LocalSMSProvider()
     return import_string(name)()
@@ -51,9 +55,11 @@ def send(notification: Notification) -> None:
             NotificationPreference.objects.filter(
                 tenant_id=notification.tenant_id, user_id=notification.recipient_id
             )
+            .exclude(phone_number="")
+            .filter(phone_confirmed_at__isnull=False)
             .values_list("phone_number", flat=True)
             .first()
         )
-        if not phone:
-            raise ValueError("the recipient has no phone number")
+        if not phone:  # the number may have changed since the notification was created
+            raise ValueError("the recipient has no confirmed phone number")
         sms_provider().send(phone, f"{notification.title}: {notification.message}"[:480])

@@ -258,8 +258,10 @@ class NotificationPreference(TenantOwned):
     email_enabled = models.BooleanField(default=True)
     in_app_enabled = models.BooleanField(default=True)
     sms_enabled = models.BooleanField(default=False)
-    # E.164; SMS goes nowhere without it.
+    # E.164; SMS goes nowhere without it, and nowhere until its member confirmed it with a code
+    # sent to it (PhoneConfirmation). Changing the number clears the confirmation.
     phone_number = models.CharField(max_length=32, blank=True)
+    phone_confirmed_at = models.DateTimeField(null=True, blank=True, editable=False)
     # Public event types (notifications.catalog) this member is not notified of.
     disabled_event_types = models.JSONField(default=list, blank=True)
 
@@ -277,5 +279,45 @@ class NotificationPreference(TenantOwned):
         return {
             Channel.IN_APP: self.in_app_enabled,
             Channel.EMAIL: self.email_enabled,
-            Channel.SMS: self.sms_enabled and bool(self.phone_number),
+            Channel.SMS: self.sms_enabled and self.phone_confirmed,
         }[channel]
+
+    @property
+    def phone_confirmed(self) -> bool:
+        return bool(self.phone_number) and self.phone_confirmed_at is not None
+
+
+class PhoneConfirmation(TenantOwned):
+    """A code sent by SMS to a member's phone number, which they enter to show the number is
+    theirs. Only an HMAC of the code is kept (keyed by SECRET_KEY, so a copy of the database
+    does not give it away). A code is good for one number, PHONE_CONFIRMATION_TTL and
+    PHONE_CONFIRMATION_ATTEMPTS tries; the rows of the last 24 hours count the codes sent."""
+
+    tenant = models.ForeignKey(
+        Tenant, on_delete=models.CASCADE, related_name="phone_confirmations", editable=False
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="phone_confirmations",
+        editable=False,
+    )
+    phone_number = models.CharField(max_length=32, editable=False)
+    # The number's digits: codes to one number are counted across organizations by it.
+    number_key = models.CharField(max_length=32, editable=False)
+    code_hash = models.CharField(max_length=64, editable=False)
+    expires_at = models.DateTimeField(editable=False)
+    attempts = models.PositiveSmallIntegerField(default=0, editable=False)
+    confirmed_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(
+                fields=["tenant", "user", "-created_at"], name="phone_confirmation_recent"
+            ),
+            models.Index(fields=["number_key", "-created_at"], name="phone_confirmation_number"),
+        ]
+
+    def __str__(self):
+        return f"phone confirmation of {self.user_id} in {self.tenant_id}"

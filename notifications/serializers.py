@@ -8,6 +8,7 @@ services'.
 
 import json
 
+from django.core.validators import RegexValidator
 from rest_framework import serializers
 
 from config.serializers import (
@@ -268,6 +269,13 @@ class NotificationPreferenceSerializer(ModelSerializer):
     in_app_enabled = StrictBooleanField()
     sms_enabled = StrictBooleanField()
     phone_number = PhoneField(required=False, allow_blank=True)
+    phone_number_confirmed = serializers.BooleanField(
+        source="phone_confirmed",
+        read_only=True,
+        help_text="SMS goes to the number only once this is true: ask for a code "
+        "(POST notifications/preferences/phone/code) and enter it "
+        "(POST notifications/preferences/phone/confirm). Changing the number clears it.",
+    )
     disabled_event_types = serializers.ListField(
         child=ChoiceField(choices=sorted(SUBSCRIBABLE)),
         required=False,
@@ -282,6 +290,7 @@ class NotificationPreferenceSerializer(ModelSerializer):
             "in_app_enabled",
             "sms_enabled",
             "phone_number",
+            "phone_number_confirmed",
             "disabled_event_types",
         ]
 
@@ -293,3 +302,17 @@ class NotificationPreferenceSerializer(ModelSerializer):
                 {"phone_number": ["SMS needs a phone number (E.164, e.g. +14155550100)."]}
             )
         return attrs
+
+
+class PhoneCodeSentSerializer(ResponseSerializer):
+    phone_number = serializers.CharField(help_text="The number the code was sent to.")
+    expires_at = serializers.DateTimeField(help_text="The code works until then.")
+
+
+class PhoneConfirmSerializer(Serializer):
+    code = CharField(
+        max_length=6,
+        min_length=6,
+        validators=[RegexValidator(r"^[0-9]{6}$", message="Enter the six digits of the code.")],
+        help_text="The six-digit code sent by SMS.",
+    )

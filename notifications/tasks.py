@@ -38,6 +38,12 @@ def prune_webhook_deliveries() -> dict:
     return services.webhook_deliveries_prune()
 
 
+@shared_task(name="notifications.tasks.prune_phone_confirmations")
+def prune_phone_confirmations() -> int:
+    """Beat job (hourly): delete phone confirmation codes older than a day."""
+    return services.phone_confirmations_prune()
+
+
 @shared_task(name="notifications.tasks.deliver_notifications")
 def deliver_notifications(notification_ids: list[str]) -> int:
     """Send pending email and SMS notifications (queued on commit)."""

@@ -33,6 +33,8 @@ from .serializers import (
     NotificationPreferenceSerializer,
     NotificationSendSerializer,
     NotificationSerializer,
+    PhoneCodeSentSerializer,
+    PhoneConfirmSerializer,
     ReadAllResultSerializer,
     ReplayResultSerializer,
     ReplaySerializer,
@@ -272,6 +274,8 @@ class NotificationPreferenceViewSet(ServiceWriteMixin, TenantContextViewSet):
         "preferences": TENANT_MEMBER,
         "update_preferences": TENANT_MEMBER,
         "partial_update_preferences": TENANT_MEMBER,
+        "send_phone_code": TENANT_MEMBER,
+        "confirm_phone": TENANT_MEMBER,
     }
     api_key_actions = frozenset()
 
@@ -317,3 +321,35 @@ class NotificationPreferenceViewSet(ServiceWriteMixin, TenantContextViewSet):
     @preferences.mapping.patch
     def partial_update_preferences(self, request):
         return self.service_update(partial=True)
+
+    @extend_schema(
+        request=None,
+        responses={200: PhoneCodeSentSerializer},
+        summary="Send a code to your phone number, to confirm it",
+        description="SMS goes to your number only once you confirmed it. A new code replaces "
+        "the last; one a minute and a few a day (429 RATE_LIMIT_EXCEEDED with Retry-After).",
+    )
+    @action(detail=False, methods=["post"], url_path="preferences/phone/code", filter_backends=[])
+    def send_phone_code(self, request):
+        confirmation = self.call_service(
+            services.phone_confirmation_send, tenant=request.tenant, user=request.user
+        )
+        return Response(PhoneCodeSentSerializer(confirmation).data)
+
+    @extend_schema(
+        request=PhoneConfirmSerializer,
+        responses={200: NotificationPreferenceSerializer},
+        summary="Confirm your phone number with the code sent to it",
+    )
+    @action(
+        detail=False, methods=["post"], url_path="preferences/phone/confirm", filter_backends=[]
+    )
+    def confirm_phone(self, request):
+        data = self.validated_input(PhoneConfirmSerializer)
+        preference = self.call_service(
+            services.phone_confirmation_confirm,
+            tenant=request.tenant,
+            user=request.user,
+            code=data["code"],
+        )
+        return Response(NotificationPreferenceSerializer(preference).data)

@@ -62,6 +62,7 @@ SERVICE_MODULES = {
     "notifications.WebhookAttempt": ("notifications.services.relay",),
     "notifications.Notification": ("notifications.services.user_notifications",),
     "notifications.NotificationPreference": ("notifications.services.user_notifications",),
+    "notifications.PhoneConfirmation": ("notifications.services.phone_confirmations",),
     "playground.Provider": ("playground.services.catalogue",),
     "playground.LanguageModel": ("playground.services.catalogue",),
     "playground.GatewayCall": ("playground.services.gateway", "playground.services.ledger"),

@@ -511,6 +511,13 @@ SMS_PROVIDER = env("SMS_PROVIDER", default="local")
 # Email and SMS messages one organization may send one member per channel in 24 hours; past it,
 # a notification on that channel is kept `suppressed` and not sent (the in-app inbox has none).
 NOTIFICATIONS_PER_RECIPIENT_PER_DAY = env.int("NOTIFICATIONS_PER_RECIPIENT_PER_DAY", default=50)
+# SMS goes only to a number its member confirmed with a code sent to it. Codes go to numbers
+# nobody confirmed yet, so they are bounded: per member of an organization, and per number
+# across the platform, in any 24 hours (and one a minute).
+PHONE_CONFIRMATION_CODES_PER_DAY = env.int("PHONE_CONFIRMATION_CODES_PER_DAY", default=5)
+PHONE_CONFIRMATION_CODES_PER_NUMBER_PER_DAY = env.int(
+    "PHONE_CONFIRMATION_CODES_PER_NUMBER_PER_DAY", default=10
+)
 
 # LLM gateway (playground.gateway; docs/gateway.md). Upstream keys are never settings: each
 # provider names the environment variable holding its key (Provider.api_key_env): setting
@@ -678,6 +685,10 @@ CELERY_BEAT_SCHEDULE = {
     "notifications.prune-webhook-deliveries": {
         "task": "notifications.tasks.prune_webhook_deliveries",
         "schedule": crontab(hour=3, minute=41),
+    },
+    "notifications.prune-phone-confirmations": {
+        "task": "notifications.tasks.prune_phone_confirmations",
+        "schedule": crontab(minute=43),
     },
     # Periods end at month starts (and trials whenever they end); due subscriptions only, so
     # a frequent run is cheap and a missed one catches up.

@@ -4,6 +4,7 @@
     endpoints           webhook endpoints: create, update, delete, rotate the secret, disable,
                         test, replay; re-queue a delivery
     relay               sending due deliveries (the outbox relay) and pruning old ones
+    phone_confirmations a member confirming their phone number with a code sent by SMS
     user_notifications  notifications to members, their delivery, preferences
 
 Services are keyword-only, run in a transaction and record their audit event;
@@ -20,6 +21,11 @@ from .endpoints import (
     webhook_endpoint_test,
     webhook_endpoint_update,
 )
+from .phone_confirmations import (
+    phone_confirmation_confirm,
+    phone_confirmation_send,
+    phone_confirmations_prune,
+)
 from .relay import webhook_deliveries_prune, webhook_deliveries_send, webhook_delivery_send_now
 from .user_notifications import (
     notification_mark_read,
@@ -35,6 +41,9 @@ __all__ = [
     "notification_send",
     "notifications_deliver",
     "notifications_mark_all_read",
+    "phone_confirmation_confirm",
+    "phone_confirmation_send",
+    "phone_confirmations_prune",
     "webhook_deliveries_prune",
     "webhook_deliveries_send",
     "webhook_delivery_retry",

@@ -267,7 +267,8 @@ def notifications_mark_all_read(*, tenant: Tenant, user) -> int:
 def notification_preferences_update(
     *, tenant: Tenant, user, actor, data: Mapping
 ) -> NotificationPreference:
-    """Set the member's channels, phone number and per-event-type opt-outs."""
+    """Set the member's channels, phone number and per-event-type opt-outs. A changed phone
+    number is unconfirmed: no SMS goes to it until its member confirms it."""
     try:
         with transaction.atomic():
             preference, _ = NotificationPreference.objects.get_or_create(tenant=tenant, user=user)
@@ -277,6 +278,9 @@ def notification_preferences_update(
     data = dict(data)
     if "disabled_event_types" in data:
         data["disabled_event_types"] = sorted(set(data["disabled_event_types"]))
+    if data.get("phone_number", preference.phone_number) != preference.phone_number:
+        # A new number is nobody's until its member confirms it (phone_confirmations).
+        data["phone_confirmed_at"] = None
     changes = model_update(instance=preference, data=data)
     if changes:
         # Field names only: the phone number is personal data, and audit events are forever.

@@ -28,6 +28,8 @@ from audit.models import AuditEvent
 from billing import services as billing_services
 from billing.models import Invoice, Plan
 from notifications import services as notifications_services
+from notifications.models import NotificationPreference, PhoneConfirmation
+from notifications.services import phone_confirmations
 from playground import services as playground_services
 from playground.models import LanguageModel
 from playground.services import catalogue as playground_catalogue
@@ -54,6 +56,10 @@ _ANALYTICS = (
     "tests/analytics"
 )
 EXEMPT = {
+    "notifications.services.phone_confirmations.phone_confirmations_prune": (
+        "housekeeping: deletes confirmation codes past their day, which count toward nothing; "
+        "tests/notifications/test_phone_confirmation.py"
+    ),
     "analytics.services.request_facts_write": _ANALYTICS,
     "analytics.services.query_events_ingest": _ANALYTICS,
     "analytics.services.rollup_hours_rebuild": _ANALYTICS,
@@ -257,6 +263,25 @@ def _purge_tenant_chain():
     with transaction.atomic():
         audit_services.record(tenant=tenant, event_type="test.event")
     audit_services.chain_purge(tenant=tenant, actor=None)
+
+
+def _phone_to_confirm(code=None):
+    """A member with a phone number and, given `code`, that code pending for it."""
+    member = _member()
+    NotificationPreference.objects.create(
+        tenant=member.tenant, user=member.user, sms_enabled=True, phone_number="+14155550100"
+    )
+    if code is not None:
+        confirmation = PhoneConfirmation(
+            tenant=member.tenant,
+            user=member.user,
+            phone_number="+14155550100",
+            number_key="14155550100",
+            expires_at=timezone.now() + timedelta(minutes=10),
+        )
+        confirmation.code_hash = phone_confirmations._code_hash(confirmation, code)
+        confirmation.save()
+    return member
 
 
 def _upload_a_logo():
@@ -1231,6 +1256,21 @@ INVOCATIONS = {
             data={"email_enabled": False},
         ),
         "notification.preferences_updated",
+    ),
+    "notifications.services.phone_confirmations.phone_confirmation_send": (
+        lambda: notifications_services.phone_confirmation_send(
+            tenant=(member := _phone_to_confirm()).tenant, user=member.user, actor=member.user
+        ),
+        "notification.phone_confirmation_sent",
+    ),
+    "notifications.services.phone_confirmations.phone_confirmation_confirm": (
+        lambda: notifications_services.phone_confirmation_confirm(
+            tenant=(member := _phone_to_confirm("123456")).tenant,
+            user=member.user,
+            actor=member.user,
+            code="123456",
+        ),
+        "notification.phone_confirmed",
     ),
     "accounts.services.user_create": (
         lambda: accounts_services.user_create(email="new@example.com", password=TEST_PASSWORD),

@@ -49,6 +49,7 @@ DEFAULTS = {
     "in_app_enabled": True,
     "sms_enabled": False,
     "phone_number": "",
+    "phone_number_confirmed": False,
     "disabled_event_types": [],
 }
 QUOTA_WARNING = "organization.quota.warning"
@@ -240,7 +241,11 @@ def test_an_sms_goes_through_the_local_provider_to_the_log(make_caller, caplog):
     owner = make_caller(Role.OWNER)
     member = make_caller(Role.MEMBER, tenant=owner.tenant)
     NotificationPreferenceFactory(
-        tenant=owner.tenant, user=member.user, sms_enabled=True, phone_number="+14155550100"
+        tenant=owner.tenant,
+        user=member.user,
+        sms_enabled=True,
+        phone_number="+14155550100",
+        phone_confirmed_at=timezone.now(),
     )
 
     response = send(owner, member.user, channel="sms")
@@ -264,7 +269,11 @@ def test_a_member_is_sent_at_most_the_days_messages_on_each_channel(make_caller,
     member = make_caller(Role.MEMBER, tenant=owner.tenant)
     other = make_caller(Role.MEMBER, tenant=owner.tenant)
     NotificationPreferenceFactory(
-        tenant=owner.tenant, user=member.user, sms_enabled=True, phone_number="+14155550100"
+        tenant=owner.tenant,
+        user=member.user,
+        sms_enabled=True,
+        phone_number="+14155550100",
+        phone_confirmed_at=timezone.now(),
     )
     emails = [send(owner, member.user, channel="email").json()["id"] for _ in range(3)]
     sms = send(owner, member.user, channel="sms").json()["id"]
@@ -447,7 +456,11 @@ def test_put_sets_every_preference_and_patch_only_what_it_names(make_caller):
     put = caller.client.put(PREFERENCES_URL, wanted, format="json")
     patched = caller.client.patch(PREFERENCES_URL, {"email_enabled": True}, format="json")
 
-    expected = {**wanted, "disabled_event_types": sorted({QUOTA_WARNING, MEMBER_JOINED})}
+    expected = {
+        **wanted,
+        "phone_number_confirmed": False,
+        "disabled_event_types": sorted({QUOTA_WARNING, MEMBER_JOINED}),
+    }
     assert put.status_code == 200, put.content
     assert put.json() == expected
     assert patched.status_code == 200, patched.content
@@ -533,16 +546,23 @@ def warn_about_documents(tenant):
 def test_a_quota_warning_notifies_owners_and_admins_per_their_preferences(make_caller):
     tenant = TenantFactory()
     users = members_of(tenant, Role.OWNER, Role.ADMIN, Role.MEMBER, Role.VIEWER, Role.BILLING)
-    opted_out, no_in_app, with_sms = (
+    opted_out, no_in_app, with_sms, unconfirmed = (
         MembershipFactory(tenant=tenant, role=role).user
-        for role in (Role.ADMIN, Role.OWNER, Role.ADMIN)
+        for role in (Role.ADMIN, Role.OWNER, Role.ADMIN, Role.ADMIN)
     )
     NotificationPreferenceFactory(
         tenant=tenant, user=opted_out, disabled_event_types=[QUOTA_WARNING]
     )
     NotificationPreferenceFactory(tenant=tenant, user=no_in_app, in_app_enabled=False)
     NotificationPreferenceFactory(
-        tenant=tenant, user=with_sms, sms_enabled=True, phone_number="+14155550100"
+        tenant=tenant,
+        user=with_sms,
+        sms_enabled=True,
+        phone_number="+14155550100",
+        phone_confirmed_at=timezone.now(),
+    )
+    NotificationPreferenceFactory(
+        tenant=tenant, user=unconfirmed, sms_enabled=True, phone_number="+14155550111"
     )
     # The same people in another tenant hear nothing of this one.
     elsewhere = TenantFactory()
@@ -557,6 +577,7 @@ def test_a_quota_warning_notifies_owners_and_admins_per_their_preferences(make_c
     assert rows(QUOTA_WARNING, opted_out) == set()
     assert rows(QUOTA_WARNING, no_in_app) == {"email"}
     assert rows(QUOTA_WARNING, with_sms) == {"in_app", "email", "sms"}
+    assert rows(QUOTA_WARNING, unconfirmed) == {"in_app", "email"}
     assert not Notification.objects.filter(tenant=elsewhere).exists()
     in_app = Notification.objects.get(recipient=users[Role.ADMIN], channel="in_app")
     assert (in_app.tenant_id, in_app.type, in_app.status) == (tenant.pk, "warning", "sent")
