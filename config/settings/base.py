@@ -531,6 +531,13 @@ GATEWAY_DEFAULT_MODEL = env("GATEWAY_DEFAULT_MODEL", default="gpt-3.5-turbo")
 PROMPT_TEMPLATES_PER_TENANT = env.int("PROMPT_TEMPLATES_PER_TENANT", default=1000)
 PROJECTS_PER_TENANT = env.int("PROJECTS_PER_TENANT", default=1000)
 ORCHESTRATION_TEMPLATES_PER_TENANT = env.int("ORCHESTRATION_TEMPLATES_PER_TENANT", default=1000)
+# Orchestration runs and workflow jobs one organization may have pending or running at once
+# (409 CONFLICT past it; a run or job that ends, or is cancelled, makes room): the workers are
+# shared, and without a bound one organization could queue enough work to hold them all.
+ORCHESTRATION_RUNS_IN_PROGRESS_PER_TENANT = env.int(
+    "ORCHESTRATION_RUNS_IN_PROGRESS_PER_TENANT", default=20
+)
+WORKFLOW_JOBS_IN_PROGRESS_PER_TENANT = env.int("WORKFLOW_JOBS_IN_PROGRESS_PER_TENANT", default=10)
 # Versions one prompt template may have (409 CONFLICT past it): versions are immutable and
 # never deleted, so a template that needs more is copied into a new one.
 PROMPT_TEMPLATE_VERSIONS_PER_TEMPLATE = env.int(

@@ -7,6 +7,7 @@ reaper are playground.jobs', shared with orchestration runs. A job's result is a
 
 import logging
 
+from django.conf import settings
 from django.db import transaction
 
 from audit.services import record
@@ -14,7 +15,7 @@ from config.exceptions import ApplicationError, InsufficientPermissions
 from tenants.models import BLOCKED_STATUSES, Tenant
 
 from .. import jobs
-from ..models import JobStatus, WorkflowJob
+from ..models import ACTIVE_JOB_STATUSES, JobStatus, WorkflowJob
 from ..workflows import REGISTRY, JobContext, JobStopped
 from .artifacts import artifact_write
 from .ledger import gateway_tokens_lock, gateway_tokens_release_unsettled
@@ -57,6 +58,14 @@ def workflow_execute(
     if not isinstance(input_data, dict):
         raise ApplicationError("Invalid workflow input.", details={"input_data": ["An object."]})
     checked, units = workflow.check(tenant, input_data)
+    Tenant.objects.ensure_room(
+        tenant.pk,
+        WorkflowJob.objects.filter(tenant=tenant, status__in=ACTIVE_JOB_STATUSES),
+        limit=settings.WORKFLOW_JOBS_IN_PROGRESS_PER_TENANT,
+        counted="jobs_in_progress",
+        noun="workflow jobs pending or running",
+        advice="Wait for one to end, or cancel one.",
+    )
     job = WorkflowJob.objects.create(
         tenant=tenant,
         workflow_type=workflow.name,

@@ -296,6 +296,22 @@ def probes(base_url: str) -> Iterator[Probe]:
             as_json,
         )
 
+    # A phone number is confirmed with the code sent to it, never by saying so.
+    confirm = "/api/v1/notifications/preferences/phone/confirm"
+    for label, code in (
+        ("a list", ["123456"]),
+        ("10,000 digits", "1" * 10_000),
+        ("not digits", "12a456"),
+    ):
+        yield Probe(f"phone code as {label}", "POST", confirm, _json({"code": code}), as_json)
+    yield Probe(
+        "phone confirmed by saying so",
+        "PATCH",
+        "/api/v1/notifications/preferences",
+        _json({"phone_number_confirmed": True}),
+        as_json,
+    )
+
     # Lockout: the 429 says that nothing remains.
     for attempt in range(6):
         yield Probe(
