@@ -23,6 +23,7 @@ from .serializers import (
     ExportQuerySerializer,
     PublicKeySerializer,
 )
+from .walks import walk_slot, walking
 
 
 def selected_chain(request, params: dict):
@@ -65,7 +66,9 @@ class AuditEventViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Tenant
             from_seq=params.validated_data["from_seq"],
             to_seq=params.validated_data.get("to_seq"),
         )
-        response = StreamingHttpResponse(lines, content_type="application/x-ndjson")
+        response = StreamingHttpResponse(
+            walking(tenant_id, lines), content_type="application/x-ndjson"
+        )
         name = f"audit-{tenant_id or PLATFORM_CHAIN}.jsonl"
         response["Content-Disposition"] = f'attachment; filename="{name}"'
         return response
@@ -83,8 +86,9 @@ class AuditChainViewSet(TenantContextViewSet):
         params = ChainQuerySerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
         tenant_id = selected_chain(request, params.validated_data)
-        result = services.chain_verify(tenant_id=tenant_id)
-        status = services.chain_status(tenant_id=tenant_id)
+        with walk_slot(tenant_id):
+            result = services.chain_verify(tenant_id=tenant_id)
+            status = services.chain_status(tenant_id=tenant_id)
         data = {
             "chain": str(tenant_id) if tenant_id else PLATFORM_CHAIN,
             "chain_valid": result.chain_valid,

@@ -22,6 +22,10 @@ GETS = [e for e in ENDPOINTS if e.method == "get" and not e.is_detail]
 @pytest.mark.parametrize("endpoint", GETS, ids=str)
 def test_every_path_answers_with_and_without_trailing_slash(endpoint, owner):
     with_slash = owner.client.get(endpoint.url(slash=True))
+    if with_slash.streaming:
+        # Read to its end: a streamed answer holds what it streams until then (the audit
+        # export: its chain's walk slot).
+        b"".join(with_slash.streaming_content)
     without_slash = owner.client.get(endpoint.url(slash=False))
     assert with_slash.status_code == without_slash.status_code == 200
     assert with_slash["Content-Type"] == without_slash["Content-Type"]
