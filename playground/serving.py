@@ -32,13 +32,16 @@ thread's next request, closed if it failed or outlived CONN_MAX_AGE (with DATABA
 back to the pool). A whole answer comes back to the loop with the thread's result and is sent
 from there; a streamed one (the audit export, static files) is sent from the thread, piece by
 piece, each piece handed to the loop, so it reads the database on the thread that holds its
-connection. Websockets and lifespan events go to Django's handler unchanged.
+connection; a client that takes no piece for STREAM_SEND_TIMEOUT_SECONDS ends it (_Sender).
+Websockets and lifespan events go to Django's handler unchanged.
 """
 
 import asyncio
+import concurrent.futures
 import contextlib
 import contextvars
 import functools
+import logging
 from concurrent.futures import ThreadPoolExecutor
 from importlib import import_module
 
@@ -52,6 +55,8 @@ from django.urls import ResolverMatch, resolve, reverse, set_script_prefix
 
 from config import request_context
 from config.middleware import request_context_of
+
+logger = logging.getLogger(__name__)
 
 GATEWAY_ROUTE = "chat-completion-list"
 
@@ -255,16 +260,30 @@ def _start(response) -> dict:
     return {"type": "http.response.start", "status": response.status_code, "headers": headers}
 
 
+class ClientStoppedReading(OSError):
+    """A piece of a streamed response was not taken within STREAM_SEND_TIMEOUT_SECONDS."""
+
+
 class _Sender:
     """Sends a streamed response from a request thread through the event loop's `send`, piece
-    by piece, waiting for each to be taken, as a WSGI server writes to its socket."""
+    by piece, waiting for each to be taken, as a WSGI server writes to its socket.
 
-    def __init__(self, send, loop):
+    A piece not taken within `timeout` seconds (STREAM_SEND_TIMEOUT_SECONDS) ends the stream,
+    as nginx's send_timeout does: the thread is one of the worker's few request threads, and a
+    client that opens an export and stops reading would otherwise hold it for ever."""
+
+    def __init__(self, send, loop, *, timeout: float | None = None):
         self._send = send
         self._loop = loop
+        self._timeout = settings.STREAM_SEND_TIMEOUT_SECONDS if timeout is None else timeout
 
     def _put(self, message) -> None:
-        asyncio.run_coroutine_threadsafe(self._send_one(message), self._loop).result()
+        future = asyncio.run_coroutine_threadsafe(self._send_one(message), self._loop)
+        try:
+            future.result(timeout=self._timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()  # the send waiting for the client's socket to drain
+            raise ClientStoppedReading from None
 
     async def _send_one(self, message) -> None:
         # A coroutine of our own: ASGI's `send` need only return an awaitable.
@@ -281,6 +300,14 @@ class _Sender:
                     for chunk, _ in ASGIHandler.chunk_bytes(part):
                         self._put({"type": "http.response.body", "body": chunk, "more_body": True})
             self._put({"type": "http.response.body"})
+        except ClientStoppedReading:
+            # The response is closed by the caller, so what it held (a cursor, a walk slot)
+            # is given back; the server drops the connection, the answer unfinished.
+            logger.warning(
+                "Streamed response to %s ended: the client stopped reading for %s s.",
+                response.get("Content-Type", "?"),
+                self._timeout,
+            )
         except OSError:
             # The client went away (uvicorn's ClientDisconnected): nothing more to send.
             return
@@ -288,7 +315,11 @@ class _Sender:
     async def _stream_async(self, response) -> None:
         async for part in response.streaming_content:
             for chunk, _ in ASGIHandler.chunk_bytes(part):
-                await self._send({"type": "http.response.body", "body": chunk, "more_body": True})
+                message = {"type": "http.response.body", "body": chunk, "more_body": True}
+                try:
+                    await asyncio.wait_for(self._send(message), self._timeout)
+                except TimeoutError:
+                    raise ClientStoppedReading from None
 
 
 def _latin1(value, encoding: str) -> bytes:

@@ -566,6 +566,10 @@ GATEWAY_RESERVATION_LEASE_SECONDS = env.int("GATEWAY_RESERVATION_LEASE_SECONDS",
 # throttle, validation, reservation) runs on this many long-lived threads per process; the
 # upstream calls wait on the event loop, not on these.
 GATEWAY_REQUEST_THREADS = env.int("GATEWAY_REQUEST_THREADS", default=8)
+# A streamed answer sent from a request thread (an audit export, an artifact download) ends
+# when its client takes no piece of it for this long, giving the thread back (as nginx's
+# send_timeout): without it, clients that open exports and stop reading hold every thread.
+STREAM_SEND_TIMEOUT_SECONDS = env.float("STREAM_SEND_TIMEOUT_SECONDS", default=60.0)
 # Under ASGI the gateway's settlements (the call's statement, after the upstream answered) run on
 # this many long-lived threads per process. Each of these threads and of the request threads
 # keeps a database connection: a web process holds up to their sum. (Read from SETTLE_THREADS
