@@ -14,6 +14,9 @@ from django.http import StreamingHttpResponse
 
 from playground.serving import _Sender
 
+# Closing a response sends request_finished, which sees to the database connections.
+pytestmark = pytest.mark.django_db
+
 
 @pytest.fixture
 def loop():
