@@ -55,8 +55,7 @@ def send(notification: Notification) -> None:
             NotificationPreference.objects.filter(
                 tenant_id=notification.tenant_id, user_id=notification.recipient_id
             )
-            .exclude(phone_number="")
-            .filter(phone_confirmed_at__isnull=False)
+            .filter(phone_confirmed_at__isnull=False)  # cleared when the number changes
             .values_list("phone_number", flat=True)
             .first()
         )

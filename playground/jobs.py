@@ -33,6 +33,7 @@ from django.utils import timezone
 from config.db import write_connection
 from config.exceptions import Conflict, RateLimitExceeded
 from config.prepared import fetch_prepared
+from tenants.models import Tenant
 
 from .models import ACTIVE_JOB_STATUSES, BackgroundJob, JobStatus, Priority
 
@@ -227,6 +228,20 @@ def is_stalled(job: BackgroundJob) -> bool:
         job.status == JobStatus.RUNNING
         and job.lease_expires_at is not None
         and job.lease_expires_at < timezone.now()
+    )
+
+
+def ensure_room_in_progress(model, tenant, *, limit: int, counted: str, noun: str) -> None:
+    """409 CONFLICT when the organization already has `limit` jobs of `model` pending or
+    running (Tenant.objects.ensure_room: counted under its row lock). The workers are shared,
+    so each organization's work in progress is bounded; one that ends makes room."""
+    Tenant.objects.ensure_room(
+        tenant.pk,
+        model.objects.filter(tenant=tenant, status__in=ACTIVE_JOB_STATUSES),
+        limit=limit,
+        counted=counted,
+        noun=noun,
+        advice="Wait for one to end, or cancel one.",
     )
 
 

@@ -69,7 +69,7 @@ def _number_to_confirm(preference: NotificationPreference | None) -> str:
     return preference.phone_number
 
 
-def _check_codes_allowed(*, tenant: Tenant, user, phone_number: str, now) -> None:
+def _check_codes_allowed(*, tenant: Tenant, user, number_key: str, now) -> None:
     """Raise RateLimitExceeded when one more code would pass the interval or a daily bound.
     Called under the member's preference row lock and the number's lock."""
     since = now - _DAY
@@ -92,7 +92,7 @@ def _check_codes_allowed(*, tenant: Tenant, user, phone_number: str, now) -> Non
         )
     per_number = settings.PHONE_CONFIRMATION_CODES_PER_NUMBER_PER_DAY
     to_number = list(
-        PhoneConfirmation.objects.filter(number_key=_number_key(phone_number), created_at__gt=since)
+        PhoneConfirmation.objects.filter(number_key=number_key, created_at__gt=since)
         .order_by("-created_at")
         .values_list("created_at", flat=True)[:per_number]
     )
@@ -112,17 +112,18 @@ def phone_confirmation_send(*, tenant: Tenant, user, actor) -> PhoneConfirmation
     preference = _locked_preference(tenant, user)
     phone_number = _number_to_confirm(preference)
     # Two members' requests for one number must not pass its bound together.
-    advisory_xact_lock(f"notifications:phone:{_number_key(phone_number)}")
+    key = _number_key(phone_number)
+    advisory_xact_lock(f"notifications:phone:{key}")
     now = timezone.now()
     PhoneConfirmation.objects.filter(tenant=tenant, user=user, created_at__lte=now - _DAY).delete()
-    _check_codes_allowed(tenant=tenant, user=user, phone_number=phone_number, now=now)
+    _check_codes_allowed(tenant=tenant, user=user, number_key=key, now=now)
 
     code = f"{secrets.randbelow(10**_CODE_DIGITS):0{_CODE_DIGITS}d}"
     confirmation = PhoneConfirmation(
         tenant=tenant,
         user=user,
         phone_number=phone_number,
-        number_key=_number_key(phone_number),
+        number_key=key,
         expires_at=now + PHONE_CONFIRMATION_TTL,
     )
     confirmation.code_hash = _code_hash(confirmation, code)

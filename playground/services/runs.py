@@ -37,7 +37,6 @@ from tenants.models import BLOCKED_STATUSES, Tenant
 
 from .. import jobs, tokens
 from ..models import (
-    ACTIVE_JOB_STATUSES,
     CallSource,
     CallStatus,
     IntegrationOperation,
@@ -160,13 +159,12 @@ def orchestration_start(
             template
             and set(template.template_data.get("integrations", [])) & set(INTEGRATIONS_PERFORMED)
         )
-    Tenant.objects.ensure_room(
-        tenant.pk,
-        OrchestrationRun.objects.filter(tenant=tenant, status__in=ACTIVE_JOB_STATUSES),
+    jobs.ensure_room_in_progress(
+        OrchestrationRun,
+        tenant,
         limit=settings.ORCHESTRATION_RUNS_IN_PROGRESS_PER_TENANT,
         counted="runs_in_progress",
         noun="orchestration runs pending or running",
-        advice="Wait for one to end, or cancel one.",
     )
     run = OrchestrationRun.objects.create(
         tenant=tenant,

@@ -15,7 +15,7 @@ from config.exceptions import ApplicationError, InsufficientPermissions
 from tenants.models import BLOCKED_STATUSES, Tenant
 
 from .. import jobs
-from ..models import ACTIVE_JOB_STATUSES, JobStatus, WorkflowJob
+from ..models import JobStatus, WorkflowJob
 from ..workflows import REGISTRY, JobContext, JobStopped
 from .artifacts import artifact_write
 from .ledger import gateway_tokens_lock, gateway_tokens_release_unsettled
@@ -58,13 +58,12 @@ def workflow_execute(
     if not isinstance(input_data, dict):
         raise ApplicationError("Invalid workflow input.", details={"input_data": ["An object."]})
     checked, units = workflow.check(tenant, input_data)
-    Tenant.objects.ensure_room(
-        tenant.pk,
-        WorkflowJob.objects.filter(tenant=tenant, status__in=ACTIVE_JOB_STATUSES),
+    jobs.ensure_room_in_progress(
+        WorkflowJob,
+        tenant,
         limit=settings.WORKFLOW_JOBS_IN_PROGRESS_PER_TENANT,
         counted="jobs_in_progress",
         noun="workflow jobs pending or running",
-        advice="Wait for one to end, or cancel one.",
     )
     job = WorkflowJob.objects.create(
         tenant=tenant,

@@ -94,3 +94,11 @@ class NotificationPreferenceFactory(factory.django.DjangoModelFactory):
 
     tenant = factory.SubFactory("tests.tenants.factories.TenantFactory")
     user = factory.SubFactory("tests.accounts.factories.UserFactory")
+
+    class Params:
+        # SMS on, to a number its member confirmed (SMS goes to no other).
+        confirmed_sms = factory.Trait(
+            sms_enabled=True,
+            phone_number="+14155550100",
+            phone_confirmed_at=factory.LazyFunction(timezone.now),
+        )

@@ -240,13 +240,7 @@ def test_an_email_to_a_member_who_turned_email_off_is_suppressed(make_caller):
 def test_an_sms_goes_through_the_local_provider_to_the_log(make_caller, caplog):
     owner = make_caller(Role.OWNER)
     member = make_caller(Role.MEMBER, tenant=owner.tenant)
-    NotificationPreferenceFactory(
-        tenant=owner.tenant,
-        user=member.user,
-        sms_enabled=True,
-        phone_number="+14155550100",
-        phone_confirmed_at=timezone.now(),
-    )
+    NotificationPreferenceFactory(tenant=owner.tenant, user=member.user, confirmed_sms=True)
 
     response = send(owner, member.user, channel="sms")
     assert response.status_code == 201, response.content
@@ -268,13 +262,7 @@ def test_a_member_is_sent_at_most_the_days_messages_on_each_channel(make_caller,
     owner = make_caller(Role.OWNER)
     member = make_caller(Role.MEMBER, tenant=owner.tenant)
     other = make_caller(Role.MEMBER, tenant=owner.tenant)
-    NotificationPreferenceFactory(
-        tenant=owner.tenant,
-        user=member.user,
-        sms_enabled=True,
-        phone_number="+14155550100",
-        phone_confirmed_at=timezone.now(),
-    )
+    NotificationPreferenceFactory(tenant=owner.tenant, user=member.user, confirmed_sms=True)
     emails = [send(owner, member.user, channel="email").json()["id"] for _ in range(3)]
     sms = send(owner, member.user, channel="sms").json()["id"]
     to_other = send(owner, other.user, channel="email").json()["id"]
@@ -554,13 +542,7 @@ def test_a_quota_warning_notifies_owners_and_admins_per_their_preferences(make_c
         tenant=tenant, user=opted_out, disabled_event_types=[QUOTA_WARNING]
     )
     NotificationPreferenceFactory(tenant=tenant, user=no_in_app, in_app_enabled=False)
-    NotificationPreferenceFactory(
-        tenant=tenant,
-        user=with_sms,
-        sms_enabled=True,
-        phone_number="+14155550100",
-        phone_confirmed_at=timezone.now(),
-    )
+    NotificationPreferenceFactory(tenant=tenant, user=with_sms, confirmed_sms=True)
     NotificationPreferenceFactory(
         tenant=tenant, user=unconfirmed, sms_enabled=True, phone_number="+14155550111"
     )
