@@ -11,9 +11,11 @@ from django.db import transaction
 from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
+from django.utils.text import smart_split
 from django.utils.translation import gettext_lazy
 
 from .exceptions import ApplicationError
+from .filters import SearchFilter
 
 
 def apply_each(modeladmin, request, objects: Iterable, change: Callable, label: Callable) -> int:
@@ -29,6 +31,44 @@ def apply_each(modeladmin, request, objects: Iterable, change: Callable, label: 
         else:
             done += 1
     return done
+
+
+class BoundedSearchMixin:
+    """The changelist's search, bounded as the API's is (config.filters.SearchFilter): each
+    word adds its own OR of matches, and thousands of words (a pasted document) made one
+    PostgreSQL backend use memory until the kernel killed it. A longer search is cut to its
+    first distinct words within the bounds, and the page says so."""
+
+    def get_search_results(self, request, queryset, search_term):
+        distinct = {}
+        for bit in smart_split(search_term):
+            distinct.setdefault(bit.casefold(), bit)
+        kept = " ".join(list(distinct.values())[: SearchFilter.MAX_TERMS])
+        if len(kept) > SearchFilter.MAX_LENGTH:
+            kept = kept[: SearchFilter.MAX_LENGTH]
+        if kept != " ".join(distinct.values()):
+            self.message_user(
+                request,
+                f"Searched for “{kept}” only: a search takes at most {SearchFilter.MAX_TERMS} "
+                f"words or quoted phrases and {SearchFilter.MAX_LENGTH} characters.",
+                messages.WARNING,
+            )
+        return super().get_search_results(request, queryset, kept)
+
+
+class AdminSite(admin.AdminSite):
+    """Django's admin site, as `admin.site` (config.apps.AdminConfig). Every ModelAdmin
+    registered on it, the apps' and Django's own, searches within bounds (BoundedSearchMixin)."""
+
+    def register(self, model_or_iterable, admin_class=None, **options):
+        admin_class = admin_class or admin.ModelAdmin
+        if not issubclass(admin_class, BoundedSearchMixin):
+            admin_class = type(
+                admin_class.__name__,
+                (BoundedSearchMixin, admin_class),
+                {"__module__": admin_class.__module__, "__qualname__": admin_class.__qualname__},
+            )
+        super().register(model_or_iterable, admin_class, **options)
 
 
 class ServiceActionsMixin:

@@ -11,7 +11,7 @@ from audit.models import AuditEvent
 from tenants.models import Membership, Tenant
 
 from .conftest import token_for
-from .factories import AuditEventFactory, MembershipFactory, UserFactory
+from .factories import AuditEventFactory, MembershipFactory, TenantFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -167,3 +167,36 @@ def test_anonymous_visitor_is_sent_to_the_admin_login(client):
 
     assert response.status_code == 302
     assert response["Location"].startswith(reverse("admin:login"))
+
+
+def test_every_registered_admin_bounds_its_search():
+    from django.contrib import admin
+
+    from config.admin import BoundedSearchMixin
+
+    assert admin.site._registry
+    for model, model_admin in admin.site._registry.items():
+        assert isinstance(model_admin, BoundedSearchMixin), model
+
+
+def test_a_search_past_the_bounds_keeps_its_first_words_and_says_so(admin_client):
+    from config.filters import SearchFilter
+
+    found = TenantFactory(name="Umbrella Logistics")
+    TenantFactory(name="Umbrella Pharmacy")
+    words = ["umbrella", "logistics"] + [f"w{index}" for index in range(3000)]
+
+    response = admin_client.get(admin_url(Tenant, "changelist"), {"q": " ".join(words)})
+
+    assert response.status_code == 200
+    shown = list(response.context["cl"].result_list)
+    # The kept words are the first MAX_TERMS, the filler among them matching nothing.
+    assert shown == []
+    message = [str(m) for m in response.context["messages"]]
+    assert len(message) == 1 and f"at most {SearchFilter.MAX_TERMS} words" in message[0]
+    last_kept = f"w{SearchFilter.MAX_TERMS - 3}"
+    assert "“umbrella logistics w0 w1 w2 " in message[0] and f" {last_kept}” only" in message[0]
+
+    within = admin_client.get(admin_url(Tenant, "changelist"), {"q": "umbrella LOGISTICS umbrella"})
+    assert list(within.context["cl"].result_list) == [found]
+    assert not list(within.context["messages"])
