@@ -271,6 +271,11 @@ class PromptTemplateVersion(TenantOwned):
     def __str__(self):
         return f"{self.template_id} v{self.version}"
 
+    @property
+    def texts(self) -> tuple[str, str]:
+        """The texts rendered with the variables' values: the system prompt, the user's."""
+        return (self.system_prompt, self.user_prompt_template)
+
 
 class VariableType(models.TextChoices):
     """The types of a template variable (playground.rendering checks values against them)."""

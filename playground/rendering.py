@@ -9,11 +9,16 @@ required ones are one error naming them all.
 """
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 _TOKEN = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 MAX_VALUE_CHARS = 100_000
+# What a template's texts may render to together. A value is written at each of its
+# placeholders, so 50,000 characters of `{a}` with a 100,000-character `a` would be 1.6 GB; this
+# is well above the largest context window's worth of text, and about what a chat/completions
+# body may carry.
+MAX_RENDERED_CHARS = 2_000_000
 
 
 class TemplateError(ValueError):
@@ -55,6 +60,27 @@ def render(text: str, values: Mapping[str, str]) -> str:
         return match.group(0)[0] if name is None else values[name]
 
     return _TOKEN.sub(substitute, text)
+
+
+def ensure_renderable(texts: Iterable[str], values: Mapping[str, str]) -> None:
+    """TemplateError when `texts` rendered with `values` would be more than MAX_RENDERED_CHARS
+    together; counted without rendering them."""
+    size = 0
+    for text in texts:
+        size += len(text)
+        for match in _TOKEN.finditer(text):
+            name = match.group(1)
+            size += (len(values[name]) if name is not None else 1) - len(match.group(0))
+    if size > MAX_RENDERED_CHARS:
+        raise TemplateError(
+            {
+                "variables": [
+                    f"Rendered, the prompt would be {size:,} characters: at most "
+                    f"{MAX_RENDERED_CHARS:,} (each value is written at every one of its "
+                    "placeholders)."
+                ]
+            }
+        )
 
 
 def _as_text(declared: Mapping, value) -> str:

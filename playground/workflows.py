@@ -161,7 +161,8 @@ def check_template_batch(tenant, data: Mapping) -> tuple[dict, int]:
             problems[f"input_data.rows[{index}]"] = ["An object of variables."]
             continue
         try:
-            rendering.resolve_values(version.variables, row)
+            values = rendering.resolve_values(version.variables, row)
+            rendering.ensure_renderable(version.texts, values)
         except rendering.TemplateError as error:
             problems[f"input_data.rows[{index}]"] = [
                 message for messages in error.errors.values() for message in messages

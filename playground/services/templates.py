@@ -415,6 +415,7 @@ def prompt_template_execute(
     `request_id` and `note` go to the gateway (gateway_call)."""
     try:
         values = rendering.resolve_values(version.variables, variables)
+        rendering.ensure_renderable(version.texts, values)
     except rendering.TemplateError as error:
         raise _invalid(error.errors) from None
     user_prompt = rendering.render(version.user_prompt_template, values)

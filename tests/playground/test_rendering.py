@@ -8,8 +8,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from playground.rendering import (
+    MAX_RENDERED_CHARS,
     MAX_VALUE_CHARS,
     TemplateError,
+    ensure_renderable,
     placeholders,
     render,
     resolve_values,
@@ -352,3 +354,37 @@ def test_rendering_is_plain_substitution_of_the_parsed_names(template):
 def test_attribute_index_conversion_and_format_spec_access_is_always_refused(name, access, pad):
     with pytest.raises(TemplateError):
         placeholders(f"{pad}{{{name}{access}}}{pad}")
+
+
+# The rendered size ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "texts",
+    [
+        ("", ""),
+        ("You answer for {company}.", "{{literal}} {question} and {question} again; {{ }}"),
+        ("", "{a}" * 1000),
+    ],
+)
+def test_the_rendered_size_is_counted_without_rendering(texts):
+    values = {"company": "Acme", "question": "why?" * 50, "a": "x" * 37}
+    rendered = sum(len(render(text, values)) for text in texts)
+
+    ensure_renderable(texts, values)  # within the bound: nothing raised
+    tight = MAX_RENDERED_CHARS - rendered
+    ensure_renderable((*texts, "p" * tight), values)
+    with pytest.raises(TemplateError):
+        ensure_renderable((*texts, "p" * (tight + 1)), values)
+
+
+def test_a_value_repeated_at_many_placeholders_past_the_bound_is_refused_naming_the_size():
+    template = "{a}" * 16_000
+    value = "x" * MAX_VALUE_CHARS
+
+    with pytest.raises(TemplateError) as raised:
+        ensure_renderable(("", template), {"a": value})
+
+    [message] = raised.value.errors["variables"]
+    assert f"{16_000 * MAX_VALUE_CHARS:,} characters" in message
+    assert f"at most {MAX_RENDERED_CHARS:,}" in message

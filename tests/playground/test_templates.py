@@ -26,6 +26,7 @@ from playground.models import (
     PromptTemplateVersion,
     TemplateStatus,
 )
+from playground.rendering import MAX_RENDERED_CHARS, MAX_VALUE_CHARS
 from playground.services import prompt_template_create
 from tenants.models import QuotaCounter, Role
 from tests.api.battery import ResourceBattery
@@ -658,6 +659,20 @@ def test_execute_renders_runs_and_saves_the_execution(owner):
     assert tokens_used(owner.tenant) == body["tokens_used"]
     listed = owner.client.get(f"{detail(template['id'])}executions/").json()["results"]
     assert [row["id"] for row in listed] == [body["id"]]
+
+
+def test_execute_refuses_a_prompt_that_would_render_past_the_bound_and_meters_nothing(owner):
+    variables = [{"name": "a", "type": "string", "required": True}]
+    template = created(
+        owner, system_prompt="", user_prompt_template="{a} " * 10_000, variables=variables
+    )
+
+    response = execute(owner, template["id"], variables={"a": "x" * MAX_VALUE_CHARS})
+
+    error = assert_envelope(response, 400, "VALIDATION_ERROR")
+    assert f"at most {MAX_RENDERED_CHARS:,}" in error["details"]["variables"][0]
+    assert tokens_used(owner.tenant) == 0
+    assert not PromptExecution.objects.filter(tenant=owner.tenant).exists()
 
 
 def test_execute_uses_the_defaults_of_variables_not_given(owner):

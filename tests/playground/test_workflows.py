@@ -33,6 +33,7 @@ from playground.models import (
     PromptExecution,
     WorkflowJob,
 )
+from playground.rendering import MAX_RENDERED_CHARS
 from playground.services.workflows import workflow_job_execute
 from playground.tasks import execute_workflow_job
 from playground.workflows import REGISTRY, REPORT_COLUMNS
@@ -443,6 +444,19 @@ def test_a_row_names_the_missing_or_undeclared_variable(owner, submit, sent):
     joined = " ".join(problems)
     assert "colour" in joined
     assert "question" in joined
+
+
+def test_a_row_that_would_render_past_the_bound_is_refused_before_the_job(owner, submit, sent):
+    version = PromptTemplateVersionFactory(
+        template=batch_template(owner.tenant), version=2, user_prompt_template="{question} " * 100
+    )
+    rows = [{"question": "short"}, {"question": "x" * (MAX_RENDERED_CHARS // 50)}]
+    body = {"template_id": str(version.template_id), "version": version.version, "rows": rows}
+
+    error = assert_refused(submit(owner, body_of("template_batch", body)), owner.tenant, sent)
+
+    assert list(error["details"]) == ["input_data.rows[1]"]
+    assert f"at most {MAX_RENDERED_CHARS:,}" in error["details"]["input_data.rows[1]"][0]
 
 
 def test_a_template_of_another_tenant_is_400_like_a_missing_one(owner, make_caller, submit, sent):
