@@ -215,6 +215,11 @@ def probes(base_url: str) -> Iterator[Probe]:
 
     # Parameters and credentials that contradict each other.
     yield Probe("page=abc", "GET", "/api/v1/organizations/members/?page=abc", headers=owner)
+    # Each word of a search is its own match over every searched field: bounded.
+    words = "+".join(f"w{index}" for index in range(2_000))
+    yield Probe(
+        "2,000 search words", "GET", f"/api/v1/support/tickets/?search={words}", headers=owner
+    )
     yield Probe(
         "two tenants named",
         "GET",
