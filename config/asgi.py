@@ -13,12 +13,16 @@ loaded is frozen out of the garbage collector's walks (config.memory).
 
 import os
 
+from django.conf import settings
 from django.core.asgi import get_asgi_application
 
+from config.connections import limit_statement_time
 from config.memory import freeze_loaded_objects
 from playground.serving import GatewayFront
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.production")
 
+# Before the first connection: web statements are bounded (config.connections).
+limit_statement_time(settings.DATABASES, settings.DATABASE_STATEMENT_TIMEOUT)
 application = GatewayFront(get_asgi_application())
 freeze_loaded_objects()

@@ -90,3 +90,28 @@ def leave_connection_pool() -> None:
         pool = type(wrapper)._connection_pools.pop(alias, None)
         if pool is not None:
             pool.close()
+
+
+def limit_statement_time(databases: dict, seconds: float) -> None:
+    """Every statement on the PostgreSQL connections of `databases` (settings.DATABASES) ends
+    after `seconds` (0: no limit), from each one's next connection on: the server cancels it,
+    and the API answers 503 (config.exceptions).
+
+    For web processes (config.asgi, config.wsgi), whose statements serve one request and take
+    milliseconds: a request that makes the database work for longer (an unbounded filter, a
+    query no index serves) is stopped there instead of holding a backend and its memory until
+    the request's client is long gone. Celery workers and `manage.py` (migrations, reports) are
+    not limited. Sent as the connection's startup `options`, so it costs no round trip; a
+    `statement_timeout` already in DATABASE_URL's options wins. PgBouncer refuses startup
+    options unless `ignore_startup_parameters` lists `options`: set the limit on the web
+    processes' database role there instead, and this to 0."""
+    if seconds <= 0:
+        return
+    for database in databases.values():
+        if not database["ENGINE"].endswith("postgresql"):
+            continue
+        options = database.setdefault("OPTIONS", {})
+        given = options.get("options", "")
+        if "statement_timeout" not in given:
+            limit = f"-c statement_timeout={round(seconds * 1000)}"
+            options["options"] = f"{given} {limit}".strip()

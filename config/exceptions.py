@@ -15,7 +15,7 @@ from django.core.exceptions import (
     TooManyFieldsSent,
     TooManyFilesSent,
 )
-from django.db import DataError
+from django.db import DataError, OperationalError
 from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -51,7 +51,11 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     ),
     "QUOTA_EXCEEDED": (429, "The organization's quota for a resource is used up."),
     "INTERNAL_ERROR": (500, "An unexpected error; the request id finds it in the logs."),
-    "SERVICE_UNAVAILABLE": (503, "A dependency (database, cache, broker) is unavailable."),
+    "SERVICE_UNAVAILABLE": (
+        503,
+        "A dependency (database, cache, broker) is unavailable, or a database statement ran "
+        "past the web processes' limit.",
+    ),
     "AI_SERVICE_ERROR": (
         502,
         "The AI provider failed (502), or every route to the model is cooling down (503).",
@@ -150,6 +154,18 @@ class ServiceUnavailable(ApplicationError):
     default_detail = "The service is not ready."
 
 
+class StatementTimedOut(ServiceUnavailable):
+    default_detail = (
+        "The database stopped this request: it ran longer than the server allows. Narrow it "
+        "(a shorter range, more filters) or try again later."
+    )
+
+
+# PostgreSQL's query_canceled: a statement past statement_timeout (config.connections), or
+# cancelled by an operator.
+_QUERY_CANCELED = "57014"
+
+
 class AIServiceError(ApplicationError):
     """An upstream LLM provider failed: 502, or 503 when no upstream may be tried now."""
 
@@ -240,6 +256,11 @@ def _as_api_exception(exc):
         return PayloadTooLarge(body_too_large_message())
     if isinstance(exc, SuspiciousOperation):
         return exceptions.ValidationError({"non_field_errors": ["The request is malformed."]})
+    if (
+        isinstance(exc, OperationalError)
+        and getattr(exc.__cause__, "sqlstate", None) == _QUERY_CANCELED
+    ):
+        return StatementTimedOut()
     if isinstance(exc, DataError):
         # A value the database cannot store (NUL byte, out-of-range number): the client's input.
         return exceptions.ValidationError({"non_field_errors": ["A value is not acceptable."]})
@@ -289,12 +310,14 @@ def set_rollback() -> None:
 
 def _handle(exc, context):
     exc = _as_api_exception(exc)
+    view = context.get("view") if context else None
     if not isinstance(exc, exceptions.APIException):
-        view = context.get("view") if context else None
         logger.exception("Unhandled error in %s", view.__class__.__name__)
         set_rollback()
         return internal_error_response()
 
+    if isinstance(exc, StatementTimedOut):
+        logger.warning("A database statement of %s was cancelled", view.__class__.__name__)
     code = code_for(exc)
     message, details = _message_and_details(exc)
 

@@ -104,3 +104,40 @@ def test_a_pool_is_still_one_setting_away():
     printed = _under_asgi(_DATABASE, DATABASE_POOL="true")
 
     assert printed.split() == ["0", "True"]
+
+
+_STATEMENT_LIMIT = (
+    "from django.conf import settings;"
+    "print(repr(settings.DATABASES['default'].get('OPTIONS', {}).get('options')))"
+)
+
+
+@pytest.mark.parametrize(
+    ("environment", "options"),
+    [
+        ({}, "'-c statement_timeout=30000'"),
+        ({"DATABASE_STATEMENT_TIMEOUT": "2.5"}, "'-c statement_timeout=2500'"),
+        ({"DATABASE_STATEMENT_TIMEOUT": "0"}, "None"),
+    ],
+)
+def test_the_web_entry_points_bound_each_statement(environment, options):
+    # Web processes only: a worker or manage.py loads the settings without either entry point.
+    assert _under_asgi(_STATEMENT_LIMIT, **environment) == options
+    assert (
+        _python(
+            "import os; os.environ['DATABASE_URL'] = 'postgres://u@127.0.0.1:5/db';"
+            f"import config.wsgi; {_STATEMENT_LIMIT}",
+            DJANGO_SETTINGS_MODULE="config.settings.test",
+            **environment,
+        )
+        == options
+    )
+    assert (
+        _python(
+            "import os; os.environ['DATABASE_URL'] = 'postgres://u@127.0.0.1:5/db';"
+            f"import django; django.setup(); {_STATEMENT_LIMIT}",
+            DJANGO_SETTINGS_MODULE="config.settings.test",
+            **environment,
+        )
+        == "None"
+    )

@@ -141,6 +141,10 @@ if DATABASE_PREPARED_STATEMENTS and DATABASES["default"]["ENGINE"].endswith("pos
     # Preparing allowed, never automatic: only the statements config.prepared asks for are.
     # (config.prepared.EXPLICIT_ONLY; settings import no app code.)
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault("prepare_threshold", 2**31 - 1)
+# Seconds a web process's PostgreSQL statement may run before the server cancels it (the API
+# answers 503); 0 for no limit. Web processes only (config.asgi, config.wsgi): Celery workers
+# and manage.py are not limited (config.connections.limit_statement_time).
+DATABASE_STATEMENT_TIMEOUT = env.float("DATABASE_STATEMENT_TIMEOUT", default=30.0)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env("REDIS_URL", default="")
