@@ -46,6 +46,9 @@ from PIL import Image
 CUSTOM_CSS_MAX_CHARS = 20_000
 LOGO_URL_MAX_CHARS = 500
 LOGO_MAX_SIDE_PX = 2048
+# How deep an SVG logo's elements may nest (drawings exported by editors stay within a dozen or
+# two levels).
+SVG_MAX_DEPTH = 64
 CSS_URL_SCHEMES = frozenset({"http", "https"})
 
 
@@ -675,6 +678,19 @@ def _check_svg_css(css: str, where: str) -> None:
         raise ThemeAssetError(f"SVG {where}: " + " ".join(problems))
 
 
+def _deeper_than(root: ET.Element, limit: int) -> bool:
+    """Whether elements nest more than `limit` deep under `root`. Iterative: the sanitising
+    walk and ElementTree's serializer recurse once per level, and a logo of nested `<g>`
+    within the size limit is tens of thousands deep."""
+    stack = [(root, 1)]
+    while stack:
+        element, depth = stack.pop()
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in element)
+    return False
+
+
 def _sanitise_svg_tree(parent: ET.Element) -> None:
     for child in list(parent):
         if child.tag is ET.Comment:
@@ -722,6 +738,8 @@ def _inspect_svg(data: bytes) -> Logo:
         raise ThemeAssetError(
             f'{_ACCEPTED} An SVG logo\'s root element must be <svg xmlns="{SVG_NS}">.'
         )
+    if _deeper_than(root, SVG_MAX_DEPTH):
+        raise ThemeAssetError(f"An SVG logo may nest its elements at most {SVG_MAX_DEPTH} deep.")
     _sanitise_svg_element(root, "svg")
     _sanitise_svg_tree(root)
     # Every element left is in the SVG namespace: write it as the default namespace.

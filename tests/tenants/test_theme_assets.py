@@ -11,6 +11,7 @@ from PIL import Image
 from tenants.theme_assets import (
     CUSTOM_CSS_MAX_CHARS,
     LOGO_MAX_SIDE_PX,
+    SVG_MAX_DEPTH,
     SVG_NS,
     StylesheetInput,
     ThemeAssetError,
@@ -608,6 +609,26 @@ def test_svg_attacks_are_refused_with_a_message_naming_them(data, named):
         inspect_logo(data, max_bytes=MAX)
 
     assert named in str(refused.value)
+
+
+def nested(levels: int) -> bytes:
+    """An SVG whose root holds `levels - 1` nested groups: elements `levels` deep."""
+    return svg("<g>" * (levels - 1) + "</g>" * (levels - 1))
+
+
+def test_elements_nested_to_the_limit_are_accepted():
+    logo = inspect_logo(nested(SVG_MAX_DEPTH), max_bytes=MAX)
+
+    assert logo.content.count(b"<g") == SVG_MAX_DEPTH - 1
+
+
+@pytest.mark.parametrize("levels", [SVG_MAX_DEPTH + 1, 70_000])
+def test_elements_nested_past_the_limit_are_refused_not_a_crash(levels):
+    # 70,000 levels fit in the size limit; sanitising and serialising recurse once per level.
+    with pytest.raises(ThemeAssetError) as refused:
+        inspect_logo(nested(levels), max_bytes=len(nested(levels)))
+
+    assert f"at most {SVG_MAX_DEPTH} deep" in str(refused.value)
 
 
 def test_a_number_too_long_to_read_is_refused_not_a_crash():

@@ -525,6 +525,17 @@ def test_an_svg_with_active_or_external_content_is_refused(make_caller, media_ro
     assert stored_files(media_root) == []
 
 
+def test_an_svg_nested_deeper_than_the_limit_is_a_400(make_caller, media_root):
+    caller = make_caller(Role.OWNER)
+    data = f'<svg xmlns="{SVG_NS}">{"<g>" * 5000}{"</g>" * 5000}</svg>'.encode()
+
+    response = post_logo(caller.client, data, name="logo.svg", content_type="image/svg+xml")
+
+    error = assert_envelope(response, 400, "VALIDATION_ERROR")
+    assert "deep" in error["details"]["file"][0]
+    assert stored_files(media_root) == []
+
+
 def test_an_svg_with_a_dtd_or_entities_is_refused(make_caller, media_root):
     caller = make_caller(Role.OWNER)
     data = (
