@@ -5,7 +5,6 @@ call and the answer (JSON or its event stream) back. See `to_messages_body` for 
 translation and `AnthropicProvider.stream` for the events it reads.
 """
 
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -20,6 +19,7 @@ from .base import (
 from .http import (
     HTTPProvider,
     bad_response,
+    loads,
     require_http_url,
 )
 
@@ -218,7 +218,7 @@ class _StreamState:
         """Take in one event's data; the delta to pass on, if any. Raises UpstreamError for an
         `error` event or data that is not the wire format."""
         try:
-            event = json.loads(data)
+            event = loads(data)
         except ValueError:
             raise bad_response(
                 "Upstream stream carried invalid JSON.", self.partial_usage()

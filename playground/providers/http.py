@@ -110,7 +110,7 @@ async def _safe_error_detail(response: httpx.Response, api_key: str) -> str:
     keeping only plain identifiers; "" when there is none."""
     try:
         body = await response.aread()
-        payload = json.loads(body[:_ERROR_BODY_LIMIT])
+        payload = loads(body[:_ERROR_BODY_LIMIT])
     except (httpx.HTTPError, ValueError):
         return ""
     error = payload.get("error") if isinstance(payload, dict) else None
@@ -157,10 +157,20 @@ def transport_error(
     )
 
 
+def loads(text: str | bytes):
+    """An upstream's JSON. Nesting past Python's recursion limit raises RecursionError from
+    `json.loads`, not ValueError: it is a ValueError here, invalid JSON like any other, so that
+    an upstream sending it is a bad response, not a crash of the call."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("JSON nested too deep to read") from None
+
+
 def json_payload(response: httpx.Response) -> dict:
     """The response's JSON object; BAD_RESPONSE when it is not one."""
     try:
-        payload = json.loads(response.content)
+        payload = loads(response.content)
     except ValueError:
         raise bad_response("Upstream answered with invalid JSON.") from None
     if not isinstance(payload, dict):

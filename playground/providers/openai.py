@@ -8,7 +8,6 @@ completion chunks up to `data: [DONE]`.
 The HTTP plumbing it shares with the Anthropic adapter is in `http.py`.
 """
 
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,6 +15,7 @@ from .base import ChatRequest, ChatResult, ErrorKind, StreamDelta, UpstreamError
 from .http import (
     HTTPProvider,
     bad_response,
+    loads,
     require_http_url,
     usage_from,
 )
@@ -107,7 +107,7 @@ class OpenAIProvider(HTTPProvider):
     def _deltas(data: str) -> list[StreamDelta]:
         """The deltas of one chunk (`data:` payload other than `[DONE]`)."""
         try:
-            chunk = json.loads(data)
+            chunk = loads(data)
         except ValueError:
             raise bad_response("Upstream stream carried invalid JSON.") from None
         if not isinstance(chunk, dict):

@@ -587,6 +587,39 @@ def test_malformed_json_is_a_bad_response(upstream, adapter):
     assert not error.retryable
 
 
+DEEP = "[" * 100_000 + "]" * 100_000  # past Python's recursion limit for json.loads
+
+
+@ADAPTERS
+def test_json_nested_past_the_recursion_limit_is_a_bad_response(upstream, adapter):
+    upstream.script(Raw(DEEP))
+    error = failure(adapter(upstream))
+    assert error.kind == ErrorKind.BAD_RESPONSE
+    assert not error.retryable
+
+
+@ADAPTERS
+def test_an_error_body_nested_past_the_recursion_limit_is_still_the_status(upstream, adapter):
+    upstream.script(Raw(DEEP, status=400))
+    error = failure(adapter(upstream))
+    assert (error.kind, error.status) == (ErrorKind.REJECTED, 400)
+
+
+@pytest.mark.parametrize(
+    ("adapter", "events"),
+    [
+        (openai, f"data: {DEEP}\n\n"),
+        (anthropic, f"event: content_block_delta\ndata: {DEEP}\n\n"),
+    ],
+    ids=["openai", "anthropic"],
+)
+def test_a_stream_event_nested_past_the_recursion_limit_is_a_bad_response(
+    upstream, adapter, events
+):
+    upstream.script(Raw(events, content_type="text/event-stream"))
+    assert failure(adapter(upstream), "stream").kind == ErrorKind.BAD_RESPONSE
+
+
 @ADAPTERS
 @pytest.mark.parametrize("body", [[1, 2], {"choices": []}, {"content": "text"}, {"id": "x"}])
 def test_json_of_an_unexpected_shape_is_a_bad_response(upstream, adapter, body):
