@@ -2,20 +2,24 @@
 
 from collections.abc import Callable, Iterable
 
+from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.actions import delete_selected as django_delete_selected
 from django.contrib.admin.options import TO_FIELD_VAR
 from django.contrib.admin.utils import model_ngettext, quote
 from django.core.exceptions import PermissionDenied
-from django.db import transaction
+from django.db import models, transaction
 from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.text import smart_split
 from django.utils.translation import gettext_lazy
+from rest_framework.exceptions import ParseError
 
 from .exceptions import ApplicationError
-from .filters import SearchFilter
+from .filters import SearchFilter, distinct_words
+from .parsers import check_json_value
 
 
 def apply_each(modeladmin, request, objects: Iterable, change: Callable, label: Callable) -> int:
@@ -33,20 +37,48 @@ def apply_each(modeladmin, request, objects: Iterable, change: Callable, label: 
     return done
 
 
-class BoundedSearchMixin:
-    """The changelist's search, bounded as the API's is (config.filters.SearchFilter): each
-    word adds its own OR of matches, and thousands of words (a pasted document) made one
-    PostgreSQL backend use memory until the kernel killed it. A longer search is cut to its
-    first distinct words within the bounds, and the page says so."""
+class JSONField(forms.JSONField):
+    """Django's JSON form field with the API's limits (config.parsers): JSON nested past the
+    interpreter's recursion limit raised RecursionError while it was read, and again while the
+    form was shown back with its error (a 500); and no deeper than API_JSON_MAX_DEPTH, with no
+    lone surrogates, as an API body."""
+
+    def to_python(self, value):
+        try:
+            parsed = super().to_python(value)
+            check_json_value(parsed, max_depth=settings.API_JSON_MAX_DEPTH)
+        except RecursionError:
+            raise forms.ValidationError(
+                f"JSON nested more than {settings.API_JSON_MAX_DEPTH} levels deep is not accepted.",
+                code="invalid",
+            ) from None
+        except ParseError as error:
+            raise forms.ValidationError(str(error.detail), code="invalid") from None
+        return parsed
+
+    def bound_data(self, data, initial):
+        # What the form shows back: the text as typed when it is refused (a lone surrogate,
+        # shown decoded, could not even be written into the page).
+        try:
+            value = super().bound_data(data, initial)
+            if not isinstance(value, forms.fields.InvalidJSONInput):
+                check_json_value(value, max_depth=settings.API_JSON_MAX_DEPTH)
+            return value
+        except (RecursionError, ParseError):
+            return forms.fields.InvalidJSONInput(data)
+
+
+class BoundedInputMixin:
+    """What hostile input could do in a changelist or a change form, bounded as the API bounds
+    it. The search: each word adds its own OR of matches, and thousands of words (a pasted
+    document) made one PostgreSQL backend use memory until the kernel killed it; a longer search
+    is cut to its first distinct words within config.filters.SearchFilter's bounds, and the page
+    says so. JSON fields: read with the API's limits (JSONField above)."""
 
     def get_search_results(self, request, queryset, search_term):
-        distinct = {}
-        for bit in smart_split(search_term):
-            distinct.setdefault(bit.casefold(), bit)
-        kept = " ".join(list(distinct.values())[: SearchFilter.MAX_TERMS])
-        if len(kept) > SearchFilter.MAX_LENGTH:
-            kept = kept[: SearchFilter.MAX_LENGTH]
-        if kept != " ".join(distinct.values()):
+        words = distinct_words(smart_split(search_term))
+        kept = " ".join(words[: SearchFilter.MAX_TERMS])[: SearchFilter.MAX_LENGTH]
+        if kept != " ".join(words):
             self.message_user(
                 request,
                 f"Searched for “{kept}” only: a search takes at most {SearchFilter.MAX_TERMS} "
@@ -55,17 +87,22 @@ class BoundedSearchMixin:
             )
         return super().get_search_results(request, queryset, kept)
 
+    def formfield_for_dbfield(self, db_field, request, **kwargs):
+        if isinstance(db_field, models.JSONField):
+            kwargs.setdefault("form_class", JSONField)
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
+
 
 class AdminSite(admin.AdminSite):
     """Django's admin site, as `admin.site` (config.apps.AdminConfig). Every ModelAdmin
-    registered on it, the apps' and Django's own, searches within bounds (BoundedSearchMixin)."""
+    registered on it, the apps' and Django's own, bounds its input (BoundedInputMixin)."""
 
     def register(self, model_or_iterable, admin_class=None, **options):
         admin_class = admin_class or admin.ModelAdmin
-        if not issubclass(admin_class, BoundedSearchMixin):
+        if not issubclass(admin_class, BoundedInputMixin):
             admin_class = type(
                 admin_class.__name__,
-                (BoundedSearchMixin, admin_class),
+                (BoundedInputMixin, admin_class),
                 {"__module__": admin_class.__module__, "__qualname__": admin_class.__qualname__},
             )
         super().register(model_or_iterable, admin_class, **options)

@@ -30,6 +30,15 @@ class UTCDateTimeFilter(django_filters.Filter):
     field_class = UTCIsoDateTimeField
 
 
+def distinct_words(words) -> list[str]:
+    """`words` without repeats, whatever their case (every search matches case-insensitively),
+    each kept as first written."""
+    distinct = {}
+    for word in words:
+        distinct.setdefault(word.casefold(), word)
+    return list(distinct.values())
+
+
 class SearchFilter(filters.SearchFilter):
     """DRF's `search=`, bounded. Each word (or quoted phrase) becomes its own OR of a
     case-insensitive match over every search field, ANDed with the others' and with joins to
@@ -45,10 +54,7 @@ class SearchFilter(filters.SearchFilter):
         value = request.query_params.get(self.search_param, "")
         if len(value) > self.MAX_LENGTH:
             raise ValidationError({self.search_param: [f"At most {self.MAX_LENGTH} characters."]})
-        distinct = {}
-        for term in super().get_search_terms(request):
-            distinct.setdefault(term.casefold(), term)
-        terms = list(distinct.values())
+        terms = distinct_words(super().get_search_terms(request))
         if len(terms) > self.MAX_TERMS:
             raise ValidationError(
                 {self.search_param: [f"At most {self.MAX_TERMS} words or quoted phrases."]}

@@ -13,7 +13,13 @@ from django.contrib import admin, messages
 from django.utils import timezone
 from django.utils.html import format_html
 
-from config.admin import ReadOnlyAdmin, ServiceActionsMixin, ServiceDeleteAdmin, ShownInline
+from config.admin import (
+    JSONField,
+    ReadOnlyAdmin,
+    ServiceActionsMixin,
+    ServiceDeleteAdmin,
+    ShownInline,
+)
 
 from . import services
 from .models import (
@@ -225,7 +231,7 @@ class AiAgentAdmin(ServiceDeleteAdmin, ReadOnlyAdmin):
 
 
 class EvaluateForm(forms.Form):
-    payload = forms.JSONField(
+    payload = JSONField(
         help_text='The facts to try, e.g. {"confidence": 0.97, "category": "ACCOUNT"}.'
     )
 

@@ -169,14 +169,14 @@ def test_anonymous_visitor_is_sent_to_the_admin_login(client):
     assert response["Location"].startswith(reverse("admin:login"))
 
 
-def test_every_registered_admin_bounds_its_search():
+def test_every_registered_admin_bounds_its_input():
     from django.contrib import admin
 
-    from config.admin import BoundedSearchMixin
+    from config.admin import BoundedInputMixin
 
     assert admin.site._registry
     for model, model_admin in admin.site._registry.items():
-        assert isinstance(model_admin, BoundedSearchMixin), model
+        assert isinstance(model_admin, BoundedInputMixin), model
 
 
 def test_a_search_past_the_bounds_keeps_its_first_words_and_says_so(admin_client):

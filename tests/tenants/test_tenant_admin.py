@@ -225,6 +225,27 @@ def test_settings_that_are_not_json_are_a_form_error(admin_client):
     assert Tenant.objects.get(pk=tenant.pk).settings == {}
 
 
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("[" * 100_000 + "]" * 100_000, "levels deep"),  # past the interpreter's recursion
+        ('{"a": ' * 40 + "1" + "}" * 40, "levels deep"),  # past the API's depth
+        ('{"a": "\\ud800"}', "surrogates"),
+    ],
+    ids=["recursion", "depth", "surrogate"],
+)
+def test_settings_past_the_apis_json_limits_are_a_form_error(admin_client, text, named):
+    tenant = made_by_service()
+    data = admin_form_data(admin_client.get(change_url(tenant))) | {"settings": text}
+
+    response = admin_client.post(change_url(tenant), data)
+
+    assert response.status_code == 200
+    errors = response.context["adminform"].form.errors
+    assert named in errors["settings"][0]
+    assert Tenant.objects.get(pk=tenant.pk).settings == {}
+
+
 def test_lifecycle_fields_are_read_only_on_the_change_form(admin_client):
     tenant = made_by_service()
     data = admin_form_data(admin_client.get(change_url(tenant))) | {
