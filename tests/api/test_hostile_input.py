@@ -30,6 +30,7 @@ from schemathesis.config import SchemathesisConfig
 
 from config.middleware import upload_allowance
 from tenants.models import Role, Tenant
+from tests.conftest import assert_envelope
 
 from .test_schemathesis import (
     SUPPRESSED_HEALTH_CHECKS,
@@ -136,6 +137,58 @@ def test_a_body_over_the_limit_is_413_on_every_route(owner_caller, authenticated
         error = _assert_no_5xx_and_envelope(response, f"{name}: {method} {path}")
         assert response.status_code == 413, (name, method, path, response.content[:200])
         assert error["code"] == "PAYLOAD_TOO_LARGE"
+
+
+# The API reads JSON bodies only; the two uploads read multipart. In form input DRF reads a JSON
+# field with json.loads, past the parser's depth and text checks: a deep one was a 500.
+UPLOADS = {
+    ("POST", "/api/v1/organizations/theme/logo/"),
+    ("POST", "/api/v1/support/tickets/{id}/attachments/"),
+}
+WRITES = [
+    (method, template)
+    for method, template in OPERATIONS
+    if method in ("POST", "PUT", "PATCH") and (method, template) not in UPLOADS
+]
+_NESTED = b"[" * 5_000 + b"]" * 5_000
+FORM_BODIES = (
+    ("form", b"name=x&metadata=" + _NESTED, "application/x-www-form-urlencoded"),
+    (
+        "multipart",
+        b'--B\r\nContent-Disposition: form-data; name="metadata"\r\n\r\n'
+        + _NESTED
+        + b"\r\n--B--\r\n",
+        "multipart/form-data; boundary=B",
+    ),
+)
+
+
+@pytest.mark.parametrize(("method", "template"), WRITES, ids=[f"{m} {p}" for m, p in WRITES])
+def test_an_operation_that_reads_its_body_refuses_form_input(owner_caller, method, template):
+    path = _path(template, owner_caller)
+    probe = _send(owner_caller.client, method, path, b'{"zz_unknown": 1}', "application/json")
+    # Whether it reads its body: the serializers refuse a field they do not know.
+    reads_its_body = b"zz_unknown" in probe.content
+    for name, body, content_type in FORM_BODIES:
+        response = _send(owner_caller.client, method, path, body, content_type)
+        _assert_no_5xx_and_envelope(response, f"{name}: {method} {path}")
+        if reads_its_body:
+            assert_envelope(response, 415, "UNSUPPORTED_MEDIA_TYPE")
+
+
+def test_a_deep_json_field_in_form_input_is_a_415_not_a_crash(owner_caller):
+    for _, body, content_type in FORM_BODIES:
+        response = _send(owner_caller.client, "POST", "/api/v1/projects/", body, content_type)
+        assert_envelope(response, 415, "UNSUPPORTED_MEDIA_TYPE")
+
+
+def test_the_schema_offers_json_bodies_only_and_multipart_for_uploads(owner_caller):
+    schema = owner_caller.client.get("/api/schema/", {"format": "json"}).json()
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            types = set(operation.get("requestBody", {}).get("content", {}))
+            expected = {"multipart/form-data"} if (method.upper(), path) in UPLOADS else None
+            assert types <= (expected or {"application/json"}), (method, path, types)
 
 
 # Precise answers on the routes named when these defects were found -------------------------

@@ -147,11 +147,7 @@ def test_options_answers_without_an_error(make_caller):
     response = caller.client.options(THEME_URL)
 
     assert response.status_code == 200, response.content
-    assert response.json()["parses"] == [
-        "application/json",
-        "application/x-www-form-urlencoded",
-        "multipart/form-data",
-    ]
+    assert response.json()["parses"] == ["application/json"]
 
 
 # PUT / PATCH organizations/theme ---------------------------------------------------------------
