@@ -136,6 +136,29 @@ def probes(base_url: str) -> Iterator[Probe]:
         expect=(413,),
         code="PAYLOAD_TOO_LARGE",
     )
+    # Recursion: an SVG logo nested 5,000 deep (its sanitising and writing recurse per level).
+    nested = b"<g>" * 5_000 + b"</g>" * 5_000
+    svg = b'<svg xmlns="http://www.w3.org/2000/svg">' + nested + b"</svg>"
+    yield Probe(
+        "SVG logo nested 5,000 deep",
+        "POST",
+        "/api/v1/organizations/theme/logo",
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.svg"\r\n'
+        "Content-Type: image/svg+xml\r\n\r\n".encode()
+        + svg
+        + f"\r\n--{boundary}--\r\n".encode(),
+        {**owner, "Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
+    # Form input, where a JSON field was read past the parser's depth check: the API takes JSON.
+    yield Probe(
+        "form body with a deep JSON field",
+        "POST",
+        "/api/v1/projects/",
+        b"name=x&metadata=" + b"[" * 5_000 + b"]" * 5_000,
+        {**owner, "Content-Type": "application/x-www-form-urlencoded"},
+        expect=(415,),
+        code="UNSUPPORTED_MEDIA_TYPE",
+    )
     yield Probe("not UTF-8", "PATCH", "/api/v1/organizations/current", b'{"name": "\xff"}', as_json)
 
     # Lone surrogates in choice fields.
