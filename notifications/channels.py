@@ -53,9 +53,10 @@ def send(notification: Notification) -> None:
     elif notification.channel == Channel.SMS:
         phone = (
             NotificationPreference.objects.filter(
-                tenant_id=notification.tenant_id, user_id=notification.recipient_id
+                tenant_id=notification.tenant_id,
+                user_id=notification.recipient_id,
+                phone_confirmed_at__isnull=False,  # cleared when the number changes
             )
-            .filter(phone_confirmed_at__isnull=False)  # cleared when the number changes
             .values_list("phone_number", flat=True)
             .first()
         )

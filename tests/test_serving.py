@@ -64,14 +64,19 @@ def test_the_asgi_handler_adapts_no_middleware_to_sync(stack, caplog):
     assert adapted == []
 
 
-def _under_asgi(script: str, **environment) -> str:
-    """What `script` prints once config.asgi is loaded (against PostgreSQL, never reached)."""
+def _loaded(entry: str, script: str, **environment) -> str:
+    """What `script` prints once `entry` (statements) has loaded Django, against PostgreSQL
+    (never reached)."""
     return _python(
-        "import os; os.environ['DATABASE_URL'] = 'postgres://u@127.0.0.1:5/db';"
-        f"import config.asgi; {script}",
+        f"import os; os.environ['DATABASE_URL'] = 'postgres://u@127.0.0.1:5/db'; {entry}; {script}",
         DJANGO_SETTINGS_MODULE="config.settings.test",
         **environment,
     )
+
+
+def _under_asgi(script: str, **environment) -> str:
+    """What `script` prints once config.asgi is loaded."""
+    return _loaded("import config.asgi", script, **environment)
 
 
 _DATABASE = (
@@ -123,21 +128,5 @@ _STATEMENT_LIMIT = (
 def test_the_web_entry_points_bound_each_statement(environment, options):
     # Web processes only: a worker or manage.py loads the settings without either entry point.
     assert _under_asgi(_STATEMENT_LIMIT, **environment) == options
-    assert (
-        _python(
-            "import os; os.environ['DATABASE_URL'] = 'postgres://u@127.0.0.1:5/db';"
-            f"import config.wsgi; {_STATEMENT_LIMIT}",
-            DJANGO_SETTINGS_MODULE="config.settings.test",
-            **environment,
-        )
-        == options
-    )
-    assert (
-        _python(
-            "import os; os.environ['DATABASE_URL'] = 'postgres://u@127.0.0.1:5/db';"
-            f"import django; django.setup(); {_STATEMENT_LIMIT}",
-            DJANGO_SETTINGS_MODULE="config.settings.test",
-            **environment,
-        )
-        == "None"
-    )
+    assert _loaded("import config.wsgi", _STATEMENT_LIMIT, **environment) == options
+    assert _loaded("import django; django.setup()", _STATEMENT_LIMIT, **environment) == "None"

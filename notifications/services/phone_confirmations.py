@@ -115,7 +115,6 @@ def phone_confirmation_send(*, tenant: Tenant, user, actor) -> PhoneConfirmation
     key = _number_key(phone_number)
     advisory_xact_lock(f"notifications:phone:{key}")
     now = timezone.now()
-    PhoneConfirmation.objects.filter(tenant=tenant, user=user, created_at__lte=now - _DAY).delete()
     _check_codes_allowed(tenant=tenant, user=user, number_key=key, now=now)
 
     code = f"{secrets.randbelow(10**_CODE_DIGITS):0{_CODE_DIGITS}d}"
