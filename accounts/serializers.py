@@ -13,6 +13,7 @@ from config.serializers import (
     Serializer,
 )
 from tenants.models import Membership
+from tenants.permissions import ALL_PERMISSIONS, SCOPE_GROUPS
 
 from .models import APIKey, User
 
@@ -204,9 +205,18 @@ _SCOPES_HELP = (
 )
 
 
+class ScopeField(CharField):
+    """A scope: `read`, `write` or a permission string (the service checks it; the schema
+    lists them)."""
+
+    @staticmethod
+    def request_codes() -> list[str]:
+        return [*SCOPE_GROUPS, *ALL_PERMISSIONS]
+
+
 def _scopes_field() -> serializers.ListField:
     return serializers.ListField(
-        child=CharField(max_length=64),
+        child=ScopeField(max_length=64),
         allow_empty=False,
         max_length=64,
         help_text=_SCOPES_HELP,

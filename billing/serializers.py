@@ -111,6 +111,8 @@ class PlanReferenceField(CharField):
 class ChangePlanSerializer(Serializer):
     """`new_plan_id` (a plan's id or code), or `plan` for the same."""
 
+    # One of the two is required (the schema's anyOf, tenants.schema).
+    requires_one_of = ("new_plan_id", "plan")
     new_plan_id = PlanReferenceField(required=False, help_text="The plan's id or code.")
     plan = PlanReferenceField(required=False, help_text="Same as new_plan_id.")
 

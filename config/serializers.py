@@ -21,6 +21,7 @@ import json
 from collections.abc import Mapping
 
 from django.db import models
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from .validators import (
@@ -291,9 +292,70 @@ class JSONObjectField(serializers.DictField):
 
     def to_internal_value(self, data):
         value = super().to_internal_value(data)
+        refuse_nul(value)
         if len(json.dumps(value, ensure_ascii=False).encode()) > self.max_bytes:
             raise serializers.ValidationError(f"At most {self.max_bytes} bytes of JSON.")
         return value
+
+
+# A UUID as the API writes it (for the schema of fields that take one among other values).
+UUID_PATTERN = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+
+
+def refuse_nul(value) -> None:
+    """PostgreSQL's jsonb (and text) cannot hold U+0000: a JSON object carrying one in a key or
+    a string is refused by name here, rather than by the database's error."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            for key, child in item.items():
+                if "\x00" in key:
+                    raise serializers.ValidationError("Keys may not contain U+0000 (NUL).")
+                stack.append(child)
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str) and "\x00" in item:
+            raise serializers.ValidationError("Strings may not contain U+0000 (NUL).")
+
+
+class CodeField(CharField):
+    """One code of a standard list (ISO 4217, ISO 3166-1), given in any case and stored
+    upper-cased. `codes` returns the list; it is called when a value is checked and when the
+    schema is built (its `enum`, on requests), not at import."""
+
+    def __init__(self, *, codes, message: str, **kwargs):
+        self.request_codes = codes
+        self.message = message
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data).upper()
+        if value not in self.request_codes():
+            raise serializers.ValidationError(self.message, code="invalid_choice")
+        return value
+
+
+class DistinctListField(serializers.ListField):
+    """A list in which no value appears twice (the schema says `uniqueItems`)."""
+
+    def to_internal_value(self, data):
+        values = super().to_internal_value(data)
+        if len(set(map(str, values))) != len(values):
+            raise serializers.ValidationError(f"{self.field_name} lists a value twice.")
+        return values
+
+
+@extend_schema_field({"type": "object", "additionalProperties": {}})
+class ObjectField(serializers.JSONField):
+    """A JSON object whose content its service checks (with its own rules and messages); any
+    other JSON value is a 400 here, and the schema says `object`, not "any value"."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, Mapping):
+            raise serializers.ValidationError("Must be an object.", code="invalid")
+        refuse_nul(data)
+        return super().to_internal_value(data)
 
 
 def _whole(serializer_class, data):

@@ -6,6 +6,7 @@ what staff and other members read, so names refuse them. Free text (descriptions
 keeps tabs and line breaks but refuses the other control characters.
 """
 
+import functools
 import re
 import unicodedata
 
@@ -67,6 +68,33 @@ class SafeTextValidator:
 
     def __eq__(self, other):
         return isinstance(other, SafeTextValidator) and other.multiline == self.multiline
+
+    @property
+    def pattern(self) -> str:
+        """The rule as an OpenAPI `pattern` (ECMA-262), for the schema: exact for every
+        character of the Basic Multilingual Plane. (A pattern without ECMA's `u` flag reads a
+        string as UTF-16 code units, where a character beyond that plane is two surrogates: the
+        few such format characters a name refuses are left out of it, so an emoji still
+        matches.)"""
+        return _pattern(self.multiline)
+
+
+@functools.cache
+def _pattern(multiline: bool) -> str:
+    refused = _refused_in_text if multiline else _refused_in_name
+    ranges, start = [], None
+    for code in range(0x10000):
+        hit = not 0xD800 <= code <= 0xDFFF and refused(chr(code))
+        if hit and start is None:
+            start = code
+        elif not hit and start is not None:
+            ranges.append((start, code - 1))
+            start = None
+    spans = "".join(
+        f"\\u{first:04X}" if first == last else f"\\u{first:04X}-\\u{last:04X}"
+        for first, last in ranges
+    )
+    return f"^[^{spans}]*$"
 
 
 validate_name = SafeTextValidator(multiline=False)

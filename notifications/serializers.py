@@ -8,6 +8,7 @@ services'.
 
 import json
 
+from django.conf import settings
 from django.core.validators import RegexValidator
 from rest_framework import serializers
 
@@ -52,8 +53,18 @@ def _events_field(**kwargs) -> serializers.ListField:
     )
 
 
+class WebhookURLField(CharField):
+    @property
+    def request_pattern(self) -> str:
+        # What the schema can state of notifications.targets' rules: the scheme, and a host
+        # without user or password. (Where the host resolves is checked when it is sent to.)
+        scheme = "[hH][tT][tT][pP][sS]?" if settings.WEBHOOKS_ALLOW_HTTP else "[hH][tT][tT][pP][sS]"
+        visible = r"\u0000-\u0020\u007F"  # no space or control character anywhere
+        return f"^{scheme}://[^{visible}/?#@]+([/?#][^{visible}]*)?$"
+
+
 def _url_field(**kwargs) -> CharField:
-    return CharField(
+    return WebhookURLField(
         max_length=2000,
         help_text=(
             "https URL whose host resolves only to public addresses (no loopback, private, "

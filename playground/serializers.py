@@ -15,6 +15,7 @@ from config.serializers import (
     DescriptionField,
     ModelSerializer,
     NameField,
+    ObjectField,
     PersonSerializer,
     QuerySerializer,
     ResponseSerializer,
@@ -42,6 +43,7 @@ from .models import (
     WorkflowJob,
 )
 from .services.templates import BULK_MAX_IDS, BULK_OPERATIONS
+from .workflows import REGISTRY
 
 
 class RegexField(StrictTextMixin, serializers.RegexField):
@@ -167,7 +169,7 @@ class ChatCompletionSerializer(Serializer):
         required=False, allow_null=True, min_value=1, max_value=1, help_text="Only 1."
     )
     # The tenant comes from the credential; a tenant_id in the body is ignored.
-    tenant_id = serializers.JSONField(required=False, write_only=True)
+    tenant_id = serializers.JSONField(required=False, allow_null=True, write_only=True)
 
     def validate(self, attrs):
         attrs.pop("tenant_id", None)
@@ -772,7 +774,7 @@ class ProjectSerializer(ModelSerializer):
     """A project: what runs work on (`topic`), its status, priority and metadata."""
 
     created_by = PersonSerializer(read_only=True, allow_null=True)
-    metadata = serializers.JSONField(required=False, help_text="A JSON object, at most 16 KB.")
+    metadata = ObjectField(required=False, help_text="A JSON object, at most 16 KB.")
 
     class Meta:
         model = Project
@@ -795,7 +797,7 @@ class OrchestrationTemplateSerializer(ModelSerializer):
     """An orchestration template: phases, integrations and settings (`template_data`)."""
 
     created_by = PersonSerializer(read_only=True, allow_null=True)
-    template_data = serializers.JSONField(
+    template_data = ObjectField(
         help_text='{"phases": [...], "integrations": [...], "settings": {...}}'
     )
     is_public = StrictBooleanField(required=False)
@@ -1036,9 +1038,17 @@ class ArtifactSerializer(ModelSerializer):
         return f"/api/v1/artifacts/{artifact.pk}/download"
 
 
+class WorkflowTypeField(CharField):
+    """A workflow type's name (the service checks it; the schema lists them)."""
+
+    @staticmethod
+    def request_codes() -> list[str]:
+        return list(REGISTRY)
+
+
 class WorkflowExecuteSerializer(Serializer):
-    workflow_type = CharField(max_length=64, help_text="GET workflows/types lists them.")
-    input_data = serializers.JSONField(help_text="The type's input (docs/orchestration.md).")
+    workflow_type = WorkflowTypeField(max_length=64, help_text="GET workflows/types lists them.")
+    input_data = ObjectField(help_text="The type's input (docs/orchestration.md).")
     priority = serializers.IntegerField(
         required=False, min_value=1, max_value=10, default=5,
         help_text="1 (lowest) to 10 (highest); the job's Celery message priority.",

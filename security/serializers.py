@@ -14,13 +14,17 @@ time is given at creation only. An update body may carry back what a GET showed 
 read-only keys unchanged): the view hands the shown representation to the serializer.
 """
 
+import functools
+
 import pycountry
 from rest_framework import serializers
 
 from config.serializers import (
     CharField,
     ChoiceField,
+    CodeField,
     DescriptionField,
+    DistinctListField,
     ModelSerializer,
     NameField,
     PersonSerializer,
@@ -51,19 +55,14 @@ LABELS_MAX = 50
 FINDINGS_MAX = 200
 
 
-def _labels(help_text: str, *, max_length: int = 100):
-    return serializers.ListField(
+def _labels(help_text: str, *, max_length: int = 100, distinct: bool = True):
+    field = DistinctListField if distinct else serializers.ListField
+    return field(
         child=NameField(max_length=max_length),
         max_length=LABELS_MAX,
         required=False,
         help_text=f"{help_text} At most {LABELS_MAX}.",
     )
-
-
-def _unique(values: list, field: str) -> list:
-    if len(set(map(str, values))) != len(values):
-        raise serializers.ValidationError(f"{field} lists a value twice.")
-    return values
 
 
 # Incidents --------------------------------------------------------------------------------------
@@ -171,9 +170,6 @@ class _IncidentInput(ModelSerializer):
             "authority_notified_at": {"allow_null": True},
             "subjects_notified_at": {"allow_null": True},
         }
-
-    def validate_data_types_affected(self, value):
-        return _unique(value, "data_types_affected")
 
 
 class IncidentCreateSerializer(_IncidentInput):
@@ -344,17 +340,20 @@ class ComplianceAuditUpdateSerializer(_AuditInput):
 # The register of processing activities -------------------------------------------------------
 
 
+@functools.cache
+def country_codes() -> frozenset[str]:
+    return frozenset(country.alpha_2 for country in pycountry.countries)
+
+
 class InternationalTransferSerializer(Serializer):
-    country = CharField(
-        min_length=2, max_length=2, help_text="ISO 3166-1 alpha-2 code of the destination."
+    country = CodeField(
+        codes=country_codes,
+        message="Not an ISO 3166-1 alpha-2 country code.",
+        min_length=2,
+        max_length=2,
+        help_text="ISO 3166-1 alpha-2 code of the destination.",
     )
     safeguard = ChoiceField(choices=TransferSafeguard.choices)
-
-    def validate_country(self, value):
-        value = value.upper()
-        if pycountry.countries.get(alpha_2=value) is None:
-            raise serializers.ValidationError("Not an ISO 3166-1 alpha-2 country code.")
-        return value
 
 
 ACTIVITY_FIELDS = [
@@ -406,8 +405,8 @@ class ProcessingActivityInputSerializer(ModelSerializer):
 
     data_categories = _labels('Categories of personal data ("contact_data").')
     data_subjects = _labels('Categories of data subjects ("customers").')
-    recipients = _labels("Recipients or categories of recipients.", max_length=200)
-    special_categories = serializers.ListField(
+    recipients = _labels("Recipients or categories of recipients.", max_length=200, distinct=False)
+    special_categories = DistinctListField(
         child=ChoiceField(choices=SpecialCategory.choices),
         required=False,
         help_text="Special categories of data (GDPR Art. 9).",
@@ -446,15 +445,6 @@ class ProcessingActivityInputSerializer(ModelSerializer):
             "status",
         ]
         extra_kwargs = {"name": {"validators": []}, "dpia_completed_on": {"allow_null": True}}
-
-    def validate_special_categories(self, value):
-        return _unique(value, "special_categories")
-
-    def validate_data_categories(self, value):
-        return _unique(value, "data_categories")
-
-    def validate_data_subjects(self, value):
-        return _unique(value, "data_subjects")
 
     def validate(self, attrs):
         if self.instance is None and attrs.pop("status", ActivityStatus.DRAFT) != "draft":

@@ -9,6 +9,7 @@ sets it), and a reference to another tenant-owned object is a
 refused like a random one. Serializers check shapes; rules are the services'.
 """
 
+import functools
 import uuid
 import zoneinfo
 
@@ -18,8 +19,10 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from config.serializers import (
+    UUID_PATTERN,
     CharField,
     ChoiceField,
+    CodeField,
     EmailField,
     JSONObjectField,
     ModelSerializer,
@@ -76,18 +79,23 @@ MAX_CHATS_LIMIT = 100
 MINUTES_MAX = 525_600
 
 
-class CurrencyField(CharField):
+@functools.cache
+def currency_codes() -> frozenset[str]:
+    return frozenset(currency.alpha_3 for currency in pycountry.currencies)
+
+
+class CurrencyField(CodeField):
     """An ISO 4217 code, upper-cased ("usd" is USD)."""
 
     def __init__(self, **kwargs):
         kwargs.setdefault("help_text", "ISO 4217.")
-        super().__init__(min_length=3, max_length=3, **kwargs)
-
-    def to_internal_value(self, data):
-        value = super().to_internal_value(data).upper()
-        if pycountry.currencies.get(alpha_3=value) is None:
-            raise serializers.ValidationError("Not an ISO 4217 currency code.")
-        return value
+        super().__init__(
+            codes=currency_codes,
+            message="Not an ISO 4217 currency code.",
+            min_length=3,
+            max_length=3,
+            **kwargs,
+        )
 
 
 class CustomerProfileSerializer(ModelSerializer):
@@ -267,6 +275,8 @@ class _AssigneeRef(ResponseSerializer):
 class RepresentativeChoiceField(CharField):
     """A representative's id, "auto" (the online one with the most free capacity, ties to the
     longest idle), or null (nobody)."""
+
+    request_pattern = f"^(auto|{UUID_PATTERN})$"
 
     def __init__(self, **kwargs):
         kwargs.setdefault("allow_null", True)

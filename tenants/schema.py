@@ -1,18 +1,33 @@
 """The API's OpenAPI AutoSchema: the error envelope on every operation, the tenant header on
-tenant-scoped ones, and security taken from each action's required permission (API keys only
-where a key is accepted: tenant-scoped, non-staff actions of views that take them)."""
+tenant-scoped ones, security taken from each action's required permission (API keys only
+where a key is accepted: tenant-scoped, non-staff actions of views that take them), and the
+text rule of request fields as a `pattern`."""
+
+from decimal import Decimal
 
 from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.plumbing import append_meta, is_patched_serializer
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter
+from rest_framework import serializers
 
 from config.schema import ERROR_RESPONSES, PUBLIC_ERROR_RESPONSES, ErrorEnvelopeSerializer
+from config.serializers import DistinctListField, WholeObjectField
+from config.validators import SafeTextValidator
 
 from .idempotency import HEADER as IDEMPOTENCY_HEADER
-from .idempotency import is_idempotent
+from .idempotency import MAX_KEY_LENGTH, is_idempotent
 from .permissions import PUBLIC, STAFF, required_permission_for
 from .resolution import TENANT_HEADER, TENANT_QUERY_PARAM, TenantMode
 
+# What tenants.idempotency.idempotency_key accepts: 1 to 255 characters, not all spaces, no
+# control character.
+IDEMPOTENCY_KEY_SCHEMA = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": MAX_KEY_LENGTH,
+    "pattern": r"^[^\u0000-\u001F\u007F]*[^\s\u0000-\u001F\u007F][^\u0000-\u001F\u007F]*$",
+}
 # The name of the API-key security scheme (accounts.schema defines it).
 API_KEY_SCHEME = "apiKeyAuth"
 
@@ -37,6 +52,45 @@ class ControlPlaneAutoSchema(AutoSchema):
         if not self._accepts_api_keys():
             auth = [scheme for scheme in auth if API_KEY_SCHEME not in scheme]
         return auth
+
+    def _map_serializer_field(self, field, direction, bypass_extensions=False):
+        if isinstance(field, WholeObjectField):  # validated and answered as its serializer
+            ref = self.resolve_serializer(field.serializer_class, direction).ref
+            return append_meta(ref, self._get_serializer_field_meta(field, direction))
+        schema = super()._map_serializer_field(field, direction, bypass_extensions)
+        # A request field's rules that its validation enforces and DRF's mapping leaves out: a
+        # CodeField's codes, a non-empty or distinct list, a field's own `request_pattern`, else
+        # the text rule (config.validators). Not on responses: a value stored before a rule
+        # tightened, or by staff in the admin, is answered as it is.
+        if direction != "request" or not isinstance(schema, dict):
+            return schema
+        codes = getattr(field, "request_codes", None)  # config.serializers.CodeField
+        if codes is not None:
+            schema["enum"] = sorted(codes())
+        places = getattr(field, "decimal_places", None)
+        if isinstance(field, serializers.DecimalField) and places is not None:
+            schema.setdefault("multipleOf", float(Decimal(1).scaleb(-places)))
+        if schema.get("type") == "array":
+            if getattr(field, "allow_empty", True) is False:
+                schema.setdefault("minItems", 1)
+            if isinstance(field, DistinctListField):
+                schema["uniqueItems"] = True
+        if schema.get("type") == "string" and "enum" not in schema:
+            pattern = getattr(field, "request_pattern", None)
+            if pattern is None:
+                rule = next((v for v in field.validators if isinstance(v, SafeTextValidator)), None)
+                pattern = rule.pattern if rule is not None else None
+            if pattern is not None:
+                schema.setdefault("pattern", pattern)
+        return schema
+
+    def _map_basic_serializer(self, serializer, direction):
+        schema = super()._map_basic_serializer(serializer, direction)
+        # A body that needs one of several fields (each optional on its own) says so.
+        names = getattr(serializer, "requires_one_of", ())
+        if names and direction == "request" and not is_patched_serializer(serializer, direction):
+            schema["anyOf"] = [{"required": [name]} for name in names]
+        return schema
 
     def get_override_parameters(self):
         parameters = super().get_override_parameters()
@@ -63,7 +117,7 @@ class ControlPlaneAutoSchema(AutoSchema):
                 *parameters,
                 OpenApiParameter(
                     IDEMPOTENCY_HEADER,
-                    OpenApiTypes.STR,
+                    IDEMPOTENCY_KEY_SCHEMA,
                     OpenApiParameter.HEADER,
                     description=(
                         "Up to 255 characters, scoped to the organization and the caller: the "

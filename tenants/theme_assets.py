@@ -59,6 +59,8 @@ class ThemeAssetError(ValueError):
 # Colours -------------------------------------------------------------------------------------
 
 _HEX_COLOR = re.compile(r"#([0-9a-fA-F]{3}|[0-9a-fA-F]{6})")
+# What the API's schema states (the canonical spelling; surrounding spaces are trimmed too).
+HEX_COLOR_PATTERN = f"^{_HEX_COLOR.pattern}$"
 
 
 def normalize_color(value) -> str:

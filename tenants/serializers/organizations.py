@@ -4,7 +4,14 @@ import functools
 
 from rest_framework import serializers
 
-from config.serializers import CharField, DescriptionField, ModelSerializer, NameField, Serializer
+from config.serializers import (
+    CharField,
+    DescriptionField,
+    ModelSerializer,
+    NameField,
+    ObjectField,
+    Serializer,
+)
 
 from ..models import QuotaResource, Tenant, Theme
 from ..plans import tenant_limits
@@ -99,8 +106,8 @@ class OrganizationUpdateSerializer(Serializer):
     description = DescriptionField(required=False, default="")
     # Figures that move with every request in the tenant (OrganizationSerializer's).
     live_fields = ("member_count", "document_count", "api_quota_used", "updated_at")
-    settings = serializers.JSONField(required=False, default=dict)
-    branding = serializers.JSONField(required=False)
+    settings = ObjectField(required=False, default=dict)
+    branding = ObjectField(required=False)
 
     def validate_branding(self, value):
         if not isinstance(value, dict):

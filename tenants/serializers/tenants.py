@@ -7,6 +7,7 @@ from config.serializers import (
     DomainField,
     ModelSerializer,
     NameField,
+    ObjectField,
     PhoneField,
     SlugField,
 )
@@ -96,7 +97,7 @@ class TenantUpdateSerializer(_TenantProfileSerializer):
     subscription_tier = ChoiceField(source="plan", choices=PlanTier.choices)
     slug = SlugField(max_length=63)
     description = DescriptionField()
-    settings = serializers.JSONField()
+    settings = ObjectField()
     # Figures that move with every request (TenantSerializer's).
     live_fields = ("quota", "user_count", "updated_at")
 

@@ -18,6 +18,7 @@ from config.serializers import CharField, ModelSerializer, NameField, Serializer
 from ..models import Theme
 from ..theme_assets import (
     CUSTOM_CSS_MAX_CHARS,
+    HEX_COLOR_PATTERN,
     LOGO_URL_MAX_CHARS,
     ThemeAssetError,
     normalize_color,
@@ -31,6 +32,9 @@ _UNCHANGED = object()
 
 class HexColorField(CharField):
     """`#rrggbb` or `#rgb` (any case) in, lowercase `#rrggbb` out."""
+
+    # What a request's schema states (tenants.schema).
+    request_pattern = HEX_COLOR_PATTERN
 
     def __init__(self, **kwargs):
         kwargs.setdefault("max_length", 32)
