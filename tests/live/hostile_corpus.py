@@ -340,6 +340,21 @@ def probes(base_url: str) -> Iterator[Probe]:
         as_json,
     )
 
+    # JSON values the database cannot store, or of the wrong kind, in a JSON object field.
+    project = {"name": f"Hostile {run}", "topic": "t"}
+    for label, metadata in (
+        ("a NUL in a value", {"note": "a\u0000b"}),
+        ("a NUL in a key", {"a\u0000": 1}),
+        ("a list", ["x"]),
+    ):
+        yield Probe(
+            f"project metadata with {label}",
+            "POST",
+            "/api/v1/projects/",
+            _json({**project, "metadata": metadata}),
+            as_json,
+        )
+
     # Lockout: the 429 says that nothing remains.
     for attempt in range(6):
         yield Probe(
