@@ -567,6 +567,7 @@ class PublishSerializer(Serializer):
 
 
 class ExecuteSerializer(Serializer):
+    excludes_together = ("version", "label")  # the schema says so (tenants.schema)
     variables = serializers.DictField(required=False, default=dict)
     save_execution = StrictBooleanField(required=False, default=True)
     version = serializers.IntegerField(required=False, min_value=1)

@@ -161,6 +161,48 @@ def _value_error(spec: Field, value) -> str | None:
     return None
 
 
+def _value_schema(spec: Field) -> dict:
+    if spec.type == BOOLEAN:
+        return {"type": "boolean"}
+    if spec.type == TEXT:
+        return {"type": "string", "minLength": 1, "maxLength": MAX_TEXT}
+    if spec.type == ENUM:
+        return {"type": "string", "enum": list(spec.choices)}
+    schema = {"type": "integer" if spec.type == INTEGER else "number"}
+    if spec.minimum is not None:
+        schema["minimum"] = spec.minimum
+    if spec.maximum is not None:
+        schema["maximum"] = spec.maximum
+    return schema
+
+
+def conditions_schema() -> dict:
+    """What `conditions_errors` accepts, as an OpenAPI schema (a request body's): one
+    alternative per field and kind of operator, the value typed by the field (a list of 1 to
+    MAX_LIST_VALUES of them for `in` and `not_in`)."""
+    alternatives = []
+    for name, spec in FIELDS.items():
+        allowed = OPERATORS_BY_TYPE[spec.type]
+        value = _value_schema(spec)
+        values = {"type": "array", "items": value, "minItems": 1, "maxItems": MAX_LIST_VALUES}
+        for operators, value_schema in ((allowed - LISTS, value), (allowed & LISTS, values)):
+            if not operators:
+                continue
+            alternatives.append(
+                {
+                    "type": "object",
+                    "properties": {
+                        "field": {"type": "string", "enum": [name]},
+                        "operator": {"type": "string", "enum": sorted(operators)},
+                        "value": value_schema,
+                    },
+                    "required": ["field", "operator", "value"],
+                    "additionalProperties": False,
+                }
+            )
+    return {"type": "array", "maxItems": MAX_CONDITIONS, "items": {"oneOf": alternatives}}
+
+
 def condition_errors(condition) -> dict[str, str]:
     """The errors of one condition, by key; empty when it is valid."""
     if not isinstance(condition, dict):

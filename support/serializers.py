@@ -67,7 +67,7 @@ from .models import (
     TicketSlaPause,
     TicketStatus,
 )
-from .rules import ACTIONS, action_params_errors, conditions_errors
+from .rules import ACTIONS, action_params_errors, conditions_errors, conditions_schema
 
 # A customer's `context`, once encoded.
 CONTEXT_MAX_BYTES = 16_384
@@ -827,6 +827,13 @@ class DecisionRuleSerializer(ModelSerializer):
         read_only_fields = fields
 
 
+class ConditionsField(serializers.JSONField):
+    """A rule's conditions: checked by the rule language (support.rules), which the schema
+    states in full on requests."""
+
+    request_schema = staticmethod(conditions_schema)
+
+
 class DecisionRuleInputSerializer(ModelSerializer):
     name = NameField()
     description = CharField(max_length=2_000, required=False, allow_blank=True)
@@ -834,7 +841,7 @@ class DecisionRuleInputSerializer(ModelSerializer):
     priority = serializers.IntegerField(
         min_value=0, max_value=1_000_000, help_text="Tried lowest first; unique among enabled."
     )
-    conditions = serializers.JSONField(
+    conditions = ConditionsField(
         required=False,
         help_text='[{"field": "confidence", "operator": "gt", "value": 0.95}], all must hold.',
     )
@@ -882,6 +889,7 @@ class DecisionRuleUpdateSerializer(DecisionRuleInputSerializer):
 class RuleEvaluateSerializer(Serializer):
     """What to evaluate: a payload of facts, or a ticket of the organization."""
 
+    requires_exactly_one_of = ("payload", "ticket_id")  # the schema says so (tenants.schema)
     payload = JSONObjectField(
         max_bytes=16_384,
         required=False,

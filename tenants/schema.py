@@ -1,7 +1,8 @@
 """The API's OpenAPI AutoSchema: the error envelope on every operation, the tenant header on
 tenant-scoped ones, security taken from each action's required permission (API keys only
-where a key is accepted: tenant-scoped, non-staff actions of views that take them), and the
-text rule of request fields as a `pattern`."""
+where a key is accepted: tenant-scoped, non-staff actions of views that take them), and, on
+request bodies, the rules their validation enforces that DRF's mapping leaves out (text rules
+as patterns, codes as enums, non-empty and distinct lists, one of two fields: docs/api.md)."""
 
 from decimal import Decimal
 
@@ -57,11 +58,15 @@ class ControlPlaneAutoSchema(AutoSchema):
         if isinstance(field, WholeObjectField):  # validated and answered as its serializer
             ref = self.resolve_serializer(field.serializer_class, direction).ref
             return append_meta(ref, self._get_serializer_field_meta(field, direction))
+        build = getattr(field, "request_schema", None)  # a field's own rules, stated whole
+        if build is not None and direction == "request":
+            return append_meta(build(), self._get_serializer_field_meta(field, direction))
         schema = super()._map_serializer_field(field, direction, bypass_extensions)
-        # A request field's rules that its validation enforces and DRF's mapping leaves out: a
-        # CodeField's codes, a non-empty or distinct list, a field's own `request_pattern`, else
-        # the text rule (config.validators). Not on responses: a value stored before a rule
-        # tightened, or by staff in the admin, is answered as it is.
+        # A request field's rules that its validation enforces and DRF's mapping leaves out (a
+        # field may also state them whole, `request_schema`, as above): a CodeField's codes, a
+        # non-empty or distinct list, a field's own `request_pattern`, else the text rule
+        # (config.validators). Not on responses: a value stored before a rule tightened, or by
+        # staff in the admin, is answered as it is.
         if direction != "request" or not isinstance(schema, dict):
             return schema
         codes = getattr(field, "request_codes", None)  # config.serializers.CodeField
@@ -86,10 +91,17 @@ class ControlPlaneAutoSchema(AutoSchema):
 
     def _map_basic_serializer(self, serializer, direction):
         schema = super()._map_basic_serializer(serializer, direction)
-        # A body that needs one of several fields (each optional on its own) says so.
-        names = getattr(serializer, "requires_one_of", ())
-        if names and direction == "request" and not is_patched_serializer(serializer, direction):
+        # Rules between optional fields of a body (each checked by the serializer's validate):
+        # at least one of (`requires_one_of`), exactly one of (`requires_exactly_one_of`), or
+        # never together (`excludes_together`).
+        if direction != "request" or is_patched_serializer(serializer, direction):
+            return schema
+        if names := getattr(serializer, "requires_one_of", ()):
             schema["anyOf"] = [{"required": [name]} for name in names]
+        if names := getattr(serializer, "requires_exactly_one_of", ()):
+            schema["oneOf"] = [{"required": [name]} for name in names]
+        if names := getattr(serializer, "excludes_together", ()):
+            schema["not"] = {"required": list(names)}
         return schema
 
     def get_override_parameters(self):

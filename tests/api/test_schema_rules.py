@@ -181,6 +181,12 @@ def test_other_request_rules_are_stated(schema):
     assert {"read", "write", "documents.read"} <= set(enum_of(schema, scopes))
     plan = schema["components"]["schemas"]["ChangePlanRequest"]
     assert plan["anyOf"] == [{"required": ["new_plan_id"]}, {"required": ["plan"]}]
+    evaluate = schema["components"]["schemas"]["RuleEvaluateRequest"]
+    assert evaluate["oneOf"] == [{"required": ["payload"]}, {"required": ["ticket_id"]}]
+    execute = schema["components"]["schemas"]["ExecuteRequest"]
+    assert execute["not"] == {"required": ["version", "label"]}
+    # A PATCH body's fields are all optional: no rule between them is stated there.
+    assert "anyOf" not in schema["components"]["schemas"].get("PatchedChangePlanRequest", {})
     assert component(schema, "ChatCompletionRequest")["tenant_id"]["nullable"] is True
 
 
@@ -210,3 +216,41 @@ def test_the_webhook_scheme_follows_the_setting(settings):
     assert not re.fullmatch(WebhookURLField().request_pattern, "http://example.com/")
     settings.WEBHOOKS_ALLOW_HTTP = True
     assert re.fullmatch(WebhookURLField().request_pattern, "http://example.com/")
+
+
+def examples_of(schema: dict) -> list:
+    """Values at the edges of a value schema of the condition language."""
+    if schema["type"] == "array":
+        [item, *_] = examples_of(schema["items"])
+        return [[item], [item] * schema["maxItems"]]
+    if schema["type"] == "boolean":
+        return [True, False]
+    if "enum" in schema:
+        return list(schema["enum"])
+    if schema["type"] == "string":
+        return ["x" * schema["minLength"], "x" * schema["maxLength"]]
+    low, high = schema.get("minimum", -1000), schema.get("maximum", 1000)
+    if schema["type"] == "integer":
+        return [low, high]
+    return [low, high, (low + high) / 2]
+
+
+def test_the_rule_conditions_schema_accepts_only_what_the_language_does(schema):
+    from support.rules import conditions_errors
+
+    stated = component(schema, "DecisionRuleInputRequest")["conditions"]
+    alternatives = stated["items"]["oneOf"]
+    accepted = []
+    for alternative in alternatives:
+        [name] = alternative["properties"]["field"]["enum"]
+        for operator in alternative["properties"]["operator"]["enum"]:
+            for value in examples_of(alternative["properties"]["value"]):
+                accepted.append({"field": name, "operator": operator, "value": value})
+    assert len(accepted) > 100
+    assert [c for c in accepted if conditions_errors([c])] == []
+    assert conditions_errors(accepted[: stated["maxItems"]]) == {}
+    # What the schema leaves out, the language refuses: an operator of another kind of field,
+    # a list where a value is expected, one condition too many.
+    assert conditions_errors([{"field": "ai_handled", "operator": "gt", "value": True}])
+    assert conditions_errors([{"field": "confidence", "operator": "eq", "value": [0.5]}])
+    assert conditions_errors(accepted[: stated["maxItems"] + 1])
