@@ -15,10 +15,12 @@ for a clear 400, but only the send-time check is the guarantee.
 """
 
 import ipaddress
+import re
 import socket
 from dataclasses import dataclass
-from urllib.parse import SplitResult, urlsplit
+from urllib.parse import SplitResult, quote, urlsplit, urlunsplit
 
+import idna
 from django.conf import settings
 
 _SCHEMES = {"https": 443, "http": 80}
@@ -139,6 +141,40 @@ def parse(url: str) -> SplitResult:
     if port == 0:
         raise ForbiddenTarget("The URL's port must be between 1 and 65535.")
     return parts
+
+
+# What stays as it is in a URL's path, query and fragment: what RFC 3986 allows there, and '%'
+# starting an escape the client already wrote (a '%' starting none is encoded, as %25).
+# Anything else (non-ASCII, '"', '<', '[', '{', '|', ...) is percent-encoded as UTF-8; spaces
+# and control characters cannot occur (parse refuses them).
+_URI_SAFE = "!$&'()*+,/:;=?@~-._%"
+_STRAY_PERCENT = re.compile("%(?![0-9A-Fa-f]{2})")
+# A host name's characters in a URI (RFC 3986 reg-name, without escapes).
+_REG_NAME = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=]+")
+
+
+def normalize(url: str) -> str:
+    """The URL as it is stored and sent to, a URI: scheme and host lower-cased, an
+    international host in its ASCII form (IDNA, `bücher.example` is `xn--bcher-kva.example`),
+    other non-ASCII characters percent-encoded as UTF-8. ForbiddenTarget when parse refuses the
+    URL or a non-ASCII host is not a domain name."""
+    parts = parse(url)
+    host = parts.hostname
+    if not host.isascii():
+        trailing = "." if host.endswith(".") else ""
+        try:
+            host = idna.encode(host.rstrip("."), uts46=True).decode() + trailing
+        except idna.IDNAError as error:
+            raise ForbiddenTarget(f"The host is not a valid domain name ({error}).") from None
+    elif ":" not in host and not _REG_NAME.fullmatch(host):
+        raise ForbiddenTarget("The host is not a valid domain name.")
+    netloc = f"[{host}]" if ":" in host else host
+    if parts.port is not None:
+        netloc = f"{netloc}:{parts.port}"
+    path, query, fragment = (
+        _STRAY_PERCENT.sub("%25", quote(part, safe=_URI_SAFE)) for part in parts[2:]
+    )
+    return urlunsplit((parts.scheme.lower(), netloc, path, query, fragment))
 
 
 def check(url: str, *, allow_private: bool | None = None) -> Target:

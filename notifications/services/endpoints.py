@@ -22,6 +22,15 @@ from ..models import DUE_STATUSES, DeliveryStatus, WebhookDelivery, WebhookEndpo
 from .events import relay_after_commit
 
 
+def _normalized_url(url: str) -> str:
+    """The URL as it is stored (targets.normalize: a URI); 400 naming the reason when it cannot
+    be a webhook URL at all."""
+    try:
+        return targets.normalize(url)
+    except targets.ForbiddenTarget as error:
+        raise ApplicationError(str(error), details={"url": [str(error)]}) from error
+
+
 def _check_url(url: str) -> str:
     """The URL if webhooks may go there now; 400 naming the reason otherwise. A host that does
     not resolve yet is accepted (its DNS may come later): sending checks again each time."""
@@ -108,7 +117,7 @@ def webhook_endpoint_create(
     """A new endpoint and its signing secret (generated unless a valid `whsec_` one is given);
     the secret is returned here and on rotation only. At most WEBHOOK_ENDPOINTS_PER_TENANT
     endpoints per organization (`_check_room`)."""
-    _check_url(url)
+    url = _check_url(_normalized_url(url))
     events = _check_events(events, actor_permissions=actor_permissions)
     _check_room(tenant)
     if secret_key:
@@ -147,8 +156,10 @@ def webhook_endpoint_update(
     """Change name, URL, subscription, description or `is_active`. Enabling an endpoint that
     was disabled clears its failure record; what it missed meanwhile comes back by replay."""
     endpoint = _locked(webhook_endpoint)
-    if "url" in data and data["url"] != endpoint.url:
-        _check_url(data["url"])
+    if "url" in data:
+        data["url"] = _normalized_url(data["url"])
+        if data["url"] != endpoint.url:
+            _check_url(data["url"])
     if "events" in data:
         data["events"] = _check_events(data["events"], actor_permissions=actor_permissions)
     enabling = data.get("is_active") is True and not endpoint.is_active

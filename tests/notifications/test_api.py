@@ -156,6 +156,28 @@ def test_the_update_checks_a_new_url_too(owner):
     assert endpoint.url.startswith("https://")
 
 
+def test_a_url_is_stored_as_a_uri(owner):
+    created = create(owner, url="HTTPS://Bücher.Example:8443/ä/b?q=ü#top")
+
+    assert created.status_code == 201, created.content
+    stored = "https://xn--bcher-kva.example:8443/%C3%A4/b?q=%C3%BC#top"
+    assert created.json()["url"] == stored
+    endpoint = WebhookEndpoint.objects.get(pk=created.json()["id"])
+    assert endpoint.url == stored
+    # Sent back as shown, or as first written: the same URL, left as it is.
+    for url in (stored, "https://bücher.example:8443/ä/b?q=ü#top"):
+        response = owner.client.patch(detail(endpoint), {"url": url}, format="json")
+        assert response.status_code == 200, response.content
+        assert response.json()["url"] == stored
+
+
+def test_a_host_that_is_no_domain_name_is_refused(owner):
+    error = assert_envelope(create(owner, url="https://½/in"), 400)
+
+    assert "not a valid domain name" in error["details"]["url"][0]
+    assert not WebhookEndpoint.objects.filter(tenant=owner.tenant).exists()
+
+
 @pytest.mark.parametrize(
     "events",
     [

@@ -598,3 +598,46 @@ def test_a_receiver_slower_than_the_timeout_is_cut_off_and_retried(settings, rec
     assert 400 <= attempt.duration_ms < 1900
     assert delivery.status == DeliveryStatus.RETRYING
     assert delivery.next_attempt_at > before + timedelta(seconds=1)
+
+
+# What is stored: a URI -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("given", "stored"),
+    [
+        ("https://hooks.example.com/in", "https://hooks.example.com/in"),
+        ("HTTPS://Hooks.EXAMPLE.com/In", "https://hooks.example.com/In"),
+        ("https://bücher.example/", "https://xn--bcher-kva.example/"),
+        ("https://例え.テスト/ä?q=ü#ö", "https://xn--r8jz45g.xn--zckzah/%C3%A4?q=%C3%BC#%C3%B6"),
+        ("https://h.example/a%20b?x=1&y=2", "https://h.example/a%20b?x=1&y=2"),
+        ("https://h.example/<{|}>", "https://h.example/%3C%7B%7C%7D%3E"),
+        ("https://h.example/%zz[a]#b#c", "https://h.example/%25zz%5Ba%5D#b%23c"),
+        ("https://[2001:db8::1]:8443/x", "https://[2001:db8::1]:8443/x"),
+        ("https://h.example.:444", "https://h.example.:444"),
+    ],
+)
+def test_a_url_is_normalized_to_a_uri(given, stored):
+    assert targets.normalize(given) == stored
+    assert targets.normalize(stored) == stored  # once is enough
+    assert stored.isascii()
+    # A URI by RFC 3986, as the schema's `format: uri` says (Schemathesis checks it so).
+    jsonschema_rs = pytest.importorskip("jsonschema_rs")
+    uri = jsonschema_rs.validator_for({"format": "uri"}, validate_formats=True)
+    assert uri.is_valid(stored)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://½/",
+        "https://ü_x.example/",
+        "https://ä..b/",
+        "https://↓.example/",
+        "https://a{b}.example/",
+        "https://a|b/",
+    ],
+)
+def test_a_host_that_is_no_domain_name_is_refused(url):
+    with pytest.raises(targets.ForbiddenTarget, match="not a valid domain name"):
+        targets.normalize(url)
