@@ -7,13 +7,14 @@ from config.serializers import (
     CharField,
     ChoiceField,
     EmailField,
+    ListedField,
     ModelSerializer,
     NameField,
     ResponseSerializer,
     Serializer,
 )
 from tenants.models import Membership
-from tenants.permissions import ALL_PERMISSIONS, SCOPE_GROUPS
+from tenants.permissions import KNOWN_SCOPES
 
 from .models import APIKey, User
 
@@ -205,18 +206,10 @@ _SCOPES_HELP = (
 )
 
 
-class ScopeField(CharField):
-    """A scope: `read`, `write` or a permission string (the service checks it; the schema
-    lists them)."""
-
-    @staticmethod
-    def request_codes() -> list[str]:
-        return [*SCOPE_GROUPS, *ALL_PERMISSIONS]
-
-
 def _scopes_field() -> serializers.ListField:
     return serializers.ListField(
-        child=ScopeField(max_length=64),
+        # The service checks them (accounts.services); the schema lists them.
+        child=ListedField(codes=lambda: KNOWN_SCOPES, max_length=64),
         allow_empty=False,
         max_length=64,
         help_text=_SCOPES_HELP,

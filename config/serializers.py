@@ -17,9 +17,11 @@ that does not derive from these bases or declares a text field that is not stric
 
 import copy
 import datetime
+import functools
 import json
 from collections.abc import Mapping
 
+import pycountry
 from django.db import models
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -319,21 +321,66 @@ def refuse_nul(value) -> None:
             raise serializers.ValidationError("Strings may not contain U+0000 (NUL).")
 
 
-class CodeField(CharField):
-    """One code of a standard list (ISO 4217, ISO 3166-1), given in any case and stored
-    upper-cased. `codes` returns the list; it is called when a value is checked and when the
-    schema is built (its `enum`, on requests), not at import."""
+class ListedField(CharField):
+    """Text that is one of a list a service checks (with its own messages); the schema lists
+    them (its `enum`, on requests: tenants.schema). `codes` returns the list; it is called when
+    the schema is built, not at import."""
+
+    def __init__(self, *, codes, **kwargs):
+        self.request_codes = codes
+        super().__init__(**kwargs)
+
+
+class CodeField(ListedField):
+    """One code of a standard list, given in any case and stored upper-cased; checked here."""
 
     def __init__(self, *, codes, message: str, **kwargs):
-        self.request_codes = codes
         self.message = message
-        super().__init__(**kwargs)
+        super().__init__(codes=codes, **kwargs)
 
     def to_internal_value(self, data):
         value = super().to_internal_value(data).upper()
         if value not in self.request_codes():
             raise serializers.ValidationError(self.message, code="invalid_choice")
         return value
+
+
+@functools.cache
+def currency_codes() -> frozenset[str]:
+    return frozenset(currency.alpha_3 for currency in pycountry.currencies)
+
+
+@functools.cache
+def country_codes() -> frozenset[str]:
+    return frozenset(country.alpha_2 for country in pycountry.countries)
+
+
+class CurrencyField(CodeField):
+    """An ISO 4217 code, upper-cased ("usd" is USD)."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("help_text", "ISO 4217.")
+        super().__init__(
+            codes=currency_codes,
+            message="Not an ISO 4217 currency code.",
+            min_length=3,
+            max_length=3,
+            **kwargs,
+        )
+
+
+class CountryField(CodeField):
+    """An ISO 3166-1 alpha-2 code, upper-cased ("de" is DE)."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("help_text", "ISO 3166-1 alpha-2.")
+        super().__init__(
+            codes=country_codes,
+            message="Not an ISO 3166-1 alpha-2 country code.",
+            min_length=2,
+            max_length=2,
+            **kwargs,
+        )
 
 
 class DistinctListField(serializers.ListField):

@@ -8,7 +8,6 @@ services'.
 
 import json
 
-from django.conf import settings
 from django.core.validators import RegexValidator
 from rest_framework import serializers
 
@@ -26,6 +25,7 @@ from config.serializers import (
 from tenants.models import Membership, MembershipStatus
 from tenants.serializers.fields import StrictBooleanField
 
+from . import targets
 from .catalog import ALL_EVENTS, SUBSCRIBABLE
 from .models import (
     Channel,
@@ -56,11 +56,7 @@ def _events_field(**kwargs) -> serializers.ListField:
 class WebhookURLField(CharField):
     @property
     def request_pattern(self) -> str:
-        # What the schema can state of notifications.targets' rules: the scheme, and a host
-        # without user or password. (Where the host resolves is checked when it is sent to.)
-        scheme = "[hH][tT][tT][pP][sS]?" if settings.WEBHOOKS_ALLOW_HTTP else "[hH][tT][tT][pP][sS]"
-        visible = r"\u0000-\u0020\u007F"  # no space or control character anywhere
-        return f"^{scheme}://[^{visible}/?#@]+([/?#][^{visible}]*)?$"
+        return targets.url_pattern()
 
 
 def _url_field(**kwargs) -> CharField:

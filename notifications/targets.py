@@ -177,6 +177,14 @@ def normalize(url: str) -> str:
     return urlunsplit((parts.scheme.lower(), netloc, path, query, fragment))
 
 
+def url_pattern() -> str:
+    """What the API's schema can state of parse's rules, as a pattern: the scheme (http only
+    where allowed), a host without user or password, no space or control character."""
+    scheme = "[hH][tT][tT][pP][sS]?" if settings.WEBHOOKS_ALLOW_HTTP else "[hH][tT][tT][pP][sS]"
+    visible = r"\u0000-\u0020\u007F"
+    return f"^{scheme}://[^{visible}/?#@]+([/?#][^{visible}]*)?$"
+
+
 def check(url: str, *, allow_private: bool | None = None) -> Target:
     """Resolve the URL's host and check every address: the Target to connect to, or
     ForbiddenTarget naming the reason."""

@@ -13,6 +13,7 @@ from config.serializers import (
     CharField,
     ChoiceField,
     DescriptionField,
+    ListedField,
     ModelSerializer,
     NameField,
     ObjectField,
@@ -1039,16 +1040,11 @@ class ArtifactSerializer(ModelSerializer):
         return f"/api/v1/artifacts/{artifact.pk}/download"
 
 
-class WorkflowTypeField(CharField):
-    """A workflow type's name (the service checks it; the schema lists them)."""
-
-    @staticmethod
-    def request_codes() -> list[str]:
-        return list(REGISTRY)
-
-
 class WorkflowExecuteSerializer(Serializer):
-    workflow_type = WorkflowTypeField(max_length=64, help_text="GET workflows/types lists them.")
+    # The service checks it (playground.services.workflows); the schema lists the types.
+    workflow_type = ListedField(
+        codes=lambda: REGISTRY, max_length=64, help_text="GET workflows/types lists them."
+    )
     input_data = ObjectField(help_text="The type's input (docs/orchestration.md).")
     priority = serializers.IntegerField(
         required=False, min_value=1, max_value=10, default=5,

@@ -14,15 +14,12 @@ time is given at creation only. An update body may carry back what a GET showed 
 read-only keys unchanged): the view hands the shown representation to the serializer.
 """
 
-import functools
-
-import pycountry
 from rest_framework import serializers
 
 from config.serializers import (
     CharField,
     ChoiceField,
-    CodeField,
+    CountryField,
     DescriptionField,
     DistinctListField,
     ModelSerializer,
@@ -340,19 +337,8 @@ class ComplianceAuditUpdateSerializer(_AuditInput):
 # The register of processing activities -------------------------------------------------------
 
 
-@functools.cache
-def country_codes() -> frozenset[str]:
-    return frozenset(country.alpha_2 for country in pycountry.countries)
-
-
 class InternationalTransferSerializer(Serializer):
-    country = CodeField(
-        codes=country_codes,
-        message="Not an ISO 3166-1 alpha-2 country code.",
-        min_length=2,
-        max_length=2,
-        help_text="ISO 3166-1 alpha-2 code of the destination.",
-    )
+    country = CountryField(help_text="ISO 3166-1 alpha-2 code of the destination.")
     safeguard = ChoiceField(choices=TransferSafeguard.choices)
 
 

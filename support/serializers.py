@@ -9,11 +9,9 @@ sets it), and a reference to another tenant-owned object is a
 refused like a random one. Serializers check shapes; rules are the services'.
 """
 
-import functools
 import uuid
 import zoneinfo
 
-import pycountry
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -22,7 +20,7 @@ from config.serializers import (
     UUID_PATTERN,
     CharField,
     ChoiceField,
-    CodeField,
+    CurrencyField,
     EmailField,
     JSONObjectField,
     ModelSerializer,
@@ -77,25 +75,6 @@ BIGINT_MAX = 2**63 - 1
 MAX_CHATS_LIMIT = 100
 # SLA targets: at most a year.
 MINUTES_MAX = 525_600
-
-
-@functools.cache
-def currency_codes() -> frozenset[str]:
-    return frozenset(currency.alpha_3 for currency in pycountry.currencies)
-
-
-class CurrencyField(CodeField):
-    """An ISO 4217 code, upper-cased ("usd" is USD)."""
-
-    def __init__(self, **kwargs):
-        kwargs.setdefault("help_text", "ISO 4217.")
-        super().__init__(
-            codes=currency_codes,
-            message="Not an ISO 4217 currency code.",
-            min_length=3,
-            max_length=3,
-            **kwargs,
-        )
 
 
 class CustomerProfileSerializer(ModelSerializer):

@@ -47,6 +47,7 @@ SCOPE_GROUPS: Mapping[str, frozenset[str]] = {
     "read": READ_PERMISSIONS,
     "write": ALL_PERMISSIONS - READ_PERMISSIONS,
 }
+KNOWN_SCOPES = frozenset(SCOPE_GROUPS) | ALL_PERMISSIONS
 
 
 class AnyOf(tuple):
@@ -128,7 +129,7 @@ def effective_permissions(role: str, overrides: Mapping | None = None) -> frozen
 
 def unknown_scopes(scopes) -> list[str]:
     """The entries of `scopes` that are neither a scope group nor a known permission."""
-    return [scope for scope in scopes if scope not in SCOPE_GROUPS and scope not in ALL_PERMISSIONS]
+    return [scope for scope in scopes if scope not in KNOWN_SCOPES]
 
 
 def expand_scopes(scopes) -> frozenset[str]:

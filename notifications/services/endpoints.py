@@ -22,13 +22,17 @@ from ..models import DUE_STATUSES, DeliveryStatus, WebhookDelivery, WebhookEndpo
 from .events import relay_after_commit
 
 
+def _refused(error: targets.ForbiddenTarget) -> ApplicationError:
+    return ApplicationError(str(error), details={"url": [str(error)]})
+
+
 def _normalized_url(url: str) -> str:
     """The URL as it is stored (targets.normalize: a URI); 400 naming the reason when it cannot
     be a webhook URL at all."""
     try:
         return targets.normalize(url)
     except targets.ForbiddenTarget as error:
-        raise ApplicationError(str(error), details={"url": [str(error)]}) from error
+        raise _refused(error) from error
 
 
 def _check_url(url: str) -> str:
@@ -39,7 +43,7 @@ def _check_url(url: str) -> str:
     except targets.UnresolvableTarget:
         pass
     except targets.ForbiddenTarget as error:
-        raise ApplicationError(str(error), details={"url": [str(error)]}) from error
+        raise _refused(error) from error
     return url
 
 

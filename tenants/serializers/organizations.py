@@ -110,8 +110,6 @@ class OrganizationUpdateSerializer(Serializer):
     branding = ObjectField(required=False)
 
     def validate_branding(self, value):
-        if not isinstance(value, dict):
-            raise serializers.ValidationError("Must be an object.")
         unknown = sorted(set(value) - set(BRANDING_FIELDS))
         if unknown:
             allowed = ", ".join(BRANDING_FIELDS)
