@@ -555,6 +555,11 @@ GATEWAY_RETRY_AFTER_MAX_SECONDS = env.float("GATEWAY_RETRY_AFTER_MAX_SECONDS", d
 GATEWAY_COOLDOWN_FAILURES = env.int("GATEWAY_COOLDOWN_FAILURES", default=3)
 GATEWAY_COOLDOWN_WINDOW_SECONDS = env.int("GATEWAY_COOLDOWN_WINDOW_SECONDS", default=60)
 GATEWAY_COOLDOWN_SECONDS = env.int("GATEWAY_COOLDOWN_SECONDS", default=30)
+# The most of an upstream's answer the gateway reads: a JSON answer's body (bytes, decoded),
+# and a stream's longest line and its whole text (characters). Past it the answer is a bad
+# response (502 `bad_response`; a stream ends with its error chunk), so that no upstream, broken
+# or hostile, can make a worker hold gigabytes or spin on one endless line.
+GATEWAY_UPSTREAM_MAX_BYTES = env.int("GATEWAY_UPSTREAM_MAX_BYTES", default=16 * 1024 * 1024)
 # Limits of one chat request.
 GATEWAY_MAX_MESSAGES = env.int("GATEWAY_MAX_MESSAGES", default=256)
 # Each process keeps the active catalogue this many seconds (a change through the admin clears

@@ -18,6 +18,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
+from django.conf import settings
 
 from .base import (
     ChatRequest,
@@ -109,8 +110,7 @@ async def _safe_error_detail(response: httpx.Response, api_key: str) -> str:
     """`type/code` of an `{"error": {"type", "code"}}` body (OpenAI's and Anthropic's shape),
     keeping only plain identifiers; "" when there is none."""
     try:
-        body = await response.aread()
-        payload = loads(body[:_ERROR_BODY_LIMIT])
+        payload = loads(await read_body(response, _ERROR_BODY_LIMIT, cut=True))
     except (httpx.HTTPError, ValueError):
         return ""
     error = payload.get("error") if isinstance(payload, dict) else None
@@ -167,10 +167,27 @@ def loads(text: str | bytes):
         raise ValueError("JSON nested too deep to read") from None
 
 
-def json_payload(response: httpx.Response) -> dict:
-    """The response's JSON object; BAD_RESPONSE when it is not one."""
+async def read_body(response: httpx.Response, limit: int, *, cut: bool = False) -> bytes:
+    """The response's body, decoded, read as it arrives and never more than `limit` bytes of
+    it: past that, its first `limit` bytes when `cut`, else BAD_RESPONSE. (A compressed body
+    is decoded piece by piece, so a small one that decodes to gigabytes stops here too.)"""
+    parts: list[bytes] = []
+    size = 0
+    async for part in response.aiter_bytes():
+        size += len(part)
+        if size > limit:
+            if not cut:
+                raise bad_response(f"Upstream answer is larger than {limit} bytes.")
+            parts.append(part[: len(part) - (size - limit)])
+            break
+        parts.append(part)
+    return b"".join(parts)
+
+
+def json_payload(content: bytes) -> dict:
+    """The JSON object of an answer's body; BAD_RESPONSE when it is not one."""
     try:
-        payload = loads(response.content)
+        payload = loads(content)
     except ValueError:
         raise bad_response("Upstream answered with invalid JSON.") from None
     if not isinstance(payload, dict):
@@ -209,61 +226,97 @@ class SSEEvent:
 _LINE_END = re.compile(r"\r\n|\r|\n")
 
 
+class LineTooLong(ValueError):
+    """A server-sent event stream's line grew past the decoder's limit without ending."""
+
+
 class SSEDecoder:
     """The events of a server-sent event stream, fed its text as it arrives in pieces.
 
     Lines end with CRLF, LF or CR (a CR at the end of one piece and the LF starting the next
     are one line end). Events are separated by blank lines; `:` comments and fields other
-    than `event` and `data` (`id`, `retry`) are ignored, as are events without data."""
+    than `event` and `data` (`id`, `retry`) are ignored, as are events without data.
 
-    def __init__(self):
-        self._line = ""  # the unfinished last line of what was fed
+    A line may arrive in any number of pieces: they are kept apart until its end comes (so a
+    long line costs its length, not its length times its pieces), and one longer than
+    `max_line` characters raises LineTooLong (an event's data lines are bounded together):
+    after the events before it, when the same piece completed some, by the next call."""
+
+    def __init__(self, max_line: int | None = None):
+        self._max_line = max_line
+        self._line: list[str] = []  # the pieces of the unfinished last line of what was fed
+        self._line_size = 0
         self._after_cr = False  # what was fed ended with CR: a LF starting the next is its end
         self._event = ""
         self._data: list[str] = []
+        self._data_size = 0
+        self._refused: LineTooLong | None = None  # raised by the next call
 
     def feed(self, text: str) -> list[SSEEvent]:
         """The events `text` completes, in order."""
+        if self._refused is not None:
+            raise self._refused
         if self._after_cr and text.startswith("\n"):
             text = text[1:]
         if not text:
             return []
         self._after_cr = text.endswith("\r")
-        *lines, self._line = _LINE_END.split(self._line + text)
+        *lines, last = _LINE_END.split(text)
+        if lines:
+            lines[0] = "".join((*self._line, lines[0]))
+            self._line, self._line_size = [], 0
         events: list[SSEEvent] = []
-        for line in lines:
-            self._read_line(line, events)
+        try:
+            for line in lines:
+                self._check(len(line))
+                self._read_line(line, events)
+            if last:
+                self._line.append(last)
+                self._line_size += len(last)
+                self._check(self._line_size)
+        except LineTooLong as refused:
+            if not events:
+                raise
+            self._refused = refused
         return events
 
     def close(self) -> list[SSEEvent]:
         """The event left when the stream ends without the blank line after it: dispatched all
         the same, since some servers end the body right after the end marker's line."""
+        if self._refused is not None:
+            raise self._refused
         events: list[SSEEvent] = []
         if self._line:
-            self._read_line(self._line, events)
-            self._line = ""
+            self._read_line("".join(self._line), events)
+            self._line, self._line_size = [], 0
         self._read_line("", events)
         return events
+
+    def _check(self, size: int) -> None:
+        if self._max_line is not None and size > self._max_line:
+            raise LineTooLong(f"a line longer than {self._max_line} characters")
 
     def _read_line(self, line: str, events: list[SSEEvent]) -> None:
         if not line:
             if self._data:
                 events.append(SSEEvent(self._event or "message", "\n".join(self._data)))
-            self._event, self._data = "", []
+            self._event, self._data, self._data_size = "", [], 0
             return
         if line.startswith(":"):
             return
         name, _, value = line.partition(":")
         value = value.removeprefix(" ")
         if name == "data":
+            self._data_size += len(value) + 1
+            self._check(self._data_size)
             self._data.append(value)
         elif name == "event":
             self._event = value
 
 
-async def _event_lists(texts: AsyncIterator[str]) -> AsyncIterator[list[SSEEvent]]:
+async def _event_lists(texts: AsyncIterator[str], max_line: int) -> AsyncIterator[list[SSEEvent]]:
     """The events each piece of a body's text completes, then those its end completes."""
-    decoder = SSEDecoder()
+    decoder = SSEDecoder(max_line)
     async for text in texts:
         yield decoder.feed(text)
     yield decoder.close()
@@ -284,6 +337,14 @@ def _read_events(
         if last:
             return batch, True, None
     return batch, False, None
+
+
+def _within(batch: list[StreamDelta], excess: int) -> list[StreamDelta]:
+    """`batch` without the deltas at its end that carry its last `excess` characters."""
+    kept = list(batch)
+    while kept and excess > 0:
+        excess -= len(kept.pop().content)
+    return kept
 
 
 async def drain(chunks: AsyncIterator) -> None:
@@ -339,16 +400,16 @@ class HTTPProvider(Provider):
             request = self._request(body)
             response = await self.transport().handle_async_request(request)
             try:
-                await response.aread()
+                if response.status_code != 200:
+                    raise await error_for_status(response, api_key=self.config.api_key)
+                content = await read_body(response, settings.GATEWAY_UPSTREAM_MAX_BYTES)
             finally:
                 await response.aclose()
         except httpx.HTTPError as error:
             raise transport_error(error) from None
         except httpx.InvalidURL:
             raise self._invalid_url() from None
-        if response.status_code != 200:
-            raise await error_for_status(response, api_key=self.config.api_key)
-        return self._result(json_payload(response))
+        return self._result(json_payload(content))
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[StreamDelta]:
         """The answer as it comes, delta by delta (`stream_batches`, one at a time)."""
@@ -374,7 +435,11 @@ class HTTPProvider(Provider):
         the events that arrived together come as one list (none when there are none), so
         what relays them pays per read from the upstream, not per event. A stream that ends
         before its last event is BAD_RESPONSE (`unfinished`); transport failures are mapped
-        as in `transport_error`, with the usage reported so far (`partial_usage()`)."""
+        as in `transport_error`, with the usage reported so far (`partial_usage()`). So is a
+        line, or the text of the deltas, longer than GATEWAY_UPSTREAM_MAX_BYTES characters:
+        BAD_RESPONSE, after the deltas before it (an endless stream or line is cut there)."""
+        limit = settings.GATEWAY_UPSTREAM_MAX_BYTES
+        text = 0
         started = False
         try:
             request = self._request(body, accept="text/event-stream")
@@ -384,9 +449,18 @@ class HTTPProvider(Provider):
                     raise await error_for_status(response, api_key=self.config.api_key)
                 started = True
                 chunks = response.aiter_text()
-                async with aclosing(_event_lists(chunks)) as event_lists:
+                async with aclosing(_event_lists(chunks, limit)) as event_lists:
                     async for events in event_lists:
                         batch, last, error = _read_events(events, read)
+                        text += sum(len(delta.content) for delta in batch)
+                        if text > limit:
+                            within = _within(batch, text - limit)
+                            if within:
+                                yield within
+                            raise bad_response(
+                                f"Upstream stream's text is longer than {limit} characters.",
+                                partial_usage(),
+                            )
                         if batch:
                             yield batch
                         if error is not None:
@@ -396,6 +470,8 @@ class HTTPProvider(Provider):
                             return
             finally:
                 await response.aclose()
+        except LineTooLong as error:
+            raise bad_response(f"Upstream stream sent {error}.", partial_usage()) from None
         except httpx.HTTPError as error:
             raise transport_error(error, streaming=started, partial_usage=partial_usage()) from None
         except httpx.InvalidURL:

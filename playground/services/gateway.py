@@ -12,8 +12,8 @@ model"):
    on 429/5xx/timeouts, then the fallbacks; a stream commits to a route at its first chunk.
 3. `gateway_settle` (sync, one transaction, run by step 2 whatever happened): the quota and
    the key's budget move from the reservation to the usage the upstream reported (estimated,
-   and flagged, when a stream ended without it; what was consumed when the call failed or the
-   client went away), and one GatewayCall row records the call.
+   and flagged, when a stream ended without it or the report is past belief; what was consumed
+   when the call failed or the client went away), and one GatewayCall row records the call.
 
 A reservation that no work of the platform notes (`note`, below) is noted by the gateway in a
 GatewayReservation row, written by step 1's statement and deleted by step 3's; if the process
@@ -473,7 +473,7 @@ async def gateway_run(
         result = await _first_success(reservation, outcome, attempt)
     except UpstreamError as error:
         outcome.error = error
-        outcome.usage = error.partial_usage
+        outcome.usage = _believed(error.partial_usage, reservation, outcome)
         return None, await _settle_async(reservation, outcome), error
     except BaseException:
         outcome.status = CallStatus.CANCELLED
@@ -482,12 +482,35 @@ async def gateway_run(
     outcome.status = CallStatus.SUCCEEDED
     outcome.result = result
     outcome.first_token_at = time.perf_counter()
-    if result.usage is None:
-        outcome.usage = Usage(reservation.prompt_tokens_rule, tokens.count_tokens(result.content))
+    usage = _believed(result.usage, reservation, outcome)
+    if usage is None:
+        usage = Usage(reservation.prompt_tokens_rule, tokens.count_tokens(result.content))
         outcome.usage_estimated = True
-    else:
-        outcome.usage = result.usage
+    outcome.usage = usage
     return result, await _settle_async(reservation, outcome), None
+
+
+def _believed(usage: Usage | None, reservation: Reservation, outcome: Outcome) -> Usage | None:
+    """The usage an upstream reported, unless no call to the model that answered can have it:
+    more tokens than its context window (as the catalogue states it). Such a report, a broken
+    or hostile upstream's, is not metered: the call is estimated by the counting rule, as when
+    no usage came, and a warning names the model for its entry or its upstream to be fixed.
+    (Believed, it would also overflow the counters: 10**30 tokens is valid JSON.)"""
+    if usage is None:
+        return None
+    route = outcome.route or outcome.last_route
+    model = route.model if route is not None else reservation.requested
+    if usage.total_tokens <= model.context_window:
+        return usage
+    logger.warning(
+        "Model %s: the upstream reported %s prompt and %s completion tokens, more than the "
+        "catalogue's context window (%s); the call is metered by estimate.",
+        model.name,
+        usage.prompt_tokens,
+        usage.completion_tokens,
+        model.context_window,
+    )
+    return None
 
 
 async def gateway_abandon(reservation: Reservation) -> GatewayCall:
@@ -546,7 +569,7 @@ class GatewayStream:
             )
         except UpstreamError as error:
             self.error = self.outcome.error = error
-            self.outcome.usage = error.partial_usage
+            self.outcome.usage = _believed(error.partial_usage, self.reservation, self.outcome)
             await self._settle()
             raise _ai_error(error) from None
         except BaseException:
@@ -589,6 +612,7 @@ class GatewayStream:
             status = CallStatus.FAILED
         finally:
             self.outcome.status = status
+            usage = _believed(usage, self.reservation, self.outcome)
             if usage is None:
                 # No usage from the upstream (a stream without it, broken, or cancelled):
                 # metered by the counting rule on what was relayed, and flagged.

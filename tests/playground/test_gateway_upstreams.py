@@ -9,7 +9,7 @@ import pytest
 
 from audit.models import AuditEvent
 from playground import cooldown, tokens
-from playground.models import CallStatus, GatewayCall
+from playground.models import CallStatus, GatewayCall, GatewayReservation
 from tenants.models import QuotaCounter
 from tests.conftest import assert_envelope
 
@@ -134,6 +134,41 @@ def test_openai_upstream_usage_is_what_is_metered_and_recorded(owner, upstream, 
     assert call.attempts == 1
     assert call.latency_ms >= 50
     assert not call.streamed and not call.usage_estimated
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+@pytest.mark.parametrize("reported", [10**30, 2**62], ids=["past-any-counter", "past-the-sum"])
+def test_usage_past_the_context_window_is_not_believed(owner, upstream, caplog, stream, reported):
+    # A broken or hostile upstream's count: metered by the counting rule and flagged, never
+    # an overflow (the call would be lost, its reservation held until its lease ran out).
+    upstream.prompt_tokens = reported
+    model = openai_model(upstream)
+
+    response = owner.client.post(URL, chat(model, stream=stream), format="json")
+
+    assert response.status_code == 200, response.content
+    expected = tokens.prompt_tokens([USER]) + tokens.count_tokens(REPLY)
+    usage = json.loads(sse_events(response)[-2])["usage"] if stream else response.json()["usage"]
+    assert usage["total_tokens"] == expected
+    call = GatewayCall.objects.get(tenant=owner.tenant)
+    assert call.status == CallStatus.SUCCEEDED
+    assert call.usage_estimated
+    assert call.total_tokens == tokens_used(owner.tenant) == expected
+    assert f"Model {model.name}: the upstream reported {reported} prompt" in caplog.text
+    assert not GatewayReservation.objects.exists()
+
+
+def test_usage_up_to_the_context_window_is_metered_as_reported(owner, upstream):
+    model = openai_model(upstream)
+    upstream.prompt_tokens = model.context_window - PIECES
+
+    response = owner.client.post(URL, chat(model, max_tokens=10), format="json")
+
+    assert response.status_code == 200, response.content
+    assert response.json()["usage"]["total_tokens"] == model.context_window
+    call = GatewayCall.objects.get(tenant=owner.tenant)
+    assert not call.usage_estimated
+    assert tokens_used(owner.tenant) == model.context_window
 
 
 def test_an_answer_without_usage_is_metered_by_the_counting_rule(owner, upstream):

@@ -6,6 +6,7 @@ client of its event loop before the loop ends.
 """
 
 import asyncio
+import gzip
 import json
 import socket
 import time
@@ -634,6 +635,119 @@ def test_json_body_cut_off_is_a_retryable_connection_error(upstream, adapter):
     error = failure(adapter(upstream))
     assert error.kind == ErrorKind.CONNECTION
     assert error.retryable
+
+
+# --- Answers past the bound --------------------------------------------------------------------
+
+BOUND = 4_000  # GATEWAY_UPSTREAM_MAX_BYTES in these tests
+
+
+@pytest.fixture
+def bounded(settings):
+    settings.GATEWAY_UPSTREAM_MAX_BYTES = BOUND
+
+
+def padded_answer(adapter, size: int) -> dict:
+    """A valid JSON answer of `adapter`'s wire format, padded to more than `size` bytes."""
+    if adapter is openai:
+        answer = {"choices": [{"message": {"content": "Hi"}, "finish_reason": "stop"}]}
+    else:
+        answer = {"content": [{"type": "text", "text": "Hi"}], "stop_reason": "end_turn"}
+    return {**answer, "padding": "x" * size}
+
+
+@ADAPTERS
+def test_an_answer_within_the_bound_is_read(upstream, adapter, bounded):
+    upstream.script(Raw(padded_answer(adapter, BOUND - 200)))
+    assert complete(adapter(upstream)).content == "Hi"
+
+
+@ADAPTERS
+def test_an_answer_past_the_bound_is_a_bad_response(upstream, adapter, bounded):
+    upstream.script(Raw(padded_answer(adapter, BOUND)))
+    error = failure(adapter(upstream))
+    assert error.kind == ErrorKind.BAD_RESPONSE
+    assert not error.retryable
+    assert f"larger than {BOUND} bytes" in error.message
+
+
+@ADAPTERS
+def test_a_compressed_answer_is_bounded_as_decoded(upstream, adapter, bounded):
+    # A few kilobytes on the wire that decode to 50 MB: read no further than the bound.
+    body = json.dumps(padded_answer(adapter, 50_000_000)).encode()
+    small = gzip.compress(body)
+    assert len(small) < 100_000
+    upstream.script(Raw(small, headers={"Content-Encoding": "gzip"}))
+    error = failure(adapter(upstream))
+    assert error.kind == ErrorKind.BAD_RESPONSE
+    # Within the bound, a compressed answer is an answer.
+    upstream.script(
+        Raw(
+            gzip.compress(json.dumps(padded_answer(adapter, 100)).encode()),
+            headers={"Content-Encoding": "gzip"},
+        )
+    )
+    assert complete(adapter(upstream)).content == "Hi"
+
+
+@ADAPTERS
+def test_an_error_body_past_the_bound_still_gives_its_status(upstream, adapter, bounded):
+    # Only its beginning is read for an error identifier: the status decides.
+    upstream.script(Raw("x" * (BOUND * 100), status=503))
+    error = failure(adapter(upstream))
+    assert (error.kind, error.status) == (ErrorKind.SERVER_ERROR, 503)
+
+
+def openai_events(*contents: str, usage: bool = True) -> str:
+    events = [{"choices": [{"delta": {"content": text}}]} for text in contents]
+    events.append({"choices": [{"delta": {}, "finish_reason": "stop"}]})
+    if usage:
+        events.append({"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 1}})
+    return "".join(f"data: {json.dumps(event)}\n\n" for event in events) + "data: [DONE]\n\n"
+
+
+def relayed_then_failure(provider: Provider) -> tuple[list[StreamDelta], UpstreamError]:
+    """The deltas a stream gave before it failed, and its failure."""
+    deltas: list[StreamDelta] = []
+
+    async def collect():
+        async for delta in provider.stream(HELLO):
+            deltas.append(delta)
+
+    with pytest.raises(UpstreamError) as caught:
+        run(provider, collect)
+    return deltas, caught.value
+
+
+def test_a_stream_line_past_the_bound_is_a_bad_response(upstream, bounded):
+    # One event whose line never ends within the bound: cut there, not read to its end.
+    first = json.dumps({"choices": [{"delta": {"content": "Hi"}}]})
+    events = f"data: {first}\n\ndata: " + "x" * (BOUND * 10) + "\n\n"
+    upstream.script(Raw(events, content_type="text/event-stream"))
+    deltas, error = relayed_then_failure(openai(upstream))
+    assert error.kind == ErrorKind.BAD_RESPONSE
+    assert f"a line longer than {BOUND} characters" in error.message
+    assert deltas[0] == StreamDelta(content="Hi")
+
+
+def test_a_stream_whose_text_passes_the_bound_is_cut_there(upstream, bounded):
+    # An upstream that never stops: the deltas up to the bound are relayed, then the failure.
+    piece = "word " * 100  # 500 characters
+    upstream.script(Raw(openai_events(*[piece] * 20), content_type="text/event-stream"))
+    deltas, error = relayed_then_failure(openai(upstream))
+    assert error.kind == ErrorKind.BAD_RESPONSE
+    assert f"text is longer than {BOUND} characters" in error.message
+    relayed = "".join(delta.content for delta in deltas)
+    assert 0 < len(relayed) <= BOUND
+    assert set(relayed.split()) == {"word"}
+
+
+def test_a_stream_within_the_bound_is_relayed_whole(upstream, bounded):
+    piece = "word " * 100
+    upstream.script(Raw(openai_events(*[piece] * 7), content_type="text/event-stream"))
+    deltas = stream(openai(upstream))
+    assert "".join(delta.content for delta in deltas) == piece * 7
+    assert deltas[-1] == StreamDelta(usage=Usage(3, 1))
 
 
 # --- Broken streams ----------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 import pytest
 
-from playground.providers.http import SSEDecoder, SSEEvent
+from playground.providers.http import LineTooLong, SSEDecoder, SSEEvent
 
 STREAM = (
     ": a comment\r\n"
@@ -69,3 +69,44 @@ def test_a_stream_that_ends_without_the_blank_line_still_gives_its_last_event():
     assert _decode(["data: x\n", "data: y"]) == [SSEEvent("message", "x\ny")]
     assert _decode(["data: [DONE]\n"]) == [SSEEvent("message", "[DONE]")]
     assert _decode([""]) == []
+
+
+def test_a_line_in_many_pieces_is_one_line():
+    # Kept apart until its end: a long line fed in small pieces costs its length, once.
+    pieces = ["data: "] + ["x"] * 50_000 + ["\n\n"]
+    assert _decode(pieces) == [SSEEvent("message", "x" * 50_000)]
+
+
+def test_a_line_past_the_limit_is_refused_before_it_ends():
+    decoder = SSEDecoder(max_line=10)
+    assert decoder.feed("data: 1234") == []  # 10 characters: within
+    with pytest.raises(LineTooLong):
+        decoder.feed("5")
+
+
+def test_a_whole_line_past_the_limit_is_refused():
+    with pytest.raises(LineTooLong):
+        SSEDecoder(max_line=10).feed("data: 12345\n")
+    assert SSEDecoder(max_line=10).feed("data: 1234\n\n") == [SSEEvent("message", "1234")]
+
+
+def test_the_data_lines_of_one_event_are_bounded_together():
+    decoder = SSEDecoder(max_line=10)
+    assert decoder.feed("data: 1234\ndata: 5\n") == []
+    with pytest.raises(LineTooLong):
+        decoder.feed("data: 6789\n")
+    # Each event starts again from nothing.
+    decoder = SSEDecoder(max_line=10)
+    assert decoder.feed("data: 1234\n\ndata: 5678\n\n") == [
+        SSEEvent("message", "1234"),
+        SSEEvent("message", "5678"),
+    ]
+
+
+def test_the_events_before_a_line_past_the_limit_come_first():
+    decoder = SSEDecoder(max_line=10)
+    assert decoder.feed("data: a\n\ndata: 123456789\n") == [SSEEvent("message", "a")]
+    with pytest.raises(LineTooLong):
+        decoder.feed("\n")
+    with pytest.raises(LineTooLong):
+        decoder.close()
