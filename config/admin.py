@@ -1,14 +1,16 @@
 """Admin building blocks shared by the apps."""
 
+import logging
 from collections.abc import Callable, Iterable
 
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.contrib.admin.actions import delete_selected as django_delete_selected
-from django.contrib.admin.options import TO_FIELD_VAR
+from django.contrib.admin.options import TO_FIELD_VAR, IncorrectLookupParameters
 from django.contrib.admin.utils import model_ngettext, quote
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import models, transaction
 from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
@@ -20,6 +22,8 @@ from rest_framework.exceptions import ParseError
 from .exceptions import ApplicationError
 from .filters import SearchFilter, distinct_words
 from .parsers import check_json_value
+
+logger = logging.getLogger(__name__)
 
 
 def apply_each(modeladmin, request, objects: Iterable, change: Callable, label: Callable) -> int:
@@ -73,7 +77,43 @@ class BoundedInputMixin:
     it. The search: each word adds its own OR of matches, and thousands of words (a pasted
     document) made one PostgreSQL backend use memory until the kernel killed it; a longer search
     is cut to its first distinct words within config.filters.SearchFilter's bounds, and the page
-    says so. JSON fields: read with the API's limits (JSONField above)."""
+    says so. JSON fields: read with the API's limits (JSONField above). A changelist's filters
+    in the query string: see get_changelist_instance."""
+
+    def get_changelist_instance(self, request):
+        # Django turns a filter it cannot build into its "?e=1" redirect (the changelist
+        # without its parameters), but values that fail only when the query is compiled or
+        # sent were a 500: a year out of range (`created_at__year=0`, or too large for an int),
+        # a NUL in a text filter (`status__exact=%00`, which PostgreSQL cannot take: refused
+        # before any query, as a client-side DataError is not told apart from the server's
+        # here). They get the same redirect.
+        if any("\x00" in value for _, values in request.GET.lists() for value in values):
+            raise IncorrectLookupParameters("a NUL character in the query string")
+        try:
+            return super().get_changelist_instance(request)
+        except (ValueError, OverflowError) as error:
+            logger.info("Changelist filters refused: %s (%s)", request.path, error)
+            raise IncorrectLookupParameters(error) from error
+
+    def response_action(self, request, queryset):
+        # Django filters the changelist by the ids posted with an action as they are: one that
+        # is not an id of the model (a tampered form: `_selected_action=x` for a UUID or an
+        # integer key, a NUL) raised in that query, a 500. Refused with a message instead;
+        # Django then sends the changelist back, nothing changed.
+        key = self.model._meta.pk
+        try:
+            for value in request.POST.getlist(helpers.ACTION_CHECKBOX_NAME):
+                if "\x00" in value:
+                    raise ValidationError("a NUL character")
+                key.to_python(value)
+        except ValidationError:
+            self.message_user(
+                request,
+                "The selection holds a value that is not an id of this list; nothing was changed.",
+                messages.ERROR,
+            )
+            return None
+        return super().response_action(request, queryset)
 
     def get_search_results(self, request, queryset, search_term):
         words = distinct_words(smart_split(search_term))

@@ -7,3 +7,11 @@ class AdminConfig(DjangoAdminConfig):
     """Django's admin with the project's site (config.admin.AdminSite) as `admin.site`."""
 
     default_site = "config.admin.AdminSite"
+
+    def ready(self):
+        super().ready()  # every app's admin loaded, django-celery-beat's among them
+        from django.contrib import admin
+
+        from .beat_admin import replace_admins
+
+        replace_admins(admin.site)

@@ -1,0 +1,58 @@
+"""django-celery-beat's admin pages (the periodic tasks and schedules staff edit), with what a
+mistyped or hostile value did to them fixed. Each was a 500 where the page should show the form
+again with its error:
+
+- a periodic task whose task name the field refused (longer than 200 characters, a NUL): the
+  form's own clean() read the missing value (KeyError);
+- args or kwargs nested past the interpreter's recursion limit: their JSON check raised
+  RecursionError, not the ValueError it catches;
+- a crontab field out of range (`hour: -1`): the form showed its schedule back in words, read
+  from the refused values, and celery's parser raised (ParseException).
+
+`replace_admins(site)` registers these in place of the package's own; config.apps.AdminConfig
+calls it once every app's admin is loaded.
+"""
+
+from celery.schedules import ParseException
+from django import forms
+from django.contrib import admin
+from django_celery_beat import admin as beat
+from django_celery_beat.models import CrontabSchedule, PeriodicTask
+
+
+class PeriodicTaskForm(beat.PeriodicTaskForm):
+    def clean(self):
+        if "task" in self.errors:
+            # Refused by its field: that error stands, and the package's clean() needs the
+            # value. (The form is invalid anyway, so its other checks can wait.)
+            return forms.ModelForm.clean(self)
+        return super().clean()
+
+    def _clean_json(self, field):
+        try:
+            return super()._clean_json(field)
+        except RecursionError:
+            raise forms.ValidationError("Unable to parse JSON: nested too deep.") from None
+
+
+class PeriodicTaskAdmin(beat.PeriodicTaskAdmin):
+    form = PeriodicTaskForm
+
+
+class CrontabScheduleAdmin(beat.CrontabScheduleAdmin):
+    @admin.display(description="Human readable")
+    def human_readable(self, schedule: CrontabSchedule) -> str:
+        try:
+            return schedule.human_readable
+        except (ParseException, ValueError):
+            return "(not a valid schedule: see the fields' errors)"
+
+
+def replace_admins(site: admin.AdminSite) -> None:
+    for model, model_admin in (
+        (PeriodicTask, PeriodicTaskAdmin),
+        (CrontabSchedule, CrontabScheduleAdmin),
+    ):
+        if site.is_registered(model):
+            site.unregister(model)
+        site.register(model, model_admin)
