@@ -4,8 +4,10 @@
 Each type names the permission it needs on top of `playground.execute`, checks its
 `input_data` when the job is requested (a bad input is a 400 naming what is wrong, and no job
 is made), and runs in a worker through a `JobContext`, which renews the job's lease at each
-checkpoint and stops the job when it was cancelled. Each writes its result as an artifact of
-the job and returns its `output_data`.
+checkpoint and stops the job when it was cancelled. Each writes its result, as it makes it,
+to the context's `artifact` (a temporary file, never whole in memory, refused as soon as it
+outgrows the tenant's storage quota), stored as the job's artifact; and returns its
+`output_data`.
 
 - `template_batch`: a prompt template over 1 to WORKFLOW_BATCH_MAX_ROWS rows of variables,
   each row one metered execution (recorded, linked to the job and its row, so a resumed job
@@ -20,7 +22,6 @@ A new type is a `WorkflowType` added to REGISTRY: its check, its runner, its per
 
 import csv
 import functools
-import io
 import json
 import uuid
 from collections.abc import Callable, Mapping
@@ -35,6 +36,7 @@ from audit.export import export_lines
 from audit.services import chain_seal
 from config.db import raw_uuid
 from config.exceptions import ApplicationError
+from config.files import Spool
 from config.prepared import Rider
 
 from . import jobs, rendering
@@ -51,10 +53,12 @@ class JobStopped(Exception):
 
 @dataclass
 class JobContext:
-    """What a runner gets: the job, and `checkpoint` to call as it makes progress."""
+    """What a runner gets: the job, `checkpoint` to call as it makes progress, and `artifact`
+    to write its result to (config.files.Spool: bytes or text)."""
 
     job: WorkflowJob
     held: jobs.Claim
+    artifact: Spool
 
     def checkpoint(self, done: int | None = None) -> None:
         """Renew the lease (and record `done` units of progress); raises JobStopped when the
@@ -98,8 +102,9 @@ class WorkflowType:
     permission: str
     # input_data -> (normalised input, units of work); ApplicationError when invalid.
     check: Callable[..., tuple[dict, int]]
-    # (context, tenant, actor) -> (output_data, artifact name, content, content type).
-    run: Callable[..., tuple[dict, str, bytes, str]]
+    # (context, tenant, actor) -> (output_data, artifact name, content type), the artifact
+    # written to context.artifact.
+    run: Callable[..., tuple[dict, str, str]]
 
 
 def _invalid(problems: dict[str, list[str]]) -> ApplicationError:
@@ -222,12 +227,13 @@ def run_template_batch(context: JobContext, tenant, actor):
         answered.add(index)
     context.checkpoint(done=len(answered))
     executions = PromptExecution.objects.filter(workflow_job=job).order_by("batch_row")
-    lines, succeeded, total_tokens, cost = [], 0, 0, 0
+    rows, succeeded, total_tokens, cost = 0, 0, 0, 0
     for execution in executions.iterator():
+        rows += 1
         succeeded += execution.status == "succeeded"
         total_tokens += execution.tokens_used
         cost += execution.cost_micros
-        lines.append(
+        context.artifact.write(
             json.dumps(
                 {
                     "row": execution.batch_row,
@@ -244,18 +250,18 @@ def run_template_batch(context: JobContext, tenant, actor):
                 },
                 ensure_ascii=False,
             )
+            + "\n"
         )
     output = {
-        "rows": len(lines),
+        "rows": rows,
         "succeeded": succeeded,
-        "failed": len(lines) - succeeded,
+        "failed": rows - succeeded,
         "total_tokens": total_tokens,
         "cost_micros": cost,
         "template_id": str(template.pk),
         "version": version.version,
     }
-    content = ("\n".join(lines) + "\n").encode()
-    return output, f"template-batch-{job.pk}.jsonl", content, "application/x-ndjson"
+    return output, f"template-batch-{job.pk}.jsonl", "application/x-ndjson"
 
 
 # usage_report -----------------------------------------------------------------------------------
@@ -316,8 +322,7 @@ def run_usage_report(context: JobContext, tenant, actor):
     job = context.job
     start, end = _range(job.input_data)
     calls = GatewayCall.objects.filter(tenant=tenant, created_at__gte=start, created_at__lt=end)
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
+    writer = csv.writer(context.artifact)
     writer.writerow(REPORT_COLUMNS)
     written = 0
     for row in calls.order_by("created_at", "id").values_list(*REPORT_COLUMNS).iterator(2000):
@@ -349,7 +354,7 @@ def run_usage_report(context: JobContext, tenant, actor):
         "by_model": by_model,
     }
     name = f"usage-{job.input_data['start']}-to-{job.input_data['end']}.csv"
-    return output, name, buffer.getvalue().encode(), "text/csv; charset=utf-8"
+    return output, name, "text/csv; charset=utf-8"
 
 
 # audit_export -----------------------------------------------------------------------------------
@@ -371,9 +376,9 @@ def run_audit_export(context: JobContext, tenant, actor):
     # Events are sealed shortly after they are recorded; seal what is pending so the export
     # is up to the moment it was asked for.
     chain_seal(tenant_id=tenant.pk)
-    lines, events = [], 0
+    events = 0
     for line in export_lines(tenant.pk, from_seq=data["from_seq"], to_seq=data.get("to_seq")):
-        lines.append(line)
+        context.artifact.write(line)
         if line.startswith('{"type":"event"'):
             events += 1
             if events % EXPORT_CHECKPOINT_ROWS == 0:
@@ -381,7 +386,7 @@ def run_audit_export(context: JobContext, tenant, actor):
     context.checkpoint(done=events)
     output = {**data, "events": events}
     name = f"audit-{tenant.slug}-{context.job.pk}.jsonl"
-    return output, name, "".join(lines).encode(), "application/x-ndjson"
+    return output, name, "application/x-ndjson"
 
 
 def hidden_types(permissions) -> list[str]:

@@ -17,8 +17,9 @@ from django.db import transaction
 from django.db.models import Sum
 
 from audit.services import record
-from config.files import remove_files_on_commit
+from config.files import Spool, remove_files_on_commit
 from tenants.models import QuotaResource, Tenant
+from tenants.services import quotas
 from tenants.services.quotas import quota_consume, quota_release
 
 from ..models import Artifact
@@ -33,32 +34,47 @@ def artifact_write(
     *,
     tenant: Tenant,
     name: str,
-    content: bytes,
+    content: bytes | Spool,
     content_type: str,
     created_by=None,
     run=None,
     workflow_job=None,
 ) -> Artifact:
-    """Store `content` as `name`; raises QuotaExceeded (nothing stored) when the tenant's
-    storage quota cannot take it."""
-    quota_consume(tenant=tenant, resource=QuotaResource.STORAGE, amount=len(content))
+    """Store `content` (bytes, or a Spool a job wrote its artifact to: see `artifact_spool`)
+    as `name`; raises QuotaExceeded (nothing stored) when the tenant's storage quota cannot
+    take it."""
+    if isinstance(content, Spool):
+        size, digest, file = content.size, content.sha256, content.file()
+    else:
+        size, digest = len(content), hashlib.sha256(content).hexdigest()
+        file = ContentFile(content)
+    quota_consume(tenant=tenant, resource=QuotaResource.STORAGE, amount=size)
     artifact = Artifact(
         tenant=tenant,
         name=name,
         content_type=content_type,
-        size_bytes=len(content),
-        sha256=hashlib.sha256(content).hexdigest(),
+        size_bytes=size,
+        sha256=digest,
         run=run,
         workflow_job=workflow_job,
         created_by=created_by if getattr(created_by, "is_authenticated", False) else None,
     )
-    artifact.file.save(name, ContentFile(content), save=False)
+    artifact.file.save(name, file, save=False)
     try:
         artifact.save()
     except BaseException:
         _storage().delete(artifact.file.name)
         raise
     return artifact
+
+
+def artifact_spool(*, tenant: Tenant) -> Spool:
+    """Where a job writes an artifact as it makes it (a report, an export): a temporary file,
+    never the whole artifact in the worker's memory, refused (QuotaExceeded) as soon as it
+    outgrows the room left in the tenant's storage quota rather than once it is all written.
+    `artifact_write` stores it; the caller closes it."""
+    room, refusal = quotas.quota_room(tenant=tenant, resource=QuotaResource.STORAGE)
+    return Spool(limit=room, refuse=refusal)
 
 
 @transaction.atomic

@@ -17,7 +17,7 @@ from tenants.models import BLOCKED_STATUSES, Tenant
 from .. import jobs
 from ..models import JobStatus, WorkflowJob
 from ..workflows import REGISTRY, JobContext, JobStopped
-from .artifacts import artifact_write
+from .artifacts import artifact_spool, artifact_write
 from .ledger import gateway_tokens_lock, gateway_tokens_release_unsettled
 
 logger = logging.getLogger(__name__)
@@ -137,38 +137,8 @@ def workflow_job_execute(*, job_id) -> str | None:
         return JobStatus.FAILED
     workflow = REGISTRY[job.workflow_type]
     try:
-        output, name, content, content_type = workflow.run(
-            JobContext(job=job, held=held), job.tenant, job.created_by
-        )
-        with transaction.atomic():
-            if not held.rows().select_for_update().exists():
-                raise JobStopped
-            artifact = artifact_write(
-                tenant=job.tenant,
-                name=name,
-                content=content,
-                content_type=content_type,
-                created_by=job.created_by,
-                workflow_job=job,
-            )
-            output = {**output, "artifact_id": str(artifact.pk), "size_bytes": artifact.size_bytes}
-            # Every row's call was settled: the last note has nothing left to give back.
-            jobs.release(
-                held,
-                status=JobStatus.COMPLETED,
-                output_data=output,
-                reserved_tokens=0,
-                reserved_call="",
-            )
-            job.refresh_from_db()
-            record(
-                tenant=job.tenant,
-                event_type="workflow.completed",
-                payload=_payload(
-                    job, artifact_id=str(artifact.pk), execution_time_ms=job.execution_time_ms
-                ),
-            )
-        return JobStatus.COMPLETED
+        with artifact_spool(tenant=job.tenant) as spool:
+            return _run(held, job, workflow, spool)
     except JobStopped:
         return None
     except ApplicationError as error:
@@ -178,6 +148,43 @@ def workflow_job_execute(*, job_id) -> str | None:
         logger.exception("Workflow job %s (%s) failed", job.pk, job.workflow_type)
         _fail(held, job, "The job failed on an internal error; it was logged.")
     return JobStatus.FAILED
+
+
+def _run(held: jobs.Claim, job: WorkflowJob, workflow, spool) -> str:
+    """The runner, writing its artifact to `spool`, then the artifact and the job's output
+    stored in one transaction."""
+    output, name, content_type = workflow.run(
+        JobContext(job=job, held=held, artifact=spool), job.tenant, job.created_by
+    )
+    with transaction.atomic():
+        if not held.rows().select_for_update().exists():
+            raise JobStopped
+        artifact = artifact_write(
+            tenant=job.tenant,
+            name=name,
+            content=spool,
+            content_type=content_type,
+            created_by=job.created_by,
+            workflow_job=job,
+        )
+        output = {**output, "artifact_id": str(artifact.pk), "size_bytes": artifact.size_bytes}
+        # Every row's call was settled: the last note has nothing left to give back.
+        jobs.release(
+            held,
+            status=JobStatus.COMPLETED,
+            output_data=output,
+            reserved_tokens=0,
+            reserved_call="",
+        )
+        job.refresh_from_db()
+        record(
+            tenant=job.tenant,
+            event_type="workflow.completed",
+            payload=_payload(
+                job, artifact_id=str(artifact.pk), execution_time_ms=job.execution_time_ms
+            ),
+        )
+    return JobStatus.COMPLETED
 
 
 @transaction.atomic

@@ -21,6 +21,8 @@ tenant, so two resets running at once reset a tenant once. What the ended period
 counter, stock levels as held) is kept as a UsageRecord in the same transaction.
 """
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -117,6 +119,18 @@ def _used(tenant: Tenant, resource: str) -> int | None:
         .values_list("used", flat=True)
         .first()
     )
+
+
+def quota_room(*, tenant: Tenant, resource: str) -> tuple[int, Callable[[int], QuotaExceeded]]:
+    """What `resource` can still take now, and the refusal of an amount past it: for work that
+    makes its amount in pieces before it can be counted (a file written as it comes), so that
+    it stops as soon as the amount could not be counted, not once all of it is made. Counting
+    is still quota_consume's, which decides."""
+    _check_resource(resource)
+    limit = tenant_limits(tenant)[resource]
+    used = _used(tenant, resource) or 0
+    refusal = functools.partial(quota_exceeded_error, tenant, resource, limit, used=used)
+    return max(0, limit - used), refusal
 
 
 def quota_consume(

@@ -195,6 +195,11 @@ EXEMPT = {
     "accounts.services.api_key_budget_exceeded_error": "builds an exception: changes nothing",
     "accounts.services.budget_month": "pure function",
     "tenants.services.quotas.quota_exceeded_error": "builds an exception: changes nothing",
+    "tenants.services.quotas.quota_room": "reads the room left under a quota: changes nothing",
+    "playground.services.artifacts.artifact_spool": (
+        "makes a temporary file bounded by the storage room: changes nothing; the artifact it "
+        "holds is stored (and audited with its job) by artifact_write"
+    ),
     "tenants.services.quotas.quota_warn_if_due": (
         "records quota.warning itself when the threshold is crossed, as quota_consume does"
     ),

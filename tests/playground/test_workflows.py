@@ -884,6 +884,72 @@ def test_a_storage_quota_too_small_for_the_artifact_fails_the_job(owner, queued)
     assert not audit_events(owner.tenant, "workflow.completed")
 
 
+def test_a_report_past_the_spools_memory_is_written_through_a_file(owner, queued, monkeypatch):
+    # A report is never whole in the worker's memory: past the spool's share it is on disk,
+    # and what is stored is what was written.
+    from config import files
+    from playground.services import workflows as workflow_services
+
+    monkeypatch.setattr(files, "SPOOL_IN_MEMORY_BYTES", 1_000)
+    on_disk = []
+    write = workflow_services.artifact_write
+
+    def artifact_write(**kwargs):
+        on_disk.append(kwargs["content"].on_disk)
+        return write(**kwargs)
+
+    monkeypatch.setattr(workflow_services, "artifact_write", artifact_write)
+    for day in range(1, 21):
+        at(GatewayCallFactory(tenant=owner.tenant), datetime(2025, 3, day, tzinfo=UTC))
+    job_id = queued(owner, "usage_report", REPORT)
+
+    body = completed(owner, job_id)
+
+    assert on_disk == [True]
+    artifact = Artifact.objects.get(workflow_job_id=job_id)
+    _, content = downloaded(owner, artifact.pk)
+    assert len(content) > 1_000
+    assert len(list(csv.DictReader(io.StringIO(content.decode())))) == 20
+    assert artifact.sha256 == hashlib.sha256(content).hexdigest()
+    assert body["output_data"]["size_bytes"] == len(content) == storage_used(owner.tenant)
+
+
+def test_an_artifact_outgrowing_the_storage_room_stops_as_soon_as_it_does(
+    owner, queued, monkeypatch
+):
+    from playground.services import workflows as workflow_services
+
+    Tenant.objects.filter(pk=owner.tenant.pk).update(settings={"maxStorageMB": 1})
+    room = 2_000
+    QuotaCounter.objects.update_or_create(
+        tenant=owner.tenant, resource="storage", defaults={"used": MIB - room}
+    )
+    spools = []
+    spool = workflow_services.artifact_spool
+
+    def artifact_spool(**kwargs):
+        spools.append(spool(**kwargs))
+        return spools[-1]
+
+    monkeypatch.setattr(workflow_services, "artifact_spool", artifact_spool)
+    for minute in range(200):  # about 50 kB of CSV
+        at(
+            GatewayCallFactory(tenant=owner.tenant),
+            datetime(2025, 3, 2, 0, minute // 60, minute % 60, tzinfo=UTC),
+        )
+    job_id = queued(owner, "usage_report", REPORT)
+
+    assert workflow_job_execute(job_id=job_id) == JobStatus.FAILED
+
+    body = owner.client.get(job_url(job_id)).json()
+    assert "storage quota" in body["error"]
+    # Written up to the row that did not fit, not the whole report.
+    [refused] = spools
+    assert room < refused.size < room + 500
+    assert not Artifact.objects.filter(tenant=owner.tenant).exists()
+    assert storage_used(owner.tenant) == MIB - room
+
+
 def test_a_tokens_quota_exhausted_during_a_batch_fails_it(owner, queued, monkeypatch):
     template = batch_template(owner.tenant)
     rows = [{"question": f"Q{n}"} for n in range(3)]
