@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from io import StringIO
@@ -257,6 +258,79 @@ def test_command_refuses_a_file_that_is_not_an_export(tmp_path, content):
 
     with pytest.raises(CommandError, match="Cannot verify"):
         call_command("verify_audit_export", str(path), stdout=StringIO())
+
+
+def _replace_line(text: str, number: int, line: str) -> str:
+    lines = text.splitlines()
+    lines[number - 1] = line
+    return "\n".join(lines) + "\n"
+
+
+def _edit_record(text: str, number: int, change) -> str:
+    record = json.loads(text.splitlines()[number - 1])
+    change(record)
+    return _replace_line(text, number, json.dumps(record))
+
+
+# A damaged or hostile file: each was a traceback (RecursionError, KeyError, AttributeError)
+# or a message without its line, of the command and of `python -m audit.offline`.
+HOSTILE_LINES = {
+    "nested too deep": (2, lambda _: "[" * 100_000 + "]" * 100_000, "line 2: JSON nested too deep"),
+    "not an object": (2, lambda _: '"event"', "line 2: not a JSON object"),
+    "NaN": (2, lambda line: line.replace('"seq":1,', '"seq":NaN,'), "line 2: not valid JSON"),
+    "huge number": (2, lambda line: line.replace('"seq":1,', f'"seq":{"9" * 5000},'), "line 2"),
+    "document null": (
+        2,
+        lambda _: '{"type": "event", "document": null, "prev_hash": "", "hash": "x"}',
+        "line 2: an event without a valid 'document'",
+    ),
+    "seq a float": (
+        2,
+        lambda line: line.replace('"seq":1,', '"seq":1e400,'),
+        "line 2: an event's document without a valid 'seq'",
+    ),
+    "lone surrogate": (
+        2,
+        lambda line: line.replace('"payload":{', '"payload":{"\\ud800":1,', 1),
+        "line 2: the event cannot be hashed",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", HOSTILE_LINES.values(), ids=HOSTILE_LINES)
+def test_a_damaged_line_is_refused_naming_it(owner, chain, tmp_path, case):
+    number, damage, message = case
+    text = export(owner.client)
+    line = text.splitlines()[number - 1]
+    path = export_file(tmp_path, _replace_line(text, number, damage(line)))
+    assert path.read_text() != text
+
+    with pytest.raises(CommandError, match=f"Cannot verify .*: {re.escape(message)}"):
+        call_command("verify_audit_export", str(path), stdout=StringIO())
+    run = {"cwd": settings.BASE_DIR, "env": offline_environment(), "capture_output": True}
+    offline = subprocess.run([sys.executable, "-m", "audit.offline", str(path)], **run)  # noqa: S603
+    assert offline.returncode == 2
+    assert message in offline.stderr.decode()
+    assert "Traceback" not in offline.stderr.decode()
+
+
+@pytest.mark.parametrize(("field", "value"), [("signature", 12), ("seq", "x"), ("head_hash", None)])
+def test_a_checkpoint_without_its_fields_is_refused_naming_its_line(
+    owner, chain, tmp_path, field, value
+):
+    text = export(owner.client)
+    last = len(text.splitlines())
+    damaged = _edit_record(text, last, lambda record: record.update({field: value}))
+
+    with pytest.raises(ExportError, match=f"line {last}: a checkpoint without a valid '{field}'"):
+        verify_export(damaged.splitlines())
+
+
+def test_a_header_with_a_bad_from_seq_is_refused(owner, chain):
+    damaged = _edit_record(export(owner.client), 1, lambda header: header.update(from_seq="a"))
+
+    with pytest.raises(ExportError, match="line 1: the header's 'from_seq'"):
+        verify_export(damaged.splitlines())
 
 
 def test_command_refuses_a_missing_file(tmp_path):
