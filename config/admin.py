@@ -98,14 +98,17 @@ class BoundedInputMixin:
     def response_action(self, request, queryset):
         # Django filters the changelist by the ids posted with an action as they are: one that
         # is not an id of the model (a tampered form: `_selected_action=x` for a UUID or an
-        # integer key, a NUL) raised in that query, a 500. Refused with a message instead;
+        # integer key, a NUL, an integer past the database's range) raised in that query, a
+        # 500. Refused with a message instead;
         # Django then sends the changelist back, nothing changed.
         key = self.model._meta.pk
         try:
             for value in request.POST.getlist(helpers.ACTION_CHECKBOX_NAME):
                 if "\x00" in value:
                     raise ValidationError("a NUL character")
-                key.to_python(value)
+                # The key's validators include the database's range for an integer key
+                # (SQLite raised OverflowError on a 30-digit id).
+                key.run_validators(key.to_python(value))
         except ValidationError:
             self.message_user(
                 request,

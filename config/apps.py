@@ -12,6 +12,6 @@ class AdminConfig(DjangoAdminConfig):
         super().ready()  # every app's admin loaded, django-celery-beat's among them
         from django.contrib import admin
 
-        from .beat_admin import replace_admins
+        from .package_admins import replace_admins
 
         replace_admins(admin.site)

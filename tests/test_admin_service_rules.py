@@ -109,10 +109,13 @@ SERVICE_MODULES = {
     "billing.ProviderEvent": ("billing.services.provider_events",),
     # simplejwt's refresh-token records, shown by accounts/admin.py.
     "token_blacklist.OutstandingToken": ("accounts.services",),
-    # django-celery-beat's pages, replaced by fixed subclasses (config/beat_admin.py): the
+    # django-celery-beat's pages, replaced by fixed subclasses (config/package_admins.py): the
     # schedule is the package's own data, which no service of the project changes.
     "django_celery_beat.PeriodicTask": (),
     "django_celery_beat.CrontabSchedule": (),
+    # django-axes' login attempts (its page replaced likewise): written by axes at each failed
+    # login, read by accounts.lockout; no service of the project changes them.
+    "axes.AccessAttempt": (),
 }
 
 
