@@ -72,13 +72,41 @@ class JSONField(forms.JSONField):
             return forms.fields.InvalidJSONInput(data)
 
 
+class ModelChoiceField(forms.ModelChoiceField):
+    """Django's, with an id past the database's integer range refused as any unknown id: SQLite
+    raises OverflowError for it where Django expects ValueError (a 500 on a 20-digit id)."""
+
+    def to_python(self, value):
+        try:
+            return super().to_python(value)
+        except OverflowError:
+            raise forms.ValidationError(
+                self.error_messages["invalid_choice"], code="invalid_choice"
+            ) from None
+
+
+class ModelMultipleChoiceField(forms.ModelMultipleChoiceField):
+    """Django's, with the same refusal as ModelChoiceField's."""
+
+    def _check_values(self, value):
+        try:
+            return super()._check_values(value)
+        except OverflowError:
+            raise forms.ValidationError(
+                self.error_messages["invalid_pk_value"],
+                code="invalid_pk_value",
+                params={"pk": ", ".join(str(item) for item in value)[:100]},
+            ) from None
+
+
 class BoundedInputMixin:
     """What hostile input could do in a changelist or a change form, bounded as the API bounds
     it. The search: each word adds its own OR of matches, and thousands of words (a pasted
     document) made one PostgreSQL backend use memory until the kernel killed it; a longer search
     is cut to its first distinct words within config.filters.SearchFilter's bounds, and the page
-    says so. JSON fields: read with the API's limits (JSONField above). A changelist's filters
-    in the query string: see get_changelist_instance."""
+    says so. JSON fields: read with the API's limits (JSONField above); relations, with ids
+    past the database's range refused (the choice fields above). A changelist's filters in the
+    query string: see get_changelist_instance."""
 
     def get_changelist_instance(self, request):
         # Django turns a filter it cannot build into its "?e=1" redirect (the changelist
@@ -133,6 +161,10 @@ class BoundedInputMixin:
     def formfield_for_dbfield(self, db_field, request, **kwargs):
         if isinstance(db_field, models.JSONField):
             kwargs.setdefault("form_class", JSONField)
+        elif isinstance(db_field, models.ManyToManyField):
+            kwargs.setdefault("form_class", ModelMultipleChoiceField)
+        elif isinstance(db_field, models.ForeignKey):
+            kwargs.setdefault("form_class", ModelChoiceField)
         return super().formfield_for_dbfield(db_field, request, **kwargs)
 
 

@@ -357,3 +357,15 @@ def test_the_login_attempts_cleanup_action_cleans_up(admin_client):
 
     assert response.status_code == 302
     assert list(AccessAttempt.objects.values_list("pk", flat=True)) == [recent.pk]
+
+
+def test_a_relation_given_an_id_past_the_databases_range_is_a_form_error(admin_client):
+    # SQLite raised OverflowError (a 500) for a 20-digit id where Django expects ValueError.
+    from django.contrib.auth.models import Group
+
+    url = reverse("admin:auth_group_add")
+    response = admin_client.post(url, {"name": "ops", "permissions": ["9" * 20]})
+
+    assert response.status_code == 200
+    assert "permissions" in response.context["adminform"].form.errors
+    assert not Group.objects.filter(name="ops").exists()
