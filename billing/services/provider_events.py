@@ -8,7 +8,9 @@ does: a provider's retry, or two deliveries at once, find it stored and change n
 answer is 200 either way, so the provider stops retrying).
 
 Events acted on:
-    checkout.session.completed   the payer completed a hosted checkout: subscribe
+    checkout.session.completed   the payer completed a hosted checkout: subscribe (outcome
+                                 "subscribed"; "already complete" for another event of a
+                                 session an earlier one completed, which changes nothing)
 Any other type is stored and marked ignored; an event billing refuses (a checkout that expired)
 is stored with the reason, and answered 200 all the same: retrying it would change nothing.
 """
@@ -18,7 +20,7 @@ from django.utils import timezone
 
 from config.exceptions import ApplicationError
 
-from ..models import CheckoutSession, ProviderEvent
+from ..models import CheckoutSession, CheckoutStatus, ProviderEvent
 from ..providers import provider as payment_provider
 from .checkout import checkout_complete
 
@@ -45,13 +47,19 @@ def provider_event_receive(*, provider_name: str, body: bytes, headers) -> Provi
 def _act(event: ProviderEvent) -> None:
     if event.type == "checkout.session.completed":
         session_id = str(event.payload.get("session_id", ""))
+        # Locked first, as checkout_complete locks it: of two events of one session (the
+        # hosted page posted twice at once), the second sees the first's completion.
         session = (
-            CheckoutSession.objects.filter(session_id=session_id, provider=event.provider)
+            CheckoutSession.objects.select_for_update()
+            .filter(session_id=session_id, provider=event.provider)
             .select_related("tenant")
             .first()
         )
         if session is None:
             outcome = f"no checkout session {session_id[:64]!r}"
+        elif session.status == CheckoutStatus.COMPLETE:
+            event.organization_id = session.tenant_id
+            outcome = "already complete"
         else:
             event.organization_id = session.tenant_id
             try:

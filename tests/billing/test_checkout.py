@@ -245,6 +245,22 @@ def test_a_signed_event_subscribes_and_its_replay_changes_nothing(owner):
     assert Payment.objects.count() == 1
 
 
+def test_another_event_of_a_completed_session_is_recorded_as_already_complete(owner):
+    # The hosted page posted twice sends two events of its own: only the first subscribes.
+    no_trials()
+    session = open_checkout(owner)
+    first = post_event(*signed(completed(session["session_id"], "evt_1")))
+    second = post_event(*signed(completed(session["session_id"], "evt_2")))
+
+    assert (first.json()["outcome"], second.json()["outcome"]) == (
+        "subscribed",
+        "already complete",
+    )
+    assert ProviderEvent.objects.get(event_id="evt_2").organization_id == owner.tenant.pk
+    assert Invoice.objects.filter(tenant=owner.tenant).count() == 1
+    assert Payment.objects.count() == 1
+
+
 @pytest.mark.parametrize(
     "tamper",
     ["no signature", "wrong secret", "other body", "too old", "from the future", "garbled"],
