@@ -331,20 +331,6 @@ class ListedField(CharField):
         super().__init__(**kwargs)
 
 
-class CodeField(ListedField):
-    """One code of a standard list, given in any case and stored upper-cased; checked here."""
-
-    def __init__(self, *, codes, message: str, **kwargs):
-        self.message = message
-        super().__init__(codes=codes, **kwargs)
-
-    def to_internal_value(self, data):
-        value = super().to_internal_value(data).upper()
-        if value not in self.request_codes():
-            raise serializers.ValidationError(self.message, code="invalid_choice")
-        return value
-
-
 @functools.cache
 def currency_codes() -> frozenset[str]:
     return frozenset(currency.alpha_3 for currency in pycountry.currencies)
@@ -355,32 +341,43 @@ def country_codes() -> frozenset[str]:
     return frozenset(country.alpha_2 for country in pycountry.countries)
 
 
+class CodeField(ListedField):
+    """One code of a standard list, given in any case and stored upper-cased; checked here. A
+    subclass names the list (`codes`, a function), the codes' `length`, the refusal's
+    `message` and the default `help_text`."""
+
+    codes = staticmethod(frozenset)
+    length = 0
+    message = ""
+    default_help = ""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("help_text", self.default_help)
+        super().__init__(codes=self.codes, min_length=self.length, max_length=self.length, **kwargs)
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data).upper()
+        if value not in self.request_codes():
+            raise serializers.ValidationError(self.message, code="invalid_choice")
+        return value
+
+
 class CurrencyField(CodeField):
     """An ISO 4217 code, upper-cased ("usd" is USD)."""
 
-    def __init__(self, **kwargs):
-        kwargs.setdefault("help_text", "ISO 4217.")
-        super().__init__(
-            codes=currency_codes,
-            message="Not an ISO 4217 currency code.",
-            min_length=3,
-            max_length=3,
-            **kwargs,
-        )
+    codes = staticmethod(currency_codes)
+    length = 3
+    message = "Not an ISO 4217 currency code."
+    default_help = "ISO 4217."
 
 
 class CountryField(CodeField):
     """An ISO 3166-1 alpha-2 code, upper-cased ("de" is DE)."""
 
-    def __init__(self, **kwargs):
-        kwargs.setdefault("help_text", "ISO 3166-1 alpha-2.")
-        super().__init__(
-            codes=country_codes,
-            message="Not an ISO 3166-1 alpha-2 country code.",
-            min_length=2,
-            max_length=2,
-            **kwargs,
-        )
+    codes = staticmethod(country_codes)
+    length = 2
+    message = "Not an ISO 3166-1 alpha-2 country code."
+    default_help = "ISO 3166-1 alpha-2."
 
 
 class DistinctListField(serializers.ListField):
