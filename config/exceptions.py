@@ -6,7 +6,9 @@ schema show it, and tests/api/test_error_codes.py fails when code anywhere emits
 """
 
 import logging
+import sqlite3
 
+import psycopg
 from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import (
@@ -15,8 +17,10 @@ from django.core.exceptions import (
     TooManyFieldsSent,
     TooManyFilesSent,
 )
-from django.db import DataError, OperationalError
+from django.db import DataError, InterfaceError, OperationalError
 from django.http import Http404
+from kombu.exceptions import OperationalError as BrokerError
+from redis import exceptions as redis_errors
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 
@@ -53,8 +57,8 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "INTERNAL_ERROR": (500, "An unexpected error; the request id finds it in the logs."),
     "SERVICE_UNAVAILABLE": (
         503,
-        "A dependency (database, cache, broker) is unavailable, or a database statement ran "
-        "past the web processes' limit.",
+        "A dependency (database, cache, broker) is unavailable (`details.dependency` names "
+        "it; see Retry-After), or a database statement ran past the web processes' limit.",
     ),
     "AI_SERVICE_ERROR": (
         502,
@@ -166,6 +170,75 @@ class StatementTimedOut(ServiceUnavailable):
 _QUERY_CANCELED = "57014"
 
 
+# What to wait before trying again when a dependency is down: restarts and failovers take
+# seconds; a client that waits this long and tries again is served once the part is back.
+DEPENDENCY_RETRY_AFTER_SECONDS = 5
+DEPENDENCY_NAMES = {"database": "the database", "cache": "the cache", "broker": "the task broker"}
+
+
+class DependencyUnavailable(ServiceUnavailable):
+    """A part every request needs (the database, the cache, the task broker) could not be
+    reached or refused to serve: 503 with Retry-After. Nothing is skipped meanwhile: the rate
+    limits and quotas are counted in the cache, and a request that cannot be counted is not
+    served. `error` is the failure, for the log line; the answer never carries it (a
+    connection error names hosts, ports and users)."""
+
+    def __init__(self, dependency: str, error: Exception | None = None):
+        self.wait = DEPENDENCY_RETRY_AFTER_SECONDS
+        self.dependency = dependency
+        self.error = error
+        super().__init__(
+            f"The service is briefly unavailable: {DEPENDENCY_NAMES[dependency]} cannot be "
+            "reached. Try again in a few seconds.",
+            details={
+                "dependency": dependency,
+                "retry_after_seconds": retry_after_seconds(self.wait),
+            },
+        )
+
+
+# The cache's failures that are an outage, not a bug: refused or dropped connections and
+# timeouts, a server still loading its data or out of memory, a replica or a primary being
+# failed over.
+_CACHE_DOWN = (
+    redis_errors.ConnectionError,
+    redis_errors.TimeoutError,
+    redis_errors.ReadOnlyError,
+    redis_errors.OutOfMemoryError,
+    redis_errors.MasterDownError,
+)
+# PostgreSQL's SQLSTATE classes and codes of a server that cannot serve: connection exceptions
+# (08), shutdowns and restarts (57P01-57P05), exhausted resources (53: too many connections,
+# disk full, out of memory) and a write sent to a read-only standby during a failover (25006).
+_DATABASE_DOWN_SQLSTATES = ("08", "57P", "53", "25006")
+
+
+def unavailable_dependency(exc: BaseException | None) -> str | None:
+    """ "database", "cache" or "broker" when `exc` says that part is down (an outage, which the
+    client may wait out), else None (a bug or the client's doing)."""
+    if isinstance(exc, _CACHE_DOWN):
+        return "cache"
+    if isinstance(exc, BrokerError):
+        return "broker"
+    if isinstance(exc, InterfaceError):
+        # Raised for a connection that is closed or broken, never for a statement's content.
+        return "database"
+    if isinstance(exc, OperationalError):
+        cause = exc.__cause__
+        if isinstance(cause, psycopg.OperationalError | psycopg.InterfaceError):
+            # No SQLSTATE: the client library's own failure (refused, reset, closed by the
+            # server, a pool with no connection to give).
+            sqlstate = cause.sqlstate
+            if sqlstate is None or sqlstate.startswith(_DATABASE_DOWN_SQLSTATES):
+                return "database"
+        if isinstance(cause, sqlite3.OperationalError) and str(cause).startswith(
+            "database is locked"
+        ):
+            # SQLite's writer lock held past the connection's timeout: a busy moment.
+            return "database"
+    return None
+
+
 class AIServiceError(ApplicationError):
     """An upstream LLM provider failed: 502, or 503 when no upstream may be tried now."""
 
@@ -261,6 +334,9 @@ def _as_api_exception(exc):
         and getattr(exc.__cause__, "sqlstate", None) == _QUERY_CANCELED
     ):
         return StatementTimedOut()
+    dependency = unavailable_dependency(exc)
+    if dependency is not None:
+        return DependencyUnavailable(dependency, exc)
     if isinstance(exc, DataError):
         # A value the database cannot store (NUL byte, out-of-range number): the client's input.
         return exceptions.ValidationError({"non_field_errors": ["A value is not acceptable."]})
@@ -293,6 +369,14 @@ def api_exception_handler(exc, context):
         return internal_error_response()
 
 
+def log_unavailable(exc: DependencyUnavailable, *, where: str) -> None:
+    """One line per refused request, without a traceback: during an outage every request
+    fails the same way, and the line says which part, where, and the library's reason."""
+    error = exc.error
+    reason = f"{type(error).__name__}: {error}".strip() if error is not None else "-"
+    logger.error("%s unavailable in %s (%s)", exc.dependency, where, " ".join(reason.split())[:500])
+
+
 def internal_error_response() -> Response:
     return Response(
         error_body("INTERNAL_ERROR", "An unexpected error occurred."),
@@ -318,6 +402,8 @@ def _handle(exc, context):
 
     if isinstance(exc, StatementTimedOut):
         logger.warning("A database statement of %s was cancelled", view.__class__.__name__)
+    elif isinstance(exc, DependencyUnavailable):
+        log_unavailable(exc, where=view.__class__.__name__)
     code = code_for(exc)
     message, details = _message_and_details(exc)
 

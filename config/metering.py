@@ -49,6 +49,7 @@ from redis.exceptions import NoScriptError, ResponseError
 from . import epoch as principals_epoch
 from .db import transaction_committed, transaction_id
 from .epoch import EPOCH_LUA
+from .exceptions import unavailable_dependency
 from .redis import per_cache, redis_cache, redis_client
 
 logger = logging.getLogger(__name__)
@@ -512,6 +513,7 @@ class RedisBufferedCounts:
         self._push_lock = threading.Lock()
         self._pushed_at = time.monotonic()
         self._pusher_pid = None
+        self._failed_pushes = 0  # in a row, for the log
         _forkable.add(self)
 
     @property
@@ -559,20 +561,40 @@ class RedisBufferedCounts:
                 target=self._push_periodically, name=f"push:{self._dirty}", daemon=True
             )
             thread.start()
-            atexit.register(self._push_logging_errors)
+            atexit.register(self.push_logged)
 
     def _push_periodically(self) -> None:
         # Wakes at least every second, so a changed interval applies within one.
         while True:
             time.sleep(min(max(self._push_seconds(), 0.01), 1.0))
             if time.monotonic() - self._pushed_at >= self._push_seconds():
-                self._push_logging_errors()
+                self.push_logged()
 
-    def _push_logging_errors(self) -> None:
+    def push_logged(self) -> None:
+        """`push`, logging a failure instead of raising it (the pusher thread, at exit)."""
         try:
             self.push()
-        except Exception:
-            logger.warning("Buffered counts not pushed to Redis; kept for later.", exc_info=True)
+        except Exception as error:
+            self._failed_pushes += 1
+            if unavailable_dependency(error) is None:
+                logger.warning(
+                    "Buffered counts not pushed to Redis; kept for later.", exc_info=True
+                )
+            elif self._failed_pushes == 1:
+                # Redis is down: the pusher tries every interval; one line for the outage.
+                logger.warning(
+                    "Buffered counts not pushed: Redis is unavailable (%s); kept, and pushed "
+                    "once it answers.",
+                    error,
+                )
+        else:
+            if self._failed_pushes:
+                logger.warning(
+                    "Buffered counts pushed to Redis again, after %d failed %s.",
+                    self._failed_pushes,
+                    "attempt" if self._failed_pushes == 1 else "attempts",
+                )
+            self._failed_pushes = 0
 
     def after_fork(self) -> None:
         self._push_lock = threading.Lock()

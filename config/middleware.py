@@ -17,7 +17,13 @@ from django.utils.functional import SimpleLazyObject, empty
 
 from . import request_context
 from .connections import drop_closed_connections
-from .views import envelope_for_status, payload_too_large, server_error
+from .exceptions import DependencyUnavailable, log_unavailable, unavailable_dependency
+from .views import (
+    dependency_unavailable_response,
+    envelope_for_status,
+    payload_too_large,
+    server_error,
+)
 
 logger = logging.getLogger("config.middleware")
 
@@ -141,6 +147,8 @@ class JSONErrorMiddleware(DualModeMiddleware):
     - An exception that escapes Django's own error handling (a DEBUG page or handler that fails
       in turn, e.g. on text it cannot encode) becomes a 500 envelope, not the server's
       text/plain page.
+    - A view that fails because the database, the cache or the broker is down answers 503 with
+      Retry-After (`process_exception`), as the API's exception handler does.
 
     Placed right after RequestIDMiddleware, so the envelope carries the request id.
     """
@@ -166,6 +174,17 @@ class JSONErrorMiddleware(DualModeMiddleware):
             logger.exception("Unhandled error outside the API's exception handler")
             return server_error(request)
         return self._finish(response, html_page)
+
+    def process_exception(self, request, exception):
+        """A view outside the API (an admin page) that failed because a dependency is down:
+        the same 503 the API answers, logged as one line rather than Django's traceback for
+        every request of the outage. Anything else is left to Django's handling."""
+        dependency = unavailable_dependency(exception)
+        if dependency is None:
+            return None
+        error = DependencyUnavailable(dependency, exception)
+        log_unavailable(error, where=request.path)
+        return dependency_unavailable_response(error)
 
     @staticmethod
     def _finish(response, html_page: bool):

@@ -1,12 +1,16 @@
 """Django-level error views: the same JSON envelope as the API, never an HTML page."""
 
+import sys
+
 from django.http import JsonResponse
 
 from .exceptions import (
     PAYLOAD_TOO_LARGE_ERRORS,
+    DependencyUnavailable,
     body_too_large_message,
     code_for_status,
     error_body,
+    unavailable_dependency,
 )
 
 # Short messages for errors answered outside the API's exception handler.
@@ -60,7 +64,19 @@ def page_not_found(request, exception=None):
 
 
 def server_error(request):
+    """Django's handler500, called while the exception is being handled: a dependency's outage
+    (the session or lockout middleware reading the cache, an admin page the database) is the
+    API's 503 with Retry-After, as in a view; anything else the 500."""
+    dependency = unavailable_dependency(sys.exc_info()[1])
+    if dependency is not None:
+        return dependency_unavailable_response(DependencyUnavailable(dependency))
     return _envelope(500, "INTERNAL_ERROR", "An unexpected error occurred.")
+
+
+def dependency_unavailable_response(exc: DependencyUnavailable) -> JsonResponse:
+    response = JsonResponse(error_body(exc.code, exc.message, exc.details), status=503)
+    response["Retry-After"] = str(exc.details["retry_after_seconds"])
+    return response
 
 
 def accepts_uploads(setting: str):

@@ -1,0 +1,294 @@
+"""While the database, the cache or the task broker is down, a request answers 503
+SERVICE_UNAVAILABLE with Retry-After in the envelope, changes nothing, and leaves one log line
+without a traceback (config.exceptions.DependencyUnavailable); the admin's pages too
+(config.middleware.JSONErrorMiddleware). The outages are real: a cache, a database and a broker
+at a port where nothing listens, a backend the server terminates, a SQLite file another
+connection holds locked."""
+
+import logging
+import socket
+import sqlite3
+import threading
+from types import SimpleNamespace
+
+import psycopg
+import pytest
+import redis
+from django.db import connection
+from django.db.utils import DatabaseErrorWrapper
+from django.test import override_settings
+from kombu import Connection as BrokerConnection
+from rest_framework.test import APIClient
+
+from config.exceptions import DEPENDENCY_RETRY_AFTER_SECONDS, unavailable_dependency
+from config.metering import RedisBufferedCounts
+from playground.models import Project
+from tests.conftest import assert_envelope
+from tests.factories import UserFactory
+
+
+def closed_port() -> int:
+    """A local port nothing listens on (bound for a moment by the system, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def unreachable_cache() -> dict:
+    location = f"redis://127.0.0.1:{closed_port()}/0"
+    return {"default": {"BACKEND": "config.cache.RedisCache", "LOCATION": location}}
+
+
+@pytest.fixture
+def cache_down():
+    with override_settings(CACHES=unreachable_cache()):
+        yield
+
+
+@pytest.fixture
+def database_down():
+    """This thread's database connection points at a port nothing listens on; put back after."""
+    settings_dict = connection.settings_dict
+    before = settings_dict["HOST"], settings_dict["PORT"]
+    connection.close()
+    settings_dict["HOST"], settings_dict["PORT"] = "127.0.0.1", closed_port()
+    yield
+    settings_dict["HOST"], settings_dict["PORT"] = before
+    connection.close()
+
+
+def outage_lines(caplog) -> list[logging.LogRecord]:
+    return [record for record in caplog.records if "unavailable in" in record.getMessage()]
+
+
+def assert_unavailable(response, dependency: str) -> dict:
+    error = assert_envelope(response, 503, "SERVICE_UNAVAILABLE")
+    assert response["Retry-After"] == str(DEPENDENCY_RETRY_AFTER_SECONDS)
+    assert error["details"] == {
+        "dependency": dependency,
+        "retry_after_seconds": DEPENDENCY_RETRY_AFTER_SECONDS,
+    }
+    # Which part, never where it is: a connection error names hosts, ports and users.
+    assert f"the {dependency}" in error["message"] and "127.0.0.1" not in error["message"]
+    return error
+
+
+# The cache ---------------------------------------------------------------------------------------
+# Marked `redis`: a deployment with a Redis cache. Run against the local-memory default, the
+# request's buffered counts would start a pusher on the unreachable Redis that outlives the test.
+
+
+@pytest.mark.redis
+def test_a_read_while_the_cache_is_down_is_a_503_and_one_log_line(owner, cache_down, caplog):
+    with caplog.at_level(logging.INFO):
+        response = owner.client.get("/api/v1/organizations/current/")
+
+    assert_unavailable(response, "cache")
+    [line] = outage_lines(caplog)
+    assert line.name == "config.exceptions" and line.levelno == logging.ERROR
+    assert line.getMessage().startswith(
+        "cache unavailable in OrganizationViewSet (ConnectionError: "
+    )
+    assert line.exc_info is None
+    assert not [record for record in caplog.records if record.exc_info]
+
+
+@pytest.mark.redis
+def test_a_write_while_the_cache_is_down_changes_nothing(owner, cache_down):
+    response = owner.client.post(
+        "/api/v1/projects/", {"name": "During the outage", "topic": "t"}, format="json"
+    )
+
+    assert_unavailable(response, "cache")
+    assert not Project.objects.filter(tenant=owner.tenant).exists()
+
+
+@pytest.mark.redis
+def test_signing_in_while_the_cache_is_down_is_a_503(db, cache_down):
+    user = UserFactory(password="a-long-password-1")
+
+    response = APIClient().post(
+        "/api/v1/auth/token/",
+        {"email": user.email, "password": "a-long-password-1"},
+        format="json",
+    )
+
+    assert_unavailable(response, "cache")
+
+
+@pytest.mark.redis
+def test_an_admin_page_while_the_cache_is_down_is_a_503_and_one_log_line(db, client, caplog):
+    client.force_login(UserFactory(is_staff=True, is_superuser=True))
+
+    with override_settings(CACHES=unreachable_cache()), caplog.at_level(logging.INFO):
+        response = client.get("/admin/")
+
+    assert_unavailable(response, "cache")
+    [line] = outage_lines(caplog)
+    assert line.getMessage().startswith("cache unavailable in /admin/ (ConnectionError: ")
+    assert not [record for record in caplog.records if record.exc_info]
+
+
+@pytest.mark.redis
+def test_the_service_answers_again_once_the_cache_is_back(owner):
+    with override_settings(CACHES=unreachable_cache()):
+        assert owner.client.get("/api/v1/organizations/current/").status_code == 503
+
+    assert owner.client.get("/api/v1/organizations/current/").status_code == 200
+
+
+@pytest.mark.redis
+def test_buffered_counts_log_an_outage_once_keep_the_counts_and_push_them_later(caplog):
+    counts = RedisBufferedCounts("tests:outage", push_seconds=lambda: 3600)
+    counts.reset()
+    counts.record("owner-1", {"calls": 2})
+
+    with caplog.at_level(logging.INFO, logger="config.metering"):
+        with override_settings(CACHES=unreachable_cache()):
+            counts.push_logged()
+            counts.push_logged()
+        assert counts.buffered("owner-1") == {"calls": 2}
+        counts.push_logged()
+
+    # This thread's (another store's pusher thread may log meanwhile).
+    mine = [r for r in caplog.records if r.thread == threading.get_ident()]
+    messages = [record.getMessage() for record in mine]
+    assert len(messages) == 2, messages
+    assert messages[0].startswith("Buffered counts not pushed: Redis is unavailable (Error ")
+    assert messages[1] == "Buffered counts pushed to Redis again, after 2 failed attempts."
+    assert not [record for record in mine if record.exc_info]
+    assert counts.buffered("owner-1") == {}
+    assert counts.pending("owner-1") == {"calls": 2}
+    counts.reset()
+
+
+# The database ------------------------------------------------------------------------------------
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_request_while_the_database_is_down_is_a_503_and_one_log_line(
+    owner, database_down, caplog
+):
+    with caplog.at_level(logging.INFO):
+        response = owner.client.get("/api/v1/organizations/members/")
+
+    assert_unavailable(response, "database")
+    [line] = outage_lines(caplog)
+    assert " unavailable in " in line.getMessage() and "OperationalError" in line.getMessage()
+    assert line.getMessage().startswith("database unavailable in ")
+    assert not [record for record in caplog.records if record.exc_info]
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_an_admin_page_while_the_database_is_down_is_a_503(client):
+    client.force_login(UserFactory(is_staff=True, is_superuser=True))
+    settings_dict = connection.settings_dict
+    before = settings_dict["HOST"], settings_dict["PORT"]
+    connection.close()
+    settings_dict["HOST"], settings_dict["PORT"] = "127.0.0.1", closed_port()
+    try:
+        response = client.get("/admin/tenants/tenant/")
+    finally:
+        settings_dict["HOST"], settings_dict["PORT"] = before
+        connection.close()
+
+    assert_unavailable(response, "database")
+    assert client.get("/admin/tenants/tenant/").status_code == 200
+
+
+# Which failures are an outage -------------------------------------------------------------------
+
+
+def as_django_error(database_module, action):
+    """What `action` raises, as Django's wrapper raises it (the driver's error as the cause)."""
+    wrapper = DatabaseErrorWrapper(SimpleNamespace(Database=database_module, errors_occurred=False))
+    try:
+        with wrapper:
+            action()
+    except Exception as error:
+        return error
+    raise AssertionError("no error")
+
+
+def test_a_database_that_refuses_connections_is_an_outage():
+    def connect():
+        psycopg.connect(host="127.0.0.1", port=closed_port(), dbname="x", connect_timeout=5)
+
+    assert unavailable_dependency(as_django_error(psycopg, connect)) == "database"
+
+
+@pytest.mark.postgres
+def test_a_backend_the_server_terminated_is_an_outage_and_a_bad_statement_is_not(db):
+    params = connection.get_connection_params()
+    with psycopg.connect(**params, autocommit=True) as victim:
+        pid = victim.info.backend_pid
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+        terminated = as_django_error(psycopg, lambda: victim.execute("SELECT 1"))
+        closed = as_django_error(psycopg, lambda: victim.execute("SELECT 1"))
+
+    with psycopg.connect(**params, autocommit=True) as healthy:
+        syntax = as_django_error(psycopg, lambda: healthy.execute("SELEC 1"))
+        division = as_django_error(psycopg, lambda: healthy.execute("SELECT 1 / 0"))
+        healthy.execute("SET statement_timeout = 10")
+        cancelled = as_django_error(psycopg, lambda: healthy.execute("SELECT pg_sleep(1)"))
+
+    assert terminated.__cause__.sqlstate == "57P01"
+    assert unavailable_dependency(terminated) == "database"
+    assert unavailable_dependency(closed) == "database"
+    # The client's or the code's doing, and a statement past the limit (its own 503).
+    assert unavailable_dependency(syntax) is None
+    assert unavailable_dependency(division) is None
+    assert cancelled.__cause__.sqlstate == "57014"
+    assert unavailable_dependency(cancelled) is None
+
+
+def test_a_sqlite_file_locked_past_the_timeout_is_an_outage_and_a_missing_table_is_not(
+    tmp_path,
+):
+    path = tmp_path / "locked.sqlite3"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("CREATE TABLE t (x INTEGER)")
+    holder.execute("BEGIN IMMEDIATE")
+    waiter = sqlite3.connect(path, timeout=0.01)
+    try:
+        locked = as_django_error(sqlite3, lambda: waiter.execute("INSERT INTO t VALUES (1)"))
+        missing = as_django_error(sqlite3, lambda: waiter.execute("SELECT * FROM nowhere"))
+    finally:
+        waiter.close()
+        holder.close()
+
+    assert str(locked.__cause__).startswith("database is locked")
+    assert unavailable_dependency(locked) == "database"
+    assert unavailable_dependency(missing) is None
+
+
+def test_a_cache_and_a_broker_that_refuse_connections_are_outages():
+    client = redis.Redis(host="127.0.0.1", port=closed_port(), socket_connect_timeout=5)
+    with pytest.raises(redis.exceptions.ConnectionError) as cache_error:
+        client.get("key")
+    broker = BrokerConnection(f"redis://127.0.0.1:{closed_port()}//")
+    with pytest.raises(Exception) as broker_error:
+        broker.ensure_connection(max_retries=1, interval_start=0, interval_step=0)
+
+    assert unavailable_dependency(cache_error.value) == "cache"
+    assert unavailable_dependency(broker_error.value) == "broker"
+    assert unavailable_dependency(ValueError("a bug")) is None
+    assert unavailable_dependency(None) is None
+
+
+@pytest.mark.redis
+def test_a_command_the_cache_refuses_is_not_an_outage():
+    from django.core.cache import caches
+
+    from config.redis import redis_client
+
+    client = redis_client(caches["default"])
+    client.set("tests:outage:text", "a")
+    with pytest.raises(redis.exceptions.ResponseError) as refused:
+        client.incr("tests:outage:text")
+    client.delete("tests:outage:text")
+
+    assert unavailable_dependency(refused.value) is None
