@@ -52,6 +52,7 @@ from django.conf import settings
 from django.db import connections, transaction
 from redis.commands.core import Script
 
+from .exceptions import unavailable_dependency
 from .prepared import KeptRows, fetch_prepared
 from .redis import redis_cache, redis_client
 
@@ -112,8 +113,16 @@ def advance() -> None:
 
     try:
         run_script(_advance_script, keys=[epoch_key(cache)], client=redis_client(cache))
-    except Exception:
-        logger.exception("Could not advance the principals' epoch; kept lookups expire by age.")
+    except Exception as error:
+        if unavailable_dependency(error) is None:
+            logger.exception("Could not advance the principals' epoch; kept lookups expire by age.")
+        else:
+            # Redis is down: no request is admitted meanwhile (admission is a Redis call).
+            logger.warning(
+                "Could not advance the principals' epoch (Redis unavailable: %s); kept lookups "
+                "expire by age.",
+                error,
+            )
     recent_rows.clear()
 
 

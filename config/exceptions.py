@@ -17,7 +17,7 @@ from django.core.exceptions import (
     TooManyFieldsSent,
     TooManyFilesSent,
 )
-from django.db import DataError, InterfaceError, OperationalError
+from django.db import DataError, InterfaceError, InternalError, OperationalError
 from django.http import Http404
 from kombu.exceptions import OperationalError as BrokerError
 from redis import exceptions as redis_errors
@@ -188,8 +188,8 @@ class DependencyUnavailable(ServiceUnavailable):
         self.dependency = dependency
         self.error = error
         super().__init__(
-            f"The service is briefly unavailable: {DEPENDENCY_NAMES[dependency]} cannot be "
-            "reached. Try again in a few seconds.",
+            f"The service is briefly unavailable: {DEPENDENCY_NAMES[dependency]} is not "
+            "answering. Try again in a few seconds.",
             details={
                 "dependency": dependency,
                 "retry_after_seconds": retry_after_seconds(self.wait),
@@ -223,13 +223,17 @@ def unavailable_dependency(exc: BaseException | None) -> str | None:
     if isinstance(exc, InterfaceError):
         # Raised for a connection that is closed or broken, never for a statement's content.
         return "database"
-    if isinstance(exc, OperationalError):
+    if isinstance(exc, OperationalError | InternalError):
         cause = exc.__cause__
-        if isinstance(cause, psycopg.OperationalError | psycopg.InterfaceError):
-            # No SQLSTATE: the client library's own failure (refused, reset, closed by the
-            # server, a pool with no connection to give).
+        if isinstance(cause, psycopg.Error):
             sqlstate = cause.sqlstate
-            if sqlstate is None or sqlstate.startswith(_DATABASE_DOWN_SQLSTATES):
+            if sqlstate is not None and sqlstate.startswith(_DATABASE_DOWN_SQLSTATES):
+                return "database"
+            if sqlstate is None and isinstance(
+                cause, psycopg.OperationalError | psycopg.InterfaceError
+            ):
+                # The client library's own failure: refused, reset, closed by the server, a
+                # pool with no connection to give.
                 return "database"
         if isinstance(cause, sqlite3.OperationalError) and str(cause).startswith(
             "database is locked"

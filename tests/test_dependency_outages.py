@@ -232,12 +232,18 @@ def test_a_backend_the_server_terminated_is_an_outage_and_a_bad_statement_is_not
     with psycopg.connect(**params, autocommit=True) as healthy:
         syntax = as_django_error(psycopg, lambda: healthy.execute("SELEC 1"))
         division = as_django_error(psycopg, lambda: healthy.execute("SELECT 1 / 0"))
+        healthy.execute("SET default_transaction_read_only = on")
+        read_only = as_django_error(psycopg, lambda: healthy.execute("CREATE TABLE t (x int)"))
+        healthy.execute("SET default_transaction_read_only = off")
         healthy.execute("SET statement_timeout = 10")
         cancelled = as_django_error(psycopg, lambda: healthy.execute("SELECT pg_sleep(1)"))
 
     assert terminated.__cause__.sqlstate == "57P01"
     assert unavailable_dependency(terminated) == "database"
     assert unavailable_dependency(closed) == "database"
+    # A write sent to a standby (what a failover does to connections kept to the old primary).
+    assert read_only.__cause__.sqlstate == "25006"
+    assert unavailable_dependency(read_only) == "database"
     # The client's or the code's doing, and a statement past the limit (its own 503).
     assert unavailable_dependency(syntax) is None
     assert unavailable_dependency(division) is None
@@ -292,3 +298,20 @@ def test_a_command_the_cache_refuses_is_not_an_outage():
     client.delete("tests:outage:text")
 
     assert unavailable_dependency(refused.value) is None
+
+
+@pytest.mark.redis
+def test_a_write_that_cannot_advance_the_principals_epoch_logs_one_line(caplog):
+    from config import epoch
+
+    with (
+        override_settings(CACHES=unreachable_cache()),
+        caplog.at_level(logging.WARNING, logger="config.epoch"),
+    ):
+        epoch.advance()
+
+    [record] = [r for r in caplog.records if r.name == "config.epoch"]
+    assert record.getMessage().startswith(
+        "Could not advance the principals' epoch (Redis unavailable: Error "
+    )
+    assert record.exc_info is None

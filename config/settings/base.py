@@ -585,6 +585,10 @@ STREAM_SEND_TIMEOUT_SECONDS = env.float("STREAM_SEND_TIMEOUT_SECONDS", default=6
 GATEWAY_SETTLE_THREADS = env.int(
     "GATEWAY_SETTLE_THREADS", default=env.int("SETTLE_THREADS", default=4)
 )
+# A settlement that meets the database unavailable (a restart, a failover) is tried again for
+# up to this many seconds, so the tokens the upstream spent are recorded, once; past it the call
+# fails as before and its reservation comes back with the lease.
+GATEWAY_SETTLE_RETRY_SECONDS = env.float("GATEWAY_SETTLE_RETRY_SECONDS", default=30.0)
 
 # Billing (billing/; docs/billing.md). Plans are priced in BILLING_CURRENCY (the seeded
 # catalogue's); a plan billing the gateway's costs needs it equal to GATEWAY_CURRENCY.

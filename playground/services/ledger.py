@@ -35,8 +35,17 @@ Elsewhere (SQLite) the same services run in a transaction, as they always did.
 
 import functools
 import logging
+import time
 
-from django.db import DEFAULT_DB_ALIAS, connection, transaction
+from django.conf import settings
+from django.db import (
+    DEFAULT_DB_ALIAS,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    connection,
+    transaction,
+)
 from django.utils import timezone
 from rest_framework.exceptions import AuthenticationFailed
 
@@ -50,6 +59,7 @@ from accounts.services import (
     key_counter_writes,
 )
 from config.db import raw_uuid
+from config.exceptions import unavailable_dependency
 from config.prepared import (
     Rider,
     fetch_prepared,
@@ -259,6 +269,76 @@ def gateway_tokens_settle(
             if rider is not None:
                 rider.made_apart()
         return call
+    arguments = {
+        "tenant": tenant,
+        "api_key": api_key,
+        "delta": delta,
+        "call": call,
+        "rider": rider,
+        "noted_as": noted_as,
+        "reserved": reserved,
+    }
+    if connection.in_atomic_block:
+        return _settle_in_one_statement(**arguments)
+    return _settle_through_outage(arguments)
+
+
+def _settle_through_outage(arguments: dict) -> GatewayCall:
+    """The settlement's statement, tried again while the database is unavailable (a restart,
+    a failover, a dropped connection), for up to GATEWAY_SETTLE_RETRY_SECONDS: the upstream has
+    answered and its tokens are spent, so they are recorded once the database is back rather
+    than given back when the reservation's lease ends. Applied once: the call's row is inserted
+    by the same statement with its id fixed before the first try, so a try whose commit
+    happened but whose answer was lost makes the next one fail on that id, and the call is
+    then found saved."""
+    call = arguments["call"]
+    deadline = time.monotonic() + settings.GATEWAY_SETTLE_RETRY_SECONDS
+    pause, failures = 0.05, 0
+    while True:
+        try:
+            return _settle_in_one_statement(**arguments)
+        except IntegrityError:
+            if failures and arguments["rider"] is None and _saved(call):
+                logger.warning("Gateway call %s had been settled by an earlier try", call.pk)
+                call._state.adding = False
+                call._state.db = DEFAULT_DB_ALIAS
+                return call
+            raise
+        except (OperationalError, InterfaceError) as error:
+            if unavailable_dependency(error) != "database" or time.monotonic() > deadline:
+                raise
+            failures += 1
+            if failures == 1:
+                logger.warning(
+                    "Settling gateway call %s: the database is unavailable (%s); trying again "
+                    "for up to %s s",
+                    call.pk,
+                    " ".join(str(error).split())[:300],
+                    settings.GATEWAY_SETTLE_RETRY_SECONDS,
+                )
+            # The broken connection is replaced on the next try.
+            connection.close()
+            time.sleep(pause)
+            pause = min(pause * 2, 1.0)
+
+
+def _saved(call: GatewayCall) -> bool:
+    try:
+        return GatewayCall.objects.filter(pk=call.pk).exists()
+    except (OperationalError, InterfaceError):
+        return False
+
+
+def _settle_in_one_statement(
+    *,
+    tenant: Tenant,
+    api_key: APIKey | None,
+    delta: int,
+    call: GatewayCall,
+    rider: Rider | None,
+    noted_as,
+    reserved: int,
+) -> GatewayCall:
     insert_sql, insert_params = _insert(call)
     now = timezone.now()
     columns, width = _SETTLE_COLUMNS, 2
