@@ -39,7 +39,12 @@ from django.utils import timezone
 
 from accounts.models import APIKey
 from config.connections import drop_closed_connections
-from config.exceptions import AIServiceError, ApplicationError, RateLimitExceeded
+from config.exceptions import (
+    AIServiceError,
+    ApplicationError,
+    RateLimitExceeded,
+    unavailable_dependency,
+)
 from config.metering import Window, admit
 from config.prepared import Rider
 from tenants.models import Tenant
@@ -682,7 +687,7 @@ def gateway_settle(*, reservation: Reservation, outcome: Outcome) -> GatewayCall
     usage = outcome.usage or Usage(0, 0)
     used = usage.total_tokens
     if outcome.failed_models:
-        cooldown.record_failures(
+        _record_failures(
             [name for name in outcome.failed_models if _is_upstream(reservation, name)]
         )
     route = outcome.route
@@ -731,6 +736,22 @@ def gateway_settle(*, reservation: Reservation, outcome: Outcome) -> GatewayCall
         noted_as=reservation.noted_as,
         reserved=reservation.tokens,
     )
+
+
+def _record_failures(names: list[str]) -> None:
+    """Count the upstreams' failures towards their cooldowns (Redis). The settlement does not
+    depend on it: with Redis down the call is still metered and recorded, and the failures
+    go uncounted."""
+    try:
+        cooldown.record_failures(names)
+    except Exception as error:
+        if unavailable_dependency(error) is None:
+            raise
+        logger.warning(
+            "Upstream failures of %s not counted towards cooldowns: the cache is unavailable (%s)",
+            ", ".join(names),
+            error,
+        )
 
 
 def _is_upstream(reservation: Reservation, model_name: str) -> bool:

@@ -11,7 +11,7 @@ from django.conf import settings
 from django.db import transaction
 
 from audit.services import record
-from config.exceptions import ApplicationError, InsufficientPermissions
+from config.exceptions import ApplicationError, InsufficientPermissions, unavailable_dependency
 from tenants.models import BLOCKED_STATUSES, Tenant
 
 from .. import jobs
@@ -125,7 +125,7 @@ def _fail(held: jobs.Claim, job: WorkflowJob, error: str) -> None:
 def workflow_job_execute(*, job_id) -> str | None:
     """Run job `job_id` if it is ours to run: its type's runner, then its artifact and output
     in one transaction. Returns the status it ended in, or None when it was not ours (or was
-    cancelled while it ran)."""
+    cancelled while it ran, or stopped by an outage: it is then queued again)."""
     held = jobs.claim(WorkflowJob, job_id)
     if held is None:
         return None
@@ -144,7 +144,21 @@ def workflow_job_execute(*, job_id) -> str | None:
     except ApplicationError as error:
         # A refusal with a message for the caller: an exhausted quota, a template gone.
         _fail(held, job, str(error.detail))
-    except Exception:
+    except Exception as error:
+        dependency = unavailable_dependency(error)
+        if dependency is not None:
+            # An outage, not the job's doing: failing it for good would lose the work to a
+            # restart. Left claimed, it is queued again once its lease ends (the reaper), as
+            # when a worker dies, and resumes where it stopped.
+            logger.warning(
+                "Workflow job %s (%s) stopped: the %s is unavailable (%s); it is queued again "
+                "when its lease ends",
+                job.pk,
+                job.workflow_type,
+                dependency,
+                " ".join(str(error).split())[:300],
+            )
+            return None
         logger.exception("Workflow job %s (%s) failed", job.pk, job.workflow_type)
         _fail(held, job, "The job failed on an internal error; it was logged.")
     return JobStatus.FAILED

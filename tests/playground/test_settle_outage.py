@@ -1,7 +1,8 @@
 """A gateway call's settlement that meets the database unavailable (its backend terminated by
 the server, as a restart or a failover does) is tried again for up to
 GATEWAY_SETTLE_RETRY_SECONDS and applied once: the upstream's tokens are recorded, not given back
-when the reservation's lease ends (playground.services.ledger)."""
+when the reservation's lease ends (playground.services.ledger). One that meets the cache down
+is recorded without counting its upstreams' failures towards their cooldowns."""
 
 import logging
 import threading
@@ -10,9 +11,17 @@ import time
 import psycopg
 import pytest
 from django.db import OperationalError, connection, connections
+from django.test import override_settings
 
 from accounts.services import budget_month
-from playground.models import GatewayCall
+from playground.models import CallStatus, GatewayCall
+from playground.services.gateway import (
+    ChatInput,
+    Outcome,
+    _is_upstream,
+    gateway_reserve,
+    gateway_settle,
+)
 from playground.services.ledger import gateway_tokens_settle
 from tenants.models import QuotaCounter
 from tests.factories import APIKeyFactory, TenantFactory
@@ -24,6 +33,9 @@ from tests.playground.test_gateway_ledger import (
     spend,
     unsaved_call,
 )
+from tests.playground.test_gateway_upstreams import openai_model
+from tests.playground.upstream import FakeUpstream
+from tests.test_dependency_outages import unreachable_cache
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -150,3 +162,33 @@ def test_past_the_retry_time_the_failure_is_raised_and_nothing_moves(
     assert GatewayCall.objects.filter(tenant=tenant).count() == 0
     assert quota_used(tenant) == 100
     assert key_state(key) == (50, budget_month())
+
+
+@pytest.mark.redis
+def test_a_call_settles_while_the_cache_is_down_its_upstreams_failures_uncounted(tenant, caplog):
+    with FakeUpstream() as upstream:
+        model = openai_model(upstream)
+    reservation = gateway_reserve(
+        tenant=tenant,
+        user_id=None,
+        api_key=None,
+        chat=ChatInput(
+            model=model.name, messages=({"role": "user", "content": "Hi"},), max_tokens=5
+        ),
+    )
+    assert _is_upstream(reservation, model.name)
+    outcome = Outcome(status=CallStatus.FAILED, attempts=2, failed_models=[model.name])
+
+    with (
+        override_settings(CACHES=unreachable_cache()),
+        caplog.at_level(logging.WARNING, logger="playground.services.gateway"),
+    ):
+        call = gateway_settle(reservation=reservation, outcome=outcome)
+
+    assert GatewayCall.objects.get(pk=call.pk).status == CallStatus.FAILED
+    assert quota_used(tenant) == 0  # nothing was used: the reservation came back
+    [line] = [r.getMessage() for r in caplog.records]
+    assert line.startswith(
+        f"Upstream failures of {model.name} not counted towards cooldowns: the cache is "
+        "unavailable ("
+    )

@@ -11,13 +11,16 @@ import dataclasses
 import hashlib
 import io
 import json
-from datetime import UTC, datetime
+import logging
+from datetime import UTC, datetime, timedelta
 
 import jsonschema
+import psycopg
 import pytest
 from django.core.files.storage import storages
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from audit.export import export_lines
 from audit.models import AuditEvent
@@ -34,6 +37,7 @@ from playground.models import (
     WorkflowJob,
 )
 from playground.rendering import MAX_RENDERED_CHARS
+from playground.services.reaper import stalled_jobs_reap
 from playground.services.workflows import workflow_job_execute
 from playground.tasks import execute_workflow_job
 from playground.workflows import REGISTRY, REPORT_COLUMNS
@@ -859,6 +863,49 @@ def test_a_job_cancelled_after_its_runner_finished_writes_no_artifact(owner, que
 
 
 # 6. Failure -------------------------------------------------------------------------------------
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_job_whose_database_goes_away_is_queued_again_not_failed(
+    owner, queued, sent, monkeypatch, caplog
+):
+    job_id = queued(owner, "usage_report", REPORT)
+    report = REGISTRY["usage_report"]
+
+    def database_gone(context, tenant, actor):
+        own_backend = connection.connection.info.backend_pid
+        with psycopg.connect(**connection.get_connection_params(), autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", [own_backend])
+        return report.run(context, tenant, actor)
+
+    monkeypatch.setitem(REGISTRY, "usage_report", dataclasses.replace(report, run=database_gone))
+
+    with caplog.at_level(logging.WARNING, logger="playground.services.workflows"):
+        assert workflow_job_execute(job_id=job_id) is None
+
+    connection.close()
+    job = WorkflowJob.objects.get(pk=job_id)
+    assert (job.status, job.attempts, job.error) == (JobStatus.RUNNING, 1, "")
+    assert not audit_events(owner.tenant, "workflow.failed")
+    [line] = [r.getMessage() for r in caplog.records]
+    assert line.startswith(
+        f"Workflow job {job_id} (usage_report) stopped: the database is unavailable ("
+    )
+
+    # Its lease ends: the reaper queues it again, and the next claim completes it.
+    monkeypatch.setitem(REGISTRY, "usage_report", report)
+    WorkflowJob.objects.filter(pk=job_id).update(
+        lease_expires_at=timezone.now() - timedelta(seconds=1),
+        queued_at=timezone.now() - timedelta(seconds=2),
+    )
+    sent.clear()
+    assert stalled_jobs_reap()["workflows"].requeued == 1
+    assert sent and sent[0]["args"] == [str(job_id)]
+
+    assert workflow_job_execute(job_id=job_id) == JobStatus.COMPLETED
+    job = WorkflowJob.objects.get(pk=job_id)
+    assert (job.status, job.attempts) == (JobStatus.COMPLETED, 2)
 
 
 def test_a_storage_quota_too_small_for_the_artifact_fails_the_job(owner, queued):
