@@ -7,25 +7,48 @@ and is queued with `transaction.on_commit`, so it never acts on a change that ro
 Periodic jobs are listed in `CELERY_BEAT_SCHEDULE` (config/settings/base.py).
 
 Runs and workflow jobs are sent at their priority (playground.jobs.celery_priority); a job's
-claim makes a second delivery of its message a no-op.
+claim makes a second delivery of its message a no-op, and one that meets an outage is sent
+again (`_through_outages`).
 """
 
 from celery import shared_task
+
+from config.exceptions import unavailable_dependency
 
 from .services.ledger import gateway_reservations_release_expired
 from .services.reaper import stalled_jobs_reap
 from .services.runs import orchestration_run_execute
 from .services.workflows import workflow_job_execute
 
+# A job's message that arrives while the database or the cache is down (a restart, a failover)
+# cannot even be claimed: it is sent again after a pause (5 s, doubling to a minute), up to this
+# many times (about six minutes), rather than left pending until the reaper sends it again
+# (JOBS_REQUEUE_AFTER_SECONDS, 15 minutes). Celery logs each retry as one line.
+JOB_OUTAGE_RETRIES = 8
 
-@shared_task(name="playground.tasks.execute_orchestration_run")
-def execute_orchestration_run(run_id: str) -> str | None:
-    return orchestration_run_execute(run_id=run_id)
+
+def _through_outages(task, execute, job_id: str) -> str | None:
+    try:
+        return execute(job_id)
+    except Exception as error:
+        if unavailable_dependency(error) is None:
+            raise
+        countdown = min(5 * 2**task.request.retries, 60)
+        raise task.retry(countdown=countdown, exc=error) from None
 
 
-@shared_task(name="playground.tasks.execute_workflow_job")
-def execute_workflow_job(job_id: str) -> str | None:
-    return workflow_job_execute(job_id=job_id)
+@shared_task(
+    name="playground.tasks.execute_orchestration_run", bind=True, max_retries=JOB_OUTAGE_RETRIES
+)
+def execute_orchestration_run(self, run_id: str) -> str | None:
+    return _through_outages(self, lambda pk: orchestration_run_execute(run_id=pk), run_id)
+
+
+@shared_task(
+    name="playground.tasks.execute_workflow_job", bind=True, max_retries=JOB_OUTAGE_RETRIES
+)
+def execute_workflow_job(self, job_id: str) -> str | None:
+    return _through_outages(self, lambda pk: workflow_job_execute(job_id=pk), job_id)
 
 
 @shared_task(name="playground.tasks.reap_stalled_jobs")

@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 import jsonschema
 import psycopg
 import pytest
+from celery.signals import task_retry
 from django.core.files.storage import storages
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -25,6 +26,7 @@ from django.utils import timezone
 from audit.export import export_lines
 from audit.models import AuditEvent
 from audit.offline import verify_export
+from config.exceptions import unavailable_dependency
 from notifications import catalog
 from notifications.models import WebhookEvent
 from playground import workflows
@@ -44,6 +46,7 @@ from playground.workflows import REGISTRY, REPORT_COLUMNS
 from tenants.models import QuotaCounter, Role, Tenant, TenantStatus
 from tenants.plans import MIB, tenant_limits
 from tests.conftest import assert_envelope
+from tests.test_dependency_outages import closed_port
 
 from .factories import (
     ArtifactFactory,
@@ -863,6 +866,38 @@ def test_a_job_cancelled_after_its_runner_finished_writes_no_artifact(owner, que
 
 
 # 6. Failure -------------------------------------------------------------------------------------
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_jobs_message_that_arrives_while_the_database_is_down_is_sent_again(owner, queued):
+    job_id = queued(owner, "usage_report", REPORT)
+    settings_dict = connection.settings_dict
+    before = settings_dict["HOST"], settings_dict["PORT"]
+    retried = []
+
+    def database_back(sender=None, reason=None, **_):
+        # The retry is sent: the database is back by the time it runs.
+        retried.append(reason)
+        settings_dict["HOST"], settings_dict["PORT"] = before
+        connection.close()
+
+    task_retry.connect(database_back, weak=False)
+    connection.close()
+    settings_dict["HOST"], settings_dict["PORT"] = "127.0.0.1", closed_port()
+    try:
+        result = execute_workflow_job.apply(args=[job_id])
+    finally:
+        task_retry.disconnect(database_back)
+        settings_dict["HOST"], settings_dict["PORT"] = before
+        connection.close()
+
+    assert result.get() == JobStatus.COMPLETED
+    [retry] = retried
+    assert unavailable_dependency(retry.exc) == "database"
+    assert retry.when == 5  # seconds; doubling to a minute
+    job = WorkflowJob.objects.get(pk=job_id)
+    assert (job.status, job.attempts) == (JobStatus.COMPLETED, 1)
 
 
 @pytest.mark.postgres
