@@ -17,7 +17,7 @@ from django.core.exceptions import (
     TooManyFieldsSent,
     TooManyFilesSent,
 )
-from django.db import DataError, InterfaceError, InternalError, OperationalError
+from django.db import DataError, InterfaceError, InternalError, OperationalError, connection
 from django.http import Http404
 from kombu.exceptions import OperationalError as BrokerError
 from redis import exceptions as redis_errors
@@ -213,6 +213,11 @@ _CACHE_DOWN = (
 _DATABASE_DOWN_SQLSTATES = ("08", "57P", "53", "25006")
 
 
+def _connection_gone() -> bool:
+    raw = connection.connection
+    return raw is None or bool(getattr(raw, "closed", False) or getattr(raw, "broken", False))
+
+
 def unavailable_dependency(exc: BaseException | None) -> str | None:
     """ "database", "cache" or "broker" when `exc` says that part is down (an outage, which the
     client may wait out), else None (a bug or the client's doing)."""
@@ -221,8 +226,9 @@ def unavailable_dependency(exc: BaseException | None) -> str | None:
     if isinstance(exc, BrokerError):
         return "broker"
     if isinstance(exc, InterfaceError):
-        # Raised for a connection that is closed or broken, never for a statement's content.
-        return "database"
+        # A closed or broken connection, or a misuse (a closed cursor, a parameter SQLite
+        # cannot bind): an outage only if this thread's connection is gone.
+        return "database" if _connection_gone() else None
     if isinstance(exc, OperationalError | InternalError):
         cause = exc.__cause__
         if isinstance(cause, psycopg.Error):

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import psycopg
 import pytest
 import redis
-from django.db import connection
+from django.db import InterfaceError, connection
 from django.db.utils import DatabaseErrorWrapper
 from django.test import override_settings
 from kombu import Connection as BrokerConnection
@@ -315,3 +315,13 @@ def test_a_write_that_cannot_advance_the_principals_epoch_logs_one_line(caplog):
         "Could not advance the principals' epoch (Redis unavailable: Error "
     )
     assert record.exc_info is None
+
+
+@pytest.mark.postgres
+def test_a_closed_cursor_on_a_live_connection_is_a_bug_not_an_outage(db):
+    with connection.cursor() as cursor:
+        pass
+    with pytest.raises(InterfaceError) as misuse:
+        cursor.execute("SELECT 1")
+
+    assert unavailable_dependency(misuse.value) is None
