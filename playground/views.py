@@ -10,6 +10,7 @@ the stream run on the event loop, holding no thread while the upstream thinks.
 import asyncio
 import functools
 import json
+import logging
 import time
 import uuid
 from datetime import timedelta
@@ -29,7 +30,13 @@ from rest_framework.response import Response
 from accounts.models import APIKey
 from accounts.usage import observe_api_key_request
 from config import request_context
-from config.exceptions import AIServiceError, error_body
+from config.exceptions import (
+    AIServiceError,
+    DependencyUnavailable,
+    error_body,
+    log_unavailable,
+    unavailable_dependency,
+)
 from config.middleware import request_context_of
 from config.pagination import EventCursorPagination, StandardPagination
 from tenants.api import (
@@ -104,6 +111,8 @@ from .serializers import (
 from .workflows import REGISTRY, hidden_types
 
 # The gateway ---------------------------------------------------------------------------------
+
+logger = logging.getLogger(__name__)
 
 
 class GatewayThrottle(TenantThrottle):
@@ -257,10 +266,31 @@ def _usage(call) -> dict:
 
 async def complete_if_pending(response):
     """The answer: a reserved call completed (upstream call, settlement, JSON or the event
-    stream), any other response as it is."""
+    stream), any other response as it is. The completion runs after the view has returned,
+    outside the API's exception handler: a failure in it is answered here, in the envelope."""
     if isinstance(response, PendingCompletion):
-        return await _complete(response)
+        try:
+            return await _complete(response)
+        except Exception as error:
+            status, body = _failure(error)
+            answer = JsonResponse(body, status=status)
+            if status == 503:
+                answer["Retry-After"] = str(body["error"]["details"]["retry_after_seconds"])
+            return _carry_headers(response, answer)
     return response
+
+
+def _failure(error: Exception) -> tuple[int, dict]:
+    """A call's completion failed on something other than the upstream (answered as
+    AI_SERVICE_ERROR where it happens): a dependency's outage that outlasted the settlement's
+    retries (503, one log line), or a bug (500, logged with its traceback)."""
+    dependency = unavailable_dependency(error)
+    if dependency is not None:
+        unavailable = DependencyUnavailable(dependency, error)
+        log_unavailable(unavailable, where="the gateway's completion")
+        return 503, error_body(unavailable.code, unavailable.message, unavailable.details)
+    logger.error("A gateway call's completion failed", exc_info=error)
+    return 500, error_body("INTERNAL_ERROR", "An unexpected error occurred.")
 
 
 async def reserved_response(request_path):
@@ -380,17 +410,24 @@ async def _sse(stream, completion_id: str, created: int):
 
     content_events = _content_events(chunk({"content": _PIECE}))
     relay = aiter(stream)
+    role = _event(chunk({"role": "assistant", "content": ""}))
     try:
-        role = _event(chunk({"role": "assistant", "content": ""}))
-        async for batch in relay:
-            events = content_events(delta.content for delta in batch if delta.content)
-            if role or events:
-                yield role + events
-                role = b""
-    finally:
-        # The client may go away mid-stream (this generator is closed): close the relay now,
-        # which settles the call at what was sent, rather than whenever it is collected.
-        await relay.aclose()
+        try:
+            async for batch in relay:
+                events = content_events(delta.content for delta in batch if delta.content)
+                if role or events:
+                    yield role + events
+                    role = b""
+        finally:
+            # The client may go away mid-stream (this generator is closed): close the relay
+            # now, which settles the call at what was sent, rather than whenever it is
+            # collected.
+            await relay.aclose()
+    except Exception as error:
+        # The settlement failed (an outage past its retries, a bug) after the answer began:
+        # an error event, as for an upstream's failure, rather than a stream cut short.
+        yield role + _event(_failure(error)[1])
+        return
     if stream.error is not None:
         error = services.gateway._ai_error(stream.error)
         yield role + _event(error_body(error.code, error.message, error.details))

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 
 import pytest
+from django.db import connections
 
 from accounts.services import jwt_login
 from audit.models import AuditEvent
@@ -20,6 +21,7 @@ from playground import services
 from playground.models import CallStatus, GatewayCall
 from tenants.models import QuotaCounter
 from tests.factories import MembershipFactory, issue_api_key
+from tests.test_dependency_outages import closed_port
 
 from .factories import LanguageModelFactory, ProviderFactory
 from .loops import finish_like_a_server
@@ -544,3 +546,67 @@ def test_the_request_path_runs_on_the_fronts_threads(front, monkeypatch):
     assert all(name.startswith("request") for name in threads), threads
     # A pool of long-lived threads (two here), not a thread per request.
     assert len(set(threads)) <= 2
+
+
+# --- The database gone while the upstream answers ------------------------------------------------
+
+
+@pytest.fixture
+def database_gone_during_the_call(slow_upstream, settings):
+    """Once the upstream is called, new database connections go to a port where nothing
+    listens (each request and settlement connects anew here: CONN_MAX_AGE 0), and the
+    settlement does not wait for it to come back; put back after."""
+    settings.GATEWAY_SETTLE_RETRY_SECONDS = 0
+    database = connections.settings["default"]
+    before = database["HOST"], database["PORT"]
+    flipped = threading.Event()
+
+    def flip_once_called():
+        deadline = time.monotonic() + 10
+        while not slow_upstream.requests and time.monotonic() < deadline:
+            time.sleep(0.005)
+        database["HOST"], database["PORT"] = "127.0.0.1", closed_port()
+        flipped.set()
+
+    flipper = threading.Thread(target=flip_once_called)
+    flipper.start()
+    yield flipped
+    flipper.join()
+    database["HOST"], database["PORT"] = before
+    connections.close_all()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_a_settlement_that_cannot_reach_the_database_is_answered_in_the_envelope(
+    application, slow_model, database_gone_during_the_call, stream, caplog
+):
+    _, raw = _key()
+
+    answer = request(
+        application, payload=completion(slow_model.name, stream=stream), headers=bearer(raw)
+    )
+
+    assert database_gone_during_the_call.is_set()
+    expected = {
+        "code": "SERVICE_UNAVAILABLE",
+        "message": "The service is briefly unavailable: the database is not answering. Try "
+        "again in a few seconds.",
+        "details": {"dependency": "database", "retry_after_seconds": 5},
+    }
+    if stream:
+        # The answer had begun: the failure is the stream's last event.
+        assert answer.status == 200
+        last = answer.body.decode().strip().split("\n\n")[-1]
+        error = json.loads(last.removeprefix("data: "))["error"]
+        assert {key: error[key] for key in expected} == expected
+    else:
+        assert answer.status == 503
+        assert answer.headers["retry-after"] == "5"
+        error = error_of(answer)
+        assert {key: error[key] for key in expected} == expected
+    lines = [r.getMessage() for r in caplog.records if r.name == "config.exceptions"]
+    assert [line.split(" (")[0] for line in lines] == [
+        "database unavailable in the gateway's completion"
+    ]
+    assert not [r for r in caplog.records if r.exc_info]
