@@ -105,8 +105,8 @@ def test_a_settlement_whose_backend_is_terminated_is_tried_again_and_applied_onc
             deadline = time.monotonic() + 10
             while waiting is None and time.monotonic() < deadline:
                 waiting = watcher.execute(
-                    "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                    "AND query LIKE %s",
+                    "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND wait_event_type = 'Lock' AND query LIKE %s",
                     ["%quota_update%"],
                 ).fetchone()
                 time.sleep(0.01)
