@@ -325,3 +325,24 @@ def test_a_closed_cursor_on_a_live_connection_is_a_bug_not_an_outage(db):
         cursor.execute("SELECT 1")
 
     assert unavailable_dependency(misuse.value) is None
+
+
+@pytest.mark.postgres
+def test_a_database_that_never_answers_is_given_up_on_after_the_connect_timeout():
+    """A host that takes the connection and then says nothing (the listening socket here
+    never accepts: the system completes the handshake, nothing reads the startup packet), as
+    a partitioned database does: the connection fails after `connect_timeout` (5 s by default,
+    DATABASE_CONNECT_TIMEOUT; 2 here) instead of waiting for TCP, and is an outage."""
+    assert connection.get_connection_params()["connect_timeout"] == 5
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        params = {
+            **connection.get_connection_params(),
+            "host": "127.0.0.1",
+            "port": silent.getsockname()[1],
+            "connect_timeout": 2,
+        }
+        silence = as_django_error(psycopg, lambda: psycopg.connect(**params))
+
+    assert unavailable_dependency(silence) == "database"

@@ -141,6 +141,16 @@ if DATABASE_PREPARED_STATEMENTS and DATABASES["default"]["ENGINE"].endswith("pos
     # Preparing allowed, never automatic: only the statements config.prepared asks for are.
     # (config.prepared.EXPLICIT_ONLY; settings import no app code.)
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault("prepare_threshold", 2**31 - 1)
+# Seconds a new PostgreSQL connection may take to be made (libpq's connect_timeout; 0: none).
+# Without it, a database host that does not answer at all (a network partition, a host gone
+# without closing its sockets) holds a request, a settlement or a task until the system's TCP
+# retries give up, minutes later; with it the request answers 503 (config.exceptions) in
+# seconds. A connect_timeout in DATABASE_URL's query string wins.
+DATABASE_CONNECT_TIMEOUT = env.int("DATABASE_CONNECT_TIMEOUT", default=5)
+if DATABASE_CONNECT_TIMEOUT > 0 and DATABASES["default"]["ENGINE"].endswith("postgresql"):
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
+        "connect_timeout", DATABASE_CONNECT_TIMEOUT
+    )
 # Seconds a web process's PostgreSQL statement may run before the server cancels it (the API
 # answers 503); 0 for no limit. Web processes only (config.asgi, config.wsgi): Celery workers
 # and manage.py are not limited (config.connections.limit_statement_time).
