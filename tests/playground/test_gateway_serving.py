@@ -20,6 +20,7 @@ from audit.models import AuditEvent
 from playground import services
 from playground.models import CallStatus, GatewayCall
 from tenants.models import QuotaCounter
+from tests.conftest import on_each_thread
 from tests.factories import MembershipFactory, issue_api_key
 from tests.test_dependency_outages import closed_port
 
@@ -557,6 +558,9 @@ def database_gone_during_the_call(slow_upstream, settings):
     listens (each request and settlement connects anew here: CONN_MAX_AGE 0), and the
     settlement does not wait for it to come back; put back after."""
     settings.GATEWAY_SETTLE_RETRY_SECONDS = 0
+    # No settlement thread keeps a connection from an earlier test: the settlement connects.
+    settle_threads = services.gateway._settle_threads
+    on_each_thread(settle_threads, settle_threads._max_workers, connections.close_all)
     database = connections.settings["default"]
     before = database["HOST"], database["PORT"]
     flipped = threading.Event()
