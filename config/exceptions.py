@@ -249,6 +249,18 @@ def unavailable_dependency(exc: BaseException | None) -> str | None:
     return None
 
 
+def as_outage(exc: BaseException | None) -> "DependencyUnavailable | None":
+    """`exc` as the API's 503 when it says a dependency is down, else None."""
+    dependency = unavailable_dependency(exc)
+    return None if dependency is None else DependencyUnavailable(dependency, exc)
+
+
+def one_line(error: BaseException, limit: int = 500) -> str:
+    """A library's error for a log line: its type and message on one line (a psycopg message
+    spans several), cut to `limit` characters."""
+    return " ".join(f"{type(error).__name__}: {error}".split())[:limit]
+
+
 class AIServiceError(ApplicationError):
     """An upstream LLM provider failed: 502, or 503 when no upstream may be tried now."""
 
@@ -344,9 +356,9 @@ def _as_api_exception(exc):
         and getattr(exc.__cause__, "sqlstate", None) == _QUERY_CANCELED
     ):
         return StatementTimedOut()
-    dependency = unavailable_dependency(exc)
-    if dependency is not None:
-        return DependencyUnavailable(dependency, exc)
+    outage = as_outage(exc)
+    if outage is not None:
+        return outage
     if isinstance(exc, DataError):
         # A value the database cannot store (NUL byte, out-of-range number): the client's input.
         return exceptions.ValidationError({"non_field_errors": ["A value is not acceptable."]})
@@ -382,9 +394,8 @@ def api_exception_handler(exc, context):
 def log_unavailable(exc: DependencyUnavailable, *, where: str) -> None:
     """One line per refused request, without a traceback: during an outage every request
     fails the same way, and the line says which part, where, and the library's reason."""
-    error = exc.error
-    reason = f"{type(error).__name__}: {error}".strip() if error is not None else "-"
-    logger.error("%s unavailable in %s (%s)", exc.dependency, where, " ".join(reason.split())[:500])
+    reason = one_line(exc.error) if exc.error is not None else "-"
+    logger.error("%s unavailable in %s (%s)", exc.dependency, where, reason)
 
 
 def internal_error_response() -> Response:

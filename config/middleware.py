@@ -17,7 +17,7 @@ from django.utils.functional import SimpleLazyObject, empty
 
 from . import request_context
 from .connections import drop_closed_connections
-from .exceptions import DependencyUnavailable, log_unavailable, unavailable_dependency
+from .exceptions import as_outage, log_unavailable
 from .views import (
     dependency_unavailable_response,
     envelope_for_status,
@@ -179,12 +179,11 @@ class JSONErrorMiddleware(DualModeMiddleware):
         """A view outside the API (an admin page) that failed because a dependency is down:
         the same 503 the API answers, logged as one line rather than Django's traceback for
         every request of the outage. Anything else is left to Django's handling."""
-        dependency = unavailable_dependency(exception)
-        if dependency is None:
+        outage = as_outage(exception)
+        if outage is None:
             return None
-        error = DependencyUnavailable(dependency, exception)
-        log_unavailable(error, where=request.path)
-        return dependency_unavailable_response(error)
+        log_unavailable(outage, where=request.path)
+        return dependency_unavailable_response(outage)
 
     @staticmethod
     def _finish(response, html_page: bool):

@@ -7,10 +7,10 @@ from django.http import JsonResponse
 from .exceptions import (
     PAYLOAD_TOO_LARGE_ERRORS,
     DependencyUnavailable,
+    as_outage,
     body_too_large_message,
     code_for_status,
     error_body,
-    unavailable_dependency,
 )
 
 # Short messages for errors answered outside the API's exception handler.
@@ -67,9 +67,9 @@ def server_error(request):
     """Django's handler500, called while the exception is being handled: a dependency's outage
     (the session or lockout middleware reading the cache, an admin page the database) is the
     API's 503 with Retry-After, as in a view; anything else the 500."""
-    dependency = unavailable_dependency(sys.exc_info()[1])
-    if dependency is not None:
-        return dependency_unavailable_response(DependencyUnavailable(dependency))
+    outage = as_outage(sys.exc_info()[1])
+    if outage is not None:
+        return dependency_unavailable_response(outage)
     return _envelope(500, "INTERNAL_ERROR", "An unexpected error occurred.")
 
 

@@ -27,9 +27,9 @@ from .services.workflows import workflow_job_execute
 JOB_OUTAGE_RETRIES = 8
 
 
-def _through_outages(task, execute, job_id: str) -> str | None:
+def _through_outages(task, execute, **job) -> str | None:
     try:
-        return execute(job_id)
+        return execute(**job)
     except Exception as error:
         if unavailable_dependency(error) is None:
             raise
@@ -41,14 +41,14 @@ def _through_outages(task, execute, job_id: str) -> str | None:
     name="playground.tasks.execute_orchestration_run", bind=True, max_retries=JOB_OUTAGE_RETRIES
 )
 def execute_orchestration_run(self, run_id: str) -> str | None:
-    return _through_outages(self, lambda pk: orchestration_run_execute(run_id=pk), run_id)
+    return _through_outages(self, orchestration_run_execute, run_id=run_id)
 
 
 @shared_task(
     name="playground.tasks.execute_workflow_job", bind=True, max_retries=JOB_OUTAGE_RETRIES
 )
 def execute_workflow_job(self, job_id: str) -> str | None:
-    return _through_outages(self, lambda pk: workflow_job_execute(job_id=pk), job_id)
+    return _through_outages(self, workflow_job_execute, job_id=job_id)
 
 
 @shared_task(name="playground.tasks.reap_stalled_jobs")

@@ -30,15 +30,10 @@ from rest_framework.response import Response
 from accounts.models import APIKey
 from accounts.usage import observe_api_key_request
 from config import request_context
-from config.exceptions import (
-    AIServiceError,
-    DependencyUnavailable,
-    error_body,
-    log_unavailable,
-    unavailable_dependency,
-)
+from config.exceptions import AIServiceError, as_outage, error_body, log_unavailable
 from config.middleware import request_context_of
 from config.pagination import EventCursorPagination, StandardPagination
+from config.views import dependency_unavailable_response, server_error
 from tenants.api import (
     ServiceWriteMixin,
     TenantContextViewSet,
@@ -272,25 +267,24 @@ async def complete_if_pending(response):
         try:
             return await _complete(response)
         except Exception as error:
-            status, body = _failure(error)
-            answer = JsonResponse(body, status=status)
-            if status == 503:
-                answer["Retry-After"] = str(body["error"]["details"]["retry_after_seconds"])
-            return _carry_headers(response, answer)
+            outage = _outage_or_logged(error)
+            if outage is not None:
+                return _carry_headers(response, dependency_unavailable_response(outage))
+            return _carry_headers(response, server_error(response.drf_request._request))
     return response
 
 
-def _failure(error: Exception) -> tuple[int, dict]:
+def _outage_or_logged(error: Exception):
     """A call's completion failed on something other than the upstream (answered as
-    AI_SERVICE_ERROR where it happens): a dependency's outage that outlasted the settlement's
-    retries (503, one log line), or a bug (500, logged with its traceback)."""
-    dependency = unavailable_dependency(error)
-    if dependency is not None:
-        unavailable = DependencyUnavailable(dependency, error)
-        log_unavailable(unavailable, where="the gateway's completion")
-        return 503, error_body(unavailable.code, unavailable.message, unavailable.details)
-    logger.error("A gateway call's completion failed", exc_info=error)
-    return 500, error_body("INTERNAL_ERROR", "An unexpected error occurred.")
+    AI_SERVICE_ERROR where it happens): the 503 of a dependency's outage that outlasted the
+    settlement's retries (logged as one line), or None for a bug (logged with its traceback:
+    the caller answers it as a 500)."""
+    outage = as_outage(error)
+    if outage is not None:
+        log_unavailable(outage, where="the gateway's completion")
+    else:
+        logger.error("A gateway call's completion failed", exc_info=error)
+    return outage
 
 
 async def reserved_response(request_path):
@@ -426,7 +420,12 @@ async def _sse(stream, completion_id: str, created: int):
     except Exception as error:
         # The settlement failed (an outage past its retries, a bug) after the answer began:
         # an error event, as for an upstream's failure, rather than a stream cut short.
-        yield role + _event(_failure(error)[1])
+        outage = _outage_or_logged(error)
+        if outage is not None:
+            body = error_body(outage.code, outage.message, outage.details)
+        else:
+            body = error_body("INTERNAL_ERROR", "An unexpected error occurred.")
+        yield role + _event(body)
         return
     if stream.error is not None:
         error = services.gateway._ai_error(stream.error)

@@ -19,8 +19,7 @@ from django.db.models import Sum
 from audit.services import record
 from config.files import Spool, remove_files_on_commit
 from tenants.models import QuotaResource, Tenant
-from tenants.services import quotas
-from tenants.services.quotas import quota_consume, quota_release
+from tenants.services.quotas import quota_consume, quota_release, quota_room
 
 from ..models import Artifact
 
@@ -73,7 +72,7 @@ def artifact_spool(*, tenant: Tenant) -> Spool:
     never the whole artifact in the worker's memory, refused (QuotaExceeded) as soon as it
     outgrows the room left in the tenant's storage quota rather than once it is all written.
     `artifact_write` stores it; the caller closes it."""
-    room, refusal = quotas.quota_room(tenant=tenant, resource=QuotaResource.STORAGE)
+    room, refusal = quota_room(tenant=tenant, resource=QuotaResource.STORAGE)
     return Spool(limit=room, refuse=refusal)
 
 

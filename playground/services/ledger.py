@@ -59,7 +59,7 @@ from accounts.services import (
     key_counter_writes,
 )
 from config.db import raw_uuid
-from config.exceptions import unavailable_dependency
+from config.exceptions import one_line, unavailable_dependency
 from config.prepared import (
     Rider,
     fetch_prepared,
@@ -269,21 +269,22 @@ def gateway_tokens_settle(
             if rider is not None:
                 rider.made_apart()
         return call
-    arguments = {
-        "tenant": tenant,
-        "api_key": api_key,
-        "delta": delta,
-        "call": call,
-        "rider": rider,
-        "noted_as": noted_as,
-        "reserved": reserved,
-    }
+    settle = functools.partial(
+        _settle_in_one_statement,
+        tenant=tenant,
+        api_key=api_key,
+        delta=delta,
+        call=call,
+        rider=rider,
+        noted_as=noted_as,
+        reserved=reserved,
+    )
     if connection.in_atomic_block:
-        return _settle_in_one_statement(**arguments)
-    return _settle_through_outage(arguments)
+        return settle()
+    return _settle_through_outage(settle, call=call, with_rider=rider is not None)
 
 
-def _settle_through_outage(arguments: dict) -> GatewayCall:
+def _settle_through_outage(settle, *, call: GatewayCall, with_rider: bool) -> GatewayCall:
     """The settlement's statement, tried again while the database is unavailable (a restart,
     a failover, a dropped connection), for up to GATEWAY_SETTLE_RETRY_SECONDS: the upstream has
     answered and its tokens are spent, so they are recorded once the database is back rather
@@ -291,14 +292,13 @@ def _settle_through_outage(arguments: dict) -> GatewayCall:
     by the same statement with its id fixed before the first try, so a try whose commit
     happened but whose answer was lost makes the next one fail on that id, and the call is
     then found saved."""
-    call = arguments["call"]
     deadline = time.monotonic() + settings.GATEWAY_SETTLE_RETRY_SECONDS
     pause, failures = 0.05, 0
     while True:
         try:
-            return _settle_in_one_statement(**arguments)
+            return settle()
         except IntegrityError:
-            if failures and arguments["rider"] is None and _saved(call):
+            if failures and not with_rider and _saved(call):
                 logger.warning("Gateway call %s had been settled by an earlier try", call.pk)
                 call._state.adding = False
                 call._state.db = DEFAULT_DB_ALIAS
@@ -313,7 +313,7 @@ def _settle_through_outage(arguments: dict) -> GatewayCall:
                     "Settling gateway call %s: the database is unavailable (%s); trying again "
                     "for up to %s s",
                     call.pk,
-                    " ".join(str(error).split())[:300],
+                    one_line(error, 300),
                     settings.GATEWAY_SETTLE_RETRY_SECONDS,
                 )
             # The broken connection is replaced on the next try.

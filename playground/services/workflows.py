@@ -11,7 +11,12 @@ from django.conf import settings
 from django.db import transaction
 
 from audit.services import record
-from config.exceptions import ApplicationError, InsufficientPermissions, unavailable_dependency
+from config.exceptions import (
+    ApplicationError,
+    InsufficientPermissions,
+    one_line,
+    unavailable_dependency,
+)
 from tenants.models import BLOCKED_STATUSES, Tenant
 
 from .. import jobs
@@ -156,7 +161,7 @@ def workflow_job_execute(*, job_id) -> str | None:
                 job.pk,
                 job.workflow_type,
                 dependency,
-                " ".join(str(error).split())[:300],
+                one_line(error, 300),
             )
             return None
         logger.exception("Workflow job %s (%s) failed", job.pk, job.workflow_type)
