@@ -13,7 +13,7 @@ from rest_framework_simplejwt.tokens import RefreshToken
 from rest_framework_simplejwt.utils import get_md5_hash_password
 
 from audit.services import record
-from config.db import raw_uuid
+from config.db import locked_or_404, raw_uuid
 from config.exceptions import ApplicationError, Conflict, QuotaExceeded
 from config.services import model_update
 from tenants.models import Membership, MembershipStatus, Tenant
@@ -335,7 +335,7 @@ def api_key_update(
     unknown_fields = set(changes) - set(_UPDATABLE)
     if unknown_fields:
         raise ValueError(f"api_key_update cannot change {sorted(unknown_fields)}")
-    api_key = APIKey.objects.select_for_update().get(pk=api_key.pk)
+    api_key = locked_or_404(APIKey.objects, pk=api_key.pk)
     if "scopes" in changes:
         changes["scopes"] = _check_scopes(changes["scopes"], grantable=actor_permissions)
     if changes.get("is_active") and api_key.revoked_at is not None:
@@ -355,7 +355,7 @@ def api_key_update(
 @transaction.atomic
 def api_key_revoke(*, api_key: APIKey, actor: User | None) -> APIKey:
     """Revoke a key for good (idempotent): it stops authenticating at once; the row stays."""
-    api_key = APIKey.objects.select_for_update().get(pk=api_key.pk)
+    api_key = locked_or_404(APIKey.objects, pk=api_key.pk)
     if api_key.revoked_at is not None:
         return api_key
     api_key.is_active = False

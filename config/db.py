@@ -132,10 +132,34 @@ def update_or_conflict(
         raise Conflict(conflict_message, details=conflict_details) from None
 
 
-def locked_or_404(queryset, **lookup):
-    """The row of `queryset` matching `lookup`, locked FOR UPDATE; 404 when it is gone (a
-    deletion that committed between the view's read and the service's lock)."""
+def locked_or_404(queryset, *, no_key: bool = False, of=("self",), **lookup):
+    """The row of `queryset` matching `lookup`, locked FOR UPDATE (FOR NO KEY UPDATE with
+    `no_key`) until the transaction ends; `of=()` locks the rows of its select_related joins
+    too. When it is gone (a deletion that committed between
+    the view's read and this lock: two clients writing one object at once), DeletedMeanwhile:
+    a 404 in a view, and still the model's DoesNotExist for code that catches that."""
     try:
-        return queryset.select_for_update(of=("self",)).get(**lookup)
+        return queryset.select_for_update(of=of, no_key=no_key).get(**lookup)
     except queryset.model.DoesNotExist:
-        raise Http404 from None
+        raise deleted_meanwhile(queryset.model) from None
+
+
+class DeletedMeanwhile(Http404):
+    """A row deleted between a read of it and the lock taken to change it."""
+
+
+_DELETED_MEANWHILE: dict[type, type] = {}
+
+
+def deleted_meanwhile(model) -> DeletedMeanwhile:
+    """The error for `model`'s row gone under a lock: both Http404 (views answer 404
+    RESOURCE_NOT_FOUND, as for an id that never existed) and `model.DoesNotExist`."""
+    error_class = _DELETED_MEANWHILE.get(model)
+    if error_class is None:
+        error_class = type(
+            f"{model.__name__}DeletedMeanwhile",
+            (DeletedMeanwhile, model.DoesNotExist),
+            {"__module__": __name__},
+        )
+        _DELETED_MEANWHILE[model] = error_class
+    return error_class(f"No {model._meta.verbose_name} matches the given query.")

@@ -30,7 +30,7 @@ from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from config.db import write_connection
+from config.db import locked_or_404, write_connection
 from config.exceptions import Conflict, RateLimitExceeded
 from config.prepared import fetch_prepared
 from tenants.models import Tenant
@@ -166,7 +166,7 @@ def renew(held: Claim, **fields) -> bool:
 def cancel(job: BackgroundJob, *, noun: str, id_field: str) -> BackgroundJob:
     """Lock `job` and cancel it from outside its worker (the caller then records its event);
     a finished job is 409. `noun` and `id_field` name it in the refusal ("run", "run_id")."""
-    job = type(job).objects.select_for_update().get(pk=job.pk)
+    job = locked_or_404(type(job).objects, pk=job.pk)
     if job.status not in ACTIVE_JOB_STATUSES:
         raise Conflict(
             f"This {noun} is {job.status}; only a pending or running {noun} can be cancelled.",

@@ -17,6 +17,7 @@ from django.db.models.functions import TruncDate
 from django.utils import timezone
 from rest_framework.exceptions import NotFound
 
+from config.db import deleted_meanwhile
 from config.exceptions import ApplicationError
 
 from .models import (
@@ -72,6 +73,10 @@ def template_version(
     elif label == "latest" or version is None:
         version = template.latest_version
     found = template.versions.filter(version=version).first()
+    if found is None and version == template.latest_version:
+        # A template's latest version exists as long as it does: this one was deleted since
+        # the view read it.
+        raise deleted_meanwhile(PromptTemplate)
     if found is None:
         raise ApplicationError(
             f"This template has no version {version}.",

@@ -8,6 +8,7 @@ from django.db.models.signals import class_prepared
 from django.dispatch import receiver
 from django.utils import timezone
 
+from config.db import locked_or_404
 from config.exceptions import Conflict
 from config.models import TimestampedModel
 from config.validators import (
@@ -48,7 +49,7 @@ class TenantQuerySet(models.QuerySet):
         it first, so its checks and the change happen as one step. FOR NO KEY UPDATE: lockers
         wait for each other, but rows that merely reference the tenant (audit events, counters)
         can still be inserted meanwhile, so no lock cycle forms with a request doing that."""
-        return self.select_for_update(no_key=True).get(pk=pk)
+        return locked_or_404(self, no_key=True, pk=pk)
 
     def ensure_room(
         self,

@@ -19,6 +19,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from audit.services import record
+from config.db import locked_or_404
 from config.exceptions import Conflict
 from config.services import model_update
 from tenants.models import Tenant
@@ -96,10 +97,8 @@ def checkout_is_open(session: CheckoutSession, *, now=None) -> bool:
 def checkout_complete(*, session: CheckoutSession, payment_method: str) -> CheckoutSession:
     """Subscribe the session's tenant to its plan (a trial, or the first period charged now).
     Completing a completed session again changes nothing."""
-    session = (
-        CheckoutSession.objects.select_for_update()
-        .select_related("plan", "tenant")
-        .get(pk=session.pk)
+    session = locked_or_404(
+        CheckoutSession.objects.select_related("plan", "tenant"), of=(), pk=session.pk
     )
     if session.status == CheckoutStatus.COMPLETE:
         return session

@@ -13,6 +13,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from audit.services import record
+from config.db import locked_or_404
 from config.exceptions import ApplicationError, Conflict
 from config.services import model_update
 
@@ -41,9 +42,7 @@ def credit_note_issue(
         raise ApplicationError(
             "The amount must be positive.", details={"amount_cents": ["At least 1."]}
         )
-    invoice = (
-        Invoice.objects.select_for_update(of=("self",)).select_related("tenant").get(pk=invoice.pk)
-    )
+    invoice = locked_or_404(Invoice.objects.select_related("tenant"), pk=invoice.pk)
     if invoice.status != InvoiceStatus.PAID:
         raise Conflict("Only a paid invoice can be credited.", details={"status": invoice.status})
     if amount_cents > invoice.creditable_cents:

@@ -16,6 +16,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from audit.services import record
+from config.db import locked_or_404
 from config.exceptions import Conflict
 from config.services import model_update
 from tenants.models import Tenant
@@ -224,7 +225,7 @@ def format_number(number: int, issued_at: datetime, *, credit_note: bool = False
 @transaction.atomic
 def invoice_void(*, invoice: Invoice, actor, reason: str) -> Invoice:
     """Void an unpaid invoice (issued by mistake): it stays, numbered, owing nothing."""
-    invoice = Invoice.objects.select_for_update().select_related("tenant").get(pk=invoice.pk)
+    invoice = locked_or_404(Invoice.objects.select_related("tenant"), of=(), pk=invoice.pk)
     if invoice.status not in (InvoiceStatus.PENDING, InvoiceStatus.OVERDUE):
         raise Conflict("Only an unpaid invoice can be voided.", details={"status": invoice.status})
     model_update(instance=invoice, data={"status": InvoiceStatus.VOID, "voided_at": timezone.now()})

@@ -9,7 +9,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from audit.services import record
-from config.db import create_or_conflict
+from config.db import create_or_conflict, locked_or_404
 from config.exceptions import ApplicationError, Conflict
 from config.services import model_update
 from tenants.models import Tenant
@@ -83,7 +83,7 @@ def plan_update(*, plan: Plan, actor, **fields) -> Plan:
     unknown = set(fields) - set(PLAN_FIELDS)
     if unknown:
         raise ValueError(f"not plan fields: {sorted(unknown)}")
-    plan = Plan.objects.select_for_update().get(pk=plan.pk)
+    plan = locked_or_404(Plan.objects, pk=plan.pk)
     current = {name: getattr(plan, name) for name in PLAN_FIELDS}
     _check_plan({**current, **fields})
     if "code" in fields and Plan.objects.filter(code=fields["code"]).exclude(pk=plan.pk).exists():
@@ -114,7 +114,7 @@ def plan_update(*, plan: Plan, actor, **fields) -> Plan:
 def plan_delete(*, plan: Plan, actor) -> None:
     """Remove a plan nobody uses; a plan in use (subscribed, scheduled or invoiced) can only
     be deactivated."""
-    plan = Plan.objects.select_for_update().get(pk=plan.pk)
+    plan = locked_or_404(Plan.objects, pk=plan.pk)
     in_use = (
         Subscription.objects.filter(Q(plan=plan) | Q(pending_plan=plan)).exists()
         or Invoice.objects.filter(plan=plan).exists()

@@ -16,6 +16,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from audit.services import record
+from config.db import locked_or_404
 from config.exceptions import Conflict, InsufficientPermissions
 from config.services import model_update
 from tenants.models import Tenant
@@ -349,8 +350,6 @@ def subscription_resume(*, subscription: Subscription, actor) -> Subscription:
 
 
 def _relock(subscription: Subscription) -> Subscription:
-    return (
-        Subscription.objects.select_for_update()
-        .select_related("plan", "tenant")
-        .get(pk=subscription.pk)
+    return locked_or_404(
+        Subscription.objects.select_related("plan", "tenant"), of=(), pk=subscription.pk
     )

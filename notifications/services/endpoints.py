@@ -12,6 +12,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from audit.services import record
+from config.db import locked_or_404
 from config.exceptions import ApplicationError, Conflict, InsufficientPermissions
 from config.services import model_update
 from tenants.models import Tenant
@@ -150,7 +151,7 @@ def webhook_endpoint_create(
 
 
 def _locked(endpoint: WebhookEndpoint) -> WebhookEndpoint:
-    return WebhookEndpoint.objects.select_for_update().get(pk=endpoint.pk)
+    return locked_or_404(WebhookEndpoint.objects, pk=endpoint.pk)
 
 
 @transaction.atomic
@@ -261,6 +262,8 @@ def webhook_endpoint_disable(
 def webhook_endpoint_test(*, webhook_endpoint: WebhookEndpoint, actor) -> WebhookDelivery:
     """Record a `webhook.test` event for this endpoint alone; the caller then sends its
     delivery at once (relay.webhook_delivery_send_now)."""
+    # Locked: an endpoint deleted meanwhile is a 404, not an event with no delivery for it.
+    webhook_endpoint = _locked(webhook_endpoint)
     _require_active(webhook_endpoint)
     event = record(
         tenant=webhook_endpoint.tenant,
@@ -285,8 +288,8 @@ def _require_active(endpoint: WebhookEndpoint) -> None:
 @transaction.atomic
 def webhook_delivery_retry(*, delivery: WebhookDelivery, actor) -> WebhookDelivery:
     """Send a failed delivery, or one waiting for its next attempt, again now."""
-    delivery = (
-        WebhookDelivery.objects.select_for_update().select_related("endpoint").get(pk=delivery.pk)
+    delivery = locked_or_404(
+        WebhookDelivery.objects.select_related("endpoint"), of=(), pk=delivery.pk
     )
     _require_active(delivery.endpoint)
     if delivery.status == DeliveryStatus.SUCCEEDED:

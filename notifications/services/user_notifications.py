@@ -12,7 +12,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from audit.services import record
-from config.db import advisory_xact_lock, bulk_insert
+from config.db import advisory_xact_lock, bulk_insert, locked_or_404
 from config.services import model_update
 from tenants.models import Membership, MembershipStatus, Tenant
 
@@ -274,7 +274,7 @@ def notification_preferences_update(
             preference, _ = NotificationPreference.objects.get_or_create(tenant=tenant, user=user)
     except IntegrityError:  # a concurrent first save won the race: update that row
         preference = NotificationPreference.objects.get(tenant=tenant, user=user)
-    preference = NotificationPreference.objects.select_for_update().get(pk=preference.pk)
+    preference = locked_or_404(NotificationPreference.objects, pk=preference.pk)
     data = dict(data)
     if "disabled_event_types" in data:
         data["disabled_event_types"] = sorted(set(data["disabled_event_types"]))

@@ -7,6 +7,7 @@ provider that models still use cannot be deleted (409): move its models first.
 from django.db import transaction
 
 from audit.services import record
+from config.db import locked_or_404
 from config.exceptions import ApplicationError, Conflict
 from config.services import model_update
 
@@ -108,7 +109,7 @@ def provider_create(*, actor, **fields) -> Provider:
 
 @transaction.atomic
 def provider_update(*, provider: Provider, actor, **changes) -> Provider:
-    provider = Provider.objects.select_for_update().get(pk=provider.pk)
+    provider = locked_or_404(Provider.objects, pk=provider.pk)
     diff = model_update(
         instance=provider, data={k: v for k, v in changes.items() if k in PROVIDER_FIELDS}
     )
@@ -125,7 +126,7 @@ def provider_update(*, provider: Provider, actor, **changes) -> Provider:
 
 @transaction.atomic
 def provider_delete(*, provider: Provider, actor) -> None:
-    provider = Provider.objects.select_for_update().get(pk=provider.pk)
+    provider = locked_or_404(Provider.objects, pk=provider.pk)
     in_use = list(provider.models.values_list("name", flat=True))
     if in_use:
         raise Conflict(f"{provider.name} serves {', '.join(in_use)}; move those models first.")
@@ -149,7 +150,7 @@ def language_model_create(*, actor, **fields) -> LanguageModel:
 
 @transaction.atomic
 def language_model_update(*, model: LanguageModel, actor, **changes) -> LanguageModel:
-    model = LanguageModel.objects.select_for_update().get(pk=model.pk)
+    model = locked_or_404(LanguageModel.objects, pk=model.pk)
     changes = {k: v for k, v in changes.items() if k in MODEL_FIELDS}
     if "fallbacks" in changes:
         changes["fallbacks"] = check_fallbacks(
@@ -171,7 +172,7 @@ def language_model_update(*, model: LanguageModel, actor, **changes) -> Language
 def language_model_delete(*, model: LanguageModel, actor) -> None:
     """Remove a model from the catalogue (deactivating keeps it for later); its call records
     keep its name."""
-    model = LanguageModel.objects.select_for_update().get(pk=model.pk)
+    model = locked_or_404(LanguageModel.objects, pk=model.pk)
     payload = _model_payload(model)
     model.delete()
     _changed()

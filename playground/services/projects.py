@@ -9,6 +9,7 @@ from django.conf import settings
 from django.db import transaction
 
 from audit.services import record
+from config.db import locked_or_404
 from config.exceptions import Conflict
 from config.services import UNSET, given, model_update, person
 from tenants.models import Tenant
@@ -42,7 +43,7 @@ def _record(tenant, event_type: str, actor, obj, **payload) -> None:
 def _update(model, obj, *, actor, fields: dict, allowed: tuple[str, ...], event_type: str):
     """Change what `fields` names on the locked row; its event lists what changed."""
     fields = _checked(fields, allowed)
-    obj = model.objects.select_for_update().get(pk=obj.pk)
+    obj = locked_or_404(model.objects, pk=obj.pk)
     changed = model_update(instance=obj, data=fields)
     if changed:
         _record(obj.tenant, event_type, actor, obj, changed=sorted(changed))
@@ -50,7 +51,7 @@ def _update(model, obj, *, actor, fields: dict, allowed: tuple[str, ...], event_
 
 
 def _delete(model, obj, *, actor, event_type: str) -> None:
-    obj = model.objects.select_for_update().get(pk=obj.pk)
+    obj = locked_or_404(model.objects, pk=obj.pk)
     _record(obj.tenant, event_type, actor, obj, name=obj.name)
     obj.delete()
 
@@ -123,7 +124,7 @@ def project_update(
 def project_delete(*, project: Project, actor) -> None:
     """Delete the project with its runs and their artifacts (their storage given back); a
     project with a pending or running run is 409 (cancel the run first)."""
-    project = Project.objects.select_for_update().get(pk=project.pk)
+    project = locked_or_404(Project.objects, pk=project.pk)
     active = project.runs.filter(status__in=ACTIVE_JOB_STATUSES).values_list("pk", flat=True)
     if active:
         raise Conflict(

@@ -30,7 +30,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from audit.services import record
-from config.db import raw_uuid
+from config.db import locked_or_404, raw_uuid
 from config.exceptions import ApplicationError, Conflict, QuotaExceeded, RateLimitExceeded
 from config.prepared import CompiledQuery, Rider, fetch_prepared
 from tenants.models import BLOCKED_STATUSES, Tenant
@@ -754,7 +754,7 @@ def orchestration_run_fail(*, job: OrchestrationRun, reason: str) -> bool:
     """Fail a run whose worker stopped too often (the reaper's last resort), unless it moved
     on meanwhile. Its running phase fails with `reason`; the pending ones are skipped."""
     gateway_tokens_lock(tenant_id=job.tenant_id)  # first: see gateway_tokens_lock
-    run = OrchestrationRun.objects.select_for_update().get(pk=job.pk)
+    run = locked_or_404(OrchestrationRun.objects, pk=job.pk)
     if not jobs.is_stalled(run):
         return False
     now = timezone.now()

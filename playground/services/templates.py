@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from accounts.models import APIKey
 from audit.services import record
-from config.db import create_or_conflict
+from config.db import create_or_conflict, locked_or_404
 from config.exceptions import ApplicationError, Conflict
 from config.services import model_update
 from tenants.models import Tenant
@@ -237,7 +237,7 @@ def prompt_template_update(
     unknown = set(changes) - set(METADATA_FIELDS) - set(CONTENT_FIELDS)
     if unknown:
         raise ValueError(f"prompt_template_update cannot change {sorted(unknown)}")
-    template = PromptTemplate.objects.select_for_update().get(pk=template.pk)
+    template = locked_or_404(PromptTemplate.objects, pk=template.pk)
     if create_new_version:
         _ensure_version_room(template)
     latest = template.versions.get(version=template.latest_version)
@@ -305,7 +305,7 @@ def _ensure_version_room(template: PromptTemplate) -> None:
 @transaction.atomic
 def prompt_template_publish(*, template: PromptTemplate, actor, version: int) -> PromptTemplate:
     """Move the `production` label to `version` (of this template)."""
-    template = PromptTemplate.objects.select_for_update().get(pk=template.pk)
+    template = locked_or_404(PromptTemplate.objects, pk=template.pk)
     if not template.versions.filter(version=version).exists():
         raise ApplicationError(
             f"This template has no version {version}.",
@@ -326,7 +326,7 @@ def prompt_template_publish(*, template: PromptTemplate, actor, version: int) ->
 @transaction.atomic
 def prompt_template_delete(*, template: PromptTemplate, actor) -> None:
     """Delete a template with its versions and executions (the gateway's call records stay)."""
-    template = PromptTemplate.objects.select_for_update().get(pk=template.pk)
+    template = locked_or_404(PromptTemplate.objects, pk=template.pk)
     payload = _payload(template)
     template.delete()
     record(
@@ -468,7 +468,7 @@ def prompt_execution_rate(*, execution: PromptExecution, actor, rating: int) -> 
     """Rate an execution 1 to 5 (again to change it)."""
     if isinstance(rating, bool) or not isinstance(rating, int) or not 1 <= rating <= 5:
         raise ApplicationError("The rating is 1 to 5.", details={"rating": ["From 1 to 5."]})
-    execution = PromptExecution.objects.select_for_update().get(pk=execution.pk)
+    execution = locked_or_404(PromptExecution.objects, pk=execution.pk)
     previous = execution.rating
     model_update(
         instance=execution,

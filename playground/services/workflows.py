@@ -11,6 +11,7 @@ from django.conf import settings
 from django.db import transaction
 
 from audit.services import record
+from config.db import locked_or_404
 from config.exceptions import (
     ApplicationError,
     InsufficientPermissions,
@@ -224,7 +225,7 @@ def workflow_job_fail(*, job: WorkflowJob, reason: str) -> bool:
     """Fail a job whose worker stopped too often (the reaper's last resort), unless it moved on
     meanwhile."""
     gateway_tokens_lock(tenant_id=job.tenant_id)  # first: see gateway_tokens_lock
-    job = WorkflowJob.objects.select_for_update().get(pk=job.pk)
+    job = locked_or_404(WorkflowJob.objects, pk=job.pk)
     if not jobs.is_stalled(job):
         return False
     _release_unsettled_call(job)

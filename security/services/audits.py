@@ -12,6 +12,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from audit.services import record
+from config.db import locked_or_404
 from config.exceptions import ApplicationError, Conflict
 from config.services import UNSET, check_move, given, model_update, person
 from tenants.models import Tenant
@@ -146,7 +147,7 @@ def compliance_audit_update(
         recommendations=recommendations,
         completed_at=completed_at,
     )
-    audit = ComplianceAudit.objects.select_for_update().get(pk=compliance_audit.pk)
+    audit = locked_or_404(ComplianceAudit.objects, pk=compliance_audit.pk)
     now = timezone.now()
     fields = dict(changes)
     if "findings" in fields:

@@ -14,6 +14,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from audit.services import record
+from config.db import locked_or_404
 from config.exceptions import ApplicationError, Conflict
 from config.services import UNSET, check_move, given, model_update, person
 from tenants.models import Membership, MembershipStatus, Tenant
@@ -392,10 +393,8 @@ def incident_update(
         authority_reference=authority_reference,
         subjects_notified_at=subjects_notified_at,
     )
-    incident = (
-        Incident.objects.select_for_update(of=("self",))
-        .select_related("assigned_to", "tenant")
-        .get(pk=incident.pk)
+    incident = locked_or_404(
+        Incident.objects.select_related("assigned_to", "tenant"), pk=incident.pk
     )
     old_status = incident.status
     now = timezone.now()

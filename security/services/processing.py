@@ -10,6 +10,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from audit.services import record
+from config.db import locked_or_404
 from config.exceptions import Conflict
 from config.services import UNSET, check_move, given, model_update, person
 from tenants.models import Tenant
@@ -154,7 +155,7 @@ def processing_activity_update(
         risk_mitigation_measures=risk_mitigation_measures,
         dpia_completed_on=dpia_completed_on,
     )
-    activity = ProcessingActivity.objects.select_for_update().get(pk=processing_activity.pk)
+    activity = locked_or_404(ProcessingActivity.objects, pk=processing_activity.pk)
     old_status = activity.status
     fields = dict(changes)
     if "name" in fields:
@@ -209,7 +210,7 @@ def processing_activity_update(
 @transaction.atomic
 def processing_activity_delete(*, processing_activity: ProcessingActivity, actor) -> None:
     """Delete a draft; an approved or deprecated activity is part of the record (409)."""
-    activity = ProcessingActivity.objects.select_for_update().get(pk=processing_activity.pk)
+    activity = locked_or_404(ProcessingActivity.objects, pk=processing_activity.pk)
     if activity.status != ActivityStatus.DRAFT:
         raise Conflict(
             f"The activity is {activity.status}: deprecate it instead, the register keeps it.",

@@ -10,7 +10,7 @@ Usage stays within its limits: `token_balance` <= `token_limit`, `active_sites` 
 from django.db import transaction
 
 from audit.services import record
-from config.db import create_or_conflict, update_or_conflict
+from config.db import create_or_conflict, locked_or_404, update_or_conflict
 from config.exceptions import ApplicationError, Conflict
 from config.services import UNSET, given
 from tenants.models import Tenant
@@ -122,7 +122,7 @@ def customer_profile_update(
     external_id=UNSET,
 ) -> CustomerProfile:
     """Change the fields given; the limits and uniqueness hold for the result."""
-    customer = CustomerProfile.objects.select_for_update().get(pk=customer_profile.pk)
+    customer = locked_or_404(CustomerProfile.objects, pk=customer_profile.pk)
     changes = given(
         name=name,
         email=email,
@@ -150,7 +150,7 @@ def customer_profile_update(
 
 @transaction.atomic
 def customer_profile_delete(*, customer_profile: CustomerProfile, actor) -> None:
-    customer = CustomerProfile.objects.select_for_update().get(pk=customer_profile.pk)
+    customer = locked_or_404(CustomerProfile.objects, pk=customer_profile.pk)
     if customer.tickets.exists():
         raise Conflict(
             "The customer has tickets: they keep their customer (close the account with "

@@ -83,7 +83,7 @@ def representative_update(
     *, representative: Representative, actor, role=UNSET, status=UNSET, max_chats=UNSET
 ) -> Representative:
     """Change the fields given; ONLINE or AWAY stamps last_active_at."""
-    representative = Representative.objects.select_for_update().get(pk=representative.pk)
+    representative = locked_or_404(Representative.objects, pk=representative.pk)
     changes = given(role=role, status=status, max_chats=max_chats)
     if changes.get("status") in ACTIVE_STATUSES:
         changes["last_active_at"] = timezone.now()

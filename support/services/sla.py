@@ -5,7 +5,7 @@ audited (`sla_policy.*`). The resolution target is never shorter than the first-
 from django.db import transaction
 
 from audit.services import record
-from config.db import create_or_conflict, update_or_conflict
+from config.db import create_or_conflict, locked_or_404, update_or_conflict
 from config.exceptions import ApplicationError
 from config.services import UNSET, given
 from tenants.models import Tenant
@@ -91,7 +91,7 @@ def sla_policy_update(
 ) -> SlaPolicy:
     """Change the fields given. Tickets keep the terms they were given (a policy change applies
     to tickets created or re-prioritised after it)."""
-    policy = SlaPolicy.objects.select_for_update().get(pk=sla_policy.pk)
+    policy = locked_or_404(SlaPolicy.objects, pk=sla_policy.pk)
     changes = given(
         name=name,
         priority=priority,
@@ -114,6 +114,6 @@ def sla_policy_update(
 
 @transaction.atomic
 def sla_policy_delete(*, sla_policy: SlaPolicy, actor) -> None:
-    policy = SlaPolicy.objects.select_for_update().get(pk=sla_policy.pk)
+    policy = locked_or_404(SlaPolicy.objects, pk=sla_policy.pk)
     _record("sla_policy.deleted", actor, policy)
     policy.delete()

@@ -10,7 +10,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from audit.services import chain_purge, record
-from config.db import create_or_conflict
+from config.db import create_or_conflict, locked_or_404
 from config.exceptions import Conflict, InsufficientPermissions
 from config.services import model_update
 
@@ -349,7 +349,7 @@ def tenant_delete(*, tenant: Tenant, actor) -> None:
     """
     # FOR UPDATE, not Tenant.objects.locked(): it also holds off inserts of rows that reference
     # the tenant (an event recorded by a request in flight) until the rows are gone.
-    locked = Tenant.objects.select_for_update().get(pk=tenant.pk)
+    locked = locked_or_404(Tenant.objects, pk=tenant.pk)
     members = Membership.objects.filter(tenant=locked).count()
     logo = Theme.objects.filter(tenant=locked).values_list("logo", flat=True).first()
     chain_purge(tenant=locked, actor=actor)
