@@ -78,11 +78,9 @@ def tenant_create(
         )
         if add_owner:
             _check_organizations_owned(owner or actor)
-    tenant = create_or_conflict(
-        Tenant,
-        conflict_message=SLUG_TAKEN,
+    tenant = _create_with_slug(
+        slug=slug,
         name=name,
-        slug=slug or unique_slug(name),
         plan=plan,
         status=TenantStatus.TRIAL,
         trial_ends_at=timezone.now() + timedelta(days=settings.TENANT_TRIAL_DAYS),
@@ -101,6 +99,29 @@ def tenant_create(
     if add_owner and owner is not None and owner.is_authenticated:
         membership_add(tenant=tenant, user=owner, role=Role.OWNER, actor=actor)
     return tenant
+
+
+# Tries at a slug derived from the name, when parallel creations of the same name take the
+# free one first: a try that collides waits for the other creation to commit, so the next sees
+# its slug; of N creations at once, the last needs N tries.
+DERIVED_SLUG_TRIES = 10
+
+
+def _create_with_slug(*, slug: str | None, **fields) -> Tenant:
+    """Create the tenant with `slug`, 409 when it is taken; with none given, a free slug
+    derived from `name`, derived again when a parallel creation takes it first."""
+    tries = 1 if slug else DERIVED_SLUG_TRIES
+    for attempt in range(1, tries + 1):
+        try:
+            return create_or_conflict(
+                Tenant,
+                conflict_message=SLUG_TAKEN,
+                slug=slug or unique_slug(fields["name"]),
+                **fields,
+            )
+        except Conflict:
+            if attempt == tries:
+                raise
 
 
 def _check_organizations_owned(user) -> None:

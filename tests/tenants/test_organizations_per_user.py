@@ -3,12 +3,14 @@ POST /api/v1/tenants/ (ORGANIZATIONS_PER_USER): each new organization brings its
 quotas, so one account must not multiply them."""
 
 import itertools
+import threading
 
 import pytest
 from rest_framework.test import APIClient
 
 from audit import tasks as audit_tasks
 from audit.models import AuditEvent
+from config.exceptions import Conflict
 from tenants.models import Membership, MembershipStatus, Role, Tenant, TenantStatus
 from tenants.services.lifecycle import tenant_create
 from tests.conftest import assert_envelope, race, token_for
@@ -136,3 +138,43 @@ def test_parallel_creations_stop_at_the_ceiling(transactional_db, settings, monk
     assert sorted(statuses) == [201, 201] + [409] * 6
     assert Membership.objects.filter(user=user, role=Role.OWNER).count() == 3
     assert Tenant.objects.filter(name__startswith="Racer ").count() == 2
+
+
+@pytest.mark.postgres
+def test_parallel_creations_of_one_name_by_different_users_all_get_a_slug(
+    transactional_db, monkeypatch
+):
+    """Six users naming their organization "Acme" at once, none giving a slug: each is made,
+    with its own slug derived from the name (a creation that loses the race for `acme` derives
+    the next free one instead of answering 409)."""
+    monkeypatch.setattr(audit_tasks.seal_audit_chains, "apply_async", lambda *a, **k: None)
+    tokens = iter([token_for(UserFactory()) for _ in range(6)])
+    lock = threading.Lock()
+
+    def post():
+        with lock:
+            token = next(tokens)
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+        return client.post(TENANTS_URL, {"name": "Acme Rockets"}, format="json")
+
+    responses = race(6, post)
+
+    assert [response.status_code for response in responses] == [201] * 6
+    slugs = sorted(response.json()["slug"] for response in responses)
+    assert slugs == ["acme-rockets"] + [f"acme-rockets-{n}" for n in range(2, 7)]
+
+
+def test_a_slug_given_and_taken_is_not_derived_again():
+    """Only a derived slug is derived again: one the caller chose and another organization has
+    is theirs to change (the API's serializer says so first, 400; the service, 409)."""
+    TenantFactory(slug="taken")
+
+    with pytest.raises(Conflict):
+        tenant_create(actor=None, name="Mine", slug="taken")
+
+    response = client_of(UserFactory()).post(
+        TENANTS_URL, {"name": "Mine", "slug": "taken"}, format="json"
+    )
+    assert_envelope(response, 400, "VALIDATION_ERROR")
+    assert not Tenant.objects.filter(name="Mine").exists()
