@@ -15,7 +15,7 @@ from config.serializers import (
 
 from ..models import QuotaResource, Tenant, Theme
 from ..plans import tenant_limits
-from .settings_schema import OrganizationSettingsSerializer, merged_settings
+from .settings_schema import OrganizationSettingsSerializer
 from .themes import ThemeSerializer
 
 # The organization's `branding` keys -> Theme fields.
@@ -129,8 +129,8 @@ class OrganizationUpdateSerializer(Serializer):
         return checked.validated_data
 
     def validate_settings(self, value):
+        # A PATCH's keys (None removes one) are merged into the settings by the service, under
+        # the tenant's lock, so two PATCHes of different keys at once both keep theirs.
         schema = OrganizationSettingsSerializer(data=value, partial=self.partial)
         schema.is_valid(raise_exception=True)
-        if self.partial:
-            return merged_settings(self.instance.settings, schema.validated_data)
         return schema.validated_data

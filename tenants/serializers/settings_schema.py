@@ -113,9 +113,3 @@ class OrganizationSettingsSerializer(Serializer):
             )
         values = super().to_internal_value({k: v for k, v in data.items() if v is not None})
         return {**values, **dict.fromkeys(removed)}
-
-
-def merged_settings(current: dict, changes: dict) -> dict:
-    """`current` with `changes` applied; a key whose value is None is removed."""
-    merged = {**current, **changes}
-    return {key: value for key, value in merged.items() if value is not None}

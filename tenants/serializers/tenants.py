@@ -16,7 +16,7 @@ from ..models import PlanTier, Tenant
 from ..services.lifecycle import SLUG_TAKEN, slug_in_use
 from ..services.quotas import annotated_quota_states
 from .quotas import TenantQuotaSerializer
-from .settings_schema import OrganizationSettingsSerializer, merged_settings
+from .settings_schema import OrganizationSettingsSerializer
 
 
 def tenant_quota(tenant: Tenant) -> tuple:
@@ -123,6 +123,7 @@ class TenantUpdateSerializer(_TenantProfileSerializer):
         return value
 
     def validate_settings(self, value):
+        # The keys to change (None removes one), merged by the service under the tenant's lock.
         schema = OrganizationSettingsSerializer(data=value, partial=True)
         schema.is_valid(raise_exception=True)
-        return merged_settings(self.instance.settings, schema.validated_data)
+        return schema.validated_data

@@ -191,13 +191,24 @@ UPDATABLE_FIELDS = frozenset(
 )  # fmt: skip
 
 
+def merged_settings(current: Mapping, changes: Mapping) -> dict:
+    """`current` with `changes` applied; a key whose value is None is removed."""
+    merged = {**current, **changes}
+    return {key: value for key, value in merged.items() if value is not None}
+
+
 @transaction.atomic
-def tenant_update(*, tenant: Tenant, actor, data: Mapping) -> Tenant:
-    """Change a tenant's profile, plan or settings; the plan and limits above it need staff."""
+def tenant_update(*, tenant: Tenant, actor, data: Mapping, merge_settings: bool = False) -> Tenant:
+    """Change a tenant's profile, plan or settings; the plan and limits above it need staff.
+    `data["settings"]` replaces the settings, or with `merge_settings` (a PATCH) is the keys
+    to change (None removes one), applied to the settings as they are under the lock: two
+    changes of different keys at once both stay."""
     unknown = set(data) - UPDATABLE_FIELDS
     if unknown:
         raise ValueError(f"not updatable through tenant_update: {sorted(unknown)}")
     tenant = Tenant.objects.locked(tenant.pk)
+    if merge_settings and "settings" in data:
+        data = {**data, "settings": merged_settings(tenant.settings, data["settings"])}
     if "plan" in data and data["plan"] != tenant.plan and not _is_staff(actor):
         raise InsufficientPermissions(
             "Changing the plan needs platform staff.",
@@ -263,7 +274,9 @@ def organization_update(
                 tenant=locked, new_settings=data["settings"], actor=actor
             ),
         }
-    tenant = tenant_update(tenant=tenant, actor=actor, data=data)
+    tenant = tenant_update(
+        tenant=tenant, actor=actor, data=data, merge_settings=not replace_settings
+    )
     if branding:
         theme_update(tenant=tenant, actor=actor, data=branding)
     return tenant

@@ -121,7 +121,9 @@ class TenantViewSet(
             context={"representation": lambda: self.get_serializer(self._live(tenant)).data},
         )
         serializer.is_valid(raise_exception=True)
-        lifecycle.tenant_update(tenant=tenant, actor=request.user, data=serializer.validated_data)
+        lifecycle.tenant_update(
+            tenant=tenant, actor=request.user, data=serializer.validated_data, merge_settings=True
+        )
         return self._respond(tenant)
 
     def perform_destroy(self, instance):

@@ -3,12 +3,15 @@ typed settings schema, limits above the plan tier, and what tenant_limits() make
 
 import pytest
 from django.test import override_settings
+from rest_framework.test import APIClient
 
+from audit import tasks as audit_tasks
 from audit.models import AuditEvent
 from tenants.models import Membership, PlanTier, QuotaCounter, Role, Tenant, TenantStatus
 from tenants.plans import MIB, plan_limits, tenant_limits
 from tenants.services.quotas import quota_states
-from tests.conftest import assert_envelope
+from tests.conftest import assert_envelope, race, token_for
+from tests.factories import MembershipFactory, TenantFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -573,3 +576,42 @@ def test_lowering_a_limit_is_effective_for_the_quota_objects(owner):
         "warning_threshold": 80.0,
         "exceeded": False,
     }
+
+
+PARALLEL_CHANGES = [
+    {"dataResidency": "eu"},
+    {"hdsCompliant": True},
+    {"default_ai_model": "gpt-4"},
+    {"integration_enabled": True},
+    {"support_auto_assign": True},
+    {"support_apply_rules": False},
+]
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("route", ["organizations/current", "tenants/{slug}"])
+def test_parallel_patches_of_different_settings_keep_every_key(
+    route, transactional_db, monkeypatch
+):
+    """Six PATCHes at once, each setting one key: all six stay. Each PATCH's keys are merged
+    into the settings as they are under the tenant's lock; merged into what the view had read,
+    the last to commit would put back the keys the others changed."""
+    monkeypatch.setattr(audit_tasks.seal_audit_chains, "apply_async", lambda *a, **k: None)
+    tenant = TenantFactory(settings={"maxUsers": 5})
+    owner = MembershipFactory(tenant=tenant, user=UserFactory(), role=Role.OWNER).user
+    token = token_for(owner)
+    changes = iter(PARALLEL_CHANGES)
+    url = "/api/v1/" + route.format(slug=tenant.slug)
+
+    def patch():
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Token {token}", HTTP_X_ORGANIZATION_ID=tenant.slug)
+        return client.patch(url, {"settings": next(changes)}, format="json")
+
+    statuses = [response.status_code for response in race(len(PARALLEL_CHANGES), patch)]
+
+    assert statuses == [200] * len(PARALLEL_CHANGES)
+    expected = {"maxUsers": 5}
+    for change in PARALLEL_CHANGES:
+        expected.update(change)
+    assert Tenant.objects.get(pk=tenant.pk).settings == expected
