@@ -10,7 +10,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from audit.services import chain_purge, record
-from config.db import create_or_conflict, locked_or_404
+from config.db import create_or_conflict, locked_or_404, update_or_conflict
 from config.exceptions import Conflict, InsufficientPermissions
 from config.services import model_update
 
@@ -225,7 +225,8 @@ def tenant_update(*, tenant: Tenant, actor, data: Mapping, merge_settings: bool 
     new_slug = data.get("slug", tenant.slug)
     if new_slug != tenant.slug and slug_in_use(new_slug, excluding=tenant):
         raise Conflict(SLUG_TAKEN)
-    changed = model_update(instance=tenant, data=data)
+    # The check above cannot see a creation or a rename to the same slug that commits after it.
+    changed = update_or_conflict(tenant, data, conflict_message=SLUG_TAKEN)
     if not changed:
         return tenant
     payload = {"changed": sorted(changed)}

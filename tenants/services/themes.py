@@ -158,6 +158,10 @@ def theme_logo_set(*, tenant: Tenant, actor, uploaded_file) -> Theme:
     except ThemeAssetError as error:
         raise ApplicationError(str(error), details={"file": [str(error)]}) from None
 
+    # The tenant row first, as theme_update takes it: an update that read the theme before this
+    # upload would otherwise write its old logo back over it (and a first write of each at
+    # once would insert two rows, one a unique-constraint error).
+    Tenant.objects.locked(tenant.pk)
     theme, created = Theme.objects.select_for_update().get_or_create(tenant=tenant)
     replaced_file = theme.logo.name if theme.logo else None
     changed = ["logo"]

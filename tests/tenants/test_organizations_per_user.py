@@ -178,3 +178,18 @@ def test_a_slug_given_and_taken_is_not_derived_again():
     )
     assert_envelope(response, 400, "VALIDATION_ERROR")
     assert not Tenant.objects.filter(name="Mine").exists()
+
+
+def test_a_rename_to_a_slug_taken_after_its_check_is_409(monkeypatch):
+    """A creation or rename to the same slug can commit between the rename's check and its
+    write: the unique constraint refuses it, answered 409 like the check's refusal."""
+    from tenants.services import lifecycle
+
+    TenantFactory(slug="taken")
+    tenant = TenantFactory(slug="mine")
+    monkeypatch.setattr(lifecycle, "slug_in_use", lambda slug, excluding=None: False)
+
+    with pytest.raises(Conflict):
+        lifecycle.tenant_update(tenant=tenant, actor=None, data={"slug": "taken"})
+
+    assert Tenant.objects.get(pk=tenant.pk).slug == "mine"

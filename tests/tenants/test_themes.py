@@ -1045,3 +1045,60 @@ def test_the_stylesheet_has_its_own_window_apart_from_other_anonymous_endpoints(
     response = api_client.get(css_url("nat-org"))
     assert_envelope(response, 429, "RATE_LIMIT_EXCEEDED")
     assert response["X-RateLimit-Limit"] == "3"
+
+
+@pytest.mark.postgres
+def test_a_logo_uploaded_while_an_update_holds_the_theme_is_not_written_over(
+    transactional_db, media_root, monkeypatch
+):
+    """theme_update reads the theme, then saves it whole; an upload that committed in between
+    would be written over with the old (empty) logo, its new file left orphaned. The upload
+    takes the tenant's lock first, as the update does, so it waits for the update to commit,
+    then sets its logo on the row as the update left it."""
+    import threading
+
+    from django.db import connections
+
+    from audit import tasks as audit_tasks
+    from tenants.services import themes
+
+    monkeypatch.setattr(audit_tasks.seal_audit_chains, "apply_async", lambda *a, **k: None)
+    tenant = TenantFactory()
+    ThemeFactory(tenant=tenant, primary_color="#111111")
+    update_read = threading.Event()
+    upload_done = threading.Event()
+    original_save = Theme.save
+
+    def save_after_the_upload_had_its_chance(self, *args, **kwargs):
+        if threading.current_thread().name == "update":
+            update_read.set()
+            # Long enough for the upload to commit, had it not waited for the tenant's lock.
+            upload_done.wait(timeout=2)
+        return original_save(self, *args, **kwargs)
+
+    monkeypatch.setattr(Theme, "save", save_after_the_upload_had_its_chance)
+
+    def update():
+        try:
+            themes.theme_update(tenant=tenant, actor=None, data={"primary_color": "#222222"})
+        finally:
+            connections.close_all()
+
+    def upload_logo():
+        try:
+            update_read.wait(timeout=30)
+            theme_logo_set(tenant=tenant, actor=None, uploaded_file=io.BytesIO(image_bytes()))
+            upload_done.set()
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=update, name="update"), threading.Thread(target=upload_logo)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    theme = Theme.objects.get(tenant=tenant)
+    assert theme.primary_color == "#222222"
+    assert theme.logo.name, "the upload's logo was written over"
+    assert [path.name for path in stored_files(media_root)] == [Path(theme.logo.name).name]
