@@ -3,7 +3,7 @@
 from datetime import UTC, date, datetime
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from rest_framework import status
 from rest_framework_simplejwt.exceptions import TokenError
@@ -60,7 +60,13 @@ def user_create(
     """Create a user (a staff superuser when `is_superuser`); None password means unusable."""
     manager = User.objects
     create = manager.create_superuser if is_superuser else manager.create_user
-    user = create(email=email, password=password, name=name)
+    try:
+        with transaction.atomic():
+            user = create(email=email, password=password, name=name)
+    except IntegrityError:
+        # An account for this address saved after the caller checked (a double-clicked
+        # "Save" in the admin).
+        raise Conflict("A user with this email address already exists.") from None
     record(
         tenant=None,
         event_type="user.created",

@@ -244,7 +244,22 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
-class ServiceDeleteAdmin(admin.ModelAdmin):
+class RefusalMessageAdmin(admin.ModelAdmin):
+    """A ModelAdmin whose add and change pages answer a service's refusal (ApplicationError)
+    with an error message on the page, shown again, instead of a 500. The form checks what it
+    can; the service's rules (and a unique value another save took after the form checked
+    it: a double-clicked "Save") are only known when it runs, inside the page's transaction,
+    which the refusal rolls back: nothing is saved."""
+
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        try:
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        except ApplicationError as error:
+            self.message_user(request, error.message, messages.ERROR)
+            return HttpResponseRedirect(request.get_full_path())
+
+
+class ServiceDeleteAdmin(RefusalMessageAdmin):
     """A ModelAdmin whose every deletion calls `delete_through_service` once per object.
 
     The delete page, `delete_model`, `delete_queryset` and the "Delete selected" action all go

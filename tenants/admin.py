@@ -3,7 +3,7 @@ from django.contrib import admin, messages
 from django.template.response import TemplateResponse
 from django.utils import timezone
 
-from config.admin import ReadOnlyAdmin, ServiceDeleteAdmin, apply_each
+from config.admin import ReadOnlyAdmin, RefusalMessageAdmin, ServiceDeleteAdmin, apply_each
 
 from .emails import request_link_base
 from .models import (
@@ -441,7 +441,7 @@ class ThemeAdminForm(forms.ModelForm):
 
 
 @admin.register(Theme)
-class ThemeAdmin(admin.ModelAdmin):
+class ThemeAdmin(RefusalMessageAdmin):
     form = ThemeAdminForm
     list_display = ("tenant", "name", "primary_color", "is_active", "has_logo", "updated_at")
     list_filter = ("is_active",)

@@ -541,16 +541,22 @@ def test_deactivating_a_user_in_the_change_form_ends_their_access(admin_client):
     assert client.get("/api/v1/auth/me").status_code == 401
 
 
-@pytest.mark.django_db
-def test_adding_a_user_in_the_admin_goes_through_user_create(admin_client, staff_user):
+def user_add_form(admin_client, email: str, **fields) -> tuple[str, dict]:
+    """The user add page's URL and its form filled in for `email` with a usable password."""
     add = admin_url(User, "add")
     data = admin_form_data(admin_client.get(add)) | {
-        "email": "New.Person@Example.com",
-        "name": "New Person",
+        "email": email,
         "usable_password": "true",
         "password1": TEST_PASSWORD,
         "password2": TEST_PASSWORD,
+        **fields,
     }
+    return add, data
+
+
+@pytest.mark.django_db
+def test_adding_a_user_in_the_admin_goes_through_user_create(admin_client, staff_user):
+    add, data = user_add_form(admin_client, "New.Person@Example.com", name="New Person")
 
     response = admin_client.post(add, data)
 
@@ -584,3 +590,65 @@ def test_deleting_a_token_in_the_admin_logs_that_session_out(admin_client):
     ended.credentials(HTTP_AUTHORIZATION=f"Token {raw}")
     assert ended.get("/api/v1/auth/me").status_code == 401
     assert deletions_logged(AuthToken) == 1
+
+
+# A service's refusal on the add and change pages ------------------------------------------
+
+
+def _form_checks_nothing_unique(monkeypatch):
+    """The form's uniqueness check passes, as it does when the other save commits after it (a
+    double-clicked "Save", two staff at once): only the service and the database can refuse."""
+    from django import forms
+    from django.db import models
+
+    monkeypatch.setattr(forms.BaseModelForm, "validate_unique", lambda self: None)
+    monkeypatch.setattr(models.Model, "validate_constraints", lambda self, exclude=None: None)
+
+
+def _refusal_shown(response, admin_client, text: str) -> None:
+    assert response.status_code == 302, (
+        response.context["adminform"].form.errors if response.context else response.content[:300]
+    )
+    page = admin_client.get(response["Location"])
+    assert page.status_code == 200
+    shown = [str(message) for message in page.context["messages"]]
+    assert any(text in message for message in shown), shown
+
+
+@pytest.mark.django_db
+def test_adding_a_user_whose_email_was_just_taken_is_a_message_not_a_500(admin_client, monkeypatch):
+    add, data = user_add_form(admin_client, "twice@example.com")
+    UserFactory(email="twice@example.com")
+    _form_checks_nothing_unique(monkeypatch)
+
+    response = admin_client.post(add, data)
+
+    _refusal_shown(response, admin_client, "already exists")
+    assert User.objects.filter(email="twice@example.com").count() == 1
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("what", ["provider", "model", "plan"])
+def test_a_catalogue_name_taken_after_the_form_checked_it_is_a_message_not_a_500(
+    what, admin_client, monkeypatch
+):
+    from billing.models import Plan
+    from playground.models import LanguageModel, Provider
+    from tests.billing.factories import PlanFactory
+    from tests.playground.factories import LanguageModelFactory, ProviderFactory
+
+    model, factory, field = {
+        "provider": (Provider, ProviderFactory, "name"),
+        "model": (LanguageModel, LanguageModelFactory, "name"),
+        "plan": (Plan, PlanFactory, "code"),
+    }[what]
+    taken = factory()
+    mine = factory()
+    change = admin_url(model, "change", mine.pk)
+    data = admin_form_data(admin_client.get(change)) | {field: getattr(taken, field)}
+    _form_checks_nothing_unique(monkeypatch)
+
+    response = admin_client.post(change, data)
+
+    _refusal_shown(response, admin_client, "already exists")
+    assert model.objects.filter(**{field: getattr(taken, field)}).count() == 1

@@ -9,14 +9,14 @@ from django.db.models import Q
 from django.utils import timezone
 
 from audit.services import record
-from config.db import create_or_conflict, locked_or_404
+from config.db import create_or_conflict, locked_or_404, update_or_conflict
 from config.exceptions import ApplicationError, Conflict
-from config.services import model_update
 from tenants.models import Tenant
 
 from ..catalogue import features_errors
 from ..models import Invoice, Plan, Subscription, SubscriptionStatus, TokenPricing
 
+PLAN_CODE_TAKEN = "A plan with this code already exists."
 PLAN_FIELDS = (
     "code",
     "name",
@@ -64,9 +64,7 @@ def plan_create(*, actor, **fields) -> Plan:
     if unknown:
         raise ValueError(f"not plan fields: {sorted(unknown)}")
     _check_plan({"currency": settings.BILLING_CURRENCY, **fields})
-    plan = create_or_conflict(
-        Plan, conflict_message="A plan with this code already exists.", **fields
-    )
+    plan = create_or_conflict(Plan, conflict_message=PLAN_CODE_TAKEN, **fields)
     record(
         tenant=None,
         event_type="billing.plan.created",
@@ -87,8 +85,9 @@ def plan_update(*, plan: Plan, actor, **fields) -> Plan:
     current = {name: getattr(plan, name) for name in PLAN_FIELDS}
     _check_plan({**current, **fields})
     if "code" in fields and Plan.objects.filter(code=fields["code"]).exclude(pk=plan.pk).exists():
-        raise Conflict("A plan with this code already exists.")
-    changed = model_update(instance=plan, data=fields)
+        raise Conflict(PLAN_CODE_TAKEN)
+    # The check cannot see a plan given the same code that commits after it.
+    changed = update_or_conflict(plan, fields, conflict_message=PLAN_CODE_TAKEN)
     if not changed:
         return plan
     if {"features", "tier"} & set(changed):

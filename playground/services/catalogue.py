@@ -7,9 +7,8 @@ provider that models still use cannot be deleted (409): move its models first.
 from django.db import transaction
 
 from audit.services import record
-from config.db import locked_or_404
+from config.db import create_or_conflict, locked_or_404, update_or_conflict
 from config.exceptions import ApplicationError, Conflict
-from config.services import model_update
 
 from ..models import LanguageModel, Provider
 from .gateway import catalogue_cache
@@ -29,6 +28,9 @@ PROVIDER_FIELDS = (
     "max_retries",
     "enabled",
 )
+# A name another save took after the admin form checked it (a double-clicked "Save").
+PROVIDER_TAKEN = "A provider with this name already exists."
+MODEL_TAKEN = "A model with this name already exists."
 MODEL_FIELDS = (
     "name",
     "description",
@@ -96,7 +98,11 @@ def _model_payload(model: LanguageModel, **extra) -> dict:
 
 @transaction.atomic
 def provider_create(*, actor, **fields) -> Provider:
-    provider = Provider.objects.create(**{k: v for k, v in fields.items() if k in PROVIDER_FIELDS})
+    provider = create_or_conflict(
+        Provider,
+        conflict_message=PROVIDER_TAKEN,
+        **{k: v for k, v in fields.items() if k in PROVIDER_FIELDS},
+    )
     _changed()
     record(
         tenant=None,
@@ -110,8 +116,10 @@ def provider_create(*, actor, **fields) -> Provider:
 @transaction.atomic
 def provider_update(*, provider: Provider, actor, **changes) -> Provider:
     provider = locked_or_404(Provider.objects, pk=provider.pk)
-    diff = model_update(
-        instance=provider, data={k: v for k, v in changes.items() if k in PROVIDER_FIELDS}
+    diff = update_or_conflict(
+        provider,
+        {k: v for k, v in changes.items() if k in PROVIDER_FIELDS},
+        conflict_message=PROVIDER_TAKEN,
     )
     if diff:
         _changed()
@@ -140,7 +148,7 @@ def provider_delete(*, provider: Provider, actor) -> None:
 def language_model_create(*, actor, **fields) -> LanguageModel:
     fields = {k: v for k, v in fields.items() if k in MODEL_FIELDS}
     fields["fallbacks"] = check_fallbacks(fields.get("fallbacks") or [], name=fields["name"])
-    model = LanguageModel.objects.create(**fields)
+    model = create_or_conflict(LanguageModel, conflict_message=MODEL_TAKEN, **fields)
     _changed()
     record(
         tenant=None, event_type="gateway.model.created", actor=actor, payload=_model_payload(model)
@@ -156,7 +164,7 @@ def language_model_update(*, model: LanguageModel, actor, **changes) -> Language
         changes["fallbacks"] = check_fallbacks(
             changes["fallbacks"], name=changes.get("name", model.name)
         )
-    diff = model_update(instance=model, data=changes)
+    diff = update_or_conflict(model, changes, conflict_message=MODEL_TAKEN)
     if diff:
         _changed()
         record(
