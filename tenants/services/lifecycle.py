@@ -191,7 +191,7 @@ UPDATABLE_FIELDS = frozenset(
 )  # fmt: skip
 
 
-def merged_settings(current: Mapping, changes: Mapping) -> dict:
+def _merged_settings(current: Mapping, changes: Mapping) -> dict:
     """`current` with `changes` applied; a key whose value is None is removed."""
     merged = {**current, **changes}
     return {key: value for key, value in merged.items() if value is not None}
@@ -208,7 +208,7 @@ def tenant_update(*, tenant: Tenant, actor, data: Mapping, merge_settings: bool 
         raise ValueError(f"not updatable through tenant_update: {sorted(unknown)}")
     tenant = Tenant.objects.locked(tenant.pk)
     if merge_settings and "settings" in data:
-        data = {**data, "settings": merged_settings(tenant.settings, data["settings"])}
+        data = {**data, "settings": _merged_settings(tenant.settings, data["settings"])}
     if "plan" in data and data["plan"] != tenant.plan and not _is_staff(actor):
         raise InsufficientPermissions(
             "Changing the plan needs platform staff.",
