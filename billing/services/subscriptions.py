@@ -218,6 +218,11 @@ class PlanChangeResult:
 def subscription_change_plan(*, tenant: Tenant, actor, plan: Plan) -> PlanChangeResult:
     """Change the tenant's plan: an upgrade now, charged pro rata on an invoice issued now; a
     downgrade or a change of interval scheduled for the period end (`pending_plan`)."""
+    # The new plan's row first, read again under the lock: an edit of the plan (plan_update,
+    # which locks it and then updates its subscribers' limits) either waits for this change
+    # and then counts this tenant among them, or is waited for and its features applied here.
+    # Read before the edit committed, they were applied after it, and stayed the old ones.
+    plan = locked_or_404(Plan.objects, no_key=True, pk=plan.pk)
     subscription = _locked_subscription(tenant)
     change = plan_change_quote(
         subscription=subscription,

@@ -332,3 +332,70 @@ def test_an_unpaid_invoice_can_be_voided_once():
     assert voided.amount_due_cents == 0
     with pytest.raises(Conflict, match="unpaid"):
         services.invoice_void(invoice=invoice, actor=None, reason="again")
+
+
+@pytest.mark.postgres
+def test_a_plan_change_racing_an_edit_of_the_new_plan_ends_with_the_edited_features(
+    transactional_db, monkeypatch
+):
+    """A tenant moves to plan Q while staff edit Q's features. The edit updates the limits of
+    Q's subscribers as they are when it runs; the change applies Q's features as it read them.
+    The change now locks Q first and reads it under the lock, so whichever commits second sees
+    the other: the tenant ends with the edited features. (Held between its read of Q and its
+    write, the change used to apply the features Q had before the edit.)"""
+    import threading
+
+    from django.db import connections
+
+    from audit import tasks as audit_tasks
+    from billing.services import subscriptions
+
+    monkeypatch.setattr(audit_tasks.seal_audit_chains, "apply_async", lambda *a, **k: None)
+    cheap = PlanFactory(code="race-cheap", price_cents=1_000)
+    dear = PlanFactory(code="race-dear", price_cents=2_000, features={"maxUsers": 7})
+    tenant = TenantFactory(plan=cheap.tier, plan_features=cheap.features)
+    SubscriptionFactory(tenant=tenant, plan=cheap)
+    change_read_the_plan = threading.Event()
+    edit_done = threading.Event()
+    apply = subscriptions.tenant_plan_apply
+
+    def apply_after_the_edit_had_its_chance(**kwargs):
+        change_read_the_plan.set()
+        # Long enough for the edit to commit, had it not waited for the change's lock.
+        edit_done.wait(timeout=2)
+        return apply(**kwargs)
+
+    monkeypatch.setattr(subscriptions, "tenant_plan_apply", apply_after_the_edit_had_its_chance)
+
+    failures = []
+
+    def change():
+        try:
+            services.subscription_change_plan(
+                tenant=Tenant.objects.get(pk=tenant.pk), actor=None, plan=dear
+            )
+        except Exception as error:  # reported by the assertion below
+            failures.append(error)
+            change_read_the_plan.set()
+        finally:
+            connections.close_all()
+
+    def edit():
+        try:
+            change_read_the_plan.wait(timeout=30)
+            services.plan_update(plan=dear, actor=None, features={"maxUsers": 9})
+            edit_done.set()
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=change), threading.Thread(target=edit)]
+    with time_machine.travel(JAN_12, tick=False):  # within the subscription's period
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+
+    assert not failures, failures
+    tenant.refresh_from_db()
+    assert Subscription.objects.get(tenant=tenant).plan_id == dear.pk
+    assert tenant.plan_features == {"maxUsers": 9}
