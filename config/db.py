@@ -135,9 +135,9 @@ def update_or_conflict(
 def locked_or_404(queryset, *, no_key: bool = False, of=("self",), **lookup):
     """The row of `queryset` matching `lookup`, locked FOR UPDATE (FOR NO KEY UPDATE with
     `no_key`) until the transaction ends; `of=()` locks the rows of its select_related joins
-    too. When it is gone (a deletion that committed between
-    the view's read and this lock: two clients writing one object at once), DeletedMeanwhile:
-    a 404 in a view, and still the model's DoesNotExist for code that catches that."""
+    too. When it is gone (a deletion that committed between the view's read and this lock:
+    two clients writing one object at once), DeletedMeanwhile: a 404 in a view, and still the
+    model's DoesNotExist for code that catches that."""
     try:
         return queryset.select_for_update(of=of, no_key=no_key).get(**lookup)
     except queryset.model.DoesNotExist:

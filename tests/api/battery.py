@@ -86,6 +86,7 @@ class ResourceBattery:
                     setattr(cls, test, None)
         if not cls.related_fields:
             cls.test_another_tenants_id_in_a_body_field_is_refused_like_a_random_one = None
+            cls.test_a_referenced_object_deleted_after_the_checks_is_refused_not_a_500 = None
         if "destroy" not in cls.view_class().required_permissions:
             cls.test_destroy_removes_the_object_and_records_its_event = None
 
@@ -239,6 +240,32 @@ class ResourceBattery:
                 error = assert_envelope(caller.client.post(self.url, body, format="json"), 400)
                 answers.append([str(m).replace(value, "<id>") for m in error["details"][field]])
             assert answers[0] == answers[1], field
+
+    def test_a_referenced_object_deleted_after_the_checks_is_refused_not_a_500(
+        self, caller, monkeypatch
+    ):
+        """The body names an object of the tenant (`related_fields`), found by the checks;
+        another request deletes it before the service writes: a refusal, never a 500, and
+        nothing is made pointing at it."""
+        from tenants.api import ServiceWriteMixin
+
+        original = ServiceWriteMixin.call_service
+        for field, model in self.related_fields.items():
+            referenced = factory_for(model)(tenant=caller.tenant)
+
+            def delete_then_call(view, service, _referenced=referenced, **arguments):
+                type(_referenced).objects.filter(pk=_referenced.pk).delete()
+                return original(view, service, **arguments)
+
+            monkeypatch.setattr(ServiceWriteMixin, "call_service", delete_then_call)
+            count_before = self.model().objects.count()
+            body = {**self.create_data, field: str(referenced.pk)}
+
+            response = caller.client.post(self.url, body, format="json")
+
+            assert response.status_code < 500, (field, response.content[:300])
+            assert self.model().objects.count() == count_before, field
+            monkeypatch.undo()
 
     def test_patch_changes_the_object_and_records_its_event(self, caller):
         obj = self.make(caller.tenant)

@@ -34,6 +34,21 @@ BODIES = {
     ("WebhookEndpointViewSet", "replay"): {"since": "2026-01-01T00:00:00Z"},
 }
 
+# Their empty body is refused before the view reads the object's state (a file, a payment
+# method, a representative to name), and a valid one needs more objects than the test makes.
+REFUSED_BEFORE_THE_SERVICE = {
+    ("InvoiceViewSet", "pay"),
+    ("TicketViewSet", "assign"),
+    ("TicketViewSet", "attachments"),
+}
+# Idempotent: with the object gone the outcome is the one asked for (deleted; nothing to mark
+# read), and the answer says so.
+SAME_OUTCOME_WITHOUT_IT = {
+    ("ArtifactViewSet", "destroy"),
+    ("AttachmentViewSet", "destroy"),
+    ("NotificationViewSet", "read"),
+}
+
 WRITES = [
     endpoint
     for endpoint in ENDPOINTS
@@ -79,12 +94,17 @@ def test_a_write_on_an_object_deleted_meanwhile_is_a_404(endpoint, make_caller, 
     assert response.status_code < 500, (response.status_code, response.content[:500])
     if read:
         assert not type(obj).objects.filter(pk=obj.pk).exists(), "the write brought it back"
+        action = (endpoint.view_class.__name__, endpoint.action)
+        if endpoint.method == "put" or action in REFUSED_BEFORE_THE_SERVICE:
+            return
+        if action in SAME_OUTCOME_WITHOUT_IT:
+            assert response.status_code in (200, 204), response.content[:300]
+            return
+        # The object's absence is the answer (or a refusal its kind has anyway, as drawing a
+        # refund budget by hand is), never a made-up validation error.
+        assert response.status_code in (404, 409), response.content[:300]
         if response.status_code == 404:
             assert_envelope(response, 404, "RESOURCE_NOT_FOUND")
-        if (endpoint.view_class.__name__, endpoint.action) in BODIES:
-            # A valid body: the object's absence is the answer (or a refusal its kind has
-            # anyway, as drawing a refund budget by hand), never a made-up validation error.
-            assert response.status_code in (404, 409), response.json()
 
 
 def test_the_error_of_a_row_gone_under_the_lock_is_a_404_and_the_models_does_not_exist():
