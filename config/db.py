@@ -1,5 +1,6 @@
 """Database helpers shared by services."""
 
+import functools
 import hashlib
 import time
 import uuid
@@ -148,18 +149,18 @@ class DeletedMeanwhile(Http404):
     """A row deleted between a read of it and the lock taken to change it."""
 
 
-_DELETED_MEANWHILE: dict[type, type] = {}
+@functools.cache
+def _deleted_meanwhile_class(model) -> type[DeletedMeanwhile]:
+    return type(
+        f"{model.__name__}DeletedMeanwhile",
+        (DeletedMeanwhile, model.DoesNotExist),
+        {"__module__": __name__},
+    )
 
 
 def deleted_meanwhile(model) -> DeletedMeanwhile:
     """The error for `model`'s row gone under a lock: both Http404 (views answer 404
     RESOURCE_NOT_FOUND, as for an id that never existed) and `model.DoesNotExist`."""
-    error_class = _DELETED_MEANWHILE.get(model)
-    if error_class is None:
-        error_class = type(
-            f"{model.__name__}DeletedMeanwhile",
-            (DeletedMeanwhile, model.DoesNotExist),
-            {"__module__": __name__},
-        )
-        _DELETED_MEANWHILE[model] = error_class
-    return error_class(f"No {model._meta.verbose_name} matches the given query.")
+    return _deleted_meanwhile_class(model)(
+        f"No {model._meta.verbose_name} matches the given query."
+    )

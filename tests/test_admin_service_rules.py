@@ -10,19 +10,24 @@ import importlib
 import inspect
 
 import pytest
+from django import forms
 from django.apps import apps
 from django.contrib import admin
 from django.contrib.admin.actions import delete_selected as django_delete_selected
 from django.contrib.admin.models import DELETION, LogEntry
 from django.contrib.admin.utils import flatten_fieldsets
 from django.contrib.messages import constants as message_levels
+from django.db import models
 from django.test import RequestFactory
 from django.urls import reverse
 from rest_framework.test import APIClient
 
 from accounts.models import APIKey, AuthToken, User, hash_secret
 from audit.models import AuditEvent
+from billing.models import Plan
+from playground.models import LanguageModel, Provider
 from tenants.models import Invitation, InvitationStatus, Membership, MembershipStatus, Role
+from tests.billing.factories import PlanFactory
 from tests.conftest import token_for
 from tests.factories import (
     TEST_PASSWORD,
@@ -31,6 +36,7 @@ from tests.factories import (
     UserFactory,
     issue_api_key,
 )
+from tests.playground.factories import LanguageModelFactory, ProviderFactory
 from tests.project import PROJECT_APPS, admin_form_data, is_project_code
 
 # Every model the admin shows (registered, or in an inline) -> the service module(s) that change
@@ -598,9 +604,6 @@ def test_deleting_a_token_in_the_admin_logs_that_session_out(admin_client):
 def _form_checks_nothing_unique(monkeypatch):
     """The form's uniqueness check passes, as it does when the other save commits after it (a
     double-clicked "Save", two staff at once): only the service and the database can refuse."""
-    from django import forms
-    from django.db import models
-
     monkeypatch.setattr(forms.BaseModelForm, "validate_unique", lambda self: None)
     monkeypatch.setattr(models.Model, "validate_constraints", lambda self, exclude=None: None)
 
@@ -632,11 +635,6 @@ def test_adding_a_user_whose_email_was_just_taken_is_a_message_not_a_500(admin_c
 def test_a_catalogue_name_taken_after_the_form_checked_it_is_a_message_not_a_500(
     what, admin_client, monkeypatch
 ):
-    from billing.models import Plan
-    from playground.models import LanguageModel, Provider
-    from tests.billing.factories import PlanFactory
-    from tests.playground.factories import LanguageModelFactory, ProviderFactory
-
     model, factory, field = {
         "provider": (Provider, ProviderFactory, "name"),
         "model": (LanguageModel, LanguageModelFactory, "name"),

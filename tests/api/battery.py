@@ -257,15 +257,14 @@ class ResourceBattery:
                 type(_referenced).objects.filter(pk=_referenced.pk).delete()
                 return original(view, service, **arguments)
 
-            monkeypatch.setattr(ServiceWriteMixin, "call_service", delete_then_call)
             count_before = self.model().objects.count()
             body = {**self.create_data, field: str(referenced.pk)}
-
-            response = caller.client.post(self.url, body, format="json")
+            with monkeypatch.context() as patch:
+                patch.setattr(ServiceWriteMixin, "call_service", delete_then_call)
+                response = caller.client.post(self.url, body, format="json")
 
             assert response.status_code < 500, (field, response.content[:300])
             assert self.model().objects.count() == count_before, field
-            monkeypatch.undo()
 
     def test_patch_changes_the_object_and_records_its_event(self, caller):
         obj = self.make(caller.tenant)

@@ -8,7 +8,7 @@ gone. The test makes the interleaving certain by deleting the row as the view's 
 """
 
 import pytest
-from django.db.models import ProtectedError, RestrictedError
+from django.db.models.deletion import Collector
 from django.http import Http404
 
 from config.db import DeletedMeanwhile, locked_or_404
@@ -64,10 +64,7 @@ def _deleting_as_read(view_class, monkeypatch) -> list:
 
     def get_object(self):
         obj = original(self)
-        try:
-            type(obj).objects.filter(pk=obj.pk).delete()
-        except (ProtectedError, RestrictedError):
-            pytest.skip(f"{type(obj).__name__} rows cannot be deleted while referenced")
+        type(obj).objects.filter(pk=obj.pk).delete()
         read.append(obj)
         return obj
 
@@ -84,6 +81,9 @@ def test_a_write_on_an_object_deleted_meanwhile_is_a_404(endpoint, make_caller, 
     else:
         obj = endpoint.make(caller.tenant, owner=caller.user)
     lookup = getattr(obj, endpoint.view_class.lookup_field or "pk")
+    # Deletable, or the deletion inside the view would fail for the test's own reason (a
+    # PROTECT reference): said here, plainly, rather than as the view's 500.
+    Collector(using=obj._state.db).collect([obj])
     read = _deleting_as_read(endpoint.view_class, monkeypatch)
 
     body = BODIES.get((endpoint.view_class.__name__, endpoint.action), {})

@@ -2,12 +2,14 @@
 proration to the second (an upgrade now, on an invoice issued now; a downgrade at the period
 end), the tenant's limits following its plan, cancellation and resumption."""
 
+import threading
 from datetime import UTC, date, datetime
 
 import pytest
 import time_machine
-from django.db import transaction
+from django.db import connections, transaction
 
+from audit import tasks as audit_tasks
 from audit.models import AuditEvent
 from billing import services
 from billing.models import (
@@ -19,6 +21,7 @@ from billing.models import (
     Subscription,
     SubscriptionStatus,
 )
+from billing.services import subscriptions
 from config.exceptions import Conflict, InsufficientPermissions
 from tenants.models import Tenant
 from tenants.plans import tenant_limits
@@ -343,13 +346,6 @@ def test_a_plan_change_racing_an_edit_of_the_new_plan_ends_with_the_edited_featu
     The change now locks Q first and reads it under the lock, so whichever commits second sees
     the other: the tenant ends with the edited features. (Held between its read of Q and its
     write, the change used to apply the features Q had before the edit.)"""
-    import threading
-
-    from django.db import connections
-
-    from audit import tasks as audit_tasks
-    from billing.services import subscriptions
-
     monkeypatch.setattr(audit_tasks.seal_audit_chains, "apply_async", lambda *a, **k: None)
     cheap = PlanFactory(code="race-cheap", price_cents=1_000)
     dear = PlanFactory(code="race-dear", price_cents=2_000, features={"maxUsers": 7})

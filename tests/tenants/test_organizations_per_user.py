@@ -12,6 +12,7 @@ from audit import tasks as audit_tasks
 from audit.models import AuditEvent
 from config.exceptions import Conflict
 from tenants.models import Membership, MembershipStatus, Role, Tenant, TenantStatus
+from tenants.services import lifecycle
 from tenants.services.lifecycle import tenant_create
 from tests.conftest import assert_envelope, race, token_for
 from tests.factories import MembershipFactory, TenantFactory, UserFactory
@@ -183,8 +184,6 @@ def test_a_slug_given_and_taken_is_not_derived_again():
 def test_a_rename_to_a_slug_taken_after_its_check_is_409(monkeypatch):
     """A creation or rename to the same slug can commit between the rename's check and its
     write: the unique constraint refuses it, answered 409 like the check's refusal."""
-    from tenants.services import lifecycle
-
     TenantFactory(slug="taken")
     tenant = TenantFactory(slug="mine")
     monkeypatch.setattr(lifecycle, "slug_in_use", lambda slug, excluding=None: False)

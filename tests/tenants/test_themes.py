@@ -5,18 +5,22 @@ media in development."""
 import importlib
 import io
 import json
+import threading
 from pathlib import Path
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import connections
 from django.urls import clear_url_caches, reverse
 from PIL import Image
 from rest_framework.test import APIClient
 
+from audit import tasks as audit_tasks
 from audit.models import AuditEvent
 from config.exceptions import ApplicationError
 from tenants.models import Role, TenantStatus, Theme
 from tenants.serializers.themes import ThemeSerializer
+from tenants.services import themes
 from tenants.services.themes import theme_logo_set, theme_update
 from tenants.theme_assets import SVG_NS, stylesheet_etag
 from tests.conftest import assert_envelope
@@ -1055,13 +1059,6 @@ def test_a_logo_uploaded_while_an_update_holds_the_theme_is_not_written_over(
     would be written over with the old (empty) logo, its new file left orphaned. The upload
     takes the tenant's lock first, as the update does, so it waits for the update to commit,
     then sets its logo on the row as the update left it."""
-    import threading
-
-    from django.db import connections
-
-    from audit import tasks as audit_tasks
-    from tenants.services import themes
-
     monkeypatch.setattr(audit_tasks.seal_audit_chains, "apply_async", lambda *a, **k: None)
     tenant = TenantFactory()
     ThemeFactory(tenant=tenant, primary_color="#111111")
