@@ -5,6 +5,7 @@ without a traceback (config.exceptions.DependencyUnavailable); the admin's pages
 at a port where nothing listens, a backend the server terminates, a SQLite file another
 connection holds locked."""
 
+import contextlib
 import logging
 import socket
 import sqlite3
@@ -315,6 +316,80 @@ def test_a_write_that_cannot_advance_the_principals_epoch_logs_one_line(caplog):
         "Could not advance the principals' epoch (Redis unavailable: Error "
     )
     assert record.exc_info is None
+
+
+@contextlib.contextmanager
+def silent_port():
+    """A local port that takes connections and never answers (the listening socket never
+    accepts: the system completes the handshake, nothing reads what is sent), as a Redis behind
+    a network partition does."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)
+        yield silent.getsockname()[1]
+
+
+@pytest.mark.redis
+def test_the_cache_and_the_broker_wait_for_redis_at_most_the_configured_timeouts():
+    from django.conf import settings
+    from django.core.cache import caches
+
+    from config.redis import redis_client
+
+    timeouts = {"socket_timeout": 1.0, "socket_connect_timeout": 1.0}  # the defaults
+    assert (settings.REDIS_SOCKET_TIMEOUT, settings.REDIS_CONNECT_TIMEOUT) == (1.0, 1.0)
+    pool_options = redis_client(caches["default"]).connection_pool.connection_kwargs
+    assert {name: pool_options[name] for name in timeouts} == timeouts
+    assert timeouts.items() <= settings.CELERY_BROKER_TRANSPORT_OPTIONS.items()
+
+
+@pytest.mark.redis
+def test_a_cache_that_never_answers_is_a_503_not_a_request_held(owner, caplog):
+    """A Redis that takes the connection and then says nothing: the request answers 503
+    after REDIS_SOCKET_TIMEOUT (0.5 s here) instead of redis-py's 5 s per command."""
+    with silent_port() as port:
+        cache = {
+            "BACKEND": "config.cache.RedisCache",
+            "LOCATION": f"redis://127.0.0.1:{port}/0",
+            "OPTIONS": {"socket_timeout": 0.5, "socket_connect_timeout": 0.5},
+        }
+        with override_settings(CACHES={"default": cache}), caplog.at_level(logging.INFO):
+            response = owner.client.get("/api/v1/organizations/current/")
+
+    assert_unavailable(response, "cache")
+    [line] = outage_lines(caplog)
+    assert line.getMessage().startswith("cache unavailable in OrganizationViewSet (TimeoutError: ")
+
+
+@pytest.mark.redis
+def test_a_broker_that_never_answers_fails_a_publish_instead_of_holding_it():
+    """Without a socket timeout (kombu's default) a publish to a broker that stopped
+    answering waits for ever, and with it the web request whose commit sends the task. With
+    the settings' transport options it fails after Celery's publish retries, as an outage the
+    commit hook logs."""
+    from config.celery import app
+
+    outcome = []
+
+    def publish(port):
+        try:
+            with app.connection_for_write(f"redis://127.0.0.1:{port}/1") as broker:
+                app.send_task("accounts.tasks.purge_expired_auth_tokens", connection=broker)
+        except Exception as error:  # what the publish raised, checked below
+            outcome.append(error)
+        else:
+            outcome.append(None)
+
+    with silent_port() as port:
+        publishing = threading.Thread(target=publish, args=(port,), daemon=True)
+        publishing.start()
+        # Far above the few seconds the retries take: a publish still waiting then waits for
+        # ever (without the timeout it does).
+        publishing.join(60)
+        assert not publishing.is_alive(), "the publish is still waiting for the broker"
+
+    [error] = outcome
+    assert unavailable_dependency(error) == "broker"
 
 
 @pytest.mark.postgres

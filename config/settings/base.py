@@ -158,6 +158,19 @@ DATABASE_STATEMENT_TIMEOUT = env.float("DATABASE_STATEMENT_TIMEOUT", default=30.
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env("REDIS_URL", default="")
+# Seconds Redis (the cache, the rate limits and quotas counted there, the task broker) may take
+# to answer a command, and to accept a new connection. A Redis that stops answering without
+# closing its connections (a network partition, a failover behind a NAT) otherwise holds a
+# request for redis-py's 5 s per call, and a task's publish for ever (kombu sets no timeout);
+# with these the request answers 503 (config.exceptions) and a publish fails after its
+# retries. Redis answers the platform's commands in well under a millisecond; the longest
+# (a flush's Lua script) in a few. A timeout in REDIS_URL's query string wins for the cache.
+REDIS_SOCKET_TIMEOUT = env.float("REDIS_SOCKET_TIMEOUT", default=1.0)
+REDIS_CONNECT_TIMEOUT = env.float("REDIS_CONNECT_TIMEOUT", default=1.0)
+_REDIS_TIMEOUTS = {
+    "socket_timeout": REDIS_SOCKET_TIMEOUT or None,
+    "socket_connect_timeout": REDIS_CONNECT_TIMEOUT or None,
+}
 if REDIS_URL:
     CACHES = {
         "default": {
@@ -165,6 +178,7 @@ if REDIS_URL:
             "BACKEND": "config.cache.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": env("CACHE_KEY_PREFIX", default="cp"),
+            "OPTIONS": dict(_REDIS_TIMEOUTS),
         }
     }
 else:
@@ -666,6 +680,10 @@ if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
         "priority_steps": list(range(10)),
         "sep": ":",
         "queue_order_strategy": "priority",
+        # A publish (a web request's on_commit, a task's) gives up on a broker that stopped
+        # answering instead of waiting for ever; a worker's BRPOP reads only once its socket
+        # is readable, so its wait for messages is not cut by this.
+        **_REDIS_TIMEOUTS,
     }
 # Celery's Django fix-up closes the database connections around every task unless this is set:
 # a reconnection per task (about 6 ms here, more over a network). Workers keep theirs as the
