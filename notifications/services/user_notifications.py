@@ -12,7 +12,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from audit.services import record
-from config.db import advisory_xact_lock, bulk_insert, locked_or_404
+from config.db import advisory_xact_lock, bulk_insert, deleted_meanwhile, locked_or_404
 from config.services import model_update
 from tenants.models import Membership, MembershipStatus, Tenant
 
@@ -244,13 +244,17 @@ def _claim(notification: Notification) -> bool:
 
 @transaction.atomic
 def notification_mark_read(*, notification: Notification) -> Notification:
-    """The reader's own bookkeeping: idempotent, not audited."""
-    if not notification.is_read:
-        now = timezone.now()
-        Notification.objects.filter(pk=notification.pk).update(
-            is_read=True, read_at=now, updated_at=now
-        )
-        notification.is_read, notification.read_at = True, now
+    """The reader's own bookkeeping: idempotent, not audited. A notification deleted since it
+    was read from the database is not found (404), as for any other write on it."""
+    rows = Notification.objects.filter(pk=notification.pk)
+    if notification.is_read:
+        if not rows.exists():
+            raise deleted_meanwhile(Notification)
+        return notification
+    now = timezone.now()
+    if not rows.update(is_read=True, read_at=now, updated_at=now):
+        raise deleted_meanwhile(Notification)
+    notification.is_read, notification.read_at = True, now
     return notification
 
 

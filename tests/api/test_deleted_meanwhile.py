@@ -41,12 +41,11 @@ REFUSED_BEFORE_THE_SERVICE = {
     ("TicketViewSet", "assign"),
     ("TicketViewSet", "attachments"),
 }
-# Idempotent: with the object gone the outcome is the one asked for (deleted; nothing to mark
-# read), and the answer says so.
+# Idempotent: with the object gone the outcome is the one asked for (deleted), and the answer
+# says so.
 SAME_OUTCOME_WITHOUT_IT = {
     ("ArtifactViewSet", "destroy"),
     ("AttachmentViewSet", "destroy"),
-    ("NotificationViewSet", "read"),
 }
 
 WRITES = [

@@ -109,6 +109,27 @@ def test_marking_read_sets_read_at_once_by_post_or_put(make_caller):
     assert fresh(second).is_read and fresh(second).read_at is not None
 
 
+@pytest.mark.parametrize("already_read", [False, True], ids=["unread", "already-read"])
+def test_marking_read_a_notification_deleted_meanwhile_is_not_found(already_read, make_caller):
+    """Read by the view, then deleted by another request before the mark: the answer is the
+    404 of any write on a row that is gone, not the notification as it was."""
+    from config.db import DeletedMeanwhile
+    from notifications.services import notification_mark_read
+
+    caller = make_caller(Role.VIEWER)
+    notification = NotificationFactory(
+        tenant=caller.tenant,
+        recipient=caller.user,
+        is_read=already_read,
+        read_at=timezone.now() if already_read else None,
+    )
+    Notification.objects.filter(pk=notification.pk).delete()
+
+    with pytest.raises(DeletedMeanwhile):
+        notification_mark_read(notification=notification)
+    assert not Notification.objects.filter(pk=notification.pk).exists()
+
+
 def test_nobody_marks_another_members_notification_read(make_caller):
     caller = make_caller(Role.OWNER)
     theirs = NotificationFactory(
