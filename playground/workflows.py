@@ -38,6 +38,7 @@ from config.db import raw_uuid
 from config.exceptions import ApplicationError
 from config.files import Spool
 from config.prepared import Rider
+from config.renderers import csv_cell
 
 from . import jobs, rendering
 from .models import CallSource, GatewayCall, PromptExecution, PromptTemplate, WorkflowJob
@@ -326,9 +327,9 @@ def run_usage_report(context: JobContext, tenant, actor):
     writer.writerow(REPORT_COLUMNS)
     written = 0
     for row in calls.order_by("created_at", "id").values_list(*REPORT_COLUMNS).iterator(2000):
-        writer.writerow(
-            value.isoformat() if isinstance(value, datetime) else value for value in row
-        )
+        # One rule for the platform's CSV cells (the API's CSV answers too): a request id a
+        # client chose may start as a formula would.
+        writer.writerow(csv_cell(value) for value in row)
         written += 1
         if written % EXPORT_CHECKPOINT_ROWS == 0:
             context.checkpoint(done=written)

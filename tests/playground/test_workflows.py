@@ -284,6 +284,9 @@ def test_usage_report_is_a_csv_of_the_range_with_totals_per_model(owner, make_ca
             error_type="timeout",
             total_tokens=5,
             cost_micros=7,
+            streamed=True,
+            # The client's X-Request-ID, which a spreadsheet would run as a formula.
+            request_id="-1+1",
         ),
         datetime(2025, 3, 31, 23, 59, 59, tzinfo=UTC),
     )
@@ -300,7 +303,9 @@ def test_usage_report_is_a_csv_of_the_range_with_totals_per_model(owner, make_ca
     assert 'filename="usage-2025-03-01-to-2025-03-31.csv"' in response["Content-Disposition"]
     table = list(csv.DictReader(io.StringIO(content.decode())))
     assert list(table[0]) == list(REPORT_COLUMNS)
-    assert [row["request_id"] for row in table] == ["", "", ""]
+    # A cell a spreadsheet would run is written as text, as in the API's CSV answers.
+    assert [row["request_id"] for row in table] == ["", "", "'-1+1"]
+    assert [row["streamed"] for row in table] == ["no", "no", "yes"]
     assert [row["created_at"] for row in table] == [
         call.created_at.isoformat() for call in (first, second, last)
     ]
