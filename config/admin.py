@@ -246,17 +246,36 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 class RefusalMessageAdmin(admin.ModelAdmin):
     """A ModelAdmin whose add and change pages answer a service's refusal (ApplicationError)
-    with an error message on the page, shown again, instead of a 500. The form checks what it
-    can; the service's rules (and a unique value another save took after the form checked
-    it: a double-clicked "Save") are only known when it runs, inside the page's transaction,
-    which the refusal rolls back: nothing is saved."""
+    as the form's own error, not a 500. The form checks what it can; the service's rules (and
+    a unique value another save took after the form checked it: a double-clicked "Save") are
+    only known when it runs, inside the page's transaction, which the refusal rolls back:
+    nothing is saved. The page is then shown again as for an invalid form, with what was typed
+    and the refusal at the top of the form, so that one value can be changed and saved."""
 
     def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
         try:
             return super().changeform_view(request, object_id, form_url, extra_context)
         except ApplicationError as error:
-            self.message_user(request, error.message, messages.ERROR)
-            return HttpResponseRedirect(request.get_full_path())
+            if request.method != "POST":
+                self.message_user(request, error.message, messages.ERROR)
+                return HttpResponseRedirect(request.get_full_path())
+            # The same page again, its form bound to the same input, now invalid with the
+            # refusal (get_form): Django renders it as any form that did not validate.
+            request._service_refusal = error.message
+            return super().changeform_view(request, object_id, form_url, extra_context)
+
+    def get_form(self, request, obj=None, **kwargs):
+        form = super().get_form(request, obj, **kwargs)
+        refusal = getattr(request, "_service_refusal", None)
+        if refusal is None:
+            return form
+
+        class RefusedForm(form):
+            def clean(self):
+                super().clean()
+                raise ValidationError(refusal)
+
+        return RefusedForm
 
 
 class ServiceDeleteAdmin(RefusalMessageAdmin):
