@@ -1,12 +1,46 @@
 """The Celery app. Tasks live in each app's tasks.py and call services."""
 
+import logging
 import os
 
-from celery import Celery, signals
+from celery import Celery, Task, signals
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.dev")
 
-app = Celery("control_plane")
+logger = logging.getLogger(__name__)
+
+
+class _OutageMeta(type):
+    def __instancecheck__(cls, error) -> bool:
+        from .exceptions import unavailable_dependency
+
+        return unavailable_dependency(error) is not None
+
+
+class Outage(metaclass=_OutageMeta):
+    """Matches, in `isinstance`, any error that says the database, the cache or the broker is
+    down (config.exceptions.unavailable_dependency): a restart or a failover, not a bug."""
+
+
+class PlatformTask(Task):
+    """Every task's base. A task that meets an outage fails as a request does: one line in the
+    log naming the part and the task, without a traceback (Celery's own line for it is then
+    "raised expected", at INFO, through `throws`). A periodic task runs again on its next
+    tick; the jobs retry through theirs (playground.tasks). Any other error is logged by
+    Celery with its traceback, as before."""
+
+    throws = (Outage,)
+
+    def on_failure(self, exc, task_id, args, kwargs, einfo):
+        from .exceptions import one_line, unavailable_dependency
+
+        dependency = unavailable_dependency(exc)
+        if dependency is not None:
+            logger.error("%s unavailable in task %s (%s)", dependency, self.name, one_line(exc))
+        super().on_failure(exc, task_id, args, kwargs, einfo)
+
+
+app = Celery("control_plane", task_cls=PlatformTask)
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 

@@ -392,6 +392,48 @@ def test_a_broker_that_never_answers_fails_a_publish_instead_of_holding_it():
     assert unavailable_dependency(error) == "broker"
 
 
+@pytest.mark.redis
+def test_a_periodic_task_that_meets_an_outage_fails_with_one_line_and_no_traceback(caplog, db):
+    """As a request does: the part and the task named on one line; Celery's own line says
+    "raised expected" at INFO, without the traceback a beat tick logged every minute."""
+    from tenants.tasks import sync_api_call_counters
+
+    with (
+        override_settings(CACHES=unreachable_cache()),
+        caplog.at_level(logging.INFO),
+    ):
+        result = sync_api_call_counters.apply()
+
+    assert result.failed() and unavailable_dependency(result.result) == "cache"
+    [line] = [r for r in caplog.records if r.name == "config.celery"]
+    assert line.levelno == logging.ERROR
+    assert line.getMessage().startswith(
+        "cache unavailable in task tenants.tasks.sync_api_call_counters (ConnectionError: "
+    )
+    celery_lines = [r for r in caplog.records if r.name == "celery.app.trace"]
+    assert [(r.levelno, "raised expected" in r.getMessage()) for r in celery_lines] == [
+        (logging.INFO, True)
+    ]
+    assert not [record for record in caplog.records if record.exc_info]
+
+
+def test_a_task_that_fails_for_another_reason_keeps_its_traceback(caplog):
+    from config.celery import app
+
+    @app.task(name="tests.outages.broken", shared=False)
+    def broken():
+        raise ValueError("a bug")
+
+    with caplog.at_level(logging.INFO):
+        result = broken.apply()
+
+    assert isinstance(result.result, ValueError)
+    assert not [r for r in caplog.records if r.name == "config.celery"]
+    [line] = [r for r in caplog.records if r.name == "celery.app.trace"]
+    assert line.levelno == logging.ERROR and "raised unexpected" in line.getMessage()
+    assert line.exc_info is not None
+
+
 @pytest.mark.postgres
 def test_a_closed_cursor_on_a_live_connection_is_a_bug_not_an_outage(db):
     with connection.cursor() as cursor:
