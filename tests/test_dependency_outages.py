@@ -341,6 +341,12 @@ def test_the_cache_and_the_broker_wait_for_redis_at_most_the_configured_timeouts
     pool_options = redis_client(caches["default"]).connection_pool.connection_kwargs
     assert {name: pool_options[name] for name in timeouts} == timeouts
     assert timeouts.items() <= settings.CELERY_BROKER_TRANSPORT_OPTIONS.items()
+    # A timeout in the cache's URL wins over the setting (redis-py's from_url).
+    from config.cache import RedisCache
+
+    location = f"{caches['default']._servers[0]}?socket_timeout=3"
+    own = RedisCache(location, {"OPTIONS": settings.CACHES["default"]["OPTIONS"]})
+    assert redis_client(own).connection_pool.connection_kwargs["socket_timeout"] == 3.0
 
 
 @pytest.mark.redis
