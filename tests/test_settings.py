@@ -63,6 +63,34 @@ def test_production_with_a_random_key_passes_the_deploy_checks():
     assert "WARNING" not in result.stdout + result.stderr
 
 
+@pytest.mark.parametrize(
+    ("socket", "connect", "expected"),
+    [("2.5", "0.5", [2.5, 0.5]), ("0", "-1", [None, None])],
+    ids=["seconds", "zero-or-less-is-none"],
+)
+def test_the_redis_timeouts_reach_the_cache_and_the_broker(socket, connect, expected):
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings.base",
+        "REDIS_URL": "redis://127.0.0.1:6379/0",
+        "REDIS_SOCKET_TIMEOUT": socket,
+        "REDIS_CONNECT_TIMEOUT": connect,
+    }
+    env.pop("CELERY_BROKER_URL", None)
+    script = (
+        "import json; from django.conf import settings; "
+        "names = ('socket_timeout', 'socket_connect_timeout'); "
+        "cache = settings.CACHES['default']['OPTIONS']; "
+        "broker = settings.CELERY_BROKER_TRANSPORT_OPTIONS; "
+        "print(json.dumps([[cache[n] for n in names], [broker[n] for n in names]]))"
+    )
+
+    result = run(["-c", script], env)
+
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == [expected, expected]
+
+
 def test_no_environment_runs_on_the_embedded_defaults():
     # Only what a shell needs to find and run the interpreter: no DATABASE_URL, REDIS_URL,
     # CELERY_BROKER_URL, SECRET_KEY or anything else the settings read.

@@ -167,9 +167,11 @@ REDIS_URL = env("REDIS_URL", default="")
 # (a flush's Lua script) in a few. A timeout in REDIS_URL's query string wins for the cache.
 REDIS_SOCKET_TIMEOUT = env.float("REDIS_SOCKET_TIMEOUT", default=1.0)
 REDIS_CONNECT_TIMEOUT = env.float("REDIS_CONNECT_TIMEOUT", default=1.0)
+# 0 (or less, as DATABASE_CONNECT_TIMEOUT) for none: a negative socket timeout would fail
+# every connection with a ValueError.
 _REDIS_TIMEOUTS = {
-    "socket_timeout": REDIS_SOCKET_TIMEOUT or None,
-    "socket_connect_timeout": REDIS_CONNECT_TIMEOUT or None,
+    "socket_timeout": REDIS_SOCKET_TIMEOUT if REDIS_SOCKET_TIMEOUT > 0 else None,
+    "socket_connect_timeout": REDIS_CONNECT_TIMEOUT if REDIS_CONNECT_TIMEOUT > 0 else None,
 }
 if REDIS_URL:
     CACHES = {
