@@ -321,8 +321,8 @@ def test_a_write_that_cannot_advance_the_principals_epoch_logs_one_line(caplog):
 @contextlib.contextmanager
 def silent_port():
     """A local port that takes connections and never answers (the listening socket never
-    accepts: the system completes the handshake, nothing reads what is sent), as a Redis behind
-    a network partition does."""
+    accepts: the system completes the handshake, nothing reads what is sent), as a Redis or a
+    PostgreSQL behind a network partition does."""
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen(64)
@@ -457,13 +457,11 @@ def test_a_database_that_never_answers_is_given_up_on_after_the_connect_timeout(
     a partitioned database does: the connection fails after `connect_timeout` (5 s by default,
     DATABASE_CONNECT_TIMEOUT; 2 here) instead of waiting for TCP, and is an outage."""
     assert connection.get_connection_params()["connect_timeout"] == 5
-    with socket.socket() as silent:
-        silent.bind(("127.0.0.1", 0))
-        silent.listen(8)
+    with silent_port() as port:
         params = {
             **connection.get_connection_params(),
             "host": "127.0.0.1",
-            "port": silent.getsockname()[1],
+            "port": port,
             "connect_timeout": 2,
         }
         silence = as_django_error(psycopg, lambda: psycopg.connect(**params))

@@ -28,6 +28,18 @@ def run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
     )
 
 
+def settings_seen(env: dict[str, str], report: str, *, setup: bool = False):
+    """What a process started with `env` reports: `report`, a Python expression over `settings`
+    (and, with `setup`, the Celery `app`, after django.setup()), as JSON."""
+    prelude = "import django; django.setup(); from config.celery import app; " if setup else ""
+    script = f"import json; {prelude}from django.conf import settings; print(json.dumps({report}))"
+
+    result = run(["-c", script], env)
+
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
 def production_env(secret_key: str | None) -> dict[str, str]:
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.production"}
     env["ALLOWED_HOSTS"] = "api.example.com"
@@ -77,18 +89,13 @@ def test_the_redis_timeouts_reach_the_cache_and_the_broker(socket, connect, expe
         "REDIS_CONNECT_TIMEOUT": connect,
     }
     env.pop("CELERY_BROKER_URL", None)
-    script = (
-        "import json; from django.conf import settings; "
-        "names = ('socket_timeout', 'socket_connect_timeout'); "
-        "cache = settings.CACHES['default']['OPTIONS']; "
-        "broker = settings.CELERY_BROKER_TRANSPORT_OPTIONS; "
-        "print(json.dumps([[cache[n] for n in names], [broker[n] for n in names]]))"
+    report = (
+        "[[options[name] for name in ('socket_timeout', 'socket_connect_timeout')] "
+        "for options in (settings.CACHES['default']['OPTIONS'], "
+        "settings.CELERY_BROKER_TRANSPORT_OPTIONS)]"
     )
 
-    result = run(["-c", script], env)
-
-    assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == [expected, expected]
+    assert settings_seen(env, report) == [expected, expected]
 
 
 def test_no_environment_runs_on_the_embedded_defaults():
@@ -96,21 +103,15 @@ def test_no_environment_runs_on_the_embedded_defaults():
     # CELERY_BROKER_URL, SECRET_KEY or anything else the settings read.
     env = {key: os.environ[key] for key in ("PATH", "HOME", "LANG", "TMPDIR") if key in os.environ}
     env["DJANGO_SETTINGS_MODULE"] = "config.settings.dev"
-    script = (
-        "import json, django; django.setup(); from django.conf import settings; "
-        "from config.celery import app; "
-        "print(json.dumps({"
-        "'engine': settings.DATABASES['default']['ENGINE'], "
+    report = (
+        "{'engine': settings.DATABASES['default']['ENGINE'], "
         "'cache': settings.CACHES['default']['BACKEND'], "
         "'broker': settings.CELERY_BROKER_URL, "
         "'celery_broker': app.conf.broker_url, "
-        "'debug': settings.DEBUG}))"
+        "'debug': settings.DEBUG}"
     )
 
-    result = run(["-c", script], env)
-
-    assert result.returncode == 0, result.stderr
-    reported = json.loads(result.stdout.strip().splitlines()[-1])
+    reported = settings_seen(env, report, setup=True)
     assert reported["engine"] == "django.db.backends.sqlite3"
     assert reported["cache"] == "django.core.cache.backends.locmem.LocMemCache"
     assert reported["broker"].startswith("filesystem://")
