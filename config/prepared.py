@@ -267,6 +267,24 @@ class Rider:
         sql = f"WITH {ctes}, {self.ctes} SELECT {columns}, {self.answer} {tail}"
         return sql, [*params, *self.params]
 
+    def alongside(self, other: "Rider") -> "Rider":
+        """Both writes carried by one host: this rider's CTEs, then `other`'s (their names
+        must differ); the answer is this one's values, then `other`'s; made apart and undone
+        in that order."""
+
+        def undo() -> None:
+            for rider in (self, other):
+                if rider.undo is not None:
+                    rider.undo()
+
+        return Rider(
+            ctes=f"{self.ctes}, {other.ctes}",
+            answer=f"{self.answer}, {other.answer}",
+            params=[*self.params, *other.params],
+            apart=lambda: (*self.apart(), *other.apart()),
+            undo=undo,
+        )
+
 
 def one_row_from(cte: str) -> str:
     """A host statement's FROM that answers one row whether or not its CTE `cte` wrote one

@@ -168,12 +168,12 @@ class GatewayCall(TenantOwned):
 
 class GatewayReservation(TenantOwned):
     """A gateway call's reservation that is not settled yet: written by the reservation's own
-    statement and deleted by the settlement's, for calls that no work of the platform notes
-    (`chat/completions`, template executions; an orchestration phase or a batch row notes its
-    own). A row whose lease has run out belongs to a call whose process died before settling:
-    the release of expired reservations (beat, every minute) gives its tokens back to the quota
-    and the key's budget. Whichever of the release and the settlement deletes the row is the
-    one that gives the reservation back (services.ledger)."""
+    statement and deleted by the settlement's, for every call. A row whose lease has run out
+    belongs to a call whose process died before settling: the release of expired reservations
+    (beat, every minute) gives its tokens back to the quota and the key's budget. The row of
+    an orchestration phase's or a batch row's call is given back sooner by whoever takes the
+    work over. Whichever deletes the row (a release, a takeover, the settlement) is the one
+    that gives the reservation back (services.ledger)."""
 
     # No database constraints: a foreign key's check locks the referenced row (FOR KEY SHARE)
     # inside the reservation's statement, and every call of an organization would lock its

@@ -15,10 +15,10 @@ model"):
    and flagged, when a stream ended without it or the report is past belief; what was consumed
    when the call failed or the client went away), and one GatewayCall row records the call.
 
-A reservation that no work of the platform notes (`note`, below) is noted by the gateway in a
-GatewayReservation row, written by step 1's statement and deleted by step 3's; if the process
-dies between the two, the row's lease runs out and beat gives the tokens back
-(services.ledger).
+Every reservation is noted by the gateway in a GatewayReservation row, written by step 1's
+statement and deleted by step 3's; if the process dies between the two, the row's lease runs
+out and beat gives the tokens back, unless the work it was for (`note`, below) is taken over
+first and its successor does (services.ledger).
 """
 
 import asyncio
@@ -153,8 +153,8 @@ class Reservation:
     # The caller's write to carry in the settlement's statement (an orchestration phase's
     # outcome): made from the call and the outcome when settling; None for none.
     settle_rider: Callable[[GatewayCall, "Outcome"], Rider | None] | None = None
-    # The id of the GatewayReservation row the gateway noted the reservation in (a call no
-    # work notes); the settlement deletes it.
+    # The id of the GatewayReservation row the gateway noted the reservation in; the
+    # settlement deletes it (or finds it gone: the reservation was given back meanwhile).
     noted_as: object = None
 
 
@@ -292,14 +292,15 @@ def gateway_reserve(
 ) -> Reservation:
     """Step 1: resolve, check and reserve the call's worst case (see the module docstring).
 
-    `note(amount)`: the caller's write noting the reservation on the work it is for (an
+    The gateway notes every reservation (a GatewayReservation row, written by the
+    reservation's statement and deleted by the settlement's; given back if its lease runs out).
+    `note(amount)`: the caller's write noting the reservation on the work it is for too (an
     orchestration phase, a batch job), so that whoever takes the work over after its worker
-    died gives back a reservation that was never settled. A Rider made with the reservation
-    in its statement (written only when the tokens were counted), undone with it if the
-    tokens window refuses; its answer's first value counts the rows it wrote. None written
-    (the work is no longer the caller's): the reservation is given back, recorded as a
-    cancelled call, and ReservationNotNoted raised. Without a `note`, the gateway notes the
-    reservation itself (a GatewayReservation row, given back if its lease runs out)."""
+    died gives back a reservation that was never settled (gateway_tokens_release_unsettled).
+    A Rider made with the reservation in its statement (written only when the tokens were
+    counted), undone with it if the tokens window refuses; its answer's first value counts the
+    rows it wrote. None written (the work is no longer the caller's): the reservation is given
+    back, recorded as a cancelled call, and ReservationNotNoted raised."""
     models = catalogue_cache.models()
     model = _resolve_model(chat.model, models)
     max_tokens = chat.max_tokens or model.max_output_tokens
@@ -319,19 +320,19 @@ def gateway_reserve(
     upstreams = [r.model.name for r in routes if r.adapter is not _local]
     cooling = cooldown.cooling_down(upstreams)
     available = _not_cooling(model, routes, cooling)
-    if note is not None:
-        rider, noted_as = note(reserved), None
-    else:
-        noted = GatewayReservation(
-            tenant=tenant,
-            api_key=api_key,
-            source=source,
-            tokens=reserved,
-            request_id=request_id[:128],
-            expires_at=timezone.now()
-            + timedelta(seconds=settings.GATEWAY_RESERVATION_LEASE_SECONDS),
-        )
-        rider, noted_as = reservation_note(noted), noted.pk
+    noted = GatewayReservation(
+        tenant=tenant,
+        api_key=api_key,
+        source=source,
+        tokens=reserved,
+        request_id=request_id[:128],
+        expires_at=timezone.now() + timedelta(seconds=settings.GATEWAY_RESERVATION_LEASE_SECONDS),
+    )
+    rider = (
+        reservation_note(noted)
+        if note is None
+        else note(reserved).alongside(reservation_note(noted))
+    )
     gateway_tokens_reserve(tenant=tenant, api_key=api_key, amount=reserved, rider=rider)
     # Last: the window is counted in Redis, which a refusal above could not take back. If the
     # window refuses, the reservation is given back (and the rider's write undone with it).
@@ -370,7 +371,7 @@ def gateway_reserve(
         prompt_tokens_rule=tokens.prompt_tokens(chat.messages),
         streamed=streamed,
         tokens_window=admission.states[0],
-        noted_as=noted_as,
+        noted_as=noted.pk,
     )
     if not rider.answered[0]:
         run_sync(gateway_abandon, reservation)

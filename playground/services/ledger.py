@@ -22,13 +22,15 @@ The rules are the services' own:
 - **release**: what a refused reservation gives back (the tokens-per-minute window refused
   after the database counted).
 
-A call that no work of the platform notes (`chat/completions`, a template execution) is noted
-by the gateway itself: its reservation's statement inserts a GatewayReservation row
-(`reservation_note`, a rider) and its settlement's deletes it (`noted_as`). A row left past its
-lease is a call whose process died before settling, and `gateway_reservations_release_expired`
-gives its tokens back. Both lock the key, then the counter, then the row, and the one that
-deletes the row is the one that gives the reservation back: a settlement that finds it gone
-(its call outlived the lease) moves the counters by the usage alone.
+Every call is noted by the gateway: its reservation's statement inserts a GatewayReservation
+row (`reservation_note`, a rider) and its settlement's deletes it (`noted_as`). A row left past
+its lease is a call whose process died before settling, and
+`gateway_reservations_release_expired` gives its tokens back; a row of work taken over (an
+orchestration phase, a batch row, whose worker died, failed or met an outage) is given back by
+its successor (`gateway_tokens_release_unsettled`). Each locks the key, then the counter, then
+the row, and the one that deletes the row is the one that gives the reservation back: a
+settlement that finds it gone (its call outlived the lease, or its work was taken over) moves
+the counters by the usage alone.
 
 Elsewhere (SQLite) the same services run in a transaction, as they always did.
 """
@@ -231,14 +233,34 @@ def gateway_tokens_lock(*, tenant_id) -> None:
     list(counters.filter(tenant_id=tenant_id, resource=TOKENS).values_list("pk", flat=True))
 
 
-def gateway_tokens_release_unsettled(*, tenant: Tenant, request_id: str, amount: int) -> bool:
-    """Give back a reservation a worker noted before its call (an orchestration phase's, a
-    batch row's) unless the call was settled, that is, a call is recorded under its
-    `request_id`: the worker died or failed between the two. Returns whether it gave back."""
-    if not amount or GatewayCall.objects.filter(tenant=tenant, request_id=request_id).exists():
-        return False
-    gateway_tokens_release(tenant=tenant, api_key=None, amount=amount)
-    return True
+def gateway_tokens_release_unsettled(*, tenant: Tenant, request_id: str) -> int:
+    """Give back the reservation of call `request_id` (an orchestration phase's, a batch
+    row's, named by the work's note) unless its call was settled: the worker died, failed or
+    stopped between the two. The gateway's note of the reservation is the proof: whichever of
+    this and the call's settlement deletes it gives the reservation back, so a settlement that
+    lands later (a worker that outlived its lease, a statement the server ran after its
+    client gave up) counts its usage alone. Returns the tokens given back."""
+    given_back = 0
+    for note in GatewayReservation.objects.filter(tenant=tenant, request_id=request_id[:128]):
+        note.tenant = tenant
+        given_back += note.tokens if _give_back_note(note) else 0
+    return given_back
+
+
+def _give_back_note(note: GatewayReservation) -> bool:
+    """Give back the reservation `note` records if this deletes the note, in a transaction that
+    locks the key, then the organization's counter, then the row, the order in which the
+    settlement's statement takes them: a settlement running at the same moment waits, or is
+    waited for, and exactly one of the two deletes the row. Whether this one did."""
+    with transaction.atomic():
+        if note.api_key_id is not None:
+            keys = APIKey.objects.select_for_update(no_key=True).filter(pk=note.api_key_id)
+            list(keys.values_list("pk", flat=True))
+        gateway_tokens_lock(tenant_id=note.tenant_id)
+        deleted, _ = GatewayReservation.objects.filter(pk=note.pk).delete()
+        if deleted:
+            gateway_tokens_adjust(tenant=note.tenant, api_key=note.api_key, delta=-note.tokens)
+    return bool(deleted)
 
 
 def gateway_tokens_settle(
@@ -421,30 +443,22 @@ def gateway_reservations_release_expired(*, now=None, limit: int = 1000) -> int:
     """Give back the tokens of reservations past their lease (calls whose process died before
     settling), oldest first, at most `limit`; returns how many were given back.
 
-    Each in its own transaction, locking the key, then the organization's counter, then the
-    row, the order in which the settlement's statement takes them: a settlement running at the
-    same moment waits, or is waited for, and exactly one of the two deletes the row."""
+    Each in its own transaction (_give_back_note): a settlement running at the same moment
+    waits, or is waited for, and exactly one of the two deletes the row."""
     now = now or timezone.now()
     expired = GatewayReservation.objects.filter(expires_at__lte=now).order_by("expires_at")
     released = 0
     for note in expired.select_related("tenant", "api_key")[:limit]:
-        with transaction.atomic():
-            if note.api_key_id is not None:
-                keys = APIKey.objects.select_for_update(no_key=True).filter(pk=note.api_key_id)
-                list(keys.values_list("pk", flat=True))
-            gateway_tokens_lock(tenant_id=note.tenant_id)
-            deleted, _ = GatewayReservation.objects.filter(pk=note.pk).delete()
-            if deleted:
-                gateway_tokens_adjust(tenant=note.tenant, api_key=note.api_key, delta=-note.tokens)
-                released += 1
-                logger.warning(
-                    "Gave back %s tokens reserved by a gateway call never settled "
-                    "(organization %s, request %s, reserved at %s): its process died mid-call",
-                    note.tokens,
-                    note.tenant.slug,
-                    note.request_id or "-",
-                    note.created_at.isoformat(),
-                )
+        if _give_back_note(note):
+            released += 1
+            logger.warning(
+                "Gave back %s tokens reserved by a gateway call never settled "
+                "(organization %s, request %s, reserved at %s): its process died mid-call",
+                note.tokens,
+                note.tenant.slug,
+                note.request_id or "-",
+                note.created_at.isoformat(),
+            )
     return released
 
 

@@ -331,15 +331,14 @@ def _call_gateway(run: OrchestrationRun, phase_pk, claim, messages: list, outcom
 
 
 def _release_unsettled(phase: OrchestrationPhase) -> None:
-    """Give back the reservation of a phase whose worker died mid-call: noted on the phase,
-    never settled (no GatewayCall under its claim). A worker that outlived its lease and
-    still settles would then be given it back twice: leases are far longer than a call."""
+    """Give back the reservation of a phase whose worker died (or stopped) mid-call: noted on
+    the phase, not settled under its claim. A settlement that lands after this (a worker that
+    outlived its lease) counts its usage alone: the gateway's note decides which of the two
+    gives the reservation back."""
     if not (phase.status == PhaseStatus.RUNNING and phase.claim and phase.reserved_tokens):
         return
     gateway_tokens_release_unsettled(
-        tenant=phase.tenant,
-        request_id=_request_id(phase.run_id, phase.pk, phase.claim),
-        amount=phase.reserved_tokens,
+        tenant=phase.tenant, request_id=_request_id(phase.run_id, phase.pk, phase.claim)
     )
 
 

@@ -92,14 +92,12 @@ def workflow_execute(
 
 
 def _release_unsettled_call(job: WorkflowJob) -> None:
-    """Give back the gateway reservation noted on `job` (JobContext.note) unless
-    its call was settled, then clear the note. The caller holds the job's row lock, and the
-    job is no longer a live worker's (leases are far longer than a call)."""
+    """Give back the gateway reservation noted on `job` (JobContext.note) unless its call
+    was settled, then clear the note. The caller holds the job's row lock; a settlement that
+    lands after this (a worker that outlived its lease) counts its usage alone."""
     if not job.reserved_call:
         return
-    gateway_tokens_release_unsettled(
-        tenant=job.tenant, request_id=job.reserved_call, amount=job.reserved_tokens
-    )
+    gateway_tokens_release_unsettled(tenant=job.tenant, request_id=job.reserved_call)
     WorkflowJob.objects.filter(pk=job.pk).update(reserved_tokens=0, reserved_call="")
 
 

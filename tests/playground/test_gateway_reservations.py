@@ -10,6 +10,7 @@ in the middle of a call.
 """
 
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -17,6 +18,7 @@ import socket
 import subprocess
 import sys
 import threading
+import uuid
 from datetime import timedelta
 from io import StringIO
 
@@ -24,7 +26,7 @@ import httpx
 import pytest
 from django.conf import settings as django_settings
 from django.core.management import call_command
-from django.db import connection
+from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
@@ -34,11 +36,22 @@ from config.exceptions import QuotaExceeded, RateLimitExceeded
 from playground import tokens
 from playground.models import GatewayCall, GatewayReservation, OrchestrationPhase
 from playground.services import ChatInput, gateway_call_reserved, gateway_reserve, runs
-from playground.services.ledger import gateway_reservations_release_expired
+from playground.services.ledger import (
+    gateway_reservations_release_expired,
+    gateway_tokens_lock,
+    gateway_tokens_release_unsettled,
+)
+from tenants.models import Tenant
 from tests.conftest import migrate_to, migrated_back_to
 from tests.factories import APIKeyFactory, MembershipFactory, TenantFactory, issue_api_key
 
-from .factories import LanguageModelFactory, ProviderFactory, claimed_phase
+from .factories import (
+    GatewayCallFactory,
+    LanguageModelFactory,
+    ProviderFactory,
+    WorkflowJobFactory,
+    claimed_phase,
+)
 from .test_gateway_ledger import counter, fresh, key_state, path, quota_used, run_in_threads
 from .test_run_worker import REPO, SubprocessWorker, wait_for
 from .upstream import FakeUpstream
@@ -158,14 +171,47 @@ def test_a_reservation_refused_by_the_tokens_window_takes_its_note_back(path, te
     assert quota_used(tenant) == 0
 
 
-def test_a_phase_notes_its_own_reservation_and_the_gateway_writes_none(owner):
+def test_a_phase_notes_its_reservation_and_the_gateway_notes_it_too(path, owner):
     run, _held, phase, claim, chat = claimed_phase(owner)
 
     reservation = runs._reserve(run, phase.pk, claim, chat)
 
-    assert reservation.noted_as is None
-    assert not GatewayReservation.objects.exists()
+    note = GatewayReservation.objects.get(pk=reservation.noted_as)
+    assert (note.tokens, note.source) == (reservation.tokens, "orchestration")
+    assert note.request_id == runs._request_id(run.pk, phase.pk, claim) == reservation.request_id
     assert OrchestrationPhase.objects.get(pk=phase.pk).reserved_tokens == reservation.tokens
+
+
+def test_a_phase_taken_over_is_given_back_once_though_its_old_call_settles_after(path, owner):
+    """What a worker that outlived its lease (or a statement the server ran after its client
+    gave up) does: its call settles after the phase was taken over and its reservation given
+    back. The settlement finds the gateway's note gone and counts the call's usage alone."""
+    run, _held, phase, claim, chat = claimed_phase(owner)
+    reservation = runs._reserve(run, phase.pk, claim, chat)
+    taken_over = OrchestrationPhase.objects.select_related("tenant").get(pk=phase.pk)
+
+    runs._release_unsettled(taken_over)
+    assert quota_used(owner.tenant) == 0
+    _result, call, _error = gateway_call_reserved(reservation)
+
+    assert call.total_tokens > 0
+    assert quota_used(owner.tenant) == call.total_tokens
+    assert not GatewayReservation.objects.exists()
+    runs._release_unsettled(taken_over)  # a second successor finds nothing to give back
+    assert quota_used(owner.tenant) == call.total_tokens
+
+
+def test_a_phase_whose_call_settled_has_nothing_to_give_back(path, owner):
+    run, _held, phase, claim, chat = claimed_phase(owner)
+    reservation = runs._reserve(run, phase.pk, claim, chat)
+    _result, call, _error = gateway_call_reserved(reservation)
+
+    given_back = gateway_tokens_release_unsettled(
+        tenant=owner.tenant, request_id=reservation.request_id
+    )
+
+    assert given_back == 0
+    assert quota_used(owner.tenant) == call.total_tokens
 
 
 # --- The release of expired reservations ------------------------------------------------------
@@ -294,6 +340,52 @@ def test_releases_racing_settlements_give_each_reservation_back_exactly_once():
     assert quota_used(tenant) == key_state(key)[0] == used == recorded_tokens(tenant)
 
 
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_takeovers_racing_late_settlements_give_each_phase_reservation_back_exactly_once(owner):
+    """Eight phases of one run are in flight when their successors take them over (a run
+    resumed after an outage, the reaper, a cancel): each successor gives back its phase's
+    reservation while the old worker's call settles. Four calls wait on a slow upstream, so
+    their successors win; four answer at once and race theirs. Whoever wins, each
+    reservation is given back once and the counter ends at the calls' usage."""
+    phases = [f"phase-{n}" for n in range(8)]
+    run, held, _first, first_claim, chat = claimed_phase(owner, phases=phases)
+    in_flight = []
+    with FakeUpstream(delay=1.0) as upstream:
+        slow = LanguageModelFactory(
+            provider=ProviderFactory(kind="openai", base_url=upstream.url + "/v1", max_retries=0)
+        )
+        for index, phase in enumerate(
+            OrchestrationPhase.objects.filter(run=run).order_by("position")
+        ):
+            claim = runs._claim_phase(held, phase) if index else first_claim
+            asked = chat if index % 2 else dataclasses.replace(chat, model=slow.name)
+            in_flight.append(runs._reserve(run, phase.pk, claim, asked))
+        reserved = sum(reservation.tokens for reservation in in_flight)
+        assert quota_used(owner.tenant) == reserved
+        count = len(in_flight)
+
+        def settle_or_take_over(index):
+            reservation = in_flight[index % count]
+            if index < count:  # the old worker's call
+                reservation.tenant = Tenant.objects.get(pk=owner.tenant.pk)
+                return gateway_call_reserved(reservation)[1].total_tokens
+            with transaction.atomic():  # its successor, in the lock order of every takeover
+                gateway_tokens_lock(tenant_id=owner.tenant.pk)
+                return gateway_tokens_release_unsettled(
+                    tenant=owner.tenant, request_id=reservation.request_id
+                )
+
+        outcomes = run_in_threads(settle_or_take_over, 2 * count)
+
+    usage, given_back = outcomes[:count], outcomes[count:]
+    slow_ones = [r.tokens for n, r in enumerate(in_flight) if n % 2 == 0]
+    assert sum(slow_ones) <= sum(given_back) <= reserved  # the slow calls' at least, none twice
+    assert all(back in (0, r.tokens) for back, r in zip(given_back, in_flight, strict=True))
+    assert not GatewayReservation.objects.filter(tenant=owner.tenant).exists()
+    assert quota_used(owner.tenant) == sum(usage) == recorded_tokens(owner.tenant)
+
+
 # --- A server killed mid-call ------------------------------------------------------------------
 
 SERVER_START_SECONDS = 60
@@ -410,3 +502,50 @@ def test_the_notes_are_written_to_the_wal_so_a_crash_or_a_failover_keeps_them():
 
         assert _persistence() == "p"
         assert GatewayReservation.objects.get().tokens == 64
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_work_in_flight_when_the_gateway_starts_noting_it_gets_its_note(owner):
+    """Before, a phase's or a batch row's reservation was noted on the work only, and its
+    successor gave it back unless a call was recorded. The migration writes the gateway's
+    note of each one still unsettled, so that a successor gives it back; a settled call gets
+    none."""
+    with migrated_back_to(("playground", "0009_gateway_reservations_logged")):
+        run, _held, phase, claim, _chat = claimed_phase(owner, phases=("ideation", "design"))
+        OrchestrationPhase.objects.filter(pk=phase.pk).update(reserved_tokens=500)
+        settled = OrchestrationPhase.objects.filter(run=run, position__gt=phase.position).get()
+        settled_claim = uuid.uuid4()
+        OrchestrationPhase.objects.filter(pk=settled.pk).update(
+            status="running", claim=settled_claim, reserved_tokens=300
+        )
+        GatewayCallFactory(
+            tenant=owner.tenant, request_id=runs._request_id(run.pk, settled.pk, settled_claim)
+        )
+        job = WorkflowJobFactory(
+            tenant=owner.tenant,
+            status="running",
+            reserved_tokens=200,
+            reserved_call="job:1:row:1:claim",
+        )
+        WorkflowJobFactory(tenant=owner.tenant, status="completed", reserved_tokens=0)
+        counter(owner.tenant, used=500 + 200)
+
+        migrate_to(("playground", "0010_gateway_notes_of_work_in_flight"))
+
+        notes = {
+            note.request_id: (note.tokens, note.source)
+            for note in GatewayReservation.objects.filter(tenant=owner.tenant)
+        }
+        assert notes == {
+            runs._request_id(run.pk, phase.pk, claim): (500, "orchestration"),
+            job.reserved_call: (200, "workflow"),
+        }
+        assert all(n.expires_at > timezone.now() for n in GatewayReservation.objects.all())
+        migrate_to(("playground", "0009_gateway_reservations_logged"))
+        assert not GatewayReservation.objects.exists()  # the old code would give them back twice
+        migrate_to(("playground", "0010_gateway_notes_of_work_in_flight"))
+
+    taken_over = OrchestrationPhase.objects.select_related("tenant").get(pk=phase.pk)
+    runs._release_unsettled(taken_over)
+    assert quota_used(owner.tenant) == 200
