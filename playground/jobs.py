@@ -11,6 +11,8 @@ at job X". So a message delivered twice, or sent again by the reaper, is harmles
   both are conditional on its token, so a worker whose lease was taken over (it stalled past
   its lease and another worker claimed the job) finds out at its next step and stops, and
   nothing it writes after that lands.
+- A task's retry after an outage takes over the claims of the attempts before it at once
+  (`claim(taking_over=...)`): those attempts have ended, and their lease need not run out.
 - `reap` finds running jobs with an expired lease and pending jobs whose message seems lost:
   jobs with attempts left are queued again (the next claim resumes them where they stopped:
   runs skip completed phases, batches skip answered rows); the others are failed.
@@ -26,7 +28,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import Case, F, Q, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -71,15 +73,17 @@ def _pk_value(model: type[BackgroundJob], pk, database):
 
 @functools.cache
 def _claim_sql(model: type[BackgroundJob]) -> str:
-    """claim()'s UPDATE; its parameters: token, lease end, now, now, id, max attempts, now."""
+    """claim()'s UPDATE; its parameters: token, lease end, tokens taken over, now, now, id,
+    tokens taken over, max attempts, now."""
     table, pk = model._meta.db_table, model._meta.pk.column
     running, pending = JobStatus.RUNNING.value, JobStatus.PENDING.value
+    taken_over = f"status = '{running}' AND lease_token = ANY(%s::uuid[])"
     return (
         f"UPDATE {table} SET status = '{running}', lease_token = %s, "  # noqa: S608
-        "lease_expires_at = %s, attempts = attempts + 1, "
+        f"lease_expires_at = %s, attempts = attempts + CASE WHEN {taken_over} THEN 0 ELSE 1 END, "
         "started_at = COALESCE(started_at, %s), updated_at = %s "
-        f"WHERE {pk} = %s AND attempts < %s AND (status = '{pending}' "
-        f"OR (status = '{running}' AND lease_expires_at < %s)) RETURNING {pk}"
+        f"WHERE {pk} = %s AND (({taken_over}) OR (attempts < %s AND (status = '{pending}' "
+        f"OR (status = '{running}' AND lease_expires_at < %s)))) RETURNING {pk}"
     )
 
 
@@ -125,35 +129,49 @@ class Claim:
         return len(fetch_prepared(database.alias, _held_update_sql(self.model, names), params))
 
 
-def claim(model: type[BackgroundJob], pk) -> Claim | None:
-    """Take job `pk` to run it, or None when it is not ours to run (finished, cancelled, held
-    by a live worker, or out of attempts)."""
-    token = uuid.uuid4()
+def claim(
+    model: type[BackgroundJob], pk, *, token: uuid.UUID | None = None, taking_over=()
+) -> Claim | None:
+    """Take job `pk` to run it under `token` (a fresh one by default), or None when it is not
+    ours to run (finished, cancelled, held by a live worker, or out of attempts).
+
+    `taking_over`: the tokens of earlier attempts of this same delivery, which met an outage
+    and ended (the task's retry, playground.tasks): a job still held under one of them is
+    taken over at once, rather than after its lease, and the claim counts no new attempt
+    (no worker died). A second delivery of the retry finds the token changed and claims
+    nothing."""
+    token = token or uuid.uuid4()
+    taking_over = list(taking_over)
     take = _take_prepared if write_connection(model).vendor == "postgresql" else _take
-    return Claim(model, pk, token) if take(model, pk, token, timezone.now()) else None
+    return Claim(model, pk, token) if take(model, pk, token, timezone.now(), taking_over) else None
 
 
-def _take(model: type[BackgroundJob], pk, token: uuid.UUID, now) -> int:
+def _take(model: type[BackgroundJob], pk, token: uuid.UUID, now, taking_over: list) -> int:
     """claim()'s UPDATE through the ORM: the rows taken (0 or 1)."""
+    taken_over = Q(status=JobStatus.RUNNING, lease_token__in=taking_over)
+    claimable = Q(attempts__lt=settings.JOBS_MAX_ATTEMPTS) & (
+        Q(status=JobStatus.PENDING) | Q(status=JobStatus.RUNNING, lease_expires_at__lt=now)
+    )
     return (
-        model.objects.filter(pk=pk, attempts__lt=settings.JOBS_MAX_ATTEMPTS)
-        .filter(Q(status=JobStatus.PENDING) | Q(status=JobStatus.RUNNING, lease_expires_at__lt=now))
+        model.objects.filter(pk=pk)
+        .filter(taken_over | claimable)
         .update(
             status=JobStatus.RUNNING,
             lease_token=token,
             lease_expires_at=lease_until(),
-            attempts=F("attempts") + 1,
+            attempts=Case(When(taken_over, then=F("attempts")), default=F("attempts") + 1),
             started_at=Coalesce(F("started_at"), now),
             updated_at=now,
         )
     )
 
 
-def _take_prepared(model: type[BackgroundJob], pk, token: uuid.UUID, now) -> int:
+def _take_prepared(model: type[BackgroundJob], pk, token: uuid.UUID, now, taking_over: list) -> int:
     """_take as a prepared statement (PostgreSQL)."""
     database = write_connection(model)
     pk = _pk_value(model, pk, database)
-    params = [token, lease_until(), now, now, pk, settings.JOBS_MAX_ATTEMPTS, now]
+    params = [token, lease_until(), taking_over, now, now, pk, taking_over]
+    params += [settings.JOBS_MAX_ATTEMPTS, now]
     return len(fetch_prepared(database.alias, _claim_sql(model), params))
 
 

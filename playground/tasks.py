@@ -8,8 +8,10 @@ Periodic jobs are listed in `CELERY_BEAT_SCHEDULE` (config/settings/base.py).
 
 Runs and workflow jobs are sent at their priority (playground.jobs.celery_priority); a job's
 claim makes a second delivery of its message a no-op, and one that meets an outage is sent
-again (`_through_outages`).
+again, taking its own claim back at once (`_through_outages`).
 """
+
+import uuid
 
 from celery import shared_task
 
@@ -21,34 +23,44 @@ from .services.runs import orchestration_run_execute
 from .services.workflows import workflow_job_execute
 
 # A job's message that arrives while the database or the cache is down (a restart, a failover)
-# cannot even be claimed: it is sent again after a pause (5 s, doubling to a minute), up to this
-# many times (about six minutes), rather than left pending until the reaper sends it again
-# (JOBS_REQUEUE_AFTER_SECONDS, 15 minutes). Celery logs each retry as one line.
+# cannot even be claimed, and a job that meets one mid-run stops: either is sent again after a
+# pause (5 s, doubling to a minute), up to this many times (about six minutes), rather than left
+# until the reaper sends it again (JOBS_REQUEUE_AFTER_SECONDS, 15 minutes, or the lease,
+# JOBS_LEASE_SECONDS, 10 minutes). Celery logs each retry as one line.
 JOB_OUTAGE_RETRIES = 8
 
 
-def _through_outages(task, execute, **job) -> str | None:
+def _through_outages(task, execute, taking_over, **job) -> str | None:
+    """`execute(**job)` under a claim token of this attempt's own; sent again after an
+    outage. The retry carries the tokens of the attempts before it (`taking_over`): one that
+    claimed the job before the outage stopped it has ended, so the retry takes its claim over
+    at once (playground.jobs.claim) rather than waiting out its lease."""
+    token = uuid.uuid4()
+    earlier = [uuid.UUID(str(value)) for value in taking_over or ()]
     try:
-        return execute(**job)
+        return execute(**job, token=token, taking_over=earlier)
     except Exception as error:
         if unavailable_dependency(error) is None:
             raise
         countdown = min(5 * 2**task.request.retries, 60)
-        raise task.retry(countdown=countdown, exc=error) from None
+        # This attempt's token whether or not its claim was made: a claim whose answer the
+        # outage lost may have been.
+        kwargs = {**job, "taking_over": [*map(str, earlier), str(token)]}
+        raise task.retry(countdown=countdown, exc=error, kwargs=kwargs) from None
 
 
 @shared_task(
     name="playground.tasks.execute_orchestration_run", bind=True, max_retries=JOB_OUTAGE_RETRIES
 )
-def execute_orchestration_run(self, run_id: str) -> str | None:
-    return _through_outages(self, orchestration_run_execute, run_id=run_id)
+def execute_orchestration_run(self, run_id: str, taking_over: list[str] | None = None):
+    return _through_outages(self, orchestration_run_execute, taking_over, run_id=run_id)
 
 
 @shared_task(
     name="playground.tasks.execute_workflow_job", bind=True, max_retries=JOB_OUTAGE_RETRIES
 )
-def execute_workflow_job(self, job_id: str) -> str | None:
-    return _through_outages(self, workflow_job_execute, job_id=job_id)
+def execute_workflow_job(self, job_id: str, taking_over: list[str] | None = None):
+    return _through_outages(self, workflow_job_execute, taking_over, job_id=job_id)
 
 
 @shared_task(name="playground.tasks.reap_stalled_jobs")

@@ -329,6 +329,77 @@ def silent_port():
         yield silent.getsockname()[1]
 
 
+class CuttableLink:
+    """A TCP relay on a local port to a real server (`host`, `port`), which a test cuts (its
+    connections dropped, new ones refused: the server restarting, a failover) and restores on
+    the same port, for a process it cannot otherwise reach into (a worker in a subprocess)."""
+
+    def __init__(self, host: str, port: int):
+        self.target = (host, port)
+        self.port = closed_port()
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self._listener: socket.socket | None = None
+
+    def __enter__(self) -> "CuttableLink":
+        self.restore()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.cut()
+
+    def restore(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def cut(self) -> None:
+        with self._lock:
+            listener, self._listener = self._listener, None
+            dropped, self._sockets = self._sockets, []
+        for sock in [listener, *dropped]:
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return  # cut
+            try:
+                server = socket.create_connection(self.target, timeout=10)
+            except OSError:
+                client.close()
+                continue
+            server.settimeout(None)
+            with self._lock:
+                if self._listener is not listener:  # cut meanwhile
+                    client.close()
+                    server.close()
+                    return
+                self._sockets += [client, server]
+            for source, sink in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+
 @pytest.mark.redis
 def test_the_cache_and_the_broker_wait_for_redis_at_most_the_configured_timeouts():
     from django.conf import settings

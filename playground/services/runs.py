@@ -675,10 +675,12 @@ def _end(held: jobs.Claim, run, *, status: str | None = None, error: str = "") -
     return status
 
 
-def orchestration_run_execute(*, run_id) -> str | None:
+def orchestration_run_execute(*, run_id, token=None, taking_over=()) -> str | None:
     """Execute run `run_id` from its first phase not completed, if it is ours to run (see the
-    module docstring). Returns the status it ended in, or None when it was not ours."""
-    held = jobs.claim(OrchestrationRun, run_id)
+    module docstring), claimed under `token`, taking over the claims of `taking_over`
+    (playground.jobs.claim). Returns the status it ended in, or None when it was not ours. An
+    outage propagates: the task sends the run again."""
+    held = jobs.claim(OrchestrationRun, run_id, token=token, taking_over=taking_over)
     if held is None:
         return None
     [run] = _run_with_owner(run_id)

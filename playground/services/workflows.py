@@ -126,11 +126,13 @@ def _fail(held: jobs.Claim, job: WorkflowJob, error: str) -> None:
             )
 
 
-def workflow_job_execute(*, job_id) -> str | None:
-    """Run job `job_id` if it is ours to run: its type's runner, then its artifact and output
-    in one transaction. Returns the status it ended in, or None when it was not ours (or was
-    cancelled while it ran, or stopped by an outage: it is then queued again)."""
-    held = jobs.claim(WorkflowJob, job_id)
+def workflow_job_execute(*, job_id, token=None, taking_over=()) -> str | None:
+    """Run job `job_id` if it is ours to run (claimed under `token`, taking over the claims of
+    `taking_over`: playground.jobs.claim): its type's runner, then its artifact and output in
+    one transaction. Returns the status it ended in, or None when it was not ours (or was
+    cancelled while it ran). An outage propagates, the job left claimed: the task sends it
+    again, and the retry takes the claim over and resumes where it stopped."""
+    held = jobs.claim(WorkflowJob, job_id, token=token, taking_over=taking_over)
     if held is None:
         return None
     job = WorkflowJob.objects.select_related("tenant", "created_by").get(pk=job_id)
@@ -152,17 +154,17 @@ def workflow_job_execute(*, job_id) -> str | None:
         dependency = unavailable_dependency(error)
         if dependency is not None:
             # An outage, not the job's doing: failing it for good would lose the work to a
-            # restart. Left claimed, it is queued again once its lease ends (the reaper), as
-            # when a worker dies, and resumes where it stopped.
+            # restart. Left claimed, it is sent again by its task (playground.tasks), whose
+            # retry takes the claim over; failing that (a worker that died meanwhile, the
+            # retries spent), the reaper queues it again once its lease ends.
             logger.warning(
-                "Workflow job %s (%s) stopped: the %s is unavailable (%s); it is queued again "
-                "when its lease ends",
+                "Workflow job %s (%s) stopped: the %s is unavailable (%s); it is sent again",
                 job.pk,
                 job.workflow_type,
                 dependency,
                 one_line(error, 300),
             )
-            return None
+            raise
         logger.exception("Workflow job %s (%s) failed", job.pk, job.workflow_type)
         _fail(held, job, "The job failed on an internal error; it was logged.")
     return JobStatus.FAILED

@@ -196,6 +196,14 @@ class ArtifactFactory(factory.django.DjangoModelFactory):
     file = factory.LazyAttribute(lambda artifact: ContentFile(b"hello world\n", artifact.name))
 
 
+def started_run(owner, *, topic: str = "t", phases=("ideation", "design", "review")):
+    """Not a factory: a run started by `owner` on a project of its own, with `phases`."""
+    project = ProjectFactory(tenant=owner.tenant, topic=topic)
+    return orchestration_start(
+        tenant=owner.tenant, actor=owner.user, project_id=project.pk, custom_phases=list(phases)
+    )
+
+
 def claimed_phase(owner, phases=("ideation", "design")):
     """Not a factory: a run we hold, its first phase claimed: (run, held, phase, claim, chat)."""
     project = ProjectFactory(tenant=owner.tenant, topic="riders")

@@ -10,12 +10,15 @@ import time
 import uuid
 from datetime import timedelta
 
+import psycopg
 import pytest
+from celery.signals import task_retry
 from django.db import connection
 from django.db.models import F
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from config.exceptions import unavailable_dependency
 from playground import jobs
 from playground.models import (
     Artifact,
@@ -24,6 +27,7 @@ from playground.models import (
     JobStatus,
     OrchestrationPhase,
     OrchestrationRun,
+    PhaseStatus,
     WorkflowJob,
 )
 from playground.providers import ChatResult
@@ -42,6 +46,7 @@ from .factories import (
     PromptTemplateFactory,
     ProviderFactory,
     claimed_phase,
+    started_run,
 )
 from .upstream import FakeUpstream, Reply
 
@@ -99,6 +104,60 @@ def test_the_reaper_giving_up_gives_the_dead_calls_reservation_back(owner, sent,
     OrchestrationRun.objects.filter(pk=run.pk).update(attempts=settings.JOBS_MAX_ATTEMPTS)
     stalled_jobs_reap()
     assert used(owner.tenant) == 0
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_run_whose_database_goes_away_mid_call_is_taken_back_by_its_retry_at_once(
+    owner, sent, monkeypatch
+):
+    """The second phase's call is reserved (and noted) when the worker's connection dies: the
+    run stops on the outage, and its task's retry carries the stopped attempt's claim token,
+    takes the run over at once (not after its 10-minute lease, and as the same attempt), gives
+    the interrupted call's reservation back and runs that phase again."""
+    run = started_run(owner, topic="outage")
+    real = runs.gateway_call_reserved
+    reserved = []
+
+    def database_gone_on_the_second_call(reservation):
+        reserved.append(reservation)
+        if len(reserved) == 2:
+            own_backend = connection.connection.info.backend_pid
+            with psycopg.connect(**connection.get_connection_params(), autocommit=True) as admin:
+                admin.execute("SELECT pg_terminate_backend(%s)", [own_backend])
+            connection.cursor().execute("SELECT 1")  # the worker's next statement
+        return real(reservation)
+
+    monkeypatch.setattr(runs, "gateway_call_reserved", database_gone_on_the_second_call)
+    retried = []
+
+    def note_retry(sender=None, reason=None, **_):
+        retried.append(reason)
+
+    task_retry.connect(note_retry, weak=False)
+    try:
+        result = execute_orchestration_run.apply(args=[str(run.pk)])
+    finally:
+        task_retry.disconnect(note_retry)
+
+    assert result.get() == JobStatus.COMPLETED
+    [retry] = retried
+    assert unavailable_dependency(retry.exc) == "database"
+    run.refresh_from_db()
+    assert (run.attempts, run.completed_phases, run.failed_phases) == (1, 3, 0)
+    assert [(p.status, p.attempts) for p in phases_of(run)] == [
+        (PhaseStatus.COMPLETED, 1),
+        (PhaseStatus.COMPLETED, 2),
+        (PhaseStatus.COMPLETED, 1),
+    ]
+    interrupted = reserved[1]
+    assert not GatewayCall.objects.filter(request_id=interrupted.request_id).exists()
+    assert GatewayCall.objects.filter(tenant=owner.tenant).count() == 3
+    assert not GatewayReservation.objects.filter(tenant=owner.tenant).exists()
+    recorded = sum(
+        GatewayCall.objects.filter(tenant=owner.tenant).values_list("total_tokens", flat=True)
+    )
+    assert used(owner.tenant) == recorded > 0
 
 
 def openai_model(upstream, **fields):
@@ -583,13 +642,7 @@ def test_deleting_an_organization_removes_its_artifact_files(
 
 
 def test_a_cancel_between_phases_is_seen_before_the_next_call(owner, sent, monkeypatch):
-    project = ProjectFactory(tenant=owner.tenant, topic="t")
-    run = orchestration_start(
-        tenant=owner.tenant,
-        actor=owner.user,
-        project_id=project.pk,
-        custom_phases=["ideation", "design", "review"],
-    )
+    run = started_run(owner, topic="t")
     build = runs._phase_messages
 
     def cancel_before_the_second(run_, phase, done, model):
@@ -679,6 +732,28 @@ def test_a_claims_writes_land_on_its_run_while_it_holds_it_and_no_other(owner, s
     assert not holds(run)
 
 
+def test_a_retry_takes_its_earlier_attempts_claim_over_once_and_no_other(owner, sent):
+    """A task's retry after an outage (playground.tasks) names the claims of the attempts
+    before it: it takes the job over while their lease is live, without counting an attempt;
+    a second delivery of the same retry, or a claim naming someone else's token, gets
+    nothing; and the earlier attempt's writes no longer land."""
+    project = ProjectFactory(tenant=owner.tenant, topic="t")
+    run = orchestration_start(tenant=owner.tenant, actor=owner.user, project_id=project.pk)
+    stopped = jobs.claim(OrchestrationRun, run.pk)
+
+    assert jobs.claim(OrchestrationRun, run.pk) is None  # a live lease
+    assert jobs.claim(OrchestrationRun, run.pk, taking_over=[uuid.uuid4()]) is None
+    retry = jobs.claim(OrchestrationRun, run.pk, taking_over=[uuid.uuid4(), stopped.token])
+    assert retry is not None and retry.token != stopped.token
+    assert OrchestrationRun.objects.get(pk=run.pk).attempts == 1
+    assert jobs.claim(OrchestrationRun, run.pk, taking_over=[stopped.token]) is None  # twice
+    assert not jobs.renew(stopped)
+    assert jobs.renew(retry)
+
+    jobs.release(retry, status=JobStatus.COMPLETED)
+    assert jobs.claim(OrchestrationRun, run.pk, taking_over=[retry.token]) is None  # ended
+
+
 def _job_state(job, token, started_before) -> dict:
     """What a claim or a held write leaves on a job, the same whichever statement wrote it
     (its start kept as it was, or set then)."""
@@ -704,8 +779,22 @@ def _job_state(job, token, started_before) -> dict:
         {"status": JobStatus.PENDING, "attempts": 3},
         {"status": JobStatus.COMPLETED, "attempts": 1, "started": -60},
         {"status": JobStatus.CANCELLED},
+        # Held by an earlier attempt of the claiming task (its retry after an outage).
+        {"status": JobStatus.RUNNING, "lease": 60, "attempts": 1, "started": -60, "own": True},
+        {"status": JobStatus.RUNNING, "lease": 60, "attempts": 3, "started": -60, "own": True},
+        {"status": JobStatus.CANCELLED, "lease": 60, "attempts": 1, "own": True},
     ],
-    ids=["pending", "lease-expired", "lease-live", "out-of-attempts", "completed", "cancelled"],
+    ids=[
+        "pending",
+        "lease-expired",
+        "lease-live",
+        "out-of-attempts",
+        "completed",
+        "cancelled",
+        "own-lease",
+        "own-lease-last-attempt",
+        "own-lease-cancelled",
+    ],
 )
 def test_the_job_engines_statements_write_what_the_orms_updates_write(owner, sent, before):
     """A claim, a held write and a phase's first claim are prepared statements on PostgreSQL
@@ -714,13 +803,15 @@ def test_the_job_engines_statements_write_what_the_orms_updates_write(owner, sen
     now = timezone.now()
     lease = now + timedelta(seconds=before["lease"]) if "lease" in before else None
     started = now + timedelta(seconds=before["started"]) if "started" in before else None
+    earlier_attempt = uuid.uuid4()
+    taking_over = [uuid.uuid4(), earlier_attempt] if before.get("own") else [uuid.uuid4()]
     twins = []
     for _ in range(2):
         run = orchestration_start(tenant=owner.tenant, actor=owner.user, project_id=project.pk)
         OrchestrationRun.objects.filter(pk=run.pk).update(
             status=before.get("status", JobStatus.PENDING),
             attempts=before.get("attempts", 0),
-            lease_token=uuid.uuid4() if lease else None,
+            lease_token=(earlier_attempt if before.get("own") else uuid.uuid4()) if lease else None,
             lease_expires_at=lease,
             started_at=started,
         )
@@ -728,9 +819,9 @@ def test_the_job_engines_statements_write_what_the_orms_updates_write(owner, sen
     prepared, orm = twins
 
     # The claim: jobs.claim (prepared on PostgreSQL) against the ORM's update.
-    held = jobs.claim(OrchestrationRun, str(prepared.pk))  # as the task gives it
+    held = jobs.claim(OrchestrationRun, str(prepared.pk), taking_over=taking_over)  # as a task
     orm_token = uuid.uuid4()
-    orm_taken = jobs._take(OrchestrationRun, orm.pk, orm_token, timezone.now())
+    orm_taken = jobs._take(OrchestrationRun, orm.pk, orm_token, timezone.now(), taking_over)
     assert (held is not None) == bool(orm_taken)
     token = held.token if held else uuid.uuid4()
     assert _job_state(prepared, token, started) == _job_state(orm, orm_token, started)

@@ -19,12 +19,12 @@ from playground.models import (
 )
 from playground.services import runs
 from playground.services.ledger import gateway_tokens_reserve
-from playground.services.runs import orchestration_run_execute, orchestration_start
+from playground.services.runs import orchestration_run_execute
 from tenants.models import QuotaCounter, Tenant
 from tenants.services.quotas import quota_states
 from tests.factories import APIKeyFactory
 
-from .factories import ProjectFactory, claimed_phase
+from .factories import claimed_phase, started_run
 
 pytestmark = pytest.mark.django_db
 
@@ -54,13 +54,7 @@ def reserved_with_its_outcome(owner):
 @pytest.mark.smoke
 def test_a_run_ends_with_its_phases_calls_and_quota_in_step(owner):
     """Whichever way the writes are made (carried on PostgreSQL, apart on SQLite)."""
-    project = ProjectFactory(tenant=owner.tenant, topic="riders")
-    run = orchestration_start(
-        tenant=owner.tenant,
-        actor=owner.user,
-        project_id=project.pk,
-        custom_phases=["ideation", "design", "review"],
-    )
+    run = started_run(owner, topic="riders")
 
     assert orchestration_run_execute(run_id=run.pk) == JobStatus.COMPLETED
 

@@ -48,6 +48,7 @@ from playground.models import (
     Artifact,
     CallSource,
     GatewayCall,
+    GatewayReservation,
     IntegrationOperation,
     JobStatus,
     OrchestrationPhase,
@@ -59,6 +60,7 @@ from playground.services.reaper import stalled_jobs_reap
 from playground.services.runs import orchestration_run_execute
 from playground.tasks import execute_orchestration_run, execute_workflow_job
 from tenants.models import QuotaCounter, Role
+from tests.test_dependency_outages import CuttableLink
 
 from .factories import (
     LanguageModelFactory,
@@ -582,6 +584,83 @@ def test_a_run_whose_worker_is_killed_mid_phase_is_reaped_and_resumed_once(
         "orchestration.started",
         "orchestration.completed",
     ]
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+def test_a_run_whose_worker_loses_the_database_mid_phase_is_taken_back_by_its_retry(
+    transactional_db, make_caller, tmp_path
+):
+    """A prefork worker reaches PostgreSQL through a link the test cuts while phase 1's
+    upstream call is in flight, and restores 5 s later (a restart). The call's settlement
+    gives up (GATEWAY_SETTLE_RETRY_SECONDS=1), the run stops on the outage, and its task is
+    sent again through the broker carrying the stopped attempt's claim token: the retry takes
+    the run back at once, inside the run's 10-minute lease and as the same attempt, gives back
+    the interrupted call's reservation, and runs that phase again. No reaper runs here."""
+    member = make_caller(Role.MEMBER)
+    project = ProjectFactory(tenant=member.tenant)
+    purge_broker()
+    database = connection.settings_dict
+    with (
+        FakeUpstream(delay=SLOW_CALL_SECONDS) as upstream,
+        CuttableLink(database["HOST"] or "127.0.0.1", int(database["PORT"] or 5432)) as link,
+    ):
+        model = slow_model(upstream)
+        worker = SubprocessWorker(tmp_path / "worker.log", GATEWAY_SETTLE_RETRY_SECONDS="1")
+        url = urlsplit(worker.environment()["DATABASE_URL"])
+        user = url.netloc.rpartition("@")[0]
+        worker.env["DATABASE_URL"] = url._replace(netloc=f"{user}@127.0.0.1:{link.port}").geturl()
+        run_id = None
+        try:
+            worker.start()
+            run_id = start_run(
+                member,
+                project,
+                custom_phases=["ideation", "design", "review"],
+                settings={"ai_model": model.name, "max_tokens": 64},
+            )
+            wait_for(
+                lambda: (
+                    phase_at(run_id, 1).status == PhaseStatus.RUNNING
+                    and len(upstream.requests) == 2
+                ),
+                "phase 1's upstream call to be in flight on the subprocess worker",
+                timeout=WORKER_START_SECONDS + RUN_DEADLINE_SECONDS,
+                details=lambda: f"{run_state(run_id)}\n{worker.log()}",
+            )
+            # Longer than the call's wait (1.5 s) and its settlement's tries (1 s, the last
+            # one up to 1 s after it), shorter than the task's pause before its retry (5 s).
+            link.cut()
+            time.sleep(5)
+            link.restore()
+            wait_for(
+                lambda: OrchestrationRun.objects.get(pk=run_id).is_finished,
+                "the worker's retry to finish the run",
+                timeout=RUN_DEADLINE_SECONDS,
+                details=lambda: f"{run_state(run_id)}\n{worker.log()}",
+            )
+            log = worker.log(last=400)
+        finally:
+            worker.stop()
+            if run_id is not None:
+                forget_unacked(run_id)
+
+    run = OrchestrationRun.objects.get(pk=run_id)
+    assert run.status == JobStatus.COMPLETED, f"{run_state(run_id)}\n{log}"
+    assert (run.attempts, run.completed_phases, run.failed_phases) == (1, 3, 0)
+    phases = list(OrchestrationPhase.objects.filter(run_id=run_id).order_by("position"))
+    assert [(p.status, p.attempts) for p in phases] == [
+        (PhaseStatus.COMPLETED, 1),
+        (PhaseStatus.COMPLETED, 2),
+        (PhaseStatus.COMPLETED, 1),
+    ], run_state(run_id)
+    assert "Retry in 5s" in log, log
+    # The interrupted call answered but was never recorded (its settlement gave up), and its
+    # reservation was given back: the quota holds the three recorded calls' tokens, exactly.
+    assert len(upstream.requests) == 4
+    assert GatewayCall.objects.filter(tenant=member.tenant).count() == 3
+    assert tokens_on_quota(member.tenant) == tokens_recorded(member.tenant) > 0
+    assert not GatewayReservation.objects.filter(tenant=member.tenant).exists()
 
 
 @pytest.mark.postgres

@@ -907,7 +907,7 @@ def test_a_jobs_message_that_arrives_while_the_database_is_down_is_sent_again(ow
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
-def test_a_job_whose_database_goes_away_is_queued_again_not_failed(
+def test_a_job_whose_database_goes_away_is_resumed_by_the_reaper_if_no_retry_comes(
     owner, queued, sent, monkeypatch, caplog
 ):
     job_id = queued(owner, "usage_report", REPORT)
@@ -921,9 +921,13 @@ def test_a_job_whose_database_goes_away_is_queued_again_not_failed(
 
     monkeypatch.setitem(REGISTRY, "usage_report", dataclasses.replace(report, run=database_gone))
 
-    with caplog.at_level(logging.WARNING, logger="playground.services.workflows"):
-        assert workflow_job_execute(job_id=job_id) is None
+    with (
+        caplog.at_level(logging.WARNING, logger="playground.services.workflows"),
+        pytest.raises(Exception) as stopped,  # for its task to send it again
+    ):
+        workflow_job_execute(job_id=job_id)
 
+    assert unavailable_dependency(stopped.value) == "database"
     connection.close()
     job = WorkflowJob.objects.get(pk=job_id)
     assert (job.status, job.attempts, job.error) == (JobStatus.RUNNING, 1, "")
@@ -932,8 +936,10 @@ def test_a_job_whose_database_goes_away_is_queued_again_not_failed(
     assert line.startswith(
         f"Workflow job {job_id} (usage_report) stopped: the database is unavailable ("
     )
+    assert line.endswith("; it is sent again")
 
-    # Its lease ends: the reaper queues it again, and the next claim completes it.
+    # No retry came (its worker died meanwhile): once its lease ends, the reaper queues it
+    # again, and the next claim completes it.
     monkeypatch.setitem(REGISTRY, "usage_report", report)
     WorkflowJob.objects.filter(pk=job_id).update(
         lease_expires_at=timezone.now() - timedelta(seconds=1),
@@ -946,6 +952,49 @@ def test_a_job_whose_database_goes_away_is_queued_again_not_failed(
     assert workflow_job_execute(job_id=job_id) == JobStatus.COMPLETED
     job = WorkflowJob.objects.get(pk=job_id)
     assert (job.status, job.attempts) == (JobStatus.COMPLETED, 2)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_job_whose_database_goes_away_mid_run_is_taken_back_by_its_retry_at_once(
+    owner, queued, monkeypatch
+):
+    """The task's retry carries the stopped attempt's claim token and takes the job over at
+    once: it does not wait out the lease (10 minutes), and counts no new attempt."""
+    job_id = queued(owner, "usage_report", REPORT)
+    report = REGISTRY["usage_report"]
+    runs = []
+
+    def database_gone_once(context, tenant, actor):
+        runs.append(context.held.token)
+        if len(runs) == 1:
+            own_backend = connection.connection.info.backend_pid
+            with psycopg.connect(**connection.get_connection_params(), autocommit=True) as admin:
+                admin.execute("SELECT pg_terminate_backend(%s)", [own_backend])
+        return report.run(context, tenant, actor)
+
+    monkeypatch.setitem(
+        REGISTRY, "usage_report", dataclasses.replace(report, run=database_gone_once)
+    )
+    retried = []
+
+    def note_retry(sender=None, reason=None, **_):
+        retried.append(reason)
+
+    task_retry.connect(note_retry, weak=False)
+    try:
+        result = execute_workflow_job.apply(args=[job_id])
+    finally:
+        task_retry.disconnect(note_retry)
+
+    assert result.get() == JobStatus.COMPLETED
+    [retry] = retried
+    assert unavailable_dependency(retry.exc) == "database"
+    assert len(runs) == 2 and runs[0] != runs[1]
+    job = WorkflowJob.objects.get(pk=job_id)
+    assert (job.status, job.attempts, job.lease_token) == (JobStatus.COMPLETED, 1, None)
+    assert job.lease_expires_at is None
+    assert len(audit_events(owner.tenant, "workflow.completed")) == 1
 
 
 def test_a_storage_quota_too_small_for_the_artifact_fails_the_job(owner, queued):
