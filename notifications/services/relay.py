@@ -30,7 +30,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Min, Window
+from django.db.models import F, Min, Q, Window
 from django.db.models.functions import Coalesce, RowNumber
 from django.utils import timezone
 
@@ -649,26 +649,36 @@ def webhook_deliveries_prune(
     *, older_than_days: int | None = None, batch_size: int = 1000
 ) -> dict[str, int]:
     """Delete deliveries (with their attempts) and events older than the retention, in
-    batches; returns how many of each went."""
+    batches; returns how many of each went. A delivery the relay may still send (pending or
+    retrying: a long retry schedule, a replay of old events) is kept until it ends, and so is
+    its event, whatever the retention."""
     days = settings.WEBHOOK_DELIVERY_RETENTION_DAYS if older_than_days is None else older_than_days
-    cutoff = timezone.now() - timedelta(days=days)
     removed = {"deliveries": 0, "events": 0}
+    try:
+        cutoff = timezone.now() - timedelta(days=days)
+    except OverflowError:
+        return removed  # a retention longer than the calendar: nothing is that old
+    prunable = {
+        WebhookDelivery: ~Q(status__in=DUE_STATUSES),
+        WebhookEvent: ~Q(deliveries__status__in=DUE_STATUSES),
+    }
     for model, key in ((WebhookDelivery, "deliveries"), (WebhookEvent, "events")):
-        while True:
-            ids = list(
-                model.objects.filter(created_at__lt=cutoff).values_list("pk", flat=True)[
-                    :batch_size
-                ]
-            )
-            if not ids:
-                break
+        old = model.objects.filter(prunable[model], created_at__lt=cutoff)
+        while ids := list(old.values_list("pk", flat=True)[:batch_size]):
             with transaction.atomic():
+                # The condition again in each statement: a replay may have sent one again.
                 if model is WebhookEvent:
-                    WebhookDelivery.objects.filter(event_id__in=ids).delete()
+                    WebhookDelivery.objects.filter(
+                        prunable[WebhookDelivery], event_id__in=ids
+                    ).delete()
                 else:
-                    WebhookAttempt.objects.filter(delivery_id__in=ids).delete()
-                model.objects.filter(pk__in=ids).delete()
-            removed[key] += len(ids)
+                    WebhookAttempt.objects.filter(
+                        delivery__in=WebhookDelivery.objects.filter(
+                            prunable[WebhookDelivery], pk__in=ids
+                        )
+                    ).delete()
+                _, deleted = model.objects.filter(prunable[model], pk__in=ids).delete()
+                removed[key] += deleted.get(model._meta.label, 0)
     if any(removed.values()):
         with transaction.atomic():
             record(

@@ -1137,16 +1137,21 @@ def test_replay_of_more_than_the_maximum_events_is_refused(settings, pro_owner):
 # Retention ---------------------------------------------------------------------------------
 
 
+def _delivered():
+    """A delivery its (one, successful) attempt ended, with its event."""
+    return WebhookAttemptFactory(delivery__status=DeliveryStatus.SUCCEEDED).delivery
+
+
 def _old_and_new(time_machine, settings):
     """A delivery (with an attempt) and its event from past the retention, and new ones."""
     days = settings.WEBHOOK_DELIVERY_RETENTION_DAYS
     now = timezone.now()
     time_machine.move_to(now - timedelta(days=days, hours=1), tick=False)
-    old = WebhookAttemptFactory().delivery
+    old = _delivered()
     time_machine.move_to(now - timedelta(days=days - 1), tick=False)
-    recent = WebhookAttemptFactory().delivery
+    recent = _delivered()
     time_machine.move_to(now, tick=True)
-    new = WebhookAttemptFactory().delivery
+    new = _delivered()
     return old, [recent, new]
 
 
@@ -1181,6 +1186,49 @@ def test_the_prune_task_deletes_what_is_past_the_retention(settings, time_machin
     assert prune_webhook_deliveries() == {"deliveries": 1, "events": 1}
 
     _assert_pruned(old, kept)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("days", [10**6, 10**12], ids=["past-the-calendar", "past-a-c-int"])
+def test_a_retention_longer_than_the_calendar_prunes_nothing(settings, time_machine, days):
+    """`--days` is the operator's: one past what a date can go back to keeps everything (it
+    was an OverflowError traceback)."""
+    old, kept = _old_and_new(time_machine, settings)
+    out = StringIO()
+
+    call_command("prune_webhook_deliveries", "--days", str(days), stdout=out)
+
+    assert "Pruned 0 deliveries and 0 events." in out.getvalue()
+    assert WebhookDelivery.objects.filter(pk__in=[old.pk, *(d.pk for d in kept)]).count() == 3
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("status", [DeliveryStatus.PENDING, DeliveryStatus.RETRYING])
+def test_a_delivery_still_being_sent_is_kept_past_the_retention_until_it_ends(
+    settings, time_machine, status
+):
+    """Retries can outlast a short retention (the schedule is the operator's, and a replay
+    sends old events again): such a delivery, its event and its attempts stay until the relay
+    is done with them, even with `--days 0`."""
+    now = timezone.now()
+    time_machine.move_to(now - timedelta(days=settings.WEBHOOK_DELIVERY_RETENTION_DAYS + 1))
+    sending = WebhookAttemptFactory(delivery__status=status, succeeded=False).delivery
+    ended = _delivered()
+    time_machine.move_to(now, tick=True)
+    out = StringIO()
+
+    call_command("prune_webhook_deliveries", "--days", "0", stdout=out)
+
+    assert "Pruned 1 deliveries and 1 events." in out.getvalue()
+    assert not WebhookDelivery.objects.filter(pk=ended.pk).exists()
+    assert WebhookDelivery.objects.filter(pk=sending.pk, status=status).exists()
+    assert WebhookEvent.objects.filter(pk=sending.event_id).exists()
+    assert WebhookAttempt.objects.filter(delivery=sending).count() == 1
+
+    WebhookDelivery.objects.filter(pk=sending.pk).update(status=DeliveryStatus.FAILED)
+    assert prune_webhook_deliveries() == {"deliveries": 1, "events": 1}
+    assert not WebhookEvent.objects.filter(pk=sending.event_id).exists()
+    assert not WebhookAttempt.objects.filter(delivery_id=sending.pk).exists()
 
 
 @pytest.mark.django_db
