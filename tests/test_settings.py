@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from django.core.exceptions import ImproperlyConfigured
 
 from config.settings.base import INSECURE_DEV_SECRET_KEY
 
@@ -134,3 +135,77 @@ def test_the_walking_tests_know_every_project_app():
         "analytics",
         "notifications",
     }
+
+
+# Numbers from the environment -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "raw", "message"),
+    [
+        # Trusted the client's own X-Forwarded-For entry (the second from the left).
+        ("TRUSTED_PROXY_COUNT", "-1", "TRUSTED_PROXY_COUNT must be from 0 to 64; it is '-1'."),
+        # Pruned every delivery older than now, those not sent yet included.
+        ("WEBHOOK_DELIVERY_RETENTION_DAYS", "0", "must be from 1 to 36500; it is '0'."),
+        # Every invitation failed with an OverflowError (a 500).
+        ("INVITATION_TTL_DAYS", "10000000", "must be from 1 to 36500; it is '10000000'."),
+        ("JOBS_LEASE_SECONDS", "ten", "JOBS_LEASE_SECONDS must be a whole number; it is 'ten'."),
+        ("JOBS_MAX_ATTEMPTS", "1.5", "JOBS_MAX_ATTEMPTS must be a whole number; it is '1.5'."),
+        ("QUOTA_WARNING_THRESHOLD", "nan", "must be from 0.0 to 100; it is 'nan'."),
+        ("WEBHOOK_TIMEOUT_SECONDS", "inf", "WEBHOOK_TIMEOUT_SECONDS must be from 0.001 to "),
+        ("WEBHOOK_RETRY_SCHEDULE_SECONDS", "5, -1", "must be from 0 to 3153600000; it is '-1'."),
+        ("GATEWAY_REQUEST_THREADS", "0", "GATEWAY_REQUEST_THREADS must be from 1 to 1024"),
+    ],
+)
+def test_a_number_out_of_its_range_stops_the_process_naming_it(name, raw, message):
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test", name: raw}
+
+    result = run(["-c", "import django; django.setup()"], env)
+
+    assert result.returncode != 0, result.stdout
+    assert "django.core.exceptions.ImproperlyConfigured: " in result.stderr
+    assert message in result.stderr.strip().splitlines()[-1]
+
+
+def test_the_pool_cannot_be_smaller_than_its_minimum():
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test", "DATABASE_POOL": "true"}
+    env |= {"DATABASE_POOL_MIN_SIZE": "8", "DATABASE_POOL_MAX_SIZE": "4"}
+    if not env.get("DATABASE_URL", "").startswith("postgres"):
+        pytest.skip("the pool is PostgreSQL's")
+
+    result = run(["-c", "import django; django.setup()"], env)
+
+    assert result.returncode != 0
+    assert "DATABASE_POOL_MAX_SIZE must be from 8 to " in result.stderr
+
+
+def test_numbers_within_their_range_are_read_and_an_empty_one_is_its_default(monkeypatch):
+    from config.settings import base
+
+    monkeypatch.setenv("PLATFORM_TEST_NUMBER", " 7 ")
+    assert base.env_int("PLATFORM_TEST_NUMBER", 3, minimum=7, maximum=7) == 7
+    monkeypatch.setenv("PLATFORM_TEST_NUMBER", "")
+    assert base.env_int("PLATFORM_TEST_NUMBER", 3) == 3
+    assert base.env_float("PLATFORM_TEST_NUMBER", 0.5) == 0.5
+    monkeypatch.delenv("PLATFORM_TEST_NUMBER")
+    assert base.env_int_list("PLATFORM_TEST_NUMBER", [1]) == [1]
+    monkeypatch.setenv("PLATFORM_TEST_NUMBER", "-2.5")
+    assert base.env_float("PLATFORM_TEST_NUMBER", 1.0, minimum=None) == -2.5  # no lower bound
+    with pytest.raises(ImproperlyConfigured, match=r"must be from 0\.0 to "):
+        base.env_float("PLATFORM_TEST_NUMBER", 1.0)
+    monkeypatch.setenv("PLATFORM_TEST_NUMBER", "5, 300 ,1800")
+    assert base.env_int_list("PLATFORM_TEST_NUMBER", [1], maximum=1800) == [5, 300, 1800]
+    with pytest.raises(ImproperlyConfigured, match="must be from 0 to 299; it is '300'"):
+        base.env_int_list("PLATFORM_TEST_NUMBER", [1], maximum=299)
+    monkeypatch.setenv("PLATFORM_TEST_NUMBER", "8")
+    with pytest.raises(ImproperlyConfigured, match="PLATFORM_TEST_NUMBER must be from 0 to 7"):
+        base.env_int("PLATFORM_TEST_NUMBER", 3, maximum=7)
+
+
+def test_every_number_the_settings_read_is_checked():
+    """A number read with django-environ's own casts (env.int, env.float, a list cast to int)
+    is not range-checked: every one goes through env_int, env_float or env_int_list."""
+    for module in sorted((PROJECT_ROOT / "config" / "settings").glob("*.py")):
+        text = module.read_text()
+        for unchecked in ("env.int(", "env.float(", "cast=int", "cast=float"):
+            assert unchecked not in text, f"{module.name} reads a number with {unchecked}"

@@ -9,9 +9,62 @@ from pathlib import Path
 
 import environ
 from celery.schedules import crontab
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 env = environ.Env()
+
+# Numbers from the environment are checked at start-up: a value that is not a number, or is out
+# of its range, stops the process with ImproperlyConfigured naming the variable, rather than
+# running with it. Unchecked, a negative TRUSTED_PROXY_COUNT trusted the client's own
+# X-Forwarded-For entry, a retention of 0 or less days deleted webhook deliveries not yet sent,
+# and a duration past a datetime's range made every request or beat run that used it fail.
+_INT_MAX = 2**31 - 1
+# Durations in their unit: at most a hundred years.
+_DAYS_MAX, _HOURS_MAX, _MINUTES_MAX, _SECONDS_MAX = 36_500, 876_000, 52_560_000, 3_153_600_000
+
+
+def _env_number(name: str, default, parse, minimum, maximum):
+    raw = env.str(name, default="").strip()
+    return _number(name, raw, parse, minimum, maximum) if raw else default
+
+
+def _number(name: str, raw: str, parse, minimum, maximum):
+    try:
+        value = parse(raw)
+    except ValueError:
+        kind = "a whole number" if parse is int else "a number"
+        raise ImproperlyConfigured(f"{name} must be {kind}; it is {raw!r}.") from None
+    low = float("-inf") if minimum is None else minimum
+    if not low <= value <= maximum:  # NaN too
+        bound = f"at most {maximum}" if minimum is None else f"from {minimum} to {maximum}"
+        raise ImproperlyConfigured(f"{name} must be {bound}; it is {raw!r}.")
+    return value
+
+
+def env_int(name: str, default: int, *, minimum: int | None = 0, maximum: int = _INT_MAX) -> int:
+    """The integer in `name`, or `default` when unset or empty; from `minimum` (None: no
+    lower bound) to `maximum`, else ImproperlyConfigured."""
+    return _env_number(name, default, int, minimum, maximum)
+
+
+def env_int_list(
+    name: str, default: list[int], *, minimum: int = 0, maximum: int = _INT_MAX
+) -> list[int]:
+    """env_int for a comma-separated list of integers (at least one)."""
+    raw = env.str(name, default="").strip()
+    if not raw:
+        return default
+    return [_number(name, part.strip(), int, minimum, maximum) for part in raw.split(",")]
+
+
+def env_float(
+    name: str, default: float, *, minimum: float | None = 0.0, maximum: float = _SECONDS_MAX
+) -> float:
+    """env_int for a decimal number."""
+    return _env_number(name, default, float, minimum, maximum)
+
+
 # Where the embedded defaults keep their files (the SQLite database, the Celery file-system
 # queue, uploaded media), so a second instance (the live tests) can run beside the quick start.
 VAR_DIR = Path(env("VAR_DIR", default=str(BASE_DIR / "var")))
@@ -24,7 +77,7 @@ ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
 SERVICE_NAME = env("SERVICE_NAME", default="control-plane")
 SERVICE_VERSION = "0.1.0"
 # Number of reverse proxies in front of the app whose X-Forwarded-For entries are trusted.
-TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
+TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0, maximum=64)
 
 INSTALLED_APPS = [
     "config.apps.AdminConfig",
@@ -113,7 +166,7 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
 DATABASES["default"]["ATOMIC_REQUESTS"] = False
 # Persistent connections (checked before reuse): a new PostgreSQL connection per request costs
 # more than the whole API stack.
-DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
+DATABASES["default"]["CONN_MAX_AGE"] = env_int("CONN_MAX_AGE", 60, maximum=_SECONDS_MAX)
 # No `SELECT 1` before each request's first query (Django's CONN_HEALTH_CHECKS, a round trip per
 # request): the first middleware and every task poll each kept connection's socket instead and
 # replace one the server has closed (config.connections).
@@ -129,9 +182,11 @@ if DATABASE_POOL:
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     if DATABASES["default"]["ENGINE"].endswith("postgresql"):
         DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
-            "min_size": env.int("DATABASE_POOL_MIN_SIZE", default=2),
-            "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=20),
-            "timeout": env.float("DATABASE_POOL_TIMEOUT", default=10.0),
+            "min_size": env_int("DATABASE_POOL_MIN_SIZE", 2),
+            "max_size": env_int(
+                "DATABASE_POOL_MAX_SIZE", 20, minimum=max(env_int("DATABASE_POOL_MIN_SIZE", 2), 1)
+            ),
+            "timeout": env_float("DATABASE_POOL_TIMEOUT", 10.0, minimum=0.001),
         }
 # Hot fixed queries (the API-key lookup, GET organizations/current) are prepared on the PostgreSQL
 # server once per connection (config.prepared). Turn off behind a pooler that cannot keep
@@ -146,7 +201,7 @@ if DATABASE_PREPARED_STATEMENTS and DATABASES["default"]["ENGINE"].endswith("pos
 # without closing its sockets) holds a request, a settlement or a task until the system's TCP
 # retries give up, minutes later; with it the request answers 503 (config.exceptions) in
 # seconds. A connect_timeout in DATABASE_URL's query string wins.
-DATABASE_CONNECT_TIMEOUT = env.int("DATABASE_CONNECT_TIMEOUT", default=5)
+DATABASE_CONNECT_TIMEOUT = env_int("DATABASE_CONNECT_TIMEOUT", 5, minimum=None)
 if DATABASE_CONNECT_TIMEOUT > 0 and DATABASES["default"]["ENGINE"].endswith("postgresql"):
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
         "connect_timeout", DATABASE_CONNECT_TIMEOUT
@@ -154,7 +209,7 @@ if DATABASE_CONNECT_TIMEOUT > 0 and DATABASES["default"]["ENGINE"].endswith("pos
 # Seconds a web process's PostgreSQL statement may run before the server cancels it (the API
 # answers 503); 0 for no limit. Web processes only (config.asgi, config.wsgi): Celery workers
 # and manage.py are not limited (config.connections.limit_statement_time).
-DATABASE_STATEMENT_TIMEOUT = env.float("DATABASE_STATEMENT_TIMEOUT", default=30.0)
+DATABASE_STATEMENT_TIMEOUT = env_float("DATABASE_STATEMENT_TIMEOUT", 30.0, minimum=None)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env("REDIS_URL", default="")
@@ -165,8 +220,8 @@ REDIS_URL = env("REDIS_URL", default="")
 # with these the request answers 503 (config.exceptions) and a publish fails after its
 # retries. Redis answers the platform's commands in well under a millisecond; the longest
 # (a flush's Lua script) in a few. A timeout in REDIS_URL's query string wins for the cache.
-REDIS_SOCKET_TIMEOUT = env.float("REDIS_SOCKET_TIMEOUT", default=1.0)
-REDIS_CONNECT_TIMEOUT = env.float("REDIS_CONNECT_TIMEOUT", default=1.0)
+REDIS_SOCKET_TIMEOUT = env_float("REDIS_SOCKET_TIMEOUT", 1.0, minimum=None)
+REDIS_CONNECT_TIMEOUT = env_float("REDIS_CONNECT_TIMEOUT", 1.0, minimum=None)
 # 0 (or less, as DATABASE_CONNECT_TIMEOUT) for none: a negative socket timeout would fail
 # every connection with a ValueError.
 _REDIS_TIMEOUTS = {
@@ -208,13 +263,19 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 # Lifetime of the tokens issued by POST /api/v1/auth/token/.
-AUTH_TOKEN_TTL = timedelta(hours=env.int("AUTH_TOKEN_TTL_HOURS", default=24 * 7))
+AUTH_TOKEN_TTL = timedelta(
+    hours=env_int("AUTH_TOKEN_TTL_HOURS", 24 * 7, minimum=1, maximum=_HOURS_MAX)
+)
 
 # JWT (POST /api/v1/auth/login, refresh, logout): djangorestframework-simplejwt. Refresh tokens
 # rotate on every use and the used one is blacklisted, so a replayed refresh token is refused.
 SIMPLE_JWT = {
-    "ACCESS_TOKEN_LIFETIME": timedelta(minutes=env.int("JWT_ACCESS_TOKEN_MINUTES", default=15)),
-    "REFRESH_TOKEN_LIFETIME": timedelta(hours=env.int("JWT_REFRESH_TOKEN_HOURS", default=24)),
+    "ACCESS_TOKEN_LIFETIME": timedelta(
+        minutes=env_int("JWT_ACCESS_TOKEN_MINUTES", 15, minimum=1, maximum=_MINUTES_MAX)
+    ),
+    "REFRESH_TOKEN_LIFETIME": timedelta(
+        hours=env_int("JWT_REFRESH_TOKEN_HOURS", 24, minimum=1, maximum=_HOURS_MAX)
+    ),
     "ROTATE_REFRESH_TOKENS": True,
     "BLACKLIST_AFTER_ROTATION": True,
     "UPDATE_LAST_LOGIN": False,
@@ -230,28 +291,32 @@ SIMPLE_JWT = {
 # API keys: usage is counted in memory and the cache (Redis) on the request path and written to
 # the database in batches by Celery beat (accounts.tasks.flush_api_key_usage) every this many
 # seconds.
-API_KEY_USAGE_FLUSH_SECONDS = env.int("API_KEY_USAGE_FLUSH_SECONDS", default=60)
+API_KEY_USAGE_FLUSH_SECONDS = env_int("API_KEY_USAGE_FLUSH_SECONDS", 60, maximum=_SECONDS_MAX)
 # On Redis each web process buffers its counts and pushes them every this many seconds (0: on
 # every request, one more Redis round trip each); a killed process loses at most that much.
-API_KEY_USAGE_BUFFER_SECONDS = env.float("API_KEY_USAGE_BUFFER_SECONDS", default=1.0)
+API_KEY_USAGE_BUFFER_SECONDS = env_float("API_KEY_USAGE_BUFFER_SECONDS", 1.0)
 # API keys that are not revoked an organization may have (409 CONFLICT past it); revoked keys
 # are kept with their usage and do not count.
-API_KEYS_PER_TENANT = env.int("API_KEYS_PER_TENANT", default=100)
+API_KEYS_PER_TENANT = env_int("API_KEYS_PER_TENANT", 100)
 
 # Analytics (docs/analytics.md): API requests are counted off the request path and flushed as
 # facts every ANALYTICS_FLUSH_SECONDS; beat folds new facts into hourly and daily roll-ups every
 # minute; raw facts (requests, query events) older than the retention are pruned nightly, their
 # roll-ups kept.
 ANALYTICS_CAPTURE_REQUESTS = env.bool("ANALYTICS_CAPTURE_REQUESTS", default=True)
-ANALYTICS_FLUSH_SECONDS = env.int("ANALYTICS_FLUSH_SECONDS", default=60)
-ANALYTICS_RAW_RETENTION_DAYS = env.int("ANALYTICS_RAW_RETENTION_DAYS", default=90)
+ANALYTICS_FLUSH_SECONDS = env_int("ANALYTICS_FLUSH_SECONDS", 60, maximum=_SECONDS_MAX)
+ANALYTICS_RAW_RETENTION_DAYS = env_int(
+    "ANALYTICS_RAW_RETENTION_DAYS", 90, minimum=1, maximum=_DAYS_MAX
+)
 # The most events one POST analytics/events may carry.
 ANALYTICS_EVENTS_PER_BATCH = 1000
 
 # Brute-force protection (django-axes): this many failed logins from one address for one account
 # lock that pair for the cool-off; while locked even the right password answers 429.
-AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
-AXES_COOLOFF_TIME = timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=15))
+AXES_FAILURE_LIMIT = env_int("AXES_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(
+    minutes=env_int("AXES_COOLOFF_MINUTES", 15, minimum=1, maximum=_MINUTES_MAX)
+)
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_USERNAME_FORM_FIELD = "username"
 AXES_USERNAME_CALLABLE = "accounts.lockout.username_from_credentials"
@@ -291,12 +356,12 @@ STORAGES = {
     },
 }
 # Support: the largest ticket attachment accepted (bytes; also counted in the storage quota).
-SUPPORT_ATTACHMENT_MAX_BYTES = env.int("SUPPORT_ATTACHMENT_MAX_BYTES", default=10 * 1024 * 1024)
+SUPPORT_ATTACHMENT_MAX_BYTES = env_int("SUPPORT_ATTACHMENT_MAX_BYTES", 10 * 1024 * 1024)
 # Decision rules and AI agents one organization may keep (409 CONFLICT past it; deleting makes
 # room). They are configuration, not data: every ticket and refund is tried against the rules in
 # order, and evaluating the rules traces each rule tried.
-DECISION_RULES_PER_TENANT = env.int("DECISION_RULES_PER_TENANT", default=500)
-AI_AGENTS_PER_TENANT = env.int("AI_AGENTS_PER_TENANT", default=100)
+DECISION_RULES_PER_TENANT = env_int("DECISION_RULES_PER_TENANT", 500)
+AI_AGENTS_PER_TENANT = env_int("AI_AGENTS_PER_TENANT", 100)
 
 # Dev settings turn on DRF's browsable API and its login pages.
 BROWSABLE_API = False
@@ -305,43 +370,43 @@ BROWSABLE_API = False
 # seed, base64. Default: derived from SECRET_KEY. Set it explicitly so SECRET_KEY can rotate
 # without changing the key that verifies existing checkpoints.
 AUDIT_CHECKPOINT_KEY = env("AUDIT_CHECKPOINT_KEY", default="")
-AUDIT_SEAL_BATCH_SIZE = env.int("AUDIT_SEAL_BATCH_SIZE", default=1000)
+AUDIT_SEAL_BATCH_SIZE = env_int("AUDIT_SEAL_BATCH_SIZE", 1000, minimum=1)
 # A commit that recorded events queues a seal due this many seconds later (unless one is
 # queued): under a stream of events, one seal task per delay seals them all, where a task per
 # commit cost a tenth of a busy worker's time. 0 seals at once.
-AUDIT_SEAL_DELAY_SECONDS = env.float("AUDIT_SEAL_DELAY_SECONDS", default=1.0)
+AUDIT_SEAL_DELAY_SECONDS = env_float("AUDIT_SEAL_DELAY_SECONDS", 1.0)
 
 # How long a process may keep a caller's lookup (user, token, membership, tenant; config.epoch)
 # at most. Every write through the application makes the next request read it again anyway;
 # this bounds what it cannot see (a write made with psql). 0 keeps nothing. Needs Redis.
-PRINCIPAL_CACHE_SECONDS = env.float("PRINCIPAL_CACHE_SECONDS", default=30.0)
+PRINCIPAL_CACHE_SECONDS = env_float("PRINCIPAL_CACHE_SECONDS", 30.0)
 
 # Web processes freeze the objects loaded at start-up out of the garbage collector's walks
 # (config.memory): shorter and fewer collection pauses.
 GC_FREEZE_AT_STARTUP = env.bool("GC_FREEZE_AT_STARTUP", default=True)
 
 # Tenancy
-TENANT_TRIAL_DAYS = env.int("TENANT_TRIAL_DAYS", default=14)
+TENANT_TRIAL_DAYS = env_int("TENANT_TRIAL_DAYS", 14, maximum=_DAYS_MAX)
 # Organizations a user who is not staff may own (not cancelled) and still create another
 # through POST tenants/: each new one brings its plan's free quotas. 0: only staff create them.
-ORGANIZATIONS_PER_USER = env.int("ORGANIZATIONS_PER_USER", default=10)
+ORGANIZATIONS_PER_USER = env_int("ORGANIZATIONS_PER_USER", 10)
 # Invitations to join a tenant expire after this many days. The emailed link: when set,
 # INVITATION_ACCEPT_URL with the token appended (a front end's page, which posts it to
 # /api/v1/invitations/accept); else the control plane's accept page on PUBLIC_BASE_URL, else
 # on the host the inviting request came in on (tenants/emails.py).
-INVITATION_TTL_DAYS = env.int("INVITATION_TTL_DAYS", default=7)
+INVITATION_TTL_DAYS = env_int("INVITATION_TTL_DAYS", 7, minimum=1, maximum=_DAYS_MAX)
 # Invitations (each may email a link) one organization may issue in 24 hours, to one address
 # and in all: 429 RATE_LIMIT_EXCEEDED past either, with Retry-After.
-INVITATIONS_PER_ADDRESS_PER_DAY = env.int("INVITATIONS_PER_ADDRESS_PER_DAY", default=5)
-INVITATIONS_PER_TENANT_PER_DAY = env.int("INVITATIONS_PER_TENANT_PER_DAY", default=500)
+INVITATIONS_PER_ADDRESS_PER_DAY = env_int("INVITATIONS_PER_ADDRESS_PER_DAY", 5)
+INVITATIONS_PER_TENANT_PER_DAY = env_int("INVITATIONS_PER_TENANT_PER_DAY", 500)
 INVITATION_ACCEPT_URL = env("INVITATION_ACCEPT_URL", default="")
 # The public address of this control plane (https://cp.example.com), for links in emails.
 PUBLIC_BASE_URL = env("PUBLIC_BASE_URL", default="")
 DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="Control Plane <no-reply@localhost>")
 # Quotas: a `quota.warning` event is recorded once per period when usage crosses this percentage.
-QUOTA_WARNING_THRESHOLD = env.float("QUOTA_WARNING_THRESHOLD", default=80.0)
+QUOTA_WARNING_THRESHOLD = env_float("QUOTA_WARNING_THRESHOLD", 80.0, maximum=100)
 # Themes: uploaded logos (PNG, JPEG, sanitised SVG) up to this size.
-THEME_LOGO_MAX_BYTES = env.int("THEME_LOGO_MAX_BYTES", default=512 * 1024)
+THEME_LOGO_MAX_BYTES = env_int("THEME_LOGO_MAX_BYTES", 512 * 1024)
 MEDIA_ROOT = env("MEDIA_ROOT", default=str(VAR_DIR / "media"))
 MEDIA_URL = env("MEDIA_URL", default="/media/")
 
@@ -349,14 +414,16 @@ MEDIA_URL = env("MEDIA_URL", default="/media/")
 API_RATE_USER = env("API_RATE_USER", default="100/min")
 # Request bodies: no body over this many bytes, multipart uploads included (413
 # PAYLOAD_TOO_LARGE); Django's own limit for what it reads into memory, applied to the whole body.
-DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=2_621_440)
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 2_621_440, minimum=1)
 # JSON bodies nested deeper than this (arrays and objects) are refused (400 VALIDATION_ERROR).
-API_JSON_MAX_DEPTH = env.int("API_JSON_MAX_DEPTH", default=32)
+API_JSON_MAX_DEPTH = env_int("API_JSON_MAX_DEPTH", 32, minimum=1, maximum=500)
 # Idempotency-Key (tenants.idempotency): a key and its stored answer are kept this many hours
 # (older ones count as never sent, and beat prunes them hourly); a request holds its key for
 # a lease of this many seconds, after which a retry may take over the claim of one that died.
-IDEMPOTENCY_KEY_TTL_HOURS = env.int("IDEMPOTENCY_KEY_TTL_HOURS", default=24)
-IDEMPOTENCY_KEY_LEASE_SECONDS = env.int("IDEMPOTENCY_KEY_LEASE_SECONDS", default=60)
+IDEMPOTENCY_KEY_TTL_HOURS = env_int("IDEMPOTENCY_KEY_TTL_HOURS", 24, minimum=1, maximum=_HOURS_MAX)
+IDEMPOTENCY_KEY_LEASE_SECONDS = env_int(
+    "IDEMPOTENCY_KEY_LEASE_SECONDS", 60, minimum=1, maximum=_SECONDS_MAX
+)
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "accounts.authentication.HashedTokenAuthentication",
@@ -508,44 +575,52 @@ SPECTACULAR_SETTINGS = {
 # switches below are for development, tests and closed networks only.
 WEBHOOKS_ALLOW_PRIVATE_TARGETS = env.bool("WEBHOOKS_ALLOW_PRIVATE_TARGETS", default=False)
 WEBHOOKS_ALLOW_HTTP = env.bool("WEBHOOKS_ALLOW_HTTP", default=False)
-WEBHOOK_CONNECT_TIMEOUT_SECONDS = env.float("WEBHOOK_CONNECT_TIMEOUT_SECONDS", default=5.0)
-WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=15.0)
-WEBHOOK_RESPONSE_EXCERPT_BYTES = env.int("WEBHOOK_RESPONSE_EXCERPT_BYTES", default=2048)
+WEBHOOK_CONNECT_TIMEOUT_SECONDS = env_float("WEBHOOK_CONNECT_TIMEOUT_SECONDS", 5.0, minimum=0.001)
+WEBHOOK_TIMEOUT_SECONDS = env_float("WEBHOOK_TIMEOUT_SECONDS", 15.0, minimum=0.001)
+WEBHOOK_RESPONSE_EXCERPT_BYTES = env_int("WEBHOOK_RESPONSE_EXCERPT_BYTES", 2048)
 # Waits before attempts 2, 3, ... (the first is immediate), as Svix: 5 s, 5 min, 30 min, 2 h,
 # 5 h, 10 h, 10 h; each stretched or shrunk by up to WEBHOOK_RETRY_JITTER.
-WEBHOOK_RETRY_SCHEDULE_SECONDS = env.list(
+WEBHOOK_RETRY_SCHEDULE_SECONDS = env_int_list(
     "WEBHOOK_RETRY_SCHEDULE_SECONDS",
-    cast=int,
-    default=[5, 300, 1800, 7200, 18000, 36000, 36000],
+    [5, 300, 1800, 7200, 18000, 36000, 36000],
+    maximum=_SECONDS_MAX,
 )
-WEBHOOK_RETRY_JITTER = env.float("WEBHOOK_RETRY_JITTER", default=0.1)
+WEBHOOK_RETRY_JITTER = env_float("WEBHOOK_RETRY_JITTER", 0.1, maximum=1)
 # A receiver's Retry-After (429, 503) is honoured up to this many seconds.
-WEBHOOK_RETRY_AFTER_MAX_SECONDS = env.int("WEBHOOK_RETRY_AFTER_MAX_SECONDS", default=3600)
-WEBHOOK_DISABLE_AFTER_DAYS = env.int("WEBHOOK_DISABLE_AFTER_DAYS", default=5)
-WEBHOOK_DELIVERY_RETENTION_DAYS = env.int("WEBHOOK_DELIVERY_RETENTION_DAYS", default=30)
-WEBHOOK_SECRET_ROTATION_OVERLAP_HOURS = env.int("WEBHOOK_SECRET_ROTATION_OVERLAP_HOURS", default=24)
+WEBHOOK_RETRY_AFTER_MAX_SECONDS = env_int(
+    "WEBHOOK_RETRY_AFTER_MAX_SECONDS", 3600, maximum=_SECONDS_MAX
+)
+WEBHOOK_DISABLE_AFTER_DAYS = env_int("WEBHOOK_DISABLE_AFTER_DAYS", 5, minimum=1, maximum=_DAYS_MAX)
+WEBHOOK_DELIVERY_RETENTION_DAYS = env_int(
+    "WEBHOOK_DELIVERY_RETENTION_DAYS", 30, minimum=1, maximum=_DAYS_MAX
+)
+WEBHOOK_SECRET_ROTATION_OVERLAP_HOURS = env_int(
+    "WEBHOOK_SECRET_ROTATION_OVERLAP_HOURS", 24, maximum=_HOURS_MAX
+)
 # Concurrent HTTP requests of one relay run, and deliveries it claims at a time. A claim is
 # leased for WEBHOOK_TIMEOUT_SECONDS x 2 x batch / (concurrency - 1) + 60 s (the batch waits
 # behind the one in flight; one organization holds all senders but one): how long the rows of
 # a relay that died wait before another sends them.
-WEBHOOK_RELAY_CONCURRENCY = env.int("WEBHOOK_RELAY_CONCURRENCY", default=4)
-WEBHOOK_RELAY_BATCH_SIZE = env.int("WEBHOOK_RELAY_BATCH_SIZE", default=100)
-WEBHOOK_RELAY_INTERVAL_SECONDS = env.int("WEBHOOK_RELAY_INTERVAL_SECONDS", default=5)
-WEBHOOK_REPLAY_MAX_EVENTS = env.int("WEBHOOK_REPLAY_MAX_EVENTS", default=10000)
+WEBHOOK_RELAY_CONCURRENCY = env_int("WEBHOOK_RELAY_CONCURRENCY", 4, minimum=1, maximum=1024)
+WEBHOOK_RELAY_BATCH_SIZE = env_int("WEBHOOK_RELAY_BATCH_SIZE", 100, minimum=1)
+WEBHOOK_RELAY_INTERVAL_SECONDS = env_int(
+    "WEBHOOK_RELAY_INTERVAL_SECONDS", 5, minimum=1, maximum=_SECONDS_MAX
+)
+WEBHOOK_REPLAY_MAX_EVENTS = env_int("WEBHOOK_REPLAY_MAX_EVENTS", 10000, minimum=1)
 # Endpoints one organization may have (active or not): each event goes to every endpoint
 # subscribed to it, so this bounds the outbound requests one event can cause.
-WEBHOOK_ENDPOINTS_PER_TENANT = env.int("WEBHOOK_ENDPOINTS_PER_TENANT", default=20)
+WEBHOOK_ENDPOINTS_PER_TENANT = env_int("WEBHOOK_ENDPOINTS_PER_TENANT", 20)
 # Notifications: SMS goes through this provider ("local" writes each message to the log).
 SMS_PROVIDER = env("SMS_PROVIDER", default="local")
 # Email and SMS messages one organization may send one member per channel in 24 hours; past it,
 # a notification on that channel is kept `suppressed` and not sent (the in-app inbox has none).
-NOTIFICATIONS_PER_RECIPIENT_PER_DAY = env.int("NOTIFICATIONS_PER_RECIPIENT_PER_DAY", default=50)
+NOTIFICATIONS_PER_RECIPIENT_PER_DAY = env_int("NOTIFICATIONS_PER_RECIPIENT_PER_DAY", 50)
 # SMS goes only to a number its member confirmed with a code sent to it. Codes go to numbers
 # nobody confirmed yet, so they are bounded: per member of an organization, and per number
 # across the platform, in any 24 hours (and one a minute).
-PHONE_CONFIRMATION_CODES_PER_DAY = env.int("PHONE_CONFIRMATION_CODES_PER_DAY", default=5)
-PHONE_CONFIRMATION_CODES_PER_NUMBER_PER_DAY = env.int(
-    "PHONE_CONFIRMATION_CODES_PER_NUMBER_PER_DAY", default=10
+PHONE_CONFIRMATION_CODES_PER_DAY = env_int("PHONE_CONFIRMATION_CODES_PER_DAY", 5)
+PHONE_CONFIRMATION_CODES_PER_NUMBER_PER_DAY = env_int(
+    "PHONE_CONFIRMATION_CODES_PER_NUMBER_PER_DAY", 10
 )
 
 # LLM gateway (playground.gateway; docs/gateway.md). Upstream keys are never settings: each
@@ -557,64 +632,69 @@ GATEWAY_CURRENCY = env("GATEWAY_CURRENCY", default="USD")
 GATEWAY_DEFAULT_MODEL = env("GATEWAY_DEFAULT_MODEL", default="gpt-3.5-turbo")
 # What one organization may keep of prompt templates, projects and orchestration templates
 # (409 CONFLICT past it; deleting makes room): each is rows in the platform's database.
-PROMPT_TEMPLATES_PER_TENANT = env.int("PROMPT_TEMPLATES_PER_TENANT", default=1000)
-PROJECTS_PER_TENANT = env.int("PROJECTS_PER_TENANT", default=1000)
-ORCHESTRATION_TEMPLATES_PER_TENANT = env.int("ORCHESTRATION_TEMPLATES_PER_TENANT", default=1000)
+PROMPT_TEMPLATES_PER_TENANT = env_int("PROMPT_TEMPLATES_PER_TENANT", 1000)
+PROJECTS_PER_TENANT = env_int("PROJECTS_PER_TENANT", 1000)
+ORCHESTRATION_TEMPLATES_PER_TENANT = env_int("ORCHESTRATION_TEMPLATES_PER_TENANT", 1000)
 # Orchestration runs and workflow jobs one organization may have pending or running at once
 # (409 CONFLICT past it; a run or job that ends, or is cancelled, makes room): the workers are
 # shared, and without a bound one organization could queue enough work to hold them all.
-ORCHESTRATION_RUNS_IN_PROGRESS_PER_TENANT = env.int(
-    "ORCHESTRATION_RUNS_IN_PROGRESS_PER_TENANT", default=20
-)
-WORKFLOW_JOBS_IN_PROGRESS_PER_TENANT = env.int("WORKFLOW_JOBS_IN_PROGRESS_PER_TENANT", default=10)
+ORCHESTRATION_RUNS_IN_PROGRESS_PER_TENANT = env_int("ORCHESTRATION_RUNS_IN_PROGRESS_PER_TENANT", 20)
+WORKFLOW_JOBS_IN_PROGRESS_PER_TENANT = env_int("WORKFLOW_JOBS_IN_PROGRESS_PER_TENANT", 10)
 # Versions one prompt template may have (409 CONFLICT past it): versions are immutable and
 # never deleted, so a template that needs more is copied into a new one.
-PROMPT_TEMPLATE_VERSIONS_PER_TEMPLATE = env.int(
-    "PROMPT_TEMPLATE_VERSIONS_PER_TEMPLATE", default=1000
+PROMPT_TEMPLATE_VERSIONS_PER_TEMPLATE = env_int(
+    "PROMPT_TEMPLATE_VERSIONS_PER_TEMPLATE", 1000, minimum=1
 )
 # Back-off before retry n (seconds, doubled each time, with up to 25 % jitter); an upstream's
 # Retry-After is honoured up to GATEWAY_RETRY_AFTER_MAX_SECONDS.
-GATEWAY_RETRY_BACKOFF_SECONDS = env.float("GATEWAY_RETRY_BACKOFF_SECONDS", default=0.5)
-GATEWAY_RETRY_AFTER_MAX_SECONDS = env.float("GATEWAY_RETRY_AFTER_MAX_SECONDS", default=10.0)
+GATEWAY_RETRY_BACKOFF_SECONDS = env_float("GATEWAY_RETRY_BACKOFF_SECONDS", 0.5)
+GATEWAY_RETRY_AFTER_MAX_SECONDS = env_float("GATEWAY_RETRY_AFTER_MAX_SECONDS", 10.0)
 # Cooldown (shared through the cache by every process): after this many failed calls within the
 # window an upstream model is skipped for GATEWAY_COOLDOWN_SECONDS.
-GATEWAY_COOLDOWN_FAILURES = env.int("GATEWAY_COOLDOWN_FAILURES", default=3)
-GATEWAY_COOLDOWN_WINDOW_SECONDS = env.int("GATEWAY_COOLDOWN_WINDOW_SECONDS", default=60)
-GATEWAY_COOLDOWN_SECONDS = env.int("GATEWAY_COOLDOWN_SECONDS", default=30)
+GATEWAY_COOLDOWN_FAILURES = env_int("GATEWAY_COOLDOWN_FAILURES", 3, minimum=1)
+GATEWAY_COOLDOWN_WINDOW_SECONDS = env_int(
+    "GATEWAY_COOLDOWN_WINDOW_SECONDS", 60, minimum=1, maximum=_SECONDS_MAX
+)
+GATEWAY_COOLDOWN_SECONDS = env_int("GATEWAY_COOLDOWN_SECONDS", 30, minimum=1, maximum=_SECONDS_MAX)
 # The most of an upstream's answer the gateway reads: a JSON answer's body (bytes, decoded),
 # and a stream's longest line and its whole text (characters). Past it the answer is a bad
 # response (502 `bad_response`; a stream ends with its error chunk), so that no upstream, broken
 # or hostile, can make a worker hold gigabytes or spin on one endless line.
-GATEWAY_UPSTREAM_MAX_BYTES = env.int("GATEWAY_UPSTREAM_MAX_BYTES", default=16 * 1024 * 1024)
+GATEWAY_UPSTREAM_MAX_BYTES = env_int("GATEWAY_UPSTREAM_MAX_BYTES", 16 * 1024 * 1024, minimum=1)
 # Limits of one chat request.
-GATEWAY_MAX_MESSAGES = env.int("GATEWAY_MAX_MESSAGES", default=256)
+GATEWAY_MAX_MESSAGES = env_int("GATEWAY_MAX_MESSAGES", 256, minimum=1)
 # Each process keeps the active catalogue this many seconds (a change through the admin clears
 # the changing process's copy at once; 0: read on every call).
-GATEWAY_CATALOGUE_CACHE_SECONDS = env.float("GATEWAY_CATALOGUE_CACHE_SECONDS", default=5.0)
+GATEWAY_CATALOGUE_CACHE_SECONDS = env_float("GATEWAY_CATALOGUE_CACHE_SECONDS", 5.0)
 GATEWAY_MAX_STOP_SEQUENCES = 4
 # A call's reservation not settled this many seconds after it was made is taken for a call
 # whose process died (a web worker killed mid-call): beat gives its tokens back. A call that
 # outlives it settles by its usage alone, so a short lease never miscounts.
-GATEWAY_RESERVATION_LEASE_SECONDS = env.int("GATEWAY_RESERVATION_LEASE_SECONDS", default=900)
+GATEWAY_RESERVATION_LEASE_SECONDS = env_int(
+    "GATEWAY_RESERVATION_LEASE_SECONDS", 900, minimum=1, maximum=_SECONDS_MAX
+)
 # Under ASGI (playground.serving.GatewayFront) the gateway's request path (auth, tenant,
 # throttle, validation, reservation) runs on this many long-lived threads per process; the
 # upstream calls wait on the event loop, not on these.
-GATEWAY_REQUEST_THREADS = env.int("GATEWAY_REQUEST_THREADS", default=8)
+GATEWAY_REQUEST_THREADS = env_int("GATEWAY_REQUEST_THREADS", 8, minimum=1, maximum=1024)
 # A streamed answer sent from a request thread (an audit export, an artifact download) ends
 # when its client takes no piece of it for this long, giving the thread back (as nginx's
 # send_timeout): without it, clients that open exports and stop reading hold every thread.
-STREAM_SEND_TIMEOUT_SECONDS = env.float("STREAM_SEND_TIMEOUT_SECONDS", default=60.0)
+STREAM_SEND_TIMEOUT_SECONDS = env_float("STREAM_SEND_TIMEOUT_SECONDS", 60.0, minimum=0.001)
 # Under ASGI the gateway's settlements (the call's statement, after the upstream answered) run on
 # this many long-lived threads per process. Each of these threads and of the request threads
 # keeps a database connection: a web process holds up to their sum. (Read from SETTLE_THREADS
 # before this setting had its name.)
-GATEWAY_SETTLE_THREADS = env.int(
-    "GATEWAY_SETTLE_THREADS", default=env.int("SETTLE_THREADS", default=4)
+GATEWAY_SETTLE_THREADS = env_int(
+    "GATEWAY_SETTLE_THREADS",
+    env_int("SETTLE_THREADS", 4, minimum=1, maximum=1024),
+    minimum=1,
+    maximum=1024,
 )
 # A settlement that meets the database unavailable (a restart, a failover) is tried again for
 # up to this many seconds, so the tokens the upstream spent are recorded, once; past it the call
 # fails as before and its reservation comes back with the lease.
-GATEWAY_SETTLE_RETRY_SECONDS = env.float("GATEWAY_SETTLE_RETRY_SECONDS", default=30.0)
+GATEWAY_SETTLE_RETRY_SECONDS = env_float("GATEWAY_SETTLE_RETRY_SECONDS", 30.0)
 
 # Billing (billing/; docs/billing.md). Plans are priced in BILLING_CURRENCY (the seeded
 # catalogue's); a plan billing the gateway's costs needs it equal to GATEWAY_CURRENCY.
@@ -622,40 +702,48 @@ BILLING_CURRENCY = env("BILLING_CURRENCY", default="USD")
 # Invoice numbers: <PREFIX>-<year of issue>-<sequence>, gapless per tenant, never restarted.
 BILLING_INVOICE_PREFIX = env("BILLING_INVOICE_PREFIX", default="INV")
 # An issued invoice is due this many days later; unpaid after that, it is overdue.
-BILLING_INVOICE_DUE_DAYS = env.int("BILLING_INVOICE_DUE_DAYS", default=14)
+BILLING_INVOICE_DUE_DAYS = env_int("BILLING_INVOICE_DUE_DAYS", 14, maximum=_DAYS_MAX)
 # Background jobs (orchestration runs, workflows; docs/orchestration.md). A worker holds a job
 # under a lease of JOBS_LEASE_SECONDS, renewed at each phase or batch row; longer than the
 # slowest gateway call (a provider's timeout times its attempts). A job whose lease expired
 # (its worker died) is queued again by the reaper, JOBS_MAX_ATTEMPTS claims in all, then
 # failed. A pending job whose task has not started after JOBS_REQUEUE_AFTER_SECONDS is sent
 # again (a lost message); claims make duplicates harmless.
-JOBS_LEASE_SECONDS = env.int("JOBS_LEASE_SECONDS", default=600)
-JOBS_MAX_ATTEMPTS = env.int("JOBS_MAX_ATTEMPTS", default=3)
-JOBS_REQUEUE_AFTER_SECONDS = env.int("JOBS_REQUEUE_AFTER_SECONDS", default=900)
+JOBS_LEASE_SECONDS = env_int("JOBS_LEASE_SECONDS", 600, minimum=1, maximum=_SECONDS_MAX)
+JOBS_MAX_ATTEMPTS = env_int("JOBS_MAX_ATTEMPTS", 3, minimum=1)
+JOBS_REQUEUE_AFTER_SECONDS = env_int(
+    "JOBS_REQUEUE_AFTER_SECONDS", 900, minimum=1, maximum=_SECONDS_MAX
+)
 # A workflow's input and output bounds.
 WORKFLOW_BATCH_MAX_ROWS = 1000
-WORKFLOW_REPORT_MAX_DAYS = env.int("WORKFLOW_REPORT_MAX_DAYS", default=366)
+WORKFLOW_REPORT_MAX_DAYS = env_int("WORKFLOW_REPORT_MAX_DAYS", 366, minimum=1, maximum=_DAYS_MAX)
 
 # Security (security/; docs/security.md). A burst of locked-out logins (django-axes refusals)
 # against one organization's members, this many within one window, opens an
 # unauthorized_access incident there (once per window).
-SECURITY_LOCKOUT_BURST_THRESHOLD = env.int("SECURITY_LOCKOUT_BURST_THRESHOLD", default=10)
-SECURITY_LOCKOUT_BURST_WINDOW_MINUTES = env.int("SECURITY_LOCKOUT_BURST_WINDOW_MINUTES", default=15)
+SECURITY_LOCKOUT_BURST_THRESHOLD = env_int("SECURITY_LOCKOUT_BURST_THRESHOLD", 10, minimum=1)
+SECURITY_LOCKOUT_BURST_WINDOW_MINUTES = env_int(
+    "SECURITY_LOCKOUT_BURST_WINDOW_MINUTES", 15, minimum=1, maximum=_MINUTES_MAX
+)
 # The security dashboard's targets: above this average resolution time, and below this
 # compliance score, it recommends action.
-SECURITY_RESOLUTION_TARGET_HOURS = env.int("SECURITY_RESOLUTION_TARGET_HOURS", default=24)
-SECURITY_COMPLIANCE_TARGET_SCORE = env.int("SECURITY_COMPLIANCE_TARGET_SCORE", default=70)
+SECURITY_RESOLUTION_TARGET_HOURS = env_int(
+    "SECURITY_RESOLUTION_TARGET_HOURS", 24, minimum=1, maximum=_HOURS_MAX
+)
+SECURITY_COMPLIANCE_TARGET_SCORE = env_int("SECURITY_COMPLIANCE_TARGET_SCORE", 70, maximum=100)
 
 # Dunning (billing.services.dunning): an invoice unpaid after its due date is overdue; this
 # many days after the due date the organization is suspended ("Payment overdue") until paid.
-BILLING_SUSPEND_AFTER_DAYS = env.int("BILLING_SUSPEND_AFTER_DAYS", default=14)
+BILLING_SUSPEND_AFTER_DAYS = env_int("BILLING_SUSPEND_AFTER_DAYS", 14, maximum=_DAYS_MAX)
 # The payment provider of new checkouts and charges (billing/providers): `local` is the
 # embedded default, with its hosted checkout page and test payment methods.
 BILLING_PAYMENT_PROVIDER = env("BILLING_PAYMENT_PROVIDER", default="local")
 # The secret the local provider signs its events with (default: derived from SECRET_KEY).
 BILLING_LOCAL_WEBHOOK_SECRET = env("BILLING_LOCAL_WEBHOOK_SECRET", default="")
 # A checkout session not completed within this many hours expires.
-BILLING_CHECKOUT_EXPIRY_HOURS = env.int("BILLING_CHECKOUT_EXPIRY_HOURS", default=24)
+BILLING_CHECKOUT_EXPIRY_HOURS = env_int(
+    "BILLING_CHECKOUT_EXPIRY_HOURS", 24, minimum=1, maximum=_HOURS_MAX
+)
 
 # Celery: Redis when CELERY_BROKER_URL / REDIS_URL is given, else an embedded file-system transport.
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="") or REDIS_URL or "filesystem://localhost//"
@@ -691,7 +779,7 @@ if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
 # a reconnection per task (about 6 ms here, more over a network). Workers keep theirs as the
 # web processes do (CONN_MAX_AGE, a closed one replaced before the task: config.connections),
 # closing them every 2 x this many tasks.
-CELERY_DB_REUSE_MAX = env.int("CELERY_DB_REUSE_MAX", default=500)
+CELERY_DB_REUSE_MAX = env_int("CELERY_DB_REUSE_MAX", 500, minimum=1)
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_ACKS_LATE = True
