@@ -155,6 +155,9 @@ def test_the_walking_tests_know_every_project_app():
         ("WEBHOOK_TIMEOUT_SECONDS", "inf", "WEBHOOK_TIMEOUT_SECONDS must be from 0.001 to "),
         ("WEBHOOK_RETRY_SCHEDULE_SECONDS", "5, -1", "must be from 0 to 3153600000; it is '-1'."),
         ("GATEWAY_REQUEST_THREADS", "0", "GATEWAY_REQUEST_THREADS must be from 1 to 1024"),
+        # Read as false: webhooks to private addresses stayed refused, as they should, but the
+        # same typo in a switch that defaults to on (SECURE_SSL_REDIRECT) turned it off.
+        ("WEBHOOKS_ALLOW_PRIVATE_TARGETS", "Ture", "must be true or false (yes/no, on/off, "),
     ],
 )
 def test_a_number_out_of_its_range_stops_the_process_naming_it(name, raw, message):
@@ -165,6 +168,31 @@ def test_a_number_out_of_its_range_stops_the_process_naming_it(name, raw, messag
     assert result.returncode != 0, result.stdout
     assert "django.core.exceptions.ImproperlyConfigured: " in result.stderr
     assert message in result.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("raw", ["flase", "0n", "disabled"])
+def test_production_refuses_a_security_switch_it_cannot_read(raw):
+    env = production_env(secrets.token_urlsafe(48))
+    env["SECURE_SSL_REDIRECT"] = raw
+
+    result = run(["manage.py", "check"], env)
+
+    assert result.returncode != 0, result.stdout
+    assert f"SECURE_SSL_REDIRECT must be true or false (yes/no, on/off, 1/0); it is {raw!r}." in (
+        result.stderr
+    )
+
+
+def test_a_switch_reads_the_usual_words_either_way(monkeypatch):
+    from config.settings import base
+
+    words = {"TRUE": True, " yes": True, "on": True, "1": True}
+    words |= {"False": False, "no ": False, "OFF": False, "0": False}
+    for raw, expected in words.items():
+        monkeypatch.setenv("PLATFORM_TEST_SWITCH", raw)
+        assert base.env_bool("PLATFORM_TEST_SWITCH", not expected) is expected, raw
+    monkeypatch.setenv("PLATFORM_TEST_SWITCH", "")
+    assert base.env_bool("PLATFORM_TEST_SWITCH", True) is True
 
 
 def test_the_pool_cannot_be_smaller_than_its_minimum():
@@ -202,10 +230,11 @@ def test_numbers_within_their_range_are_read_and_an_empty_one_is_its_default(mon
         base.env_int("PLATFORM_TEST_NUMBER", 3, maximum=7)
 
 
-def test_every_number_the_settings_read_is_checked():
-    """A number read with django-environ's own casts (env.int, env.float, a list cast to int)
-    is not range-checked: every one goes through env_int, env_float or env_int_list."""
+def test_every_number_and_switch_the_settings_read_is_checked():
+    """A number or switch read with django-environ's own casts (env.int, env.float, env.bool, a
+    list cast to int) is not checked: every one goes through env_int, env_float, env_int_list
+    or env_bool."""
     for module in sorted((PROJECT_ROOT / "config" / "settings").glob("*.py")):
         text = module.read_text()
-        for unchecked in ("env.int(", "env.float(", "cast=int", "cast=float"):
+        for unchecked in ("env.int(", "env.float(", "env.bool(", "cast=int", "cast=float"):
             assert unchecked not in text, f"{module.name} reads a number with {unchecked}"

@@ -14,11 +14,13 @@ from django.core.exceptions import ImproperlyConfigured
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 env = environ.Env()
 
-# Numbers from the environment are checked at start-up: a value that is not a number, or is out
-# of its range, stops the process with ImproperlyConfigured naming the variable, rather than
-# running with it. Unchecked, a negative TRUSTED_PROXY_COUNT trusted the client's own
-# X-Forwarded-For entry, a retention of 0 or less days deleted webhook deliveries not yet sent,
-# and a duration past a datetime's range made every request or beat run that used it fail.
+# Numbers and switches from the environment are checked at start-up: a value that is not a
+# number, or is out of its range, or a switch that is neither true nor false, stops the process
+# with ImproperlyConfigured naming the variable, rather than running with it. Unchecked, a
+# negative TRUSTED_PROXY_COUNT trusted the client's own X-Forwarded-For entry, a retention of 0
+# or less days deleted webhook deliveries not yet sent, a duration past a datetime's range made
+# every request or beat run that used it fail, and SECURE_SSL_REDIRECT=flase (any word but
+# django-environ's true ones) turned the redirect off.
 _INT_MAX = 2**31 - 1
 # Durations in their unit: at most a hundred years.
 _DAYS_MAX, _HOURS_MAX, _MINUTES_MAX, _SECONDS_MAX = 36_500, 876_000, 52_560_000, 3_153_600_000
@@ -58,6 +60,23 @@ def env_int_list(
     return [_number(name, part.strip(), int, minimum, maximum) for part in raw.split(",")]
 
 
+_TRUE, _FALSE = {"true", "on", "ok", "y", "yes", "1"}, {"false", "off", "no", "n", "0"}
+
+
+def env_bool(name: str, default: bool) -> bool:
+    """The switch in `name`, or `default` when unset or empty: true/false, yes/no, on/off or
+    1/0, else ImproperlyConfigured. (django-environ's own cast reads anything else, a typo
+    like `flase` included, as false.)"""
+    raw = env.str(name, default="").strip().lower()
+    if not raw:
+        return default
+    if raw not in _TRUE | _FALSE:
+        raise ImproperlyConfigured(
+            f"{name} must be true or false (yes/no, on/off, 1/0); it is {raw!r}."
+        )
+    return raw in _TRUE
+
+
 def env_float(
     name: str, default: float, *, minimum: float | None = 0.0, maximum: float = _SECONDS_MAX
 ) -> float:
@@ -72,7 +91,7 @@ VAR_DIR = Path(env("VAR_DIR", default=str(BASE_DIR / "var")))
 # Only the dev/test settings may fall back to this; production refuses it.
 INSECURE_DEV_SECRET_KEY = "django-insecure-dev-only-never-use-in-production"
 SECRET_KEY = env("SECRET_KEY", default=INSECURE_DEV_SECRET_KEY)
-DEBUG = env.bool("DEBUG", default=False)
+DEBUG = env_bool("DEBUG", False)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
 SERVICE_NAME = env("SERVICE_NAME", default="control-plane")
 SERVICE_VERSION = "0.1.0"
@@ -177,7 +196,7 @@ DATABASES["default"]["CONN_HEALTH_CHECKS"] = False
 # and back in around every request instead; under config.asgi that cost the API's reads up to a
 # fifth of their throughput (docs/performance.md). It stays available: Django's own ASGI handler,
 # which runs each request on a new thread, needs it.
-DATABASE_POOL = env.bool("DATABASE_POOL", default=False)
+DATABASE_POOL = env_bool("DATABASE_POOL", False)
 if DATABASE_POOL:
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     if DATABASES["default"]["ENGINE"].endswith("postgresql"):
@@ -191,7 +210,7 @@ if DATABASE_POOL:
 # Hot fixed queries (the API-key lookup, GET organizations/current) are prepared on the PostgreSQL
 # server once per connection (config.prepared). Turn off behind a pooler that cannot keep
 # prepared statements (PgBouncer in transaction mode before 1.21, or max_prepared_statements = 0).
-DATABASE_PREPARED_STATEMENTS = env.bool("DATABASE_PREPARED_STATEMENTS", default=True)
+DATABASE_PREPARED_STATEMENTS = env_bool("DATABASE_PREPARED_STATEMENTS", True)
 if DATABASE_PREPARED_STATEMENTS and DATABASES["default"]["ENGINE"].endswith("postgresql"):
     # Preparing allowed, never automatic: only the statements config.prepared asks for are.
     # (config.prepared.EXPLICIT_ONLY; settings import no app code.)
@@ -303,7 +322,7 @@ API_KEYS_PER_TENANT = env_int("API_KEYS_PER_TENANT", 100)
 # facts every ANALYTICS_FLUSH_SECONDS; beat folds new facts into hourly and daily roll-ups every
 # minute; raw facts (requests, query events) older than the retention are pruned nightly, their
 # roll-ups kept.
-ANALYTICS_CAPTURE_REQUESTS = env.bool("ANALYTICS_CAPTURE_REQUESTS", default=True)
+ANALYTICS_CAPTURE_REQUESTS = env_bool("ANALYTICS_CAPTURE_REQUESTS", True)
 ANALYTICS_FLUSH_SECONDS = env_int("ANALYTICS_FLUSH_SECONDS", 60, maximum=_SECONDS_MAX)
 ANALYTICS_RAW_RETENTION_DAYS = env_int(
     "ANALYTICS_RAW_RETENTION_DAYS", 90, minimum=1, maximum=_DAYS_MAX
@@ -383,7 +402,7 @@ PRINCIPAL_CACHE_SECONDS = env_float("PRINCIPAL_CACHE_SECONDS", 30.0)
 
 # Web processes freeze the objects loaded at start-up out of the garbage collector's walks
 # (config.memory): shorter and fewer collection pauses.
-GC_FREEZE_AT_STARTUP = env.bool("GC_FREEZE_AT_STARTUP", default=True)
+GC_FREEZE_AT_STARTUP = env_bool("GC_FREEZE_AT_STARTUP", True)
 
 # Tenancy
 TENANT_TRIAL_DAYS = env_int("TENANT_TRIAL_DAYS", 14, maximum=_DAYS_MAX)
@@ -573,8 +592,8 @@ SPECTACULAR_SETTINGS = {
 
 # Webhooks (notifications app; docs/webhooks.md). Targets must be public https URLs: the two
 # switches below are for development, tests and closed networks only.
-WEBHOOKS_ALLOW_PRIVATE_TARGETS = env.bool("WEBHOOKS_ALLOW_PRIVATE_TARGETS", default=False)
-WEBHOOKS_ALLOW_HTTP = env.bool("WEBHOOKS_ALLOW_HTTP", default=False)
+WEBHOOKS_ALLOW_PRIVATE_TARGETS = env_bool("WEBHOOKS_ALLOW_PRIVATE_TARGETS", False)
+WEBHOOKS_ALLOW_HTTP = env_bool("WEBHOOKS_ALLOW_HTTP", False)
 WEBHOOK_CONNECT_TIMEOUT_SECONDS = env_float("WEBHOOK_CONNECT_TIMEOUT_SECONDS", 5.0, minimum=0.001)
 WEBHOOK_TIMEOUT_SECONDS = env_float("WEBHOOK_TIMEOUT_SECONDS", 15.0, minimum=0.001)
 WEBHOOK_RESPONSE_EXCERPT_BYTES = env_int("WEBHOOK_RESPONSE_EXCERPT_BYTES", 2048)
@@ -627,7 +646,7 @@ PHONE_CONFIRMATION_CODES_PER_NUMBER_PER_DAY = env_int(
 # provider names the environment variable holding its key (Provider.api_key_env): setting
 # OPENAI_API_KEY or ANTHROPIC_API_KEY sends the seeded models of that provider upstream.
 # False: every model is served by the local provider, whatever the catalogue says.
-GATEWAY_UPSTREAMS_ENABLED = env.bool("GATEWAY_UPSTREAMS_ENABLED", default=True)
+GATEWAY_UPSTREAMS_ENABLED = env_bool("GATEWAY_UPSTREAMS_ENABLED", True)
 GATEWAY_CURRENCY = env("GATEWAY_CURRENCY", default="USD")
 GATEWAY_DEFAULT_MODEL = env("GATEWAY_DEFAULT_MODEL", default="gpt-3.5-turbo")
 # What one organization may keep of prompt templates, projects and orchestration templates

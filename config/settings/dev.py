@@ -1,9 +1,9 @@
 """Local development: the embedded defaults, debug on."""
 
 from .base import *  # noqa: F403
-from .base import INSTALLED_APPS, MIDDLEWARE, REST_FRAMEWORK, env
+from .base import INSTALLED_APPS, MIDDLEWARE, REST_FRAMEWORK, env_bool
 
-DEBUG = env.bool("DEBUG", default=True)
+DEBUG = env_bool("DEBUG", True)
 # The browsable API, with session login at /api-auth/login/, for exploring by hand. It shows
 # successful reads only: errors and the answers to writes stay JSON (tenants.api).
 BROWSABLE_API = True
@@ -26,5 +26,5 @@ MIDDLEWARE.insert(
 )
 EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
 # Local receivers (http://127.0.0.1:...) are what development points webhooks at.
-WEBHOOKS_ALLOW_PRIVATE_TARGETS = env.bool("WEBHOOKS_ALLOW_PRIVATE_TARGETS", default=True)
-WEBHOOKS_ALLOW_HTTP = env.bool("WEBHOOKS_ALLOW_HTTP", default=True)
+WEBHOOKS_ALLOW_PRIVATE_TARGETS = env_bool("WEBHOOKS_ALLOW_PRIVATE_TARGETS", True)
+WEBHOOKS_ALLOW_HTTP = env_bool("WEBHOOKS_ALLOW_HTTP", True)

@@ -3,7 +3,15 @@
 from django.core.exceptions import ImproperlyConfigured
 
 from .base import *  # noqa: F403
-from .base import _SECONDS_MAX, INSECURE_DEV_SECRET_KEY, MIDDLEWARE, STORAGES, env, env_int
+from .base import (
+    _SECONDS_MAX,
+    INSECURE_DEV_SECRET_KEY,
+    MIDDLEWARE,
+    STORAGES,
+    env,
+    env_bool,
+    env_int,
+)
 
 DEBUG = False
 SECRET_KEY = env("SECRET_KEY", default="")
@@ -27,12 +35,12 @@ STORAGES = {
 }
 
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
 # Load balancer probes come in over plain HTTP.
 SECURE_REDIRECT_EXEMPT = [r"^health/?$", r"^ready/?$"]
 SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 60 * 60 * 24 * 365, maximum=_SECONDS_MAX)
-SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
-SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=True)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", True)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SESSION_COOKIE_SECURE = True
 CSRF_COOKIE_SECURE = True
