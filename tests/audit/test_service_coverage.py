@@ -304,9 +304,10 @@ def _endpoint(**fields):
 
 
 def _old_delivery():
+    """A delivery that ended long ago (one still being sent is kept whatever its age)."""
     from tests.notifications.factories import WebhookDeliveryFactory
 
-    delivery = WebhookDeliveryFactory()
+    delivery = WebhookDeliveryFactory(status="succeeded", next_attempt_at=None)
     WebhookDeliveryFactory._meta.model.objects.filter(pk=delivery.pk).update(
         created_at=timezone.now() - timedelta(days=400)
     )
