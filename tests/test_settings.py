@@ -137,7 +137,7 @@ def test_the_walking_tests_know_every_project_app():
     }
 
 
-# Numbers from the environment -----------------------------------------------------------------
+# Numbers and switches from the environment --------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -160,7 +160,7 @@ def test_the_walking_tests_know_every_project_app():
         ("WEBHOOKS_ALLOW_PRIVATE_TARGETS", "Ture", "must be true or false (yes/no, on/off, "),
     ],
 )
-def test_a_number_out_of_its_range_stops_the_process_naming_it(name, raw, message):
+def test_a_value_out_of_its_range_stops_the_process_naming_it(name, raw, message):
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test", name: raw}
 
     result = run(["-c", "import django; django.setup()"], env)
@@ -195,11 +195,10 @@ def test_a_switch_reads_the_usual_words_either_way(monkeypatch):
     assert base.env_bool("PLATFORM_TEST_SWITCH", True) is True
 
 
+@pytest.mark.postgres  # the pool is PostgreSQL's
 def test_the_pool_cannot_be_smaller_than_its_minimum():
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test", "DATABASE_POOL": "true"}
     env |= {"DATABASE_POOL_MIN_SIZE": "8", "DATABASE_POOL_MAX_SIZE": "4"}
-    if not env.get("DATABASE_URL", "").startswith("postgres"):
-        pytest.skip("the pool is PostgreSQL's")
 
     result = run(["-c", "import django; django.setup()"], env)
 

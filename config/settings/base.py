@@ -26,8 +26,13 @@ _INT_MAX = 2**31 - 1
 _DAYS_MAX, _HOURS_MAX, _MINUTES_MAX, _SECONDS_MAX = 36_500, 876_000, 52_560_000, 3_153_600_000
 
 
+def _raw(name: str) -> str:
+    """The variable's text, stripped; empty when unset (its default applies)."""
+    return env.str(name, default="").strip()
+
+
 def _env_number(name: str, default, parse, minimum, maximum):
-    raw = env.str(name, default="").strip()
+    raw = _raw(name)
     return _number(name, raw, parse, minimum, maximum) if raw else default
 
 
@@ -54,7 +59,7 @@ def env_int_list(
     name: str, default: list[int], *, minimum: int = 0, maximum: int = _INT_MAX
 ) -> list[int]:
     """env_int for a comma-separated list of integers (at least one)."""
-    raw = env.str(name, default="").strip()
+    raw = _raw(name)
     if not raw:
         return default
     return [_number(name, part.strip(), int, minimum, maximum) for part in raw.split(",")]
@@ -67,7 +72,7 @@ def env_bool(name: str, default: bool) -> bool:
     """The switch in `name`, or `default` when unset or empty: true/false, yes/no, on/off or
     1/0, else ImproperlyConfigured. (django-environ's own cast reads anything else, a typo
     like `flase` included, as false.)"""
-    raw = env.str(name, default="").strip().lower()
+    raw = _raw(name).lower()
     if not raw:
         return default
     if raw not in _TRUE | _FALSE:
@@ -200,11 +205,10 @@ DATABASE_POOL = env_bool("DATABASE_POOL", False)
 if DATABASE_POOL:
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     if DATABASES["default"]["ENGINE"].endswith("postgresql"):
+        _pool_min = env_int("DATABASE_POOL_MIN_SIZE", 2)
         DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
-            "min_size": env_int("DATABASE_POOL_MIN_SIZE", 2),
-            "max_size": env_int(
-                "DATABASE_POOL_MAX_SIZE", 20, minimum=max(env_int("DATABASE_POOL_MIN_SIZE", 2), 1)
-            ),
+            "min_size": _pool_min,
+            "max_size": env_int("DATABASE_POOL_MAX_SIZE", 20, minimum=max(_pool_min, 1)),
             "timeout": env_float("DATABASE_POOL_TIMEOUT", 10.0, minimum=0.001),
         }
 # Hot fixed queries (the API-key lookup, GET organizations/current) are prepared on the PostgreSQL
