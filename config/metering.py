@@ -50,19 +50,12 @@ from . import epoch as principals_epoch
 from .db import transaction_committed, transaction_id
 from .epoch import EPOCH_LUA
 from .exceptions import unavailable_dependency
+from .rates import parse_rate
 from .redis import per_cache, redis_cache, redis_client
 
 logger = logging.getLogger(__name__)
 
 # Windows ----------------------------------------------------------------------------------------
-
-# DRF's spellings: "100/min", "1000/hour", "5/s", "10/day", ...
-_PERIODS = {
-    **dict.fromkeys(("s", "sec", "second"), 1),
-    **dict.fromkeys(("m", "min", "minute"), 60),
-    **dict.fromkeys(("h", "hour"), 3600),
-    **dict.fromkeys(("d", "day"), 86400),
-}
 
 
 @dataclass(frozen=True)
@@ -85,10 +78,8 @@ class Window:
     @classmethod
     def from_rate(cls, key: str, rate: str) -> "Window":
         try:
-            count, _, period = rate.partition("/")
-            # Strict, unlike DRF's first-letter reading, which takes "10/month" as per minute.
-            return cls(key, int(count), _PERIODS[period])
-        except (KeyError, IndexError, ValueError):
+            return cls(key, *parse_rate(rate))
+        except ValueError:
             raise ImproperlyConfigured(f"Invalid rate {rate!r} for {key}") from None
 
     @property

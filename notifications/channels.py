@@ -9,6 +9,7 @@ from functools import cache
 from typing import Protocol
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.core.mail import send_mail
 from django.utils.module_loading import import_string
 
@@ -35,9 +36,21 @@ def sms_provider() -> SMSProvider:
 
 @cache
 def _provider(name: str) -> SMSProvider:
+    return provider_class(name)()
+
+
+def provider_class(name: str) -> type[SMSProvider]:
+    """The class SMS_PROVIDER `name` names; ImproperlyConfigured when it names none (checked
+    as the app starts: otherwise every SMS, phone confirmation codes included, failed)."""
     if name == "local":
-        return LocalSMSProvider()
-    return import_string(name)()
+        return LocalSMSProvider
+    try:
+        found = import_string(name)
+    except ImportError as error:
+        raise ImproperlyConfigured(f"SMS_PROVIDER names no class: {error}") from None
+    if not isinstance(found, type) or not callable(getattr(found, "send", None)):
+        raise ImproperlyConfigured(f"SMS_PROVIDER {name!r} is not a class with a send() method.")
+    return found
 
 
 def send(notification: Notification) -> None:

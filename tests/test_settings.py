@@ -1,6 +1,7 @@
 """Settings as a process sees them at start-up: production refuses weak secrets and passes
 `check --deploy`; with no environment at all the project runs on its embedded defaults."""
 
+import base64
 import json
 import os
 import secrets
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
+from config.metering import Window
 from config.settings.base import INSECURE_DEV_SECRET_KEY
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -158,6 +160,25 @@ def test_the_walking_tests_know_every_project_app():
         # Read as false: webhooks to private addresses stayed refused, as they should, but the
         # same typo in a switch that defaults to on (SECURE_SSL_REDIRECT) turned it off.
         ("WEBHOOKS_ALLOW_PRIVATE_TARGETS", "Ture", "must be true or false (yes/no, on/off, "),
+        # Text. Each of these started and then failed every request (a 500), or refused them
+        # all, or failed what used it: checkouts, SMS, audit exports, emailed links.
+        ("API_RATE_USER", "100/month", "API_RATE_USER must be a rate of at least one request"),
+        ("API_RATE_ANON", "-1/min", "a whole number, / and s, min, hour or day (100/min); it is"),
+        ("API_RATE_PLAN_FREE", "0/hour", "API_RATE_PLAN_FREE must be a rate of at least one "),
+        ("REDIS_URL", "localhost:6379", "must be a redis://, rediss:// or unix:// address; it is"),
+        ("PUBLIC_BASE_URL", "cp.example.com", "must be an absolute http:// or https:// address"),
+        ("PUBLIC_BASE_URL", "https://cp.example.com/?next=1", "without query or fragment; it is"),
+        ("INVITATION_ACCEPT_URL", "https://app.example.com:0/", "https:// address; it is 'https"),
+        ("INVITATION_ACCEPT_URL", "javascript:alert(1)//", "an absolute http:// or https://"),
+        ("GATEWAY_CURRENCY", "usd", "GATEWAY_CURRENCY must be an ISO 4217 currency code, as USD"),
+        ("BILLING_CURRENCY", "Dollars", "BILLING_CURRENCY must be an ISO 4217 currency code"),
+        ("BILLING_INVOICE_PREFIX", "INVOICE-OF-ACME", "1 to 12 letters, digits, - or _ (first"),
+        ("BILLING_INVOICE_PREFIX", "cn", "(first a letter or digit), not CN; it is 'cn'."),
+        ("LOG_LEVEL", "verbose", "LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL"),
+        ("DEFAULT_FROM_EMAIL", "Control Plane", "must be an email address, alone or as Name <"),
+        ("BILLING_PAYMENT_PROVIDER", "stripe", "BILLING_PAYMENT_PROVIDER must be local; it is "),
+        ("SMS_PROVIDER", "acme.sms.Provider", "SMS_PROVIDER names no class: No module named"),
+        ("SMS_PROVIDER", "notifications.channels.logger", "is not a class with a send() method."),
     ],
 )
 def test_a_value_out_of_its_range_stops_the_process_naming_it(name, raw, message):
@@ -237,3 +258,60 @@ def test_every_number_and_switch_the_settings_read_is_checked():
         text = module.read_text()
         for unchecked in ("env.int(", "env.float(", "env.bool(", "cast=int", "cast=float"):
             assert unchecked not in text, f"{module.name} reads a number with {unchecked}"
+
+
+def test_a_secret_that_is_not_a_key_is_refused_without_showing_it():
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test"}
+    env["AUDIT_CHECKPOINT_KEY"] = "c2VjcmV0LXRoYXQtaXMtdG9vLXNob3J0"  # 26 bytes
+
+    result = run(["-c", "import django; django.setup()"], env)
+
+    assert result.returncode != 0
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.endswith("AUDIT_CHECKPOINT_KEY must be 32 bytes, base64-encoded; it is not.")
+    assert env["AUDIT_CHECKPOINT_KEY"] not in result.stderr
+
+
+def test_text_within_its_rules_is_read():
+    key = base64.b64encode(bytes(range(32))).decode()
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test"}
+    env |= {
+        "API_RATE_ANALYTICS": " 5/s ",
+        "LOG_LEVEL": "warning",
+        "INVITATION_ACCEPT_URL": "https://app.example.com/#/accept?token=",
+        "PUBLIC_BASE_URL": "https://example.com/control-plane",
+        "BILLING_INVOICE_PREFIX": "ACME-INV",
+        "DEFAULT_FROM_EMAIL": "billing@example.com",
+        "REDIS_URL": os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0",
+        "AUDIT_CHECKPOINT_KEY": key,
+    }
+    report = (
+        "[settings.REST_FRAMEWORK['DEFAULT_THROTTLE_RATES']['analytics'], settings.LOG_LEVEL, "
+        "settings.INVITATION_ACCEPT_URL, settings.PUBLIC_BASE_URL, "
+        "settings.BILLING_INVOICE_PREFIX, settings.DEFAULT_FROM_EMAIL, "
+        "settings.AUDIT_CHECKPOINT_KEY]"
+    )
+
+    seen = settings_seen(env, report, setup=True)
+
+    assert seen == [
+        "5/s",
+        "WARNING",
+        "https://app.example.com/#/accept?token=",
+        "https://example.com/control-plane",
+        "ACME-INV",
+        "billing@example.com",
+        key,
+    ]
+
+
+def test_the_throttles_and_the_settings_read_a_rate_alike():
+    from config.rates import parse_rate
+    from config.settings import base
+
+    for rate in ("5/s", "5/sec", "5/second", "10/m", "10/min", "2/h", "2/hour", "1/d", "1/day"):
+        assert base._is_rate(rate)
+        assert Window.from_rate("k", rate) == Window("k", *parse_rate(rate))
+    for rate in ("10/month", "10/hours", "+5/min", "5 /min", "1_000/min", "\u0665/min", "5/MIN"):
+        with pytest.raises(ValueError):
+            parse_rate(rate)

@@ -4,12 +4,19 @@ With no environment at all the project runs on embedded defaults: SQLite, a loca
 and a file-system Celery transport, so a newcomer needs nothing but Python.
 """
 
+import base64
+import binascii
+import re
 from datetime import timedelta
+from email.utils import parseaddr
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import environ
 from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
+
+from config.rates import parse_rate
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 env = environ.Env()
@@ -87,6 +94,73 @@ def env_float(
 ) -> float:
     """env_int for a decimal number."""
     return _env_number(name, default, float, minimum, maximum)
+
+
+# Text from the environment is checked the same way where a wrong value would otherwise start
+# and fail later, request by request: a rate DRF cannot read made every request a 500 (and
+# "-1/min" refused them all), a Redis address without its scheme every request, an audit key
+# that is not one every export and checkpoint, a currency longer than a code the billing
+# migration.
+def env_text(name: str, default: str, *, valid, expected: str, secret: bool = False) -> str:
+    """The text in `name`, stripped, or `default` when unset or empty; `valid(text)` must be
+    true, else ImproperlyConfigured saying what is `expected` (and the value, unless `secret`)."""
+    raw = _raw(name)
+    if not raw:
+        return default
+    try:
+        accepted = valid(raw)
+    except ValueError:  # urlsplit's, on a malformed address
+        accepted = False
+    if not accepted:
+        found = "it is not" if secret else f"it is {raw!r}"
+        raise ImproperlyConfigured(f"{name} must be {expected}; {found}.")
+    return raw
+
+
+def _pattern(regex: str):
+    return lambda raw: re.fullmatch(regex, raw) is not None
+
+
+def _is_rate(raw: str) -> bool:
+    count, _seconds = parse_rate(raw)  # ValueError: not a rate
+    return count >= 1  # 0/min (or less) refused every request
+
+
+def env_rate(name: str, default: str) -> str:
+    """A throttle's rate, as 100/min (config.rates)."""
+    expected = "a rate of at least one request: a whole number, / and s, min, hour or day"
+    return env_text(name, default, valid=_is_rate, expected=f"{expected} (100/min)")
+
+
+def _is_web_address(raw: str, *, base: bool) -> bool:
+    parts = urlsplit(raw)
+    return (
+        parts.scheme in ("http", "https")
+        and bool(parts.hostname)
+        and (parts.port is None or parts.port > 0)  # .port raises on one out of range
+        and not re.search(r"\s", raw)
+        and not (base and (parts.query or parts.fragment))
+    )
+
+
+def env_web_address(name: str, *, base: bool = False) -> str:
+    """An absolute http(s) address, or "" when unset; a `base` one has no query or fragment
+    (paths are appended to it)."""
+    expected = "an absolute http:// or https:// address" + (
+        ", without query or fragment" if base else ""
+    )
+    return env_text(name, "", valid=lambda raw: _is_web_address(raw, base=base), expected=expected)
+
+
+# ISO 4217: what the billing models store.
+_CURRENCY, _CURRENCY_EXPECTED = _pattern(r"[A-Z]{3}"), "an ISO 4217 currency code, as USD"
+
+
+def _is_key_seed(raw: str) -> bool:
+    try:
+        return len(base64.b64decode(raw, validate=True)) == 32
+    except binascii.Error:
+        return False
 
 
 # Where the embedded defaults keep their files (the SQLite database, the Celery file-system
@@ -235,7 +309,12 @@ if DATABASE_CONNECT_TIMEOUT > 0 and DATABASES["default"]["ENGINE"].endswith("pos
 DATABASE_STATEMENT_TIMEOUT = env_float("DATABASE_STATEMENT_TIMEOUT", 30.0, minimum=None)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-REDIS_URL = env("REDIS_URL", default="")
+REDIS_URL = env_text(
+    "REDIS_URL",
+    "",
+    valid=_pattern(r"(redis|rediss|unix)://\S*"),
+    expected="a redis://, rediss:// or unix:// address",
+)
 # Seconds Redis (the cache, the rate limits and quotas counted there, the task broker) may take
 # to answer a command, and to accept a new connection. A Redis that stops answering without
 # closing its connections (a network partition, a failover behind a NAT) otherwise holds a
@@ -392,7 +471,9 @@ BROWSABLE_API = False
 # Audit: checkpoints of the hash chains are signed with Ed25519; this is the private key's 32-byte
 # seed, base64. Default: derived from SECRET_KEY. Set it explicitly so SECRET_KEY can rotate
 # without changing the key that verifies existing checkpoints.
-AUDIT_CHECKPOINT_KEY = env("AUDIT_CHECKPOINT_KEY", default="")
+AUDIT_CHECKPOINT_KEY = env_text(
+    "AUDIT_CHECKPOINT_KEY", "", valid=_is_key_seed, expected="32 bytes, base64-encoded", secret=True
+)
 AUDIT_SEAL_BATCH_SIZE = env_int("AUDIT_SEAL_BATCH_SIZE", 1000, minimum=1)
 # A commit that recorded events queues a seal due this many seconds later (unless one is
 # queued): under a stream of events, one seal task per delay seals them all, where a task per
@@ -422,10 +503,15 @@ INVITATION_TTL_DAYS = env_int("INVITATION_TTL_DAYS", 7, minimum=1, maximum=_DAYS
 # and in all: 429 RATE_LIMIT_EXCEEDED past either, with Retry-After.
 INVITATIONS_PER_ADDRESS_PER_DAY = env_int("INVITATIONS_PER_ADDRESS_PER_DAY", 5)
 INVITATIONS_PER_TENANT_PER_DAY = env_int("INVITATIONS_PER_TENANT_PER_DAY", 500)
-INVITATION_ACCEPT_URL = env("INVITATION_ACCEPT_URL", default="")
+INVITATION_ACCEPT_URL = env_web_address("INVITATION_ACCEPT_URL")
 # The public address of this control plane (https://cp.example.com), for links in emails.
-PUBLIC_BASE_URL = env("PUBLIC_BASE_URL", default="")
-DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="Control Plane <no-reply@localhost>")
+PUBLIC_BASE_URL = env_web_address("PUBLIC_BASE_URL", base=True)
+DEFAULT_FROM_EMAIL = env_text(
+    "DEFAULT_FROM_EMAIL",
+    "Control Plane <no-reply@localhost>",
+    valid=lambda raw: "@" in parseaddr(raw)[1],
+    expected="an email address, alone or as Name <address>",
+)
 # Quotas: a `quota.warning` event is recorded once per period when usage crosses this percentage.
 QUOTA_WARNING_THRESHOLD = env_float("QUOTA_WARNING_THRESHOLD", 80.0, maximum=100)
 # Themes: uploaded logos (PNG, JPEG, sanitised SVG) up to this size.
@@ -434,7 +520,7 @@ MEDIA_ROOT = env("MEDIA_ROOT", default=str(VAR_DIR / "media"))
 MEDIA_URL = env("MEDIA_URL", default="/media/")
 
 # API
-API_RATE_USER = env("API_RATE_USER", default="100/min")
+API_RATE_USER = env_rate("API_RATE_USER", "100/min")
 # Request bodies: no body over this many bytes, multipart uploads included (413
 # PAYLOAD_TOO_LARGE); Django's own limit for what it reads into memory, applied to the whole body.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 2_621_440, minimum=1)
@@ -460,18 +546,18 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_RATES": {
         # Default rates: 100/min per user; analytics 20/min, billing 10/min and gateway 60/min
         # per tenant.
-        "anon": env("API_RATE_ANON", default="60/min"),
+        "anon": env_rate("API_RATE_ANON", "60/min"),
         "user": API_RATE_USER,
-        "auth": env("API_RATE_AUTH", default="20/min"),
-        "stylesheet": env("API_RATE_STYLESHEET", default="600/min"),
+        "auth": env_rate("API_RATE_AUTH", "20/min"),
+        "stylesheet": env_rate("API_RATE_STYLESHEET", "600/min"),
         # Payment providers' events, per sending address (providers retry in bursts).
-        "provider_webhooks": env("API_RATE_PROVIDER_WEBHOOKS", default="600/min"),
-        "analytics": env("API_RATE_ANALYTICS", default="20/min"),
-        "billing": env("API_RATE_BILLING", default="10/min"),
-        "gateway": env("API_RATE_GATEWAY", default="60/min"),
+        "provider_webhooks": env_rate("API_RATE_PROVIDER_WEBHOOKS", "600/min"),
+        "analytics": env_rate("API_RATE_ANALYTICS", "20/min"),
+        "billing": env_rate("API_RATE_BILLING", "10/min"),
+        "gateway": env_rate("API_RATE_GATEWAY", "60/min"),
         # Gateway tokens per minute per tenant: each call counts its reservation (prompt
         # estimate + max_tokens), as OpenAI's own TPM limits do.
-        "gateway_tokens": env("API_RATE_GATEWAY_TOKENS", default="40000/min"),
+        "gateway_tokens": env_rate("API_RATE_GATEWAY_TOKENS", "40000/min"),
     },
     "DEFAULT_PAGINATION_CLASS": "config.pagination.StandardPagination",
     "PAGE_SIZE": 20,
@@ -498,16 +584,16 @@ REST_FRAMEWORK = {
 # request in a tenant, the other scopes replace the per-tenant defaults for that tier
 # (tenants.plans).
 API_PLAN_RATES = {
-    "free": {"tenant": env("API_RATE_PLAN_FREE", default="100/hour")},
+    "free": {"tenant": env_rate("API_RATE_PLAN_FREE", "100/hour")},
     "pro": {
-        "tenant": env("API_RATE_PLAN_PRO", default="1000/hour"),
+        "tenant": env_rate("API_RATE_PLAN_PRO", "1000/hour"),
         "analytics": "60/min",
         "billing": "30/min",
         "gateway": "300/min",
         "gateway_tokens": "200000/min",
     },
     "enterprise": {
-        "tenant": env("API_RATE_PLAN_ENTERPRISE", default="10000/hour"),
+        "tenant": env_rate("API_RATE_PLAN_ENTERPRISE", "10000/hour"),
         "analytics": "200/min",
         "billing": "100/min",
         "gateway": "1000/min",
@@ -515,7 +601,7 @@ API_PLAN_RATES = {
     },
     # Negotiated: enterprise figures unless the tenant's settings set `rateLimitPerHour`.
     "custom": {
-        "tenant": env("API_RATE_PLAN_CUSTOM", default="10000/hour"),
+        "tenant": env_rate("API_RATE_PLAN_CUSTOM", "10000/hour"),
         "analytics": "200/min",
         "billing": "100/min",
         "gateway": "1000/min",
@@ -651,7 +737,7 @@ PHONE_CONFIRMATION_CODES_PER_NUMBER_PER_DAY = env_int(
 # OPENAI_API_KEY or ANTHROPIC_API_KEY sends the seeded models of that provider upstream.
 # False: every model is served by the local provider, whatever the catalogue says.
 GATEWAY_UPSTREAMS_ENABLED = env_bool("GATEWAY_UPSTREAMS_ENABLED", True)
-GATEWAY_CURRENCY = env("GATEWAY_CURRENCY", default="USD")
+GATEWAY_CURRENCY = env_text("GATEWAY_CURRENCY", "USD", valid=_CURRENCY, expected=_CURRENCY_EXPECTED)
 GATEWAY_DEFAULT_MODEL = env("GATEWAY_DEFAULT_MODEL", default="gpt-3.5-turbo")
 # What one organization may keep of prompt templates, projects and orchestration templates
 # (409 CONFLICT past it; deleting makes room): each is rows in the platform's database.
@@ -721,9 +807,15 @@ GATEWAY_SETTLE_RETRY_SECONDS = env_float("GATEWAY_SETTLE_RETRY_SECONDS", 30.0)
 
 # Billing (billing/; docs/billing.md). Plans are priced in BILLING_CURRENCY (the seeded
 # catalogue's); a plan billing the gateway's costs needs it equal to GATEWAY_CURRENCY.
-BILLING_CURRENCY = env("BILLING_CURRENCY", default="USD")
+BILLING_CURRENCY = env_text("BILLING_CURRENCY", "USD", valid=_CURRENCY, expected=_CURRENCY_EXPECTED)
 # Invoice numbers: <PREFIX>-<year of issue>-<sequence>, gapless per tenant, never restarted.
-BILLING_INVOICE_PREFIX = env("BILLING_INVOICE_PREFIX", default="INV")
+BILLING_INVOICE_PREFIX = env_text(
+    "BILLING_INVOICE_PREFIX",
+    "INV",
+    # Numbers are 40 characters at most (prefix-YYYY-number); CN is the credit notes'.
+    valid=lambda raw: _pattern(r"[A-Za-z0-9][A-Za-z0-9_-]{0,11}")(raw) and raw.upper() != "CN",
+    expected="1 to 12 letters, digits, - or _ (first a letter or digit), not CN",
+)
 # An issued invoice is due this many days later; unpaid after that, it is overdue.
 BILLING_INVOICE_DUE_DAYS = env_int("BILLING_INVOICE_DUE_DAYS", 14, maximum=_DAYS_MAX)
 # Background jobs (orchestration runs, workflows; docs/orchestration.md). A worker holds a job
@@ -916,7 +1008,12 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 
-LOG_LEVEL = env("LOG_LEVEL", default="INFO")
+LOG_LEVEL = env_text(
+    "LOG_LEVEL",
+    "INFO",
+    valid=lambda raw: raw.upper() in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
+    expected="DEBUG, INFO, WARNING, ERROR or CRITICAL",
+).upper()
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
