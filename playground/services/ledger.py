@@ -116,24 +116,8 @@ _RESERVE = {
     "tail": "FROM decision LEFT JOIN quota_update ON true",
 }
 _RESERVE_SQL = f"WITH {_RESERVE['ctes']} SELECT {_RESERVE['columns']} {_RESERVE['tail']}"
-# Parameters: the _LOCKED ones; delta, month; delta, now; then the call's INSERT.
-_SETTLE_WITH_KEY_CTES = (
-    f"{_LOCKED}, "  # noqa: S608
-    f"key_update AS (UPDATE {_KEYS} SET budget_tokens_used = GREATEST(locked.key_used + %s, 0), "
-    f"budget_period = %s FROM locked WHERE {_KEYS}.id = locked.key_id RETURNING 1), "
-    f"quota_update AS (UPDATE {_QUOTAS} SET used = GREATEST(locked.quota_used + %s, 0), "
-    f"updated_at = %s FROM locked WHERE {_QUOTAS}.id = locked.quota_id "
-    f"RETURNING {_QUOTAS}.used, {_QUOTAS}.warned_at), "
-    "call AS ({insert})"
-)
-# Parameters: delta, now, tenant id, resource; then the call's INSERT.
-_SETTLE_CTES = (
-    f"quota_update AS (UPDATE {_QUOTAS} SET used = GREATEST(used + %s, 0), "  # noqa: S608
-    "updated_at = %s WHERE tenant_id = %s AND resource = %s RETURNING used, warned_at), "
-    "call AS ({insert})"
-)
-# A call the gateway noted (GatewayReservation) settles deleting its note, once the counter
-# (and the key) are locked. If the note is gone, the release of expired reservations gave the
+# A call settles deleting the gateway's note of its reservation (GatewayReservation), once the
+# counter (and the key) are locked. If the note is gone, a release or a takeover gave the
 # reservation back meanwhile: the reservation is then not taken off a second time.
 _RESERVATIONS = GatewayReservation._meta.db_table
 _NOTE_CLEARED = (
@@ -143,7 +127,7 @@ _NOTE_CLEARED = (
 _UNLESS_GIVEN_BACK = "CASE WHEN EXISTS (SELECT 1 FROM gateway_note_cleared) THEN 0 ELSE %s END"
 # Parameters: the _LOCKED ones; note id; delta, reservation, month; delta, reservation, now;
 # then the call's INSERT.
-_SETTLE_NOTED_WITH_KEY_CTES = (
+_SETTLE_WITH_KEY_CTES = (
     f"{_LOCKED}, {_NOTE_CLEARED}, "  # noqa: S608
     f"key_update AS (UPDATE {_KEYS} SET budget_tokens_used = GREATEST(locked.key_used + %s + "
     f"{_UNLESS_GIVEN_BACK}, 0), budget_period = %s FROM locked WHERE {_KEYS}.id = locked.key_id "
@@ -154,7 +138,7 @@ _SETTLE_NOTED_WITH_KEY_CTES = (
     "call AS ({insert})"
 )
 # Parameters: tenant id, resource; note id; delta, reservation, now; then the call's INSERT.
-_SETTLE_NOTED_CTES = (
+_SETTLE_CTES = (
     f"locked AS MATERIALIZED (SELECT id AS quota_id, used AS quota_used FROM {_QUOTAS} "  # noqa: S608
     f"WHERE tenant_id = %s AND resource = %s FOR NO KEY UPDATE), {_NOTE_CLEARED}, "
     f"quota_update AS (UPDATE {_QUOTAS} SET used = GREATEST(locked.quota_used + %s + "
@@ -162,8 +146,10 @@ _SETTLE_NOTED_CTES = (
     f"RETURNING {_QUOTAS}.used, {_QUOTAS}.warned_at), "
     "call AS ({insert})"
 )
-_SETTLE_COLUMNS = "quota_update.used, quota_update.warned_at"
-_NOTE_CLEARED_COUNT = "(SELECT count(*) FROM gateway_note_cleared)"
+# The counter's new value and warning mark, and whether the note was still there to delete.
+_SETTLE_COLUMNS = (
+    "quota_update.used, quota_update.warned_at, (SELECT count(*) FROM gateway_note_cleared)"
+)
 # Without a rider (config.prepared.Rider) the statement answers quota_update's row; with one,
 # one row whatever happened, the rider's answer after the counter's.
 _SETTLE_TAIL = "FROM quota_update"
@@ -269,20 +255,21 @@ def gateway_tokens_settle(
     api_key: APIKey | None,
     delta: int,
     call: GatewayCall,
+    noted_as,
+    reserved: int,
     rider: Rider | None = None,
-    noted_as=None,
-    reserved: int = 0,
 ) -> GatewayCall:
-    """Move the quota and the key's budget by `delta` (the usage minus the reservation) and
-    insert `call`, an unsaved GatewayCall, all or nothing. Returns the call, saved. `rider`:
-    the caller's write, in the same statement on PostgreSQL (else the same transaction).
+    """Move the quota and the key's budget by `delta` (the usage minus the `reserved` tokens)
+    and insert `call`, an unsaved GatewayCall, all or nothing. Returns the call, saved.
+    `rider`: the caller's write, in the same statement on PostgreSQL (else the same
+    transaction).
 
-    `noted_as`: the id of the gateway's note of the reservation (`reserved` tokens), deleted in
-    the same step. If it is gone, the release of expired reservations gave the reservation back
-    while the call ran, and the counters move by the usage alone."""
+    `noted_as`: the id of the gateway's note of the reservation, deleted in the same step. If
+    it is gone, a release of expired reservations or a takeover of the call's work gave the
+    reservation back while the call ran, and the counters move by the usage alone."""
     if not _one_statement():
         with transaction.atomic():
-            if noted_as is not None and not _note_deleted(noted_as):
+            if not _note_deleted(noted_as):
                 delta += reserved
             quota_adjust(tenant=tenant, resource=TOKENS, delta=delta)
             if api_key is not None:
@@ -363,35 +350,26 @@ def _settle_in_one_statement(
 ) -> GatewayCall:
     insert_sql, insert_params = _insert(call)
     now = timezone.now()
-    columns, width = _SETTLE_COLUMNS, 2
     if api_key is not None:
         month = budget_month()
+        ctes = _SETTLE_WITH_KEY_CTES.format(insert=insert_sql)
         params = [month, raw_uuid(api_key.pk), raw_uuid(tenant.pk), TOKENS]
-        if noted_as is None:
-            ctes = _SETTLE_WITH_KEY_CTES.format(insert=insert_sql)
-            params += [delta, month, delta, now]
-        else:
-            ctes = _SETTLE_NOTED_WITH_KEY_CTES.format(insert=insert_sql)
-            params += [raw_uuid(noted_as), delta, reserved, month, delta, reserved, now]
-    elif noted_as is None:
-        ctes = _SETTLE_CTES.format(insert=insert_sql)
-        params = [delta, now, raw_uuid(tenant.pk), TOKENS]
+        params += [raw_uuid(noted_as), delta, reserved, month, delta, reserved, now]
     else:
-        ctes = _SETTLE_NOTED_CTES.format(insert=insert_sql)
+        ctes = _SETTLE_CTES.format(insert=insert_sql)
         params = [raw_uuid(tenant.pk), TOKENS, raw_uuid(noted_as), delta, reserved, now]
-    if noted_as is not None:
-        columns, width = f"{columns}, {_NOTE_CLEARED_COUNT}", 3
     params += insert_params
+    columns = _SETTLE_COLUMNS
     if rider is None:
         row = _fetch(f"WITH {ctes} SELECT {columns} {_SETTLE_TAIL}", params)
     else:
         host = {"ctes": ctes, "columns": columns, "tail": _SETTLE_RIDDEN_TAIL}
         row = _fetch(*rider.carried_by(**host, params=params))
-        rider.answered = row[width:]
+        rider.answered = row[3:]
         row = row if row[0] is not None else None
     call._state.adding = False
     call._state.db = DEFAULT_DB_ALIAS
-    if row is not None and noted_as is not None and not row[2]:
+    if row is not None and not row[2]:
         delta += reserved  # the note was gone: the counters moved by the usage alone
     if row is not None and delta > 0:
         used, warned_at = row[:2]

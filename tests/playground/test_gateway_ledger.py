@@ -12,6 +12,7 @@ from datetime import timedelta
 import pytest
 from django.db import IntegrityError, connection, connections
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.test import APIClient
 
@@ -20,7 +21,7 @@ from accounts.services import budget_month
 from audit.models import AuditEvent
 from config.exceptions import QuotaExceeded
 from playground import tokens
-from playground.models import CallStatus, GatewayCall
+from playground.models import CallStatus, GatewayCall, GatewayReservation
 from playground.services import ledger
 from playground.services.ledger import (
     gateway_tokens_release,
@@ -104,6 +105,30 @@ def unsaved_call(tenant, api_key=None, *, total: int = 25, **fields) -> GatewayC
         **fields,
     }
     return GatewayCall(tenant=tenant, api_key=api_key, **values)
+
+
+def noted(tenant, api_key=None, reserved: int = AMOUNT):
+    """The id of the gateway's note of a reservation of `reserved` tokens, which the call's
+    settlement deletes (the reservation's statement writes it for every call)."""
+    note = GatewayReservation.objects.create(
+        tenant=tenant,
+        api_key=api_key,
+        tokens=reserved,
+        expires_at=timezone.now() + timedelta(minutes=15),
+    )
+    return note.pk
+
+
+def settle(*, tenant, api_key, delta: int, call: GatewayCall, reserved: int = AMOUNT):
+    """Settle `call`, whose reservation of `reserved` tokens the gateway noted."""
+    return gateway_tokens_settle(
+        tenant=tenant,
+        api_key=api_key,
+        delta=delta,
+        call=call,
+        noted_as=noted(tenant, api_key, reserved),
+        reserved=reserved,
+    )
 
 
 def warnings_of(tenant):
@@ -294,7 +319,7 @@ def test_settling_below_the_reservation_gives_back_on_both(path, tenant, key):
     counter(tenant, used=100)
     spend(key, 50)
 
-    gateway_tokens_settle(tenant=tenant, api_key=key, delta=-20, call=unsaved_call(tenant, key))
+    settle(tenant=tenant, api_key=key, delta=-20, call=unsaved_call(tenant, key))
 
     assert quota_used(tenant) == 80
     assert key_state(key) == (30, budget_month())
@@ -304,11 +329,11 @@ def test_settling_never_moves_either_below_zero(path, tenant, key):
     counter(tenant, used=100)
     spend(key, 50)
 
-    gateway_tokens_settle(tenant=tenant, api_key=key, delta=-70, call=unsaved_call(tenant, key))
+    settle(tenant=tenant, api_key=key, delta=-70, call=unsaved_call(tenant, key))
 
     assert quota_used(tenant) == 30
     assert key_state(key)[0] == 0
-    gateway_tokens_settle(tenant=tenant, api_key=key, delta=-500, call=unsaved_call(tenant, key))
+    settle(tenant=tenant, api_key=key, delta=-500, call=unsaved_call(tenant, key))
     assert quota_used(tenant) == 0
     assert key_state(key)[0] == 0
 
@@ -318,7 +343,7 @@ def test_settling_above_the_reservation_moves_both_up_past_their_limits(path, te
     counter(tenant, used=LIMIT - 10)
     spend(key, BUDGET - 10)
 
-    gateway_tokens_settle(tenant=tenant, api_key=key, delta=40, call=unsaved_call(tenant, key))
+    settle(tenant=tenant, api_key=key, delta=40, call=unsaved_call(tenant, key))
 
     assert quota_used(tenant) == LIMIT + 30
     assert key_state(key) == (BUDGET + 30, budget_month())
@@ -328,7 +353,7 @@ def test_settling_a_call_reserved_last_month_counts_in_this_month(path, tenant, 
     counter(tenant, used=100)
     spend(key, 400, period=previous_month())
 
-    gateway_tokens_settle(tenant=tenant, api_key=key, delta=15, call=unsaved_call(tenant, key))
+    settle(tenant=tenant, api_key=key, delta=15, call=unsaved_call(tenant, key))
 
     assert key_state(key) == (15, budget_month())
 
@@ -337,7 +362,7 @@ def test_settling_without_a_key_moves_only_the_quota(path, tenant, key):
     counter(tenant, used=100)
     spend(key, 50)
 
-    call = gateway_tokens_settle(tenant=tenant, api_key=None, delta=-20, call=unsaved_call(tenant))
+    call = settle(tenant=tenant, api_key=None, delta=-20, call=unsaved_call(tenant))
 
     assert quota_used(tenant) == 80
     assert key_state(key) == (50, budget_month())
@@ -350,7 +375,7 @@ def test_settling_inserts_the_call_as_given(path, tenant, key):
         tenant, key, total=27, status=CallStatus.FAILED, error_type="timeout", attempts=3
     )
 
-    saved = gateway_tokens_settle(tenant=tenant, api_key=key, delta=-3, call=call)
+    saved = settle(tenant=tenant, api_key=key, delta=-3, call=call)
 
     assert saved is call
     assert not call._state.adding
@@ -397,8 +422,8 @@ def test_the_insert_written_once_is_the_orms_for_every_call(tenant, key, time_ma
     assert ledger._insert(first) == orms(first)
     assert ledger._insert(second) == orms(second)
 
-    gateway_tokens_settle(tenant=tenant, api_key=key, delta=0, call=first)
-    gateway_tokens_settle(tenant=tenant, api_key=None, delta=0, call=second)
+    settle(tenant=tenant, api_key=key, delta=0, call=first)
+    settle(tenant=tenant, api_key=None, delta=0, call=second)
     assert GatewayCall.objects.get(pk=second.pk).error_type == "timeout"
     assert GatewayCall.objects.get(pk=first.pk).api_key_id == key.pk
 
@@ -411,7 +436,7 @@ def test_a_call_that_cannot_be_inserted_moves_neither(path, tenant, key):
     broken = unsaved_call(tenant, key, total=-1)  # violates the column's CHECK (>= 0)
 
     with pytest.raises(IntegrityError):
-        gateway_tokens_settle(tenant=tenant, api_key=key, delta=-20, call=broken)
+        settle(tenant=tenant, api_key=key, delta=-20, call=broken)
 
     assert quota_used(tenant) == 100
     assert key_state(key) == (50, budget_month())
@@ -421,8 +446,8 @@ def test_a_call_that_cannot_be_inserted_moves_neither(path, tenant, key):
 def test_settling_across_the_warning_threshold_records_one_warning(path, tenant, key):
     counter(tenant, used=700)
 
-    gateway_tokens_settle(tenant=tenant, api_key=key, delta=150, call=unsaved_call(tenant, key))
-    gateway_tokens_settle(tenant=tenant, api_key=key, delta=50, call=unsaved_call(tenant, key))
+    settle(tenant=tenant, api_key=key, delta=150, call=unsaved_call(tenant, key))
+    settle(tenant=tenant, api_key=key, delta=50, call=unsaved_call(tenant, key))
 
     warning = warnings_of(tenant).get()
     assert warning.payload == {
@@ -437,7 +462,7 @@ def test_settling_across_the_warning_threshold_records_one_warning(path, tenant,
 def test_settling_below_the_reservation_records_no_warning(path, tenant, key):
     counter(tenant, used=900)
 
-    gateway_tokens_settle(tenant=tenant, api_key=key, delta=-5, call=unsaved_call(tenant, key))
+    settle(tenant=tenant, api_key=key, delta=-5, call=unsaved_call(tenant, key))
 
     assert not warnings_of(tenant).exists()
 
@@ -447,10 +472,16 @@ def test_settling_below_the_reservation_records_no_warning(path, tenant, key):
 def test_a_settlement_is_one_statement_on_postgresql(tenant, key, with_key):
     counter(tenant, used=100)
     api_key = key if with_key else None
+    note = noted(tenant, api_key)
 
     with CaptureQueriesContext(connection) as queries:
         gateway_tokens_settle(
-            tenant=tenant, api_key=api_key, delta=-10, call=unsaved_call(tenant, api_key)
+            tenant=tenant,
+            api_key=api_key,
+            delta=-10,
+            call=unsaved_call(tenant, api_key),
+            noted_as=note,
+            reserved=AMOUNT,
         )
 
     assert len(queries) == 1, [query["sql"] for query in queries]
@@ -535,7 +566,7 @@ def test_twenty_threads_reserving_and_settling_end_with_the_sum_of_their_usages(
         own_tenant, own_key = fresh(tenant, key)
         gateway_tokens_reserve(tenant=own_tenant, api_key=own_key, amount=AMOUNT)
         usage = USAGES[index]
-        gateway_tokens_settle(
+        settle(
             tenant=own_tenant,
             api_key=own_key,
             delta=usage - AMOUNT,
@@ -571,16 +602,14 @@ def test_interleaved_reservations_settlements_and_releases_end_exact():
         usage = USAGES[index]
         if index < pending:  # settle a reservation made before
             call = unsaved_call(own_tenant, own_key, total=usage)
-            gateway_tokens_settle(
-                tenant=own_tenant, api_key=own_key, delta=usage - AMOUNT, call=call
-            )
+            settle(tenant=own_tenant, api_key=own_key, delta=usage - AMOUNT, call=call)
             return usage
         gateway_tokens_reserve(tenant=own_tenant, api_key=own_key, amount=AMOUNT)
         if index % 2:  # refused afterwards (the tokens-per-minute window): given back
             gateway_tokens_release(tenant=own_tenant, api_key=own_key, amount=AMOUNT)
             return 0
         call = unsaved_call(own_tenant, own_key, total=usage)
-        gateway_tokens_settle(tenant=own_tenant, api_key=own_key, delta=usage - AMOUNT, call=call)
+        settle(tenant=own_tenant, api_key=own_key, delta=usage - AMOUNT, call=call)
         return usage
 
     counted = run_in_threads(work, THREADS)

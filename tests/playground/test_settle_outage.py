@@ -29,7 +29,9 @@ from tests.playground.test_gateway_ledger import (
     AMOUNT,
     counter,
     key_state,
+    noted,
     quota_used,
+    settle,
     spend,
     unsaved_call,
 )
@@ -87,18 +89,16 @@ def test_a_settlement_whose_backend_is_terminated_is_tried_again_and_applied_onc
     )
     outcome = {}
 
-    def settle():
+    def settle_call():
         try:
-            outcome["call"] = gateway_tokens_settle(
-                tenant=tenant, api_key=key, delta=USED - AMOUNT, call=call
-            )
+            outcome["call"] = settle(tenant=tenant, api_key=key, delta=USED - AMOUNT, call=call)
         except Exception as error:  # the assertion below names it
             outcome["error"] = error
         finally:
             connections.close_all()
 
     with caplog.at_level(logging.WARNING, logger="playground.services.ledger"):
-        settling = threading.Thread(target=settle)
+        settling = threading.Thread(target=settle_call)
         settling.start()
         waiting = None
         with psycopg.connect(**connection.get_connection_params(), autocommit=True) as watcher:
@@ -128,14 +128,16 @@ def test_a_try_that_committed_but_lost_its_answer_is_not_applied_again(
     counter(tenant, used=100)
     spend(key, 50)
     call = unsaved_call(tenant, key, total=USED)
-    gateway_tokens_settle(tenant=tenant, api_key=key, delta=USED - AMOUNT, call=call)
+    note = noted(tenant, key)
+    settled = {"delta": USED - AMOUNT, "call": call, "noted_as": note, "reserved": AMOUNT}
+    gateway_tokens_settle(tenant=tenant, api_key=key, **settled)
     # As if the connection had dropped after the commit, before the answer arrived: the same
     # call is settled again on a connection the server has closed.
     terminate(admin_connection, backend_pid())
     admin_connection.commit()
 
     with caplog.at_level(logging.WARNING, logger="playground.services.ledger"):
-        again = gateway_tokens_settle(tenant=tenant, api_key=key, delta=USED - AMOUNT, call=call)
+        again = gateway_tokens_settle(tenant=tenant, api_key=key, **settled)
 
     assert again.pk == call.pk
     settled_once(tenant, key)
@@ -150,12 +152,18 @@ def test_past_the_retry_time_the_failure_is_raised_and_nothing_moves(
     settings.GATEWAY_SETTLE_RETRY_SECONDS = 0
     counter(tenant, used=100)
     spend(key, 50)
+    note = noted(tenant, key)
     terminate(admin_connection, backend_pid())
     admin_connection.commit()
 
     with pytest.raises(OperationalError):
         gateway_tokens_settle(
-            tenant=tenant, api_key=key, delta=USED - AMOUNT, call=unsaved_call(tenant, key)
+            tenant=tenant,
+            api_key=key,
+            delta=USED - AMOUNT,
+            call=unsaved_call(tenant, key),
+            noted_as=note,
+            reserved=AMOUNT,
         )
 
     connection.close()
