@@ -179,6 +179,9 @@ def test_the_walking_tests_know_every_project_app():
         ("BILLING_PAYMENT_PROVIDER", "stripe", "BILLING_PAYMENT_PROVIDER must be local; it is "),
         ("SMS_PROVIDER", "acme.sms.Provider", "SMS_PROVIDER names no class: No module named"),
         ("SMS_PROVIDER", "notifications.channels.logger", "is not a class with a send() method."),
+        # Never matches a request's host: every request was a 400.
+        ("ALLOWED_HOSTS", "https://api.example.com", "must list host names (api.example.com, "),
+        ("ALLOWED_HOSTS", "localhost,api.example.com:443", "it has 'api.example.com:443'."),
     ],
 )
 def test_a_value_out_of_its_range_stops_the_process_naming_it(name, raw, message):
@@ -315,3 +318,33 @@ def test_the_throttles_and_the_settings_read_a_rate_alike():
     for rate in ("10/month", "10/hours", "+5/min", "5 /min", "1_000/min", "\u0665/min", "5/MIN"):
         with pytest.raises(ValueError):
             parse_rate(rate)
+
+
+@pytest.mark.parametrize(
+    ("name", "raw", "message"),
+    [
+        ("ALLOWED_HOSTS", " , ", "ALLOWED_HOSTS must be set in production: the host names served."),
+        # Never matched an Origin header: forms posted from it were refused as forged.
+        ("CSRF_TRUSTED_ORIGINS", "admin.example.com", "must list origins with their scheme"),
+    ],
+)
+def test_production_refuses_hosts_and_origins_that_never_match(name, raw, message):
+    env = production_env(secrets.token_urlsafe(48)) | {name: raw}
+
+    result = run(["manage.py", "check"], env)
+
+    assert result.returncode != 0, result.stdout
+    assert message in result.stderr.strip().splitlines()[-1]
+
+
+def test_production_reads_hosts_and_origins_as_django_matches_them():
+    env = production_env(secrets.token_urlsafe(48))
+    env["ALLOWED_HOSTS"] = "api.example.com, .example.org,,[::1],10.0.0.1"
+    env["CSRF_TRUSTED_ORIGINS"] = "https://admin.example.com,https://*.example.org:8443"
+
+    seen = settings_seen(env, "[settings.ALLOWED_HOSTS, settings.CSRF_TRUSTED_ORIGINS]")
+
+    assert seen == [
+        ["api.example.com", ".example.org", "[::1]", "10.0.0.1"],
+        ["https://admin.example.com", "https://*.example.org:8443"],
+    ]

@@ -117,7 +117,30 @@ def env_text(name: str, default: str, *, valid, expected: str, secret: bool = Fa
     return raw
 
 
-def _pattern(regex: str):
+def env_list(name: str, default: list[str], *, valid, expected: str) -> list[str]:
+    """env_text for a comma-separated list: each entry checked, empty ones left out."""
+    raw = _raw(name)
+    if not raw:
+        return default
+    entries = [entry.strip() for entry in raw.split(",") if entry.strip()]
+    for entry in entries:
+        if not valid(entry):
+            raise ImproperlyConfigured(f"{name} must list {expected}; it has {entry!r}.")
+    return entries
+
+
+# Host names as Django matches them: a name or address, `.example.com` for its subdomains too,
+# or `*`. A scheme, a port or a path never matches a request, so every one was a 400.
+_HOST = r"\*|\.?[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?|\[[0-9A-Fa-f:.]+\]"
+_HOSTS_EXPECTED = "host names (api.example.com, .example.com for subdomains, or *)"
+
+
+def env_hosts(name: str, default: list[str]) -> list[str]:
+    return env_list(name, default, valid=matching(_HOST), expected=_HOSTS_EXPECTED)
+
+
+def matching(regex: str):
+    """A check for env_text and env_list: the whole text matches `regex`."""
     return lambda raw: re.fullmatch(regex, raw) is not None
 
 
@@ -153,7 +176,7 @@ def env_web_address(name: str, *, base: bool = False) -> str:
 
 
 # ISO 4217: what the billing models store.
-_CURRENCY, _CURRENCY_EXPECTED = _pattern(r"[A-Z]{3}"), "an ISO 4217 currency code, as USD"
+_CURRENCY, _CURRENCY_EXPECTED = matching(r"[A-Z]{3}"), "an ISO 4217 currency code, as USD"
 
 
 def _is_key_seed(raw: str) -> bool:
@@ -171,7 +194,7 @@ VAR_DIR = Path(env("VAR_DIR", default=str(BASE_DIR / "var")))
 INSECURE_DEV_SECRET_KEY = "django-insecure-dev-only-never-use-in-production"
 SECRET_KEY = env("SECRET_KEY", default=INSECURE_DEV_SECRET_KEY)
 DEBUG = env_bool("DEBUG", False)
-ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
+ALLOWED_HOSTS = env_hosts("ALLOWED_HOSTS", ["127.0.0.1", "localhost"])
 SERVICE_NAME = env("SERVICE_NAME", default="control-plane")
 SERVICE_VERSION = "0.1.0"
 # Number of reverse proxies in front of the app whose X-Forwarded-For entries are trusted.
@@ -312,7 +335,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 REDIS_URL = env_text(
     "REDIS_URL",
     "",
-    valid=_pattern(r"(redis|rediss|unix)://\S*"),
+    valid=matching(r"(redis|rediss|unix)://\S*"),
     expected="a redis://, rediss:// or unix:// address",
 )
 # Seconds Redis (the cache, the rate limits and quotas counted there, the task broker) may take
@@ -813,7 +836,7 @@ BILLING_INVOICE_PREFIX = env_text(
     "BILLING_INVOICE_PREFIX",
     "INV",
     # Numbers are 40 characters at most (prefix-YYYY-number); CN is the credit notes'.
-    valid=lambda raw: _pattern(r"[A-Za-z0-9][A-Za-z0-9_-]{0,11}")(raw) and raw.upper() != "CN",
+    valid=lambda raw: matching(r"[A-Za-z0-9][A-Za-z0-9_-]{0,11}")(raw) and raw.upper() != "CN",
     expected="1 to 12 letters, digits, - or _ (first a letter or digit), not CN",
 )
 # An issued invoice is due this many days later; unpaid after that, it is overdue.

@@ -10,7 +10,10 @@ from .base import (
     STORAGES,
     env,
     env_bool,
+    env_hosts,
     env_int,
+    env_list,
+    matching,
 )
 
 DEBUG = False
@@ -20,7 +23,9 @@ if not SECRET_KEY or SECRET_KEY == INSECURE_DEV_SECRET_KEY or len(SECRET_KEY) < 
         "SECRET_KEY must be set to a random value of at least 50 characters in production "
         "(python -c 'import secrets; print(secrets.token_urlsafe(64))')."
     )
-ALLOWED_HOSTS = env.list("ALLOWED_HOSTS")
+ALLOWED_HOSTS = env_hosts("ALLOWED_HOSTS", [])
+if not ALLOWED_HOSTS:
+    raise ImproperlyConfigured("ALLOWED_HOSTS must be set in production: the host names served.")
 
 # Static files (admin, API docs) served by the app itself, compressed and cache-busted.
 MIDDLEWARE = [*MIDDLEWARE]
@@ -44,7 +49,14 @@ SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", True)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SESSION_COOKIE_SECURE = True
 CSRF_COOKIE_SECURE = True
-CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+# Origins with their scheme (Django compares them whole): one without never matched, and a
+# form posted from it (the admin behind another host name) was refused as forged.
+CSRF_TRUSTED_ORIGINS = env_list(
+    "CSRF_TRUSTED_ORIGINS",
+    [],
+    valid=matching(r"https?://(\*\.)?([A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?"),
+    expected="origins with their scheme (https://admin.example.com)",
+)
 X_FRAME_OPTIONS = "DENY"
 
 EMAIL_BACKEND = env("EMAIL_BACKEND", default="django.core.mail.backends.smtp.EmailBackend")
