@@ -7,7 +7,7 @@ the audit events it names into webhook deliveries and notifications inside the s
 transaction (notifications.services.events; `publish_many` for a batch of events recorded
 together). This is the one hook of its kind; other side
 effects of a change are the service's, called explicitly. It also checks that SMS_PROVIDER
-names a provider, so that a process started with a wrong one stops at once.
+and EMAIL_BACKEND name classes, so that a process started with a wrong one stops at once.
 """
 
 from django.apps import AppConfig
@@ -20,13 +20,10 @@ class NotificationsConfig(AppConfig):
     name = "notifications"
 
     def ready(self):
-        from django.conf import settings
-
         from audit.services import on_record
 
-        from .channels import provider_class
+        from .channels import check_configured
         from .services.events import publish, publish_many
 
         on_record(publish, many=publish_many)
-        # A provider that names no class stops the process here, not each SMS later.
-        provider_class(settings.SMS_PROVIDER)
+        check_configured()

@@ -39,6 +39,16 @@ def _provider(name: str) -> SMSProvider:
     return provider_class(name)()
 
 
+def check_configured() -> None:
+    """Stop the process (ImproperlyConfigured) if SMS_PROVIDER or EMAIL_BACKEND names no class:
+    checked as the app starts, rather than failing every message later."""
+    provider_class(settings.SMS_PROVIDER)
+    try:
+        import_string(settings.EMAIL_BACKEND)
+    except ImportError as error:
+        raise ImproperlyConfigured(f"EMAIL_BACKEND names no class: {error}") from None
+
+
 def provider_class(name: str) -> type[SMSProvider]:
     """The class SMS_PROVIDER `name` names; ImproperlyConfigured when it names none (checked
     as the app starts: otherwise every SMS, phone confirmation codes included, failed)."""

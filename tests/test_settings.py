@@ -179,6 +179,9 @@ def test_the_walking_tests_know_every_project_app():
         ("BILLING_PAYMENT_PROVIDER", "stripe", "BILLING_PAYMENT_PROVIDER must be local; it is "),
         ("SMS_PROVIDER", "acme.sms.Provider", "SMS_PROVIDER names no class: No module named"),
         ("SMS_PROVIDER", "notifications.channels.logger", "is not a class with a send() method."),
+        ("EMAIL_HOST", "smtp://mail.example.com", "must be a host name or address, without "),
+        ("EMAIL_PORT", "0", "EMAIL_PORT must be from 1 to 65535; it is '0'."),
+        ("EMAIL_TIMEOUT", "0", "EMAIL_TIMEOUT must be from 0.001 to "),
         # Never matches a request's host: every request was a 400.
         ("ALLOWED_HOSTS", "https://api.example.com", "must list host names (api.example.com, "),
         ("ALLOWED_HOSTS", "localhost,api.example.com:443", "it has 'api.example.com:443'."),
@@ -324,11 +327,13 @@ def test_the_throttles_and_the_settings_read_a_rate_alike():
     ("name", "raw", "message"),
     [
         ("ALLOWED_HOSTS", " , ", "ALLOWED_HOSTS must be set in production: the host names served."),
+        # Failed every email, invitations included, once sent.
+        ("EMAIL_BACKEND", "django.core.mail.backends.smpt.EmailBackend", "names no class: No "),
         # Never matched an Origin header: forms posted from it were refused as forged.
         ("CSRF_TRUSTED_ORIGINS", "admin.example.com", "must list origins with their scheme"),
     ],
 )
-def test_production_refuses_hosts_and_origins_that_never_match(name, raw, message):
+def test_production_refuses_hosts_origins_and_mail_it_cannot_use(name, raw, message):
     env = production_env(secrets.token_urlsafe(48)) | {name: raw}
 
     result = run(["manage.py", "check"], env)
@@ -348,3 +353,30 @@ def test_production_reads_hosts_and_origins_as_django_matches_them():
         ["api.example.com", ".example.org", "[::1]", "10.0.0.1"],
         ["https://admin.example.com", "https://*.example.org:8443"],
     ]
+
+
+def test_the_mail_server_and_its_account_come_from_the_environment():
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test"}
+    env |= {"EMAIL_HOST": "smtp.example.com", "EMAIL_PORT": "587", "EMAIL_USE_TLS": "true"}
+    env |= {"EMAIL_HOST_USER": "mailer", "EMAIL_HOST_PASSWORD": "p4ss word", "EMAIL_TIMEOUT": "3"}
+    report = (
+        "[settings.EMAIL_HOST, settings.EMAIL_PORT, settings.EMAIL_USE_TLS, "
+        "settings.EMAIL_USE_SSL, settings.EMAIL_HOST_USER, settings.EMAIL_HOST_PASSWORD, "
+        "settings.EMAIL_TIMEOUT]"
+    )
+
+    seen = settings_seen(env, report)
+
+    assert seen == ["smtp.example.com", 587, True, False, "mailer", "p4ss word", 3.0]
+    # Django sets no timeout: a server that stops answering would hold a sender for ever.
+    assert settings_seen(os.environ | {"EMAIL_TIMEOUT": ""}, "settings.EMAIL_TIMEOUT") == 10.0
+
+
+def test_starttls_and_tls_from_the_start_are_one_or_the_other():
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test"}
+    env |= {"EMAIL_USE_TLS": "yes", "EMAIL_USE_SSL": "on"}
+
+    result = run(["-c", "import django; django.setup()"], env)
+
+    assert result.returncode != 0
+    assert "EMAIL_USE_TLS and EMAIL_USE_SSL cannot both be true" in result.stderr

@@ -535,6 +535,28 @@ DEFAULT_FROM_EMAIL = env_text(
     valid=lambda raw: "@" in parseaddr(raw)[1],
     expected="an email address, alone or as Name <address>",
 )
+# Outgoing mail, through SMTP in production (EMAIL_BACKEND; the console in development): the
+# server, the account it signs in with, and its encryption. EMAIL_TIMEOUT bounds each exchange
+# with the server: an invitation's email leaves from the inviting request once it commits, and
+# Django sets no timeout, so a mail server that stopped answering held that request (and a
+# notification task its worker) for as long as the connection stayed open.
+EMAIL_HOST = env_text(
+    "EMAIL_HOST",
+    "localhost",
+    valid=matching(r"[A-Za-z0-9_.-]+|\[?[0-9A-Fa-f:.]+\]?"),
+    expected="a host name or address, without scheme or port (EMAIL_PORT)",
+)
+EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1, maximum=65535)
+EMAIL_HOST_USER = env.str("EMAIL_HOST_USER", default="")
+EMAIL_HOST_PASSWORD = env.str("EMAIL_HOST_PASSWORD", default="")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)  # STARTTLS, usually on port 587
+EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)  # TLS from the first byte, usually on 465
+if EMAIL_USE_TLS and EMAIL_USE_SSL:
+    raise ImproperlyConfigured(
+        "EMAIL_USE_TLS and EMAIL_USE_SSL cannot both be true: STARTTLS (port 587) or TLS from "
+        "the start (port 465), one or the other."
+    )
+EMAIL_TIMEOUT = env_float("EMAIL_TIMEOUT", 10.0, minimum=0.001, maximum=_SECONDS_MAX)
 # Quotas: a `quota.warning` event is recorded once per period when usage crosses this percentage.
 QUOTA_WARNING_THRESHOLD = env_float("QUOTA_WARNING_THRESHOLD", 80.0, maximum=100)
 # Themes: uploaded logos (PNG, JPEG, sanitised SVG) up to this size.
