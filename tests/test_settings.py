@@ -179,6 +179,9 @@ def test_the_walking_tests_know_every_project_app():
         ("BILLING_PAYMENT_PROVIDER", "stripe", "BILLING_PAYMENT_PROVIDER must be local; it is "),
         ("SMS_PROVIDER", "acme.sms.Provider", "SMS_PROVIDER names no class: No module named"),
         ("SMS_PROVIDER", "notifications.channels.logger", "is not a class with a send() method."),
+        # Every task's publish failed (the task lost) and no worker connected.
+        ("CELERY_BROKER_URL", "localhost:6379", "a broker address kombu has a transport for"),
+        ("CELERY_BROKER_URL", "rabbit://guest@mq//", "(redis://..., amqp://...); it is 'rabbit:"),
         ("EMAIL_HOST", "smtp://mail.example.com", "must be a host name or address, without "),
         ("EMAIL_PORT", "0", "EMAIL_PORT must be from 1 to 65535; it is '0'."),
         ("EMAIL_TIMEOUT", "0", "EMAIL_TIMEOUT must be from 0.001 to "),
@@ -380,3 +383,30 @@ def test_starttls_and_tls_from_the_start_are_one_or_the_other():
 
     assert result.returncode != 0
     assert "EMAIL_USE_TLS and EMAIL_USE_SSL cannot both be true" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "raw", "shown"),
+    [
+        ("REDIS_URL", "redis//:s3cret@redis:6379/0", "it is 'redis//***@redis:6379/0'."),
+        ("CELERY_BROKER_URL", "amqp:guest:s3cret@mq//", "it is 'amqp:***@mq//'."),
+        ("CELERY_BROKER_URL", "rabbitmq://cp:s3cret@mq//", "it is 'rabbitmq://***@mq//'."),
+    ],
+)
+def test_an_address_that_is_refused_is_shown_without_its_password(name, raw, shown):
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test", name: raw}
+
+    result = run(["-c", "import django; django.setup()"], env)
+
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1].endswith(shown)
+    assert "s3cret" not in result.stderr
+
+
+def test_every_broker_kombu_has_a_transport_for_is_accepted():
+    from config.settings import base
+
+    for address in ("redis://redis:6379/1", "amqp://cp@mq//", "sqla+postgresql://db/cp"):
+        assert base._is_broker(address), address
+    for address in ("redis:/redis", "redis", "rabbit://mq//", "localhost:5672"):
+        assert not base._is_broker(address), address

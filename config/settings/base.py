@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import environ
 from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
+from kombu.transport import TRANSPORT_ALIASES
 
 from config.rates import parse_rate
 
@@ -112,9 +113,17 @@ def env_text(name: str, default: str, *, valid, expected: str, secret: bool = Fa
     except ValueError:  # urlsplit's, on a malformed address
         accepted = False
     if not accepted:
-        found = "it is not" if secret else f"it is {raw!r}"
+        found = "it is not" if secret else f"it is {_without_password(raw)!r}"
         raise ImproperlyConfigured(f"{name} must be {expected}; {found}.")
     return raw
+
+
+def _without_password(raw: str) -> str:
+    """A value as an error may show it: an address's account and password (what precedes its
+    host's @, redis://:secret@redis) masked."""
+    if not re.search(r":[^@]*@", raw):
+        return raw
+    return re.sub(r"^([A-Za-z0-9+.-]*:?/*)[^@/]*@", r"\1***@", raw)
 
 
 def env_list(name: str, default: list[str], *, valid, expected: str) -> list[str]:
@@ -905,8 +914,25 @@ BILLING_CHECKOUT_EXPIRY_HOURS = env_int(
     "BILLING_CHECKOUT_EXPIRY_HOURS", 24, minimum=1, maximum=_HOURS_MAX
 )
 
+
+def _is_broker(raw: str) -> bool:
+    """A kombu transport's address: `redis://...`, `amqp://...`, `sqla+postgresql://...`."""
+    return "://" in raw and re.split(r"[+:]", raw, maxsplit=1)[0] in TRANSPORT_ALIASES
+
+
 # Celery: Redis when CELERY_BROKER_URL / REDIS_URL is given, else an embedded file-system transport.
-CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="") or REDIS_URL or "filesystem://localhost//"
+# A broker kombu has no transport for started; every task's publish then failed (logged, the
+# task lost) and the workers never connected.
+CELERY_BROKER_URL = (
+    env_text(
+        "CELERY_BROKER_URL",
+        "",
+        valid=_is_broker,
+        expected="a broker address kombu has a transport for (redis://..., amqp://...)",
+    )
+    or REDIS_URL
+    or "filesystem://localhost//"
+)
 CELERY_BROKER_TRANSPORT_OPTIONS = {}
 if CELERY_BROKER_URL.startswith("filesystem://"):
     _queue_dir = VAR_DIR / "celery" / "queue"
