@@ -173,23 +173,35 @@ _QUERY_CANCELED = "57014"
 # What to wait before trying again when a dependency is down: restarts and failovers take
 # seconds; a client that waits this long and tries again is served once the part is back.
 DEPENDENCY_RETRY_AFTER_SECONDS = 5
-DEPENDENCY_NAMES = {"database": "the database", "cache": "the cache", "broker": "the task broker"}
+# What the 503 says of each part.
+DEPENDENCY_STATES = {
+    "database": "the database is not answering",
+    "cache": "the cache is not answering",
+    "broker": "the task broker is not answering",
+    "storage": "the file storage cannot take files (it is full or failing)",
+}
+
+
+class StorageUnavailable(OSError):
+    """A file could not be written for the volume's reason (full, read-only, failing): raised
+    by config.storage, an outage of the storage rather than a bug (an OSError still, for code
+    that catches those)."""
 
 
 class DependencyUnavailable(ServiceUnavailable):
-    """A part every request needs (the database, the cache, the task broker) could not be
-    reached or refused to serve: 503 with Retry-After. Nothing is skipped meanwhile: the rate
-    limits and quotas are counted in the cache, and a request that cannot be counted is not
-    served. `error` is the failure, for the log line; the answer never carries it (a
-    connection error names hosts, ports and users)."""
+    """A part the request needs (the database, the cache, the task broker, the file storage)
+    could not be reached or refused to serve: 503 with Retry-After. Nothing is skipped
+    meanwhile: the rate limits and quotas are counted in the cache, and a request that cannot
+    be counted is not served. `error` is the failure, for the log line; the answer never
+    carries it (a connection error names hosts, ports and users)."""
 
     def __init__(self, dependency: str, error: Exception | None = None):
         self.wait = DEPENDENCY_RETRY_AFTER_SECONDS
         self.dependency = dependency
         self.error = error
         super().__init__(
-            f"The service is briefly unavailable: {DEPENDENCY_NAMES[dependency]} is not "
-            "answering. Try again in a few seconds.",
+            f"The service is briefly unavailable: {DEPENDENCY_STATES[dependency]}. Try again "
+            "in a few seconds.",
             details={
                 "dependency": dependency,
                 "retry_after_seconds": retry_after_seconds(self.wait),
@@ -219,12 +231,14 @@ def _connection_gone() -> bool:
 
 
 def unavailable_dependency(exc: BaseException | None) -> str | None:
-    """ "database", "cache" or "broker" when `exc` says that part is down (an outage, which the
-    client may wait out), else None (a bug or the client's doing)."""
+    """ "database", "cache", "broker" or "storage" when `exc` says that part is down (an
+    outage, which the client may wait out), else None (a bug or the client's doing)."""
     if isinstance(exc, _CACHE_DOWN):
         return "cache"
     if isinstance(exc, BrokerError):
         return "broker"
+    if isinstance(exc, StorageUnavailable):
+        return "storage"
     if isinstance(exc, InterfaceError):
         # A closed or broken connection, or a misuse (a closed cursor, a parameter SQLite
         # cannot bind): an outage only if this thread's connection is gone.

@@ -477,15 +477,17 @@ STATIC_ROOT = env("STATIC_ROOT", default=str(BASE_DIR / "staticfiles"))
 ARTIFACTS_ROOT = env("ARTIFACTS_ROOT", default=str(VAR_DIR / "artifacts"))
 # Support ticket attachments are private in the same way: downloaded through the API only.
 ATTACHMENTS_ROOT = env("ATTACHMENTS_ROOT", default=str(VAR_DIR / "attachments"))
+# config.storage: Django's, removing a file whose write failed and answering 503 for a full or
+# failing volume.
 STORAGES = {
-    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "default": {"BACKEND": "config.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
     "artifacts": {
-        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "BACKEND": "config.storage.FileSystemStorage",
         "OPTIONS": {"location": ARTIFACTS_ROOT, "base_url": None},
     },
     "attachments": {
-        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "BACKEND": "config.storage.FileSystemStorage",
         "OPTIONS": {"location": ATTACHMENTS_ROOT, "base_url": None},
     },
 }

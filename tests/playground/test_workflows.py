@@ -26,7 +26,7 @@ from django.utils import timezone
 from audit.export import export_lines
 from audit.models import AuditEvent
 from audit.offline import verify_export
-from config.exceptions import unavailable_dependency
+from config.exceptions import StorageUnavailable, unavailable_dependency
 from notifications import catalog
 from notifications.models import WebhookEvent
 from playground import workflows
@@ -47,6 +47,7 @@ from tenants.models import QuotaCounter, Role, Tenant, TenantStatus
 from tenants.plans import MIB, tenant_limits
 from tests.conftest import assert_envelope
 from tests.test_dependency_outages import closed_port
+from tests.test_file_storage import volume_with_room
 
 from .factories import (
     ArtifactFactory,
@@ -1018,6 +1019,36 @@ def test_a_storage_quota_too_small_for_the_artifact_fails_the_job(owner, queued)
     [event] = public_events(owner.tenant, "workflow.failed")
     assert (event["job_id"], event["status"], event["error"]) == (job_id, "failed", body["error"])
     assert not audit_events(owner.tenant, "workflow.completed")
+
+
+def test_a_full_file_storage_stops_the_job_for_its_retry_rather_than_failing_it(
+    owner, queued, monkeypatch, caplog
+):
+    at(GatewayCallFactory(tenant=owner.tenant), datetime(2025, 3, 2, tzinfo=UTC))
+    job_id = queued(owner, "usage_report", REPORT)
+    volume = volume_with_room(monkeypatch, room=0)
+
+    with (
+        caplog.at_level(logging.WARNING, logger="playground.services.workflows"),
+        pytest.raises(StorageUnavailable),  # for its task to send it again
+    ):
+        workflow_job_execute(job_id=job_id)
+
+    job = WorkflowJob.objects.get(pk=job_id)
+    assert (job.status, job.attempts, job.error) == (JobStatus.RUNNING, 1, "")
+    assert not Artifact.objects.filter(tenant=owner.tenant).exists()
+    assert stored_files(owner.tenant) == []
+    assert storage_used(owner.tenant) == 0
+    assert not audit_events(owner.tenant, "workflow.failed")
+    [line] = [r.getMessage() for r in caplog.records]
+    assert line.startswith(f"Workflow job {job_id} (usage_report) stopped: the storage is ")
+
+    # Room again: its retry takes it back and completes it.
+    volume.room = 10**9
+    assert workflow_job_execute(job_id=job_id, taking_over=[str(job.lease_token)]) == (
+        JobStatus.COMPLETED
+    )
+    assert stored_files(owner.tenant) != []
 
 
 def test_a_report_past_the_spools_memory_is_written_through_a_file(owner, queued, monkeypatch):

@@ -1,0 +1,43 @@
+"""The platform's file storage: Django's FileSystemStorage, with a write that fails cleanly.
+
+Django's storage leaves what it wrote of a file that failed midway (a full disk, a quota, a
+read-only or failing volume) where it was, under a name no row points at, and raises the bare
+OSError, which the API answered as a 500. Here the partial file is removed, and the failure is
+raised as StorageUnavailable: an outage of the storage, which the API answers 503 with the
+part named (config.exceptions) and a workflow job waits out like any other outage, rather than
+failing for good."""
+
+import errno
+import logging
+import os
+
+from django.core.files.storage import FileSystemStorage as DjangoFileSystemStorage
+
+from .exceptions import StorageUnavailable, one_line
+
+logger = logging.getLogger(__name__)
+
+# The volume's failures, not the caller's: no room, no quota left, read-only, failing, or not
+# ours to write.
+_VOLUME_ERRORS = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EACCES, errno.EPERM}
+)
+
+
+class FileSystemStorage(DjangoFileSystemStorage):
+    def _save(self, name, content):
+        full_path = self.path(name)
+        existed = os.path.lexists(full_path)
+        try:
+            return super()._save(name, content)
+        except OSError as error:
+            if isinstance(error, FileExistsError) or error.errno not in _VOLUME_ERRORS:
+                raise
+            # Names are random (upload_to), so a file at this path that was not there before
+            # is this write's own, partial.
+            if not existed and os.path.lexists(full_path):
+                try:
+                    os.remove(full_path)
+                except OSError as cleanup:
+                    logger.warning("Could not remove a partial file: %s", one_line(cleanup))
+            raise StorageUnavailable(error.errno, os.strerror(error.errno)) from error
