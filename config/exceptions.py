@@ -5,6 +5,7 @@ envelope `{"error": {"code", "message", "details", "request_id"}}`.
 schema show it, and tests/api/test_error_codes.py fails when code anywhere emits another.
 """
 
+import errno
 import logging
 import sqlite3
 
@@ -182,6 +183,10 @@ DEPENDENCY_STATES = {
 }
 
 
+# A volume out of room or read-only: never the caller's doing, wherever an OSError says so.
+VOLUME_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
+
+
 class StorageUnavailable(OSError):
     """A file could not be written for the volume's reason (full, read-only, failing): raised
     by config.storage, an outage of the storage rather than a bug (an OSError still, for code
@@ -237,7 +242,11 @@ def unavailable_dependency(exc: BaseException | None) -> str | None:
         return "cache"
     if isinstance(exc, BrokerError):
         return "broker"
-    if isinstance(exc, StorageUnavailable):
+    if isinstance(exc, StorageUnavailable) or (
+        isinstance(exc, OSError) and exc.errno in VOLUME_FULL_ERRNOS
+    ):
+        # The file storage's own writes (config.storage), or a volume out of room wherever it
+        # was met: a temporary file (an upload past the memory's share, a workflow's spool).
         return "storage"
     if isinstance(exc, InterfaceError):
         # A closed or broken connection, or a misuse (a closed cursor, a parameter SQLite

@@ -115,6 +115,7 @@ class RequestIDMiddleware(DualModeMiddleware):
             response = get_response(request)
         finally:
             request_context.deactivate(token)
+            close_unfinished_uploads(request)
         response[REQUEST_ID_HEADER] = request.request_id
         return response
 
@@ -124,8 +125,20 @@ class RequestIDMiddleware(DualModeMiddleware):
             response = await get_response(request)
         finally:
             request_context.deactivate(token)
+            close_unfinished_uploads(request)
         response[REQUEST_ID_HEADER] = request.request_id
         return response
+
+
+def close_unfinished_uploads(request) -> None:
+    """Close, and so delete, the temporary file of an upload whose body was not read to its end
+    (a full volume, a client that went away midway). Django closes the files of a body it
+    parsed whole, once the response is sent; a file it was still writing stayed open, its part
+    of the upload on disk, for as long as anything kept the request."""
+    for handler in vars(request).get("_upload_handlers", ()):
+        file = getattr(handler, "file", None)
+        if file is not None and not file.closed:
+            file.close()
 
 
 # Pages made for people, where Django's HTML errors are the right answer.

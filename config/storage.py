@@ -13,15 +13,13 @@ import os
 
 from django.core.files.storage import FileSystemStorage as DjangoFileSystemStorage
 
-from .exceptions import StorageUnavailable, one_line
+from .exceptions import VOLUME_FULL_ERRNOS, StorageUnavailable, one_line
 
 logger = logging.getLogger(__name__)
 
-# The volume's failures, not the caller's: no room, no quota left, read-only, failing, or not
-# ours to write.
-_VOLUME_ERRORS = frozenset(
-    {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EACCES, errno.EPERM}
-)
+# The volume's failures, not the caller's: no room, no quota left, read-only; and for the
+# storage's own volume, failing or not ours to write.
+_VOLUME_ERRORS = VOLUME_FULL_ERRNOS | {errno.EIO, errno.EACCES, errno.EPERM}
 
 
 class FileSystemStorage(DjangoFileSystemStorage):

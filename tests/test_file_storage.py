@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from django.core.files.base import ContentFile
 from django.core.files.storage import filesystem, storages
+from django.core.files.uploadhandler import TemporaryFileUploadHandler
 
 from audit.models import AuditEvent
 from config.exceptions import StorageUnavailable, unavailable_dependency
@@ -95,6 +96,12 @@ def test_a_write_that_fits_is_stored_whole(full_volume):
         storage.delete(name)
 
 
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT, errno.EROFS])
+def test_a_volume_out_of_room_is_an_outage_wherever_it_is_met(code):
+    # A temporary file (an upload's, a workflow's spool) as much as the storage's own.
+    assert unavailable_dependency(OSError(code, os.strerror(code))) == "storage"
+
+
 def test_a_failure_that_is_not_the_volumes_is_raised_as_it_was():
     # A name longer than the file system allows: the caller's doing, not an outage.
     with pytest.raises(OSError) as failed:
@@ -103,6 +110,7 @@ def test_a_failure_that_is_not_the_volumes_is_raised_as_it_was():
     assert not isinstance(failed.value, StorageUnavailable)
     assert failed.value.errno == errno.ENAMETOOLONG
     assert unavailable_dependency(failed.value) is None
+    assert unavailable_dependency(OSError(errno.EACCES, "Permission denied")) is None
 
 
 def test_an_upload_to_a_full_volume_is_a_503_naming_the_storage_and_records_nothing(
@@ -129,3 +137,32 @@ def test_an_upload_to_a_full_volume_is_a_503_naming_the_storage_and_records_noth
     assert tenant_files(owner.tenant) == []
     [line] = [r.getMessage() for r in caplog.records if r.name == "config.exceptions"]
     assert line.startswith("storage unavailable in TicketViewSet (StorageUnavailable: [Errno 28]")
+
+
+def test_an_upload_whose_temporary_file_meets_a_full_volume_leaves_no_file(
+    owner, monkeypatch, settings, tmp_path
+):
+    # Past FILE_UPLOAD_MAX_MEMORY_SIZE Django writes an upload to a temporary file as it
+    # reads the body; the volume fills up midway.
+    settings.FILE_UPLOAD_MAX_MEMORY_SIZE = 1024
+    settings.FILE_UPLOAD_TEMP_DIR = str(tmp_path)
+    receive = TemporaryFileUploadHandler.receive_data_chunk
+
+    def volume_full_after_the_first_chunk(handler, raw_data, start):
+        if start > 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return receive(handler, raw_data, start)
+
+    monkeypatch.setattr(
+        TemporaryFileUploadHandler, "receive_data_chunk", volume_full_after_the_first_chunk
+    )
+    ticket = TicketFactory(tenant=owner.tenant)
+
+    response = upload(owner.client, ticket, b"meeting notes\n" * 20_000)  # 280 kB: 5 chunks
+
+    error = assert_envelope(response, 503, "SERVICE_UNAVAILABLE")
+    assert error["details"]["dependency"] == "storage"
+    # Django left the file it was writing open, the upload's first chunk on disk, for as long
+    # as anything kept the request.
+    assert list(tmp_path.iterdir()) == []
+    assert not TicketAttachment.objects.filter(ticket=ticket).exists()
