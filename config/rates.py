@@ -3,6 +3,7 @@ place, for the throttles' windows (config.metering) and for the settings, which 
 from the environment when the process starts (config.settings.base)."""
 
 import re
+from functools import lru_cache
 
 # DRF's spellings, read strictly: DRF reads a period by its first letter, so "10/month" was
 # ten a minute.
@@ -15,6 +16,7 @@ PERIODS = {
 _RATE = re.compile(r"([0-9]+)/([a-z]+)")
 
 
+@lru_cache(maxsize=1024)  # read on every request: a few rates, each parsed once
 def parse_rate(rate: str) -> tuple[int, int]:
     """(requests, seconds) of `rate`; ValueError unless it is a whole number, a slash and one
     of the periods above."""
