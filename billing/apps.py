@@ -1,8 +1,8 @@
 """The billing app's configuration.
 
 Every project app refuses a model without a declared primary key (below), so each model takes
-its UUID `id` from its base class. `ready()` is added only for a registration or a check that has no
-other place (accounts registers its OpenAPI extensions there; billing checks that
+its UUID `id` from its base class. `ready()` is added only for a registration or a check that
+has no other place (accounts registers its OpenAPI extensions there; billing checks that
 BILLING_PAYMENT_PROVIDER names a provider, which the settings cannot import); side effects of a
 change are the service's, called explicitly, not signal receivers connected here.
 """
