@@ -43,6 +43,18 @@ def settings_seen(env: dict[str, str], report: str, *, setup: bool = False):
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+def settings_env(**variables: str) -> dict[str, str]:
+    """This environment, on the test settings, with `variables` set."""
+    return {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test", **variables}
+
+
+def refused_start(env: dict[str, str]) -> subprocess.CompletedProcess:
+    """A process started with `env` that must stop while Django sets up (its settings refused)."""
+    result = run(["-c", "import django; django.setup()"], env)
+    assert result.returncode != 0, result.stdout
+    return result
+
+
 def production_env(secret_key: str | None) -> dict[str, str]:
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.production"}
     env["ALLOWED_HOSTS"] = "api.example.com"
@@ -191,11 +203,8 @@ def test_the_walking_tests_know_every_project_app():
     ],
 )
 def test_a_value_out_of_its_range_stops_the_process_naming_it(name, raw, message):
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test", name: raw}
+    result = refused_start(settings_env(**{name: raw}))
 
-    result = run(["-c", "import django; django.setup()"], env)
-
-    assert result.returncode != 0, result.stdout
     assert "django.core.exceptions.ImproperlyConfigured: " in result.stderr
     assert message in result.stderr.strip().splitlines()[-1]
 
@@ -227,12 +236,10 @@ def test_a_switch_reads_the_usual_words_either_way(monkeypatch):
 
 @pytest.mark.postgres  # the pool is PostgreSQL's
 def test_the_pool_cannot_be_smaller_than_its_minimum():
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test", "DATABASE_POOL": "true"}
-    env |= {"DATABASE_POOL_MIN_SIZE": "8", "DATABASE_POOL_MAX_SIZE": "4"}
+    env = settings_env(DATABASE_POOL="true", DATABASE_POOL_MIN_SIZE="8", DATABASE_POOL_MAX_SIZE="4")
 
-    result = run(["-c", "import django; django.setup()"], env)
+    result = refused_start(env)
 
-    assert result.returncode != 0
     assert "DATABASE_POOL_MAX_SIZE must be from 8 to " in result.stderr
 
 
@@ -270,12 +277,10 @@ def test_every_number_and_switch_the_settings_read_is_checked():
 
 
 def test_a_secret_that_is_not_a_key_is_refused_without_showing_it():
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test"}
-    env["AUDIT_CHECKPOINT_KEY"] = "c2VjcmV0LXRoYXQtaXMtdG9vLXNob3J0"  # 26 bytes
+    env = settings_env(AUDIT_CHECKPOINT_KEY="c2VjcmV0LXRoYXQtaXMtdG9vLXNob3J0")  # 26 bytes
 
-    result = run(["-c", "import django; django.setup()"], env)
+    result = refused_start(env)
 
-    assert result.returncode != 0
     last_line = result.stderr.strip().splitlines()[-1]
     assert last_line.endswith("AUDIT_CHECKPOINT_KEY must be 32 bytes, base64-encoded; it is not.")
     assert env["AUDIT_CHECKPOINT_KEY"] not in result.stderr
@@ -283,7 +288,7 @@ def test_a_secret_that_is_not_a_key_is_refused_without_showing_it():
 
 def test_text_within_its_rules_is_read():
     key = base64.b64encode(bytes(range(32))).decode()
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test"}
+    env = settings_env()
     env |= {
         "API_RATE_ANALYTICS": " 5/s ",
         "LOG_LEVEL": "warning",
@@ -359,7 +364,7 @@ def test_production_reads_hosts_and_origins_as_django_matches_them():
 
 
 def test_the_mail_server_and_its_account_come_from_the_environment():
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test"}
+    env = settings_env()
     env |= {"EMAIL_HOST": "smtp.example.com", "EMAIL_PORT": "587", "EMAIL_USE_TLS": "true"}
     env |= {"EMAIL_HOST_USER": "mailer", "EMAIL_HOST_PASSWORD": "p4ss word", "EMAIL_TIMEOUT": "3"}
     report = (
@@ -376,12 +381,8 @@ def test_the_mail_server_and_its_account_come_from_the_environment():
 
 
 def test_starttls_and_tls_from_the_start_are_one_or_the_other():
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test"}
-    env |= {"EMAIL_USE_TLS": "yes", "EMAIL_USE_SSL": "on"}
+    result = refused_start(settings_env(EMAIL_USE_TLS="yes", EMAIL_USE_SSL="on"))
 
-    result = run(["-c", "import django; django.setup()"], env)
-
-    assert result.returncode != 0
     assert "EMAIL_USE_TLS and EMAIL_USE_SSL cannot both be true" in result.stderr
 
 
@@ -394,11 +395,8 @@ def test_starttls_and_tls_from_the_start_are_one_or_the_other():
     ],
 )
 def test_an_address_that_is_refused_is_shown_without_its_password(name, raw, shown):
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test", name: raw}
+    result = refused_start(settings_env(**{name: raw}))
 
-    result = run(["-c", "import django; django.setup()"], env)
-
-    assert result.returncode != 0
     assert result.stderr.strip().splitlines()[-1].endswith(shown)
     assert "s3cret" not in result.stderr
 
