@@ -2,9 +2,14 @@
 Django's email backend (console in development, SMTP in production); SMS through the provider
 SMS_PROVIDER names: `local` (the default) writes each message to the log, and an operator's
 own provider is a dotted path to a class with `send(to: str, text: str)`.
+
+A channel's failure is either for good (the message or its recipient refused, no confirmed
+number) or one that may pass (`is_temporary`: the mail server or the provider could not be
+reached, or answered "try again later"); the notification is then sent again later.
 """
 
 import logging
+import smtplib
 from functools import cache
 from typing import Protocol
 
@@ -20,6 +25,34 @@ logger = logging.getLogger(__name__)
 
 class SMSProvider(Protocol):
     def send(self, to: str, text: str) -> None: ...
+
+
+class ChannelUnavailable(Exception):
+    """Raised by an SMS provider whose failure may pass (its service is down, it asked to be
+    called later): the notification is sent again later. Any OSError (a refused connection, a
+    timeout) counts the same."""
+
+
+def is_temporary(error: Exception) -> bool:
+    """Whether a channel's failure may pass, so its notification is tried again: the server
+    could not be reached, dropped the connection, or refused for now (an SMTP 4xx reply). A
+    permanent SMTP refusal (5xx: the sender, the recipient, the account), an SMTP exchange the
+    server does not support, or any other error is for good."""
+    if isinstance(error, ChannelUnavailable | smtplib.SMTPServerDisconnected):
+        return True
+    if isinstance(error, smtplib.SMTPRecipientsRefused):
+        return bool(error.recipients) and all(
+            _temporary_reply(code) for code, _ in error.recipients.values()
+        )
+    if isinstance(error, smtplib.SMTPResponseException):
+        return _temporary_reply(error.smtp_code)
+    if isinstance(error, smtplib.SMTPException):
+        return False  # smtplib's errors are OSErrors; the rest are the exchange's, for good
+    return isinstance(error, OSError)
+
+
+def _temporary_reply(code) -> bool:
+    return isinstance(code, int) and 400 <= code < 500
 
 
 class LocalSMSProvider:

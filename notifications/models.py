@@ -237,6 +237,13 @@ class Notification(TenantOwned):
         ordering = ["-created_at", "-id"]
         indexes = [
             models.Index(fields=["tenant", "recipient", "-created_at"], name="notification_inbox"),
+            # Beat's sweep of email and SMS still pending (notifications_deliver_overdue): few
+            # rows, however many notifications were ever sent.
+            models.Index(
+                fields=["updated_at"],
+                condition=models.Q(status=NotificationStatus.PENDING),
+                name="notification_pending",
+            ),
         ]
 
     def __str__(self):

@@ -48,3 +48,11 @@ def prune_phone_confirmations() -> int:
 def deliver_notifications(notification_ids: list[str]) -> int:
     """Send pending email and SMS notifications (queued on commit)."""
     return services.notifications_deliver(notification_ids=notification_ids)
+
+
+@shared_task(name="notifications.tasks.deliver_overdue_notifications")
+def deliver_overdue_notifications() -> dict:
+    """Beat job (every minute): send the email and SMS notifications still pending (their
+    task's message lost, or their channel down at the last try); give up those pending for
+    NOTIFICATIONS_DELIVERY_HOURS."""
+    return vars(services.notifications_deliver_overdue())

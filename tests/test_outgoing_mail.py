@@ -1,19 +1,27 @@
 """Outgoing mail through a real SMTP server (aiosmtpd, on a local port): the account the settings
 name signs in and the message arrives; a mail server that stops answering fails the email after
 EMAIL_TIMEOUT, and what sent it goes on: the inviting request answers (its invitation can be
-sent again), a notification is recorded as failed."""
+sent again), a notification waits for beat's sweep to send it once the server is back; a
+recipient the server refuses for good fails the notification."""
 
 import logging
 import smtplib
 import threading
+from contextlib import contextmanager
+from datetime import timedelta
 
 import pytest
+import time_machine
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 from django.test import override_settings
+from django.utils import timezone
 
 from notifications.models import Channel, Notification, NotificationStatus
-from notifications.services.user_notifications import notifications_deliver
+from notifications.services.user_notifications import (
+    notifications_deliver,
+    notifications_deliver_overdue,
+)
 from tenants.models import Invitation, PlanTier, Role
 from tests.factories import TenantFactory
 from tests.test_dependency_outages import closed_port, silent_port
@@ -26,11 +34,13 @@ SMTP = "django.core.mail.backends.smtp.EmailBackend"
 
 
 class Mailbox:
-    """aiosmtpd's handler: keeps each message and the account its session signed in with."""
+    """aiosmtpd's handler: keeps each message and the account its session signed in with, and
+    refuses the recipients `refuse` names with their reply."""
 
-    def __init__(self):
+    def __init__(self, refuse: dict[str, str] | None = None):
         self.messages: list[tuple[str, list[str], str]] = []
         self.logins: list[tuple[str, str]] = []
+        self.refuse = refuse or {}
         self.received = threading.Event()
 
     def authenticate(self, server, session, envelope, mechanism, auth_data) -> AuthResult:
@@ -40,6 +50,12 @@ class Mailbox:
         self.logins.append(login)
         return AuthResult(success=login == ACCOUNT)
 
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address in self.refuse:
+            return self.refuse[address]
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
     async def handle_DATA(self, server, session, envelope):
         body = envelope.content.decode("utf-8", errors="replace")
         self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), body))
@@ -47,9 +63,10 @@ class Mailbox:
         return "250 Message accepted for delivery"
 
 
-@pytest.fixture
-def mailbox():
-    box = Mailbox()
+@contextmanager
+def running_mailbox(refuse: dict[str, str] | None = None):
+    """A real SMTP server on a local port, and the settings that send through it."""
+    box = Mailbox(refuse)
     controller = Controller(
         box,
         hostname="127.0.0.1",
@@ -69,6 +86,18 @@ def mailbox():
             yield box
     finally:
         controller.stop()
+
+
+@pytest.fixture
+def mailbox():
+    with running_mailbox() as box:
+        yield box
+
+
+@pytest.fixture
+def mailbox_server():
+    """`running_mailbox`, started when the test says."""
+    return running_mailbox
 
 
 @pytest.fixture
@@ -124,22 +153,73 @@ def test_a_mail_server_that_never_answers_fails_the_email_and_the_invitation_sta
     assert str(error) == "Connection unexpectedly closed: timed out"
 
 
-def test_a_notification_to_a_mail_server_that_never_answers_is_recorded_as_failed(
-    owner, silent_mail_server
-):
-    notification = Notification.objects.create(
+def email_notification(owner, title: str = "Quota warning") -> Notification:
+    return Notification.objects.create(
         tenant=owner.tenant,
         recipient=owner.user,
         channel=Channel.EMAIL,
-        title="Quota warning",
+        title=title,
         message="80% of the month's tokens are used.",
     )
+
+
+def test_a_notification_to_a_mail_server_that_never_answers_waits_and_goes_when_it_is_back(
+    owner, silent_mail_server, mailbox_server, settings
+):
+    """The timeout is a failure that may pass: the notification is pending again, its reason
+    kept, and beat's sweep sends it once the server answers."""
+    notification = email_notification(owner)
 
     sent = notifications_deliver(notification_ids=[notification.pk])
 
     assert sent == 0
     notification.refresh_from_db()
-    assert notification.status == NotificationStatus.FAILED
+    assert notification.status == NotificationStatus.PENDING
+    assert notification.sent_at is None
     assert notification.error == (
         "SMTPServerDisconnected: Connection unexpectedly closed: timed out"
     )
+
+    with (
+        mailbox_server() as mailbox,
+        time_machine.travel(timezone.now() + timedelta(minutes=1, seconds=1)),
+    ):
+        assert notifications_deliver_overdue().sent == 1
+    [(_, recipients, body)] = mailbox.messages
+    assert recipients == [owner.user.email] and "80% of the month's tokens" in body
+    notification.refresh_from_db()
+    assert notification.status == NotificationStatus.SENT
+
+
+def test_a_mail_server_that_refuses_connections_leaves_the_rest_untried(owner, settings):
+    settings.EMAIL_BACKEND, settings.EMAIL_HOST = SMTP, "127.0.0.1"
+    settings.EMAIL_PORT = closed_port()
+    notifications = [email_notification(owner, f"Warning {n}") for n in range(3)]
+
+    assert notifications_deliver(notification_ids=[n.pk for n in notifications]) == 0
+
+    errors = sorted(Notification.objects.values_list("status", "error"))
+    assert errors == [
+        ("pending", ""),
+        ("pending", ""),
+        ("pending", "ConnectionRefusedError: [Errno 111] Connection refused"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("reply", "status"),
+    [("550 5.1.1 No such mailbox", "failed"), ("450 4.2.0 Mailbox busy", "pending")],
+)
+def test_a_refused_recipient_fails_for_good_and_a_busy_one_waits(
+    owner, mailbox_server, reply, status
+):
+    notification = email_notification(owner)
+
+    with mailbox_server(refuse={owner.user.email: reply}) as mailbox:
+        assert notifications_deliver(notification_ids=[notification.pk]) == 0
+
+    assert mailbox.messages == []
+    notification.refresh_from_db()
+    assert notification.status == status
+    assert notification.error.startswith("SMTPRecipientsRefused: ")
+    assert reply.split()[0] in notification.error

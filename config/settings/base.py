@@ -780,6 +780,15 @@ SMS_PROVIDER = env("SMS_PROVIDER", default="local")
 # Email and SMS messages one organization may send one member per channel in 24 hours; past it,
 # a notification on that channel is kept `suppressed` and not sent (the in-app inbox has none).
 NOTIFICATIONS_PER_RECIPIENT_PER_DAY = env_int("NOTIFICATIONS_PER_RECIPIENT_PER_DAY", 50)
+# An email or SMS notification still pending this long after its last change is sent by beat's
+# sweep (its task's message was lost, or its channel's last failure may have passed); one still
+# pending after NOTIFICATIONS_DELIVERY_HOURS is given up (`failed`).
+NOTIFICATIONS_RETRY_AFTER_SECONDS = env_int(
+    "NOTIFICATIONS_RETRY_AFTER_SECONDS", 60, minimum=1, maximum=_SECONDS_MAX
+)
+NOTIFICATIONS_DELIVERY_HOURS = env_int(
+    "NOTIFICATIONS_DELIVERY_HOURS", 24, minimum=1, maximum=_HOURS_MAX
+)
 # SMS goes only to a number its member confirmed with a code sent to it. Codes go to numbers
 # nobody confirmed yet, so they are bounded: per member of an organization, and per number
 # across the platform, in any 24 hours (and one a minute).
@@ -1014,6 +1023,12 @@ CELERY_BEAT_SCHEDULE = {
     "notifications.prune-webhook-deliveries": {
         "task": "notifications.tasks.prune_webhook_deliveries",
         "schedule": crontab(hour=3, minute=41),
+    },
+    # Email and SMS notifications are sent on commit; this sends those whose task never came
+    # and tries again those whose channel was down.
+    "notifications.deliver-overdue-notifications": {
+        "task": "notifications.tasks.deliver_overdue_notifications",
+        "schedule": timedelta(minutes=1),
     },
     "notifications.prune-phone-confirmations": {
         "task": "notifications.tasks.prune_phone_confirmations",

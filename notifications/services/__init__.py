@@ -32,6 +32,7 @@ from .user_notifications import (
     notification_preferences_update,
     notification_send,
     notifications_deliver,
+    notifications_deliver_overdue,
     notifications_mark_all_read,
 )
 
@@ -40,6 +41,7 @@ __all__ = [
     "notification_preferences_update",
     "notification_send",
     "notifications_deliver",
+    "notifications_deliver_overdue",
     "notifications_mark_all_read",
     "phone_confirmation_confirm",
     "phone_confirmation_send",

@@ -4,11 +4,13 @@ preferences allow."""
 
 import logging
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import Q, Value
+from django.db.models.functions import Concat, Left
 from django.utils import timezone
 
 from audit.services import record
@@ -21,6 +23,10 @@ from ..models import Channel, Notification, NotificationPreference, Notification
 from ..selectors import preferences_of
 
 logger = logging.getLogger(__name__)
+
+# The most notifications one sweep sends (notifications_deliver_overdue): beat's next run, a
+# minute on, takes the rest.
+OVERDUE_BATCH = 500
 
 
 def _status_for(preference: NotificationPreference, channel: str) -> str:
@@ -181,25 +187,82 @@ def _deliver_after_commit(notifications: Iterable[Notification]) -> None:
 def notifications_deliver(*, notification_ids: Iterable) -> int:
     """Send the pending email and SMS notifications among `notification_ids`; each is claimed
     (pending -> sent) before it goes, so a task delivered twice sends once, and none past the
-    recipient's daily allowance (`_claim`). Returns how many were sent."""
+    recipient's daily allowance (`_claim`). A failure that may pass (channels.is_temporary: the
+    mail server down) puts the notification back to pending for `notifications_deliver_overdue`
+    and leaves the rest of that channel's untried in this run; any other failure is for good
+    (`failed`). Returns how many were sent."""
     sent = 0
-    for notification in Notification.objects.filter(
-        pk__in=list(notification_ids), status=NotificationStatus.PENDING
-    ).select_related("recipient"):
-        if not _claim(notification):
+    unavailable: set[str] = set()  # channels that met a failure which may pass, in this run
+    for notification in (
+        Notification.objects.filter(
+            pk__in=list(notification_ids), status=NotificationStatus.PENDING
+        )
+        .select_related("recipient")
+        .order_by("created_at", "id")  # in the order they were raised
+    ):
+        if notification.channel in unavailable or not _claim(notification):
             continue
         try:
             channels.send(notification)
         except Exception as error:  # a channel's failure is recorded, never raised at a task
-            logger.warning("notification %s not sent: %s", notification.pk, type(error).__name__)
-            Notification.objects.filter(pk=notification.pk).update(
-                status=NotificationStatus.FAILED,
-                error=f"{type(error).__name__}: {error}"[:500],
-                updated_at=timezone.now(),
-            )
+            reason = f"{type(error).__name__}: {error}"
+            if channels.is_temporary(error):
+                unavailable.add(notification.channel)
+                logger.warning(
+                    "notification %s not sent yet: %s", notification.pk, type(error).__name__
+                )
+                _record_failure(notification, NotificationStatus.PENDING, reason)
+            else:
+                logger.warning(
+                    "notification %s not sent: %s", notification.pk, type(error).__name__
+                )
+                _record_failure(notification, NotificationStatus.FAILED, reason)
             continue
         sent += 1
     return sent
+
+
+def _record_failure(notification: Notification, status: str, reason: str) -> None:
+    """The claimed notification back to `pending` (tried again later) or `failed`, the reason
+    kept in `error`; the claim's sending time is cleared, so the daily allowance does not count
+    it."""
+    Notification.objects.filter(pk=notification.pk, status=NotificationStatus.SENT).update(
+        status=status, sent_at=None, error=reason[:500], updated_at=timezone.now()
+    )
+
+
+@dataclass(frozen=True)
+class OverdueDelivery:
+    sent: int
+    expired: int
+
+
+def notifications_deliver_overdue(*, limit: int = OVERDUE_BATCH) -> OverdueDelivery:
+    """Beat's sweep of email and SMS notifications still pending: one untouched for
+    NOTIFICATIONS_RETRY_AFTER_SECONDS is sent now (its task's message was lost: a broker down
+    at the commit, or restarted without its queue; or its channel's last failure may have
+    passed), the oldest first, up to `limit` a run; one pending for NOTIFICATIONS_DELIVERY_HOURS
+    is given up, `failed`: a warning that late would mislead. The claim
+    in `notifications_deliver` makes a sweep that meets the task's own delivery send once."""
+    now = timezone.now()
+    hours = settings.NOTIFICATIONS_DELIVERY_HOURS
+    pending = Notification.objects.filter(status=NotificationStatus.PENDING)
+    expired = pending.filter(created_at__lte=now - timedelta(hours=hours)).update(
+        status=NotificationStatus.FAILED,
+        error=Left(Concat(Value(f"Not delivered within {hours} hours. "), "error"), 500),
+        updated_at=now,
+    )
+    if expired:
+        logger.warning("%s notifications not delivered within %s hours: failed", expired, hours)
+    due = list(
+        pending.filter(
+            updated_at__lte=now - timedelta(seconds=settings.NOTIFICATIONS_RETRY_AFTER_SECONDS)
+        )
+        .order_by("updated_at")
+        .values_list("pk", flat=True)[:limit]
+    )
+    sent = notifications_deliver(notification_ids=due) if due else 0
+    return OverdueDelivery(sent=sent, expired=expired)
 
 
 @transaction.atomic

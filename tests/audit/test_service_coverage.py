@@ -230,6 +230,10 @@ EXEMPT = {
     "notifications.services.user_notifications.notifications_deliver": (
         "sends notifications already recorded; each keeps its own status"
     ),
+    "notifications.services.user_notifications.notifications_deliver_overdue": (
+        "beat's sweep: sends notifications already recorded, or gives them up; each keeps its "
+        "own status and reason"
+    ),
     "notifications.services.user_notifications.notification_mark_read": (
         "the reader's own bookkeeping"
     ),
