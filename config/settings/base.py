@@ -945,6 +945,13 @@ CELERY_BROKER_URL = (
     or "filesystem://localhost//"
 )
 CELERY_BROKER_TRANSPORT_OPTIONS = {}
+# How long a publish may spend connecting to the broker, its tries included. A connection to a
+# Redis that stopped answering fails after REDIS_SOCKET_TIMEOUT; with Celery's 4 s here a
+# publish tried again until 4.7 s had passed, and the web request whose commit sends the task
+# waited for it. One try now (a broker that refuses is still tried again at once, by Celery's
+# publish retries). A worker's own connection waits for the broker as long as it takes.
+_BROKER_CONNECT_BUDGET = max(REDIS_SOCKET_TIMEOUT, REDIS_CONNECT_TIMEOUT)
+CELERY_BROKER_CONNECTION_TIMEOUT = _BROKER_CONNECT_BUDGET if _BROKER_CONNECT_BUDGET > 0 else 4.0
 if CELERY_BROKER_URL.startswith("filesystem://"):
     _queue_dir = VAR_DIR / "celery" / "queue"
     _processed_dir = VAR_DIR / "celery" / "processed"
