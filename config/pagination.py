@@ -1,7 +1,11 @@
 """Pagination. A malformed `page`, `page_size` or `cursor` is the client's input, so it answers
 400 VALIDATION_ERROR naming the parameter (DRF answers 404, or quietly uses the default page
-size); a well-formed page past the last one is 404."""
+size); a well-formed page past the last one is 404.
 
+Pages are slices of one total order: a page-number list's ordering always ends with the primary
+key (`in_total_order`), and the cursor's is `(-created_at, -id)`."""
+
+from django.db.models import OrderBy, QuerySet
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.pagination import CursorPagination, PageNumberPagination
 
@@ -14,9 +18,47 @@ def _positive_int_or_400(request, parameter: str) -> None:
         raise ValidationError({parameter: ["Must be a whole number of 1 or more."]})
 
 
+def in_total_order(queryset):
+    """`queryset` with the primary key after its ordering (`?ordering=`, the view's, or the
+    model's), unless a term already is the key. Rows that tie on every term (a status, a tier,
+    a name, a creation time shared by one transaction's rows) are in no set order otherwise,
+    and each page is its own query: PostgreSQL's top-N sort puts the tied rows differently
+    from one OFFSET to the next, so a client paging through the list saw some rows twice and
+    others never. Aggregated, combined, sliced or randomly ordered querysets are left as
+    they are."""
+    if not isinstance(queryset, QuerySet):
+        return queryset
+    query = queryset.query
+    if query.group_by is not None or query.combinator or query.is_sliced:
+        return queryset
+    ordering = list(
+        query.order_by or (queryset.model._meta.ordering if query.default_ordering else ())
+    )
+    if "?" in ordering:
+        return queryset
+    key = queryset.model._meta.pk
+    if any(_names(term) in ("pk", key.name, key.attname) for term in ordering):
+        return queryset
+    descending = bool(ordering) and _descending(ordering[-1])
+    return queryset.order_by(*ordering, "-pk" if descending else "pk")
+
+
+def _names(term) -> str | None:
+    if isinstance(term, str):
+        return term.lstrip("-")
+    expression = term.expression if isinstance(term, OrderBy) else term
+    return getattr(expression, "name", None)  # F("pk")
+
+
+def _descending(term) -> bool:
+    return (
+        term.startswith("-") if isinstance(term, str) else bool(getattr(term, "descending", False))
+    )
+
+
 class StandardPagination(PageNumberPagination):
     """Page-number pagination: `page`, `page_size` (default 20, at most 100: larger sizes are
-    reduced to 100)."""
+    reduced to 100), over the list's ordering made total (`in_total_order`)."""
 
     page_size = 20
     page_size_query_param = "page_size"
@@ -26,7 +68,7 @@ class StandardPagination(PageNumberPagination):
         if request.query_params.get(self.page_query_param) not in self.last_page_strings:
             _positive_int_or_400(request, self.page_query_param)
         _positive_int_or_400(request, self.page_size_query_param)
-        return super().paginate_queryset(queryset, request, view)
+        return super().paginate_queryset(in_total_order(queryset), request, view)
 
 
 class EventCursorPagination(CursorPagination):
