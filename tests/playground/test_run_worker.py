@@ -592,7 +592,7 @@ def test_a_run_whose_worker_loses_the_database_mid_phase_is_taken_back_by_its_re
     transactional_db, make_caller, tmp_path
 ):
     """A prefork worker reaches PostgreSQL through a link the test cuts while phase 1's
-    upstream call is in flight, and restores 5 s later (a restart). The call's settlement
+    upstream call is in flight, and restores 7 s later (a restart). The call's settlement
     gives up (GATEWAY_SETTLE_RETRY_SECONDS=1), the run stops on the outage, and its task is
     sent again through the broker carrying the stopped attempt's claim token: the retry takes
     the run back at once, inside the run's 10-minute lease and as the same attempt, gives back
@@ -629,9 +629,12 @@ def test_a_run_whose_worker_loses_the_database_mid_phase_is_taken_back_by_its_re
                 details=lambda: f"{run_state(run_id)}\n{worker.log()}",
             )
             # Longer than the call's wait (1.5 s) and its settlement's tries (1 s, the last
-            # one up to 1 s after it), shorter than the task's pause before its retry (5 s).
+            # one up to 1 s after it), with 3.5 s to spare: a settlement that landed after the
+            # restore would record the phase, and the run would meet no outage. The task's
+            # retry comes 5 s after the run stopped; one that comes before the restore meets
+            # the outage too and is sent again 10 s later, taking the run back all the same.
             link.cut()
-            time.sleep(5)
+            time.sleep(7)
             link.restore()
             wait_for(
                 lambda: OrchestrationRun.objects.get(pk=run_id).is_finished,
