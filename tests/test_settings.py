@@ -200,6 +200,18 @@ def test_the_walking_tests_know_every_project_app():
         # Never matches a request's host: every request was a 400.
         ("ALLOWED_HOSTS", "https://api.example.com", "must list host names (api.example.com, "),
         ("ALLOWED_HOSTS", "localhost,api.example.com:443", "it has 'api.example.com:443'."),
+        # Read from each process's working directory: a worker started elsewhere wrote a job's
+        # artifacts (or, from VAR_DIR, the embedded database and queue) where the web process
+        # never looked.
+        ("ARTIFACTS_ROOT", "var/artifacts", "ARTIFACTS_ROOT must be an absolute path (/srv/"),
+        (
+            "VAR_DIR",
+            "var",
+            "VAR_DIR must be an absolute path (/srv/control-plane/...); it is 'var'",
+        ),
+        ("MEDIA_ROOT", "~/media", "MEDIA_ROOT must be an absolute path"),
+        ("ATTACHMENTS_ROOT", "./attachments", "ATTACHMENTS_ROOT must be an absolute path"),
+        ("STATIC_ROOT", "static", "STATIC_ROOT must be an absolute path"),
     ],
 )
 def test_a_value_out_of_its_range_stops_the_process_naming_it(name, raw, message):

@@ -6,6 +6,7 @@ and a file-system Celery transport, so a newcomer needs nothing but Python.
 
 import base64
 import binascii
+import os
 import re
 from datetime import timedelta
 from email.utils import parseaddr
@@ -188,6 +189,16 @@ def env_web_address(name: str, *, base: bool = False) -> str:
 _CURRENCY, _CURRENCY_EXPECTED = matching(r"[A-Z]{3}"), "an ISO 4217 currency code, as USD"
 
 
+def env_path(name: str, default: str) -> str:
+    """A folder from the environment, as an absolute path. A relative one is read from each
+    process's working directory: a worker started elsewhere than the web process wrote its
+    files (a job's artifacts, the embedded database, the file-system queue) where the web
+    process never looked."""
+    return env_text(
+        name, default, valid=os.path.isabs, expected="an absolute path (/srv/control-plane/...)"
+    )
+
+
 def _is_key_seed(raw: str) -> bool:
     try:
         return len(base64.b64decode(raw, validate=True)) == 32
@@ -197,7 +208,7 @@ def _is_key_seed(raw: str) -> bool:
 
 # Where the embedded defaults keep their files (the SQLite database, the Celery file-system
 # queue, uploaded media), so a second instance (the live tests) can run beside the quick start.
-VAR_DIR = Path(env("VAR_DIR", default=str(BASE_DIR / "var")))
+VAR_DIR = Path(env_path("VAR_DIR", str(BASE_DIR / "var")))
 
 # Only the dev/test settings may fall back to this; production refuses it.
 INSECURE_DEV_SECRET_KEY = "django-insecure-dev-only-never-use-in-production"
@@ -470,13 +481,13 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = env("STATIC_ROOT", default=str(BASE_DIR / "staticfiles"))
+STATIC_ROOT = env_path("STATIC_ROOT", str(BASE_DIR / "staticfiles"))
 # Job artifacts (orchestration outputs, workflow results) are private: served through the API
 # to the tenant's members only, never from MEDIA_URL. Production may point this at object
 # storage (any Django storage backend).
-ARTIFACTS_ROOT = env("ARTIFACTS_ROOT", default=str(VAR_DIR / "artifacts"))
+ARTIFACTS_ROOT = env_path("ARTIFACTS_ROOT", str(VAR_DIR / "artifacts"))
 # Support ticket attachments are private in the same way: downloaded through the API only.
-ATTACHMENTS_ROOT = env("ATTACHMENTS_ROOT", default=str(VAR_DIR / "attachments"))
+ATTACHMENTS_ROOT = env_path("ATTACHMENTS_ROOT", str(VAR_DIR / "attachments"))
 # config.storage: Django's, removing a file whose write failed and answering 503 for a full or
 # failing volume.
 STORAGES = {
@@ -572,7 +583,7 @@ EMAIL_TIMEOUT = env_float("EMAIL_TIMEOUT", 10.0, minimum=0.001, maximum=_SECONDS
 QUOTA_WARNING_THRESHOLD = env_float("QUOTA_WARNING_THRESHOLD", 80.0, maximum=100)
 # Themes: uploaded logos (PNG, JPEG, sanitised SVG) up to this size.
 THEME_LOGO_MAX_BYTES = env_int("THEME_LOGO_MAX_BYTES", 512 * 1024)
-MEDIA_ROOT = env("MEDIA_ROOT", default=str(VAR_DIR / "media"))
+MEDIA_ROOT = env_path("MEDIA_ROOT", str(VAR_DIR / "media"))
 MEDIA_URL = env("MEDIA_URL", default="/media/")
 
 # API
