@@ -193,6 +193,12 @@ class StorageUnavailable(OSError):
     that catches those)."""
 
 
+class StoredFileMissing(FileNotFoundError):
+    """A file a row points at is not in its storage (a volume restored or mounted without it,
+    a file removed by hand): raised by config.storage when the file is opened. The API answers
+    404 saying so, and logs one line for the operator, rather than a 500."""
+
+
 class DependencyUnavailable(ServiceUnavailable):
     """A part the request needs (the database, the cache, the task broker, the file storage)
     could not be reached or refused to serve: 503 with Retry-After. Nothing is skipped
@@ -374,6 +380,8 @@ def _as_api_exception(exc):
         return PayloadTooLarge(body_too_large_message())
     if isinstance(exc, SuspiciousOperation):
         return exceptions.ValidationError({"non_field_errors": ["The request is malformed."]})
+    if isinstance(exc, StoredFileMissing):
+        return exceptions.NotFound("The file is missing from the storage.")
     if (
         isinstance(exc, OperationalError)
         and getattr(exc.__cause__, "sqlstate", None) == _QUERY_CANCELED
@@ -437,8 +445,12 @@ def set_rollback() -> None:
 
 
 def _handle(exc, context):
-    exc = _as_api_exception(exc)
     view = context.get("view") if context else None
+    if isinstance(exc, StoredFileMissing):
+        logger.error(
+            "A stored file is missing in %s: %s", view.__class__.__name__, exc.filename or "-"
+        )
+    exc = _as_api_exception(exc)
     if not isinstance(exc, exceptions.APIException):
         logger.exception("Unhandled error in %s", view.__class__.__name__)
         set_rollback()

@@ -1,7 +1,8 @@
 """The file storage's writes on a volume that cannot take them (config.storage): what fitted
 of the file is removed, and the failure is an outage of the storage, which the API answers 503
 naming it, with nothing recorded, and which a workflow job waits out (tests/playground/
-test_workflows.py). Other failures of a write are raised as they were."""
+test_workflows.py). Other failures of a write are raised as they were. A read of a file the
+storage does not have is a 404 saying so; one the volume fails, an outage."""
 
 import errno
 import logging
@@ -17,7 +18,8 @@ from audit.models import AuditEvent
 from config.exceptions import StorageUnavailable, unavailable_dependency
 from support.models import TicketAttachment
 from tests.conftest import assert_envelope
-from tests.support.factories import TicketFactory
+from tests.playground.factories import ArtifactFactory
+from tests.support.factories import TicketAttachmentFactory, TicketFactory
 from tests.support.test_conversation import storage_used, tenant_files, upload
 
 pytestmark = pytest.mark.django_db
@@ -166,3 +168,49 @@ def test_an_upload_whose_temporary_file_meets_a_full_volume_leaves_no_file(
     # as anything kept the request.
     assert list(tmp_path.iterdir()) == []
     assert not TicketAttachment.objects.filter(ticket=ticket).exists()
+
+
+# Reads ------------------------------------------------------------------------------------------
+
+
+def missing_artifact(owner):
+    artifact = ArtifactFactory(tenant=owner.tenant)
+    storages["artifacts"].delete(artifact.file.name)
+    return f"/api/v1/artifacts/{artifact.pk}/download", artifact.file.name, "ArtifactViewSet"
+
+
+def missing_attachment(owner):
+    attachment = TicketAttachmentFactory(tenant=owner.tenant)
+    attachment.file.storage.delete(attachment.file.name)
+    url = f"/api/v1/support/attachments/{attachment.pk}/download"
+    return url, attachment.file.name, "AttachmentViewSet"
+
+
+@pytest.mark.parametrize("missing", [missing_artifact, missing_attachment])
+def test_a_file_missing_from_the_storage_is_a_404_saying_so_and_logged(owner, missing, caplog):
+    """A row whose file is not in the storage (a volume restored or mounted without it): the
+    download was a 500 (FileNotFoundError); the object itself is still there."""
+    url, name, view = missing(owner)
+
+    with caplog.at_level(logging.ERROR, logger="config.exceptions"):
+        response = owner.client.get(url)
+
+    error = assert_envelope(response, 404, "RESOURCE_NOT_FOUND")
+    assert error["message"] == "The file is missing from the storage."
+    [line] = [r.getMessage() for r in caplog.records if r.name == "config.exceptions"]
+    assert line == f"A stored file is missing in {view}: {name}"
+    assert owner.client.get(url.removesuffix("download")).status_code == 200
+
+
+def test_a_read_the_volume_fails_is_an_outage_of_the_storage(owner, monkeypatch):
+    artifact = ArtifactFactory(tenant=owner.tenant)
+
+    def failing_open(path, mode="r", *args, **kwargs):
+        raise OSError(errno.EIO, os.strerror(errno.EIO), path)
+
+    monkeypatch.setattr(filesystem, "open", failing_open, raising=False)
+
+    response = owner.client.get(f"/api/v1/artifacts/{artifact.pk}/download")
+
+    error = assert_envelope(response, 503, "SERVICE_UNAVAILABLE")
+    assert error["details"]["dependency"] == "storage"
