@@ -5,7 +5,8 @@ own provider is a dotted path to a class with `send(to: str, text: str)`.
 
 A channel's failure is either for good (the message or its recipient refused, no confirmed
 number) or one that may pass (`is_temporary`: the mail server or the provider could not be
-reached, or answered "try again later"); the notification is then sent again later.
+reached, answered "try again later", or refused the platform's own account); the notification
+is then sent again later.
 """
 
 import logging
@@ -34,21 +35,21 @@ class ChannelUnavailable(Exception):
 
 
 def is_temporary(error: Exception) -> bool:
-    """Whether a channel's failure may pass, so its notification is tried again: the server
-    could not be reached, dropped the connection, or refused for now (an SMTP 4xx reply). A
-    permanent SMTP refusal (5xx: the sender, the recipient, the account), an SMTP exchange the
-    server does not support, or any other error is for good."""
-    if isinstance(error, ChannelUnavailable | smtplib.SMTPServerDisconnected):
-        return True
+    """Whether a channel's failure may pass, so its notification is tried again. Only a
+    refusal of this message or its recipient is for good: an SMTP 5xx reply to the recipient or
+    to the message, or any failure an SMS provider does not mark as passing (raising
+    ChannelUnavailable or an OSError). The rest may pass: the server unreachable, silent or
+    dropping the connection, a 4xx "try later", and a refusal of the platform's own account,
+    sender or exchange (an SMTP login, a sender address or TLS the server will not take), which
+    the operator's settings put right, and every notification waiting meanwhile then goes."""
     if isinstance(error, smtplib.SMTPRecipientsRefused):
         return bool(error.recipients) and all(
             _temporary_reply(code) for code, _ in error.recipients.values()
         )
-    if isinstance(error, smtplib.SMTPResponseException):
+    if isinstance(error, smtplib.SMTPDataError):
         return _temporary_reply(error.smtp_code)
-    if isinstance(error, smtplib.SMTPException):
-        return False  # smtplib's errors are OSErrors; the rest are the exchange's, for good
-    return isinstance(error, OSError)
+    # smtplib's other errors are OSErrors: the connection's, the server's or the account's.
+    return isinstance(error, ChannelUnavailable | OSError)
 
 
 def _temporary_reply(code) -> bool:

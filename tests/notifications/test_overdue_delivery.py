@@ -227,21 +227,24 @@ def recipients_refused(*codes: int) -> smtplib.SMTPRecipientsRefused:
 @pytest.mark.parametrize(
     ("error", "temporary"),
     [
+        # The server, the connection or the platform's own account: the operator's to put right.
         (ConnectionRefusedError(111, "Connection refused"), True),
         (TimeoutError("timed out"), True),
         (smtplib.SMTPServerDisconnected("Connection unexpectedly closed"), True),
         (smtplib.SMTPConnectError(421, b"Service not available"), True),
-        (smtplib.SMTPSenderRefused(451, b"Try again later", "no-reply@localhost"), True),
+        (smtplib.SMTPConnectError(554, b"No service for you"), True),
+        (smtplib.SMTPAuthenticationError(535, b"Bad credentials"), True),
+        (smtplib.SMTPSenderRefused(553, b"Sender not allowed", "no-reply@localhost"), True),
+        (smtplib.SMTPNotSupportedError("SMTPUTF8 not supported"), True),
+        (smtplib.SMTPException("SMTP AUTH extension not supported by server."), True),
+        (ChannelUnavailable("503 from the provider"), True),
+        # "Try again later" about this message or recipient.
         (smtplib.SMTPDataError(452, b"Insufficient storage"), True),
         (recipients_refused(450, 451), True),
-        (ChannelUnavailable("503 from the provider"), True),
-        (smtplib.SMTPConnectError(554, b"No service for you"), False),
-        (smtplib.SMTPAuthenticationError(535, b"Bad credentials"), False),
+        # This message or recipient refused for good, or a provider's own verdict.
         (smtplib.SMTPDataError(554, b"Message rejected"), False),
         (recipients_refused(550), False),
         (recipients_refused(450, 550), False),
-        (smtplib.SMTPNotSupportedError("SMTPUTF8 not supported"), False),
-        (smtplib.SMTPException("SMTP AUTH extension not supported by server."), False),
         (ValueError("the recipient has no confirmed phone number"), False),
         (RuntimeError("a provider's bug"), False),
     ],
