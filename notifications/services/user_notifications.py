@@ -242,8 +242,8 @@ def notifications_deliver_overdue(*, limit: int = OVERDUE_BATCH) -> OverdueDeliv
     NOTIFICATIONS_RETRY_AFTER_SECONDS is sent now (its task's message was lost: a broker down
     at the commit, or restarted without its queue; or its channel's last failure may have
     passed), the oldest first, up to `limit` a run; one pending for NOTIFICATIONS_DELIVERY_HOURS
-    is given up, `failed`: a warning that late would mislead. The claim
-    in `notifications_deliver` makes a sweep that meets the task's own delivery send once."""
+    is given up, `failed`: a warning that late would mislead. The claim in
+    `notifications_deliver` makes a sweep that meets the task's own delivery send once."""
     now = timezone.now()
     hours = settings.NOTIFICATIONS_DELIVERY_HOURS
     pending = Notification.objects.filter(status=NotificationStatus.PENDING)
