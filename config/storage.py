@@ -43,7 +43,7 @@ class FileSystemStorage(DjangoFileSystemStorage):
                     os.remove(full_path)
                 except OSError as cleanup:
                     logger.warning("Could not remove a partial file: %s", one_line(cleanup))
-            raise StorageUnavailable(error.errno, os.strerror(error.errno)) from error
+            raise _outage(error) from error
 
     def _open(self, name, mode="rb"):
         try:
@@ -53,4 +53,8 @@ class FileSystemStorage(DjangoFileSystemStorage):
         except OSError as error:
             if error.errno not in _VOLUME_ERRORS:
                 raise
-            raise StorageUnavailable(error.errno, os.strerror(error.errno)) from error
+            raise _outage(error) from error
+
+
+def _outage(error: OSError) -> StorageUnavailable:
+    return StorageUnavailable(error.errno, os.strerror(error.errno))

@@ -205,18 +205,20 @@ def notifications_deliver(*, notification_ids: Iterable) -> int:
         try:
             channels.send(notification)
         except Exception as error:  # a channel's failure is recorded, never raised at a task
-            reason = f"{type(error).__name__}: {error}"
-            if channels.is_temporary(error):
+            temporary = channels.is_temporary(error)
+            if temporary:
                 unavailable.add(notification.channel)
-                logger.warning(
-                    "notification %s not sent yet: %s", notification.pk, type(error).__name__
-                )
-                _record_failure(notification, NotificationStatus.PENDING, reason)
-            else:
-                logger.warning(
-                    "notification %s not sent: %s", notification.pk, type(error).__name__
-                )
-                _record_failure(notification, NotificationStatus.FAILED, reason)
+            logger.warning(
+                "notification %s not sent%s: %s",
+                notification.pk,
+                " yet" if temporary else "",
+                type(error).__name__,
+            )
+            _record_failure(
+                notification,
+                NotificationStatus.PENDING if temporary else NotificationStatus.FAILED,
+                f"{type(error).__name__}: {error}",
+            )
             continue
         sent += 1
     return sent

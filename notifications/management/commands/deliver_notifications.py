@@ -9,7 +9,7 @@ class Command(BaseCommand):
         "Send the email and SMS notifications still pending NOTIFICATIONS_RETRY_AFTER_SECONDS "
         "after their last change (their task lost, their channel down at the last try), and "
         "give up those pending NOTIFICATIONS_DELIVERY_HOURS: the job Celery beat runs every "
-        "minute, until none is left."
+        "minute, run until a batch sends nothing."
     )
 
     def handle(self, *args, **options):
@@ -17,7 +17,9 @@ class Command(BaseCommand):
         while True:
             run = notifications_deliver_overdue(limit=OVERDUE_BATCH)
             sent, expired = sent + run.sent, expired + run.expired
-            if run.sent < OVERDUE_BATCH:
+            # Not `sent < OVERDUE_BATCH`: a batch whose channel went down, or whose recipients
+            # were past their allowance, sends fewer while more may be waiting behind it.
+            if not run.sent:
                 break
         self.stdout.write(
             self.style.SUCCESS(f"Sent {sent} notifications; gave up {expired} past their window.")
