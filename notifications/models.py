@@ -189,6 +189,9 @@ class Channel(models.TextChoices):
 class NotificationStatus(models.TextChoices):
     # Waiting for its channel (email and SMS are sent after the transaction commits).
     PENDING = "pending", "Pending"
+    # Claimed by a worker and handed to its channel: `sent` once the channel took it. One still
+    # sending after NOTIFICATIONS_SENDING_LEASE_SECONDS lost its worker and is sent again.
+    SENDING = "sending", "Sending"
     SENT = "sent", "Sent"
     # The recipient's preferences turn the channel (or the event type) off.
     SUPPRESSED = "suppressed", "Suppressed"
@@ -243,6 +246,12 @@ class Notification(TenantOwned):
                 fields=["updated_at"],
                 condition=models.Q(status=NotificationStatus.PENDING),
                 name="notification_pending",
+            ),
+            # ... and its look for those whose worker stopped while sending them.
+            models.Index(
+                fields=["updated_at"],
+                condition=models.Q(status=NotificationStatus.SENDING),
+                name="notification_sending",
             ),
         ]
 

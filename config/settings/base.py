@@ -800,6 +800,13 @@ NOTIFICATIONS_RETRY_AFTER_SECONDS = env_int(
 NOTIFICATIONS_DELIVERY_HOURS = env_int(
     "NOTIFICATIONS_DELIVERY_HOURS", 24, minimum=1, maximum=_HOURS_MAX
 )
+# A notification is `sending` from its claim until its channel took it. One still sending this
+# long lost its worker (stopped, killed, its machine gone) and goes back to pending for the
+# sweep: longer than any send takes (an SMTP exchange is a few EMAIL_TIMEOUTs at most), or a
+# slow send would be made twice.
+NOTIFICATIONS_SENDING_LEASE_SECONDS = env_int(
+    "NOTIFICATIONS_SENDING_LEASE_SECONDS", 600, minimum=60, maximum=_SECONDS_MAX
+)
 # SMS goes only to a number its member confirmed with a code sent to it. Codes go to numbers
 # nobody confirmed yet, so they are bounded: per member of an organization, and per number
 # across the platform, in any 24 hours (and one a minute).

@@ -186,11 +186,11 @@ def _deliver_after_commit(notifications: Iterable[Notification]) -> None:
 
 def notifications_deliver(*, notification_ids: Iterable) -> int:
     """Send the pending email and SMS notifications among `notification_ids`; each is claimed
-    (pending -> sent) before it goes, so a task delivered twice sends once, and none past the
-    recipient's daily allowance (`_claim`). A failure that may pass (channels.is_temporary: the
-    mail server down) puts the notification back to pending for `notifications_deliver_overdue`
-    and leaves the rest of that channel's untried in this run; any other failure is for good
-    (`failed`). Returns how many were sent."""
+    (pending -> sending) before it goes and is `sent` once its channel took it, so a task
+    delivered twice sends once, and none past the recipient's daily allowance (`_claim`). A
+    failure that may pass (channels.is_temporary: the mail server down) puts the notification
+    back to pending for `notifications_deliver_overdue` and leaves the rest of that channel's
+    untried in this run; any other failure is for good (`failed`). Returns how many were sent."""
     sent = 0
     unavailable: set[str] = set()  # channels that met a failure which may pass, in this run
     for notification in (
@@ -200,7 +200,10 @@ def notifications_deliver(*, notification_ids: Iterable) -> int:
         .select_related("recipient")
         .order_by("created_at", "id")  # in the order they were raised
     ):
-        if notification.channel in unavailable or not _claim(notification):
+        if notification.channel in unavailable:
+            continue
+        claimed_at = _claim(notification)
+        if claimed_at is None:
             continue
         try:
             channels.send(notification)
@@ -216,21 +219,32 @@ def notifications_deliver(*, notification_ids: Iterable) -> int:
             )
             _record_failure(
                 notification,
+                claimed_at,
                 NotificationStatus.PENDING if temporary else NotificationStatus.FAILED,
                 f"{type(error).__name__}: {error}",
             )
             continue
+        _record_sent(notification, claimed_at)
         sent += 1
     return sent
 
 
-def _record_failure(notification: Notification, status: str, reason: str) -> None:
+def _record_sent(notification: Notification, claimed_at) -> None:
+    """sending -> sent. Also from pending: a send that outlived its lease was put back to
+    pending by the sweep (`_take_back_stalled`), and, since it did go, must not go again."""
+    Notification.objects.filter(
+        pk=notification.pk,
+        status__in=(NotificationStatus.SENDING, NotificationStatus.PENDING),
+    ).update(status=NotificationStatus.SENT, sent_at=claimed_at, updated_at=timezone.now())
+
+
+def _record_failure(notification: Notification, claimed_at, status: str, reason: str) -> None:
     """The claimed notification back to `pending` (tried again later) or `failed`, the reason
     kept in `error`; the claim's sending time is cleared, so the daily allowance does not count
-    it."""
-    Notification.objects.filter(pk=notification.pk, status=NotificationStatus.SENT).update(
-        status=status, sent_at=None, error=reason[:500], updated_at=timezone.now()
-    )
+    it. Only under this claim: a send that outlived its lease does not undo the next one's."""
+    Notification.objects.filter(
+        pk=notification.pk, status=NotificationStatus.SENDING, sent_at=claimed_at
+    ).update(status=status, sent_at=None, error=reason[:500], updated_at=timezone.now())
 
 
 @dataclass(frozen=True)
@@ -244,10 +258,12 @@ def notifications_deliver_overdue(*, limit: int = OVERDUE_BATCH) -> OverdueDeliv
     NOTIFICATIONS_RETRY_AFTER_SECONDS is sent now (its task's message was lost: a broker down
     at the commit, or restarted without its queue; or its channel's last failure may have
     passed), the oldest first, up to `limit` a run; one pending for NOTIFICATIONS_DELIVERY_HOURS
-    is given up, `failed`: a warning that late would mislead. The claim in
-    `notifications_deliver` makes a sweep that meets the task's own delivery send once."""
+    is given up, `failed`: a warning that late would mislead. One whose worker stopped while
+    sending it is sent again (`_take_back_stalled`). The claim in `notifications_deliver` makes
+    a sweep that meets the task's own delivery send once."""
     now = timezone.now()
     hours = settings.NOTIFICATIONS_DELIVERY_HOURS
+    stalled = _take_back_stalled(now)
     pending = Notification.objects.filter(status=NotificationStatus.PENDING)
     expired = pending.filter(created_at__lte=now - timedelta(hours=hours)).update(
         status=NotificationStatus.FAILED,
@@ -256,26 +272,56 @@ def notifications_deliver_overdue(*, limit: int = OVERDUE_BATCH) -> OverdueDeliv
     )
     if expired:
         logger.warning("%s notifications not delivered within %s hours: failed", expired, hours)
-    due = list(
-        pending.filter(
-            updated_at__lte=now - timedelta(seconds=settings.NOTIFICATIONS_RETRY_AFTER_SECONDS)
+    due = (
+        stalled
+        + list(
+            pending.filter(
+                updated_at__lte=now - timedelta(seconds=settings.NOTIFICATIONS_RETRY_AFTER_SECONDS)
+            )
+            .order_by("updated_at")
+            .values_list("pk", flat=True)[:limit]
         )
-        .order_by("updated_at")
-        .values_list("pk", flat=True)[:limit]
-    )
+    )[:limit]  # a stalled one past the batch waits NOTIFICATIONS_RETRY_AFTER_SECONDS, pending
     sent = notifications_deliver(notification_ids=due) if due else 0
     return OverdueDelivery(sent=sent, expired=expired)
 
 
+def _take_back_stalled(now) -> list:
+    """The notifications still `sending` NOTIFICATIONS_SENDING_LEASE_SECONDS after their claim,
+    back to pending: their worker stopped between the claim and the channel's answer (killed,
+    its machine gone), and nothing else would ever send them. Whether the channel took the
+    message before the worker stopped cannot be known; sending it again is the choice a mail
+    server makes too (at least once). Returns their ids, sent in this sweep."""
+    lease = timedelta(seconds=settings.NOTIFICATIONS_SENDING_LEASE_SECONDS)
+    stalled = Notification.objects.filter(
+        status=NotificationStatus.SENDING, updated_at__lte=now - lease
+    )
+    ids = list(stalled.order_by("updated_at").values_list("pk", flat=True)[:OVERDUE_BATCH])
+    if not ids:
+        return []
+    taken_back = stalled.filter(pk__in=ids).update(
+        status=NotificationStatus.PENDING,
+        sent_at=None,
+        error="Its worker stopped while sending it; sent again.",
+        updated_at=now,
+    )
+    logger.warning(
+        "%s notifications still sending %s s after their claim (worker lost): sent again",
+        taken_back,
+        settings.NOTIFICATIONS_SENDING_LEASE_SECONDS,
+    )
+    return ids
+
+
 @transaction.atomic
-def _claim(notification: Notification) -> bool:
-    """pending -> sent, unless the organization already sent the recipient
+def _claim(notification: Notification):
+    """pending -> sending, unless the organization already sent the recipient
     NOTIFICATIONS_PER_RECIPIENT_PER_DAY messages on this channel in the last 24 hours: then
     pending -> suppressed, the reason in `error`. Email and SMS leave from here alone, whether a
     person or an event raised them, so this bounds what an organization can send one member's
     address or phone number (a number its member typed in, which nobody confirmed). Counted
     under a lock on (organization, recipient, channel): parallel deliveries cannot pass it
-    together."""
+    together. Returns the claim's time (its `sent_at`), or None when it is not to be sent."""
     advisory_xact_lock(
         f"notifications:{notification.tenant_id}:{notification.recipient_id}:{notification.channel}"
     )
@@ -285,7 +331,7 @@ def _claim(notification: Notification) -> bool:
         tenant_id=notification.tenant_id,
         recipient_id=notification.recipient_id,
         channel=notification.channel,
-        status=NotificationStatus.SENT,
+        status__in=(NotificationStatus.SENT, NotificationStatus.SENDING),
         sent_at__gt=now - timedelta(days=1),
     ).count()
     pending = Notification.objects.filter(pk=notification.pk, status=NotificationStatus.PENDING)
@@ -303,8 +349,9 @@ def _claim(notification: Notification) -> bool:
                 sent_today,
                 notification.channel,
             )
-        return False
-    return bool(pending.update(status=NotificationStatus.SENT, sent_at=now, updated_at=now))
+        return None
+    claimed = pending.update(status=NotificationStatus.SENDING, sent_at=now, updated_at=now)
+    return now if claimed else None
 
 
 @transaction.atomic

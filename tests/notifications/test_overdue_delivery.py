@@ -23,6 +23,7 @@ from notifications.services import (
     notifications_deliver,
     notifications_deliver_overdue,
 )
+from notifications.services.user_notifications import _claim, _record_failure, _record_sent
 from notifications.tasks import deliver_overdue_notifications
 from tenants.models import Role
 from tests.conftest import race
@@ -47,6 +48,25 @@ class RefusingSMS:
 
     def send(self, to: str, text: str) -> None:
         raise ValueError("the number cannot receive SMS")
+
+
+class DyingSMS:
+    """The worker's process ends in the middle of the send (its hard time limit, a kill, a
+    shutdown), after the claim and before the channel answered."""
+
+    def send(self, to: str, text: str) -> None:
+        raise SystemExit(1)
+
+
+class WatchingSMS:
+    """Takes the message, noting the notification's state as the channel sees it."""
+
+    seen: list[tuple[str, str]] = []
+
+    def send(self, to: str, text: str) -> None:
+        WatchingSMS.seen.extend(
+            Notification.objects.filter(channel="sms").values_list("status", "title")
+        )
 
 
 class KeptSMS:
@@ -184,6 +204,66 @@ def test_the_sweep_sends_the_longest_waiting_first_and_at_most_its_batch(pair, s
         assert vars(notifications_deliver_overdue(limit=2)) == {"sent": 2, "expired": 0}
         assert [text.split(":")[0] for _, text in KeptSMS.sent] == ["Message 0", "Message 1"]
         assert vars(notifications_deliver_overdue(limit=2)) == {"sent": 1, "expired": 0}
+
+
+def test_a_notification_is_sending_while_its_channel_has_it(pair, settings):
+    settings.SMS_PROVIDER = f"{__name__}.WatchingSMS"
+    WatchingSMS.seen.clear()
+    sms = notify(pair, "sms")
+
+    assert notifications_deliver(notification_ids=[sms.pk]) == 1
+
+    assert WatchingSMS.seen == [("sending", "Maintenance")]
+    assert status_of(sms) == ("sent", "")
+
+
+def test_a_notification_whose_worker_stopped_while_sending_is_sent_again(pair, settings):
+    """The worker ends between the claim and the channel's answer: the notification stays
+    `sending` (counted in the allowance, as it may have left) for
+    NOTIFICATIONS_SENDING_LEASE_SECONDS, then the sweep sends it again, once."""
+    settings.NOTIFICATIONS_SENDING_LEASE_SECONDS = 600
+    settings.SMS_PROVIDER = f"{__name__}.DyingSMS"
+    sms = notify(pair, "sms")
+    with pytest.raises(SystemExit):
+        notifications_deliver(notification_ids=[sms.pk])
+    assert status_of(sms) == ("sending", "")
+
+    settings.SMS_PROVIDER = f"{__name__}.KeptSMS"
+    KeptSMS.sent.clear()
+    with later(599):
+        assert vars(notifications_deliver_overdue()) == {"sent": 0, "expired": 0}
+    assert KeptSMS.sent == [] and status_of(sms)[0] == "sending"
+
+    with later(601):
+        assert vars(notifications_deliver_overdue()) == {"sent": 1, "expired": 0}
+        assert vars(notifications_deliver_overdue()) == {"sent": 0, "expired": 0}
+    assert [text for _, text in KeptSMS.sent] == ["Maintenance: Tonight at 22:00."]
+    assert status_of(sms) == ("sent", "Its worker stopped while sending it; sent again.")
+
+
+def test_a_send_that_outlives_its_lease_is_not_made_twice(pair, settings):
+    """A send slower than the lease: the sweep has put its notification back to pending when
+    the channel takes it. It is `sent` then, and no later run sends it again; a failure of that
+    old claim does not undo a newer one."""
+    settings.NOTIFICATIONS_SENDING_LEASE_SECONDS = 600
+    slow = notify(pair, "email", "Slow")
+    claimed_at = _claim(slow)
+    with later(601):
+        settings.NOTIFICATIONS_RETRY_AFTER_SECONDS = 3600  # the sweep takes it back, no more
+        notifications_deliver_overdue(limit=0)
+        assert status_of(slow) == ("pending", "Its worker stopped while sending it; sent again.")
+        _record_sent(slow, claimed_at)  # the old send ends: the channel took it
+        assert status_of(slow)[0] == "sent"
+        assert notifications_deliver(notification_ids=[slow.pk]) == 0
+    assert mail.outbox == []
+
+    again = notify(pair, "email", "Again")
+    old_claim = _claim(again)
+    with later(601):
+        assert vars(notifications_deliver_overdue()) == {"sent": 1, "expired": 0}
+        _record_failure(again, old_claim, "failed", "SMTPDataError: too late")  # the old send
+    assert status_of(again) == ("sent", "Its worker stopped while sending it; sent again.")
+    assert [message.subject for message in mail.outbox] == ["Again"]
 
 
 def test_only_pending_notifications_are_swept(pair, settings):

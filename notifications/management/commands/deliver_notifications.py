@@ -8,7 +8,8 @@ class Command(BaseCommand):
     help = (
         "Send the email and SMS notifications still pending NOTIFICATIONS_RETRY_AFTER_SECONDS "
         "after their last change (their task lost, their channel down at the last try), and "
-        "give up those pending NOTIFICATIONS_DELIVERY_HOURS: the job Celery beat runs every "
+        "give up those pending NOTIFICATIONS_DELIVERY_HOURS, and send again those whose worker "
+        "stopped while sending them: the job Celery beat runs every "
         "minute, run until a batch sends nothing."
     )
 
