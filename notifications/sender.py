@@ -68,6 +68,10 @@ class Sender:
         self.clients: dict[tuple[str, str], httpx.AsyncClient] = {}
         self.loop = asyncio.new_event_loop()
         self.slots = FairSlots(self.concurrency)
+        # DNS lookups, one per slot at most (`_one`): never queued behind another owner's.
+        self.resolving = concurrent.futures.ThreadPoolExecutor(
+            max_workers=self.concurrency, thread_name_prefix="webhook-dns"
+        )
         # The tasks of requests that have not taken a slot yet (withdraw() cancels these), and
         # how many each owner has (read from the caller's thread, hence the lock).
         self.waiting: set[asyncio.Task] = set()
@@ -88,6 +92,8 @@ class Sender:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join()
             self.loop.close()
+            # Not waiting for a lookup that hangs: its thread ends with the lookup.
+            self.resolving.shutdown(wait=False, cancel_futures=True)
 
     async def _close(self):
         self._withdraw()
@@ -131,32 +137,43 @@ class Sender:
             task.cancel()
 
     def _start(self, requests: list[Request], owners: list, futures: list) -> None:
-        # Each URL is resolved and checked once per batch, at send time: every request of the
-        # batch to it connects to the address checked.
-        targets: dict[str, asyncio.Task] = {}
-        for url, _, _ in requests:
-            if url not in targets:
-                targets[url] = asyncio.ensure_future(_checked(url))
-                # Its failure is each request's answer; when every request to it was
-                # withdrawn first, nobody else reads it (and asyncio would log it).
-                targets[url].add_done_callback(_read_outcome)
+        # Each URL is resolved and checked once per batch, at send time, by the first of the
+        # batch's requests to it that takes a slot (`_one`): every request of the batch to it
+        # connects to the address checked.
+        checks: dict[str, asyncio.Future] = {}
         with self._lock:
             self._waiting_by_owner.update(owners)
         for request, owner, future in zip(requests, owners, futures, strict=True):
-            task = self.loop.create_task(self._one(request, owner, targets[request[0]]))
+            task = self.loop.create_task(self._one(request, owner, checks))
             # Waiting from its creation: withdraw() may run before the task's first step.
             self.waiting.add(task)
             task.add_done_callback(functools.partial(self._settle, future, owner))
 
-    async def _one(self, request: Request, owner, target: asyncio.Future) -> AttemptResult:
+    async def _one(self, request: Request, owner, checks: dict) -> AttemptResult:
         await self.slots.acquire(owner)
         # No await between taking the slot and leaving `waiting`: a started request is never
         # withdrawn.
         self._stop_waiting(asyncio.current_task(), owner)
+        url = request[0]
+        check = checks.get(url)
+        checking = check is None
+        if checking:
+            check = checks[url] = self.loop.run_in_executor(self.resolving, _check, url)
+            # Its failure is each request's answer; when every request to it timed out
+            # first, nobody else reads it (and asyncio would log it).
+            check.add_done_callback(_read_outcome)
         try:
-            return await _post(request, target, self.clients)
+            return await _post(request, check, self.clients)
         finally:
-            self.slots.release(owner)
+            if checking and not check.done():
+                # Timed out while its DNS lookup goes on: a thread cannot be stopped, so the
+                # slot stays taken until the lookup ends. A lookup then always has a thread
+                # (one per slot), and the owner's fair share of the slots bounds its slow
+                # lookups as it bounds its slow endpoints: a DNS server that never answers,
+                # which anyone can set up for their own domain, delays nobody else.
+                check.add_done_callback(lambda _: self.slots.release(owner))
+            else:
+                self.slots.release(owner)
 
     def _settle(self, future: concurrent.futures.Future, owner, task: asyncio.Task) -> None:
         self._stop_waiting(task, owner)  # when it ended before taking a slot
@@ -239,9 +256,9 @@ def _read_outcome(task: asyncio.Task) -> None:
         task.exception()
 
 
-async def _checked(url: str) -> Target:
-    # Resolution may block on DNS: off the event loop.
-    return await asyncio.to_thread(check, url)
+def _check(url: str) -> Target:
+    # On a thread of Sender.resolving: resolution may block on DNS, off the event loop.
+    return check(url)
 
 
 def _client(clients: dict, target: Target) -> httpx.AsyncClient:

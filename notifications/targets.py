@@ -14,6 +14,7 @@ and the connection (rebinding). The same check runs when an endpoint is created 
 for a clear 400, but only the send-time check is the guarantee.
 """
 
+import concurrent.futures
 import ipaddress
 import re
 import socket
@@ -62,6 +63,26 @@ def _resolve(host: str, port: int) -> list[str]:
 
 
 resolver = _resolve
+
+# The lookups of checks bounded in time (`check(within=...)`: an endpoint's creation, in a web
+# request). A lookup cannot be stopped; one that waits past its bound is dropped from the queue,
+# one already running ends on its own, so a few threads do.
+_BOUNDED_LOOKUPS = concurrent.futures.ThreadPoolExecutor(
+    max_workers=4, thread_name_prefix="webhook-url-lookup"
+)
+
+
+def _lookup(host: str, port: int, within: float | None) -> list[str]:
+    if within is None:
+        return resolver(host, port)
+    lookup = _BOUNDED_LOOKUPS.submit(resolver, host, port)
+    try:
+        return lookup.result(timeout=within)
+    except concurrent.futures.TimeoutError:
+        lookup.cancel()
+        raise UnresolvableTarget(
+            f"The host {host!r} did not resolve within {within:g} s."
+        ) from None
 
 
 def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
@@ -185,9 +206,11 @@ def url_pattern() -> str:
     return f"^{scheme}://[^{visible}/?#@]+([/?#][^{visible}]*)?$"
 
 
-def check(url: str, *, allow_private: bool | None = None) -> Target:
+def check(url: str, *, allow_private: bool | None = None, within: float | None = None) -> Target:
     """Resolve the URL's host and check every address: the Target to connect to, or
-    ForbiddenTarget naming the reason."""
+    ForbiddenTarget naming the reason. `within`: seconds the lookup may take before the host is
+    taken as not resolving (UnresolvableTarget); None waits as long as the system resolver
+    does (the relay, which bounds the whole attempt)."""
     parts = parse(url)
     scheme = parts.scheme.lower()
     host = parts.hostname.rstrip(".") if parts.hostname != "." else ""
@@ -195,7 +218,9 @@ def check(url: str, *, allow_private: bool | None = None) -> Target:
         raise ForbiddenTarget("The URL has no host.")
     port = parts.port or _SCHEMES[scheme]
     try:
-        addresses = resolver(host, port)
+        addresses = _lookup(host, port, within)
+    except UnresolvableTarget:
+        raise
     except (OSError, UnicodeError) as error:
         raise UnresolvableTarget(f"The host {host!r} does not resolve ({error}).") from error
     if not addresses:

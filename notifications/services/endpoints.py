@@ -36,11 +36,19 @@ def _normalized_url(url: str) -> str:
         raise _refused(error) from error
 
 
+# How long an endpoint's creation or update waits for its host's lookup. A host that does not
+# resolve is accepted (below), so one whose DNS is slower is too: a name server that never
+# answers (anyone can set one up for their own domain) must not hold the request's thread for
+# the system resolver's own timeouts, several times this.
+URL_LOOKUP_SECONDS = 2.0
+
+
 def _check_url(url: str) -> str:
     """The URL if webhooks may go there now; 400 naming the reason otherwise. A host that does
-    not resolve yet is accepted (its DNS may come later): sending checks again each time."""
+    not resolve yet, or not within URL_LOOKUP_SECONDS, is accepted (its DNS may come later):
+    sending checks again each time."""
     try:
-        targets.check(url)
+        targets.check(url, within=URL_LOOKUP_SECONDS)
     except targets.UnresolvableTarget:
         pass
     except targets.ForbiddenTarget as error:

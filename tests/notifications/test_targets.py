@@ -11,6 +11,7 @@ test names below resolve to what the table says, and any other name does not res
 
 import json
 import socket
+import threading
 from datetime import timedelta
 
 import pytest
@@ -19,7 +20,7 @@ from django.utils import timezone
 from audit.models import AuditEvent
 from notifications import targets
 from notifications.models import DeliveryStatus, WebhookDelivery, WebhookEndpoint
-from notifications.services import webhook_deliveries_send
+from notifications.services import endpoints, webhook_deliveries_send
 from tests.conftest import assert_envelope
 
 from .factories import WebhookDeliveryFactory
@@ -433,6 +434,57 @@ def test_a_name_that_does_not_resolve_yet_may_be_used_for_an_endpoint(hostile, o
         format="json",
     )
     assert response.status_code == 201, response.content
+
+
+class HungLookup:
+    """A name whose DNS server never answers (anyone can set one up for their own domain): the
+    lookup blocks until `answer()`, or 30 s as a safety net for a test that would wait on it."""
+
+    def __init__(self):
+        self.answered = threading.Event()
+        self.ended = False
+
+    def __call__(self):
+        self.answered.wait(30)
+        self.ended = True
+        return [PUBLIC_V4]
+
+    def answer(self):
+        self.answered.set()
+
+
+@pytest.fixture
+def hung(dns):
+    lookup = dns.answers["hung.example.test"] = HungLookup()
+    yield lookup
+    lookup.answer()
+
+
+def test_a_lookup_longer_than_its_bound_is_unresolvable(hostile, hung):
+    with pytest.raises(targets.UnresolvableTarget, match=r"did not resolve within 0\.2 s"):
+        targets.check("https://hung.example.test/hooks", within=0.2)
+    assert not hung.ended
+
+
+def test_a_name_whose_dns_never_answers_does_not_hold_the_request(
+    hostile, owner, hung, monkeypatch
+):
+    """Created, and moved, while the lookup still hangs: accepted as a host that does not
+    resolve yet (the relay checks it at each send), without waiting on the DNS server."""
+    monkeypatch.setattr(endpoints, "URL_LOOKUP_SECONDS", 0.2)
+    created = owner.client.post(
+        "/api/v1/webhooks/",
+        {"name": "Hung", "url": "https://hung.example.test/hooks", "events": ["*"]},
+        format="json",
+    )
+    assert created.status_code == 201, created.content
+    moved = owner.client.patch(
+        f"/api/v1/webhooks/{created.json()['id']}/",
+        {"url": "https://hung.example.test/other"},
+        format="json",
+    )
+    assert moved.status_code == 200, moved.content
+    assert not hung.ended  # both answered while the lookups hang
 
 
 def test_a_delivery_to_a_name_that_does_not_resolve_is_retried_later(hostile):
