@@ -18,10 +18,15 @@ from .models import Invitation, Role
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class _Pending:
+@dataclass
+class InvitationEmail:
+    """An invitation's email, sent once its transaction commits: `sent` is None until then,
+    and then whether the mail server took it. The inviting request's answer says which (the
+    service's own transaction has committed by the time its view answers)."""
+
     invitation_id: str
     message: EmailMultiAlternatives
+    sent: bool | None = None
 
 
 # The control plane's own accept page (config/urls.py), the token appended.
@@ -75,18 +80,26 @@ def invitation_message(
     return message
 
 
-def send_after_commit(*, invitation: Invitation, message: EmailMultiAlternatives) -> None:
+def send_after_commit(
+    *, invitation: Invitation, message: EmailMultiAlternatives
+) -> InvitationEmail:
     """Send `message` once the current transaction commits; a failure is logged, not raised
-    (the invitation exists either way and can be sent again)."""
-    transaction.on_commit(partial(_send, _Pending(str(invitation.pk), message)))
+    (the invitation exists either way and can be sent again), and kept in the returned
+    InvitationEmail's `sent`."""
+    email = InvitationEmail(str(invitation.pk), message)
+    transaction.on_commit(partial(_send, email))
+    return email
 
 
-def _send(pending: _Pending) -> None:
+def _send(email: InvitationEmail) -> None:
     try:
-        pending.message.send()
+        email.message.send()
     except Exception:
+        email.sent = False
         # The message is not logged: its body holds the token.
-        logger.exception("The email for invitation %s could not be sent", pending.invitation_id)
+        logger.exception("The email for invitation %s could not be sent", email.invitation_id)
+    else:
+        email.sent = True
 
 
 def _person(user) -> str:

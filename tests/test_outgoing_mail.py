@@ -153,6 +153,31 @@ def test_a_mail_server_that_never_answers_fails_the_email_and_the_invitation_sta
     assert str(error) == "Connection unexpectedly closed: timed out"
 
 
+@pytest.mark.postgres
+def test_an_invitation_whose_email_failed_says_so_and_the_resend_sends_it(
+    transactional_db, owner, mailbox_server
+):
+    """Committed for real (the email leaves at the service's commit, before the view answers):
+    a mail server that refuses the connection gives `email_sent: false` and a message naming
+    the resend action, not "sent"; the resend, once the server is back, sends it."""
+    with override_settings(EMAIL_BACKEND=SMTP, EMAIL_HOST="127.0.0.1", EMAIL_PORT=closed_port()):
+        response = invite(owner, "newcomer@example.com")
+
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert body["email_sent"] is False
+    assert "could not be sent" in body["message"] and "resend" in body["message"]
+    member_id = body["member"]["id"]
+
+    with mailbox_server() as box:
+        resent = owner.client.post(f"/api/v1/organizations/members/{member_id}/resend")
+    assert resent.status_code == 200, resent.content
+    assert resent.json()["email_sent"] is True
+    assert resent.json()["message"] == "Invitation sent successfully"
+    [(_, recipients, _)] = box.messages
+    assert recipients == ["newcomer@example.com"]
+
+
 def email_notification(owner, title: str = "Quota warning") -> Notification:
     return Notification.objects.create(
         tenant=owner.tenant,

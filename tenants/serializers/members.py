@@ -176,7 +176,9 @@ class InvitationSentSerializer(_MessageSerializer):
     member = MemberSerializer()
     expires_at = serializers.DateTimeField(help_text="When the invitation link expires.")
     email_sent = serializers.BooleanField(
-        help_text="Whether the accept link was emailed. The link is never part of a response."
+        help_text="Whether the accept link was emailed: false when no email was asked for, or "
+        "when the mail server did not take it (`message` says which; the invitation stands, and "
+        "the resend action sends it again). The link is never part of a response."
     )
 
 

@@ -183,11 +183,12 @@ def member_invite(
         )
 
     invitation, token = _new_invitation(membership, actor=actor, now=now)
+    invitation.mailing = None  # the InvitationEmail, when one is sent
     if send_email:
         message = emails.invitation_message(
             invitation=invitation, token=token, inviter=actor, link_base=link_base
         )
-        emails.send_after_commit(invitation=invitation, message=message)
+        invitation.mailing = emails.send_after_commit(invitation=invitation, message=message)
     record(
         tenant=tenant,
         event_type="member.invited",
@@ -219,7 +220,7 @@ def invitation_resend(
     message = emails.invitation_message(
         invitation=invitation, token=token, inviter=actor, link_base=link_base
     )
-    emails.send_after_commit(invitation=invitation, message=message)
+    invitation.mailing = emails.send_after_commit(invitation=invitation, message=message)
     record(
         tenant=tenant,
         event_type="invitation.resent",

@@ -68,12 +68,20 @@ class MemberViewSet(
             invitation_expires_at=Subquery(pending.values("expires_at")[:1])
         )
 
-    def _sent(self, invitation, *, email_sent: bool) -> dict:
-        message = (
-            "Invitation sent successfully"
-            if email_sent
-            else "Invitation created; no email was sent. Send it with the resend action."
-        )
+    def _sent(self, invitation) -> dict:
+        # The service's transaction has committed, and its email gone or failed, by now; `sent`
+        # is still None only under a caller's own transaction (the email goes at its commit).
+        mailing = invitation.mailing
+        email_sent = mailing is not None and mailing.sent is not False
+        if email_sent:
+            message = "Invitation sent successfully"
+        elif mailing is None:
+            message = "Invitation created; no email was sent. Send it with the resend action."
+        else:
+            message = (
+                "The invitation stands, but its email could not be sent: the mail server did "
+                "not take it. Send it again with the resend action."
+            )
         return InvitationSentSerializer(
             {
                 **message_fields(),
@@ -100,10 +108,7 @@ class MemberViewSet(
             link_base=request_link_base(request),
             **serializer.validated_data,
         )
-        email_sent = serializer.validated_data["send_email"]
-        return Response(
-            self._sent(invitation, email_sent=email_sent), status=status.HTTP_201_CREATED
-        )
+        return Response(self._sent(invitation), status=status.HTTP_201_CREATED)
 
     @extend_schema(
         request=None,
@@ -118,7 +123,7 @@ class MemberViewSet(
             actor_permissions=request.permissions,
             link_base=request_link_base(request),
         )
-        return Response(self._sent(invitation, email_sent=True))
+        return Response(self._sent(invitation))
 
     def perform_service_update(self, instance, data, *, partial):
         if not partial:
