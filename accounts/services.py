@@ -3,6 +3,7 @@
 from datetime import UTC, date, datetime
 
 from django.conf import settings
+from django.contrib.sessions.models import Session
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from rest_framework import status
@@ -207,31 +208,37 @@ def auth_logout(*, user: User, credential, refresh_token: str | None) -> None:
 
 
 def auth_tokens_purge_expired(*, batch_size: int = 1000) -> int:
-    """Delete expired credentials in batches: hashed tokens, and the JWT refresh-token records
-    (outstanding and blacklisted) past their expiry. Returns how many tokens were removed; safe
-    to run concurrently."""
+    """Delete expired credentials in batches: hashed tokens, the JWT refresh-token records
+    (outstanding and blacklisted) past their expiry, and the admin's expired sessions (Django
+    never deletes a session row on its own: without this the table only grows). Returns how
+    many were removed; safe to run concurrently."""
     tokens = _delete_expired_in_batches(AuthToken, batch_size)
     refresh_tokens = _delete_expired_in_batches(OutstandingToken, batch_size)
-    if tokens or refresh_tokens:
+    sessions = _delete_expired_in_batches(Session, batch_size, expiry="expire_date")
+    if tokens or refresh_tokens or sessions:
         with transaction.atomic():
             record(
                 tenant=None,
                 event_type="auth.tokens.purged",
-                payload={"tokens_removed": tokens, "refresh_tokens_removed": refresh_tokens},
+                payload={
+                    "tokens_removed": tokens,
+                    "refresh_tokens_removed": refresh_tokens,
+                    "sessions_removed": sessions,
+                },
             )
-    return tokens + refresh_tokens
+    return tokens + refresh_tokens + sessions
 
 
-def _delete_expired_in_batches(model, batch_size: int) -> int:
-    """Rows of `model` whose `expires_at` has passed, deleted `batch_size` at a time."""
+def _delete_expired_in_batches(model, batch_size: int, *, expiry: str = "expires_at") -> int:
+    """Rows of `model` whose `expiry` has passed, deleted `batch_size` at a time."""
     removed = 0
     while True:
-        expired = model.objects.filter(expires_at__lte=timezone.now())
+        expired = model.objects.filter(**{f"{expiry}__lte": timezone.now()})
         keys = list(expired.values_list("pk", flat=True)[:batch_size])
         if not keys:
             return removed
-        model.objects.filter(pk__in=keys).delete()
-        removed += len(keys)
+        _, deleted = model.objects.filter(pk__in=keys).delete()
+        removed += deleted.get(model._meta.label, 0)  # not a concurrent run's, nor cascades
 
 
 # API keys ----------------------------------------------------------------------------------

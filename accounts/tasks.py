@@ -5,7 +5,8 @@ from . import services
 
 @shared_task(name="accounts.tasks.purge_expired_auth_tokens")
 def purge_expired_auth_tokens() -> int:
-    """Beat job (hourly): delete expired hashed tokens and JWT refresh-token records."""
+    """Beat job (hourly): delete expired hashed tokens, JWT refresh-token records and
+    sessions."""
     return services.auth_tokens_purge_expired()
 
 

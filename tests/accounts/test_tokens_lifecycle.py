@@ -5,6 +5,8 @@ from datetime import timedelta
 from io import StringIO
 
 import pytest
+from django.contrib.sessions.backends.cached_db import SessionStore
+from django.contrib.sessions.models import Session
 from django.core.management import call_command
 from django.db import connection
 from django.utils import timezone
@@ -12,6 +14,7 @@ from django.utils import timezone
 from accounts.models import AuthToken
 from accounts.services import auth_tokens_purge_expired
 from accounts.tasks import purge_expired_auth_tokens
+from audit.models import AuditEvent
 from tests.conftest import assert_envelope, token_for
 from tests.factories import UserFactory
 
@@ -154,7 +157,7 @@ def test_purge_command_removes_only_expired_tokens():
     call_command("purge_expired_tokens", stdout=out)
 
     assert remaining_digests() == valid
-    assert "Removed 3 expired token(s)." in out.getvalue()
+    assert "Removed 3 expired token(s) and session(s)." in out.getvalue()
 
 
 def test_purge_task_removes_only_expired_tokens():
@@ -199,4 +202,25 @@ def test_purge_also_removes_expired_jwt_refresh_records():
     assert list(OutstandingToken.objects.values_list("pk", flat=True)) == [live.pk]
     assert not BlacklistedToken.objects.exists()
     event = AuditEvent.objects.get(event_type="auth.tokens.purged")
-    assert event.payload == {"tokens_removed": 0, "refresh_tokens_removed": 1}
+    assert event.payload == {
+        "tokens_removed": 0,
+        "refresh_tokens_removed": 1,
+        "sessions_removed": 0,
+    }
+
+
+def test_purge_removes_only_expired_sessions():
+    """Django never deletes a session row on its own (a staff member's admin logins)."""
+    live, expired = SessionStore(), SessionStore()
+    live["who"], expired["who"] = "live", "expired"
+    live.create()
+    expired.set_expiry(-60)
+    expired.create()
+    assert Session.objects.count() == 2
+
+    assert auth_tokens_purge_expired(batch_size=1) == 1
+
+    assert list(Session.objects.values_list("session_key", flat=True)) == [live.session_key]
+    assert SessionStore(session_key=live.session_key).load() == {"who": "live"}
+    event = AuditEvent.objects.get(event_type="auth.tokens.purged")
+    assert event.payload["sessions_removed"] == 1

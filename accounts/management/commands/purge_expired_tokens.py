@@ -5,10 +5,10 @@ from accounts.services import auth_tokens_purge_expired
 
 class Command(BaseCommand):
     help = (
-        "Delete expired hashed tokens and JWT refresh-token records (the job Celery beat runs "
-        "hourly)."
+        "Delete expired hashed tokens, JWT refresh-token records and sessions (the job Celery "
+        "beat runs hourly)."
     )
 
     def handle(self, *args, **options):
         removed = auth_tokens_purge_expired()
-        self.stdout.write(self.style.SUCCESS(f"Removed {removed} expired token(s)."))
+        self.stdout.write(self.style.SUCCESS(f"Removed {removed} expired token(s) and session(s)."))
