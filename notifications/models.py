@@ -240,6 +240,8 @@ class Notification(TenantOwned):
         ordering = ["-created_at", "-id"]
         indexes = [
             models.Index(fields=["tenant", "recipient", "-created_at"], name="notification_inbox"),
+            # The retention's daily prune (notifications_prune) reads the oldest rows.
+            models.Index(fields=["created_at"], name="notification_created"),
             # Beat's sweep of email and SMS still pending (notifications_deliver_overdue): few
             # rows, however many notifications were ever sent.
             models.Index(

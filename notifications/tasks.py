@@ -38,6 +38,12 @@ def prune_webhook_deliveries() -> dict:
     return services.webhook_deliveries_prune()
 
 
+@shared_task(name="notifications.tasks.prune_notifications")
+def prune_notifications() -> int:
+    """Beat job (daily): delete notifications older than NOTIFICATIONS_RETENTION_DAYS."""
+    return services.notifications_prune()
+
+
 @shared_task(name="notifications.tasks.prune_phone_confirmations")
 def prune_phone_confirmations() -> int:
     """Beat job (hourly): delete phone confirmation codes older than a day."""

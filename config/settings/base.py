@@ -800,6 +800,12 @@ NOTIFICATIONS_RETRY_AFTER_SECONDS = env_int(
 NOTIFICATIONS_DELIVERY_HOURS = env_int(
     "NOTIFICATIONS_DELIVERY_HOURS", 24, minimum=1, maximum=_HOURS_MAX
 )
+# Notifications (the in-app inbox, and the email and SMS ones' delivery records) older than this
+# are deleted by beat, daily: every public event writes some, for each member of the roles it
+# concerns. One still waiting to be sent is kept until it is sent or given up.
+NOTIFICATIONS_RETENTION_DAYS = env_int(
+    "NOTIFICATIONS_RETENTION_DAYS", 180, minimum=1, maximum=_DAYS_MAX
+)
 # A notification is `sending` from its claim until its channel took it. One still sending this
 # long lost its worker (stopped, killed, its machine gone) and goes back to pending for the
 # sweep: longer than any send takes (an SMTP exchange is a few EMAIL_TIMEOUTs at most), or a
@@ -1054,6 +1060,10 @@ CELERY_BEAT_SCHEDULE = {
     "notifications.deliver-overdue-notifications": {
         "task": "notifications.tasks.deliver_overdue_notifications",
         "schedule": timedelta(minutes=1),
+    },
+    "notifications.prune-notifications": {
+        "task": "notifications.tasks.prune_notifications",
+        "schedule": crontab(hour=3, minute=47),
     },
     "notifications.prune-phone-confirmations": {
         "task": "notifications.tasks.prune_phone_confirmations",

@@ -5,7 +5,7 @@
                         test, replay; re-queue a delivery
     relay               sending due deliveries (the outbox relay) and pruning old ones
     phone_confirmations a member confirming their phone number with a code sent by SMS
-    user_notifications  notifications to members, their delivery, preferences
+    user_notifications  notifications to members, their delivery, preferences, retention
 
 Services are keyword-only, run in a transaction and record their audit event;
 tests/audit/test_service_coverage.py holds each to it.
@@ -34,6 +34,7 @@ from .user_notifications import (
     notifications_deliver,
     notifications_deliver_overdue,
     notifications_mark_all_read,
+    notifications_prune,
 )
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "notifications_deliver",
     "notifications_deliver_overdue",
     "notifications_mark_all_read",
+    "notifications_prune",
     "phone_confirmation_confirm",
     "phone_confirmation_send",
     "phone_confirmations_prune",

@@ -313,6 +313,35 @@ def _take_back_stalled(now) -> list:
     return ids
 
 
+def notifications_prune(*, older_than_days: int | None = None, batch_size: int = 1000) -> int:
+    """Delete the notifications raised more than NOTIFICATIONS_RETENTION_DAYS ago (or
+    `older_than_days`), in batches; returns how many went. One still to be sent (pending, or
+    sending) is kept until it is sent or given up, whatever its age. Audited when any went.
+    Safe to run twice at once: each batch deletes by id, the condition checked again."""
+    days = settings.NOTIFICATIONS_RETENTION_DAYS if older_than_days is None else older_than_days
+    try:
+        cutoff = timezone.now() - timedelta(days=days)
+    except OverflowError:
+        return 0  # a retention longer than the calendar: nothing is that old
+    old = Notification.objects.filter(created_at__lt=cutoff).exclude(
+        status__in=(NotificationStatus.PENDING, NotificationStatus.SENDING)
+    )
+    removed = 0
+    while ids := list(old.order_by().values_list("pk", flat=True)[:batch_size]):
+        with transaction.atomic():
+            _, deleted = old.filter(pk__in=ids).delete()
+        removed += deleted.get(Notification._meta.label, 0)
+    if removed:
+        with transaction.atomic():
+            record(
+                tenant=None,
+                event_type="notifications.pruned",
+                actor_label="notification retention",
+                payload={"notifications": removed, "older_than_days": days},
+            )
+    return removed
+
+
 @transaction.atomic
 def _claim(notification: Notification):
     """pending -> sending, unless the organization already sent the recipient

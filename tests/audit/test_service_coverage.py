@@ -317,6 +317,16 @@ def _old_delivery():
     )
 
 
+def _old_notification():
+    """A notification delivered long ago (one still to be sent is kept whatever its age)."""
+    from tests.notifications.factories import NotificationFactory
+
+    notification = NotificationFactory(status="sent")
+    NotificationFactory._meta.model.objects.filter(pk=notification.pk).update(
+        created_at=timezone.now() - timedelta(days=400)
+    )
+
+
 def _failed_delivery():
     from tests.notifications.factories import WebhookDeliveryFactory
 
@@ -1247,6 +1257,10 @@ INVOCATIONS = {
     "notifications.services.relay.webhook_deliveries_prune": (
         lambda: (_old_delivery(), notifications_services.webhook_deliveries_prune()),
         "webhook.deliveries.pruned",
+    ),
+    "notifications.services.user_notifications.notifications_prune": (
+        lambda: (_old_notification(), notifications_services.notifications_prune()),
+        "notifications.pruned",
     ),
     "notifications.services.user_notifications.notification_send": (
         lambda: notifications_services.notification_send(

@@ -1,0 +1,27 @@
+"""What the notifications app's retention commands share: `--days`, defaulting to a setting."""
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+
+class RetentionCommand(BaseCommand):
+    """A command that deletes what is older than `--days` (default: the setting
+    `retention_setting` names); `prune(days)` returns the line to print."""
+
+    retention_setting: str
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--days",
+            type=int,
+            default=None,
+            help=f"keep this many days (default {getattr(settings, self.retention_setting)})",
+        )
+
+    def handle(self, *args, days=None, **options):
+        if days is not None and days < 0:
+            raise CommandError("--days must be 0 or more.")
+        self.stdout.write(self.style.SUCCESS(self.prune(days)))
+
+    def prune(self, days: int | None) -> str:
+        raise NotImplementedError
