@@ -3,6 +3,7 @@ catalogue entry names; delivered per channel (in-app rows, email, SMS) as each r
 preferences allow."""
 
 import logging
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -24,9 +25,10 @@ from ..selectors import preferences_of
 
 logger = logging.getLogger(__name__)
 
-# The most notifications one sweep sends (notifications_deliver_overdue): beat's next run, a
-# minute on, takes the rest.
+# The most notifications one sweep sends (notifications_deliver_overdue), and how long it goes
+# on claiming them: beat's next run, a minute on, takes the rest.
 OVERDUE_BATCH = 500
+OVERDUE_SECONDS = 50.0
 
 
 def _status_for(preference: NotificationPreference, channel: str) -> str:
@@ -184,14 +186,19 @@ def _deliver_after_commit(notifications: Iterable[Notification]) -> None:
     transaction.on_commit(queue, robust=True)
 
 
-def notifications_deliver(*, notification_ids: Iterable) -> int:
+def notifications_deliver(
+    *, notification_ids: Iterable, time_budget_seconds: float | None = None
+) -> int:
     """Send the pending email and SMS notifications among `notification_ids`; each is claimed
     (pending -> sending) before it goes and is `sent` once its channel took it, so a task
     delivered twice sends once, and none past the recipient's daily allowance (`_claim`). A
     failure that may pass (channels.is_temporary: the mail server down) puts the notification
     back to pending for `notifications_deliver_overdue` and leaves the rest of that channel's
-    untried in this run; any other failure is for good (`failed`). Returns how many were sent."""
-    sent = 0
+    untried in this run; any other failure is for good (`failed`). Past `time_budget_seconds`
+    no other is claimed (at least one is tried): the rest stay pending, for the next sweep.
+    Returns how many were sent."""
+    started = time.monotonic()
+    sent, tried = 0, False
     unavailable: set[str] = set()  # channels that met a failure which may pass, in this run
     for notification in (
         Notification.objects.filter(
@@ -202,6 +209,13 @@ def notifications_deliver(*, notification_ids: Iterable) -> int:
     ):
         if notification.channel in unavailable:
             continue
+        if (
+            tried
+            and time_budget_seconds is not None
+            and time.monotonic() - started > time_budget_seconds
+        ):
+            break
+        tried = True
         claimed_at = _claim(notification)
         if claimed_at is None:
             continue
@@ -253,11 +267,15 @@ class OverdueDelivery:
     expired: int
 
 
-def notifications_deliver_overdue(*, limit: int = OVERDUE_BATCH) -> OverdueDelivery:
+def notifications_deliver_overdue(
+    *, limit: int = OVERDUE_BATCH, time_budget_seconds: float | None = OVERDUE_SECONDS
+) -> OverdueDelivery:
     """Beat's sweep of email and SMS notifications still pending: one untouched for
     NOTIFICATIONS_RETRY_AFTER_SECONDS is sent now (its task's message was lost: a broker down
     at the commit, or restarted without its queue; or its channel's last failure may have
-    passed), the oldest first, up to `limit` a run; one pending for NOTIFICATIONS_DELIVERY_HOURS
+    passed), the oldest first, up to `limit` and `time_budget_seconds` a run (a slow mail
+    server must not keep a worker on one sweep for hours while beat starts a new one every
+    minute, until every worker is on one); one pending for NOTIFICATIONS_DELIVERY_HOURS
     is given up, `failed`: a warning that late would mislead. One whose worker stopped while
     sending it is sent again (`_take_back_stalled`). The claim in `notifications_deliver` makes
     a sweep that meets the task's own delivery send once."""
@@ -282,7 +300,11 @@ def notifications_deliver_overdue(*, limit: int = OVERDUE_BATCH) -> OverdueDeliv
             .values_list("pk", flat=True)[:limit]
         )
     )[:limit]  # a stalled one past the batch waits NOTIFICATIONS_RETRY_AFTER_SECONDS, pending
-    sent = notifications_deliver(notification_ids=due) if due else 0
+    sent = (
+        notifications_deliver(notification_ids=due, time_budget_seconds=time_budget_seconds)
+        if due
+        else 0
+    )
     return OverdueDelivery(sent=sent, expired=expired)
 
 

@@ -266,6 +266,20 @@ def test_a_send_that_outlives_its_lease_is_not_made_twice(pair, settings):
     assert [message.subject for message in mail.outbox] == ["Again"]
 
 
+def test_a_sweep_claims_no_more_once_its_time_is_spent(pair, settings):
+    """A mail server slow enough to take the sweep's time: the sweep stops claiming (after
+    the one it tried) and leaves the rest pending for beat's next run, rather than hold its
+    worker for hours while beat starts a new sweep every minute."""
+    for number in range(3):
+        notify(pair, "email", f"Message {number}")
+
+    with later(settings.NOTIFICATIONS_RETRY_AFTER_SECONDS + 1):
+        runs = [notifications_deliver_overdue(time_budget_seconds=0).sent for _ in range(4)]
+
+    assert runs == [1, 1, 1, 0]
+    assert [message.subject for message in mail.outbox] == [f"Message {n}" for n in range(3)]
+
+
 def test_only_pending_notifications_are_swept(pair, settings):
     owner, member = pair
     for state in ("sent", "suppressed", "failed"):
