@@ -25,10 +25,13 @@ from ..selectors import preferences_of
 
 logger = logging.getLogger(__name__)
 
-# The most notifications one sweep sends (notifications_deliver_overdue), and how long it goes
-# on claiming them: beat's next run, a minute on, takes the rest.
+# The most notifications one sweep sends (notifications_deliver_overdue): beat's next run, a
+# minute on, takes the rest.
 OVERDUE_BATCH = 500
-OVERDUE_SECONDS = 50.0
+# How long one run (a commit's task, or the sweep) goes on claiming notifications: a slow mail
+# server must not keep a worker on one run for hours (beat starts a sweep every minute); what
+# is left stays pending, for the next sweep.
+SENDING_SECONDS = 50.0
 
 
 def _status_for(preference: NotificationPreference, channel: str) -> str:
@@ -187,7 +190,7 @@ def _deliver_after_commit(notifications: Iterable[Notification]) -> None:
 
 
 def notifications_deliver(
-    *, notification_ids: Iterable, time_budget_seconds: float | None = None
+    *, notification_ids: Iterable, time_budget_seconds: float | None = SENDING_SECONDS
 ) -> int:
     """Send the pending email and SMS notifications among `notification_ids`; each is claimed
     (pending -> sending) before it goes and is `sent` once its channel took it, so a task
@@ -268,14 +271,13 @@ class OverdueDelivery:
 
 
 def notifications_deliver_overdue(
-    *, limit: int = OVERDUE_BATCH, time_budget_seconds: float | None = OVERDUE_SECONDS
+    *, limit: int = OVERDUE_BATCH, time_budget_seconds: float | None = SENDING_SECONDS
 ) -> OverdueDelivery:
     """Beat's sweep of email and SMS notifications still pending: one untouched for
     NOTIFICATIONS_RETRY_AFTER_SECONDS is sent now (its task's message was lost: a broker down
     at the commit, or restarted without its queue; or its channel's last failure may have
-    passed), the oldest first, up to `limit` and `time_budget_seconds` a run (a slow mail
-    server must not keep a worker on one sweep for hours while beat starts a new one every
-    minute, until every worker is on one); one pending for NOTIFICATIONS_DELIVERY_HOURS
+    passed), the oldest first, up to `limit` and `time_budget_seconds` a run; one pending for
+    NOTIFICATIONS_DELIVERY_HOURS
     is given up, `failed`: a warning that late would mislead. One whose worker stopped while
     sending it is sent again (`_take_back_stalled`). The claim in `notifications_deliver` makes
     a sweep that meets the task's own delivery send once."""

@@ -280,6 +280,21 @@ def test_a_sweep_claims_no_more_once_its_time_is_spent(pair, settings):
     assert [message.subject for message in mail.outbox] == [f"Message {n}" for n in range(3)]
 
 
+def test_a_commits_task_leaves_what_its_time_did_not_cover_to_the_sweep(pair, settings):
+    """An event that notifies many members at once: the commit's task stops claiming when its
+    time is spent, and the sweep sends the rest, each once."""
+    emails = [notify(pair, "email", f"Message {number}") for number in range(3)]
+
+    assert (
+        notifications_deliver(notification_ids=[e.pk for e in emails], time_budget_seconds=0) == 1
+    )
+    assert [status_of(email)[0] for email in emails] == ["sent", "pending", "pending"]
+
+    with later(settings.NOTIFICATIONS_RETRY_AFTER_SECONDS + 1):
+        assert vars(notifications_deliver_overdue()) == {"sent": 2, "expired": 0}
+    assert [message.subject for message in mail.outbox] == [f"Message {n}" for n in range(3)]
+
+
 def test_only_pending_notifications_are_swept(pair, settings):
     owner, member = pair
     for state in ("sent", "suppressed", "failed"):
