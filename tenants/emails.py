@@ -5,7 +5,7 @@ The token is in the message body only: it is never logged, stored or put in an a
 """
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 
 from django.conf import settings
@@ -25,7 +25,7 @@ class InvitationEmail:
     service's own transaction has committed by the time its view answers)."""
 
     invitation_id: str
-    message: EmailMultiAlternatives
+    message: EmailMultiAlternatives = field(repr=False)  # its body holds the token
     sent: bool | None = None
 
 

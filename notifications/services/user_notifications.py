@@ -277,10 +277,9 @@ def notifications_deliver_overdue(
     NOTIFICATIONS_RETRY_AFTER_SECONDS is sent now (its task's message was lost: a broker down
     at the commit, or restarted without its queue; or its channel's last failure may have
     passed), the oldest first, up to `limit` and `time_budget_seconds` a run; one pending for
-    NOTIFICATIONS_DELIVERY_HOURS
-    is given up, `failed`: a warning that late would mislead. One whose worker stopped while
-    sending it is sent again (`_take_back_stalled`). The claim in `notifications_deliver` makes
-    a sweep that meets the task's own delivery send once."""
+    NOTIFICATIONS_DELIVERY_HOURS is given up, `failed`: a warning that late would mislead. One
+    whose worker stopped while sending it is sent again (`_take_back_stalled`). The claim in
+    `notifications_deliver` makes a sweep that meets the task's own delivery send once."""
     now = timezone.now()
     hours = settings.NOTIFICATIONS_DELIVERY_HOURS
     stalled = _take_back_stalled(now)
