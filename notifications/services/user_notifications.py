@@ -10,7 +10,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Q, Value
+from django.db.models import Exists, OuterRef, Q, Value
 from django.db.models.functions import Concat, Left
 from django.utils import timezone
 
@@ -197,7 +197,9 @@ def notifications_deliver(
     delivered twice sends once, and none past the recipient's daily allowance (`_claim`). A
     failure that may pass (channels.is_temporary: the mail server down) puts the notification
     back to pending for `notifications_deliver_overdue` and leaves the rest of that channel's
-    untried in this run; any other failure is for good (`failed`). Past `time_budget_seconds`
+    untried in this run; any other failure is for good (`failed`). One whose recipient is no
+    longer an active member of the organization (removed, suspended, their account deactivated
+    since it was raised) is not sent: `failed`. Past `time_budget_seconds`
     no other is claimed (at least one is tried): the rest stay pending, for the next sweep.
     Returns how many were sent."""
     started = time.monotonic()
@@ -208,8 +210,20 @@ def notifications_deliver(
             pk__in=list(notification_ids), status=NotificationStatus.PENDING
         )
         .select_related("recipient")
+        .annotate(
+            recipient_is_member=Exists(
+                Membership.objects.filter(
+                    tenant_id=OuterRef("tenant_id"),
+                    user_id=OuterRef("recipient_id"),
+                    status=MembershipStatus.ACTIVE,
+                )
+            )
+        )
         .order_by("created_at", "id")  # in the order they were raised
     ):
+        if not (notification.recipient_is_member and notification.recipient.is_active):
+            _give_up(notification, NO_LONGER_A_MEMBER)
+            continue
         if notification.channel in unavailable:
             continue
         if (
@@ -244,6 +258,20 @@ def notifications_deliver(
         _record_sent(notification, claimed_at)
         sent += 1
     return sent
+
+
+# Why a notification raised for a member who since left (removed, suspended, their account
+# deactivated) is not sent: what the organization tells its members is not theirs any more.
+NO_LONGER_A_MEMBER = "The recipient is no longer an active member of the organization."
+
+
+def _give_up(notification: Notification, reason: str) -> None:
+    """pending -> failed, without sending: `reason` in `error`."""
+    given_up = Notification.objects.filter(
+        pk=notification.pk, status=NotificationStatus.PENDING
+    ).update(status=NotificationStatus.FAILED, error=reason, updated_at=timezone.now())
+    if given_up:
+        logger.info("notification %s not sent: %s", notification.pk, reason)
 
 
 def _record_sent(notification: Notification, claimed_at) -> None:

@@ -295,6 +295,46 @@ def test_a_commits_task_leaves_what_its_time_did_not_cover_to_the_sweep(pair, se
     assert [message.subject for message in mail.outbox] == [f"Message {n}" for n in range(3)]
 
 
+@pytest.mark.parametrize(
+    "leave",
+    [
+        pytest.param(lambda owner, member: member.membership.delete(), id="removed"),
+        pytest.param(
+            lambda owner, member: owner.client.patch(
+                f"/api/v1/organizations/members/{member.membership.pk}",
+                {"status": "suspended"},
+                format="json",
+            ),
+            id="suspended",
+        ),
+        pytest.param(
+            lambda owner, member: (
+                type(member.user).objects.filter(pk=member.user.pk).update(is_active=False)
+            ),
+            id="deactivated",
+        ),
+    ],
+)
+@pytest.mark.parametrize("channel", ["email", "sms"])
+def test_a_notification_to_someone_who_left_since_is_not_sent(pair, settings, leave, channel):
+    """Raised while they were a member, sent after they left (the mail server was down, the
+    task late): what the organization tells its members is not theirs any more."""
+    settings.SMS_PROVIDER = f"{__name__}.KeptSMS"
+    KeptSMS.sent.clear()
+    owner, member = pair
+    notification = notify(pair, channel)
+    leave(owner, member)
+
+    with later(settings.NOTIFICATIONS_RETRY_AFTER_SECONDS + 1):
+        assert vars(notifications_deliver_overdue()) == {"sent": 0, "expired": 0}
+
+    assert status_of(notification) == (
+        "failed",
+        "The recipient is no longer an active member of the organization.",
+    )
+    assert mail.outbox == [] and KeptSMS.sent == []
+
+
 def test_only_pending_notifications_are_swept(pair, settings):
     owner, member = pair
     for state in ("sent", "suppressed", "failed"):
