@@ -31,6 +31,7 @@ from .models import (
     Channel,
     Notification,
     NotificationPreference,
+    NotificationStatus,
     NotificationType,
     WebhookAttempt,
     WebhookDelivery,
@@ -240,6 +241,13 @@ class NotificationSerializer(ModelSerializer):
             "created_at",
         ]
         read_only_fields = fields
+
+    def to_representation(self, instance):
+        data = super().to_representation(instance)
+        if instance.status == NotificationStatus.SENDING:
+            # Its `sent_at` is the claim's time (the daily allowance counts it): not sent yet.
+            data["sent_at"] = None
+        return data
 
 
 class NotificationSendSerializer(Serializer):

@@ -81,6 +81,28 @@ def test_the_list_shows_only_the_callers_own_notifications_in_this_tenant(make_c
     assert caller.client.get(f"{URL}/{next(iter(own))}").status_code == 200
 
 
+def test_a_notification_being_sent_shows_no_sending_time_yet(make_caller):
+    """`sent_at` is the claim's time while a worker sends it (the daily allowance counts it):
+    the API shows it once the notification is `sent`."""
+    caller = make_caller(Role.MEMBER)
+    now = timezone.now()
+    sending = NotificationFactory(
+        tenant=caller.tenant, recipient=caller.user, channel="email", status="sending", sent_at=now
+    )
+    sent = NotificationFactory(
+        tenant=caller.tenant, recipient=caller.user, channel="email", status="sent", sent_at=now
+    )
+
+    listed = caller.client.get(URL, {"channel": "email"}).json()["results"]
+    shown = {row["id"]: row for row in listed}
+
+    assert (shown[str(sending.pk)]["status"], shown[str(sending.pk)]["sent_at"]) == (
+        "sending",
+        None,
+    )
+    assert shown[str(sent.pk)]["sent_at"] is not None
+
+
 def test_the_list_filters_on_is_read(make_caller):
     caller = make_caller(Role.VIEWER)
     read = NotificationFactory(tenant=caller.tenant, recipient=caller.user, is_read=True)
