@@ -10,7 +10,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Exists, OuterRef, Q, Value
+from django.db.models import OuterRef, Q, Subquery, Value
 from django.db.models.functions import Concat, Left
 from django.utils import timezone
 
@@ -20,6 +20,7 @@ from config.services import model_update
 from tenants.models import Membership, MembershipStatus, Tenant
 
 from .. import channels
+from ..catalog import EVENT_TYPES
 from ..models import Channel, Notification, NotificationPreference, NotificationStatus
 from ..selectors import preferences_of
 
@@ -197,11 +198,11 @@ def notifications_deliver(
     delivered twice sends once, and none past the recipient's daily allowance (`_claim`). A
     failure that may pass (channels.is_temporary: the mail server down) puts the notification
     back to pending for `notifications_deliver_overdue` and leaves the rest of that channel's
-    untried in this run; any other failure is for good (`failed`). One whose recipient is no
-    longer an active member of the organization (removed, suspended, their account deactivated
-    since it was raised) is not sent: `failed`. Past `time_budget_seconds`
-    no other is claimed (at least one is tried): the rest stay pending, for the next sweep.
-    Returns how many were sent."""
+    untried in this run; any other failure is for good (`failed`). One whose recipient left
+    the organization since it was raised (removed, suspended, their account deactivated), or no
+    longer holds a role its event notifies, is not sent: `failed` (`_no_longer_for`). Past
+    `time_budget_seconds` no other is claimed (at least one is tried): the rest stay pending,
+    for the next sweep. Returns how many were sent."""
     started = time.monotonic()
     sent, tried = 0, False
     unavailable: set[str] = set()  # channels that met a failure which may pass, in this run
@@ -211,18 +212,19 @@ def notifications_deliver(
         )
         .select_related("recipient")
         .annotate(
-            recipient_is_member=Exists(
+            recipient_role=Subquery(
                 Membership.objects.filter(
                     tenant_id=OuterRef("tenant_id"),
                     user_id=OuterRef("recipient_id"),
                     status=MembershipStatus.ACTIVE,
-                )
+                ).values("role")[:1]
             )
         )
         .order_by("created_at", "id")  # in the order they were raised
     ):
-        if not (notification.recipient_is_member and notification.recipient.is_active):
-            _give_up(notification, NO_LONGER_A_MEMBER)
+        refusal = _no_longer_for(notification)
+        if refusal:
+            _give_up(notification, refusal)
             continue
         if notification.channel in unavailable:
             continue
@@ -260,9 +262,27 @@ def notifications_deliver(
     return sent
 
 
-# Why a notification raised for a member who since left (removed, suspended, their account
-# deactivated) is not sent: what the organization tells its members is not theirs any more.
+# Why a notification is not sent to a recipient who, since it was raised, left (removed,
+# suspended, their account deactivated) or no longer holds a role its event notifies: what
+# the organization tells its members, or its admins, is not theirs any more.
 NO_LONGER_A_MEMBER = "The recipient is no longer an active member of the organization."
+NO_LONGER_IN_ITS_ROLES = "The recipient no longer holds a role this event notifies."
+
+
+def _no_longer_for(notification: Notification) -> str:
+    """Why the notification must not go to its recipient now ("" when it may): read with the
+    recipient's current role (`recipient_role`, None when not an active member). One a person
+    sent needs a member; one an event raised, a member in one of the event's roles, unless the
+    event names the recipient (`notify_user_field`, kept in the notification's metadata)."""
+    if notification.recipient_role is None or not notification.recipient.is_active:
+        return NO_LONGER_A_MEMBER
+    entry = EVENT_TYPES.get(notification.event_type) if notification.event_type else None
+    if entry is None or notification.recipient_role in entry.notify_roles:
+        return ""
+    named = entry.notify_user_field and str(
+        notification.metadata.get(entry.notify_user_field, "")
+    ) == str(notification.recipient_id)
+    return "" if named else NO_LONGER_IN_ITS_ROLES
 
 
 def _give_up(notification: Notification, reason: str) -> None:

@@ -16,6 +16,7 @@ from django.core.management import call_command
 from django.db import connection
 from django.utils import timezone
 
+from notifications.catalog import EVENT_TYPES
 from notifications.channels import ChannelUnavailable, is_temporary
 from notifications.models import Notification
 from notifications.services import (
@@ -23,7 +24,12 @@ from notifications.services import (
     notifications_deliver,
     notifications_deliver_overdue,
 )
-from notifications.services.user_notifications import _claim, _record_failure, _record_sent
+from notifications.services.user_notifications import (
+    _claim,
+    _record_failure,
+    _record_sent,
+    notify_roles,
+)
 from notifications.tasks import deliver_overdue_notifications
 from tenants.models import Role
 from tests.conftest import race
@@ -333,6 +339,42 @@ def test_a_notification_to_someone_who_left_since_is_not_sent(pair, settings, le
         "The recipient is no longer an active member of the organization.",
     )
     assert mail.outbox == [] and KeptSMS.sent == []
+
+
+def test_an_event_notification_to_someone_no_longer_in_its_roles_is_not_sent(make_caller, settings):
+    """A quota warning notifies owners and admins: an admin demoted to member before a late
+    send does not get it; the owner does. A refund decision names its requester, whatever
+    their role: a member still gets it."""
+    owner = make_caller(Role.OWNER)
+    admin = make_caller(Role.ADMIN, tenant=owner.tenant)
+    requester = make_caller(Role.MEMBER, tenant=owner.tenant)
+    tenant_id = owner.tenant.pk
+    warned = notify_roles(
+        tenant_id=tenant_id,
+        entry=EVENT_TYPES["organization.quota.warning"],
+        data={"resource": "tokens", "percentage": 80},
+    )
+    decided = notify_roles(
+        tenant_id=tenant_id,
+        entry=EVENT_TYPES["refund.approved"],
+        data={"requested_by_id": str(requester.user.pk), "order_id": "A-1"},
+    )
+    admin.membership.role = Role.MEMBER
+    admin.membership.save(update_fields=["role"])
+
+    with later(settings.NOTIFICATIONS_RETRY_AFTER_SECONDS + 1):
+        notifications_deliver_overdue()
+
+    emails = {n.recipient_id: n for n in [*warned, *decided] if n.channel == "email"}
+    assert status_of(emails[owner.user.pk])[0] == "sent"
+    assert status_of(emails[admin.user.pk]) == (
+        "failed",
+        "The recipient no longer holds a role this event notifies.",
+    )
+    assert status_of(emails[requester.user.pk])[0] == "sent"
+    assert sorted(message.to[0] for message in mail.outbox) == sorted(
+        [owner.user.email, requester.user.email]
+    )
 
 
 def test_only_pending_notifications_are_swept(pair, settings):
