@@ -14,7 +14,7 @@ from rest_framework_simplejwt.tokens import RefreshToken
 from rest_framework_simplejwt.utils import get_md5_hash_password
 
 from audit.services import record
-from config.db import locked_or_404, raw_uuid
+from config.db import delete_in_batches, locked_or_404, raw_uuid
 from config.exceptions import ApplicationError, Conflict, QuotaExceeded
 from config.services import model_update
 from tenants.models import Membership, MembershipStatus, Tenant
@@ -231,14 +231,8 @@ def auth_tokens_purge_expired(*, batch_size: int = 1000) -> int:
 
 def _delete_expired_in_batches(model, batch_size: int, *, expiry: str = "expires_at") -> int:
     """Rows of `model` whose `expiry` has passed, deleted `batch_size` at a time."""
-    removed = 0
-    while True:
-        expired = model.objects.filter(**{f"{expiry}__lte": timezone.now()})
-        keys = list(expired.values_list("pk", flat=True)[:batch_size])
-        if not keys:
-            return removed
-        _, deleted = model.objects.filter(pk__in=keys).delete()
-        removed += deleted.get(model._meta.label, 0)  # not a concurrent run's, nor cascades
+    expired = model.objects.filter(**{f"{expiry}__lte": timezone.now()})
+    return delete_in_batches(expired, batch_size=batch_size)
 
 
 # API keys ----------------------------------------------------------------------------------

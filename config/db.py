@@ -91,6 +91,21 @@ def transaction_committed(xid: int, using: str = DEFAULT_DB_ALIAS) -> bool | Non
     return status == "committed"
 
 
+def delete_in_batches(queryset, *, batch_size: int) -> int:
+    """Delete `queryset`'s rows `batch_size` at a time (a retention's prune: short locks on a
+    large table), each batch in its own transaction and by id with the queryset's condition
+    checked again, so a row that stopped matching meanwhile stays. Returns how many rows of its
+    model this call deleted: not a concurrent run's, nor rows deleted by cascade. Safe to run
+    twice at once."""
+    label = queryset.model._meta.label
+    removed = 0
+    while ids := list(queryset.order_by().values_list("pk", flat=True)[:batch_size]):
+        with transaction.atomic(using=queryset.db):
+            _, deleted = queryset.filter(pk__in=ids).delete()
+        removed += deleted.get(label, 0)
+    return removed
+
+
 def bulk_insert(model, objs: list) -> list:
     """Insert `objs` (unsaved instances of `model`, their primary keys set in Python, as UUID
     keys are) like `bulk_create`; on PostgreSQL with COPY, several times faster for the

@@ -23,7 +23,8 @@ from datetime import UTC, datetime
 import httpx
 from django.conf import settings
 
-from .targets import ForbiddenTarget, Target, UnresolvableTarget, check
+from .targets import ForbiddenTarget, Target, UnresolvableTarget
+from .targets import check as check_target
 
 USER_AGENT = "ControlPlane-Webhooks/1.0"
 logger = logging.getLogger(__name__)
@@ -158,7 +159,8 @@ class Sender:
         check = checks.get(url)
         checking = check is None
         if checking:
-            check = checks[url] = self.loop.run_in_executor(self.resolving, _check, url)
+            # On a thread of `resolving`: resolution may block on DNS, off the event loop.
+            check = checks[url] = self.loop.run_in_executor(self.resolving, check_target, url)
             # Its failure is each request's answer; when every request to it timed out
             # first, nobody else reads it (and asyncio would log it).
             check.add_done_callback(_read_outcome)
@@ -254,11 +256,6 @@ class FairSlots:
 def _read_outcome(task: asyncio.Task) -> None:
     if not task.cancelled():
         task.exception()
-
-
-def _check(url: str) -> Target:
-    # On a thread of Sender.resolving: resolution may block on DNS, off the event loop.
-    return check(url)
 
 
 def _client(clients: dict, target: Target) -> httpx.AsyncClient:

@@ -219,9 +219,7 @@ def check(url: str, *, allow_private: bool | None = None, within: float | None =
     port = parts.port or _SCHEMES[scheme]
     try:
         addresses = _lookup(host, port, within)
-    except UnresolvableTarget:
-        raise
-    except (OSError, UnicodeError) as error:
+    except (OSError, UnicodeError) as error:  # not UnresolvableTarget, a ValueError: it passes
         raise UnresolvableTarget(f"The host {host!r} does not resolve ({error}).") from error
     if not addresses:
         raise UnresolvableTarget(f"The host {host!r} does not resolve.")

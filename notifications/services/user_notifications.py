@@ -15,7 +15,13 @@ from django.db.models.functions import Concat, Left
 from django.utils import timezone
 
 from audit.services import record
-from config.db import advisory_xact_lock, bulk_insert, deleted_meanwhile, locked_or_404
+from config.db import (
+    advisory_xact_lock,
+    bulk_insert,
+    delete_in_batches,
+    deleted_meanwhile,
+    locked_or_404,
+)
 from config.services import model_update
 from tenants.models import Membership, MembershipStatus, Tenant
 
@@ -388,7 +394,7 @@ def notifications_prune(*, older_than_days: int | None = None, batch_size: int =
     """Delete the notifications raised more than NOTIFICATIONS_RETENTION_DAYS ago (or
     `older_than_days`), in batches; returns how many went. One still to be sent (pending, or
     sending) is kept until it is sent or given up, whatever its age. Audited when any went.
-    Safe to run twice at once: each batch deletes by id, the condition checked again."""
+    Safe to run twice at once (config.db.delete_in_batches)."""
     days = settings.NOTIFICATIONS_RETENTION_DAYS if older_than_days is None else older_than_days
     try:
         cutoff = timezone.now() - timedelta(days=days)
@@ -397,11 +403,7 @@ def notifications_prune(*, older_than_days: int | None = None, batch_size: int =
     old = Notification.objects.filter(created_at__lt=cutoff).exclude(
         status__in=(NotificationStatus.PENDING, NotificationStatus.SENDING)
     )
-    removed = 0
-    while ids := list(old.order_by().values_list("pk", flat=True)[:batch_size]):
-        with transaction.atomic():
-            _, deleted = old.filter(pk__in=ids).delete()
-        removed += deleted.get(Notification._meta.label, 0)
+    removed = delete_in_batches(old, batch_size=batch_size)
     if removed:
         with transaction.atomic():
             record(
