@@ -649,7 +649,8 @@ def queries_report(tenant, *, days: int, limit: int, include_failed: bool, tz, n
             ]
         },
         "failure_analysis": {
-            "total_failures": sum(aggregate.count for aggregate in errors.values()),
+            # From the totals: a bucket names only its most frequent error categories.
+            "total_failures": sum(aggregate.m("failed") for aggregate in daily.values()),
             "error_categories": {
                 name: aggregate.count
                 for name, aggregate in sorted(errors.items(), key=lambda i: (-i[1].count, i[0]))

@@ -478,8 +478,11 @@ class RecentFailureSerializer(ResponseSerializer):
 
 
 class FailureAnalysisSerializer(ResponseSerializer):
-    total_failures = serializers.IntegerField()
-    error_categories = serializers.DictField(child=serializers.IntegerField())
+    total_failures = serializers.IntegerField(help_text="Every failed query in the range.")
+    error_categories = serializers.DictField(
+        child=serializers.IntegerField(),
+        help_text="Failures per error category: the most frequent categories of each hour.",
+    )
     recent_failures = RecentFailureSerializer(many=True)
 
 
@@ -488,7 +491,11 @@ class QueriesReportSerializer(ResponseSerializer):
     period = ReportRangeSerializer()
     time_zone = serializers.CharField()
     top_queries = TopQuerySerializer(many=True)
-    categories = serializers.DictField(child=serializers.IntegerField())
+    categories = serializers.DictField(
+        child=serializers.IntegerField(),
+        help_text="Queries per category (`uncategorised`: none given): the most frequent "
+        "categories of each hour.",
+    )
     performance_trends = PerformanceTrendsSerializer()
     failure_analysis = FailureAnalysisSerializer()
     generated_at = serializers.DateTimeField()

@@ -27,6 +27,7 @@ from .streams import (
     PRUNED_STREAMS,
     aggregate_hour,
     hour_of,
+    most_frequent,
     occurrence_hours,
     retained_from,
     touched_hours,
@@ -120,7 +121,7 @@ def _merge_rows(tenant_id, stream, granularity, start, end, into) -> None:
         per_dimension.setdefault(dimension, Aggregate()).merge(
             Aggregate(count, measures, histogram, users)
         )
-    _replace_rows(tenant_id, stream, into, start, per_dimension)
+    _replace_rows(tenant_id, stream, into, start, most_frequent(per_dimension))
 
 
 def _rebuild_day(tenant_id, stream, day: datetime) -> None:

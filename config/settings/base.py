@@ -455,6 +455,9 @@ ANALYTICS_RAW_RETENTION_DAYS = env_int(
 )
 # The most events one POST analytics/events may carry.
 ANALYTICS_EVENTS_PER_BATCH = 1000
+# How many values of each kind the tenant names (query texts, categories, error categories) a
+# roll-up bucket keeps: the most frequent; the totals count every event (docs/analytics.md).
+ANALYTICS_VALUES_PER_KIND = env_int("ANALYTICS_VALUES_PER_KIND", 500, minimum=100, maximum=100_000)
 
 # Brute-force protection (django-axes): this many failed logins from one address for one account
 # lock that pair for the cool-off; while locked even the right password answers 429.

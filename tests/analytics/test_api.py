@@ -868,6 +868,98 @@ def test_day_rows_are_the_merge_of_their_hours(owner, clock):
     assert Aggregate.of_row(total).distinct_users == 2
 
 
+def _named_rows(tenant, granularity, kind) -> dict:
+    """{bucket_start: {value: count}} of one named kind's roll-up rows."""
+    found: dict = {}
+    rows = Rollup.objects.filter(
+        tenant=tenant,
+        stream=Stream.QUERIES,
+        granularity=granularity,
+        dimension__startswith=kind,
+    )
+    for row in rows:
+        found.setdefault(row.bucket_start, {})[row.dimension[len(kind) :]] = row.count
+    return found
+
+
+@override_settings(ANALYTICS_VALUES_PER_KIND=3)
+def test_a_bucket_keeps_only_the_most_frequent_values_the_tenant_names(owner, clock):
+    """Query texts, categories and error categories are the tenant's to name, as many as it
+    likes: each hour, day and month keeps the most frequent few (ties: the first in order),
+    while the totals, and the failures the report counts from them, count every event."""
+    tenant = owner.tenant
+    first, second = utc(2026, 11, 17, 8, 5), utc(2026, 11, 17, 9, 5)
+    facts = []
+    # In the first hour: "alpha" 4 times, "bravo" 3, "charlie" and "delta" twice, then 20 texts
+    # asked once, each in its own category, the last 10 failed with their own error category.
+    for text, times in (("alpha", 4), ("bravo", 3), ("charlie", 2), ("delta", 2)):
+        facts += [fact(f"{text}-{n}", first, query_text=text) for n in range(times)]
+    for n in range(20):
+        failed = {"success": False, "error_category": f"error-{n:02}"} if n >= 10 else {}
+        facts.append(
+            fact(f"once-{n}", first, query_text=f"once {n:02}", query_category=f"c{n:02}", **failed)
+        )
+    # In the second hour: "echo" 5 times, "delta" twice.
+    facts += [fact(f"echo-{n}", second, query_text="echo") for n in range(5)]
+    facts += [fact(f"delta-late-{n}", second, query_text="delta") for n in range(2)]
+    services.query_events_ingest(tenant=tenant, events=facts)
+    services.rollups_build()
+
+    hours = _named_rows(tenant, Granularity.HOUR, "query:")
+    assert hours[utc(2026, 11, 17, 8)] == {
+        "account\x1falpha": 4,
+        "account\x1fbravo": 3,
+        "account\x1fcharlie": 2,
+    }
+    assert hours[utc(2026, 11, 17, 9)] == {"account\x1fecho": 5, "account\x1fdelta": 2}
+    # The day merges what its hours kept: "delta"'s first two were cut in their hour.
+    assert _named_rows(tenant, Granularity.DAY, "query:")[utc(2026, 11, 17)] == {
+        "account\x1fecho": 5,
+        "account\x1falpha": 4,
+        "account\x1fbravo": 3,
+    }
+    for kind in ("query:", "query-failed:", "category:", "error:"):
+        for granularity in (Granularity.HOUR, Granularity.DAY, Granularity.MONTH):
+            for values in _named_rows(tenant, granularity, kind).values():
+                assert len(values) <= 3, (kind, granularity, values)
+    assert _named_rows(tenant, Granularity.HOUR, "error:")[utc(2026, 11, 17, 8)] == {
+        "error-10": 1,
+        "error-11": 1,
+        "error-12": 1,
+    }
+    day = Rollup.objects.get(
+        tenant=tenant, stream=Stream.QUERIES, granularity=Granularity.DAY, dimension=""
+    )
+    assert day.count == len(facts) == 38
+    assert day.measures["failed"] == 10
+
+    body = report(owner.client, "queries", days=7, include_failed="true").json()
+    assert body["failure_analysis"]["total_failures"] == 10
+    assert len(body["failure_analysis"]["error_categories"]) == 3
+    assert body["categories"] == {"account": 18, "c00": 1, "c01": 1}
+    assert [q["query_text"] for q in body["top_queries"][:3]] == ["echo", "alpha", "bravo"]
+
+
+@override_settings(ANALYTICS_VALUES_PER_KIND=2)
+def test_the_current_hour_keeps_the_same_values_as_its_roll_up_will(owner, clock):
+    services.query_events_ingest(
+        tenant=owner.tenant,
+        events=[
+            fact(f"e-{n}", NOW - timedelta(minutes=5), query_category=category)
+            for n, category in enumerate(["b", "b", "a", "c", "c", "c", "d"])
+        ],
+    )
+
+    live = report(owner.client, "queries", days=1).json()
+    services.rollups_build()
+    hour = _named_rows(owner.tenant, Granularity.HOUR, "category:")
+
+    assert live["categories"] == {"c": 3, "b": 2}
+    assert hour == {utc(2026, 11, 18, 10): {"c": 3, "b": 2}}
+    # A text is counted per category it was asked in: the ones cut with "a" and "d" too.
+    assert live["top_queries"][0]["execution_count"] == 5
+
+
 @override_settings(ANALYTICS_RAW_RETENTION_DAYS=2)
 def test_pruning_deletes_old_raw_facts_and_keeps_their_figures(owner, clock):
     tenant = owner.tenant
