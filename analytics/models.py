@@ -171,10 +171,12 @@ class RollupState(TenantOwned):
 
 
 class StreamCursor(TimestampedModel):
-    """Up to when the roll-up job has looked for new facts of a stream (all tenants)."""
+    """Up to when the roll-up job has looked for new facts of a stream (all tenants), and the
+    first hour it saw facts of that had not ended yet (built once it has)."""
 
     stream = models.CharField(max_length=16, choices=Stream.choices, unique=True)
     position = models.DateTimeField()
+    open_hour = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["stream"]

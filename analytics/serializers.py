@@ -10,7 +10,7 @@ from django.utils import timezone
 from rest_framework import serializers
 
 from analytics.selectors import PERIODS
-from analytics.streams import retained_from
+from analytics.streams import FUTURE_TOLERANCE, retained_from
 from config.serializers import (
     CharField,
     ChoiceField,
@@ -22,8 +22,6 @@ from config.serializers import (
 
 MAX_BIGINT = 2**53 - 1
 MAX_INT = 2**31 - 1
-# An event may be this far ahead of the server's clock (clients' clocks drift).
-FUTURE_TOLERANCE = timedelta(minutes=5)
 _SPACES = re.compile(r"\s+")
 
 

@@ -40,6 +40,9 @@ from .aggregates import Aggregate
 from .models import QueryEvent, RequestFact, Stream
 
 HOUR = timedelta(hours=1)
+# An event may be this far ahead of the server's clock (clients' clocks drift); every other
+# fact is recorded after its moment.
+FUTURE_TOLERANCE = timedelta(minutes=5)
 # Rows that carry a latency histogram: the totals (""), routes and models, what percentiles are
 # shown for. Distinct users are kept on the totals only. The other dimensions (queries,
 # categories, errors, representatives) hold counts and sums, which the database adds up.

@@ -812,6 +812,62 @@ def test_the_job_rebuilds_only_hours_touched_since_its_cursor(owner, clock):
     assert state.hours_built == 2 + 2 + 2 + 1
 
 
+def _hour_rows(tenant) -> dict:
+    return {
+        row.bucket_start: row.count
+        for row in Rollup.objects.filter(
+            tenant=tenant, stream=Stream.QUERIES, granularity=Granularity.HOUR, dimension=""
+        )
+    }
+
+
+def test_the_hour_under_way_is_built_once_it_has_ended(owner, clock):
+    """The reports aggregate the current hour from its raw facts, so the job leaves it until it
+    ends rather than re-reading all of it every minute; then it builds it whole, with the
+    facts recorded early in the hour that the cursor has long passed."""
+    tenant = owner.tenant
+    services.query_events_ingest(tenant=tenant, events=[fact("a", NOW - timedelta(minutes=25))])
+    assert services.rollups_build() == 0
+    cursor = StreamCursor.objects.get(stream=Stream.QUERIES)
+    assert (cursor.position, cursor.open_hour) == (NOW, utc(2026, 11, 18, 10))
+
+    clock.move_to(utc(2026, 11, 18, 10, 57))
+    services.query_events_ingest(
+        tenant=tenant,
+        events=[
+            fact("b", utc(2026, 11, 18, 10, 56)),
+            # Stamped by a client whose clock runs ahead: the next hour, recorded in this one.
+            fact("c", utc(2026, 11, 18, 11, 1)),
+        ],
+    )
+    assert services.rollups_build() == 0
+    assert _hour_rows(tenant) == {}
+    assert StreamCursor.objects.get(stream=Stream.QUERIES).open_hour == utc(2026, 11, 18, 10)
+
+    clock.move_to(utc(2026, 11, 18, 11, 0, 30))
+    assert services.rollups_build() == 1
+    assert _hour_rows(tenant) == {utc(2026, 11, 18, 10): 2}
+    assert StreamCursor.objects.get(stream=Stream.QUERIES).open_hour == utc(2026, 11, 18, 11)
+    assert report(owner.client, "queries", days=1).json()["categories"] == {"account": 3}
+
+    # Within the overlap behind its cursor the job builds hour 10 again (harmless); after it,
+    # a run that sees nothing new keeps the hour still open.
+    clock.move_to(utc(2026, 11, 18, 11, 40))
+    assert services.rollups_build() == 1
+    clock.move_to(utc(2026, 11, 18, 11, 50))
+    assert services.rollups_build() == 0
+    assert StreamCursor.objects.get(stream=Stream.QUERIES).open_hour == utc(2026, 11, 18, 11)
+    # From 10 minutes before hour 11 began: "c", and "b" again.
+    clock.move_to(utc(2026, 11, 18, 12, 0, 30))
+    assert services.rollups_build() == 2
+    assert _hour_rows(tenant) == {utc(2026, 11, 18, 10): 2, utc(2026, 11, 18, 11): 1}
+    assert StreamCursor.objects.get(stream=Stream.QUERIES).open_hour is None
+    day = Rollup.objects.get(
+        tenant=tenant, stream=Stream.QUERIES, granularity=Granularity.DAY, dimension=""
+    )
+    assert day.count == 3
+
+
 def test_a_late_event_rebuilds_its_own_hour(owner, clock):
     services.query_events_ingest(tenant=owner.tenant, events=[fact("a", utc(2026, 11, 17, 3))])
     services.rollups_build()
@@ -951,6 +1007,7 @@ def test_the_current_hour_keeps_the_same_values_as_its_roll_up_will(owner, clock
     )
 
     live = report(owner.client, "queries", days=1).json()
+    clock.move_to(NOW + timedelta(hours=1))
     services.rollups_build()
     hour = _named_rows(owner.tenant, Granularity.HOUR, "category:")
 
@@ -974,6 +1031,7 @@ def test_pruning_deletes_old_raw_facts_and_keeps_their_figures(owner, clock):
     services.rollups_build()
     # A day and a half later the first day's raw facts are past the retention of two days.
     clock.move_to(NOW + timedelta(days=1, hours=12))
+    services.rollups_build()  # the hour of "new" has ended
     before = report(owner.client, "usage", days="7", granularity="daily").json()
     rollups = rows_of(tenant)
 
@@ -1025,6 +1083,7 @@ def test_a_rebuild_restores_identical_rows(owner, make_caller, clock):
     owner.client.get(ORG)
     capture.flush_request_facts()
     TicketFactory(tenant=owner.tenant)
+    clock.move_to(NOW + timedelta(hours=1))  # the job builds an hour once it has ended
     services.rollups_build()
     everything = rows_of()
     assert everything
@@ -1117,7 +1176,8 @@ def test_the_tasks_do_what_the_services_do(january, owner):
     owner.client.get(ORG)
 
     assert tasks.flush_request_facts() == 1
-    assert tasks.build_rollups() == 3  # two hours of queries, one of requests
+    # Two hours of queries; the request's hour is under way.
+    assert tasks.build_rollups() == 2
     rows = rows_of(tenant)
     Rollup.objects.filter(tenant=tenant).delete()
     assert tasks.rebuild_rollups(str(tenant.pk), "2026-01-01T00:00:00+00:00") == 2

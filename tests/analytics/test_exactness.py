@@ -1214,8 +1214,12 @@ def test_current_hour_facts_show_without_any_build(owner):
         check_performance(owner.client, world, zone)
         check_metrics(owner.client, world, zone, "DAY", 3)
 
-    # Neither before nor after a build is a fact of the current hour counted twice.
-    services.rollups_build(now=NOW)
+    # The job leaves the hour under way until it ends. Rows of it (an earlier version's job
+    # built them every minute) are never read: no fact of the current hour is counted twice.
+    assert services.rollups_build(now=NOW) == 0
+    assert not Rollup.objects.filter(tenant=owner.tenant).exists()
+    for stream in ("requests", "gateway", "queries", "support"):
+        services.rollup_hours_rebuild(tenant_id=owner.tenant.pk, stream=stream, hours=[current])
     assert Rollup.objects.filter(tenant=owner.tenant, bucket_start=current).exists()
     check_dashboard(owner.client, world, ZoneInfo("UTC"))
     check_performance(owner.client, world, ZoneInfo("Europe/Paris"))

@@ -19,9 +19,10 @@ class Command(BaseCommand):
     help = (
         "Build the analytics roll-ups: without --since, fold in the facts recorded since the "
         "last run (what beat does every minute, analytics.build-rollups); with --since, rebuild "
-        "every hour from that moment from the raw facts (hours past ANALYTICS_RAW_RETENTION_DAYS "
-        "keep their roll-ups for requests and queries, whose raw facts are pruned). Safe to run "
-        "while beat runs."
+        "every ended hour from that moment from the raw facts (hours past "
+        "ANALYTICS_RAW_RETENTION_DAYS keep their roll-ups for requests and queries, whose raw "
+        "facts are pruned). The hour under way is built once it ends. Safe to run while beat "
+        "runs."
     )
 
     def add_arguments(self, parser):
