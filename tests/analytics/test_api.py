@@ -15,9 +15,10 @@ from django.conf import settings
 from django.core.management import CommandError, call_command
 from django.db import connection
 from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
-from analytics import capture, services, sketches, tasks
+from analytics import capture, selectors, services, sketches, tasks
 from analytics.models import (
     Granularity,
     QueryEvent,
@@ -810,6 +811,40 @@ def test_the_job_rebuilds_only_hours_touched_since_its_cursor(owner, clock):
     state = RollupState.objects.get(tenant=tenant)
     assert state.last_built_hour == utc(2026, 11, 18, 9)
     assert state.hours_built == 2 + 2 + 2 + 1
+
+
+def _reads_of_the_hours_events(client) -> int:
+    """How many statements one queries report makes that aggregate the hour's query events
+    (those read their normalized text, not their text as the recent failures do)."""
+    with CaptureQueriesContext(connection) as captured:
+        assert report(client, "queries", days=1).status_code == 200
+    return sum(
+        1
+        for query in captured.captured_queries
+        if '"analytics_queryevent"."normalized_text"' in query["sql"]
+        and '"analytics_queryevent"."query_text"' not in query["sql"]
+    )
+
+
+def test_the_current_hour_is_aggregated_again_only_once_it_holds_more_events(
+    owner, clock, monkeypatch
+):
+    """A tenant's hour can hold 100,000 events (1,000 a request); each report aggregated them
+    all again. A large hour is kept per process until it holds more events than it was made
+    of (here from 3 events on, 1,000 in production)."""
+    monkeypatch.setattr(selectors, "_KEPT_FROM_EVENTS", 3)
+    post(owner.client, [event("e-0"), event("e-1")])
+    assert _reads_of_the_hours_events(owner.client) == 1
+    assert _reads_of_the_hours_events(owner.client) == 1  # a small hour: on each read
+
+    post(owner.client, [event("e-2")])
+    assert _reads_of_the_hours_events(owner.client) == 1
+    assert _reads_of_the_hours_events(owner.client) == 0
+    post(owner.client, [event("e-3", query_category="billing")])
+    assert _reads_of_the_hours_events(owner.client) == 1
+    body = report(owner.client, "queries", days=1).json()
+    assert body["categories"] == {"account": 3, "billing": 1}
+    assert body["top_queries"][0]["execution_count"] == 4
 
 
 def _hour_rows(tenant) -> dict:
