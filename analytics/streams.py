@@ -147,7 +147,11 @@ def _requests_hour(tenant_id, start, end) -> dict[str, Aggregate]:
 
 
 def _requests_touched(since):
-    return RequestFact.objects.filter(created_at__gte=since).values_list("tenant_id", "minute")
+    return (
+        RequestFact.objects.filter(created_at__gte=since)
+        .values_list("tenant_id", "minute")
+        .order_by()
+    )
 
 
 # gateway ----------------------------------------------------------------------------------------
@@ -196,7 +200,12 @@ def _gateway_hour(tenant_id, start, end) -> dict[str, Aggregate]:
 
 
 def _gateway_touched(since):
-    return _gateway_calls().filter(created_at__gte=since).values_list("tenant_id", "created_at")
+    return (
+        _gateway_calls()
+        .filter(created_at__gte=since)
+        .values_list("tenant_id", "created_at")
+        .order_by()
+    )
 
 
 # queries ----------------------------------------------------------------------------------------
@@ -260,7 +269,11 @@ def _e6(score):
 
 
 def _queries_touched(since):
-    return QueryEvent.objects.filter(created_at__gte=since).values_list("tenant_id", "occurred_at")
+    return (
+        QueryEvent.objects.filter(created_at__gte=since)
+        .values_list("tenant_id", "occurred_at")
+        .order_by()
+    )
 
 
 # support ----------------------------------------------------------------------------------------
@@ -324,14 +337,19 @@ def _support_hour(tenant_id, start, end) -> dict[str, Aggregate]:
 def _support_touched(since):
     from support.models import Escalation, Ticket
 
-    for created, responded, resolved, tenant_id in Ticket.objects.filter(
-        updated_at__gte=since
-    ).values_list("created_at", "first_responded_at", "resolved_at", "tenant_id"):
+    # Unordered (the models order by creation): the moments go into a set.
+    for created, responded, resolved, tenant_id in (
+        Ticket.objects.filter(updated_at__gte=since)
+        .values_list("created_at", "first_responded_at", "resolved_at", "tenant_id")
+        .order_by()
+    ):
         for moment in (created, responded, resolved):
             if moment is not None:
                 yield tenant_id, moment
-    yield from Escalation.objects.filter(updated_at__gte=since).values_list(
-        "tenant_id", "created_at"
+    yield from (
+        Escalation.objects.filter(updated_at__gte=since)
+        .values_list("tenant_id", "created_at")
+        .order_by()
     )
 
 

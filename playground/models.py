@@ -160,6 +160,9 @@ class GatewayCall(TenantOwned):
         indexes = [
             models.Index(fields=["tenant", "-created_at"], name="gateway_call_tenant_time"),
             models.Index(fields=["tenant", "model", "created_at"], name="gateway_call_model_time"),
+            # The analytics roll-up job reads the calls recorded since its last run, every
+            # minute and across organizations (analytics.streams).
+            models.Index(fields=["created_at"], name="gateway_call_created"),
         ]
 
     def __str__(self):

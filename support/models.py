@@ -351,6 +351,9 @@ class Ticket(TenantOwned):
         indexes = [
             models.Index(fields=["tenant", "status", "priority"], name="ticket_status"),
             models.Index(fields=["tenant", "assignee", "status"], name="ticket_assignee"),
+            # The analytics roll-up job reads the tickets changed since its last run, every
+            # minute and across organizations (analytics.streams).
+            models.Index(fields=["updated_at"], name="ticket_updated"),
             # The breach sweep reads unbreached tickets by due time, across organizations.
             models.Index(
                 fields=["resolution_due_at"],
@@ -596,7 +599,11 @@ class Escalation(TenantOwned):
 
     class Meta:
         ordering = ["-created_at", "-id"]
-        indexes = [models.Index(fields=["tenant", "status", "priority"], name="escalation_status")]
+        indexes = [
+            models.Index(fields=["tenant", "status", "priority"], name="escalation_status"),
+            # Read by the analytics roll-up job as tickets are (Ticket.Meta).
+            models.Index(fields=["updated_at"], name="escalation_updated"),
+        ]
 
     def __str__(self):
         return f"{self.get_reason_display()} ({self.priority})"
