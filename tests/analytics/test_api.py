@@ -787,6 +787,15 @@ def test_captured_requests_show_in_performance_after_the_roll_up(owner, clock):
 # Roll-up job -----------------------------------------------------------------------------------
 
 
+def _hour_rows(tenant) -> dict:
+    return {
+        row.bucket_start: row.count
+        for row in Rollup.objects.filter(
+            tenant=tenant, stream=Stream.QUERIES, granularity=Granularity.HOUR, dimension=""
+        )
+    }
+
+
 def test_the_jobs_look_for_new_facts_is_served_by_an_index_on_their_time(db):
     """Every minute the job reads the facts recorded (or tickets changed) since its last run,
     across organizations: an index on that time, not the whole table (gateway calls and
@@ -836,13 +845,7 @@ def test_the_job_rebuilds_only_hours_touched_since_its_cursor(owner, clock):
     clock.move_to(NOW + 3 * services.CURSOR_OVERLAP + timedelta(seconds=3))
 
     assert services.rollups_build() == 1
-    hours = {
-        row.bucket_start: row.count
-        for row in Rollup.objects.filter(
-            tenant=tenant, stream=Stream.QUERIES, granularity=Granularity.HOUR, dimension=""
-        )
-    }
-    assert hours == {
+    assert _hour_rows(tenant) == {
         utc(2026, 11, 18, 7): 2,
         utc(2026, 11, 18, 8): 1,
         utc(2026, 11, 18, 9): 1,
@@ -884,15 +887,6 @@ def test_the_current_hour_is_aggregated_again_only_once_it_holds_more_events(
     body = report(owner.client, "queries", days=1).json()
     assert body["categories"] == {"account": 3, "billing": 1}
     assert body["top_queries"][0]["execution_count"] == 4
-
-
-def _hour_rows(tenant) -> dict:
-    return {
-        row.bucket_start: row.count
-        for row in Rollup.objects.filter(
-            tenant=tenant, stream=Stream.QUERIES, granularity=Granularity.HOUR, dimension=""
-        )
-    }
 
 
 def test_the_hour_under_way_is_built_once_it_has_ended(owner, clock):
