@@ -1,6 +1,5 @@
 import threading
 import time
-from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
@@ -73,22 +72,16 @@ def pytest_collection_modifyitems(config, items):
         for marker, skip in skips.items():
             if marker in item.keywords:
                 item.add_marker(skip)
-    _give_each_test_its_own_node_id(items)
 
 
-def _give_each_test_its_own_node_id(items) -> None:
-    """Schemathesis (under pytest 9) gives every operation of one of its test functions the
-    function's node id, though each has its own name (`test_...[GET /api/v1/...]`). What is
-    keyed by node id then sees one test where there are a hundred: pytest-xdist's `loadfile`
-    and `loadscope` distributions ran each id once, `--lf` re-ran them all. Each such item
-    gets the id its name gives it; any other id shared by two tests stops the session."""
-    for item in items:
-        prefix, _, name = item.nodeid.rpartition("::")
-        if prefix and name != item.name:
-            item._id = type(item._id).parse(f"{prefix}::{item.name}")  # pytest 9's node id
-    shared = [nodeid for nodeid, count in Counter(i.nodeid for i in items).items() if count > 1]
-    if shared:
-        raise pytest.UsageError(f"tests sharing a node id: {', '.join(shared[:5])}")
+def pytest_ignore_collect(collection_path, config):
+    """The smoke run (`-m smoke`) reads only the test modules that mark tests `smoke`: importing
+    the rest, to deselect every test in them, took it longer than running its own tests."""
+    if config.getoption("markexpr") != "smoke" or not collection_path.name.startswith("test_"):
+        return None
+    if collection_path.suffix != ".py" or "smoke" in collection_path.read_text():
+        return None
+    return True
 
 
 # Tests of what holds only when each thread keeps its own connection, skipped under

@@ -23,7 +23,6 @@ import schemathesis
 from django.conf import settings
 from django.core.handlers.wsgi import WSGIHandler
 from django.test import RequestFactory
-from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from rest_framework.test import APIClient
 from schemathesis.config import SchemathesisConfig
@@ -32,12 +31,8 @@ from config.middleware import upload_allowance
 from tenants.models import Role, Tenant
 from tests.conftest import assert_envelope
 
-from .test_schemathesis import (
-    SUPPRESSED_HEALTH_CHECKS,
-    assert_an_error_is_the_envelope,
-    has_a_body,
-    prepare,
-)
+from .fuzzing import operation_labels, run_operation
+from .test_schemathesis import assert_an_error_is_the_envelope, prepare
 from .test_schemathesis import schema as _base_schema
 
 pytestmark = pytest.mark.django_db
@@ -335,21 +330,23 @@ def _never_a_5xx(case, owner_headers):
     assert_an_error_is_the_envelope(case, response)
 
 
-@hostile_schema.include(has_a_body).parametrize()
-@hypothesis_settings(
-    max_examples=HOSTILE_EXAMPLES_WITH_BODY,
-    deadline=None,
-    suppress_health_check=SUPPRESSED_HEALTH_CHECKS,
-)
-def test_hostile_strings_in_a_body_never_make_a_5xx(case, owner_headers, keep_test_connection):
-    _never_a_5xx(case, owner_headers)
+@pytest.mark.parametrize("operation", operation_labels(hostile_schema, with_body=True))
+def test_hostile_strings_in_a_body_never_make_a_5xx(operation, owner_headers, keep_test_connection):
+    run_operation(
+        hostile_schema,
+        operation,
+        lambda case: _never_a_5xx(case, owner_headers),
+        max_examples=HOSTILE_EXAMPLES_WITH_BODY,
+    )
 
 
-@hostile_schema.exclude(has_a_body).parametrize()
-@hypothesis_settings(
-    max_examples=HOSTILE_EXAMPLES_WITHOUT_BODY,
-    deadline=None,
-    suppress_health_check=SUPPRESSED_HEALTH_CHECKS,
-)
-def test_hostile_strings_in_a_query_never_make_a_5xx(case, owner_headers, keep_test_connection):
-    _never_a_5xx(case, owner_headers)
+@pytest.mark.parametrize("operation", operation_labels(hostile_schema, with_body=False))
+def test_hostile_strings_in_a_query_never_make_a_5xx(
+    operation, owner_headers, keep_test_connection
+):
+    run_operation(
+        hostile_schema,
+        operation,
+        lambda case: _never_a_5xx(case, owner_headers),
+        max_examples=HOSTILE_EXAMPLES_WITHOUT_BODY,
+    )

@@ -7,10 +7,10 @@ The cost is the number of requests times the application's own work for one (the
 once per operation, not per example: Hypothesis calls the test with the same values). Each
 operation is sent:
 
-- the coverage phase, Schemathesis' deterministic cases (built at collection): each documented
-  value, boundary and violation of every parameter and body field, once. Some 100 to 600
-  requests for an operation with a body, 10 to 200 without; most of the time, and the heart of
-  this run: kept whole. (test_hostile_input.py leaves these cases to this run.)
+- the coverage phase, Schemathesis' deterministic cases (built by the test: fuzzing.py): each
+  documented value, boundary and violation of every parameter and body field, once. Some 100 to
+  600 requests for an operation with a body, 10 to 200 without; most of the time, and the heart
+  of this run: kept whole. (test_hostile_input.py leaves these cases to this run.)
 - the fuzzing phase, random requests, bounded per kind of operation. One with a body (JSON or
   multipart) has combinations of fields, lengths and nesting to explore that the one-at-a-time
   coverage cases do not reach: FUZZ_EXAMPLES_WITH_BODY. One without (list, retrieve, delete, an
@@ -23,10 +23,9 @@ failure, and stays: it is what makes a failure readable.
 
 import json
 
+import pytest
 import schemathesis
 from django.core.handlers.wsgi import WSGIHandler
-from hypothesis import HealthCheck
-from hypothesis import settings as hypothesis_settings
 from schemathesis.checks import (
     content_type_conformance,
     not_a_server_error,
@@ -35,29 +34,17 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
+from .fuzzing import operation_labels, run_operation
+
 FUZZ_EXAMPLES_WITH_BODY = 20
 FUZZ_EXAMPLES_WITHOUT_BODY = 5
-
-SUPPRESSED_HEALTH_CHECKS = [
-    # The fixtures (an owner, a test connection kept open) are built once per operation and are
-    # the same for every example, by design.
-    HealthCheck.function_scoped_fixture,
-    HealthCheck.too_slow,
-    HealthCheck.filter_too_much,
-]
 
 ERROR_KEYS = {"code", "message", "details", "request_id"}
 
 
 # Loaded at collection (pytest-django has set Django up by then); fetching the schema needs no
-# database. (schemathesis.pytest.from_fixture does not support pytest 9 yet.)
+# database.
 schema = schemathesis.openapi.from_wsgi("/api/schema/", WSGIHandler())
-
-
-def has_a_body(context) -> bool:
-    """Whether the operation documents a request body. (A schema filter is given the operation's
-    definition as the schema writes it, not the parsed operation.)"""
-    return "requestBody" in context.operation.definition.raw
 
 
 def prepare(case, owner_headers) -> None:
@@ -93,21 +80,25 @@ def _conforms(case, owner_headers) -> None:
     assert_an_error_is_the_envelope(case, response)
 
 
-@schema.include(has_a_body).parametrize()
-@hypothesis_settings(
-    max_examples=FUZZ_EXAMPLES_WITH_BODY,
-    deadline=None,
-    suppress_health_check=SUPPRESSED_HEALTH_CHECKS,
-)
-def test_operations_with_a_body_conform_to_the_schema(case, owner_headers, keep_test_connection):
-    _conforms(case, owner_headers)
+@pytest.mark.parametrize("operation", operation_labels(schema, with_body=True))
+def test_operations_with_a_body_conform_to_the_schema(
+    operation, owner_headers, keep_test_connection
+):
+    run_operation(
+        schema,
+        operation,
+        lambda case: _conforms(case, owner_headers),
+        max_examples=FUZZ_EXAMPLES_WITH_BODY,
+    )
 
 
-@schema.exclude(has_a_body).parametrize()
-@hypothesis_settings(
-    max_examples=FUZZ_EXAMPLES_WITHOUT_BODY,
-    deadline=None,
-    suppress_health_check=SUPPRESSED_HEALTH_CHECKS,
-)
-def test_operations_without_a_body_conform_to_the_schema(case, owner_headers, keep_test_connection):
-    _conforms(case, owner_headers)
+@pytest.mark.parametrize("operation", operation_labels(schema, with_body=False))
+def test_operations_without_a_body_conform_to_the_schema(
+    operation, owner_headers, keep_test_connection
+):
+    run_operation(
+        schema,
+        operation,
+        lambda case: _conforms(case, owner_headers),
+        max_examples=FUZZ_EXAMPLES_WITHOUT_BODY,
+    )
