@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from config.db import advisory_xact_lock
 from support.services.budgets import add_months
+from tenants.models import Tenant
 
 from .aggregates import Aggregate
 from .models import Granularity, QueryEvent, RequestFact, Rollup, RollupState, Stream, StreamCursor
@@ -48,8 +49,6 @@ def request_facts_write(*, facts: list[dict]) -> int:
     at the commit, and the flush would fail on every run for every organization in its batch,
     which it puts back whole. An organization deleted after this read and before the commit
     fails one run; the next one leaves it out."""
-    from tenants.models import Tenant
-
     rows = [RequestFact(**fact) for fact in facts if fact["count"]]
     named = {str(row.tenant_id) for row in rows}
     existing = {str(pk) for pk in Tenant.objects.filter(pk__in=named).values_list("pk", flat=True)}
@@ -211,8 +210,6 @@ def rollups_rebuild(*, since: datetime, tenant=None, now: datetime | None = None
     the range are replaced by those of the ended hours that hold facts (the hour under way is
     the job's once it ends, as in `rollups_build`). Hours older than the raw retention keep
     their roll-ups for the streams whose raw facts are pruned."""
-    from tenants.models import Tenant
-
     now = now or timezone.now()
     current = hour_of(now)
     oldest = retained_from(now)

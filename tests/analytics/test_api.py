@@ -18,7 +18,7 @@ from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
-from analytics import capture, selectors, services, sketches, tasks
+from analytics import capture, selectors, services, sketches, streams, tasks
 from analytics.models import (
     Granularity,
     QueryEvent,
@@ -800,8 +800,6 @@ def test_the_jobs_look_for_new_facts_is_served_by_an_index_on_their_time(db):
     """Every minute the job reads the facts recorded (or tickets changed) since its last run,
     across organizations: an index on that time, not the whole table (gateway calls and
     tickets had none: a scan of every call ever made, each minute)."""
-    from analytics import streams
-
     since = NOW
     scans = {
         "request_fact_created": streams._requests_touched(since),

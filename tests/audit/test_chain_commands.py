@@ -273,10 +273,10 @@ def test_checkpoints_issue_all_counts_the_checkpoints_it_signed(tenant):
     assert checkpoints_issue_all() == 0
 
 
-def _event_rows_read(sql: str, params) -> int:
+def _event_rows_read(sql: str) -> int:
     """Rows the statement's plan reads from the events table (its scans, over all loops)."""
     with connection.cursor() as cursor:
-        cursor.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}", params)
+        cursor.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}")
         raw = cursor.fetchone()[0]
     plans = [(json.loads(raw) if isinstance(raw, str) else raw)[0]["Plan"]]
     rows = 0
@@ -306,7 +306,7 @@ def test_checkpoints_issue_all_reads_a_few_events_per_chain_not_every_event():
     with connection.cursor() as cursor:
         # Tables this small are cheapest read whole; what matters is what the indexes allow.
         cursor.execute("SET LOCAL enable_seqscan = off")
-    read = [_event_rows_read(sql, None) for sql in reads]
+    read = [_event_rows_read(sql) for sql in reads]
     assert read and max(read) <= 1, read  # 160 events, 4 chains: one row per statement
     assert len(reads) <= 3 * 4  # finding a chain, its head; never the whole log
 
