@@ -1,10 +1,12 @@
 """Reads of the analytics app: every endpoint's figures, merged from roll-up rows.
 
 A range is read as stored rows (UTC day rows for the whole days inside it when the grouping
-allows, hour rows for the rest) plus the current hour aggregated from its raw facts at read
-time, so a figure is never more than a request old for the streams stored as rows (queries,
-gateway, support) and one flush old for requests. The number of SQL statements of a read
-depends on the number of streams it shows, never on the range or the data.
+allows, hour rows for the rest) plus the hours the roll-up job has not built yet, the current
+one and, until the job's first run after an hour ends, the hour just ended, aggregated from
+their raw facts at read time: a figure is never more than a request old for the streams stored
+as rows (queries, gateway, support) and one flush old for requests, and no hour is missing
+from a report between its end and its build. The number of SQL statements of a read depends
+on the number of streams it shows, never on the range or the data.
 
 Time zones: `tz` (an IANA name, default UTC) sets where days, weeks and months begin. Roll-ups
 are hourly, so a zone whose offset from UTC is not a whole number of hours (Asia/Kolkata) is
@@ -27,7 +29,7 @@ from django.utils import timezone
 from support.services.budgets import add_months
 
 from .aggregates import Aggregate, merged
-from .models import Granularity, QueryEvent, Rollup, Stream
+from .models import Granularity, QueryEvent, Rollup, Stream, StreamCursor
 from .streams import HOUR, QUERY_SEPARATOR, aggregate_hour, hour_of
 
 UTC = ZoneInfo("UTC")
@@ -105,12 +107,12 @@ def _wanted(dimension, candidate: str) -> bool:
     return candidate.startswith(dimension) if dimension.endswith(":") else candidate == dimension
 
 
-def _spans(window: Window, group, current: datetime) -> list[tuple[str, datetime, datetime]]:
-    """The stored rows of the window before the current hour: UTC month rows for the whole
+def _spans(window: Window, group, live_from: datetime) -> list[tuple[str, datetime, datetime]]:
+    """The stored rows of the window before the hours read live: UTC month rows for the whole
     months inside it when the grouping is the total or by month, UTC day rows for the whole
     days around them when the grouping's boundaries are UTC midnights, hour rows for the rest.
-    (A month is used once it has ended: the current month is never whole inside a window.)"""
-    stored_end = min(window.end, current)
+    (A day or month is used once it is whole before `live_from`, so all its hours are built.)"""
+    stored_end = min(window.end, live_from)
     if window.tz.key in ("UTC", "Etc/UTC") and group is not by_hour:
         first_day = _ceil_day(window.start)
         last_day = stored_end.replace(hour=0, minute=0, second=0, microsecond=0)
@@ -137,13 +139,13 @@ def _ceil_month(day: datetime) -> datetime:
     return day if day.day == 1 else add_months(day.replace(day=1), 1)
 
 
-def _stored(rows, window: Window, group, current: datetime, shape=None):
+def _stored(rows, window: Window, group, live_from: datetime, shape=None):
     """`rows` (a Rollup queryset) within the window's stored spans, `shape` applied to each
     span's queryset: one statement, a UNION ALL of one index range per span (an OR of the
     spans would make PostgreSQL read the tenant's whole stream). Unordered: the callers merge
     the rows, and SQLite refuses an ORDER BY (the model's default) inside a UNION's parts."""
     parts = []
-    for granularity, start, end in _spans(window, group, current):
+    for granularity, start, end in _spans(window, group, live_from):
         part = rows.filter(
             granularity=granularity, bucket_start__gte=start, bucket_start__lt=end
         ).order_by()
@@ -153,22 +155,46 @@ def _stored(rows, window: Window, group, current: datetime, shape=None):
     return parts[0].union(*parts[1:], all=True) if len(parts) > 1 else parts[0]
 
 
-def _live(tenant, stream, window, current, dimension, memo=None) -> dict[str, Aggregate]:
-    """The current hour's aggregates from its raw facts, when the window holds it; `memo`
-    (a dict one report shares among its reads) aggregates each stream's hour once."""
-    if not window.start <= current < window.end:
-        return {}
-    memo = {} if memo is None else memo
-    if (stream, current) not in memo:
-        memo[stream, current] = _current_hour(stream, tenant.pk, current)
-    return {
-        name: Aggregate().merge(aggregate)
-        for name, aggregate in memo[stream, current].items()
-        if _wanted(dimension, name)
-    }
+# The most hours read from raw facts: the current one and up to two ended ones the roll-up job
+# (every minute) has not built yet. A job stopped for longer shows in the figures (and in the
+# admin's lag column) rather than making every report aggregate its backlog.
+LIVE_HOURS_MAX = 3
 
 
-# The current hour of the queries stream, kept per process for the last tenants read whose
+def _live_from(stream, current: datetime, memo: dict) -> datetime:
+    """The first hour a read takes from raw facts: the hour the roll-up job was in at its last
+    run (it builds an hour once that has ended), not before LIVE_HOURS_MAX hours back. Read
+    once per stream and report: every build of a run has committed when the run moves its
+    cursor, so all the hours before it are in the rows."""
+    key = ("live_from", stream)
+    if key not in memo:
+        oldest = current - (LIVE_HOURS_MAX - 1) * HOUR
+        position = (
+            StreamCursor.objects.filter(stream=stream).values_list("position", flat=True).first()
+        )
+        memo[key] = min(current, max(oldest, hour_of(position))) if position else oldest
+    return memo[key]
+
+
+def _live(tenant, stream, window, live_from, current, dimension, memo) -> dict:
+    """{hour: {dimension: Aggregate}} of the window's hours from `live_from` to the current
+    one, from their raw facts; `memo` (a dict one report shares among its reads) aggregates
+    each stream's hour once."""
+    found = {}
+    hour = max(live_from, hour_of(window.start))
+    while hour <= current and hour < window.end:
+        if (stream, hour) not in memo:
+            memo[stream, hour] = _hour_of_facts(stream, tenant.pk, hour)
+        found[hour] = {
+            name: Aggregate().merge(aggregate)
+            for name, aggregate in memo[stream, hour].items()
+            if _wanted(dimension, name)
+        }
+        hour += HOUR
+    return found
+
+
+# An hour of the queries stream read live, kept per process for the last tenants read whose
 # hour holds at least _KEPT_FROM_EVENTS events (fewer take milliseconds to aggregate): (tenant,
 # hour, values kept per kind) -> (the hour's events when it was made, its aggregates). One is
 # at most 2,001 aggregates, about 2 MB.
@@ -178,19 +204,21 @@ _KEPT_FROM_EVENTS = 1000
 _kept_hours_lock = threading.Lock()
 
 
-def _current_hour(stream, tenant_id, hour) -> dict[str, Aggregate]:
-    """The current hour's aggregates from its raw facts (never changed by the caller). A
-    tenant sends up to 1,000 query events a request, so its hour can hold 100,000 of them
-    on the free plan, and each report aggregated them all again (1.8 s for 50,000): the
-    queries stream's hour is kept per process and made again only when the hour holds more
-    events than it did (events are only ever added to an hour still under way; one count on
-    the (tenant, occurred_at) index says so). The other streams' hours hold what the platform
-    records at its own pace and are aggregated on each read."""
+def _hour_of_facts(stream, tenant_id, hour) -> dict[str, Aggregate]:
+    """An hour's aggregates from its raw facts (never changed by the caller). A tenant sends
+    up to 1,000 query events a request, so its hour can hold 100,000 of them on the free plan,
+    and each report aggregated them all again (1.8 s for 50,000): the queries stream's hour is
+    kept per process and made again only when the hour holds more events than it did (events
+    are only ever added; one count on the (tenant, occurred_at) index says so). The other
+    streams' hours hold what the platform records at its own pace and are aggregated on each
+    read."""
     if stream != Stream.QUERIES:
         return aggregate_hour(stream, tenant_id, hour)
     events = QueryEvent.objects.filter(
         tenant_id=tenant_id, occurred_at__gte=hour, occurred_at__lt=hour + HOUR
     ).count()
+    if not events:
+        return {}
     if events < _KEPT_FROM_EVENTS:
         return aggregate_hour(stream, tenant_id, hour)
     key = (str(tenant_id), hour, settings.ANALYTICS_VALUES_PER_KIND)
@@ -224,19 +252,23 @@ def read(
     `users=False` leaves the distinct-users sketches unread (a report that shows none), and
     the latency histograms are read only with `histograms=True` (percentiles are shown)."""
     current = hour_of(now or timezone.now())
+    memo = {} if memo is None else memo
+    live_from = _live_from(stream, current, memo)
     result: dict = defaultdict(dict)
     rows = Rollup.objects.filter(_dimension_filter(dimension), tenant=tenant, stream=stream)
     # Plain tuples, not model instances: a 90-day report reads some hundreds of rows.
     columns = ["bucket_start", "dimension", "count", "measures"]
     columns += ["latency_histogram"] * histograms + ["users"] * users
     for start, name, count, measures, *rest in _stored(
-        rows.values_list(*columns), window, group, current
+        rows.values_list(*columns), window, group, live_from
     ):
         histogram = rest.pop(0) if histograms else None
         sketch = rest.pop(0) if users else None
         _add(result, group(start, window.tz), name, Aggregate(count, measures, histogram, sketch))
-    for name, aggregate in _live(tenant, stream, window, current, dimension, memo).items():
-        _add(result, group(current, window.tz), name, aggregate)
+    live = _live(tenant, stream, window, live_from, current, dimension, memo)
+    for hour, aggregates in live.items():
+        for name, aggregate in aggregates.items():
+            _add(result, group(hour, window.tz), name, aggregate)
     return result
 
 
@@ -280,14 +312,16 @@ def per_dimension(
     day, which is never read into Python (no histograms or sketches: see streams). `names`
     limits it to those values (the measures of the top ten of hundreds)."""
     current = hour_of(now or timezone.now())
+    memo = {} if memo is None else memo
+    live_from = _live_from(stream, current, memo)
     rows = Rollup.objects.filter(tenant=tenant, stream=stream)
     if names is None:
         rows = rows.filter(dimension__startswith=prefix)
-        live = _live(tenant, stream, window, current, prefix, memo)
+        live = _live(tenant, stream, window, live_from, current, prefix, memo)
     else:
         wanted = tuple(prefix + name for name in names)
         rows = rows.filter(dimension__in=wanted)
-        live = _live(tenant, stream, window, current, wanted, memo)
+        live = _live(tenant, stream, window, live_from, current, wanted, memo)
     sums = {
         name: (Max if name.startswith("max_") else Sum)(
             Cast(KT(f"measures__{name}"), BigIntegerField())
@@ -300,19 +334,20 @@ def per_dimension(
 
     found: dict[str, Aggregate] = {}
     # One row per span and value: the spans' figures are merged here.
-    for row in _stored(rows, window, by_total, current, shape=grouped):
+    for row in _stored(rows, window, by_total, live_from, shape=grouped):
         found.setdefault(row["dimension"][len(prefix) :], Aggregate()).merge(
             Aggregate(
                 count=row["_count"] or 0,
                 measures={name: row[name] for name in measures if row[name] is not None},
             )
         )
-    for name, aggregate in live.items():
-        kept = Aggregate(
-            count=aggregate.count,
-            measures={m: aggregate.measures[m] for m in measures if m in aggregate.measures},
-        )
-        found.setdefault(name[len(prefix) :], Aggregate()).merge(kept)
+    for aggregates in live.values():
+        for name, aggregate in aggregates.items():
+            kept = Aggregate(
+                count=aggregate.count,
+                measures={m: aggregate.measures[m] for m in measures if m in aggregate.measures},
+            )
+            found.setdefault(name[len(prefix) :], Aggregate()).merge(kept)
     return found
 
 
