@@ -1,5 +1,7 @@
 """The quick start's analytics: a month of the product's query events and a week of API
-traffic per demo tenant, folded into roll-ups, so every analytics screen has something to show.
+traffic per demo tenant, folded into roll-ups with the other apps' demo facts (the gateway's
+calls, spread over two weeks), so every analytics screen and the gateway's metrics have
+something to show.
 
 Deterministic (seeded by the tenant's slug) and idempotent: a tenant that already has query
 events is left as it is.
@@ -15,7 +17,11 @@ from tenants.models import Tenant
 from . import sketches
 from .models import QueryEvent, RequestFact
 from .serializers import normalized_query
-from .services import query_events_ingest, request_facts_write, rollups_build
+from .services import query_events_ingest, request_facts_write, rollups_build, rollups_rebuild
+
+# Back to the oldest demo fact: the job alone looks a day back, and the other apps' demo data
+# is recorded now with earlier times.
+DEMO_DAYS = 31
 
 QUERIES = {
     "finance": ["How do I calculate ROI?", "What is our refund policy?", "Export last invoice"],
@@ -95,7 +101,8 @@ def load(*, stdout, staff) -> None:
         if not RequestFact.objects.filter(tenant=tenant).exists():
             request_facts_write(facts=_request_facts(rng, tenant, now))
         loaded += 1
-    hours = rollups_build(now=now)
+    hours = rollups_rebuild(since=now - timedelta(days=DEMO_DAYS), now=now)
+    rollups_build(now=now)  # the job's cursors: the next run starts from here
     stdout.write(
         f"Analytics: query events and API traffic for {loaded} tenant(s), "
         f"{hours} hour(s) rolled up."

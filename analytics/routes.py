@@ -4,9 +4,11 @@ config/urls.py, the composition root, registers them under /api/v1/. Every route
 needs a permission (tests/api walks them all).
 """
 
-from .views import AnalyticsReportViewSet, QueryEventViewSet
+from .views import AnalyticsReportViewSet, GatewayMetricsViewSet, QueryEventViewSet
 
 routes: list = [
     ("analytics/events", QueryEventViewSet, "analytics-event"),
     ("analytics", AnalyticsReportViewSet, "analytics"),
+    # The gateway's token metrics: served from this app's roll-ups of its calls.
+    ("gateway", GatewayMetricsViewSet, "gateway"),
 ]

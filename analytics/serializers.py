@@ -324,6 +324,16 @@ class TeamPerformanceQuerySerializer(TimeZoneQuerySerializer):
     period = ChoiceField(choices=SUPPORT_PERIODS, default="WEEK", required=False)
 
 
+class GatewayMetricsQuerySerializer(QuerySerializer):
+    days = serializers.IntegerField(
+        required=False,
+        default=7,
+        min_value=1,
+        max_value=90,
+        help_text="Days of `daily_series`, today (UTC) included.",
+    )
+
+
 # Responses -------------------------------------------------------------------------------------
 
 
@@ -605,3 +615,20 @@ class TeamPerformanceSerializer(ResponseSerializer):
     period = serializers.CharField()
     time_zone = serializers.CharField()
     data = TeamMemberPerformanceSerializer(many=True)
+
+
+class GatewayMetricsSerializer(ResponseSerializer):
+    organization_id = serializers.UUIDField()
+    date = serializers.DateField()
+    daily = serializers.DictField(
+        child=serializers.IntegerField(), help_text="Tokens per model today (UTC)."
+    )
+    monthly = serializers.DictField(
+        help_text="This month (UTC): `total` tokens, `by_model`, `cost_micros`, `calls`."
+    )
+    daily_series = serializers.ListField(
+        child=serializers.DictField(),
+        help_text="Per day of the last `days` with calls: `date`, `tokens`, `calls`, `failed`, "
+        "`cost_micros`.",
+    )
+    currency = serializers.CharField()

@@ -7,6 +7,7 @@ ingestion endpoint is the product's own traffic and counts against the caller's 
 tenant's ordinary limits (and the api_calls quota) like any other request.
 """
 
+from django.conf import settings
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
@@ -23,6 +24,8 @@ from .serializers import (
     DashboardSerializer,
     EventBatchResultSerializer,
     EventBatchSerializer,
+    GatewayMetricsQuerySerializer,
+    GatewayMetricsSerializer,
     PerformanceMetricsQuerySerializer,
     PerformanceMetricsSerializer,
     PerformanceQuerySerializer,
@@ -206,3 +209,24 @@ class QueryEventViewSet(TenantContextViewSet):
             "errors": errors,
         }
         return Response(EventBatchResultSerializer(result).data, status=status.HTTP_200_OK)
+
+
+class GatewayMetricsViewSet(TenantContextViewSet):
+    """GET gateway/metrics: the gateway's tokens by model today and this month, its cost, and a
+    daily series, read from the gateway stream's roll-ups like every report here. It is the
+    gateway's own figure, so it needs the gateway's read permission and keeps the ordinary
+    rates rather than the reports' `analytics` one."""
+
+    required_permissions = {"metrics": "playground.read"}
+
+    @extend_schema(
+        parameters=[GatewayMetricsQuerySerializer],
+        responses={200: GatewayMetricsSerializer},
+        summary="Gateway token metrics",
+    )
+    @action(detail=False, methods=["get"], url_path="metrics")
+    def metrics(self, request):
+        query = _parsed(GatewayMetricsQuerySerializer, request)
+        data = selectors.gateway_metrics(request.tenant, **query)
+        data["currency"] = settings.GATEWAY_CURRENCY
+        return Response(GatewayMetricsSerializer(data).data)

@@ -1,5 +1,6 @@
 """Reads of the playground app that more than one caller needs: the catalogue, templates with
-the version to show, gateway metrics, and execution analytics.
+the version to show, the gateway's usage for billing, and execution analytics (the gateway's
+token metrics are the analytics app's, read from its roll-ups of the calls).
 
 Analytics are computed in the database: counts, sums and averages by aggregate, and latency
 percentiles with PostgreSQL's `percentile_cont` (the SQLite default computes them in Python
@@ -21,7 +22,6 @@ from config.db import deleted_meanwhile
 from config.exceptions import ApplicationError
 
 from .models import (
-    CallStatus,
     ExecutionStatus,
     GatewayCall,
     JobStatus,
@@ -394,65 +394,6 @@ def templates_compare(*, tenant, template_ids: list, days: int) -> dict:
 
 def _named(winner: dict) -> dict:
     return {"id": str(winner["id"]), "name": winner["name"]}
-
-
-# Gateway metrics ------------------------------------------------------------------------------
-
-
-def gateway_metrics(*, tenant, days: int = 7) -> dict:
-    """Tokens by model today, this month's totals (tokens, by model, cost, calls), and a
-    daily series of the last `days` days: three grouped queries over the call records."""
-    now = timezone.now()
-    today = now.date()
-    month_start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    calls = GatewayCall.objects.filter(tenant=tenant)
-    month = calls.filter(created_at__gte=month_start)
-    by_model = {
-        row["model"]: row
-        for row in month.values("model")
-        .annotate(
-            tokens=Sum("total_tokens"),
-            today=Sum("total_tokens", filter=Q(created_at__gte=day_start)),
-            cost=Sum("cost_micros"),
-            calls=Count("id"),
-        )
-        .order_by("model")
-    }
-    series_since = day_start - dt.timedelta(days=days - 1)
-    series = (
-        calls.filter(created_at__gte=series_since)
-        .annotate(day=TruncDate("created_at"))
-        .values("day")
-        .annotate(
-            tokens=Sum("total_tokens"),
-            calls=Count("id"),
-            failed=Count("id", filter=~Q(status=CallStatus.SUCCEEDED)),
-            cost_micros=Sum("cost_micros"),
-        )
-        .order_by("day")
-    )
-    return {
-        "organization_id": tenant.pk,
-        "date": today,
-        "daily": {name: row["today"] or 0 for name, row in by_model.items() if row["today"]},
-        "monthly": {
-            "total": sum(row["tokens"] or 0 for row in by_model.values()),
-            "by_model": {name: row["tokens"] or 0 for name, row in by_model.items()},
-            "cost_micros": sum(row["cost"] or 0 for row in by_model.values()),
-            "calls": sum(row["calls"] for row in by_model.values()),
-        },
-        "daily_series": [
-            {
-                "date": row["day"].isoformat(),
-                "tokens": row["tokens"] or 0,
-                "calls": row["calls"],
-                "failed": row["failed"],
-                "cost_micros": row["cost_micros"] or 0,
-            }
-            for row in series
-        ],
-    }
 
 
 def gateway_usage(*, tenant_ids, start: dt.datetime, end: dt.datetime) -> dict:

@@ -1,5 +1,5 @@
 """Serializers of the playground app: the gateway's OpenAI-compatible request, the catalogue
-and metrics, prompt templates with their versions, executions, analytics and bulk operations.
+and call records, prompt templates with their versions, executions, analytics and bulk operations.
 
 Serializers check shapes; the rules (a model's limits, placeholders, version immutability) are
 the services'. Money is `*_micros` (micro-units of the gateway currency), never floats.
@@ -342,7 +342,7 @@ class ChatCompletionResponseSerializer(ResponseSerializer):
     system_fingerprint = serializers.CharField(allow_null=True)
 
 
-# The gateway: catalogue and metrics ---------------------------------------------------------
+# The gateway: catalogue and call records ------------------------------------------------------
 
 
 class LanguageModelSerializer(ModelSerializer):
@@ -373,21 +373,6 @@ class LanguageModelSerializer(ModelSerializer):
 
     def get_currency(self, model) -> str:
         return settings.GATEWAY_CURRENCY
-
-
-class GatewayMetricsSerializer(ResponseSerializer):
-    organization_id = serializers.UUIDField()
-    date = serializers.DateField()
-    daily = serializers.DictField(
-        child=serializers.IntegerField(), help_text="Tokens per model today (UTC)."
-    )
-    monthly = serializers.DictField(
-        help_text="This month: `total` tokens, `by_model`, `cost_micros`, `calls`."
-    )
-    daily_series = serializers.ListField(
-        child=serializers.DictField(), help_text="Per day of the last `days`: tokens, calls."
-    )
-    currency = serializers.CharField()
 
 
 class GatewayCallSerializer(ModelSerializer):
@@ -627,10 +612,6 @@ class PromptExecutionSerializer(ModelSerializer):
 
 class RatingSerializer(Serializer):
     rating = serializers.IntegerField(min_value=1, max_value=5)
-
-
-class MetricsQuerySerializer(QuerySerializer):
-    days = serializers.IntegerField(required=False, default=7, min_value=1, max_value=90)
 
 
 class TemplateUpdateQuerySerializer(QuerySerializer):

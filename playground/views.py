@@ -1,5 +1,6 @@
-"""API views of the playground app: the OpenAI-compatible gateway, its catalogue and metrics,
-and prompt templates with executions and analytics.
+"""API views of the playground app: the OpenAI-compatible gateway, its catalogue and call
+records, and prompt templates with executions and analytics (`gateway/metrics` is served by the
+analytics app, from its roll-ups of the calls).
 
 `chat/completions` is the one async view of the project (docs/gateway.md, "Serving model"):
 its viewset runs the platform's request path (authentication, tenant, permission, throttle,
@@ -16,7 +17,6 @@ import uuid
 from datetime import timedelta
 
 from asgiref.sync import markcoroutinefunction, sync_to_async
-from django.conf import settings
 from django.db import close_old_connections
 from django.db.models import Case, IntegerField, Q, Value, When
 from django.http import FileResponse, HttpResponse, JsonResponse, StreamingHttpResponse
@@ -77,9 +77,7 @@ from .serializers import (
     CompareSerializer,
     ExecuteSerializer,
     GatewayCallSerializer,
-    GatewayMetricsSerializer,
     LanguageModelSerializer,
-    MetricsQuerySerializer,
     OrchestrateSerializer,
     OrchestrationStartedSerializer,
     OrchestrationTemplateSerializer,
@@ -449,25 +447,6 @@ class LanguageModelViewSet(mixins.ListModelMixin, TenantContextViewSet):
     queryset = selectors.callable_models()
     serializer_class = LanguageModelSerializer
     required_permissions = {"list": "playground.read"}
-
-
-class GatewayMetricsViewSet(TenantContextViewSet):
-    """GET gateway/metrics: tokens by model today and this month, cost and a daily series."""
-
-    required_permissions = {"metrics": "playground.read", "calls": "playground.read"}
-
-    @extend_schema(
-        parameters=[MetricsQuerySerializer],
-        responses={200: GatewayMetricsSerializer},
-        summary="Gateway token metrics",
-    )
-    @action(detail=False, methods=["get"], url_path="metrics")
-    def metrics(self, request):
-        query = MetricsQuerySerializer(data=request.query_params)
-        query.is_valid(raise_exception=True)
-        data = selectors.gateway_metrics(tenant=request.tenant, **query.validated_data)
-        data["currency"] = settings.GATEWAY_CURRENCY
-        return Response(GatewayMetricsSerializer(data).data)
 
 
 class GatewayCallViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScopedViewSet):

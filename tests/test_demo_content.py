@@ -6,11 +6,13 @@ freshly loaded demo and leaves it as it found it. Loading takes seconds, so this
 load per test. (test_demo_data.py checks the command itself, on an empty database.)
 """
 
+from datetime import timedelta
 from io import StringIO
 
 import pytest
 from django.core.management import call_command
 from django.db import transaction
+from django.utils import timezone
 
 from accounts.models import User
 from audit.models import AuditEvent
@@ -280,7 +282,9 @@ def test_acme_has_a_support_desk_set_up(demo_data):
 
 
 def test_every_demo_tenant_has_analytics_worth_looking_at(demo_data):
+    from analytics import selectors
     from analytics.models import QueryEvent, RequestFact, Rollup
+    from playground.models import GatewayCall
 
     for tenant in Tenant.objects.filter(slug__in=["acme", "globex"]):
         assert QueryEvent.objects.filter(tenant=tenant).count() == 700
@@ -288,6 +292,12 @@ def test_every_demo_tenant_has_analytics_worth_looking_at(demo_data):
         assert RequestFact.objects.filter(tenant=tenant).exists()
         streams = set(Rollup.objects.filter(tenant=tenant).values_list("stream", flat=True))
         assert {"queries", "requests"} <= streams
+        # The gateway's calls, recorded over two weeks, are all in its metrics' daily series.
+        calls = GatewayCall.objects.filter(tenant=tenant)
+        series = selectors.gateway_metrics(tenant, days=15)["daily_series"]
+        assert sum(day["calls"] for day in series) == calls.count()
+    acme_calls = GatewayCall.objects.filter(tenant__slug="acme")
+    assert acme_calls.filter(created_at__lt=timezone.now() - timedelta(days=7)).exists()
 
 
 def _screens() -> list[str]:
