@@ -413,7 +413,8 @@ def gateway_usage(*, tenant_ids, start: dt.datetime, end: dt.datetime) -> dict:
 
 def gateway_usage_in_periods(*, tenant, periods: list[tuple]) -> list[tuple[int, int]]:
     """(tokens, cost_micros) of the tenant's gateway calls in each [start, end) of `periods`,
-    in one query whatever their number."""
+    in one query whatever their number, reading the calls from the first start to the last end
+    only (the sums' own filters alone made it read every call the tenant ever made)."""
     if not periods:
         return []
     sums = {}
@@ -421,7 +422,11 @@ def gateway_usage_in_periods(*, tenant, periods: list[tuple]) -> list[tuple[int,
         window = Q(created_at__gte=start, created_at__lt=end)
         sums[f"tokens_{index}"] = Sum("total_tokens", filter=window)
         sums[f"cost_{index}"] = Sum("cost_micros", filter=window)
-    row = GatewayCall.objects.filter(tenant=tenant).aggregate(**sums)
+    row = GatewayCall.objects.filter(
+        tenant=tenant,
+        created_at__gte=min(start for start, _ in periods),
+        created_at__lt=max(end for _, end in periods),
+    ).aggregate(**sums)
     return [
         (row[f"tokens_{index}"] or 0, row[f"cost_{index}"] or 0) for index in range(len(periods))
     ]

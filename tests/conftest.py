@@ -1,3 +1,4 @@
+import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -279,6 +280,23 @@ def staff_client(db):
 @pytest.fixture
 def is_postgres():
     return connection.vendor == "postgresql"
+
+
+def rows_read(sql: str, table: str) -> int:
+    """Rows the statement's plan reads from `table` (PostgreSQL's EXPLAIN ANALYZE): what its
+    scans of it return and what their filters drop, over all loops."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}")
+        raw = cursor.fetchone()[0]
+    plans = [(json.loads(raw) if isinstance(raw, str) else raw)[0]["Plan"]]
+    rows = 0
+    while plans:
+        plan = plans.pop()
+        plans.extend(plan.get("Plans", []))
+        if plan.get("Relation Name") == table:
+            read = plan["Actual Rows"] + plan.get("Rows Removed by Filter", 0)
+            rows += read * plan["Actual Loops"]
+    return rows
 
 
 def assert_envelope(response, status: int, code: str | None = None) -> dict:

@@ -2,7 +2,6 @@
 tasks and beat entries behind them, and the checkpoints they sign."""
 
 import base64
-import json
 from datetime import timedelta
 from io import StringIO
 
@@ -18,6 +17,7 @@ from audit.canonical import checkpoint_message, format_timestamp
 from audit.models import AuditCheckpoint, AuditEvent
 from audit.services import chain_checkpoints, checkpoint_issue, checkpoints_issue_all
 from audit.verification import HASH_MISMATCH
+from tests.conftest import rows_read
 from tests.factories import TenantFactory
 
 from .chain_helpers import chain_of, edit_payload, make_events, sealed_chain
@@ -273,21 +273,6 @@ def test_checkpoints_issue_all_counts_the_checkpoints_it_signed(tenant):
     assert checkpoints_issue_all() == 0
 
 
-def _event_rows_read(sql: str) -> int:
-    """Rows the statement's plan reads from the events table (its scans, over all loops)."""
-    with connection.cursor() as cursor:
-        cursor.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}")
-        raw = cursor.fetchone()[0]
-    plans = [(json.loads(raw) if isinstance(raw, str) else raw)[0]["Plan"]]
-    rows = 0
-    while plans:
-        plan = plans.pop()
-        plans.extend(plan.get("Plans", []))
-        if plan.get("Relation Name") == AuditEvent._meta.db_table:
-            rows += plan["Actual Rows"] * plan["Actual Loops"]
-    return rows
-
-
 @pytest.mark.postgres
 def test_checkpoints_issue_all_reads_a_few_events_per_chain_not_every_event():
     """The beat job finds the chains by one index descent each: it read every sealed event
@@ -306,7 +291,7 @@ def test_checkpoints_issue_all_reads_a_few_events_per_chain_not_every_event():
     with connection.cursor() as cursor:
         # Tables this small are cheapest read whole; what matters is what the indexes allow.
         cursor.execute("SET LOCAL enable_seqscan = off")
-    read = [_event_rows_read(sql) for sql in reads]
+    read = [rows_read(sql, AuditEvent._meta.db_table) for sql in reads]
     assert read and max(read) <= 1, read  # 160 events, 4 chains: one row per statement
     assert len(reads) <= 3 * 4  # finding a chain, its head; never the whole log
 
