@@ -177,7 +177,9 @@ def rollups_build(*, now: datetime | None = None) -> int:
     events sent over an hour were aggregated some thirty times over). The cursor keeps the
     first hour the job saw facts of before it ended; the first run after it ends looks at
     every fact recorded since that hour could first receive one, and builds each ended hour
-    they touched. Facts for an hour that has ended (late ones) are built on the next run."""
+    they touched. Facts for an hour that has ended (late ones) are built on the next run.
+    The stream's cursor moves once all of a run's builds have committed: the reports read
+    from raw facts every hour from the cursor's on (analytics.selectors)."""
     now = now or timezone.now()
     current = hour_of(now)
     built = 0

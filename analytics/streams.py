@@ -2,7 +2,8 @@
 
 `aggregate_hour(stream, tenant_id, hour)` reads the stream's raw facts of one hour and answers
 {dimension: Aggregate} (the total under ""). It is the one definition of every figure: the
-roll-up job stores it, and the endpoints call it for the current, still partial hour.
+roll-up job stores it, and the endpoints call it for the hours it has not built yet (the
+current, still partial hour, and one just ended until the job's next run).
 
 `touched_hours(stream, since)` answers the (tenant, hour) pairs that facts recorded since a
 moment belong to: the hours the roll-up job rebuilds. A fact arriving late (an event with an

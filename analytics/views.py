@@ -2,8 +2,9 @@
 and serializes. Every action names its permission in `required_permissions`; an action
 without one is refused.
 
-The reports share the tenant's `analytics` rate (ANALYTICS rate, 20/min by default); the
-ingestion endpoint is the product's own traffic and counts against the caller's and the
+The reports share the tenant's `analytics` rate (ANALYTICS rate, 20/min by default; the
+gateway's own metrics keep the ordinary rates they had in the playground app); the ingestion
+endpoint is the product's own traffic and counts against the caller's and the
 tenant's ordinary limits (and the api_calls quota) like any other request.
 """
 
