@@ -16,9 +16,10 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from analytics import services
+from analytics.models import Rollup
 from playground.models import CallStatus, GatewayCall
 from tenants.models import Role
-from tests.conftest import assert_envelope
+from tests.conftest import assert_envelope, rows_read
 from tests.factories import TenantFactory
 
 pytestmark = pytest.mark.django_db
@@ -221,6 +222,40 @@ def test_the_statements_of_a_read_do_not_grow_with_the_calls(make_caller, clock)
     services.rollups_build(now=NOW)
     _statements(small.client), _statements(large.client)  # sessions and caches warmed
     assert _statements(large.client) == _statements(small.client)
+
+
+@pytest.mark.postgres
+def test_a_read_takes_the_range_from_roll_up_rows_and_only_the_live_hour_from_the_calls(
+    owner, clock
+):
+    """What keeps a read's cost from growing with the calls, in the plans: the calls table is
+    read for the hour under way alone, and the roll-ups for one row per day (or hour of today)
+    and value at most, never every hour of the range."""
+    rng = random.Random(5)
+    calls = add_calls(owner.tenant, rng, 400, NOW - timedelta(days=89))
+    services.rollups_rebuild(since=NOW - timedelta(days=91), now=NOW)
+    services.rollups_build(now=NOW)
+    with CaptureQueriesContext(connection) as captured:
+        metrics(owner.client, days=90)
+    statements = [q["sql"] for q in captured.captured_queries]
+    with connection.cursor() as cursor:
+        # Tables this small are cheapest read whole; what matters is what the indexes allow.
+        cursor.execute("SET LOCAL enable_seqscan = off")
+
+    live = sum(1 for call in calls if call.created_at >= hour_of(NOW))
+    calls_table = GatewayCall._meta.db_table
+    read = [rows_read(sql, calls_table) for sql in statements if calls_table in sql]
+    assert read and sum(read) == live, (read, live)
+
+    rollups_table = Rollup._meta.db_table
+    read = [rows_read(sql, rollups_table) for sql in statements if rollups_table in sql]
+    hour_rows = Rollup.objects.filter(tenant=owner.tenant, granularity="hour").count()
+    # At most two rows per day of the range or hour of today (the series reads its total's;
+    # the month's and today's, this month's rows of every dimension, through the range index)
+    # where the range's hour rows alone are over ten times that.
+    bound = 2 * (90 + hour_of(NOW).hour)
+    assert len(read) == 3 and max(read) <= bound, (read, bound)
+    assert hour_rows > 10 * bound, hour_rows
 
 
 @pytest.mark.parametrize("days", ["0", "91", "-1", "seven", "1.5", "9" * 40])
