@@ -936,6 +936,22 @@ def test_the_hour_under_way_is_built_once_it_has_ended(owner, clock):
     assert day.count == 3
 
 
+def test_a_stopped_job_shows_as_missing_hours_beyond_the_three_read_live(owner, clock):
+    """The reports read from raw facts the hours the job has not built, but three at most: a
+    job stopped for longer shows its lag in the figures rather than making every report
+    aggregate its backlog; its next run brings the hours back."""
+    tenant = owner.tenant
+    assert services.rollups_build() == 0  # its cursor: hour 10 of NOW
+    for hours_later in range(5):
+        at = NOW + timedelta(hours=hours_later)
+        services.query_events_ingest(tenant=tenant, events=[fact(f"h{hours_later}", at)])
+    clock.move_to(NOW + timedelta(hours=4))  # hour 14; the job has not run since hour 10
+
+    assert report(owner.client, "queries", days=1).json()["categories"] == {"account": 3}
+    assert services.rollups_build() == 4
+    assert report(owner.client, "queries", days=1).json()["categories"] == {"account": 5}
+
+
 def test_a_late_event_rebuilds_its_own_hour(owner, clock):
     services.query_events_ingest(tenant=owner.tenant, events=[fact("a", utc(2026, 11, 17, 3))])
     services.rollups_build()
