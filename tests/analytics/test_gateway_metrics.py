@@ -238,9 +238,6 @@ def test_a_read_takes_the_range_from_roll_up_rows_and_only_the_live_hour_from_th
     with CaptureQueriesContext(connection) as captured:
         metrics(owner.client, days=90)
     statements = [q["sql"] for q in captured.captured_queries]
-    with connection.cursor() as cursor:
-        # Tables this small are cheapest read whole; what matters is what the indexes allow.
-        cursor.execute("SET LOCAL enable_seqscan = off")
 
     live = sum(1 for call in calls if call.created_at >= hour_of(NOW))
     calls_table = GatewayCall._meta.db_table

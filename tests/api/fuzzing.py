@@ -12,6 +12,7 @@ ones the plugin gave. The plugin itself is not loaded (`-p no:schemathesis`).
 import unittest
 from collections.abc import Callable
 
+import pytest
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 from schemathesis.core.failures import FailureGroup, as_reported_failure
@@ -35,11 +36,16 @@ def has_a_body(operation) -> bool:
     return "requestBody" in operation.definition.raw
 
 
-def operation_labels(schema, *, with_body: bool) -> list[str]:
-    """The labels (`METHOD /path`) of the schema's operations that document a request body, or
-    of those that do not. An operation Schemathesis cannot read stops the collection here."""
-    operations = [result.ok() for result in schema.get_all_operations()]
-    return [operation.label for operation in operations if has_a_body(operation) is with_body]
+def operation_params(schema, *, with_body: int, without_body: int) -> list:
+    """One `(label, max_examples)` parameter per operation of the schema, with the id
+    `METHOD /path`: the fuzzing phase's bound is `with_body` for an operation that documents a
+    request body, `without_body` for one that does not. An operation Schemathesis cannot read
+    stops the collection here."""
+    found = [result.ok() for result in schema.get_all_operations()]
+    return [
+        pytest.param(op.label, with_body if has_a_body(op) else without_body, id=op.label)
+        for op in found
+    ]
 
 
 def _feedback(schema) -> FeedbackSources:

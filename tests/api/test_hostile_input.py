@@ -31,7 +31,7 @@ from config.middleware import upload_allowance
 from tenants.models import Role, Tenant
 from tests.conftest import assert_envelope
 
-from .fuzzing import operation_labels, run_operation
+from .fuzzing import operation_params, run_operation
 from .test_schemathesis import assert_an_error_is_the_envelope, prepare
 from .test_schemathesis import schema as _base_schema
 
@@ -330,23 +330,20 @@ def _never_a_5xx(case, owner_headers):
     assert_an_error_is_the_envelope(case, response)
 
 
-@pytest.mark.parametrize("operation", operation_labels(hostile_schema, with_body=True))
-def test_hostile_strings_in_a_body_never_make_a_5xx(operation, owner_headers, keep_test_connection):
-    run_operation(
+@pytest.mark.parametrize(
+    "operation, max_examples",
+    operation_params(
         hostile_schema,
-        operation,
-        lambda case: _never_a_5xx(case, owner_headers),
-        max_examples=HOSTILE_EXAMPLES_WITH_BODY,
-    )
-
-
-@pytest.mark.parametrize("operation", operation_labels(hostile_schema, with_body=False))
-def test_hostile_strings_in_a_query_never_make_a_5xx(
-    operation, owner_headers, keep_test_connection
+        with_body=HOSTILE_EXAMPLES_WITH_BODY,
+        without_body=HOSTILE_EXAMPLES_WITHOUT_BODY,
+    ),
+)
+def test_hostile_strings_never_make_a_5xx(
+    operation, max_examples, owner_headers, keep_test_connection
 ):
     run_operation(
         hostile_schema,
         operation,
         lambda case: _never_a_5xx(case, owner_headers),
-        max_examples=HOSTILE_EXAMPLES_WITHOUT_BODY,
+        max_examples=max_examples,
     )

@@ -34,7 +34,7 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from .fuzzing import operation_labels, run_operation
+from .fuzzing import operation_params, run_operation
 
 FUZZ_EXAMPLES_WITH_BODY = 20
 FUZZ_EXAMPLES_WITHOUT_BODY = 5
@@ -80,25 +80,15 @@ def _conforms(case, owner_headers) -> None:
     assert_an_error_is_the_envelope(case, response)
 
 
-@pytest.mark.parametrize("operation", operation_labels(schema, with_body=True))
-def test_operations_with_a_body_conform_to_the_schema(
-    operation, owner_headers, keep_test_connection
+@pytest.mark.parametrize(
+    "operation, max_examples",
+    operation_params(
+        schema, with_body=FUZZ_EXAMPLES_WITH_BODY, without_body=FUZZ_EXAMPLES_WITHOUT_BODY
+    ),
+)
+def test_every_operation_conforms_to_the_schema(
+    operation, max_examples, owner_headers, keep_test_connection
 ):
     run_operation(
-        schema,
-        operation,
-        lambda case: _conforms(case, owner_headers),
-        max_examples=FUZZ_EXAMPLES_WITH_BODY,
-    )
-
-
-@pytest.mark.parametrize("operation", operation_labels(schema, with_body=False))
-def test_operations_without_a_body_conform_to_the_schema(
-    operation, owner_headers, keep_test_connection
-):
-    run_operation(
-        schema,
-        operation,
-        lambda case: _conforms(case, owner_headers),
-        max_examples=FUZZ_EXAMPLES_WITHOUT_BODY,
+        schema, operation, lambda case: _conforms(case, owner_headers), max_examples=max_examples
     )

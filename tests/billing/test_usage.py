@@ -122,9 +122,6 @@ def test_the_history_reads_only_the_calls_of_its_periods(owner):
         [march] = usage_history(tenant=tenant, subscription=subscription, months=2)
     assert (march["usage"].tokens, march["usage"].cost_micros) == (33, 39)
     [statement] = [q["sql"] for q in captured.captured_queries if "gatewaycall" in q["sql"]]
-    with connection.cursor() as cursor:
-        # A table this small is cheapest read whole; what matters is what the indexes allow.
-        cursor.execute("SET LOCAL enable_seqscan = off")
     assert rows_read(statement, GatewayCall._meta.db_table) == 3
 
 
