@@ -348,8 +348,10 @@ class PromptExecution(TenantOwned):
     class Meta:
         ordering = ["-created_at", "-id"]
         indexes = [
+            # A template's executions, newest first: the list's pages walk it in their order
+            # (the cursor's), and analytics read a range of it.
             models.Index(
-                fields=["tenant", "template", "-created_at"], name="prompt_execution_time"
+                fields=["tenant", "template", "-created_at", "-id"], name="prompt_execution_order"
             ),
         ]
         constraints = [
@@ -408,7 +410,11 @@ class Project(TenantOwned):
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["tenant", "status"], name="project_status")]
+        indexes = [
+            # The list's pages walk these in their order (as OrchestrationRun's).
+            models.Index(fields=["tenant", "-created_at", "-id"], name="project_created"),
+            models.Index(fields=["tenant", "status", "id"], name="project_status_id"),
+        ]
 
     def __str__(self):
         return self.name
@@ -530,7 +536,10 @@ class OrchestrationRun(BackgroundJob):
     class Meta:
         ordering = ["-created_at"]
         indexes = [
-            models.Index(fields=["tenant", "status"], name="orch_run_status"),
+            # Lists' pages walk these in their order: the newest first, or by status
+            # (config.pagination.in_total_order ends each ordering with the key).
+            models.Index(fields=["tenant", "-created_at", "-id"], name="orch_run_created"),
+            models.Index(fields=["tenant", "status", "id"], name="orch_run_status_id"),
             models.Index(fields=["tenant", "project", "-created_at"], name="orch_run_project"),
             active_jobs_index("orch_run_active"),
         ]
@@ -650,6 +659,8 @@ class Artifact(TenantOwned):
 
     class Meta:
         ordering = ["-created_at"]
+        # The list's pages walk it in their order (as OrchestrationRun's).
+        indexes = [models.Index(fields=["tenant", "-created_at", "-id"], name="artifact_created")]
 
     def __str__(self):
         return self.name
@@ -715,7 +726,9 @@ class WorkflowJob(BackgroundJob):
     class Meta:
         ordering = ["-created_at"]
         indexes = [
-            models.Index(fields=["tenant", "status"], name="workflow_job_status"),
+            # The list's pages walk these in their order (as OrchestrationRun's).
+            models.Index(fields=["tenant", "-created_at", "-id"], name="workflow_job_created"),
+            models.Index(fields=["tenant", "status", "id"], name="workflow_job_status_id"),
             models.Index(fields=["tenant", "workflow_type"], name="workflow_job_type"),
             active_jobs_index("workflow_job_active"),
         ]

@@ -615,7 +615,10 @@ class PromptTemplateViewSet(
         template = self.get_object()
         queryset = PromptExecutionFilter(
             request.query_params,
-            queryset=template.executions.select_related("version"),
+            # By tenant too: the index of a template's executions starts with it.
+            queryset=PromptExecution.objects.filter(
+                tenant_id=template.tenant_id, template=template
+            ).select_related("version"),
             request=request,
         ).qs
         page = self.paginate_queryset(queryset)

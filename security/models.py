@@ -152,7 +152,8 @@ class Incident(TenantOwned):
     class Meta:
         ordering = ["-detected_at", "-id"]
         indexes = [
-            models.Index(fields=["tenant", "status"], name="incident_status"),
+            # The list's pages by status walk it in their order (in_total_order adds the key).
+            models.Index(fields=["tenant", "status", "id"], name="incident_status_id"),
             models.Index(fields=["tenant", "-detected_at"], name="incident_detected"),
             # The deadline beat job's scan: unnotified breaches by due time.
             models.Index(

@@ -76,6 +76,8 @@ class CustomerProfile(TenantOwned):
 
     class Meta:
         ordering = ["name", "id"]
+        # The list's pages walk it in their order (as Ticket's).
+        indexes = [models.Index(fields=["tenant", "name", "id"], name="customer_profile_name")]
         constraints = [
             models.UniqueConstraint(
                 models.F("tenant"), Lower("email"), name="customer_profile_email"
@@ -349,7 +351,10 @@ class Ticket(TenantOwned):
     class Meta:
         ordering = ["-created_at", "-id"]
         indexes = [
-            models.Index(fields=["tenant", "status", "priority"], name="ticket_status"),
+            # The list's pages walk these in their order: the newest first, or by status
+            # (config.pagination.in_total_order ends each ordering with the key).
+            models.Index(fields=["tenant", "-created_at", "-id"], name="ticket_created"),
+            models.Index(fields=["tenant", "status", "id"], name="ticket_status_id"),
             models.Index(fields=["tenant", "assignee", "status"], name="ticket_assignee"),
             # The analytics roll-up job reads the tickets changed since its last run, every
             # minute and across organizations (analytics.streams).
@@ -516,6 +521,8 @@ class TicketAttachment(TenantOwned):
 
     class Meta:
         ordering = ["created_at", "id"]
+        # The list's pages walk it in their order (as Ticket's).
+        indexes = [models.Index(fields=["tenant", "created_at", "id"], name="attachment_created")]
 
     def __str__(self):
         return self.name
@@ -600,7 +607,9 @@ class Escalation(TenantOwned):
     class Meta:
         ordering = ["-created_at", "-id"]
         indexes = [
-            models.Index(fields=["tenant", "status", "priority"], name="escalation_status"),
+            # The list's pages walk these in their order (as Ticket's).
+            models.Index(fields=["tenant", "-created_at", "-id"], name="escalation_created"),
+            models.Index(fields=["tenant", "status", "id"], name="escalation_status_id"),
             # Read by the analytics roll-up job as tickets are (Ticket.Meta).
             models.Index(fields=["updated_at"], name="escalation_updated"),
         ]
@@ -965,7 +974,11 @@ class Refund(TenantOwned):
                 condition=models.Q(amount_cents__gt=0), name="refund_amount_positive"
             ),
         ]
-        indexes = [models.Index(fields=["tenant", "status"], name="refund_tenant_status")]
+        indexes = [
+            # The list's pages walk these in their order (as Ticket's).
+            models.Index(fields=["tenant", "-created_at", "-id"], name="refund_created"),
+            models.Index(fields=["tenant", "status", "id"], name="refund_status_id"),
+        ]
 
     def __str__(self):
         return f"Refund {self.amount_cents} {self.currency} for order {self.order_id}"
