@@ -196,7 +196,9 @@ def _gateway_hour(tenant_id, start, end) -> dict[str, Aggregate]:
             tenant_id=tenant_id,
             gateway_call__created_at__gte=start,
             gateway_call__created_at__lt=end,
-        ).values_list("gateway_call_id", "template_id")
+        )
+        .order_by()  # not the executions' newest-first: a sort of the hour's for nothing
+        .values_list("gateway_call_id", "template_id")
     )
     # (model, source, template) -> [calls, failed, prompt, completion, total, cost, latency_us,
     # ttft_us, ttft_count, latency histogram]

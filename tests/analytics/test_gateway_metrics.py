@@ -267,3 +267,16 @@ def test_reading_the_metrics_needs_the_gateway_read_permission(make_caller):
     assert_envelope(billing.client.get(URL), 403, "INSUFFICIENT_PERMISSIONS")
     viewer = make_caller(Role.VIEWER)
     assert viewer.client.get(URL).status_code == 200
+
+
+def test_the_calls_templates_of_an_hour_are_read_unsorted(owner):
+    """The executions' own order (newest first) would sort the hour's executions for a dict."""
+    from analytics import streams
+    from playground.models import PromptExecution
+
+    with CaptureQueriesContext(connection) as captured:
+        streams._gateway_hour(owner.tenant.pk, hour_of(NOW), hour_of(NOW) + timedelta(hours=1))
+
+    table = PromptExecution._meta.db_table
+    [statement] = [q["sql"] for q in captured.captured_queries if f'FROM "{table}"' in q["sql"]]
+    assert "ORDER BY" not in statement

@@ -58,7 +58,7 @@ from playground.tasks import execute_orchestration_run
 from tenants.models import Role, Tenant
 from tenants.plans import MIB
 from tenants.services.quotas import quota_consume, quota_states
-from tests.conftest import assert_envelope
+from tests.conftest import assert_envelope, rows_read
 
 from .factories import (
     LanguageModelFactory,
@@ -1204,6 +1204,26 @@ def test_a_project_shows_its_five_most_recent_runs_newest_first(owner, project):
     recent = response.json()["recent_runs"]
     assert [row["id"] for row in recent] == [pk for _, pk in sorted(made)[:5]]
     assert {row["project"]["id"] for row in recent} == {str(project.pk)}
+
+
+@pytest.mark.postgres
+def test_a_projects_recent_runs_are_read_from_the_index_not_all_of_its_runs(owner, project):
+    """Named by project alone, the runs' index on (tenant, project, -created_at) was no use, and
+    a project with many runs had them all read and sorted for its five newest."""
+    for _ in range(12):
+        OrchestrationRunFactory(project=project)
+
+    with CaptureQueriesContext(connection) as captured:
+        response = owner.client.get(f"{PROJECTS}{project.pk}/")
+
+    assert response.status_code == 200, response.content
+    table = OrchestrationRun._meta.db_table
+    [statement] = [
+        query["sql"]
+        for query in captured.captured_queries
+        if f'FROM "{table}"' in query["sql"] and " LIMIT " in query["sql"]
+    ]
+    assert rows_read(statement, table) == len(response.json()["recent_runs"]) == 5
 
 
 def test_deleting_a_project_with_a_run_in_progress_is_409_and_deletes_nothing(owner, project):
