@@ -2,8 +2,8 @@
 400 VALIDATION_ERROR naming the parameter (DRF answers 404, or quietly uses the default page
 size); a well-formed page past the last one is 404.
 
-Pages are slices of one total order: a page-number list's ordering always ends with the primary
-key (`in_total_order`), and the cursor's is `(-created_at, -id)`."""
+Pages are slices of one total order: a page-number list's ordering is followed by the model's
+own and ends with the primary key (`in_total_order`), and the cursor's is `(-created_at, -id)`."""
 
 from django.db.models import OrderBy, QuerySet
 from rest_framework.exceptions import NotFound, ValidationError
@@ -19,28 +19,50 @@ def _positive_int_or_400(request, parameter: str) -> None:
 
 
 def in_total_order(queryset):
-    """`queryset` with the primary key after its ordering (`?ordering=`, the view's, or the
-    model's), unless a term already is the key. Rows that tie on every term (a status, a tier,
-    a name, a creation time shared by one transaction's rows) are in no set order otherwise,
-    and each page is its own query: PostgreSQL's top-N sort puts the tied rows differently
-    from one OFFSET to the next, so a client paging through the list saw some rows twice and
-    others never. Aggregated, combined, sliced or randomly ordered querysets are left as
-    they are."""
+    """`queryset` in an order in which no two rows tie: its ordering (`?ordering=`, the view's,
+    or the model's), then, for the rows that tie on it, the model's own ordering, then the
+    primary key (unless a term already is the key). Rows that tie on every term (a status, a
+    tier, a name, a creation time shared by one transaction's rows) are in no set order
+    otherwise, and each page is its own query: PostgreSQL's top-N sort puts the tied rows
+    differently from one OFFSET to the next, so a client paging through the list saw some
+    rows twice and others never.
+
+    The terms added run backwards when the ordering's last term is descending, so that `-x`
+    lists exactly the reverse of `x`: one index on `(tenant, x, <the model's order>, id)`
+    serves both, walked forwards or backwards, and the same index serves a filter on `x` in
+    the model's order. Within a status, say, rows come newest first (a list ordered newest
+    first), not in the order of their random ids.
+
+    Aggregated, combined, sliced or randomly ordered querysets are left as they are."""
     if not isinstance(queryset, QuerySet):
         return queryset
     query = queryset.query
     if query.group_by is not None or query.combinator or query.is_sliced:
         return queryset
-    ordering = list(
-        query.order_by or (queryset.model._meta.ordering if query.default_ordering else ())
-    )
+    model_ordering = list(queryset.model._meta.ordering)
+    ordering = list(query.order_by or (model_ordering if query.default_ordering else ()))
     if "?" in ordering:
         return queryset
     key = queryset.model._meta.pk
-    if any(_names(term) in ("pk", key.name, key.attname) for term in ordering):
-        return queryset
+    keys = ("pk", key.name, key.attname)
+    if any(_names(term) in keys for term in ordering):
+        return queryset  # no two rows tie already
+    backwards = bool(ordering) and _descending(ordering[-1])
+    if all(isinstance(term, str) for term in model_ordering):
+        named = {_names(term) for term in ordering}
+        ordering += [
+            _reversed(term) if backwards else term
+            for term in model_ordering
+            if term.lstrip("-") not in named
+        ]
+    if any(_names(term) in keys for term in ordering):
+        return queryset.order_by(*ordering)
     descending = bool(ordering) and _descending(ordering[-1])
     return queryset.order_by(*ordering, "-pk" if descending else "pk")
+
+
+def _reversed(term: str) -> str:
+    return term[1:] if term.startswith("-") else f"-{term}"
 
 
 def _names(term) -> str | None:

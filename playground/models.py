@@ -413,7 +413,9 @@ class Project(TenantOwned):
         indexes = [
             # The list's pages walk these in their order (as OrchestrationRun's).
             models.Index(fields=["tenant", "-created_at", "-id"], name="project_created"),
-            models.Index(fields=["tenant", "status", "id"], name="project_status_id"),
+            models.Index(
+                fields=["tenant", "status", "-created_at", "-id"], name="project_status_time"
+            ),
         ]
 
     def __str__(self):
@@ -536,10 +538,13 @@ class OrchestrationRun(BackgroundJob):
     class Meta:
         ordering = ["-created_at"]
         indexes = [
-            # Lists' pages walk these in their order: the newest first, or by status
-            # (config.pagination.in_total_order ends each ordering with the key).
+            # Lists' pages walk these in their order: the newest first, or by status, where
+            # config.pagination.in_total_order breaks ties in the model's order (so the second
+            # also serves a filter on a status, newest first).
             models.Index(fields=["tenant", "-created_at", "-id"], name="orch_run_created"),
-            models.Index(fields=["tenant", "status", "id"], name="orch_run_status_id"),
+            models.Index(
+                fields=["tenant", "status", "-created_at", "-id"], name="orch_run_status_time"
+            ),
             models.Index(fields=["tenant", "project", "-created_at"], name="orch_run_project"),
             active_jobs_index("orch_run_active"),
         ]
@@ -728,7 +733,9 @@ class WorkflowJob(BackgroundJob):
         indexes = [
             # The list's pages walk these in their order (as OrchestrationRun's).
             models.Index(fields=["tenant", "-created_at", "-id"], name="workflow_job_created"),
-            models.Index(fields=["tenant", "status", "id"], name="workflow_job_status_id"),
+            models.Index(
+                fields=["tenant", "status", "-created_at", "-id"], name="workflow_job_status_time"
+            ),
             models.Index(fields=["tenant", "workflow_type"], name="workflow_job_type"),
             active_jobs_index("workflow_job_active"),
         ]

@@ -152,8 +152,11 @@ class Incident(TenantOwned):
     class Meta:
         ordering = ["-detected_at", "-id"]
         indexes = [
-            # The list's pages by status walk it in their order (in_total_order adds the key).
-            models.Index(fields=["tenant", "status", "id"], name="incident_status_id"),
+            # The list's pages by status walk it in their order, and a filter on a status
+            # newest first (config.pagination.in_total_order breaks ties in the model's order).
+            models.Index(
+                fields=["tenant", "status", "-detected_at", "-id"], name="incident_status_time"
+            ),
             models.Index(fields=["tenant", "-detected_at"], name="incident_detected"),
             # The deadline beat job's scan: unnotified breaches by due time.
             models.Index(

@@ -351,10 +351,13 @@ class Ticket(TenantOwned):
     class Meta:
         ordering = ["-created_at", "-id"]
         indexes = [
-            # The list's pages walk these in their order: the newest first, or by status
-            # (config.pagination.in_total_order ends each ordering with the key).
+            # The list's pages walk these in their order: the newest first, or by status, where
+            # config.pagination.in_total_order breaks ties in the model's order (so the second
+            # also serves a filter on a status, newest first).
             models.Index(fields=["tenant", "-created_at", "-id"], name="ticket_created"),
-            models.Index(fields=["tenant", "status", "id"], name="ticket_status_id"),
+            models.Index(
+                fields=["tenant", "status", "-created_at", "-id"], name="ticket_status_time"
+            ),
             models.Index(fields=["tenant", "assignee", "status"], name="ticket_assignee"),
             # The analytics roll-up job reads the tickets changed since its last run, every
             # minute and across organizations (analytics.streams).
@@ -609,7 +612,9 @@ class Escalation(TenantOwned):
         indexes = [
             # The list's pages walk these in their order (as Ticket's).
             models.Index(fields=["tenant", "-created_at", "-id"], name="escalation_created"),
-            models.Index(fields=["tenant", "status", "id"], name="escalation_status_id"),
+            models.Index(
+                fields=["tenant", "status", "-created_at", "-id"], name="escalation_status_time"
+            ),
             # Read by the analytics roll-up job as tickets are (Ticket.Meta).
             models.Index(fields=["updated_at"], name="escalation_updated"),
         ]
@@ -977,7 +982,9 @@ class Refund(TenantOwned):
         indexes = [
             # The list's pages walk these in their order (as Ticket's).
             models.Index(fields=["tenant", "-created_at", "-id"], name="refund_created"),
-            models.Index(fields=["tenant", "status", "id"], name="refund_status_id"),
+            models.Index(
+                fields=["tenant", "status", "-created_at", "-id"], name="refund_status_time"
+            ),
         ]
 
     def __str__(self):

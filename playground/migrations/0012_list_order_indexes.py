@@ -1,7 +1,8 @@
 # The lists' pages read each organization's rows in their order from an index instead of sorting
-# all of them on every request: the default order (newest first) and the order by status, each
-# ending with the key as every page-number list's ordering does. The status indexes ending in
-# the key replace those without it (same leading columns, so filters use them as before).
+# all of them on every request: the default order (newest first), and by status. The status
+# indexes hold the list's own order after the status (config.pagination.in_total_order breaks
+# ties by it), so one serves `ordering=status`, `ordering=-status` and a filter on a status in
+# the default order; they replace the indexes on (tenant, status) alone, which filters used.
 # Built and dropped without blocking writes on PostgreSQL.
 
 import django.db.models.deletion
@@ -35,7 +36,9 @@ class Migration(migrations.Migration):
         ),
         AddIndexConcurrently(
             model_name="orchestrationrun",
-            index=models.Index(fields=["tenant", "status", "id"], name="orch_run_status_id"),
+            index=models.Index(
+                fields=["tenant", "status", "-created_at", "-id"], name="orch_run_status_time"
+            ),
         ),
         RemoveIndexConcurrently(model_name="orchestrationrun", name="orch_run_status"),
         AddIndexConcurrently(
@@ -44,7 +47,9 @@ class Migration(migrations.Migration):
         ),
         AddIndexConcurrently(
             model_name="project",
-            index=models.Index(fields=["tenant", "status", "id"], name="project_status_id"),
+            index=models.Index(
+                fields=["tenant", "status", "-created_at", "-id"], name="project_status_time"
+            ),
         ),
         RemoveIndexConcurrently(model_name="project", name="project_status"),
         AddIndexConcurrently(
@@ -55,7 +60,9 @@ class Migration(migrations.Migration):
         ),
         AddIndexConcurrently(
             model_name="workflowjob",
-            index=models.Index(fields=["tenant", "status", "id"], name="workflow_job_status_id"),
+            index=models.Index(
+                fields=["tenant", "status", "-created_at", "-id"], name="workflow_job_status_time"
+            ),
         ),
         RemoveIndexConcurrently(model_name="workflowjob", name="workflow_job_status"),
         AddIndexConcurrently(

@@ -1,7 +1,8 @@
 # The lists' pages read each organization's rows in their order from an index instead of sorting
-# all of them on every request: the default order (newest first) and the order by status, each
-# ending with the key as every page-number list's ordering does. The status indexes ending in
-# the key replace those without it (same leading columns, so filters use them as before).
+# all of them on every request: the default order (newest first), and by status. The status
+# indexes hold the list's own order after the status (config.pagination.in_total_order breaks
+# ties by it), so one serves `ordering=status`, `ordering=-status` and a filter on a status in
+# the default order; they replace the indexes on (tenant, status) alone, which filters used.
 # Built and dropped without blocking writes on PostgreSQL.
 
 from django.db import migrations, models
@@ -22,7 +23,9 @@ class Migration(migrations.Migration):
     operations = [
         AddIndexConcurrently(
             model_name="incident",
-            index=models.Index(fields=["tenant", "status", "id"], name="incident_status_id"),
+            index=models.Index(
+                fields=["tenant", "status", "-detected_at", "-id"], name="incident_status_time"
+            ),
         ),
         RemoveIndexConcurrently(model_name="incident", name="incident_status"),
     ]

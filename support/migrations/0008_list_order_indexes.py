@@ -1,7 +1,8 @@
 # The lists' pages read each organization's rows in their order from an index instead of sorting
-# all of them on every request: the default order (newest first) and the order by status, each
-# ending with the key as every page-number list's ordering does. The status indexes ending in
-# the key replace those without it (same leading columns, so filters use them as before).
+# all of them on every request: the default order (newest first), and by status. The status
+# indexes hold the list's own order after the status (config.pagination.in_total_order breaks
+# ties by it), so one serves `ordering=status`, `ordering=-status` and a filter on a status in
+# the default order; they replace the indexes on (tenant, status) alone, which filters used.
 # Built and dropped without blocking writes on PostgreSQL.
 
 import django.db.models.deletion
@@ -28,7 +29,9 @@ class Migration(migrations.Migration):
         ),
         AddIndexConcurrently(
             model_name="ticket",
-            index=models.Index(fields=["tenant", "status", "id"], name="ticket_status_id"),
+            index=models.Index(
+                fields=["tenant", "status", "-created_at", "-id"], name="ticket_status_time"
+            ),
         ),
         RemoveIndexConcurrently(model_name="ticket", name="ticket_status"),
         AddIndexConcurrently(
@@ -37,7 +40,9 @@ class Migration(migrations.Migration):
         ),
         AddIndexConcurrently(
             model_name="escalation",
-            index=models.Index(fields=["tenant", "status", "id"], name="escalation_status_id"),
+            index=models.Index(
+                fields=["tenant", "status", "-created_at", "-id"], name="escalation_status_time"
+            ),
         ),
         RemoveIndexConcurrently(model_name="escalation", name="escalation_status"),
         AddIndexConcurrently(
@@ -46,7 +51,9 @@ class Migration(migrations.Migration):
         ),
         AddIndexConcurrently(
             model_name="refund",
-            index=models.Index(fields=["tenant", "status", "id"], name="refund_status_id"),
+            index=models.Index(
+                fields=["tenant", "status", "-created_at", "-id"], name="refund_status_time"
+            ),
         ),
         RemoveIndexConcurrently(model_name="refund", name="refund_tenant_status"),
         AddIndexConcurrently(
