@@ -282,24 +282,31 @@ def is_postgres():
     return connection.vendor == "postgresql"
 
 
-def rows_read(sql: str, table: str) -> int:
-    """Rows the statement's plan reads from `table` (PostgreSQL's EXPLAIN ANALYZE): what its
-    scans of it return and what their filters drop, over all loops. Sequential scans are off
-    for the rest of the test's transaction: a test's tables are small enough to be cheapest
-    read whole, and what is checked is what the indexes allow."""
+def plan_nodes(sql: str, *, analyze: bool = False, off: tuple[str, ...] = ("seqscan",)):
+    """Every node of the statement's plan (PostgreSQL's EXPLAIN, with ANALYZE when asked), with
+    the planner's `enable_<name>` settings in `off` turned off for the rest of the test's
+    transaction: a test's tables are small enough to be cheapest read whole or sorted, and
+    what is checked is what the indexes allow."""
     with connection.cursor() as cursor:
-        cursor.execute("SET LOCAL enable_seqscan = off")
-        cursor.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}")
+        for name in off:
+            cursor.execute(f"SET LOCAL enable_{name} = off")
+        cursor.execute(f"EXPLAIN ({'ANALYZE, ' if analyze else ''}FORMAT JSON) {sql}")
         raw = cursor.fetchone()[0]
     plans = [(json.loads(raw) if isinstance(raw, str) else raw)[0]["Plan"]]
-    rows = 0
     while plans:
         plan = plans.pop()
         plans.extend(plan.get("Plans", []))
-        if plan.get("Relation Name") == table:
-            read = plan["Actual Rows"] + plan.get("Rows Removed by Filter", 0)
-            rows += read * plan["Actual Loops"]
-    return rows
+        yield plan
+
+
+def rows_read(sql: str, table: str) -> int:
+    """Rows the statement's plan reads from `table` (EXPLAIN ANALYZE, sequential scans off):
+    what its scans of it return and what their filters drop, over all loops."""
+    return sum(
+        (plan["Actual Rows"] + plan.get("Rows Removed by Filter", 0)) * plan["Actual Loops"]
+        for plan in plan_nodes(sql, analyze=True)
+        if plan.get("Relation Name") == table
+    )
 
 
 def assert_envelope(response, status: int, code: str | None = None) -> dict:

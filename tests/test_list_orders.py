@@ -17,8 +17,6 @@ Every list of the schema is either here, `GROWING`, or in `BOUNDED` with what bo
 list has to be put in one of them.
 """
 
-import json
-
 import pytest
 from django.core.paginator import Paginator
 from django.db import connection
@@ -29,6 +27,7 @@ from drf_spectacular.generators import SchemaGenerator
 from notifications.models import WebhookEndpoint
 from playground.models import PromptTemplate
 from support.models import Ticket
+from tests.conftest import plan_nodes
 from tests.factories import factory_for
 
 pytestmark = pytest.mark.django_db
@@ -107,19 +106,11 @@ def test_every_list_is_classified():
 
 def _sorts(sql: str) -> list[tuple[str, list]]:
     """The sorting nodes of the statement's plan when any index order beats sorting."""
-    with connection.cursor() as cursor:
-        cursor.execute("SET LOCAL enable_seqscan = off")
-        cursor.execute("SET LOCAL enable_sort = off")
-        cursor.execute(f"EXPLAIN (FORMAT JSON) {sql}")
-        raw = cursor.fetchone()[0]
-    plans = [(json.loads(raw) if isinstance(raw, str) else raw)[0]["Plan"]]
-    found = []
-    while plans:
-        plan = plans.pop()
-        plans.extend(plan.get("Plans", []))
-        if plan["Node Type"] in ("Sort", "Incremental Sort"):
-            found.append((plan["Node Type"], plan.get("Sort Key")))
-    return found
+    return [
+        (plan["Node Type"], plan.get("Sort Key"))
+        for plan in plan_nodes(sql, off=("seqscan", "sort"))
+        if plan["Node Type"] in ("Sort", "Incremental Sort")
+    ]
 
 
 def _page_statement(owner, monkeypatch, path: str, ordering: str | None, **filters) -> str:
