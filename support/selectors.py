@@ -13,7 +13,14 @@ from django.db.models import Avg, Count, DurationField, ExpressionWrapper, F, Ou
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
-from .models import DecisionRule, Representative, SlaStatus, Ticket, TicketStatus
+from .models import (
+    OPEN_TICKET_STATUSES,
+    DecisionRule,
+    Representative,
+    SlaStatus,
+    Ticket,
+    TicketStatus,
+)
 from .rules import clean_facts, evaluate, shown
 
 # A trend is UP or DOWN when the second half of the window resolved this share more or fewer
@@ -201,6 +208,18 @@ def rules_evaluate(*, tenant, facts: dict, include_disabled: bool = False, rule_
         "facts": {name: shown(value) for name, value in facts.items()},
         "trace": trace,
     }
+
+
+# The open tickets a customer's detail shows, newest first: the rest are a page of
+# `support/tickets?customer=<id>&status=OPEN,IN_PROGRESS,WAITING` away.
+OPEN_TICKETS_SHOWN = 20
+
+
+def customer_open_tickets(*, customer):
+    """The customer's open tickets, newest first."""
+    return Ticket.objects.filter(
+        tenant_id=customer.tenant_id, customer=customer, status__in=OPEN_TICKET_STATUSES
+    ).order_by("-created_at", "-id")
 
 
 # The usage records a budget's detail shows: its current period's, newest first.

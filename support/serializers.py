@@ -33,8 +33,8 @@ from config.serializers import (
 )
 from tenants.serializers.fields import StrictBooleanField
 
+from . import selectors
 from .models import (
-    OPEN_TICKET_STATUSES,
     AgentAssertion,
     AgentStatus,
     AgentType,
@@ -513,20 +513,25 @@ class TicketAssignSerializer(Serializer):
 
 
 class CustomerProfileDetailSerializer(CustomerProfileSerializer):
-    """A customer with their open tickets (newest first)."""
+    """A customer with their open tickets: how many, and the newest of them
+    (selectors.OPEN_TICKETS_SHOWN; a customer with thousands open made an answer as long)."""
 
     open_tickets = serializers.SerializerMethodField()
+    open_tickets_count = serializers.SerializerMethodField()
 
     class Meta(CustomerProfileSerializer.Meta):
-        fields = [*CustomerProfileSerializer.Meta.fields, "open_tickets"]
+        fields = [*CustomerProfileSerializer.Meta.fields, "open_tickets", "open_tickets_count"]
         read_only_fields = fields
 
     @extend_schema_field(TicketSerializer(many=True))
     def get_open_tickets(self, customer) -> list:
-        tickets = customer.tickets.filter(status__in=OPEN_TICKET_STATUSES).select_related(
+        tickets = selectors.customer_open_tickets(customer=customer).select_related(
             "customer", "assignee__user", "created_by"
-        )
+        )[: selectors.OPEN_TICKETS_SHOWN]
         return TicketSerializer(tickets, many=True).data
+
+    def get_open_tickets_count(self, customer) -> int:
+        return selectors.customer_open_tickets(customer=customer).count()
 
 
 class EscalationSerializer(ModelSerializer):

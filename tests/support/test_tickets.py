@@ -17,6 +17,7 @@ from django.db import connection
 from audit.models import AuditEvent
 from config.exceptions import Conflict
 from notifications.models import WebhookDelivery
+from support import selectors
 from support.models import (
     OPEN_TICKET_STATUSES,
     TICKET_TRANSITIONS,
@@ -569,6 +570,26 @@ def test_a_customer_shows_only_their_open_tickets(owner):
     shown = response.json()["open_tickets"]
     assert {row["id"] for row in shown} == open_ones
     assert all(row["customer_id"] == str(customer.pk) for row in shown)
+    assert response.json()["open_tickets_count"] == len(open_ones)
+
+
+def test_a_customer_shows_the_newest_of_many_open_tickets_and_how_many(owner, monkeypatch):
+    """A customer with thousands of tickets open made an answer of thousands of tickets."""
+    monkeypatch.setattr(selectors, "OPEN_TICKETS_SHOWN", 3)
+    customer = CustomerProfileFactory(tenant=owner.tenant)
+    start = datetime.now(UTC) - timedelta(hours=1)
+    newest_first = []
+    for minutes in range(5):
+        ticket = in_status(owner.tenant, TicketStatus.OPEN, customer=customer)
+        Ticket.objects.filter(pk=ticket.pk).update(created_at=start + timedelta(minutes=minutes))
+        newest_first.insert(0, str(ticket.pk))
+    in_status(owner.tenant, TicketStatus.CLOSED, customer=customer)
+
+    response = owner.client.get(f"{CUSTOMERS}{customer.pk}/")
+
+    assert response.status_code == 200, response.content
+    assert [row["id"] for row in response.json()["open_tickets"]] == newest_first[:3]
+    assert response.json()["open_tickets_count"] == 5
 
 
 # Filters, search, ordering ----------------------------------------------------------------------
