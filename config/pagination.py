@@ -55,10 +55,9 @@ def in_total_order(queryset):
             for term in model_ordering
             if term.lstrip("-") not in named
         ]
-    if any(_names(term) in keys for term in ordering):
-        return queryset.order_by(*ordering)
-    descending = bool(ordering) and _descending(ordering[-1])
-    return queryset.order_by(*ordering, "-pk" if descending else "pk")
+    if not any(_names(term) in keys for term in ordering):
+        ordering.append("-pk" if ordering and _descending(ordering[-1]) else "pk")
+    return queryset.order_by(*ordering)
 
 
 def _reversed(term: str) -> str:
