@@ -12,8 +12,10 @@ from django.db.models.functions import Now
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext, isolate_apps
 from django.utils import timezone
+from psycopg.adapt import Transformer
 
 from audit.models import AuditEvent
+from config import prepared as prepared_module
 from config.prepared import (
     EXPLICIT_ONLY,
     CompiledQuery,
@@ -108,6 +110,106 @@ def test_is_prepared_on_the_server_once_per_connection():
         assert len(fetch_prepared(DEFAULT_DB_ALIAS, sql, ["server-org"])) == 1
 
     assert server_prepared(marker) == [sql.replace("%s", "$1")]
+
+
+@pytest.mark.postgres
+@preparing
+def test_a_statement_past_psycopg_s_own_bounds_is_converted_once():
+    """psycopg converts the placeholders of a statement of more than 50 parameters on every
+    run; a fixed statement's conversion is kept (the orchestration's settlement has 67)."""
+    sql = f"SELECT {' + '.join(['%s::int'] * 60)} /* {uuid.uuid4()} */"
+    before = prepared_module._placeholders_converted.cache_info()
+
+    for total in (60, 120, 180):
+        assert fetch_prepared(DEFAULT_DB_ALIAS, sql, [total // 60] * 60) == [(total,)]
+
+    after = prepared_module._placeholders_converted.cache_info()
+    assert (after.misses - before.misses, after.hits - before.hits) == (1, 2)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(
+    ("sql", "params"),
+    [
+        ("SELECT %s::int, %s::text", [1, "a"]),
+        ("SELECT %(b)s::text, %(a)s::int, %(b)s::text", {"a": 1, "b": "x"}),
+        ("SELECT %b::int, %t::text, '100%%'", [2, "y"]),
+        (b"SELECT %s::uuid", [uuid.uuid4()]),
+        ("SELECT 1", None),
+    ],
+)
+def test_a_kept_conversion_is_psycopg_s_own(sql, params):
+    """The kept conversion gives what psycopg's gives (its query class is not public API: a
+    psycopg upgrade that changes it fails here)."""
+    from psycopg._queries import PostgresQuery
+
+    connection.ensure_connection()
+    queries = []
+    for query_class in (PostgresQuery, prepared_module._FixedStatementQuery):
+        query = query_class(Transformer(connection.connection))
+        query.convert(sql, params)
+        queries.append((query.query, query.params, query.types, query.formats))
+
+    assert queries[0] == queries[1]
+
+
+def kept_cursor():
+    """The preparing cursor kept on this thread's connection."""
+    return connections[DEFAULT_DB_ALIAS].__dict__.get(prepared_module._KEPT_CURSOR)
+
+
+@pytest.mark.postgres
+@preparing
+def test_a_connection_s_statements_share_one_cursor():
+    """One psycopg cursor per connection, kept open: a new one per statement cost a third of
+    the client's time for a one-row statement."""
+    TenantFactory(slug="kept-cursor-org")
+    sql = unique_sql()
+    fetch_prepared(DEFAULT_DB_ALIAS, sql, ["kept-cursor-org"])
+    cursor = kept_cursor()
+
+    for _ in range(3):
+        assert len(fetch_prepared(DEFAULT_DB_ALIAS, sql, ["kept-cursor-org"])) == 1
+    insert_row(
+        AuditEvent(
+            tenant=None, event_type="kept.cursor", actor_type="system", created_at=timezone.now()
+        )
+    )
+
+    assert kept_cursor() is cursor
+    assert not cursor.closed
+    assert cursor.connection is connection.connection
+    assert AuditEvent.objects.filter(event_type="kept.cursor").count() == 1
+
+
+@pytest.mark.postgres
+@preparing
+@pytest.mark.django_db(transaction=True)
+def test_a_new_connection_or_thread_gets_its_own_cursor():
+    TenantFactory(slug="own-cursor-org")
+    sql = unique_sql()
+    fetch_prepared(DEFAULT_DB_ALIAS, sql, ["own-cursor-org"])
+    first = kept_cursor()
+    in_thread = []
+
+    def other_thread():
+        try:
+            in_thread.append(len(fetch_prepared(DEFAULT_DB_ALIAS, sql, ["own-cursor-org"])))
+            in_thread.append(kept_cursor())
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=other_thread)
+    thread.start()
+    thread.join()
+    connection.close()  # as at the end of a request past CONN_MAX_AGE, or a lost connection
+    rows = fetch_prepared(DEFAULT_DB_ALIAS, sql, ["own-cursor-org"])
+
+    assert in_thread[0] == 1
+    assert in_thread[1] is not first
+    assert len(rows) == 1
+    assert kept_cursor() is not first
+    assert kept_cursor().connection is connection.connection
 
 
 @pytest.mark.postgres
