@@ -116,7 +116,7 @@ def test_is_prepared_on_the_server_once_per_connection():
 @preparing
 def test_a_statement_past_psycopg_s_own_bounds_is_converted_once():
     """psycopg converts the placeholders of a statement of more than 50 parameters on every
-    run; a fixed statement's conversion is kept (the orchestration's settlement has 67)."""
+    run; a fixed statement's conversion is kept (the orchestration's settlement has 52)."""
     sql = f"SELECT {' + '.join(['%s::int'] * 60)} /* {uuid.uuid4()} */"
     before = prepared_module._placeholders_converted.cache_info()
 
