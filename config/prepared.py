@@ -15,6 +15,7 @@ when only these few gain from it. What remains outside Django's API is small and
 - a psycopg server-binding cursor that asks for `prepare=True` (psycopg's public API);
 - setting psycopg's `_query` after a prepared run, which Django's query log reads;
 - converting each statement's placeholders once (`_FixedStatementQuery`, psycopg's query class);
+- one psycopg cursor kept on Django's connection object between statements (`_KEPT_CURSOR`);
 - `CompiledQuery`, which keeps the ORM's compiled SQL and row builders (`get_related_populators`,
   the compiler's converters) to skip compiling.
 
@@ -120,11 +121,11 @@ def _server_prepared_cursor(db):
     raw = db.connection
     if not isinstance(raw, psycopg.Connection) or raw.prepare_threshold is None:
         return None  # psycopg 2, or a database configured without the option
-    cursor = db.__dict__.get(_KEPT_CURSOR)
+    cursor = getattr(db, _KEPT_CURSOR, None)
     if cursor is None or cursor.connection is not raw or cursor.closed:
         with db.wrap_database_errors:
             cursor = _PreparingCursor(raw)
-        db.__dict__[_KEPT_CURSOR] = cursor
+        setattr(db, _KEPT_CURSOR, cursor)
     return db.make_debug_cursor(cursor) if db.queries_logged else db.make_cursor(cursor)
 
 

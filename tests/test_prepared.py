@@ -155,7 +155,7 @@ def test_a_kept_conversion_is_psycopg_s_own(sql, params):
 
 def kept_cursor():
     """The preparing cursor kept on this thread's connection."""
-    return connections[DEFAULT_DB_ALIAS].__dict__.get(prepared_module._KEPT_CURSOR)
+    return getattr(connections[DEFAULT_DB_ALIAS], prepared_module._KEPT_CURSOR, None)
 
 
 @pytest.mark.postgres
