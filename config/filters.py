@@ -1,9 +1,11 @@
-"""Filter fields shared by every app's FilterSets."""
+"""The filter backends of every list, and filter fields shared by every app's FilterSets."""
 
+import functools
 from datetime import UTC
 
 import django_filters
 from django import forms
+from django_filters.rest_framework import DjangoFilterBackend
 from rest_framework import filters
 from rest_framework.exceptions import ValidationError
 
@@ -90,3 +92,71 @@ class OrderingFilter(filters.OrderingFilter):
 
 class ChoiceInFilter(django_filters.BaseInFilter, django_filters.ChoiceFilter):
     """One value or several, comma-separated (`?status=active,completed`), each a choice."""
+
+
+class FilterBackend(DjangoFilterBackend):
+    """django-filter's backend, without the work it does on every request to no effect.
+
+    - A request that names none of its FilterSet's filters is not filtered through it.
+      django-filter makes the FilterSet, a copy of each of its filters, a form class from them
+      and the form, then cleans every field of it, on every list request (a tenth of a page
+      of members); with no value given, each filter gives its queryset back as it is. A
+      parameter is taken to name a filter when it is the filter's name or starts with it and
+      an underscore (the parameters of a range's or a lookup's widget), so a request naming
+      one is always filtered. A FilterSet that filters by rules of its own (an override of
+      `filter_queryset`, `qs`, `is_valid`, `form`, `get_form_class` or `__init__`: the
+      notifications' default channel) or has a required filter is always made.
+    - A view's `filterset_fields` make their FilterSet class once per view and model, where
+      django-filter makes a new class on every request."""
+
+    def get_filterset_class(self, view, queryset=None):
+        fields = getattr(view, "filterset_fields", None)
+        if getattr(view, "filterset_class", None) or not fields or queryset is None:
+            return super().get_filterset_class(view, queryset)
+        key = (type(view), queryset.model, repr(fields))
+        made = _AUTOMATIC_FILTERSETS.get(key)
+        if made is None:
+            made = _AUTOMATIC_FILTERSETS[key] = super().get_filterset_class(view, queryset)
+        return made
+
+    def filter_queryset(self, request, queryset, view):
+        filterset_class = self.get_filterset_class(view, queryset)
+        if filterset_class is None:
+            return queryset
+        if _filters_only_given_values(filterset_class) and not _names_a_filter(
+            request.query_params, filterset_class.base_filters
+        ):
+            return queryset
+        return super().filter_queryset(request, queryset, view)
+
+
+# (view class, model, fields) -> the FilterSet class made for them. Two threads making the same
+# one at once each make a class, and one is kept: both filter alike.
+_AUTOMATIC_FILTERSETS: dict = {}
+
+# What a FilterSet overrides when it filters by more than the values it is given.
+_FILTERING_BY_OWN_RULES = (
+    "__init__",
+    "filter_queryset",
+    "qs",
+    "is_valid",
+    "form",
+    "get_form_class",
+)
+
+
+@functools.cache
+def _filters_only_given_values(filterset_class) -> bool:
+    """Whether `filterset_class` leaves its queryset as it is when no filter is given a value."""
+    base = django_filters.FilterSet
+    return all(
+        getattr(filterset_class, name) is getattr(base, name) for name in _FILTERING_BY_OWN_RULES
+    ) and not any(f.extra.get("required") for f in filterset_class.base_filters.values())
+
+
+def _names_a_filter(parameters, filters) -> bool:
+    return any(
+        parameter == name or parameter.startswith(f"{name}_")
+        for parameter in parameters
+        for name in filters
+    )

@@ -5,6 +5,7 @@ size); a well-formed page past the last one is 404.
 Pages are slices of one total order: a page-number list's ordering is followed by the model's
 own and ends with the primary key (`in_total_order`), and the cursor's is `(-created_at, -id)`."""
 
+from django.core.paginator import EmptyPage, Paginator
 from django.db.models import OrderBy, QuerySet
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.pagination import CursorPagination, PageNumberPagination
@@ -77,10 +78,57 @@ def _descending(term) -> bool:
     )
 
 
+class CountingPaginator(Paginator):
+    """Django's paginator, counting the rows from the page itself when the page shows the end
+    of the list.
+
+    Django counts first (a COUNT of the whole filtered list, to check the page number), then
+    reads the page: two statements, each compiled by the ORM. Here the page is read first, one
+    row longer than a page: when that extra row is not there, the page holds the list's last
+    rows and the count is the rows before it plus the rows on it, exactly, from the same
+    statement (a list that fits on one page, the usual case, is read in one statement). Only
+    when more rows follow is the list counted as Django counts it. A page past the end, its
+    rows empty, is the EmptyPage Django raises."""
+
+    def page(self, number):
+        whole = _whole_number(number)
+        if whole is None or self.orphans or not self.allow_empty_first_page:
+            return super().page(number)  # Django's checks, errors and count
+        if whole > _LARGEST_PAGE_READ // self.per_page:
+            return super().page(number)  # counted first: past the end, never an OFFSET so large
+        if "count" in self.__dict__:
+            return super().page(whole)  # counted already (the `last` page)
+        bottom = (whole - 1) * self.per_page
+        rows = list(self.object_list[bottom : bottom + self.per_page + 1])
+        if len(rows) > self.per_page:
+            # More rows follow: the page is valid whatever the count, which is Django's.
+            return self._get_page(rows[: self.per_page], whole, self)
+        if not rows and whole > 1:
+            raise EmptyPage(self.error_messages["no_results"])
+        self.count = bottom + len(rows)  # set where the cached property keeps its value
+        return self._get_page(rows, whole, self)
+
+
+# Pages further than this are judged by the count before any row is read: an OFFSET past a
+# 64-bit integer is an error of the database, not an empty page.
+_LARGEST_PAGE_READ = 2**62
+
+
+def _whole_number(number) -> int | None:
+    """A page number of 1 or more as DRF passes it (a query parameter's digits, or an int)."""
+    if isinstance(number, int) and not isinstance(number, bool):
+        return number if number >= 1 else None
+    if isinstance(number, str) and number.isascii() and number.isdigit() and int(number) >= 1:
+        return int(number)
+    return None
+
+
 class StandardPagination(PageNumberPagination):
     """Page-number pagination: `page`, `page_size` (default 20, at most 100: larger sizes are
-    reduced to 100), over the list's ordering made total (`in_total_order`)."""
+    reduced to 100), over the list's ordering made total (`in_total_order`), counted from the
+    page when it is the last (`CountingPaginator`)."""
 
+    django_paginator_class = CountingPaginator
     page_size = 20
     page_size_query_param = "page_size"
     max_page_size = 100

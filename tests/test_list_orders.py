@@ -115,8 +115,10 @@ def _sorts(sql: str) -> list[tuple[str, list]]:
 
 
 def _page_statement(owner, monkeypatch, path: str, ordering: str | None, **filters) -> str:
-    """The statement that reads the list's page, as the API sends it. An empty list makes none,
-    so the page-number paginator is told there are rows."""
+    """The statement that reads the list's page, as the API sends it. The paginator is told
+    there are rows: Django's reads no page of a list it counted empty (the platform's reads
+    the page first, config.pagination.CountingPaginator, but not every page: one with rows
+    after it is counted too)."""
     monkeypatch.setattr(Paginator, "count", 1_000)
     if path in PARENTS:
         parent = factory_for(PARENTS[path])(tenant=owner.tenant)
