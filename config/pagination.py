@@ -11,11 +11,18 @@ from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.pagination import CursorPagination, PageNumberPagination
 
 
+def _whole_number(number) -> int | None:
+    """A page number or size of 1 or more, as an int or a parameter's digits; else None."""
+    if isinstance(number, int) and not isinstance(number, bool):
+        return number if number >= 1 else None
+    if isinstance(number, str) and number.isascii() and number.isdigit() and int(number) >= 1:
+        return int(number)
+    return None
+
+
 def _positive_int_or_400(request, parameter: str) -> None:
     raw = request.query_params.get(parameter)
-    if raw is None:
-        return
-    if not (raw.isascii() and raw.isdigit() and int(raw) >= 1):
+    if raw is not None and _whole_number(raw) is None:
         raise ValidationError({parameter: ["Must be a whole number of 1 or more."]})
 
 
@@ -112,15 +119,6 @@ class CountingPaginator(Paginator):
 # Pages further than this are judged by the count before any row is read: an OFFSET past a
 # 64-bit integer is an error of the database, not an empty page.
 _LARGEST_PAGE_READ = 2**62
-
-
-def _whole_number(number) -> int | None:
-    """A page number of 1 or more as DRF passes it (a query parameter's digits, or an int)."""
-    if isinstance(number, int) and not isinstance(number, bool):
-        return number if number >= 1 else None
-    if isinstance(number, str) and number.isascii() and number.isdigit() and int(number) >= 1:
-        return int(number)
-    return None
 
 
 class StandardPagination(PageNumberPagination):
