@@ -509,8 +509,7 @@ class RedisBufferedCounts:
 
     @property
     def client(self):
-        # Each thread has its own cache backend object (and connection pool).
-        return redis_client(caches["default"])
+        return redis_client(redis_cache())
 
     def record(self, owner: str, counts: Mapping[str, int]) -> None:
         if self._push_seconds() <= 0:

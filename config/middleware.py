@@ -14,6 +14,7 @@ from django.core.validators import validate_ipv46_address
 from django.http.request import HttpHeaders
 from django.urls import Resolver404, resolve
 from django.utils.functional import SimpleLazyObject, empty
+from django.utils.ipv6 import MAX_IPV6_ADDRESS_LENGTH
 
 from . import request_context
 from .connections import drop_closed_connections
@@ -45,11 +46,22 @@ def client_ip(request) -> str | None:
         ]
         if len(forwarded) >= hops:
             address = forwarded[-hops]
+    # Django refuses any longer address (an IPv4 one is shorter still): a longer header value
+    # is refused here, before it could take room among the kept answers.
+    if len(address) > MAX_IPV6_ADDRESS_LENGTH:
+        return None
+    return address if _is_ip_address(address) else None
+
+
+# Django's validator parses the address and builds its error on every call; a process sees
+# few distinct client addresses at a time, so each one's answer is kept (a bounded number).
+@functools.lru_cache(maxsize=4096)
+def _is_ip_address(address: str) -> bool:
     try:
         validate_ipv46_address(address)
     except ValidationError:
-        return None
-    return address
+        return False
+    return True
 
 
 class DualModeMiddleware(ABC):

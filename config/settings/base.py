@@ -638,6 +638,8 @@ REST_FRAMEWORK = {
     ],
     # JSON only: the browsable API is a dev-only aid, and even there errors are JSON.
     "DEFAULT_RENDERER_CLASSES": ["config.renderers.JSONRenderer"],
+    # DRF's, without parsing the headers of a request that asks for nothing in particular.
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "config.negotiation.ContentNegotiation",
     # JSON with the API's depth and text limits (config.parsers); the size limit of every body
     # is config.middleware.JSONErrorMiddleware's. JSON only, as the API documents: an upload
     # names MultiPartParser itself. Form input is a second language with its own rules: DRF
