@@ -40,7 +40,7 @@ API_KEY_KEYWORD = "Api-Key"
 BEARER_KEYWORD = "Bearer"
 API_KEY_PREFIX = "cp_"
 _API_KEY_META = "HTTP_X_API_KEY"
-_API_KEY_PATTERN = re.compile(r"^cp_(?P<key_id>[0-9a-f]{32})_(?P<secret>[A-Za-z0-9_-]{43})$")
+_API_KEY_PATTERN = re.compile(r"^cp_(?P<key_id>[0-9a-f]{32})_(?P<secret>[A-Za-z0-9_-]{43})\Z")
 
 
 def refuse_conflicting_credentials(request) -> None:

@@ -33,7 +33,7 @@ REQUEST_ID_HEADER = "X-Request-ID"
 # request does not send, on every request.
 _REQUEST_ID_META = HttpHeaders.to_wsgi_name(REQUEST_ID_HEADER)
 # A client-supplied id is echoed only when it is short and safe to log and to put in a header.
-_SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}\Z")
 
 
 def client_ip(request) -> str | None:

@@ -35,7 +35,7 @@ DEFAULT_PHASES = (
 )
 INTEGRATIONS_PERFORMED = ("file_system",)
 PROJECT_METADATA_MAX_BYTES = 16 * 1024
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _-]{0,63}$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _-]{0,63}\Z")
 _SETTINGS_KEYS = frozenset({"ai_model", "max_tokens", "temperature", "integration_enabled"})
 _DATA_KEYS = frozenset({"phases", "integrations", "settings"})
 

@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable, Mapping
 
 _TOKEN = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
 MAX_VALUE_CHARS = 100_000
 # What a template's texts may render to together. A value is written at each of its
 # placeholders, so 50,000 characters of `{a}` with a 100,000-character `a` would be 1.6 GB; this

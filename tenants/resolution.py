@@ -27,7 +27,7 @@ from .permissions import ALL_PERMISSIONS, effective_permissions
 TENANT_HEADER = "X-Organization-ID"
 TENANT_QUERY_PARAM = "organization_id"
 _TENANT_META = HttpHeaders.to_wsgi_name(TENANT_HEADER)
-_SLUG = re.compile(r"^[-a-zA-Z0-9_]{1,63}$")
+_SLUG = re.compile(r"^[-a-zA-Z0-9_]{1,63}\Z")
 
 
 class TenantMode(enum.Enum):

@@ -32,7 +32,7 @@ from .base import (
 )
 
 # An error body's `type` or `code` is shown only when it is a plain identifier like this one.
-_SAFE_IDENTIFIER = re.compile(r"^[a-z0-9_.-]{1,64}$")
+_SAFE_IDENTIFIER = re.compile(r"^[a-z0-9_.-]{1,64}\Z")
 # Only the beginning of an error body is parsed: it is read for one short identifier.
 _ERROR_BODY_LIMIT = 64 * 1024
 # After a stream's end marker the rest of the body is read so that the connection can be
