@@ -104,9 +104,11 @@ validate_text = SafeTextValidator(multiline=True)
 validate_domain = DomainNameValidator(message="Enter a domain name such as acme.example.com.")
 
 # International or local phone numbers: digits with the usual separators, an optional
-# leading +, and at least five digits.
+# leading +, and at least five digits. `(?!\n)$` is the end of the text in Python (whose `$`
+# alone also matches before a final newline) and in the OpenAPI schema's ECMAScript, where
+# the pattern is published and `\Z` does not exist.
 validate_phone = RegexValidator(
-    regex=re.compile(r"^\+?(?=(?:\D*\d){5})[0-9(][0-9 ().\-/]*[0-9]$"),
+    regex=re.compile(r"^\+?(?=(?:\D*\d){5})[0-9(][0-9 ().\-/]*[0-9](?!\n)$"),
     message="Enter a phone number: digits, spaces, ( ) . - / and an optional leading +.",
     code="invalid_phone",
 )

@@ -45,3 +45,13 @@ def test_a_request_id_with_a_line_end_is_replaced_not_echoed():
 
     assert kept[REQUEST_ID_HEADER] == "abc-123"
     assert "\n" not in replaced[REQUEST_ID_HEADER] and replaced[REQUEST_ID_HEADER] != "abc-123"
+
+
+def test_a_phone_number_with_a_line_end_is_refused():
+    from django.core.exceptions import ValidationError
+
+    from config.validators import validate_phone
+
+    validate_phone("+1 (555) 010-0000")
+    with pytest.raises(ValidationError):
+        validate_phone("+1 (555) 010-0000\n")
